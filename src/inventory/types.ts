@@ -1,0 +1,140 @@
+import type { Secret } from '../secret.js'
+
+/** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
+export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] as const
+export type Role = (typeof ROLES)[number]
+
+/** A secret as written in the inventory: never the value inline. */
+export type SecretRef = { env: string } | { file: string } | { generate: true }
+
+/** A secret after loading: env/file are read on the controller; generated ones are read or made on the host. */
+export type SecretValue = { kind: 'value'; secret: Secret } | { kind: 'generate'; name: string }
+
+export interface SshSettings {
+  user: string
+  port: number
+  /** Private key file on the controller; else ssh-agent (SSH_AUTH_SOCK). */
+  identityFile?: string
+  /** known_hosts file used for host-key verification (default ~/.ssh/known_hosts). */
+  knownHostsFile: string
+  /** strict: unknown or changed key stops the host. accept-new: unknown keys are added, changed keys still stop. */
+  hostKeyPolicy: 'strict' | 'accept-new'
+  /** Inventory name of a host (or user@host:port) to jump through. */
+  jump?: string
+  /** When the login user needs a password for sudo. */
+  sudoPassword?: SecretValue
+  connectTimeoutMs: number
+  commandTimeoutMs: number
+  keepaliveIntervalMs: number
+}
+
+export interface TlsSettings {
+  /** self-signed: generated on the host once; files: certificate and key uploaded from the controller; acme: certbot. */
+  mode: 'self-signed' | 'files' | 'acme'
+  certificateFile?: string
+  keyFile?: string
+  acmeEmail?: string
+}
+
+export interface MatrixSettings {
+  /** The part after the colon in user IDs: @alice:example.org */
+  serverName: string
+  /** Host name that serves the client and federation APIs (Apache vhost), e.g. matrix.example.org */
+  publicHost: string
+  /** https://<publicHost> unless given. */
+  publicBaseUrl: string
+  aptRepository: {
+    url: string
+    /** URL or controller path of the keyring (binary or armored). */
+    keyringUrl?: string
+    keyringFile?: string
+    /** Expected key fingerprint; checked before the keyring is installed. */
+    fingerprint?: string
+    /** Suite; defaults to the host's codename. */
+    suite?: string
+    components: string[]
+  }
+  postgres: {
+    /** Inventory name of the host running Postgres (defaults to the host with the postgres role, else this host). */
+    host?: string
+    port: number
+    database: string
+    user: string
+    password: SecretValue
+    /** Inventory names of the hosts allowed to connect (derived from synapse/workers roles unless given). */
+    allowFrom?: string[]
+  }
+  redis: {
+    host?: string
+    port: number
+    password?: SecretValue
+  }
+  synapse: {
+    install: 'apt' | 'pip'
+    version?: string
+    /** pip: index URL, or a wheelhouse directory on the controller that is uploaded (offline hosts). */
+    pipIndexUrl?: string
+    wheelhouse?: string
+    listenPort: number
+    enableRegistration: boolean
+    reportStats: boolean
+    cacheFactor: number
+    /** Extra CA certificates (controller paths) trusted for federation: federation_custom_ca_list. */
+    federationCaFiles: string[]
+    /** Keys under conf.d/ the user wants to add verbatim (merged last). */
+    extraConfig: Record<string, unknown>
+    macaroonSecret: SecretValue
+    formSecret: SecretValue
+    registrationSharedSecret: SecretValue
+  }
+  workers: {
+    enabled: boolean
+    replicationPort: number
+    replicationSecret: SecretValue
+    federationReader: { port: number; metricsPort: number }
+    federationSender: { metricsPort: number }
+  }
+  apache: {
+    tls: TlsSettings
+    /** well-known: serve /.well-known/matrix/* on the server name's vhost. port-8448: federation vhost on 8448. */
+    delegation: 'well-known' | 'port-8448'
+    httpsPort: number
+  }
+  element: {
+    enabled: boolean
+    version: string
+    /** Host name of Element's own vhost (never the homeserver's: XSS). */
+    host: string
+    /** Download URL (default: GitHub release of `version`) or a controller file uploaded to the host. */
+    url?: string
+    file?: string
+    sha256?: string
+    /** Detached signature (controller path or URL) and the release key (controller path) to verify it. */
+    signatureFile?: string
+    signatureUrl?: string
+    releaseKeyFile?: string
+  }
+  monitoring: {
+    enableMetrics: boolean
+    mainMetricsPort: number
+    /** Write a Prometheus scrape configuration here on the host (none when unset). */
+    prometheusScrapeFile?: string
+  }
+}
+
+export interface HostSpec {
+  name: string
+  /** Address used for SSH from the controller. */
+  address: string
+  /** Address other hosts use to reach this one (pg_hba, Redis bind); defaults to `address`. */
+  privateAddress: string
+  ssh: SshSettings
+  roles: Role[]
+  vars: MatrixSettings
+}
+
+export interface Inventory {
+  /** Path of the inventory file (for messages). */
+  file: string
+  hosts: HostSpec[]
+}

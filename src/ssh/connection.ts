@@ -1,0 +1,71 @@
+import type { Secret } from '../secret.js'
+
+/** One result shape for success and failure (like execa's): a non-zero exit is data, not an exception. */
+export interface CommandResult {
+  /** The command as sent, with secrets masked. */
+  command: string
+  /** Exit code; null when killed by a signal or when the channel closed without an exit status. */
+  code: number | null
+  signal: string | null
+  stdout: string
+  stderr: string
+  durationMs: number
+  timedOut: boolean
+}
+
+export interface RunOptions {
+  /** Data for the command's stdin. Secrets travel here, never on the command line. */
+  stdin?: string | Buffer
+  /** Kill the command after this long; the result then has timedOut = true. */
+  timeoutMs?: number
+  /** Live output (for --verbose and progress). */
+  onOutput?: (chunk: string, stream: 'stdout' | 'stderr') => void
+}
+
+export interface FileWrite {
+  path: string
+  content: string | Buffer | Secret
+  owner?: string
+  group?: string
+  /** e.g. 0o644; defaults to 0o644, or 0o600 when content is a Secret. */
+  mode?: number
+}
+
+/**
+ * A connection to one host. Every command runs as root: directly when the login user is root,
+ * through sudo otherwise. Commands run with `sh -c`; callers quote with `shellQuote`.
+ */
+export interface Connection {
+  /** Inventory name of the host. */
+  readonly host: string
+  run(command: string, options?: RunOptions): Promise<CommandResult>
+  /** Atomic: temp file in the same directory (0600), owner and mode set, then rename. Content on stdin. */
+  writeFile(file: FileWrite): Promise<void>
+  /** Upload a local file (e.g. a wheel or tarball) atomically to a root-owned path. */
+  putFile(localPath: string, remotePath: string, options?: { owner?: string; group?: string; mode?: number }): Promise<void>
+  close(): Promise<void>
+}
+
+export class RemoteCommandError extends Error {
+  readonly result: CommandResult
+  readonly host: string
+
+  constructor(host: string, result: CommandResult, what?: string) {
+    const tail = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-8).join('\n')
+    const status = result.timedOut
+      ? 'timed out'
+      : result.code === null
+        ? `was cut off${result.signal ? ` by ${result.signal}` : ' (connection lost?)'}`
+        : `failed with exit code ${result.code}`
+    super(`${what ?? 'command'} on ${host} ${status}: ${result.command}${tail ? `\n${tail}` : ''}`)
+    this.name = 'RemoteCommandError'
+    this.result = result
+    this.host = host
+  }
+}
+
+/** Throw RemoteCommandError unless the command exited 0. */
+export function ensureSuccess(host: string, result: CommandResult, what?: string): CommandResult {
+  if (result.code !== 0) throw new RemoteCommandError(host, result, what)
+  return result
+}

@@ -1,0 +1,126 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { GenericContainer, Network, type StartedNetwork, type StartedTestContainer } from 'testcontainers'
+import { targetImage, type Suite } from './docker.js'
+
+const run = promisify(execFile)
+
+/** A real systemd target host in a container, reachable over real SSH. */
+export interface TestHost {
+  /** Name on the test network (other hosts resolve it). */
+  name: string
+  container: StartedTestContainer
+  /** Where the controller connects: 127.0.0.1 and the mapped port of 22. */
+  sshHost: string
+  sshPort: number
+  /** Address on the test network. */
+  ip: string
+  /** Run a command inside the container as root, bypassing SSH (for assertions only). */
+  exec(command: string): Promise<{ exitCode: number; output: string; stdout: string; stderr: string }>
+}
+
+export interface TestHosts {
+  hosts: TestHost[]
+  network: StartedNetwork
+  /** Private key accepted for root and for the sudo user `deploy`. */
+  keyFile: string
+  /** known_hosts with every host's real keys as `[127.0.0.1]:port`. */
+  knownHostsFile: string
+  dir: string
+  get(name: string): TestHost
+  stop(): Promise<void>
+}
+
+let keyPair: Promise<{ dir: string; keyFile: string; publicKey: string }> | undefined
+
+function controllerKey() {
+  keyPair ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mp-key-'))
+    const keyFile = join(dir, 'id_ed25519')
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'matrix-provision-tests', '-f', keyFile])
+    return { dir, keyFile, publicKey: await readFile(`${keyFile}.pub`, 'utf8') }
+  })()
+  return keyPair
+}
+
+/** Start hosts on one user-defined network; resolves when systemd reports `running` on each. */
+export async function startHosts(names: string[], options: { suite?: Suite } = {}): Promise<TestHosts> {
+  const suite = options.suite ?? 'bookworm'
+  const { keyFile, publicKey } = await controllerKey()
+  const dir = await mkdtemp(join(tmpdir(), 'mp-hosts-'))
+  const network = await new Network().start()
+  const started: TestHost[] = []
+  try {
+    await Promise.all(
+      names.map(async (name) => {
+        const container = await new GenericContainer(targetImage(suite))
+          .withPullPolicy({ shouldPull: () => false })
+          .withName(`mp-${name}-${Math.random().toString(36).slice(2, 8)}`)
+          .withHostname(name)
+          .withNetwork(network)
+          .withNetworkAliases(name)
+          .withAddedCapabilities('SYS_ADMIN', 'NET_ADMIN')
+          .withSecurityOpt('seccomp=unconfined', 'apparmor=unconfined')
+          .withBindMounts([{ source: '/sys/fs/cgroup', target: '/sys/fs/cgroup', mode: 'rw' }])
+          .withTmpFs({ '/run': 'rw', '/run/lock': 'rw', '/tmp': 'rw' })
+          .withExposedPorts(22)
+          .withCopyContentToContainer([
+            { content: publicKey, target: '/root/.ssh/authorized_keys', mode: 0o600 },
+            { content: publicKey, target: '/home/deploy/.ssh/authorized_keys', mode: 0o600 },
+          ])
+          .withCommand(['/sbin/init'])
+          .withStartupTimeout(120_000)
+          .start()
+        const exec = async (command: string) => container.exec(['sh', '-c', command])
+        const host: TestHost = {
+          name,
+          container,
+          sshHost: '127.0.0.1',
+          sshPort: container.getMappedPort(22),
+          ip: container.getIpAddress(network.getName()),
+          exec,
+        }
+        started.push(host)
+        const boot = await exec('systemctl is-system-running --wait; chown -R deploy:deploy /home/deploy/.ssh')
+        if (!boot.output.includes('running')) {
+          const failed = await exec('systemctl --failed --no-legend')
+          throw new Error(`host ${name} did not boot cleanly: ${boot.output.trim()}\n${failed.output}`)
+        }
+      }),
+    )
+    const knownHostsFile = join(dir, 'known_hosts')
+    const lines: string[] = []
+    for (const host of started) {
+      const keys = await host.exec('cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub')
+      for (const key of keys.stdout.trim().split('\n')) {
+        const [type, b64] = key.split(' ')
+        lines.push(`[${host.sshHost}]:${host.sshPort} ${type} ${b64}`)
+      }
+    }
+    await writeFile(knownHostsFile, lines.join('\n') + '\n')
+    const ordered = names.map((n) => started.find((h) => h.name === n)!)
+    return {
+      hosts: ordered,
+      network,
+      keyFile,
+      knownHostsFile,
+      dir,
+      get(name) {
+        const h = ordered.find((x) => x.name === name)
+        if (!h) throw new Error(`no test host ${name}`)
+        return h
+      },
+      async stop() {
+        await Promise.all(ordered.map((h) => h.container.stop({ timeout: 5_000 }).catch(() => undefined)))
+        await network.stop().catch(() => undefined)
+      },
+    }
+  } catch (error) {
+    await Promise.all(started.map((h) => h.container.stop({ timeout: 2_000 }).catch(() => undefined)))
+    await network.stop().catch(() => undefined)
+    throw error
+  }
+}
