@@ -61,6 +61,8 @@ export interface MatrixSettings {
     database: string
     user: string
     password: SecretValue
+    /** PostgreSQL major version to install (the distribution's default when unset). */
+    version?: number
     /** Inventory names of the hosts allowed to connect (derived from synapse/workers roles unless given). */
     allowFrom?: string[]
   }

@@ -43,7 +43,19 @@ export interface Connection {
   writeFile(file: FileWrite): Promise<void>
   /** Upload a local file (e.g. a wheel or tarball) atomically to a root-owned path. */
   putFile(localPath: string, remotePath: string, options?: { owner?: string; group?: string; mode?: number }): Promise<void>
+  /** Send a whole controller directory as one tar stream on stdin, unpacked into remoteDir. */
+  putDirectory(localDir: string, remoteDir: string, options?: { owner?: string; group?: string; mode?: number }): Promise<void>
+  /** A long-lived remote command whose lifetime is the connection's (e.g. the host lock). */
+  spawn(command: string, options?: { stdin?: string }): RemoteProcess
   close(): Promise<void>
+}
+
+export interface RemoteProcess {
+  write(data: string): void
+  end(): void
+  /** Resolves with all output so far once it matches; rejects after timeoutMs or when the process exits first. */
+  waitForOutput(re: RegExp, timeoutMs: number): Promise<string>
+  exited: Promise<CommandResult>
 }
 
 export class RemoteCommandError extends Error {

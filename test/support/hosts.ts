@@ -47,8 +47,11 @@ function controllerKey() {
 }
 
 /** Start hosts on one user-defined network; resolves when systemd reports `running` on each. */
-export async function startHosts(names: string[], options: { suite?: Suite } = {}): Promise<TestHosts> {
-  const suite = options.suite ?? 'bookworm'
+/** The suite tests run on unless they ask for one: the first of TARGET_SUITES (a CI matrix entry), else bookworm. */
+export const DEFAULT_SUITE = (process.env.TARGET_SUITES ?? 'bookworm').split(',')[0] || 'bookworm'
+
+export async function startHosts(names: string[], options: { suite?: Suite | string } = {}): Promise<TestHosts> {
+  const suite = options.suite ?? DEFAULT_SUITE
   const { keyFile, publicKey } = await controllerKey()
   const dir = await mkdtemp(join(tmpdir(), 'mp-hosts-'))
   const network = await new Network().start()

@@ -1,0 +1,166 @@
+import { parseArgs } from 'node:util'
+import { readFileSync } from 'node:fs'
+import { runInventory } from './engine/run.js'
+import type { Mode } from './engine/host-run.js'
+import type { RunReport } from './engine/report-types.js'
+import { InventoryError, formatIssues } from './inventory/errors.js'
+import { inventoryJsonSchema } from './inventory/json-schema.js'
+import { loadInventory } from './inventory/load.js'
+import { ROLES, type Inventory, type Role } from './inventory/types.js'
+import { createRunLog } from './report/log.js'
+import { createProgress } from './report/progress.js'
+import { renderJson, renderReport } from './report/text.js'
+import { maskSecrets } from './secret.js'
+import { connect } from './ssh/ssh-connection.js'
+import { TASKS } from '../tasks/index.js'
+
+export const EXIT = { ok: 0, hostFailed: 1, usage: 2, changesPending: 10 } as const
+
+const HELP = `provision: set up a Matrix Synapse homeserver over SSH (Postgres, Redis, workers, Apache, Element, monitoring)
+
+Usage:
+  provision [apply] --inventory FILE [options]   apply the inventory to its hosts
+  provision check   --inventory FILE             run the before- and after-checks only (read-only)
+  provision unlock  --inventory FILE --limit H   clear a stuck lock left by a run whose connection hung
+  provision schema                               print the inventory's JSON Schema (for editors)
+  provision sandbox [--down]                     provision a local container homeserver (needs Docker)
+
+Options:
+  -i, --inventory FILE   inventory YAML (see inventories/example.yaml)
+  -n, --dry-run          print the plan and change nothing on any host
+      --exit-code        with --dry-run: exit 10 when changes are pending (drift detection)
+      --diff             show unified diffs of files in the plan (secrets masked)
+  -l, --limit LIST       only these hosts or roles (comma-separated)
+  -t, --tasks LIST       only these tasks (${ROLES.join(', ')})
+      --json             print the plan/results as one JSON document on stdout
+  -v, --verbose          plain progress lines with every step
+      --log-file FILE    JSON log of every command, its duration and exit code (secrets masked)
+  -p, --parallel N       at most N hosts at once (default 25)
+  -h, --help             this help
+      --version          print the version
+
+Exit codes: 0 success, 1 a host failed, 2 bad usage or inventory, 10 changes pending (--dry-run --exit-code).`
+
+class UsageError extends Error {}
+
+function splitList(v: string | undefined): string[] {
+  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : []
+}
+
+/** Narrow the inventory to --limit (host names or roles) and pick the tasks (--tasks). */
+export function selectHostsAndTasks(inventory: Inventory, limit: string[], tasks: string[]) {
+  for (const t of tasks) if (!(ROLES as readonly string[]).includes(t)) throw new UsageError(`--tasks: unknown task "${t}"; tasks are: ${ROLES.join(', ')}`)
+  for (const l of limit) {
+    if (!inventory.hosts.some((h) => h.name === l) && !(ROLES as readonly string[]).includes(l))
+      throw new UsageError(`--limit: "${l}" is neither a host of ${inventory.file} (${inventory.hosts.map((h) => h.name).join(', ')}) nor a role`)
+  }
+  const hosts = limit.length ? inventory.hosts.filter((h) => limit.includes(h.name) || h.roles.some((r) => limit.includes(r))) : inventory.hosts
+  const selected = tasks.length ? TASKS.filter((t) => tasks.includes(t.name)) : TASKS
+  return { inventory: { ...inventory, hosts }, tasks: selected }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    return await dispatch(argv)
+  } catch (error) {
+    if (error instanceof InventoryError) {
+      process.stderr.write(formatIssues(error.issues) + '\n')
+      return EXIT.usage
+    }
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`provision: ${(error as Error).message}\nRun provision --help for usage.\n`)
+      return EXIT.usage
+    }
+    const message = maskSecrets(error instanceof Error ? error.message : String(error))
+    process.stderr.write(`provision: ${message}\n${process.env.MP_DEBUG && error instanceof Error ? maskSecrets(error.stack ?? '') + '\n' : ''}`)
+    return EXIT.hostFailed
+  }
+}
+
+async function dispatch(argv: string[]): Promise<number> {
+  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox'] as const
+  const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
+  const { values } = parseArgs({
+    args: argv,
+    allowPositionals: false,
+    options: {
+      inventory: { type: 'string', short: 'i' },
+      'dry-run': { type: 'boolean', short: 'n' },
+      'exit-code': { type: 'boolean' },
+      diff: { type: 'boolean' },
+      limit: { type: 'string', short: 'l' },
+      tasks: { type: 'string', short: 't' },
+      json: { type: 'boolean' },
+      verbose: { type: 'boolean', short: 'v' },
+      'log-file': { type: 'string' },
+      parallel: { type: 'string', short: 'p' },
+      down: { type: 'boolean' },
+      element: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    process.stdout.write(HELP + '\n')
+    return EXIT.ok
+  }
+  if (values.version) {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    process.stdout.write(`${pkg.version}\n`)
+    return EXIT.ok
+  }
+  if (command === 'schema') {
+    process.stdout.write(JSON.stringify(inventoryJsonSchema(), null, 2) + '\n')
+    return EXIT.ok
+  }
+  if (command === 'sandbox') {
+    const { sandbox } = await import('./sandbox/sandbox.js')
+    return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false })
+  }
+  if (!values.inventory) throw new UsageError('--inventory FILE is required')
+  const parallel = values.parallel ? Number(values.parallel) : 25
+  if (!Number.isInteger(parallel) || parallel < 1) throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
+  if (values['exit-code'] && !values['dry-run']) throw new UsageError('--exit-code only makes sense with --dry-run')
+  const loaded = await loadInventory(values.inventory)
+  const { inventory, tasks } = selectHostsAndTasks(loaded, splitList(values.limit), splitList(values.tasks))
+  if (inventory.hosts.length === 0) throw new UsageError(`--limit ${values.limit} matches no host`)
+  const log = createRunLog(values['log-file'])
+
+  if (command === 'unlock') {
+    if (!values.limit) throw new UsageError('unlock needs --limit HOST: clear locks one host at a time, knowingly')
+    const { breakLock } = await import('./engine/lock.js')
+    for (const host of inventory.hosts) {
+      const conn = await connect(host, { log: (e) => log.event(e) })
+      process.stdout.write(`${host.name}: ${await breakLock(conn)}\n`)
+      await conn.close()
+    }
+    return EXIT.ok
+  }
+
+  const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'
+  log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
+  const progress = createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false })
+  const report: RunReport = await runInventory(inventory, {
+    mode,
+    tasks,
+    parallel,
+    connect: (host) =>
+      connect(host, {
+        log: (e) => log.event(e),
+        onOutput: values.verbose ? (host, chunk) => process.stderr.write(maskSecrets(chunk.replace(/^/gm, `[${host}] | `))) : undefined,
+      }),
+    onEvent: (e) => {
+      progress.event(e)
+      log.event({ msg: e.message, host: e.host, task: e.task })
+    },
+    onHostDone: (h) => progress.hostDone(h.host, h.status === 'failed'),
+  })
+  await progress.done()
+  log.event({ msg: 'run finished', totals: report.totals, durationMs: report.durationMs, hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })) })
+  log.close()
+  if (values.json) process.stdout.write(renderJson(report))
+  else process.stdout.write(renderReport(report, { color: process.stdout.isTTY === true && !process.env.NO_COLOR, diffs: values.diff ?? values.verbose ?? false }))
+  if (report.totals.failedHosts > 0) return EXIT.hostFailed
+  if (mode === 'dry-run' && values['exit-code'] && report.totals.add + report.totals.change + report.totals.restart > 0) return EXIT.changesPending
+  return EXIT.ok
+}

@@ -1,0 +1,190 @@
+import { FactValues } from '../facts/fact.js'
+import { gatherFacts } from '../facts/probe.js'
+import { debPackages } from '../facts/packages.js'
+import { freeDiskMiB, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../facts/system.js'
+import type { HostSpec, Inventory } from '../inventory/types.js'
+import { unitNameOf } from '../resources/file.js'
+import { Prediction, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
+import { isServiceResource } from '../resources/systemd-service.js'
+import { maskSecrets } from '../secret.js'
+import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { HostSecrets, pendingRestarts, storedSecrets } from './host-state.js'
+import { acquireLock, type HostLock } from './lock.js'
+import type { HostReport, TaskReport } from './report-types.js'
+import { RestartLedger } from './restarts.js'
+import type { CheckResult, Task, TaskContext } from './task.js'
+
+/** Facts every host needs before its tasks can even be built: one round trip. */
+export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pythonVersion, listeningTcp, pendingRestarts, storedSecrets]
+
+export type Mode = 'apply' | 'dry-run' | 'check'
+
+export interface HostRunOptions {
+  mode: Mode
+  tasks: Task[]
+  inventory: Inventory
+  /** Progress callback: "task synapse: install matrix-synapse" */
+  onEvent?: (event: { host: string; task?: string; message: string }) => void
+}
+
+interface PreparedTask {
+  task: Task
+  resources: Resource[]
+  checks: CheckResult[]
+}
+
+const errorText = (e: unknown) => maskSecrets(e instanceof Error ? e.message : String(e))
+
+/**
+ * Plan or apply the tasks of one host over an open connection. Never throws: every failure becomes
+ * part of the host's report, so one host failing never stops the others.
+ */
+export async function runHost(host: HostSpec, conn: Connection, options: HostRunOptions): Promise<HostReport> {
+  const started = Date.now()
+  const report: HostReport = { host: host.name, status: 'ok', tasks: [], warnings: [], durationMs: 0 }
+  const emit = (message: string, task?: string) => options.onEvent?.({ host: host.name, task, message })
+  let lock: HostLock | undefined
+  try {
+    if (options.mode === 'apply') lock = await acquireLock(conn)
+    const facts = await gatherFacts(conn, BASE_FACTS)
+    const secrets = new HostSecrets(facts.get(storedSecrets))
+    const ctx: TaskContext = {
+      host,
+      inventory: options.inventory,
+      os: facts.get(osRelease),
+      facts,
+      secret: (v) => secrets.resolve(v),
+      hostByName: (name) => {
+        const h = options.inventory.hosts.find((x) => x.name === name)
+        if (!h) throw new Error(`no host named ${name} in the inventory`)
+        return h
+      },
+    }
+    const prepared: PreparedTask[] = []
+    for (const task of options.tasks.filter((t) => host.roles.includes(t.name))) {
+      const resources = await task.resources(ctx)
+      prepared.push({ task, resources: [...secrets.takeResources(), ...resources], checks: [] })
+    }
+    // One more round trip: the facts of every resource and before-check of every task.
+    const beforeChecks = prepared.map((p) => p.task.before?.(ctx) ?? [])
+    await gatherFacts(conn, [...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])], facts)
+    let refused = false
+    prepared.forEach((p, i) => {
+      for (const check of beforeChecks[i]!) {
+        const outcome = check.evaluate(facts)
+        p.checks.push({ name: check.name, phase: 'before', ...outcome })
+        if (!outcome.ok && !outcome.warning) refused = true
+        if (outcome.warning) report.warnings.push(`${p.task.name}: ${outcome.detail}`)
+      }
+    })
+    if (refused) {
+      // Nothing was changed: a target that does not fit is refused as a whole, in the dry run too.
+      for (const p of prepared) report.tasks.push({ task: p.task.name, status: p.checks.some((c) => !c.ok && !c.warning) ? 'failed' : 'skipped', changes: [], restarts: [], checks: p.checks, durationMs: 0 })
+      report.status = 'failed'
+      report.error = prepared.flatMap((p) => p.checks.filter((c) => !c.ok && !c.warning).map((c) => `${p.task.name}: ${c.detail}`)).join('\n')
+      return report
+    }
+    const targets: RestartTarget[] = prepared.flatMap((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
+    if (options.mode === 'apply') await applyTasks(conn, prepared, targets, facts, report, emit, ctx)
+    else await planTasks(conn, prepared, targets, facts, report, options.mode, ctx)
+  } catch (error) {
+    report.status = 'failed'
+    report.error = errorText(error)
+  } finally {
+    await lock?.release().catch(() => undefined)
+    report.durationMs = Date.now() - started
+  }
+  return report
+}
+
+/** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
+async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext) {
+  const predicted = new Prediction()
+  const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
+  const dryLedger = {
+    due: new Map<string, string[]>(ledger.planned(targets.map((t) => t.unit)).map((r) => [r.unit, [r.reason]])),
+  }
+  for (const p of prepared) {
+    const t0 = Date.now()
+    const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
+    try {
+      for (const r of p.resources) {
+        const change = await r.plan({ conn, facts, predicted, dryRun: true })
+        if (!change) continue
+        tr.changes.push(change)
+        for (const t of targets) if (change.touches.some((path) => t.watch.some((w) => (w.endsWith('/') ? path.startsWith(w) : path === w)))) dryLedger.due.set(t.unit, [...(dryLedger.due.get(t.unit) ?? []), change.summary])
+      }
+      // A unit that is not running yet will be started, not restarted.
+      const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
+      for (const unit of ownUnits) {
+        const reasons = dryLedger.due.get(unit)
+        if (!reasons) continue
+        dryLedger.due.delete(unit)
+        const startChange = tr.changes.find((c) => c.resource === `service:${unit}` && c.action === 'start')
+        if (!startChange) tr.restarts.push({ unit, action: targets.find((t) => t.unit === unit)?.reload ? 'reload' : 'restart', reason: reasons.join('; '), done: false })
+      }
+      if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn)) })
+      tr.status = tr.checks.some((c) => !c.ok && !c.warning) ? 'failed' : tr.changes.length ? 'changed' : 'ok'
+    } catch (error) {
+      tr.status = 'failed'
+      tr.error = errorText(error)
+    }
+    tr.durationMs = Date.now() - t0
+    report.tasks.push(tr)
+    if (tr.status === 'failed') report.status = 'failed'
+    else if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
+  }
+}
+
+/** Apply: each task's changes in order, its restarts once at its end, then its after-checks. */
+async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, emit: (m: string, t?: string) => void, ctx: TaskContext) {
+  const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
+  const state = { aptListsStale: false }
+  let stale = false // facts gathered before an applied change no longer describe the host
+  for (const p of prepared) {
+    const t0 = Date.now()
+    const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
+    report.tasks.push(tr)
+    try {
+      emit('planning', p.task.name)
+      for (const r of p.resources) {
+        let current = facts
+        if (stale) current = await gatherFacts(conn, r.facts())
+        const change = await r.plan({ conn, facts: current, predicted: new Prediction(), dryRun: false })
+        if (!change) continue
+        emit(change.summary, p.task.name)
+        await ledger.beforeChange(change)
+        await r.apply(change, { conn, state })
+        tr.changes.push(change)
+        stale = true
+        if (change.touches.some((path) => unitNameOf(path))) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
+        if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
+      }
+      const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
+      tr.restarts = await ledger.perform(ownUnits)
+      for (const rs of tr.restarts) emit(`${rs.action}ed ${rs.unit}`, p.task.name)
+      for (const check of p.task.after?.(ctx) ?? []) {
+        const outcome = await check.run(conn)
+        tr.checks.push({ name: check.name, phase: 'after', ...outcome })
+      }
+      const failed = tr.checks.filter((c) => c.phase === 'after' && !c.ok && !c.warning)
+      if (failed.length) throw new Error(`after-checks failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`)
+      tr.status = tr.changes.length || tr.restarts.length ? 'changed' : 'ok'
+    } catch (error) {
+      tr.status = 'failed'
+      tr.error = errorText(error)
+    }
+    tr.durationMs = Date.now() - t0
+    if (tr.status === 'failed') {
+      report.status = 'failed'
+      report.error = `task ${p.task.name} failed: ${tr.error}`
+      // Later tasks depend on earlier ones: stop this host here. Pending restarts stay recorded on the host.
+      for (const rest of prepared.slice(prepared.indexOf(p) + 1)) report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
+      return
+    }
+    if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
+  }
+  // Restarts still due for units no task of this run owns (e.g. pending from an earlier run with --tasks).
+  const leftovers = await ledger.perform(targets.map((t) => t.unit))
+  if (leftovers.length && report.tasks.length) report.tasks[report.tasks.length - 1]!.restarts.push(...leftovers)
+}

@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto'
+import { defineFact } from '../facts/fact.js'
+import type { SecretValue } from '../inventory/types.js'
+import { file } from '../resources/file.js'
+import type { Resource } from '../resources/resource.js'
+import { Secret } from '../secret.js'
+
+/** What matrix-provision keeps on each host, under one root-only directory. */
+export const STATE_DIR = '/var/lib/matrix-provision'
+export const SECRETS_DIR = `${STATE_DIR}/secrets`
+export const PENDING_RESTARTS = `${STATE_DIR}/pending-restarts`
+
+/** Restarts that were due when an earlier run stopped: done by this run. */
+export const pendingRestarts = defineFact('pending-restarts', `cat ${PENDING_RESTARTS}`, (out, code) =>
+  code === 0 ? [...new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))] : [],
+)
+
+/** Secrets generated on earlier runs (name -> value). The probe's output is never logged. */
+export const storedSecrets = defineFact(
+  'stored-secrets',
+  `for f in ${SECRETS_DIR}/*; do [ -f "$f" ] || continue; printf '%s\\t' "\${f##*/}"; base64 -w0 < "$f"; echo; done`,
+  (out) => {
+    const m = new Map<string, string>()
+    for (const line of out.split('\n')) {
+      const [name, b64] = line.split('\t')
+      if (name && b64 !== undefined) m.set(name, Buffer.from(b64, 'base64').toString('utf8'))
+    }
+    return m
+  },
+)
+
+/** Resolves secret references for one host; generated ones are read back or made once and stored. */
+export class HostSecrets {
+  readonly #stored: Map<string, string>
+  readonly #used = new Map<string, Secret>()
+
+  constructor(stored: Map<string, string>) {
+    this.#stored = stored
+  }
+
+  resolve(value: SecretValue): Secret {
+    if (value.kind === 'value') return value.secret
+    const known = this.#used.get(value.name)
+    if (known) return known
+    const stored = this.#stored.get(value.name)
+    const secret = new Secret(stored ?? randomBytes(32).toString('base64url'), stored ? `generated on host (${SECRETS_DIR}/${value.name})` : 'generated now')
+    this.#used.set(value.name, secret)
+    return secret
+  }
+
+  /** File resources that keep the generated secrets used so far (a no-op when they are stored already). */
+  takeResources(): Resource[] {
+    const out = [...this.#used].map(([name, secret]) => file({ path: `${SECRETS_DIR}/${name}`, content: secret, mode: 0o600 }))
+    this.#used.clear()
+    return out
+  }
+}

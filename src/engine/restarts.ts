@@ -1,0 +1,123 @@
+import type { Change, RestartTarget } from '../resources/resource.js'
+import { watches } from '../resources/resource.js'
+import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { shellQuote } from '../ssh/quote.js'
+import type { RestartRecord } from './report-types.js'
+import { PENDING_RESTARTS, STATE_DIR } from './host-state.js'
+
+const BACKUP_DIR = `${STATE_DIR}/backup`
+
+/** Targets whose watched paths or packages a change touches. */
+export function targetsTouchedBy(change: Change, targets: RestartTarget[]): RestartTarget[] {
+  return targets.filter((t) => change.touches.some((path) => watches(t, path)))
+}
+
+/**
+ * Restarts due on a host, kept on the host until done: if the run fails between a change and the
+ * restart it calls for, the next run finds the unit in the pending file and restarts it (Ansible loses
+ * such handlers, #4766).
+ */
+export class RestartLedger {
+  readonly #due = new Map<string, { target: RestartTarget; reasons: string[] }>()
+  /** Units started by this run after their last change: a restart would be redundant. */
+  readonly #freshlyStarted = new Set<string>()
+  /** Files replaced by this run that a validating unit watches: restored if validation fails. */
+  readonly #backups = new Map<string, { path: string; existed: boolean }[]>()
+
+  constructor(private readonly conn: Connection, private readonly targets: RestartTarget[], pendingFromEarlierRun: string[]) {
+    for (const unit of pendingFromEarlierRun) {
+      const target = targets.find((t) => t.unit === unit) ?? { unit, watch: [], reload: false }
+      this.#due.set(unit, { target, reasons: ['pending from an earlier run that stopped before restarting it'] })
+    }
+  }
+
+  /** Before a change is applied: record the restarts it will need, on the host first, and back up what a validator may need to restore. */
+  async beforeChange(change: Change): Promise<void> {
+    const touched = targetsTouchedBy(change, this.targets)
+    if (touched.length === 0) return
+    const newUnits = touched.filter((t) => !this.#due.has(t.unit)).map((t) => t.unit)
+    const validating = touched.filter((t) => t.validate)
+    const files = change.resource.startsWith('file:') ? change.touches : []
+    const script: string[] = []
+    if (newUnits.length) script.push(`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits.map(shellQuote).join(' ')} >> ${PENDING_RESTARTS}`)
+    if (validating.length && files.length) {
+      script.push(`mkdir -p ${BACKUP_DIR}`)
+      for (const f of files) script.push(`if [ -e ${shellQuote(f)} ]; then cp -a ${shellQuote(f)} ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(f))}; echo existed; else echo new; fi`)
+    }
+    if (script.length) {
+      const r = ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), 'recording pending restarts')
+      const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
+      for (const t of validating) {
+        const list = this.#backups.get(t.unit) ?? []
+        files.forEach((f, i) => list.some((b) => b.path === f) || list.push({ path: f, existed: states[i] === 'existed' }))
+        this.#backups.set(t.unit, list)
+      }
+    }
+    for (const t of touched) {
+      const due = this.#due.get(t.unit) ?? { target: t, reasons: [] }
+      due.reasons.push(change.summary)
+      this.#due.set(t.unit, due)
+      this.#freshlyStarted.delete(t.unit)
+    }
+  }
+
+  /** The service resource started a unit that was stopped: it runs the new configuration already. */
+  started(unit: string): void {
+    this.#freshlyStarted.add(unit)
+  }
+
+  /** Restarts that concern these units, in the given (dependency) order, without doing them. */
+  planned(units: string[]): RestartRecord[] {
+    return units
+      .filter((u) => this.#due.has(u) && !this.#freshlyStarted.has(u))
+      .map((u) => ({ unit: u, action: this.#due.get(u)!.target.reload ? 'reload' : 'restart', reason: this.#due.get(u)!.reasons.join('; '), done: false }))
+  }
+
+  /** Validate, then restart (or reload) each due unit once, in order; clear it from the host's pending file. */
+  async perform(units: string[]): Promise<RestartRecord[]> {
+    const done: RestartRecord[] = []
+    for (const unit of units) {
+      const due = this.#due.get(unit)
+      if (!due) continue
+      const { target } = due
+      if (target.validate) {
+        const v = await this.conn.run(target.validate, { timeoutMs: 180_000 })
+        if (v.code !== 0) {
+          const restored = await this.#restore(unit)
+          this.#due.delete(unit)
+          await this.#clearPending(unit)
+          const output = (v.stderr + v.stdout).trim().split('\n').slice(-6).join('\n')
+          throw new Error(`${unit}: the new configuration failed validation (${target.validate}); restored the previous files (${restored.join(', ') || 'none'}) and left ${unit} running as it was:\n${output}`)
+        }
+      }
+      const active = await this.conn.run(`systemctl is-active ${shellQuote(unit)}`)
+      if (!this.#freshlyStarted.has(unit) && active.stdout.trim() !== 'inactive') {
+        const verb = target.reload ? 'reload' : 'restart'
+        const r = await this.conn.run(`systemctl ${verb} ${shellQuote(unit)}`, { timeoutMs: 300_000 })
+        if (r.code !== 0) {
+          const status = await this.conn.run(`systemctl status --no-pager -n 20 ${shellQuote(unit)}`)
+          r.stderr += `\n${status.stdout}`
+          ensureSuccess(this.conn.host, r, `${verb} ${unit}`)
+        }
+        done.push({ unit, action: verb, reason: due.reasons.join('; '), done: true })
+      }
+      this.#due.delete(unit)
+      this.#backups.delete(unit)
+      await this.#clearPending(unit)
+    }
+    return done
+  }
+
+  async #clearPending(unit: string): Promise<void> {
+    await this.conn.run(`[ -f ${PENDING_RESTARTS} ] && sed -i ${shellQuote(`/^${unit.replace(/[.@]/g, '\\$&')}$/d`)} ${PENDING_RESTARTS}; true`)
+  }
+
+  async #restore(unit: string): Promise<string[]> {
+    const list = this.#backups.get(unit) ?? []
+    const script = list.map((b) =>
+      b.existed ? `cp -a ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(b.path))} ${shellQuote(b.path)}` : `rm -f ${shellQuote(b.path)}`,
+    )
+    if (script.length) ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), `restoring the previous configuration of ${unit}`)
+    return list.map((b) => b.path)
+  }
+}

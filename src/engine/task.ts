@@ -1,0 +1,51 @@
+import type { Fact, FactValues } from '../facts/fact.js'
+import type { OsRelease } from '../facts/system.js'
+import type { HostSpec, Inventory, Role, SecretValue } from '../inventory/types.js'
+import type { Resource } from '../resources/resource.js'
+import type { Secret } from '../secret.js'
+import type { Connection } from '../ssh/connection.js'
+
+export interface CheckOutcome {
+  ok: boolean
+  detail: string
+  /** A warning does not stop the run (e.g. "focal is out of standard support"). */
+  warning?: boolean
+}
+
+/** Before a task: may it run here? Pure over facts, so it runs in the dry run too, with no extra round trip. */
+export interface BeforeCheck {
+  name: string
+  facts?: Fact<unknown>[]
+  evaluate(facts: FactValues): CheckOutcome
+}
+
+/** After a task: does the result work? Read-only commands on the host. */
+export interface AfterCheck {
+  name: string
+  run(conn: Connection): Promise<CheckOutcome>
+}
+
+export interface CheckResult extends CheckOutcome {
+  name: string
+  phase: 'before' | 'after'
+}
+
+export interface TaskContext {
+  host: HostSpec
+  inventory: Inventory
+  os: OsRelease
+  /** Base facts of the host (os, packages, memory, disk, sockets, ...). */
+  facts: FactValues
+  /** A secret's value: from the controller, or generated once on this host and read back later. */
+  secret(value: SecretValue): Secret
+  hostByName(name: string): HostSpec
+}
+
+/** A task module: one folder under tasks/, one line in tasks/index.ts. */
+export interface Task {
+  name: Role
+  title: string
+  resources(ctx: TaskContext): Resource[] | Promise<Resource[]>
+  before?(ctx: TaskContext): BeforeCheck[]
+  after?(ctx: TaskContext): AfterCheck[]
+}

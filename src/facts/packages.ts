@@ -1,0 +1,24 @@
+import { defineFact } from './fact.js'
+
+/** Installed Debian packages: name -> version (only fully installed ones, status "ii"). */
+export function parseDpkgQuery(out: string): Map<string, string> {
+  const pkgs = new Map<string, string>()
+  for (const line of out.split('\n')) {
+    const [name, status, version] = line.split('\t')
+    if (name && status?.startsWith('ii') && version) pkgs.set(name.replace(/:.*$/, ''), version)
+  }
+  return pkgs
+}
+
+export const debPackages = defineFact('deb-packages', "dpkg-query -W -f '${Package}\\t${db:Status-Abbrev}\\t${Version}\\n'", parseDpkgQuery)
+
+/** debconf answers of a package's questions: question -> value. */
+export const debconfSelections = (pkg: string) =>
+  defineFact(`debconf:${pkg}`, `debconf-show ${pkg} 2>/dev/null`, (out) => {
+    const m = new Map<string, string>()
+    for (const line of out.split('\n')) {
+      const r = /^\*?\s*([^:]+):\s*(.*)$/.exec(line)
+      if (r) m.set(r[1]!.trim(), r[2]!.trim())
+    }
+    return m
+  })

@@ -1,0 +1,60 @@
+import { defineFact } from './fact.js'
+
+export interface OsRelease {
+  id: string
+  versionId: string
+  codename: string
+  prettyName: string
+}
+
+export function parseOsRelease(text: string): OsRelease {
+  const kv = new Map<string, string>()
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim())
+    if (m) kv.set(m[1]!, m[2]!.replace(/^"(.*)"$/, '$1'))
+  }
+  return {
+    id: kv.get('ID') ?? 'unknown',
+    versionId: kv.get('VERSION_ID') ?? '',
+    codename: kv.get('VERSION_CODENAME') ?? kv.get('UBUNTU_CODENAME') ?? '',
+    prettyName: kv.get('PRETTY_NAME') ?? kv.get('ID') ?? 'unknown',
+  }
+}
+
+export const osRelease = defineFact('os-release', 'cat /etc/os-release', parseOsRelease)
+
+/** MemTotal in MiB. */
+export const memoryMiB = defineFact('memory', "awk '/^MemTotal:/ {print $2}' /proc/meminfo", (out) => Math.floor(Number(out.trim()) / 1024))
+
+/** Free space in MiB on the file system holding a path. */
+export const freeDiskMiB = (path: string) =>
+  defineFact(`free-disk:${path}`, `df -Pk ${path} | awk 'NR==2 {print $4}'`, (out) => Math.floor(Number(out.trim()) / 1024))
+
+export interface ListeningSocket {
+  address: string
+  port: number
+  process: string
+}
+
+/** `ss -Htlnp` lines: State Recv-Q Send-Q Local:Port Peer:Port Process */
+export function parseListening(text: string): ListeningSocket[] {
+  const out: ListeningSocket[] = []
+  for (const line of text.split('\n')) {
+    const cols = line.trim().split(/\s+/)
+    if (cols.length < 5) continue
+    const local = cols[3]!
+    const idx = local.lastIndexOf(':')
+    const proc = /users:\(\("([^"]+)"/.exec(line)?.[1] ?? ''
+    out.push({ address: local.slice(0, idx).replace(/^\[|\]$/g, ''), port: Number(local.slice(idx + 1)), process: proc })
+  }
+  return out
+}
+
+export const listeningTcp = defineFact('listening-tcp', 'ss -Htlnp', parseListening)
+
+/** Python 3 version as "3.11", or null when there is none. */
+export const pythonVersion = defineFact('python3-version', `python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`, (out, code) =>
+  code === 0 ? out.trim() : null,
+)
+
+export const aptListsPresent = defineFact('apt-lists', 'ls /var/lib/apt/lists/ | grep -c _Packages', (out) => Number(out.trim() || 0) > 0)

@@ -1,0 +1,84 @@
+import { debPackages } from '../facts/packages.js'
+import { aptListsPresent } from '../facts/system.js'
+import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { shellJoin } from '../ssh/quote.js'
+import type { Change, Resource } from './resource.js'
+
+export interface PackageSpec {
+  name: string
+  /** Exact Debian version to pin (apt-get install name=version). */
+  version?: string
+}
+
+export interface AptPackagesSpec {
+  packages: (string | PackageSpec)[]
+  /** debconf-set-selections lines, preseeded before install: "pkg question type value". */
+  debconf?: string[]
+  /** Units and paths these packages bring, so the dry run can predict the chain on a fresh host. */
+  provides?: { units?: string[]; paths?: string[] }
+  /** Label in plans, e.g. "postgres server". */
+  label?: string
+}
+
+const APT_ENV = 'DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a'
+// Wait for another apt/dpkg (unattended-upgrades) a bounded time instead of failing at once.
+const APT_OPTS = '-y -q --no-install-recommends -o DPkg::Lock::Timeout=180 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold'
+
+export async function aptUpdate(conn: Connection): Promise<void> {
+  ensureSuccess(conn.host, await conn.run(`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=180`, { timeoutMs: 600_000 }), 'apt-get update')
+}
+
+/** Debian packages present (and pinned versions exact). */
+export function aptPackages(spec: AptPackagesSpec): Resource {
+  const pkgs = spec.packages.map((p) => (typeof p === 'string' ? { name: p } : p))
+  const id = `apt:${pkgs.map((p) => p.name).join(',')}`
+  return {
+    id,
+    facts: () => [debPackages, aptListsPresent],
+    async plan(ctx) {
+      const installed = ctx.facts.get(debPackages)
+      const missing = pkgs.filter((p) => {
+        const have = installed.get(p.name)
+        return have === undefined || (p.version !== undefined && have !== p.version)
+      })
+      if (missing.length === 0) return null
+      for (const p of missing) ctx.predicted.packages.add(p.name)
+      for (const u of spec.provides?.units ?? []) ctx.predicted.units.set(u, `package ${missing.map((p) => p.name).join(', ')}`)
+      for (const path of spec.provides?.paths ?? []) ctx.predicted.paths.add(path)
+      const names = missing.map((p) => (p.version ? `${p.name}=${p.version}` : p.name))
+      const change: Change = {
+        resource: id,
+        action: 'install',
+        summary: `install ${names.join(' ')}${spec.debconf?.length ? ` (debconf preseeded: ${spec.debconf.length} answers)` : ''}`,
+        touches: missing.map((p) => `pkg:${p.name}`),
+      }
+      return change
+    },
+    async apply(change, ctx) {
+      const { conn } = ctx
+      if (spec.debconf?.length) {
+        ensureSuccess(conn.host, await conn.run('debconf-set-selections', { stdin: spec.debconf.join('\n') + '\n' }), 'debconf preseeding')
+      }
+      const lists = await conn.run('ls /var/lib/apt/lists/ | grep -c _Packages')
+      if (ctx.state.aptListsStale || Number(lists.stdout.trim() || 0) === 0) {
+        await aptUpdate(conn)
+        ctx.state.aptListsStale = false
+      }
+      const names = change.touches.map((t) => t.slice(4)).map((n) => {
+        const p = pkgs.find((x) => x.name === n)
+        return p?.version ? `${n}=${p.version}` : n
+      })
+      const install = `${APT_ENV} apt-get install ${APT_OPTS} ${shellJoin(names)}`
+      let r = await conn.run(install, { timeoutMs: 1_200_000 })
+      if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {
+        await aptUpdate(conn) // stale lists: refresh once and retry
+        r = await conn.run(install, { timeoutMs: 1_200_000 })
+      }
+      if (r.code !== 0 && /Could not get lock|dpkg frontend lock/.test(r.stderr)) {
+        const holder = await conn.run("fuser -v /var/lib/dpkg/lock-frontend 2>&1 | tail -n +2; ps -o pid=,args= -C apt-get,apt,dpkg,unattended-upgr 2>/dev/null")
+        throw new Error(`the dpkg lock stayed held for 180 s by another process:\n${holder.stdout.trim() || '(holder not found)'}\nwait for it to finish, then run again`)
+      }
+      ensureSuccess(conn.host, r, `installing ${names.join(' ')}`)
+    },
+  }
+}

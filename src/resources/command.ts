@@ -1,0 +1,39 @@
+import { defineFact } from '../facts/fact.js'
+import { ensureSuccess } from '../ssh/connection.js'
+import { shellQuote } from '../ssh/quote.js'
+import type { Resource } from './resource.js'
+
+export interface CommandSpec {
+  /** Stable name for plans and logs. */
+  name: string
+  command: string
+  /** Skip when this read-only command exits 0. */
+  unless?: string
+  /** Skip when this path exists. */
+  creates?: string
+  stdin?: string
+  /** Paths the command changes (for restarts). */
+  touches?: string[]
+  timeoutMs?: number
+  /** Said in the dry run when the guard cannot be evaluated before earlier changes. */
+  summary?: string
+}
+
+/** A command guarded by a condition: runs only when the guard says it is needed. */
+export function command(spec: CommandSpec): Resource {
+  if (!spec.unless && !spec.creates) throw new Error(`command ${spec.name} needs a guard (unless or creates): unguarded commands are never idempotent`)
+  const guard = spec.unless ?? `test -e ${shellQuote(spec.creates!)}`
+  const fact = defineFact(`guard:${spec.name}:${guard}`, guard, (_out, code) => code === 0)
+  const id = `command:${spec.name}`
+  return {
+    id,
+    facts: () => [fact],
+    async plan(ctx) {
+      if (ctx.facts.get(fact)) return null
+      return { resource: id, action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [] }
+    },
+    async apply(_c, ctx) {
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000 }), spec.name)
+    },
+  }
+}

@@ -1,0 +1,71 @@
+import type { Fact, FactValues } from '../facts/fact.js'
+import type { Connection } from '../ssh/connection.js'
+
+export type ChangeAction = 'create' | 'update' | 'delete' | 'install' | 'run' | 'start' | 'enable' | 'restart' | 'reload'
+
+/** A planned change: data first (for --json), rendered as text by src/report/. */
+export interface Change {
+  /** Resource id, e.g. `file:/etc/matrix-synapse/conf.d/10-server.yaml`. */
+  resource: string
+  action: ChangeAction
+  /** One line a human reads: "install postgresql", "write /etc/x (0640 root:matrix-synapse)". */
+  summary: string
+  /** Unified diff for files, secrets masked. */
+  diff?: string
+  /** Set when the outcome cannot be known before apply; says why. */
+  uncertain?: string
+  /** Paths and `pkg:name` this change touches; services watching them are restarted. */
+  touches: string[]
+}
+
+/**
+ * What a plan knows will exist after earlier changes of the same run: the honest dry run predicts the
+ * chain (package installed -> its unit and files exist -> its service can be started) from this.
+ */
+export class Prediction {
+  readonly packages = new Set<string>()
+  readonly paths = new Set<string>()
+  readonly units = new Map<string, string>()
+
+  /** Which planned change provides this unit, if any ("package apache2", "file /etc/systemd/system/x"). */
+  unitSource(unit: string): string | undefined {
+    return this.units.get(unit)
+  }
+}
+
+export interface PlanContext {
+  conn: Connection
+  facts: FactValues
+  predicted: Prediction
+  /** Dry run: nothing may change on the host; plan against predictions. */
+  dryRun: boolean
+}
+
+export interface ApplyContext {
+  conn: Connection
+  /** Recorded by resources whose change makes apt's package lists stale (a new repository or key). */
+  state: { aptListsStale: boolean }
+}
+
+/** The declarative primitive: knows its facts, diffs against them, applies a change. */
+export interface Resource {
+  readonly id: string
+  facts(): Fact<unknown>[]
+  plan(ctx: PlanContext): Promise<Change | null>
+  apply(change: Change, ctx: ApplyContext): Promise<void>
+}
+
+/** A service whose restart the engine schedules when a change touches what it watches. */
+export interface RestartTarget {
+  unit: string
+  /** Path prefixes (e.g. `/etc/apache2/`) and `pkg:<name>` entries. */
+  watch: string[]
+  /** reload instead of restart. */
+  reload: boolean
+  /** Run before a restart; when it fails, the changed watched files are restored and the task fails. */
+  validate?: string
+}
+
+export function watches(target: RestartTarget, touched: string): boolean {
+  return target.watch.some((w) => (w.endsWith('/') ? touched.startsWith(w) : touched === w))
+}

@@ -1,0 +1,307 @@
+/**
+ * Apache as the reverse proxy (docs/reverse_proxy.md, unchanged since 2022), the delegation of
+ * the server name (docs/delegate.md) and Element's own vhost.
+ *
+ * Files: /etc/apache2/sites-available/{matrix,matrix-delegation,element}.conf (the task runs
+ * a2ensite), /etc/apache2/conf-available/matrix-ports.conf (a2enconf) and the two .well-known JSON
+ * files under /var/www/matrix-well-known/.
+ *
+ * Values that end up in Apache syntax are checked here too (host names as DNS names, file paths
+ * without quotes, backslashes, `$` or control characters), so a hostile value cannot add a
+ * directive even if it got past the inventory validation.
+ */
+import type { MatrixSettings } from '../../src/inventory/types.js'
+import type { RenderedFile } from '../rendered-file.js'
+import { FEDERATION_READER_ROUTES } from '../workers/templates.js'
+
+/** Modules the rendered vhosts use: ssl (SSLEngine), proxy + proxy_http (ProxyPass*), headers
+ * (RequestHeader, Header), alias (Redirect, RedirectMatch, Alias). Core covers ForceType, Require. */
+export const APACHE_MODULES: readonly string[] = ['ssl', 'proxy', 'proxy_http', 'headers', 'alias']
+
+export const SITES_AVAILABLE = '/etc/apache2/sites-available'
+export const MATRIX_SITE_PATH = `${SITES_AVAILABLE}/matrix.conf`
+export const DELEGATION_SITE_PATH = `${SITES_AVAILABLE}/matrix-delegation.conf`
+export const ELEMENT_SITE_PATH = `${SITES_AVAILABLE}/element.conf`
+export const PORTS_CONF_PATH = '/etc/apache2/conf-available/matrix-ports.conf'
+export const WELL_KNOWN_ROOT = '/var/www/matrix-well-known'
+export const WELL_KNOWN_DIR = `${WELL_KNOWN_ROOT}/.well-known/matrix`
+export const ELEMENT_DOCUMENT_ROOT = '/var/www/element/current'
+/** certbot --webroot -w ACME_WEBROOT: the http vhosts serve its challenges instead of redirecting them. */
+export const ACME_WEBROOT = '/var/www/acme'
+
+export interface VhostOptions {
+  certFile: string
+  keyFile: string
+  /** Route FEDERATION_READER_ROUTES to the federation_reader worker. */
+  workers: boolean
+}
+
+export type TlsFiles = Pick<VhostOptions, 'certFile' | 'keyFile'>
+
+const HEADER = '# Managed by matrix-provision: changes here are overwritten on the next run.\n'
+
+// ---------------------------------------------------------------------------------------------
+// Checked values
+
+const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
+
+function hostName(value: string, what: string): string {
+  if (!DNS_NAME.test(value)) throw new Error(`${what} must be a lowercase DNS name, got ${JSON.stringify(value)}`)
+  return value
+}
+
+/** serverName may carry a port (example.org:8448); the vhost's ServerName is the host part. */
+function serverNameHost(serverName: string): string {
+  return hostName(serverName.replace(/:\d{1,5}$/, ''), 'serverName')
+}
+
+function port(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`${what} must be a TCP port (1-65535), got ${String(value)}`)
+  // Port 80 carries the plain-http redirect vhosts.
+  if (what === 'apache.httpsPort' && value === 80) throw new Error('apache.httpsPort cannot be 80: port 80 serves the http -> https redirects')
+  return value
+}
+
+/** An absolute path, double-quoted for Apache. Apache unescapes only \" and expands ${VAR}: refuse both. */
+function quotedPath(value: string, what: string): string {
+  if (!value.startsWith('/') || /["\\$\u0000-\u001f\u007f]/.test(value)) {
+    throw new Error(`${what} must be an absolute path without quotes, backslashes, "$" or control characters, got ${JSON.stringify(value)}`)
+  }
+  return `"${value}"`
+}
+
+const httpsUrl = (host: string, httpsPort: number) => (httpsPort === 443 ? `https://${host}` : `https://${host}:${httpsPort}`)
+
+// ---------------------------------------------------------------------------------------------
+// Pieces
+
+/**
+ * A FEDERATION_READER_ROUTES regex as an Apache ProxyPassMatch pattern capturing the whole path in
+ * $1: prefix routes get `.*`, anchored routes (`...$`) may be followed by a query string. With
+ * `nocanon`, mod_proxy substitutes $1 from the raw request line when the pattern matches it too,
+ * so the query string and %-encoding travel unchanged (a route that only matched the decoded path
+ * would drop nocanon, with a warning).
+ */
+export function proxyPassMatchPattern(route: string): string {
+  if (!route.startsWith('^')) throw new Error(`route must start with ^, got ${route}`)
+  const body = route.slice(1)
+  return body.endsWith('$') ? `^(${body.slice(0, -1)}(?:\\?.*)?)$` : `^(${body}.*)$`
+}
+
+function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; clientPaths: boolean }): string[] {
+  const main = `http://127.0.0.1:${port(vars.synapse.listenPort, 'synapse.listenPort')}`
+  const lines = [
+    '    RequestHeader set "X-Forwarded-Proto" expr=%{REQUEST_SCHEME}',
+    '    AllowEncodedSlashes NoDecode',
+    '    ProxyPreserveHost on',
+    '    ProxyRequests off',
+    '',
+    '    # mod_security2 breaks Matrix requests (reverse_proxy.md).',
+    '    <IfModule security2_module>',
+    '        SecRuleEngine off',
+    '    </IfModule>',
+    '',
+  ]
+  if (opts.workers) {
+    const reader = `http://127.0.0.1:${port(vars.workers.federationReader.port, 'workers.federationReader.port')}`
+    lines.push('    # Federation reader worker. The first matching ProxyPass/ProxyPassMatch wins: these come first.')
+    for (const route of FEDERATION_READER_ROUTES) {
+      lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${reader}$1" nocanon`)
+    }
+    lines.push('')
+  }
+  lines.push('    # Everything else goes to the main process.')
+  lines.push(`    ProxyPass /_matrix ${main}/_matrix nocanon`)
+  lines.push(`    ProxyPassReverse /_matrix ${main}/_matrix`)
+  if (opts.clientPaths) {
+    lines.push(`    ProxyPass /_synapse/client ${main}/_synapse/client nocanon`)
+    lines.push(`    ProxyPassReverse /_synapse/client ${main}/_synapse/client`)
+  }
+  return lines
+}
+
+function tlsLines(opts: TlsFiles): string[] {
+  return [
+    '    SSLEngine on',
+    `    SSLCertificateFile ${quotedPath(opts.certFile, 'certFile')}`,
+    `    SSLCertificateKeyFile ${quotedPath(opts.keyFile, 'keyFile')}`,
+  ]
+}
+
+/** *:80 -> https. With ACME, challenges are served from ACME_WEBROOT instead of redirected. */
+function redirectVhost(vars: MatrixSettings, host: string): string[] {
+  const target = httpsUrl(host, port(vars.apache.httpsPort, 'apache.httpsPort'))
+  const acme = vars.apache.tls.mode === 'acme'
+  return [
+    '<VirtualHost *:80>',
+    `    ServerName ${host}`,
+    ...(acme
+      ? [
+          `    Alias /.well-known/acme-challenge/ "${ACME_WEBROOT}/.well-known/acme-challenge/"`,
+          `    <Directory "${ACME_WEBROOT}/.well-known/acme-challenge/">`,
+          '        Require all granted',
+          '    </Directory>',
+          `    RedirectMatch permanent "^/(?!\\.well-known/acme-challenge/)(.*)$" "${target}/$1"`,
+        ]
+      : [`    Redirect permanent / ${target}/`]),
+    '</VirtualHost>',
+  ]
+}
+
+function wellKnownDirectory(): string[] {
+  return [
+    `    <Directory "${WELL_KNOWN_DIR}">`,
+    '        Options None',
+    '        AllowOverride None',
+    '        Require all granted',
+    '        ForceType application/json',
+    '        Header set Access-Control-Allow-Origin "*"',
+    '    </Directory>',
+  ]
+}
+
+/** Server name and public host are one: the .well-known files are served by the matrix vhost. */
+const wellKnownOnPublicHost = (vars: MatrixSettings) =>
+  vars.apache.delegation === 'well-known' && serverNameHost(vars.serverName) === vars.publicHost
+
+// ---------------------------------------------------------------------------------------------
+// Vhosts
+
+/** The homeserver's vhost (publicHost on httpsPort) and its http -> https redirect. */
+export function renderMatrixVhost(vars: MatrixSettings, opts: VhostOptions): RenderedFile {
+  const host = hostName(vars.publicHost, 'publicHost')
+  const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
+  const lines = [
+    ...redirectVhost(vars, host),
+    '',
+    `<VirtualHost *:${httpsPort}>`,
+    `    ServerName ${host}`,
+    ...tlsLines(opts),
+    '',
+    ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: true }),
+  ]
+  if (wellKnownOnPublicHost(vars)) {
+    lines.push('', '    # The server name is this host: delegation files are served here.')
+    lines.push(`    Alias /.well-known/matrix "${WELL_KNOWN_DIR}"`)
+    lines.push(...wellKnownDirectory())
+  }
+  lines.push('</VirtualHost>')
+  return { path: MATRIX_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }
+}
+
+/** {"m.server": "<publicHost>:<httpsPort>"}: federation goes to the proxy, not to <serverName>:8448. */
+export function wellKnownServer(vars: MatrixSettings): string {
+  return JSON.stringify({ 'm.server': `${hostName(vars.publicHost, 'publicHost')}:${port(vars.apache.httpsPort, 'apache.httpsPort')}` }, null, 2) + '\n'
+}
+
+/** {"m.homeserver": {"base_url": ...}}: client discovery for @user:<serverName>. */
+export function wellKnownClient(vars: MatrixSettings): string {
+  return JSON.stringify({ 'm.homeserver': { base_url: vars.publicBaseUrl.replace(/\/+$/, '') } }, null, 2) + '\n'
+}
+
+/**
+ * Delegation of the server name.
+ * - well-known: a vhost for serverName on httpsPort serving /.well-known/matrix/{server,client}
+ *   (plus the two JSON files). When serverName is publicHost the matrix vhost serves them and only
+ *   the JSON files are returned. Note: this vhost takes the server name's https site over.
+ * - port-8448: a vhost for serverName on *:8448 proxying /_matrix (federation, with the worker
+ *   routes) to Synapse; renderPortsConf adds `Listen 8448`.
+ */
+export function renderServerNameVhost(vars: MatrixSettings, opts: VhostOptions): RenderedFile[] {
+  const host = serverNameHost(vars.serverName)
+  const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
+  if (vars.apache.delegation === 'port-8448') {
+    const lines = [
+      '<VirtualHost *:8448>',
+      `    ServerName ${host}`,
+      ...tlsLines(opts),
+      '',
+      ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: false }),
+      '</VirtualHost>',
+    ]
+    return [{ path: DELEGATION_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }]
+  }
+
+  const json = (name: string, content: string): RenderedFile => ({
+    path: `${WELL_KNOWN_DIR}/${name}`,
+    content,
+    mode: 0o644,
+    owner: 'root',
+    group: 'root',
+    sensitive: false,
+  })
+  const files = [json('server', wellKnownServer(vars)), json('client', wellKnownClient(vars))]
+  if (wellKnownOnPublicHost(vars)) return files
+
+  const lines = [
+    ...redirectVhost(vars, host),
+    '',
+    `<VirtualHost *:${httpsPort}>`,
+    `    ServerName ${host}`,
+    ...tlsLines(opts),
+    '',
+    `    DocumentRoot "${WELL_KNOWN_ROOT}"`,
+    `    <Directory "${WELL_KNOWN_ROOT}">`,
+    '        Options None',
+    '        AllowOverride None',
+    '        Require all granted',
+    '    </Directory>',
+    ...wellKnownDirectory(),
+    '</VirtualHost>',
+  ]
+  return [
+    { path: DELEGATION_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false },
+    ...files,
+  ]
+}
+
+/**
+ * Element's own vhost (never the homeserver's host name: XSS). Security headers and no-cache rules
+ * from element-web's README.
+ */
+export function renderElementVhost(vars: MatrixSettings, opts: TlsFiles): RenderedFile {
+  const host = hostName(vars.element.host, 'element.host')
+  if (host === vars.publicHost) throw new Error(`element.host must differ from publicHost (${host}): Element on the homeserver's origin is an XSS risk`)
+  const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
+  const lines = [
+    ...redirectVhost(vars, host),
+    '',
+    `<VirtualHost *:${httpsPort}>`,
+    `    ServerName ${host}`,
+    ...tlsLines(opts),
+    '',
+    `    DocumentRoot "${ELEMENT_DOCUMENT_ROOT}"`,
+    `    <Directory "${ELEMENT_DOCUMENT_ROOT}">`,
+    '        Options FollowSymLinks',
+    '        AllowOverride None',
+    '        Require all granted',
+    '    </Directory>',
+    '',
+    '    Header set X-Frame-Options SAMEORIGIN',
+    '    Header set X-Content-Type-Options nosniff',
+    '    Header set X-XSS-Protection "1; mode=block"',
+    `    Header set Content-Security-Policy "frame-ancestors 'self'"`,
+    '',
+    '    # Never cached: /, /index.html, /version, /config*.json, /i18n/ (new releases must show up).',
+    '    <LocationMatch "^/(?:index\\.html|version|config[^/]*\\.json|i18n/.*)?$">',
+    '        Header set Cache-Control "no-cache"',
+    '    </LocationMatch>',
+    '</VirtualHost>',
+  ]
+  return { path: ELEMENT_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }
+}
+
+/**
+ * Listen directives beyond Debian's ports.conf (80, and 443 with mod_ssl): httpsPort when it is not
+ * 443, 8448 for port-8448 delegation. Always rendered (possibly without a Listen line) so that going
+ * back to the defaults converges.
+ */
+export function renderPortsConf(vars: MatrixSettings): RenderedFile {
+  const ports = new Set<number>()
+  const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
+  if (httpsPort !== 443) ports.add(httpsPort)
+  if (vars.apache.delegation === 'port-8448') ports.add(8448)
+  const lines = [...ports].sort((a, b) => a - b).map((p) => `Listen ${p} https`)
+  const content = HEADER + (lines.length > 0 ? lines.join('\n') + '\n' : '# No port beyond ports.conf (80, 443) is needed.\n')
+  return { path: PORTS_CONF_PATH, content, mode: 0o644, owner: 'root', group: 'root', sensitive: false }
+}

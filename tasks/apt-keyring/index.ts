@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs'
+import type { Task, TaskContext } from '../../src/engine/task.js'
+import { command } from '../../src/resources/command.js'
+import { file } from '../../src/resources/file.js'
+import type { Resource } from '../../src/resources/resource.js'
+import { shellQuote } from '../../src/ssh/quote.js'
+import { supportedTarget } from '../common/checks.js'
+
+export const KEYRING = '/usr/share/keyrings/matrix-org-archive-keyring.gpg'
+export const SOURCES = '/etc/apt/sources.list.d/matrix-org.list'
+
+export function sourcesLine(ctx: TaskContext): string {
+  const repo = ctx.host.vars.aptRepository
+  const suite = repo.suite ?? ctx.os.codename
+  return `deb [signed-by=${KEYRING}] ${repo.url} ${suite} ${repo.components.join(' ')}\n`
+}
+
+/** Fingerprints in a keyring file on the host, one per line (gpg works on binary and armored keys). */
+const fingerprints = (path: string) => `gpg --batch --show-keys --with-colons ${path} 2>/dev/null | awk -F: '$1=="fpr" {print $10}'`
+
+export const aptKeyringTask: Task = {
+  name: 'apt-keyring',
+  title: 'matrix.org apt keyring and repository (signed-by)',
+  before: () => [supportedTarget],
+  resources(ctx) {
+    const repo = ctx.host.vars.aptRepository
+    const fpr = repo.fingerprint?.replace(/\s+/g, '').toUpperCase()
+    const resources: Resource[] = []
+    if (repo.keyringFile) {
+      // From the controller (mirrors, air-gapped hosts): the file itself is the desired state.
+      resources.push(file({ path: KEYRING, content: readFileSync(repo.keyringFile), mode: 0o644 }))
+    } else if (repo.keyringUrl) {
+      // Downloaded by the host, as in the guide; installed only when its fingerprint is the expected one.
+      const verify = fpr ? `${fingerprints('"$tmp"')} | grep -qx ${shellQuote(fpr)} || { echo "the key at ${repo.keyringUrl} does not have fingerprint ${fpr}" >&2; exit 1; }; ` : ''
+      resources.push(
+        command({
+          name: 'download the matrix.org keyring',
+          summary: `download ${repo.keyringUrl} to ${KEYRING}${fpr ? ` (fingerprint ${fpr} checked first)` : ''}`,
+          unless: fpr ? `${fingerprints(KEYRING)} | grep -qx ${shellQuote(fpr)}` : `test -s ${KEYRING}`,
+          command:
+            `set -e; tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT; curl -fsSL --max-time 60 ${shellQuote(repo.keyringUrl)} -o "$tmp"; ${verify}` +
+            `if head -c 40 "$tmp" | grep -q 'BEGIN PGP'; then gpg --batch --yes --dearmor -o "$tmp.bin" "$tmp" && mv "$tmp.bin" "$tmp"; fi; install -m 0644 -o root -g root "$tmp" ${KEYRING}`,
+          touches: [KEYRING],
+        }),
+      )
+    }
+    resources.push(file({ path: SOURCES, content: sourcesLine(ctx), mode: 0o644 }))
+    return resources
+  },
+  after(ctx) {
+    const repo = ctx.host.vars.aptRepository
+    return [
+      {
+        name: 'apt sees the repository and its signature verifies',
+        async run(conn) {
+          // Update only this source, so a broken unrelated mirror does not decide the check.
+          const r = await conn.run(
+            `apt-get update -o Dir::Etc::sourcelist=${SOURCES} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 2>&1`,
+            { timeoutMs: 180_000 },
+          )
+          const out = r.stdout
+          if (r.code !== 0 || /NO_PUBKEY|not signed|BADSIG|EXPKEYSIG|is not signed|NOSPLIT|Err:/.test(out)) {
+            return { ok: false, detail: `apt-get update of ${repo.url} failed: ${out.trim().split('\n').filter((l) => /^(Err|W|E):/.test(l)).join(' | ') || out.trim().slice(-300)}` }
+          }
+          return { ok: true, detail: `${repo.url} verified` }
+        },
+      },
+    ]
+  },
+}

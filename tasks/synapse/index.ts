@@ -1,0 +1,146 @@
+import { readdirSync, readFileSync } from 'node:fs'
+import { pythonVersion } from '../../src/facts/system.js'
+import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
+import { aptPackages } from '../../src/resources/apt-packages.js'
+import { command } from '../../src/resources/command.js'
+import { directory, file } from '../../src/resources/file.js'
+import { pythonVirtualenv } from '../../src/resources/python-venv.js'
+import type { Resource } from '../../src/resources/resource.js'
+import { service } from '../../src/resources/systemd-service.js'
+import { shellQuote } from '../../src/ssh/quote.js'
+import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
+import { addressOf } from '../common/topology.js'
+import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit } from './templates.js'
+
+export const ETC = '/etc/matrix-synapse'
+export const VENV = '/opt/venvs/matrix-synapse'
+export const FEDERATION_CA = `${ETC}/federation-ca.pem`
+const SIGNING_KEY = `${ETC}/homeserver.signing.key`
+export const PYTHON = `${VENV}/bin/python`
+/** Every --config-path the units pass, in order: the base file, then conf.d. */
+export const CONFIG_ARGS = `--config-path=${ETC}/homeserver.yaml --config-path=${ETC}/conf.d/`
+
+/** Synapse version a wheelhouse holds (from the matrix_synapse wheel's file name). */
+export function wheelhouseVersion(dir: string): string | undefined {
+  const wheel = readdirSync(dir).find((f) => /^matrix_synapse-\d/.test(f))
+  return wheel ? /^matrix_synapse-([^-]+)-/.exec(wheel)?.[1] : undefined
+}
+
+/** Config values every Synapse-side task needs: resolved secrets and where Postgres and Redis are. */
+export function synapseConfigFiles(ctx: TaskContext) {
+  const v = ctx.host.vars
+  return renderSynapseConfig(v, {
+    postgresHost: addressOf(ctx, v.postgres.host),
+    redisHost: addressOf(ctx, v.redis.host),
+    federationCaPath: v.synapse.federationCaFiles.length ? FEDERATION_CA : undefined,
+    secrets: {
+      postgresPassword: ctx.secret(v.postgres.password).reveal(),
+      macaroonSecret: ctx.secret(v.synapse.macaroonSecret).reveal(),
+      formSecret: ctx.secret(v.synapse.formSecret).reveal(),
+      registrationSharedSecret: ctx.secret(v.synapse.registrationSharedSecret).reveal(),
+      replicationSecret: ctx.secret(v.workers.replicationSecret).reveal(),
+      redisPassword: v.redis.password ? ctx.secret(v.redis.password).reveal() : undefined,
+    },
+  })
+}
+
+/** Validate the whole configuration as Synapse itself reads it, without starting it. */
+export const VALIDATE_CONFIG = `runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS} read server_name >/dev/null`
+
+export const synapseTask: Task = {
+  name: 'synapse',
+  title: 'Synapse homeserver (apt package or pip virtualenv), configured in conf.d/',
+  before(ctx) {
+    const v = ctx.host.vars.synapse
+    return [
+      supportedTarget,
+      // The guide's monitoring section: cache factor 4 uses up to about 3 GB.
+      minimumMemory(Math.max(1024, Math.ceil(v.cacheFactor * 768) + 512)),
+      minimumDisk('/var/lib', 2048),
+      portAvailable(v.listenPort, ['python', 'synapse', 'matrix-synapse'], 'the Synapse client/federation listener'),
+      {
+        name: 'Python new enough for Synapse (pip method)',
+        facts: [pythonVersion],
+        evaluate(facts) {
+          if (v.install !== 'pip') return { ok: true, detail: 'apt method: the package brings its own Python' }
+          const py = facts.get(pythonVersion)
+          if (!py) return { ok: true, detail: 'python3 is installed by this task' }
+          const [maj, min] = py.split('.').map(Number)
+          return maj! > 3 || (maj === 3 && min! >= 10)
+            ? { ok: true, detail: `Python ${py}` }
+            : { ok: false, detail: `Python ${py} on this host is too old for current Synapse (3.10+); pin an older synapse.version or use a newer OS` }
+        },
+      },
+    ]
+  },
+  resources(ctx) {
+    const v = ctx.host.vars
+    const out: Resource[] = []
+    const watch = [`${ETC}/homeserver.yaml`, `${ETC}/conf.d/`, `${ETC}/log.yaml`, FEDERATION_CA, 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', '/etc/systemd/system/matrix-synapse.service']
+    if (v.synapse.install === 'apt') {
+      out.push(
+        aptPackages({
+          packages: [{ name: 'matrix-synapse-py3', version: v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined }],
+          debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
+          provides: { units: ['matrix-synapse.service'], paths: [ETC, VENV] },
+        }),
+      )
+    } else {
+      const version = v.synapse.version ?? (v.synapse.wheelhouse ? wheelhouseVersion(v.synapse.wheelhouse) : undefined)
+      if (!version) throw new Error('synapse.install pip needs synapse.version, or a wheelhouse that holds a matrix_synapse wheel')
+      out.push(
+        aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
+        command({
+          name: 'system user matrix-synapse',
+          unless: 'id -u matrix-synapse',
+          command: 'useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse',
+          summary: 'create system user matrix-synapse',
+        }),
+        directory({ path: '/opt/venvs' }),
+        pythonVirtualenv({ path: VENV, requirement: `matrix-synapse[postgres,redis]==${version}`, probe: { module: 'synapse', version }, wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl, packageName: 'matrix-synapse' }),
+        file({ path: '/etc/systemd/system/matrix-synapse.service', content: renderSynapseUnit() }),
+      )
+    }
+    // The Debian package owns /etc/matrix-synapse as matrix-synapse (dpkg-statoverride); the pip method matches it.
+    out.push(
+      directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
+      directory({ path: `${ETC}/conf.d`, mode: 0o755 }),
+      directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+      directory({ path: '/var/lib/matrix-synapse/media', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+      directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+    )
+    if (v.synapse.install === 'pip') out.push(file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
+    if (v.synapse.federationCaFiles.length) {
+      out.push(file({ path: FEDERATION_CA, content: v.synapse.federationCaFiles.map((f) => readFileSync(f, 'utf8').trimEnd() + '\n').join(''), mode: 0o644 }))
+    }
+    for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
+      out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+    }
+    out.push(
+      command({
+        name: 'signing key',
+        creates: SIGNING_KEY,
+        command: `cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys`,
+        summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
+      }),
+      service({ unit: 'matrix-synapse.service', watch, validate: VALIDATE_CONFIG }),
+    )
+    return out
+  },
+  after(ctx) {
+    const port = ctx.host.vars.synapse.listenPort
+    const checks: AfterCheck[] = [
+      unitActive('matrix-synapse.service'),
+      { name: '/health answers', run: (conn) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: 120, expect: /OK/ }) },
+      { name: '/_matrix/client/versions answers', run: (conn) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { expect: /"versions"/ }) },
+      {
+        name: 'signing key readable only by matrix-synapse',
+        async run(conn) {
+          const r = await conn.run(`stat -c '%U %a' ${shellQuote(SIGNING_KEY)}`)
+          return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
+        },
+      },
+    ]
+    return checks
+  },
+}
