@@ -59,25 +59,34 @@ export function selectHostsAndTasks(inventory: Inventory, limit: string[], tasks
   return { inventory: { ...inventory, hosts }, tasks: selected }
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** Where the CLI writes; tests pass buffers, the bin passes the process streams. */
+export interface CliIo {
+  out: (text: string) => void
+  err: (text: string) => void
+  env: NodeJS.ProcessEnv
+}
+
+const processIo: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t), env: process.env }
+
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   try {
-    return await dispatch(argv)
+    return await dispatch([...argv], io)
   } catch (error) {
     if (error instanceof InventoryError) {
-      process.stderr.write(formatIssues(error.issues) + '\n')
+      io.err(formatIssues(error.issues) + '\n')
       return EXIT.usage
     }
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`provision: ${(error as Error).message}\nRun provision --help for usage.\n`)
+      io.err(`provision: ${(error as Error).message}\nRun provision --help for usage.\n`)
       return EXIT.usage
     }
     const message = maskSecrets(error instanceof Error ? error.message : String(error))
-    process.stderr.write(`provision: ${message}\n${process.env.MP_DEBUG && error instanceof Error ? maskSecrets(error.stack ?? '') + '\n' : ''}`)
+    io.err(`provision: ${message}\n${io.env.MP_DEBUG && error instanceof Error ? maskSecrets(error.stack ?? '') + '\n' : ''}`)
     return EXIT.hostFailed
   }
 }
 
-async function dispatch(argv: string[]): Promise<number> {
+async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
@@ -101,27 +110,27 @@ async function dispatch(argv: string[]): Promise<number> {
     },
   })
   if (values.help) {
-    process.stdout.write(HELP + '\n')
+    io.out(HELP + '\n')
     return EXIT.ok
   }
   if (values.version) {
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-    process.stdout.write(`${pkg.version}\n`)
+    io.out(`${pkg.version}\n`)
     return EXIT.ok
   }
   if (command === 'schema') {
-    process.stdout.write(JSON.stringify(inventoryJsonSchema(), null, 2) + '\n')
+    io.out(JSON.stringify(inventoryJsonSchema(), null, 2) + '\n')
     return EXIT.ok
   }
   if (command === 'sandbox') {
     const { sandbox } = await import('./sandbox/sandbox.js')
-    return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false })
+    return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io })
   }
   if (!values.inventory) throw new UsageError('--inventory FILE is required')
   const parallel = values.parallel ? Number(values.parallel) : 25
   if (!Number.isInteger(parallel) || parallel < 1) throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
   if (values['exit-code'] && !values['dry-run']) throw new UsageError('--exit-code only makes sense with --dry-run')
-  const loaded = await loadInventory(values.inventory)
+  const loaded = await loadInventory(values.inventory, io.env)
   const { inventory, tasks } = selectHostsAndTasks(loaded, splitList(values.limit), splitList(values.tasks))
   if (inventory.hosts.length === 0) throw new UsageError(`--limit ${values.limit} matches no host`)
   const log = createRunLog(values['log-file'])
@@ -130,8 +139,8 @@ async function dispatch(argv: string[]): Promise<number> {
     if (!values.limit) throw new UsageError('unlock needs --limit HOST: clear locks one host at a time, knowingly')
     const { breakLock } = await import('./engine/lock.js')
     for (const host of inventory.hosts) {
-      const conn = await connect(host, { log: (e) => log.event(e) })
-      process.stdout.write(`${host.name}: ${await breakLock(conn)}\n`)
+      const conn = await connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) })
+      io.out(`${host.name}: ${await breakLock(conn)}\n`)
       await conn.close()
     }
     return EXIT.ok
@@ -139,7 +148,7 @@ async function dispatch(argv: string[]): Promise<number> {
 
   const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'
   log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
-  const progress = createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false })
+  const progress = createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: io === processIo ? undefined : io.err })
   const report: RunReport = await runInventory(inventory, {
     mode,
     tasks,
@@ -147,7 +156,9 @@ async function dispatch(argv: string[]): Promise<number> {
     connect: (host) =>
       connect(host, {
         log: (e) => log.event(e),
-        onOutput: values.verbose ? (host, chunk) => process.stderr.write(maskSecrets(chunk.replace(/^/gm, `[${host}] | `))) : undefined,
+        resolveHost: (name) => loaded.hosts.find((h) => h.name === name),
+        sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined,
+        onOutput: values.verbose ? (host, chunk) => io.err(maskSecrets(chunk.replace(/^/gm, `[${host}] | `))) : undefined,
       }),
     onEvent: (e) => {
       progress.event(e)
@@ -158,8 +169,8 @@ async function dispatch(argv: string[]): Promise<number> {
   await progress.done()
   log.event({ msg: 'run finished', totals: report.totals, durationMs: report.durationMs, hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })) })
   log.close()
-  if (values.json) process.stdout.write(renderJson(report))
-  else process.stdout.write(renderReport(report, { color: process.stdout.isTTY === true && !process.env.NO_COLOR, diffs: values.diff ?? values.verbose ?? false }))
+  if (values.json) io.out(renderJson(report))
+  else io.out(renderReport(report, { color: process.stdout.isTTY === true && !process.env.NO_COLOR, diffs: values.diff ?? values.verbose ?? false }))
   if (report.totals.failedHosts > 0) return EXIT.hostFailed
   if (mode === 'dry-run' && values['exit-code'] && report.totals.add + report.totals.change + report.totals.restart > 0) return EXIT.changesPending
   return EXIT.ok

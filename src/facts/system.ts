@@ -33,24 +33,30 @@ export const freeDiskMiB = (path: string) =>
 export interface ListeningSocket {
   address: string
   port: number
+  /** Process name; empty when ss cannot see it (sandboxed units hide it, e.g. ProtectProc). */
   process: string
+  /** Owner of the socket (ss -e uid), which stays visible when the process does not. */
+  user: string
 }
 
-/** `ss -Htlnp` lines: State Recv-Q Send-Q Local:Port Peer:Port Process */
+/** `ss -Htlnpe` lines (State Recv-Q Send-Q Local:Port Peer:Port [Process] uid:N ...), then `---` and name:uid pairs. */
 export function parseListening(text: string): ListeningSocket[] {
+  const [socketsPart, passwdPart = ''] = text.split('\n---\n')
+  const users = new Map(passwdPart.split('\n').map((l) => l.split(':')).filter((p) => p.length === 2).map(([name, uid]) => [uid!, name!]))
   const out: ListeningSocket[] = []
-  for (const line of text.split('\n')) {
+  for (const line of socketsPart!.split('\n')) {
     const cols = line.trim().split(/\s+/)
     if (cols.length < 5) continue
     const local = cols[3]!
     const idx = local.lastIndexOf(':')
     const proc = /users:\(\("([^"]+)"/.exec(line)?.[1] ?? ''
-    out.push({ address: local.slice(0, idx).replace(/^\[|\]$/g, ''), port: Number(local.slice(idx + 1)), process: proc })
+    const uid = /\buid:(\d+)/.exec(line)?.[1]
+    out.push({ address: local.slice(0, idx).replace(/^\[|\]$/g, ''), port: Number(local.slice(idx + 1)), process: proc, user: uid === undefined ? 'root' : (users.get(uid) ?? uid) })
   }
   return out
 }
 
-export const listeningTcp = defineFact('listening-tcp', 'ss -Htlnp', parseListening)
+export const listeningTcp = defineFact('listening-tcp', "ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3", parseListening)
 
 /** Python 3 version as "3.11", or null when there is none. */
 export const pythonVersion = defineFact('python3-version', `python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`, (out, code) =>

@@ -11,13 +11,14 @@ export interface Progress {
  * Live progress on stderr. On a terminal: listr2 (hosts in parallel, each showing its current step).
  * In CI, when not a TTY, or with --verbose: plain lines, one per step, that logs keep readable.
  */
-export function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean }): Progress {
+export function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean; write?: (text: string) => void }): Progress {
   if (options.quiet) return { event: () => undefined, hostDone: () => undefined, done: async () => undefined }
-  const plain = !process.stderr.isTTY || process.env.CI === 'true' || options.verbose
+  const plain = options.write !== undefined || !process.stderr.isTTY || process.env.CI === 'true' || options.verbose
   if (plain) {
+    const write = options.write ?? ((t: string) => void process.stderr.write(t))
     return {
-      event: (e) => process.stderr.write(maskSecrets(`[${e.host}]${e.task ? ` ${e.task}:` : ''} ${e.message}\n`)),
-      hostDone: (host, failed) => process.stderr.write(`[${host}] ${failed ? 'FAILED' : 'done'}\n`),
+      event: (e) => write(maskSecrets(`[${e.host}]${e.task ? ` ${e.task}:` : ''} ${e.message}\n`)),
+      hostDone: (host, failed) => write(`[${host}] ${failed ? 'FAILED' : 'done'}\n`),
       done: async () => undefined,
     }
   }

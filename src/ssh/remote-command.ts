@@ -7,6 +7,9 @@ import { shellQuote } from './quote.js'
  */
 export type Privilege = 'root' | 'sudo' | 'sudo-password'
 
+/** First line on stderr of a timed root command: its pid (see remoteCommand). */
+export const PID_MARKER = 'MP-PID '
+
 /** Extra seconds the host-side `timeout` waits beyond the client's deadline (it is only a backstop). */
 const REMOTE_TIMEOUT_GRACE_S = 5
 
@@ -19,12 +22,13 @@ const REMOTE_TIMEOUT_GRACE_S = 5
  */
 export function remoteCommand(command: string, privilege: Privilege, timeoutMs?: number): string {
   let inner = `sh -c ${shellQuote(command)}`
-  if (timeoutMs !== undefined && timeoutMs > 0) {
-    inner = `timeout -k 10 ${Math.ceil(timeoutMs / 1000) + REMOTE_TIMEOUT_GRACE_S} ${inner}`
-  }
+  const timed = timeoutMs !== undefined && timeoutMs > 0
+  if (timed) inner = `timeout -k 10 ${Math.ceil(timeoutMs / 1000) + REMOTE_TIMEOUT_GRACE_S} ${inner}`
   switch (privilege) {
     case 'root':
-      return `exec ${inner}`
+      // sshd refuses "signal" requests on root sessions (no privilege separation there), so a timed
+      // command first reports its pid on stderr (stripped by the client) to be killed by `kill`.
+      return timed ? `exec sh -c ${shellQuote(`printf '${PID_MARKER}%s\\n' $$ >&2; exec ${inner}`)}` : `exec ${inner}`
     case 'sudo':
       return `exec sudo -n -H -- ${inner}`
     case 'sudo-password':

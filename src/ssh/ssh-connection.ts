@@ -12,7 +12,7 @@ import { resolveRoute, type Endpoint, type InventoryDefaults } from './endpoint.
 import { ConnectError, HostKeyError } from './errors.js'
 import { checkHostKey } from './host-key.js'
 import { appendKnownHost, hostKeyAlgorithmOrder, knownHostName, lookupHostKeys, readKnownHosts } from './known-hosts.js'
-import { atomicWriteScript, extractTarScript, octalMode, remoteCommand, type Privilege } from './remote-command.js'
+import { atomicWriteScript, extractTarScript, octalMode, PID_MARKER, remoteCommand, type Privilege } from './remote-command.js'
 import { Semaphore } from './semaphore.js'
 import { loadSshConfig } from './ssh-config.js'
 import { tarStream } from './tar.js'
@@ -68,6 +68,8 @@ export interface ConnectOptions {
 
 /** How long after asking a timed-out command to stop we stop waiting for its channel to close. */
 const KILL_GRACE_MS = 3_000
+/** Attempts to open a channel the server refused (25 ms doubling to 1 s: about 8 s in all). */
+const OPEN_RETRIES = 12
 
 interface ExecRequest {
   /** The command as the caller wrote it (run under sh -c as root). */
@@ -192,7 +194,6 @@ export class SshConnection implements Connection {
       return result
     }
     const started = performance.now()
-    const client = this.#ssh.connection!
     const wire = remoteCommand(request.command, this.privilege, timeoutMs > 0 ? timeoutMs : undefined)
     return new Promise<CommandResult>((resolve) => {
       let stdout = ''
@@ -206,6 +207,9 @@ export class SshConnection implements Connection {
       let grace: NodeJS.Timeout | undefined
       const outDecoder = new StringDecoder('utf8')
       const errDecoder = new StringDecoder('utf8')
+      // Timed root commands report their pid first (sshd will not signal root sessions); see remoteCommand.
+      let pidHeader: Buffer | undefined = this.privilege === 'root' && timeoutMs > 0 ? Buffer.alloc(0) : undefined
+      let remotePid: number | undefined
       const stdinStream = typeof request.stdin === 'object' && !Buffer.isBuffer(request.stdin) ? request.stdin : undefined
 
       const output = (text: string, stream: 'stdout' | 'stderr') => {
@@ -267,7 +271,8 @@ export class SshConnection implements Connection {
           timedOut = true
           try {
             // TERM reaches the host-side `timeout` (directly, or relayed by sudo), which kills the command's process group.
-            channel?.signal('TERM')
+            if (channel) signalChannel(channel, 'TERM')
+            if (remotePid !== undefined) this.#killRemote(remotePid)
             channel?.close()
           } catch {
             // Closing a channel on a dead connection throws; the grace timer still ends the wait.
@@ -276,8 +281,8 @@ export class SshConnection implements Connection {
         }, timeoutMs)
       }
 
-      try {
-        client.exec(wire, (error, ch) => {
+      {
+        this.#openSession(wire, () => done, (error, ch) => {
           if (error) {
             finish(`could not open an SSH channel on ${this.host}: ${error.message}`)
             return
@@ -288,7 +293,22 @@ export class SshConnection implements Connection {
           }
           channel = ch
           ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
-          ch.stderr.on('data', (chunk: Buffer) => output(errDecoder.write(chunk), 'stderr'))
+          ch.stderr.on('data', (chunk: Buffer) => {
+            if (pidHeader !== undefined) {
+              // The first stderr line of a timed root command is its pid, for us only.
+              pidHeader = Buffer.concat([pidHeader, chunk])
+              const newline = pidHeader.indexOf(0x0a)
+              if (newline < 0 && pidHeader.length < 64) return
+              const line = pidHeader.subarray(0, Math.max(newline, 0)).toString('latin1')
+              const rest = newline < 0 ? pidHeader : pidHeader.subarray(newline + 1)
+              pidHeader = undefined
+              if (line.startsWith(PID_MARKER)) remotePid = Number(line.slice(PID_MARKER.length)) || undefined
+              if (remotePid === undefined) output(errDecoder.write(Buffer.concat([Buffer.from(line), newline < 0 ? Buffer.alloc(0) : Buffer.from('\n'), rest])), 'stderr')
+              else output(errDecoder.write(rest), 'stderr')
+              return
+            }
+            output(errDecoder.write(chunk), 'stderr')
+          })
           ch.on('exit', (exitCode: number | null, exitSignal?: string) => {
             if (typeof exitCode === 'number') code = exitCode
             else signal = exitSignal ?? null
@@ -314,10 +334,49 @@ export class SshConnection implements Connection {
             ch.end()
           }
         })
-      } catch (error) {
-        finish(`could not start the command on ${this.host}: ${(error as Error).message}`)
       }
     })
+  }
+
+  /**
+   * Open an exec channel, retrying when the server refuses it: sshd frees a session slot only some
+   * time after the channel is closed on both sides, so a burst of short commands can briefly find
+   * all MaxSessions slots taken even below our own limit. Errors are passed to `callback`, never thrown.
+   */
+  #openSession(wire: string, cancelled: () => boolean, callback: (error: Error | undefined, channel: ClientChannel) => void, attempt = 0): void {
+    const client = this.#ssh.connection
+    const fail = (error: Error) => callback(error, undefined as unknown as ClientChannel)
+    if (!client || this.#lostReason !== undefined) return fail(new Error(this.#lostReason ?? 'not connected'))
+    try {
+      client.exec(wire, (error, channel) => {
+        if (!error) return callback(undefined, channel)
+        const refused = /Channel open failure/i.test(error.message) && !/closed channel unexpectedly/i.test(error.message)
+        if (refused && attempt < OPEN_RETRIES && !cancelled() && this.#lostReason === undefined) {
+          if (attempt === 0) this.#log({ msg: `server refused a channel (${error.message}); retrying` })
+          setTimeout(() => this.#openSession(wire, cancelled, callback, attempt + 1), Math.min(25 * 2 ** attempt, 1_000))
+          return
+        }
+        fail(error)
+      })
+    } catch (error) {
+      fail(error as Error)
+    }
+  }
+
+  /** TERM a root command's `timeout` wrapper, which passes it on to the command's process group. */
+  #killRemote(pid: number): void {
+    try {
+      // Outside the channel semaphore: every slot may be held by hung commands.
+      this.#ssh.connection?.exec(`kill -TERM ${pid}`, (error, ch) => {
+        if (error) return
+        ch.on('error', () => undefined)
+        ch.resume()
+        ch.stderr.resume()
+        ch.end()
+      })
+    } catch {
+      // The connection is gone; so is the command.
+    }
   }
 
   async writeFile(file: FileWrite): Promise<void> {
@@ -389,16 +448,12 @@ export class SshConnection implements Connection {
     child.onDone = onDone
     child.started = started
     this.#log({ command: display, msg: 'long-lived command started' })
-    try {
-      this.#ssh.connection!.exec(wire, (error, ch) => {
-        if (error) return child.abort(`could not open an SSH channel on ${this.host}: ${error.message}`)
-        if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
-        if (options.stdin !== undefined) ch.write(options.stdin)
-        child.attach(ch)
-      })
-    } catch (error) {
-      child.abort(`could not start the command on ${this.host}: ${(error as Error).message}`)
-    }
+    this.#openSession(wire, () => child.ended, (error, ch) => {
+      if (error) return child.abort(`could not open an SSH channel on ${this.host}: ${error.message}`)
+      if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
+      if (options.stdin !== undefined) ch.write(options.stdin)
+      child.attach(ch)
+    })
     return child
   }
 
@@ -426,6 +481,23 @@ export class SshConnection implements Connection {
   }
 }
 
+/**
+ * Send a signal to the remote command (sshd does killpg on the session as the login user). ssh2's
+ * channel.signal() sends nothing once our side has sent EOF (after stdin is written), which is when
+ * we need it, so this goes one level down when the channel is still open for requests.
+ */
+function signalChannel(channel: ClientChannel, name: string): void {
+  const internal = channel as unknown as {
+    outgoing?: { id?: number; state?: string }
+    _client?: { _protocol?: { signal?: (id: number, signal: string) => void } }
+  }
+  const state = internal.outgoing?.state
+  const id = internal.outgoing?.id
+  const protocol = internal._client?._protocol
+  if ((state === 'open' || state === 'eof') && id !== undefined && typeof protocol?.signal === 'function') protocol.signal(id, name)
+  else channel.signal(name)
+}
+
 /** A long-lived command whose lifetime is the connection's (e.g. a host lock held with flock). */
 export class SpawnedProcess implements RemoteProcess {
   readonly exited: Promise<CommandResult>
@@ -440,6 +512,11 @@ export class SpawnedProcess implements RemoteProcess {
   #signal: string | null = null
   #result: CommandResult | undefined
   #watchers = new Set<() => void>()
+
+  get ended(): boolean {
+    return this.#result !== undefined
+  }
+
   readonly #display: string
   readonly #out = new StringDecoder('utf8')
   readonly #err = new StringDecoder('utf8')
@@ -528,7 +605,7 @@ export class SpawnedProcess implements RemoteProcess {
   kill(): void {
     if (this.#result) return
     try {
-      this.#channel?.signal('TERM')
+      if (this.#channel) signalChannel(this.#channel, 'TERM')
       this.#channel?.close()
     } catch {
       // Gone with the connection.

@@ -46,17 +46,17 @@ export function minimumDisk(path: string, mib: number): BeforeCheck {
   }
 }
 
-/** A port we are about to listen on must be free, or already ours (by process name). */
-export function portAvailable(port: number, ownProcesses: string[], what: string): BeforeCheck {
+/** A port we are about to listen on must be free, or already ours (by process name or socket owner). */
+export function portAvailable(port: number, own: string[], what: string): BeforeCheck {
   return {
     name: `port ${port} free for ${what}`,
     facts: [listeningTcp],
     evaluate: (facts) => {
       const holders = facts.get(listeningTcp).filter((s) => s.port === port)
-      const foreign = holders.filter((s) => !ownProcesses.some((p) => s.process.startsWith(p)))
+      const foreign = holders.filter((s) => !own.some((p) => s.process.startsWith(p) || s.user === p))
       return foreign.length === 0
         ? { ok: true, detail: holders.length ? `used by ${what} already` : 'free' }
-        : { ok: false, detail: `port ${port} (for ${what}) is taken by ${foreign.map((s) => s.process || 'an unknown process').join(', ')} on ${foreign[0]!.address}; stop it or configure another port` }
+        : { ok: false, detail: `port ${port} (for ${what}) is taken by ${foreign.map((s) => s.process || `a process of user ${s.user}`).join(', ')} on ${foreign[0]!.address}; stop it or configure another port` }
     },
   }
 }

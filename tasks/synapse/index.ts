@@ -14,7 +14,8 @@ import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderS
 
 export const ETC = '/etc/matrix-synapse'
 export const VENV = '/opt/venvs/matrix-synapse'
-export const FEDERATION_CA = `${ETC}/federation-ca.pem`
+/** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
+export const federationCaPath = (i: number) => `${ETC}/federation-ca-${i + 1}.pem`
 const SIGNING_KEY = `${ETC}/homeserver.signing.key`
 export const PYTHON = `${VENV}/bin/python`
 /** Every --config-path the units pass, in order: the base file, then conf.d. */
@@ -32,7 +33,7 @@ export function synapseConfigFiles(ctx: TaskContext) {
   return renderSynapseConfig(v, {
     postgresHost: addressOf(ctx, v.postgres.host),
     redisHost: addressOf(ctx, v.redis.host),
-    federationCaPath: v.synapse.federationCaFiles.length ? FEDERATION_CA : undefined,
+    federationCaPaths: v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)),
     secrets: {
       postgresPassword: ctx.secret(v.postgres.password).reveal(),
       macaroonSecret: ctx.secret(v.synapse.macaroonSecret).reveal(),
@@ -45,7 +46,8 @@ export function synapseConfigFiles(ctx: TaskContext) {
 }
 
 /** Validate the whole configuration as Synapse itself reads it, without starting it. */
-export const VALIDATE_CONFIG = `runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS} read server_name >/dev/null`
+// Run as the service user: parsing creates media_store_path, which must not end up owned by root.
+export const VALIDATE_CONFIG = `cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS}`
 
 export const synapseTask: Task = {
   name: 'synapse',
@@ -76,13 +78,21 @@ export const synapseTask: Task = {
   resources(ctx) {
     const v = ctx.host.vars
     const out: Resource[] = []
-    const watch = [`${ETC}/homeserver.yaml`, `${ETC}/conf.d/`, `${ETC}/log.yaml`, FEDERATION_CA, 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', '/etc/systemd/system/matrix-synapse.service']
+    const watch = [`${ETC}/homeserver.yaml`, `${ETC}/conf.d/`, `${ETC}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', '/etc/systemd/system/matrix-synapse.service']
     if (v.synapse.install === 'apt') {
       out.push(
         aptPackages({
           packages: [{ name: 'matrix-synapse-py3', version: v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined }],
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
           provides: { units: ['matrix-synapse.service'], paths: [ETC, VENV] },
+        }),
+        // The package's postinst gives matrix-synapse the primary group nogroup; the config files are
+        // group-readable by matrix-synapse, so that group must exist and hold the user.
+        command({
+          name: 'group matrix-synapse',
+          unless: 'id -nG matrix-synapse | grep -qw matrix-synapse',
+          command: 'getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse',
+          summary: 'create group matrix-synapse and add the service user to it',
         }),
       )
     } else {
@@ -110,9 +120,7 @@ export const synapseTask: Task = {
       directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     )
     if (v.synapse.install === 'pip') out.push(file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
-    if (v.synapse.federationCaFiles.length) {
-      out.push(file({ path: FEDERATION_CA, content: v.synapse.federationCaFiles.map((f) => readFileSync(f, 'utf8').trimEnd() + '\n').join(''), mode: 0o644 }))
-    }
+    v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
     for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }
@@ -120,7 +128,7 @@ export const synapseTask: Task = {
       command({
         name: 'signing key',
         creates: SIGNING_KEY,
-        command: `cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys`,
+        command: `cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
         summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
       }),
       service({ unit: 'matrix-synapse.service', watch, validate: VALIDATE_CONFIG }),

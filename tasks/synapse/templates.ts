@@ -151,7 +151,8 @@ function checkYamlValue(value: unknown, path: string): void {
  */
 export function renderYaml(value: unknown): string {
   checkYamlValue(value, '$')
-  const doc = new Document(value)
+  // No anchors/aliases for objects that appear twice (e.g. shared by an inventory merge).
+  const doc = new Document(value, { aliasDuplicateObjects: false })
   visit(doc, {
     Pair(_, pair) {
       if (isScalar(pair.key) && typeof pair.key.value === 'string') {

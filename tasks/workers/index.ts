@@ -3,6 +3,7 @@ import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { httpOnHost, portAvailable, unitActive } from '../common/checks.js'
+import { VALIDATE_CONFIG } from '../synapse/index.js'
 import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_NAMES, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
 
@@ -15,7 +16,7 @@ export const workersTask: Task = {
   title: 'federation_reader and federation_sender workers (systemd template units)',
   before(ctx) {
     const w = ctx.host.vars.workers
-    const own = ['python', 'synapse']
+    const own = ['python', 'synapse', 'matrix-synapse']
     return [
       portAvailable(w.replicationPort, own, 'the replication listener'),
       portAvailable(w.federationReader.port, own, 'the federation_reader'),
@@ -34,7 +35,14 @@ export const workersTask: Task = {
     for (const f of renderWorkerFiles(v)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     const shared = ['/etc/matrix-synapse/conf.d/', '/etc/matrix-synapse/homeserver.yaml', 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH]
     for (const name of [WORKER_NAMES.federationReader, WORKER_NAMES.federationSender]) {
-      out.push(service({ unit: workerUnitName(name), watch: [...shared, `${SYNAPSE_WORKERS_DIR}/${name}.yaml`, `/etc/matrix-synapse/${name}-log.yaml`] }))
+      out.push(
+        service({
+          unit: workerUnitName(name),
+          watch: [...shared, `${SYNAPSE_WORKERS_DIR}/${name}.yaml`, `/etc/matrix-synapse/${name}-log.yaml`],
+          // Synapse parses the shared config plus the worker file, as the unit does, before any restart.
+          validate: `${VALIDATE_CONFIG} --config-path=${SYNAPSE_WORKERS_DIR}/${name}.yaml`,
+        }),
+      )
     }
     out.push(service({ unit: 'matrix-synapse.target', running: true }))
     return out

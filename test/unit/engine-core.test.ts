@@ -50,9 +50,17 @@ describe('fact parsers', () => {
     expect(s).toEqual({ loaded: true, active: true, activeState: 'active', enabled: true, unitFileState: 'enabled', activeEnterMonotonic: '123' })
     expect(parseUnitState('LoadState=not-found\nActiveState=inactive\nUnitFileState=\n').loaded).toBe(false)
   })
-  it('ss -Htlnp', () => {
-    const l = parseListening('LISTEN 0 511 127.0.0.1:8008 0.0.0.0:* users:(("python",pid=5,fd=3))\nLISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=1,fd=4))\n')
-    expect(l).toEqual([{ address: '127.0.0.1', port: 8008, process: 'python' }, { address: '::', port: 22, process: 'sshd' }])
+  it('ss -Htlnpe with socket owners, also when the process is hidden', () => {
+    const l = parseListening(
+      'LISTEN 0 511 127.0.0.1:8008 0.0.0.0:* users:(("python",pid=5,fd=3)) uid:998 ino:1 sk:1\n' +
+        'LISTEN 0 244 127.0.0.1:5432 0.0.0.0:* uid:105 ino:2 sk:2\n' +
+        'LISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=1,fd=4)) ino:3 sk:3\n---\nroot:0\npostgres:105\nmatrix-synapse:998\n',
+    )
+    expect(l).toEqual([
+      { address: '127.0.0.1', port: 8008, process: 'python', user: 'matrix-synapse' },
+      { address: '127.0.0.1', port: 5432, process: '', user: 'postgres' },
+      { address: '::', port: 22, process: 'sshd', user: 'root' },
+    ])
   })
 })
 

@@ -104,6 +104,14 @@ describe('remoteCommand', () => {
     expect(remoteCommand('id -un', 'sudo-password')).toBe("exec sudo -k -S -p '' -H -- sh -c 'id -un'")
     expect(remoteCommand('id -un', 'sudo', 30_000)).toBe("exec sudo -n -H -- timeout -k 10 35 sh -c 'id -un'")
   })
+
+  it('a timed root command reports the pid of its `timeout` wrapper on the first stderr line, then runs intact', async () => {
+    const wire = remoteCommand(`echo "it's out"; echo err >&2; exit 3`, 'root', 10_000)
+    const r = await sh(wire)
+    expect(r.code).toBe(3)
+    expect(r.stdout).toBe("it's out\n")
+    expect(r.stderr).toMatch(/^MP-PID \d+\nerr\n$/)
+  })
 })
 
 describe('tarStream', () => {

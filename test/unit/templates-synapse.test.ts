@@ -351,6 +351,13 @@ describe('hostile-looking but valid values', () => {
     expect(load(extra.content)).toEqual(extraConfig)
   })
 
+  it('writes a repeated object twice instead of as an anchor and alias', () => {
+    const shared = { server_name: 'example.net' }
+    const text = renderYaml({ a: [shared], b: [shared] })
+    expect(text).not.toMatch(/[&*]a\d/)
+    expect(load(text)).toEqual({ a: [shared], b: [shared] })
+  })
+
   it('refuses what YAML cannot carry back', () => {
     expect(() => renderYaml({ a: Number.NaN })).toThrow()
     expect(() => renderYaml({ a: 1e21 })).toThrow()

@@ -1,0 +1,206 @@
+// npm run bench: matrix-provision against Ansible and pyinfra on N real systemd hosts, and the floor.
+// See bench/README.md for the method. Settings (environment):
+//   BENCH_HOSTS=1,10,25     host counts
+//   BENCH_RUNS=3            runs per cell (fresh and converged each), BENCH_RUNS_LARGE=2 for N >= 25
+//   BENCH_FLOOR_RUNS=5      runs of the floor per host count
+//   BENCH_TOOLS=matrix-provision,ansible,pyinfra
+//   BENCH_SKIP_SETUP=1      do not run bench/tools/setup-tools.sh (tools already installed)
+//   BENCH_OUT=bench/results/latest.json
+import { execFile, execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem, release, hostname } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { checkHosts, removeLeftovers, resetHosts, startHosts, stopHosts, writeKnownHosts, IMAGE } from './lib/hosts.js'
+import { measure } from './lib/measure.js'
+import { TOOLS, floor } from './lib/tools.js'
+
+const run = promisify(execFile)
+const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const work = join(root, 'bench/.work')
+const env = process.env
+const SIZES = (env.BENCH_HOSTS ?? '1,10,25').split(',').map(Number)
+const RUNS = Number(env.BENCH_RUNS ?? 3)
+const RUNS_LARGE = Number(env.BENCH_RUNS_LARGE ?? 2)
+const FLOOR_RUNS = Number(env.BENCH_FLOOR_RUNS ?? 5)
+const TOOL_NAMES = (env.BENCH_TOOLS ?? 'matrix-provision,ansible,pyinfra').split(',')
+const OUT = env.BENCH_OUT ?? join(root, 'bench/results/latest.json')
+const RUN_TIMEOUT_MS = 10 * 60_000
+
+const say = (msg) => process.stderr.write(`bench: ${msg}\n`)
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const r3 = (x) => Math.round(x * 1000) / 1000
+
+async function setup() {
+  if (env.BENCH_SKIP_SETUP !== '1') execFileSync('bash', [join(root, 'bench/tools/setup-tools.sh')], { stdio: 'inherit' })
+  say(`building ${IMAGE}`)
+  execFileSync('docker', ['build', '-q', '-t', IMAGE, '-f', join(root, 'bench/image/Dockerfile'), join(work, 'image-debs')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  say('compiling the matrix-provision bench entry (bench/tsconfig.json)')
+  try {
+    execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(root, 'bench/tsconfig.json')], { stdio: 'inherit' })
+  } catch {
+    // Type errors elsewhere in src/ (work in progress) still emit JavaScript: measure what was emitted.
+    if (!existsSync(join(work, 'build/bench/mp/provision-bench.js'))) throw new Error('the bench entry did not compile')
+    say('tsc reported errors (above); the emitted JavaScript is used')
+  }
+  const keyFile = join(work, 'id_ed25519')
+  if (!existsSync(keyFile)) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'matrix-provision-bench', '-f', keyFile])
+  return keyFile
+}
+
+async function machine() {
+  const v = async (cmd, args) => (await run(cmd, args).catch((e) => ({ stdout: `unavailable: ${e.message.split('\n')[0]}` }))).stdout.trim()
+  const git = (await v('git', ['-C', root, 'rev-parse', 'HEAD'])) + ((await v('git', ['-C', root, 'status', '--porcelain', '--', 'src', 'tasks'])) ? ' (src/tasks modified)' : '')
+  return {
+    hostname: hostname(),
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+    memory_gib: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    kernel: release(),
+    docker: await v('docker', ['version', '--format', '{{.Server.Version}}']),
+    node: process.version,
+    matrix_provision: `${JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version} at ${git}`,
+    ssh2: JSON.parse(readFileSync(join(root, 'node_modules/ssh2/package.json'), 'utf8')).version,
+    ansible: `${(await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible']))} (ansible-core ${await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible-core'])})`,
+    pyinfra: (await v(join(work, 'pyinfra-venv/bin/pyinfra'), ['--version'])).replace(/^pyinfra:\s*v?/, ''),
+    python: await v(join(work, 'pyinfra-venv/bin/python'), ['--version']),
+    openssh: (await run('ssh', ['-V']).catch((e) => e)).stderr?.trim(),
+    target_image: IMAGE,
+    date: new Date().toISOString(),
+  }
+}
+
+async function timed(label, inv, logDir, n, expectConverged, convergedCheck) {
+  const log = join(logDir, `${label}.log`)
+  const m = await measure(inv.cmd, inv.args, { env: inv.env, log, detachedMatch: inv.detachedMatch, timeoutMs: RUN_TIMEOUT_MS })
+  await inv.after?.()
+  const output = readFileSync(log, 'utf8')
+  if (m.code !== 0) throw new Error(`${label} exited ${m.code}; see ${log}:\n${output.split('\n').slice(-15).join('\n')}`)
+  if (expectConverged && !convergedCheck(output, n)) throw new Error(`${label}: a second run should change nothing, but its output says otherwise; see ${log}`)
+  say(`  ${label}: ${m.wallS.toFixed(3)} s, peak ${m.peakRssMiB} MiB RSS / ${m.peakPssMiB} MiB PSS`)
+  return m
+}
+
+async function benchSize(n, keyFile, results) {
+  const runs = n >= 25 ? RUNS_LARGE : RUNS
+  const tag = `b${Date.now().toString(36)}`
+  const dir = join(work, `n${n}`)
+  const logDir = join(dir, 'logs')
+  mkdirSync(logDir, { recursive: true })
+  say(`N=${n}: starting ${n} host(s)`)
+  const t0 = Date.now()
+  const hosts = await startHosts(n, { publicKey: `${keyFile}.pub`, tag })
+  say(`N=${n}: ${n} host(s) up in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  try {
+    const ctx = { root, work, keyFile, knownHostsFile: join(dir, 'known_hosts'), workloadFile: join(root, 'bench/workload.json'), hostsFile: join(dir, 'hosts.json') }
+    await writeKnownHosts(hosts, ctx.knownHostsFile)
+    writeFileSync(ctx.hostsFile, JSON.stringify({ keyFile, knownHostsFile: ctx.knownHostsFile, hosts: hosts.map(({ name, port }) => ({ name, port })) }, null, 2))
+    const workload = JSON.parse(readFileSync(ctx.workloadFile, 'utf8'))
+    const tools = TOOL_NAMES.map((name) => ({ tool: TOOLS[name], invocation: TOOLS[name].prepare(hosts, ctx, dir) }))
+    const samples = new Map()
+    const add = (tool, phase, m) => {
+      const key = `${tool}|${phase}`
+      samples.set(key, [...(samples.get(key) ?? []), m])
+    }
+    // Warm-up (not counted): page cache, Python bytecode, first container I/O.
+    if (env.BENCH_WARMUP !== '0') {
+      for (const { tool, invocation } of tools) {
+        await resetHosts(hosts)
+        await timed(`warmup-${tool.name}`, invocation(), logDir, n, false, tool.converged)
+      }
+    }
+    for (let r = 0; r < runs; r++) {
+      // Rotate the order so no tool always runs first (or right after another's heavy run).
+      const order = tools.map((_, i) => tools[(i + r) % tools.length])
+      for (const { tool, invocation } of order) {
+        await resetHosts(hosts)
+        add(tool.name, 'fresh', await timed(`${tool.name}-fresh-${r + 1}`, invocation(), logDir, n, false, tool.converged))
+        await checkHosts(hosts, workload)
+        add(tool.name, 'converged', await timed(`${tool.name}-converged-${r + 1}`, invocation(), logDir, n, true, tool.converged))
+      }
+    }
+    const floorInv = floor.prepare(hosts, ctx)
+    for (let r = 0; r < FLOOR_RUNS; r++) add('floor', 'converged', await timed(`floor-${r + 1}`, floorInv(), logDir, n, false, floor.converged))
+    for (const [key, ms] of samples) {
+      const [tool, phase] = key.split('|')
+      const walls = ms.map((m) => m.wallS)
+      results.push({
+        tool,
+        hosts: n,
+        phase,
+        median_s: r3(median(walls)),
+        min_s: r3(Math.min(...walls)),
+        max_s: r3(Math.max(...walls)),
+        peak_rss_mib: Math.max(...ms.map((m) => m.peakRssMiB)),
+        peak_pss_mib: Math.max(...ms.map((m) => m.peakPssMiB)),
+        runs: walls.length,
+      })
+    }
+  } finally {
+    await stopHosts(hosts)
+  }
+}
+
+function table(results) {
+  const get = (tool, n, phase) => results.find((x) => x.tool === tool && x.hosts === n && x.phase === phase)
+  const cell = (x) => (x ? `${x.median_s.toFixed(2)} (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)})` : '-')
+  const ratio = (a, b) => (a && b ? `${(a.median_s / b.median_s).toFixed(1)}x` : '-')
+  const mem = (x) => (x ? `${x.peak_rss_mib}/${x.peak_pss_mib}` : '-')
+  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB']
+  const rows = []
+  for (const n of [...new Set(results.map((x) => x.hosts))]) {
+    for (const phase of ['fresh', 'converged']) {
+      const mp = get('matrix-provision', n, phase)
+      const an = get('ansible', n, phase)
+      const py = get('pyinfra', n, phase)
+      const fl = get('floor', n, 'converged')
+      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py)])
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (cols) => '| ' + cols.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
+  const out = [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)]
+  const mpMem = results.filter((x) => x.tool === 'matrix-provision' && x.phase === 'converged').sort((a, b) => a.hosts - b.hosts)
+  if (mpMem.length > 1) {
+    const a = mpMem[0]
+    const b = mpMem[mpMem.length - 1]
+    out.push('', `matrix-provision memory per extra host (converged, ${a.hosts} -> ${b.hosts} hosts): ${((b.peak_rss_mib - a.peak_rss_mib) / (b.hosts - a.hosts)).toFixed(2)} MiB RSS`)
+  }
+  out.push('', 'Times: median (min-max) wall seconds, spawn to exit. Memory: peak RSS / peak PSS of the process tree, MiB.')
+  // Issue 6, item 6: converged and --dry-run re-runs of the full Matrix stack on the sandbox host.
+  // HOOK (not implemented yet: the full stack is not ready): time `provision apply` and
+  // `provision apply --dry-run` against the sandbox inventory here, as tool "matrix-provision-stack".
+  return out.join('\n')
+}
+
+async function main() {
+  const keyFile = await setup()
+  await removeLeftovers()
+  const results = []
+  const onSignal = () => {
+    removeLeftovers().finally(() => process.exit(130))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  const started = Date.now()
+  for (const n of SIZES) await benchSize(n, keyFile, results)
+  const record = {
+    machine: await machine(),
+    config: { hosts: SIZES, runs: RUNS, runs_large: RUNS_LARGE, floor_runs: FLOOR_RUNS, tools: TOOL_NAMES, workload: 'bench/workload.json', duration_s: Math.round((Date.now() - started) / 1000) },
+    results,
+  }
+  mkdirSync(dirname(OUT), { recursive: true })
+  writeFileSync(OUT, JSON.stringify(record, null, 2) + '\n')
+  process.stdout.write(table(results) + '\n')
+  say(`wrote ${OUT}`)
+}
+
+main().catch(async (error) => {
+  say(`failed: ${error instanceof Error ? error.message : String(error)}`)
+  await removeLeftovers()
+  process.exitCode = 1
+})

@@ -1,0 +1,160 @@
+import { readFileSync } from 'node:fs'
+import type { AfterCheck, CheckOutcome, Task, TaskContext } from '../../src/engine/task.js'
+import type { MatrixSettings } from '../../src/inventory/types.js'
+import { aptPackages } from '../../src/resources/apt-packages.js'
+import { command } from '../../src/resources/command.js'
+import { file, symlink } from '../../src/resources/file.js'
+import type { Resource } from '../../src/resources/resource.js'
+import { service } from '../../src/resources/systemd-service.js'
+import type { Connection } from '../../src/ssh/connection.js'
+import { shellQuote } from '../../src/ssh/quote.js'
+import { portAvailable, supportedTarget } from '../common/checks.js'
+import type { RenderedFile } from '../rendered-file.js'
+import {
+  ACME_WEBROOT, APACHE_MODULES, MATRIX_SITE_PATH, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
+} from './templates.js'
+
+export const TLS_DIR = '/etc/ssl/matrix-provision'
+
+/** Our certificate paths, whatever the TLS mode: self-signed, uploaded files, or copied there by certbot's deploy hook. */
+export function tlsFiles(vars: MatrixSettings): TlsFiles {
+  return { certFile: `${TLS_DIR}/${vars.publicHost}.crt`, keyFile: `${TLS_DIR}/${vars.publicHost}.key` }
+}
+
+/** Names the certificate must cover: the API host, the delegation host, Element's host. */
+export function tlsNames(ctx: TaskContext): string[] {
+  const v = ctx.host.vars
+  return [...new Set([v.publicHost, v.serverName.replace(/:\d+$/, ''), ...(ctx.host.roles.includes('element') ? [v.element.host] : [])])]
+}
+
+/** A rendered template as a file resource. */
+export const fileFrom = (f: RenderedFile): Resource => file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive })
+
+/** Enable a site or conf the way a2ensite does: a relative symlink in *-enabled. */
+export function enabled(availablePath: string): Resource {
+  const m = /^\/etc\/apache2\/(sites|conf)-available\/(.+)$/.exec(availablePath)
+  if (!m) throw new Error(`not an Apache *-available path: ${availablePath}`)
+  return symlink({ path: `/etc/apache2/${m[1]}-enabled/${m[2]}`, target: `../${m[1]}-available/${m[2]}` })
+}
+
+function selfSignedCertificate(ctx: TaskContext): Resource {
+  const { certFile, keyFile } = tlsFiles(ctx.host.vars)
+  const names = tlsNames(ctx)
+  const san = names.map((n) => `DNS:${n}`).join(',')
+  return command({
+    name: 'self-signed certificate',
+    summary: `generate a self-signed certificate for ${names.join(', ')} (${certFile}; key 0600)`,
+    // Renewed when it expires within 30 days or no longer covers every name.
+    unless: `test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${names.map((n) => `openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${shellQuote(`DNS:${n}`)}`).join(' && ')}`,
+    command:
+      `set -e; umask 077; mkdir -p ${TLS_DIR}; ` +
+      `openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj ${shellQuote(`/CN=${names[0]}`)} -addext ${shellQuote(`subjectAltName=${san}`)} ` +
+      `-addext basicConstraints=critical,CA:TRUE -keyout ${keyFile}.new -out ${certFile}.new; chmod 0644 ${certFile}.new; mv -f ${keyFile}.new ${keyFile}; mv -f ${certFile}.new ${certFile}`,
+    touches: [certFile, keyFile],
+  })
+}
+
+function tlsResources(ctx: TaskContext): Resource[] {
+  const v = ctx.host.vars
+  const { certFile, keyFile } = tlsFiles(v)
+  const tls = v.apache.tls
+  if (tls.mode === 'files') {
+    return [
+      file({ path: certFile, content: readFileSync(tls.certificateFile!), mode: 0o644 }),
+      file({ path: keyFile, content: readFileSync(tls.keyFile!, 'utf8'), mode: 0o600, sensitive: true }),
+    ]
+  }
+  if (tls.mode === 'self-signed') return [selfSignedCertificate(ctx)]
+  // acme: a self-signed certificate lets Apache start; certbot then answers the HTTP-01 challenge from
+  // ACME_WEBROOT through the :80 vhost, and its deploy hook copies each (re)issued certificate here.
+  const names = tlsNames(ctx)
+  const deploy = `install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
+  return [
+    selfSignedCertificate(ctx),
+    aptPackages({ packages: ['certbot'] }),
+    command({
+      name: 'ACME certificate',
+      summary: `obtain a certificate for ${names.join(', ')} from Let's Encrypt (HTTP-01, webroot ${ACME_WEBROOT})`,
+      creates: `/etc/letsencrypt/live/${names[0]}/fullchain.pem`,
+      command:
+        `set -e; mkdir -p ${ACME_WEBROOT}/.well-known/acme-challenge; apache2ctl configtest; systemctl reload apache2; ` +
+        `certbot certonly --webroot -w ${ACME_WEBROOT} ${names.map((n) => `-d ${shellQuote(n)}`).join(' ')} --cert-name ${shellQuote(names[0]!)} ` +
+        `-m ${shellQuote(tls.acmeEmail ?? '')} --agree-tos -n --deploy-hook ${shellQuote(deploy)}`,
+      touches: [certFile, keyFile],
+    }),
+  ]
+}
+
+/** curl on the host against Apache, resolving the vhost name to loopback and trusting our certificate. */
+export async function curlVhost(conn: Connection, ctx: TaskContext, host: string, path: string, options: { headers?: boolean } = {}): Promise<{ ok: boolean; body: string; detail: string }> {
+  const v = ctx.host.vars
+  const port = v.apache.httpsPort
+  const trust = v.apache.tls.mode === 'self-signed' ? `--cacert ${tlsFiles(v).certFile}` : ''
+  const url = `https://${host}:${port}${path}`
+  const r = await conn.run(`curl -sS --max-time 20 ${options.headers ? '-i' : ''} -f ${trust} --resolve ${shellQuote(`${host}:${port}:127.0.0.1`)} ${shellQuote(url)}`, { timeoutMs: 60_000 })
+  return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }
+}
+
+export const apacheTask: Task = {
+  name: 'apache',
+  title: 'Apache reverse proxy with TLS, worker routes and .well-known delegation',
+  before: (ctx) => [supportedTarget, portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'), portAvailable(80, ['apache2'], 'Apache HTTP')],
+  resources(ctx) {
+    const v = ctx.host.vars
+    const tls = tlsFiles(v)
+    const workers = ctx.host.roles.includes('workers')
+    const sites = [renderMatrixVhost(v, { ...tls, workers }), ...renderServerNameVhost(v, { ...tls, workers })]
+    const ports = renderPortsConf(v)
+    const modules = APACHE_MODULES
+    return [
+      aptPackages({ packages: ['apache2', 'openssl', 'curl'], provides: { units: ['apache2.service'], paths: ['/etc/apache2'] } }),
+      command({
+        name: 'apache modules',
+        summary: `enable Apache modules ${modules.join(' ')}`,
+        unless: modules.map((m) => `test -e /etc/apache2/mods-enabled/${m}.load`).join(' && '),
+        command: `a2enmod -q ${modules.join(' ')}`,
+        touches: ['/etc/apache2/mods-enabled/'],
+      }),
+      ...tlsResources(ctx),
+      ...sites.map(fileFrom),
+      ...sites.filter((s) => s.path.startsWith(SITES_AVAILABLE)).map((s) => enabled(s.path)),
+      fileFrom(ports),
+      enabled(ports.path),
+      service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: 'apache2ctl configtest' }),
+    ]
+  },
+  after(ctx) {
+    const v = ctx.host.vars
+    const checks: AfterCheck[] = [
+      {
+        name: `https://${v.publicHost} proxies the client API`,
+        async run(conn): Promise<CheckOutcome> {
+          if (!ctx.host.roles.includes('synapse')) return { ok: true, warning: false, detail: 'Synapse is on another host; proxy not checked here' }
+          const r = await curlVhost(conn, ctx, v.publicHost, '/_matrix/client/versions')
+          return r.ok && r.body.includes('"versions"') ? { ok: true, detail: r.detail } : { ok: false, detail: r.detail }
+        },
+      },
+    ]
+    if (v.apache.delegation === 'well-known') {
+      checks.push({
+        name: '.well-known/matrix/server and /client are valid JSON',
+        async run(conn): Promise<CheckOutcome> {
+          const host = v.serverName.replace(/:\d+$/, '')
+          for (const [name, key] of [['server', 'm.server'], ['client', 'm.homeserver']] as const) {
+            const r = await curlVhost(conn, ctx, host, `/.well-known/matrix/${name}`)
+            if (!r.ok) return { ok: false, detail: r.detail }
+            try {
+              if (!(key in (JSON.parse(r.body) as object))) return { ok: false, detail: `/.well-known/matrix/${name} lacks ${key}` }
+            } catch {
+              return { ok: false, detail: `/.well-known/matrix/${name} is not JSON: ${r.body.slice(0, 100)}` }
+            }
+          }
+          return { ok: true, detail: 'both valid' }
+        },
+      })
+    }
+    return checks
+  },
+}
+
+export { MATRIX_SITE_PATH }
