@@ -8,7 +8,7 @@
 //   BENCH_OUT=bench/results/latest.json
 import { execFile, execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus, totalmem, release, hostname } from 'node:os'
+import { cpus, hostname, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -85,7 +85,7 @@ async function timed(label, inv, logDir, n, expectConverged, convergedCheck) {
   return m
 }
 
-async function benchSize(n, keyFile, results) {
+async function benchSize(n, keyFile, results, warmup) {
   const runs = n >= 25 ? RUNS_LARGE : RUNS
   const tag = `b${Date.now().toString(36)}`
   const dir = join(work, `n${n}`)
@@ -106,8 +106,8 @@ async function benchSize(n, keyFile, results) {
       const key = `${tool}|${phase}`
       samples.set(key, [...(samples.get(key) ?? []), m])
     }
-    // Warm-up (not counted): page cache, Python bytecode, first container I/O.
-    if (env.BENCH_WARMUP !== '0') {
+    // Warm-up (not counted), before the first host count only: page cache, Python bytecode caches.
+    if (warmup && env.BENCH_WARMUP !== '0') {
       for (const { tool, invocation } of tools) {
         await resetHosts(hosts)
         await timed(`warmup-${tool.name}`, invocation(), logDir, n, false, tool.converged)
@@ -150,7 +150,8 @@ function table(results) {
   const cell = (x) => (x ? `${x.median_s.toFixed(2)} (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)})` : '-')
   const ratio = (a, b) => (a && b ? `${(a.median_s / b.median_s).toFixed(1)}x` : '-')
   const mem = (x) => (x ? `${x.peak_rss_mib}/${x.peak_pss_mib}` : '-')
-  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB']
+  const nodelay = results.some((x) => x.tool === 'matrix-provision-nodelay')
+  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB', ...(nodelay ? ['mp+nodelay s'] : [])]
   const rows = []
   for (const n of [...new Set(results.map((x) => x.hosts))]) {
     for (const phase of ['fresh', 'converged']) {
@@ -158,7 +159,8 @@ function table(results) {
       const an = get('ansible', n, phase)
       const py = get('pyinfra', n, phase)
       const fl = get('floor', n, 'converged')
-      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py)])
+      const nd = nodelay ? [cell(get('matrix-provision-nodelay', n, phase))] : []
+      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py), ...nd])
     }
   }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
@@ -171,10 +173,19 @@ function table(results) {
     out.push('', `matrix-provision memory per extra host (converged, ${a.hosts} -> ${b.hosts} hosts): ${((b.peak_rss_mib - a.peak_rss_mib) / (b.hosts - a.hosts)).toFixed(2)} MiB RSS`)
   }
   out.push('', 'Times: median (min-max) wall seconds, spawn to exit. Memory: peak RSS / peak PSS of the process tree, MiB.')
-  // Issue 6, item 6: converged and --dry-run re-runs of the full Matrix stack on the sandbox host.
-  // HOOK (not implemented yet: the full stack is not ready): time `provision apply` and
-  // `provision apply --dry-run` against the sandbox inventory here, as tool "matrix-provision-stack".
   return out.join('\n')
+}
+
+/**
+ * HOOK, issue 6 item 6 (NOT IMPLEMENTED: the full Matrix stack is not ready yet). To do here: bring up
+ * the sandbox host (`provision sandbox`), run `provision apply` once to converge it, then time with
+ * measure() several runs each of `node bin/provision.js apply --inventory <sandbox inventory>` (nothing
+ * to do) and the same with `--dry-run`, and push them into `results` as
+ * { tool: 'matrix-provision-stack', hosts: 1, phase: 'converged' | 'dry-run', ... }.
+ * Enabled with BENCH_STACK=1 once implemented.
+ */
+async function benchFullStack(_results) {
+  say('BENCH_STACK=1: the full-stack timing (issue 6, item 6) is not implemented yet; skipped')
 }
 
 async function main() {
@@ -187,9 +198,11 @@ async function main() {
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   const started = Date.now()
-  for (const n of SIZES) await benchSize(n, keyFile, results)
+  const loadBefore = loadavg()
+  for (const [i, n] of SIZES.entries()) await benchSize(n, keyFile, results, i === 0)
+  if (env.BENCH_STACK === '1') await benchFullStack(results)
   const record = {
-    machine: await machine(),
+    machine: { ...(await machine()), loadavg_1m_before: loadBefore[0], loadavg_1m_after: loadavg()[0] },
     config: { hosts: SIZES, runs: RUNS, runs_large: RUNS_LARGE, floor_runs: FLOOR_RUNS, tools: TOOL_NAMES, workload: 'bench/workload.json', duration_s: Math.round((Date.now() - started) / 1000) },
     results,
   }

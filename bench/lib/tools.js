@@ -115,10 +115,10 @@ export const pyinfra = {
     })
   },
   converged(output, n) {
-    // pyinfra 3 prints per host "No changes" ... in its results; count success lines with 0 changes.
-    const lines = output.match(/^\s*\[?bench-\d+\]?\s+Success.*$/gm) ?? []
-    if (lines.length) return lines.length === n && lines.every((l) => /No changes|changed=0|Changed: 0/i.test(l))
-    return /No changes/i.test(output) && !/Changed\s*[1-9]/.test(output)
+    // pyinfra 3 ends with a results table: "Grand total  <ops>  <success>  <error>  <no change>" ("-" for 0).
+    const m = /^\s*Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$/m.exec(output)
+    const zero = (x) => x === '-' || x === '0'
+    return !!m && zero(m[2]) && zero(m[3]) && Number(m[1]) === Number(m[4]) && Number(m[1]) % n === 0
   },
 }
 
@@ -132,4 +132,17 @@ export const floor = {
   converged: () => true,
 }
 
-export const TOOLS = { 'matrix-provision': matrixProvision, ansible, pyinfra }
+/** Not in the default run: matrix-provision with TCP_NODELAY on its SSH sockets (the proposed fix). */
+export const matrixProvisionNoDelay = {
+  ...matrixProvision,
+  name: 'matrix-provision-nodelay',
+  prepare(hosts, ctx, dir) {
+    const inv = matrixProvision.prepare(hosts, ctx, dir)
+    return () => {
+      const i = inv()
+      return { ...i, env: { ...i.env, BENCH_MP_NODELAY: '1' } }
+    }
+  },
+}
+
+export const TOOLS = { 'matrix-provision': matrixProvision, ansible, pyinfra, 'matrix-provision-nodelay': matrixProvisionNoDelay }

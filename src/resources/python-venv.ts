@@ -55,7 +55,9 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
         pip.push('--index-url', spec.indexUrl)
       }
       pip.push(spec.requirement)
-      const script = `set -e; [ -x ${shellQuote(py)} ] || python3 -m venv ${shellJoin(spec.venvArgs ?? [])} ${shellQuote(spec.path)}; ${shellJoin(pip)}`
+      // An old venv pip may not know the wheels' manylinux tags: upgrade it first when the wheelhouse has one.
+      const upgradePip = spec.wheelhouse ? `if ls ${WHEELHOUSE_DIR}/pip-*.whl >/dev/null 2>&1; then ${shellQuote(`${spec.path}/bin/pip`)} install -q --disable-pip-version-check --no-index --find-links ${WHEELHOUSE_DIR} --upgrade pip; fi; ` : ''
+      const script = `set -e; [ -x ${shellQuote(py)} ] || python3 -m venv ${shellJoin(spec.venvArgs ?? [])} ${shellQuote(spec.path)}; ${upgradePip}${shellJoin(pip)}`
       ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000 }), `pip install ${spec.requirement}`)
     },
   }

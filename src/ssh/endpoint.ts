@@ -41,6 +41,11 @@ export const DEFAULT_INVENTORY_SSH: InventoryDefaults = {
   knownHostsFile: join(homedir(), '.ssh', 'known_hosts'),
 }
 
+/** `~/x` -> $HOME/x (inventory paths are normally resolved already; ssh config paths may not be). */
+export function expandHome(path: string): string {
+  return path === '~' ? homedir() : path.startsWith('~/') ? join(homedir(), path.slice(2)) : path
+}
+
 /** `[user@]host[:port]`, `[user@][v6addr]:port`. */
 export function parseJumpSpec(spec: string): { user?: string; host: string; port?: number } {
   const at = spec.lastIndexOf('@')
@@ -83,13 +88,15 @@ function endpointFor(host: HostSpec, options: RouteOptions): { endpoint: Endpoin
     address: cfg.hostName ?? host.address,
     port: ssh.port === defaults.port && cfg.port !== undefined ? cfg.port : ssh.port,
     user: ssh.user === defaults.user && cfg.user !== undefined ? cfg.user : ssh.user,
-    knownHostsFile: ssh.knownHostsFile === defaults.knownHostsFile && cfg.userKnownHostsFile ? cfg.userKnownHostsFile : ssh.knownHostsFile,
+    knownHostsFile: expandHome(
+      expandHome(ssh.knownHostsFile) === expandHome(defaults.knownHostsFile) && cfg.userKnownHostsFile ? cfg.userKnownHostsFile : ssh.knownHostsFile,
+    ),
     hostKeyPolicy: ssh.hostKeyPolicy,
     connectTimeoutMs: ssh.connectTimeoutMs,
     keepaliveIntervalMs: ssh.keepaliveIntervalMs,
   }
   const identityFile = ssh.identityFile ?? cfg.identityFiles[0]
-  if (identityFile !== undefined) endpoint.identityFile = identityFile
+  if (identityFile !== undefined) endpoint.identityFile = expandHome(identityFile)
   const jump = ssh.jump ?? cfg.proxyJump
   return jump === undefined ? { endpoint } : { endpoint, jump }
 }

@@ -234,6 +234,8 @@ export class SshConnection implements Connection {
         output(outDecoder.end(), 'stdout')
         output(errDecoder.end(), 'stderr')
         if (note) stderr = appendNote(stderr, note)
+        // A command we killed has no exit code of its own (the host-side wrapper may report 124 or 143).
+        if (timedOut) code = null
         stdinStream?.unpipe()
         stdinStream?.destroy()
         release()
@@ -281,60 +283,58 @@ export class SshConnection implements Connection {
         }, timeoutMs)
       }
 
-      {
-        this.#openSession(wire, () => done, (error, ch) => {
-          if (error) {
-            finish(`could not open an SSH channel on ${this.host}: ${error.message}`)
+      this.#openSession(wire, () => done, (error, ch) => {
+        if (error) {
+          finish(`could not open an SSH channel on ${this.host}: ${error.message}`)
+          return
+        }
+        if (done) {
+          ch.close()
+          return
+        }
+        channel = ch
+        ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
+        ch.stderr.on('data', (chunk: Buffer) => {
+          if (pidHeader !== undefined) {
+            // The first stderr line of a timed root command is its pid, for us only.
+            pidHeader = Buffer.concat([pidHeader, chunk])
+            const newline = pidHeader.indexOf(0x0a)
+            if (newline < 0 && pidHeader.length < 64) return
+            const line = pidHeader.subarray(0, Math.max(newline, 0)).toString('latin1')
+            const rest = newline < 0 ? pidHeader : pidHeader.subarray(newline + 1)
+            pidHeader = undefined
+            if (line.startsWith(PID_MARKER)) remotePid = Number(line.slice(PID_MARKER.length)) || undefined
+            if (remotePid === undefined) output(errDecoder.write(Buffer.concat([Buffer.from(line), newline < 0 ? Buffer.alloc(0) : Buffer.from('\n'), rest])), 'stderr')
+            else output(errDecoder.write(rest), 'stderr')
             return
           }
-          if (done) {
-            ch.close()
-            return
-          }
-          channel = ch
-          ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
-          ch.stderr.on('data', (chunk: Buffer) => {
-            if (pidHeader !== undefined) {
-              // The first stderr line of a timed root command is its pid, for us only.
-              pidHeader = Buffer.concat([pidHeader, chunk])
-              const newline = pidHeader.indexOf(0x0a)
-              if (newline < 0 && pidHeader.length < 64) return
-              const line = pidHeader.subarray(0, Math.max(newline, 0)).toString('latin1')
-              const rest = newline < 0 ? pidHeader : pidHeader.subarray(newline + 1)
-              pidHeader = undefined
-              if (line.startsWith(PID_MARKER)) remotePid = Number(line.slice(PID_MARKER.length)) || undefined
-              if (remotePid === undefined) output(errDecoder.write(Buffer.concat([Buffer.from(line), newline < 0 ? Buffer.alloc(0) : Buffer.from('\n'), rest])), 'stderr')
-              else output(errDecoder.write(rest), 'stderr')
-              return
-            }
-            output(errDecoder.write(chunk), 'stderr')
-          })
-          ch.on('exit', (exitCode: number | null, exitSignal?: string) => {
-            if (typeof exitCode === 'number') code = exitCode
-            else signal = exitSignal ?? null
-          })
-          ch.on('error', (err: Error) => {
-            stderr = appendNote(stderr, `SSH channel error: ${err.message}`)
-          })
-          ch.on('close', () => {
-            if (timedOut) finish(`timed out after ${timeoutMs} ms`)
-            else if (code === null && signal === null) finish(this.#lostReason ?? 'the SSH channel closed without an exit status')
-            else finish()
-          })
-          if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
-          if (stdinStream) {
-            stdinStream.on('error', (err: Error) => {
-              stderr = appendNote(stderr, `reading local input failed: ${err.message}`)
-              ch.close()
-            })
-            stdinStream.pipe(ch)
-          } else if (request.stdin !== undefined) {
-            ch.end(request.stdin)
-          } else {
-            ch.end()
-          }
+          output(errDecoder.write(chunk), 'stderr')
         })
-      }
+        ch.on('exit', (exitCode: number | null, exitSignal?: string) => {
+          if (typeof exitCode === 'number') code = exitCode
+          else signal = exitSignal ?? null
+        })
+        ch.on('error', (err: Error) => {
+          stderr = appendNote(stderr, `SSH channel error: ${err.message}`)
+        })
+        ch.on('close', () => {
+          if (timedOut) finish(`timed out after ${timeoutMs} ms`)
+          else if (code === null && signal === null) finish(this.#lostReason ?? 'the SSH channel closed without an exit status')
+          else finish()
+        })
+        if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
+        if (stdinStream) {
+          stdinStream.on('error', (err: Error) => {
+            stderr = appendNote(stderr, `reading local input failed: ${err.message}`)
+            ch.close()
+          })
+          stdinStream.pipe(ch)
+        } else if (request.stdin !== undefined) {
+          ch.end(request.stdin)
+        } else {
+          ch.end()
+        }
+      })
     })
   }
 

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { GenericContainer, Network, type StartedNetwork, type StartedTestContainer } from 'testcontainers'
+import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers'
 import { targetImage, type Suite } from './docker.js'
 
 const run = promisify(execFile)
@@ -18,6 +18,8 @@ export interface TestHost {
   sshPort: number
   /** Address on the test network. */
   ip: string
+  /** Host port mapped to a container port given in startHosts' `ports`. */
+  port(containerPort: number): number
   /** Run a command inside the container as root, bypassing SSH (for assertions only). */
   exec(command: string): Promise<{ exitCode: number; output: string; stdout: string; stderr: string }>
 }
@@ -50,7 +52,15 @@ function controllerKey() {
 /** The suite tests run on unless they ask for one: the first of TARGET_SUITES (a CI matrix entry), else bookworm. */
 export const DEFAULT_SUITE = (process.env.TARGET_SUITES ?? 'bookworm').split(',')[0] || 'bookworm'
 
-export async function startHosts(names: string[], options: { suite?: Suite | string } = {}): Promise<TestHosts> {
+export interface StartOptions {
+  suite?: Suite | string
+  /** Container ports to map to the controller (22 always is). */
+  ports?: number[]
+  /** Extra DNS names per host on the test network (server names, vhost names). */
+  aliases?: Record<string, string[]>
+}
+
+export async function startHosts(names: string[], options: StartOptions = {}): Promise<TestHosts> {
   const suite = options.suite ?? DEFAULT_SUITE
   const { keyFile, publicKey } = await controllerKey()
   const dir = await mkdtemp(join(tmpdir(), 'mp-hosts-'))
@@ -64,17 +74,19 @@ export async function startHosts(names: string[], options: { suite?: Suite | str
           .withName(`mp-${name}-${Math.random().toString(36).slice(2, 8)}`)
           .withHostname(name)
           .withNetwork(network)
-          .withNetworkAliases(name)
+          .withNetworkAliases(name, ...(options.aliases?.[name] ?? []))
           .withAddedCapabilities('SYS_ADMIN', 'NET_ADMIN')
           .withSecurityOpt('seccomp=unconfined', 'apparmor=unconfined')
           .withBindMounts([{ source: '/sys/fs/cgroup', target: '/sys/fs/cgroup', mode: 'rw' }])
           .withTmpFs({ '/run': 'rw', '/run/lock': 'rw', '/tmp': 'rw' })
-          .withExposedPorts(22)
+          .withExposedPorts(22, ...(options.ports ?? []))
           .withCopyContentToContainer([
             { content: publicKey, target: '/root/.ssh/authorized_keys', mode: 0o600 },
             { content: publicKey, target: '/home/deploy/.ssh/authorized_keys', mode: 0o600 },
           ])
           .withCommand(['/sbin/init'])
+          // Only sshd must listen at start; other mapped ports (443) open once provisioned.
+          .withWaitStrategy(Wait.forSuccessfulCommand("ss -Htln | grep -q ':22 '"))
           .withStartupTimeout(120_000)
           .start()
         const exec = async (command: string) => container.exec(['sh', '-c', command])
@@ -84,6 +96,7 @@ export async function startHosts(names: string[], options: { suite?: Suite | str
           sshHost: '127.0.0.1',
           sshPort: container.getMappedPort(22),
           ip: container.getIpAddress(network.getName()),
+          port: (p) => container.getMappedPort(p),
           exec,
         }
         started.push(host)

@@ -1,0 +1,21 @@
+import type { Secret } from '../../src/secret.js'
+import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
+import { shellQuote } from '../../src/ssh/quote.js'
+import { SECRETS_CONFIG_PATH } from './templates.js'
+
+/**
+ * Register a user with Synapse's own register_new_matrix_user (shared-secret registration, works with
+ * registration off). The password travels on stdin (--password-file /dev/stdin), never on a command line.
+ */
+export async function registerUser(conn: Connection, options: { user: string; password: Secret; admin: boolean; listenPort: number }): Promise<void> {
+  const cmd = [
+    '/opt/venvs/matrix-synapse/bin/register_new_matrix_user',
+    '-c', SECRETS_CONFIG_PATH,
+    '-u', options.user,
+    '--password-file', '/dev/stdin',
+    options.admin ? '--admin' : '--no-admin',
+    '--exists-ok',
+    `http://127.0.0.1:${options.listenPort}`,
+  ]
+  ensureSuccess(conn.host, await conn.run(cmd.map(shellQuote).join(' '), { stdin: options.password.reveal() }), `registering ${options.user}`)
+}

@@ -1,0 +1,128 @@
+import { readFile } from 'node:fs/promises'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { provision, writeTestInventory } from '../support/inventory.js'
+import { MatrixClient } from '../support/matrix-client.js'
+
+const ALL_UNITS = ['postgresql@15-main', 'redis-server', 'matrix-synapse', 'matrix-synapse-worker@federation_reader', 'matrix-synapse-worker@federation_sender', 'apache2']
+
+/** The whole stack on one real host: Synapse from PyPI, Postgres, Redis, both workers, Apache, Element, metrics. */
+describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
+  let env: TestHosts
+  let hs: TestHost
+  let inventory: string
+  let client: MatrixClient
+  let ca: string
+
+  const https = (hostname: string) => new MatrixClient({ port: hs.port(443), hostname, ca })
+  const startTimes = async () => (await hs.exec(`systemctl show -p ActiveEnterTimestampMonotonic ${ALL_UNITS.join(' ')}`)).stdout
+
+  beforeAll(async () => {
+    const [wheelhouse, element] = await Promise.all([synapseWheelhouse('3.11'), elementRelease()])
+    env = await startHosts(['one', 'peer'], { ports: [443], aliases: { one: ['one.test', 'matrix.one.test', 'element.one.test'] } })
+    hs = env.get('one')
+    inventory = await writeTestInventory(env, [{ name: 'one', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
+      serverName: 'one.test',
+      synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+      element: { version: '1.11.90', file: element.tarball, signatureFile: element.signature, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
+    })
+  })
+  afterAll(async () => {
+    await env?.stop()
+  })
+
+  it('provisions from nothing, every after-check passing', async () => {
+    const r = await provision(['--inventory', inventory, '--json'])
+    const report = JSON.parse(r.stdout)
+    const host = report.hosts[0]
+    expect(host.error ?? host.status, r.stderr).toBe('changed')
+    const after = host.tasks.flatMap((t: { checks: { phase: string; ok: boolean; name: string; detail: string }[] }) => t.checks.filter((c) => c.phase === 'after'))
+    expect(after.filter((c: { ok: boolean }) => !c.ok)).toEqual([])
+    expect(after.length).toBeGreaterThanOrEqual(12)
+    ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.one.test.crt')).stdout
+    expect(ca).toContain('BEGIN CERTIFICATE')
+  })
+
+  it('an admin made with register_new_matrix_user logs in through Apache over HTTPS, creates a room, sends and syncs a message', async () => {
+    const reg = await hs.exec("printf 'admin-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u admin --password-file /dev/stdin --admin http://127.0.0.1:8008")
+    expect(reg.exitCode, reg.output).toBe(0)
+    client = https('matrix.one.test')
+    await client.login('admin', 'admin-pass-123456')
+    const room = await client.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'e2e' })
+    expect(room.status).toBe(200)
+    const sent = await client.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/t1`, { msgtype: 'm.text', body: 'hello from the e2e test' })
+    expect(sent.status).toBe(200)
+    const sync = await client.call('GET', '/_matrix/client/v3/sync?timeout=0')
+    expect(sync.text).toContain('hello from the e2e test')
+    expect(sync.text).toContain(sent.json.event_id)
+  })
+
+  it('federation version is answered by the federation_reader (its own log), and fails when it stops while the client API keeps working', async () => {
+    const marker = `e2e-${Date.now()}`
+    const fed = await https('matrix.one.test').call('GET', `/_matrix/federation/v1/version?probe=${marker}`)
+    expect(fed.status).toBe(200)
+    expect(fed.json).toMatchObject({ server: { name: 'Synapse' } })
+    const readerLog = await hs.exec(`grep -c 'probe=${marker}' /var/log/matrix-synapse/federation_reader.log`)
+    expect(Number(readerLog.stdout.trim())).toBeGreaterThanOrEqual(1)
+    const mainLog = await hs.exec(`grep -c 'probe=${marker}' /var/log/matrix-synapse/homeserver.log`)
+    expect(Number(mainLog.stdout.trim() || 0)).toBe(0)
+
+    await hs.exec('systemctl stop matrix-synapse-worker@federation_reader')
+    try {
+      const down = await https('matrix.one.test').call('GET', '/_matrix/federation/v1/version')
+      expect(down.status).toBeGreaterThanOrEqual(502)
+      const clientApi = await https('matrix.one.test').call('GET', '/_matrix/client/versions')
+      expect(clientApi.status).toBe(200)
+    } finally {
+      await hs.exec('systemctl start matrix-synapse-worker@federation_reader')
+    }
+  })
+
+  it('the federation_sender is active and the main process does not send federation traffic', async () => {
+    expect((await hs.exec('systemctl is-active matrix-synapse-worker@federation_sender')).stdout.trim()).toBe('active')
+    const read = (cfg: string) =>
+      hs.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- /opt/venvs/matrix-synapse/bin/python -m synapse.config read worker.send_federation --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/ ${cfg}`)
+    expect((await read('')).stdout.trim()).toBe('False')
+    expect((await read('--config-path=/etc/matrix-synapse/workers/federation_sender.yaml')).stdout.trim()).toBe('True')
+  })
+
+  it('metrics answer on loopback and are not reachable from another host', async () => {
+    for (const port of [32982, 32981, 32980]) {
+      const local = await hs.exec(`curl -sf http://127.0.0.1:${port}/_synapse/metrics | grep -c '^process_cpu_seconds_total'`)
+      expect(local.stdout.trim(), `port ${port}`).toBe('1')
+      const remote = await env.get('peer').exec(`curl -s --max-time 3 http://one:${port}/_synapse/metrics`)
+      expect(remote.exitCode, `port ${port} from peer`).not.toBe(0)
+    }
+    const replication = await env.get('peer').exec('curl -s --max-time 3 http://one:32993/')
+    expect(replication.exitCode).not.toBe(0)
+    const redis = await env.get('peer').exec('timeout 3 bash -c "exec 3<>/dev/tcp/one/32992"')
+    expect(redis.exitCode).not.toBe(0)
+  })
+
+  it('.well-known and Element are served with the right values and headers', async () => {
+    const server = await https('one.test').call('GET', '/.well-known/matrix/server')
+    expect(server.json).toEqual({ 'm.server': 'matrix.one.test:443' })
+    const clientWk = await https('one.test').call('GET', '/.well-known/matrix/client')
+    expect(clientWk.json).toMatchObject({ 'm.homeserver': { base_url: 'https://matrix.one.test' } })
+    expect(clientWk.headers['access-control-allow-origin']).toBe('*')
+    const index = await https('element.one.test').call('GET', '/index.html')
+    expect(index.status).toBe(200)
+    expect(index.text).toContain('1.11.90')
+    expect(index.headers['x-frame-options']).toBe('SAMEORIGIN')
+    expect(index.headers['cache-control']).toBe('no-cache')
+    const config = await https('element.one.test').call('GET', '/config.json')
+    expect(config.json).toMatchObject({ default_server_config: { 'm.homeserver': { base_url: 'https://matrix.one.test', server_name: 'one.test' } } })
+    expect(config.headers['cache-control']).toBe('no-cache')
+  })
+
+  it('a second run reports no changes and restarts nothing', async () => {
+    const before = await startTimes()
+    const r = await provision(['--inventory', inventory])
+    expect(r.code, r.stdout + r.stderr).toBe(0)
+    expect(r.stdout).toContain('one: no changes')
+    expect(await startTimes()).toBe(before)
+    const secrets = await readFile(inventory, 'utf8')
+    expect(secrets).not.toMatch(/password:\s*['"]?\w/)
+  })
+})

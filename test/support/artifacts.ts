@@ -1,0 +1,17 @@
+import { fileURLToPath } from 'node:url'
+import { buildElementStandin } from '../../src/artifacts/element-standin.js'
+import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
+
+/** Built once per machine under .cache/ (CI builds them on a fresh clone: about 30 s). */
+export const CACHE_DIR = fileURLToPath(new URL('../../.cache/', import.meta.url))
+/** The Synapse the container tests install from PyPI; override with SYNAPSE_VERSION. */
+export const SYNAPSE_VERSION = process.env.SYNAPSE_VERSION ?? '1.163.2'
+export const ELEMENT_VERSION = '1.11.90'
+
+export async function synapseWheelhouse(pythonVersion = '3.11') {
+  return buildWheelhouse({ synapseVersion: SYNAPSE_VERSION, pythonVersion, cacheDir: `${CACHE_DIR}wheelhouse` })
+}
+
+export async function elementRelease() {
+  return buildElementStandin({ version: ELEMENT_VERSION, dir: `${CACHE_DIR}element` })
+}
