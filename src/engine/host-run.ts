@@ -161,7 +161,9 @@ async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: R
         if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }
       const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
-      tr.restarts = await ledger.perform(ownUnits)
+      // Settle this task's units, and running units of other tasks whose files this task changed
+      // (an Element vhost reloads Apache before Element's after-checks look at it).
+      tr.restarts = await ledger.perform(targets.map((t) => t.unit), ownUnits)
       for (const rs of tr.restarts) emit(`${rs.action}ed ${rs.unit}`, p.task.name)
       for (const check of p.task.after?.(ctx) ?? []) {
         const outcome = await check.run(conn)

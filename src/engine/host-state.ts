@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
 import type { SecretValue } from '../inventory/types.js'
-import { file } from '../resources/file.js'
+import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../secret.js'
 
@@ -32,7 +32,11 @@ export const storedSecrets = defineFact(
 /** Resolves secret references for one host; generated ones are read back or made once and stored. */
 export class HostSecrets {
   readonly #stored: Map<string, string>
-  readonly #used = new Map<string, Secret>()
+  /** Every generated secret resolved on this run: a name always gives the same value. */
+  readonly #resolved = new Map<string, Secret>()
+  /** Resolved since the last takeResources: their files still have to be declared. */
+  readonly #undeclared = new Map<string, Secret>()
+  #dirsDeclared = false
 
   constructor(stored: Map<string, string>) {
     this.#stored = stored
@@ -40,18 +44,23 @@ export class HostSecrets {
 
   resolve(value: SecretValue): Secret {
     if (value.kind === 'value') return value.secret
-    const known = this.#used.get(value.name)
+    const known = this.#resolved.get(value.name)
     if (known) return known
     const stored = this.#stored.get(value.name)
     const secret = new Secret(stored ?? randomBytes(32).toString('base64url'), stored ? `generated on host (${SECRETS_DIR}/${value.name})` : 'generated now')
-    this.#used.set(value.name, secret)
+    this.#resolved.set(value.name, secret)
+    this.#undeclared.set(value.name, secret)
     return secret
   }
 
   /** File resources that keep the generated secrets used so far (a no-op when they are stored already). */
   takeResources(): Resource[] {
-    const out = [...this.#used].map(([name, secret]) => file({ path: `${SECRETS_DIR}/${name}`, content: secret, mode: 0o600 }))
-    this.#used.clear()
+    const out: Resource[] = [...this.#undeclared].map(([name, secret]) => file({ path: `${SECRETS_DIR}/${name}`, content: secret, mode: 0o600 }))
+    this.#undeclared.clear()
+    if (out.length && !this.#dirsDeclared) {
+      this.#dirsDeclared = true
+      out.unshift(directory({ path: STATE_DIR, mode: 0o700 }), directory({ path: SECRETS_DIR, mode: 0o700 }))
+    }
     return out
   }
 }

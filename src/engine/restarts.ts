@@ -73,13 +73,20 @@ export class RestartLedger {
       .map((u) => ({ unit: u, action: this.#due.get(u)!.target.reload ? 'reload' : 'restart', reason: this.#due.get(u)!.reasons.join('; '), done: false }))
   }
 
-  /** Validate, then restart (or reload) each due unit once, in order; clear it from the host's pending file. */
-  async perform(units: string[]): Promise<RestartRecord[]> {
+  /**
+   * Validate, then restart (or reload) each due unit once, in order; clear it from the host's pending
+   * file. Units of the finishing task are always settled; another task's unit only when it is running
+   * (a later task that installs or starts it settles it then).
+   */
+  async perform(units: string[], ownUnits: string[] = units): Promise<RestartRecord[]> {
     const done: RestartRecord[] = []
     for (const unit of units) {
       const due = this.#due.get(unit)
       if (!due) continue
       const { target } = due
+      const active = await this.conn.run(`systemctl is-active ${shellQuote(unit)}`)
+      const running = active.stdout.trim() === 'active' || active.stdout.trim() === 'reloading'
+      if (!running && !ownUnits.includes(unit)) continue
       if (target.validate) {
         const v = await this.conn.run(target.validate, { timeoutMs: 180_000 })
         if (v.code !== 0) {
@@ -90,8 +97,7 @@ export class RestartLedger {
           throw new Error(`${unit}: the new configuration failed validation (${target.validate}); restored the previous files (${restored.join(', ') || 'none'}) and left ${unit} running as it was:\n${output}`)
         }
       }
-      const active = await this.conn.run(`systemctl is-active ${shellQuote(unit)}`)
-      if (!this.#freshlyStarted.has(unit) && active.stdout.trim() !== 'inactive') {
+      if (!this.#freshlyStarted.has(unit) && running) {
         const verb = target.reload ? 'reload' : 'restart'
         const r = await this.conn.run(`systemctl ${verb} ${shellQuote(unit)}`, { timeoutMs: 300_000 })
         if (r.code !== 0) {

@@ -3,7 +3,7 @@ import type { AfterCheck, CheckOutcome, Task, TaskContext } from '../../src/engi
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { command } from '../../src/resources/command.js'
-import { file, symlink } from '../../src/resources/file.js'
+import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import type { Connection } from '../../src/ssh/connection.js'
@@ -29,6 +29,12 @@ export function tlsNames(ctx: TaskContext): string[] {
 
 /** A rendered template as a file resource. */
 export const fileFrom = (f: RenderedFile): Resource => file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive })
+
+/** /var/www/a/b/c/file -> [/var/www/a, /var/www/a/b, /var/www/a/b/c] */
+export function ancestorsBelow(root: string, path: string): string[] {
+  const parts = path.slice(root.length + 1).split('/').slice(0, -1)
+  return parts.map((_p, i) => `${root}/${parts.slice(0, i + 1).join('/')}`)
+}
 
 /** Enable a site or conf the way a2ensite does: a relative symlink in *-enabled. */
 export function enabled(availablePath: string): Resource {
@@ -116,6 +122,8 @@ export const apacheTask: Task = {
         touches: ['/etc/apache2/mods-enabled/'],
       }),
       ...tlsResources(ctx),
+      // Directories of the files outside /etc/apache2 (the .well-known tree), parents first.
+      ...[...new Set(sites.filter((f) => !f.path.startsWith('/etc/apache2/')).flatMap((f) => ancestorsBelow('/var/www', f.path)))].map((path) => directory({ path })),
       ...sites.map(fileFrom),
       ...sites.filter((s) => s.path.startsWith(SITES_AVAILABLE)).map((s) => enabled(s.path)),
       fileFrom(ports),

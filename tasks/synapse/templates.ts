@@ -514,7 +514,9 @@ const SANDBOX = `# The following directives give the synapse service R/W access 
 
 RuntimeDirectory=matrix-synapse
 StateDirectory=matrix-synapse
+StateDirectoryMode=0750
 LogsDirectory=matrix-synapse
+LogsDirectoryMode=0750
 
 ######################
 ## Security Sandbox ##

@@ -36,6 +36,7 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     const r = await provision(['--inventory', inventory, '--json'])
     const report = JSON.parse(r.stdout)
     const host = report.hosts[0]
+    console.log(`first run ${report.durationMs} ms: ${host.tasks.map((t: { task: string; durationMs: number }) => `${t.task} ${t.durationMs}`).join(', ')}`)
     expect(host.error ?? host.status, r.stderr).toBe('changed')
     const after = host.tasks.flatMap((t: { checks: { phase: string; ok: boolean; name: string; detail: string }[] }) => t.checks.filter((c) => c.phase === 'after'))
     expect(after.filter((c: { ok: boolean }) => !c.ok)).toEqual([])
@@ -83,13 +84,13 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     expect((await hs.exec('systemctl is-active matrix-synapse-worker@federation_sender')).stdout.trim()).toBe('active')
     const read = (cfg: string) =>
       hs.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- /opt/venvs/matrix-synapse/bin/python -m synapse.config read worker.send_federation --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/ ${cfg}`)
-    expect((await read('')).stdout.trim()).toBe('False')
-    expect((await read('--config-path=/etc/matrix-synapse/workers/federation_sender.yaml')).stdout.trim()).toBe('True')
+    expect((await read('')).stdout).toMatch(/worker\.send_federation: False/)
+    expect((await read('--config-path=/etc/matrix-synapse/workers/federation_sender.yaml')).stdout).toMatch(/worker\.send_federation: True/)
   })
 
   it('metrics answer on loopback and are not reachable from another host', async () => {
     for (const port of [32982, 32981, 32980]) {
-      const local = await hs.exec(`curl -sf http://127.0.0.1:${port}/_synapse/metrics | grep -c '^process_cpu_seconds_total'`)
+      const local = await hs.exec(`curl -sf http://127.0.0.1:${port}/_synapse/metrics | grep -c '^python_info'`)
       expect(local.stdout.trim(), `port ${port}`).toBe('1')
       const remote = await env.get('peer').exec(`curl -s --max-time 3 http://one:${port}/_synapse/metrics`)
       expect(remote.exitCode, `port ${port} from peer`).not.toBe(0)

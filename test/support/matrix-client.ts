@@ -16,8 +16,6 @@ export class MatrixClient {
           host: this.host,
           port: this.target.port,
           servername: this.target.hostname,
-          // The certificate is checked against the vhost name, as a browser would.
-          checkServerIdentity: undefined,
           ca: this.target.ca,
           method,
           path,
