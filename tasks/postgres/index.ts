@@ -7,6 +7,7 @@ import { postgresDatabase, postgresRole } from '../../src/resources/postgres.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { shellQuote } from '../../src/ssh/quote.js'
 import { minimumDisk, portAvailable, supportedTarget, targetOf } from '../common/checks.js'
+import { firewallResources } from '../common/firewall.js'
 import { hostCidr, remoteClients } from '../common/topology.js'
 import { renderPgHba, renderPostgresListen } from './templates.js'
 
@@ -55,6 +56,7 @@ export const postgresTask: Task = {
       service({ unit: 'postgresql.service', watch: [`${etc}/conf.d/`, `${etc}/pg_hba.conf`, `${etc}/postgresql.conf`] }),
       postgresRole({ name: pg.user, password: ctx.secret(pg.password) }),
       postgresDatabase({ name: pg.database, owner: pg.user }),
+      ...(clients.length ? firewallResources('postgres', pg.port, clients.map((h) => h.privateAddress)) : []),
     ]
   },
   after(ctx) {

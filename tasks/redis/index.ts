@@ -3,6 +3,7 @@ import { aptPackages } from '../../src/resources/apt-packages.js'
 import { file } from '../../src/resources/file.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
+import { firewallResources } from '../common/firewall.js'
 import { remoteClients } from '../common/topology.js'
 import { renderRedisConf } from './templates.js'
 
@@ -13,12 +14,14 @@ export const redisTask: Task = {
   resources(ctx) {
     const r = ctx.host.vars.redis
     // Loopback only, unless workers or Synapse on other hosts need it: then also the private address.
-    const bind = remoteClients(ctx, 'redis').length ? ['127.0.0.1', ctx.host.privateAddress] : ['127.0.0.1']
+    const clients = remoteClients(ctx, 'redis')
+    const bind = clients.length ? ['127.0.0.1', ctx.host.privateAddress] : ['127.0.0.1']
     const password = r.password ? ctx.secret(r.password).reveal() : undefined
     return [
       aptPackages({ packages: ['redis-server'], provides: { units: ['redis-server.service'], paths: ['/etc/redis'] } }),
       file({ path: '/etc/redis/redis.conf', content: renderRedisConf(ctx.host.vars, bind, password), owner: 'redis', group: 'redis', mode: 0o640, sensitive: Boolean(password) }),
       service({ unit: 'redis-server.service', watch: ['/etc/redis/redis.conf', 'pkg:redis-server'] }),
+      ...(clients.length ? firewallResources('redis', r.port, clients.map((h) => h.privateAddress)) : []),
     ]
   },
   after(ctx) {
