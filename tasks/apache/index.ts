@@ -66,6 +66,7 @@ function tlsResources(ctx: TaskContext): Resource[] {
   const tls = v.apache.tls
   if (tls.mode === 'files') {
     return [
+      directory({ path: TLS_DIR, mode: 0o755 }),
       file({ path: certFile, content: readFileSync(tls.certificateFile!), mode: 0o644 }),
       file({ path: keyFile, content: readFileSync(tls.keyFile!, 'utf8'), mode: 0o600, sensitive: true }),
     ]
@@ -95,9 +96,15 @@ function tlsResources(ctx: TaskContext): Resource[] {
 export async function curlVhost(conn: Connection, ctx: TaskContext, host: string, path: string, options: { headers?: boolean } = {}): Promise<{ ok: boolean; body: string; detail: string }> {
   const v = ctx.host.vars
   const port = v.apache.httpsPort
-  const trust = v.apache.tls.mode === 'self-signed' ? `--cacert ${tlsFiles(v).certFile}` : ''
+  // Self-signed: trust exactly our certificate. Otherwise the host's CA store plus the CAs the
+  // inventory trusts for federation (a private CA issues both in closed networks).
+  const trust =
+    v.apache.tls.mode === 'self-signed'
+      ? `--cacert ${tlsFiles(v).certFile}`
+      : `--cacert "$b"`
+  const bundle = v.apache.tls.mode === 'self-signed' ? '' : 'b=$(mktemp); trap \'rm -f "$b"\' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; '
   const url = `https://${host}:${port}${path}`
-  const r = await conn.run(`curl -sS --max-time 20 ${options.headers ? '-i' : ''} -f ${trust} --resolve ${shellQuote(`${host}:${port}:127.0.0.1`)} ${shellQuote(url)}`, { timeoutMs: 60_000 })
+  const r = await conn.run(`${bundle}curl -sS --max-time 20 ${options.headers ? '-i' : ''} -f ${trust} --resolve ${shellQuote(`${host}:${port}:127.0.0.1`)} ${shellQuote(url)}`, { timeoutMs: 60_000 })
   return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }
 }
 
