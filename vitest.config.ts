@@ -1,8 +1,10 @@
 import { defineConfig } from 'vitest/config'
 
-// Container tests share 2 cores and one Docker engine: files run one at a time there.
+// Container tests share 2 cores and one Docker engine: test files run one at a time, also across
+// projects (an integration file never competes with an e2e file for the CPU).
 export default defineConfig({
   test: {
+    fileParallelism: false,
     reporters: process.env.CI ? ['default', 'junit'] : ['default'],
     outputFile: { junit: 'reports/junit.xml' },
     projects: [
