@@ -15,7 +15,7 @@ export const pendingRestarts = defineFact('pending-restarts', `cat ${PENDING_RES
   code === 0 ? [...new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))] : [],
 )
 
-/** Secrets generated on earlier runs (name -> value). The probe's output is never logged. */
+/** Secrets generated on earlier runs (name -> value). The probe's output is never logged nor echoed. */
 export const storedSecrets = defineFact(
   'stored-secrets',
   `for f in ${SECRETS_DIR}/*; do [ -f "$f" ] || continue; printf '%s\\t' "\${f##*/}"; base64 -w0 < "$f"; echo; done`,
@@ -27,6 +27,7 @@ export const storedSecrets = defineFact(
     }
     return m
   },
+  { sensitive: true },
 )
 
 /** Resolves secret references for one host; generated ones are read back or made once and stored. */

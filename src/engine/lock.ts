@@ -44,8 +44,16 @@ export async function acquireLock(conn: Connection): Promise<HostLock> {
   }
 }
 
-/** Kill a stuck remote holder of the lock (a run whose connection never closed). */
+/**
+ * Kill a stuck remote holder of the lock (a run whose connection never closed): every process with the
+ * lock file open (found through /proc: fuser is not installed on minimal hosts). The lock is only ever
+ * opened by holders and by runs trying it with `flock -n`, which give up at once.
+ */
 export async function breakLock(conn: Connection): Promise<string> {
-  const r = await conn.run(`holder=$(cat ${LOCK}.holder 2>/dev/null); fuser -k ${LOCK} >/dev/null 2>&1 && echo "cleared: $holder" || echo "not held"`)
+  const r = await conn.run(
+    `holder=$(cat ${LOCK}.holder 2>/dev/null); pids=$(for p in /proc/[0-9]*; do for f in "$p"/fd/*; do ` +
+      `[ "$(readlink "$f" 2>/dev/null)" = ${shellQuote(LOCK)} ] && { echo "\${p#/proc/}"; break; }; done; done 2>/dev/null); ` +
+      `if [ -n "$pids" ]; then kill $pids; echo "cleared: $holder"; else echo "not held"; fi`,
+  )
   return r.stdout.trim()
 }

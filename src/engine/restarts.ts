@@ -37,12 +37,18 @@ export class RestartLedger {
     if (touched.length === 0) return
     const newUnits = touched.filter((t) => !this.#due.has(t.unit)).map((t) => t.unit)
     const validating = touched.filter((t) => t.validate)
-    const files = change.resource.startsWith('file:') ? change.touches : []
+    // Files, edited lines and symlinks (a new *-enabled link must go with its bad file, or Apache's
+    // Include finds a dangling link and every later configtest fails).
+    const files = /^(file|line|symlink):/.test(change.resource) ? change.touches : []
     const script: string[] = []
     if (newUnits.length) script.push(`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits.map(shellQuote).join(' ')} >> ${PENDING_RESTARTS}`)
     if (validating.length && files.length) {
       script.push(`mkdir -p ${BACKUP_DIR}`)
-      for (const f of files) script.push(`if [ -e ${shellQuote(f)} ]; then cp -a ${shellQuote(f)} ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(f))}; echo existed; else echo new; fi`)
+      for (const f of files) {
+        const backup = shellQuote(BACKUP_DIR + '/' + encodeURIComponent(f))
+        // rm first: cp onto an old backup that is a symlink would write through it.
+        script.push(`if [ -e ${shellQuote(f)} ] || [ -L ${shellQuote(f)} ]; then rm -f ${backup} && cp -a ${shellQuote(f)} ${backup}; echo existed; else echo new; fi`)
+      }
     }
     if (script.length) {
       const r = ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), 'recording pending restarts')
@@ -121,7 +127,10 @@ export class RestartLedger {
   async #restore(unit: string): Promise<string[]> {
     const list = this.#backups.get(unit) ?? []
     const script = list.map((b) =>
-      b.existed ? `cp -a ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(b.path))} ${shellQuote(b.path)}` : `rm -f ${shellQuote(b.path)}`,
+      // Copied beside, then renamed over: atomic, and works when the path is a symlink.
+      b.existed
+        ? `cp -a ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(b.path))} ${shellQuote(b.path + '.mp-restore')} && mv -Tf ${shellQuote(b.path + '.mp-restore')} ${shellQuote(b.path)}`
+        : `rm -f ${shellQuote(b.path)}`,
     )
     if (script.length) ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), `restoring the previous configuration of ${unit}`)
     return list.map((b) => b.path)

@@ -8,10 +8,12 @@ export interface Fact<T> {
   readonly id: string
   readonly command: string
   parse(stdout: string, exitCode: number): T
+  /** Its output holds secret values: the probe that gathers it is never echoed (--verbose). */
+  readonly sensitive?: boolean
 }
 
-export function defineFact<T>(id: string, command: string, parse: (stdout: string, exitCode: number) => T): Fact<T> {
-  return { id, command, parse }
+export function defineFact<T>(id: string, command: string, parse: (stdout: string, exitCode: number) => T, options: { sensitive?: boolean } = {}): Fact<T> {
+  return options.sensitive ? { id, command, parse, sensitive: true } : { id, command, parse }
 }
 
 /** Parsed fact values of one host, by fact id. */

@@ -37,7 +37,7 @@ export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown
   const unique = [...new Map(facts.filter((f) => !into.has(f)).map((f) => [f.id, f])).values()]
   if (unique.length === 0) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
-  const result = await conn.run('sh -s', { stdin: probeScript(unique) })
+  const result = await conn.run('sh -s', { stdin: probeScript(unique), secretOutput: unique.some((f) => f.sensitive) })
   if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${unique.length} facts)` }, 'gathering facts')
   const parts = parseProbeOutput(result.stdout, unique.length)
   unique.forEach((fact, i) => into.set(fact.id, fact.parse(parts[i]!.stdout, parts[i]!.code)))

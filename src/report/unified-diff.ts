@@ -1,7 +1,11 @@
 import { maskSecrets, MASK } from '../secret.js'
 
-/** Lines of `key: value` / `key = value` whose key names a secret get their value masked in sensitive files. */
-const SECRET_KEY = /^(\s*[-\w."']*(?:password|secret|passwd|token|key)[\w."']*\s*[:=]\s*)(.+)$/i
+/**
+ * Lines of `key: value` / `key = value` whose key names a secret, and Redis's `requirepass` / `masterauth`
+ * directives (`name value`), get their value masked in sensitive files. The old side of a diff comes from
+ * the host: a value the run does not know (e.g. the password before a rotation) is only caught here.
+ */
+const SECRET_KEY = /^(\s*[-\w."']*(?:password|secret|passwd|token|key)[\w."']*\s*[:=]\s*|\s*(?:requirepass|masterauth)\s+)(.+)$/i
 
 export function maskSensitiveText(text: string): string {
   return maskSecrets(text)

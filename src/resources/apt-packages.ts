@@ -21,11 +21,27 @@ export interface AptPackagesSpec {
 }
 
 const APT_ENV = 'DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a'
-// Wait for another apt/dpkg (unattended-upgrades) a bounded time instead of failing at once.
-const APT_OPTS = '-y -q --no-install-recommends -o DPkg::Lock::Timeout=180 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold'
+
+/**
+ * Seconds apt waits for another apt/dpkg (unattended-upgrades) to release the dpkg lock before the
+ * install fails, instead of failing at once: 180, or the environment variable MP_DPKG_LOCK_TIMEOUT
+ * (whole seconds; the fault tests set a few). Read at each install, so a test can set it per run.
+ */
+export function dpkgLockTimeout(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.MP_DPKG_LOCK_TIMEOUT?.trim()
+  return raw && /^\d+$/.test(raw) ? Number(raw) : 180
+}
+
+const aptOpts = (lockTimeout: number) =>
+  `-y -q --no-install-recommends -o DPkg::Lock::Timeout=${lockTimeout} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold`
+
+/** pid and command line of every process that has the dpkg locks open (fuser is not on minimal hosts). */
+const DPKG_LOCK_HOLDERS =
+  'for p in /proc/[0-9]*; do for f in "$p"/fd/*; do case "$(readlink "$f" 2>/dev/null)" in /var/lib/dpkg/lock|/var/lib/dpkg/lock-frontend) ' +
+  'printf \'%s %s\\n\' "${p#/proc/}" "$(tr \'\\0\' \' \' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null'
 
 export async function aptUpdate(conn: Connection): Promise<void> {
-  ensureSuccess(conn.host, await conn.run(`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=180`, { timeoutMs: 600_000 }), 'apt-get update')
+  ensureSuccess(conn.host, await conn.run(`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 }), 'apt-get update')
 }
 
 /** Debian packages present (and pinned versions exact). */
@@ -68,15 +84,21 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
         const p = pkgs.find((x) => x.name === n)
         return p?.version ? `${n}=${p.version}` : n
       })
-      const install = `${APT_ENV} apt-get install ${APT_OPTS} ${shellJoin(names)}`
+      const lockTimeout = dpkgLockTimeout()
+      const install = `${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${shellJoin(names)}`
       let r = await conn.run(install, { timeoutMs: 1_200_000 })
       if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {
         await aptUpdate(conn) // stale lists: refresh once and retry
         r = await conn.run(install, { timeoutMs: 1_200_000 })
       }
       if (r.code !== 0 && /Could not get lock|dpkg frontend lock/.test(r.stderr)) {
-        const holder = await conn.run("fuser -v /var/lib/dpkg/lock-frontend 2>&1 | tail -n +2; ps -o pid=,args= -C apt-get,apt,dpkg,unattended-upgr 2>/dev/null")
-        throw new Error(`the dpkg lock stayed held for 180 s by another process:\n${holder.stdout.trim() || '(holder not found)'}\nwait for it to finish, then run again`)
+        // apt names the holder while it waits, on stdout ("It is held by process 1234 (unattended-upgr)"); it may have gone since.
+        const aptSays = [...(r.stdout + r.stderr).matchAll(/It is held by process \d+ \([^)]*\)/g)].pop()?.[0]
+        const holders = (await conn.run(DPKG_LOCK_HOLDERS)).stdout.trim()
+        throw new Error(
+          `the dpkg lock stayed held for ${lockTimeout} s by another process${aptSays ? ` (${aptSays})` : ''}:\n` +
+            `${holders || '(the holder has exited since)'}\nwait for it to finish, then run again`,
+        )
       }
       ensureSuccess(conn.host, r, `installing ${names.join(' ')}`)
     },

@@ -71,7 +71,7 @@ export function file(spec: FileSpec): Resource {
       let diff: string | undefined
       if (contentDiffers && isText(content) && content.length < 512 * 1024) {
         // Read the old content only when it differs: converged files cost no extra round trip.
-        const old = await ctx.conn.run(`cat ${shellQuote(spec.path)}`)
+        const old = await ctx.conn.run(`cat ${shellQuote(spec.path)}`, { secretOutput: sensitive })
         if (old.code === 0) {
           const [before, after] = sensitive ? [maskSensitiveText(old.stdout), maskSensitiveText(content.toString('utf8'))] : [old.stdout, content.toString('utf8')]
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)

@@ -20,6 +20,11 @@ export interface RunOptions {
   timeoutMs?: number
   /** Live output (for --verbose and progress). */
   onOutput?: (chunk: string, stream: 'stdout' | 'stderr') => void
+  /**
+   * The output may hold secret values the run does not know yet (stored secrets, a sensitive file read
+   * for a diff): only this call's own onOutput sees it; the connection's live echo (--verbose) does not.
+   */
+  secretOutput?: boolean
 }
 
 export interface FileWrite {

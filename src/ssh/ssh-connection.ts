@@ -79,6 +79,7 @@ interface ExecRequest {
   stdin?: string | Buffer | Readable
   timeoutMs?: number
   onOutput?: RunOptions['onOutput']
+  secretOutput?: boolean
 }
 
 function appendNote(text: string, note: string): string {
@@ -174,6 +175,7 @@ export class SshConnection implements Connection {
     if (options.stdin !== undefined) request.stdin = options.stdin
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     if (options.onOutput !== undefined) request.onOutput = options.onOutput
+    if (options.secretOutput) request.secretOutput = true
     return this.#exec(request)
   }
 
@@ -218,6 +220,7 @@ export class SshConnection implements Connection {
         else stderr += text
         try {
           request.onOutput?.(text, stream)
+          if (request.secretOutput) return
           this.#options.onOutput?.(this.host, text, stream)
           if (this.#options.onVerbose) this.#options.onVerbose({ host: this.host, command: display, stream, chunk: maskSecrets(text) })
         } catch {

@@ -67,7 +67,8 @@ export async function startHosts(names: string[], options: StartOptions = {}): P
   const network = await new Network().start()
   const started: TestHost[] = []
   try {
-    await Promise.all(
+    // allSettled: when one host fails, the others still starting are in `started` before we clean up.
+    const results = await Promise.allSettled(
       names.map(async (name) => {
         const container = await new GenericContainer(targetImage(suite))
           .withPullPolicy({ shouldPull: () => false })
@@ -107,6 +108,8 @@ export async function startHosts(names: string[], options: StartOptions = {}): P
         }
       }),
     )
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failure) throw failure.reason
     const knownHostsFile = join(dir, 'known_hosts')
     const lines: string[] = []
     for (const host of started) {

@@ -75,6 +75,8 @@ describe('secrets', () => {
   })
   it('sensitive diffs mask secret-named keys even for values never loaded', () => {
     expect(maskSensitiveText('macaroon_secret_key: abcdefg\nserver_name: x')).toBe(`macaroon_secret_key: ${MASK}\nserver_name: x`)
+    // Redis directives have no ':' or '=': the old password of a rotation is only on the host.
+    expect(maskSensitiveText('port 32992\nrequirepass "old-pw-never-loaded"\nmasterauth x1')).toBe(`port 32992\nrequirepass ${MASK}\nmasterauth ${MASK}`)
   })
 })
 
