@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
@@ -18,10 +19,38 @@ export function sourcesLine(ctx: TaskContext): string {
 /** Fingerprints in a keyring file on the host, one per line (gpg works on binary and armored keys). */
 const fingerprints = (path: string) => `gpg --batch --show-keys --with-colons ${path} 2>/dev/null | awk -F: '$1=="fpr" {print $10}'`
 
+/** Fingerprints of the keys in a keyring file on the controller (gpg reads binary and armored keyrings). */
+export function controllerFingerprints(path: string): string[] {
+  const out = execFileSync('gpg', ['--batch', '--show-keys', '--with-colons', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+  return out.split('\n').filter((l) => l.startsWith('fpr:')).map((l) => l.split(':')[9]!)
+}
+
 export const aptKeyringTask: Task = {
   name: 'apt-keyring',
   title: 'matrix.org apt keyring and repository (signed-by)',
-  before: () => [supportedTarget],
+  before: (ctx) => {
+    const repo = ctx.host.vars.aptRepository
+    const fpr = repo.fingerprint?.replace(/\s+/g, '').toUpperCase()
+    if (!repo.keyringFile || !fpr) return [supportedTarget]
+    return [
+      supportedTarget,
+      {
+        // The uploaded keyring must hold the expected key, checked on the controller before anything is sent.
+        name: 'keyring file has the expected fingerprint',
+        evaluate: () => {
+          let found: string[]
+          try {
+            found = controllerFingerprints(repo.keyringFile!)
+          } catch {
+            return { ok: false, detail: `cannot read ${repo.keyringFile} with gpg: is it a keyring, and is gpg installed on this machine?` }
+          }
+          return found.includes(fpr)
+            ? { ok: true, detail: fpr }
+            : { ok: false, detail: `${repo.keyringFile} holds ${found.join(', ') || 'no key'}, not the expected ${fpr}: fix aptRepository.fingerprint or the file` }
+        },
+      },
+    ]
+  },
   resources(ctx) {
     const repo = ctx.host.vars.aptRepository
     const fpr = repo.fingerprint?.replace(/\s+/g, '').toUpperCase()

@@ -72,6 +72,16 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
     expect(afterChecks(report)[0]!.ok).toBe(false)
   })
 
+  it('a keyringFile that does not hold the expected fingerprint is refused on the controller, before anything changes', async () => {
+    const before = await target.exec(`sha256sum ${KEYRING}`)
+    const inventory = await inventoryWith({ keyringFile: unrelated.keyringGpg, fingerprint: repo.fingerprint }, 'mismatch.yaml')
+    const { code, report } = await apply(inventory)
+    expect(code).toBe(1)
+    expect(report.hosts[0]!.error).toContain(`holds ${unrelated.fingerprint}, not the expected ${repo.fingerprint}`)
+    expect(report.hosts[0]!.tasks.flatMap((t) => t.changes)).toEqual([])
+    expect((await target.exec(`sha256sum ${KEYRING}`)).stdout).toBe(before.stdout)
+  })
+
   it('keyringUrl: the key is downloaded by the host and installed when its fingerprint matches', async () => {
     const inventory = await inventoryWith({ keyringUrl: `http://repo:8080/${REPO_KEYRING_NAME}`, fingerprint: repo.fingerprint }, 'url.yaml')
     const { code, report, stderr } = await apply(inventory)
