@@ -100,10 +100,8 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
 /** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
 async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext) {
   const predicted = new Prediction()
+  // The same ledger as apply, fed by planned changes: it predicts restarts without touching the host.
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
-  const dryLedger = {
-    due: new Map<string, string[]>(ledger.planned(targets.map((t) => t.unit)).map((r) => [r.unit, [r.reason]])),
-  }
   for (const p of prepared) {
     const t0 = Date.now()
     const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
@@ -112,17 +110,13 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
         const change = await r.plan({ conn, facts, predicted, dryRun: true })
         if (!change) continue
         tr.changes.push(change)
-        for (const t of targets) if (change.touches.some((path) => t.watch.some((w) => (w.endsWith('/') ? path.startsWith(w) : path === w)))) dryLedger.due.set(t.unit, [...(dryLedger.due.get(t.unit) ?? []), change.summary])
+        ledger.noteChange(change)
+        // A unit that is not running yet will be started, not restarted.
+        if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }
-      // A unit that is not running yet will be started, not restarted.
-      const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
-      for (const unit of ownUnits) {
-        const reasons = dryLedger.due.get(unit)
-        if (!reasons) continue
-        dryLedger.due.delete(unit)
-        const startChange = tr.changes.find((c) => c.resource === `service:${unit}` && c.action === 'start')
-        if (!startChange) tr.restarts.push({ unit, action: targets.find((t) => t.unit === unit)?.reload ? 'reload' : 'restart', reason: reasons.join('; '), done: false })
-      }
+      // As in apply: this task's units and those of earlier tasks (running by then) settle at its end.
+      const unitsSoFar = prepared.slice(0, prepared.indexOf(p) + 1).flatMap((q) => q.resources.filter(isServiceResource).map((r) => r.restartTarget.unit))
+      tr.restarts = ledger.takePlanned(unitsSoFar)
       if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn)) })
       tr.status = tr.checks.some((c) => !c.ok && !c.warning) ? 'failed' : tr.changes.length ? 'changed' : 'ok'
     } catch (error) {

@@ -59,7 +59,12 @@ export class RestartLedger {
         this.#backups.set(t.unit, list)
       }
     }
-    for (const t of touched) {
+    this.noteChange(change)
+  }
+
+  /** Record the restarts a change calls for, in memory only (the dry run's prediction). */
+  noteChange(change: Change): void {
+    for (const t of targetsTouchedBy(change, this.targets)) {
       const due = this.#due.get(t.unit) ?? { target: t, reasons: [] }
       due.reasons.push(change.summary)
       this.#due.set(t.unit, due)
@@ -72,11 +77,13 @@ export class RestartLedger {
     this.#freshlyStarted.add(unit)
   }
 
-  /** Restarts that concern these units, in the given (dependency) order, without doing them. */
-  planned(units: string[]): RestartRecord[] {
-    return units
+  /** The dry run's counterpart of perform: the restarts due for these units, in order, then settled. */
+  takePlanned(units: string[]): RestartRecord[] {
+    const out = units
       .filter((u) => this.#due.has(u) && !this.#freshlyStarted.has(u))
-      .map((u) => ({ unit: u, action: this.#due.get(u)!.target.reload ? 'reload' : 'restart', reason: this.#due.get(u)!.reasons.join('; '), done: false }))
+      .map((u): RestartRecord => ({ unit: u, action: this.#due.get(u)!.target.reload ? 'reload' : 'restart', reason: this.#due.get(u)!.reasons.join('; '), done: false }))
+    for (const u of units) this.#due.delete(u)
+    return out
   }
 
   /**
