@@ -199,6 +199,26 @@ export function wellKnownClient(vars: MatrixSettings): string {
   return JSON.stringify({ 'm.homeserver': { base_url: vars.publicBaseUrl.replace(/\/+$/, '') } }, null, 2) + '\n'
 }
 
+/** An https vhost serving static files from `root` (after the :80 redirect vhost), with extra lines inside. */
+function staticSite(vars: MatrixSettings, host: string, httpsPort: number, opts: TlsFiles, root: string, options: string, inner: string[]): string[] {
+  return [
+    ...redirectVhost(vars, host),
+    '',
+    `<VirtualHost *:${httpsPort}>`,
+    `    ServerName ${host}`,
+    ...tlsLines(opts),
+    '',
+    `    DocumentRoot "${root}"`,
+    `    <Directory "${root}">`,
+    `        Options ${options}`,
+    '        AllowOverride None',
+    '        Require all granted',
+    '    </Directory>',
+    ...inner,
+    '</VirtualHost>',
+  ]
+}
+
 /**
  * Delegation of the server name.
  * - well-known: a vhost for serverName on httpsPort serving /.well-known/matrix/{server,client}
@@ -233,22 +253,7 @@ export function renderServerNameVhost(vars: MatrixSettings, opts: VhostOptions):
   const files = [json('server', wellKnownServer(vars)), json('client', wellKnownClient(vars))]
   if (wellKnownOnPublicHost(vars)) return files
 
-  const lines = [
-    ...redirectVhost(vars, host),
-    '',
-    `<VirtualHost *:${httpsPort}>`,
-    `    ServerName ${host}`,
-    ...tlsLines(opts),
-    '',
-    `    DocumentRoot "${WELL_KNOWN_ROOT}"`,
-    `    <Directory "${WELL_KNOWN_ROOT}">`,
-    '        Options None',
-    '        AllowOverride None',
-    '        Require all granted',
-    '    </Directory>',
-    ...wellKnownDirectory(),
-    '</VirtualHost>',
-  ]
+  const lines = staticSite(vars, host, httpsPort, opts, WELL_KNOWN_ROOT, 'None', wellKnownDirectory())
   return [
     { path: DELEGATION_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false },
     ...files,
@@ -263,19 +268,7 @@ export function renderElementVhost(vars: MatrixSettings, opts: TlsFiles): Render
   const host = hostName(vars.element.host, 'element.host')
   if (host === vars.publicHost) throw new Error(`element.host must differ from publicHost (${host}): Element on the homeserver's origin is an XSS risk`)
   const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
-  const lines = [
-    ...redirectVhost(vars, host),
-    '',
-    `<VirtualHost *:${httpsPort}>`,
-    `    ServerName ${host}`,
-    ...tlsLines(opts),
-    '',
-    `    DocumentRoot "${ELEMENT_DOCUMENT_ROOT}"`,
-    `    <Directory "${ELEMENT_DOCUMENT_ROOT}">`,
-    '        Options FollowSymLinks',
-    '        AllowOverride None',
-    '        Require all granted',
-    '    </Directory>',
+  const lines = staticSite(vars, host, httpsPort, opts, ELEMENT_DOCUMENT_ROOT, 'FollowSymLinks', [
     '',
     '    Header set X-Frame-Options SAMEORIGIN',
     '    Header set X-Content-Type-Options nosniff',
@@ -286,8 +279,7 @@ export function renderElementVhost(vars: MatrixSettings, opts: TlsFiles): Render
     '    <LocationMatch "^/(?:index\\.html|version|config[^/]*\\.json|i18n/.*)?$">',
     '        Header set Cache-Control "no-cache"',
     '    </LocationMatch>',
-    '</VirtualHost>',
-  ]
+  ])
   return { path: ELEMENT_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }
 }
 
