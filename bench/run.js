@@ -6,7 +6,8 @@
 //   BENCH_TOOLS=matrix-provision,ansible,pyinfra
 //   BENCH_SKIP_SETUP=1      do not run bench/tools/setup-tools.sh (tools already installed)
 //   BENCH_OUT=bench/results/latest.json
-import { execFile, execFileSync } from 'node:child_process'
+//   BENCH_MERGE=1           keep the existing figures of host counts not in BENCH_HOSTS
+import { execFile, execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, hostname, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -37,6 +38,10 @@ const r3 = (x) => Math.round(x * 1000) / 1000
 
 async function setup() {
   if (env.BENCH_SKIP_SETUP !== '1') execFileSync('bash', [join(root, 'bench/tools/setup-tools.sh')], { stdio: 'inherit' })
+  // The test image first (as test/support/global-setup.ts builds it), then the bench image on top.
+  const base = 'matrix-provision/debian-systemd:bookworm'
+  if (spawnSync('docker', ['image', 'inspect', base], { stdio: 'ignore' }).status !== 0) throw new Error(`base image ${base} is missing: run docker/build-base-images.sh bookworm`)
+  execFileSync('docker', ['build', '-q', '-t', 'matrix-provision/target:bookworm', '--build-arg', `BASE=${base}`, join(root, 'docker')], { stdio: ['ignore', 'ignore', 'inherit'] })
   say(`building ${IMAGE}`)
   execFileSync('docker', ['build', '-q', '-t', IMAGE, '-f', join(root, 'bench/image/Dockerfile'), join(work, 'image-debs')], { stdio: ['ignore', 'ignore', 'inherit'] })
   say('compiling the matrix-provision bench entry (bench/tsconfig.json)')
@@ -46,6 +51,18 @@ async function setup() {
     // Type errors elsewhere in src/ (work in progress) still emit JavaScript: measure what was emitted.
     if (!existsSync(join(work, 'build/bench/mp/provision-bench.js'))) throw new Error('the bench entry did not compile')
     say('tsc reported errors (above); the emitted JavaScript is used')
+  }
+  // Each systemd container holds ~7 inotify instances; Linux's default of 128 per user stops the 19th or so
+  // (systemd exits 255 at boot). Raise the limit for this machine (it only ever goes up).
+  const want = 64 + 10 * Math.max(...SIZES)
+  const have = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8'))
+  if (have < want) {
+    say(`raising fs.inotify.max_user_instances from ${have} to ${want} for ${Math.max(...SIZES)} systemd containers`)
+    try {
+      writeFileSync('/proc/sys/fs/inotify/max_user_instances', String(want))
+    } catch (e) {
+      throw new Error(`fs.inotify.max_user_instances is ${have}, too low for ${Math.max(...SIZES)} systemd containers: run sysctl -w fs.inotify.max_user_instances=${want} as root (${e.message})`)
+    }
   }
   const keyFile = join(work, 'id_ed25519')
   if (!existsSync(keyFile)) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'matrix-provision-bench', '-f', keyFile])
@@ -67,7 +84,8 @@ async function machine() {
     ssh2: JSON.parse(readFileSync(join(root, 'node_modules/ssh2/package.json'), 'utf8')).version,
     ansible: `${(await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible']))} (ansible-core ${await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible-core'])})`,
     pyinfra: (await v(join(work, 'pyinfra-venv/bin/pyinfra'), ['--version'])).replace(/^pyinfra:\s*v?/, ''),
-    python: await v(join(work, 'pyinfra-venv/bin/python'), ['--version']),
+    python_pyinfra: await v(join(work, 'pyinfra-venv/bin/python'), ['--version']),
+    python_ansible: await v('/usr/bin/python3', ['--version']),
     openssh: (await run('ssh', ['-V']).catch((e) => e)).stderr?.trim(),
     target_image: IMAGE,
     date: new Date().toISOString(),
@@ -199,16 +217,30 @@ async function main() {
   process.on('SIGTERM', onSignal)
   const started = Date.now()
   const loadBefore = loadavg()
-  for (const [i, n] of SIZES.entries()) await benchSize(n, keyFile, results, i === 0)
-  if (env.BENCH_STACK === '1') await benchFullStack(results)
-  const record = {
-    machine: { ...(await machine()), loadavg_1m_before: loadBefore[0], loadavg_1m_after: loadavg()[0] },
-    config: { hosts: SIZES, runs: RUNS, runs_large: RUNS_LARGE, floor_runs: FLOOR_RUNS, tools: TOOL_NAMES, workload: 'bench/workload.json', duration_s: Math.round((Date.now() - started) / 1000) },
-    results,
+  let loadByHosts = {}
+  // BENCH_MERGE=1: keep the figures of host counts not run this time from the existing results file.
+  let kept = []
+  if (env.BENCH_MERGE === '1' && existsSync(OUT)) kept = JSON.parse(readFileSync(OUT, 'utf8')).results.filter((x) => !SIZES.includes(x.hosts))
+  const info = await machine()
+  const save = () => {
+    const record = {
+      machine: { ...info, loadavg_1m_before: loadBefore[0], loadavg_1m_after: loadavg()[0] },
+      config: { hosts: SIZES, runs: RUNS, runs_large: RUNS_LARGE, floor_runs: FLOOR_RUNS, tools: TOOL_NAMES, workload: 'bench/workload.json', duration_s: Math.round((Date.now() - started) / 1000), merged_from_earlier_run: [...new Set(kept.map((x) => x.hosts))], loadavg_1m_by_hosts: loadByHosts },
+      results: [...kept, ...results].sort((a, b) => a.hosts - b.hosts),
+    }
+    mkdirSync(dirname(OUT), { recursive: true })
+    writeFileSync(OUT, JSON.stringify(record, null, 2) + '\n')
+    return record
   }
-  mkdirSync(dirname(OUT), { recursive: true })
-  writeFileSync(OUT, JSON.stringify(record, null, 2) + '\n')
-  process.stdout.write(table(results) + '\n')
+  for (const [i, n] of SIZES.entries()) {
+    const before = loadavg()[0]
+    await benchSize(n, keyFile, results, i === 0)
+    loadByHosts[n] = { before: before, after: loadavg()[0] }
+    save() // after each host count: an interrupted bench keeps what it measured
+  }
+  if (env.BENCH_STACK === '1') await benchFullStack(results)
+  const record = save()
+  process.stdout.write(table(record.results) + '\n')
   say(`wrote ${OUT}`)
 }
 

@@ -48,23 +48,34 @@ export async function startHosts(n, { publicKey, tag }) {
       Number(process.env.BENCH_START_CONCURRENCY ?? 5),
       async (i) => {
         const name = `bench-${String(i + 1).padStart(2, '0')}`
-        const id = (
-          await docker([
-            'run', '-d', '--label', `${LABEL}=${tag}`, '--name', `mp-${tag}-${name}`, '--hostname', name,
-            '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
-            '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
-            '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock', '--tmpfs', '/tmp',
-            '-p', '127.0.0.1::22', '-v', `${publicKey}:/root/.ssh/authorized_keys:ro`,
-            IMAGE,
-          ])
-        ).trim()
-        const host = { name, id, port: 0 }
-        started.push(host)
-        await waitRunning(id)
-        // sshd answers only once regen-host-keys made this container's keys.
-        await exec(id, 'for i in $(seq 1 100); do systemctl is-active -q ssh.service && [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exit 0; sleep 0.1; done; exit 1')
-        const mapped = (await docker(['port', id, '22/tcp'])).trim().split('\n')[0]
-        host.port = Number(mapped.slice(mapped.lastIndexOf(':') + 1))
+        // A second try when a container vanishes or hangs while booting (seen on a busy shared Docker engine).
+        for (let attempt = 1; ; attempt++) {
+          const id = (
+            await docker([
+              'run', '-d', '--label', `${LABEL}=${tag}`, '--name', `mp-${tag}-${name}-${attempt}`, '--hostname', name,
+              '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
+              '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
+              '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock', '--tmpfs', '/tmp',
+              '-p', '127.0.0.1::22', '-v', `${publicKey}:/root/.ssh/authorized_keys:ro`,
+              IMAGE,
+            ])
+          ).trim()
+          const host = { name, id, port: 0 }
+          started.push(host)
+          try {
+            await waitRunning(id)
+            // sshd answers only once regen-host-keys made this container's keys.
+            await exec(id, 'for i in $(seq 1 100); do systemctl is-active -q ssh.service && [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exit 0; sleep 0.1; done; exit 1')
+            const mapped = (await docker(['port', id, '22/tcp'])).trim().split('\n')[0]
+            host.port = Number(mapped.slice(mapped.lastIndexOf(':') + 1))
+            return
+          } catch (error) {
+            started.splice(started.indexOf(host), 1)
+            await stopHosts([host])
+            if (attempt >= 2) throw error
+            process.stderr.write(`bench: ${name} did not come up (${String(error).split('\n')[0]}); starting it again\n`)
+          }
+        }
       },
     )
     return started.sort((a, b) => a.name.localeCompare(b.name))

@@ -5,7 +5,7 @@
 // - GNU time's %M (via /usr/bin/time -f %M): the exact peak RSS of the largest single process of the tree
 //   (wait4's rusage keeps the maximum, not the sum). Exact for single-process tools (matrix-provision,
 //   pyinfra, the floor), an under-count for Ansible, which forks one worker per host.
-// - A sampler (every SAMPLE_MS): walks the tree through /proc/<pid>/task/*/children and sums
+// - A sampler (every 40 ms for 2 s, then every 200 ms): walks the tree through /proc/<pid>/task/*/children and sums
 //   Rss and Pss from /proc/<pid>/smaps_rollup. Extra processes that left the tree (Ansible's detached ssh
 //   ControlMaster) are added by a matcher on their command line. Pss splits pages shared by forks
 //   among them, so Σ Pss is the tree's real footprint; Σ Rss counts every shared page once per process.
@@ -15,7 +15,10 @@ import { spawn } from 'node:child_process'
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 
+// Every 40 ms for the first 2 s (short runs), then every 200 ms (long runs: the sampler's own CPU use
+// stays small on 2 cores, where it would otherwise slow down the tool it measures, most of all Ansible's ~40 processes).
 const SAMPLE_MS = Number(process.env.BENCH_SAMPLE_MS ?? 40)
+const SAMPLE_SLOW_MS = Number(process.env.BENCH_SAMPLE_SLOW_MS ?? 200)
 
 function children(pid) {
   const out = []
@@ -78,7 +81,7 @@ export function measure(cmd, args, opts) {
     const detached = new Set()
     const sample = () => {
       tick++
-      if (opts.detachedMatch && tick % 5 === 1) for (const pid of findByCmdline(opts.detachedMatch)) detached.add(pid)
+      if (opts.detachedMatch && (tick < 50 ? tick % 5 === 1 : tick % 5 === 0)) for (const pid of findByCmdline(opts.detachedMatch)) detached.add(pid)
       // The tree below GNU time (time itself is not the tool: left out).
       const pids = new Set(detached)
       const stack = children(child.pid)
@@ -99,15 +102,20 @@ export function measure(cmd, args, opts) {
       if (rss > peakRss) peakRss = rss
       if (pss > peakPss) peakPss = pss
     }
-    const timer = setInterval(sample, SAMPLE_MS)
+    let timer
+    const loop = () => {
+      sample()
+      timer = setTimeout(loop, performance.now() - t0 < 2000 ? SAMPLE_MS : SAMPLE_SLOW_MS)
+    }
+    timer = setTimeout(loop, SAMPLE_MS)
     const killer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined
     child.on('error', (e) => {
-      clearInterval(timer)
+      clearTimeout(timer)
       reject(e)
     })
     child.on('exit', (code) => {
       const wallS = (performance.now() - t0) / 1000
-      clearInterval(timer)
+      clearTimeout(timer)
       clearTimeout(killer)
       closeSync(out)
       let maxSingle = 0

@@ -776,6 +776,8 @@ async function openHop({ endpoint, sock, log }: HopInput): Promise<NodeSSH> {
     if (refusal) throw refusal
     throw classify(endpoint, error, methods.join(', '))
   }
+  // ssh2 leaves Nagle on: every small write (stdin, EOF) would wait for the host's delayed ACK (~40 ms).
+  ssh.connection?.setNoDelay(true)
   log(`connected to ${endpoint.user}@${knownHostName(endpoint.address, endpoint.port)}${learned ? ' (host key learned)' : ''}`)
   return ssh
 }
