@@ -3,7 +3,7 @@ import { gatherFacts } from '../facts/probe.js'
 import { debPackages } from '../facts/packages.js'
 import { freeDiskMiB, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../facts/system.js'
 import type { HostSpec, Inventory } from '../inventory/types.js'
-import { unitNameOf } from '../resources/file.js'
+import { needsDaemonReload } from '../resources/file.js'
 import { Prediction, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
 import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../secret.js'
@@ -74,7 +74,7 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
         const outcome = check.evaluate(facts)
         p.checks.push({ name: check.name, phase: 'before', ...outcome })
         if (!outcome.ok && !outcome.warning) refused = true
-        if (outcome.warning) report.warnings.push(`${p.task.name}: ${outcome.detail}`)
+        if (outcome.warning && !report.warnings.includes(outcome.detail)) report.warnings.push(outcome.detail)
       }
     })
     if (refused) {
@@ -111,8 +111,10 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
         if (!change) continue
         tr.changes.push(change)
         ledger.noteChange(change)
-        // A unit that is not running yet will be started, not restarted.
-        if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
+        // A unit we start runs the new configuration: no restart. One a package brings is started by the
+        // package install, before our files change it: then the restart is due, as apply will do.
+        const unit = change.resource.startsWith('service:') && change.action === 'start' ? change.resource.slice('service:'.length) : undefined
+        if (unit && !predicted.unitSource(unit)?.startsWith('package')) ledger.started(unit)
       }
       // As in apply: this task's units and those of earlier tasks (running by then) settle at its end.
       const unitsSoFar = prepared.slice(0, prepared.indexOf(p) + 1).flatMap((q) => q.resources.filter(isServiceResource).map((r) => r.restartTarget.unit))
@@ -122,11 +124,19 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
     } catch (error) {
       tr.status = 'failed'
       tr.error = errorText(error)
+      tr.restarts = []
     }
     tr.durationMs = Date.now() - t0
     report.tasks.push(tr)
-    if (tr.status === 'failed') report.status = 'failed'
-    else if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
+    if (tr.status === 'failed' && mode === 'check') report.status = 'failed'
+    else if (tr.status === 'failed') {
+      // As apply would: later tasks depend on this one, so they are not planned on a wrong basis.
+      report.status = 'failed'
+      report.error = `task ${p.task.name} failed: ${tr.error ?? 'checks failed'}`
+      for (const rest of prepared.slice(prepared.indexOf(p) + 1)) report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
+      return
+    }
+    if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
   }
 }
 
@@ -151,7 +161,7 @@ async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: R
         await r.apply(change, { conn, state })
         tr.changes.push(change)
         stale = true
-        if (change.touches.some((path) => unitNameOf(path))) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
+        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
         if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }
       const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)

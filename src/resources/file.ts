@@ -25,6 +25,11 @@ export function makesAptListsStale(path: string): boolean {
   return path.startsWith('/etc/apt/') || path.startsWith('/usr/share/keyrings/')
 }
 
+/** A unit file or a drop-in of one: systemd must re-read its units after a change to it. */
+export function needsDaemonReload(path: string): boolean {
+  return /^\/(?:etc|lib|usr\/lib)\/systemd\/system\/[^/]+(?:\.d\/[^/]+\.conf)?$/.test(path)
+}
+
 export function unitNameOf(path: string): string | undefined {
   const m = /^\/(?:etc|lib|usr\/lib)\/systemd\/system\/([^/]+\.(?:service|target|socket|timer))$/.exec(path)
   return m?.[1]

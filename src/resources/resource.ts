@@ -27,9 +27,9 @@ export class Prediction {
   readonly paths = new Set<string>()
   readonly units = new Map<string, string>()
 
-  /** Which planned change provides this unit, if any ("package apache2", "file /etc/systemd/system/x"). */
+  /** Which planned change provides this unit, if any ("package apache2", "file /etc/systemd/system/x"); an instance comes with its template. */
   unitSource(unit: string): string | undefined {
-    return this.units.get(unit)
+    return this.units.get(unit) ?? this.units.get(unit.replace(/@[^.]+\./, '@.'))
   }
 }
 

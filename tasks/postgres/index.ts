@@ -11,10 +11,15 @@ import { firewallResources } from '../common/firewall.js'
 import { hostCidr, remoteClients } from '../common/topology.js'
 import { renderPgHba, renderPostgresListen } from './templates.js'
 
-/** The Postgres major this host runs: the installed server, else the distribution's default. */
+/** The Postgres major this host runs: the installed server, else postgres.version, else the distribution's default. */
 export function postgresMajor(ctx: TaskContext): number {
   const installed = [...ctx.facts.get(debPackages).keys()].map((p) => /^postgresql-(\d+)$/.exec(p)?.[1]).filter(Boolean).map(Number)
   if (installed.length) return Math.max(...installed)
+  if (ctx.host.vars.postgres.version) return ctx.host.vars.postgres.version
+  return distributionPostgres(ctx)
+}
+
+function distributionPostgres(ctx: TaskContext): number {
   const target = targetOf(ctx.os)
   if (!target) throw new Error(`no known Postgres version for ${ctx.os.prettyName}`)
   return target.defaultPostgres
@@ -27,6 +32,16 @@ export const postgresTask: Task = {
     supportedTarget,
     minimumDisk('/var/lib', 1024),
     portAvailable(ctx.host.vars.postgres.port, ['postgres'], 'PostgreSQL'),
+    {
+      name: 'Postgres version available',
+      evaluate: () => {
+        const want = ctx.host.vars.postgres.version
+        const have = postgresMajor(ctx)
+        if (!want || want === have) return { ok: true, detail: `PostgreSQL ${have}` }
+        if (want === distributionPostgres(ctx)) return { ok: true, detail: `PostgreSQL ${want}` }
+        return { ok: false, detail: `postgres.version is ${want}, but this host ${have === distributionPostgres(ctx) ? `would get ${have} from ${ctx.os.prettyName}` : `runs PostgreSQL ${have}`}: add the PostgreSQL (PGDG) apt repository first, or drop postgres.version` }
+      },
+    },
     {
       name: 'Postgres new enough for Synapse',
       evaluate: () => {
@@ -50,7 +65,8 @@ export const postgresTask: Task = {
       ...clients.map((h) => ({ database: pg.database, user: pg.user, address: h.privateAddress, method: 'scram-sha-256' as const })),
     ]
     return [
-      aptPackages({ packages: ['postgresql'], provides: { units: ['postgresql.service'], paths: [etc] } }),
+      // The distribution's server (the `postgresql` metapackage), or the version pinned in the inventory.
+      aptPackages({ packages: [major === distributionPostgres(ctx) ? 'postgresql' : `postgresql-${major}`], provides: { units: ['postgresql.service'], paths: [etc] } }),
       file({ path: `${etc}/conf.d/matrix-provision.conf`, content: renderPostgresListen(listen, pg.port), owner: 'postgres', group: 'postgres', mode: 0o644 }),
       file({ path: `${etc}/pg_hba.conf`, content: renderPgHba(clientRules), owner: 'postgres', group: 'postgres', mode: 0o640 }),
       service({ unit: 'postgresql.service', watch: [`${etc}/conf.d/`, `${etc}/pg_hba.conf`, `${etc}/postgresql.conf`] }),

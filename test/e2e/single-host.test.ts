@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -125,5 +127,48 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     expect(await startTimes()).toBe(before)
     const secrets = await readFile(inventory, 'utf8')
     expect(secrets).not.toMatch(/password:\s*['"]?\w/)
+  })
+
+  it('safe defaults: registration off, only TLS or redirects on public ports, and no secret in any output, command line or world-readable file', async () => {
+    const register = await https('matrix.one.test').call('POST', '/_matrix/client/v3/register', { username: 'mallory', password: 'x-123456789', auth: { type: 'm.login.dummy' } })
+    expect(register.status).toBe(403)
+    // Public listeners: sshd, and Apache on 80 (redirects only) and 443 (TLS). Everything else is loopback.
+    const listeners = (await hs.exec('ss -Htln')).stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[3]!)
+    const publicPorts = [...new Set(listeners.filter((a) => !/^(127\.0\.0\.1|\[::1\]):/.test(a)).map((a) => Number(a.slice(a.lastIndexOf(':') + 1))))].sort((a, b) => a - b)
+    expect(publicPorts).toEqual([22, 80, 443])
+    const plain = await hs.exec('curl -s -o /dev/null -w "%{http_code} %{redirect_url}" --resolve matrix.one.test:80:127.0.0.1 http://matrix.one.test/_matrix/client/versions')
+    expect(plain.stdout).toBe('301 https://matrix.one.test/_matrix/client/versions')
+
+    // Every secret of this host: generated ones, and the signing key's private part.
+    const stored = (await hs.exec('for f in /var/lib/matrix-provision/secrets/*; do cat "$f"; echo; done')).stdout.split('\n').filter(Boolean)
+    const signingKey = (await hs.exec('cut -d" " -f3 /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()
+    const secrets = [...stored, signingKey]
+    expect(secrets.length).toBeGreaterThanOrEqual(6)
+    const dir = await mkdtemp(join(tmpdir(), 'mp-scan-'))
+    await hs.exec('(for i in $(seq 1 400); do ps -eo args; sleep 0.05; done > /root/ps-samples.txt 2>&1 &)')
+    const runs = [
+      await provision(['--inventory', inventory, '--verbose', '--log-file', join(dir, 'apply.log')]),
+      await provision(['--inventory', inventory, '--json', '--verbose']),
+      await provision(['--inventory', inventory, '--dry-run', '--diff', '--verbose', '--log-file', join(dir, 'plan.log')]),
+    ]
+    const outputs = [...runs.flatMap((r) => [r.stdout, r.stderr]), await readFile(join(dir, 'apply.log'), 'utf8'), await readFile(join(dir, 'plan.log'), 'utf8')].join('\n')
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0])
+    await hs.exec('sleep 1; pkill -f "seq 1 400" || true')
+    const ps = (await hs.exec('cat /root/ps-samples.txt')).stdout
+    expect(ps.split('\n').length).toBeGreaterThan(100)
+    for (const value of secrets) {
+      expect(outputs.includes(value), 'a secret in the CLI output or logs').toBe(false)
+      expect(ps.includes(value), 'a secret on a command line seen on the host').toBe(false)
+    }
+    // Files holding a secret are readable only by root and the service user.
+    await hs.exec(`printf '%s\\n' ${secrets.map((v) => `'${v}'`).join(' ')} > /root/secret-values`)
+    const holders = await hs.exec("grep -rlF -f /root/secret-values /etc /var/lib/matrix-provision /var/lib/matrix-synapse /var/www /var/log /root/ps-samples.txt 2>/dev/null | grep -v -e '^/root/' | xargs -r stat -c '%a %U:%G %n'")
+    const lines = holders.stdout.trim().split('\n').filter(Boolean)
+    expect(lines.length).toBeGreaterThanOrEqual(4)
+    for (const line of lines) {
+      const [mode, owner] = line.split(' ')
+      expect(Number.parseInt(mode!, 8) & 0o007, `world-readable secret: ${line}`).toBe(0)
+      expect(owner, line).toMatch(/^(root|matrix-synapse):/)
+    }
   })
 })

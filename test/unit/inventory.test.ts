@@ -56,7 +56,7 @@ describe('inventories/example.yaml', () => {
     expect(host!.vars.workers.enabled).toBe(true)
     expect(host!.vars.element.enabled).toBe(true)
     expect(host!.vars.postgres.host).toBe('matrix1')
-    expect(host!.vars.postgres.version).toBe(16)
+    expect(host!.vars.postgres.version).toBeUndefined()
     expect(host!.ssh.identityFile).toBe('/home/tester/.ssh/id_ed25519')
   })
 

@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { provision, writeTestInventory } from '../support/inventory.js'
+
+// The apache task alone on Debian 13 (the full stack runs on Debian 12 in the e2e tests).
+describe.skipIf(!inject('docker'))('apache task on trixie', () => {
+  let env: TestHosts
+  let web: TestHost
+  let inventory: string
+
+  beforeAll(async () => {
+    env = await startHosts(['web13'], { suite: 'trixie', aliases: { web13: ['web.test', 'matrix.web.test'] } })
+    web = env.get('web13')
+    inventory = await writeTestInventory(env, [{ name: 'web13', roles: ['apache'] }], { serverName: 'web.test' })
+  })
+  afterAll(async () => {
+    await env?.stop()
+  })
+
+  it('a port taken by another program refuses the host before anything changes, in the dry run too', async () => {
+    await web.exec('systemd-run --unit squatter python3 -m http.server 443 && sleep 1')
+    try {
+      for (const args of [['--dry-run'], []]) {
+        const r = await provision(['--inventory', inventory, ...args])
+        expect(r.code).toBe(1)
+        expect(r.stdout).toMatch(/port 443 \(for Apache HTTPS\) is taken by python3/)
+      }
+      expect((await web.exec('dpkg -s apache2 >/dev/null 2>&1 && echo installed || echo absent')).stdout.trim()).toBe('absent')
+    } finally {
+      await web.exec('systemctl stop squatter')
+    }
+  })
+
+  it('applies: TLS vhosts, .well-known JSON, configtest clean; after-checks pass; a second run changes nothing', async () => {
+    const r = await provision(['--inventory', inventory, '--json'])
+    const host = JSON.parse(r.stdout).hosts[0]
+    expect(host.error ?? host.status, r.stderr).toBe('changed')
+    const after = host.tasks[0].checks.filter((c: { phase: string }) => c.phase === 'after')
+    expect(after.map((c: { name: string; ok: boolean }) => [c.name, c.ok])).toEqual([
+      ['https://matrix.web.test proxies the client API', true],
+      ['.well-known/matrix/server and /client are valid JSON', true],
+    ])
+    const wk = await web.exec('curl -sf --cacert /etc/ssl/matrix-provision/matrix.web.test.crt --resolve web.test:443:127.0.0.1 https://web.test/.well-known/matrix/server')
+    expect(JSON.parse(wk.stdout)).toEqual({ 'm.server': 'matrix.web.test:443' })
+    expect((await web.exec('apache2ctl configtest 2>&1')).output).toContain('Syntax OK')
+    const redirect = await web.exec('curl -s -o /dev/null -w "%{http_code} %{redirect_url}" --resolve matrix.web.test:80:127.0.0.1 http://matrix.web.test/_matrix/client/versions')
+    expect(redirect.stdout).toBe('301 https://matrix.web.test/_matrix/client/versions')
+    const started = (await web.exec('systemctl show -p ActiveEnterTimestampMonotonic apache2')).stdout
+    const again = await provision(['--inventory', inventory])
+    expect(again.code, again.stdout).toBe(0)
+    expect(again.stdout).toContain('web13: no changes')
+    expect((await web.exec('systemctl show -p ActiveEnterTimestampMonotonic apache2')).stdout).toBe(started)
+  })
+})

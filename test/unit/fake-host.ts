@@ -1,0 +1,708 @@
+/**
+ * An in-memory Debian/Ubuntu host behind the `Connection` contract, for plan and apply tests without
+ * containers. It answers the fact probe (`sh -s` with framed fact commands) from its state, and
+ * emulates the handful of command shapes the resources and the engine run in apply. Anything it
+ * does not recognise is an error (recorded in `unexpected` and thrown), so the fake never guesses.
+ *
+ * State: a file tree (files, directories, symlinks with owner/group/mode), dpkg's package list,
+ * systemd units (a unit is loaded when its file exists; runtime state is kept apart), users and
+ * groups, Postgres roles and databases, Python virtualenvs, debconf answers, apt lists.
+ */
+import { createHash } from 'node:crypto'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join, posix } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
+import { debPackages } from '../../src/facts/packages.js'
+import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
+import { Secret } from '../../src/secret.js'
+import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../../src/ssh/connection.js'
+import type { Distro } from './fixtures/hosts/distros.js'
+
+export type FsNode =
+  | { type: 'file'; content: Buffer; owner: string; group: string; mode: number }
+  | { type: 'directory'; owner: string; group: string; mode: number }
+  | { type: 'symlink'; target: string }
+
+interface UnitRuntime {
+  active: boolean
+  enabled: boolean
+  /** ActiveEnterTimestampMonotonic: changes on every (re)start. */
+  since: number
+}
+
+interface Socket {
+  address: string
+  port: number
+  /** Empty when the unit hides its processes (ProtectProc=invisible). */
+  process: string
+  user: string
+}
+
+/** What each unit listens on while active, with the inventory's default ports. */
+const SOCKETS: Record<string, Socket[]> = {
+  'ssh.service': [{ address: '0.0.0.0', port: 22, process: 'sshd', user: 'root' }, { address: '::', port: 22, process: 'sshd', user: 'root' }],
+  'postgresql.service': [{ address: '127.0.0.1', port: 5432, process: 'postgres', user: 'postgres' }, { address: '::1', port: 5432, process: 'postgres', user: 'postgres' }],
+  'redis-server.service': [{ address: '127.0.0.1', port: 32992, process: 'redis-server', user: 'redis' }],
+  'apache2.service': [{ address: '*', port: 80, process: 'apache2', user: 'root' }, { address: '*', port: 443, process: 'apache2', user: 'root' }],
+  'matrix-synapse.service': [8008, 32993, 32982].map((port) => ({ address: '127.0.0.1', port, process: '', user: 'matrix-synapse' })),
+  'matrix-synapse-worker@federation_reader.service': [32902, 32981].map((port) => ({ address: '127.0.0.1', port, process: '', user: 'matrix-synapse' })),
+  'matrix-synapse-worker@federation_sender.service': [{ address: '127.0.0.1', port: 32980, process: '', user: 'matrix-synapse' }],
+}
+
+/** Apache directives -> the module that must be enabled for `apache2ctl configtest` to accept them. */
+const APACHE_DIRECTIVE_MODULES: Record<string, string> = {
+  SSLEngine: 'ssl', SSLCertificateFile: 'ssl', ProxyPass: 'proxy', ProxyPassMatch: 'proxy', ProxyPassReverse: 'proxy',
+  RequestHeader: 'headers', Header: 'headers', Alias: 'alias', Redirect: 'alias', RedirectMatch: 'alias',
+}
+
+/** One shell word, single- or double-quoted or bare (what shellQuote produces, and `"$tmp"`). */
+const ARG = String.raw`((?:'[^']*'|"[^"]*"|\\.|[^\s'"\\])+)`
+const rx = (source: string) => new RegExp(source)
+
+/** Split a command line into words the way sh does for the quoting shellQuote produces. */
+export function shellWords(s: string): string[] {
+  const out: string[] = []
+  let cur: string | null = null
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!
+    if (c === "'" || c === '"') {
+      const end = s.indexOf(c, i + 1)
+      if (end < 0) throw new Error(`unterminated quote in: ${s}`)
+      cur = (cur ?? '') + s.slice(i + 1, end)
+      i = end
+    } else if (c === '\\') {
+      cur = (cur ?? '') + (s[i + 1] ?? '')
+      i++
+    } else if (/\s/.test(c)) {
+      if (cur !== null) out.push(cur)
+      cur = null
+    } else {
+      cur = (cur ?? '') + c
+    }
+  }
+  if (cur !== null) out.push(cur)
+  return out
+}
+
+const unquote = (token: string) => {
+  const words = shellWords(token)
+  if (words.length !== 1) throw new Error(`expected one shell word, got ${JSON.stringify(token)}`)
+  return words[0]!
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+interface Out {
+  stdout?: string
+  stderr?: string
+  code?: number
+}
+
+export class UnexpectedCommand extends Error {}
+
+export class FakeHost implements Connection {
+  readonly host: string
+  readonly distro: Distro
+  readonly fs = new Map<string, FsNode>()
+  readonly packages = new Map<string, string>()
+  readonly units = new Map<string, UnitRuntime>()
+  readonly users = new Map<string, { uid: number; group: string; groups: Set<string> }>()
+  readonly groups = new Set<string>(['root', 'nogroup', 'adm'])
+  readonly roles = new Map<string, { login: boolean; password: string }>()
+  readonly databases = new Map<string, { encoding: string; collate: string; ctype: string; owner: string }>()
+  /** virtualenv path -> module -> version */
+  readonly venvs = new Map<string, Map<string, string>>()
+  readonly debconf = new Map<string, string>()
+  /** The source lines apt knew at its last `apt-get update` (null: never updated, no lists). */
+  aptLists: string[] | null
+  memoryKiB = 4 * 1024 * 1024
+  diskKiB = 20 * 1024 * 1024
+  /** Read-only mode (dry runs): any command that would change the host is an error. */
+  frozen = false
+  /** Every command run, in order (probe scripts as `sh -s`). */
+  readonly commands: string[] = []
+  /** Commands and facts the fake did not recognise (each also threw). */
+  readonly unexpected: string[] = []
+  /** `systemctl restart|reload <unit>` done. */
+  readonly restarts: string[] = []
+  /** Unit files and drop-ins written since the last `systemctl daemon-reload`. */
+  readonly daemonReloadDue = new Set<string>()
+  #clock = 1000
+  #nextUid = 100
+
+  constructor(distro: Distro, name = 'matrix1') {
+    this.host = name
+    this.distro = distro
+    for (const dir of ['/', '/etc', '/etc/apt', '/etc/apt/sources.list.d', '/etc/ssl', '/etc/systemd', '/etc/systemd/system', '/etc/default', '/lib', '/lib/systemd', '/lib/systemd/system', '/opt', '/run', '/usr', '/usr/share', '/usr/share/keyrings', '/var', '/var/cache', '/var/lib', '/var/log', '/tmp']) {
+      this.fs.set(dir, { type: 'directory', owner: 'root', group: 'root', mode: dir === '/tmp' ? 0o1777 : 0o755 })
+    }
+    this.users.set('root', { uid: 0, group: 'root', groups: new Set() })
+    this.users.set('nobody', { uid: 65534, group: 'nogroup', groups: new Set() })
+    this.addUser('sshd', 'nogroup')
+    this.put('/etc/os-release', distro.osRelease)
+    this.put('/lib/systemd/system/ssh.service', '[Service]\nExecStart=/usr/sbin/sshd -D\n')
+    for (const [name, version] of Object.entries(distro.preinstalled)) this.packages.set(name, version)
+    this.units.set('ssh.service', { active: true, enabled: true, since: this.#clock++ })
+    this.aptLists = distro.aptListsPresent ? ['(distribution archive)'] : null
+  }
+
+  // -- state helpers -------------------------------------------------------------------------------
+
+  file(path: string): Buffer | undefined {
+    const n = this.fs.get(path)
+    return n?.type === 'file' ? n.content : undefined
+  }
+
+  text(path: string): string | undefined {
+    return this.file(path)?.toString('utf8')
+  }
+
+  put(path: string, content: string | Buffer, meta: { owner?: string; group?: string; mode?: number } = {}): void {
+    const parent = this.fs.get(posix.dirname(path))
+    if (parent?.type !== 'directory') throw new Error(`${posix.dirname(path)}: No such file or directory (writing ${path})`)
+    if (!this.users.has(meta.owner ?? 'root')) throw new Error(`chown: invalid user: '${meta.owner}' (writing ${path})`)
+    if (!this.groups.has(meta.group ?? 'root')) throw new Error(`chown: invalid group: '${meta.group}' (writing ${path})`)
+    this.fs.set(path, { type: 'file', content: Buffer.isBuffer(content) ? content : Buffer.from(content), owner: meta.owner ?? 'root', group: meta.group ?? 'root', mode: meta.mode ?? 0o644 })
+    if (path.startsWith('/etc/systemd/system/')) this.daemonReloadDue.add(path)
+  }
+
+  mkdirp(path: string, meta: { owner?: string; group?: string; mode?: number } = {}): void {
+    const parts = path.split('/').filter(Boolean)
+    for (let i = 1; i <= parts.length; i++) {
+      const p = '/' + parts.slice(0, i).join('/')
+      const node = this.fs.get(p)
+      if (node && node.type !== 'directory') throw new Error(`mkdir: ${p} exists and is not a directory`)
+      if (!node) this.fs.set(p, { type: 'directory', owner: 'root', group: 'root', mode: 0o755 })
+    }
+    if (meta.owner || meta.group || meta.mode !== undefined) {
+      const node = this.fs.get(path) as Extract<FsNode, { type: 'directory' }>
+      if (meta.owner && !this.users.has(meta.owner)) throw new Error(`install: invalid user '${meta.owner}'`)
+      if (meta.group && !this.groups.has(meta.group)) throw new Error(`install: invalid group '${meta.group}'`)
+      this.fs.set(path, { ...node, owner: meta.owner ?? node.owner, group: meta.group ?? node.group, mode: meta.mode ?? node.mode })
+    }
+  }
+
+  removeTree(path: string): void {
+    for (const p of [...this.fs.keys()]) if (p === path || p.startsWith(path + '/')) this.fs.delete(p)
+  }
+
+  addUser(name: string, group: string, options: { ownGroup?: boolean } = {}): void {
+    if (this.users.has(name)) return
+    if (options.ownGroup) this.groups.add(name)
+    if (!this.groups.has(group)) throw new Error(`useradd: group '${group}' does not exist`)
+    this.users.set(name, { uid: this.#nextUid++, group, groups: new Set() })
+  }
+
+  /** The file a unit name loads from: an own or a package unit, or the template of an instance. */
+  unitFile(unit: string): string | undefined {
+    const names = [unit, unit.replace(/@[^.]+\./, '@.')]
+    for (const dir of ['/etc/systemd/system', '/lib/systemd/system']) for (const n of names) if (this.fs.get(`${dir}/${n}`)?.type === 'file') return `${dir}/${n}`
+    return undefined
+  }
+
+  startUnit(unit: string, enable: boolean): void {
+    const rt = this.units.get(unit) ?? { active: false, enabled: false, since: 0 }
+    if (!rt.active) rt.since = this.#clock++
+    rt.active = true
+    rt.enabled ||= enable
+    this.units.set(unit, rt)
+  }
+
+  readableBy(user: string, path: string): boolean {
+    const n = this.fs.get(path)
+    if (!n || n.type === 'symlink') return false
+    const u = this.users.get(user)
+    if (!u) return false
+    if (n.owner === user) return (n.mode & 0o400) !== 0
+    if (n.group === u.group || u.groups.has(n.group)) return (n.mode & 0o040) !== 0
+    return (n.mode & 0o004) !== 0
+  }
+
+  // -- Connection ----------------------------------------------------------------------------------
+
+  async run(command: string, options: RunOptions = {}): Promise<CommandResult> {
+    this.commands.push(command)
+    const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
+    const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
+    return { command, code: out.code ?? 0, signal: null, stdout: out.stdout ?? '', stderr: out.stderr ?? '', durationMs: 0, timedOut: false }
+  }
+
+  async writeFile(f: FileWrite): Promise<void> {
+    this.#mutating(`writeFile ${f.path}`)
+    const content = f.content instanceof Secret ? f.content.reveal() : f.content
+    this.put(f.path, content, { owner: f.owner, group: f.group, mode: f.mode ?? (f.content instanceof Secret ? 0o600 : 0o644) })
+  }
+
+  async putFile(localPath: string, remotePath: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
+    this.#mutating(`putFile ${remotePath}`)
+    this.put(remotePath, readFileSync(localPath), options)
+  }
+
+  async putDirectory(localDir: string, remoteDir: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
+    this.#mutating(`putDirectory ${remoteDir}`)
+    if (this.fs.get(remoteDir)?.type !== 'directory') throw new Error(`tar: ${remoteDir}: Cannot open: No such file or directory`)
+    for (const name of readdirSync(localDir)) {
+      if (statSync(join(localDir, name)).isFile()) this.put(`${remoteDir}/${name}`, readFileSync(join(localDir, name)), options)
+    }
+  }
+
+  /** Only the host lock runs this way: it is granted at once. */
+  spawn(command: string): RemoteProcess {
+    this.#mutating(`spawn ${command}`)
+    if (!command.includes('flock -n 9')) this.#unexpected(`spawn of an unknown command: ${command}`)
+    this.mkdirp(STATE_DIR, { mode: 0o700 })
+    let end: () => void = () => undefined
+    const exited = new Promise<CommandResult>((resolve) => {
+      end = () => resolve({ command: 'lock', code: 0, signal: null, stdout: 'MP-LOCKED\n', stderr: '', durationMs: 0, timedOut: false })
+    })
+    return { write: () => undefined, end: () => end(), waitForOutput: async () => 'MP-LOCKED\n', exited }
+  }
+
+  async close(): Promise<void> {}
+
+  #unexpected(what: string): never {
+    this.unexpected.push(what)
+    throw new UnexpectedCommand(`fake host ${this.host}: ${what}`)
+  }
+
+  #mutating(what: string): void {
+    if (this.frozen) this.#unexpected(`a dry run tried to change the host: ${what}`)
+  }
+
+  // -- the fact probe ------------------------------------------------------------------------------
+
+  /** Split the probe script into its framed fact commands and answer each (see probeScript). */
+  #probe(script: string): string {
+    const frame = /^printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"$/
+    let out = ''
+    for (const line of script.split('\n')) {
+      const m = frame.exec(line)
+      if (!m) this.#unexpected(`a probe script line that is not a framed fact: ${line}`)
+      const r = this.#fact(m[2]!)
+      out += `@@MP-FACT ${m[1]}\n${r.stdout ?? ''}\n@@MP-END ${m[1]} ${r.code ?? 0}\n`
+    }
+    return out
+  }
+
+  #fact(cmd: string): Out {
+    let m: RegExpExecArray | null
+    if (cmd === osRelease.command) return { stdout: this.text('/etc/os-release') }
+    if (cmd === memoryMiB.command) return { stdout: `${this.memoryKiB}\n` }
+    if ((m = rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).exec(cmd))) return { stdout: `${this.diskKiB}\n` }
+    if (cmd === debPackages.command) return { stdout: [...this.packages].map(([n, v]) => `${n}\tii \t${v}\n`).join('') }
+    if (cmd === pythonVersion.command) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
+    if (cmd === listeningTcp.command) return { stdout: this.#ss() }
+    if (cmd === pendingRestarts.command) return this.#cat(PENDING_RESTARTS)
+    if (cmd === storedSecrets.command) {
+      const lines = [...this.fs].filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file').sort(([a], [b]) => a.localeCompare(b))
+      return { stdout: lines.map(([p, n]) => `${posix.basename(p)}\t${(n as { content: Buffer }).content.toString('base64')}\n`).join('') }
+    }
+    if (cmd === aptListsPresent.command) return this.#aptListCount()
+    if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
+      return this.#stat(unquote(m[1]!))
+    }
+    if ((m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ${ARG}$`).exec(cmd))) return this.#unitShow(unquote(m[1]!))
+    if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd))) return this.#psqlQuery(unquote(m[1]!))
+    if ((m = rx(String.raw`^${ARG} -c ${ARG}$`).exec(cmd)) && unquote(m[1]!).endsWith('/bin/python')) {
+      const module = /import importlib\.metadata as m, (\w+) as s; print\(getattr\(s, '__version__', ''\)\)$/.exec(unquote(m[2]!))?.[1]
+      if (!module) this.#unexpected(`python probe: ${cmd}`)
+      const version = this.venvs.get(unquote(m[1]!).replace(/\/bin\/python$/, ''))?.get(module)
+      return version === undefined ? { code: 1, stderr: 'No such file or directory' } : { stdout: `${version}\n` }
+    }
+    return this.#guard(cmd)
+  }
+
+  /** Guards of command resources: `a && b && c`, each clause answered from the state. */
+  #guard(cmd: string): Out {
+    for (const clause of cmd.split(' && ')) {
+      if (!this.#clause(clause)) return { code: 1 }
+    }
+    return { code: 0 }
+  }
+
+  #clause(clause: string): boolean {
+    let m: RegExpExecArray | null
+    if ((m = rx(String.raw`^test -([es]) ${ARG}$`).exec(clause))) {
+      const path = unquote(m[2]!)
+      return m[1] === 'e' ? this.fs.has(path) : (this.file(path)?.length ?? 0) > 0
+    }
+    if ((m = rx(String.raw`^id -u ${ARG}$`).exec(clause))) return this.users.has(unquote(m[1]!))
+    if ((m = rx(String.raw`^id -nG ${ARG} \| grep -qw ${ARG}$`).exec(clause))) {
+      const u = this.users.get(unquote(m[1]!))
+      const g = unquote(m[2]!)
+      return u !== undefined && (u.group === g || u.groups.has(g))
+    }
+    if ((m = rx(String.raw`^gpg --batch --show-keys --with-colons ${ARG} 2>/dev/null \| awk -F: '\$1=="fpr" \{print \$10\}' \| grep -qx ${ARG}$`).exec(clause))) {
+      return this.text(unquote(m[1]!))?.includes(`fpr:${unquote(m[2]!)}`) ?? false
+    }
+    // Fake certificates never expire; their text lists their names.
+    if ((m = rx(String.raw`^openssl x509 -checkend \d+ -noout -in ${ARG}$`).exec(clause))) return this.file(unquote(m[1]!)) !== undefined
+    if ((m = rx(String.raw`^openssl x509 -noout -ext subjectAltName -in ${ARG} \| grep -q ${ARG}$`).exec(clause))) {
+      return (this.text(unquote(m[1]!)) ?? '').split(/[\s,]+/).includes(unquote(m[2]!))
+    }
+    this.#unexpected(`a fact command or guard clause the fake does not know: ${clause}`)
+  }
+
+  #cat(path: string): Out {
+    const n = this.fs.get(path)
+    const target = n?.type === 'symlink' ? this.fs.get(posix.resolve(posix.dirname(path), n.target)) : n
+    if (target?.type !== 'file') return { code: 1, stderr: `cat: ${path}: No such file or directory` }
+    return { stdout: target.content.toString('utf8') }
+  }
+
+  #stat(path: string): Out {
+    const n = this.fs.get(path)
+    if (!n) return { code: 1 }
+    if (n.type === 'symlink') return { stdout: `symbolic link|root|root|777\n${n.target}\n` }
+    const head = `${n.type === 'directory' ? 'directory' : n.content.length ? 'regular file' : 'regular empty file'}|${n.owner}|${n.group}|${n.mode.toString(8)}\n`
+    return { stdout: n.type === 'file' ? `${head}${sha256(n.content)}  ${path}\n` : head }
+  }
+
+  #unitShow(unit: string): Out {
+    const rt = this.units.get(unit)
+    if (!this.unitFile(unit)) return { stdout: 'LoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n' }
+    return { stdout: `LoadState=loaded\nActiveState=${rt?.active ? 'active' : 'inactive'}\nUnitFileState=${rt?.enabled ? 'enabled' : 'disabled'}\nActiveEnterTimestampMonotonic=${rt?.active ? rt.since : 0}\n` }
+  }
+
+  #ss(): string {
+    const lines: string[] = []
+    for (const [unit, rt] of this.units) {
+      if (!rt.active) continue
+      for (const s of SOCKETS[unit] ?? []) {
+        const local = s.address.includes(':') ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`
+        const proc = s.process ? ` users:(("${s.process}",pid=${rt.since},fd=3))` : ''
+        lines.push(`LISTEN 0 128 ${local} 0.0.0.0:*${proc} uid:${this.users.get(s.user)!.uid} ino:1 sk:1`)
+      }
+    }
+    const passwd = [...this.users].map(([name, u]) => `${name}:${u.uid}`)
+    return `${lines.join('\n')}\n---\n${passwd.join('\n')}\n`
+  }
+
+  #aptListCount(): Out {
+    return this.aptLists ? { stdout: `${this.aptLists.length + 3}\n` } : { stdout: '0\n', code: 1 }
+  }
+
+  get postgresUp(): boolean {
+    return this.users.has('postgres') && this.units.get('postgresql.service')?.active === true
+  }
+
+  #psqlQuery(sql: string): Out {
+    if (!this.postgresUp) return { code: 2, stderr: 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed' }
+    let m: RegExpExecArray | null
+    if ((m = /^SELECT rolcanlogin, coalesce\(rolpassword, ''\) FROM pg_authid WHERE rolname = '(.*)'$/.exec(sql))) {
+      const r = this.roles.get(m[1]!.replace(/''/g, "'"))
+      return { stdout: r ? `${r.login ? 't' : 'f'}\t${r.password}\n` : '' }
+    }
+    if ((m = /^SELECT pg_encoding_to_char\(encoding\), datcollate, datctype, pg_get_userbyid\(datdba\) FROM pg_database WHERE datname = '(.*)'$/.exec(sql))) {
+      const d = this.databases.get(m[1]!.replace(/''/g, "'"))
+      return { stdout: d ? `${d.encoding}\t${d.collate}\t${d.ctype}\t${d.owner}\n` : '' }
+    }
+    this.#unexpected(`a Postgres query the fake does not know: ${sql}`)
+  }
+
+  // -- commands of apply ---------------------------------------------------------------------------
+
+  #exec(cmd: string, stdin: string): Out {
+    let m: RegExpExecArray | null
+    // Read-only commands (dry runs read files for diffs).
+    if ((m = rx(String.raw`^cat ${ARG}$`).exec(cmd))) return this.#cat(unquote(m[1]!))
+    if (cmd === aptListsPresent.command) return this.#aptListCount()
+    if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
+      const active = this.units.get(unquote(m[1]!))?.active === true
+      return { stdout: active ? 'active\n' : 'inactive\n', code: active ? 0 : 3 }
+    }
+    this.#mutating(cmd)
+    if (cmd === 'debconf-set-selections') {
+      for (const line of stdin.split('\n').filter(Boolean)) {
+        const [pkg, question, , ...value] = line.split(' ')
+        this.debconf.set(`${pkg} ${question}`, value.join(' '))
+      }
+      return {}
+    }
+    if (/^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get -q update /.test(cmd)) {
+      const key = (line: string) => /signed-by=(\S+)\]/.exec(line)?.[1]
+      const sources = [...this.fs].filter(([p, n]) => p.startsWith('/etc/apt/sources.list.d/') && n.type === 'file').flatMap(([, n]) => (n as { content: Buffer }).content.toString('utf8').split('\n').filter(Boolean))
+      // A source whose keyring is missing fails apt-get update (NO_PUBKEY).
+      const unsigned = sources.find((l) => key(l) && !this.fs.has(key(l)!))
+      if (unsigned) return { code: 100, stderr: `E: The repository '${unsigned}' is not signed.` }
+      this.aptLists = ['(distribution archive)', ...sources]
+      return {}
+    }
+    if ((m = /^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=\d+ -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold (.+)$/.exec(cmd))) {
+      return this.#aptInstall(shellWords(m[1]!))
+    }
+    if ((m = rx(String.raw`^install -d -o ${ARG} -g ${ARG} -m ([0-7]{4}) ${ARG} && chown ${ARG} ${ARG} && chmod [0-7]{4} ${ARG}$`).exec(cmd))) {
+      this.mkdirp(unquote(m[4]!), { owner: unquote(m[1]!), group: unquote(m[2]!), mode: parseInt(m[3]!, 8) })
+      return {}
+    }
+    if ((m = rx(String.raw`^ln -sfn ${ARG} ${ARG} && mv -Tf ${ARG} ${ARG}$`).exec(cmd))) {
+      const path = unquote(m[4]!)
+      if (this.fs.get(posix.dirname(path))?.type !== 'directory') return { code: 1, stderr: `ln: ${path}: No such file or directory` }
+      this.fs.set(path, { type: 'symlink', target: unquote(m[1]!) })
+      return {}
+    }
+    if (cmd === 'systemctl daemon-reload') {
+      this.daemonReloadDue.clear()
+      return {}
+    }
+    if (cmd.split(' && ').every((c) => /^systemctl (enable|start|restart|reload) \S+$/.test(c))) return this.#systemctl(cmd.split(' && ').map((c) => shellWords(c)))
+    if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`)) return this.#recordPending(cmd)
+    if ((m = rx(String.raw`^\[ -f ${PENDING_RESTARTS} \] && sed -i ${ARG} ${PENDING_RESTARTS}; true$`).exec(cmd))) {
+      const line = /^\/\^(.*)\$\/d$/.exec(unquote(m[1]!))![1]!.replace(/\\(.)/g, '$1')
+      const old = this.text(PENDING_RESTARTS)
+      if (old !== undefined) this.put(PENDING_RESTARTS, old.split('\n').filter((l) => l !== line).join('\n'))
+      return {}
+    }
+    if (cmd === 'runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -f -') return this.#psqlApply(stdin)
+    if (cmd === 'apache2ctl configtest') return this.#apacheConfigtest()
+    if ((m = /^cd \/var\/lib\/matrix-synapse && runuser -u matrix-synapse -- (\S+) -m synapse\.config (.+)$/.exec(cmd))) return this.#synapseConfigCheck(m[1]!, shellWords(m[2]!))
+    return this.#taskCommand(cmd)
+  }
+
+  #aptInstall(args: string[]): Out {
+    if (!this.aptLists) return { code: 100, stderr: `E: Unable to locate package ${args[0]}` }
+    for (const arg of args) {
+      const [name, pinned] = arg.split('=') as [string, string | undefined]
+      const candidate = this.distro.candidates[name]
+      if (candidate === undefined) this.#unexpected(`apt-get install of a package the fake has no candidate for: ${name}`)
+      if (name === 'matrix-synapse-py3' && !this.aptLists.some((l) => l.includes('packages.matrix.org') && l.includes(` ${this.distro.codename} `))) {
+        return { code: 100, stderr: 'E: Unable to locate package matrix-synapse-py3' }
+      }
+      if (pinned !== undefined && pinned !== candidate) return { code: 100, stderr: `E: Version '${pinned}' for '${name}' was not found` }
+      this.#installPackage(name, candidate)
+    }
+    return {}
+  }
+
+  /** What the packages bring: files, users, units (started and enabled, as Debian's maintainer scripts do). */
+  #installPackage(name: string, version: string): void {
+    this.packages.set(name, version)
+    const unit = (u: string) => {
+      this.put(`/lib/systemd/system/${u}`, `[Unit]\nDescription=${u} from package ${name}\n`)
+      this.daemonReloadDue.delete(`/lib/systemd/system/${u}`)
+      this.startUnit(u, true)
+    }
+    switch (name) {
+      case 'postgresql': {
+        const major = this.distro.postgresMajor
+        this.packages.set(`postgresql-${major}`, this.distro.candidates[`postgresql-${major}`]!)
+        this.addUser('postgres', 'postgres', { ownGroup: true })
+        const pg = { owner: 'postgres', group: 'postgres' }
+        this.mkdirp(`/etc/postgresql/${major}/main/conf.d`)
+        for (const d of ['/etc/postgresql', `/etc/postgresql/${major}`, `/etc/postgresql/${major}/main`, `/etc/postgresql/${major}/main/conf.d`]) this.mkdirp(d, pg)
+        this.put(`/etc/postgresql/${major}/main/postgresql.conf`, "data_directory = '/var/lib/postgresql/15/main'\ninclude_dir = 'conf.d'\n", { ...pg, mode: 0o644 })
+        this.put(`/etc/postgresql/${major}/main/pg_hba.conf`, 'local all postgres peer\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n', { ...pg, mode: 0o640 })
+        unit('postgresql.service')
+        return
+      }
+      case 'redis-server':
+        this.addUser('redis', 'redis', { ownGroup: true })
+        this.mkdirp('/etc/redis', { owner: 'redis', group: 'redis', mode: 0o2770 })
+        this.put('/etc/redis/redis.conf', 'bind 127.0.0.1 -::1\nport 6379\n', { owner: 'redis', group: 'redis', mode: 0o640 })
+        unit('redis-server.service')
+        return
+      case 'apache2':
+        for (const d of ['sites-available', 'sites-enabled', 'conf-available', 'conf-enabled', 'mods-available', 'mods-enabled']) this.mkdirp(`/etc/apache2/${d}`)
+        this.mkdirp('/var/www/html')
+        this.put('/etc/apache2/ports.conf', 'Listen 80\n<IfModule ssl_module>\n\tListen 443\n</IfModule>\n')
+        this.put('/etc/apache2/sites-available/000-default.conf', '<VirtualHost *:80>\n\tDocumentRoot /var/www/html\n</VirtualHost>\n')
+        this.fs.set('/etc/apache2/sites-enabled/000-default.conf', { type: 'symlink', target: '../sites-available/000-default.conf' })
+        for (const mod of ['mpm_event', 'authz_core', 'dir', 'mime']) this.put(`/etc/apache2/mods-enabled/${mod}.load`, `LoadModule ${mod}_module\n`)
+        unit('apache2.service')
+        return
+      case 'python3-venv':
+        this.packages.set('python3', this.distro.candidates.python3!)
+        return
+      case 'matrix-synapse-py3': {
+        // The package's maintainer scripts: a system user with group nogroup, /etc/matrix-synapse
+        // (dpkg-statoverride matrix-synapse), server_name.yaml from debconf, the venv, a started unit.
+        this.addUser('matrix-synapse', 'nogroup')
+        this.mkdirp('/etc/matrix-synapse/conf.d')
+        this.mkdirp('/etc/matrix-synapse', { owner: 'matrix-synapse', group: 'nogroup', mode: 0o755 })
+        this.put('/etc/matrix-synapse/homeserver.yaml', 'pid_file: "/var/run/matrix-synapse.pid"\nlisteners:\n  - port: 8008\n    type: http\n')
+        this.put('/etc/matrix-synapse/log.yaml', 'version: 1\n')
+        this.put('/etc/matrix-synapse/conf.d/server_name.yaml', `server_name: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/server-name') ?? 'localhost'}\n`)
+        this.put('/etc/matrix-synapse/conf.d/report_stats.yaml', `report_stats: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/report-stats') ?? 'false'}\n`)
+        this.put('/etc/default/matrix-synapse', '# Specify environment variables used when running Synapse\n')
+        for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse']) this.mkdirp(d, { owner: 'matrix-synapse', group: 'nogroup', mode: 0o755 })
+        this.mkdirp('/opt/venvs/matrix-synapse/bin')
+        this.put('/opt/venvs/matrix-synapse/bin/python', '#!fake python\n', { mode: 0o755 })
+        this.venvs.set('/opt/venvs/matrix-synapse', new Map([['synapse', version.replace(/\+.*$/, '')]]))
+        unit('matrix-synapse.service')
+        return
+      }
+      default:
+        return // libraries and tools: nothing the tasks look at
+    }
+  }
+
+  #systemctl(calls: string[][]): Out {
+    for (const [, verb, unit] of calls as [string, string, string][]) {
+      if (!this.unitFile(unit)) return { code: 5, stderr: `Failed to ${verb} ${unit}: Unit ${unit} not found.` }
+      const file = this.unitFile(unit)!
+      // systemd runs the unit as it knew it at the last daemon-reload: a changed file not reloaded is a bug.
+      const dropIns = [...this.daemonReloadDue].filter((p) => p === file || p.startsWith(`/etc/systemd/system/${unit}.d/`))
+      if (dropIns.length) this.#unexpected(`systemctl ${verb} ${unit} with changed unit files not reloaded (${dropIns.join(', ')}): systemd warns "Run 'systemctl daemon-reload'"`)
+      if (verb === 'enable') this.units.set(unit, { ...(this.units.get(unit) ?? { active: false, since: 0 }), enabled: true })
+      else if (verb === 'start') this.startUnit(unit, false)
+      else {
+        if (!this.units.get(unit)?.active) return { code: 1, stderr: `${unit} is not active, cannot ${verb}` }
+        if (verb === 'restart') this.units.get(unit)!.since = this.#clock++
+        this.restarts.push(`${verb} ${unit}`)
+      }
+    }
+    return {}
+  }
+
+  /** The restart ledger: due units appended to the pending file, backups of files a validator may restore. */
+  #recordPending(cmd: string): Out {
+    let rest = cmd
+    const take = (re: RegExp, each: (m: RegExpExecArray) => void) => {
+      rest = rest.replace(re, (...args) => {
+        each(args.slice(0, -2) as unknown as RegExpExecArray)
+        return ''
+      })
+    }
+    let out = ''
+    take(new RegExp(String.raw`mkdir -p ${ARG}`, 'g'), (m) => this.mkdirp(unquote(m[1]!)))
+    take(new RegExp(String.raw`printf '%s\\n' ((?:${ARG.slice(1, -1)} )+)>> ${PENDING_RESTARTS}`, 'g'), (m) => {
+      this.put(PENDING_RESTARTS, (this.text(PENDING_RESTARTS) ?? '') + shellWords(m[1]!).map((u) => `${u}\n`).join(''))
+    })
+    take(new RegExp(String.raw`if \[ -e ${ARG} \] \|\| \[ -L ${ARG} \]; then rm -f ${ARG} && cp -a ${ARG} ${ARG}; echo existed; else echo new; fi`, 'g'), (m) => {
+      const src = unquote(m[1]!)
+      const node = this.fs.get(src)
+      if (node) this.fs.set(unquote(m[5]!), structuredClone(node))
+      out += node ? 'existed\n' : 'new\n'
+    })
+    if (rest.replace(/&&/g, '').trim()) this.#unexpected(`a restart-ledger script with parts the fake does not know: ${rest}`)
+    return { stdout: out }
+  }
+
+  #psqlApply(sql: string): Out {
+    if (!this.postgresUp) return { code: 2, stderr: 'psql: error: connection to server failed' }
+    let m: RegExpExecArray | null
+    if ((m = /ROLE "((?:[^"]|"")+)" LOGIN PASSWORD '(SCRAM-SHA-256\$[^']+)'/.exec(sql))) {
+      this.roles.set(m[1]!.replace(/""/g, '"'), { login: true, password: m[2]! })
+      return {}
+    }
+    if ((m = /^CREATE DATABASE "(.+?)" ENCODING '(.+?)' LC_COLLATE '(.+?)' LC_CTYPE '(.+?)' TEMPLATE template0 OWNER "(.+?)";$/.exec(sql))) {
+      if (!this.roles.has(m[5]!)) return { code: 1, stderr: `ERROR:  role "${m[5]}" does not exist` }
+      this.databases.set(m[1]!, { encoding: m[2]!, collate: m[3]!, ctype: m[4]!, owner: m[5]! })
+      return {}
+    }
+    if ((m = /^ALTER DATABASE "(.+?)" OWNER TO "(.+?)";$/.exec(sql))) {
+      this.databases.get(m[1]!)!.owner = m[2]!
+      return {}
+    }
+    this.#unexpected(`SQL the fake does not know: ${sql}`)
+  }
+
+  /** Enabled links resolve, referenced certificates exist, directives' modules are enabled. */
+  #apacheConfigtest(): Out {
+    const errors: string[] = []
+    for (const [path, node] of this.fs) {
+      if (!/^\/etc\/apache2\/(sites|conf)-enabled\/[^/]+$/.test(path)) continue
+      const target = node.type === 'symlink' ? posix.resolve(posix.dirname(path), node.target) : path
+      const text = this.text(target)
+      if (text === undefined) {
+        errors.push(`${path}: No such file or directory`)
+        continue
+      }
+      for (const line of text.split('\n')) {
+        const directive = /^\s*(\w+)/.exec(line)?.[1]
+        const mod = directive && APACHE_DIRECTIVE_MODULES[directive]
+        if (mod && !this.fs.has(`/etc/apache2/mods-enabled/${mod}.load`)) errors.push(`${target}: Invalid command '${directive}', perhaps misspelled or defined by a module not included`)
+        const file = /^\s*SSLCertificate(?:Key)?File "([^"]+)"/.exec(line)?.[1]
+        if (file && !this.fs.has(file)) errors.push(`${target}: SSLCertificateFile: file '${file}' does not exist or is empty`)
+      }
+    }
+    return errors.length ? { code: 1, stderr: `AH00526: Syntax error\n${errors.join('\n')}` } : { stdout: 'Syntax OK\n' }
+  }
+
+  /** `python -m synapse.config`: every file readable by matrix-synapse and valid YAML; no option Synapse removed. */
+  #synapseConfigCheck(python: string, args: string[]): Out {
+    if (!this.file(python)) return { code: 127, stderr: `${python}: not found` }
+    const files: string[] = []
+    for (const arg of args) {
+      const path = /^--config-path=(.+)$/.exec(arg)?.[1]
+      if (!path) this.#unexpected(`synapse.config argument ${arg}`)
+      if (path.endsWith('/')) files.push(...[...this.fs.keys()].filter((p) => posix.dirname(p) === path.slice(0, -1) && p.endsWith('.yaml')).sort())
+      else files.push(path)
+    }
+    for (const f of files) {
+      if (!this.readableBy('matrix-synapse', f)) return { code: 1, stderr: `Error in configuration: ${f}: Permission denied or missing` }
+      const config = (parseYaml(this.text(f)!) ?? {}) as Record<string, unknown>
+      for (const removed of ['worker_replication_host', 'worker_replication_http_port', 'send_federation']) {
+        if (removed in config) return { code: 1, stderr: `Error in configuration at '${removed}': removed option (${f})` }
+      }
+    }
+    return {}
+  }
+
+  /** The commands of the tasks' guarded command resources and of the virtualenv resource. */
+  #taskCommand(cmd: string): Out {
+    let m: RegExpExecArray | null
+    if ((m = /^useradd --system --user-group --home-dir \S+ --shell \S+ (\S+)$/.exec(cmd))) {
+      this.addUser(m[1]!, m[1]!, { ownGroup: true })
+      return {}
+    }
+    if (cmd === 'getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse') {
+      this.groups.add('matrix-synapse')
+      this.users.get('matrix-synapse')!.groups.add('matrix-synapse')
+      return {}
+    }
+    if ((m = rx(String.raw`^set -e; tmp=\$\(mktemp\);.* curl -fsSL --max-time 60 ${ARG} -o "\$tmp"; .*grep -qx ${ARG} \|\| .* install -m 0644 -o root -g root "\$tmp" (\S+)$`).exec(cmd))) {
+      this.put(m[3]!, `fake keyring from ${unquote(m[1]!)}\nfpr:${unquote(m[2]!)}\n`)
+      return {}
+    }
+    if ((m = /^a2enmod -q ([\w ]+)$/.exec(cmd))) {
+      for (const mod of m[1]!.split(' ')) this.put(`/etc/apache2/mods-enabled/${mod}.load`, `LoadModule ${mod}_module\n`)
+      return {}
+    }
+    if ((m = rx(String.raw`^set -e; umask 077; mkdir -p (\S+); openssl req -x509 .* -addext ${ARG} -addext basicConstraints=critical,CA:TRUE -keyout (\S+)\.new -out (\S+)\.new;`).exec(cmd))) {
+      this.mkdirp(m[1]!)
+      this.put(m[3]!, 'fake private key\n', { mode: 0o600 })
+      this.put(m[4]!, `fake certificate ${unquote(m[2]!).replace(/^subjectAltName=/, '')}\n`)
+      return {}
+    }
+    if ((m = /^cd \/var\/lib\/matrix-synapse && umask 077 && runuser -u matrix-synapse -- (\S+) -m synapse\.app\.homeserver .* --generate-keys && chmod 0600 (\S+)$/.exec(cmd))) {
+      if (!this.file(m[1]!)) return { code: 127, stderr: `${m[1]}: not found` }
+      this.put(m[2]!, 'ed25519 a_fake signingkey\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o600 })
+      return {}
+    }
+    if ((m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t\/(element-[^"]+)" (\S+); rm -rf "\$t"$/.exec(cmd))) {
+      const tarball = this.file(m[2]!)
+      if (!tarball || sha256(tarball) !== m[1]) return { code: 1, stderr: `SHA-256 of ${m[2]} is not ${m[1]}` }
+      this.removeTree(m[4]!)
+      this.mkdirp(m[4]!)
+      this.put(`${m[4]}/index.html`, '<!doctype html><title>Element</title>\n')
+      return {}
+    }
+    if ((m = /^rm -rf (\S+) && mkdir -p \1$/.exec(cmd))) {
+      this.removeTree(m[1]!)
+      this.mkdirp(m[1]!)
+      return {}
+    }
+    if ((m = rx(String.raw`^set -e; \[ -x ${ARG} \] \|\| python3 -m venv +${ARG}; (.*)$`).exec(cmd))) {
+      if (!this.packages.has('python3') || !this.packages.has('python3-venv')) return { code: 1, stderr: 'The virtual environment was not created successfully because ensurepip is not available.' }
+      const venv = unquote(m[2]!)
+      const words = shellWords(m[3]!.replace(/^if .*?; fi; /, ''))
+      const requirement = words[words.length - 1]!
+      const req = /^([\w-]+)(?:\[[\w,]+\])?==(.+)$/.exec(requirement)
+      if (!req || words[1] !== 'install') this.#unexpected(`pip command ${cmd}`)
+      const findLinks = words[words.indexOf('--find-links') + 1]
+      if (words.includes('--no-index')) {
+        const wheel = `${req[1]!.replace(/-/g, '_')}-${req[2]}-`
+        if (![...this.fs.keys()].some((p) => posix.dirname(p) === findLinks && posix.basename(p).startsWith(wheel))) {
+          return { code: 1, stderr: `ERROR: Could not find a version that satisfies the requirement ${requirement}` }
+        }
+      }
+      this.mkdirp(`${venv}/bin`)
+      this.put(`${venv}/bin/python`, '#!fake python\n', { mode: 0o755 })
+      this.venvs.set(venv, new Map([[req[1] === 'matrix-synapse' ? 'synapse' : req[1]!, req[2]!]]))
+      return {}
+    }
+    this.#unexpected(`a command the fake does not know: ${cmd}`)
+  }
+}
