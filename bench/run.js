@@ -21,7 +21,7 @@ const run = promisify(execFile)
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
 const work = join(root, 'bench/.work')
 const env = process.env
-const SIZES = (env.BENCH_HOSTS ?? '1,10,25').split(',').map(Number)
+const SIZES = (env.BENCH_HOSTS ?? '1,10,25').split(',').filter(Boolean).map(Number)
 const RUNS = Number(env.BENCH_RUNS ?? 3)
 const RUNS_LARGE = Number(env.BENCH_RUNS_LARGE ?? 2)
 const FLOOR_RUNS = Number(env.BENCH_FLOOR_RUNS ?? 5)
@@ -195,15 +195,36 @@ function table(results) {
 }
 
 /**
- * HOOK, issue 6 item 6 (NOT IMPLEMENTED: the full Matrix stack is not ready yet). To do here: bring up
- * the sandbox host (`provision sandbox`), run `provision apply` once to converge it, then time with
- * measure() several runs each of `node bin/provision.js apply --inventory <sandbox inventory>` (nothing
- * to do) and the same with `--dry-run`, and push them into `results` as
- * { tool: 'matrix-provision-stack', hosts: 1, phase: 'converged' | 'dry-run', ... }.
- * Enabled with BENCH_STACK=1 once implemented.
+ * Issue 6, item 6: the full Matrix stack on the sandbox host (Postgres, Redis, Synapse, both workers,
+ * Apache, Element, metrics), provisioned once by `provision sandbox`, then timed converged and as a
+ * --dry-run through the real CLI (dist/, spawn to exit). Its own container and directory.
  */
-async function benchFullStack(_results) {
-  say('BENCH_STACK=1: the full-stack timing (issue 6, item 6) is not implemented yet; skipped')
+async function benchFullStack(results) {
+  const dir = join(root, 'bench/.work/stack')
+  const env2 = { ...process.env, SANDBOX_NAME: 'mp-bench-stack', SANDBOX_DIR: dir, SANDBOX_SSH_PORT: '22322', SANDBOX_HTTPS_PORT: '28443' }
+  const cli = join(root, 'bin/provision.js')
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: root, stdio: 'inherit' })
+  say('full stack: provisioning the sandbox host once (about 2 minutes)')
+  const up = spawnSync('node', [cli, 'sandbox'], { cwd: root, env: env2, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' })
+  if (up.status !== 0) throw new Error(`provision sandbox failed:\n${up.stdout}\n${up.stderr}`)
+  mkdirSync(join(dir, 'logs'), { recursive: true })
+  const inventory = join(dir, 'inventory.yaml')
+  try {
+    for (const [phase, extra] of [['full-stack-converged', []], ['full-stack-dry-run', ['--dry-run']]]) {
+      const ms = []
+      for (let r = 0; r < RUNS; r++) {
+        const m = await measure('node', [cli, '--inventory', inventory, ...extra], { cwd: root, env: env2, log: join(dir, 'logs', `${phase}-${r + 1}.log`) })
+        const text = readFileSync(join(dir, 'logs', `${phase}-${r + 1}.log`), 'utf8')
+        if (m.code !== 0 || !/no changes/.test(text)) throw new Error(`${phase} run ${r + 1} did not converge:\n${text.slice(-2000)}`)
+        ms.push(m)
+      }
+      const walls = ms.map((m) => m.wallS)
+      results.push({ tool: 'matrix-provision', hosts: 1, phase, median_s: r3(median(walls)), min_s: r3(Math.min(...walls)), max_s: r3(Math.max(...walls)), peak_rss_mib: Math.max(...ms.map((m) => m.peakRssMiB)), peak_pss_mib: Math.max(...ms.map((m) => m.peakPssMiB)), runs: walls.length })
+      say(`${phase}: median ${r3(median(walls))} s over ${walls.length} runs`)
+    }
+  } finally {
+    spawnSync('node', [cli, 'sandbox', '--down'], { cwd: root, env: env2, stdio: 'ignore' })
+  }
 }
 
 async function main() {
@@ -238,9 +259,10 @@ async function main() {
     loadByHosts[n] = { before: before, after: loadavg()[0] }
     save() // after each host count: an interrupted bench keeps what it measured
   }
-  if (env.BENCH_STACK === '1') await benchFullStack(results)
+  if (env.BENCH_STACK !== '0') await benchFullStack(results)
   const record = save()
-  process.stdout.write(table(record.results) + '\n')
+  process.stdout.write(table(record.results.filter((x) => !x.phase.startsWith('full-stack'))) + '\n')
+  for (const x of record.results.filter((r) => r.phase.startsWith('full-stack'))) process.stdout.write(`${x.phase}: ${x.median_s.toFixed(2)} s (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)}), peak RSS ${x.peak_rss_mib} MiB\n`)
   say(`wrote ${OUT}`)
 }
 

@@ -87,6 +87,11 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       const lockTimeout = dpkgLockTimeout()
       const install = `${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${shellJoin(names)}`
       let r = await conn.run(install, { timeoutMs: 1_200_000 })
+      if (r.code !== 0 && /dpkg was interrupted/.test(r.stderr + r.stdout)) {
+        // An earlier install was cut off (a lost connection, a reboot): finish dpkg's work, then retry.
+        ensureSuccess(conn.host, await conn.run(`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 }), 'dpkg --configure -a')
+        r = await conn.run(install, { timeoutMs: 1_200_000 })
+      }
       if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {
         await aptUpdate(conn) // stale lists: refresh once and retry
         r = await conn.run(install, { timeoutMs: 1_200_000 })

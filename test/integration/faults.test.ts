@@ -198,6 +198,25 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(cli.stdout).toContain('web: no changes')
   })
 
+  it('the SSH connection cut while a package installs: that host fails clearly; the next run finishes the install and converges', async () => {
+    desired = { apacheConf: {}, packages: ['gcc'] }
+    let cut: Promise<unknown> | undefined
+    const r = await runTask((message) => {
+      if (message.startsWith('install gcc') && !cut) cut = sleep(2_500).then(() => web.exec("pkill -f 'sshd:.*@'"))
+    })
+    await cut
+    const h = webReport(r)
+    expect(h.status).toBe('failed')
+    expect(h.error).toMatch(/cut off|connection to web lost/)
+    note('connection cut during apt-get install', h.error)
+    const again = await runTask()
+    expect(webReport(again).error ?? webReport(again).status).toMatch(/changed|ok/)
+    expect((await web.exec("dpkg-query -W -f '${db:Status-Abbrev}' gcc")).stdout).toBe('ii ')
+    expect((await web.exec('dpkg --audit')).stdout.trim()).toBe('')
+    const third = await runTask()
+    expect(webReport(third).status).toBe('ok')
+  })
+
   it('the dpkg lock held by another process: the install waits for it; a holder that stays past the bound fails the run naming it', async () => {
     const holdLock = async (name: string, seconds: number) => {
       await web.exec(
