@@ -241,7 +241,7 @@ async function main() {
   let loadByHosts = {}
   // BENCH_MERGE=1: keep the figures of host counts not run this time from the existing results file.
   let kept = []
-  if (env.BENCH_MERGE === '1' && existsSync(OUT)) kept = JSON.parse(readFileSync(OUT, 'utf8')).results.filter((x) => !SIZES.includes(x.hosts))
+  if (env.BENCH_MERGE === '1' && existsSync(OUT)) kept = JSON.parse(readFileSync(OUT, 'utf8')).results.filter((x) => (x.phase.startsWith('full-stack') ? env.BENCH_STACK === '0' : !SIZES.includes(x.hosts)))
   const info = await machine()
   const save = () => {
     const record = {
