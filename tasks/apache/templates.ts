@@ -171,15 +171,7 @@ const wellKnownOnPublicHost = (vars: MatrixSettings) =>
 export function renderMatrixVhost(vars: MatrixSettings, opts: VhostOptions): RenderedFile {
   const host = hostName(vars.publicHost, 'publicHost')
   const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
-  const lines = [
-    ...redirectVhost(vars, host),
-    '',
-    `<VirtualHost *:${httpsPort}>`,
-    `    ServerName ${host}`,
-    ...tlsLines(opts),
-    '',
-    ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: true }),
-  ]
+  const lines = [...httpsVhostHead(vars, host, httpsPort, opts), ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: true })]
   if (wellKnownOnPublicHost(vars)) {
     lines.push('', '    # The server name is this host: delegation files are served here.')
     lines.push(`    Alias /.well-known/matrix "${WELL_KNOWN_DIR}"`)
@@ -199,15 +191,15 @@ export function wellKnownClient(vars: MatrixSettings): string {
   return JSON.stringify({ 'm.homeserver': { base_url: vars.publicBaseUrl.replace(/\/+$/, '') } }, null, 2) + '\n'
 }
 
+/** The :80 redirect vhost, then the opening of the https vhost with its TLS lines (left open). */
+function httpsVhostHead(vars: MatrixSettings, host: string, httpsPort: number, opts: TlsFiles): string[] {
+  return [...redirectVhost(vars, host), '', `<VirtualHost *:${httpsPort}>`, `    ServerName ${host}`, ...tlsLines(opts), '']
+}
+
 /** An https vhost serving static files from `root` (after the :80 redirect vhost), with extra lines inside. */
 function staticSite(vars: MatrixSettings, host: string, httpsPort: number, opts: TlsFiles, root: string, options: string, inner: string[]): string[] {
   return [
-    ...redirectVhost(vars, host),
-    '',
-    `<VirtualHost *:${httpsPort}>`,
-    `    ServerName ${host}`,
-    ...tlsLines(opts),
-    '',
+    ...httpsVhostHead(vars, host, httpsPort, opts),
     `    DocumentRoot "${root}"`,
     `    <Directory "${root}">`,
     `        Options ${options}`,
