@@ -1,5 +1,5 @@
 // Where matrix-provision's time goes on a converged run: node bench/profile.js [hosts=1] [runs=7]
-// Needs the bench built once (npm run bench, or: npx tsc -p bench/tsconfig.json, plus the image and key).
+// Needs the bench image and key (npm run bench once); it compiles and bundles the entry itself.
 // Prints the median of each step (from provision-bench --trace), Node's bare start-up, the remote time
 // of the two fact probes, and a CPU profile (--cpu-prof) summarised by package.
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { exec, resetHosts, startHosts, stopHosts, writeKnownHosts } from './lib/hosts.js'
+import { buildBenchEntry } from './lib/build-entry.js'
 import { matrixProvision } from './lib/tools.js'
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
@@ -16,7 +17,6 @@ const work = join(root, 'bench/.work')
 const n = Number(process.argv[2] ?? 1)
 const runs = Number(process.argv[3] ?? 7)
 const keyFile = join(work, 'id_ed25519')
-const entry = join(work, 'build/bench/mp/provision-bench.js')
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
@@ -64,7 +64,7 @@ function summariseProfile(file) {
     if (!url) g = fn === '(idle)' ? '(idle: waiting on the network/host)' : fn.startsWith('(') ? fn : '(native)'
     else if (url.startsWith('node:')) g = 'node internals (module loader, streams, crypto glue)'
     else if (url.includes('/node_modules/')) g = `npm: ${url.split('/node_modules/').pop().split('/')[0]}`
-    else if (url.includes('/build/src/')) g = `matrix-provision: src/${url.split('/build/src/').pop().split('/')[0]}/`
+    else if (url.includes('/bench/.work/bundle/')) g = 'the bundle: matrix-provision, zod, yaml, node-ssh'
     else g = url.replace(/^file:\/\//, '')
     groups.set(g, (groups.get(g) ?? 0) + us)
   }
@@ -72,6 +72,7 @@ function summariseProfile(file) {
   return [...groups].sort((a, b) => b[1] - a[1]).map(([g, us]) => [g, us / 1000, (100 * us) / total])
 }
 
+await buildBenchEntry(root, work)
 const hosts = await startHosts(n, { publicKey: `${keyFile}.pub`, tag: 'profile' })
 try {
   const dir = join(work, `profile-n${n}`)

@@ -16,6 +16,7 @@ import { promisify } from 'node:util'
 import { checkHosts, removeLeftovers, resetHosts, startHosts, stopHosts, writeKnownHosts, IMAGE } from './lib/hosts.js'
 import { measure } from './lib/measure.js'
 import { TOOLS, floor } from './lib/tools.js'
+import { buildBenchEntry } from './lib/build-entry.js'
 
 const run = promisify(execFile)
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
@@ -40,18 +41,15 @@ async function setup() {
   if (env.BENCH_SKIP_SETUP !== '1') execFileSync('bash', [join(root, 'bench/tools/setup-tools.sh')], { stdio: 'inherit' })
   // The test image first (as test/support/global-setup.ts builds it), then the bench image on top.
   const base = 'matrix-provision/debian-systemd:bookworm'
-  if (spawnSync('docker', ['image', 'inspect', base], { stdio: 'ignore' }).status !== 0) throw new Error(`base image ${base} is missing: run docker/build-base-images.sh bookworm`)
+  if (spawnSync('docker', ['image', 'inspect', base], { stdio: 'ignore' }).status !== 0) {
+    say(`building the base image ${base} (debootstrap from Debian's archive, about 2 minutes)`)
+    execFileSync('bash', [join(root, 'docker/build-base-images.sh'), 'bookworm'], { stdio: 'inherit' })
+  }
   execFileSync('docker', ['build', '-q', '-t', 'matrix-provision/target:bookworm', '--build-arg', `BASE=${base}`, join(root, 'docker')], { stdio: ['ignore', 'ignore', 'inherit'] })
   say(`building ${IMAGE}`)
   execFileSync('docker', ['build', '-q', '-t', IMAGE, '-f', join(root, 'bench/image/Dockerfile'), join(work, 'image-debs')], { stdio: ['ignore', 'ignore', 'inherit'] })
-  say('compiling the matrix-provision bench entry (bench/tsconfig.json)')
-  try {
-    execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(root, 'bench/tsconfig.json')], { stdio: 'inherit' })
-  } catch {
-    // Type errors elsewhere in src/ (work in progress) still emit JavaScript: measure what was emitted.
-    if (!existsSync(join(work, 'build/bench/mp/provision-bench.js'))) throw new Error('the bench entry did not compile')
-    say('tsc reported errors (above); the emitted JavaScript is used')
-  }
+  say('compiling and bundling the matrix-provision bench entry (bench/tsconfig.json, scripts/bundle.js)')
+  await buildBenchEntry(root, work, say)
   // Each systemd container holds ~7 inotify instances; Linux's default of 128 per user stops the 19th or so
   // (systemd exits 255 at boot). Raise the limit for this machine (it only ever goes up).
   const want = 64 + 10 * Math.max(...SIZES)
@@ -168,8 +166,7 @@ function table(results) {
   const cell = (x) => (x ? `${x.median_s.toFixed(2)} (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)})` : '-')
   const ratio = (a, b) => (a && b ? `${(a.median_s / b.median_s).toFixed(1)}x` : '-')
   const mem = (x) => (x ? `${x.peak_rss_mib}/${x.peak_pss_mib}` : '-')
-  const nodelay = results.some((x) => x.tool === 'matrix-provision-nodelay')
-  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB', ...(nodelay ? ['mp+nodelay s'] : [])]
+  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB']
   const rows = []
   for (const n of [...new Set(results.map((x) => x.hosts))]) {
     for (const phase of ['fresh', 'converged']) {
@@ -177,8 +174,7 @@ function table(results) {
       const an = get('ansible', n, phase)
       const py = get('pyinfra', n, phase)
       const fl = get('floor', n, 'converged')
-      const nd = nodelay ? [cell(get('matrix-provision-nodelay', n, phase))] : []
-      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py), ...nd])
+      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py)])
     }
   }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))

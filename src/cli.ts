@@ -133,7 +133,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const loaded = await loadInventory(values.inventory, io.env)
   const { inventory, tasks } = selectHostsAndTasks(loaded, splitList(values.limit), splitList(values.tasks))
   if (inventory.hosts.length === 0) throw new UsageError(`--limit ${values.limit} matches no host`)
-  const log = createRunLog(values['log-file'])
+  const log = await createRunLog(values['log-file'])
 
   if (command === 'unlock') {
     if (!values.limit) throw new UsageError('unlock needs --limit HOST: clear locks one host at a time, knowingly')
@@ -148,7 +148,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 
   const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'
   log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
-  const progress = createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: io === processIo ? undefined : io.err })
+  const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: io === processIo ? undefined : io.err })
   const report: RunReport = await runInventory(inventory, {
     mode,
     tasks,

@@ -35,7 +35,7 @@ export const matrixProvision = {
     /** @returns {Invocation} */
     return () => ({
       cmd: process.execPath,
-      args: [join(ctx.work, 'build/bench/mp/provision-bench.js'), '--inventory', inventory, '--workload', ctx.workloadFile],
+      args: [join(ctx.work, 'bundle/provision-bench.js'), '--inventory', inventory, '--workload', ctx.workloadFile],
       env: { ...process.env, SSH_AUTH_SOCK: '' },
     })
   },
@@ -132,17 +132,4 @@ export const floor = {
   converged: () => true,
 }
 
-/** Not in the default run: matrix-provision with TCP_NODELAY on its SSH sockets (the proposed fix). */
-export const matrixProvisionNoDelay = {
-  ...matrixProvision,
-  name: 'matrix-provision-nodelay',
-  prepare(hosts, ctx, dir) {
-    const inv = matrixProvision.prepare(hosts, ctx, dir)
-    return () => {
-      const i = inv()
-      return { ...i, env: { ...i.env, BENCH_MP_NODELAY: '1' } }
-    }
-  },
-}
-
-export const TOOLS = { 'matrix-provision': matrixProvision, ansible, pyinfra, 'matrix-provision-nodelay': matrixProvisionNoDelay }
+export const TOOLS = { 'matrix-provision': matrixProvision, ansible, pyinfra }

@@ -2,16 +2,13 @@
  * `provision apply` for the bench: the CLI's own wiring (inventory loader, progress, run log, report)
  * with the bench task instead of the fixed TASKS registry. One process per run, as a user gets it.
  *
- *   node bench/.work/build/bench/mp/provision-bench.js --inventory <yaml> --workload bench/workload.json [--dry-run] [--trace]
+ *   node bench/.work/bundle/provision-bench.js --inventory <yaml> --workload bench/workload.json [--dry-run] [--trace]
  *
- * BENCH_MP_NODELAY=1 sets TCP_NODELAY on the SSH sockets (an experiment; see bench/README.md).
  * --trace prints, on stderr, milliseconds since process start for each step of each host (connect,
  * lock, fact round trips, plan, release, close) by wrapping the Connection: the profile in bench/README.md.
  */
-import type { Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
-import ssh2 from 'ssh2'
 import { runInventory } from '../../src/engine/run.js'
 import { loadInventory } from '../../src/inventory/load.js'
 import { createRunLog } from '../../src/report/log.js'
@@ -22,18 +19,6 @@ import { connect } from '../../src/ssh/ssh-connection.js'
 import { BENCH_ROLE, benchTask, loadWorkload } from './bench-task.js'
 
 const t = () => performance.now().toFixed(1)
-
-// Experiment (BENCH_MP_NODELAY=1, tool "matrix-provision-nodelay"): TCP_NODELAY on every SSH socket,
-// the one-line fix proposed for src/ssh/ssh-connection.ts (see bench/README.md). Off by default: the
-// bench measures the code as it is.
-if (process.env.BENCH_MP_NODELAY === '1') {
-  const connect = ssh2.Client.prototype.connect
-  ssh2.Client.prototype.connect = function (this: ssh2.Client & { _sock?: Socket }, config: ssh2.ConnectConfig) {
-    const client = connect.call(this, config)
-    this._sock?.setNoDelay(true)
-    return client
-  }
-}
 
 function traced(conn: Connection, trace: (msg: string) => void): Connection {
   return {
@@ -85,8 +70,8 @@ async function main(): Promise<number> {
   for (const host of inventory.hosts) host.roles = [BENCH_ROLE]
   const tasks = [benchTask(loadWorkload(values.workload))]
   trace?.('-', 'inventory loaded')
-  const log = createRunLog(undefined)
-  const progress = createProgress(inventory.hosts.map((h) => h.name), { verbose: false, quiet: false })
+  const log = await createRunLog(undefined)
+  const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: false, quiet: false })
   const report = await runInventory(inventory, {
     mode: values['dry-run'] ? 'dry-run' : 'apply',
     tasks,

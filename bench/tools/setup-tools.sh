@@ -27,6 +27,8 @@ if [ "$have_core" != "$ANSIBLE_CORE_VERSION" ] || [ "$have_ansible" != "$ANSIBLE
 fi
 
 venv="$work/pyinfra-venv"
+python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+command -v debootstrap >/dev/null || apt_install debootstrap # for the base image, when it is missing
 if ! "$venv/bin/pyinfra" --version 2>/dev/null | grep -q "$PYINFRA_VERSION"; then
   echo "bench: installing pyinfra $PYINFRA_VERSION from PyPI into $venv" >&2
   rm -rf "$venv"

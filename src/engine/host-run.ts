@@ -1,7 +1,7 @@
 import { FactValues } from '../facts/fact.js'
 import { gatherFacts } from '../facts/probe.js'
 import { debPackages } from '../facts/packages.js'
-import { freeDiskMiB, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../facts/system.js'
+import { freeDiskMiB, memoryMiB, osRelease } from '../facts/system.js'
 import type { HostSpec, Inventory } from '../inventory/types.js'
 import { needsDaemonReload } from '../resources/file.js'
 import { Prediction, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
@@ -12,10 +12,11 @@ import { HostSecrets, pendingRestarts, storedSecrets } from './host-state.js'
 import { acquireLock, type HostLock } from './lock.js'
 import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
+import { StaleFacts } from './stale-facts.js'
 import type { CheckResult, Task, TaskContext } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
-export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pythonVersion, listeningTcp, pendingRestarts, storedSecrets]
+export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets]
 
 export type Mode = 'apply' | 'dry-run' | 'check'
 
@@ -144,7 +145,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
 async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, emit: (m: string, t?: string) => void, ctx: TaskContext) {
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
   const state = { aptListsStale: false }
-  let stale = false // facts gathered before an applied change no longer describe the host
+  const stale = new StaleFacts() // facts gathered before an applied change may no longer describe the host
   for (const p of prepared) {
     const t0 = Date.now()
     const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
@@ -153,14 +154,14 @@ async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: R
       emit('planning', p.task.name)
       for (const r of p.resources) {
         let current = facts
-        if (stale) current = await gatherFacts(conn, r.facts())
+        if (stale.affects(r.facts())) current = await gatherFacts(conn, r.facts())
         const change = await r.plan({ conn, facts: current, predicted: new Prediction(), dryRun: false })
         if (!change) continue
         emit(change.summary, p.task.name)
         await ledger.beforeChange(change)
         await r.apply(change, { conn, state })
         tr.changes.push(change)
-        stale = true
+        stale.noteApplied(change)
         if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
         if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }

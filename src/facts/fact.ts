@@ -10,10 +10,30 @@ export interface Fact<T> {
   parse(stdout: string, exitCode: number): T
   /** Its output holds secret values: the probe that gathers it is never echoed (--verbose). */
   readonly sensitive?: boolean
+  /** The only paths whose change can alter this fact; unset: anything can (see engine/stale-facts.ts). */
+  readonly paths?: readonly string[]
+  /** Facts of one batch that meet in a probe run as one command, not one each (see FactBatch). */
+  readonly batch?: { readonly with: FactBatch; readonly item: string }
 }
 
-export function defineFact<T>(id: string, command: string, parse: (stdout: string, exitCode: number) => T, options: { sensitive?: boolean } = {}): Fact<T> {
-  return options.sensitive ? { id, command, parse, sensitive: true } : { id, command, parse }
+/**
+ * One command that gathers a kind of fact for many items at once: one `stat` for all files instead of
+ * four processes per file. split() cuts its output back into what `command` of each fact would have
+ * printed, so a fact parses the same output batched or alone.
+ */
+export interface FactBatch {
+  readonly id: string
+  command(items: readonly string[]): string
+  split(stdout: string, exitCode: number, items: readonly string[]): { stdout: string; code: number }[]
+}
+
+export function defineFact<T>(
+  id: string,
+  command: string,
+  parse: (stdout: string, exitCode: number) => T,
+  options: { sensitive?: boolean; paths?: readonly string[]; batch?: Fact<T>['batch'] } = {},
+): Fact<T> {
+  return { id, command, parse, ...(options.sensitive ? { sensitive: true } : {}), ...(options.paths ? { paths: options.paths } : {}), ...(options.batch ? { batch: options.batch } : {}) }
 }
 
 /** Parsed fact values of one host, by fact id. */

@@ -1,14 +1,48 @@
 import type { Connection } from '../ssh/connection.js'
 import { RemoteCommandError } from '../ssh/connection.js'
-import { FactValues, type Fact } from './fact.js'
+import { FactValues, type Fact, type FactBatch } from './fact.js'
 
 const BEGIN = '@@MP-FACT'
 const END = '@@MP-END'
 
-/** The one shell script that gathers many facts: each fact's output framed by markers, with its exit code. */
+/** One command of the probe: a fact alone, or the facts of a batch that were asked for together. */
+interface Section {
+  command: string
+  facts: Fact<unknown>[]
+  batch?: FactBatch
+}
+
+function sections(facts: readonly Fact<unknown>[]): Section[] {
+  const out: Section[] = []
+  const batches = new Map<string, Section>()
+  for (const fact of facts) {
+    const batch = fact.batch?.with
+    if (!batch) {
+      out.push({ command: fact.command, facts: [fact] })
+      continue
+    }
+    const section = batches.get(batch.id) ?? { command: '', facts: [], batch }
+    if (!batches.has(batch.id)) out.push(section)
+    batches.set(batch.id, section)
+    section.facts.push(fact)
+  }
+  for (const section of batches.values()) {
+    if (section.facts.length === 1) {
+      section.command = section.facts[0]!.command
+      delete section.batch
+    } else section.command = section.batch!.command(section.facts.map((f) => f.batch!.item))
+  }
+  return out
+}
+
+/** The one shell script that gathers many facts: each command's output framed by markers, with its exit code. */
 export function probeScript(facts: readonly Fact<unknown>[]): string {
-  return facts
-    .map((f, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"`)
+  return framed(sections(facts))
+}
+
+function framed(parts: readonly Section[]): string {
+  return parts
+    .map((p, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"`)
     .join('\n')
 }
 
@@ -37,9 +71,14 @@ export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown
   const unique = [...new Map(facts.filter((f) => !into.has(f)).map((f) => [f.id, f])).values()]
   if (unique.length === 0) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
-  const result = await conn.run('sh -s', { stdin: probeScript(unique), secretOutput: unique.some((f) => f.sensitive) })
+  const plan = sections(unique)
+  const result = await conn.run('sh -s', { stdin: framed(plan), secretOutput: unique.some((f) => f.sensitive) })
   if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${unique.length} facts)` }, 'gathering facts')
-  const parts = parseProbeOutput(result.stdout, unique.length)
-  unique.forEach((fact, i) => into.set(fact.id, fact.parse(parts[i]!.stdout, parts[i]!.code)))
+  const parts = parseProbeOutput(result.stdout, plan.length)
+  plan.forEach((section, i) => {
+    const part = parts[i]!
+    const each = section.batch ? section.batch.split(part.stdout, part.code, section.facts.map((f) => f.batch!.item)) : [part]
+    section.facts.forEach((fact, j) => into.set(fact.id, fact.parse(each[j]!.stdout, each[j]!.code)))
+  })
   return into
 }

@@ -1,4 +1,4 @@
-import { defineFact } from './fact.js'
+import { defineFact, type FactBatch } from './fact.js'
 import { shellQuote } from '../ssh/quote.js'
 
 export interface UnitState {
@@ -28,5 +28,17 @@ export function parseUnitState(out: string): UnitState {
   }
 }
 
-export const unitState = (unit: string) =>
-  defineFact(`unit:${unit}`, `systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ${shellQuote(unit)}`, parseUnitState)
+const SHOW = 'systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic'
+
+/** `systemctl show` of many units prints their blocks in the order asked, separated by blank lines. */
+export const unitStateBatch: FactBatch = {
+  id: 'unit-state',
+  command: (units) => `${SHOW} ${units.map(shellQuote).join(' ')}`,
+  split(stdout, code, units) {
+    const blocks = stdout.split(/\n\n(?=\S)/)
+    if (blocks.length !== units.length) throw new Error(`systemctl show printed ${blocks.length} blocks for ${units.length} units (exit ${code})`)
+    return blocks.map((block) => ({ stdout: block, code }))
+  },
+}
+
+export const unitState = (unit: string) => defineFact(`unit:${unit}`, `${SHOW} ${shellQuote(unit)}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })

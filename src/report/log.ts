@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
 import { maskSecrets } from '../secret.js'
 
 export interface RunLog {
@@ -8,8 +8,9 @@ export interface RunLog {
 }
 
 /** JSON lines (pino) in --log-file; nothing when no file is given. Secrets are masked before writing. */
-export function createRunLog(file: string | undefined): RunLog {
+export async function createRunLog(file: string | undefined): Promise<RunLog> {
   if (!file) return { event: () => undefined, close: () => undefined }
+  const { pino } = await import('pino') // only runs that keep a log load it
   const dest = pino.destination({ dest: file, mkdir: true, sync: true })
   const logger: Logger = pino({ level: 'debug', base: { pid: process.pid } }, dest)
   return {

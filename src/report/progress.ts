@@ -1,4 +1,3 @@
-import { Listr } from 'listr2'
 import { maskSecrets } from '../secret.js'
 
 export interface Progress {
@@ -11,7 +10,7 @@ export interface Progress {
  * Live progress on stderr. On a terminal: listr2 (hosts in parallel, each showing its current step).
  * In CI, when not a TTY, or with --verbose: plain lines, one per step, that logs keep readable.
  */
-export function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean; write?: (text: string) => void }): Progress {
+export async function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean; write?: (text: string) => void }): Promise<Progress> {
   if (options.quiet) return { event: () => undefined, hostDone: () => undefined, done: async () => undefined }
   const plain = options.write !== undefined || !process.stderr.isTTY || process.env.CI === 'true' || options.verbose
   if (plain) {
@@ -22,6 +21,8 @@ export function createProgress(hosts: string[], options: { verbose: boolean; qui
       done: async () => undefined,
     }
   }
+  // Loaded only for a terminal: runs in CI and pipes do not pay for it at start-up.
+  const { Listr } = await import('listr2')
   const waiting = new Map<string, { resolve: (failed: boolean) => void; setOutput?: (s: string) => void }>()
   const finished = new Map<string, boolean>()
   const list = new Listr(

@@ -53,6 +53,7 @@ export const lineState = (path: string, line: string, match?: string) => {
       `case "$s" in 'regular'*) ;; *) echo "not-a-file|\${s%%|*}"; exit 0;; esac; ` +
       `if grep -qFx -e ${l} ${p}; then l=1; else l=0; fi; ${others}; echo "\${s#*|}|$l|$o"`,
     parseLineState,
+    { paths: [path] },
   )
 }
 

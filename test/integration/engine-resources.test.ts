@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -6,6 +7,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import type { HostReport, RunReport } from '../../src/engine/report-types.js'
 import { runInventory } from '../../src/engine/run.js'
 import type { Task } from '../../src/engine/task.js'
+import { FactValues, type Fact } from '../../src/facts/fact.js'
+import { fileState } from '../../src/facts/files.js'
+import { gatherFacts, probeScript } from '../../src/facts/probe.js'
+import { unitState } from '../../src/facts/systemd.js'
 import { loadInventory } from '../../src/inventory/load.js'
 import type { HostSpec, Inventory, Role } from '../../src/inventory/types.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
@@ -111,6 +116,36 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
   })
   afterAll(async () => {
     await env?.stop()
+  })
+
+  it('batched fact probes (one stat, one systemctl show) read the same states as one probe per fact', async () => {
+    const dir = '/opt/mp-batch'
+    await two.exec(
+      `mkdir -p ${dir}/sub && printf 'x' > ${dir}/file && : > ${dir}/empty && ln -s file ${dir}/link && ln -s nowhere ${dir}/dangling && ` +
+        `printf y > '${dir}/we|ird name' && chown nobody:nogroup ${dir}/file && chmod 0640 ${dir}/file && printf z > '${dir}/new\nline'`,
+    )
+    const paths = ['file', 'empty', 'link', 'dangling', 'sub', 'missing', 'we|ird name', 'new\nline'].map((n) => `${dir}/${n}`)
+    const files = paths.map(fileState)
+    const units = ['ssh.service', 'no-such.service', 'getty@tty1.service', 'systemd-journald.service'].map(unitState)
+    const facts: Fact<unknown>[] = [...files, ...units]
+    const conn = await connect(inventory.hosts.find((h) => h.name === 'two')!, { sshConfigFile: false })
+    try {
+      const batched = await gatherFacts(conn, facts)
+      // One probe per fact: the facts without their batch, so each runs its own command.
+      const single = new FactValues()
+      for (const f of facts) await gatherFacts(conn, [{ id: f.id, command: f.command, parse: f.parse }], single)
+      for (const f of facts) expect(batched.get(f), f.id).toEqual(single.get(f))
+      expect(batched.get(files[0]!)).toMatchObject({ exists: true, type: 'file', owner: 'nobody', group: 'nogroup', mode: 0o640, sha256: createHash('sha256').update('x').digest('hex') })
+      expect(batched.get(files[2]!)).toMatchObject({ type: 'symlink', linkTarget: 'file' })
+      expect(batched.get(files[5]!)).toEqual({ exists: false })
+      expect(batched.get(files[6]!)).toMatchObject({ type: 'file', sha256: createHash('sha256').update('y').digest('hex') })
+      expect(batched.get(units[0]!)).toMatchObject({ loaded: true, active: true, enabled: true })
+      expect(batched.get(units[1]!)).toMatchObject({ loaded: false, active: false })
+      // The probe ran the batches as one command each: 2 batched commands plus the one unbatchable path.
+      expect(probeScript(facts).match(/'@@MP-FACT \d+'/g)).toHaveLength(3)
+    } finally {
+      await conn.close()
+    }
   })
 
   it('applies every resource kind on two hosts: the hosts change as declared', async () => {

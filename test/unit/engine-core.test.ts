@@ -1,16 +1,30 @@
 import { describe, expect, it } from 'vitest'
 import { inspect } from 'node:util'
-import { parseProbeOutput, probeScript } from '../../src/facts/probe.js'
+import { gatherFacts, parseProbeOutput, probeScript } from '../../src/facts/probe.js'
 import { execFileSync } from 'node:child_process'
-import { parseFileState } from '../../src/facts/files.js'
+import { fileState, fileStateBatch, parseFileState } from '../../src/facts/files.js'
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { StaleFacts } from '../../src/engine/stale-facts.js'
+import type { Connection } from '../../src/ssh/connection.js'
 import { parseDpkgQuery } from '../../src/facts/packages.js'
-import { parseUnitState } from '../../src/facts/systemd.js'
+import { parseUnitState, unitState, unitStateBatch } from '../../src/facts/systemd.js'
 import { parseListening, parseOsRelease } from '../../src/facts/system.js'
-import { defineFact } from '../../src/facts/fact.js'
+import { defineFact, type Fact } from '../../src/facts/fact.js'
 import { maskSecrets, MASK, Secret } from '../../src/secret.js'
 import { maskSensitiveText, unifiedDiff } from '../../src/report/unified-diff.js'
 import { passwordMatches, scramVerifier } from '../../src/resources/postgres.js'
 import { createHash } from 'node:crypto'
+
+/** The probe's `sh -s`, run by this machine's own sh: the same script text a host runs. */
+const localShell = {
+  host: 'localhost',
+  async run(command: string, options?: { stdin?: string | Buffer }) {
+    const stdout = execFileSync('sh', ['-c', command], { input: options?.stdin ?? '' }).toString()
+    return { command, code: 0, signal: null, stdout, stderr: '', durationMs: 0, timedOut: false }
+  },
+} as unknown as Connection
 
 describe('fact probe', () => {
   it('frames many facts in one script and splits the output back, with exit codes', () => {
@@ -28,6 +42,65 @@ describe('fact probe', () => {
   })
   it('rejects truncated output (a cut connection) instead of parsing garbage', () => {
     expect(() => parseProbeOutput('@@MP-FACT 0\nhalf', 1)).toThrow(/missing the end/)
+  })
+})
+
+describe('batched facts', () => {
+  it('one stat for many files gives each file the state its own probe gives (real sh and coreutils)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mp-batch-'))
+    writeFileSync(join(dir, 'f'), 'x')
+    writeFileSync(join(dir, 'empty'), '')
+    writeFileSync(join(dir, 'a|b c'), 'y')
+    symlinkSync('f', join(dir, 'l'))
+    mkdirSync(join(dir, 'd'))
+    const paths = ['f', 'empty', 'a|b c', 'l', 'd', 'missing'].map((n) => join(dir, n))
+    const batched = paths.map(fileState)
+    expect(batched.every((f) => f.batch?.with === fileStateBatch)).toBe(true)
+    const run = (facts: Fact<unknown>[]) => gatherFacts(localShell, facts)
+    const together = await run(batched)
+    expect(probeScript(batched).match(/'@@MP-FACT \d+'/g)).toHaveLength(1)
+    for (const f of batched) expect(together.get(f), f.id).toEqual((await run([{ id: f.id, command: f.command, parse: f.parse }])).get(f))
+    expect(together.get(batched[2]!)).toMatchObject({ type: 'file', sha256: createHash('sha256').update('y').digest('hex') })
+    expect(together.get(batched[3]!)).toMatchObject({ type: 'symlink', linkTarget: 'f' })
+    expect(together.get(batched[5]!)).toEqual({ exists: false })
+    // A name with a newline would break the line-based split: it is probed alone.
+    expect(fileState(join(dir, 'new\nline')).batch).toBeUndefined()
+  })
+  it('systemctl show of many units is split by blank lines, and a count that does not add up is an error', () => {
+    const out = 'LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nActiveEnterTimestampMonotonic=5\n\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n'
+    const [a, b] = unitStateBatch.split(out, 0, ['a.service', 'b.service'])
+    expect(parseUnitState(a!.stdout)).toMatchObject({ loaded: true, active: true, enabled: true })
+    expect(parseUnitState(b!.stdout)).toMatchObject({ loaded: false, active: false, enabled: false })
+    expect(() => unitStateBatch.split(out, 0, ['a.service', 'b.service', 'c.service'])).toThrow(/2 blocks for 3 units/)
+  })
+})
+
+describe('stale facts after applied changes', () => {
+  const change = (resource: string, touches: string[]) => ({ resource, action: 'update' as const, summary: '', touches })
+  it('a file write makes stale only facts of that path, its parents and its children, and facts that name no paths', () => {
+    const stale = new StaleFacts()
+    expect(stale.affects([fileState('/srv/a')])).toBe(false)
+    stale.noteApplied(change('file:/srv/bench/f1', ['/srv/bench/f1']))
+    expect(stale.affects([fileState('/srv/bench/f2')])).toBe(false)
+    expect(stale.affects([fileState('/srv/bench/f1')])).toBe(true)
+    expect(stale.affects([fileState('/srv/bench')])).toBe(true)
+    expect(stale.affects([unitState('cron.service')])).toBe(true)
+    // A directory made or chmod-ed leaves the files in it as they were; its parents may be new.
+    stale.noteApplied(change('dir:/opt/x/y', ['/opt/x/y/']))
+    expect(stale.affects([fileState('/opt/x/y/z')])).toBe(false)
+    expect(stale.affects([fileState('/opt/x')])).toBe(true)
+    expect(stale.affects([fileState('/opt/xy')])).toBe(false)
+    // Below a re-pointed symlink, paths resolve to other files.
+    stale.noteApplied(change('symlink:/var/www/current', ['/var/www/current']))
+    expect(stale.affects([fileState('/var/www/current/index.html')])).toBe(true)
+    expect(stale.affects([fileState('/var/www/other')])).toBe(false)
+  })
+  it('a package, command or service change makes every fact stale', () => {
+    for (const resource of ['apt:cron', 'command:stamp', 'service:cron.service', 'pg-role:synapse']) {
+      const stale = new StaleFacts()
+      stale.noteApplied(change(resource, []))
+      expect(stale.affects([fileState('/unrelated')]), resource).toBe(true)
+    }
   })
 })
 

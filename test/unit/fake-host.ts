@@ -13,6 +13,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
+import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
 import { Secret } from '../../src/secret.js'
@@ -302,7 +303,10 @@ export class FakeHost implements Connection {
     if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
       return this.#stat(unquote(m[1]!))
     }
-    if ((m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ${ARG}$`).exec(cmd))) return this.#unitShow(unquote(m[1]!))
+    if (cmd.startsWith('set -- ') && cmd.endsWith(`; ${FILE_STATE_BATCH_SCRIPT}`)) return this.#statBatch(shellWords(cmd.slice('set -- '.length, -FILE_STATE_BATCH_SCRIPT.length - 2)))
+    if ((m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ((?:${ARG} ?)+)$`).exec(cmd))) {
+      return { stdout: shellWords(m[1]!).map((u) => this.#unitShow(u).stdout).join('\n') }
+    }
     if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd))) return this.#psqlQuery(unquote(m[1]!))
     if ((m = rx(String.raw`^${ARG} -c ${ARG}$`).exec(cmd)) && unquote(m[1]!).endsWith('/bin/python')) {
       const module = /import importlib\.metadata as m, (\w+) as s; print\(getattr\(s, '__version__', ''\)\)$/.exec(unquote(m[2]!))?.[1]
@@ -357,6 +361,22 @@ export class FakeHost implements Connection {
     if (n.type === 'symlink') return { stdout: `symbolic link|root|root|777\n${n.target}\n` }
     const head = `${n.type === 'directory' ? 'directory' : n.content.length ? 'regular file' : 'regular empty file'}|${n.owner}|${n.group}|${n.mode.toString(8)}\n`
     return { stdout: n.type === 'file' ? `${head}${sha256(n.content)}  ${path}\n` : head }
+  }
+
+  /** The batched file probe (fileStateBatch): stat lines, then sha256sum lines, then symlink targets. */
+  #statBatch(paths: string[]): Out {
+    const stats: string[] = []
+    const sums: string[] = []
+    const links: string[] = []
+    for (const p of paths) {
+      const out = this.#stat(p)
+      if (out.code) continue
+      const [head, second] = out.stdout!.split('\n')
+      stats.push(`${head}|${p}\n`)
+      if (head!.startsWith('regular')) sums.push(`${second}\n`)
+      if (head!.startsWith('symbolic link')) links.push(`${p}\n${second}\n`)
+    }
+    return { stdout: `${stats.join('')}@@MP-SPLIT\n${sums.join('')}@@MP-SPLIT\n${links.join('')}` }
   }
 
   #unitShow(unit: string): Out {

@@ -26,6 +26,7 @@ import { renderReport } from '../../src/report/text.js'
 import { maskSensitiveText } from '../../src/report/unified-diff.js'
 import { passwordMatches } from '../../src/resources/postgres.js'
 import type { Change } from '../../src/resources/resource.js'
+import { directory, file } from '../../src/resources/file.js'
 import { MASK } from '../../src/secret.js'
 import { tlsFiles } from '../../tasks/apache/index.js'
 import { renderElementVhost, renderMatrixVhost, renderPortsConf, renderServerNameVhost } from '../../tasks/apache/templates.js'
@@ -671,5 +672,25 @@ describe('Ubuntu 20.04 (focal)', () => {
       await apply(host, inventory)
       expect([...host.daemonReloadDue]).toEqual([])
     })
+  })
+})
+
+describe('apply reads facts again only where an applied change may have altered them', () => {
+  it('a new directory and twenty new files in it: two probes in all; a resource of a path written before is read again', async () => {
+    const inventory = await loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE })
+    const host = new FakeHost(DEBIAN_12)
+    const files = Array.from({ length: 20 }, (_, i) => file({ path: `/srv/reads/f${i}`, content: `${i}\n`, mode: 0o640 }))
+    const task: Task = {
+      name: 'monitoring',
+      title: 'reads',
+      resources: () => [directory({ path: '/srv/reads', mode: 0o755 }), ...files, file({ path: '/srv/reads/f0', content: '0\n', mode: 0o600 })],
+    }
+    const report = await runHost({ ...inventory.hosts[0]!, roles: ['monitoring'] }, host, { mode: 'apply', tasks: [task], inventory })
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('changed')
+    // Base facts, every resource's facts, then f0 again before its second declaration (it saw the first write: mode only).
+    expect(host.commands.filter((c) => c === 'sh -s')).toHaveLength(3)
+    expect(report.tasks[0]!.changes.map((c) => c.action)).toEqual(['create', ...files.map(() => 'create'), 'update'])
+    expect(host.fs.get('/srv/reads/f0')).toMatchObject({ type: 'file', mode: 0o600 })
   })
 })
