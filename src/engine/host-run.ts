@@ -2,7 +2,7 @@ import { FactValues } from '../facts/fact.js'
 import { gatherFacts } from '../facts/probe.js'
 import { debPackages } from '../facts/packages.js'
 import { freeDiskMiB, memoryMiB, osRelease } from '../facts/system.js'
-import type { HostSpec, Inventory } from '../inventory/types.js'
+import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { needsDaemonReload } from '../resources/file.js'
 import { Prediction, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
 import { isServiceResource } from '../resources/systemd-service.js'
@@ -13,7 +13,7 @@ import { acquireLock, type HostLock } from './lock.js'
 import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
-import type { CheckResult, Task, TaskContext } from './task.js'
+import type { CheckResult, Task, TaskContext, TaskOnHost } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
 export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets]
@@ -26,6 +26,10 @@ export interface HostRunOptions {
   inventory: Inventory
   /** Progress callback: "task synapse: install matrix-synapse" */
   onEvent?: (event: { host: string; task?: string; message: string }) => void
+  /** Apply: wait for tasks of other hosts a task needs; resolves with why they will not be there. */
+  awaitNeeds?: (needs: TaskOnHost[], task: Role) => Promise<string | undefined>
+  /** Apply: a task ended, for the hosts that wait for it. */
+  onTaskDone?: (task: Role, ok: boolean) => void
 }
 
 interface PreparedTask {
@@ -86,7 +90,7 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
       return report
     }
     const targets: RestartTarget[] = prepared.flatMap((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
-    if (options.mode === 'apply') await applyTasks(conn, prepared, targets, facts, report, emit, ctx)
+    if (options.mode === 'apply') await applyTasks(conn, prepared, targets, facts, report, emit, ctx, options)
     else await planTasks(conn, prepared, targets, facts, report, options.mode, ctx)
   } catch (error) {
     report.status = 'failed'
@@ -142,7 +146,16 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
 }
 
 /** Apply: each task's changes in order, its restarts once at its end, then its after-checks. */
-async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, emit: (m: string, t?: string) => void, ctx: TaskContext) {
+async function applyTasks(
+  conn: Connection,
+  prepared: PreparedTask[],
+  targets: RestartTarget[],
+  facts: FactValues,
+  report: HostReport,
+  emit: (m: string, t?: string) => void,
+  ctx: TaskContext,
+  options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone'>,
+) {
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
   const state = { aptListsStale: false }
   const stale = new StaleFacts() // facts gathered before an applied change may no longer describe the host
@@ -151,6 +164,9 @@ async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: R
     const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
     report.tasks.push(tr)
     try {
+      const needs = p.task.needs?.(ctx) ?? []
+      const unmet = needs.length && options.awaitNeeds ? await options.awaitNeeds(needs, p.task.name) : undefined
+      if (unmet) throw new Error(`needs ${unmet}`)
       emit('planning', p.task.name)
       for (const r of p.resources) {
         let current = facts
@@ -182,6 +198,7 @@ async function applyTasks(conn: Connection, prepared: PreparedTask[], targets: R
       tr.error = errorText(error)
     }
     tr.durationMs = Date.now() - t0
+    options.onTaskDone?.(p.task.name, tr.status !== 'failed')
     if (tr.status === 'failed') {
       report.status = 'failed'
       report.error = `task ${p.task.name} failed: ${tr.error}`

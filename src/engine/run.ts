@@ -1,9 +1,11 @@
-import type { Inventory } from '../inventory/types.js'
+import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { maskSecrets } from '../secret.js'
 import type { Connection } from '../ssh/connection.js'
 import { runHost, type Mode } from './host-run.js'
 import { totalsOf, type HostReport, type RunReport } from './report-types.js'
-import type { Task } from './task.js'
+import { Semaphore } from '../ssh/semaphore.js'
+import { TaskBoard } from './task-board.js'
+import type { Task, TaskOnHost } from './task.js'
 
 export interface RunOptions {
   mode: Mode
@@ -15,30 +17,52 @@ export interface RunOptions {
   onHostDone?: (report: HostReport) => void
 }
 
-/** Run every host of the inventory, in parallel up to a bound; one failing host never stops the others. */
+/**
+ * Run every host of the inventory, in parallel up to a bound; one failing host never stops the others.
+ * A task that needs a task of another host (Task.needs) waits for it in apply, and gives its slot to
+ * another host meanwhile, so no bound can deadlock the run.
+ */
 export async function runInventory(inventory: Inventory, options: RunOptions): Promise<RunReport> {
   const started = Date.now()
-  const queue = [...inventory.hosts]
+  const slots = new Semaphore(Math.max(1, options.parallel))
+  const board = new TaskBoard(inventory.hosts, options.tasks.map((t) => t.name))
   const reports = new Map<string, HostReport>()
-  const worker = async () => {
-    for (let host = queue.shift(); host; host = queue.shift()) {
-      const t0 = Date.now()
-      let conn: Connection | undefined
-      let report: HostReport
+  const runOne = async (host: HostSpec) => {
+    let release = await slots.acquire()
+    const t0 = Date.now()
+    let conn: Connection | undefined
+    let report: HostReport
+    const awaitNeeds = async (needs: TaskOnHost[], task: Role) => {
+      if (board.pending(needs).length === 0) return board.waitFor(needs, task)
+      options.onEvent?.({ host: host.name, task, message: `waiting for ${board.pending(needs).map((n) => `${n.task} on ${n.host}`).join(', ')}` })
+      release()
       try {
-        options.onEvent?.({ host: host.name, message: `connecting to ${host.ssh.user}@${host.address}:${host.ssh.port}` })
-        conn = await options.connect(host)
-        report = await runHost(host, conn, { mode: options.mode, tasks: options.tasks, inventory, onEvent: options.onEvent })
-      } catch (error) {
-        report = { host: host.name, status: 'failed', tasks: [], warnings: [], error: maskSecrets(error instanceof Error ? error.message : String(error)), durationMs: Date.now() - t0 }
+        return await board.waitFor(needs, task)
       } finally {
-        await conn?.close().catch(() => undefined)
+        release = await slots.acquire()
       }
-      reports.set(host.name, report)
-      options.onHostDone?.(report)
     }
+    try {
+      options.onEvent?.({ host: host.name, message: `connecting to ${host.ssh.user}@${host.address}:${host.ssh.port}` })
+      conn = await options.connect(host)
+      report = await runHost(host, conn, {
+        mode: options.mode,
+        tasks: options.tasks,
+        inventory,
+        onEvent: options.onEvent,
+        ...(options.mode === 'apply' ? { awaitNeeds, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
+      })
+    } catch (error) {
+      report = { host: host.name, status: 'failed', tasks: [], warnings: [], error: maskSecrets(error instanceof Error ? error.message : String(error)), durationMs: Date.now() - t0 }
+    } finally {
+      await conn?.close().catch(() => undefined)
+      board.hostFinished(host.name)
+      release()
+    }
+    reports.set(host.name, report)
+    options.onHostDone?.(report)
   }
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.parallel, inventory.hosts.length)) }, worker))
+  await Promise.all(inventory.hosts.map(runOne))
   const hosts = inventory.hosts.map((h) => reports.get(h.name)!)
   return { mode: options.mode, inventory: inventory.file, hosts, totals: totalsOf(hosts), durationMs: Date.now() - started }
 }

@@ -48,4 +48,14 @@ export interface Task {
   resources(ctx: TaskContext): Resource[] | Promise<Resource[]>
   before?(ctx: TaskContext): BeforeCheck[]
   after?(ctx: TaskContext): AfterCheck[]
+  /**
+   * Tasks on other hosts that must have finished before this one applies (Synapse needs the Postgres
+   * and Redis it connects to). Each must come earlier in the task order, so waits never form a cycle.
+   */
+  needs?(ctx: TaskContext): TaskOnHost[]
+}
+
+export interface TaskOnHost {
+  host: string
+  task: Role
 }

@@ -52,6 +52,14 @@ export const VALIDATE_CONFIG = `cd /var/lib/matrix-synapse && runuser -u matrix-
 export const synapseTask: Task = {
   name: 'synapse',
   title: 'Synapse homeserver (apt package or pip virtualenv), configured in conf.d/',
+  // Synapse connects to its database and Redis when it starts: on other hosts, they come first.
+  needs(ctx) {
+    const v = ctx.host.vars
+    return [
+      { host: v.postgres.host, task: 'postgres' as const },
+      { host: v.redis.host, task: 'redis' as const },
+    ].filter((n): n is { host: string; task: 'postgres' | 'redis' } => n.host !== undefined && n.host !== ctx.host.name)
+  },
   before(ctx) {
     const v = ctx.host.vars.synapse
     return [

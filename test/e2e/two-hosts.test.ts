@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
 import { startHosts, type TestHosts } from '../support/hosts.js'
@@ -34,10 +36,19 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
   })
 
   it('provisions both hosts in one run, every after-check passing', async () => {
-    const r = await provision(['--inventory', inventory, '--json'], runEnv)
+    const logFile = join(env.dir, 'first-run.log')
+    const r = await provision(['--inventory', inventory, '--json', '--log-file', logFile], runEnv)
     const report = JSON.parse(r.stdout)
     console.log(`two-host first run ${report.durationMs} ms`)
     expect(report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status), r.stderr).toEqual(['changed', 'changed'])
+    // Synapse on hs started its task only once Postgres and Redis on db were done (the log is in event order).
+    const events = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { host?: string; task?: string; msg: string })
+    const at = (pred: (e: (typeof events)[number]) => boolean) => events.findIndex(pred)
+    const lastDb = (task: string) => events.map((e, i) => (e.host === 'db' && e.task === task ? i : -1)).reduce((a, b) => Math.max(a, b), -1)
+    expect(at((e) => e.host === 'hs' && e.msg.startsWith('waiting for postgres on db'))).toBeGreaterThanOrEqual(0)
+    const synapseStarts = at((e) => e.host === 'hs' && e.task === 'synapse' && e.msg === 'planning')
+    expect(synapseStarts).toBeGreaterThan(lastDb('postgres'))
+    expect(synapseStarts).toBeGreaterThan(lastDb('redis'))
     const failed = report.hosts.flatMap((h: { tasks: { checks: { ok: boolean; name: string }[] }[] }) => h.tasks.flatMap((t) => t.checks.filter((c) => !c.ok)))
     expect(failed).toEqual([])
     for (const value of Object.values(secrets)) expect(r.stdout + r.stderr).not.toContain(value)
