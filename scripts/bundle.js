@@ -5,9 +5,11 @@
 // 200 ms of a 440 ms converged run (bench/README.md, profile). One bundle loads in about 90 ms.
 // ssh2 stays external: it loads its optional native crypto binding from its own directory.
 import { build } from 'esbuild'
+import { rmSync } from 'node:fs'
 import { argv } from 'node:process'
 
 export async function bundle(entry, outdir) {
+  rmSync(outdir, { recursive: true, force: true }) // chunk names change with their content
   await build({
     entryPoints: [entry],
     outdir,
@@ -16,7 +18,8 @@ export async function bundle(entry, outdir) {
     format: 'esm',
     platform: 'node',
     target: 'node20',
-    minify: true,
+    // Not minified: loads as fast here, and MP_DEBUG stack traces keep readable names.
+    minify: false,
     external: ['ssh2'],
     logLevel: 'warning',
     // CommonJS dependencies (pino, node-ssh) call require() for Node's built-ins.

@@ -114,6 +114,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
       for (const r of p.resources) {
         const change = await r.plan({ conn, facts, predicted, dryRun: true })
         if (!change) continue
+        facts.merge(predicted.factsAfter) // later resources plan against the state this change leaves
         tr.changes.push(change)
         ledger.noteChange(change)
         // A unit we start runs the new configuration: no restart. One a package brings is started by the

@@ -59,6 +59,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       })
       if (missing.length === 0) return null
       for (const p of missing) ctx.predicted.packages.add(p.name)
+      ctx.predicted.factsAfter.set(debPackages.id, new Map([...installed, ...missing.map((p) => [p.name, p.version ?? '(planned)'] as const)]))
       for (const u of spec.provides?.units ?? []) ctx.predicted.units.set(u, `package ${missing.map((p) => p.name).join(', ')}`)
       for (const path of spec.provides?.paths ?? []) ctx.predicted.paths.add(path)
       const names = missing.map((p) => (p.version ? `${p.name}=${p.version}` : p.name))

@@ -49,6 +49,7 @@ export function file(spec: FileSpec): Resource {
 
   const predict = (ctx: PlanContext) => {
     ctx.predicted.paths.add(spec.path)
+    ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'file', owner, group, mode, sha256: sha } satisfies FileState)
     const unit = unitNameOf(spec.path)
     if (unit) ctx.predicted.units.set(unit, `file ${spec.path}`)
   }
@@ -112,6 +113,7 @@ export function directory(spec: DirectorySpec): Resource {
       if (s.exists && s.type !== 'directory') throw new Error(`${spec.path} exists but is a ${s.type}, not a directory`)
       if (s.exists && s.owner === owner && s.group === group && s.mode === mode) return null
       ctx.predicted.paths.add(spec.path)
+      ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'directory', owner, group, mode } satisfies FileState)
       return {
         resource: id,
         action: s.exists ? 'update' : 'create',
@@ -137,6 +139,7 @@ export function symlink(spec: { path: string; target: string }): Resource {
       if (s.exists && s.type !== 'symlink') throw new Error(`${spec.path} exists but is a ${s.type}, not a symlink`)
       if (s.exists && s.linkTarget === spec.target) return null
       ctx.predicted.paths.add(spec.path)
+      ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'symlink', owner: 'root', group: 'root', mode: 0o777, linkTarget: spec.target } satisfies FileState)
       return {
         resource: id,
         action: s.exists ? 'update' : 'create',

@@ -1,4 +1,4 @@
-import type { Fact, FactValues } from '../facts/fact.js'
+import { FactValues, type Fact } from '../facts/fact.js'
 import type { Connection } from '../ssh/connection.js'
 
 export type ChangeAction = 'create' | 'update' | 'delete' | 'install' | 'run' | 'start' | 'enable' | 'restart' | 'reload'
@@ -26,6 +26,12 @@ export class Prediction {
   readonly packages = new Set<string>()
   readonly paths = new Set<string>()
   readonly units = new Map<string, string>()
+  /**
+   * Facts as a planned change leaves them (a file's new state, the packages after an install). The
+   * dry run plans later resources against them, so a resource two tasks declare (the firewall's
+   * nftables package and unit template) is planned once, as apply will do it once.
+   */
+  readonly factsAfter = new FactValues()
 
   /** Which planned change provides this unit, if any ("package apache2", "file /etc/systemd/system/x"); an instance comes with its template. */
   unitSource(unit: string): string | undefined {
