@@ -848,6 +848,8 @@ class InventoryBuilder {
           certificateFile: this.controllerPath(tls.certificateFile),
           keyFile: this.controllerPath(tls.keyFile),
           acmeEmail: tls.acmeEmail,
+          acmeServer: tls.acmeServer,
+          acmeCaFile: this.controllerPath(tls.acmeCaFile),
         },
         delegation: v.apache?.delegation ?? VARS_DEFAULTS.apache.delegation,
         httpsPort,

@@ -273,6 +273,8 @@ const tlsSchema = z.strictObject({
   certificateFile: controllerPath().optional(),
   keyFile: controllerPath().optional(),
   acmeEmail: pattern(EMAIL, 'expected an e-mail address such as admin@example.org').optional(),
+  acmeServer: url().optional().describe("ACME directory URL (default Let's Encrypt; e.g. its staging, or a private CA such as step-ca)"),
+  acmeCaFile: controllerPath().optional().describe("CA certificate(s) that sign the ACME server's own HTTPS certificate, for a private ACME server"),
 })
 
 const apacheSchema = z.strictObject({

@@ -34,6 +34,10 @@ export interface TlsSettings {
   certificateFile?: string
   keyFile?: string
   acmeEmail?: string
+  /** ACME directory URL; unset: Let's Encrypt's production directory (certbot's default). */
+  acmeServer?: string
+  /** Controller path of the CA bundle that signs a private ACME server's HTTPS certificate. */
+  acmeCaFile?: string
 }
 
 export interface MatrixSettings {

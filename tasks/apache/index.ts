@@ -11,7 +11,7 @@ import { shellQuote } from '../../src/ssh/quote.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import type { RenderedFile } from '../rendered-file.js'
 import {
-  ACME_WEBROOT, APACHE_MODULES, MATRIX_SITE_PATH, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
+  ACME_WEBROOT, APACHE_MODULES, MATRIX_SITE_PATH, renderAcmeConf, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
 } from './templates.js'
 
 export const TLS_DIR = '/etc/ssl/matrix-provision'
@@ -60,33 +60,56 @@ function selfSignedCertificate(ctx: TaskContext): Resource {
   })
 }
 
-function tlsResources(ctx: TaskContext): Resource[] {
-  const v = ctx.host.vars
-  const { certFile, keyFile } = tlsFiles(v)
-  const tls = v.apache.tls
+/** The certificate Apache starts with; in acme mode a self-signed one until certbot replaces it (acmeResources). */
+function certificateResources(ctx: TaskContext): Resource[] {
+  const tls = ctx.host.vars.apache.tls
   if (tls.mode === 'files') {
+    const { certFile, keyFile } = tlsFiles(ctx.host.vars)
     return [
       directory({ path: TLS_DIR, mode: 0o755 }),
       file({ path: certFile, content: readFileSync(tls.certificateFile!), mode: 0o644 }),
       file({ path: keyFile, content: readFileSync(tls.keyFile!, 'utf8'), mode: 0o600, sensitive: true }),
     ]
   }
-  if (tls.mode === 'self-signed') return [selfSignedCertificate(ctx)]
-  // acme: a self-signed certificate lets Apache start; certbot then answers the HTTP-01 challenge from
-  // ACME_WEBROOT through the :80 vhost, and its deploy hook copies each (re)issued certificate here.
+  return [selfSignedCertificate(ctx)]
+}
+
+/** Trust for a private ACME server's HTTPS certificate: certbot reads REQUESTS_CA_BUNDLE, also when its timer renews. */
+export const ACME_CA_FILE = '/etc/matrix-provision/acme-server-ca.pem'
+const CERTBOT_DROP_IN = '/etc/systemd/system/certbot.service.d/matrix-provision-acme-ca.conf'
+
+/**
+ * acme: certbot answers the HTTP-01 challenge from ACME_WEBROOT through the :80 vhost, so it runs once
+ * the vhosts are written and enabled; its deploy hook copies each (re)issued certificate to our paths.
+ */
+function acmeResources(ctx: TaskContext): Resource[] {
+  const tls = ctx.host.vars.apache.tls
+  if (tls.mode !== 'acme') return []
+  const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
   const deploy = `install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
+  const server = tls.acmeServer ?? "Let's Encrypt"
+  const challenges = renderAcmeConf()
   return [
-    selfSignedCertificate(ctx),
     aptPackages({ packages: ['certbot'] }),
+    fileFrom(challenges),
+    enabled(challenges.path),
+    ...(tls.acmeCaFile
+      ? [
+          directory({ path: '/etc/matrix-provision' }),
+          file({ path: ACME_CA_FILE, content: readFileSync(tls.acmeCaFile), mode: 0o644 }),
+          directory({ path: '/etc/systemd/system/certbot.service.d' }),
+          file({ path: CERTBOT_DROP_IN, content: `# Managed by matrix-provision: renewals trust the ACME server's CA.\n[Service]\nEnvironment=REQUESTS_CA_BUNDLE=${ACME_CA_FILE}\n` }),
+        ]
+      : []),
     command({
       name: 'ACME certificate',
-      summary: `obtain a certificate for ${names.join(', ')} from Let's Encrypt (HTTP-01, webroot ${ACME_WEBROOT})`,
+      summary: `obtain a certificate for ${names.join(', ')} from ${server} (HTTP-01, webroot ${ACME_WEBROOT})`,
       creates: `/etc/letsencrypt/live/${names[0]}/fullchain.pem`,
       command:
         `set -e; mkdir -p ${ACME_WEBROOT}/.well-known/acme-challenge; apache2ctl configtest; systemctl reload apache2; ` +
-        `certbot certonly --webroot -w ${ACME_WEBROOT} ${names.map((n) => `-d ${shellQuote(n)}`).join(' ')} --cert-name ${shellQuote(names[0]!)} ` +
-        `-m ${shellQuote(tls.acmeEmail ?? '')} --agree-tos -n --deploy-hook ${shellQuote(deploy)}`,
+        `${tls.acmeCaFile ? `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : ''}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.map((n) => `-d ${shellQuote(n)}`).join(' ')} --cert-name ${shellQuote(names[0]!)} ` +
+        `${tls.acmeServer ? `--server ${shellQuote(tls.acmeServer)} ` : ''}-m ${shellQuote(tls.acmeEmail ?? '')} --agree-tos -n --deploy-hook ${shellQuote(deploy)}`,
       touches: [certFile, keyFile],
     }),
   ]
@@ -128,7 +151,7 @@ export const apacheTask: Task = {
         command: `a2enmod -q ${modules.join(' ')}`,
         touches: ['/etc/apache2/mods-enabled/'],
       }),
-      ...tlsResources(ctx),
+      ...certificateResources(ctx),
       // Directories of the files outside /etc/apache2 (the .well-known tree), parents first.
       ...[...new Set(sites.filter((f) => !f.path.startsWith('/etc/apache2/')).flatMap((f) => ancestorsBelow('/var/www', f.path)))].map((path) => directory({ path })),
       ...sites.map(fileFrom),
@@ -136,6 +159,7 @@ export const apacheTask: Task = {
       fileFrom(ports),
       enabled(ports.path),
       service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: 'apache2ctl configtest' }),
+      ...acmeResources(ctx),
     ]
   },
   after(ctx) {

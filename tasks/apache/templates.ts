@@ -289,3 +289,17 @@ export function renderPortsConf(vars: MatrixSettings): RenderedFile {
   const content = HEADER + (lines.length > 0 ? lines.join('\n') + '\n' : '# No port beyond ports.conf (80, 443) is needed.\n')
   return { path: PORTS_CONF_PATH, content, mode: 0o644, owner: 'root', group: 'root', sensitive: false }
 }
+
+export const ACME_CONF_PATH = '/etc/apache2/conf-available/matrix-acme.conf'
+
+/**
+ * acme: HTTP-01 challenges answered on every name from ACME_WEBROOT, server-wide, so a name whose vhost
+ * a later task writes (Element's) is validated by the same certbot run. The redirect vhosts keep the path.
+ */
+export function renderAcmeConf(): RenderedFile {
+  const content =
+    HEADER +
+    `Alias /.well-known/acme-challenge/ "${ACME_WEBROOT}/.well-known/acme-challenge/"\n` +
+    `<Directory "${ACME_WEBROOT}/.well-known/acme-challenge/">\n    Require all granted\n</Directory>\n`
+  return { path: ACME_CONF_PATH, content, mode: 0o644, owner: 'root', group: 'root', sensitive: false }
+}

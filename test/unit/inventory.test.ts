@@ -388,7 +388,7 @@ describe('helpers', () => {
   it('lists the allowed keys of any mapping of the format', () => {
     expect(allowedKeysAt([])).toEqual(['defaults', 'hosts'])
     expect(allowedKeysAt(['hosts', 'anything'])).toEqual(['address', 'privateAddress', 'ssh', 'roles', 'vars'])
-    expect(allowedKeysAt(['defaults', 'vars', 'apache', 'tls'])).toEqual(['mode', 'certificateFile', 'keyFile', 'acmeEmail'])
+    expect(allowedKeysAt(['defaults', 'vars', 'apache', 'tls'])).toEqual(['mode', 'certificateFile', 'keyFile', 'acmeEmail', 'acmeServer', 'acmeCaFile'])
   })
 
   it('resolveSecretRef names generated secrets and refuses to generate without a name', async () => {
