@@ -42,9 +42,12 @@ export class RestartLedger {
     const files = /^(file|line|symlink):/.test(change.resource) ? change.touches : []
     const script: string[] = []
     if (newUnits.length) script.push(`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits.map(shellQuote).join(' ')} >> ${PENDING_RESTARTS}`)
-    if (validating.length && files.length) {
+    // A file changed twice before its validation keeps its first backup: restoring means the state before this run.
+    const backedUp = new Map([...this.#backups.values()].flat().map((b) => [b.path, b.existed]))
+    const fresh = files.filter((f) => !backedUp.has(f))
+    if (validating.length && fresh.length) {
       script.push(`mkdir -p ${BACKUP_DIR}`)
-      for (const f of files) {
+      for (const f of fresh) {
         const backup = shellQuote(BACKUP_DIR + '/' + encodeURIComponent(f))
         // rm first: cp onto an old backup that is a symlink would write through it.
         script.push(`if [ -e ${shellQuote(f)} ] || [ -L ${shellQuote(f)} ]; then rm -f ${backup} && cp -a ${shellQuote(f)} ${backup}; echo existed; else echo new; fi`)
@@ -53,9 +56,10 @@ export class RestartLedger {
     if (script.length) {
       const r = ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), 'recording pending restarts')
       const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
+      fresh.forEach((f, i) => backedUp.set(f, states[i] === 'existed'))
       for (const t of validating) {
         const list = this.#backups.get(t.unit) ?? []
-        files.forEach((f, i) => list.some((b) => b.path === f) || list.push({ path: f, existed: states[i] === 'existed' }))
+        for (const f of files) if (!list.some((b) => b.path === f)) list.push({ path: f, existed: backedUp.get(f)! })
         this.#backups.set(t.unit, list)
       }
     }

@@ -36,6 +36,8 @@ interface Desired {
   /** Apache conf files under conf-available, enabled, with apache2 reloaded after `apache2ctl configtest`. */
   apacheConf: Record<string, string>
   packages: string[]
+  /** One Apache conf written twice in the same run (first, then `then`), after apacheConf. */
+  rewrite?: { name: string; first: string; then: string }
   /** A guarded command that takes `seconds` (runs until its marker exists). */
   slow?: { marker: string; seconds: number }
 }
@@ -50,11 +52,15 @@ const task: Task = {
       const path = `/etc/apache2/conf-available/${name}.conf`
       out.push(file({ path, content }), enabled(path))
     }
+    if (desired.rewrite) {
+      const path = `/etc/apache2/conf-available/${desired.rewrite.name}.conf`
+      out.push(file({ path, content: desired.rewrite.first }), enabled(path), file({ path, content: desired.rewrite.then }))
+    }
     if (desired.packages.length) out.push(aptPackages({ packages: desired.packages }))
     const slow = desired.slow
     if (slow) out.push(command({ name: 'slow', summary: `slow step ${slow.marker}`, unless: `test -e /root/slow-${slow.marker}`, command: `sleep ${slow.seconds} && touch /root/slow-${slow.marker}` }))
     // The same mechanism the apache task uses: reload on change, validated first.
-    if (Object.keys(desired.apacheConf).length) out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: 'apache2ctl configtest' }))
+    if (Object.keys(desired.apacheConf).length || desired.rewrite) out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: 'apache2ctl configtest' }))
     return out
   },
 }
@@ -183,6 +189,12 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const leftovers = await web.exec('ls -A /etc/apache2/conf-available/ /etc/apache2/conf-enabled/ | grep mp-fault-new; apache2ctl configtest 2>&1')
     expect(leftovers.stdout).not.toContain('mp-fault-new')
     expect(leftovers.stdout).toContain('Syntax OK')
+
+    // 3. One file written twice before validation (good, then bad): restored to what it was before the run.
+    desired = { apacheConf: {}, rewrite: { name: 'mp-fault', first: 'ServerTokens Prod\n', then: 'AlsoNotADirective on\n' }, packages: [] }
+    const twice = await runTask()
+    expect(webReport(twice).error).toContain("Invalid command 'AlsoNotADirective'")
+    expect((await web.exec('cat /etc/apache2/conf-available/mp-fault.conf')).stdout).toBe('ServerSignature Off\n')
 
     expect((await web.exec('systemctl show -p MainPID,ActiveEnterTimestampMonotonic apache2')).stdout).toBe(before)
     expect((await web.exec('systemctl is-active apache2')).stdout.trim()).toBe('active')
