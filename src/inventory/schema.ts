@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net'
 import { z } from 'zod'
+import { parseJumpSpec } from '../ssh/endpoint.js'
 import { closestMatch, withHint } from './errors.js'
 import { ROLES } from './types.js'
 
@@ -73,15 +74,21 @@ export function hostPathProblem(value: string): string | undefined {
   return undefined
 }
 
-/** `user@host:port`, `host:port`, `host`: the jump host when it is not an inventory host. */
+/**
+ * `user@host:port`, `host:port`, `host`: the jump host when it is not an inventory host. Split as
+ * ssh_config's ProxyJump is (parseJumpSpec), then held to what an inventory may say.
+ */
 export function parseJump(value: string): { user?: string; host: string; port?: number } | undefined {
-  const match = /^(?:([A-Za-z_][A-Za-z0-9_.-]{0,31})@)?(\[[0-9A-Fa-f:.]+\]|[^@:[\]\s]+)(?::(\d{1,5}))?$/.exec(value)
-  if (!match) return undefined
-  const host = match[2]!.startsWith('[') ? match[2]!.slice(1, -1) : match[2]!
-  if (!isAddress(host)) return undefined
-  const port = match[3] === undefined ? undefined : Number(match[3])
-  if (port !== undefined && (port < 1 || port > 65535)) return undefined
-  return { ...(match[1] ? { user: match[1] } : {}), host, ...(port !== undefined ? { port } : {}) }
+  let jump: ReturnType<typeof parseJumpSpec>
+  try {
+    jump = parseJumpSpec(value)
+  } catch {
+    return undefined
+  }
+  if (jump.user !== undefined && !/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(jump.user)) return undefined
+  if (!isAddress(jump.host)) return undefined
+  if (jump.port !== undefined && (jump.port < 1 || jump.port > 65535)) return undefined
+  return jump
 }
 
 // ---------------------------------------------------------------------------------------------
