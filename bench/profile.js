@@ -92,7 +92,7 @@ try {
   const freshSteps = steps(fresh.stderr)
   const freshAgg = new Map()
   for (const [label, ms] of freshSteps) {
-    const k = /^probe \d+/.test(label) ? 'facts re-read after a change (1 round trip each)' : label.startsWith('writeFile') ? 'writeFile (1 round trip each)' : label.startsWith('run ') ? `command: ${label.replace(/^run [\d.]+ ms: /, '').slice(0, 50)}` : label
+    const k = /^probe \d+/.test(label) ? 'facts re-read after a change (1 round trip each)' : label.startsWith('writeFile') ? 'file writes (1 round trip per batch)' : label.startsWith('run ') ? `command: ${label.replace(/^run [\d.]+ ms: /, '').slice(0, 50)}` : label
     const cur = freshAgg.get(k) ?? { count: 0, ms: 0 }
     freshAgg.set(k, { count: cur.count + 1, ms: cur.ms + ms })
   }

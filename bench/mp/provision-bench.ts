@@ -34,6 +34,11 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
       await conn.writeFile(f)
       trace(`writeFile ${(performance.now() - t0).toFixed(1)} ms: ${f.path}`)
     },
+    async writeFiles(fs) {
+      const t0 = performance.now()
+      await conn.writeFiles(fs)
+      trace(`writeFiles ${(performance.now() - t0).toFixed(1)} ms: ${fs.length} files`)
+    },
     putFile: (...a) => conn.putFile(...a),
     putDirectory: (...a) => conn.putDirectory(...a),
     spawn(command, options) {

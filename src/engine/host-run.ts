@@ -13,6 +13,7 @@ import { acquireLock, type HostLock } from './lock.js'
 import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
+import { BatchedWrites } from './batched-writes.js'
 import type { CheckResult, Task, TaskContext, TaskOnHost } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
@@ -148,7 +149,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
 
 /** Apply: each task's changes in order, its restarts once at its end, then its after-checks. */
 async function applyTasks(
-  conn: Connection,
+  hostConn: Connection,
   prepared: PreparedTask[],
   targets: RestartTarget[],
   facts: FactValues,
@@ -157,6 +158,7 @@ async function applyTasks(
   ctx: TaskContext,
   options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone'>,
 ) {
+  const conn = new BatchedWrites(hostConn) // consecutive file writes share one round trip
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
   const state = { aptListsStale: false }
   const stale = new StaleFacts() // facts gathered before an applied change may no longer describe the host
@@ -182,6 +184,7 @@ async function applyTasks(
         if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
         if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }
+      await conn.flush()
       const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
       // Settle this task's units, and running units of other tasks whose files this task changed
       // (an Element vhost reloads Apache before Element's after-checks look at it).

@@ -46,6 +46,8 @@ export interface Connection {
   run(command: string, options?: RunOptions): Promise<CommandResult>
   /** Atomic: temp file in the same directory (0600), owner and mode set, then rename. Content on stdin. */
   writeFile(file: FileWrite): Promise<void>
+  /** Many writeFile in one round trip, in order; the first failure stops the rest. */
+  writeFiles(files: readonly FileWrite[]): Promise<void>
   /** Upload a local file (e.g. a wheel or tarball) atomically to a root-owned path. */
   putFile(localPath: string, remotePath: string, options?: { owner?: string; group?: string; mode?: number }): Promise<void>
   /** Send a whole controller directory as one tar stream on stdin, unpacked into remoteDir. */

@@ -66,7 +66,7 @@ export interface AtomicWrite {
  * rename: readers see the old file or the new one, never half). Any failure removes the temp file.
  * The parent directory must exist: creating it is a decision for the caller, not a side effect.
  */
-export function atomicWriteScript(write: AtomicWrite): string {
+export function atomicWriteScript(write: AtomicWrite, stdin: 'whole' | 'next bytes' = 'whole'): string {
   checkPath(write.path)
   checkName('owner', write.owner)
   checkName('group', write.group)
@@ -85,7 +85,8 @@ export function atomicWriteScript(write: AtomicWrite): string {
     `trap 'exit 129' HUP`,
     `trap 'exit 130' INT`,
     `trap 'exit 143' TERM`,
-    'cat > "$tmp"',
+    // Several files on one stdin: GNU head -c reads no byte past the count, so the next file starts right after.
+    stdin === 'whole' ? 'cat > "$tmp"' : `head -c ${write.size} > "$tmp"`,
     'got=$(($(wc -c < "$tmp")))',
     `if [ "$got" -ne ${write.size} ]; then echo "matrix-provision: received $got of ${write.size} bytes for $dest (connection cut?); nothing changed" >&2; exit 3; fi`,
     `chown ${shellQuote(`${write.owner}:${write.group}`)} "$tmp"`,
@@ -93,6 +94,14 @@ export function atomicWriteScript(write: AtomicWrite): string {
     'mv -f "$tmp" "$dest"',
     'trap - EXIT',
   ].join('\n')
+}
+
+/**
+ * Several atomic writes in one script, their contents one after another on stdin. Each runs in its own
+ * subshell; the first failure stops the rest (a later file would otherwise read an earlier one's bytes).
+ */
+export function atomicWritesScript(writes: readonly AtomicWrite[]): string {
+  return writes.map((w) => `(\n${atomicWriteScript(w, 'next bytes')}\n)`).join(' &&\n')
 }
 
 export interface TarExtract {

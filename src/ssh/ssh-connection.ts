@@ -12,7 +12,7 @@ import { resolveRoute, type Endpoint, type InventoryDefaults } from './endpoint.
 import { ConnectError, HostKeyError } from './errors.js'
 import { checkHostKey } from './host-key.js'
 import { appendKnownHost, hostKeyAlgorithmOrder, knownHostName, lookupHostKeys, readKnownHosts } from './known-hosts.js'
-import { atomicWriteScript, extractTarScript, octalMode, PID_MARKER, remoteCommand, type Privilege } from './remote-command.js'
+import { atomicWriteScript, atomicWritesScript, extractTarScript, octalMode, PID_MARKER, remoteCommand, type Privilege } from './remote-command.js'
 import { Semaphore } from './semaphore.js'
 import { loadSshConfig } from './ssh-config.js'
 import { tarStream } from './tar.js'
@@ -80,6 +80,17 @@ interface ExecRequest {
   timeoutMs?: number
   onOutput?: RunOptions['onOutput']
   secretOutput?: boolean
+}
+
+/** A FileWrite as bytes plus its script parameters and the line the log shows (never the content). */
+function prepareWrite(file: FileWrite) {
+  const secret = isSecret(file.content)
+  const content = isSecret(file.content) ? Buffer.from(file.content.reveal(), 'utf8') : typeof file.content === 'string' ? Buffer.from(file.content, 'utf8') : file.content
+  const owner = file.owner ?? 'root'
+  const group = file.group ?? 'root'
+  const mode = file.mode ?? (secret ? 0o600 : 0o644)
+  const display = `write ${file.path} (${owner}:${group} ${octalMode(mode)}, ${content.length} bytes${secret ? ', secret' : ''})`
+  return { path: file.path, owner, group, mode, size: content.length, content, display }
 }
 
 function appendNote(text: string, note: string): string {
@@ -383,19 +394,17 @@ export class SshConnection implements Connection {
   }
 
   async writeFile(file: FileWrite): Promise<void> {
-    const secret = isSecret(file.content)
-    const content = isSecret(file.content)
-      ? Buffer.from(file.content.reveal(), 'utf8')
-      : typeof file.content === 'string'
-        ? Buffer.from(file.content, 'utf8')
-        : file.content
-    const owner = file.owner ?? 'root'
-    const group = file.group ?? 'root'
-    const mode = file.mode ?? (secret ? 0o600 : 0o644)
-    const script = atomicWriteScript({ path: file.path, owner, group, mode, size: content.length })
-    const display = `write ${file.path} (${owner}:${group} ${octalMode(mode)}, ${content.length} bytes${secret ? ', secret' : ''})`
-    const result = await this.#exec({ command: script, display, stdin: content })
+    const w = prepareWrite(file)
+    const result = await this.#exec({ command: atomicWriteScript(w), display: w.display, stdin: w.content })
     ensureSuccess(this.host, result, `writing ${file.path}`)
+  }
+
+  async writeFiles(files: readonly FileWrite[]): Promise<void> {
+    if (files.length <= 1) return files.length ? this.writeFile(files[0]!) : undefined
+    const ws = files.map(prepareWrite)
+    const display = `write ${ws.length} files: ${ws.map((w) => w.display.replace(/^write /, '')).join('; ')}`
+    const result = await this.#exec({ command: atomicWritesScript(ws), display, stdin: Buffer.concat(ws.map((w) => w.content)) })
+    ensureSuccess(this.host, result, `writing ${files.map((f) => f.path).join(', ')}`)
   }
 
   async putFile(localPath: string, remotePath: string, options: PutOptions = {}): Promise<void> {

@@ -208,6 +208,41 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect((await a.exec('cat /etc/mp-test/keep; ls -A /etc/mp-test | grep -c "\\.mp-" || true')).stdout).toBe('old0\n')
   })
 
+  it('writeFiles: many files in one round trip, each exact and atomic, through sudo; the first failure stops the rest', async () => {
+    const events: SshLogEvent[] = []
+    const c = await conn(spec(a, { user: 'deploy' }), { log: (e) => events.push(e) })
+    await a.exec('mkdir -p /etc/mp-batch && rm -f /etc/mp-batch/*')
+    const secretValue = `batch-secret-${randomBytes(8).toString('hex')}`
+    const files = [
+      { path: '/etc/mp-batch/empty', content: '' },
+      { path: '/etc/mp-batch/binary', content: Buffer.from([0, 10, 13, 255, 10]), mode: 0o600 },
+      { path: '/etc/mp-batch/secret.yaml', content: new Secret(`password: ${secretValue}\n`, 'test'), owner: 'deploy', group: 'deploy' },
+      { path: '/etc/mp-batch/big', content: 'x'.repeat(300_000) + '\n' },
+      { path: '/etc/mp-batch/last', content: 'tail\n', mode: 0o640 },
+    ]
+    const before = events.length
+    await c.writeFiles(files)
+    expect(events.length - before).toBe(1) // one command: one round trip
+    const st = await a.exec("cd /etc/mp-batch && stat -c '%n %U:%G %a %s' empty binary secret.yaml big last && sha256sum binary last && ls -A | grep -c '\\.mp-' || true")
+    expect(st.stdout).toContain('empty root:root 644 0\nbinary root:root 600 5\nsecret.yaml deploy:deploy 600 ')
+    expect(st.stdout).toContain('big root:root 644 300001\nlast root:root 640 5\n')
+    expect(st.stdout).toContain(`${createHash('sha256').update(Buffer.from([0, 10, 13, 255, 10])).digest('hex')}  binary`)
+    expect(st.stdout).toContain(`${createHash('sha256').update('tail\n').digest('hex')}  last`)
+    expect((await a.exec('cat /etc/mp-batch/secret.yaml')).stdout).toBe(`password: ${secretValue}\n`)
+    expect(JSON.stringify(events)).not.toContain(secretValue)
+    // The second of three cannot be written: the first is in place, the third is not (nor read from the second's bytes).
+    const failed = await c
+      .writeFiles([
+        { path: '/etc/mp-batch/one', content: 'one\n' },
+        { path: '/etc/mp-batch-missing/two', content: 'two\n' },
+        { path: '/etc/mp-batch/three', content: 'three\n' },
+      ])
+      .catch((e: unknown) => e)
+    expect(failed).toBeInstanceOf(RemoteCommandError)
+    expect((failed as Error).message).toContain('directory /etc/mp-batch-missing does not exist')
+    expect((await a.exec('cat /etc/mp-batch/one; test -e /etc/mp-batch/three; echo $?')).stdout).toBe('one\n1\n')
+  })
+
   it('a Secret travels on stdin only: never on a process list or in a logged command; the file is 0600', async () => {
     const value = `s3cr3t-${randomBytes(12).toString('hex')}`
     const secret = new Secret(`password: ${value}\n${'padding line\n'.repeat(400_000)}`, 'test')

@@ -121,6 +121,8 @@ export class FakeHost implements Connection {
   diskKiB = 20 * 1024 * 1024
   /** Read-only mode (dry runs): any command that would change the host is an error. */
   frozen = false
+  /** The paths of each writeFiles call (one round trip each on a real host). */
+  readonly writeBatches: string[][] = []
   /** Every command run, in order (probe scripts as `sh -s`). */
   readonly commands: string[] = []
   /** Commands and facts the fake did not recognise (each also threw). */
@@ -233,6 +235,11 @@ export class FakeHost implements Connection {
     this.#mutating(`writeFile ${f.path}`)
     const content = f.content instanceof Secret ? f.content.reveal() : f.content
     this.put(f.path, content, { owner: f.owner, group: f.group, mode: f.mode ?? (f.content instanceof Secret ? 0o600 : 0o644) })
+  }
+
+  async writeFiles(files: readonly FileWrite[]): Promise<void> {
+    this.writeBatches.push(files.map((f) => f.path))
+    for (const f of files) await this.writeFile(f)
   }
 
   async putFile(localPath: string, remotePath: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {

@@ -24,6 +24,9 @@ class FakeConnection implements Connection {
   async writeFile(file: FileWrite): Promise<void> {
     this.writes.push(file)
   }
+  async writeFiles(files: readonly FileWrite[]): Promise<void> {
+    this.writes.push(...files)
+  }
   putFile(): Promise<void> {
     throw new Error('not used')
   }

@@ -691,6 +691,8 @@ describe('apply reads facts again only where an applied change may have altered 
     expect(report.status).toBe('changed')
     // Base facts, every resource's facts, then f0 again before its second declaration (it saw the first write: mode only).
     expect(host.commands.filter((c) => c === 'sh -s')).toHaveLength(3)
+    // The twenty writes went out together, sent before the probe that re-reads f0; then f0 alone at the task's end.
+    expect(host.writeBatches).toEqual([files.map((_f, i) => `/srv/reads/f${i}`), ['/srv/reads/f0']])
     expect(report.tasks[0]!.changes.map((c) => c.action)).toEqual(['create', ...files.map(() => 'create'), 'update'])
     expect(host.fs.get('/srv/reads/f0')).toMatchObject({ type: 'file', mode: 0o600 })
   })
