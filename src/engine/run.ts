@@ -33,8 +33,9 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
     let conn: Connection | undefined
     let report: HostReport
     const awaitNeeds = async (needs: TaskOnHost[], task: Role) => {
-      if (board.pending(needs).length === 0) return board.waitFor(needs, task)
-      options.onEvent?.({ host: host.name, task, message: `waiting for ${board.pending(needs).map((n) => `${n.task} on ${n.host}`).join(', ')}` })
+      const pending = board.pending(needs)
+      if (pending.length === 0) return board.waitFor(needs, task)
+      options.onEvent?.({ host: host.name, task, message: `waiting for ${pending.map((n) => `${n.task} on ${n.host}`).join(', ')}` })
       release()
       try {
         return await board.waitFor(needs, task)

@@ -312,27 +312,14 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   })
 
   it('workers: worker files, log configs, template unit and target, as rendered', () => {
+    // The plan writes exactly the rendered worker files (their content is pinned in templates-workers.test.ts).
+    for (const f of renderWorkerFiles(vars)) expect(planned(report, f.path), f.path).toBe(f.content)
     const reader = plannedYaml(report, '/etc/matrix-synapse/workers/federation_reader.yaml')
-    expect(reader).toEqual({
-      worker_app: 'synapse.app.generic_worker',
-      worker_name: 'federation_reader',
-      worker_listeners: [
-        { type: 'http', port: 32902, bind_addresses: ['127.0.0.1'], x_forwarded: true, resources: [{ names: ['client', 'federation'] }] },
-        { type: 'metrics', port: 32981, bind_addresses: ['127.0.0.1'] },
-      ],
-      worker_log_config: '/etc/matrix-synapse/federation_reader-log.yaml',
-    })
     const sender = plannedYaml(report, '/etc/matrix-synapse/workers/federation_sender.yaml')
-    expect(sender).toEqual({
-      worker_app: 'synapse.app.generic_worker',
-      worker_name: 'federation_sender',
-      worker_listeners: [{ type: 'metrics', port: 32980, bind_addresses: ['127.0.0.1'] }],
-      worker_log_config: '/etc/matrix-synapse/federation_sender-log.yaml',
-    })
+    expect([reader.worker_name, sender.worker_name]).toEqual(['federation_reader', 'federation_sender'])
     for (const w of [reader, sender]) for (const k of REMOVED_SYNAPSE_KEYS) expect(w).not.toHaveProperty(k)
     expect(plannedYaml(report, '/etc/matrix-synapse/federation_reader-log.yaml').handlers.file.filename).toBe('/var/log/matrix-synapse/federation_reader.log')
     expect(plannedYaml(report, '/etc/matrix-synapse/federation_sender-log.yaml').handlers.file.filename).toBe('/var/log/matrix-synapse/federation_sender.log')
-    for (const f of renderWorkerFiles(vars)) expect(planned(report, f.path), f.path).toBe(f.content)
 
     const unit = planned(report, '/etc/systemd/system/matrix-synapse-worker@.service')
     expect(unit).toContain(
