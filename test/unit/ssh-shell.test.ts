@@ -1,0 +1,98 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import { Secret } from '../../src/secret.js'
+import { joinShell, raw, sh, ShellCommand } from '../../src/ssh/shell.js'
+
+const run = promisify(execFile)
+
+/** Run a built command under a real sh -c and return its arguments as the shell split them. */
+async function argsOf(command: ShellCommand, shell = 'sh'): Promise<string[]> {
+  const { stdout } = await run(shell, ['-c', `set -- ${command.text}; for a in "$@"; do printf '%s\\0' "$a"; done`], { encoding: 'buffer' })
+  const parts = stdout.toString('utf8').split('\0')
+  parts.pop()
+  return parts
+}
+
+describe('sh tagged template', () => {
+  it('quotes spaces, quotes, $, backticks, newlines and globs as one word each, in sh, dash and bash', async () => {
+    const values = ['two words', "it's", '"dq"', '$HOME $(touch /tmp/mp-pwned) `id`', 'line one\nline two\n', '* ? [a]', 'semi; && | > #x', '-n']
+    for (const shell of ['sh', 'dash', 'bash']) {
+      expect(await argsOf(sh`${values[0]!} ${values[1]!} ${values[2]!} ${values[3]!} ${values[4]!} ${values[5]!} ${values[6]!} ${values[7]!}`, shell)).toEqual(values)
+    }
+    expect(sh`pg_dump ${'my db'} > ${'/backup/a b.sql'}`.text).toBe("pg_dump 'my db' > '/backup/a b.sql'")
+  })
+
+  it('keeps an empty string as an empty argument', async () => {
+    expect(sh`x ${''} y`.text).toBe("x '' y")
+    expect(await argsOf(sh`a ${''} b`)).toEqual(['a', '', 'b'])
+  })
+
+  it('leaves safe words bare and numbers as digits', () => {
+    expect(sh`stat -c %a ${'/etc/matrix-synapse/homeserver.yaml'}`.text).toBe('stat -c %a /etc/matrix-synapse/homeserver.yaml')
+    expect(sh`redis-cli -p ${6379} PING`.text).toBe('redis-cli -p 6379 PING')
+  })
+
+  it('joins an array as separate quoted words, and an empty array as nothing', async () => {
+    const pkgs = ['apache2', 'a b', "o'k", '']
+    expect(sh`apt-get install ${pkgs}`.text).toBe("apt-get install apache2 'a b' 'o'\\''k' ''")
+    expect(await argsOf(sh`${pkgs}`)).toEqual(pkgs)
+    expect(sh`a2enmod -q ${[]}`.text).toBe('a2enmod -q ')
+  })
+
+  it('inserts a nested built command as built, and its text as one quoted word', async () => {
+    const inner = sh`printf '%s\\n' ${'a b'} ${'$x'}`
+    expect(sh`cd /tmp && ${inner}`.text).toBe("cd /tmp && printf '%s\\n' 'a b' '$x'")
+    const { stdout } = await run('sh', ['-c', sh`sh -c ${inner.text}`.text])
+    expect(stdout).toBe('a b\n$x\n')
+    // A value that was quoted once stays one word when its command is nested again.
+    expect(await argsOf(sh`${sh`${'x y'}`} ${[sh`${'z'}`, 'w w']}`)).toEqual(['x y', 'z', 'w w'])
+  })
+
+  it('raw() inserts a trusted fragment unquoted; joinShell joins commands', () => {
+    expect(sh`${raw('a && b')} ${'a && b'}`.text).toBe("a && b 'a && b'")
+    expect(joinShell([sh`test -e ${'/a b'}`, sh`test -e /c`], ' && ').text).toBe("test -e '/a b' && test -e /c")
+    expect(() => joinShell(['rm -rf /' as unknown as ShellCommand], '; ')).toThrow(/built command/)
+  })
+
+  it('keeps literal text as a plain template literal would (cooked escapes)', () => {
+    expect(sh`printf '%s\n' x`.text).toBe("printf '%s\n' x")
+    expect(sh`printf '%s\\n' x`.text).toBe("printf '%s\\n' x")
+  })
+
+  it('refuses a Secret: a type error and a runtime error that names where it came from', () => {
+    const password = new Secret('hunter2-very-secret', 'env DB_PASSWORD')
+    // @ts-expect-error a Secret is not a ShellValue: it must travel on stdin
+    expect(() => sh`psql -c ${password}`).toThrow(/Secret \(env DB_PASSWORD\).*stdin/)
+    // @ts-expect-error nor inside an array
+    expect(() => sh`echo ${['a', password]}`).toThrow(/Secret/)
+    // @ts-expect-error nor through the escape hatch
+    expect(() => raw(password)).toThrow(/Secret/)
+    try {
+      // @ts-expect-error (runtime path)
+      sh`x ${password}`
+    } catch (e) {
+      expect(String(e)).not.toContain('hunter2')
+    }
+  })
+
+  it('refuses undefined, null, booleans and objects instead of printing "undefined"', () => {
+    // @ts-expect-error undefined is not a word
+    expect(() => sh`rm -rf /srv/${undefined}`).toThrow(/undefined/)
+    // @ts-expect-error null is not a word
+    expect(() => sh`x ${null}`).toThrow(/null/)
+    // @ts-expect-error booleans are not words
+    expect(() => sh`x ${true}`).toThrow(/boolean/)
+    // @ts-expect-error plain objects are not words
+    expect(() => sh`x ${{ text: 'rm -rf /' }}`).toThrow(/object/)
+    expect(() => sh`x ${Number.NaN}`).toThrow(/number/)
+  })
+
+  it('a plain string is not a ShellCommand (the types keep string pasting out)', () => {
+    const take = (c: ShellCommand) => c.text
+    // @ts-expect-error a template literal is a string, not a built command
+    expect(take(`echo ${'x'}`)).toBeUndefined()
+    // @ts-expect-error nor can one be made without sh/raw
+    expect(() => new ShellCommand(Symbol('ShellCommand'), 'x')).toThrow(/sh`/)
+  })
+})
