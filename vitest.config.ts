@@ -8,7 +8,7 @@ export default defineConfig({
     reporters: process.env.CI ? ['default', 'junit'] : ['default'],
     outputFile: { junit: 'reports/junit.xml' },
     projects: [
-      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], globalSetup: ['test/support/build-cli.ts'] } },
       {
         extends: true,
         test: {
@@ -17,7 +17,7 @@ export default defineConfig({
           testTimeout: 300_000,
           hookTimeout: 600_000,
           fileParallelism: false,
-          globalSetup: ['test/support/global-setup.ts'],
+          globalSetup: ['test/support/build-cli.ts', 'test/support/global-setup.ts'],
         },
       },
       {
@@ -28,7 +28,7 @@ export default defineConfig({
           testTimeout: 900_000,
           hookTimeout: 900_000,
           fileParallelism: false,
-          globalSetup: ['test/support/global-setup.ts'],
+          globalSetup: ['test/support/build-cli.ts', 'test/support/global-setup.ts'],
         },
       },
     ],
