@@ -28,6 +28,7 @@ import {
   VAR_SECRETS,
   VARS_DEFAULTS,
 } from './schema.js'
+import { checkWorkerEntries, instancePorts, MAX_AUTO_PORT_INSTANCES, workerInstances } from '../topology/instances.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
 import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES, type SecretRef, type SecretValue, type SshSettings } from './types.js'
 
@@ -454,7 +455,7 @@ class InventoryBuilder {
   // -- positions -------------------------------------------------------------------------------
 
   /** Where a merged vars value was written: the host's vars, else defaults.vars; undefined when it is a default. */
-  private varsOrigin(host: string, sub: readonly string[]): string[] | undefined {
+  private varsOrigin(host: string, sub: Path): PropertyKey[] | undefined {
     if (hasPath(this.raw.hosts[host]?.vars, sub)) return ['hosts', host, 'vars', ...sub]
     if (hasPath(this.raw.defaults?.vars, sub)) return ['defaults', 'vars', ...sub]
     return undefined
@@ -471,7 +472,7 @@ class InventoryBuilder {
   }
 
   /** An issue about a merged value: at the value when written, else at the host's node. */
-  private addForVar(host: string, sub: readonly string[], message: string, hint?: string): void {
+  private addForVar(host: string, sub: Path, message: string, hint?: string): void {
     const origin = this.varsOrigin(host, sub)
     if (origin) this.add(origin, message, hint)
     else this.issues.push(this.locator.issueAtOffset(this.locator.offset(['hosts', host]), formatPath(['hosts', host, 'vars', ...sub]), message, hint))
@@ -683,7 +684,7 @@ class InventoryBuilder {
   }
 
   private checkPorts(host: HostEntry, settings: MatrixSettings): void {
-    const used: { port: number; label: string; sub: string[] }[] = []
+    const used: { port: number; label: string; sub: Path }[] = []
     const has = (role: Role) => host.roles.includes(role)
     if (has('synapse')) {
       used.push({ port: settings.synapse.listenPort, label: 'synapse.listenPort', sub: ['synapse', 'listenPort'] })
@@ -691,11 +692,9 @@ class InventoryBuilder {
     }
     if (has('workers')) {
       used.push({ port: settings.workers.replicationPort, label: 'workers.replicationPort', sub: ['workers', 'replicationPort'] })
-      used.push({ port: settings.workers.federationReader.port, label: 'workers.federationReader.port', sub: ['workers', 'federationReader', 'port'] })
-      if (settings.monitoring.enableMetrics) {
-        used.push({ port: settings.workers.federationReader.metricsPort, label: 'workers.federationReader.metricsPort', sub: ['workers', 'federationReader', 'metricsPort'] })
-        used.push({ port: settings.workers.federationSender.metricsPort, label: 'workers.federationSender.metricsPort', sub: ['workers', 'federationSender', 'metricsPort'] })
-      }
+      workerInstances(settings).forEach((w, index) => {
+        for (const p of instancePorts(w, settings.monitoring.enableMetrics)) used.push({ port: p.port, label: p.label, sub: this.workerPortOrigin(host, settings, index, p.field) })
+      })
     }
     if (has('redis')) used.push({ port: settings.redis.port, label: 'redis.port', sub: ['redis', 'port'] })
     if (has('postgres')) used.push({ port: settings.postgres.port, label: 'postgres.port', sub: ['postgres', 'port'] })
@@ -712,6 +711,31 @@ class InventoryBuilder {
         continue
       }
       this.addForVar(host.name, entry.sub, `port ${entry.port} of ${entry.label} is already used on ${host.name} by ${first}`, 'give each service on a host its own port')
+    }
+  }
+
+  /** Where a worker's port was set: its entry in workers.instances, the guide's legacy keys, else portBase. */
+  private workerPortOrigin(host: HostEntry, settings: MatrixSettings, index: number, field: 'port' | 'replicationPort' | 'metricsPort'): Path {
+    if (settings.workers.instances) return hasPath(host.vars, ['workers', 'instances', index, field]) ? ['workers', 'instances', index, field] : ['workers', 'portBase']
+    if (settings.workers.preset === 'guide') {
+      const legacy = index === 0 ? ['workers', 'federationReader', field] : ['workers', 'federationSender', field]
+      return legacy
+    }
+    return ['workers', 'portBase']
+  }
+
+  /** The worker set: a preset or an explicit list, not both; the list's own rules (topology/instances.ts). */
+  private checkWorkers(host: HostEntry): void {
+    const w = host.vars.workers
+    if (!w) return
+    if (w.preset !== undefined && w.instances !== undefined) {
+      this.addForVar(host.name, ['workers', 'instances'], 'workers.preset and workers.instances are both set; the worker set is one or the other', 'remove preset to use the explicit list, or remove instances to use the preset')
+    }
+    if (w.instances) {
+      for (const issue of checkWorkerEntries(w.instances)) this.addForVar(host.name, ['workers', 'instances', issue.index, issue.key], issue.message, issue.hint)
+      if (w.instances.length > MAX_AUTO_PORT_INSTANCES) {
+        this.addForVar(host.name, ['workers', 'instances'], `at most ${MAX_AUTO_PORT_INSTANCES} workers get automatic ports, got ${w.instances.length}`, 'split the homeserver, or give the extra workers their own ports')
+      }
     }
   }
 
@@ -753,7 +777,7 @@ class InventoryBuilder {
     return path === undefined ? undefined : resolveControllerPath(path, this.baseDir, this.env)
   }
 
-  private async secret(path: string[] | undefined, ref: SecretRef | undefined, generatedName: string | undefined): Promise<SecretValue | undefined> {
+  private async secret(path: Path | undefined, ref: SecretRef | undefined, generatedName: string | undefined): Promise<SecretValue | undefined> {
     if (ref === undefined) return undefined
     const key = path ? JSON.stringify(path) : JSON.stringify(ref)
     let pending = this.secretCache.get(key)
@@ -834,6 +858,9 @@ class InventoryBuilder {
       },
       workers: {
         enabled: host.roles.includes('workers'),
+        preset: v.workers?.instances ? undefined : (v.workers?.preset ?? VARS_DEFAULTS.workers.preset),
+        instances: v.workers?.instances?.map((e) => ({ ...e })),
+        portBase: v.workers?.portBase ?? VARS_DEFAULTS.workers.portBase,
         replicationPort: v.workers?.replicationPort ?? VARS_DEFAULTS.workers.replicationPort,
         replicationSecret: must('replication-secret'),
         federationReader: {
@@ -916,6 +943,7 @@ class InventoryBuilder {
       this.checkTls(host)
       this.checkAptRepository(host)
       this.checkJump(host)
+      this.checkWorkers(host)
 
       const vars = await this.settings(host)
       if (host.vars.serverName !== undefined) this.checkElement(host, vars)

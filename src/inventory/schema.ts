@@ -11,6 +11,8 @@ import { z } from 'zod'
 import { parseJumpSpec } from '../ssh/endpoint.js'
 import { closestMatch, withHint } from './errors.js'
 import { ROLES } from './types.js'
+import { KINDS, WORKER_KINDS } from '../topology/kinds.js'
+import { PRESETS, WORKER_PRESETS } from '../topology/presets.js'
 
 // ---------------------------------------------------------------------------------------------
 // Names and values
@@ -268,7 +270,37 @@ const synapseSchema = z.strictObject({
   registrationSharedSecret: secretRefSchema.optional(),
 })
 
+/** worker_name: a systemd instance name, file name, instance_map key and Prometheus job. */
+export const WORKER_NAME = /^[a-z][a-z0-9_]{0,39}$/
+const WORKER_NAME_MESSAGE = 'expected a worker name: lowercase letters, digits and "_", starting with a letter (at most 40 characters), e.g. generic_1'
+
+const workerKindSchema = z
+  .enum(WORKER_KINDS, { error: `expected a worker kind: ${WORKER_KINDS.join(', ')}` })
+  .describe('What the worker does:\n' + WORKER_KINDS.map((k) => `${k}: ${KINDS[k].summary}`).join('\n'))
+
+const workerInstanceSchema = z
+  .strictObject({
+    name: pattern(WORKER_NAME, WORKER_NAME_MESSAGE).describe('worker_name (unit matrix-synapse-worker@<name>.service)'),
+    kind: workerKindSchema,
+    port: port().optional().describe('http listener for the requests Apache routes to it (default portBase + position)'),
+    replicationPort: port().optional().describe('replication listener of a stream writer (default portBase + 100 + position)'),
+    metricsPort: port().optional().describe('metrics listener (default portBase + 200 + position)'),
+  })
+  .describe('One worker process')
+
+export type RawWorkerInstance = z.infer<typeof workerInstanceSchema>
+
 const workersSchema = z.strictObject({
+  preset: z
+    .enum(WORKER_PRESETS, { error: `expected a worker preset: ${WORKER_PRESETS.join(', ')}` })
+    .optional()
+    .describe('Worker set (default guide; or give instances):\n' + WORKER_PRESETS.map((p) => `${p}: ${PRESETS[p].summary}`).join('\n')),
+  instances: z
+    .array(workerInstanceSchema, { error: 'expected a list of workers, e.g. [{ name: generic_1, kind: generic }]' })
+    .min(1, { error: 'expected at least one worker; drop the workers role for none' })
+    .optional()
+    .describe('An explicit worker set instead of a preset; append new workers at the end so the others keep their ports'),
+  portBase: integer(1024, 65235, 'expected an integer between 1024 and 65235 (three blocks of 100 ports from there)').optional().describe('First automatic worker port (default 18100)'),
   replicationPort: port().optional(),
   replicationSecret: secretRefSchema.optional(),
   federationReader: z.strictObject({ port: port().optional(), metricsPort: port().optional() }).optional(),
@@ -388,7 +420,7 @@ export const VARS_DEFAULTS = {
   postgres: { port: 5432, database: 'synapse', user: 'synapse_user' },
   redis: { port: 32992 },
   synapse: { install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2 },
-  workers: { replicationPort: 32993, federationReader: { port: 32902, metricsPort: 32981 }, federationSender: { metricsPort: 32980 } },
+  workers: { preset: 'guide', portBase: 18100, replicationPort: 32993, federationReader: { port: 32902, metricsPort: 32981 }, federationSender: { metricsPort: 32980 } },
   apache: { tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 },
   monitoring: { enableMetrics: true, mainMetricsPort: 32982 },
 } as const

@@ -1,4 +1,6 @@
 import type { Secret } from '../secret.js'
+import type { WorkerEntry } from '../topology/instances.js'
+import type { WorkerPreset } from '../topology/presets.js'
 
 /** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
 export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] as const
@@ -95,6 +97,11 @@ export interface MatrixSettings {
   }
   workers: {
     enabled: boolean
+    /** The worker set: a preset (guide when nothing is said), or the explicit `instances` list. */
+    preset?: WorkerPreset
+    instances?: WorkerEntry[]
+    /** First automatic port: http portBase+i, replication +100+i, metrics +200+i (topology/instances.ts). */
+    portBase: number
     replicationPort: number
     replicationSecret: SecretValue
     federationReader: { port: number; metricsPort: number }

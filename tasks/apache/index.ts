@@ -9,9 +9,10 @@ import { service } from '../../src/resources/systemd-service.js'
 import type { Connection } from '../../src/ssh/connection.js'
 import { shellQuote } from '../../src/ssh/quote.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
+import { installedSynapseVersion } from '../synapse/index.js'
 import type { RenderedFile } from '../rendered-file.js'
 import {
-  ACME_WEBROOT, APACHE_MODULES, MATRIX_SITE_PATH, renderAcmeConf, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
+  ACME_WEBROOT, apacheModules, MATRIX_SITE_PATH, renderAcmeConf, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
 } from './templates.js'
 
 export const TLS_DIR = '/etc/ssl/matrix-provision'
@@ -139,9 +140,10 @@ export const apacheTask: Task = {
     const v = ctx.host.vars
     const tls = tlsFiles(v)
     const workers = ctx.host.roles.includes('workers')
-    const sites = [renderMatrixVhost(v, { ...tls, workers }), ...renderServerNameVhost(v, { ...tls, workers })]
+    const synapseVersion = installedSynapseVersion(v)
+    const sites = [renderMatrixVhost(v, { ...tls, workers, synapseVersion }), ...renderServerNameVhost(v, { ...tls, workers, synapseVersion })]
     const ports = renderPortsConf(v)
-    const modules = APACHE_MODULES
+    const modules = apacheModules(v, workers)
     return [
       aptPackages({ packages: ['apache2', 'openssl', 'curl'], provides: { units: ['apache2.service'], paths: ['/etc/apache2'] } }),
       command({

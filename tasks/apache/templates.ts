@@ -12,11 +12,21 @@
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import type { RenderedFile } from '../rendered-file.js'
-import { FEDERATION_READER_ROUTES } from '../workers/templates.js'
+import { workerInstances } from '../../src/topology/instances.js'
+import { routeTable } from '../../src/topology/routes.js'
+import { needsBalancer, routingPlan } from '../../src/topology/routing.js'
 
 /** Modules the rendered vhosts use: ssl (SSLEngine), proxy + proxy_http (ProxyPass*), headers
  * (RequestHeader, Header), alias (Redirect, RedirectMatch, Alias). Core covers ForceType, Require. */
 export const APACHE_MODULES: readonly string[] = ['ssl', 'proxy', 'proxy_http', 'headers', 'alias']
+/** mod_proxy_balancer and what it needs, for worker pools of more than one member. */
+export const BALANCER_MODULES: readonly string[] = ['proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm']
+
+/** The modules these settings need: balancers only when a route goes to a pool. */
+export function apacheModules(vars: MatrixSettings, workers: boolean): readonly string[] {
+  const pools = workers && needsBalancer(routingPlan(workerInstances(vars), routeTable(vars.synapse.version)))
+  return pools ? [...APACHE_MODULES, ...BALANCER_MODULES] : APACHE_MODULES
+}
 
 export const SITES_AVAILABLE = '/etc/apache2/sites-available'
 export const MATRIX_SITE_PATH = `${SITES_AVAILABLE}/matrix.conf`
@@ -32,8 +42,10 @@ export const ACME_WEBROOT = '/var/www/acme'
 export interface VhostOptions {
   certFile: string
   keyFile: string
-  /** Route FEDERATION_READER_ROUTES to the federation_reader worker. */
+  /** Route requests to the workers of the set (src/topology/routing.ts). */
   workers: boolean
+  /** The installed Synapse release, for its route table (default: the pinned version, else the newest table). */
+  synapseVersion?: string
 }
 
 export type TlsFiles = Pick<VhostOptions, 'certFile' | 'keyFile'>
@@ -88,7 +100,7 @@ export function proxyPassMatchPattern(route: string): string {
   return body.endsWith('$') ? `^(${body.slice(0, -1)}(?:\\?.*)?)$` : `^(${body}.*)$`
 }
 
-function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; clientPaths: boolean }): string[] {
+function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseVersion?: string; clientPaths: boolean }): string[] {
   const main = `http://127.0.0.1:${port(vars.synapse.listenPort, 'synapse.listenPort')}`
   const lines = [
     '    RequestHeader set "X-Forwarded-Proto" expr=%{REQUEST_SCHEME}',
@@ -103,12 +115,21 @@ function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; clientPa
     '',
   ]
   if (opts.workers) {
-    const reader = `http://127.0.0.1:${port(vars.workers.federationReader.port, 'workers.federationReader.port')}`
-    lines.push('    # Federation reader worker. The first matching ProxyPass/ProxyPassMatch wins: these come first.')
-    for (const route of FEDERATION_READER_ROUTES) {
-      lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${reader}$1" nocanon`)
-    }
-    lines.push('')
+    routingPlan(workerInstances(vars), routeTable(opts.synapseVersion ?? vars.synapse.version)).forEach((group, i) => {
+      lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
+      let target: string
+      if (group.members.length === 1) {
+        target = `http://127.0.0.1:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
+      } else {
+        // Round robin over the pool (Apache has no hash by user for sync: see the README).
+        target = `balancer://${group.pool}`
+        lines.push(`    <Proxy "${target}">`)
+        for (const m of group.members) lines.push(`        BalancerMember "http://127.0.0.1:${port(m.port, `worker ${m.name}'s port`)}"`)
+        lines.push('        ProxySet lbmethod=byrequests', '    </Proxy>')
+      }
+      for (const route of group.routes) lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${target}$1" nocanon`)
+      lines.push('')
+    })
   }
   lines.push('    # Everything else goes to the main process.')
   lines.push(`    ProxyPass /_matrix ${main}/_matrix nocanon`)
@@ -171,7 +192,7 @@ const wellKnownOnPublicHost = (vars: MatrixSettings) =>
 export function renderMatrixVhost(vars: MatrixSettings, opts: VhostOptions): RenderedFile {
   const host = hostName(vars.publicHost, 'publicHost')
   const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
-  const lines = [...httpsVhostHead(vars, host, httpsPort, opts), ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: true })]
+  const lines = [...httpsVhostHead(vars, host, httpsPort, opts), ...proxyToSynapse(vars, { workers: opts.workers, synapseVersion: opts.synapseVersion, clientPaths: true })]
   if (wellKnownOnPublicHost(vars)) {
     lines.push('', '    # The server name is this host: delegation files are served here.')
     lines.push(`    Alias /.well-known/matrix "${WELL_KNOWN_DIR}"`)
@@ -228,7 +249,7 @@ export function renderServerNameVhost(vars: MatrixSettings, opts: VhostOptions):
       `    ServerName ${host}`,
       ...tlsLines(opts),
       '',
-      ...proxyToSynapse(vars, { workers: opts.workers, clientPaths: false }),
+      ...proxyToSynapse(vars, { workers: opts.workers, synapseVersion: opts.synapseVersion, clientPaths: false }),
       '</VirtualHost>',
     ]
     return [{ path: DELEGATION_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }]

@@ -1,6 +1,7 @@
 import type { AfterCheck, Task } from '../../src/engine/task.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
+import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost } from '../common/checks.js'
 import { renderPrometheusScrape } from './templates.js'
 
@@ -28,9 +29,8 @@ export const monitoringTask: Task = {
   },
   after(ctx) {
     const m = ctx.host.vars.monitoring
-    const w = ctx.host.vars.workers
-    const ports: [string, number][] = [['main process', m.mainMetricsPort]]
-    if (ctx.host.roles.includes('workers')) ports.push(['federation_reader', w.federationReader.metricsPort], ['federation_sender', w.federationSender.metricsPort])
+    // Every worker of the set, whatever it is (workerInstances is empty without the workers role).
+    const ports: [string, number][] = [['main process', m.mainMetricsPort], ...workerInstances(ctx.host.vars).map((w): [string, number] => [w.name, w.metricsPort])]
     return ports.map(
       ([name, port]): AfterCheck => ({
         name: `${name} metrics on 127.0.0.1:${port}`,

@@ -9,7 +9,8 @@
  * be listed under `scrape_config_files` (Prometheus 2.43+) or pasted into prometheus.yml.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { WORKER_NAMES, renderYaml } from '../synapse/templates.js'
+import { workerInstances } from '../../src/topology/instances.js'
+import { renderYaml } from '../synapse/templates.js'
 
 export function renderPrometheusScrape(vars: MatrixSettings): string {
   const header = '# Managed by matrix-provision: changes here are overwritten on the next run.\n'
@@ -22,10 +23,7 @@ export function renderPrometheusScrape(vars: MatrixSettings): string {
     labels: { instance: vars.serverName, job, index: '1' },
   })
   const staticConfigs = [target(vars.monitoring.mainMetricsPort, 'master')]
-  if (vars.workers.enabled) {
-    staticConfigs.push(target(vars.workers.federationReader.metricsPort, WORKER_NAMES.federationReader))
-    staticConfigs.push(target(vars.workers.federationSender.metricsPort, WORKER_NAMES.federationSender))
-  }
+  for (const w of workerInstances(vars)) staticConfigs.push(target(w.metricsPort, w.name))
   return (
     header +
     renderYaml({

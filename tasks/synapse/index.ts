@@ -8,9 +8,11 @@ import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { shellQuote } from '../../src/ssh/quote.js'
+import { sh } from '../../src/ssh/shell.js'
+import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
-import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit } from './templates.js'
+import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
 export const VENV = '/opt/venvs/matrix-synapse'
@@ -27,6 +29,11 @@ export function wheelhouseVersion(dir: string): string | undefined {
   return wheel ? /^matrix_synapse-([^-]+)-/.exec(wheel)?.[1] : undefined
 }
 
+/** The Synapse release the host runs: the pinned version, else the wheelhouse's (undefined: the newest). */
+export function installedSynapseVersion(v: TaskContext['host']['vars']): string | undefined {
+  return v.synapse.version ?? (v.synapse.wheelhouse ? wheelhouseVersion(v.synapse.wheelhouse) : undefined)
+}
+
 /** Config values every Synapse-side task needs: resolved secrets and where Postgres and Redis are. */
 export function synapseConfigFiles(ctx: TaskContext) {
   const v = ctx.host.vars
@@ -34,6 +41,7 @@ export function synapseConfigFiles(ctx: TaskContext) {
     postgresHost: addressOf(ctx, v.postgres.host),
     redisHost: addressOf(ctx, v.redis.host),
     federationCaPaths: v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)),
+    synapseVersion: installedSynapseVersion(v),
     secrets: {
       postgresPassword: ctx.secret(v.postgres.password).reveal(),
       macaroonSecret: ctx.secret(v.synapse.macaroonSecret).reveal(),
@@ -42,6 +50,22 @@ export function synapseConfigFiles(ctx: TaskContext) {
       replicationSecret: ctx.secret(v.workers.replicationSecret).reveal(),
       redisPassword: v.redis.password ? ctx.secret(v.redis.password).reveal() : undefined,
     },
+  })
+}
+
+/**
+ * Workers whose file is in /etc/matrix-synapse/workers but who are no longer in the set: their units
+ * are stopped and disabled and their files removed (a preset switched back, a worker dropped).
+ */
+export function retiredWorkers(keep: readonly string[]): Resource {
+  const dir = SYNAPSE_WORKERS_DIR
+  const stale = sh`for f in ${dir}/*.yaml; do [ -e "$f" ] || continue; n=$(basename "$f" .yaml); case " "${keep.join(' ')}" " in *" $n "*) ;; *) echo "$n";; esac; done`
+  return command({
+    name: 'retired workers',
+    summary: `stop and remove the workers that left the set (units, files in ${dir}/, log configs)`,
+    unless: sh`test -z "$(${stale})"`.text,
+    command: sh`for n in $(${stale}); do systemctl disable --now "matrix-synapse-worker@$n.service" && rm -f ${dir}/"$n.yaml" /etc/matrix-synapse/"$n-log.yaml"; done`.text,
+    touches: [`${dir}/`],
   })
 }
 
@@ -129,6 +153,9 @@ export const synapseTask: Task = {
     )
     if (v.synapse.install === 'pip') out.push(file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
     v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
+    // Before the shared config changes: a worker that left the set must not keep writing a stream
+    // the new config gives to another process.
+    out.push(retiredWorkers(workerInstances(v).map((w) => w.name)))
     for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }

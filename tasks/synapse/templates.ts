@@ -42,6 +42,9 @@ import { isIP } from 'node:net'
 import { Document, isScalar, visit } from 'yaml'
 import type { MatrixSettings, SecretValue } from '../../src/inventory/types.js'
 import { isSecret } from '../../src/secret.js'
+import { instancePorts, streamWriters, workerInstances } from '../../src/topology/instances.js'
+import { KINDS, type Duty } from '../../src/topology/kinds.js'
+import { routeTable } from '../../src/topology/routes.js'
 import type { RenderedFile } from '../rendered-file.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -69,12 +72,6 @@ export const SYNAPSE_UNIT_DROP_IN_PATH = '/etc/systemd/system/matrix-synapse.ser
 /** The name the main process has in log file names (Debian's default log file is homeserver.log). */
 export const MAIN_PROCESS_LOG_NAME = 'homeserver'
 
-/** Worker names: used in worker files, unit instances, federation_sender_instances, Prometheus jobs. */
-export const WORKER_NAMES = {
-  federationReader: 'federation_reader',
-  federationSender: 'federation_sender',
-} as const
-
 /** The conf.d file that holds registration_shared_secret (register_new_matrix_user needs it as a -c argument). */
 export const SECRETS_CONFIG_PATH = `${SYNAPSE_CONF_D}/30-secrets.yaml`
 
@@ -95,9 +92,19 @@ export const RESERVED_SYNAPSE_KEYS: Readonly<Record<string, string>> = {
   registration_shared_secret_path: 'synapse.registrationSharedSecret',
   enable_metrics: 'monitoring.enableMetrics',
   redis: 'redis.* (enabled with workers)',
-  instance_map: 'workers.replicationPort',
+  instance_map: 'workers.replicationPort and the worker set',
   worker_replication_secret: 'workers.replicationSecret',
-  federation_sender_instances: 'the workers role (federation_sender)',
+  federation_sender_instances: 'workers.preset or workers.instances (kind federation_sender)',
+  stream_writers: 'workers.preset or workers.instances (the stream writer kinds)',
+  pusher_instances: 'workers.preset or workers.instances (kind pusher)',
+  notify_appservices_from_worker: 'workers.preset or workers.instances (kind appservice)',
+  update_user_directory_from_worker: 'workers.preset or workers.instances (kind user_dir)',
+  run_background_tasks_on: 'workers.preset or workers.instances (kind background)',
+  media_instance_running_background_jobs: 'workers.preset or workers.instances (kind media_repository)',
+  enable_media_repo: 'workers.preset or workers.instances (kind media_repository)',
+  start_pushers: 'nothing: pusher_instances replaces it',
+  notify_appservices: 'nothing: notify_appservices_from_worker replaces it',
+  update_user_directory: 'nothing: update_user_directory_from_worker replaces it',
   federation_custom_ca_list: 'synapse.federationCaFiles',
   signing_key_path: 'nothing (fixed by the package layout)',
   log_config: 'nothing (fixed by the package layout)',
@@ -194,6 +201,8 @@ export interface SynapseConfigContext {
    */
   federationCaPath?: string
   federationCaPaths?: string[]
+  /** The Synapse release installed (pinned, or the wheelhouse's): picks the streams it knows. */
+  synapseVersion?: string
 }
 
 function confD(name: string, body: Record<string, unknown>, sensitive: boolean, comment: string): RenderedFile {
@@ -276,16 +285,10 @@ function checkDistinctPorts(ports: [string, number][]): void {
 /** Ports the Synapse host listens on for these settings (main, replication, metrics, workers). */
 export function synapsePorts(vars: MatrixSettings): [string, number][] {
   const ports: [string, number][] = [['synapse.listenPort', vars.synapse.listenPort]]
-  if (vars.workers.enabled) {
-    ports.push(['workers.replicationPort', vars.workers.replicationPort])
-    ports.push(['workers.federationReader.port', vars.workers.federationReader.port])
-  }
-  if (vars.monitoring.enableMetrics) {
-    ports.push(['monitoring.mainMetricsPort', vars.monitoring.mainMetricsPort])
-    if (vars.workers.enabled) {
-      ports.push(['workers.federationReader.metricsPort', vars.workers.federationReader.metricsPort])
-      ports.push(['workers.federationSender.metricsPort', vars.workers.federationSender.metricsPort])
-    }
+  if (vars.workers.enabled) ports.push(['workers.replicationPort', vars.workers.replicationPort])
+  if (vars.monitoring.enableMetrics) ports.push(['monitoring.mainMetricsPort', vars.monitoring.mainMetricsPort])
+  for (const w of workerInstances(vars)) {
+    for (const p of instancePorts(w, vars.monitoring.enableMetrics)) ports.push([p.label, p.port])
   }
   return ports
 }
@@ -403,11 +406,7 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
     workerConfig = {
       // Redis is the only replication transport since Synapse 1.67.
       redis,
-      // Since 1.88 workers find the main process here (worker_replication_host/_http_port are gone).
-      instance_map: { main: { host: '127.0.0.1', port: workers.replicationPort } },
-      worker_replication_secret: requireText(secrets.replicationSecret, 'workers.replicationSecret'),
-      // Outgoing federation leaves the main process (no send_federation: this replaces it).
-      federation_sender_instances: [WORKER_NAMES.federationSender],
+      ...sharedWorkerConfig(vars, requireText(secrets.replicationSecret, 'workers.replicationSecret'), ctx.synapseVersion),
     }
   } else {
     // Explicitly off, so that turning workers off converges. No federation_sender_instances: an
@@ -437,6 +436,39 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
     confD('50-monitoring.yaml', monitoringConfig, false, '# Metrics, and the cache factor to tune by watching cache evictions (4 is about 3 GB of RAM).\n'),
     confD('90-extra.yaml', extra, true, '# synapse.extraConfig from the inventory, verbatim (loaded last).\n'),
   ]
+}
+
+/**
+ * The keys of 40-workers.yaml that follow the worker set. Each duty is named only when a worker
+ * takes it (absent means the main process does it): instance_map lists main and every stream
+ * writer (their replication listeners), stream_writers the streams moved off main,
+ * federation_sender_instances / pusher_instances the senders, and the media repository is switched
+ * off for every process but the media workers (their own files switch it back on).
+ */
+export function sharedWorkerConfig(vars: MatrixSettings, replicationSecret: string, synapseVersion?: string): Record<string, unknown> {
+  const instances = workerInstances(vars)
+  const table = routeTable(synapseVersion ?? vars.synapse.version)
+  const instanceMap: Record<string, unknown> = { main: { host: '127.0.0.1', port: vars.workers.replicationPort } }
+  for (const w of instances) if (w.replicationPort !== undefined) instanceMap[w.name] = { host: '127.0.0.1', port: w.replicationPort }
+  const names = (duty: Duty) => instances.filter((w) => KINDS[w.kind].duty === duty).map((w) => w.name)
+  const config: Record<string, unknown> = {
+    // Since 1.88 workers find the main process here (worker_replication_host/_http_port are gone).
+    instance_map: instanceMap,
+    worker_replication_secret: replicationSecret,
+  }
+  // Outgoing federation leaves the main process (no send_federation: this replaces it).
+  const senders = names('federation_sender_instances')
+  if (senders.length > 0) config.federation_sender_instances = senders
+  const writers = streamWriters(instances, table.knownStreams)
+  if (Object.keys(writers).length > 0) config.stream_writers = writers
+  const pushers = names('pusher_instances')
+  if (pushers.length > 0) config.pusher_instances = pushers
+  for (const duty of ['notify_appservices_from_worker', 'update_user_directory_from_worker', 'run_background_tasks_on', 'media_instance_running_background_jobs'] as const) {
+    const [first] = names(duty)
+    if (first !== undefined) config[duty] = first
+  }
+  if (names('media_instance_running_background_jobs').length > 0) config.enable_media_repo = false
+  return config
 }
 
 // ---------------------------------------------------------------------------------------------

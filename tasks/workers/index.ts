@@ -1,26 +1,31 @@
-import type { AfterCheck, Task } from '../../src/engine/task.js'
+import type { AfterCheck, BeforeCheck, Task } from '../../src/engine/task.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, portAvailable, unitActive } from '../common/checks.js'
 import { VALIDATE_CONFIG } from '../synapse/index.js'
 import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
-import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_NAMES, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
+import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
+
+const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
 
 /**
- * The guide's federation_reader and federation_sender, in today's form: generic_worker apps, Redis,
- * instance_map.main and federation_sender_instances (the shared part lives in the synapse task's conf.d).
+ * The worker set of the inventory (src/topology: a preset or an explicit list) as systemd template
+ * instances. The shared part (Redis, instance_map, stream_writers, who sends federation and pushes)
+ * lives in the synapse task's conf.d/40-workers.yaml; workers that left the set are stopped and
+ * their files removed by the synapse task before that file changes (retiredWorkers).
  */
 export const workersTask: Task = {
   name: 'workers',
-  title: 'federation_reader and federation_sender workers (systemd template units)',
+  title: 'Synapse workers of the configured set (systemd template units)',
   before(ctx) {
-    const w = ctx.host.vars.workers
-    const own = ['python', 'synapse', 'matrix-synapse']
-    return [
-      portAvailable(w.replicationPort, own, 'the replication listener'),
-      portAvailable(w.federationReader.port, own, 'the federation_reader'),
-    ]
+    const checks: BeforeCheck[] = [portAvailable(ctx.host.vars.workers.replicationPort, OWN_PROCESSES, 'the replication listener')]
+    for (const w of workerInstances(ctx.host.vars)) {
+      if (w.port !== undefined) checks.push(portAvailable(w.port, OWN_PROCESSES, `worker ${w.name}`))
+      if (w.replicationPort !== undefined) checks.push(portAvailable(w.replicationPort, OWN_PROCESSES, `worker ${w.name}'s replication listener`))
+    }
+    return checks
   },
   resources(ctx) {
     const v = ctx.host.vars
@@ -33,14 +38,16 @@ export const workersTask: Task = {
       out.push(directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }), file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }))
     }
     for (const f of renderWorkerFiles(v)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+    // Every worker reads the shared config: a change there (stream writers, federation senders,
+    // pushers) restarts them all, as Synapse's docs ask; a new worker's own file restarts nobody else.
     const shared = ['/etc/matrix-synapse/conf.d/', '/etc/matrix-synapse/homeserver.yaml', 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH]
-    for (const name of [WORKER_NAMES.federationReader, WORKER_NAMES.federationSender]) {
+    for (const w of workerInstances(v)) {
       out.push(
         service({
-          unit: workerUnitName(name),
-          watch: [...shared, `${SYNAPSE_WORKERS_DIR}/${name}.yaml`, `/etc/matrix-synapse/${name}-log.yaml`],
+          unit: workerUnitName(w.name),
+          watch: [...shared, `${SYNAPSE_WORKERS_DIR}/${w.name}.yaml`, `/etc/matrix-synapse/${w.name}-log.yaml`],
           // Synapse parses the shared config plus the worker file, as the unit does, before any restart.
-          validate: `${VALIDATE_CONFIG} --config-path=${SYNAPSE_WORKERS_DIR}/${name}.yaml`,
+          validate: `${VALIDATE_CONFIG} --config-path=${SYNAPSE_WORKERS_DIR}/${w.name}.yaml`,
         }),
       )
     }
@@ -48,20 +55,17 @@ export const workersTask: Task = {
     return out
   },
   after(ctx) {
-    const w = ctx.host.vars.workers
-    const checks: AfterCheck[] = [
-      unitActive(workerUnitName(WORKER_NAMES.federationReader)),
-      unitActive(workerUnitName(WORKER_NAMES.federationSender)),
-      {
-        name: 'federation_reader /health answers',
-        run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.federationReader.port}/health`, { waitS: 90, expect: /OK/ }),
-      },
-    ]
-    if (ctx.host.vars.monitoring.enableMetrics) {
-      checks.push({
-        name: 'federation_sender metrics answer (its liveness probe)',
-        run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.federationSender.metricsPort}/_synapse/metrics`, { waitS: 90, expect: /python_info|process_cpu/ }),
-      })
+    const metrics = ctx.host.vars.monitoring.enableMetrics
+    const checks: AfterCheck[] = workerInstances(ctx.host.vars).map((w) => unitActive(workerUnitName(w.name)))
+    for (const w of workerInstances(ctx.host.vars)) {
+      if (w.port !== undefined) {
+        checks.push({ name: `${w.name} /health answers`, run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: 90, expect: /OK/ }) })
+      } else if (metrics) {
+        checks.push({
+          name: `${w.name} metrics answer (its liveness probe)`,
+          run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, { waitS: 90, expect: /python_info|process_cpu/ }),
+        })
+      }
     }
     return checks
   },

@@ -1,19 +1,23 @@
 /**
- * The two workers of the guide, in today's form: federation_reader (inbound federation requests)
- * and federation_sender (outbound federation), both `synapse.app.generic_worker` with a
- * `worker_name` (the historical `synapse.app.federation_sender` app needs `send_federation: false`
- * and is "not recommended"; `worker_replication_host`/`_http_port` are a ConfigError since 1.88:
- * workers find the main process through `instance_map.main` in conf.d/40-workers.yaml).
+ * Worker files for the worker set (src/topology: a preset such as the guide's federation_reader
+ * and federation_sender, or an explicit list). Every worker is `synapse.app.generic_worker` with a
+ * `worker_name` (the historical apps are deprecated; `worker_replication_host`/`_http_port` are a
+ * ConfigError since 1.88: workers find the main process and the stream writers through
+ * `instance_map` in conf.d/40-workers.yaml). A worker gets a public http listener when Apache sends
+ * it requests, a separate replication listener when it writes a stream (docs: never expose that
+ * one), and a metrics listener.
  *
  * Files: /etc/matrix-synapse/workers/<name>.yaml (the path upstream's matrix-synapse-worker@.service
  * expects) and /etc/matrix-synapse/<name>-log.yaml. No secrets: the shared secrets are in conf.d/.
  *
- * Liveness: federation_reader's http listener answers /health. federation_sender has no http
- * listener (it only sends); its metrics listener (127.0.0.1:<metricsPort>/_synapse/metrics) is the
- * liveness probe instead of an extra `health` listener on a port the inventory does not have. With
- * metrics off it has no listener at all and systemd's state (Type=notify) is the only signal.
+ * Liveness: a worker with an http listener answers /health there; one without (federation_sender,
+ * pusher, background, ...) is probed on its metrics listener. With metrics off systemd's state
+ * (Type=notify) is the only signal for those.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
+import { workerInstances, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
+import { KINDS, type WorkerKindName } from '../../src/topology/kinds.js'
+import { FEDERATION_ROUTES } from '../../src/topology/routes.js'
 import type { RenderedFile } from '../rendered-file.js'
 import {
   SYNAPSE_CONF_D,
@@ -23,53 +27,25 @@ import {
   SYNAPSE_USER,
   SYNAPSE_WORKERS_DIR,
   HOMESERVER_YAML,
-  WORKER_NAMES,
   logConfigPath,
   renderLogConfig,
   renderYaml,
 } from '../synapse/templates.js'
 
-export { WORKER_NAMES }
 
 export const WORKER_UNIT_PATH = '/etc/systemd/system/matrix-synapse-worker@.service'
 export const SYNAPSE_TARGET_PATH = '/etc/systemd/system/matrix-synapse.target'
 
-/** systemd unit instance of a worker: matrix-synapse-worker@federation_reader.service */
-export const workerUnitName = (name: string) => `matrix-synapse-worker@${name}.service`
+export { workerUnitName }
 
 /**
  * Federation endpoints a generic_worker can serve (docs/workers.md, "synapse.app.generic_worker",
- * Federation requests + inbound transactions; Synapse 1.157). Compared with the guide (2022): adds
- * version, make_knock/send_knock, timestamp_to_event, hierarchy; drops get_groups_publicised
- * (groups/communities were removed from Synapse) and query_auth (no longer in workers.md);
- * v1|v2 pairs are one regex each.
- * `/_matrix/federation/v1/media/` is not here: it belongs to a media_repository worker.
+ * Federation requests + inbound transactions). Compared with the guide (2022): adds version,
+ * make_knock/send_knock, timestamp_to_event, hierarchy; drops get_groups_publicised (groups were
+ * removed from Synapse) and query_auth; v1|v2 pairs are one regex each. Federation media belongs to
+ * a media_repository worker. The table per Synapse version is src/topology/routes.ts.
  */
-export const FEDERATION_READER_ROUTES: readonly string[] = [
-  '^/_matrix/federation/v1/version$',
-  '^/_matrix/federation/v1/event/',
-  '^/_matrix/federation/v1/state/',
-  '^/_matrix/federation/v1/state_ids/',
-  '^/_matrix/federation/v1/backfill/',
-  '^/_matrix/federation/v1/get_missing_events/',
-  '^/_matrix/federation/v1/publicRooms',
-  '^/_matrix/federation/v1/query/',
-  '^/_matrix/federation/v1/make_join/',
-  '^/_matrix/federation/v1/make_leave/',
-  '^/_matrix/federation/(v1|v2)/send_join/',
-  '^/_matrix/federation/(v1|v2)/send_leave/',
-  '^/_matrix/federation/v1/make_knock/',
-  '^/_matrix/federation/v1/send_knock/',
-  '^/_matrix/federation/(v1|v2)/invite/',
-  '^/_matrix/federation/v1/event_auth/',
-  '^/_matrix/federation/v1/timestamp_to_event/',
-  '^/_matrix/federation/v1/exchange_third_party_invite/',
-  '^/_matrix/federation/v1/user/devices/',
-  '^/_matrix/key/v2/query',
-  '^/_matrix/federation/v1/hierarchy/',
-  // Inbound federation transactions.
-  '^/_matrix/federation/v1/send/',
-]
+export const FEDERATION_READER_ROUTES: readonly string[] = FEDERATION_ROUTES
 
 function workerFile(name: string, config: Record<string, unknown>, comment: string): RenderedFile {
   return {
@@ -84,52 +60,51 @@ function workerFile(name: string, config: Record<string, unknown>, comment: stri
 
 const metricsListener = (port: number) => ({ type: 'metrics', port, bind_addresses: ['127.0.0.1'] })
 
+/** The resources of a worker's public http listener (client/federation as the docs pair them; media alone). */
+function httpResources(kind: WorkerKindName): string[] {
+  if (kind === 'media_repository') return ['media']
+  if (KINDS[kind].serves.includes('federation')) return ['client', 'federation']
+  return ['client']
+}
+
+/** What the comment at the top of a worker file says. */
+const WORKER_FILE_COMMENTS: Partial<Record<WorkerKindName, string>> = {
+  federation_reader: '# Inbound federation requests (Apache routes FEDERATION_READER_ROUTES here).\n',
+  federation_sender:
+    '# Outbound federation (conf.d/40-workers.yaml: federation_sender_instances). No http listener:\n' +
+    '# the metrics listener, when on, serves as its liveness probe.\n',
+}
+
+/** One worker's configuration: its listeners (public http, replication, metrics) and log config. */
+export function renderWorkerConfig(w: WorkerInstance, metrics: boolean): Record<string, unknown> {
+  const listeners: Record<string, unknown>[] = []
+  if (w.port !== undefined) {
+    listeners.push({ type: 'http', port: w.port, bind_addresses: ['127.0.0.1'], x_forwarded: true, resources: [{ names: httpResources(w.kind) }] })
+  }
+  // Its own port: the replication listener is never one Apache sends requests to.
+  if (w.replicationPort !== undefined) listeners.push({ type: 'http', port: w.replicationPort, bind_addresses: ['127.0.0.1'], resources: [{ names: ['replication'] }] })
+  if (metrics) listeners.push(metricsListener(w.metricsPort))
+  return {
+    worker_app: 'synapse.app.generic_worker',
+    worker_name: w.name,
+    worker_listeners: listeners,
+    worker_log_config: logConfigPath(w.name),
+    // conf.d turns the media repository off for every other process (40-workers.yaml).
+    ...(w.kind === 'media_repository' ? { enable_media_repo: true } : {}),
+  }
+}
+
 /**
- * Worker configuration files and their log configurations. Metrics listeners exist only with
- * monitoring.enableMetrics (Synapse ignores them, with a warning, when enable_metrics is false).
+ * Worker configuration files and their log configurations, for every worker of the set. Metrics
+ * listeners exist only with monitoring.enableMetrics (Synapse ignores them, with a warning, when
+ * enable_metrics is false).
  */
 export function renderWorkerFiles(vars: MatrixSettings): RenderedFile[] {
-  const { federationReader, federationSender } = vars.workers
   const metrics = vars.monitoring.enableMetrics
-  const reader = WORKER_NAMES.federationReader
-  const sender = WORKER_NAMES.federationSender
-
-  const readerConfig = {
-    worker_app: 'synapse.app.generic_worker',
-    worker_name: reader,
-    worker_listeners: [
-      {
-        type: 'http',
-        port: federationReader.port,
-        bind_addresses: ['127.0.0.1'],
-        x_forwarded: true,
-        // `federation` implies keys (/_matrix/key/v2/query) and media; `client` as the guide has it
-        // (workers.md: the worker needs both), though Apache sends it federation paths only.
-        resources: [{ names: ['client', 'federation'] }],
-      },
-      ...(metrics ? [metricsListener(federationReader.metricsPort)] : []),
-    ],
-    worker_log_config: logConfigPath(reader),
-  }
-
-  const senderConfig = {
-    worker_app: 'synapse.app.generic_worker',
-    worker_name: sender,
-    worker_listeners: metrics ? [metricsListener(federationSender.metricsPort)] : [],
-    worker_log_config: logConfigPath(sender),
-  }
-
-  return [
-    workerFile(reader, readerConfig, '# Inbound federation requests (Apache routes FEDERATION_READER_ROUTES here).\n'),
-    renderLogConfig(reader),
-    workerFile(
-      sender,
-      senderConfig,
-      '# Outbound federation (conf.d/40-workers.yaml: federation_sender_instances). No http listener:\n' +
-        '# the metrics listener, when on, serves as its liveness probe.\n',
-    ),
-    renderLogConfig(sender),
-  ]
+  return workerInstances(vars).flatMap((w) => [
+    workerFile(w.name, renderWorkerConfig(w, metrics), WORKER_FILE_COMMENTS[w.kind] ?? `# ${w.kind}: ${KINDS[w.kind].summary}.\n`),
+    renderLogConfig(w.name),
+  ])
 }
 
 /**

@@ -352,7 +352,15 @@ export class FakeHost implements Connection {
     if ((m = rx(String.raw`^openssl x509 -noout -ext subjectAltName -in ${ARG} \| grep -q ${ARG}$`).exec(clause))) {
       return (this.text(unquote(m[1]!)) ?? '').split(/[\s,]+/).includes(unquote(m[2]!))
     }
+    // retiredWorkers' guard: no worker file outside the set.
+    if ((m = /^test -z "\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\)"$/.exec(clause))) return this.#retiredWorkers(m[1]!, unquote(m[2]!)).length === 0
     this.#unexpected(`a fact command or guard clause the fake does not know: ${clause}`)
+  }
+
+  /** Worker names whose file is in `dir` but not in the space-separated `keep`. */
+  #retiredWorkers(dir: string, keep: string): string[] {
+    const names = keep.split(' ')
+    return [...this.fs.keys()].filter((p) => posix.dirname(p) === dir && p.endsWith('.yaml')).map((p) => posix.basename(p, '.yaml')).filter((n) => !names.includes(n))
   }
 
   #cat(path: string): Out {
@@ -728,6 +736,13 @@ export class FakeHost implements Connection {
       this.mkdirp(`${venv}/bin`)
       this.put(`${venv}/bin/python`, '#!fake python\n', { mode: 0o755 })
       this.venvs.set(venv, new Map([[req[1] === 'matrix-synapse' ? 'synapse' : req[1]!, req[2]!]]))
+      return {}
+    }
+    if ((m = /^for n in \$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); do systemctl disable --now .*; done$/.exec(cmd))) {
+      for (const n of this.#retiredWorkers(m[1]!, unquote(m[2]!))) {
+        this.fs.delete(`${m[1]}/${n}.yaml`)
+        this.fs.delete(`/etc/matrix-synapse/${n}-log.yaml`)
+      }
       return {}
     }
     this.#unexpected(`a command the fake does not know: ${cmd}`)

@@ -118,6 +118,8 @@ describe('loading', () => {
     expect(vars.synapse.registrationSharedSecret).toEqual({ kind: 'generate', name: 'registration-shared-secret' })
     expect(vars.workers).toEqual({
       enabled: false,
+      preset: 'guide',
+      portBase: 18100,
       replicationPort: 32993,
       replicationSecret: { kind: 'generate', name: 'replication-secret' },
       federationReader: { port: 32902, metricsPort: 32981 },

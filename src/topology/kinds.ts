@@ -1,0 +1,132 @@
+/**
+ * Worker kinds: what each kind of Synapse worker is, in one registry (docs/workers.md of the
+ * installed release). The inventory schema, the worker files, the shared configuration, the Apache
+ * routes, the firewall and monitoring all read this table; adding a kind touches this file.
+ *
+ * Every kind runs `synapse.app.generic_worker` (the historical apps are "equivalent" to it, and
+ * the dedicated apps are deprecated); what a worker does comes from its listeners and from the
+ * shared configuration naming it (`federation_sender_instances`, `stream_writers`, ...).
+ */
+import type { GenericRoutes, Stream } from './routes.js'
+
+export const WORKER_KINDS = [
+  'generic',
+  'federation_reader',
+  'client_reader',
+  'synchrotron',
+  'event_creator',
+  'federation_sender',
+  'pusher',
+  'media_repository',
+  'appservice',
+  'user_dir',
+  'background',
+  'events',
+  'typing',
+  'to_device',
+  'account_data',
+  'receipts',
+  'presence',
+  'push_rules',
+  'device_lists',
+  'thread_subscriptions',
+] as const
+export type WorkerKindName = (typeof WORKER_KINDS)[number]
+
+/** Shared-configuration keys that name the workers doing a duty. */
+export type Duty =
+  | 'federation_sender_instances'
+  | 'pusher_instances'
+  | 'notify_appservices_from_worker'
+  | 'update_user_directory_from_worker'
+  | 'run_background_tasks_on'
+  | 'media_instance_running_background_jobs'
+
+export interface WorkerKind {
+  name: WorkerKindName
+  /** One line for `provision schema` and the README. */
+  summary: string
+  /** Public requests it serves through Apache: which generic route groups, or the media routes. */
+  serves: readonly (keyof GenericRoutes | 'media')[]
+  /** Streams it writes: needs a replication listener and an instance_map entry. */
+  streams: readonly Stream[]
+  duty?: Duty
+  /** Several instances share the work (a pool, or a sharded stream/duty). */
+  many: boolean
+  /** Resident memory of an idle instance of this kind, MiB (measured on 1.163.2, see bench/README.md). */
+  memoryMiB: number
+}
+
+const generic = (name: WorkerKindName, summary: string, serves: WorkerKind['serves']): WorkerKind => ({ name, summary, serves, streams: [], many: true, memoryMiB: 110 })
+const writer = (stream: Stream, many: boolean, summary: string): WorkerKind => ({
+  name: stream as WorkerKindName,
+  summary: `stream writer for ${stream}: ${summary}`,
+  serves: [],
+  streams: [stream],
+  many,
+  memoryMiB: 100,
+})
+
+export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
+  generic: generic('generic', 'generic_worker serving every routable client and federation request (sync, client reads, event creation, login, inbound federation)', [
+    'sync',
+    'client',
+    'eventSending',
+    'userDirectory',
+    'federation',
+  ]),
+  federation_reader: generic('federation_reader', 'generic_worker serving inbound federation requests and transactions', ['federation']),
+  client_reader: generic('client_reader', 'generic_worker serving client reads, encryption and login requests', ['client', 'userDirectory']),
+  synchrotron: generic('synchrotron', 'generic_worker serving /sync, /events and /initialSync (the long-polls)', ['sync']),
+  event_creator: generic('event_creator', 'generic_worker serving event sending (send, state, redact, join, leave, profile)', ['eventSending']),
+  federation_sender: {
+    name: 'federation_sender',
+    summary: 'sends outbound federation traffic (federation_sender_instances); changing the set restarts every process',
+    serves: [],
+    streams: [],
+    duty: 'federation_sender_instances',
+    many: true,
+    memoryMiB: 100,
+  },
+  pusher: { name: 'pusher', summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 95 },
+  media_repository: {
+    name: 'media_repository',
+    summary: 'serves and stores media (the main process stops serving media); writes quarantined_media_changes',
+    serves: ['media'],
+    streams: ['quarantined_media_changes'],
+    duty: 'media_instance_running_background_jobs',
+    many: true,
+    memoryMiB: 110,
+  },
+  appservice: { name: 'appservice', summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 95 },
+  user_dir: {
+    name: 'user_dir',
+    summary: 'updates the user directory and serves its search (update_user_directory_from_worker)',
+    serves: ['userDirectory'],
+    streams: [],
+    duty: 'update_user_directory_from_worker',
+    many: false,
+    memoryMiB: 100,
+  },
+  background: { name: 'background', summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 100 },
+  events: writer('events', true, 'event persister, sharded by room; changing the set restarts every process'),
+  typing: writer('typing', false, 'typing notifications'),
+  to_device: writer('to_device', false, 'to-device messages'),
+  account_data: writer('account_data', false, 'account data and tags'),
+  receipts: writer('receipts', true, 'read receipts and read markers'),
+  presence: writer('presence', false, 'presence'),
+  push_rules: writer('push_rules', false, 'push rules'),
+  device_lists: writer('device_lists', true, 'device lists and key uploads'),
+  thread_subscriptions: writer('thread_subscriptions', true, 'thread subscriptions (experimental MSC4306, no documented routes)'),
+}
+
+/** Kinds whose processes have an http listener Apache sends requests to. */
+export const servesRequests = (kind: WorkerKindName) => KINDS[kind].serves.length > 0 || routedStream(kind)
+
+/** A stream writer kind with documented routes (typing, to_device, ...): it gets a client listener. */
+export function routedStream(kind: WorkerKindName): boolean {
+  return KINDS[kind].streams.some((s) => s !== 'events' && s !== 'thread_subscriptions')
+}
+
+/** Main process memory when idle, MiB (measured alongside the kinds). */
+export const MAIN_PROCESS_MEMORY_MIB = 180

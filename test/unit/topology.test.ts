@@ -1,0 +1,203 @@
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+import { inventoryJsonSchema } from '../../src/inventory/json-schema.js'
+import { checkWorkerEntries, workerInstances, workerUnitName } from '../../src/topology/instances.js'
+import { KINDS, WORKER_KINDS } from '../../src/topology/kinds.js'
+import { PRESETS, WORKER_PRESETS } from '../../src/topology/presets.js'
+import { routeTable, STREAMS } from '../../src/topology/routes.js'
+import { routingPlan } from '../../src/topology/routing.js'
+import { apacheModules, APACHE_MODULES, renderMatrixVhost } from '../../tasks/apache/templates.js'
+import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
+import { renderSynapseConfig } from '../../tasks/synapse/templates.js'
+import { renderWorkerFiles } from '../../tasks/workers/templates.js'
+import { matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
+
+const oneOfEach = () => matrixSettings({ workers: { preset: 'one-of-each' } })
+const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
+  parse(renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content) as Record<string, any>
+const workerFile = (vars: ReturnType<typeof matrixSettings>, name: string) =>
+  parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as Record<string, any>
+const tls = { certFile: '/etc/ssl/matrix-provision/m.crt', keyFile: '/etc/ssl/matrix-provision/m.key' }
+
+describe('worker sets', () => {
+  it('guide: the two workers on the guide ports, named as before', () => {
+    expect(workerInstances(matrixSettings())).toEqual([
+      { name: 'federation_reader', kind: 'federation_reader', port: 32902, metricsPort: 32981 },
+      { name: 'federation_sender', kind: 'federation_sender', metricsPort: 32980 },
+    ])
+    expect(workerInstances(matrixSettings({ workers: { enabled: false } }))).toEqual([])
+  })
+
+  it('one-of-each: 15 workers (16 processes with main), ports from the position, listeners only where needed', () => {
+    const ws = workerInstances(oneOfEach())
+    expect(ws.map((w) => w.name)).toEqual(PRESETS['one-of-each'].entries.map((e) => e.name))
+    expect(ws).toHaveLength(15)
+    expect(ws.find((w) => w.name === 'generic')).toEqual({ name: 'generic', kind: 'generic', port: 18100, metricsPort: 18300 })
+    // typing serves its route and writes its stream: both listeners, on separate ports.
+    expect(ws.find((w) => w.name === 'typing')).toEqual({ name: 'typing', kind: 'typing', port: 18108, replicationPort: 18208, metricsPort: 18308 })
+    // The events persister gets no public listener: generic workers forward events to it.
+    expect(ws.find((w) => w.name === 'events')).toEqual({ name: 'events', kind: 'events', replicationPort: 18207, metricsPort: 18307 })
+    expect(ws.find((w) => w.name === 'pusher')).toEqual({ name: 'pusher', kind: 'pusher', metricsPort: 18302 })
+    const ports = ws.flatMap((w) => [w.port, w.replicationPort, w.metricsPort].filter((p) => p !== undefined))
+    expect(new Set(ports).size).toBe(ports.length)
+  })
+
+  it('specialized: pools of sync, event creators, client and federation readers', () => {
+    const names = workerInstances(matrixSettings({ workers: { preset: 'specialized' } })).map((w) => w.name)
+    expect(names.slice(0, 6)).toEqual(['synchrotron_1', 'synchrotron_2', 'event_creator_1', 'event_creator_2', 'client_reader_1', 'federation_reader_1'])
+    expect(names).toHaveLength(20)
+    expect(names).not.toContain('generic')
+  })
+
+  it('appending a worker to a list moves no other worker (no restart of the others)', () => {
+    const list = [
+      { name: 'generic_1', kind: 'generic' as const },
+      { name: 'typing', kind: 'typing' as const },
+    ]
+    const before = matrixSettings({ workers: { instances: list } })
+    const after = matrixSettings({ workers: { instances: [...list, { name: 'generic_2', kind: 'generic' as const }] } })
+    const files = (v: typeof before) => Object.fromEntries(renderWorkerFiles(v).map((f) => [f.path, f.content]))
+    const b = files(before)
+    const a = files(after)
+    for (const [path, content] of Object.entries(b)) expect(a[path], path).toBe(content)
+    expect(Object.keys(a).filter((p) => !(p in b))).toEqual(['/etc/matrix-synapse/workers/generic_2.yaml', '/etc/matrix-synapse/generic_2-log.yaml'])
+    // The shared config (which every process watches) is unchanged: a generic worker is in no list of it.
+    expect(shared(after)).toEqual(shared(before))
+  })
+
+  it('adding an event persister changes the shared config, which every process watches (Synapse: restart all)', () => {
+    const list = [{ name: 'events_1', kind: 'events' as const }]
+    const one = shared(matrixSettings({ workers: { instances: list } }))
+    const two = shared(matrixSettings({ workers: { instances: [...list, { name: 'events_2', kind: 'events' as const }] } }))
+    expect(one.stream_writers).toEqual({ events: ['events_1'] })
+    expect(two.stream_writers).toEqual({ events: ['events_1', 'events_2'] })
+  })
+
+  it('explicit lists are checked: reserved and duplicate names, single-instance kinds, listeners a kind does not have', () => {
+    expect(
+      checkWorkerEntries([
+        { name: 'main', kind: 'generic' },
+        { name: 'a', kind: 'presence' },
+        { name: 'a', kind: 'presence' },
+        { name: 'b', kind: 'pusher', port: 1234 },
+        { name: 'c', kind: 'generic', replicationPort: 1235 },
+      ]).map((i) => [i.index, i.key]),
+    ).toEqual([
+      [0, 'name'],
+      [2, 'name'],
+      [2, 'kind'],
+      [3, 'port'],
+      [4, 'replicationPort'],
+    ])
+  })
+})
+
+describe('shared configuration (conf.d/40-workers.yaml)', () => {
+  it('guide: main in instance_map and the federation sender, nothing else', () => {
+    const c = shared(matrixSettings())
+    expect(Object.keys(c)).toEqual(['redis', 'instance_map', 'worker_replication_secret', 'federation_sender_instances'])
+    expect(c.instance_map).toEqual({ main: { host: '127.0.0.1', port: 32993 } })
+  })
+
+  it('one-of-each: every stream writer in instance_map and stream_writers, each duty named, media off for the others', () => {
+    const c = shared()
+    const writers = workerInstances(oneOfEach()).filter((w) => w.replicationPort !== undefined)
+    expect(Object.keys(c.instance_map)).toEqual(['main', ...writers.map((w) => w.name)])
+    expect(c.instance_map.typing).toEqual({ host: '127.0.0.1', port: 18208 })
+    expect(c.stream_writers).toEqual({
+      quarantined_media_changes: ['media_repository'],
+      events: ['events'],
+      typing: ['typing'],
+      to_device: ['to_device'],
+      account_data: ['account_data'],
+      receipts: ['receipts'],
+      presence: ['presence'],
+      push_rules: ['push_rules'],
+      device_lists: ['device_lists'],
+    })
+    expect(c).toMatchObject({
+      federation_sender_instances: ['federation_sender'],
+      pusher_instances: ['pusher'],
+      notify_appservices_from_worker: 'appservice',
+      update_user_directory_from_worker: 'user_dir',
+      run_background_tasks_on: 'background',
+      media_instance_running_background_jobs: 'media_repository',
+      enable_media_repo: false,
+    })
+    expect(workerFile(oneOfEach(), 'media_repository')).toMatchObject({ enable_media_repo: true })
+  })
+
+  it('a release before 1.152 has no quarantined_media_changes stream: it is not named (Synapse would refuse it)', () => {
+    expect(shared(oneOfEach(), '1.140.0').stream_writers.quarantined_media_changes).toBeUndefined()
+    expect(routeTable('1.140.0').knownStreams).not.toContain('quarantined_media_changes')
+    expect(routeTable('1.163.2').knownStreams).toEqual(STREAMS)
+  })
+
+  it('worker files: public http listener, a separate replication listener, metrics; all on loopback', () => {
+    const typing = workerFile(oneOfEach(), 'typing')
+    expect(typing.worker_listeners).toEqual([
+      { type: 'http', port: 18108, bind_addresses: ['127.0.0.1'], x_forwarded: true, resources: [{ names: ['client'] }] },
+      { type: 'http', port: 18208, bind_addresses: ['127.0.0.1'], resources: [{ names: ['replication'] }] },
+      { type: 'metrics', port: 18308, bind_addresses: ['127.0.0.1'] },
+    ])
+    expect(workerFile(oneOfEach(), 'media_repository').worker_listeners[0].resources).toEqual([{ names: ['media'] }])
+    expect(workerFile(oneOfEach(), 'generic').worker_listeners[0].resources).toEqual([{ names: ['client', 'federation'] }])
+  })
+})
+
+describe('routing from the worker set', () => {
+  it('stream writers come before the generic routes they overlap; media, then the generic groups', () => {
+    const plan = routingPlan(workerInstances(oneOfEach()), routeTable('1.163.2'))
+    expect(plan.map((g) => `${g.title} -> ${g.members.map((m) => m.name).join(',')}`)).toEqual([
+      'Typing stream writer typing -> typing',
+      'To-device stream writer to_device -> to_device',
+      'Account data stream writer account_data -> account_data',
+      'Receipts stream writer receipts -> receipts',
+      'Presence stream writer presence -> presence',
+      'Push rules stream writer push_rules -> push_rules',
+      'Device lists stream writer device_lists -> device_lists',
+      'Media repository worker -> media_repository',
+      'Sync (generic) worker -> generic',
+      'Event sending (generic) worker -> generic',
+      'User directory worker -> user_dir',
+      'Client requests (generic) worker -> generic',
+      'Federation (generic) worker -> generic',
+    ])
+  })
+
+  it('a pool of more than one becomes an Apache balancer, and only then are the balancer modules enabled', () => {
+    const vars = matrixSettings({ workers: { preset: 'specialized' } })
+    const vhost = renderMatrixVhost(vars, { ...tls, workers: true }).content
+    expect(vhost).toContain('    <Proxy "balancer://synchrotron">\n        BalancerMember "http://127.0.0.1:18100"\n        BalancerMember "http://127.0.0.1:18101"\n        ProxySet lbmethod=byrequests\n    </Proxy>')
+    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(r0|v3)/sync(?:\\?.*)?)$" "balancer://synchrotron$1" nocanon')
+    expect(apacheModules(vars, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
+    expect(apacheModules(oneOfEach(), true)).toEqual(APACHE_MODULES)
+    expect(apacheModules(matrixSettings(), true)).toEqual(APACHE_MODULES)
+  })
+
+  it('one-of-each: the typing route goes to the typing writer, media to the media worker, before the catch-all', () => {
+    const vhost = renderMatrixVhost(oneOfEach(), { ...tls, workers: true }).content
+    const at = (s: string) => vhost.indexOf(s)
+    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/typing.*)$" "http://127.0.0.1:18108$1" nocanon')
+    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/media/.*)$" "http://127.0.0.1:18103$1" nocanon')
+    expect(at('/sendToDevice/')).toBeLessThan(at('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon'))
+    // device_lists' keys/upload is routed to the writer before the generic worker's copy of it.
+    const keysUpload = [...vhost.matchAll(/keys\/upload\.\*\)\$" "(http:\/\/127\.0\.0\.1:\d+)/g)].map((m) => m[1])
+    expect(keysUpload[0]).toBe('http://127.0.0.1:18114')
+  })
+})
+
+describe('monitoring and documentation follow the set', () => {
+  it('the scrape file lists main and every worker of one-of-each', () => {
+    const scrape = parse(renderPrometheusScrape(oneOfEach()))
+    const jobs = scrape.scrape_configs[0].static_configs.map((c: { labels: { job: string } }) => c.labels.job)
+    expect(jobs).toEqual(['master', ...workerInstances(oneOfEach()).map((w) => w.name)])
+  })
+
+  it('provision schema documents every preset and every kind', () => {
+    const text = JSON.stringify(inventoryJsonSchema())
+    for (const p of WORKER_PRESETS) expect(text).toContain(`${p}: `)
+    for (const k of WORKER_KINDS) expect(text).toContain(`${k}: ${KINDS[k].summary}`.replace(/"/g, '\\"'))
+    expect(workerUnitName('typing')).toBe('matrix-synapse-worker@typing.service')
+  })
+})
