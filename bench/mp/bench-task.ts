@@ -6,6 +6,7 @@ import { command } from '../../src/resources/command.js'
 import { directory, file } from '../../src/resources/file.js'
 import { lineInFile } from '../../src/resources/line-in-file.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { raw } from '../../src/ssh/shell.js'
 
 /** bench/workload.json: the same workload the Ansible playbook and the pyinfra deploy read. */
 export interface Workload {
@@ -34,7 +35,8 @@ export function benchTask(w: Workload): Task {
       aptPackages({ packages: w.packages }),
       service({ unit: w.service }),
       lineInFile({ path: w.line.path, line: w.line.line, match: w.line.match }),
-      command({ name: w.command.name, command: w.command.run, creates: w.command.creates }),
+      // The workload's script is fixed text shared with the Ansible and pyinfra runs: trusted shell.
+      command({ name: w.command.name, command: raw(w.command.run), creates: w.command.creates }),
     ],
   }
 }

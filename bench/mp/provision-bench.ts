@@ -26,7 +26,7 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
     async run(command, options) {
       const t0 = performance.now()
       const r = await conn.run(command, options)
-      trace(`run ${(performance.now() - t0).toFixed(1)} ms: ${command.split('\n')[0]!.slice(0, 60)}${options?.stdin ? ` (stdin ${String(options.stdin).length} B)` : ''}`)
+      trace(`run ${(performance.now() - t0).toFixed(1)} ms: ${command.text.split('\n')[0]!.slice(0, 60)}${options?.stdin ? ` (stdin ${String(options.stdin).length} B)` : ''}`)
       return r
     },
     async writeFile(f) {
@@ -42,7 +42,7 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
     putFile: (...a) => conn.putFile(...a),
     putDirectory: (...a) => conn.putDirectory(...a),
     spawn(command, options) {
-      trace(`spawn: ${command.slice(0, 40)}`)
+      trace(`spawn: ${command.text.slice(0, 40)}`)
       const p = conn.spawn(command, options)
       return {
         write: (d) => p.write(d),

@@ -1,4 +1,4 @@
-import { shellJoin } from '../ssh/quote.js'
+import { sh, type ShellCommand } from '../ssh/shell.js'
 
 /**
  * The Synapse database dump, as Synapse's backup guide (docs/usage/administration/backups.md) takes it:
@@ -19,8 +19,8 @@ export function pgDumpArgs(database: string): string[] {
  * The dump to stdout, run on the database host as the postgres superuser over the local socket (peer
  * authentication: no password anywhere). `cd /` keeps runuser from warning about root's home.
  */
-export function databaseDumpCommand(database: string): string {
-  return `cd / && runuser -u postgres -- ${shellJoin(pgDumpArgs(database))}`
+export function databaseDumpCommand(database: string): ShellCommand {
+  return sh`cd / && runuser -u postgres -- ${pgDumpArgs(database)}`
 }
 
 /**
@@ -28,8 +28,8 @@ export function databaseDumpCommand(database: string): string {
  * postgres superuser. Objects are owned by `role` (the inventory's Synapse user), whatever the dump's
  * owner was; the first error stops it (one transaction would hold every row in WAL at once).
  */
-export function databaseRestoreCommand(database: string, role: string): string {
-  return `cd / && runuser -u postgres -- ${shellJoin(['pg_restore', '--exit-on-error', '--no-owner', `--role=${role}`, '--dbname', database])}`
+export function databaseRestoreCommand(database: string, role: string): ShellCommand {
+  return sh`cd / && runuser -u postgres -- pg_restore --exit-on-error --no-owner ${`--role=${role}`} --dbname ${database}`
 }
 
 /** After a restore, as ESS's restore procedure does: no one-time key may be handed out twice. */

@@ -1,4 +1,5 @@
 import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../ssh/connection.js'
+import type { ShellCommand } from '../ssh/shell.js'
 
 /**
  * The connection apply works through: a file write waits, and consecutive writes go out together as
@@ -30,7 +31,7 @@ export class BatchedWrites implements Connection {
     this.#queue.push(...files)
   }
 
-  async run(command: string, options?: RunOptions): Promise<CommandResult> {
+  async run(command: ShellCommand, options?: RunOptions): Promise<CommandResult> {
     await this.flush()
     return this.conn.run(command, options)
   }
@@ -45,7 +46,7 @@ export class BatchedWrites implements Connection {
     return this.conn.putDirectory(localDir, remoteDir, options)
   }
 
-  spawn(command: string, options?: { stdin?: string }): RemoteProcess {
+  spawn(command: ShellCommand, options?: { stdin?: string }): RemoteProcess {
     // spawn cannot wait for a flush; nothing in apply spawns (the lock is taken before).
     if (this.#queue.length) throw new Error(`spawn with ${this.#queue.length} file writes not sent yet`)
     return this.conn.spawn(command, options)

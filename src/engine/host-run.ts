@@ -8,6 +8,7 @@ import { Prediction, type Change, type Resource, type RestartTarget } from '../r
 import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../secret.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { sh } from '../ssh/shell.js'
 import { HostSecrets, pendingRestarts, storedSecrets } from './host-state.js'
 import { acquireLock, type HostLock } from './lock.js'
 import type { HostReport, TaskReport } from './report-types.js'
@@ -181,7 +182,7 @@ async function applyTasks(
         await r.apply(change, { conn, state })
         tr.changes.push(change)
         stale.noteApplied(change)
-        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run('systemctl daemon-reload'), 'systemctl daemon-reload')
+        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run(sh`systemctl daemon-reload`), 'systemctl daemon-reload')
         if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
       }
       await conn.flush()

@@ -4,6 +4,7 @@ import type { SecretValue } from '../inventory/types.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../secret.js'
+import { sh } from '../ssh/shell.js'
 
 /** What matrix-provision keeps on each host, under one root-only directory. */
 export const STATE_DIR = '/var/lib/matrix-provision'
@@ -11,14 +12,14 @@ export const SECRETS_DIR = `${STATE_DIR}/secrets`
 export const PENDING_RESTARTS = `${STATE_DIR}/pending-restarts`
 
 /** Restarts that were due when an earlier run stopped: done by this run. */
-export const pendingRestarts = defineFact('pending-restarts', `cat ${PENDING_RESTARTS}`, (out, code) =>
+export const pendingRestarts = defineFact('pending-restarts', sh`cat ${PENDING_RESTARTS}`, (out, code) =>
   code === 0 ? [...new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))] : [],
 )
 
 /** Secrets generated on earlier runs (name -> value). The probe's output is never logged nor echoed. */
 export const storedSecrets = defineFact(
   'stored-secrets',
-  `for f in ${SECRETS_DIR}/*; do [ -f "$f" ] || continue; printf '%s\\t' "\${f##*/}"; base64 -w0 < "$f"; echo; done`,
+  sh`for f in ${SECRETS_DIR}/*; do [ -f "$f" ] || continue; printf '%s\\t' "\${f##*/}"; base64 -w0 < "$f"; echo; done`,
   (out) => {
     const m = new Map<string, string>()
     for (const line of out.split('\n')) {

@@ -1,6 +1,6 @@
 import { hostname, userInfo } from 'node:os'
 import type { Connection, RemoteProcess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { sh } from '../ssh/shell.js'
 import { STATE_DIR } from './host-state.js'
 
 const LOCK = `${STATE_DIR}/lock`
@@ -26,10 +26,9 @@ export interface HostLock {
  */
 export async function acquireLock(conn: Connection): Promise<HostLock> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} since ${new Date().toISOString()}`
-  const script =
-    `mkdir -p ${STATE_DIR} && chmod 0700 ${STATE_DIR} && exec 9>>${LOCK} && ` +
-    `if flock -n 9; then printf '%s (remote pid %s)\\n' ${shellQuote(holder)} "$$" > ${LOCK}.holder; echo MP-LOCKED; exec cat >/dev/null; ` +
-    `else printf 'MP-BUSY %s\\n' "$(cat ${LOCK}.holder 2>/dev/null)"; fi`
+  const script = sh`mkdir -p ${STATE_DIR} && chmod 0700 ${STATE_DIR} && exec 9>>${LOCK} &&
+    if flock -n 9; then printf '%s (remote pid %s)\\n' ${holder} "$$" > ${LOCK}.holder; echo MP-LOCKED; exec cat >/dev/null;
+    else printf 'MP-BUSY %s\\n' "$(cat ${LOCK}.holder 2>/dev/null)"; fi`
   const proc: RemoteProcess = conn.spawn(script)
   const line = await proc.waitForOutput(/MP-(LOCKED|BUSY)[^\n]*\n/, 30_000)
   if (line.includes('MP-BUSY')) {
@@ -51,9 +50,9 @@ export async function acquireLock(conn: Connection): Promise<HostLock> {
  */
 export async function breakLock(conn: Connection): Promise<string> {
   const r = await conn.run(
-    `holder=$(cat ${LOCK}.holder 2>/dev/null); pids=$(for p in /proc/[0-9]*; do for f in "$p"/fd/*; do ` +
-      `[ "$(readlink "$f" 2>/dev/null)" = ${shellQuote(LOCK)} ] && { echo "\${p#/proc/}"; break; }; done; done 2>/dev/null); ` +
-      `if [ -n "$pids" ]; then kill $pids; echo "cleared: $holder"; else echo "not held"; fi`,
+    sh`holder=$(cat ${LOCK}.holder 2>/dev/null); pids=$(for p in /proc/[0-9]*; do for f in "$p"/fd/*; do
+      [ "$(readlink "$f" 2>/dev/null)" = ${LOCK} ] && { echo "\${p#/proc/}"; break; }; done; done 2>/dev/null);
+      if [ -n "$pids" ]; then kill $pids; echo "cleared: $holder"; else echo "not held"; fi`,
   )
   return r.stdout.trim()
 }

@@ -1,7 +1,7 @@
 import type { Change, RestartTarget } from '../resources/resource.js'
 import { watches } from '../resources/resource.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
 import type { RestartRecord } from './report-types.js'
 import { PENDING_RESTARTS, STATE_DIR } from './host-state.js'
 
@@ -40,21 +40,21 @@ export class RestartLedger {
     // Files, edited lines and symlinks (a new *-enabled link must go with its bad file, or Apache's
     // Include finds a dangling link and every later configtest fails).
     const files = /^(file|line|symlink):/.test(change.resource) ? change.touches : []
-    const script: string[] = []
-    if (newUnits.length) script.push(`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits.map(shellQuote).join(' ')} >> ${PENDING_RESTARTS}`)
+    const script: ShellCommand[] = []
+    if (newUnits.length) script.push(sh`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits} >> ${PENDING_RESTARTS}`)
     // A file changed twice before its validation keeps its first backup: restoring means the state before this run.
     const backedUp = new Map([...this.#backups.values()].flat().map((b) => [b.path, b.existed]))
     const fresh = files.filter((f) => !backedUp.has(f))
     if (validating.length && fresh.length) {
-      script.push(`mkdir -p ${BACKUP_DIR}`)
+      script.push(sh`mkdir -p ${BACKUP_DIR}`)
       for (const f of fresh) {
-        const backup = shellQuote(BACKUP_DIR + '/' + encodeURIComponent(f))
+        const backup = BACKUP_DIR + '/' + encodeURIComponent(f)
         // rm first: cp onto an old backup that is a symlink would write through it.
-        script.push(`if [ -e ${shellQuote(f)} ] || [ -L ${shellQuote(f)} ]; then rm -f ${backup} && cp -a ${shellQuote(f)} ${backup}; echo existed; else echo new; fi`)
+        script.push(sh`if [ -e ${f} ] || [ -L ${f} ]; then rm -f ${backup} && cp -a ${f} ${backup}; echo existed; else echo new; fi`)
       }
     }
     if (script.length) {
-      const r = ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), 'recording pending restarts')
+      const r = ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), 'recording pending restarts')
       const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
       fresh.forEach((f, i) => backedUp.set(f, states[i] === 'existed'))
       for (const t of validating) {
@@ -101,7 +101,7 @@ export class RestartLedger {
       const due = this.#due.get(unit)
       if (!due) continue
       const { target } = due
-      const active = await this.conn.run(`systemctl is-active ${shellQuote(unit)}`)
+      const active = await this.conn.run(sh`systemctl is-active ${unit}`)
       const running = active.stdout.trim() === 'active' || active.stdout.trim() === 'reloading'
       if (!running && !ownUnits.includes(unit)) continue
       if (target.validate) {
@@ -111,14 +111,14 @@ export class RestartLedger {
           this.#due.delete(unit)
           await this.#clearPending(unit)
           const output = (v.stderr + v.stdout).trim().split('\n').slice(-6).join('\n')
-          throw new Error(`${unit}: the new configuration failed validation (${target.validate}); restored the previous files (${restored.join(', ') || 'none'}) and left ${unit} running as it was:\n${output}`)
+          throw new Error(`${unit}: the new configuration failed validation (${target.validate.text}); restored the previous files (${restored.join(', ') || 'none'}) and left ${unit} running as it was:\n${output}`)
         }
       }
       if (!this.#freshlyStarted.has(unit) && running) {
         const verb = target.reload ? 'reload' : 'restart'
-        const r = await this.conn.run(`systemctl ${verb} ${shellQuote(unit)}`, { timeoutMs: 300_000 })
+        const r = await this.conn.run(sh`systemctl ${verb} ${unit}`, { timeoutMs: 300_000 })
         if (r.code !== 0) {
-          const status = await this.conn.run(`systemctl status --no-pager -n 20 ${shellQuote(unit)}`)
+          const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${unit}`)
           r.stderr += `\n${status.stdout}`
           ensureSuccess(this.conn.host, r, `${verb} ${unit}`)
         }
@@ -132,7 +132,7 @@ export class RestartLedger {
   }
 
   async #clearPending(unit: string): Promise<void> {
-    await this.conn.run(`[ -f ${PENDING_RESTARTS} ] && sed -i ${shellQuote(`/^${unit.replace(/[.@]/g, '\\$&')}$/d`)} ${PENDING_RESTARTS}; true`)
+    await this.conn.run(sh`[ -f ${PENDING_RESTARTS} ] && sed -i ${`/^${unit.replace(/[.@]/g, '\\$&')}$/d`} ${PENDING_RESTARTS}; true`)
   }
 
   async #restore(unit: string): Promise<string[]> {
@@ -140,10 +140,10 @@ export class RestartLedger {
     const script = list.map((b) =>
       // Copied beside, then renamed over: atomic, and works when the path is a symlink.
       b.existed
-        ? `cp -a ${shellQuote(BACKUP_DIR + '/' + encodeURIComponent(b.path))} ${shellQuote(b.path + '.mp-restore')} && mv -Tf ${shellQuote(b.path + '.mp-restore')} ${shellQuote(b.path)}`
-        : `rm -f ${shellQuote(b.path)}`,
+        ? sh`cp -a ${BACKUP_DIR + '/' + encodeURIComponent(b.path)} ${b.path + '.mp-restore'} && mv -Tf ${b.path + '.mp-restore'} ${b.path}`
+        : sh`rm -f ${b.path}`,
     )
-    if (script.length) ensureSuccess(this.conn.host, await this.conn.run(script.join(' && ')), `restoring the previous configuration of ${unit}`)
+    if (script.length) ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), `restoring the previous configuration of ${unit}`)
     return list.map((b) => b.path)
   }
 }

@@ -1,3 +1,5 @@
+import type { ShellCommand } from '../ssh/shell.js'
+
 /**
  * A read-only probe of a host: a shell command and a parser of its output (pyinfra's FactBase).
  * Facts carry no I/O of their own: the probe runs many of them in one round trip, and unit tests feed
@@ -6,7 +8,7 @@
 export interface Fact<T> {
   /** Unique per command+arguments: facts with the same id are gathered once. */
   readonly id: string
-  readonly command: string
+  readonly command: ShellCommand
   parse(stdout: string, exitCode: number): T
   /** Its output holds secret values: the probe that gathers it is never echoed (--verbose). */
   readonly sensitive?: boolean
@@ -23,13 +25,13 @@ export interface Fact<T> {
  */
 export interface FactBatch {
   readonly id: string
-  command(items: readonly string[]): string
+  command(items: readonly string[]): ShellCommand
   split(stdout: string, exitCode: number, items: readonly string[]): { stdout: string; code: number }[]
 }
 
 export function defineFact<T>(
   id: string,
-  command: string,
+  command: ShellCommand,
   parse: (stdout: string, exitCode: number) => T,
   options: { sensitive?: boolean; paths?: readonly string[]; batch?: Fact<T>['batch'] } = {},
 ): Fact<T> {

@@ -1,5 +1,5 @@
 import { defineFact, type FactBatch } from './fact.js'
-import { shellQuote } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 
 export interface FileState {
   exists: boolean
@@ -29,13 +29,14 @@ const SPLIT = '@@MP-SPLIT'
  * All file states of a probe in three commands instead of four processes per file: one `stat` (the
  * name last, after the fields), one `sha256sum` of the regular files, and the targets of symlinks.
  */
-export const FILE_STATE_BATCH_SCRIPT =
+export const FILE_STATE_BATCH_SCRIPT = raw(
   `stat -c '%F|%U|%G|%a|%n' -- "$@"; echo ${SPLIT}; for p; do [ -f "$p" ] && [ ! -h "$p" ] && printf '%s\\0' "$p"; done | xargs -0r sha256sum --; ` +
-  `echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; true`
+  `echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; true`,
+)
 
 export const fileStateBatch: FactBatch = {
   id: 'file-state',
-  command: (paths) => `set -- ${paths.map(shellQuote).join(' ')}; ${FILE_STATE_BATCH_SCRIPT}`,
+  command: (paths) => sh`set -- ${paths}; ${FILE_STATE_BATCH_SCRIPT}`,
   split(stdout, _code, paths) {
     const [stats = '', sums = '', links = ''] = stdout.split(`${SPLIT}\n`)
     const statOf = new Map<string, string>()
@@ -59,10 +60,9 @@ export const fileStateBatch: FactBatch = {
 const batchable = (path: string) => !/[\n\r\\]/.test(path)
 
 export const fileState = (path: string) => {
-  const q = shellQuote(path)
   return defineFact(
     `file:${path}`,
-    `s=$(stat -c '%F|%U|%G|%a' ${q}) || exit 1; echo "$s"; case "$s" in 'regular'*) sha256sum ${q};; 'symbolic link'*) readlink ${q};; esac`,
+    sh`s=$(stat -c '%F|%U|%G|%a' ${path}) || exit 1; echo "$s"; case "$s" in 'regular'*) sha256sum ${path};; 'symbolic link'*) readlink ${path};; esac`,
     parseFileState,
     { paths: [path], ...(batchable(path) ? { batch: { with: fileStateBatch, item: path } } : {}) },
   )

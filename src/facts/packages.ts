@@ -1,3 +1,4 @@
+import { raw, sh } from '../ssh/shell.js'
 import { defineFact } from './fact.js'
 
 /** Installed Debian packages: name -> version (only fully installed ones, status "ii"). */
@@ -10,11 +11,11 @@ export function parseDpkgQuery(out: string): Map<string, string> {
   return pkgs
 }
 
-export const debPackages = defineFact('deb-packages', "dpkg-query -W -f '${Package}\\t${db:Status-Abbrev}\\t${Version}\\n'", parseDpkgQuery)
+export const debPackages = defineFact('deb-packages', raw("dpkg-query -W -f '${Package}\\t${db:Status-Abbrev}\\t${Version}\\n'"), parseDpkgQuery)
 
 /** debconf answers of a package's questions: question -> value. */
 export const debconfSelections = (pkg: string) =>
-  defineFact(`debconf:${pkg}`, `debconf-show ${pkg} 2>/dev/null`, (out) => {
+  defineFact(`debconf:${pkg}`, sh`debconf-show ${pkg} 2>/dev/null`, (out) => {
     const m = new Map<string, string>()
     for (const line of out.split('\n')) {
       const r = /^\*?\s*([^:]+):\s*(.*)$/.exec(line)

@@ -1,5 +1,6 @@
 import type { Connection } from '../ssh/connection.js'
 import { RemoteCommandError } from '../ssh/connection.js'
+import { sh, type ShellCommand } from '../ssh/shell.js'
 import { FactValues, type Fact, type FactBatch } from './fact.js'
 
 const BEGIN = '@@MP-FACT'
@@ -7,7 +8,7 @@ const END = '@@MP-END'
 
 /** One command of the probe: a fact alone, or the facts of a batch that were asked for together. */
 interface Section {
-  command: string
+  command: ShellCommand | null
   facts: Fact<unknown>[]
   batch?: FactBatch
 }
@@ -21,7 +22,7 @@ function sections(facts: readonly Fact<unknown>[]): Section[] {
       out.push({ command: fact.command, facts: [fact] })
       continue
     }
-    const section = batches.get(batch.id) ?? { command: '', facts: [], batch }
+    const section = batches.get(batch.id) ?? { command: null, facts: [], batch }
     if (!batches.has(batch.id)) out.push(section)
     batches.set(batch.id, section)
     section.facts.push(fact)
@@ -42,7 +43,7 @@ export function probeScript(facts: readonly Fact<unknown>[]): string {
 
 function framed(parts: readonly Section[]): string {
   return parts
-    .map((p, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"`)
+    .map((p, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"`)
     .join('\n')
 }
 
@@ -72,7 +73,7 @@ export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown
   if (unique.length === 0) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
   const plan = sections(unique)
-  const result = await conn.run('sh -s', { stdin: framed(plan), secretOutput: unique.some((f) => f.sensitive) })
+  const result = await conn.run(sh`sh -s`, { stdin: framed(plan), secretOutput: unique.some((f) => f.sensitive) })
   if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${unique.length} facts)` }, 'gathering facts')
   const parts = parseProbeOutput(result.stdout, plan.length)
   plan.forEach((section, i) => {

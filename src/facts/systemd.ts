@@ -1,5 +1,5 @@
 import { defineFact, type FactBatch } from './fact.js'
-import { shellQuote } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 
 export interface UnitState {
   loaded: boolean
@@ -28,12 +28,12 @@ export function parseUnitState(out: string): UnitState {
   }
 }
 
-const SHOW = 'systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic'
+const SHOW = raw('systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic')
 
 /** `systemctl show` of many units prints their blocks in the order asked, separated by blank lines. */
 export const unitStateBatch: FactBatch = {
   id: 'unit-state',
-  command: (units) => `${SHOW} ${units.map(shellQuote).join(' ')}`,
+  command: (units) => sh`${SHOW} ${units}`,
   split(stdout, code, units) {
     const blocks = stdout.split(/\n\n(?=\S)/)
     if (blocks.length !== units.length) throw new Error(`systemctl show printed ${blocks.length} blocks for ${units.length} units (exit ${code})`)
@@ -41,4 +41,4 @@ export const unitStateBatch: FactBatch = {
   },
 }
 
-export const unitState = (unit: string) => defineFact(`unit:${unit}`, `${SHOW} ${shellQuote(unit)}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })
+export const unitState = (unit: string) => defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })

@@ -1,7 +1,7 @@
 import { debPackages } from '../facts/packages.js'
 import { aptListsPresent } from '../facts/system.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
-import { shellJoin } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 import type { Change, Resource } from './resource.js'
 
 export interface PackageSpec {
@@ -20,7 +20,7 @@ export interface AptPackagesSpec {
   label?: string
 }
 
-const APT_ENV = 'DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a'
+const APT_ENV = raw('DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a')
 
 /**
  * Seconds apt waits for another apt/dpkg (unattended-upgrades) to release the dpkg lock before the
@@ -33,15 +33,16 @@ export function dpkgLockTimeout(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 const aptOpts = (lockTimeout: number) =>
-  `-y -q --no-install-recommends -o DPkg::Lock::Timeout=${lockTimeout} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold`
+  sh`-y -q --no-install-recommends -o DPkg::Lock::Timeout=${lockTimeout} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold`
 
 /** pid and command line of every process that has the dpkg locks open (fuser is not on minimal hosts). */
-const DPKG_LOCK_HOLDERS =
+const DPKG_LOCK_HOLDERS = raw(
   'for p in /proc/[0-9]*; do for f in "$p"/fd/*; do case "$(readlink "$f" 2>/dev/null)" in /var/lib/dpkg/lock|/var/lib/dpkg/lock-frontend) ' +
-  'printf \'%s %s\\n\' "${p#/proc/}" "$(tr \'\\0\' \' \' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null'
+  'printf \'%s %s\\n\' "${p#/proc/}" "$(tr \'\\0\' \' \' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null',
+)
 
 export async function aptUpdate(conn: Connection): Promise<void> {
-  ensureSuccess(conn.host, await conn.run(`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 }), 'apt-get update')
+  ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 }), 'apt-get update')
 }
 
 /** Debian packages present (and pinned versions exact). */
@@ -74,9 +75,9 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
     async apply(change, ctx) {
       const { conn } = ctx
       if (spec.debconf?.length) {
-        ensureSuccess(conn.host, await conn.run('debconf-set-selections', { stdin: spec.debconf.join('\n') + '\n' }), 'debconf preseeding')
+        ensureSuccess(conn.host, await conn.run(sh`debconf-set-selections`, { stdin: spec.debconf.join('\n') + '\n' }), 'debconf preseeding')
       }
-      const lists = await conn.run('ls /var/lib/apt/lists/ | grep -c _Packages')
+      const lists = await conn.run(aptListsPresent.command)
       if (ctx.state.aptListsStale || Number(lists.stdout.trim() || 0) === 0) {
         await aptUpdate(conn)
         ctx.state.aptListsStale = false
@@ -86,11 +87,11 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
         return p?.version ? `${n}=${p.version}` : n
       })
       const lockTimeout = dpkgLockTimeout()
-      const install = `${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${shellJoin(names)}`
+      const install = sh`${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${names}`
       let r = await conn.run(install, { timeoutMs: 1_200_000 })
       if (r.code !== 0 && /dpkg was interrupted/.test(r.stderr + r.stdout)) {
         // An earlier install was cut off (a lost connection, a reboot): finish dpkg's work, then retry.
-        ensureSuccess(conn.host, await conn.run(`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 }), 'dpkg --configure -a')
+        ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 }), 'dpkg --configure -a')
         r = await conn.run(install, { timeoutMs: 1_200_000 })
       }
       if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {

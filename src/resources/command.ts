@@ -1,14 +1,15 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { sh, type ShellCommand } from '../ssh/shell.js'
 import type { Resource } from './resource.js'
 
 export interface CommandSpec {
   /** Stable name for plans and logs. */
   name: string
-  command: string
+  /** Built with `sh` (values quoted); secrets go in `stdin`. */
+  command: ShellCommand
   /** Skip when this read-only command exits 0. */
-  unless?: string
+  unless?: ShellCommand
   /** Skip when this path exists. */
   creates?: string
   stdin?: string
@@ -22,8 +23,8 @@ export interface CommandSpec {
 /** A command guarded by a condition: runs only when the guard says it is needed. */
 export function command(spec: CommandSpec): Resource {
   if (!spec.unless && !spec.creates) throw new Error(`command ${spec.name} needs a guard (unless or creates): unguarded commands are never idempotent`)
-  const guard = spec.unless ?? `test -e ${shellQuote(spec.creates!)}`
-  const fact = defineFact(`guard:${spec.name}:${guard}`, guard, (_out, code) => code === 0)
+  const guard = spec.unless ?? sh`test -e ${spec.creates!}`
+  const fact = defineFact(`guard:${spec.name}:${guard.text}`, guard, (_out, code) => code === 0)
   const id = `command:${spec.name}`
   return {
     id,

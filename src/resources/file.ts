@@ -3,7 +3,7 @@ import { fileState, type FileState } from '../facts/files.js'
 import { maskSensitiveText, unifiedDiff } from '../report/unified-diff.js'
 import { Secret } from '../secret.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { sh } from '../ssh/shell.js'
 import type { ApplyContext, Change, PlanContext, Resource } from './resource.js'
 
 export interface FileSpec {
@@ -77,7 +77,7 @@ export function file(spec: FileSpec): Resource {
       let diff: string | undefined
       if (contentDiffers && isText(content) && content.length < 512 * 1024) {
         // Read the old content only when it differs: converged files cost no extra round trip.
-        const old = await ctx.conn.run(`cat ${shellQuote(spec.path)}`, { secretOutput: sensitive })
+        const old = await ctx.conn.run(sh`cat ${spec.path}`, { secretOutput: sensitive })
         if (old.code === 0) {
           const [before, after] = sensitive ? [maskSensitiveText(old.stdout), maskSensitiveText(content.toString('utf8'))] : [old.stdout, content.toString('utf8')]
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)
@@ -122,8 +122,8 @@ export function directory(spec: DirectorySpec): Resource {
       }
     },
     async apply(_c, ctx) {
-      const q = shellQuote(spec.path)
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(`install -d -o ${shellQuote(owner)} -g ${shellQuote(group)} -m ${octal(mode)} ${q} && chown ${shellQuote(owner)}:${shellQuote(group)} ${q} && chmod ${octal(mode)} ${q}`), `creating ${spec.path}`)
+      const q = spec.path
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`install -d -o ${owner} -g ${group} -m ${octal(mode)} ${q} && chown ${`${owner}:${group}`} ${q} && chmod ${octal(mode)} ${q}`), `creating ${spec.path}`)
     },
   }
 }
@@ -150,7 +150,7 @@ export function symlink(spec: { path: string; target: string }): Resource {
     async apply(_c, ctx) {
       // Atomic switch: a new link beside the old one, renamed over it.
       const tmp = `${spec.path}.mp-new`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(`ln -sfn ${shellQuote(spec.target)} ${shellQuote(tmp)} && mv -Tf ${shellQuote(tmp)} ${shellQuote(spec.path)}`), `linking ${spec.path}`)
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`ln -sfn ${spec.target} ${tmp} && mv -Tf ${tmp} ${spec.path}`), `linking ${spec.path}`)
     },
   }
 }

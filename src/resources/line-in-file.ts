@@ -1,7 +1,7 @@
 import { defineFact } from '../facts/fact.js'
 import { unifiedDiff } from '../report/unified-diff.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 import type { PlanContext, Resource } from './resource.js'
 
 export interface LineInFileSpec {
@@ -43,15 +43,13 @@ export function parseLineState(out: string, code: number): LineState {
 }
 
 export const lineState = (path: string, line: string, match?: string) => {
-  const p = shellQuote(path)
-  const l = shellQuote(line)
+  const p = path
+  const l = line
   // Lines that match the pattern but are not exactly `line`: grep -c exits 1 on zero, 2 on a bad pattern.
-  const others = match === undefined ? 'o=0' : `o=$(grep -vFx -e ${l} ${p} | grep -cP -e ${shellQuote(match)}); [ $? -le 1 ] || o=bad-pattern`
+  const others = match === undefined ? raw('o=0') : sh`o=$(grep -vFx -e ${l} ${p} | grep -cP -e ${match}); [ $? -le 1 ] || o=bad-pattern`
   return defineFact(
     `line:${path}:${line}:${match ?? ''}`,
-    `s=$(stat -c '%F|%U|%G|%a' ${p} 2>/dev/null) || { echo absent; exit 0; }; ` +
-      `case "$s" in 'regular'*) ;; *) echo "not-a-file|\${s%%|*}"; exit 0;; esac; ` +
-      `if grep -qFx -e ${l} ${p}; then l=1; else l=0; fi; ${others}; echo "\${s#*|}|$l|$o"`,
+    sh`s=$(stat -c '%F|%U|%G|%a' ${p} 2>/dev/null) || { echo absent; exit 0; }; case "$s" in 'regular'*) ;; *) echo "not-a-file|\${s%%|*}"; exit 0;; esac; if grep -qFx -e ${l} ${p}; then l=1; else l=0; fi; ${others}; echo "\${s#*|}|$l|$o"`,
     parseLineState,
     { paths: [path] },
   )
@@ -88,7 +86,7 @@ export function lineInFile(spec: LineInFileSpec): Resource {
   let planned: { content: string; owner: string; group: string; mode: number } | undefined
 
   const readFile = async (ctx: PlanContext) => {
-    const r = ensureSuccess(ctx.conn.host, await ctx.conn.run(`cat ${shellQuote(spec.path)}`), `reading ${spec.path}`)
+    const r = ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`cat ${spec.path}`), `reading ${spec.path}`)
     return r.stdout
   }
 

@@ -2,17 +2,17 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
 import { Secret } from '../secret.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 import type { Resource } from './resource.js'
 
-const PSQL = 'runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1'
+const PSQL = raw('runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1')
 
 export const sqlIdent = (name: string) => `"${name.replace(/"/g, '""')}"`
 export const sqlLiteral = (value: string) => `'${value.replace(/'/g, "''")}'`
 
 /** A Postgres query as a fact; `unavailable` when Postgres is not installed or not running yet. */
 function psqlFact<T>(id: string, sql: string, parse: (rows: string[][]) => T) {
-  return defineFact(id, `${PSQL} -F '\t' -c ${shellQuote(sql)}`, (out, code) =>
+  return defineFact(id, sh`${PSQL} -F '\t' -c ${sql}`, (out, code) =>
     code === 0 ? { available: true as const, value: parse(out.split('\n').filter(Boolean).map((l) => l.split('\t'))) } : { available: false as const },
   )
 }
@@ -55,7 +55,7 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
       const verb = change.action === 'create' ? 'CREATE' : 'ALTER'
       // Even on stdin, send the verifier rather than the password: it never reaches server logs in clear.
       const sql = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${sqlLiteral(spec.name)}) THEN ALTER ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; ELSE CREATE ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; END IF; END $$;`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(`${PSQL} -f -`, { stdin: sql }), `${verb.toLowerCase()} role ${spec.name}`)
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql }), `${verb.toLowerCase()} role ${spec.name}`)
     },
   }
 }
@@ -101,7 +101,7 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
         change.action === 'create'
           ? `CREATE DATABASE ${sqlIdent(spec.name)} ENCODING ${sqlLiteral(encoding)} LC_COLLATE ${sqlLiteral(collate)} LC_CTYPE ${sqlLiteral(ctype)} TEMPLATE template0 OWNER ${sqlIdent(spec.owner)};`
           : `ALTER DATABASE ${sqlIdent(spec.name)} OWNER TO ${sqlIdent(spec.owner)};`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(`${PSQL} -f -`, { stdin: sql }), `database ${spec.name}`)
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql }), `database ${spec.name}`)
     },
   }
 }

@@ -1,6 +1,6 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellJoin, shellQuote } from '../ssh/quote.js'
+import { raw, sh } from '../ssh/shell.js'
 import type { Resource } from './resource.js'
 
 export interface VirtualenvSpec {
@@ -26,7 +26,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
   const py = `${spec.path}/bin/python`
   const fact = defineFact(
     `venv:${spec.path}:${spec.probe.module}`,
-    `${shellQuote(py)} -c ${shellQuote(`import importlib.metadata as m, ${spec.probe.module} as s; print(getattr(s, '__version__', ''))`)}`,
+    sh`${py} -c ${`import importlib.metadata as m, ${spec.probe.module} as s; print(getattr(s, '__version__', ''))`}`,
     (out, code) => (code === 0 ? out.trim() : null),
   )
   const id = `venv:${spec.path}`
@@ -48,7 +48,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       const { conn } = ctx
       const pip = [`${spec.path}/bin/pip`, 'install', '--disable-pip-version-check', '--no-input']
       if (spec.wheelhouse) {
-        ensureSuccess(conn.host, await conn.run(`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`), 'preparing the wheelhouse directory')
+        ensureSuccess(conn.host, await conn.run(sh`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`), 'preparing the wheelhouse directory')
         await conn.putDirectory(spec.wheelhouse, WHEELHOUSE_DIR, { mode: 0o644 })
         pip.push('--no-index', '--find-links', WHEELHOUSE_DIR)
       } else if (spec.indexUrl) {
@@ -56,8 +56,8 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       }
       pip.push(spec.requirement)
       // An old venv pip may not know the wheels' manylinux tags: upgrade it first when the wheelhouse has one.
-      const upgradePip = spec.wheelhouse ? `if ls ${WHEELHOUSE_DIR}/pip-*.whl >/dev/null 2>&1; then ${shellQuote(`${spec.path}/bin/pip`)} install -q --disable-pip-version-check --no-index --find-links ${WHEELHOUSE_DIR} --upgrade pip; fi; ` : ''
-      const script = `set -e; [ -x ${shellQuote(py)} ] || python3 -m venv ${shellJoin(spec.venvArgs ?? [])} ${shellQuote(spec.path)}; ${upgradePip}${shellJoin(pip)}`
+      const upgradePip = spec.wheelhouse ? sh`if ls ${WHEELHOUSE_DIR}/pip-*.whl >/dev/null 2>&1; then ${`${spec.path}/bin/pip`} install -q --disable-pip-version-check --no-index --find-links ${WHEELHOUSE_DIR} --upgrade pip; fi; ` : raw('')
+      const script = sh`set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${upgradePip}${pip}`
       ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000 }), `pip install ${spec.requirement}`)
     },
   }

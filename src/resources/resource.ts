@@ -1,3 +1,4 @@
+import type { ShellCommand } from '../ssh/shell.js'
 import { FactValues, type Fact } from '../facts/fact.js'
 import type { Connection } from '../ssh/connection.js'
 
@@ -69,7 +70,7 @@ export interface RestartTarget {
   /** reload instead of restart. */
   reload: boolean
   /** Run before a restart; when it fails, the changed watched files are restored and the task fails. */
-  validate?: string
+  validate?: ShellCommand
 }
 
 export function watches(target: RestartTarget, touched: string): boolean {

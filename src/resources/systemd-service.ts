@@ -1,6 +1,6 @@
 import { unitState } from '../facts/systemd.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { shellQuote } from '../ssh/quote.js'
+import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
 import type { Resource, RestartTarget } from './resource.js'
 
 export interface ServiceSpec {
@@ -12,7 +12,7 @@ export interface ServiceSpec {
   /** Reload (SIGHUP/ExecReload) instead of restart when watched things change. */
   reload?: boolean
   /** Command that must succeed before a restart (e.g. `apache2ctl configtest`). */
-  validate?: string
+  validate?: ShellCommand
 }
 
 export type ServiceResource = Resource & { restartTarget: RestartTarget }
@@ -50,11 +50,11 @@ export function service(spec: ServiceSpec): ServiceResource {
       }
     },
     async apply(_change, ctx) {
-      const u = shellQuote(spec.unit)
-      const cmd = [enabled ? `systemctl enable ${u}` : '', running ? `systemctl start ${u}` : ''].filter(Boolean).join(' && ')
+      const u = spec.unit
+      const cmd = joinShell([...(enabled ? [sh`systemctl enable ${u}`] : []), ...(running ? [sh`systemctl start ${u}`] : [])], ' && ')
       const r = await ctx.conn.run(cmd, { timeoutMs: 300_000 })
       if (r.code !== 0) {
-        const why = await ctx.conn.run(`systemctl status --no-pager -n 15 ${u}`)
+        const why = await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${u}`)
         r.stderr += `\n${why.stdout}`
       }
       ensureSuccess(ctx.conn.host, r, `starting ${spec.unit}`)

@@ -1,4 +1,5 @@
 import type { Secret } from '../secret.js'
+import type { ShellCommand } from './shell.js'
 
 /** One result shape for success and failure (like execa's): a non-zero exit is data, not an exception. */
 export interface CommandResult {
@@ -38,12 +39,12 @@ export interface FileWrite {
 
 /**
  * A connection to one host. Every command runs as root: directly when the login user is root,
- * through sudo otherwise. Commands run with `sh -c`; callers quote with `shellQuote`.
+ * through sudo otherwise. Commands run with `sh -c`; they are built with the `sh` tagged template (shell.ts).
  */
 export interface Connection {
   /** Inventory name of the host. */
   readonly host: string
-  run(command: string, options?: RunOptions): Promise<CommandResult>
+  run(command: ShellCommand, options?: RunOptions): Promise<CommandResult>
   /** Atomic: temp file in the same directory (0600), owner and mode set, then rename. Content on stdin. */
   writeFile(file: FileWrite): Promise<void>
   /** Many writeFile in one round trip, in order; the first failure stops the rest. */
@@ -53,7 +54,7 @@ export interface Connection {
   /** Send a whole controller directory as one tar stream on stdin, unpacked into remoteDir. */
   putDirectory(localDir: string, remoteDir: string, options?: { owner?: string; group?: string; mode?: number }): Promise<void>
   /** A long-lived remote command whose lifetime is the connection's (e.g. the host lock). */
-  spawn(command: string, options?: { stdin?: string }): RemoteProcess
+  spawn(command: ShellCommand, options?: { stdin?: string }): RemoteProcess
   close(): Promise<void>
 }
 

@@ -1,5 +1,5 @@
 import { posix } from 'node:path'
-import { shellQuote } from './quote.js'
+import { joinShell, raw, sh, type ShellCommand } from './shell.js'
 
 /**
  * How commands get root on a host: the login user is root, or sudo without a password, or sudo
@@ -21,18 +21,18 @@ const REMOTE_TIMEOUT_GRACE_S = 5
  * reads the password line and the rest of stdin reaches the command untouched.
  */
 export function remoteCommand(command: string, privilege: Privilege, timeoutMs?: number): string {
-  let inner = `sh -c ${shellQuote(command)}`
+  let inner = sh`sh -c ${command}`
   const timed = timeoutMs !== undefined && timeoutMs > 0
-  if (timed) inner = `timeout -k 10 ${Math.ceil(timeoutMs / 1000) + REMOTE_TIMEOUT_GRACE_S} ${inner}`
+  if (timed) inner = sh`timeout -k 10 ${Math.ceil(timeoutMs / 1000) + REMOTE_TIMEOUT_GRACE_S} ${inner}`
   switch (privilege) {
     case 'root':
       // sshd refuses "signal" requests on root sessions (no privilege separation there), so a timed
       // command first reports its pid on stderr (stripped by the client) to be killed by `kill`.
-      return timed ? `exec sh -c ${shellQuote(`printf '${PID_MARKER}%s\\n' $$ >&2; exec ${inner}`)}` : `exec ${inner}`
+      return timed ? sh`exec sh -c ${sh`printf ${`${PID_MARKER}%s\n`} $$ >&2; exec ${inner}`.text}`.text : sh`exec ${inner}`.text
     case 'sudo':
-      return `exec sudo -n -H -- ${inner}`
+      return sh`exec sudo -n -H -- ${inner}`.text
     case 'sudo-password':
-      return `exec sudo -k -S -p '' -H -- ${inner}`
+      return sh`exec sudo -k -S -p '' -H -- ${inner}`.text
   }
 }
 
@@ -66,42 +66,45 @@ export interface AtomicWrite {
  * rename: readers see the old file or the new one, never half). Any failure removes the temp file.
  * The parent directory must exist: creating it is a decision for the caller, not a side effect.
  */
-export function atomicWriteScript(write: AtomicWrite, stdin: 'whole' | 'next bytes' = 'whole'): string {
+export function atomicWriteScript(write: AtomicWrite, stdin: 'whole' | 'next bytes' = 'whole'): ShellCommand {
   checkPath(write.path)
   checkName('owner', write.owner)
   checkName('group', write.group)
   const dir = posix.dirname(write.path)
   const base = posix.basename(write.path)
   if (base === '' || base === '.' || base === '..' || write.path.endsWith('/')) throw new Error(`not a file path: ${write.path}`)
-  return [
-    'set -eu',
-    `dest=${shellQuote(write.path)}`,
-    `dir=${shellQuote(dir)}`,
-    `if [ ! -d "$dir" ]; then echo "matrix-provision: cannot write $dest: directory $dir does not exist" >&2; exit 2; fi`,
-    `if [ -d "$dest" ]; then echo "matrix-provision: cannot write $dest: it is a directory" >&2; exit 2; fi`,
-    'umask 077',
-    `tmp=$(mktemp "$dir/".${shellQuote(base)}.mp-XXXXXX)`,
-    `trap 'rm -f "$tmp"' EXIT`,
-    `trap 'exit 129' HUP`,
-    `trap 'exit 130' INT`,
-    `trap 'exit 143' TERM`,
-    // Several files on one stdin: GNU head -c reads no byte past the count, so the next file starts right after.
-    stdin === 'whole' ? 'cat > "$tmp"' : `head -c ${write.size} > "$tmp"`,
-    'got=$(($(wc -c < "$tmp")))',
-    `if [ "$got" -ne ${write.size} ]; then echo "matrix-provision: received $got of ${write.size} bytes for $dest (connection cut?); nothing changed" >&2; exit 3; fi`,
-    `chown ${shellQuote(`${write.owner}:${write.group}`)} "$tmp"`,
-    `chmod ${octalMode(write.mode)} "$tmp"`,
-    'mv -f "$tmp" "$dest"',
-    'trap - EXIT',
-  ].join('\n')
+  return joinShell(
+    [
+      sh`set -eu`,
+      sh`dest=${write.path}`,
+      sh`dir=${dir}`,
+      raw(`if [ ! -d "$dir" ]; then echo "matrix-provision: cannot write $dest: directory $dir does not exist" >&2; exit 2; fi`),
+      raw(`if [ -d "$dest" ]; then echo "matrix-provision: cannot write $dest: it is a directory" >&2; exit 2; fi`),
+      sh`umask 077`,
+      sh`tmp=$(mktemp "$dir/".${base}.mp-XXXXXX)`,
+      raw(`trap 'rm -f "$tmp"' EXIT`),
+      raw(`trap 'exit 129' HUP`),
+      raw(`trap 'exit 130' INT`),
+      raw(`trap 'exit 143' TERM`),
+      // Several files on one stdin: GNU head -c reads no byte past the count, so the next file starts right after.
+      stdin === 'whole' ? raw('cat > "$tmp"') : sh`head -c ${write.size} > "$tmp"`,
+      raw('got=$(($(wc -c < "$tmp")))'),
+      sh`if [ "$got" -ne ${write.size} ]; then echo "matrix-provision: received $got of "${write.size}" bytes for $dest (connection cut?); nothing changed" >&2; exit 3; fi`,
+      sh`chown ${`${write.owner}:${write.group}`} "$tmp"`,
+      sh`chmod ${octalMode(write.mode)} "$tmp"`,
+      raw('mv -f "$tmp" "$dest"'),
+      raw('trap - EXIT'),
+    ],
+    '\n',
+  )
 }
 
 /**
  * Several atomic writes in one script, their contents one after another on stdin. Each runs in its own
  * subshell; the first failure stops the rest (a later file would otherwise read an earlier one's bytes).
  */
-export function atomicWritesScript(writes: readonly AtomicWrite[]): string {
-  return writes.map((w) => `(\n${atomicWriteScript(w, 'next bytes')}\n)`).join(' &&\n')
+export function atomicWritesScript(writes: readonly AtomicWrite[]): ShellCommand {
+  return joinShell(writes.map((w) => sh`(\n${atomicWriteScript(w, 'next bytes')}\n)`), ' && ')
 }
 
 export interface TarExtract {
@@ -117,20 +120,22 @@ export interface TarExtract {
  * group names (GNU tar as root restores them by name); both are checked to exist first, or tar would
  * silently fall back to uid 0. `dir` is created when missing; its parent must exist.
  */
-export function extractTarScript(extract: TarExtract): string {
+export function extractTarScript(extract: TarExtract): ShellCommand {
   checkPath(extract.dir)
   checkName('owner', extract.owner)
   checkName('group', extract.group)
-  const owner = shellQuote(extract.owner)
-  const group = shellQuote(extract.group)
-  return [
-    'set -eu',
-    `dest=${shellQuote(extract.dir)}`,
-    `parent=${shellQuote(posix.dirname(extract.dir))}`,
-    `if [ ! -d "$parent" ]; then echo "matrix-provision: cannot unpack into $dest: directory $parent does not exist" >&2; exit 2; fi`,
-    `if ! id -u ${owner} >/dev/null 2>&1; then echo "matrix-provision: no user ${extract.owner} on this host" >&2; exit 2; fi`,
-    `if ! getent group ${group} >/dev/null; then echo "matrix-provision: no group ${extract.group} on this host" >&2; exit 2; fi`,
-    `if [ ! -d "$dest" ]; then mkdir -m ${octalMode(extract.dirMode)} "$dest"; chown ${shellQuote(`${extract.owner}:${extract.group}`)} "$dest"; fi`,
-    'tar -x -f - -C "$dest" --same-owner --same-permissions',
-  ].join('\n')
+  const { owner, group } = extract
+  return joinShell(
+    [
+      sh`set -eu`,
+      sh`dest=${extract.dir}`,
+      sh`parent=${posix.dirname(extract.dir)}`,
+      raw(`if [ ! -d "$parent" ]; then echo "matrix-provision: cannot unpack into $dest: directory $parent does not exist" >&2; exit 2; fi`),
+      sh`if ! id -u ${owner} >/dev/null 2>&1; then echo ${`matrix-provision: no user ${owner} on this host`} >&2; exit 2; fi`,
+      sh`if ! getent group ${group} >/dev/null; then echo ${`matrix-provision: no group ${group} on this host`} >&2; exit 2; fi`,
+      sh`if [ ! -d "$dest" ]; then mkdir -m ${octalMode(extract.dirMode)} "$dest"; chown ${`${owner}:${group}`} "$dest"; fi`,
+      raw('tar -x -f - -C "$dest" --same-owner --same-permissions'),
+    ],
+    '\n',
+  )
 }

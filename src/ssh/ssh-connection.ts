@@ -14,6 +14,7 @@ import { checkHostKey } from './host-key.js'
 import { appendKnownHost, hostKeyAlgorithmOrder, knownHostName, lookupHostKeys, readKnownHosts } from './known-hosts.js'
 import { atomicWriteScript, atomicWritesScript, extractTarScript, octalMode, PID_MARKER, remoteCommand, type Privilege } from './remote-command.js'
 import { Semaphore } from './semaphore.js'
+import type { ShellCommand } from './shell.js'
 import { loadSshConfig } from './ssh-config.js'
 import { tarStream } from './tar.js'
 
@@ -181,8 +182,8 @@ export class SshConnection implements Connection {
     return this.#lostReason === undefined && this.#closing === undefined && this.#ssh.isConnected()
   }
 
-  run(command: string, options: RunOptions = {}): Promise<CommandResult> {
-    const request: ExecRequest = { command, display: maskSecrets(command) }
+  run(command: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
+    const request: ExecRequest = { command: command.text, display: maskSecrets(command.text) }
     if (options.stdin !== undefined) request.stdin = options.stdin
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     if (options.onOutput !== undefined) request.onOutput = options.onOutput
@@ -395,7 +396,7 @@ export class SshConnection implements Connection {
 
   async writeFile(file: FileWrite): Promise<void> {
     const w = prepareWrite(file)
-    const result = await this.#exec({ command: atomicWriteScript(w), display: w.display, stdin: w.content })
+    const result = await this.#exec({ command: atomicWriteScript(w).text, display: w.display, stdin: w.content })
     ensureSuccess(this.host, result, `writing ${file.path}`)
   }
 
@@ -403,7 +404,7 @@ export class SshConnection implements Connection {
     if (files.length <= 1) return files.length ? this.writeFile(files[0]!) : undefined
     const ws = files.map(prepareWrite)
     const display = `write ${ws.length} files: ${ws.map((w) => w.display.replace(/^write /, '')).join('; ')}`
-    const result = await this.#exec({ command: atomicWritesScript(ws), display, stdin: Buffer.concat(ws.map((w) => w.content)) })
+    const result = await this.#exec({ command: atomicWritesScript(ws).text, display, stdin: Buffer.concat(ws.map((w) => w.content)) })
     ensureSuccess(this.host, result, `writing ${files.map((f) => f.path).join(', ')}`)
   }
 
@@ -415,7 +416,7 @@ export class SshConnection implements Connection {
     const script = atomicWriteScript({ path: remotePath, owner, group, mode, size })
     const display = `upload ${localPath} -> ${remotePath} (${owner}:${group} ${octalMode(mode)}, ${size} bytes)`
     const stdin = createReadStream(localPath, { highWaterMark: 256 * 1024 })
-    const request: ExecRequest = { command: script, display, stdin }
+    const request: ExecRequest = { command: script.text, display, stdin }
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     const result = await this.#exec(request)
     ensureSuccess(this.host, result, `uploading ${localPath} to ${remotePath}`)
@@ -430,14 +431,14 @@ export class SshConnection implements Connection {
     const script = extractTarScript({ dir: remoteDir, owner, group, dirMode })
     const tarOptions = options.mode === undefined ? { owner, group, dirMode } : { owner, group, dirMode, fileMode: options.mode }
     const display = `upload directory ${localDir} -> ${remoteDir} (${owner}:${group}${options.mode === undefined ? '' : ` ${octalMode(options.mode)}`})`
-    const request: ExecRequest = { command: script, display, stdin: tarStream(localDir, tarOptions) }
+    const request: ExecRequest = { command: script.text, display, stdin: tarStream(localDir, tarOptions) }
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     const result = await this.#exec(request)
     ensureSuccess(this.host, result, `uploading ${localDir} to ${remoteDir}`)
   }
 
-  spawn(command: string, options: { stdin?: string } = {}): SpawnedProcess {
-    const display = maskSecrets(command)
+  spawn(command: ShellCommand, options: { stdin?: string } = {}): SpawnedProcess {
+    const display = maskSecrets(command.text)
     const child = new SpawnedProcess(display)
     const unavailable = this.#lostReason ?? (this.#closing ? `connection to ${this.host} is closed` : undefined)
     if (unavailable !== undefined) {
@@ -449,7 +450,7 @@ export class SshConnection implements Connection {
     }
     this.#spawned++
     const started = performance.now()
-    const wire = remoteCommand(command, this.privilege)
+    const wire = remoteCommand(command.text, this.privilege)
     const onDone = (result: CommandResult) => {
       this.#spawned--
       this.#pending.delete(abort)

@@ -7,7 +7,7 @@ import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { joinShell, raw, sh } from '../../src/ssh/shell.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import { installedSynapseVersion } from '../synapse/index.js'
 import type { RenderedFile } from '../rendered-file.js'
@@ -44,6 +44,11 @@ export function enabled(availablePath: string): Resource {
   return symlink({ path: `/etc/apache2/${m[1]}-enabled/${m[2]}`, target: `../${m[1]}-available/${m[2]}` })
 }
 
+/** Exits 0 when the certificate's subjectAltName lists every name (a name added later means a new certificate). */
+function coversNames(certFile: string, names: readonly string[]) {
+  return joinShell(names.map((n) => sh`openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${`DNS:${n}`}`), ' && ')
+}
+
 function selfSignedCertificate(ctx: TaskContext): Resource {
   const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
@@ -52,11 +57,8 @@ function selfSignedCertificate(ctx: TaskContext): Resource {
     name: 'self-signed certificate',
     summary: `generate a self-signed certificate for ${names.join(', ')} (${certFile}; key 0600)`,
     // Renewed when it expires within 30 days or no longer covers every name.
-    unless: `test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${names.map((n) => `openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${shellQuote(`DNS:${n}`)}`).join(' && ')}`,
-    command:
-      `set -e; umask 077; mkdir -p ${TLS_DIR}; ` +
-      `openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj ${shellQuote(`/CN=${names[0]}`)} -addext ${shellQuote(`subjectAltName=${san}`)} ` +
-      `-addext basicConstraints=critical,CA:TRUE -keyout ${keyFile}.new -out ${certFile}.new; chmod 0644 ${certFile}.new; mv -f ${keyFile}.new ${keyFile}; mv -f ${certFile}.new ${certFile}`,
+    unless: sh`test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${coversNames(certFile, names)}`,
+    command: sh`set -e; umask 077; mkdir -p ${TLS_DIR}; openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj ${`/CN=${names[0]}`} -addext ${`subjectAltName=${san}`} -addext basicConstraints=critical,CA:TRUE -keyout ${`${keyFile}.new`} -out ${`${certFile}.new`}; chmod 0644 ${`${certFile}.new`}; mv -f ${`${keyFile}.new`} ${keyFile}; mv -f ${`${certFile}.new`} ${certFile}`,
     touches: [certFile, keyFile],
   })
 }
@@ -88,7 +90,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
   if (tls.mode !== 'acme') return []
   const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
-  const deploy = `install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
+  const deploy = sh`install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
   const server = tls.acmeServer ?? "Let's Encrypt"
   const challenges = renderAcmeConf()
   return [
@@ -107,10 +109,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
       name: 'ACME certificate',
       summary: `obtain a certificate for ${names.join(', ')} from ${server} (HTTP-01, webroot ${ACME_WEBROOT})`,
       creates: `/etc/letsencrypt/live/${names[0]}/fullchain.pem`,
-      command:
-        `set -e; mkdir -p ${ACME_WEBROOT}/.well-known/acme-challenge; apache2ctl configtest; systemctl reload apache2; ` +
-        `${tls.acmeCaFile ? `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : ''}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.map((n) => `-d ${shellQuote(n)}`).join(' ')} --cert-name ${shellQuote(names[0]!)} ` +
-        `${tls.acmeServer ? `--server ${shellQuote(tls.acmeServer)} ` : ''}-m ${shellQuote(tls.acmeEmail ?? '')} --agree-tos -n --deploy-hook ${shellQuote(deploy)}`,
+      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw('')}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
       touches: [certFile, keyFile],
     }),
   ]
@@ -122,13 +121,10 @@ export async function curlVhost(conn: Connection, ctx: TaskContext, host: string
   const port = v.apache.httpsPort
   // Self-signed: trust exactly our certificate. Otherwise the host's CA store plus the CAs the
   // inventory trusts for federation (a private CA issues both in closed networks).
-  const trust =
-    v.apache.tls.mode === 'self-signed'
-      ? `--cacert ${tlsFiles(v).certFile}`
-      : `--cacert "$b"`
-  const bundle = v.apache.tls.mode === 'self-signed' ? '' : 'b=$(mktemp); trap \'rm -f "$b"\' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; '
+  const trust = v.apache.tls.mode === 'self-signed' ? sh`--cacert ${tlsFiles(v).certFile}` : raw('--cacert "$b"')
+  const bundle = v.apache.tls.mode === 'self-signed' ? raw('') : raw('b=$(mktemp); trap \'rm -f "$b"\' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; ')
   const url = `https://${host}:${port}${path}`
-  const r = await conn.run(`${bundle}curl -sS --max-time 20 ${options.headers ? '-i' : ''} -f ${trust} --resolve ${shellQuote(`${host}:${port}:127.0.0.1`)} ${shellQuote(url)}`, { timeoutMs: 60_000 })
+  const r = await conn.run(sh`${bundle}curl -sS --max-time 20 ${options.headers ? ['-i'] : []} -f ${trust} --resolve ${`${host}:${port}:127.0.0.1`} ${url}`, { timeoutMs: 60_000 })
   return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }
 }
 
@@ -149,8 +145,8 @@ export const apacheTask: Task = {
       command({
         name: 'apache modules',
         summary: `enable Apache modules ${modules.join(' ')}`,
-        unless: modules.map((m) => `test -e /etc/apache2/mods-enabled/${m}.load`).join(' && '),
-        command: `a2enmod -q ${modules.join(' ')}`,
+        unless: joinShell(modules.map((m) => sh`test -e ${`/etc/apache2/mods-enabled/${m}.load`}`), ' && '),
+        command: sh`a2enmod -q ${modules}`,
         touches: ['/etc/apache2/mods-enabled/'],
       }),
       ...certificateResources(ctx),
@@ -160,7 +156,7 @@ export const apacheTask: Task = {
       ...sites.filter((s) => s.path.startsWith(SITES_AVAILABLE)).map((s) => enabled(s.path)),
       fileFrom(ports),
       enabled(ports.path),
-      service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: 'apache2ctl configtest' }),
+      service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: sh`apache2ctl configtest` }),
       ...acmeResources(ctx),
     ]
   },

@@ -4,7 +4,7 @@ import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { raw, sh, type ShellWord } from '../../src/ssh/shell.js'
 import { supportedTarget } from '../common/checks.js'
 
 export const KEYRING = '/usr/share/keyrings/matrix-org-archive-keyring.gpg'
@@ -17,7 +17,7 @@ export function sourcesLine(ctx: TaskContext): string {
 }
 
 /** Fingerprints in a keyring file on the host, one per line (gpg works on binary and armored keys). */
-const fingerprints = (path: string) => `gpg --batch --show-keys --with-colons ${path} 2>/dev/null | awk -F: '$1=="fpr" {print $10}'`
+const fingerprints = (path: ShellWord) => sh`gpg --batch --show-keys --with-colons ${path} 2>/dev/null | awk -F: '$1=="fpr" {print $10}'`
 
 /** Fingerprints of the keys in a keyring file on the controller (gpg reads binary and armored keyrings). */
 export function controllerFingerprints(path: string): string[] {
@@ -60,15 +60,13 @@ export const aptKeyringTask: Task = {
       resources.push(file({ path: KEYRING, content: readFileSync(repo.keyringFile), mode: 0o644 }))
     } else if (repo.keyringUrl) {
       // Downloaded by the host, as in the guide; installed only when its fingerprint is the expected one.
-      const verify = fpr ? `${fingerprints('"$tmp"')} | grep -qx ${shellQuote(fpr)} || { echo "the key at ${repo.keyringUrl} does not have fingerprint ${fpr}" >&2; exit 1; }; ` : ''
+      const verify = fpr ? sh`${fingerprints(raw('"$tmp"'))} | grep -qx ${fpr} || { echo ${`the key at ${repo.keyringUrl} does not have fingerprint ${fpr}`} >&2; exit 1; }; ` : raw('')
       resources.push(
         command({
           name: 'download the matrix.org keyring',
           summary: `download ${repo.keyringUrl} to ${KEYRING}${fpr ? ` (fingerprint ${fpr} checked first)` : ''}`,
-          unless: fpr ? `${fingerprints(KEYRING)} | grep -qx ${shellQuote(fpr)}` : `test -s ${KEYRING}`,
-          command:
-            `set -e; tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT; curl -fsSL --max-time 60 ${shellQuote(repo.keyringUrl)} -o "$tmp"; ${verify}` +
-            `if head -c 40 "$tmp" | grep -q 'BEGIN PGP'; then gpg --batch --yes --dearmor -o "$tmp.bin" "$tmp" && mv "$tmp.bin" "$tmp"; fi; install -m 0644 -o root -g root "$tmp" ${KEYRING}`,
+          unless: fpr ? sh`${fingerprints(KEYRING)} | grep -qx ${fpr}` : sh`test -s ${KEYRING}`,
+          command: sh`set -e; tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT; curl -fsSL --max-time 60 ${repo.keyringUrl} -o "$tmp"; ${verify}if head -c 40 "$tmp" | grep -q 'BEGIN PGP'; then gpg --batch --yes --dearmor -o "$tmp.bin" "$tmp" && mv "$tmp.bin" "$tmp"; fi; install -m 0644 -o root -g root "$tmp" ${KEYRING}`,
           touches: [KEYRING],
         }),
       )
@@ -84,7 +82,7 @@ export const aptKeyringTask: Task = {
         async run(conn) {
           // Update only this source, so a broken unrelated mirror does not decide the check.
           const r = await conn.run(
-            `apt-get update -o Dir::Etc::sourcelist=${SOURCES} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 2>&1`,
+            sh`apt-get update -o ${`Dir::Etc::sourcelist=${SOURCES}`} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 2>&1`,
             { timeoutMs: 180_000 },
           )
           const out = r.stdout

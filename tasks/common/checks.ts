@@ -2,7 +2,7 @@ import { findTarget, SUPPORTED_TARGETS } from '../../src/inventory/compatibility
 import { freeDiskMiB, listeningTcp, memoryMiB, osRelease } from '../../src/facts/system.js'
 import type { AfterCheck, BeforeCheck, CheckOutcome } from '../../src/engine/task.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { sh } from '../../src/ssh/shell.js'
 
 /** The target table entry for this host, if it is a supported one. */
 export function targetOf(os: { id: string; versionId: string; codename: string }) {
@@ -63,9 +63,9 @@ export function portAvailable(port: number, own: string[], what: string): Before
 
 /** Poll an HTTP URL on the host until it answers (services take a moment after a restart). */
 export async function httpOnHost(conn: Connection, url: string, options: { waitS?: number; curlArgs?: string[]; expect?: RegExp } = {}): Promise<CheckOutcome> {
-  const args = ['-sS', '--max-time', '5', ...(options.curlArgs ?? []), url].map(shellQuote).join(' ')
+  const args = ['-sS', '--max-time', '5', ...(options.curlArgs ?? []), url]
   const wait = options.waitS ?? 60
-  const r = await conn.run(`i=0; while [ $i -lt ${wait} ]; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait + 30) * 1000 })
+  const r = await conn.run(sh`i=0; while [ $i -lt ${wait} ]; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait + 30) * 1000 })
   if (r.code !== 0) return { ok: false, detail: `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}` }
   if (options.expect && !options.expect.test(r.stdout)) return { ok: false, detail: `${url} answered unexpectedly: ${r.stdout.trim().slice(0, 300)}` }
   return { ok: true, detail: `${url} answered` }
@@ -75,7 +75,7 @@ export function unitActive(unit: string): AfterCheck {
   return {
     name: `${unit} active`,
     async run(conn) {
-      const r = await conn.run(`systemctl is-active ${shellQuote(unit)}`)
+      const r = await conn.run(sh`systemctl is-active ${unit}`)
       return r.stdout.trim() === 'active' ? { ok: true, detail: 'active' } : { ok: false, detail: `${unit} is ${r.stdout.trim() || 'unknown'}; see journalctl -u ${unit}` }
     },
   }

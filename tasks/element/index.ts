@@ -4,7 +4,7 @@ import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { joinShell, raw, sh, type ShellCommand } from '../../src/ssh/shell.js'
 import { curlVhost, enabled, fileFrom, tlsFiles } from '../apache/index.js'
 import { renderElementVhost } from '../apache/templates.js'
 import { renderElementConfig } from './templates.js'
@@ -54,27 +54,23 @@ export const elementTask: Task = {
     if (e.file) out.push(file({ path: src.tarball, content: readFileSync(e.file), mode: 0o644 }))
     if (e.releaseKeyFile) out.push(file({ path: src.key, content: readFileSync(e.releaseKeyFile), mode: 0o644 }))
     if (e.signatureFile) out.push(file({ path: src.signature, content: readFileSync(e.signatureFile), mode: 0o644 }))
-    const download = [
-      !e.file ? `[ -s ${src.tarball} ] || curl -fsSL --max-time 300 ${shellQuote(src.url)} -o ${src.tarball}` : '',
-      !e.signatureFile && e.releaseKeyFile && src.sigUrl ? `[ -s ${src.signature} ] || curl -fsSL --max-time 60 ${shellQuote(src.sigUrl)} -o ${src.signature}` : '',
-    ].filter(Boolean)
-    const verify = [
-      e.sha256 ? `echo ${shellQuote(`${e.sha256}  ${src.tarball}`)} | sha256sum -c --quiet || { echo "SHA-256 of ${basename(src.tarball)} is not ${e.sha256}" >&2; exit 1; }` : '',
+    const download: ShellCommand[] = [
+      ...(!e.file ? [sh`[ -s ${src.tarball} ] || curl -fsSL --max-time 300 ${src.url} -o ${src.tarball}`] : []),
+      ...(!e.signatureFile && e.releaseKeyFile && src.sigUrl ? [sh`[ -s ${src.signature} ] || curl -fsSL --max-time 60 ${src.sigUrl} -o ${src.signature}`] : []),
+    ]
+    const verify: ShellCommand[] = [
+      ...(e.sha256 ? [sh`echo ${`${e.sha256}  ${src.tarball}`} | sha256sum -c --quiet || { echo ${`SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`} >&2; exit 1; }`] : []),
       // A throw-away keyring holding only the release key: the signature must come from that key.
-      e.releaseKeyFile
-        ? `g=$(mktemp -d); trap 'rm -rf "$g" "$t"' EXIT; gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball} || { echo "GPG signature of ${basename(src.tarball)} does not verify with the release key" >&2; exit 1; }`
-        : '',
-    ].filter(Boolean)
+      ...(e.releaseKeyFile
+        ? [sh`g=$(mktemp -d); trap 'rm -rf "$g" "$t"' EXIT; gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`]
+        : []),
+    ]
     out.push(
       command({
         name: `unpack element ${tag}`,
         summary: `verify (${[e.sha256 && 'SHA-256', e.releaseKeyFile && 'GPG'].filter(Boolean).join(' + ')}) and unpack element-${tag} into ${dir}`,
         creates: `${dir}/index.html`,
-        command:
-          `set -e; t=''; ${download.join('; ')}${download.length ? '; ' : ''}${verify.join('; ')}; ` +
-          `t=$(mktemp -d ${WEBROOT}/.unpack-XXXXXX); tar -xzf ${src.tarball} -C "$t" --no-same-owner; ` +
-          `[ -f "$t/element-${tag}/index.html" ] || { echo "the tarball has no element-${tag}/index.html" >&2; exit 1; }; ` +
-          `chmod -R u=rwX,go=rX "$t/element-${tag}"; rm -rf ${dir}; mv "$t/element-${tag}" ${dir}; rm -rf "$t"`,
+        command: sh`set -e; ${joinShell([raw("t=''"), ...download, ...verify], '; ')}; t=$(mktemp -d ${`${WEBROOT}/.unpack-XXXXXX`}); tar -xzf ${src.tarball} -C "$t" --no-same-owner; [ -f "$t"/${`element-${tag}/index.html`} ] || { echo ${`the tarball has no element-${tag}/index.html`} >&2; exit 1; }; chmod -R u=rwX,go=rX "$t"/${`element-${tag}`}; rm -rf ${dir}; mv "$t"/${`element-${tag}`} ${dir}; rm -rf "$t"`,
         touches: [dir + '/'],
         timeoutMs: 600_000,
       }),

@@ -5,7 +5,7 @@ import { aptPackages } from '../../src/resources/apt-packages.js'
 import { file } from '../../src/resources/file.js'
 import { postgresDatabase, postgresRole } from '../../src/resources/postgres.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { sh } from '../../src/ssh/shell.js'
 import { minimumDisk, portAvailable, supportedTarget, targetOf } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { hostCidr, remoteClients } from '../common/topology.js'
@@ -84,7 +84,7 @@ export const postgresTask: Task = {
         async run(conn) {
           // The password goes into a 0600 passfile through stdin: never on a command line.
           const r = await conn.run(
-            `f=$(mktemp); trap 'rm -f "$f"' EXIT; cat > "$f"; PGPASSFILE="$f" psql -X -A -t -h 127.0.0.1 -p ${pg.port} -U ${shellQuote(pg.user)} -d ${shellQuote(pg.database)} -c "SELECT pg_encoding_to_char(encoding)||'/'||datcollate||'/'||datctype FROM pg_database WHERE datname = current_database()"`,
+            sh`f=$(mktemp); trap 'rm -f "$f"' EXIT; cat > "$f"; PGPASSFILE="$f" psql -X -A -t -h 127.0.0.1 -p ${pg.port} -U ${pg.user} -d ${pg.database} -c "SELECT pg_encoding_to_char(encoding)||'/'||datcollate||'/'||datctype FROM pg_database WHERE datname = current_database()"`,
             { stdin: `127.0.0.1:${pg.port}:${pg.database}:${pg.user}:${password.reveal().replace(/([:\\])/g, '\\$1')}\n` },
           )
           if (r.code !== 0) return { ok: false, detail: `cannot log in as ${pg.user}: ${r.stderr.trim()}` }

@@ -2,6 +2,7 @@ import type { Task } from '../../src/engine/task.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { file } from '../../src/resources/file.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { remoteClients } from '../common/topology.js'
@@ -32,7 +33,7 @@ export const redisTask: Task = {
         name: `redis answers PING on port ${r.port}`,
         async run(conn) {
           // REDISCLI_AUTH comes from stdin, never from the command line.
-          const out = await conn.run(`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`, { stdin: `${password}\n` })
+          const out = await conn.run(sh`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`, { stdin: `${password}\n` })
           return out.stdout.trim() === 'PONG' ? { ok: true, detail: 'PONG' } : { ok: false, detail: `redis-cli PING said: ${(out.stdout + out.stderr).trim()}` }
         },
       },

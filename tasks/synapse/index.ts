@@ -7,8 +7,7 @@ import { directory, file } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { shellQuote } from '../../src/ssh/quote.js'
-import { sh } from '../../src/ssh/shell.js'
+import { raw, sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
@@ -21,7 +20,7 @@ export const federationCaPath = (i: number) => `${ETC}/federation-ca-${i + 1}.pe
 const SIGNING_KEY = `${ETC}/homeserver.signing.key`
 export const PYTHON = `${VENV}/bin/python`
 /** Every --config-path the units pass, in order: the base file, then conf.d. */
-export const CONFIG_ARGS = `--config-path=${ETC}/homeserver.yaml --config-path=${ETC}/conf.d/`
+export const CONFIG_ARGS = [`--config-path=${ETC}/homeserver.yaml`, `--config-path=${ETC}/conf.d/`]
 
 /** Synapse version a wheelhouse holds (from the matrix_synapse wheel's file name). */
 export function wheelhouseVersion(dir: string): string | undefined {
@@ -63,15 +62,15 @@ export function retiredWorkers(keep: readonly string[]): Resource {
   return command({
     name: 'retired workers',
     summary: `stop and remove the workers that left the set (units, files in ${dir}/, log configs)`,
-    unless: sh`test -z "$(${stale})"`.text,
-    command: sh`for n in $(${stale}); do systemctl disable --now "matrix-synapse-worker@$n.service" && rm -f ${dir}/"$n.yaml" /etc/matrix-synapse/"$n-log.yaml"; done`.text,
+    unless: sh`test -z "$(${stale})"`,
+    command: sh`for n in $(${stale}); do systemctl disable --now "matrix-synapse-worker@$n.service" && rm -f ${dir}/"$n.yaml" /etc/matrix-synapse/"$n-log.yaml"; done`,
     touches: [`${dir}/`],
   })
 }
 
 /** Validate the whole configuration as Synapse itself reads it, without starting it. */
 // Run as the service user: parsing creates media_store_path, which must not end up owned by root.
-export const VALIDATE_CONFIG = `cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS}`
+export const VALIDATE_CONFIG = sh`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS}`
 
 export const synapseTask: Task = {
   name: 'synapse',
@@ -122,8 +121,8 @@ export const synapseTask: Task = {
         // group-readable by matrix-synapse, so that group must exist and hold the user.
         command({
           name: 'group matrix-synapse',
-          unless: 'id -nG matrix-synapse | grep -qw matrix-synapse',
-          command: 'getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse',
+          unless: raw('id -nG matrix-synapse | grep -qw matrix-synapse'),
+          command: raw('getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse'),
           summary: 'create group matrix-synapse and add the service user to it',
         }),
       )
@@ -134,8 +133,8 @@ export const synapseTask: Task = {
         aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
         command({
           name: 'system user matrix-synapse',
-          unless: 'id -u matrix-synapse',
-          command: 'useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse',
+          unless: raw('id -u matrix-synapse'),
+          command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
           summary: 'create system user matrix-synapse',
         }),
         directory({ path: '/opt/venvs' }),
@@ -163,7 +162,7 @@ export const synapseTask: Task = {
       command({
         name: 'signing key',
         creates: SIGNING_KEY,
-        command: `cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
+        command: sh`cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
         summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
       }),
       service({ unit: 'matrix-synapse.service', watch, validate: VALIDATE_CONFIG }),
@@ -179,7 +178,7 @@ export const synapseTask: Task = {
       {
         name: 'signing key readable only by matrix-synapse',
         async run(conn) {
-          const r = await conn.run(`stat -c '%U %a' ${shellQuote(SIGNING_KEY)}`)
+          const r = await conn.run(sh`stat -c '%U %a' ${SIGNING_KEY}`)
           return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
         },
       },

@@ -1,6 +1,6 @@
 import type { Secret } from '../../src/secret.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { sh } from '../../src/ssh/shell.js'
 import { SECRETS_CONFIG_PATH } from './templates.js'
 
 /**
@@ -17,5 +17,5 @@ export async function registerUser(conn: Connection, options: { user: string; pa
     '--exists-ok',
     `http://127.0.0.1:${options.listenPort}`,
   ]
-  ensureSuccess(conn.host, await conn.run(cmd.map(shellQuote).join(' '), { stdin: options.password.reveal() }), `registering ${options.user}`)
+  ensureSuccess(conn.host, await conn.run(sh`${cmd}`, { stdin: options.password.reveal() }), `registering ${options.user}`)
 }

@@ -2,6 +2,7 @@ import type { AfterCheck, BeforeCheck, Task } from '../../src/engine/task.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, portAvailable, unitActive } from '../common/checks.js'
 import { VALIDATE_CONFIG } from '../synapse/index.js'
@@ -47,7 +48,7 @@ export const workersTask: Task = {
           unit: workerUnitName(w.name),
           watch: [...shared, `${SYNAPSE_WORKERS_DIR}/${w.name}.yaml`, `/etc/matrix-synapse/${w.name}-log.yaml`],
           // Synapse parses the shared config plus the worker file, as the unit does, before any restart.
-          validate: `${VALIDATE_CONFIG} --config-path=${SYNAPSE_WORKERS_DIR}/${w.name}.yaml`,
+          validate: sh`${VALIDATE_CONFIG} ${`--config-path=${SYNAPSE_WORKERS_DIR}/${w.name}.yaml`}`,
         }),
       )
     }

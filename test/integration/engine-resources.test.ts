@@ -18,6 +18,7 @@ import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import { lineInFile } from '../../src/resources/line-in-file.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
 import { connect, type SshConnection } from '../../src/ssh/ssh-connection.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
@@ -57,9 +58,9 @@ const task: Task = {
       path: UNIT_FILE,
       content: `[Unit]\nDescription=matrix-provision engine test unit\n\n[Service]\nExecStart=/bin/sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n`,
     }),
-    command({ name: 'stamp', creates: `${ROOT}/stamp`, command: `date +%s > ${ROOT}/stamp` }),
+    command({ name: 'stamp', creates: `${ROOT}/stamp`, command: sh`date +%s > ${`${ROOT}/stamp`}` }),
     ...(desired.slow
-      ? [command({ name: 'slow', summary: `slow step ${desired.slow}`, unless: `test -e ${ROOT}/slow-${desired.slow}`, command: `sleep 5 && touch ${ROOT}/slow-${desired.slow}` })]
+      ? [command({ name: 'slow', summary: `slow step ${desired.slow}`, unless: sh`test -e ${`${ROOT}/slow-${desired.slow}`}`, command: sh`sleep 5 && touch ${`${ROOT}/slow-${desired.slow}`}` })]
       : []),
     service({ unit: UNIT, watch: [`${ROOT}/app.conf`] }),
   ],

@@ -16,6 +16,7 @@ import { command } from '../../src/resources/command.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
 import { connect } from '../../src/ssh/ssh-connection.js'
 import { enabled } from '../../tasks/apache/index.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -58,9 +59,9 @@ const task: Task = {
     }
     if (desired.packages.length) out.push(aptPackages({ packages: desired.packages }))
     const slow = desired.slow
-    if (slow) out.push(command({ name: 'slow', summary: `slow step ${slow.marker}`, unless: `test -e /root/slow-${slow.marker}`, command: `sleep ${slow.seconds} && touch /root/slow-${slow.marker}` }))
+    if (slow) out.push(command({ name: 'slow', summary: `slow step ${slow.marker}`, unless: sh`test -e ${`/root/slow-${slow.marker}`}`, command: sh`sleep ${slow.seconds} && touch ${`/root/slow-${slow.marker}`}` }))
     // The same mechanism the apache task uses: reload on change, validated first.
-    if (Object.keys(desired.apacheConf).length || desired.rewrite) out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: 'apache2ctl configtest' }))
+    if (Object.keys(desired.apacheConf).length || desired.rewrite) out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: sh`apache2ctl configtest` }))
     return out
   },
 }

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import type { HostSpec, SshSettings } from '../../src/inventory/types.js'
 import { Secret } from '../../src/secret.js'
 import { RemoteCommandError } from '../../src/ssh/connection.js'
+import { sh } from '../../src/ssh/shell.js'
 import { ConnectError, HostKeyError } from '../../src/ssh/errors.js'
 import { connect, type SshConnection, type SshLogEvent } from '../../src/ssh/ssh-connection.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -70,14 +71,14 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(root.privilege).toBe('root')
     expect(deploy.privilege).toBe('sudo')
     for (const c of [root, deploy]) {
-      const r = await c.run('id -un')
+      const r = await c.run(sh`id -un`)
       expect(r).toMatchObject({ code: 0, stdout: 'root\n', stderr: '', timedOut: false, command: 'id -un' })
     }
     // Output is not trimmed, and multi-byte characters survive chunking.
     const text = '  spaced  \n' + 'ü'.repeat(100_000) + '\n'
-    const echo = await deploy.run(`cat`, { stdin: text })
+    const echo = await deploy.run(sh`cat`, { stdin: text })
     expect(echo.stdout).toBe(text)
-    const fail = await deploy.run('echo out; echo err >&2; exit 7')
+    const fail = await deploy.run(sh`echo out; echo err >&2; exit 7`)
     expect(fail).toMatchObject({ code: 7, stdout: 'out\n', stderr: 'err\n' })
   })
 
@@ -138,19 +139,19 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     await expect(stat(knownHosts)).rejects.toThrow()
 
     const learned = await conn(spec(a, { knownHostsFile: knownHosts, hostKeyPolicy: 'accept-new' }))
-    expect((await learned.run('hostname')).stdout).toBe('a\n')
+    expect((await learned.run(sh`hostname`)).stdout).toBe('a\n')
     expect(await readFile(knownHosts, 'utf8')).toBe(`[127.0.0.1]:${a.sshPort} ${await hostKey(a, 'ed25519')}\n`)
     expect((await stat(knownHosts)).mode & 0o777).toBe(0o600)
     expect((await stat(join(dir, 'ssh'))).mode & 0o777).toBe(0o700)
     const again = await conn(spec(a, { knownHostsFile: knownHosts }))
-    expect((await again.run('true')).code).toBe(0)
+    expect((await again.run(sh`true`)).code).toBe(0)
   })
 
   it('a host known only by its RSA key is verified (the algorithm-order trap)', async () => {
     const knownHosts = join(await mkdtemp(join(work, 'rsa-')), 'known_hosts')
     await writeFile(knownHosts, `[127.0.0.1]:${a.sshPort} ${await hostKey(a, 'rsa')}\n`)
     const c = await conn(spec(a, { knownHostsFile: knownHosts }))
-    expect((await c.run('true')).code).toBe(0)
+    expect((await c.run(sh`true`)).code).toBe(0)
   })
 
   it('classifies connect failures: unreachable, timeout, auth; with advice', async () => {
@@ -286,9 +287,9 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(c.privilege).toBe('sudo-password')
     const watcher = a.exec(`end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do ps -eo args; done`)
     for (let i = 0; i < 5; i++) {
-      expect((await c.run('id -un')).stdout).toBe('root\n')
+      expect((await c.run(sh`id -un`)).stdout).toBe('root\n')
       // Twice in a row: sudo's cached credentials must not make the password line leak into stdin.
-      expect((await c.run('cat', { stdin: 'payload' })).stdout).toBe('payload')
+      expect((await c.run(sh`cat`, { stdin: 'payload' })).stdout).toBe('payload')
     }
     await c.writeFile({ path: '/etc/mp-test/pw', content: 'via sudo -S\n' })
     expect((await a.exec("stat -c '%U %a' /etc/mp-test/pw; cat /etc/mp-test/pw")).stdout).toBe('root 644\nvia sudo -S\n')
@@ -300,7 +301,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const c = await conn(spec(a, { user: 'deploy' }))
     for (let round = 0; round < 6; round++) {
       // Short and longer commands: bursts of closes are what exhaust sshd's session slots.
-      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => c.run(`sleep 0.${round}; echo ${i}`)))
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => c.run(sh`sleep 0.${round}; echo ${i}`)))
       expect(results.map((r) => [r.code, r.stdout, r.stderr])).toEqual(Array.from({ length: 20 }, (_, i) => [0, `${i}\n`, '']))
     }
   })
@@ -309,7 +310,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     for (const user of ['root', 'deploy']) {
       const c = await conn(spec(a, { user }))
       const started = Date.now()
-      const r = await c.run('echo started; sleep 47.5; echo never', { timeoutMs: 1_000 })
+      const r = await c.run(sh`echo started; sleep 47.5; echo never`, { timeoutMs: 1_000 })
       expect(r.timedOut).toBe(true)
       expect(r.code).toBeNull()
       expect(r.stdout).toBe('started\n')
@@ -324,15 +325,15 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
       // Killed by our TERM, not by the host-side backstop (deadline + 5 s).
       expect(Date.now() - started).toBeLessThan(5_000)
       // The connection is still usable.
-      expect((await c.run('echo fine')).stdout).toBe('fine\n')
+      expect((await c.run(sh`echo fine`)).stdout).toBe('fine\n')
     }
   })
 
   it('a connection killed on the host: running and later commands resolve with code null; other hosts carry on', async () => {
     const victim = await conn(spec(a, { user: 'deploy' }))
     const other = await conn(spec(b))
-    const running = victim.run('sleep 60')
-    const lock = victim.spawn('echo READY; exec cat >/dev/null')
+    const running = victim.run(sh`sleep 60`)
+    const lock = victim.spawn(sh`echo READY; exec cat >/dev/null`)
     await lock.waitForOutput(/READY/, 10_000)
     await new Promise((r) => setTimeout(r, 300))
     await a.exec("pkill -f 'sshd:.*@' || true")
@@ -342,11 +343,11 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(result.stderr).toMatch(/connection to a lost|channel closed/)
     expect((await lock.exited).code).toBeNull()
     expect(victim.isAlive()).toBe(false)
-    const later = await victim.run('true')
+    const later = await victim.run(sh`true`)
     expect(later.code).toBeNull()
     expect(later.stderr).toContain('connection to a lost')
     await expect(victim.writeFile({ path: '/tmp/x', content: 'x' })).rejects.toThrow(/cut off/)
-    expect((await other.run('hostname')).stdout).toBe('b\n')
+    expect((await other.run(sh`hostname`)).stdout).toBe('b\n')
     expect(other.isAlive()).toBe(true)
     await victim.close()
     await victim.close() // idempotent
@@ -398,7 +399,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
   it('spawn holds a flock lock for as long as we want; a second holder is refused; end() releases it', async () => {
     const first = await conn(spec(a, { user: 'deploy' }))
     const second = await conn(spec(a))
-    const script = 'exec 9>>/run/mp-test.lock; if flock -n 9; then echo LOCKED; exec cat >/dev/null; else echo BUSY; fi'
+    const script = sh`exec 9>>/run/mp-test.lock; if flock -n 9; then echo LOCKED; exec cat >/dev/null; else echo BUSY; fi`
     const holder = first.spawn(script)
     expect(await holder.waitForOutput(/LOCKED|BUSY/, 10_000)).toBe('LOCKED\n')
     const contender = second.spawn(script)
@@ -410,7 +411,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(await after.waitForOutput(/LOCKED|BUSY/, 10_000)).toBe('LOCKED\n')
     after.end()
     await after.exited
-    await expect(second.spawn('exit 3').waitForOutput(/never/, 5_000)).rejects.toThrow(/ended \(exit code 3\)/)
+    await expect(second.spawn(sh`exit 3`).waitForOutput(/never/, 5_000)).rejects.toThrow(/ended \(exit code 3\)/)
   })
 
   it('reaches a host through a jump host, verifying both host keys', async () => {
@@ -420,7 +421,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const target = spec(b, { port: 22, knownHostsFile: knownHosts, jump: `root@127.0.0.1:${a.sshPort}` }, 'b')
     const c = await conn(target)
     expect(c.hops).toHaveLength(1)
-    expect((await c.run('hostname')).stdout).toBe('b\n')
+    expect((await c.run(sh`hostname`)).stdout).toBe('b\n')
     await c.close()
 
     // The target's key is checked too: b's key listed under the wrong name is refused.
@@ -438,6 +439,6 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const c = await connect(host, { sshConfigFile: config, inventoryDefaults: { user: 'root', port: 22, knownHostsFile: env.knownHostsFile } })
     open.push(c)
     expect(c.endpoint).toMatchObject({ address: '127.0.0.1', port: a.sshPort, user: 'deploy' })
-    expect((await c.run('id -un')).stdout).toBe('root\n')
+    expect((await c.run(sh`id -un`)).stdout).toBe('root\n')
   })
 })

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { StaleFacts } from '../../src/engine/stale-facts.js'
 import type { Connection } from '../../src/ssh/connection.js'
+import { raw, sh, type ShellCommand } from '../../src/ssh/shell.js'
 import { parseDpkgQuery } from '../../src/facts/packages.js'
 import { parseUnitState, unitState, unitStateBatch } from '../../src/facts/systemd.js'
 import { parseListening, parseOsRelease } from '../../src/facts/system.js'
@@ -20,7 +21,8 @@ import { createHash } from 'node:crypto'
 /** The probe's `sh -s`, run by this machine's own sh: the same script text a host runs. */
 const localShell = {
   host: 'localhost',
-  async run(command: string, options?: { stdin?: string | Buffer }) {
+  async run(built: ShellCommand, options?: { stdin?: string | Buffer }) {
+    const command = built.text
     const stdout = execFileSync('sh', ['-c', command], { input: options?.stdin ?? '' }).toString()
     return { command, code: 0, signal: null, stdout, stderr: '', durationMs: 0, timedOut: false }
   },
@@ -29,9 +31,9 @@ const localShell = {
 describe('fact probe', () => {
   it('frames many facts in one script and splits the output back, with exit codes', () => {
     const facts = [
-      defineFact('a', 'echo one; echo two', (o) => o),
-      defineFact('b', 'printf "no newline"; exit 3', (o) => o),
-      defineFact('c', 'true', (o) => o),
+      defineFact('a', raw('echo one; echo two'), (o) => o),
+      defineFact('b', raw('printf "no newline"; exit 3'), (o) => o),
+      defineFact('c', sh`true`, (o) => o),
     ]
     // Run the real script in a local sh: the same text the host runs.
     const out = execFileSync('sh', ['-s'], { input: probeScript(facts) }).toString()

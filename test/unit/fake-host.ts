@@ -18,6 +18,7 @@ import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
 import { Secret } from '../../src/secret.js'
 import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../../src/ssh/connection.js'
+import type { ShellCommand } from '../../src/ssh/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
 
 export type FsNode =
@@ -224,7 +225,8 @@ export class FakeHost implements Connection {
 
   // -- Connection ----------------------------------------------------------------------------------
 
-  async run(command: string, options: RunOptions = {}): Promise<CommandResult> {
+  async run(built: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
+    const command = built.text
     this.commands.push(command)
     const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
     const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
@@ -256,7 +258,8 @@ export class FakeHost implements Connection {
   }
 
   /** Only the host lock runs this way: it is granted at once. */
-  spawn(command: string): RemoteProcess {
+  spawn(built: ShellCommand): RemoteProcess {
+    const command = built.text
     this.#mutating(`spawn ${command}`)
     if (!command.includes('flock -n 9')) this.#unexpected(`spawn of an unknown command: ${command}`)
     this.mkdirp(STATE_DIR, { mode: 0o700 })
@@ -295,22 +298,22 @@ export class FakeHost implements Connection {
 
   #fact(cmd: string): Out {
     let m: RegExpExecArray | null
-    if (cmd === osRelease.command) return { stdout: this.text('/etc/os-release') }
-    if (cmd === memoryMiB.command) return { stdout: `${this.memoryKiB}\n` }
+    if (cmd === osRelease.command.text) return { stdout: this.text('/etc/os-release') }
+    if (cmd === memoryMiB.command.text) return { stdout: `${this.memoryKiB}\n` }
     if ((m = rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).exec(cmd))) return { stdout: `${this.diskKiB}\n` }
-    if (cmd === debPackages.command) return { stdout: [...this.packages].map(([n, v]) => `${n}\tii \t${v}\n`).join('') }
-    if (cmd === pythonVersion.command) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
-    if (cmd === listeningTcp.command) return { stdout: this.#ss() }
-    if (cmd === pendingRestarts.command) return this.#cat(PENDING_RESTARTS)
-    if (cmd === storedSecrets.command) {
+    if (cmd === debPackages.command.text) return { stdout: [...this.packages].map(([n, v]) => `${n}\tii \t${v}\n`).join('') }
+    if (cmd === pythonVersion.command.text) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
+    if (cmd === listeningTcp.command.text) return { stdout: this.#ss() }
+    if (cmd === pendingRestarts.command.text) return this.#cat(PENDING_RESTARTS)
+    if (cmd === storedSecrets.command.text) {
       const lines = [...this.fs].filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file').sort(([a], [b]) => a.localeCompare(b))
       return { stdout: lines.map(([p, n]) => `${posix.basename(p)}\t${(n as { content: Buffer }).content.toString('base64')}\n`).join('') }
     }
-    if (cmd === aptListsPresent.command) return this.#aptListCount()
+    if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
       return this.#stat(unquote(m[1]!))
     }
-    if (cmd.startsWith('set -- ') && cmd.endsWith(`; ${FILE_STATE_BATCH_SCRIPT}`)) return this.#statBatch(shellWords(cmd.slice('set -- '.length, -FILE_STATE_BATCH_SCRIPT.length - 2)))
+    if (cmd.startsWith('set -- ') && cmd.endsWith(`; ${FILE_STATE_BATCH_SCRIPT.text}`)) return this.#statBatch(shellWords(cmd.slice('set -- '.length, -FILE_STATE_BATCH_SCRIPT.text.length - 2)))
     if ((m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ((?:${ARG} ?)+)$`).exec(cmd))) {
       return { stdout: shellWords(m[1]!).map((u) => this.#unitShow(u).stdout).join('\n') }
     }
@@ -442,7 +445,7 @@ export class FakeHost implements Connection {
     let m: RegExpExecArray | null
     // Read-only commands (dry runs read files for diffs).
     if ((m = rx(String.raw`^cat ${ARG}$`).exec(cmd))) return this.#cat(unquote(m[1]!))
-    if (cmd === aptListsPresent.command) return this.#aptListCount()
+    if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
       const active = this.units.get(unquote(m[1]!))?.active === true
       return { stdout: active ? 'active\n' : 'inactive\n', code: active ? 0 : 3 }
@@ -706,7 +709,7 @@ export class FakeHost implements Connection {
       this.put(m[2]!, 'ed25519 a_fake signingkey\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o600 })
       return {}
     }
-    if ((m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t\/(element-[^"]+)" (\S+); rm -rf "\$t"$/.exec(cmd))) {
+    if ((m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t"\/(element-\S+) (\S+); rm -rf "\$t"$/.exec(cmd))) {
       const tarball = this.file(m[2]!)
       if (!tarball || sha256(tarball) !== m[1]) return { code: 1, stderr: `SHA-256 of ${m[2]} is not ${m[1]}` }
       this.removeTree(m[4]!)

@@ -7,6 +7,7 @@ import { FactValues } from '../../src/facts/fact.js'
 import { lineInFile, lineState, parseLineState, withLine, type LineState } from '../../src/resources/line-in-file.js'
 import { Prediction, type Resource } from '../../src/resources/resource.js'
 import type { CommandResult, Connection, FileWrite } from '../../src/ssh/connection.js'
+import type { ShellCommand } from '../../src/ssh/shell.js'
 
 /** A host with files in memory: `cat` reads them, writeFile records writes. */
 class FakeConnection implements Connection {
@@ -14,7 +15,8 @@ class FakeConnection implements Connection {
   readonly commands: string[] = []
   readonly writes: FileWrite[] = []
   constructor(readonly files: Record<string, string>) {}
-  async run(command: string): Promise<CommandResult> {
+  async run(built: ShellCommand): Promise<CommandResult> {
+    const command = built.text
     this.commands.push(command)
     const m = /^cat '?([^']+?)'?$/.exec(command)
     const content = m ? this.files[m[1]!] : undefined
@@ -134,7 +136,7 @@ describe('lineState fact on a real shell', () => {
     let out = ''
     let code = 0
     try {
-      out = execFileSync('sh', ['-c', f.command], { encoding: 'utf8' })
+      out = execFileSync('sh', ['-c', f.command.text], { encoding: 'utf8' })
     } catch (e) {
       const err = e as { stdout: string; status: number }
       out = err.stdout

@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { atomicWriteScript, extractTarScript, remoteCommand } from '../../src/ssh/remote-command.js'
+import type { ShellCommand } from '../../src/ssh/shell.js'
 import { Semaphore } from '../../src/ssh/semaphore.js'
 import { tarStream } from '../../src/ssh/tar.js'
 
@@ -14,9 +15,9 @@ const run = promisify(execFile)
 const isRoot = process.getuid?.() === 0
 
 /** Run a script with `sh -c`, feeding stdin: what the host does with our wire command (minus ssh). */
-function sh(script: string, stdin: Buffer | Readable | string = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function sh(script: ShellCommand | string, stdin: Buffer | Readable | string = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn('sh', ['-c', typeof script === 'string' ? script : script.text], { stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))

@@ -96,3 +96,23 @@ describe('sh tagged template', () => {
     expect(() => new ShellCommand(Symbol('ShellCommand'), 'x')).toThrow(/sh`/)
   })
 })
+
+describe('one way to build a remote command', () => {
+  it('no source outside src/ssh quotes by hand: commands are built with sh`…`', async () => {
+    const { readdirSync, readFileSync, statSync } = await import('node:fs')
+    const { join } = await import('node:path')
+    const root = join(import.meta.dirname, '..', '..')
+    const files: string[] = []
+    const walk = (dir: string) => {
+      for (const name of readdirSync(dir)) {
+        const p = join(dir, name)
+        if (statSync(p).isDirectory()) walk(p)
+        else if (p.endsWith('.ts')) files.push(p)
+      }
+    }
+    for (const dir of ['src', 'tasks', 'bench']) walk(join(root, dir))
+    const allowed = new Set([join(root, 'src/ssh/quote.ts'), join(root, 'src/ssh/shell.ts')])
+    const offenders = files.filter((f) => !allowed.has(f) && /\bshell(Quote|Join)\b/.test(readFileSync(f, 'utf8')))
+    expect(offenders.map((f) => f.slice(root.length + 1))).toEqual([])
+  })
+})
