@@ -22,6 +22,7 @@ Usage:
   provision [apply] --inventory FILE [options]   apply the inventory to its hosts
   provision check   --inventory FILE             run the before- and after-checks only (read-only)
   provision unlock  --inventory FILE --limit H   clear a stuck lock left by a run whose connection hung
+  provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -36,6 +37,7 @@ Options:
   -v, --verbose          plain progress lines with every step
       --log-file FILE    JSON log of every command, its duration and exit code (secrets masked)
   -p, --parallel N       at most N hosts at once (default 25)
+      --window S         status: seconds between the two metric readings (default 5)
   -h, --help             this help
       --version          print the version
 
@@ -87,7 +89,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {
-  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox'] as const
+  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox', 'status'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
     args: argv,
@@ -103,6 +105,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       verbose: { type: 'boolean', short: 'v' },
       'log-file': { type: 'string' },
       parallel: { type: 'string', short: 'p' },
+      window: { type: 'string' },
       down: { type: 'boolean' },
       element: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -144,6 +147,17 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       await conn.close()
     }
     return EXIT.ok
+  }
+
+  if (command === 'status') {
+    const window = values.window === undefined ? 5 : Number(values.window)
+    if (!Number.isFinite(window) || window < 1 || window > 300) throw new UsageError(`--window: expected seconds between 1 and 300, got "${values.window}"`)
+    const { readStatus, statusFailed } = await import('./status/read-status.js')
+    const { renderStatus } = await import('./report/status-text.js')
+    const report = await readStatus(inventory.hosts, (host) => connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) }), Math.round(window))
+    log.close()
+    io.out(values.json ? JSON.stringify(report, null, 2) + '\n' : renderStatus(report))
+    return statusFailed(report) ? EXIT.hostFailed : EXIT.ok
   }
 
   const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'

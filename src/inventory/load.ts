@@ -696,6 +696,10 @@ class InventoryBuilder {
         for (const p of instancePorts(w, settings.monitoring.enableMetrics)) used.push({ port: p.port, label: p.label, sub: this.workerPortOrigin(host, settings, index, p.field) })
       })
     }
+    if (has('monitoring') && settings.monitoring.prometheus.enabled) {
+      used.push({ port: settings.monitoring.prometheus.port, label: 'monitoring.prometheus.port', sub: ['monitoring', 'prometheus', 'port'] })
+      used.push({ port: settings.monitoring.prometheus.nodeExporterPort, label: 'monitoring.prometheus.nodeExporterPort', sub: ['monitoring', 'prometheus', 'nodeExporterPort'] })
+    }
     if (has('redis')) used.push({ port: settings.redis.port, label: 'redis.port', sub: ['redis', 'port'] })
     if (has('postgres')) used.push({ port: settings.postgres.port, label: 'postgres.port', sub: ['postgres', 'port'] })
     if (has('apache')) {
@@ -896,6 +900,7 @@ class InventoryBuilder {
         enableMetrics: v.monitoring?.enableMetrics ?? VARS_DEFAULTS.monitoring.enableMetrics,
         mainMetricsPort: v.monitoring?.mainMetricsPort ?? VARS_DEFAULTS.monitoring.mainMetricsPort,
         prometheusScrapeFile: v.monitoring?.prometheusScrapeFile,
+        prometheus: { ...VARS_DEFAULTS.monitoring.prometheus, ...v.monitoring?.prometheus },
       },
     }
   }

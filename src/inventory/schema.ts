@@ -336,10 +336,26 @@ const elementSchema = z.strictObject({
   releaseKeyFile: controllerPath().optional(),
 })
 
+const PROM_DURATION = /^[1-9]\d{0,5}(ms|s|m|h|d|w|y)$/
+const promDuration = (example: string) => pattern(PROM_DURATION, `expected a Prometheus duration such as "${example}" (a whole number and one of ms, s, m, h, d, w, y)`)
+
+const prometheusSchema = z
+  .strictObject({
+    enabled: bool().optional().describe('Install Prometheus and the node exporter from the distribution on the Synapse host; it scrapes main and every worker (default false)'),
+    port: port().optional().describe('Prometheus listens on 127.0.0.1:<port> (default 9090); reach it with an SSH tunnel'),
+    nodeExporterPort: port().optional().describe('The node exporter listens on 127.0.0.1:<port> (default 9100)'),
+    retention: promDuration('15d').optional().describe('How long samples are kept (--storage.tsdb.retention.time, default 15d)'),
+    retentionSize: pattern(/^[1-9]\d{0,5}(KB|MB|GB|TB)$/, 'expected a size such as "5GB" (a whole number and KB, MB, GB or TB)').optional().describe('Upper bound of the sample store (--storage.tsdb.retention.size); unset: time only'),
+    scrapeInterval: promDuration('15s').optional().describe('How often every process is scraped and the alert rules evaluated (default 15s)'),
+    processDownFor: promDuration('1m').optional().describe('How long a Synapse process must be unreachable before SynapseProcessDown fires (default 1m)'),
+  })
+  .describe("Prometheus on the homeserver with alerts for the guide's indicators (process CPU, event send time, cache evictions, a process down)")
+
 const monitoringSchema = z.strictObject({
   enableMetrics: bool().optional(),
   mainMetricsPort: port().optional(),
   prometheusScrapeFile: hostPath().optional(),
+  prometheus: prometheusSchema.optional(),
 })
 
 export const varsSchema = z
@@ -422,7 +438,11 @@ export const VARS_DEFAULTS = {
   synapse: { install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2 },
   workers: { preset: 'guide', portBase: 18100, replicationPort: 32993, federationReader: { port: 32902, metricsPort: 32981 }, federationSender: { metricsPort: 32980 } },
   apache: { tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 },
-  monitoring: { enableMetrics: true, mainMetricsPort: 32982 },
+  monitoring: {
+    enableMetrics: true,
+    mainMetricsPort: 32982,
+    prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' },
+  },
 } as const
 
 /**

@@ -132,7 +132,20 @@ export interface MatrixSettings {
     mainMetricsPort: number
     /** Write a Prometheus scrape configuration here on the host (none when unset). */
     prometheusScrapeFile?: string
+    prometheus: PrometheusSettings
   }
+}
+
+/** Prometheus on the Synapse host (loopback only). Durations in Prometheus's notation ("15s", "15d"). */
+export interface PrometheusSettings {
+  enabled: boolean
+  port: number
+  nodeExporterPort: number
+  retention: string
+  retentionSize?: string
+  scrapeInterval: string
+  /** How long a process must be down before the SynapseProcessDown alert fires. */
+  processDownFor: string
 }
 
 export interface HostSpec {

@@ -1,41 +1,130 @@
 import type { AfterCheck, Task } from '../../src/engine/task.js'
+import { aptPackages } from '../../src/resources/apt-packages.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
-import { workerInstances } from '../../src/topology/instances.js'
-import { httpOnHost } from '../common/checks.js'
-import { renderPrometheusScrape } from './templates.js'
+import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
+import { httpOnHost, portAvailable } from '../common/checks.js'
+import { metricsTargets } from './targets.js'
+import {
+  GRAFANA_DASHBOARD,
+  GRAFANA_PROVISIONING,
+  NODE_EXPORTER_DEFAULTS,
+  PROMETHEUS_CONFIG,
+  PROMETHEUS_DEFAULTS,
+  PROMETHEUS_RULES,
+  renderAlertRules,
+  renderGrafanaDashboard,
+  renderGrafanaProvisioning,
+  renderNodeExporterDefaults,
+  renderPrometheusConfig,
+  renderPrometheusDefaults,
+  renderPrometheusScrape,
+} from './templates.js'
+
+const parent = (path: string) => path.replace(/\/[^/]+$/, '') || '/'
 
 /**
  * The guide's monitoring section: Synapse metrics (enable_metrics, loopback listeners for the main
- * process and each worker, written by the synapse and workers tasks) and a Prometheus scrape file.
+ * process and each worker, written by the synapse and workers tasks), a scrape file for an existing
+ * Prometheus, or Prometheus itself with the guide's alerts (`monitoring.prometheus.enabled`).
  */
 export const monitoringTask: Task = {
   name: 'monitoring',
   title: 'Prometheus metrics of the main process and the workers',
-  before: (ctx) => [
-    {
-      name: 'metrics enabled',
-      evaluate: () =>
-        ctx.host.vars.monitoring.enableMetrics
-          ? { ok: true, detail: 'enable_metrics: true' }
-          : { ok: false, detail: 'the monitoring role needs monitoring.enableMetrics: true (or drop the role)' },
-    },
-  ],
+  before: (ctx) => {
+    const p = ctx.host.vars.monitoring.prometheus
+    return [
+      {
+        name: 'metrics enabled',
+        evaluate: () =>
+          ctx.host.vars.monitoring.enableMetrics
+            ? { ok: true, detail: 'enable_metrics: true' }
+            : { ok: false, detail: 'the monitoring role needs monitoring.enableMetrics: true (or drop the role)' },
+      },
+      ...(p.enabled ? [portAvailable(p.port, ['prometheus'], 'Prometheus'), portAvailable(p.nodeExporterPort, ['prometheus-node', 'prometheus'], 'the node exporter')] : []),
+    ]
+  },
   resources(ctx) {
-    const path = ctx.host.vars.monitoring.prometheusScrapeFile
+    const m = ctx.host.vars.monitoring
     const out: Resource[] = []
-    if (path) out.push(directory({ path: path.replace(/\/[^/]+$/, '') || '/' }), file({ path, content: renderPrometheusScrape(ctx.host.vars) }))
+    if (m.prometheusScrapeFile) out.push(directory({ path: parent(m.prometheusScrapeFile) }), file({ path: m.prometheusScrapeFile, content: renderPrometheusScrape(ctx.host.vars) }))
+    if (m.prometheus.enabled) {
+      // The unit's environment goes in before the packages: Debian starts both services at install,
+      // and with our ARGS already there they never listen beyond loopback (dpkg keeps the existing
+      // file: --force-confold).
+      out.push(
+        directory({ path: '/etc/prometheus/rules' }),
+        file({ path: PROMETHEUS_DEFAULTS, content: renderPrometheusDefaults(ctx.host.vars) }),
+        file({ path: NODE_EXPORTER_DEFAULTS, content: renderNodeExporterDefaults(ctx.host.vars) }),
+        file({ path: PROMETHEUS_RULES, content: renderAlertRules(ctx.host.vars) }),
+        file({ path: PROMETHEUS_CONFIG, content: renderPrometheusConfig(ctx.host.vars, ctx.host.name) }),
+        aptPackages({
+          packages: ['prometheus', 'prometheus-node-exporter'],
+          provides: { units: ['prometheus.service', 'prometheus-node-exporter.service'], paths: ['/etc/prometheus'] },
+        }),
+        service({
+          unit: 'prometheus.service',
+          watch: [PROMETHEUS_CONFIG, PROMETHEUS_RULES, PROMETHEUS_DEFAULTS, 'pkg:prometheus'],
+          // A config Prometheus rejects is rolled back before the restart, and the running one keeps scraping.
+          validate: String(sh`promtool check config ${PROMETHEUS_CONFIG}`),
+        }),
+        service({ unit: 'prometheus-node-exporter.service', watch: [NODE_EXPORTER_DEFAULTS, 'pkg:prometheus-node-exporter'] }),
+        directory({ path: parent(GRAFANA_DASHBOARD) }),
+        directory({ path: parent(GRAFANA_PROVISIONING) }),
+        file({ path: GRAFANA_DASHBOARD, content: renderGrafanaDashboard(ctx.host.vars) }),
+        file({ path: GRAFANA_PROVISIONING, content: renderGrafanaProvisioning() }),
+      )
+    }
     return out
   },
   after(ctx) {
-    const m = ctx.host.vars.monitoring
-    // Every worker of the set, whatever it is (workerInstances is empty without the workers role).
-    const ports: [string, number][] = [['main process', m.mainMetricsPort], ...workerInstances(ctx.host.vars).map((w): [string, number] => [w.name, w.metricsPort])]
-    return ports.map(
-      ([name, port]): AfterCheck => ({
-        name: `${name} metrics on 127.0.0.1:${port}`,
-        run: (conn) => httpOnHost(conn, `http://127.0.0.1:${port}/_synapse/metrics`, { waitS: 60, expect: /process_cpu_seconds_total|python_info/ }),
-      }),
-    )
+    const targets = metricsTargets(ctx.host.vars)
+    const checks: AfterCheck[] = targets.map((t) => ({
+      name: `${t.process} metrics on 127.0.0.1:${t.port}`,
+      run: (conn) => httpOnHost(conn, `http://127.0.0.1:${t.port}/_synapse/metrics`, { waitS: 60, expect: /process_cpu_seconds_total|python_info/ }),
+    }))
+    const p = ctx.host.vars.monitoring.prometheus
+    if (p.enabled) {
+      checks.push(
+        {
+          name: `Prometheus scrapes ${targets.map((t) => t.job).join(', ')}, all up`,
+          run: (conn) => prometheusTargetsUp(conn, p.port, targets.map((t) => t.job)),
+        },
+        {
+          name: 'the alert rules are loaded',
+          async run(conn) {
+            const r = await httpOnHost(conn, `http://127.0.0.1:${p.port}/api/v1/rules`, { waitS: 30, expect: /"name":"matrix-synapse"/ })
+            return r.ok ? { ok: true, detail: 'rule group matrix-synapse loaded' } : r
+          },
+        },
+        {
+          name: `node exporter on 127.0.0.1:${p.nodeExporterPort}`,
+          run: (conn) => httpOnHost(conn, `http://127.0.0.1:${p.nodeExporterPort}/metrics`, { waitS: 30, expect: /node_memory_MemAvailable_bytes/ }),
+        },
+      )
+    }
+    return checks
   },
+}
+
+/** Every Synapse job among Prometheus's active targets, healthy; polled (bounded) because the first scrape follows a restart by up to one interval. */
+async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port: number, jobs: string[]) {
+  let last = ''
+  for (let i = 0; i < 20; i++) {
+    const r = await conn.run(String(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`))
+    if (r.code === 0) {
+      try {
+        const data = JSON.parse(r.stdout) as { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } }
+        const health = new Map(data.data.activeTargets.map((t) => [t.labels.job ?? '', t]))
+        const bad = jobs.filter((j) => health.get(j)?.health !== 'up')
+        if (bad.length === 0) return { ok: true, detail: `${jobs.length} Synapse targets up` }
+        last = bad.map((j) => `${j}: ${health.get(j) ? `${health.get(j)!.health} ${health.get(j)!.lastError}`.trim() : 'not a target'}`).join('; ')
+      } catch {
+        last = `unexpected answer: ${r.stdout.slice(0, 200)}`
+      }
+    } else last = (r.stdout + r.stderr).trim().slice(0, 200)
+    await new Promise((res) => setTimeout(res, 3000))
+  }
+  return { ok: false, detail: `Prometheus targets not all up after 60 s: ${last}` }
 }

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
-import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
+import { renderAlertRules, renderGrafanaDashboard, renderGrafanaProvisioning, renderNodeExporterDefaults, renderPrometheusConfig, renderPrometheusDefaults, renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+
+const host = (patch?: Parameters<typeof matrixSettings>[0]) => matrixSettings(patch)
 
 const load = (content: string) => {
   const v12 = parse(content)
@@ -11,7 +13,7 @@ const load = (content: string) => {
 
 describe('renderPrometheusScrape', () => {
   it('scrapes the main process and each worker on loopback at /_synapse/metrics, labelled for the Grafana dashboard', () => {
-    const config = load(renderPrometheusScrape(matrixSettings()))
+    const config = load(renderPrometheusScrape(host()))
     expect(config.scrape_configs).toEqual([
       {
         job_name: 'synapse',
@@ -27,11 +29,47 @@ describe('renderPrometheusScrape', () => {
   })
 
   it('scrapes only the main process without workers', () => {
-    const config = load(renderPrometheusScrape(matrixSettings({ workers: { enabled: false } })))
+    const config = load(renderPrometheusScrape(host({ workers: { enabled: false } })))
     expect(config.scrape_configs[0].static_configs.map((s: any) => s.labels.job)).toEqual(['master'])
   })
 
   it('has nothing to scrape with metrics off', () => {
-    expect(load(renderPrometheusScrape(matrixSettings({ monitoring: { enableMetrics: false } })))).toEqual({ scrape_configs: [] })
+    expect(load(renderPrometheusScrape(host({ monitoring: { enableMetrics: false } })))).toEqual({ scrape_configs: [] })
+  })
+})
+
+describe('Prometheus on the homeserver', () => {
+  const on = (prometheus: Record<string, unknown> = {}) => host({ monitoring: { prometheus: { enabled: true, ...prometheus } } } as Parameters<typeof matrixSettings>[0])
+
+  it('scrapes every Synapse process, the node exporter and itself on loopback, with the rule file', () => {
+    const config = parse(renderPrometheusConfig(on({ scrapeInterval: '5s' }), 'matrix1'))
+    expect(config.global).toEqual({ scrape_interval: '5s', evaluation_interval: '5s' })
+    expect(config.rule_files).toEqual(['/etc/prometheus/rules/matrix-synapse.yml'])
+    expect(config.scrape_configs.map((j: { job_name: string; static_configs: { targets: string[] }[] }) => [j.job_name, j.static_configs.flatMap((s) => s.targets)])).toEqual([
+      ['synapse', ['127.0.0.1:32982', '127.0.0.1:32981', '127.0.0.1:32980']],
+      ['node', ['127.0.0.1:9100']],
+      ['prometheus', ['127.0.0.1:9090']],
+    ])
+  })
+
+  it("alerts on the guide's indicators, for exactly the scraped jobs, with the status command's thresholds", () => {
+    const rules = parse(renderAlertRules(on({ processDownFor: '20s' }))).groups[0].rules as { alert: string; expr: string; for: string }[]
+    expect(rules.map((r) => r.alert)).toEqual(['SynapseProcessDown', 'SynapseProcessCpuSaturated', 'SynapseEventSendTimeHigh', 'SynapseCacheEvictionsHigh', 'HostMemoryLow'])
+    expect(rules[0]).toMatchObject({ expr: 'up{job=~"master|federation_reader|federation_sender"} == 0', for: '20s' })
+    expect(rules[1]!.expr).toBe('rate(process_cpu_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) > 0.9')
+    expect(rules[2]!.expr).toContain('servlet="RoomSendEventRestServlet",code=~"2.."')
+    expect(rules[2]!.expr).toMatch(/> 1$/)
+    expect(rules[3]!.expr).toContain('reason="size"')
+  })
+
+  it('the unit environments keep both daemons on loopback and set the retention', () => {
+    expect(renderPrometheusDefaults(on({ port: 9191, retention: '30d', retentionSize: '5GB' }))).toContain('ARGS="--web.listen-address=127.0.0.1:9191 --storage.tsdb.retention.time=30d --storage.tsdb.retention.size=5GB"')
+    expect(renderNodeExporterDefaults(on())).toContain('ARGS="--web.listen-address=127.0.0.1:9100"')
+  })
+
+  it('a Grafana dashboard with the guide graphs and a provisioning file pointing at it', () => {
+    const d = JSON.parse(renderGrafanaDashboard(on()))
+    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual(['CPU per process', 'Event send time', 'CPU by code block', 'Cache evictions because full', 'Memory per process'])
+    expect(parse(renderGrafanaProvisioning()).providers[0].options.path).toBe('/etc/matrix-provision/grafana/dashboards')
   })
 })
