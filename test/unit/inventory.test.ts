@@ -127,7 +127,7 @@ describe('loading', () => {
     })
     expect(vars.apache).toEqual({ tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 })
     expect(vars.element).toMatchObject({ enabled: false, host: 'element.example.org' })
-    expect(vars.monitoring).toEqual({ enableMetrics: true, mainMetricsPort: 32982 })
+    expect(vars.monitoring).toEqual({ enableMetrics: true, mainMetricsPort: 32982, prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' } })
   })
 
   it('merges defaults under each host, the host winning, lists and secrets replaced whole', async () => {
