@@ -76,7 +76,7 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
     status.error = host.vars.monitoring.enableMetrics ? 'no Synapse process on this host' : 'monitoring.enableMetrics is false: Synapse exposes no metrics'
     return status
   }
-  const r = await conn.run(String(statusScript(targets, windowS)), { timeoutMs: (windowS + 30 + targets.length * 20) * 1000 })
+  const r = await conn.run(statusScript(targets, windowS), { timeoutMs: (windowS + 30 + targets.length * 20) * 1000 })
   const { scrapes, inactive, meminfo } = parseStatusOutput(r.stdout)
   if (meminfo.MemAvailable !== undefined && meminfo.MemTotal !== undefined) status.memory = { availableMiB: meminfo.MemAvailable, totalMiB: meminfo.MemTotal }
   for (const t of targets) {

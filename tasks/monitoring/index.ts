@@ -67,7 +67,7 @@ export const monitoringTask: Task = {
           unit: 'prometheus.service',
           watch: [PROMETHEUS_CONFIG, PROMETHEUS_RULES, PROMETHEUS_DEFAULTS, 'pkg:prometheus'],
           // A config Prometheus rejects is rolled back before the restart, and the running one keeps scraping.
-          validate: String(sh`promtool check config ${PROMETHEUS_CONFIG}`),
+          validate: sh`promtool check config ${PROMETHEUS_CONFIG}`,
         }),
         service({ unit: 'prometheus-node-exporter.service', watch: [NODE_EXPORTER_DEFAULTS, 'pkg:prometheus-node-exporter'] }),
         directory({ path: parent(GRAFANA_DASHBOARD) }),
@@ -112,7 +112,7 @@ export const monitoringTask: Task = {
 async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port: number, jobs: string[]) {
   let last = ''
   for (let i = 0; i < 20; i++) {
-    const r = await conn.run(String(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`))
+    const r = await conn.run(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`)
     if (r.code === 0) {
       try {
         const data = JSON.parse(r.stdout) as { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } }
