@@ -9,6 +9,7 @@ import type { ShellCommand } from '../ssh/shell.js'
  */
 export class BatchedWrites implements Connection {
   #queue: FileWrite[] = []
+  #sent = 0
 
   constructor(private readonly conn: Connection) {}
 
@@ -16,11 +17,25 @@ export class BatchedWrites implements Connection {
     return this.conn.host
   }
 
+  /** Writes waiting to be sent. */
+  get queued(): number {
+    return this.#queue.length
+  }
+
+  /**
+   * How many batches reached the host. A write queued when this was n is on the host once it is
+   * greater than n; if it is still n after a failure, the write was lost with the batch.
+   */
+  get sentBatches(): number {
+    return this.#sent
+  }
+
   async flush(): Promise<void> {
     if (this.#queue.length === 0) return
     const queue = this.#queue
     this.#queue = []
     await this.conn.writeFiles(queue)
+    this.#sent++
   }
 
   async writeFile(file: FileWrite): Promise<void> {

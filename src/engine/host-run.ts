@@ -91,7 +91,7 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
       report.error = prepared.flatMap((p) => p.checks.filter((c) => !c.ok && !c.warning).map((c) => `${p.task.name}: ${c.detail}`)).join('\n')
       return report
     }
-    const targets: RestartTarget[] = prepared.flatMap((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
+    const targets: RestartTarget[][] = prepared.map((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
     if (options.mode === 'apply') await applyTasks(conn, prepared, targets, facts, report, emit, ctx, options)
     else await planTasks(conn, prepared, targets, facts, report, options.mode, ctx)
   } catch (error) {
@@ -105,7 +105,7 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
 }
 
 /** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
-async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext) {
+async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[][], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext) {
   const predicted = new Prediction()
   // The same ledger as apply, fed by planned changes: it predicts restarts without touching the host.
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
@@ -119,14 +119,11 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
         facts.merge(predicted.factsAfter) // later resources plan against the state this change leaves
         tr.changes.push(change)
         ledger.noteChange(change)
-        // A unit we start runs the new configuration: no restart. One a package brings is started by the
-        // package install, before our files change it: then the restart is due, as apply will do.
-        const unit = change.resource.startsWith('service:') && change.action === 'start' ? change.resource.slice('service:'.length) : undefined
-        if (unit && !predicted.unitSource(unit)?.startsWith('package')) ledger.started(unit)
+        ledger.applied(change)
       }
-      // As in apply: this task's units and those of earlier tasks (running by then) settle at its end.
-      const unitsSoFar = prepared.slice(0, prepared.indexOf(p) + 1).flatMap((q) => q.resources.filter(isServiceResource).map((r) => r.restartTarget.unit))
-      tr.restarts = ledger.takePlanned(unitsSoFar)
+      // As apply settles them: the due units of this task and of earlier ones.
+      tr.restarts = ledger.takePlanned(ledger.unitsSettledAfter(prepared.indexOf(p)))
+      if (p === prepared.at(-1)) tr.restarts.push(...ledger.takePlanned(ledger.unitsLeft()))
       if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn)) })
       tr.status = tr.checks.some((c) => !c.ok && !c.warning) ? 'failed' : tr.changes.length ? 'changed' : 'ok'
     } catch (error) {
@@ -152,7 +149,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
 async function applyTasks(
   hostConn: Connection,
   prepared: PreparedTask[],
-  targets: RestartTarget[],
+  targets: RestartTarget[][],
   facts: FactValues,
   report: HostReport,
   emit: (m: string, t?: string) => void,
@@ -161,12 +158,15 @@ async function applyTasks(
 ) {
   const conn = new BatchedWrites(hostConn) // consecutive file writes share one round trip
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
+  await ledger.loadInherited()
   const state = { aptListsStale: false }
   const stale = new StaleFacts() // facts gathered before an applied change may no longer describe the host
   for (const p of prepared) {
     const t0 = Date.now()
     const tr: TaskReport = { task: p.task.name, status: 'ok', changes: [], restarts: [], checks: [...p.checks], durationMs: 0 }
     report.tasks.push(tr)
+    // Changes whose file writes are still queued: reported as applied only once the batch is sent.
+    const unsent: { change: Change; batch: number }[] = []
     try {
       const needs = p.task.needs?.(ctx) ?? []
       const unmet = needs.length && options.awaitNeeds ? await options.awaitNeeds(needs, p.task.name) : undefined
@@ -181,15 +181,16 @@ async function applyTasks(
         await ledger.beforeChange(change)
         await r.apply(change, { conn, state })
         tr.changes.push(change)
+        if (conn.queued) unsent.push({ change, batch: conn.sentBatches })
         stale.noteApplied(change)
         if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run(sh`systemctl daemon-reload`), 'systemctl daemon-reload')
-        if (change.resource.startsWith('service:') && change.action === 'start') ledger.started(change.resource.slice('service:'.length))
+        ledger.applied(change)
       }
       await conn.flush()
-      const ownUnits = p.resources.filter(isServiceResource).map((r) => r.restartTarget.unit)
-      // Settle this task's units, and running units of other tasks whose files this task changed
-      // (an Element vhost reloads Apache before Element's after-checks look at it).
-      tr.restarts = await ledger.perform(targets.map((t) => t.unit), ownUnits)
+      // Settle the due units of this task and of earlier ones (an Element vhost reloads Apache before
+      // Element's after-checks look at it); a later task's unit waits for its task, as the plan says.
+      tr.restarts = await ledger.perform(ledger.unitsSettledAfter(prepared.indexOf(p)))
+      if (p === prepared.at(-1)) tr.restarts.push(...(await ledger.perform(ledger.unitsLeft())))
       for (const rs of tr.restarts) emit(`${rs.action}ed ${rs.unit}`, p.task.name)
       for (const check of p.task.after?.(ctx) ?? []) {
         const outcome = await check.run(conn)
@@ -201,6 +202,13 @@ async function applyTasks(
     } catch (error) {
       tr.status = 'failed'
       tr.error = errorText(error)
+      // Writes queued before the failure still go out: they were applied as far as this run is concerned.
+      await conn.flush().catch((e: unknown) => (tr.error += `\n${errorText(e)}`))
+      const lost = unsent.filter((u) => u.batch === conn.sentBatches).map((u) => u.change)
+      if (lost.length) {
+        tr.changes = tr.changes.filter((c) => !lost.includes(c))
+        tr.error += `\nnot applied (their writes did not reach the host): ${lost.map((c) => c.summary).join('; ')}`
+      }
     }
     tr.durationMs = Date.now() - t0
     options.onTaskDone?.(p.task.name, tr.status !== 'failed')
@@ -213,7 +221,4 @@ async function applyTasks(
     }
     if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
   }
-  // Restarts still due for units no task of this run owns (e.g. pending from an earlier run with --tasks).
-  const leftovers = await ledger.perform(targets.map((t) => t.unit))
-  if (leftovers.length && report.tasks.length) report.tasks[report.tasks.length - 1]!.restarts.push(...leftovers)
 }

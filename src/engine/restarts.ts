@@ -5,7 +5,18 @@ import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
 import type { RestartRecord } from './report-types.js'
 import { PENDING_RESTARTS, STATE_DIR } from './host-state.js'
 
-const BACKUP_DIR = `${STATE_DIR}/backup`
+/** Copies of files a validating unit watches, taken before this run (or a run that died) changed them. */
+export const BACKUP_DIR = `${STATE_DIR}/backup`
+
+const backupOf = (path: string) => `${BACKUP_DIR}/${encodeURIComponent(path)}`
+/** Which backups belong to a unit, kept on the host beside them: a later run restores from it if this one dies. */
+export const backupManifestOf = (unit: string) => `${BACKUP_DIR}/${encodeURIComponent(unit)}.manifest.json`
+
+interface Backup {
+  path: string
+  /** false: the file did not exist before; restoring removes it. */
+  existed: boolean
+}
 
 /** Targets whose watched paths or packages a change touches. */
 export function targetsTouchedBy(change: Change, targets: RestartTarget[]): RestartTarget[] {
@@ -16,39 +27,80 @@ export function targetsTouchedBy(change: Change, targets: RestartTarget[]): Rest
  * Restarts due on a host, kept on the host until done: if the run fails between a change and the
  * restart it calls for, the next run finds the unit in the pending file and restarts it (Ansible loses
  * such handlers, #4766).
+ *
+ * One mechanism for the dry run and apply: changes make units due (`noteChange`/`beforeChange`), and at
+ * the end of task i the units settled are those due whose owning task is i or earlier
+ * (`unitsSettledAfter`), in the order the tasks declare them. A unit whose task has not run yet waits
+ * for it (its files may still change), so it restarts once, under its own task. Units no task of this
+ * run owns (pending from an earlier run with other --tasks) settle after the last task.
  */
 export class RestartLedger {
   readonly #due = new Map<string, { target: RestartTarget; reasons: string[] }>()
   /** Units started by this run after their last change: a restart would be redundant. */
   readonly #freshlyStarted = new Set<string>()
-  /** Files replaced by this run that a validating unit watches: restored if validation fails. */
-  readonly #backups = new Map<string, { path: string; existed: boolean }[]>()
+  /** Per validating unit: the files restored if its validation fails. */
+  readonly #backups = new Map<string, Backup[]>()
+  readonly #targets: RestartTarget[]
+  /** Unit -> index of the task that declares its service (the first one, in task order). */
+  readonly #owner = new Map<string, number>()
+  readonly #inherited: string[]
 
-  constructor(private readonly conn: Connection, private readonly targets: RestartTarget[], pendingFromEarlierRun: string[]) {
+  /** `targetsByTask[i]`: the services task i declares. */
+  constructor(private readonly conn: Connection, targetsByTask: RestartTarget[][], pendingFromEarlierRun: string[]) {
+    this.#targets = targetsByTask.flat()
+    targetsByTask.forEach((targets, i) => targets.forEach((t) => this.#owner.has(t.unit) || this.#owner.set(t.unit, i)))
+    this.#inherited = pendingFromEarlierRun
     for (const unit of pendingFromEarlierRun) {
-      const target = targets.find((t) => t.unit === unit) ?? { unit, watch: [], reload: false }
+      const target = this.#targets.find((t) => t.unit === unit) ?? { unit, watch: [], reload: false }
       this.#due.set(unit, { target, reasons: ['pending from an earlier run that stopped before restarting it'] })
+    }
+  }
+
+  /** Units settled at the end of task i: due, owned by task i or an earlier one, in declaration order. */
+  unitsSettledAfter(taskIndex: number): string[] {
+    return [...new Set(this.#targets.map((t) => t.unit))].filter((u) => this.#due.has(u) && this.#owner.get(u)! <= taskIndex)
+  }
+
+  /** Units still due after the last task: every one left, owned or not. */
+  unitsLeft(): string[] {
+    const owned = [...new Set(this.#targets.map((t) => t.unit))].filter((u) => this.#due.has(u))
+    return [...owned, ...[...this.#due.keys()].filter((u) => !owned.includes(u))]
+  }
+
+  /**
+   * Apply, once before the first change: read the backup manifests an earlier run left for the units
+   * it left pending, so a validation failure restores what that run replaced.
+   */
+  async loadInherited(): Promise<void> {
+    for (const unit of this.#inherited) {
+      if (!this.#due.get(unit)?.target.validate) continue
+      const r = await this.conn.run(sh`cat ${backupManifestOf(unit)}`)
+      if (r.code !== 0) continue
+      try {
+        const files = (JSON.parse(r.stdout) as { files: Backup[] }).files
+        if (Array.isArray(files)) this.#backups.set(unit, files.filter((b) => typeof b.path === 'string' && typeof b.existed === 'boolean'))
+      } catch {
+        // A manifest cut short by a dying run: nothing trustworthy to restore from.
+      }
     }
   }
 
   /** Before a change is applied: record the restarts it will need, on the host first, and back up what a validator may need to restore. */
   async beforeChange(change: Change): Promise<void> {
-    const touched = targetsTouchedBy(change, this.targets)
-    if (touched.length === 0) return
+    const touched = targetsTouchedBy(change, this.#targets)
+    if (touched.length === 0) return this.noteChange(change)
     const newUnits = touched.filter((t) => !this.#due.has(t.unit)).map((t) => t.unit)
     const validating = touched.filter((t) => t.validate)
-    // Files, edited lines and symlinks (a new *-enabled link must go with its bad file, or Apache's
-    // Include finds a dangling link and every later configtest fails).
-    const files = /^(file|line|symlink):/.test(change.resource) ? change.touches : []
     const script: ShellCommand[] = []
     if (newUnits.length) script.push(sh`mkdir -p ${STATE_DIR} && printf '%s\\n' ${newUnits} >> ${PENDING_RESTARTS}`)
-    // A file changed twice before its validation keeps its first backup: restoring means the state before this run.
+    // A file changed twice before its validation keeps its first backup: restoring means the state before
+    // the run that first changed it (also an earlier run that died, through its manifest).
     const backedUp = new Map([...this.#backups.values()].flat().map((b) => [b.path, b.existed]))
-    const fresh = files.filter((f) => !backedUp.has(f))
-    if (validating.length && fresh.length) {
+    const fresh = validating.length ? change.backupPaths.filter((f) => !backedUp.has(f)) : []
+    if (fresh.length) {
       script.push(sh`mkdir -p ${BACKUP_DIR}`)
       for (const f of fresh) {
-        const backup = BACKUP_DIR + '/' + encodeURIComponent(f)
+        const backup = backupOf(f)
         // rm first: cp onto an old backup that is a symlink would write through it.
         script.push(sh`if [ -e ${f} ] || [ -L ${f} ]; then rm -f ${backup} && cp -a ${f} ${backup}; echo existed; else echo new; fi`)
       }
@@ -57,18 +109,22 @@ export class RestartLedger {
       const r = ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), 'recording pending restarts')
       const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
       fresh.forEach((f, i) => backedUp.set(f, states[i] === 'existed'))
-      for (const t of validating) {
-        const list = this.#backups.get(t.unit) ?? []
-        for (const f of files) if (!list.some((b) => b.path === f)) list.push({ path: f, existed: backedUp.get(f)! })
-        this.#backups.set(t.unit, list)
-      }
+    }
+    for (const t of validating) {
+      const list = this.#backups.get(t.unit) ?? []
+      const added = change.backupPaths.filter((f) => !list.some((b) => b.path === f))
+      if (added.length === 0) continue
+      list.push(...added.map((f) => ({ path: f, existed: backedUp.get(f)! })))
+      this.#backups.set(t.unit, list)
+      // Written before the change itself reaches the host (writes go out in order).
+      await this.conn.writeFile({ path: backupManifestOf(t.unit), content: JSON.stringify({ unit: t.unit, files: list }) + '\n', mode: 0o600 })
     }
     this.noteChange(change)
   }
 
   /** Record the restarts a change calls for, in memory only (the dry run's prediction). */
   noteChange(change: Change): void {
-    for (const t of targetsTouchedBy(change, this.targets)) {
+    for (const t of targetsTouchedBy(change, this.#targets)) {
       const due = this.#due.get(t.unit) ?? { target: t, reasons: [] }
       due.reasons.push(change.summary)
       this.#due.set(t.unit, due)
@@ -76,9 +132,9 @@ export class RestartLedger {
     }
   }
 
-  /** The service resource started a unit that was stopped: it runs the new configuration already. */
-  started(unit: string): void {
-    this.#freshlyStarted.add(unit)
+  /** After a change is applied (or planned): a unit it started runs the new configuration already. */
+  applied(change: Change): void {
+    if (change.starts) this.#freshlyStarted.add(change.starts)
   }
 
   /** The dry run's counterpart of perform: the restarts due for these units, in order, then settled. */
@@ -92,30 +148,19 @@ export class RestartLedger {
 
   /**
    * Validate, then restart (or reload) each due unit once, in order; clear it from the host's pending
-   * file. Units of the finishing task are always settled; another task's unit only when it is running
-   * (a later task that installs or starts it settles it then).
+   * file and drop its backups. A unit that is not running is not restarted: it starts on the new files.
    */
-  async perform(units: string[], ownUnits: string[] = units): Promise<RestartRecord[]> {
+  async perform(units: string[]): Promise<RestartRecord[]> {
     const done: RestartRecord[] = []
     for (const unit of units) {
       const due = this.#due.get(unit)
       if (!due) continue
       const { target } = due
+      const verb = target.reload ? 'reload' : 'restart'
       const active = await this.conn.run(sh`systemctl is-active ${unit}`)
       const running = active.stdout.trim() === 'active' || active.stdout.trim() === 'reloading'
-      if (!running && !ownUnits.includes(unit)) continue
-      if (target.validate) {
-        const v = await this.conn.run(target.validate, { timeoutMs: 180_000 })
-        if (v.code !== 0) {
-          const restored = await this.#restore(unit)
-          this.#due.delete(unit)
-          await this.#clearPending(unit)
-          const output = (v.stderr + v.stdout).trim().split('\n').slice(-6).join('\n')
-          throw new Error(`${unit}: the new configuration failed validation (${target.validate.text}); restored the previous files (${restored.join(', ') || 'none'}) and left ${unit} running as it was:\n${output}`)
-        }
-      }
+      if (target.validate) await this.#validate(unit, target.validate, verb)
       if (!this.#freshlyStarted.has(unit) && running) {
-        const verb = target.reload ? 'reload' : 'restart'
         const r = await this.conn.run(sh`systemctl ${verb} ${unit}`, { timeoutMs: 300_000 })
         if (r.code !== 0) {
           const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${unit}`)
@@ -124,15 +169,49 @@ export class RestartLedger {
         }
         done.push({ unit, action: verb, reason: due.reasons.join('; '), done: true })
       }
-      this.#due.delete(unit)
-      this.#backups.delete(unit)
-      await this.#clearPending(unit)
+      await this.#settled(unit)
     }
     return done
   }
 
-  async #clearPending(unit: string): Promise<void> {
+  /**
+   * A rejected configuration is never left on disk unnoticed: the files this run (or the earlier run
+   * that left the restart pending) replaced are put back and validated again. Only when the host's
+   * configuration validates again is the restart forgotten; otherwise it stays pending, and every run
+   * fails here until the configuration is fixed.
+   */
+  async #validate(unit: string, validate: ShellCommand, verb: string): Promise<void> {
+    const v = await this.conn.run(validate, { timeoutMs: 180_000 })
+    if (v.code === 0) return
+    const output = (v.stderr + v.stdout).trim().split('\n').slice(-6).join('\n')
+    const restored = await this.#restore(unit)
+    const again = restored.length ? await this.conn.run(validate, { timeoutMs: 180_000 }) : undefined
+    if (again?.code === 0) {
+      await this.#settled(unit)
+      throw new Error(`${unit}: the new configuration failed validation (${validate.text}); restored the previous files (${restored.join(', ')}) and left ${unit} running as it was:\n${output}`)
+    }
+    // Still due, still in the host's pending file: the next run validates again instead of saying "no changes".
+    throw new Error(
+      `${unit}: the configuration on the host fails validation (${validate.text}) and ${restored.length ? `restoring ${restored.join(', ')} did not fix it` : 'no earlier version of its files is kept to restore'}; ` +
+        `left ${unit} running as it was, with its ${verb} pending: fix the inventory (or the files) and run again:\n${output}`,
+    )
+  }
+
+  /** The unit is done with: out of the pending file, and its backups (old, secret-bearing files) removed. */
+  async #settled(unit: string): Promise<void> {
+    this.#due.delete(unit)
+    const mine = this.#backups.get(unit)
+    this.#backups.delete(unit)
     await this.conn.run(sh`[ -f ${PENDING_RESTARTS} ] && sed -i ${`/^${unit.replace(/[.@]/g, '\\$&')}$/d`} ${PENDING_RESTARTS}; true`)
+    if (this.#due.size === 0) {
+      // Nothing due any more on this host: no backup can be needed (this also clears ones older versions left).
+      await this.conn.run(sh`rm -rf ${BACKUP_DIR}`)
+      return
+    }
+    if (!mine) return
+    const stillNeeded = new Set([...this.#backups.values()].flat().map((b) => b.path))
+    const remove = [backupManifestOf(unit), ...mine.filter((b) => b.existed && !stillNeeded.has(b.path)).map((b) => backupOf(b.path))]
+    await this.conn.run(sh`rm -f ${remove}`)
   }
 
   async #restore(unit: string): Promise<string[]> {
@@ -140,7 +219,7 @@ export class RestartLedger {
     const script = list.map((b) =>
       // Copied beside, then renamed over: atomic, and works when the path is a symlink.
       b.existed
-        ? sh`cp -a ${BACKUP_DIR + '/' + encodeURIComponent(b.path)} ${b.path + '.mp-restore'} && mv -Tf ${b.path + '.mp-restore'} ${b.path}`
+        ? sh`cp -a ${backupOf(b.path)} ${b.path + '.mp-restore'} && mv -Tf ${b.path + '.mp-restore'} ${b.path}`
         : sh`rm -f ${b.path}`,
     )
     if (script.length) ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), `restoring the previous configuration of ${unit}`)

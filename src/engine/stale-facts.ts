@@ -1,11 +1,6 @@
 import type { Fact } from '../facts/fact.js'
 import type { Change } from '../resources/resource.js'
 
-// Changes that alter exactly the paths they touch (and, for a directory, parents it creates):
-// writing a file or a line, a directory, a symlink. Anything else (a package, a command, a service
-// start) may alter any fact.
-const EXACT_REACH = /^(file|dir|symlink|line):/
-
 const trim = (p: string) => p.replace(/\/+$/, '') || '/'
 const under = (p: string, dir: string) => p.startsWith(dir === '/' ? '/' : `${dir}/`)
 
@@ -18,10 +13,11 @@ export class StaleFacts {
   readonly #touched: { path: string; below: boolean }[] = []
   #anything = false
 
+  /** The change says how far it reaches (Change.reach): its own paths, what resolves through a link, or anything. */
   noteApplied(change: Change): void {
-    if (!EXACT_REACH.test(change.resource)) this.#anything = true
+    if (change.reach === 'anything') this.#anything = true
     // Paths below a re-pointed symlink now resolve elsewhere; below a file or directory nothing moved.
-    else for (const t of change.touches) this.#touched.push({ path: trim(t), below: change.resource.startsWith('symlink:') })
+    else for (const t of change.touches) this.#touched.push({ path: trim(t), below: change.reach === 'link' })
   }
 
   affects(facts: readonly Fact<unknown>[]): boolean {

@@ -66,9 +66,12 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       const names = missing.map((p) => (p.version ? `${p.name}=${p.version}` : p.name))
       const change: Change = {
         resource: id,
+        kind: 'package',
         action: 'install',
         summary: `install ${names.join(' ')}${spec.debconf?.length ? ` (debconf preseeded: ${spec.debconf.length} answers)` : ''}`,
         touches: missing.map((p) => `pkg:${p.name}`),
+        backupPaths: [],
+        reach: 'anything',
       }
       return change
     },

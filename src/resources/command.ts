@@ -31,7 +31,8 @@ export function command(spec: CommandSpec): Resource {
     facts: () => [fact],
     async plan(ctx) {
       if (ctx.facts.get(fact)) return null
-      return { resource: id, action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [] }
+      // What a command changes is known only by its touches: every fact may be stale, and there is no backup to restore.
+      return { resource: id, kind: 'command', action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [], backupPaths: [], reach: 'anything' }
     },
     async apply(_c, ctx) {
       ensureSuccess(ctx.conn.host, await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000 }), spec.name)

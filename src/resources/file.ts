@@ -64,7 +64,7 @@ export function file(spec: FileSpec): Resource {
         predict(ctx)
         const text = isText(content) ? content.toString('utf8') : ''
         const diff = text ? unifiedDiff('', sensitive ? maskSensitiveText(text) : text, spec.path) : undefined
-        return { resource: id, action: 'create', summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`, diff, touches: [spec.path] }
+        return { resource: id, kind: 'file', action: 'create', summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`, diff, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
       }
       const contentDiffers = state.sha256 !== sha
       const metaDiffers = state.owner !== owner || state.group !== group || state.mode !== mode
@@ -83,7 +83,7 @@ export function file(spec: FileSpec): Resource {
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)
         }
       }
-      return { resource: id, action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff, touches: [spec.path] }
+      return { resource: id, kind: 'file', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
     },
     async apply(_change, ctx: ApplyContext) {
       await ctx.conn.writeFile({ path: spec.path, content: sensitive && !(spec.content instanceof Secret) ? new Secret(content.toString('utf8'), `file ${spec.path}`) : spec.content, owner, group, mode })
@@ -116,9 +116,13 @@ export function directory(spec: DirectorySpec): Resource {
       ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'directory', owner, group, mode } satisfies FileState)
       return {
         resource: id,
+        kind: 'directory',
         action: s.exists ? 'update' : 'create',
         summary: s.exists ? `update directory ${spec.path} (${octal(s.mode ?? 0)} ${s.owner}:${s.group} -> ${octal(mode)} ${owner}:${group})` : `create directory ${spec.path} (${octal(mode)} ${owner}:${group})`,
         touches: [spec.path + '/'],
+        // Owner and mode only: a validator has nothing to restore.
+        backupPaths: [],
+        reach: 'paths',
       }
     },
     async apply(_c, ctx) {
@@ -142,9 +146,13 @@ export function symlink(spec: { path: string; target: string }): Resource {
       ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'symlink', owner: 'root', group: 'root', mode: 0o777, linkTarget: spec.target } satisfies FileState)
       return {
         resource: id,
+        kind: 'symlink',
         action: s.exists ? 'update' : 'create',
         summary: s.exists ? `repoint ${spec.path} -> ${spec.target} (was ${s.linkTarget})` : `link ${spec.path} -> ${spec.target}`,
         touches: [spec.path],
+        // A new *-enabled link goes with its rejected file, or Apache's Include finds a dangling link.
+        backupPaths: [spec.path],
+        reach: 'link',
       }
     },
     async apply(_c, ctx) {

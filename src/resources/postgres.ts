@@ -43,13 +43,13 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
     async plan(ctx) {
       const f = ctx.facts.get(fact)
       if (!f.available) {
-        return { resource: id, action: 'create', summary: `create Postgres role ${spec.name} with a password`, uncertain: 'Postgres is not installed or not running yet; the role is checked again after it is', touches: [] }
+        return { resource: id, kind: 'database', action: 'create', summary: `create Postgres role ${spec.name} with a password`, uncertain: 'Postgres is not installed or not running yet; the role is checked again after it is', touches: [], backupPaths: [], reach: 'anything' }
       }
       const row = f.value
-      if (!row) return { resource: id, action: 'create', summary: `create Postgres role ${spec.name} (LOGIN, SCRAM password)`, touches: [] }
+      if (!row) return { resource: id, kind: 'database', action: 'create', summary: `create Postgres role ${spec.name} (LOGIN, SCRAM password)`, touches: [], backupPaths: [], reach: 'anything' }
       const [canLogin, stored] = row
       if (canLogin === 't' && passwordMatches(stored ?? '', spec.name, spec.password.reveal())) return null
-      return { resource: id, action: 'update', summary: `update Postgres role ${spec.name} (${canLogin !== 't' ? 'LOGIN, ' : ''}password)`, touches: [] }
+      return { resource: id, kind: 'database', action: 'update', summary: `update Postgres role ${spec.name} (${canLogin !== 't' ? 'LOGIN, ' : ''}password)`, touches: [], backupPaths: [], reach: 'anything' }
     },
     async apply(change, ctx) {
       const verb = change.action === 'create' ? 'CREATE' : 'ALTER'
@@ -84,8 +84,8 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
     async plan(ctx) {
       const f = ctx.facts.get(fact)
       const create = `create database ${spec.name} (ENCODING ${encoding}, LC_COLLATE ${collate}, LC_CTYPE ${ctype}, TEMPLATE template0, OWNER ${spec.owner})`
-      if (!f.available) return { resource: id, action: 'create', summary: create, uncertain: 'Postgres is not installed or not running yet', touches: [] }
-      if (!f.value) return { resource: id, action: 'create', summary: create, touches: [] }
+      if (!f.available) return { resource: id, kind: 'database', action: 'create', summary: create, uncertain: 'Postgres is not installed or not running yet', touches: [], backupPaths: [], reach: 'anything' }
+      if (!f.value) return { resource: id, kind: 'database', action: 'create', summary: create, touches: [], backupPaths: [], reach: 'anything' }
       const [enc, coll, ct, owner] = f.value
       if (enc !== encoding || coll !== collate || ct !== ctype) {
         throw new Error(
@@ -94,7 +94,7 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
         )
       }
       if (owner === spec.owner) return null
-      return { resource: id, action: 'update', summary: `change owner of database ${spec.name}: ${owner} -> ${spec.owner}`, touches: [] }
+      return { resource: id, kind: 'database', action: 'update', summary: `change owner of database ${spec.name}: ${owner} -> ${spec.owner}`, touches: [], backupPaths: [], reach: 'anything' }
     },
     async apply(change, ctx) {
       const sql =

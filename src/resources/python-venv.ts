@@ -39,9 +39,12 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       ctx.predicted.paths.add(spec.path)
       return {
         resource: id,
+        kind: 'virtualenv',
         action: have ? 'update' : 'install',
         summary: `${have ? `upgrade ${spec.packageName} ${have} ->` : 'install'} ${spec.requirement} into ${spec.path}${spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${spec.indexUrl})` : ''}`,
         touches: [`pkg:${spec.packageName}`, spec.path + '/'],
+        backupPaths: [],
+        reach: 'anything',
       }
     },
     async apply(_change, ctx) {

@@ -4,10 +4,21 @@ import type { Connection } from '../ssh/connection.js'
 
 export type ChangeAction = 'create' | 'update' | 'delete' | 'install' | 'run' | 'start' | 'enable' | 'restart' | 'reload'
 
+/** What a change alters; the engine decides backups, stale facts and restarts from the typed fields below, never from the id. */
+export type ChangeKind = 'file' | 'directory' | 'symlink' | 'line' | 'package' | 'command' | 'service' | 'database' | 'virtualenv'
+
+/**
+ * How far a change reaches: `paths` alters exactly the paths in `touches` (and, for a directory, the
+ * parents it creates); `link` also moves what resolves below them (a re-pointed symlink); `anything`
+ * may alter any fact (a package, a command, a service start).
+ */
+export type ChangeReach = 'paths' | 'link' | 'anything'
+
 /** A planned change: data first (for --json), rendered as text by src/report/. */
 export interface Change {
-  /** Resource id, e.g. `file:/etc/matrix-synapse/conf.d/10-server.yaml`. */
+  /** Resource id, e.g. `file:/etc/matrix-synapse/conf.d/10-server.yaml`: a name for people and tests only. */
   resource: string
+  kind: ChangeKind
   action: ChangeAction
   /** One line a human reads: "install postgresql", "write /etc/x (0640 root:matrix-synapse)". */
   summary: string
@@ -17,6 +28,14 @@ export interface Change {
   uncertain?: string
   /** Paths and `pkg:name` this change touches; services watching them are restarted. */
   touches: string[]
+  /**
+   * Paths saved before the change when a validating unit watches them, and put back if that unit
+   * rejects its new configuration. Every resource states it (empty: nothing the engine can restore).
+   */
+  backupPaths: string[]
+  reach: ChangeReach
+  /** The unit this change starts on its new configuration: no restart is due for it afterwards. */
+  starts?: string
 }
 
 /**

@@ -34,9 +34,15 @@ export function service(spec: ServiceSpec): ServiceResource {
         if (!source) throw new Error(`unit ${spec.unit} does not exist on the host and nothing in this plan provides it`)
         return {
           resource: id,
+          kind: 'service',
           action: 'start',
           summary: `${[enabled && 'enable', running && 'start'].filter(Boolean).join(' and ')} ${spec.unit} (unit comes with ${source}, planned above)`,
           touches: [],
+          backupPaths: [],
+          reach: 'anything',
+          // A unit a package brings is started by the package's install, before our files change it:
+          // then the restart stays due, as apply will find. One from our own unit file starts on our files.
+          ...(running && !source.startsWith('package') ? { starts: spec.unit } : {}),
         }
       }
       const needEnable = enabled && !s.enabled
@@ -44,9 +50,13 @@ export function service(spec: ServiceSpec): ServiceResource {
       if (!needEnable && !needStart) return null
       return {
         resource: id,
+        kind: 'service',
         action: needStart ? 'start' : 'enable',
         summary: `${[needEnable && 'enable', needStart && `start (now ${s.activeState})`].filter(Boolean).join(' and ')} ${spec.unit}`,
         touches: [],
+        backupPaths: [],
+        reach: 'anything',
+        ...(needStart ? { starts: spec.unit } : {}),
       }
     },
     async apply(_change, ctx) {

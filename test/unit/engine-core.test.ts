@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import type { Change } from '../../src/resources/resource.js'
 import { inspect } from 'node:util'
 import { gatherFacts, parseProbeOutput, probeScript } from '../../src/facts/probe.js'
 import { execFileSync } from 'node:child_process'
@@ -78,7 +79,8 @@ describe('batched facts', () => {
 })
 
 describe('stale facts after applied changes', () => {
-  const change = (resource: string, touches: string[]) => ({ resource, action: 'update' as const, summary: '', touches })
+  // The reach is the change's own typed field: the id is only a name (a new resource kind is judged by what it says).
+  const change = (resource: string, touches: string[], reach: Change['reach'] = 'paths'): Change => ({ resource, kind: 'file', action: 'update', summary: '', touches, backupPaths: [], reach })
   it('a file write makes stale only facts of that path, its parents and its children, and facts that name no paths', () => {
     const stale = new StaleFacts()
     expect(stale.affects([fileState('/srv/a')])).toBe(false)
@@ -93,14 +95,14 @@ describe('stale facts after applied changes', () => {
     expect(stale.affects([fileState('/opt/x')])).toBe(true)
     expect(stale.affects([fileState('/opt/xy')])).toBe(false)
     // Below a re-pointed symlink, paths resolve to other files.
-    stale.noteApplied(change('symlink:/var/www/current', ['/var/www/current']))
+    stale.noteApplied(change('symlink:/var/www/current', ['/var/www/current'], 'link'))
     expect(stale.affects([fileState('/var/www/current/index.html')])).toBe(true)
     expect(stale.affects([fileState('/var/www/other')])).toBe(false)
   })
   it('a package, command or service change makes every fact stale', () => {
     for (const resource of ['apt:cron', 'command:stamp', 'service:cron.service', 'pg-role:synapse']) {
       const stale = new StaleFacts()
-      stale.noteApplied(change(resource, []))
+      stale.noteApplied(change(resource, [], 'anything'))
       expect(stale.affects([fileState('/unrelated')]), resource).toBe(true)
     }
   })

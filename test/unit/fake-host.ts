@@ -58,6 +58,9 @@ const APACHE_DIRECTIVE_MODULES: Record<string, string> = {
   RequestHeader: 'headers', Header: 'headers', Alias: 'alias', Redirect: 'alias', RedirectMatch: 'alias',
 }
 
+/** cp -a: a copy with the same metadata (structuredClone would turn a Buffer into a plain Uint8Array). */
+const cloneNode = (n: FsNode): FsNode => (n.type === 'file' ? { ...n, content: Buffer.from(n.content) } : { ...n })
+
 /** One shell word, single- or double-quoted or bare (what shellQuote produces, and `"$tmp"`). */
 const ARG = String.raw`((?:'[^']*'|"[^"]*"|\\.|[^\s'"\\])+)`
 const rx = (source: string) => new RegExp(source)
@@ -492,6 +495,26 @@ export class FakeHost implements Connection {
       if (old !== undefined) this.put(PENDING_RESTARTS, old.split('\n').filter((l) => l !== line).join('\n'))
       return {}
     }
+    // The restart ledger drops the backups of a settled unit, or all of them when nothing is due any more.
+    if (cmd === `rm -rf ${STATE_DIR}/backup`) {
+      for (const p of [...this.fs.keys()]) if (p === `${STATE_DIR}/backup` || p.startsWith(`${STATE_DIR}/backup/`)) this.fs.delete(p)
+      return {}
+    }
+    if ((m = rx(String.raw`^rm -f ((?:${ARG.slice(1, -1)} ?)+)$`).exec(cmd))) {
+      for (const p of shellWords(m[1]!)) this.fs.delete(p)
+      return {}
+    }
+    // ... and restores a rejected unit's files: each copied beside and renamed over, or removed when new.
+    if (cmd.split(' && ').every((c) => /^(cp -a \S+ \S+\.mp-restore|mv -Tf \S+\.mp-restore \S+|rm -f \S+)$/.test(c))) {
+      for (const c of cmd.split(' && ').map(shellWords)) {
+        if (c[0] === 'cp') this.fs.set(c[3]!, cloneNode(this.fs.get(c[2]!)!))
+        else if (c[0] === 'mv') {
+          this.fs.set(c[3]!, this.fs.get(c[2]!)!)
+          this.fs.delete(c[2]!)
+        } else this.fs.delete(c[2]!)
+      }
+      return {}
+    }
     if (cmd === 'runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -f -') return this.#psqlApply(stdin)
     if (cmd === 'apache2ctl configtest') return this.#apacheConfigtest()
     if ((m = /^cd \/var\/lib\/matrix-synapse && runuser -u matrix-synapse -- (\S+) -m synapse\.config (.+)$/.exec(cmd))) return this.#synapseConfigCheck(m[1]!, shellWords(m[2]!))
@@ -610,7 +633,7 @@ export class FakeHost implements Connection {
     take(new RegExp(String.raw`if \[ -e ${ARG} \] \|\| \[ -L ${ARG} \]; then rm -f ${ARG} && cp -a ${ARG} ${ARG}; echo existed; else echo new; fi`, 'g'), (m) => {
       const src = unquote(m[1]!)
       const node = this.fs.get(src)
-      if (node) this.fs.set(unquote(m[5]!), structuredClone(node))
+      if (node) this.fs.set(unquote(m[5]!), cloneNode(node))
       out += node ? 'existed\n' : 'new\n'
     })
     if (rest.replace(/&&/g, '').trim()) this.#unexpected(`a restart-ledger script with parts the fake does not know: ${rest}`)

@@ -20,9 +20,9 @@ function report(mode: RunReport['mode']): RunReport {
           durationMs: 10,
           checks: [],
           changes: [
-            { resource: 'file:/etc/x', action: 'update', summary: 'update /etc/x (content)', diff: `--- /etc/x\n+++ /etc/x\n@@ -1 +1 @@\n-a: 1\n+a: ${secret.reveal()}\n`, touches: ['/etc/x'] },
-            { resource: 'apt:postgresql', action: 'install', summary: 'install postgresql', touches: ['pkg:postgresql'] },
-            { resource: 'pg-role:u', action: 'create', summary: 'create Postgres role u', uncertain: 'Postgres is not installed yet', touches: [] },
+            { resource: 'file:/etc/x', kind: 'file', backupPaths: ['/etc/x'], reach: 'paths', action: 'update', summary: 'update /etc/x (content)', diff: `--- /etc/x\n+++ /etc/x\n@@ -1 +1 @@\n-a: 1\n+a: ${secret.reveal()}\n`, touches: ['/etc/x'] },
+            { resource: 'apt:postgresql', kind: 'package', backupPaths: [], reach: 'anything', action: 'install', summary: 'install postgresql', touches: ['pkg:postgresql'] },
+            { resource: 'pg-role:u', kind: 'database', backupPaths: [], reach: 'anything', action: 'create', summary: 'create Postgres role u', uncertain: 'Postgres is not installed yet', touches: [] },
           ],
           restarts: [{ unit: 'matrix-synapse.service', action: 'restart', reason: 'update /etc/x (content)', done: mode === 'apply' }],
         },

@@ -65,10 +65,11 @@ const WORKERS_BUG_ERROR = 'unit matrix-synapse-worker@federation_reader.service 
 /** A generated secret: randomBytes(32) as base64url. */
 const GENERATED_TOKEN = /(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/
 
-function loadInventory(synapse: Record<string, unknown>): Promise<Inventory> {
+function loadInventory(synapse: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<Inventory> {
   const doc = {
     defaults: {
       vars: {
+        ...extra,
         serverName: 'example.org',
         redis: { password: { env: 'MP_TEST_REDIS_PASSWORD' } },
         synapse,
@@ -560,6 +561,27 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
     }
     // Needs 4 * 768 + 512 MiB: the 4 GiB host still fits.
     expect(taskOf(plan, 'synapse').checks.find((c) => c.name.includes('memory'))).toMatchObject({ ok: true, name: 'at least 3584 MiB of memory' })
+  })
+
+  it('cacheFactor and the federation_sender metrics port together: apply restarts exactly what the plan says, under the same tasks, in its order', async () => {
+    // Before the fix apply restarted federation_sender inside `synapse` (before its YAML was written), then again.
+    const changed = await loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE, cacheFactor: 4 }, { workers: { federationSender: { metricsPort: 32970 } } })
+    const plan = await dryRun(host, changed)
+    expect(host.unexpected).toEqual([])
+    const expected = [
+      { task: 'synapse', unit: 'matrix-synapse.service', action: 'restart' },
+      { task: 'workers', unit: 'matrix-synapse-worker@federation_reader.service', action: 'restart' },
+      { task: 'workers', unit: 'matrix-synapse-worker@federation_sender.service', action: 'restart' },
+    ]
+    expect(restartsOf(plan)).toEqual(expected)
+    const restartsBefore = host.restarts.length
+    const applied = await apply(host, changed)
+    expect(host.unexpected).toEqual([])
+    expect(applied.error).toBeUndefined()
+    expect(restartsOf(applied)).toEqual(expected)
+    expect(host.restarts.slice(restartsBefore)).toEqual(expected.map((r) => `restart ${r.unit}`))
+    expect(applied.tasks.map((t) => t.changes.map((c) => c.resource))).toEqual(plan.tasks.map((t) => t.changes.map((c) => c.resource)))
+    expect(host.text(PENDING_RESTARTS)?.trim()).toBe('')
   })
 })
 

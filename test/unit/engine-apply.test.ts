@@ -1,0 +1,181 @@
+/**
+ * The engine's apply on the in-memory host (test/unit/fake-host.ts), with small tasks made here:
+ * what a failing run leaves behind and reports (queued writes, rejected configurations, restarts
+ * inherited from a run that died, validation backups), and that the engine reads typed fields of a
+ * change, not its id. The whole-stack plan = apply comparison is in task-plans.test.ts; the same on a
+ * real host in test/integration/plan-apply.test.ts.
+ */
+import { createHash } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { runHost } from '../../src/engine/host-run.js'
+import { PENDING_RESTARTS, STATE_DIR } from '../../src/engine/host-state.js'
+import type { HostReport } from '../../src/engine/report-types.js'
+import type { Task } from '../../src/engine/task.js'
+import { fileState } from '../../src/facts/files.js'
+import { loadInventoryFromString } from '../../src/inventory/load.js'
+import type { Role } from '../../src/inventory/types.js'
+import { file } from '../../src/resources/file.js'
+import type { Resource } from '../../src/resources/resource.js'
+import { service } from '../../src/resources/systemd-service.js'
+import { sh } from '../../src/ssh/shell.js'
+import { FakeHost } from './fake-host.js'
+import { DEBIAN_12 } from './fixtures/hosts/distros.js'
+
+const inventory = await loadInventoryFromString('defaults:\n  vars: { serverName: example.org }\nhosts:\n  web: { address: 203.0.113.10, roles: [apache] }\n', '/tmp/engine-apply.yaml')
+
+const CONF = '/etc/apache2/conf-enabled/mp-test.conf'
+const GOOD = '# a good configuration\nServerSignature Off\n'
+/** The fake's configtest rejects a directive of a module that is not enabled (as Apache does). */
+const BAD = '# a rejected configuration\nSSLEngine on\n'
+const APACHE = 'apache2.service'
+const BACKUP_DIR = `${STATE_DIR}/backup`
+const backupManifestOf = (unit: string) => `${BACKUP_DIR}/${encodeURIComponent(unit)}.manifest.json`
+
+/** A host with Apache installed and running, and a configuration file in place. */
+function apacheHost(conf = GOOD): FakeHost {
+  const host = new FakeHost(DEBIAN_12, 'web')
+  host.put(`/lib/systemd/system/${APACHE}`, '[Unit]\nDescription=Apache\n')
+  host.mkdirp('/etc/apache2/conf-enabled')
+  host.put(CONF, conf)
+  host.startUnit(APACHE, true)
+  return host
+}
+
+const apacheService = () => service({ unit: APACHE, watch: ['/etc/apache2/'], reload: true, validate: sh`apache2ctl configtest` })
+
+/**
+ * A resource of a kind the engine has never heard of (id `template:`), rendering a file. It states its
+ * backup in the typed field Change.backupPaths; the engine must honour that without knowing the id.
+ */
+function template(path: string, content: string): Resource {
+  const fact = fileState(path)
+  const sha = createHash('sha256').update(content).digest('hex')
+  const id = `template:${path}`
+  return {
+    id,
+    facts: () => [fact],
+    async plan(ctx) {
+      if (ctx.facts.get(fact).sha256 === sha) return null
+      return { resource: id, kind: 'file', action: 'update', summary: `render ${path}`, touches: [path], backupPaths: [path], reach: 'paths' }
+    },
+    async apply(_c, ctx) {
+      await ctx.conn.writeFile({ path, content })
+    },
+  }
+}
+
+const task = (name: Role, resources: () => Resource[]): Task => ({ name, title: name, resources })
+const run = (host: FakeHost, tasks: Task[], mode: 'apply' | 'dry-run' = 'apply'): Promise<HostReport> =>
+  runHost({ ...inventory.hosts[0]!, roles: tasks.map((t) => t.name) }, host, { mode, tasks, inventory })
+const backups = (host: FakeHost) => [...host.fs.keys()].filter((p) => p.startsWith(`${BACKUP_DIR}/`)).sort()
+
+describe('queued file writes when a later resource fails', () => {
+  it('are sent before the task fails, and the report lists only changes that reached the host', async () => {
+    const host = apacheHost()
+    const failing: Resource = {
+      id: 'broken:thing',
+      facts: () => [],
+      plan: () => Promise.reject(new Error('this resource cannot be planned')),
+      apply: () => Promise.resolve(),
+    }
+    const report = await run(host, [task('apache', () => [file({ path: '/etc/mp-a.conf', content: 'a\n' }), file({ path: '/etc/mp-b.conf', content: 'b\n' }), failing])])
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('failed')
+    expect(report.tasks[0]!.error).toContain('this resource cannot be planned')
+    const reported = report.tasks[0]!.changes.map((c) => c.resource)
+    expect(reported).toEqual(['file:/etc/mp-a.conf', 'file:/etc/mp-b.conf'])
+    // Every change the report lists happened.
+    expect(host.text('/etc/mp-a.conf')).toBe('a\n')
+    expect(host.text('/etc/mp-b.conf')).toBe('b\n')
+  })
+
+  it('whose batch fails to reach the host are reported as not applied', async () => {
+    const host = apacheHost()
+    const failing: Resource = { id: 'broken:thing', facts: () => [], plan: () => Promise.reject(new Error('plan failed')), apply: () => Promise.resolve() }
+    // The batch fails on the host: the parent directory does not exist.
+    const report = await run(host, [task('apache', () => [file({ path: '/nonexistent/x.conf', content: 'x\n' }), failing])])
+    expect(report.status).toBe('failed')
+    expect(report.tasks[0]!.changes).toEqual([])
+    expect(report.tasks[0]!.error).toContain('not applied (their writes did not reach the host): create /nonexistent/x.conf')
+  })
+})
+
+describe('a configuration the unit rejects', () => {
+  it('a resource of a new kind gets its rollback backup from its typed backupPaths, not from its id', async () => {
+    const host = apacheHost()
+    const report = await run(host, [task('apache', () => [template(CONF, BAD), apacheService()])])
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('failed')
+    expect(report.error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`)
+    expect(host.text(CONF)).toBe(GOOD)
+    expect(host.restarts).toEqual([])
+    expect(host.text(PENDING_RESTARTS)).toBe('')
+    expect(backups(host)).toEqual([])
+  })
+
+  it('a restart inherited from a run that died is not forgotten when validation fails and nothing can be restored: it stays pending and every run fails', async () => {
+    // An earlier run wrote the bad file and died before the reload (no backup kept, as older versions did).
+    const host = apacheHost(BAD)
+    host.mkdirp(STATE_DIR)
+    host.put(PENDING_RESTARTS, `${APACHE}\n`)
+    const tasks = [task('apache', () => [template(CONF, BAD), apacheService()])]
+    for (const attempt of [1, 2]) {
+      const report = await run(host, tasks)
+      expect(host.unexpected).toEqual([])
+      expect(report.status, `run ${attempt}`).toBe('failed')
+      expect(report.error).toContain('apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore')
+      expect(report.error).toContain('reload pending')
+      expect(host.text(PENDING_RESTARTS)).toBe(`${APACHE}\n`)
+      expect(host.restarts).toEqual([])
+    }
+    // The dry run still shows the reload that is due.
+    const plan = await run(host, tasks, 'dry-run')
+    expect(plan.tasks[0]!.restarts.map((r) => [r.unit, r.action])).toEqual([[APACHE, 'reload']])
+  })
+
+  it('a restart inherited from a run that died after backing up: the earlier files are restored from its manifest, and the next run tries again', async () => {
+    const host = apacheHost()
+    const tasks = [task('apache', () => [template(CONF, BAD), apacheService()])]
+    // A run that dies between the write and the reload: the fake drops the connection on systemctl.
+    const original = host.run.bind(host)
+    host.run = async (command, options) => {
+      if (command.text.startsWith('apache2ctl configtest')) throw new Error('connection lost')
+      return original(command, options)
+    }
+    const died = await run(host, tasks)
+    host.run = original
+    expect(died.status).toBe('failed')
+    expect(host.text(CONF)).toBe(BAD)
+    expect(host.text(PENDING_RESTARTS)).toBe(`${APACHE}\n`)
+    expect(backups(host)).toEqual([`${BACKUP_DIR}/${encodeURIComponent(CONF)}`, backupManifestOf(APACHE)].sort())
+
+    const next = await run(host, tasks)
+    expect(host.unexpected).toEqual([])
+    expect(next.status).toBe('failed')
+    expect(next.tasks[0]!.changes).toEqual([]) // the bad file was on disk already: nothing to write
+    expect(next.error).toContain(`restored the previous files (${CONF})`)
+    expect(host.text(CONF)).toBe(GOOD)
+    expect(host.text(PENDING_RESTARTS)).toBe('')
+    expect(backups(host)).toEqual([])
+    // The inventory still asks for the rejected file: the next run writes it, and fails again, restoring.
+    const third = await run(host, tasks)
+    expect(third.status).toBe('failed')
+    expect(third.tasks[0]!.changes.map((c) => c.summary)).toEqual([`render ${CONF}`])
+    expect(third.error).toContain(`restored the previous files (${CONF})`)
+    expect(host.text(CONF)).toBe(GOOD)
+    expect(host.text(PENDING_RESTARTS)).toBe('')
+  })
+})
+
+describe('validation backups', () => {
+  it('are removed once the unit is settled: no copy of an old (possibly secret-bearing) file stays on the host', async () => {
+    const host = apacheHost()
+    const report = await run(host, [task('apache', () => [file({ path: CONF, content: '# changed\nServerSignature On\n' }), apacheService()])])
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('changed')
+    expect(report.tasks[0]!.restarts.map((r) => [r.unit, r.action, r.done])).toEqual([[APACHE, 'reload', true]])
+    expect(host.restarts).toEqual([`reload ${APACHE}`])
+    expect(backups(host)).toEqual([])
+    expect(host.text(PENDING_RESTARTS)).toBe('')
+  })
+})
