@@ -20,7 +20,7 @@ const HELP = `provision: set up a Matrix Synapse homeserver over SSH (Postgres, 
 
 Usage:
   provision [apply] --inventory FILE [options]   apply the inventory to its hosts
-  provision check   --inventory FILE             run the before- and after-checks only (read-only)
+  provision check   --inventory FILE [--wait S]  run the before- and after-checks only (read-only), each printed
   provision unlock  --inventory FILE --limit H   clear a stuck lock left by a run whose connection hung
   provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
   provision schema                               print the inventory's JSON Schema (for editors)
@@ -38,10 +38,12 @@ Options:
       --log-file FILE    JSON log of every command, its duration and exit code (secrets masked)
   -p, --parallel N       at most N hosts at once (default 25)
       --window S         status: seconds between the two metric readings (default 5)
+      --wait SECONDS     how long an after-check waits for a service to answer (default: its own
+                         bound after a restart, none otherwise; check restarts nothing, so 0)
   -h, --help             this help
       --version          print the version
 
-Exit codes: 0 success, 1 a host failed, 2 bad usage or inventory, 10 changes pending (--dry-run --exit-code).`
+Exit codes: 0 success, 1 a host failed (for check: a check failed), 2 bad usage or inventory, 10 changes pending (--dry-run --exit-code).`
 
 class UsageError extends Error {}
 
@@ -106,6 +108,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       'log-file': { type: 'string' },
       parallel: { type: 'string', short: 'p' },
       window: { type: 'string' },
+      wait: { type: 'string' },
       down: { type: 'boolean' },
       element: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -133,6 +136,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const parallel = values.parallel ? Number(values.parallel) : 25
   if (!Number.isInteger(parallel) || parallel < 1) throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
   if (values['exit-code'] && !values['dry-run']) throw new UsageError('--exit-code only makes sense with --dry-run')
+  const waitS = values.wait === undefined ? undefined : Number(values.wait)
+  if (waitS !== undefined && (!/^\d+$/.test(values.wait!) || waitS > 3600)) throw new UsageError(`--wait: expected whole seconds from 0 to 3600, got "${values.wait}"`)
+  if (waitS !== undefined && values['dry-run']) throw new UsageError('--wait applies to after-checks, which a --dry-run does not run')
   const loaded = await loadInventory(values.inventory, io.env)
   const { inventory, tasks } = selectHostsAndTasks(loaded, splitList(values.limit), splitList(values.tasks))
   if (inventory.hosts.length === 0) throw new UsageError(`--limit ${values.limit} matches no host`)
@@ -167,6 +173,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     mode,
     tasks,
     parallel,
+    waitS,
     connect: (host) =>
       connect(host, {
         log: (e) => log.event(e),

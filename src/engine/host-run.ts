@@ -15,7 +15,7 @@ import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
 import { BatchedWrites } from './batched-writes.js'
-import type { CheckResult, Task, TaskContext, TaskOnHost } from './task.js'
+import type { AfterCheckContext, CheckResult, Task, TaskContext, TaskOnHost } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
 export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets]
@@ -32,6 +32,8 @@ export interface HostRunOptions {
   awaitNeeds?: (needs: TaskOnHost[], task: Role) => Promise<string | undefined>
   /** Apply: a task ended, for the hosts that wait for it. */
   onTaskDone?: (task: Role, ok: boolean) => void
+  /** --wait: seconds every after-check may wait for a service, instead of its own default after a restart (and 0 otherwise). */
+  waitS?: number
 }
 
 interface PreparedTask {
@@ -93,7 +95,7 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
     }
     const targets: RestartTarget[][] = prepared.map((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
     if (options.mode === 'apply') await applyTasks(conn, prepared, targets, facts, report, emit, ctx, options)
-    else await planTasks(conn, prepared, targets, facts, report, options.mode, ctx)
+    else await planTasks(conn, prepared, targets, facts, report, options.mode, ctx, options.waitS)
   } catch (error) {
     report.status = 'failed'
     report.error = errorText(error)
@@ -105,7 +107,9 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
 }
 
 /** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
-async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[][], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext) {
+async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[][], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext, waitS?: number) {
+  // check is read-only and restarts nothing: a service that does not answer now fails its check now.
+  const checkCtx: AfterCheckContext = { waitS: () => waitS ?? 0 }
   const predicted = new Prediction()
   // The same ledger as apply, fed by planned changes: it predicts restarts without touching the host.
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
@@ -124,7 +128,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
       // As apply settles them: the due units of this task and of earlier ones.
       tr.restarts = ledger.takePlanned(ledger.unitsSettledAfter(prepared.indexOf(p)))
       if (p === prepared.at(-1)) tr.restarts.push(...ledger.takePlanned(ledger.unitsLeft()))
-      if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn)) })
+      if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn, checkCtx)) })
       tr.status = tr.checks.some((c) => !c.ok && !c.warning) ? 'failed' : tr.changes.length ? 'changed' : 'ok'
     } catch (error) {
       tr.status = 'failed'
@@ -154,7 +158,7 @@ async function applyTasks(
   report: HostReport,
   emit: (m: string, t?: string) => void,
   ctx: TaskContext,
-  options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone'>,
+  options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone' | 'waitS'>,
 ) {
   const conn = new BatchedWrites(hostConn) // consecutive file writes share one round trip
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
@@ -192,8 +196,11 @@ async function applyTasks(
       tr.restarts = await ledger.perform(ledger.unitsSettledAfter(prepared.indexOf(p)))
       if (p === prepared.at(-1)) tr.restarts.push(...(await ledger.perform(ledger.unitsLeft())))
       for (const rs of tr.restarts) emit(`${rs.action}ed ${rs.unit}`, p.task.name)
+      // Services restarted or started by this run (here or in an earlier task) may still be coming up.
+      const settling = report.tasks.some((t) => t.restarts.length > 0 || t.changes.length > 0)
+      const checkCtx: AfterCheckContext = { waitS: (defaultS) => options.waitS ?? (settling ? defaultS : 0) }
       for (const check of p.task.after?.(ctx) ?? []) {
-        const outcome = await check.run(conn)
+        const outcome = await check.run(conn, checkCtx)
         tr.checks.push({ name: check.name, phase: 'after', ...outcome })
       }
       const failed = tr.checks.filter((c) => c.phase === 'after' && !c.ok && !c.warning)

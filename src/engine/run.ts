@@ -15,6 +15,8 @@ export interface RunOptions {
   connect: (host: Inventory['hosts'][number]) => Promise<Connection>
   onEvent?: (event: { host: string; task?: string; message: string }) => void
   onHostDone?: (report: HostReport) => void
+  /** --wait SECONDS for every after-check. */
+  waitS?: number
 }
 
 /**
@@ -51,6 +53,7 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         tasks: options.tasks,
         inventory,
         onEvent: options.onEvent,
+        waitS: options.waitS,
         ...(options.mode === 'apply' ? { awaitNeeds, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
       })
     } catch (error) {

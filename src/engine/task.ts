@@ -19,10 +19,19 @@ export interface BeforeCheck {
   evaluate(facts: FactValues): CheckOutcome
 }
 
+/** How long an after-check may wait for a service to come up. */
+export interface AfterCheckContext {
+  /**
+   * Seconds to keep asking: the check's own default after this run restarted or started something,
+   * 0 otherwise (a service that is not answering now is not about to); `--wait` overrides both.
+   */
+  waitS(defaultS: number): number
+}
+
 /** After a task: does the result work? Read-only commands on the host. */
 export interface AfterCheck {
   name: string
-  run(conn: Connection): Promise<CheckOutcome>
+  run(conn: Connection, ctx: AfterCheckContext): Promise<CheckOutcome>
 }
 
 export interface CheckResult extends CheckOutcome {

@@ -19,9 +19,13 @@ function paint(on: boolean) {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 
-function renderTask(t: TaskReport, o: TextOptions, p: ReturnType<typeof paint>): string[] {
+function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: ReturnType<typeof paint>): string[] {
   const lines: string[] = []
-  for (const c of t.checks) if (!c.ok || c.warning) lines.push(`    ${c.ok ? p.yellow('!') : p.red('✗')} ${c.phase} check ${c.name}: ${c.detail}`)
+  // `check` exists to show the checks: every one, with its result. Elsewhere only failures and warnings.
+  for (const c of t.checks) {
+    if (!c.ok || c.warning) lines.push(`    ${c.ok ? p.yellow('!') : p.red('✗')} ${c.phase} check ${c.name}: ${c.detail}`)
+    else if (mode === 'check') lines.push(`    ${p.green('✓')} ${c.phase} check ${c.name}: ${c.detail}`)
+  }
   for (const c of t.changes) {
     const sym = SYMBOL[c.action]
     const color = sym === '+' ? p.green : sym === '-' ? p.red : p.yellow
@@ -42,13 +46,13 @@ function renderHost(h: HostReport, mode: RunReport['mode'], o: TextOptions, p: R
   const out: string[] = []
   const changes = h.tasks.reduce((n, t) => n + t.changes.length + t.restarts.length, 0)
   for (const w of h.warnings) out.push(`${p.yellow('!')} ${h.host}: ${w}`)
-  if (h.status !== 'failed' && changes === 0) {
+  if (h.status !== 'failed' && changes === 0 && mode !== 'check') {
     out.push(`${p.bold(h.host)}: ${mode === 'apply' ? 'no changes; the host matched the inventory.' : 'no changes; the host matches the inventory.'}`)
     return out
   }
   out.push(`${p.bold(h.host)}${h.status === 'failed' ? p.red(' FAILED') : ''}`)
   for (const t of h.tasks) {
-    const body = renderTask(t, o, p)
+    const body = renderTask(t, mode, o, p)
     if (body.length) out.push(`  ${t.task}${t.status === 'skipped' ? p.dim(' (skipped)') : ''}`, ...body)
     else if (t.status === 'skipped') out.push(`  ${t.task}${p.dim(' (skipped)')}`)
   }
@@ -76,6 +80,12 @@ export function renderReport(report: RunReport, options: TextOptions): string {
       lines.push(`  ${h.host.padEnd(20)} ${status.padEnd(options.color ? 16 : 7)} ok=${count('ok')} changed=${count('changed')} failed=${count('failed')} skipped=${count('skipped')}  ${seconds(h.durationMs)}`)
     }
     if (report.mode === 'apply') lines.push(`Applied: ${t.add} added, ${t.change} changed, ${t.restart} restarted${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`)
+    if (report.mode === 'check') {
+      const checks = report.hosts.flatMap((h) => h.tasks.flatMap((x) => x.checks))
+      const failed = checks.filter((c) => !c.ok && !c.warning).length
+      const warned = checks.filter((c) => c.warning).length
+      lines.push(`Checks: ${checks.length - failed - warned} passed, ${failed} failed${warned ? `, ${warned} warning(s)` : ''}${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`)
+    }
   }
   lines.push(`Finished in ${seconds(report.durationMs)}.`)
   return maskSecrets(lines.join('\n')) + '\n'

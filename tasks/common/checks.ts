@@ -61,12 +61,18 @@ export function portAvailable(port: number, own: string[], what: string): Before
   }
 }
 
-/** Poll an HTTP URL on the host until it answers (services take a moment after a restart). */
-export async function httpOnHost(conn: Connection, url: string, options: { waitS?: number; curlArgs?: string[]; expect?: RegExp } = {}): Promise<CheckOutcome> {
+/**
+ * Ask an HTTP URL on the host, for up to `waitS` seconds (services take a moment after a restart).
+ * With `unit`, a unit that is not running (inactive, failed) fails the check at once: nothing is
+ * about to answer, so there is nothing to wait for.
+ */
+export async function httpOnHost(conn: Connection, url: string, options: { waitS: number; unit?: string; curlArgs?: string[]; expect?: RegExp }): Promise<CheckOutcome> {
   const args = ['-sS', '--max-time', '5', ...(options.curlArgs ?? []), url]
-  const wait = options.waitS ?? 60
-  const r = await conn.run(sh`i=0; while [ $i -lt ${wait} ]; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait + 30) * 1000 })
-  if (r.code !== 0) return { ok: false, detail: `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}` }
+  const wait = Math.max(0, Math.floor(options.waitS))
+  const unitGone = options.unit ? sh`s=$(systemctl is-active ${options.unit}); case "$s" in active|activating|reloading) ;; *) printf '%s' "$s"; exit 3;; esac; ` : sh``
+  const r = await conn.run(sh`i=0; while :; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; ${unitGone}[ $i -ge ${wait} ] && break; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait * 7 + 30) * 1000 })
+  if (r.code === 3) return { ok: false, detail: `${options.unit} is ${r.stdout.trim() || 'not running'}, so ${url} cannot answer; see journalctl -u ${options.unit}` }
+  if (r.code !== 0) return { ok: false, detail: wait ? `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}` : `${url} did not answer: ${r.stdout.trim().slice(-300)}` }
   if (options.expect && !options.expect.test(r.stdout)) return { ok: false, detail: `${url} answered unexpectedly: ${r.stdout.trim().slice(0, 300)}` }
   return { ok: true, detail: `${url} answered` }
 }

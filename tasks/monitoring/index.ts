@@ -82,25 +82,25 @@ export const monitoringTask: Task = {
     const targets = metricsTargets(ctx.host.vars)
     const checks: AfterCheck[] = targets.map((t) => ({
       name: `${t.process} metrics on 127.0.0.1:${t.port}`,
-      run: (conn) => httpOnHost(conn, `http://127.0.0.1:${t.port}/_synapse/metrics`, { waitS: 60, expect: /process_cpu_seconds_total|python_info/ }),
+      run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${t.port}/_synapse/metrics`, { waitS: c.waitS(60), unit: t.unit, expect: /process_cpu_seconds_total|python_info/ }),
     }))
     const p = ctx.host.vars.monitoring.prometheus
     if (p.enabled) {
       checks.push(
         {
           name: `Prometheus scrapes ${targets.map((t) => t.job).join(', ')}, all up`,
-          run: (conn) => prometheusTargetsUp(conn, p.port, targets.map((t) => t.job)),
+          run: (conn, c) => prometheusTargetsUp(conn, p.port, targets.map((t) => t.job), c.waitS(60)),
         },
         {
           name: 'the alert rules are loaded',
-          async run(conn) {
-            const r = await httpOnHost(conn, `http://127.0.0.1:${p.port}/api/v1/rules`, { waitS: 30, expect: /"name":"matrix-synapse"/ })
+          async run(conn, c) {
+            const r = await httpOnHost(conn, `http://127.0.0.1:${p.port}/api/v1/rules`, { waitS: c.waitS(30), unit: 'prometheus.service', expect: /"name":"matrix-synapse"/ })
             return r.ok ? { ok: true, detail: 'rule group matrix-synapse loaded' } : r
           },
         },
         {
           name: `node exporter on 127.0.0.1:${p.nodeExporterPort}`,
-          run: (conn) => httpOnHost(conn, `http://127.0.0.1:${p.nodeExporterPort}/metrics`, { waitS: 30, expect: /node_memory_MemAvailable_bytes/ }),
+          run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${p.nodeExporterPort}/metrics`, { waitS: c.waitS(30), unit: 'prometheus-node-exporter.service', expect: /node_memory_MemAvailable_bytes/ }),
         },
       )
     }
@@ -108,10 +108,11 @@ export const monitoringTask: Task = {
   },
 }
 
-/** Every Synapse job among Prometheus's active targets, healthy; polled (bounded) because the first scrape follows a restart by up to one interval. */
-async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port: number, jobs: string[]) {
+/** Every Synapse job among Prometheus's active targets, healthy; polled for up to waitS (the first scrape follows a restart by up to one interval). */
+async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port: number, jobs: string[], waitS: number) {
   let last = ''
-  for (let i = 0; i < 20; i++) {
+  const tries = Math.floor(waitS / 3) + 1
+  for (let i = 0; i < tries; i++) {
     const r = await conn.run(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`)
     if (r.code === 0) {
       try {
@@ -124,7 +125,7 @@ async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port:
         last = `unexpected answer: ${r.stdout.slice(0, 200)}`
       }
     } else last = (r.stdout + r.stderr).trim().slice(0, 200)
-    await new Promise((res) => setTimeout(res, 3000))
+    if (i + 1 < tries) await new Promise((res) => setTimeout(res, 3000))
   }
-  return { ok: false, detail: `Prometheus targets not all up after 60 s: ${last}` }
+  return { ok: false, detail: `Prometheus targets not all up${waitS ? ` after ${waitS} s` : ''}: ${last}` }
 }

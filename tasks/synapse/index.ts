@@ -11,7 +11,7 @@ import { raw, sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
-import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, SYNAPSE_WORKERS_DIR } from './templates.js'
+import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
 export const VENV = '/opt/venvs/matrix-synapse'
@@ -115,7 +115,7 @@ export const synapseTask: Task = {
         aptPackages({
           packages: [{ name: 'matrix-synapse-py3', version: v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined }],
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
-          provides: { units: ['matrix-synapse.service'], paths: [ETC, VENV] },
+          provides: { units: [SYNAPSE_UNIT], paths: [ETC, VENV] },
         }),
         // The package's postinst gives matrix-synapse the primary group nogroup; the config files are
         // group-readable by matrix-synapse, so that group must exist and hold the user.
@@ -165,16 +165,16 @@ export const synapseTask: Task = {
         command: sh`cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
         summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
       }),
-      service({ unit: 'matrix-synapse.service', watch, validate: VALIDATE_CONFIG }),
+      service({ unit: SYNAPSE_UNIT, watch, validate: VALIDATE_CONFIG }),
     )
     return out
   },
   after(ctx) {
     const port = ctx.host.vars.synapse.listenPort
     const checks: AfterCheck[] = [
-      unitActive('matrix-synapse.service'),
-      { name: '/health answers', run: (conn) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: 120, expect: /OK/ }) },
-      { name: '/_matrix/client/versions answers', run: (conn) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { expect: /"versions"/ }) },
+      unitActive(SYNAPSE_UNIT),
+      { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },
+      { name: '/_matrix/client/versions answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { waitS: c.waitS(60), unit: SYNAPSE_UNIT, expect: /"versions"/ }) },
       {
         name: 'signing key readable only by matrix-synapse',
         async run(conn) {

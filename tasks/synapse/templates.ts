@@ -65,7 +65,8 @@ export const SYNAPSE_LOG_DIR = '/var/log/matrix-synapse'
 export const PID_FILE = '/run/matrix-synapse/homeserver.pid'
 /** The Debian package's virtualenv; the pip method installs into the same path so units are shared. */
 export const SYNAPSE_PYTHON = '/opt/venvs/matrix-synapse/bin/python'
-export const SYNAPSE_UNIT_PATH = '/etc/systemd/system/matrix-synapse.service'
+export const SYNAPSE_UNIT = 'matrix-synapse.service'
+export const SYNAPSE_UNIT_PATH = `/etc/systemd/system/${SYNAPSE_UNIT}`
 /** apt method: joins the package's own unit to matrix-synapse.target (restart/reload propagate). */
 export const SYNAPSE_UNIT_DROP_IN_PATH = '/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf'
 

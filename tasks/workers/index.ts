@@ -59,12 +59,13 @@ export const workersTask: Task = {
     const metrics = ctx.host.vars.monitoring.enableMetrics
     const checks: AfterCheck[] = workerInstances(ctx.host.vars).map((w) => unitActive(workerUnitName(w.name)))
     for (const w of workerInstances(ctx.host.vars)) {
+      const unit = workerUnitName(w.name)
       if (w.port !== undefined) {
-        checks.push({ name: `${w.name} /health answers`, run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: 90, expect: /OK/ }) })
+        checks.push({ name: `${w.name} /health answers`, run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: c.waitS(90), unit, expect: /OK/ }) })
       } else if (metrics) {
         checks.push({
           name: `${w.name} metrics answer (its liveness probe)`,
-          run: (conn) => httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, { waitS: 90, expect: /python_info|process_cpu/ }),
+          run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, { waitS: c.waitS(90), unit, expect: /python_info|process_cpu/ }),
         })
       }
     }

@@ -211,6 +211,50 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(cli.stdout).toContain('web: no changes')
   })
 
+  it('a reload left pending by a run that died after writing a rejected Apache file: the next run restores the file from that run\'s backup and fails; without a backup the reload stays pending and every run fails, never "no changes"', async () => {
+    const conf = '/etc/apache2/conf-available/mp-inherit.conf'
+    desired = { apacheConf: { 'mp-inherit': 'ServerSignature Off\n' }, packages: [] }
+    expect(webReport(await runTask()).error ?? 'ok').toBe('ok')
+    // The run writes a rejected file, then dies in a slow step before Apache is validated and reloaded.
+    desired = { apacheConf: { 'mp-inherit': 'InheritedBadDirective on\n' }, packages: [], slow: { marker: 'inherit', seconds: 5 } }
+    const trigger = whenSlow(1_500, () => web.exec("pkill -f 'sshd:.*@'"))
+    const died = await runTask(trigger.onEvent)
+    await trigger.fired()
+    expect(webReport(died).status).toBe('failed')
+    expect((await web.exec(`cat ${conf}; cat ${STATE}/pending-restarts`)).stdout).toBe('InheritedBadDirective on\napache2.service\n')
+
+    // Same inventory again: the rejected file is on disk already (nothing to write), the reload is due.
+    const next = await runTask()
+    expect(webReport(next).status).toBe('failed')
+    expect(webReport(next).error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${conf}`)
+    note('inherited reload, rejected, restored from the dead run\'s backup', webReport(next).error)
+    expect((await web.exec(`cat ${conf}`)).stdout).toBe('ServerSignature Off\n')
+    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(/^ls: cannot access .*No such file or directory\n$/)
+    // The inventory still asks for the rejected file: every run writes it and fails; none says "no changes".
+    const third = await runTask()
+    expect(webReport(third).status).toBe('failed')
+    expect((await web.exec(`cat ${conf}`)).stdout).toBe('ServerSignature Off\n')
+
+    // As a run of an older version (or one that lost its backups) leaves it: the file and the pending entry, no backup.
+    await web.exec(`printf 'InheritedBadDirective on\\n' > ${conf} && rm -rf ${STATE}/backup && echo apache2.service > ${STATE}/pending-restarts`)
+    desired = { apacheConf: { 'mp-inherit': 'InheritedBadDirective on\n' }, packages: [] }
+    for (const attempt of [1, 2]) {
+      const r = await runTask()
+      expect(webReport(r).status, `attempt ${attempt}`).toBe('failed')
+      expect(webReport(r).error).toContain('apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore; left apache2.service running as it was, with its reload pending')
+      expect((await web.exec(`cat ${STATE}/pending-restarts`)).stdout).toBe('apache2.service\n')
+      if (attempt === 1) note('inherited reload, rejected, nothing to restore', webReport(r).error)
+    }
+    expect((await web.exec('systemctl is-active apache2')).stdout.trim()).toBe('active')
+    // Fixed in the inventory: written, validated, reloaded, nothing pending, no backup kept.
+    desired = { apacheConf: { 'mp-inherit': 'ServerSignature Off\n' }, packages: [] }
+    const fixed = await runTask()
+    expect(webReport(fixed).error ?? webReport(fixed).status).toBe('changed')
+    expect(webReport(fixed).tasks[0]!.restarts.map((r) => `${r.action} ${r.unit}`)).toEqual(['reload apache2.service'])
+    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(/^ls: cannot access .*No such file or directory\n$/)
+    desired = { apacheConf: {}, packages: [] }
+  })
+
   it('the SSH connection cut while a package installs: that host fails clearly; the next run finishes the install and converges', async () => {
     desired = { apacheConf: {}, packages: ['gcc'] }
     let cut: Promise<unknown> | undefined

@@ -63,4 +63,33 @@ describe('plan and result rendering', () => {
     expect(applied).toContain('Applied: 2 added, 1 changed, 1 restarted.')
     expect(applied.trimEnd().endsWith('Finished in 2.0 s.')).toBe(true)
   })
+  it('check prints every check with its result and detail, also on a host with nothing to change, and counts them', () => {
+    const hosts: RunReport['hosts'] = [
+      {
+        host: 'matrix1',
+        status: 'failed',
+        warnings: [],
+        durationMs: 900,
+        tasks: [
+          {
+            task: 'workers',
+            status: 'failed',
+            durationMs: 5,
+            changes: [],
+            restarts: [],
+            checks: [
+              { name: 'port 32902 free for the federation_reader', phase: 'before', ok: true, detail: 'used by the federation_reader already' },
+              { name: 'matrix-synapse-worker@federation_sender.service active', phase: 'after', ok: false, detail: 'matrix-synapse-worker@federation_sender.service is inactive' },
+            ],
+          },
+        ],
+      },
+      { host: 'db1', status: 'ok', warnings: [], durationMs: 300, tasks: [{ task: 'postgres', status: 'ok', durationMs: 5, changes: [], restarts: [], checks: [{ name: 'psql connects', phase: 'after', ok: true, detail: 'connected as synapse_user' }] }] },
+    ]
+    const text = renderReport({ mode: 'check', inventory: 'prod.yaml', hosts, totals: totalsOf(hosts), durationMs: 1000 }, { color: false, diffs: false })
+    expect(text).toContain('matrix1 FAILED\n  workers\n    ✓ before check port 32902 free for the federation_reader: used by the federation_reader already\n    ✗ after check matrix-synapse-worker@federation_sender.service active: matrix-synapse-worker@federation_sender.service is inactive\n')
+    expect(text).toContain('db1\n  postgres\n    ✓ after check psql connects: connected as synapse_user\n')
+    expect(text).not.toContain('no changes')
+    expect(text).toContain('Checks: 2 passed, 1 failed; 1 host(s) failed.')
+  })
 })
