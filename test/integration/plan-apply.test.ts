@@ -11,16 +11,12 @@
  * federation_sender's metrics port lives in the workers' file, cacheFactor and extraConfig in the
  * conf.d every Synapse process reads, delegation in Apache's vhosts only.
  */
-import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { synapseWheelhouse } from '../support/artifacts.js'
+import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 
-const exec = promisify(execFile)
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const ROLES = ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] as const
 const SYNAPSE = 'matrix-synapse.service'
 const READER = 'matrix-synapse-worker@federation_reader.service'
@@ -55,8 +51,6 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
 
   beforeAll(async () => {
     const t0 = Date.now()
-    // The CLI users run is the bundle: rebuilt from these sources while the host is provisioned.
-    const build = exec('npm', ['run', 'build'], { cwd: ROOT })
     const [wheelhouse, hosts] = await Promise.all([synapseWheelhouse('3.11'), startHosts(['engine-pa'])])
     env = hosts
     hs = env.get('engine-pa')
@@ -64,8 +58,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
     current = await inventoryWith({})
     const first = await provision(['--inventory', current, '--json'])
     expect(first.code, first.stdout + first.stderr).toBe(0)
-    await build
-    console.log(`plan-apply: host provisioned and CLI built in ${Date.now() - t0} ms`)
+    console.log(`plan-apply: host provisioned in ${Date.now() - t0} ms`)
   }, 900_000)
   afterAll(async () => {
     await env?.stop()
@@ -145,18 +138,15 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
   })
 
   describe('provision check through bin/provision.js', () => {
+    // The built bundle, as users run it (the global setup rebuilds a stale one).
     const cli = async (args: string[]) => {
-      const t0 = Date.now()
-      const r = await exec('node', ['bin/provision.js', ...args], { cwd: ROOT }).then(
-        (x) => ({ code: 0, stdout: x.stdout, stderr: x.stderr }),
-        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-      )
-      return { ...r, ms: Date.now() - t0 }
+      const r = await runCli(args)
+      return { ...r, ms: r.durationMs, out: cliOutput(r) }
     }
 
     it('a converged host: every check printed with its result, exit 0', async () => {
       const r = await cli(['check', '--inventory', current])
-      expect(r.code, r.stdout + r.stderr).toBe(0)
+      expect(r.code, r.out).toBe(0)
       expect(r.stdout).not.toContain('no changes')
       for (const line of [
         `✓ after check ${SYNAPSE} active: active`,
@@ -176,7 +166,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
       try {
         const r = await cli(['check', '--inventory', current])
         console.log(`plan-apply: check with ${SENDER} stopped: exit ${r.code} in ${r.ms} ms`)
-        expect(r.code, r.stdout + r.stderr).toBe(1)
+        expect(r.code, r.out).toBe(1)
         expect(r.stdout).toContain(`✗ after check ${SENDER} active: ${SENDER} is inactive`)
         expect(r.stdout).toContain(`✗ after check federation_sender metrics answer (its liveness probe): ${SENDER} is inactive, so http://127.0.0.1:32980/_synapse/metrics cannot answer`)
         expect(r.stdout).toContain(`✗ after check federation_sender metrics on 127.0.0.1:32980: ${SENDER} is inactive`)
