@@ -6,6 +6,7 @@ import type { RunReport } from './engine/report-types.js'
 import { InventoryError, formatIssues } from './inventory/errors.js'
 import { inventoryJsonSchema } from './inventory/json-schema.js'
 import { loadInventory } from './inventory/load.js'
+import { SYNAPSE_VERSION } from './inventory/schema.js'
 import { ROLES, type Inventory, type Role } from './inventory/types.js'
 import { createRunLog } from './report/log.js'
 import { createProgress } from './report/progress.js'
@@ -23,6 +24,8 @@ Usage:
   provision check   --inventory FILE [--wait S]  run the before- and after-checks only (read-only), each printed
   provision unlock  --inventory FILE --limit H   clear a stuck lock left by a run whose connection hung
   provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
+  provision lock    --inventory FILE             resolve the Synapse lock file(s) the inventory's pip hosts install from
+                    [--synapse-version V] [--wheelhouse DIR [--python X.Y]]
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -91,7 +94,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {
-  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox', 'status'] as const
+  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox', 'status', 'lock'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
     args: argv,
@@ -111,6 +114,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       wait: { type: 'string' },
       down: { type: 'boolean' },
       element: { type: 'string' },
+      'synapse-version': { type: 'string' },
+      wheelhouse: { type: 'string' },
+      python: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -139,6 +145,21 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const waitS = values.wait === undefined ? undefined : Number(values.wait)
   if (waitS !== undefined && (!/^\d+$/.test(values.wait!) || waitS > 3600)) throw new UsageError(`--wait: expected whole seconds from 0 to 3600, got "${values.wait}"`)
   if (waitS !== undefined && values['dry-run']) throw new UsageError('--wait applies to after-checks, which a --dry-run does not run')
+  if (command === 'lock') {
+    const version = values['synapse-version']
+    if (version !== undefined && !SYNAPSE_VERSION.test(version)) throw new UsageError(`--synapse-version: expected a Synapse version x.y.z such as 1.163.2, got "${version}"`)
+    if (values.python !== undefined && !/^3\.\d+$/.test(values.python)) throw new UsageError(`--python: expected a Python version such as 3.11, got "${values.python}"`)
+    if (values.python !== undefined && !values.wheelhouse) throw new UsageError('--python only makes sense with --wheelhouse DIR')
+    const { lockCommand, LockUsageError } = await import('./lock/command.js')
+    const inventory = await loadInventory(values.inventory, io.env, { locks: false })
+    try {
+      await lockCommand({ inventory, synapseVersion: version, wheelhouse: values.wheelhouse, python: values.python, env: io.env, out: (line) => io.out(line + '\n') })
+    } catch (error) {
+      if (error instanceof LockUsageError) throw new UsageError(error.message)
+      throw error
+    }
+    return EXIT.ok
+  }
   const loaded = await loadInventory(values.inventory, io.env)
   const { inventory, tasks } = selectHostsAndTasks(loaded, splitList(values.limit), splitList(values.tasks))
   if (inventory.hosts.length === 0) throw new UsageError(`--limit ${values.limit} matches no host`)

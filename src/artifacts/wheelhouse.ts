@@ -1,38 +1,31 @@
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { wheelNameVersion } from '../lock/drift.js'
+import { entriesFor, type LockEntry, type SynapseLock } from '../lock/lock-file.js'
+import { targetEnvironment } from '../lock/markers.js'
 import { LocalCommandError, runLocal } from './local-command.js'
 
 /**
- * A wheelhouse: a directory of wheels (never sdists: target hosts have no compiler) from which a host
- * installs Synapse offline into /opt/venvs/matrix-synapse with
- *   pip install --no-index --find-links <dir> --upgrade pip setuptools wheel
- *   pip install --no-index --find-links <dir> <requirements...>
- * Built on the controller with `pip download --only-binary=:all:` for the target's Python and glibc;
- * what PyPI has only as an sdist (psycopg2: PyPI has no Linux wheels of it) is built here with
- * `pip wheel`, which needs an interpreter of the target's Python version, pg_config and a C compiler.
+ * A wheelhouse: the wheels (never sdists: target hosts have no compiler) of exactly the locked set a
+ * Synapse lock gives for one target Python, from which a host installs offline into its venv with
+ *   pip install --no-index --find-links <dir> --no-deps --require-hashes -r <dir>/requirements.txt
+ * Built on the controller with `pip download --no-deps --require-hashes --only-binary=:all:` of each
+ * locked pin for the target's Python and glibc; what PyPI has only as an sdist (psycopg2: PyPI has no
+ * Linux wheels of it) is downloaded hash-checked and built here with `pip wheel`, linked to the
+ * host's libpq5 (like the Debian package of Synapse); that needs an interpreter of the target's
+ * Python version, pg_config and a C compiler. requirements.txt pins every wheel by its own sha256.
  */
-
-/**
- * Where the `postgres` extra's driver comes from. Synapse's extra requires the distribution `psycopg2`
- * (psycopg2cffi on PyPy), so `psycopg2-binary` never satisfies `matrix-synapse[postgres]`; Synapse
- * itself only does `import psycopg2`, so the binary build works when installed instead of the extra.
- * - source: psycopg2 built from its sdist on the controller, linked to the host's libpq5 (like the
- *   Debian package of Synapse). Needs `python<version>` on the controller.
- * - binary: psycopg2-binary from PyPI (bundles its own libpq and libssl); install without `[postgres]`.
- * - system: Debian's python3-psycopg2 through a venv made with --system-site-packages.
- */
-export type PostgresDriver = 'source' | 'binary' | 'system'
 
 export interface WheelhouseOptions {
-  /** Pinned matrix-synapse version; unset means the latest release on PyPI. */
-  synapseVersion?: string
+  /** The lock to build from: the wheelhouse holds exactly its lines for this Python. */
+  lock: SynapseLock
   /** The target's Python, e.g. '3.11' (bookworm) or '3.13' (trixie). */
   pythonVersion: string
   cacheDir: string
   log?: (line: string) => void
-  postgresDriver?: PostgresDriver
   /** The target's glibc, e.g. '2.36'; defaults to the Debian/Ubuntu release that ships pythonVersion. */
   glibc?: string
   /** Interpreter to build sdists with; default: python<pythonVersion> from PATH, pyenv or /usr/bin. */
@@ -44,12 +37,6 @@ export interface Wheelhouse {
   synapseVersion: string
   /** Wheel file names in dir (sorted). */
   files: string[]
-  /** What the host passes to `pip install --no-index --find-links <dir>` after upgrading pip itself. */
-  requirements: string[]
-  /** Debian packages the host needs for this wheelhouse (python3-venv, libpq5 or python3-psycopg2). */
-  hostPackages: string[]
-  /** The venv must be created with `python3 -m venv --system-site-packages` (driver 'system'). */
-  systemSitePackages: boolean
   /** Wheels that were built on the controller from sdists. */
   builtFromSource: string[]
   /** True when an existing complete wheelhouse was used as it was. */
@@ -59,19 +46,41 @@ export interface Wheelhouse {
 }
 
 export const WHEELHOUSE_MANIFEST = 'wheelhouse.json'
-const MANIFEST_SCHEMA = 1
+/** The host's pip reads this: one `name==version --hash=sha256:<the wheel's digest>` per wheel. */
+export const WHEELHOUSE_REQUIREMENTS = 'requirements.txt'
+const MANIFEST_SCHEMA = 2
 
 export interface WheelhouseManifest {
   schema: number
   synapseVersion: string
   pythonVersion: string
   glibc: string
-  postgresDriver: PostgresDriver
-  requirements: string[]
-  hostPackages: string[]
-  systemSitePackages: boolean
+  /** The lock file it was built from and its sha256: the inventory holds a wheelhouse to its lock. */
+  lockFile: string
+  lockDigest: string
   builtFromSource: string[]
   files: { name: string; size: number; sha256: string }[]
+}
+
+/** The manifest of a wheelhouse directory, if it has a readable one (sync: the inventory loader reads it). */
+export function readWheelhouseManifest(dir: string): WheelhouseManifest | undefined {
+  try {
+    const m = JSON.parse(readFileSync(join(dir, WHEELHOUSE_MANIFEST), 'utf8')) as WheelhouseManifest
+    return typeof m === 'object' && m !== null && typeof m.synapseVersion === 'string' ? m : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** requirements.txt of a wheelhouse: each wheel pinned by its own digest. */
+export function wheelhouseRequirements(files: WheelhouseManifest['files']): string {
+  return files
+    .map((f) => {
+      const nv = wheelNameVersion(f.name)
+      if (!nv) throw new Error(`${f.name} is not a wheel file name`)
+      return `${nv.name}==${nv.version} --hash=sha256:${f.sha256}\n`
+    })
+    .join('')
 }
 
 /** glibc of the distribution that ships each Python as its python3 (bookworm, noble, trixie, jammy). */
@@ -100,23 +109,8 @@ export function platformTags(glibc: string, arch = 'x86_64'): string[] {
   return tags
 }
 
-/** What to download, what the host installs, and which Debian packages it needs, per driver. */
-export function wheelhousePlan(synapseVersion: string, driver: PostgresDriver): Pick<WheelhouseManifest, 'requirements' | 'hostPackages' | 'systemSitePackages'> & { download: string[] } {
-  const synapse = (extras: string) => `matrix-synapse[${extras}]==${synapseVersion}`
-  const tools = ['pip', 'setuptools', 'wheel']
-  switch (driver) {
-    case 'source':
-      return { download: [synapse('postgres,redis'), ...tools], requirements: [synapse('postgres,redis')], hostPackages: ['python3-venv', 'libpq5'], systemSitePackages: false }
-    case 'binary':
-      return { download: [synapse('redis'), 'psycopg2-binary', ...tools], requirements: [synapse('redis'), 'psycopg2-binary'], hostPackages: ['python3-venv'], systemSitePackages: false }
-    case 'system':
-      // The venv sees Debian's psycopg2, which satisfies the extra; nothing to download for it.
-      return { download: [synapse('redis'), ...tools], requirements: [synapse('postgres,redis')], hostPackages: ['python3-venv', 'python3-psycopg2'], systemSitePackages: true }
-  }
-}
-
-export function wheelhouseDirName(synapseVersion: string, pythonVersion: string, glibc: string, driver: PostgresDriver): string {
-  return `synapse-${synapseVersion}-cp${pythonVersion.replace('.', '')}-glibc${glibc}-${driver}`
+export function wheelhouseDirName(synapseVersion: string, pythonVersion: string, glibc: string, lockDigest: string): string {
+  return `synapse-${synapseVersion}-cp${pythonVersion.replace('.', '')}-glibc${glibc}-lock${lockDigest.slice(0, 12)}`
 }
 
 /**
@@ -125,22 +119,22 @@ export function wheelhouseDirName(synapseVersion: string, pythonVersion: string,
  */
 export function checkWheelhouse(
   manifest: unknown,
-  expected: { synapseVersion: string; pythonVersion: string; glibc: string; postgresDriver: PostgresDriver },
+  expected: { synapseVersion: string; pythonVersion: string; glibc: string; lockDigest: string },
   present: ReadonlyMap<string, number>,
 ): { complete: true } | { complete: false; reason: string } {
   if (!manifest || typeof manifest !== 'object') return { complete: false, reason: 'no manifest' }
   const m = manifest as Partial<WheelhouseManifest>
   if (m.schema !== MANIFEST_SCHEMA) return { complete: false, reason: `manifest schema ${String(m.schema)} is not ${MANIFEST_SCHEMA}` }
-  for (const key of ['synapseVersion', 'pythonVersion', 'glibc', 'postgresDriver'] as const) {
+  for (const key of ['synapseVersion', 'pythonVersion', 'glibc', 'lockDigest'] as const) {
     if (m[key] !== expected[key]) return { complete: false, reason: `manifest ${key} is ${String(m[key])}, wanted ${expected[key]}` }
   }
   if (!Array.isArray(m.files) || m.files.length === 0) return { complete: false, reason: 'manifest lists no wheels' }
   if (!m.files.some((f) => f.name.startsWith(`matrix_synapse-${expected.synapseVersion}-`))) return { complete: false, reason: 'manifest lists no matrix-synapse wheel' }
-  for (const file of m.files) {
-    if (!file.name.endsWith('.whl')) return { complete: false, reason: `${file.name} is not a wheel` }
+  for (const file of [...m.files, { name: WHEELHOUSE_REQUIREMENTS, size: undefined }]) {
+    if (file.name !== WHEELHOUSE_REQUIREMENTS && !file.name.endsWith('.whl')) return { complete: false, reason: `${file.name} is not a wheel` }
     const size = present.get(file.name)
     if (size === undefined) return { complete: false, reason: `${file.name} is missing` }
-    if (size !== file.size) return { complete: false, reason: `${file.name} has ${size} bytes, manifest says ${file.size}` }
+    if (file.size !== undefined && size !== file.size) return { complete: false, reason: `${file.name} has ${size} bytes, manifest says ${file.size}` }
   }
   return { complete: true }
 }
@@ -177,9 +171,6 @@ function fromManifest(dir: string, m: WheelhouseManifest, reused: boolean): Whee
     dir,
     synapseVersion: m.synapseVersion,
     files: m.files.map((f) => f.name),
-    requirements: m.requirements,
-    hostPackages: m.hostPackages,
-    systemSitePackages: m.systemSitePackages,
     builtFromSource: m.builtFromSource,
     reused,
     bytes: m.files.reduce((sum, f) => sum + f.size, 0),
@@ -220,32 +211,40 @@ export function unsatisfiedRequirement(pipOutput: string): string | undefined {
 
 export async function buildWheelhouse(opts: WheelhouseOptions): Promise<Wheelhouse> {
   const log = opts.log ?? (() => undefined)
-  const driver = opts.postgresDriver ?? 'source'
   const glibc = opts.glibc ?? defaultGlibc(opts.pythonVersion)
-  const synapseVersion = opts.synapseVersion ?? (await latestSynapseVersion())
-  const expected = { synapseVersion, pythonVersion: opts.pythonVersion, glibc, postgresDriver: driver }
-  const dir = join(opts.cacheDir, wheelhouseDirName(synapseVersion, opts.pythonVersion, glibc, driver))
+  const { lock } = opts
+  const synapseVersion = lock.synapseVersion
+  const expected = { synapseVersion, pythonVersion: opts.pythonVersion, glibc, lockDigest: lock.digest }
+  const dir = join(opts.cacheDir, wheelhouseDirName(synapseVersion, opts.pythonVersion, glibc, lock.digest))
 
   const existing = await readManifest(dir)
   const check = checkWheelhouse(existing, expected, await listSizes(dir))
   if (check.complete) {
-    log(`wheelhouse for matrix-synapse ${synapseVersion} (Python ${opts.pythonVersion}) is complete in ${dir}; reusing it`)
+    log(`wheelhouse for matrix-synapse ${synapseVersion} (Python ${opts.pythonVersion}, ${lock.file}) is complete in ${dir}; reusing it`)
     return fromManifest(dir, existing as WheelhouseManifest, true)
   }
   if (existing !== undefined) log(`wheelhouse in ${dir} is not reusable: ${check.reason}`)
 
+  const entries = entriesFor(lock, targetEnvironment(opts.pythonVersion))
   await mkdir(opts.cacheDir, { recursive: true })
   const staging = await mkdtemp(join(opts.cacheDir, '.wheelhouse-'))
   try {
-    const { download, ...install } = wheelhousePlan(synapseVersion, driver)
-    const builtFromSource = await downloadWheels(staging, download, { ...opts, glibc, log })
+    const builtFromSource = await downloadWheels(staging, entries, { ...opts, glibc, log })
     const files: WheelhouseManifest['files'] = []
+    const found = new Set<string>()
     for (const name of (await readdir(staging)).sort()) {
       if (!name.endsWith('.whl')) continue
+      const nv = wheelNameVersion(name)
+      const entry = nv && entries.find((e) => e.name === nv.name && e.version === nv.version)
+      if (!entry) throw new Error(`pip left ${name} in the wheelhouse, which ${lock.file} does not pin for Python ${opts.pythonVersion}`)
+      found.add(entry.name)
       const content = await readFile(join(staging, name))
       files.push({ name, size: content.length, sha256: createHash('sha256').update(content).digest('hex') })
     }
-    const manifest: WheelhouseManifest = { schema: MANIFEST_SCHEMA, ...expected, ...install, builtFromSource, files }
+    const missing = entries.filter((e) => !found.has(e.name))
+    if (missing.length) throw new Error(`no wheel of ${missing.map((e) => `${e.name}==${e.version}`).join(', ')} for Python ${opts.pythonVersion} after pip download`)
+    const manifest: WheelhouseManifest = { schema: MANIFEST_SCHEMA, ...expected, lockFile: lock.file, builtFromSource, files }
+    await writeFile(join(staging, WHEELHOUSE_REQUIREMENTS), wheelhouseRequirements(files))
     await writeFile(join(staging, WHEELHOUSE_MANIFEST), JSON.stringify(manifest, null, 2) + '\n')
     await rm(dir, { recursive: true, force: true })
     try {
@@ -264,8 +263,16 @@ export async function buildWheelhouse(opts: WheelhouseOptions): Promise<Wheelhou
   }
 }
 
-/** pip download, wheels only; each requirement that exists only as an sdist is built here and the download retried. */
-async function downloadWheels(dest: string, requirements: string[], opts: WheelhouseOptions & { glibc: string; log: (line: string) => void }): Promise<string[]> {
+/** A requirements file of exact pins with their locked hashes (markers already evaluated for the target). */
+function pinned(entries: LockEntry[]): string {
+  return entries.map((e) => `${e.name}==${e.version} ${e.hashes.map((h) => `--hash=sha256:${h}`).join(' ')}\n`).join('')
+}
+
+/**
+ * pip download of every locked pin, hash-checked, wheels only; a pin that exists only as an sdist is
+ * downloaded hash-checked, built into a wheel here, and the download of the rest retried.
+ */
+async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; log: (line: string) => void }): Promise<string[]> {
   // Any local pip can download for another Python: --python-version and --platform pick the wheels.
   const host = 'python3'
   const pip = (python: string, args: string[]) => runLocal(python, ['-m', 'pip', '--disable-pip-version-check', '--no-input', ...args], { onLine: opts.log })
@@ -275,39 +282,44 @@ async function downloadWheels(dest: string, requirements: string[], opts: Wheelh
     '--python-version', opts.pythonVersion,
     ...platformTags(opts.glibc).flatMap((tag) => ['--platform', tag]),
   ]
+  const requirements = join(dest, '.requirements.txt')
   const built: string[] = []
   for (let attempt = 0; attempt < 6; attempt++) {
+    await writeFile(requirements, pinned(entries.filter((e) => !built.includes(e.name))))
     try {
-      await pip(host, ['download', ...targetArgs, '--find-links', dest, '--dest', dest, ...requirements])
+      await pip(host, ['download', '--no-deps', '--require-hashes', ...targetArgs, '--dest', dest, '-r', requirements])
       return built
     } catch (error) {
       if (!(error instanceof LocalCommandError)) throw error
       const missing = unsatisfiedRequirement(error.stderr + error.stdout)
       const name = missing?.split(/[<>=!~ \[]/)[0]?.toLowerCase()
-      if (!missing || !name || name === 'matrix-synapse' || built.includes(name)) throw error
-      opts.log(`${missing} has no wheel for Python ${opts.pythonVersion} on PyPI; building one from its sdist`)
+      const entry = entries.find((e) => e.name === name)
+      if (!missing || !entry || entry.name === 'matrix-synapse' || built.includes(entry.name)) throw error
+      opts.log(`${entry.name}==${entry.version} has no wheel for Python ${opts.pythonVersion} on PyPI; building one from its sdist (hash-checked against the lock)`)
       const python = await findPython(opts.pythonVersion, opts.python)
       if (!python) {
         throw new Error(
-          `${missing} exists on PyPI only as an sdist for Python ${opts.pythonVersion}, and no python${opts.pythonVersion} with pip was found on this controller to build a wheel. ` +
-            (name === 'psycopg2' ? `Use postgresDriver 'system' (Debian's python3-psycopg2 in a --system-site-packages venv) or 'binary' (psycopg2-binary), or pass python.` : 'Pass python.'),
+          `${entry.name}==${entry.version} exists on PyPI only as an sdist for Python ${opts.pythonVersion}, and no python${opts.pythonVersion} with pip was found on this controller to build a wheel. Install python${opts.pythonVersion} (with pip) or pass python.`,
         )
       }
       const sdists = join(dest, '.sdists')
       try {
-        await pip(python, ['download', '--no-deps', '--no-binary=:all:', '--dest', sdists, missing])
+        await writeFile(requirements, pinned([entry]))
+        await pip(python, ['download', '--no-deps', '--require-hashes', '--no-binary=:all:', '--dest', sdists, '-r', requirements])
         const [sdist] = await readdir(sdists)
-        if (!sdist) throw new Error(`pip downloaded no sdist for ${missing}`)
+        if (!sdist) throw new Error(`pip downloaded no sdist for ${entry.name}==${entry.version}`)
         await pip(python, ['wheel', '--no-deps', '--wheel-dir', dest, join(sdists, sdist)])
       } catch (buildError) {
-        const hint = BUILD_HINTS[name]
+        const hint = BUILD_HINTS[entry.name]
         if (hint && buildError instanceof Error) buildError.message += `\n(${hint})`
         throw buildError
       } finally {
         await rm(sdists, { recursive: true, force: true })
       }
-      built.push(name)
+      built.push(entry.name)
+    } finally {
+      await rm(requirements, { force: true })
     }
   }
-  throw new Error(`pip download kept failing for ${requirements.join(' ')}`)
+  throw new Error(`pip download kept failing for the lock's pins`)
 }

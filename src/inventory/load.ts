@@ -29,6 +29,8 @@ import {
   VARS_DEFAULTS,
 } from './schema.js'
 import { checkWorkerEntries, instancePorts, MAX_AUTO_PORT_INSTANCES, workerInstances } from '../topology/instances.js'
+import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
+import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../lock/lock-file.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
 import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES, type SecretRef, type SecretValue, type SshSettings } from './types.js'
 
@@ -36,8 +38,16 @@ type Path = readonly PropertyKey[]
 type ZodIssue = z.core.$ZodIssue
 type ZodRawIssue = z.core.$ZodRawIssue
 
+export interface LoadOptions {
+  /**
+   * Read and validate the Synapse lock of every pip host (default true). `provision lock`, which
+   * writes the locks, loads without them.
+   */
+  locks?: boolean
+}
+
 /** Read and validate an inventory file. Bad input of any kind throws InventoryError. */
-export async function loadInventory(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Inventory> {
+export async function loadInventory(file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Promise<Inventory> {
   let source: string
   try {
     source = await readFile(file, 'utf8')
@@ -53,11 +63,11 @@ export async function loadInventory(file: string, env: NodeJS.ProcessEnv = proce
       },
     ])
   }
-  return loadInventoryFromString(source, file, env)
+  return loadInventoryFromString(source, file, env, options)
 }
 
 /** Validate inventory text; `file` is used for messages and as the base of relative paths. */
-export async function loadInventoryFromString(source: string, file: string, env: NodeJS.ProcessEnv = process.env): Promise<Inventory> {
+export async function loadInventoryFromString(source: string, file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Promise<Inventory> {
   const lineCounter = new LineCounter()
   const doc = parseDocument(source, { lineCounter, uniqueKeys: true, prettyErrors: false, merge: true })
   const locator = new Locator(doc, lineCounter, file)
@@ -77,7 +87,7 @@ export async function loadInventoryFromString(source: string, file: string, env:
   const parsed = inventorySchema.safeParse(data, { error: genericMessage })
   if (!parsed.success) throw new InventoryError(parsed.error.issues.flatMap((issue) => schemaIssue(issue, data, locator)))
 
-  const builder = new InventoryBuilder(parsed.data, file, env, locator)
+  const builder = new InventoryBuilder(parsed.data, file, env, locator, options)
   return builder.build()
 }
 
@@ -431,12 +441,14 @@ class InventoryBuilder {
   private readonly baseDir: string
   private readonly secretContext: SecretContext
   private readonly secretCache = new Map<string, Promise<{ value?: SecretValue }>>()
+  private readonly lockCache = new Map<string, Promise<SynapseLock | LockError>>()
 
   constructor(
     private readonly raw: RawInventory,
     private readonly file: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly locator: Locator,
+    private readonly options: LoadOptions = {},
   ) {
     this.baseDir = dirname(resolve(file))
     this.secretContext = { baseDir: this.baseDir, env, fileCache: new Map() }
@@ -625,6 +637,51 @@ class InventoryBuilder {
         `set postgres.version to ${minimum} or higher (or leave it unset to use the distribution's default), or pin an older synapse.version`,
       )
     }
+  }
+
+  /**
+   * The pip method installs a locked set: read <lockDir>/<version>.txt (once per file) into
+   * settings.synapse.lock, and hold an uploaded wheelhouse to the lock it must have been built from.
+   */
+  private async synapseLock(host: HostEntry, settings: MatrixSettings): Promise<void> {
+    const synapse = settings.synapse
+    if (this.options.locks === false || synapse.install !== 'pip' || !host.roles.includes('synapse')) return
+    const manifest = synapse.wheelhouse ? readWheelhouseManifest(synapse.wheelhouse) : undefined
+    if (synapse.wheelhouse && !manifest) {
+      this.addForVar(host.name, ['synapse', 'wheelhouse'], `${synapse.wheelhouse} is not a wheelhouse built by matrix-provision (no readable ${WHEELHOUSE_MANIFEST})`, 'build it from the lock (provision lock --wheelhouse DIR --python X.Y), or leave synapse.wheelhouse out to install from the index')
+      return
+    }
+    const version = synapse.version ?? manifest?.synapseVersion
+    if (!version) {
+      this.addForVar(host.name, ['synapse', 'install'], 'synapse.install pip needs synapse.version (or a wheelhouse, whose version is used)', 'set synapse.version, e.g. "1.163.2"')
+      return
+    }
+    synapse.version = version
+    const key = `${synapse.lockDir}\0${version}`
+    let pending = this.lockCache.get(key)
+    if (!pending) {
+      pending = readLock(synapse.lockDir, version, this.file).catch((error: unknown) => {
+        if (error instanceof LockError) return error
+        throw error
+      })
+      this.lockCache.set(key, pending)
+    }
+    const lock = await pending
+    const where = this.varsOrigin(host.name, ['synapse', 'lockDir']) ? ['synapse', 'lockDir'] : this.varsOrigin(host.name, ['synapse', 'version']) ? ['synapse', 'version'] : ['synapse', 'install']
+    if (lock instanceof LockError) {
+      this.addForVar(host.name, where, `${lock.file}${lock.line ? `:${lock.line}` : ''}: ${lock.problem}`, lock.hint)
+      return
+    }
+    if (manifest && manifest.lockDigest !== lock.digest) {
+      this.addForVar(
+        host.name,
+        ['synapse', 'wheelhouse'],
+        `the wheelhouse ${synapse.wheelhouse} was not built from ${lock.file} (it holds Synapse ${manifest.synapseVersion}${manifest.lockDigest ? ' from another lock' : ' without a lock'})`,
+        'build the wheelhouse again from this lock (provision lock --wheelhouse DIR --python X.Y)',
+      )
+      return
+    }
+    synapse.lock = lock
   }
 
   private checkElement(host: HostEntry, settings: MatrixSettings): void {
@@ -850,6 +907,7 @@ class InventoryBuilder {
         version: v.synapse?.version,
         pipIndexUrl: v.synapse?.pipIndexUrl,
         wheelhouse: this.controllerPath(v.synapse?.wheelhouse),
+        lockDir: this.controllerPath(v.synapse?.lockDir) ?? resolve(this.baseDir, DEFAULT_LOCK_DIR),
         listenPort: v.synapse?.listenPort ?? VARS_DEFAULTS.synapse.listenPort,
         enableRegistration: v.synapse?.enableRegistration ?? VARS_DEFAULTS.synapse.enableRegistration,
         reportStats: v.synapse?.reportStats ?? VARS_DEFAULTS.synapse.reportStats,
@@ -951,6 +1009,7 @@ class InventoryBuilder {
       this.checkWorkers(host)
 
       const vars = await this.settings(host)
+      await this.synapseLock(host, vars)
       if (host.vars.serverName !== undefined) this.checkElement(host, vars)
       this.checkPorts(host, vars)
       specs.push({

@@ -29,7 +29,7 @@ export const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 const SSH_USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/
 const PG_IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/
-const SYNAPSE_VERSION = /^\d+\.\d+\.\d+(?:rc\d+)?$/
+export const SYNAPSE_VERSION = /^\d+\.\d+\.\d+(?:rc\d+)?$/
 const ELEMENT_VERSION = /^v?\d+\.\d+\.\d+(?:-rc\.?\d+)?$/
 const SHA256 = /^[0-9a-fA-F]{64}$/
 const APT_WORD = /^[a-z0-9][a-z0-9.+_-]{0,63}$/
@@ -255,6 +255,9 @@ const synapseSchema = z.strictObject({
     .optional(),
   pipIndexUrl: url().optional(),
   wheelhouse: controllerPath().optional(),
+  lockDir: controllerPath()
+    .optional()
+    .describe('pip: directory of the Synapse lock files <version>.txt (default synapse-lock/ beside the inventory; `provision lock` writes them)'),
   listenPort: port().optional(),
   enableRegistration: bool().optional(),
   reportStats: bool().optional(),

@@ -1,3 +1,4 @@
+import type { SynapseLock } from '../lock/lock-file.js'
 import type { Secret } from '../secret.js'
 import type { WorkerEntry } from '../topology/instances.js'
 import type { WorkerPreset } from '../topology/presets.js'
@@ -83,6 +84,10 @@ export interface MatrixSettings {
     /** pip: index URL, or a wheelhouse directory on the controller that is uploaded (offline hosts). */
     pipIndexUrl?: string
     wheelhouse?: string
+    /** pip: the directory of lock files (default synapse-lock/ beside the inventory). */
+    lockDir: string
+    /** pip: the locked dependency set of `version`, read and validated when the inventory is loaded. */
+    lock?: SynapseLock
     listenPort: number
     enableRegistration: boolean
     reportStats: boolean

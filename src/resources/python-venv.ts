@@ -1,67 +1,95 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
 import { raw, sh } from '../ssh/shell.js'
+import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../lock/drift.js'
+import type { SynapseLock } from '../lock/lock-file.js'
+import { WHEELHOUSE_REQUIREMENTS } from '../artifacts/wheelhouse.js'
 import type { Resource } from './resource.js'
 
 export interface VirtualenvSpec {
   /** e.g. /opt/venvs/matrix-synapse */
   path: string
-  /** Requirement to install, e.g. matrix-synapse[postgres,redis]==1.120.0 */
-  requirement: string
-  /** Import name and expected version to compare, e.g. { module: 'synapse', version: '1.120.0' }. */
-  probe: { module: string; version: string }
-  /** A controller directory of wheels, uploaded and installed with --no-index (offline hosts). */
+  /** The locked set the venv must hold, exactly (nothing more but pip's own tooling). */
+  lock: SynapseLock
+  /** The distribution the lock is for, e.g. matrix-synapse. */
+  packageName: string
+  /** A controller directory of wheels built from the lock, uploaded and installed with --no-index (offline hosts). */
   wheelhouse?: string
   indexUrl?: string
-  /** Label used as `pkg:<name>` in touches, so services watching the package restart on upgrade. */
-  packageName: string
-  /** Extra arguments for `python3 -m venv` (e.g. --system-site-packages). */
+  /** Extra arguments for `python3 -m venv`. */
   venvArgs?: string[]
 }
 
 const WHEELHOUSE_DIR = '/var/cache/matrix-provision/wheelhouse'
+const LOCK_DIR_ON_HOST = '/var/cache/matrix-provision'
+const LOCK_ON_HOST = `${LOCK_DIR_ON_HOST}/synapse-lock.txt`
 
-/** A Python virtualenv with one requirement at an exact version: pip from an index or from an uploaded wheelhouse. */
+/**
+ * A Python virtualenv holding exactly a lock's set: `pip install --no-deps --require-hashes` of the
+ * locked pins (from an uploaded wheelhouse built from the lock, or from the index with the lock
+ * itself), then what the lock does not have is uninstalled (pip-sync). The fact lists the venv's
+ * distributions, so the plan shows any drift from the lock as a change.
+ */
 export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
   const py = `${spec.path}/bin/python`
-  const fact = defineFact(
-    `venv:${spec.path}:${spec.probe.module}`,
-    sh`${py} -c ${`import importlib.metadata as m, ${spec.probe.module} as s; print(getattr(s, '__version__', ''))`}`,
-    (out, code) => (code === 0 ? out.trim() : null),
-  )
+  const fact = defineFact(`venv-contents:${spec.path}`, sh`${py} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
   const id = `venv:${spec.path}`
+  const lockName = spec.lock.file.split('/').slice(-2).join('/')
+  let planned: LockDrift | undefined
   return {
     id,
     facts: () => [fact],
     async plan(ctx) {
-      const have = ctx.facts.get(fact)
-      if (have === spec.probe.version) return null
-      ctx.predicted.paths.add(spec.path)
+      const venv = ctx.facts.get(fact)
+      const from = spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${spec.indexUrl})` : ''
+      const touches = [`pkg:${spec.packageName}`, spec.path + '/']
+      if (!venv) {
+        planned = undefined
+        ctx.predicted.paths.add(spec.path)
+        return {
+          resource: id,
+          kind: 'virtualenv',
+          action: 'install',
+          summary: `install ${spec.packageName} ${spec.lock.synapseVersion} into ${spec.path} from the lock ${lockName} (${spec.lock.entries.length} pins)${from}`,
+          touches,
+          backupPaths: [],
+          reach: 'anything',
+        }
+      }
+      const drift = lockDrift(spec.lock, venv)
+      if (driftCount(drift) === 0) return null
+      planned = drift
+      const have = venv.installed.get(spec.packageName)
+      const what = have !== spec.lock.synapseVersion ? `upgrade ${spec.packageName} ${have ?? '(missing)'} -> ${spec.lock.synapseVersion} in ${spec.path} from` : `bring ${spec.path} back to`
       return {
         resource: id,
         kind: 'virtualenv',
-        action: have ? 'update' : 'install',
-        summary: `${have ? `upgrade ${spec.packageName} ${have} ->` : 'install'} ${spec.requirement} into ${spec.path}${spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${spec.indexUrl})` : ''}`,
-        touches: [`pkg:${spec.packageName}`, spec.path + '/'],
+        action: 'update',
+        summary: `${what} the lock ${lockName}: ${driftCount(drift)} differ (${describeDrift(drift)})${from}`,
+        diff: driftDiff(drift, spec.path, lockName),
+        touches,
         backupPaths: [],
         reach: 'anything',
       }
     },
     async apply(_change, ctx) {
       const { conn } = ctx
-      const pip = [`${spec.path}/bin/pip`, 'install', '--disable-pip-version-check', '--no-input']
+      const pip: string[] = [`${spec.path}/bin/pip`, 'install', '--disable-pip-version-check', '--no-input', '--no-deps', '--require-hashes']
       if (spec.wheelhouse) {
         ensureSuccess(conn.host, await conn.run(sh`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`), 'preparing the wheelhouse directory')
         await conn.putDirectory(spec.wheelhouse, WHEELHOUSE_DIR, { mode: 0o644 })
-        pip.push('--no-index', '--find-links', WHEELHOUSE_DIR)
-      } else if (spec.indexUrl) {
-        pip.push('--index-url', spec.indexUrl)
+        pip.push('--no-index', '--find-links', WHEELHOUSE_DIR, '-r', `${WHEELHOUSE_DIR}/${WHEELHOUSE_REQUIREMENTS}`)
+      } else {
+        ensureSuccess(conn.host, await conn.run(sh`mkdir -p ${LOCK_DIR_ON_HOST}`), 'preparing the lock directory')
+        await conn.writeFile({ path: LOCK_ON_HOST, content: spec.lock.text, mode: 0o644 })
+        if (spec.indexUrl) pip.push('--index-url', spec.indexUrl)
+        pip.push('-r', LOCK_ON_HOST)
       }
-      pip.push(spec.requirement)
-      // An old venv pip may not know the wheels' manylinux tags: upgrade it first when the wheelhouse has one.
-      const upgradePip = spec.wheelhouse ? sh`if ls ${WHEELHOUSE_DIR}/pip-*.whl >/dev/null 2>&1; then ${`${spec.path}/bin/pip`} install -q --disable-pip-version-check --no-index --find-links ${WHEELHOUSE_DIR} --upgrade pip; fi; ` : raw('')
-      const script = sh`set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${upgradePip}${pip}`
-      ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000 }), `pip install ${spec.requirement}`)
+      // pip-sync: what the lock does not hold goes (the plan listed it).
+      const extra = planned?.extra.map((x) => x.name) ?? []
+      const uninstall = extra.length ? sh`; ${`${spec.path}/bin/pip`} uninstall --disable-pip-version-check -y ${extra}` : raw('')
+      const script = sh`set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}`
+      ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000 }), `pip install of the lock ${lockName}`)
     },
   }
 }

@@ -5,6 +5,8 @@ import { basename, join, resolve } from 'node:path'
 import { buildElementStandin, normalizeElementVersion } from '../artifacts/element-standin.js'
 import { LocalCommandError, runLocal } from '../artifacts/local-command.js'
 import { buildWheelhouse } from '../artifacts/wheelhouse.js'
+import { LockError, lockPath, readLock, type SynapseLock } from '../lock/lock-file.js'
+import { resolveLock } from '../lock/resolve.js'
 import { PYTHON_VERSION, SandboxError, shown, type SandboxSettings } from './settings.js'
 
 type Say = (line: string) => void
@@ -17,11 +19,30 @@ async function link(target: string, path: string): Promise<void> {
   await symlink(target, path)
 }
 
-/** The Synapse wheelhouse for the container's Python, built once into .cache/wheelhouse, linked as <dir>/wheelhouse. */
+/**
+ * The lock of the sandbox's Synapse from inventories/synapse-lock; a version without a committed lock
+ * (SYNAPSE_VERSION=...) is resolved there first, with a note to commit it.
+ */
+async function sandboxLock(s: SandboxSettings, say: Say, verbose: boolean): Promise<SynapseLock> {
+  try {
+    return await readLock(s.lockDir, s.synapseVersion, s.template)
+  } catch (error) {
+    if (!(error instanceof LockError) || existsSync(error.file)) throw new SandboxError(error instanceof Error ? error.message : String(error), 2)
+  }
+  say(`lock: no committed lock for Synapse ${s.synapseVersion}; resolving it as of its release date into ${shown(lockPath(s.lockDir, s.synapseVersion))} (review and commit it to keep it)`)
+  const result = await resolveLock({ synapseVersion: s.synapseVersion, lockDir: s.lockDir, inventoryFile: s.template, cacheDir: s.cacheDir, log: verbose ? (l) => say(`  ${l}`) : undefined }).catch((error: unknown) => {
+    throw new SandboxError(`resolving the lock failed (PyPI must be reachable): ${(error as Error).message.split('\n').slice(-1)[0]}`, /is not on PyPI/.test(String(error)) ? 2 : 1)
+  })
+  say(`lock: ${result.lock.entries.length} pins resolved as of ${result.lock.resolvedAsOf} in ${(result.durationMs / 1000).toFixed(1)} s`)
+  return result.lock
+}
+
+/** The Synapse wheelhouse for the container's Python, built from the lock into .cache/wheelhouse, linked as <dir>/wheelhouse. */
 export async function prepareWheelhouse(s: SandboxSettings, say: Say, verbose: boolean): Promise<void> {
+  const lock = await sandboxLock(s, say, verbose)
   const cacheDir = join(s.cacheDir, 'wheelhouse')
-  if (!verbose) say(`wheelhouse: matrix-synapse ${s.synapseVersion} for Python ${PYTHON_VERSION} (pip download into ${shown(cacheDir)} the first time, about 30 s)`)
-  const wh = await buildWheelhouse({ synapseVersion: s.synapseVersion, pythonVersion: PYTHON_VERSION, cacheDir, log: verbose ? (l) => say(`  ${l}`) : undefined }).catch((error: unknown) => {
+  if (!verbose) say(`wheelhouse: matrix-synapse ${s.synapseVersion} for Python ${PYTHON_VERSION} from ${shown(lock.file)} (pip download into ${shown(cacheDir)} the first time, about 30 s)`)
+  const wh = await buildWheelhouse({ lock, pythonVersion: PYTHON_VERSION, cacheDir, log: verbose ? (l) => say(`  ${l}`) : undefined }).catch((error: unknown) => {
     throw new SandboxError(`building the wheelhouse failed (PyPI must be reachable the first time): ${(error as Error).message.split('\n').slice(-1)[0]}`)
   })
   await link(wh.dir, join(s.dir, 'wheelhouse'))

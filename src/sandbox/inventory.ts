@@ -14,6 +14,8 @@ export interface InventoryValues {
   sshPort: number
   httpsPort: number
   element: ElementChoice
+  /** The committed Synapse locks (inventories/synapse-lock): the generated inventory lives elsewhere. */
+  lockDir: string
 }
 
 /**
@@ -44,6 +46,7 @@ export function renderSandboxInventory(template: string, v: InventoryValues): st
     url.port = String(v.httpsPort)
     set([...HOST, 'vars', 'publicBaseUrl'], url.origin)
   }
+  set([...HOST, 'vars', 'synapse', 'lockDir'], relative(base, v.lockDir) || '.')
   const element = [...HOST, 'vars', 'element']
   set([...element, 'version'], v.element.version)
   if (v.element.sha256) set([...element, 'sha256'], v.element.sha256)

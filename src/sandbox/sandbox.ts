@@ -51,7 +51,7 @@ async function up(s: SandboxSettings, o: SandboxOptions, say: (line: string) => 
   await writeKnownHosts(s.name, s.sshPort, join(s.dir, 'known_hosts'))
   await prepareWheelhouse(s, say, o.verbose)
   const element = await prepareElement(s, o.element, say)
-  await writeSandboxInventory(s.template, { file: s.inventory, sandboxDir: s.dir, sshPort: s.sshPort, httpsPort: s.httpsPort, element })
+  await writeSandboxInventory(s.template, { file: s.inventory, sandboxDir: s.dir, sshPort: s.sshPort, httpsPort: s.httpsPort, element, lockDir: s.lockDir })
   say(`inventory: ${shown(s.inventory)} (from ${shown(s.template)})`)
 
   say(`provisioning ${s.name} over SSH (127.0.0.1:${s.sshPort})`)

@@ -35,6 +35,8 @@ export interface SandboxSettings {
   /** The committed template and the inventory generated from it. */
   template: string
   inventory: string
+  /** The committed Synapse locks beside the template. */
+  lockDir: string
 }
 
 /** The repository root: the nearest directory above this module with our package.json (src/ and dist/src/ alike). */
@@ -78,6 +80,7 @@ export function sandboxSettings(env: NodeJS.ProcessEnv): SandboxSettings {
     targetImage: `matrix-provision/target:${SUITE}`,
     template: join(root, 'inventories', 'sandbox.yaml'),
     inventory: join(dir, 'inventory.yaml'),
+    lockDir: join(root, 'inventories', 'synapse-lock'),
   }
 }
 

@@ -127,8 +127,9 @@ export const synapseTask: Task = {
         }),
       )
     } else {
-      const version = v.synapse.version ?? (v.synapse.wheelhouse ? wheelhouseVersion(v.synapse.wheelhouse) : undefined)
-      if (!version) throw new Error('synapse.install pip needs synapse.version, or a wheelhouse that holds a matrix_synapse wheel')
+      // The inventory loader read and validated it (or refused the inventory): pip installs only a locked set.
+      const lock = v.synapse.lock
+      if (!lock) throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
       out.push(
         aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
         command({
@@ -138,7 +139,7 @@ export const synapseTask: Task = {
           summary: 'create system user matrix-synapse',
         }),
         directory({ path: '/opt/venvs' }),
-        pythonVirtualenv({ path: VENV, requirement: `matrix-synapse[postgres,redis]==${version}`, probe: { module: 'synapse', version }, wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl, packageName: 'matrix-synapse' }),
+        pythonVirtualenv({ path: VENV, lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
         file({ path: '/etc/systemd/system/matrix-synapse.service', content: renderSynapseUnit() }),
       )
     }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { synapseWheelhouse } from '../support/artifacts.js'
+import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { createLocalCa } from '../support/local-ca.js'
@@ -50,8 +50,7 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
       {
         serverName: 'placeholder.test',
         synapse: {
-          install: 'pip',
-          wheelhouse: wheelhouse.dir,
+          ...pipSynapseVars(wheelhouse),
           federationCaFiles: [localCa.caFile],
           // The test network is private address space, which Synapse refuses for federation by default;
           // and matrix.org (the default key server) is unreachable here: keys are fetched from the servers.

@@ -2,7 +2,7 @@ import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
@@ -26,7 +26,7 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     hs = env.get('one')
     inventory = await writeTestInventory(env, [{ name: 'one', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
       serverName: 'one.test',
-      synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+      synapse: pipSynapseVars(wheelhouse),
       element: { version: '1.11.90', file: element.tarball, signatureFile: element.signature, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
     })
   })

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
@@ -26,7 +26,7 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
         serverName: 'two.test',
         postgres: { host: 'db', password: { env: 'DB_PASSWORD' } },
         redis: { host: 'db', password: { env: 'REDIS_PASSWORD' } },
-        synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+        synapse: pipSynapseVars(wheelhouse),
         element: { version: '1.11.90', file: element.tarball, sha256: element.sha256 },
       },
     )

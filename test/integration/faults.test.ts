@@ -435,11 +435,11 @@ describe.skipIf(!inject('docker'))('faults: a Synapse configuration Synapse reje
   const state = async () => (await hs.exec('systemctl show -p MainPID,ActiveEnterTimestampMonotonic matrix-synapse; curl -sf --max-time 5 http://127.0.0.1:8008/health')).stdout
 
   beforeAll(async () => {
-    const { synapseWheelhouse } = await import('../support/artifacts.js')
+    const { pipSynapseVars, synapseWheelhouse } = await import('../support/artifacts.js')
     const [wheelhouse, hosts] = await Promise.all([synapseWheelhouse('3.11'), startHosts(['hs'])])
     env = hosts
     hs = env.get('hs')
-    synapseVars = { serverName: 'hs.test', synapse: { install: 'pip', wheelhouse: wheelhouse.dir } }
+    synapseVars = { serverName: 'hs.test', synapse: pipSynapseVars(wheelhouse) }
   })
   afterAll(async () => {
     await env?.stop()

@@ -1,6 +1,9 @@
 import { fileURLToPath } from 'node:url'
 import { buildElementStandin } from '../../src/artifacts/element-standin.js'
+import { existsSync } from 'node:fs'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
+import { LockError, readLock, type SynapseLock } from '../../src/lock/lock-file.js'
+import { resolveLock } from '../../src/lock/resolve.js'
 import { SANDBOX_SYNAPSE_VERSION } from '../../src/sandbox/settings.js'
 
 /** Built once per machine under .cache/ (CI builds them on a fresh clone: about 30 s). */
@@ -9,8 +12,30 @@ export const CACHE_DIR = fileURLToPath(new URL('../../.cache/', import.meta.url)
 export const SYNAPSE_VERSION = process.env.SYNAPSE_VERSION || SANDBOX_SYNAPSE_VERSION
 export const ELEMENT_VERSION = '1.11.90'
 
-export async function synapseWheelhouse(pythonVersion = '3.11') {
-  return buildWheelhouse({ synapseVersion: SYNAPSE_VERSION, pythonVersion, cacheDir: `${CACHE_DIR}wheelhouse` })
+/** The committed Synapse locks the tests, the sandbox and the bench install from. */
+export const LOCK_DIR = fileURLToPath(new URL('../../inventories/synapse-lock/', import.meta.url))
+
+/**
+ * The lock of a Synapse version from inventories/synapse-lock. A version without a committed lock
+ * (SYNAPSE_VERSION=...) is resolved there as of its release date first, loudly: commit it to keep it.
+ */
+export async function synapseLock(version = SYNAPSE_VERSION): Promise<SynapseLock> {
+  try {
+    return await readLock(LOCK_DIR, version, 'inventories/sandbox.yaml')
+  } catch (error) {
+    if (!(error instanceof LockError) || existsSync(error.file)) throw error
+  }
+  console.warn(`[tests] no committed lock for Synapse ${version}: resolving ${LOCK_DIR}${version}.txt as of its release date (commit it to keep CI reproducible)`)
+  return (await resolveLock({ synapseVersion: version, lockDir: LOCK_DIR, inventoryFile: 'inventories/sandbox.yaml', cacheDir: CACHE_DIR })).lock
+}
+
+export async function synapseWheelhouse(pythonVersion = '3.11', version = SYNAPSE_VERSION) {
+  return buildWheelhouse({ lock: await synapseLock(version), pythonVersion, cacheDir: `${CACHE_DIR}wheelhouse` })
+}
+
+/** The inventory's synapse vars for a pip install from a wheelhouse built from the committed lock. */
+export function pipSynapseVars(wheelhouse: { dir: string; synapseVersion: string }): Record<string, unknown> {
+  return { install: 'pip', version: wheelhouse.synapseVersion, wheelhouse: wheelhouse.dir, lockDir: LOCK_DIR }
 }
 
 export async function elementRelease() {

@@ -14,9 +14,12 @@ import {
   unsatisfiedRequirement,
   WHEELHOUSE_MANIFEST,
   wheelhouseDirName,
-  wheelhousePlan,
+  wheelhouseRequirements,
+  WHEELHOUSE_REQUIREMENTS,
   type WheelhouseManifest,
 } from '../../src/artifacts/wheelhouse.js'
+import { parseLock } from '../../src/lock/lock-file.js'
+import { fixtureLockText } from './fixtures/lock.js'
 import { buildSignedAptRepo, buildUnrelatedKeyring, packagesStanza, releaseFile } from '../support/apt-repo.js'
 
 let work: string
@@ -30,11 +33,11 @@ afterAll(async () => {
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex')
 
 describe('wheelhouse', () => {
-  const expected = { synapseVersion: '1.163.2', pythonVersion: '3.11', glibc: '2.36', postgresDriver: 'source' as const }
+  const expected = { synapseVersion: '1.163.2', pythonVersion: '3.11', glibc: '2.36', lockDigest: 'd'.repeat(64) }
   const manifest = (): WheelhouseManifest => ({
-    schema: 1,
+    schema: 2,
     ...expected,
-    ...(({ download: _download, ...install }) => install)(wheelhousePlan('1.163.2', 'source')),
+    lockFile: 'synapse-lock/1.163.2.txt',
     builtFromSource: ['psycopg2'],
     files: [
       { name: 'matrix_synapse-1.163.2-cp310-abi3-manylinux_2_28_x86_64.whl', size: 10, sha256: 'a' },
@@ -45,9 +48,10 @@ describe('wheelhouse', () => {
     ['matrix_synapse-1.163.2-cp310-abi3-manylinux_2_28_x86_64.whl', 10],
     ['psycopg2-2.9.13-cp311-cp311-linux_x86_64.whl', 5],
     [WHEELHOUSE_MANIFEST, 700],
+    [WHEELHOUSE_REQUIREMENTS, 200],
   ])
 
-  it('reuses a complete wheelhouse for the same version, Python, glibc and driver', () => {
+  it('reuses a complete wheelhouse for the same version, Python, glibc and lock', () => {
     expect(checkWheelhouse(manifest(), expected, present)).toEqual({ complete: true })
   })
 
@@ -55,13 +59,16 @@ describe('wheelhouse', () => {
     expect(checkWheelhouse(undefined, expected, present)).toMatchObject({ complete: false, reason: 'no manifest' })
     expect(checkWheelhouse(manifest(), { ...expected, synapseVersion: '1.164.0' }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('synapseVersion') })
     expect(checkWheelhouse(manifest(), { ...expected, pythonVersion: '3.13' }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('pythonVersion') })
-    expect(checkWheelhouse(manifest(), { ...expected, postgresDriver: 'system' }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('postgresDriver') })
+    expect(checkWheelhouse(manifest(), { ...expected, lockDigest: 'e'.repeat(64) }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('lockDigest') })
     expect(checkWheelhouse({ ...manifest(), schema: 0 }, expected, present)).toMatchObject({ complete: false })
   })
 
   it('rebuilds when a wheel is missing, truncated, or the list is not wheels', () => {
     const missing = new Map(present)
     missing.delete('psycopg2-2.9.13-cp311-cp311-linux_x86_64.whl')
+    const noRequirements = new Map(present)
+    noRequirements.delete(WHEELHOUSE_REQUIREMENTS)
+    expect(checkWheelhouse(manifest(), expected, noRequirements)).toMatchObject({ complete: false, reason: expect.stringContaining(WHEELHOUSE_REQUIREMENTS) })
     expect(checkWheelhouse(manifest(), expected, missing)).toMatchObject({ complete: false, reason: expect.stringContaining('missing') })
     const truncated = new Map(present).set('psycopg2-2.9.13-cp311-cp311-linux_x86_64.whl', 4)
     expect(checkWheelhouse(manifest(), expected, truncated)).toMatchObject({ complete: false, reason: expect.stringContaining('4 bytes') })
@@ -81,15 +88,6 @@ describe('wheelhouse', () => {
     expect(() => platformTags('236')).toThrow(/2\.NN/)
   })
 
-  it('plans the postgres driver: the extra needs psycopg2 itself, not psycopg2-binary', () => {
-    expect(wheelhousePlan('1.0.0', 'source')).toMatchObject({ requirements: ['matrix-synapse[postgres,redis]==1.0.0'], hostPackages: ['python3-venv', 'libpq5'], systemSitePackages: false })
-    expect(wheelhousePlan('1.0.0', 'binary').requirements).toEqual(['matrix-synapse[redis]==1.0.0', 'psycopg2-binary'])
-    const system = wheelhousePlan('1.0.0', 'system')
-    expect(system.download).not.toContain('matrix-synapse[postgres,redis]==1.0.0')
-    expect(system).toMatchObject({ requirements: ['matrix-synapse[postgres,redis]==1.0.0'], systemSitePackages: true, hostPackages: ['python3-venv', 'python3-psycopg2'] })
-    for (const driver of ['source', 'binary', 'system'] as const) expect(wheelhousePlan('1.0.0', driver).download).toEqual(expect.arrayContaining(['pip', 'setuptools', 'wheel']))
-  })
-
   it('finds the requirement that has no wheel in pip\'s error', () => {
     const stderr = [
       'ERROR: Could not find a version that satisfies the requirement psycopg2>=2.8; platform_python_implementation != "PyPy" and extra == "postgres" (from matrix-synapse[postgres,redis]) (from versions: none)',
@@ -100,16 +98,24 @@ describe('wheelhouse', () => {
     expect(unsatisfiedRequirement('Successfully downloaded pip')).toBeUndefined()
   })
 
+  it('pins every wheel by its own digest in requirements.txt (the host installs --require-hashes from it)', () => {
+    expect(wheelhouseRequirements(manifest().files)).toBe(
+      'matrix-synapse==1.163.2 --hash=sha256:a\npsycopg2==2.9.13 --hash=sha256:b\n',
+    )
+  })
+
   it('returns a complete cached wheelhouse without running pip or asking PyPI', async () => {
     const cacheDir = join(work, 'wheel-cache')
-    const dir = join(cacheDir, wheelhouseDirName('1.163.2', '3.11', '2.36', 'source'))
+    const lock = parseLock(fixtureLockText(), 'synapse-lock/1.163.2.txt', '1.163.2')
+    const dir = join(cacheDir, wheelhouseDirName('1.163.2', '3.11', '2.36', lock.digest))
     await mkdir(dir, { recursive: true })
-    const m = manifest()
+    const m = { ...manifest(), lockDigest: lock.digest }
     for (const file of m.files) await writeFile(join(dir, file.name), 'x'.repeat(file.size))
+    await writeFile(join(dir, WHEELHOUSE_REQUIREMENTS), wheelhouseRequirements(m.files))
     await writeFile(join(dir, WHEELHOUSE_MANIFEST), JSON.stringify(m))
     const lines: string[] = []
-    const result = await buildWheelhouse({ synapseVersion: '1.163.2', pythonVersion: '3.11', cacheDir, log: (l) => lines.push(l) })
-    expect(result).toMatchObject({ dir, synapseVersion: '1.163.2', reused: true, bytes: 15, requirements: ['matrix-synapse[postgres,redis]==1.163.2'] })
+    const result = await buildWheelhouse({ lock, pythonVersion: '3.11', cacheDir, log: (l) => lines.push(l) })
+    expect(result).toMatchObject({ dir, synapseVersion: '1.163.2', reused: true, bytes: 15 })
     expect(result.files).toEqual(m.files.map((f) => f.name))
     expect(lines.join('\n')).toMatch(/reusing/)
   })

@@ -17,6 +17,9 @@ import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
 import { Secret } from '../../src/secret.js'
+import { VENV_CONTENTS_SCRIPT } from '../../src/lock/drift.js'
+import { entriesFor, parseLock } from '../../src/lock/lock-file.js'
+import { targetEnvironment } from '../../src/lock/markers.js'
 import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../../src/ssh/connection.js'
 import type { ShellCommand } from '../../src/ssh/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
@@ -117,7 +120,10 @@ export class FakeHost implements Connection {
   readonly roles = new Map<string, { login: boolean; password: string }>()
   readonly databases = new Map<string, { encoding: string; collate: string; ctype: string; owner: string }>()
   /** virtualenv path -> module -> version */
+  /** venv path -> installed distributions (normalized name -> version), as importlib.metadata lists them. */
   readonly venvs = new Map<string, Map<string, string>>()
+  /** The interpreter venvs are made with (bookworm's). */
+  venvPython = '3.11.2'
   readonly debconf = new Map<string, string>()
   /** The source lines apt knew at its last `apt-get update` (null: never updated, no lists). */
   aptLists: string[] | null
@@ -322,10 +328,9 @@ export class FakeHost implements Connection {
     }
     if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd))) return this.#psqlQuery(unquote(m[1]!))
     if ((m = rx(String.raw`^${ARG} -c ${ARG}$`).exec(cmd)) && unquote(m[1]!).endsWith('/bin/python')) {
-      const module = /import importlib\.metadata as m, (\w+) as s; print\(getattr\(s, '__version__', ''\)\)$/.exec(unquote(m[2]!))?.[1]
-      if (!module) this.#unexpected(`python probe: ${cmd}`)
-      const version = this.venvs.get(unquote(m[1]!).replace(/\/bin\/python$/, ''))?.get(module)
-      return version === undefined ? { code: 1, stderr: 'No such file or directory' } : { stdout: `${version}\n` }
+      if (unquote(m[2]!) !== VENV_CONTENTS_SCRIPT) this.#unexpected(`python probe: ${cmd}`)
+      const dists = this.venvs.get(unquote(m[1]!).replace(/\/bin\/python$/, ''))
+      return dists === undefined ? { code: 127, stderr: 'No such file or directory' } : { stdout: `python ${this.venvPython}\n${[...dists].map(([n, v]) => `${n} ${v}\n`).join('')}` }
     }
     return this.#guard(cmd)
   }
@@ -589,7 +594,7 @@ export class FakeHost implements Connection {
         for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse']) this.mkdirp(d, { owner: 'matrix-synapse', group: 'nogroup', mode: 0o755 })
         this.mkdirp('/opt/venvs/matrix-synapse/bin')
         this.put('/opt/venvs/matrix-synapse/bin/python', '#!fake python\n', { mode: 0o755 })
-        this.venvs.set('/opt/venvs/matrix-synapse', new Map([['synapse', version.replace(/\+.*$/, '')]]))
+        this.venvs.set('/opt/venvs/matrix-synapse', new Map([['matrix-synapse', version.replace(/\+.*$/, '')]]))
         unit('matrix-synapse.service')
         return
       }
@@ -748,20 +753,29 @@ export class FakeHost implements Connection {
     if ((m = rx(String.raw`^set -e; \[ -x ${ARG} \] \|\| python3 -m venv +${ARG}; (.*)$`).exec(cmd))) {
       if (!this.packages.has('python3') || !this.packages.has('python3-venv')) return { code: 1, stderr: 'The virtual environment was not created successfully because ensurepip is not available.' }
       const venv = unquote(m[2]!)
-      const words = shellWords(m[3]!.replace(/^if .*?; fi; /, ''))
-      const requirement = words[words.length - 1]!
-      const req = /^([\w-]+)(?:\[[\w,]+\])?==(.+)$/.exec(requirement)
-      if (!req || words[1] !== 'install') this.#unexpected(`pip command ${cmd}`)
-      const findLinks = words[words.indexOf('--find-links') + 1]
+      const [install, uninstall] = m[3]!.split('; ')
+      const words = shellWords(install!)
+      if (words[0] !== `${venv}/bin/pip` || words[1] !== 'install' || !words.includes('--no-deps') || !words.includes('--require-hashes')) this.#unexpected(`pip command ${cmd}`)
+      const requirements = this.text(words[words.indexOf('-r') + 1]!)
+      if (requirements === undefined) return { code: 1, stderr: 'ERROR: Could not open requirements file' }
+      const dists = this.venvs.get(venv) ?? new Map([['pip', '23.0.1'], ['setuptools', '66.1.1']])
       if (words.includes('--no-index')) {
-        const wheel = `${req[1]!.replace(/-/g, '_')}-${req[2]}-`
-        if (![...this.fs.keys()].some((p) => posix.dirname(p) === findLinks && posix.basename(p).startsWith(wheel))) {
-          return { code: 1, stderr: `ERROR: Could not find a version that satisfies the requirement ${requirement}` }
+        // The wheelhouse's requirements.txt: each wheel pinned by its own digest, checked as pip does.
+        const findLinks = words[words.indexOf('--find-links') + 1]!
+        for (const line of requirements.split('\n').filter(Boolean)) {
+          const [, name, version, hash] = /^(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})$/.exec(line) ?? this.#unexpected(`requirements line ${line}`)
+          const wheel = [...this.fs.keys()].find((p) => posix.dirname(p) === findLinks && posix.basename(p).startsWith(`${name!.replace(/-/g, '_')}-${version}-`))
+          if (!wheel) return { code: 1, stderr: `ERROR: Could not find a version that satisfies the requirement ${name}==${version}` }
+          if (sha256(this.file(wheel)!) !== hash) return { code: 1, stderr: `ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. ${name}` }
+          dists.set(name!, version!)
         }
+      } else {
+        for (const e of entriesFor(parseLock(requirements, 'lock.txt'), targetEnvironment(this.venvPython))) dists.set(e.name, e.version)
       }
+      if (uninstall) for (const name of shellWords(uninstall).slice(4)) dists.delete(name)
       this.mkdirp(`${venv}/bin`)
       this.put(`${venv}/bin/python`, '#!fake python\n', { mode: 0o755 })
-      this.venvs.set(venv, new Map([[req[1] === 'matrix-synapse' ? 'synapse' : req[1]!, req[2]!]]))
+      this.venvs.set(venv, dists)
       return {}
     }
     if ((m = /^for n in \$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); do systemctl disable --now .*; done$/.exec(cmd))) {

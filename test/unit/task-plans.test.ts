@@ -38,15 +38,17 @@ import { renderRedisConf } from '../../tasks/redis/templates.js'
 import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseServiceDropIn, renderSynapseUnit } from '../../tasks/synapse/templates.js'
 import { FEDERATION_READER_ROUTES, renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
 import { FakeHost } from './fake-host.js'
+import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 import { DEBIAN_12, UBUNTU_20_04 } from './fixtures/hosts/distros.js'
 
 // ---------------------------------------------------------------------------------------------
 // Controller-side fixtures: a wheelhouse, an Element tarball, an inventory
 
 const controller = mkdtempSync(join(tmpdir(), 'mp-task-plans-'))
+const LOCK_DIR = join(controller, 'synapse-lock')
+const LOCK_FILE = writeFixtureLock(LOCK_DIR)
 const WHEELHOUSE = join(controller, 'wheels')
-mkdirSync(WHEELHOUSE)
-writeFileSync(join(WHEELHOUSE, 'matrix_synapse-1.163.2-py3-none-any.whl'), '')
+writeFixtureWheelhouse(WHEELHOUSE, LOCK_FILE, fixtureLockText())
 const ELEMENT_TARBALL = join(controller, 'element-v1.11.85.tar.gz')
 const ELEMENT_BYTES = gzipSync(Buffer.from('element-v1.11.85/index.html'))
 writeFileSync(ELEMENT_TARBALL, ELEMENT_BYTES)
@@ -245,7 +247,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(changeOf(report, 'command:system user matrix-synapse').summary).toBe('create system user matrix-synapse')
     expect(changeOf(report, 'venv:/opt/venvs/matrix-synapse')).toMatchObject({
       action: 'install',
-      summary: 'install matrix-synapse[postgres,redis]==1.163.2 into /opt/venvs/matrix-synapse (from the uploaded wheelhouse, offline)',
+      summary: 'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)',
       touches: ['pkg:matrix-synapse', '/opt/venvs/matrix-synapse/'],
     })
     expect(t.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')).toMatchObject({ ok: true, detail: 'python3 is installed by this task' })
@@ -508,7 +510,7 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
     expect(role.password).toMatch(/^SCRAM-SHA-256\$4096:/)
     expect(passwordMatches(role.password, 'synapse_user', secret('postgres-password'))).toBe(true)
     expect(host.databases.get('synapse')).toEqual({ encoding: 'UTF8', collate: 'C', ctype: 'C', owner: 'synapse_user' })
-    expect(host.venvs.get('/opt/venvs/matrix-synapse')?.get('synapse')).toBe('1.163.2')
+    expect(host.venvs.get('/opt/venvs/matrix-synapse')?.get('matrix-synapse')).toBe('1.163.2')
     expect(host.fs.get('/etc/matrix-synapse/homeserver.signing.key')).toMatchObject({ owner: 'matrix-synapse', mode: 0o600 })
     for (const text of [JSON.stringify(applied), textOf(applied)]) {
       for (const name of ['postgres-password', 'macaroon-secret', 'replication-secret']) expect(text).not.toContain(secret(name))

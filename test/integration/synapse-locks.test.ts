@@ -1,0 +1,149 @@
+import { execFile } from 'node:child_process'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { stringify } from 'yaml'
+import { driftCount, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/lock/drift.js'
+import { lockPath, type SynapseLock } from '../../src/lock/lock-file.js'
+import { shellQuote } from '../../src/ssh/quote.js'
+import { LOCK_DIR, pipSynapseVars, synapseLock, synapseWheelhouse } from '../support/artifacts.js'
+import { startHosts, type TestHosts } from '../support/hosts.js'
+import { writeTestInventory } from '../support/inventory.js'
+
+/**
+ * Three Synapse releases spread over the last 12 months (today 2026-11-30) install from their
+ * committed locks onto a real Debian 12 host and start; the newest also on Debian 13 (Python 3.13).
+ * Each answers /_matrix/federation/v1/version with its own version, and the venv holds exactly the
+ * lock's set. 1.152.0 is one the issue saw crash with today's txredisapi: its lock pins 1.4.11.
+ */
+const RELEASES = ['1.144.0', '1.152.0', '1.163.2'] as const // 2025-12-09, 2026-04-28, 2026-10-23
+const NEWEST = RELEASES[2]
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const BIN = join(ROOT, 'bin', 'provision.js')
+const run = promisify(execFile)
+
+/** The bundled CLI, as users run it. */
+async function bin(args: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+  const started = Date.now()
+  try {
+    const { stdout, stderr } = await run('node', [BIN, ...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } })
+    return { code: 0, stdout, stderr, ms: Date.now() - started }
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string }
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '', ms: Date.now() - started }
+  }
+}
+
+describe('provision lock (the bundled CLI)', () => {
+  it('resolves the same lock on any day: re-resolving the committed 1.163.2 gives the file byte for byte', async () => {
+    const dir = join(ROOT, '.cache', 'lock-test')
+    await mkdir(dir, { recursive: true })
+    const inventory = join(dir, 'inventory.yaml')
+    await writeFile(inventory, stringify({ defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: NEWEST, lockDir: './synapse-lock' } } }, hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } } }))
+    const first = await bin(['lock', '--inventory', inventory])
+    expect(first.code, first.stderr).toBe(0)
+    expect(first.stdout).toMatch(new RegExp(`synapse-lock/${NEWEST.replace(/\./g, '\\.')}\\.txt: written \\(matrix-synapse ${NEWEST}, \\d+ pins, resolved as of 2026-10-23T20:14:20Z`))
+    console.log(`provision lock ${NEWEST}: ${(first.ms / 1000).toFixed(1)} s (${first.stdout.trim().split('\n').at(-1)})`)
+    expect(await readFile(lockPath(join(dir, 'synapse-lock'), NEWEST), 'utf8')).toBe(await readFile(lockPath(LOCK_DIR, NEWEST), 'utf8'))
+    const again = await bin(['lock', '--inventory', inventory])
+    expect(again.stdout).toContain(': unchanged (')
+  }, 180_000)
+
+  it('refuses an inventory whose version has no lock, before any connection: file, what to run, exit 2', async () => {
+    const dir = join(ROOT, '.cache', 'lock-test')
+    await mkdir(join(dir, 'empty-locks'), { recursive: true })
+    const inventory = join(dir, 'missing.yaml')
+    // 192.0.2.1 (TEST-NET-1) is unreachable: an attempt to connect would time out, not exit 2 at once.
+    await writeFile(inventory, stringify({ defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: '1.158.0', lockDir: './empty-locks' } } }, hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } } }))
+    const result = await bin(['--inventory', inventory, '--dry-run'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain(`empty-locks/1.158.0.txt: no lock for Synapse 1.158.0`)
+    expect(result.stderr).toContain(`provision lock --inventory ${inventory} --synapse-version 1.158.0`)
+    expect(result.stderr).not.toMatch(/\n\s+at /)
+    expect(result.ms).toBeLessThan(10_000)
+    const badVersion = await bin(['lock', '--inventory', inventory, '--synapse-version', 'latest'])
+    expect(badVersion.code).toBe(2)
+    expect(badVersion.stderr).toContain('--synapse-version: expected a Synapse version')
+  })
+})
+
+describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months install from their locks and start', () => {
+  let env: TestHosts
+  let env13: TestHosts
+  const locks = new Map<string, SynapseLock>()
+  const wheelhouses = new Map<string, { dir: string; synapseVersion: string }>()
+  const timings: string[] = []
+
+  beforeAll(async () => {
+    const started = Date.now()
+    const hosts = Promise.all([startHosts(['lk']), startHosts(['lk13'], { suite: 'trixie' })])
+    // One at a time: pip downloads and the psycopg2 build share the controller's 2 cores with the hosts.
+    for (const version of RELEASES) {
+      const t = Date.now()
+      locks.set(version, await synapseLock(version))
+      const wh = await synapseWheelhouse('3.11', version)
+      wheelhouses.set(version, wh)
+      timings.push(`wheelhouse ${version} py3.11 ${wh.reused ? 'reused' : 'built'} ${((Date.now() - t) / 1000).toFixed(1)} s`)
+    }
+    const t = Date.now()
+    const wh13 = await synapseWheelhouse('3.13', NEWEST)
+    wheelhouses.set(`${NEWEST}-3.13`, wh13)
+    timings.push(`wheelhouse ${NEWEST} py3.13 ${wh13.reused ? 'reused' : 'built'} ${((Date.now() - t) / 1000).toFixed(1)} s`)
+    ;[env, env13] = await hosts
+    timings.push(`setup ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  }, 900_000)
+  afterAll(async () => {
+    console.log(`synapse-locks timings:\n  ${timings.join('\n  ')}`)
+    await Promise.all([env?.stop(), env13?.stop()])
+  })
+
+  async function installAndCheck(hosts: TestHosts, name: string, version: string, wheelhouseKey: string): Promise<void> {
+    const inventory = await writeTestInventory(hosts, [{ name, roles: ['postgres', 'redis', 'synapse'] }], { serverName: `${name}.test`, synapse: pipSynapseVars(wheelhouses.get(wheelhouseKey)!) }, `${name}-${version}.yaml`)
+    const applied = await bin(['--inventory', inventory])
+    expect(applied.code, applied.stdout + applied.stderr).toBe(0)
+    timings.push(`install ${version} on ${name} (apply, whole run) ${(applied.ms / 1000).toFixed(1)} s`)
+    const host = hosts.get(name)
+    // The running code is the locked release, and it answers the client API.
+    const served = await host.exec('curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/federation/v1/version; echo; curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/client/versions')
+    expect(served.stdout).toContain(`"version":"${version}"`)
+    expect(served.stdout).toContain('"versions":[')
+    // The venv holds exactly the lock's set for its Python: nothing missing, nothing else, no other version.
+    const listed = await host.exec(`/opt/venvs/matrix-synapse/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
+    const venv = parseVenvContents(listed.stdout, listed.exitCode)
+    expect(venv).not.toBeNull()
+    expect(lockDrift(locks.get(version)!, venv!)).toEqual({ missing: [], differ: [], extra: [] })
+    const journal = await host.exec('journalctl -u matrix-synapse --no-pager | grep -c Traceback || true')
+    expect(journal.stdout.trim()).toBe('0')
+    // A second run has nothing to do.
+    const again = await bin(['--inventory', inventory, '--dry-run', '--exit-code'])
+    expect(again.code, again.stdout).toBe(0)
+  }
+
+  it.each(RELEASES.map((v) => [v]))('Debian 12: %s from its lock (and each next release onto the previous one)', async (version) => {
+    await installAndCheck(env, 'lk', version, version)
+  }, 600_000)
+
+  it('the plan shows a venv that drifted from the lock, and apply brings it back', async () => {
+    const host = env.get('lk')
+    const lock = locks.get(NEWEST)!
+    const inventory = await writeTestInventory(env, [{ name: 'lk', roles: ['postgres', 'redis', 'synapse'] }], { serverName: 'lk.test', synapse: pipSynapseVars(wheelhouses.get(NEWEST)!) }, 'lk-drift.yaml')
+    const redis = lock.entries.find((e) => e.name === 'txredisapi')!
+    expect((await host.exec('/opt/venvs/matrix-synapse/bin/pip uninstall -y -q txredisapi')).exitCode).toBe(0)
+    const plan = await bin(['--inventory', inventory, '--dry-run', '--exit-code', '--diff'])
+    expect(plan.code, plan.stdout).toBe(10)
+    expect(plan.stdout).toContain(`bring /opt/venvs/matrix-synapse back to the lock synapse-lock/1.163.2.txt: 1 differ (+txredisapi ${redis.version})`)
+    expect(plan.stdout).toContain(`+txredisapi==${redis.version}`)
+    expect(plan.stdout).toMatch(/restart matrix-synapse\.service/)
+    const fixed = await bin(['--inventory', inventory])
+    expect(fixed.code, fixed.stdout).toBe(0)
+    const listed = await host.exec(`/opt/venvs/matrix-synapse/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
+    expect(driftCount(lockDrift(lock, parseVenvContents(listed.stdout, listed.exitCode)!))).toBe(0)
+    expect((await bin(['--inventory', inventory, '--dry-run', '--exit-code'])).code).toBe(0)
+  }, 300_000)
+
+  it('Debian 13 (Python 3.13): the newest release from the same lock, through its own wheelhouse', async () => {
+    await installAndCheck(env13, 'lk13', NEWEST, `${NEWEST}-3.13`)
+  }, 600_000)
+})
