@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { wheelNameVersion } from '../lock/drift.js'
@@ -302,13 +302,29 @@ async function downloadWheels(dest: string, entries: LockEntry[], opts: Wheelhou
           `${entry.name}==${entry.version} exists on PyPI only as an sdist for Python ${opts.pythonVersion}, and no python${opts.pythonVersion} with pip was found on this controller to build a wheel. Install python${opts.pythonVersion} (with pip) or pass python.`,
         )
       }
+      // A wheel built here before from the same locked sdist (same hashes) for the same Python is reused.
+      const builtCache = join(opts.cacheDir, '.built', `${entry.name}-${entry.version}-cp${opts.pythonVersion.replace('.', '')}-${createHash('sha256').update(entry.hashes.join(',')).digest('hex').slice(0, 16)}`)
+      const cached = (await readdir(builtCache).catch(() => [] as string[])).find((f) => f.endsWith('.whl'))
+      if (cached) {
+        opts.log(`reusing ${cached}, built here before from the same sdist`)
+        await copyFile(join(builtCache, cached), join(dest, cached))
+        built.push(entry.name)
+        continue
+      }
       const sdists = join(dest, '.sdists')
       try {
         await writeFile(requirements, pinned([entry]))
         await pip(python, ['download', '--no-deps', '--require-hashes', '--no-binary=:all:', '--dest', sdists, '-r', requirements])
         const [sdist] = await readdir(sdists)
         if (!sdist) throw new Error(`pip downloaded no sdist for ${entry.name}==${entry.version}`)
-        await pip(python, ['wheel', '--no-deps', '--wheel-dir', dest, join(sdists, sdist)])
+        const wheels = join(dest, '.built')
+        await pip(python, ['wheel', '--no-deps', '--wheel-dir', wheels, join(sdists, sdist)])
+        const [wheel] = (await readdir(wheels)).filter((f) => f.endsWith('.whl'))
+        if (!wheel) throw new Error(`pip wheel built no wheel from ${sdist}`)
+        await mkdir(builtCache, { recursive: true })
+        await copyFile(join(wheels, wheel), join(builtCache, wheel))
+        await rename(join(wheels, wheel), join(dest, wheel))
+        await rm(wheels, { recursive: true, force: true })
       } catch (buildError) {
         const hint = BUILD_HINTS[entry.name]
         if (hint && buildError instanceof Error) buildError.message += `\n(${hint})`
