@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { maskSecrets } from '../secret.js'
+import { maskDeep } from '../secret.js'
 
 export interface RunLog {
   /** One structured event: commands carry host, command (masked), exit code and duration. */
@@ -7,16 +7,18 @@ export interface RunLog {
   close(): void
 }
 
-/** JSON lines (pino) in --log-file; nothing when no file is given. Secrets are masked before writing. */
+/** JSON lines (pino) in --log-file; nothing when no file is given. Secrets are masked before serialising. */
 export async function createRunLog(file: string | undefined): Promise<RunLog> {
   if (!file) return { event: () => undefined, close: () => undefined }
-  const { pino } = await import('pino') // only runs that keep a log load it
+  // Only runs that keep a log load pino. It is CommonJS: take module.exports as the default export, the one
+  // form Node's ESM loader and the esbuild bundle agree on (the bundle's lazy chunk has no named `pino`).
+  const { default: pino } = await import('pino')
   const dest = pino.destination({ dest: file, mkdir: true, sync: true })
   const logger: Logger = pino({ level: 'debug', base: { pid: process.pid } }, dest)
   return {
     event(fields) {
-      const masked = JSON.parse(maskSecrets(JSON.stringify(fields))) as Record<string, unknown>
-      logger.info(masked)
+      // Masked before pino serialises: JSON escaping would hide a secret with a quote or backslash.
+      logger.info(maskDeep(fields) as Record<string, unknown>)
     },
     close() {
       dest.flushSync()

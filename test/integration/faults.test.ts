@@ -329,8 +329,8 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(webReport(first).error ?? webReport(first).status).toBe('changed')
     expect(second!.code).toBe(1)
     expect(second!.ms).toBeLessThan(3_000)
-    expect(second!.stdout).toContain(`web is locked by another run: ${userInfo().username}@${hostname()} pid ${process.pid} since `)
-    expect(second!.stdout).toContain('provision unlock --inventory <file> --limit web')
+    expect(second!.stdout).toMatch(new RegExp(`web is locked by another run: [0-9a-f]{12} ${userInfo().username}@${hostname()} pid ${process.pid} since `))
+    expect(second!.stdout).toMatch(/provision unlock --inventory <file> --limit web --holder [0-9a-f]{12}/)
     note(`second run at once (stopped after ${second!.ms} ms)`, second!.stdout.split('\n').find((l) => l.includes('locked')))
     const third = await provision(['--inventory', inventory], ENV)
     expect(third.code, third.stdout).toBe(0)
@@ -348,23 +348,28 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(next.code, next.stdout).toBe(0)
   })
 
-  it('provision unlock clears a stuck holder of the lock', async () => {
+  it('provision unlock clears a stuck holder of the lock, named by the id the lock message printed', async () => {
     // A holder whose connection never closes: the lock script of src/engine/lock.ts with an endless stdin.
     const script =
-      `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' 'stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
+      `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' '0123456789ab stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
     await web.container.copyContentToContainer([{ content: script + '\n', target: '/root/stuck-holder.sh' }])
     await web.exec("systemd-run --unit mp-stuck-holder sh -c 'sleep 600 | sh /root/stuck-holder.sh'")
     for (let i = 0; i < 50 && !(await web.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'); i++) await sleep(100)
     const blocked = await provision(['--inventory', inventory], ENV)
     expect(blocked.code).toBe(1)
-    expect(blocked.stdout).toContain('web is locked by another run: stuck@elsewhere pid 4242')
-    const unlock = await provision(['unlock', '--inventory', inventory, '--limit', 'web'], ENV)
-    expect(unlock.code).toBe(0)
-    expect(unlock.stdout).toMatch(/^web: cleared: stuck@elsewhere pid 4242 \(remote pid \d+\)\n$/)
+    expect(blocked.stdout).toContain('web is locked by another run: 0123456789ab stuck@elsewhere pid 4242')
+    expect(blocked.stdout).toContain('provision unlock --inventory <file> --limit web --holder 0123456789ab')
+    const wrong = await provision(['unlock', '--inventory', inventory, '--limit', 'web', '--holder', 'ba9876543210'], ENV)
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toContain('nothing was killed')
+    expect((await web.exec('systemctl is-active mp-stuck-holder')).stdout.trim()).toBe('active')
+    const unlock = await provision(['unlock', '--inventory', inventory, '--limit', 'web', '--holder', '0123456789ab'], ENV)
+    expect(unlock.code, unlock.stderr).toBe(0)
+    expect(unlock.stdout).toMatch(/^web: cleared: 0123456789ab stuck@elsewhere pid 4242 \(remote pid \d+\)\n$/)
     note('stuck lock holder', `${blocked.stdout.split('\n').find((l) => l.includes('locked'))?.trim()} -> unlock: ${unlock.stdout.trim()}`)
     const after = await provision(['--inventory', inventory], ENV)
     expect(after.code, after.stdout).toBe(0)
-    const again = await provision(['unlock', '--inventory', inventory, '--limit', 'web'], ENV)
+    const again = await provision(['unlock', '--inventory', inventory, '--limit', 'web', '--holder', '0123456789ab'], ENV)
     expect(again.stdout).toBe('web: not held\n')
     await web.exec('systemctl stop mp-stuck-holder')
   })
