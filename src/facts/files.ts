@@ -64,6 +64,8 @@ export const fileState = (path: string) => {
     `file:${path}`,
     sh`s=$(stat -c '%F|%U|%G|%a' ${path}) || exit 1; echo "$s"; case "$s" in 'regular'*) sha256sum ${path};; 'symbolic link'*) readlink ${path};; esac`,
     parseFileState,
-    { paths: [path], ...(batchable(path) ? { batch: { with: fileStateBatch, item: path } } : {}) },
+    // Its output is a SHA-256 of the file, and an unsalted digest of a file holding a chosen password can
+    // be guessed offline: a probe with file states is never echoed (--verbose), whichever files it reads.
+    { sensitive: true, paths: [path], ...(batchable(path) ? { batch: { with: fileStateBatch, item: path } } : {}) },
   )
 }

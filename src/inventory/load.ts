@@ -32,11 +32,23 @@ import { checkWorkerEntries, instancePorts, MAX_AUTO_PORT_INSTANCES, workerInsta
 import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
 import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../lock/lock-file.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
+import { registerUrlCredentials } from '../secret.js'
 import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES, type SecretRef, type SecretValue, type SshSettings } from './types.js'
 
 type Path = readonly PropertyKey[]
 type ZodIssue = z.core.$ZodIssue
 type ZodRawIssue = z.core.$ZodRawIssue
+
+/**
+ * Credentials in any URL of the inventory (pipIndexUrl, aptRepository.url, element.url: user:password@)
+ * are secrets from here on: masked in plans, messages, logs and JSON, before validation can quote them.
+ */
+function registerInventoryUrlCredentials(value: unknown, path: (string | number)[]): void {
+  if (typeof value === 'string') {
+    if (/:\/\/[^\s/?#@]*:[^\s/?#@]*@/.test(value)) registerUrlCredentials(value, formatPath(path) || 'the inventory')
+  } else if (Array.isArray(value)) value.forEach((v, i) => registerInventoryUrlCredentials(v, [...path, i]))
+  else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) registerInventoryUrlCredentials(v, [...path, k])
+}
 
 export interface LoadOptions {
   /**
@@ -83,6 +95,7 @@ export async function loadInventoryFromString(source: string, file: string, env:
       { file, line: 1, col: 1, path: '', message: `cannot read the YAML: ${error instanceof Error ? error.message : String(error)}`, hint: 'use fewer aliases (*name)' },
     ])
   }
+  registerInventoryUrlCredentials(data, [])
 
   const parsed = inventorySchema.safeParse(data, { error: genericMessage })
   if (!parsed.success) throw new InventoryError(parsed.error.issues.flatMap((issue) => schemaIssue(issue, data, locator)))

@@ -1,5 +1,5 @@
 import type { Change } from '../resources/resource.js'
-import { maskSecrets } from '../secret.js'
+import { maskJson, maskSecrets } from '../secret.js'
 import type { HostReport, RunReport, TaskReport } from '../engine/report-types.js'
 
 export interface TextOptions {
@@ -93,5 +93,6 @@ export function renderReport(report: RunReport, options: TextOptions): string {
 
 /** --json: the same report object, secrets masked (Secret.toJSON prints the mask; text is scanned too). */
 export function renderJson(report: RunReport): string {
-  return maskSecrets(JSON.stringify(report, null, 2)) + '\n'
+  // Masked before serialising: JSON escapes a secret with a quote or backslash beyond maskSecrets' reach.
+  return maskJson(report, 2) + '\n'
 }

@@ -1,5 +1,6 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
+import { maskSecrets } from '../secret.js'
 import { raw, sh } from '../ssh/shell.js'
 import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../lock/drift.js'
 import type { SynapseLock } from '../lock/lock-file.js'
@@ -41,7 +42,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
     facts: () => [fact],
     async plan(ctx) {
       const venv = ctx.facts.get(fact)
-      const from = spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${spec.indexUrl})` : ''
+      const from = spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${maskSecrets(spec.indexUrl)})` : ''
       const touches = [`pkg:${spec.packageName}`, spec.path + '/']
       if (!venv) {
         planned = undefined
@@ -82,14 +83,17 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       } else {
         ensureSuccess(conn.host, await conn.run(sh`mkdir -p ${LOCK_DIR_ON_HOST}`), 'preparing the lock directory')
         await conn.writeFile({ path: LOCK_ON_HOST, content: spec.lock.text, mode: 0o644 })
-        if (spec.indexUrl) pip.push('--index-url', spec.indexUrl)
         pip.push('-r', LOCK_ON_HOST)
       }
       // pip-sync: what the lock does not hold goes (the plan listed it).
       const extra = planned?.extra.map((x) => x.name) ?? []
       const uninstall = extra.length ? sh`; ${`${spec.path}/bin/pip`} uninstall --disable-pip-version-check -y ${extra}` : raw('')
-      const script = sh`set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}`
-      ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000 }), `pip install of the lock ${lockName}`)
+      // The index URL may carry credentials (user:password@): it travels on stdin into PIP_INDEX_URL,
+      // never on the command line (visible in ps and in the command shown in logs).
+      const index = !spec.wheelhouse && spec.indexUrl ? spec.indexUrl : undefined
+      const readIndex = index ? raw('IFS= read -r PIP_INDEX_URL; export PIP_INDEX_URL; ') : raw('')
+      const script = sh`${readIndex}set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}`
+      ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}) }), `pip install of the lock ${lockName}`)
     },
   }
 }

@@ -6,7 +6,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { NodeSSH, type Config } from 'node-ssh'
 import type { ClientChannel } from 'ssh2'
 import type { HostSpec } from '../inventory/types.js'
-import { isSecret, maskSecrets, type Secret } from '../secret.js'
+import { isSecret, LineMasker, maskSecrets, type Secret } from '../secret.js'
 import { ensureSuccess, type CommandResult, type Connection, type FileWrite, type RemoteProcess, type RunOptions } from './connection.js'
 import { resolveRoute, type Endpoint, type InventoryDefaults } from './endpoint.js'
 import { ConnectError, HostKeyError } from './errors.js'
@@ -33,7 +33,7 @@ export type SshOutputEvent = {
   /** As displayed in results: secrets masked. */
   command: string
   stream: 'stdout' | 'stderr'
-  /** Output chunk with known secret values masked. */
+  /** Whole lines of output (each ending in a newline) with known secret values masked. */
   chunk: string
 }
 
@@ -51,7 +51,7 @@ export interface ConnectOptions {
   log?: (event: SshLogEvent) => void
   /** Live output of every command, masked, with the command it belongs to (for --verbose). */
   onVerbose?: (event: SshOutputEvent) => void
-  /** Live output of every command, raw (the caller masks it): the simple form of onVerbose. */
+  /** Live output of every command, whole lines masked (a secret split across chunks is still found): the simple form of onVerbose. */
   onOutput?: (host: string, chunk: string, stream: 'stdout' | 'stderr') => void
   /** Password for sudo when the login user has no NOPASSWD rule. Sent on stdin, never on a command line. */
   sudoPassword?: string | Secret
@@ -226,18 +226,28 @@ export class SshConnection implements Connection {
       let remotePid: number | undefined
       const stdinStream = typeof request.stdin === 'object' && !Buffer.isBuffer(request.stdin) ? request.stdin : undefined
 
+      // The live echo (--verbose) gets whole lines, masked: a chunk may end inside a secret.
+      const echoes = !request.secretOutput && (this.#options.onOutput !== undefined || this.#options.onVerbose !== undefined)
+      const echo = (stream: 'stdout' | 'stderr') =>
+        new LineMasker((line) => {
+          try {
+            this.#options.onOutput?.(this.host, line, stream)
+            this.#options.onVerbose?.({ host: this.host, command: display, stream, chunk: line })
+          } catch {
+            // Output listeners must not break the command.
+          }
+        })
+      const echoOf = echoes ? { stdout: echo('stdout'), stderr: echo('stderr') } : undefined
       const output = (text: string, stream: 'stdout' | 'stderr') => {
         if (text === '') return
         if (stream === 'stdout') stdout += text
         else stderr += text
         try {
           request.onOutput?.(text, stream)
-          if (request.secretOutput) return
-          this.#options.onOutput?.(this.host, text, stream)
-          if (this.#options.onVerbose) this.#options.onVerbose({ host: this.host, command: display, stream, chunk: maskSecrets(text) })
         } catch {
           // Output listeners must not break the command.
         }
+        echoOf?.[stream].push(text)
       }
 
       const finish = (note?: string) => {
@@ -248,6 +258,8 @@ export class SshConnection implements Connection {
         this.#pending.delete(abort)
         output(outDecoder.end(), 'stdout')
         output(errDecoder.end(), 'stderr')
+        echoOf?.stdout.flush()
+        echoOf?.stderr.flush()
         if (note) stderr = appendNote(stderr, note)
         // A command we killed has no exit code of its own (the host-side wrapper may report 124 or 143).
         if (timedOut) code = null

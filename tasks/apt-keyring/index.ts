@@ -4,16 +4,33 @@ import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
+import { Secret } from '../../src/secret.js'
 import { raw, sh, type ShellWord } from '../../src/ssh/shell.js'
 import { supportedTarget } from '../common/checks.js'
 
 export const KEYRING = '/usr/share/keyrings/matrix-org-archive-keyring.gpg'
 export const SOURCES = '/etc/apt/sources.list.d/matrix-org.list'
 
+/** Credentials of a repository URL (https://user:password@host/path) live here, 0600, not in the sources list. */
+export const AUTH = '/etc/apt/auth.conf.d/matrix-provision.conf'
+
+/** The repository URL without its credentials, and apt's auth.conf entry for them (a Secret) when it has some. */
+export function repositoryAccess(url: string): { url: string; auth?: Secret } {
+  const parsed = new URL(url)
+  if (!parsed.username && !parsed.password) return { url }
+  const login = decodeURIComponent(parsed.username)
+  const password = decodeURIComponent(parsed.password)
+  parsed.username = ''
+  parsed.password = ''
+  // apt_auth.conf(5): "machine host[:port][/path] login L password P"; the scheme is left out to match both.
+  const machine = `${parsed.host}${parsed.pathname.replace(/\/$/, '')}`
+  return { url: parsed.toString(), auth: new Secret(`machine ${machine} login ${login} password ${password}\n`, 'aptRepository.url credentials') }
+}
+
 export function sourcesLine(ctx: TaskContext): string {
   const repo = ctx.host.vars.aptRepository
   const suite = repo.suite ?? ctx.os.codename
-  return `deb [signed-by=${KEYRING}] ${repo.url} ${suite} ${repo.components.join(' ')}\n`
+  return `deb [signed-by=${KEYRING}] ${repositoryAccess(repo.url).url} ${suite} ${repo.components.join(' ')}\n`
 }
 
 /** Fingerprints in a keyring file on the host, one per line (gpg works on binary and armored keys). */
@@ -71,6 +88,8 @@ export const aptKeyringTask: Task = {
         }),
       )
     }
+    const { auth } = repositoryAccess(ctx.host.vars.aptRepository.url)
+    if (auth) resources.push(file({ path: AUTH, content: auth, owner: 'root', group: 'root', mode: 0o600 }))
     resources.push(file({ path: SOURCES, content: sourcesLine(ctx), mode: 0o644 }))
     return resources
   },
@@ -87,9 +106,9 @@ export const aptKeyringTask: Task = {
           )
           const out = r.stdout
           if (r.code !== 0 || /NO_PUBKEY|not signed|BADSIG|EXPKEYSIG|is not signed|NOSPLIT|Err:/.test(out)) {
-            return { ok: false, detail: `apt-get update of ${repo.url} failed: ${out.trim().split('\n').filter((l) => /^(Err|W|E):/.test(l)).join(' | ') || out.trim().slice(-300)}` }
+            return { ok: false, detail: `apt-get update of ${repositoryAccess(repo.url).url} failed: ${out.trim().split('\n').filter((l) => /^(Err|W|E):/.test(l)).join(' | ') || out.trim().slice(-300)}` }
           }
-          return { ok: true, detail: `${repo.url} verified` }
+          return { ok: true, detail: `${repositoryAccess(repo.url).url} verified` }
         },
       },
     ]
