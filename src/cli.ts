@@ -11,7 +11,7 @@ import { ROLES, type Inventory, type Role } from './inventory/types.js'
 import { createRunLog } from './report/log.js'
 import { createProgress } from './report/progress.js'
 import { renderJson, renderReport } from './report/text.js'
-import { maskSecrets } from './secret.js'
+import { maskJson, maskSecrets } from './secret.js'
 import { connect } from './ssh/ssh-connection.js'
 import { TASKS } from '../tasks/index.js'
 
@@ -22,7 +22,8 @@ const HELP = `provision: set up a Matrix Synapse homeserver over SSH (Postgres, 
 Usage:
   provision [apply] --inventory FILE [options]   apply the inventory to its hosts
   provision check   --inventory FILE [--wait S]  run the before- and after-checks only (read-only), each printed
-  provision unlock  --inventory FILE --limit H   clear a stuck lock left by a run whose connection hung
+  provision unlock  --inventory FILE --limit HOST --holder ID
+                                                 kill the stuck holder of HOST's lock (ID from the lock message)
   provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
   provision lock    --inventory FILE             resolve the Synapse lock file(s) the inventory's pip hosts install from
                     [--synapse-version V] [--wheelhouse DIR [--python X.Y]]
@@ -109,6 +110,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       json: { type: 'boolean' },
       verbose: { type: 'boolean', short: 'v' },
       'log-file': { type: 'string' },
+      holder: { type: 'string' },
       parallel: { type: 'string', short: 'p' },
       window: { type: 'string' },
       wait: { type: 'string' },
@@ -141,6 +143,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   if (!values.inventory) throw new UsageError('--inventory FILE is required')
   const parallel = values.parallel ? Number(values.parallel) : 25
   if (!Number.isInteger(parallel) || parallel < 1) throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
+  if (values.holder !== undefined && command !== 'unlock') throw new UsageError('--holder only goes with unlock')
   if (values['exit-code'] && !values['dry-run']) throw new UsageError('--exit-code only makes sense with --dry-run')
   const waitS = values.wait === undefined ? undefined : Number(values.wait)
   if (waitS !== undefined && (!/^\d+$/.test(values.wait!) || waitS > 3600)) throw new UsageError(`--wait: expected whole seconds from 0 to 3600, got "${values.wait}"`)
@@ -166,12 +169,26 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const log = await createRunLog(values['log-file'])
 
   if (command === 'unlock') {
-    if (!values.limit) throw new UsageError('unlock needs --limit HOST: clear locks one host at a time, knowingly')
+    // Killing a lock holder is only safe for the one holder the user saw stuck: its id and its host.
+    if (!values.holder) throw new UsageError('unlock needs --holder ID: the id the lock message printed ("locked by another run: ID user@…")')
+    if (!/^[0-9a-f]{12}$/.test(values.holder)) throw new UsageError(`--holder: expected the 12 hexadecimal digits the lock message printed, got "${values.holder}"`)
+    if (!values.limit || inventory.hosts.length !== 1)
+      throw new UsageError(`unlock clears one host's lock at a time: --limit must select exactly one host${values.limit ? ` ("${values.limit}" selects ${inventory.hosts.map((h) => h.name).join(', ')})` : ''}`)
     const { breakLock } = await import('./engine/lock.js')
-    for (const host of inventory.hosts) {
-      const conn = await connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) })
-      io.out(`${host.name}: ${await breakLock(conn)}\n`)
+    const host = inventory.hosts[0]!
+    const conn = await connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) })
+    try {
+      const result = await breakLock(conn, values.holder)
+      log.event({ msg: `unlock: ${result.status}`, host: host.name, holder: result.status === 'not-held' ? undefined : result.holder })
+      if (result.status === 'cleared') io.out(`${host.name}: cleared: ${result.holder}\n`)
+      else if (result.status === 'not-held') io.out(`${host.name}: not held\n`)
+      else {
+        io.err(`provision: ${host.name} is locked by ${result.holder}, not by holder ${values.holder}: nothing was killed. Check the id in the lock message.\n`)
+        return EXIT.hostFailed
+      }
+    } finally {
       await conn.close()
+      log.close()
     }
     return EXIT.ok
   }
@@ -183,7 +200,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     const { renderStatus } = await import('./report/status-text.js')
     const report = await readStatus(inventory.hosts, (host) => connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) }), Math.round(window))
     log.close()
-    io.out(values.json ? JSON.stringify(report, null, 2) + '\n' : renderStatus(report))
+    io.out(values.json ? maskJson(report, 2) + '\n' : renderStatus(report))
     return statusFailed(report) ? EXIT.hostFailed : EXIT.ok
   }
 
@@ -200,7 +217,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         log: (e) => log.event(e),
         resolveHost: (name) => loaded.hosts.find((h) => h.name === name),
         sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined,
-        onOutput: values.verbose ? (host, chunk) => io.err(maskSecrets(chunk.replace(/^/gm, `[${host}] | `))) : undefined,
+        // One whole line at a time, already masked by the connection (see LineMasker).
+        onOutput: values.verbose ? (host, line) => io.err(`[${host}] | ${line}`) : undefined,
       }),
     onEvent: (e) => {
       progress.event(e)
