@@ -6,8 +6,9 @@ import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/ar
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { DEFAULT_SUITE, postgresCluster } from '../support/suites.js'
 
-const ALL_UNITS = ['postgresql@15-main', 'redis-server', 'matrix-synapse', 'matrix-synapse-worker@federation_reader', 'matrix-synapse-worker@federation_sender', 'apache2']
+const ALL_UNITS = [postgresCluster(DEFAULT_SUITE), 'redis-server', 'matrix-synapse', 'matrix-synapse-worker@federation_reader', 'matrix-synapse-worker@federation_sender', 'apache2']
 
 /** The whole stack on one real host: Synapse from PyPI, Postgres, Redis, both workers, Apache, Element, metrics. */
 describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {

@@ -5,6 +5,7 @@ import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/ar
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { DEFAULT_SUITE, suiteFacts } from '../support/suites.js'
 
 /** Postgres and Redis on host db; Synapse, workers, Apache and Element on host hs; host other is a stranger. */
 describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host', () => {
@@ -80,7 +81,7 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     expect((await probe('hs', 32992)).stdout.trim()).toBe('open')
     expect((await probe('other', 5432)).stdout.trim()).toBe('closed')
     expect((await probe('other', 32992)).stdout.trim()).toBe('closed')
-    const hba = await env.get('db').exec('grep -v "^#" /etc/postgresql/15/main/pg_hba.conf | grep synapse')
+    const hba = await env.get('db').exec(`grep -v "^#" /etc/postgresql/${suiteFacts(DEFAULT_SUITE).postgres}/main/pg_hba.conf | grep synapse`)
     expect(hba.stdout).toContain(`${env.get('hs').ip}/32`)
     expect(hba.stdout).not.toContain(env.get('other').ip)
   })

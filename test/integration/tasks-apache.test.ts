@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
+import { debian13Suite } from '../support/suites.js'
 
 // The apache task alone on Debian 13 (the full stack runs on Debian 12 in the e2e tests).
 describe.skipIf(!inject('docker'))('apache task on trixie', () => {
@@ -9,7 +10,7 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
   let inventory: string
 
   beforeAll(async () => {
-    env = await startHosts(['web13'], { suite: 'trixie', aliases: { web13: ['web.test', 'matrix.web.test'] } })
+    env = await startHosts(['web13'], { suite: debian13Suite(), aliases: { web13: ['web.test', 'matrix.web.test'] } })
     web = env.get('web13')
     inventory = await writeTestInventory(env, [{ name: 'web13', roles: ['apache'] }], { serverName: 'web.test' })
   })

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
+import { DEFAULT_SUITE, debian13Suite, postgresCluster, suiteFacts } from '../support/suites.js'
 
 // Postgres and Redis on Debian 12 and Debian 13 at once: one inventory, two real hosts.
 describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and trixie', () => {
@@ -10,7 +11,7 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
   const env = { ...process.env, DB_PASSWORD: 'db-pass-0123456789' }
 
   beforeAll(async () => {
-    ;[bookworm, trixie] = await Promise.all([startHosts(['db12']), startHosts(['db13'], { suite: 'trixie' })])
+    ;[bookworm, trixie] = await Promise.all([startHosts(['db12']), startHosts(['db13'], { suite: debian13Suite() })])
     // One inventory over both: write known_hosts/keys of both into one file set.
     const { writeFile, readFile } = await import('node:fs/promises')
     await writeFile(bookworm.knownHostsFile, (await readFile(bookworm.knownHostsFile, 'utf8')) + (await readFile(trixie.knownHostsFile, 'utf8')))
@@ -49,14 +50,14 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
     expect(r.stdout).not.toContain('db-pass-0123456789')
     const pg = await trixie.get('db13').exec("runuser -u postgres -- psql -Atc \"select pg_encoding_to_char(encoding), datcollate, datctype from pg_database where datname='synapse'\"; ls /etc/postgresql")
     expect(pg.stdout).toContain('UTF8|C|C')
-    expect(pg.stdout).toContain('17')
+    expect(pg.stdout).toContain(String(suiteFacts(debian13Suite()).postgres))
     const redis = await bookworm.get('db12').exec('redis-cli -p 32992 ping; ss -Htln | grep 32992')
     expect(redis.stdout).toContain('PONG')
     expect(redis.stdout).toMatch(/127\.0\.0\.1:32992/)
   })
 
   it('a second run changes nothing and restarts nothing', async () => {
-    const starts = async () => (await bookworm.get('db12').exec('systemctl show -p ActiveEnterTimestampMonotonic postgresql@15-main redis-server')).stdout
+    const starts = async () => (await bookworm.get('db12').exec(`systemctl show -p ActiveEnterTimestampMonotonic ${postgresCluster(DEFAULT_SUITE)} redis-server`)).stdout
     const before = await starts()
     const r = await provision(['--inventory', inventory], env)
     expect(r.stdout + r.stderr).not.toMatch(/FAILED|✗/)

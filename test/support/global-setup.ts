@@ -2,7 +2,9 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import type { TestProject } from 'vitest/node'
+import { isCI, skipReasonWithoutDocker } from './ci.js'
 import { baseImageFor, dockerAnswers, targetImage } from './docker.js'
+import { TARGET_SUITES } from './suites.js'
 
 const run = promisify(execFile)
 const dockerDir = fileURLToPath(new URL('../../docker/', import.meta.url))
@@ -16,26 +18,25 @@ declare module 'vitest' {
 
 /**
  * Container tests need a Docker engine. Without one they are skipped with a loud reason,
- * except under CI=true, where a missing engine fails the run: CI can never pass by skipping.
+ * except in CI (isCI: CI=true, CI=1, any value but empty or "false"), where a missing engine fails the
+ * run: CI can never pass by skipping.
  */
 export default async function setup(project: TestProject): Promise<void> {
   const ok = await dockerAnswers()
   if (!ok) {
-    const reason = 'no Docker engine answers (start dockerd, or run `bash .ci/run`)'
-    if (process.env.CI === 'true') throw new Error(`CI=true and ${reason}: container tests must run in CI`)
+    const reason = skipReasonWithoutDocker()
     console.warn(`\n!!! SKIPPING container tests: ${reason}\n`)
     project.provide('docker', false)
     project.provide('dockerSkipReason', reason)
     return
   }
   // Build the target images the tests use (cached layers make this ~1 s when nothing changed).
-  const suites = (process.env.TARGET_SUITES ?? 'bookworm,trixie').split(',').filter(Boolean)
-  for (const suite of suites) {
+  for (const suite of TARGET_SUITES) {
     const base = baseImageFor(suite)
     const have = await run('docker', ['image', 'inspect', base]).then(() => true, () => false)
     if (!have) {
       const msg = `base image ${base} is missing: run docker/build-base-images.sh ${suite}`
-      if (process.env.CI === 'true') throw new Error(msg)
+      if (isCI()) throw new Error(msg)
       console.warn(`!!! ${msg}; tests on ${suite} will fail`)
       continue
     }

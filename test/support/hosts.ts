@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers'
 import { targetImage, type Suite } from './docker.js'
+import { DEFAULT_SUITE } from './suites.js'
 
 const run = promisify(execFile)
 
@@ -49,8 +50,7 @@ function controllerKey() {
 }
 
 /** Start hosts on one user-defined network; resolves when systemd reports `running` on each. */
-/** The suite tests run on unless they ask for one: the first of TARGET_SUITES (a CI matrix entry), else bookworm. */
-export const DEFAULT_SUITE = (process.env.TARGET_SUITES ?? 'bookworm').split(',')[0] || 'bookworm'
+export { DEFAULT_SUITE } from './suites.js'
 
 export interface StartOptions {
   suite?: Suite | string
