@@ -82,9 +82,9 @@ describe('masking secrets', () => {
     const calls: { command: string; options?: RunOptions }[] = []
     const conn = {
       host: 'h',
-      run: async (command: string, options?: RunOptions): Promise<CommandResult> => {
-        calls.push({ command, options })
-        return { command, code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false }
+      run: async (command: unknown, options?: RunOptions): Promise<CommandResult> => {
+        calls.push({ command: String(command), options })
+        return { command: String(command), code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false }
       },
     } as unknown as Connection
     const lock = { file: 'locks/x-1.0.txt', synapseVersion: '1.0', requirement: 'x==1.0', resolvedAsOf: '2026-01-01', python: '>=3.10', resolver: 'test', entries: [], digest: '', text: 'x==1.0\n' } as SynapseLock
@@ -96,6 +96,7 @@ describe('masking secrets', () => {
     expect(calls).toHaveLength(1)
     expect(calls[0]!.command).not.toContain('venv-pass-4321')
     expect(calls[0]!.command).not.toContain('pypi.example')
+    expect(calls[0]!.command).toMatch(/^IFS= read -r PIP_INDEX_URL; export PIP_INDEX_URL; .*\/opt\/venvs\/x\/bin\/pip install .* x==1\.0$/)
     expect(calls[0]!.options?.stdin).toBe(`${url}\n`)
   })
 
