@@ -22,6 +22,8 @@ const HELP = `provision: set up a Matrix Synapse homeserver over SSH (Postgres, 
 Usage:
   provision [apply] --inventory FILE [options]   apply the inventory to its hosts
   provision check   --inventory FILE [--wait S]  run the before- and after-checks only (read-only), each printed
+  provision adopt   --inventory FILE --limit H   take over a Synapse built by hand (the guide's way): keep its
+                                                 secrets, signing key, media and database; convert the rest
   provision unlock  --inventory FILE --limit HOST --holder ID
                                                  kill the stuck holder of HOST's lock (ID from the lock message)
   provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
@@ -95,7 +97,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {
-  const commands = ['apply', 'check', 'schema', 'unlock', 'sandbox', 'status', 'lock'] as const
+  const commands = ['apply', 'check', 'adopt', 'schema', 'unlock', 'sandbox', 'status', 'lock'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
     args: argv,
@@ -204,6 +206,12 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     return statusFailed(report) ? EXIT.hostFailed : EXIT.ok
   }
 
+  if (command === 'adopt') {
+    const names = splitList(values.limit)
+    const unknown = names.filter((n) => !inventory.hosts.some((h) => h.name === n))
+    if (names.length === 0 || unknown.length) throw new UsageError(`adopt needs --limit with the inventory name of each host to take over${unknown.length ? ` (not a host: ${unknown.join(', ')})` : ''}: adopt hosts one by one, knowingly`)
+    if (values.tasks) throw new UsageError('adopt runs every task of the host: --tasks does not apply')
+  }
   const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'
   log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
   const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: io === processIo ? undefined : io.err })
@@ -225,6 +233,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       log.event({ msg: e.message, host: e.host, task: e.task })
     },
     onHostDone: (h) => progress.hostDone(h.host, h.status === 'failed'),
+    adopt: command === 'adopt',
   })
   await progress.done()
   log.event({ msg: 'run finished', totals: report.totals, durationMs: report.durationMs, hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })) })

@@ -9,16 +9,20 @@ import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../secret.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
 import { sh } from '../ssh/shell.js'
-import { HostSecrets, pendingRestarts, storedSecrets } from './host-state.js'
+import { HostSecrets, hostOwnership, hostRecordResources, pendingRestarts, storedSecrets } from './host-state.js'
+import { analyzeHandBuilt, withAdoptedSettings } from '../adopt/analyze.js'
+import { adoptionReport, adoptionTask } from '../adopt/adopt-task.js'
+import { isOurs, notBuiltByHand } from '../adopt/footprint.js'
+import { handBuiltFiles } from '../adopt/host-files.js'
 import { acquireLock, type HostLock } from './lock.js'
 import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
 import { BatchedWrites } from './batched-writes.js'
-import type { AfterCheckContext, CheckResult, Task, TaskContext, TaskOnHost } from './task.js'
+import type { AfterCheckContext, BeforeCheck, CheckResult, Task, TaskContext, TaskName, TaskOnHost } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
-export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets]
+export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets, hostOwnership]
 
 export type Mode = 'apply' | 'dry-run' | 'check'
 
@@ -34,10 +38,12 @@ export interface HostRunOptions {
   onTaskDone?: (task: Role, ok: boolean) => void
   /** --wait: seconds every after-check may wait for a service, instead of its own default after a restart (and 0 otherwise). */
   waitS?: number
+  /** `provision adopt`: take over a Synapse built by hand before the role tasks run. */
+  adopt?: boolean
 }
 
 interface PreparedTask {
-  task: Task
+  task: Task<TaskName>
   resources: Resource[]
   checks: CheckResult[]
 }
@@ -48,15 +54,37 @@ const errorText = (e: unknown) => maskSecrets(e instanceof Error ? e.message : S
  * Plan or apply the tasks of one host over an open connection. Never throws: every failure becomes
  * part of the host's report, so one host failing never stops the others.
  */
-export async function runHost(host: HostSpec, conn: Connection, options: HostRunOptions): Promise<HostReport> {
+export async function runHost(inventoryHost: HostSpec, conn: Connection, options: HostRunOptions): Promise<HostReport> {
   const started = Date.now()
+  let host = inventoryHost
   const report: HostReport = { host: host.name, status: 'ok', tasks: [], warnings: [], durationMs: 0 }
   const emit = (message: string, task?: string) => options.onEvent?.({ host: host.name, task, message })
   let lock: HostLock | undefined
   try {
     if (options.mode === 'apply') lock = await acquireLock(conn)
     const facts = await gatherFacts(conn, BASE_FACTS)
-    const secrets = new HostSecrets(facts.get(storedSecrets))
+    const ownership = facts.get(hostOwnership)
+    const stored = facts.get(storedSecrets)
+    const today = new Date().toISOString().slice(0, 10)
+    // An adopted server keeps its signing key, media store and unnamed settings (the host records them).
+    host = withAdoptedSettings(host, ownership.record?.adopted)
+    let adoption: ReturnType<typeof analyzeHandBuilt> | undefined
+    if (options.adopt && isOurs(ownership)) {
+      report.warnings.push(ownership.record?.origin === 'adopted' ? `adopted by matrix-provision on ${ownership.record.since}: nothing left to take over; this is a plain run` : 'set up by matrix-provision: there is nothing to adopt; this is a plain run')
+    } else if (options.adopt) {
+      await gatherFacts(conn, [handBuiltFiles], facts)
+      adoption = analyzeHandBuilt(facts.get(handBuiltFiles), host, options.inventory.file)
+      report.adoption = adoptionReport(adoption)
+      if (adoption.refusals.length) {
+        // Nothing was changed: what cannot be adopted safely is refused as a whole, in the dry run too.
+        report.status = 'failed'
+        report.error = `cannot adopt this host:\n${adoption.refusals.map((r) => `- ${r}`).join('\n')}`
+        return report
+      }
+      host = withAdoptedSettings(host, adoption.adopted)
+      for (const s of adoption.secrets) stored.set(s.name, s.value)
+    }
+    const secrets = new HostSecrets(stored)
     const ctx: TaskContext = {
       host,
       inventory: options.inventory,
@@ -70,12 +98,19 @@ export async function runHost(host: HostSpec, conn: Connection, options: HostRun
       },
     }
     const prepared: PreparedTask[] = []
+    if (adoption) {
+      const task = adoptionTask(adoption, secrets, ownership, today)
+      prepared.push({ task, resources: await task.resources(ctx), checks: [] })
+    }
     for (const task of options.tasks.filter((t) => host.roles.includes(t.name))) {
       const resources = await task.resources(ctx)
-      prepared.push({ task, resources: [...secrets.takeResources(), ...resources], checks: [] })
+      // The first change a run makes to a host marks it as the tool's (kept as it is once written).
+      const record = prepared.length === 0 ? hostRecordResources(ownership, { managedBy: 'matrix-provision', origin: 'provisioned', since: today }) : []
+      prepared.push({ task, resources: [...record, ...secrets.takeResources(), ...resources], checks: [] })
     }
     // One more round trip: the facts of every resource and before-check of every task.
-    const beforeChecks = prepared.map((p) => p.task.before?.(ctx) ?? [])
+    const guard: BeforeCheck[] = adoption ? [] : notBuiltByHand(ownership, { inventory: options.inventory.file, host: host.name })
+    const beforeChecks = prepared.map((p, i) => [...(i === 0 ? guard : []), ...(p.task.before?.(ctx) ?? [])])
     await gatherFacts(conn, [...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])], facts)
     let refused = false
     prepared.forEach((p, i) => {
@@ -173,7 +208,7 @@ async function applyTasks(
     const unsent: { change: Change; batch: number }[] = []
     try {
       const needs = p.task.needs?.(ctx) ?? []
-      const unmet = needs.length && options.awaitNeeds ? await options.awaitNeeds(needs, p.task.name) : undefined
+      const unmet = needs.length && options.awaitNeeds && p.task.name !== 'adopt' ? await options.awaitNeeds(needs, p.task.name) : undefined
       if (unmet) throw new Error(`needs ${unmet}`)
       emit('planning', p.task.name)
       for (const r of p.resources) {
@@ -218,7 +253,7 @@ async function applyTasks(
       }
     }
     tr.durationMs = Date.now() - t0
-    options.onTaskDone?.(p.task.name, tr.status !== 'failed')
+    if (p.task.name !== 'adopt') options.onTaskDone?.(p.task.name, tr.status !== 'failed')
     if (tr.status === 'failed') {
       report.status = 'failed'
       report.error = `task ${p.task.name} failed: ${tr.error}`

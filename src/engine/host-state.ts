@@ -4,12 +4,71 @@ import type { SecretValue } from '../inventory/types.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../secret.js'
-import { sh } from '../ssh/shell.js'
+import { raw, sh } from '../ssh/shell.js'
 
 /** What matrix-provision keeps on each host, under one root-only directory. */
 export const STATE_DIR = '/var/lib/matrix-provision'
 export const SECRETS_DIR = `${STATE_DIR}/secrets`
 export const PENDING_RESTARTS = `${STATE_DIR}/pending-restarts`
+/** Written on the first apply: this host is set up (or adopted) by matrix-provision. */
+export const HOST_RECORD = `${STATE_DIR}/host.json`
+/** Copies of the files of a server built by hand, taken before adoption changed them. */
+export const ADOPTED_FILES_DIR = `${STATE_DIR}/adopted`
+
+/** What an adopted server keeps of its own; later runs use these where the inventory says nothing. */
+export interface AdoptedSettings {
+  signingKeyPath: string
+  mediaStorePath: string
+  /** Settings the inventory has no name for, kept verbatim (merged under synapse.extraConfig). */
+  extraConfig: Record<string, unknown>
+}
+
+export interface HostRecord {
+  managedBy: 'matrix-provision'
+  origin: 'provisioned' | 'adopted'
+  /** Day of the first apply or of the adoption (YYYY-MM-DD). */
+  since: string
+  adopted?: AdoptedSettings
+}
+
+export interface HostOwnership {
+  record?: HostRecord
+  /** The raw record file, rewritten as it is so that later runs never change it. */
+  recordText?: string
+  /** Hosts provisioned before the record existed have the secret store: they are ours too. */
+  secretStore: boolean
+}
+
+/** Is this host ours, and was it adopted? Sensitive: an adopted extraConfig may hold passwords. */
+export const hostOwnership = defineFact(
+  'host-ownership',
+  raw(`if [ -f ${HOST_RECORD} ]; then printf 'record\t'; base64 -w0 < ${HOST_RECORD}; echo; fi; if [ -d ${SECRETS_DIR} ]; then echo secret-store; fi; true`),
+  (out): HostOwnership => {
+    const ownership: HostOwnership = { secretStore: false }
+    for (const line of out.split('\n')) {
+      if (line === 'secret-store') ownership.secretStore = true
+      const [kind, b64] = line.split('\t')
+      if (kind === 'record' && b64 !== undefined) {
+        ownership.recordText = Buffer.from(b64, 'base64').toString('utf8')
+        try {
+          const parsed = JSON.parse(ownership.recordText) as HostRecord
+          if (parsed.managedBy === 'matrix-provision') ownership.record = parsed
+        } catch {
+          // An unreadable record still marks the host as ours (it is in our state directory).
+          ownership.record = { managedBy: 'matrix-provision', origin: 'provisioned', since: '' }
+        }
+      }
+    }
+    return ownership
+  },
+  { sensitive: true },
+)
+
+/** The record a first apply writes: the existing one unchanged, else a new one (the host lock made its directory). */
+export function hostRecordResources(ownership: HostOwnership, fresh: HostRecord): Resource[] {
+  const content = ownership.recordText ?? JSON.stringify(fresh) + '\n'
+  return [file({ path: HOST_RECORD, content, mode: 0o600, sensitive: true })]
+}
 
 /** Restarts that were due when an earlier run stopped: done by this run. */
 export const pendingRestarts = defineFact('pending-restarts', sh`cat ${PENDING_RESTARTS}`, (out, code) =>
@@ -43,6 +102,7 @@ export class HostSecrets {
   constructor(stored: Map<string, string>) {
     this.#stored = stored
   }
+
 
   resolve(value: SecretValue): Secret {
     if (value.kind === 'value') return value.secret

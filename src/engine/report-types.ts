@@ -1,5 +1,6 @@
 import type { Change } from '../resources/resource.js'
 import type { CheckResult } from './task.js'
+import type { AdoptionReport } from '../adopt/adopt-task.js'
 
 export interface RestartRecord {
   unit: string
@@ -26,6 +27,8 @@ export interface HostReport {
   tasks: TaskReport[]
   error?: string
   warnings: string[]
+  /** `provision adopt`: what the hand-built server keeps, what is taken over, mapped or replaced. */
+  adoption?: AdoptionReport
   durationMs: number
 }
 

@@ -17,6 +17,8 @@ export interface RunOptions {
   onHostDone?: (report: HostReport) => void
   /** --wait SECONDS for every after-check. */
   waitS?: number
+  /** `provision adopt`: take over a Synapse built by hand on each host (see src/adopt/). */
+  adopt?: boolean
 }
 
 /**
@@ -54,6 +56,7 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         inventory,
         onEvent: options.onEvent,
         waitS: options.waitS,
+        adopt: options.adopt,
         ...(options.mode === 'apply' ? { awaitNeeds, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
       })
     } catch (error) {

@@ -50,9 +50,12 @@ export interface TaskContext {
   hostByName(name: string): HostSpec
 }
 
+/** A role's task, or the `adopt` step that runs before them when a hand-built server is taken over. */
+export type TaskName = Role | 'adopt'
+
 /** A task module: one folder under tasks/, one line in tasks/index.ts. */
-export interface Task {
-  name: Role
+export interface Task<N extends TaskName = Role> {
+  name: N
   title: string
   resources(ctx: TaskContext): Resource[] | Promise<Resource[]>
   before?(ctx: TaskContext): BeforeCheck[]

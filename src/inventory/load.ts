@@ -927,6 +927,8 @@ class InventoryBuilder {
         cacheFactor: v.synapse?.cacheFactor ?? VARS_DEFAULTS.synapse.cacheFactor,
         federationCaFiles: (v.synapse?.federationCaFiles ?? []).map((path) => this.controllerPath(path)!),
         extraConfig: v.synapse?.extraConfig ?? {},
+        signingKeyPath: v.synapse?.signingKeyPath,
+        mediaStorePath: v.synapse?.mediaStorePath,
         macaroonSecret: must('macaroon-secret'),
         formSecret: must('form-secret'),
         registrationSharedSecret: must('registration-shared-secret'),

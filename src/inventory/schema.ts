@@ -268,6 +268,8 @@ const synapseSchema = z.strictObject({
     .optional(),
   federationCaFiles: z.array(controllerPath(), { error: 'expected a list of certificate files on this machine' }).optional(),
   extraConfig: z.record(z.string(), z.unknown(), { error: 'expected a mapping of Synapse configuration keys' }).optional(),
+  signingKeyPath: hostPath().optional().describe('The signing key on the host (default /etc/matrix-synapse/homeserver.signing.key; an adopted server keeps its own)'),
+  mediaStorePath: hostPath().optional().describe('Media store on the host (default /var/lib/matrix-synapse/media; an adopted server keeps its own)'),
   macaroonSecret: secretRefSchema.optional(),
   formSecret: secretRefSchema.optional(),
   registrationSharedSecret: secretRefSchema.optional(),

@@ -96,6 +96,9 @@ export interface MatrixSettings {
     federationCaFiles: string[]
     /** Keys under conf.d/ the user wants to add verbatim (merged last). */
     extraConfig: Record<string, unknown>
+    /** Unset: the package layout's path; an adopted host keeps its own (recorded on the host). */
+    signingKeyPath?: string
+    mediaStorePath?: string
     macaroonSecret: SecretValue
     formSecret: SecretValue
     registrationSharedSecret: SecretValue

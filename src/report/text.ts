@@ -42,8 +42,22 @@ function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: R
   return lines
 }
 
+/** The adoption's reading of a hand-built server, one line per setting: what it becomes. */
+function renderAdoption(h: HostReport, p: ReturnType<typeof paint>): string[] {
+  const a = h.adoption
+  if (!a) return []
+  const width = Math.max(...a.notes.map((n) => n.kind.length))
+  const out = [`${p.bold(h.host)}: adopting a Synapse built by hand (its files are copied to ${a.backupDir}/ first)`]
+  for (const n of a.notes) {
+    const tag = n.kind.padEnd(width)
+    const color = n.kind === 'not mapped' ? p.yellow : n.kind === 'changes' || n.kind === 'retired' || n.kind === 'replaced' ? p.cyan : p.green
+    out.push(`  ${color(tag)}  ${n.found}  ${p.dim('->')} ${n.becomes}`)
+  }
+  return out
+}
+
 function renderHost(h: HostReport, mode: RunReport['mode'], o: TextOptions, p: ReturnType<typeof paint>): string[] {
-  const out: string[] = []
+  const out: string[] = renderAdoption(h, p)
   const changes = h.tasks.reduce((n, t) => n + t.changes.length + t.restarts.length, 0)
   for (const w of h.warnings) out.push(`${p.yellow('!')} ${h.host}: ${w}`)
   if (h.status !== 'failed' && changes === 0 && mode !== 'check') {

@@ -11,13 +11,12 @@ import { raw, sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
-import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
+import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
 export const VENV = '/opt/venvs/matrix-synapse'
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
 export const federationCaPath = (i: number) => `${ETC}/federation-ca-${i + 1}.pem`
-const SIGNING_KEY = `${ETC}/homeserver.signing.key`
 export const PYTHON = `${VENV}/bin/python`
 /** Every --config-path the units pass, in order: the base file, then conf.d. */
 export const CONFIG_ARGS = [`--config-path=${ETC}/homeserver.yaml`, `--config-path=${ETC}/conf.d/`]
@@ -148,7 +147,7 @@ export const synapseTask: Task = {
       directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
       directory({ path: `${ETC}/conf.d`, mode: 0o755 }),
       directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
-      directory({ path: '/var/lib/matrix-synapse/media', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+      directory({ path: mediaStorePathOf(v), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
       directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     )
     if (v.synapse.install === 'pip') out.push(file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
@@ -159,6 +158,7 @@ export const synapseTask: Task = {
     for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }
+    const SIGNING_KEY = signingKeyPathOf(v)
     out.push(
       command({
         name: 'signing key',
@@ -166,12 +166,20 @@ export const synapseTask: Task = {
         command: sh`cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
         summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
       }),
+      // A key made by hand (an adopted server's) keeps its bytes; only its owner and mode are set.
+      command({
+        name: 'signing key owner and mode',
+        unless: sh`! test -e ${SIGNING_KEY} || test "$(stat -c '%U %a' ${SIGNING_KEY})" = 'matrix-synapse 600'`,
+        command: sh`chown matrix-synapse ${SIGNING_KEY} && chmod 0600 ${SIGNING_KEY}`,
+        summary: `make ${SIGNING_KEY} readable by matrix-synapse only (owner matrix-synapse, 0600)`,
+      }),
       service({ unit: SYNAPSE_UNIT, watch, validate: VALIDATE_CONFIG }),
     )
     return out
   },
   after(ctx) {
     const port = ctx.host.vars.synapse.listenPort
+    const SIGNING_KEY = signingKeyPathOf(ctx.host.vars)
     const checks: AfterCheck[] = [
       unitActive(SYNAPSE_UNIT),
       { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },

@@ -60,6 +60,9 @@ export const HOMESERVER_YAML = `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`
 export const SIGNING_KEY_PATH = `${SYNAPSE_CONFIG_DIR}/homeserver.signing.key`
 export const SYNAPSE_DATA_DIR = '/var/lib/matrix-synapse'
 export const MEDIA_STORE_PATH = `${SYNAPSE_DATA_DIR}/media`
+/** The signing key and media store of this host: the package layout's, or those an adopted server had. */
+export const signingKeyPathOf = (vars: MatrixSettings) => vars.synapse.signingKeyPath ?? SIGNING_KEY_PATH
+export const mediaStorePathOf = (vars: MatrixSettings) => vars.synapse.mediaStorePath ?? MEDIA_STORE_PATH
 export const SYNAPSE_LOG_DIR = '/var/log/matrix-synapse'
 /** Used only when daemonizing (systemd never does); inside RuntimeDirectory so the sandboxed unit could write it. */
 export const PID_FILE = '/run/matrix-synapse/homeserver.pid'
@@ -364,10 +367,10 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
     // true needs a verification method (extraConfig: registration_requires_token, email, captcha)
     // or an explicit enable_registration_without_verification, or Synapse refuses to start.
     enable_registration: synapse.enableRegistration,
-    signing_key_path: SIGNING_KEY_PATH,
+    signing_key_path: signingKeyPathOf(vars),
     log_config: logConfigPath(MAIN_PROCESS_LOG_NAME),
     ...unlessExtra({
-      media_store_path: MEDIA_STORE_PATH,
+      media_store_path: mediaStorePathOf(vars),
       pid_file: PID_FILE,
       trusted_key_servers: [{ server_name: 'matrix.org' }],
       suppress_key_server_warning: true,

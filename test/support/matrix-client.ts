@@ -48,6 +48,45 @@ export class MatrixClient {
     })
   }
 
+  /** Raw bytes in and out (media upload and download). */
+  async raw(method: string, path: string, body?: Buffer, contentType?: string): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host: this.host,
+          port: this.target.port,
+          servername: this.target.hostname,
+          ca: this.target.ca,
+          method,
+          path,
+          headers: {
+            host: this.target.hostname,
+            ...(body ? { 'content-type': contentType ?? 'application/octet-stream', 'content-length': body.length } : {}),
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          },
+          timeout: 60_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), headers: res.headers }))
+        },
+      )
+      req.on('error', reject)
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)))
+      if (body) req.write(body)
+      req.end()
+    })
+  }
+
+  /** Upload a file to the media repository; resolves with its mxc:// URI. */
+  async upload(content: Buffer, contentType: string, filename: string): Promise<string> {
+    const r = await this.raw('POST', `/_matrix/media/v3/upload?filename=${encodeURIComponent(filename)}`, content, contentType)
+    const json = JSON.parse(r.body.toString('utf8') || '{}') as { content_uri?: string }
+    if (r.status !== 200 || !json.content_uri) throw new Error(`upload failed: ${r.status} ${r.body.toString('utf8').slice(0, 300)}`)
+    return json.content_uri
+  }
+
   async login(user: string, password: string): Promise<void> {
     const r = await this.call<{ access_token: string }>('POST', '/_matrix/client/v3/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password })
     if (r.status !== 200) throw new Error(`login as ${user} failed: ${r.status} ${r.text}`)

@@ -12,7 +12,8 @@ import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
+import { HOST_RECORD, hostOwnership, pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
+import { synapseFootprint } from '../../src/adopt/footprint.js'
 import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
@@ -318,6 +319,17 @@ export class FakeHost implements Connection {
       const lines = [...this.fs].filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file').sort(([a], [b]) => a.localeCompare(b))
       return { stdout: lines.map(([p, n]) => `${posix.basename(p)}\t${(n as { content: Buffer }).content.toString('base64')}\n`).join('') }
     }
+    if (cmd === hostOwnership.command.text) {
+      const record = this.file(HOST_RECORD)
+      return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
+    }
+    // Config and keys only: the fake's Postgres holds no Synapse schema.
+    if (cmd === synapseFootprint.command.text) {
+      const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
+        p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
+      )
+      return { stdout: found.join('') }
+    }
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
       return this.#stat(unquote(m[1]!))
@@ -337,6 +349,12 @@ export class FakeHost implements Connection {
 
   /** Guards of command resources: `a && b && c`, each clause answered from the state. */
   #guard(cmd: string): Out {
+    let m: RegExpExecArray | null
+    // The signing key's owner and mode (a missing key is left to the command that makes it).
+    if ((m = rx(String.raw`^! test -e ${ARG} \|\| test "\$\(stat -c '%U %a' ${ARG}\)" = 'matrix-synapse 600'$`).exec(cmd))) {
+      const n = this.fs.get(unquote(m[1]!))
+      return { code: !n || (n.type === 'file' && n.owner === 'matrix-synapse' && n.mode === 0o600) ? 0 : 1 }
+    }
     for (const clause of cmd.split(' && ')) {
       if (!this.#clause(clause)) return { code: 1 }
     }
@@ -453,6 +471,17 @@ export class FakeHost implements Connection {
     let m: RegExpExecArray | null
     // Read-only commands (dry runs read files for diffs).
     if ((m = rx(String.raw`^cat ${ARG}$`).exec(cmd))) return this.#cat(unquote(m[1]!))
+    if (cmd === hostOwnership.command.text) {
+      const record = this.file(HOST_RECORD)
+      return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
+    }
+    // Config and keys only: the fake's Postgres holds no Synapse schema.
+    if (cmd === synapseFootprint.command.text) {
+      const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
+        p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
+      )
+      return { stdout: found.join('') }
+    }
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
       const active = this.units.get(unquote(m[1]!))?.active === true

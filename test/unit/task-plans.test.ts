@@ -180,8 +180,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
 
   it('apt-keyring: downloads the key (fingerprint checked) and adds the signed-by source for bookworm', () => {
     const t = taskOf(report, 'apt-keyring')
-    expect(resourcesOf(t)).toEqual(['command:download the matrix.org keyring', 'file:/etc/apt/sources.list.d/matrix-org.list'])
-    expect(t.changes[0]!.summary).toContain('fingerprint AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058 checked first')
+    // The first change of a first run marks the host as the tool's (the accidental-takeover guard reads it).
+    expect(resourcesOf(t)).toEqual(['file:/var/lib/matrix-provision/host.json', 'command:download the matrix.org keyring', 'file:/etc/apt/sources.list.d/matrix-org.list'])
+    expect(JSON.parse(planned(report, '/var/lib/matrix-provision/host.json'))).toMatchObject({ managedBy: 'matrix-provision', origin: 'provisioned' })
+    expect(t.changes[1]!.summary).toContain('fingerprint AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058 checked first')
     expect(planned(report, '/etc/apt/sources.list.d/matrix-org.list')).toBe(
       'deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ bookworm main\n',
     )
@@ -703,8 +705,9 @@ describe('apply reads facts again only where an applied change may have altered 
     // Base facts, every resource's facts, then f0 again before its second declaration (it saw the first write: mode only).
     expect(host.commands.filter((c) => c === 'sh -s')).toHaveLength(3)
     // The twenty writes went out together, sent before the probe that re-reads f0; then f0 alone at the task's end.
-    expect(host.writeBatches).toEqual([files.map((_f, i) => `/srv/reads/f${i}`), ['/srv/reads/f0']])
-    expect(report.tasks[0]!.changes.map((c) => c.action)).toEqual(['create', ...files.map(() => 'create'), 'update'])
+    // The host record first (flushed before the directory's mkdir), then the twenty, then f0.
+    expect(host.writeBatches).toEqual([['/var/lib/matrix-provision/host.json'], files.map((_f, i) => `/srv/reads/f${i}`), ['/srv/reads/f0']])
+    expect(report.tasks[0]!.changes.map((c) => c.action)).toEqual(['create', 'create', ...files.map(() => 'create'), 'update'])
     expect(host.fs.get('/srv/reads/f0')).toMatchObject({ type: 'file', mode: 0o600 })
   })
 })
