@@ -6,6 +6,8 @@
 import { ADOPTED_FILES_DIR, hostRecordResources, type HostOwnership, type HostRecord, type HostSecrets } from '../engine/host-state.js'
 import type { Task } from '../engine/task.js'
 import { command } from '../resources/command.js'
+import { file } from '../resources/file.js'
+import { renderWorkerUnit, WORKER_UNIT_PATH } from '../../tasks/workers/templates.js'
 import type { Resource } from '../resources/resource.js'
 import { sh } from '../ssh/shell.js'
 import type { Adoption } from './analyze.js'
@@ -32,7 +34,8 @@ export function adoptionTask(adoption: Adoption, secrets: HostSecrets, ownership
         command({
           name: 'back up the hand-built configuration',
           creates: ADOPTED_FILES_DIR,
-          command: sh`install -d -m 0700 ${ADOPTED_FILES_DIR} && cp -a --parents -- ${files} ${ADOPTED_FILES_DIR}`,
+          // Into a new directory renamed at the end: a copy cut short is redone by the next run.
+          command: sh`rm -rf ${`${ADOPTED_FILES_DIR}.new`} && install -d -m 0700 ${`${ADOPTED_FILES_DIR}.new`} && cd / && cp -a --parents -- ${files} ${`${ADOPTED_FILES_DIR}.new`} && mv ${`${ADOPTED_FILES_DIR}.new`} ${ADOPTED_FILES_DIR}`,
           summary: `copy ${files.length} files of the hand-built server into ${ADOPTED_FILES_DIR}/ (${files.map((f) => f.replace(/^.*\//, '')).join(', ')})`,
           touches: [ADOPTED_FILES_DIR],
         }),
@@ -42,6 +45,7 @@ export function adoptionTask(adoption: Adoption, secrets: HostSecrets, ownership
       out.push(...secrets.takeResources())
       const record: HostRecord = { managedBy: 'matrix-provision', origin: 'adopted', since: today, adopted: adoption.adopted }
       out.push(...hostRecordResources(ownership, record))
+      if (adoption.workerUnitFirst) out.push(file({ path: WORKER_UNIT_PATH, content: renderWorkerUnit() }))
       for (const path of adoption.retire) {
         const kept = `${RETIRED_DIR}${path}`
         out.push(
