@@ -6,8 +6,6 @@
 import { ADOPTED_FILES_DIR, hostRecordResources, type HostOwnership, type HostRecord, type HostSecrets } from '../engine/host-state.js'
 import type { Task } from '../engine/task.js'
 import { command } from '../resources/command.js'
-import { file } from '../resources/file.js'
-import { renderWorkerUnit, WORKER_UNIT_PATH } from '../../tasks/workers/templates.js'
 import type { Resource } from '../resources/resource.js'
 import { sh } from '../ssh/shell.js'
 import type { Adoption } from './analyze.js'
@@ -45,7 +43,6 @@ export function adoptionTask(adoption: Adoption, secrets: HostSecrets, ownership
       out.push(...secrets.takeResources())
       const record: HostRecord = { managedBy: 'matrix-provision', origin: 'adopted', since: today, adopted: adoption.adopted }
       out.push(...hostRecordResources(ownership, record))
-      if (adoption.workerUnitFirst) out.push(file({ path: WORKER_UNIT_PATH, content: renderWorkerUnit() }))
       for (const path of adoption.retire) {
         const kept = `${RETIRED_DIR}${path}`
         out.push(

@@ -46,11 +46,6 @@ export interface Adoption {
   retire: string[]
   /** Files copied into the backup before anything changes. */
   backup: string[]
-  /**
-   * The hand-made worker unit reads homeserver.yaml alone, which the conversion empties: today's unit
-   * (reading conf.d too) goes in first, so every worker restart after it finds the server's settings.
-   */
-  workerUnitFirst: boolean
 }
 
 type Yaml = Record<string, unknown>
@@ -101,7 +96,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
 
   const homeserverText = found.files.get(HOMESERVER_YAML)
   if (homeserverText === undefined) {
-    return { refusals: [`no ${HOMESERVER_YAML} on this host: there is no Synapse to adopt (a plain run sets one up)`], secrets, adopted: { signingKeyPath: SIGNING_KEY_PATH, mediaStorePath: MEDIA_STORE_PATH, extraConfig }, notes, retire, backup, workerUnitFirst: false }
+    return { refusals: [`no ${HOMESERVER_YAML} on this host: there is no Synapse to adopt (a plain run sets one up)`], secrets, adopted: { signingKeyPath: SIGNING_KEY_PATH, mediaStorePath: MEDIA_STORE_PATH, extraConfig }, notes, retire, backup }
   }
   // Synapse's own reading: homeserver.yaml, then conf.d/*.yaml in name order, top-level keys replaced.
   const sources: [string, Yaml][] = [[HOMESERVER_YAML, parseYaml(homeserverText, HOMESERVER_YAML, refusals)]]
@@ -342,10 +337,8 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     note('retired', dropIn, 'moved into the backup: matrix-provision writes the unit whole (Type=notify, matrix-synapse.target)')
   }
   for (const path of [WORKER_UNIT_PATH, '/etc/redis/redis.conf']) if (found.files.has(path)) backup.push(path)
-  const workerUnitFirst = found.files.has(WORKER_UNIT_PATH) && host.roles.includes('workers')
-  if (workerUnitFirst) note('replaced', WORKER_UNIT_PATH, "today's template unit first (it reads conf.d/ too), so the workers keep their settings while homeserver.yaml is converted")
 
-  return { refusals, secrets, adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig }, notes, retire, backup, workerUnitFirst }
+  return { refusals, secrets, adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig }, notes, retire, backup }
 }
 
 /** The host's vars with what an adopted server keeps, where the inventory does not say otherwise. */

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { runHost } from '../../src/engine/host-run.js'
-import { PENDING_RESTARTS, STATE_DIR } from '../../src/engine/host-state.js'
+import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/engine/host-state.js'
 import type { HostReport } from '../../src/engine/report-types.js'
 import type { Task } from '../../src/engine/task.js'
 import { fileState } from '../../src/facts/files.js'
@@ -38,6 +38,9 @@ function apacheHost(conf = GOOD): FakeHost {
   host.mkdirp('/etc/apache2/conf-enabled')
   host.put(CONF, conf)
   host.startUnit(APACHE, true)
+  // Provisioned by the tool before: its host record is there (a first run would write it first).
+  host.mkdirp(STATE_DIR)
+  host.put(HOST_RECORD, '{"managedBy":"matrix-provision","origin":"provisioned","since":"2026-11-30"}\n', { mode: 0o600 })
   return host
 }
 
