@@ -7,6 +7,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { DEFAULT_SUITE, postgresCluster } from '../support/suites.js'
+import { cliOutput, runCli } from '../support/cli.js'
 
 const ALL_UNITS = [postgresCluster(DEFAULT_SUITE), 'redis-server', 'matrix-synapse', 'matrix-synapse-worker@federation_reader', 'matrix-synapse-worker@federation_sender', 'apache2']
 
@@ -29,6 +30,8 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
       serverName: 'one.test',
       synapse: pipSynapseVars(wheelhouse),
       element: { version: '1.11.90', file: element.tarball, signatureFile: element.signature, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
+      // Short intervals so the worker-down alert fires within the test; the defaults are 15s and 1m.
+      monitoring: { prometheus: { enabled: true, scrapeInterval: '5s', processDownFor: '10s' } },
     })
   })
   afterAll(async () => {
@@ -118,6 +121,74 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     const config = await https('element.one.test').call('GET', '/config.json')
     expect(config.json).toMatchObject({ default_server_config: { 'm.homeserver': { base_url: 'https://matrix.one.test', server_name: 'one.test' } } })
     expect(config.headers['cache-control']).toBe('no-cache')
+  })
+
+  it('Prometheus scrapes main and every worker on loopback, its rules pass promtool, and a stopped worker fires SynapseProcessDown', async () => {
+    const targets = JSON.parse((await hs.exec('curl -sf http://127.0.0.1:9090/api/v1/targets?state=active')).stdout) as { data: { activeTargets: { scrapePool: string; labels: { job: string }; health: string }[] } }
+    const synapse = targets.data.activeTargets.filter((t) => t.scrapePool === 'synapse').map((t) => [t.labels.job, t.health])
+    expect(synapse.sort()).toEqual([['federation_reader', 'up'], ['federation_sender', 'up'], ['master', 'up']])
+    const rules = await hs.exec('promtool check rules /etc/prometheus/rules/matrix-synapse.yml')
+    expect(rules.exitCode, rules.output).toBe(0)
+    expect(rules.output).toContain('SUCCESS: 5 rules found')
+    for (const port of [9090, 9100]) expect((await env.get('peer').exec(`curl -s --max-time 3 http://one:${port}/metrics`)).exitCode, `port ${port} from peer`).not.toBe(0)
+
+    await hs.exec('systemctl stop matrix-synapse-worker@federation_sender')
+    try {
+      // The status reports the stopped worker at once (its unit is inactive: nothing to poll) and exits 1.
+      const down = await runCli(['status', '--inventory', inventory, '--window', '1'])
+      expect(down.code, cliOutput(down)).toBe(1)
+      expect(down.stdout).toMatch(/^ {2}federation_sender {2}DOWN {2}matrix-synapse-worker@federation_sender.service is not active$/m)
+      expect(down.durationMs).toBeLessThan(15_000)
+      let firing: { labels: Record<string, string> }[] = []
+      const t0 = Date.now()
+      while (Date.now() - t0 < 120_000) {
+        const alerts = JSON.parse((await hs.exec('curl -sf http://127.0.0.1:9090/api/v1/alerts')).stdout) as { data: { alerts: { labels: Record<string, string>; state: string }[] } }
+        firing = alerts.data.alerts.filter((a) => a.labels.alertname === 'SynapseProcessDown' && a.state === 'firing')
+        if (firing.length) break
+        await new Promise((r) => setTimeout(r, 2000))
+      }
+      console.log(`SynapseProcessDown fired ${((Date.now() - t0) / 1000).toFixed(0)} s after the stop`)
+      expect(firing.map((a) => a.labels.job)).toEqual(['federation_sender'])
+    } finally {
+      await hs.exec('systemctl start matrix-synapse-worker@federation_sender')
+    }
+  })
+
+  it('provision status (the built CLI) prints every process with live figures and the event send time under a bounded load; --json has the same data', async () => {
+    await hs.exec('for i in $(seq 1 60); do curl -sf http://127.0.0.1:32980/_synapse/metrics >/dev/null && break; sleep 1; done')
+    const room = await client.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'load' })
+    const status = runCli(['status', '--inventory', inventory, '--window', '6'])
+    // Bounded load: at most 40 messages in at most 5 s, starting once the first reading is taken.
+    await new Promise((r) => setTimeout(r, 1500))
+    let sent = 0
+    const t0 = Date.now()
+    while (sent < 40 && Date.now() - t0 < 5000) {
+      const r = await client.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/load${sent}`, { msgtype: 'm.text', body: `load ${sent}` })
+      expect(r.status).toBe(200)
+      sent++
+    }
+    const text = await status
+    console.log(`provision status after ${sent} messages:\n${text.stdout}`)
+    expect(text.code, cliOutput(text)).toBe(0)
+    expect(text.stdout).toMatch(/^one: Synapse \d+\.\d+\.\d+, cacheFactor 2 \(caches up to about 1\.5 GB\), [\d.]+ of [\d.]+ GB memory available; figures over 6 s$/m)
+    // main took the messages inside the window: its send times are from the window (no "*") and above zero.
+    const main = /^ {2}main +up +([\d.]+)% +(\d+) MiB +([\d.]+) ms +([\d.]+) ms +(\d+) +([\d.]+) /m.exec(text.stdout)
+    expect(main, text.stdout).not.toBeNull()
+    expect(Number(main![2])).toBeGreaterThan(30)
+    expect(Number(main![3])).toBeGreaterThan(0)
+    expect(Number(main![5])).toBeGreaterThan(0)
+    for (const worker of ['federation_reader', 'federation_sender']) expect(text.stdout).toMatch(new RegExp(`^ {2}${worker} +up +[\\d.]+% +\\d+ MiB`, 'm'))
+
+    const json = await runCli(['status', '--inventory', inventory, '--window', '1', '--json'])
+    expect(json.code, cliOutput(json)).toBe(0)
+    const report = JSON.parse(json.stdout) as { hosts: { host: string; memory: { totalMiB: number }; processes: { process: string; up: boolean; memoryBytes: number; cpuPercent: number; eventSend: { sinceStart?: { count: number; p95Ms: number } } }[] }[] }
+    const [h] = report.hosts
+    expect(h!.host).toBe('one')
+    expect(h!.memory.totalMiB).toBeGreaterThan(0)
+    expect(h!.processes.map((p) => [p.process, p.up])).toEqual([['main', true], ['federation_reader', true], ['federation_sender', true]])
+    for (const p of h!.processes) expect(p.memoryBytes).toBeGreaterThan(10 * 1048576)
+    expect(h!.processes[0]!.eventSend.sinceStart!.count).toBeGreaterThanOrEqual(sent)
+    expect(h!.processes[0]!.eventSend.sinceStart!.p95Ms).toBeGreaterThan(0)
   })
 
   it('a second run reports no changes and restarts nothing', async () => {
