@@ -31,6 +31,9 @@ export interface Latency {
 /** What is read from each process's /_synapse/metrics (the host filters the exposition to these, to keep the transfer small). */
 export const STATUS_METRICS = [
   'synapse_build_info',
+  // Synapse's own CPU collector (1.163 serves only these); process_* of prometheus_client on older releases.
+  'process_cpu_user_seconds_total',
+  'process_cpu_system_seconds_total',
   'process_cpu_seconds_total',
   'process_resident_memory_bytes',
   'synapse_http_server_response_time_seconds_bucket',
@@ -66,14 +69,19 @@ function topRates(before: Map<string, number>, after: Map<string, number>, windo
     .sort((a, b) => b.perSecond - a.perSecond)
 }
 
-export function processStatus(target: { process: string; unit: string; port: number }, before: Sample[], after: Sample[], windowS: number): ProcessStatus {
+/** `rssBytes`: the process's resident memory as the host sees it (/proc), since Synapse 1.163 no longer exports it. */
+export function processStatus(target: { process: string; unit: string; port: number }, before: Sample[], after: Sample[], windowS: number, rssBytes?: number): ProcessStatus {
   const status: ProcessStatus = { ...target, up: true, eventSend: {}, topBlocks: [], topEvictingCaches: [] }
   status.version = select(after, 'synapse_build_info')[0]?.labels.version
-  const cpu = (s: Sample[]) => sum(select(s, 'process_cpu_seconds_total'))
+  const cpu = (s: Sample[]) => {
+    const split = [...select(s, 'process_cpu_user_seconds_total'), ...select(s, 'process_cpu_system_seconds_total')]
+    return split.length ? sum(split) : sum(select(s, 'process_cpu_seconds_total'))
+  }
   const cpuRate = rate(cpu(before), cpu(after), windowS)
   if (cpuRate !== undefined) status.cpuPercent = cpuRate * 100
   const mem = select(after, 'process_resident_memory_bytes')[0]
   if (mem) status.memoryBytes = mem.value
+  if (rssBytes !== undefined) status.memoryBytes = rssBytes
 
   const sendAfter = bucketsOf(select(after, 'synapse_http_server_response_time_seconds_bucket', SEND_EVENT))
   const sendBefore = bucketsOf(select(before, 'synapse_http_server_response_time_seconds_bucket', SEND_EVENT))

@@ -44,8 +44,8 @@ export function promql(targets: MetricsTarget[]) {
   const send = 'synapse_http_server_response_time_seconds_bucket{servlet="RoomSendEventRestServlet",code=~"2.."}'
   return {
     up: `up{${jobs}}`,
-    cpu: (range: string) => `rate(process_cpu_seconds_total{${jobs}}[${range}])`,
-    memory: `process_resident_memory_bytes{${jobs}}`,
+    // Synapse's own CPU collector: 1.163 exports user and system time, not process_cpu_seconds_total.
+    cpu: (range: string) => `(rate(process_cpu_user_seconds_total{${jobs}}[${range}]) + rate(process_cpu_system_seconds_total{${jobs}}[${range}]))`,
     sendTime: (q: number, range: string) => `histogram_quantile(${q}, sum by (instance, le) (rate(${send}[${range}])))`,
     blockCpu: (range: string) => `sum by (job, block_name) (rate(synapse_util_metrics_block_ru_utime_seconds_total{${jobs}}[${range}]) + rate(synapse_util_metrics_block_ru_stime_seconds_total{${jobs}}[${range}]))`,
     evictions: (range: string) => `sum by (instance, job) (rate(synapse_util_caches_cache_evicted_size{reason="size",${jobs}}[${range}]))`,
@@ -133,7 +133,6 @@ export function renderGrafanaDashboard(vars: MatrixSettings): string {
       panel(2, 'Event send time (normally around 100 ms)', 's', [0.5, 0.95].map((x) => ({ expr: q.sendTime(x, '2m'), legendFormat: `p${x * 100}` })), 0, 12),
       panel(3, 'CPU by code block (which part of Synapse burns CPU)', 'percentunit', [{ expr: `topk(10, ${q.blockCpu('2m')})`, legendFormat: '{{job}} {{block_name}}' }], 9, 0),
       panel(4, 'Cache evictions because full (many: raise cacheFactor)', 'ops', [{ expr: q.evictions('2m'), legendFormat: '{{job}}' }], 9, 12),
-      panel(5, 'Memory per process', 'bytes', [{ expr: q.memory, legendFormat: '{{job}}' }], 18, 0),
     ],
   }
   return JSON.stringify(dashboard, null, 2) + '\n'

@@ -86,6 +86,13 @@ describe('process status over a window', () => {
     expect(s.topEvictingCaches).toEqual([{ cache: 'getEvent', perSecond: 100 }])
   })
 
+  it("Synapse 1.163's own CPU collector (user + system) is preferred, and memory comes from the host when given", () => {
+    const split = (user: number) => parseExposition(`process_cpu_user_seconds_total ${user}\nprocess_cpu_system_seconds_total 1.0\n`)
+    const s = processStatus(target, split(8), split(10), 4, 300 * 1048576)
+    expect(s.cpuPercent).toBeCloseTo(50)
+    expect(s.memoryBytes).toBe(300 * 1048576)
+  })
+
   it('a process restarted inside the window has no rates rather than negative ones', () => {
     const s = processStatus(target, after, before, 5)
     expect(s.cpuPercent).toBeUndefined()
@@ -129,7 +136,7 @@ describe('the status round trip', () => {
   it('runs under sh: inactive units are not scraped, a failed scrape keeps its message, meminfo in MiB', () => {
     // The host's tools replaced by functions, so the real script runs here under dash/sh.
     const stubs = [
-      'systemctl() { [ "$2" = matrix-synapse.service ] && echo active || echo inactive; }',
+      'systemctl() { if [ "$1" = show ]; then echo $$; else [ "$2" = matrix-synapse.service ] && echo active || echo inactive; fi; }',
       'curl() { echo "curl: (7) Failed to connect" >&2; return 7; }',
       'sleep() { :; }',
       'grep() { if [ "$2" = "^(MemTotal|MemAvailable):" ]; then printf "MemTotal:       24576000 kB\\nMemAvailable:    8388608 kB\\n"; else command grep "$@"; fi; }',
@@ -140,6 +147,8 @@ describe('the status round trip', () => {
     expect(parsed.scrapes.get('1:32982')).toEqual({ state: 'error', text: 'curl: (7) Failed to connect' })
     expect(parsed.scrapes.get('2:32982')?.state).toBe('error')
     expect(parsed.meminfo).toEqual({ MemTotal: 24000, MemAvailable: 8192 })
+    // Resident memory of each unit's main process, read from /proc (here: the shell's own).
+    expect(parsed.rssKiB.get(32982)).toBeGreaterThan(100)
   })
 
   it('renders every process, down ones with the reason, and the advice', () => {

@@ -56,7 +56,7 @@ describe('Prometheus on the homeserver', () => {
     const rules = parse(renderAlertRules(on({ processDownFor: '20s' }))).groups[0].rules as { alert: string; expr: string; for: string }[]
     expect(rules.map((r) => r.alert)).toEqual(['SynapseProcessDown', 'SynapseProcessCpuSaturated', 'SynapseEventSendTimeHigh', 'SynapseCacheEvictionsHigh', 'HostMemoryLow'])
     expect(rules[0]).toMatchObject({ expr: 'up{job=~"master|federation_reader|federation_sender"} == 0', for: '20s' })
-    expect(rules[1]!.expr).toBe('rate(process_cpu_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) > 0.9')
+    expect(rules[1]!.expr).toBe('(rate(process_cpu_user_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) + rate(process_cpu_system_seconds_total{job=~"master|federation_reader|federation_sender"}[5m])) > 0.9')
     expect(rules[2]!.expr).toContain('servlet="RoomSendEventRestServlet",code=~"2.."')
     expect(rules[2]!.expr).toMatch(/> 1$/)
     expect(rules[3]!.expr).toContain('reason="size"')
@@ -69,7 +69,7 @@ describe('Prometheus on the homeserver', () => {
 
   it('a Grafana dashboard with the guide graphs and a provisioning file pointing at it', () => {
     const d = JSON.parse(renderGrafanaDashboard(on()))
-    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual(['CPU per process', 'Event send time', 'CPU by code block', 'Cache evictions because full', 'Memory per process'])
+    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual(['CPU per process', 'Event send time', 'CPU by code block', 'Cache evictions because full'])
     expect(parse(renderGrafanaProvisioning()).providers[0].options.path).toBe('/etc/matrix-provision/grafana/dashboards')
   })
 })
