@@ -11,6 +11,7 @@ import { raw, sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
+import { signingKey } from './signing-key.js'
 import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
@@ -116,8 +117,8 @@ export const synapseTask: Task = {
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
           provides: { units: [SYNAPSE_UNIT], paths: [ETC, VENV] },
         }),
-        // The package's postinst gives matrix-synapse the primary group nogroup; the config files are
-        // group-readable by matrix-synapse, so that group must exist and hold the user.
+        // The config files are group-readable by matrix-synapse. The package's postinst makes that group
+        // (adduser --system --group, since 1.66); packages before gave the user the group nogroup.
         command({
           name: 'group matrix-synapse',
           unless: raw('id -nG matrix-synapse | grep -qw matrix-synapse'),
@@ -160,18 +161,16 @@ export const synapseTask: Task = {
     }
     const SIGNING_KEY = signingKeyPathOf(v)
     out.push(
-      command({
-        name: 'signing key',
-        creates: SIGNING_KEY,
-        command: sh`cd /var/lib/matrix-synapse && umask 077 && runuser -u matrix-synapse -- ${PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys && chmod 0600 ${SIGNING_KEY}`,
-        summary: `generate the server's signing key ${SIGNING_KEY} (0600, kept across runs)`,
-      }),
-      // A key made by hand (an adopted server's) keeps its bytes; only its owner and mode are set.
-      command({
-        name: 'signing key owner and mode',
-        unless: sh`! test -e ${SIGNING_KEY} || test "$(stat -c '%U %a' ${SIGNING_KEY})" = 'matrix-synapse 600'`,
-        command: sh`chown matrix-synapse ${SIGNING_KEY} && chmod 0600 ${SIGNING_KEY}`,
-        summary: `make ${SIGNING_KEY} readable by matrix-synapse only (owner matrix-synapse, 0600)`,
+      // A key that exists (the package's, an adopted server's made by hand) keeps its bytes; only
+      // its owner, group and mode are set.
+      signingKey({
+        path: SIGNING_KEY,
+        python: PYTHON,
+        configArgs: CONFIG_ARGS,
+        owner: 'matrix-synapse',
+        group: 'matrix-synapse',
+        mode: 0o600,
+        ...(v.synapse.install === 'apt' ? { generatedByPackage: 'matrix-synapse-py3' } : {}),
       }),
       service({ unit: SYNAPSE_UNIT, watch, validate: VALIDATE_CONFIG }),
     )

@@ -100,6 +100,9 @@ const unquote = (token: string) => {
   return words[0]!
 }
 
+/** signing_key_path of the package's homeserver.yaml and of ours. */
+const SYNAPSE_SIGNING_KEY = '/etc/matrix-synapse/homeserver.signing.key'
+
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
 interface Out {
@@ -217,10 +220,23 @@ export class FakeHost implements Connection {
 
   startUnit(unit: string, enable: boolean): void {
     const rt = this.units.get(unit) ?? { active: false, enabled: false, since: 0 }
-    if (!rt.active) rt.since = this.#clock++
+    if (!rt.active) {
+      this.#execStartPre(unit)
+      rt.since = this.#clock++
+    }
     rt.active = true
     rt.enabled ||= enable
     this.units.set(unit, rt)
+  }
+
+  /**
+   * Synapse's units (the package's and ours) run `--generate-keys` before each start: Synapse creates
+   * a missing signing key as the service user, mode 0640 (synapse/config/key.py), and leaves one
+   * that exists alone.
+   */
+  #execStartPre(unit: string): void {
+    if (unit !== 'matrix-synapse.service' || this.fs.get(SYNAPSE_SIGNING_KEY) || !this.users.has('matrix-synapse')) return
+    this.put(SYNAPSE_SIGNING_KEY, 'ed25519 a_pkg0 generated-at-start\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o640 })
   }
 
   readableBy(user: string, path: string): boolean {
@@ -487,6 +503,11 @@ export class FakeHost implements Connection {
       const active = this.units.get(unquote(m[1]!))?.active === true
       return { stdout: active ? 'active\n' : 'inactive\n', code: active ? 0 : 3 }
     }
+    if ((m = rx(String.raw`^stat -c '%U %a' ${ARG}$`).exec(cmd))) {
+      const n = this.fs.get(unquote(m[1]!))
+      if (!n || n.type === 'symlink') return { code: 1, stderr: `stat: cannot statx '${unquote(m[1]!)}': No such file or directory` }
+      return { stdout: `${n.owner} ${n.mode.toString(8)}\n` }
+    }
     this.#mutating(cmd)
     if (cmd === 'debconf-set-selections') {
       for (const line of stdin.split('\n').filter(Boolean)) {
@@ -610,17 +631,19 @@ export class FakeHost implements Connection {
         this.packages.set('python3', this.distro.candidates.python3!)
         return
       case 'matrix-synapse-py3': {
-        // The package's maintainer scripts: a system user with group nogroup, /etc/matrix-synapse
-        // (dpkg-statoverride matrix-synapse), server_name.yaml from debconf, the venv, a started unit.
-        this.addUser('matrix-synapse', 'nogroup')
+        // The package as Synapse's debian/ builds it (read at v1.157.1): the postinst makes a system
+        // user with its own group (adduser --system --group, since 1.66), statoverrides
+        // /etc/matrix-synapse, /var/lib/matrix-synapse and /var/log/matrix-synapse to that user and
+        // group 0755, writes server_name.yaml and report_stats.yaml from debconf; the venv; the unit is
+        // enabled and started, and its start generates the signing key 0640 (see #execStartPre).
+        this.addUser('matrix-synapse', 'matrix-synapse', { ownGroup: true })
         this.mkdirp('/etc/matrix-synapse/conf.d')
-        this.mkdirp('/etc/matrix-synapse', { owner: 'matrix-synapse', group: 'nogroup', mode: 0o755 })
+        this.mkdirp('/etc/matrix-synapse', { owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 })
         this.put('/etc/matrix-synapse/homeserver.yaml', 'pid_file: "/var/run/matrix-synapse.pid"\nlisteners:\n  - port: 8008\n    type: http\n')
         this.put('/etc/matrix-synapse/log.yaml', 'version: 1\n')
         this.put('/etc/matrix-synapse/conf.d/server_name.yaml', `server_name: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/server-name') ?? 'localhost'}\n`)
         this.put('/etc/matrix-synapse/conf.d/report_stats.yaml', `report_stats: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/report-stats') ?? 'false'}\n`)
-        this.put('/etc/default/matrix-synapse', '# Specify environment variables used when running Synapse\n')
-        for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse']) this.mkdirp(d, { owner: 'matrix-synapse', group: 'nogroup', mode: 0o755 })
+        for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse']) this.mkdirp(d, { owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 })
         this.mkdirp('/opt/venvs/matrix-synapse/bin')
         this.put('/opt/venvs/matrix-synapse/bin/python', '#!fake python\n', { mode: 0o755 })
         this.venvs.set('/opt/venvs/matrix-synapse', new Map([['matrix-synapse', version.replace(/\+.*$/, '')]]))
@@ -643,7 +666,10 @@ export class FakeHost implements Connection {
       else if (verb === 'start') this.startUnit(unit, false)
       else {
         if (!this.units.get(unit)?.active) return { code: 1, stderr: `${unit} is not active, cannot ${verb}` }
-        if (verb === 'restart') this.units.get(unit)!.since = this.#clock++
+        if (verb === 'restart') {
+          this.#execStartPre(unit)
+          this.units.get(unit)!.since = this.#clock++
+        }
         this.restarts.push(`${verb} ${unit}`)
       }
     }
@@ -761,9 +787,16 @@ export class FakeHost implements Connection {
       this.put(m[4]!, `fake certificate ${unquote(m[2]!).replace(/^subjectAltName=/, '')}\n`)
       return {}
     }
-    if ((m = /^cd \/var\/lib\/matrix-synapse && umask 077 && runuser -u matrix-synapse -- (\S+) -m synapse\.app\.homeserver .* --generate-keys && chmod 0600 (\S+)$/.exec(cmd))) {
-      if (!this.file(m[1]!)) return { code: 127, stderr: `${m[1]}: not found` }
-      this.put(m[2]!, 'ed25519 a_fake signingkey\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o600 })
+    if ((m = /^cd \/var\/lib\/matrix-synapse && umask 077 && \{ \[ -e (\S+) \] \|\| runuser -u (\S+) -- (\S+) -m synapse\.app\.homeserver .* --generate-keys; \} && chown (\S+):(\S+) \1 && chmod (\d+) \1$/.exec(cmd))) {
+      const [, key, user, python, owner, group, mode] = m as unknown as string[]
+      if (!this.fs.get(key!)) {
+        if (!this.file(python!)) return { code: 127, stderr: `${python}: not found` }
+        // Synapse itself, with our umask 077: 0600 whatever mode it asks for.
+        this.put(key!, 'ed25519 a_fake signingkey\n', { owner: user!, group: this.users.get(user!)!.group, mode: 0o600 })
+      }
+      const node = this.fs.get(key!) as Extract<FsNode, { type: 'file' }>
+      if (!this.users.has(owner!) || !this.groups.has(group!)) return { code: 1, stderr: `chown: invalid user: '${owner}:${group}'` }
+      this.fs.set(key!, { ...node, owner: owner!, group: group!, mode: parseInt(mode!, 8) })
       return {}
     }
     if ((m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t"\/(element-\S+) (\S+); rm -rf "\$t"$/.exec(cmd))) {

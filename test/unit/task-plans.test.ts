@@ -19,7 +19,7 @@ import { parse, stringify } from 'yaml'
 import { runHost } from '../../src/engine/host-run.js'
 import { PENDING_RESTARTS, SECRETS_DIR } from '../../src/engine/host-state.js'
 import { totalsOf, type HostReport, type TaskReport } from '../../src/engine/report-types.js'
-import type { Task } from '../../src/engine/task.js'
+import type { Task, TaskContext } from '../../src/engine/task.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'
 import type { Inventory, MatrixSettings } from '../../src/inventory/types.js'
 import { renderReport } from '../../src/report/text.js'
@@ -40,6 +40,8 @@ import { FEDERATION_READER_ROUTES, renderSynapseTarget, renderWorkerFiles, rende
 import { FakeHost } from './fake-host.js'
 import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 import { DEBIAN_12, UBUNTU_20_04 } from './fixtures/hosts/distros.js'
+
+const SIGNING_KEY = '/etc/matrix-synapse/homeserver.signing.key'
 
 // ---------------------------------------------------------------------------------------------
 // Controller-side fixtures: a wheelhouse, an Element tarball, an inventory
@@ -313,7 +315,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(new Set(keys).size).toBe(keys.length)
     for (const k of REMOVED_SYNAPSE_KEYS) expect(keys).not.toContain(k)
 
-    expect(changeOf(report, 'command:signing key').summary).toContain('/etc/matrix-synapse/homeserver.signing.key (0600')
+    expect(changeOf(report, `signing-key:${SIGNING_KEY}`)).toMatchObject({ action: 'create', summary: `generate the server's signing key ${SIGNING_KEY} (0600 matrix-synapse:matrix-synapse, kept across runs)` })
   })
 
   it('workers: worker files, log configs, template unit and target, as rendered', () => {
@@ -640,6 +642,11 @@ describe('Ubuntu 20.04 (focal)', () => {
         touches: ['pkg:matrix-synapse-py3'],
       })
       expect(resourcesOf(synapse)).toContain('command:group matrix-synapse')
+      // The package's unit generates the key 0640 when the install starts it: the plan says what follows.
+      expect(changeOf(report, `signing-key:${SIGNING_KEY}`)).toMatchObject({
+        action: 'update',
+        summary: `set the signing key ${SIGNING_KEY} to 0600 matrix-synapse:matrix-synapse (the unit of matrix-synapse-py3 generates it 0640 when the install starts it)`,
+      })
       // The package brings its unit, venv and homeserver.yaml: none of the pip method's resources.
       expect(resourcesOf(synapse).some((id) => id.startsWith('venv:') || id === 'file:/etc/systemd/system/matrix-synapse.service' || id === 'file:/etc/matrix-synapse/homeserver.yaml')).toBe(false)
       expect(changeOf(report, 'service:matrix-synapse.service').summary).toContain('unit comes with package matrix-synapse-py3')
@@ -668,8 +675,15 @@ describe('Ubuntu 20.04 (focal)', () => {
       expect(host.packages.get('matrix-synapse-py3')).toBe('1.118.1+focal1')
       expect(host.packages.get('postgresql-12')).toBeDefined()
       expect(host.aptLists).toContain('deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ focal main')
-      // The postinst made the user with group nogroup; the task added group matrix-synapse for the 0640 files.
+      // The postinst made the user with its own group, which reads the 0640 config files.
+      expect(host.users.get('matrix-synapse')?.group).toBe('matrix-synapse')
       expect(host.readableBy('matrix-synapse', `${CONF_D}/20-database.yaml`)).toBe(true)
+      // The package's unit made the key 0640 at install; the run set it to what the after-check asks for.
+      expect(host.fs.get(SIGNING_KEY)).toMatchObject({ type: 'file', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o600 })
+      expect(host.text(SIGNING_KEY)).toBe('ed25519 a_pkg0 generated-at-start\n')
+      const ctx = { host: inventory.hosts[0]! } as TaskContext
+      const keyCheck = TASKS.find((t) => t.name === 'synapse')!.after!(ctx).find((c) => c.name === 'signing key readable only by matrix-synapse')!
+      expect(await keyCheck.run(host)).toMatchObject({ ok: true, detail: 'matrix-synapse 600' })
       expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart matrix-synapse.service', 'reload apache2.service', 'reload apache2.service'])
 
       const again = await dryRun(host, inventory)

@@ -1,0 +1,55 @@
+import { fileState, type FileState } from '../../src/facts/files.js'
+import type { Resource } from '../../src/resources/resource.js'
+import { ensureSuccess } from '../../src/ssh/connection.js'
+import { sh } from '../../src/ssh/shell.js'
+
+export interface SigningKeySpec {
+  path: string
+  /** The virtualenv's python, and the --config-path arguments the unit passes. */
+  python: string
+  configArgs: readonly string[]
+  owner: string
+  group: string
+  mode: number
+  /**
+   * apt method: the package's unit runs `--generate-keys` before every start, and Synapse creates the
+   * key 0640 (synapse/config/key.py opens it with mode 0o640), so the install makes it before we can.
+   */
+  generatedByPackage?: string
+}
+
+const octal = (mode: number) => mode.toString(8).padStart(4, '0')
+
+/**
+ * The server's signing key: generated once by Synapse itself (never by us: its content is Synapse's
+ * format and identity) and kept across runs; its owner, group and mode are ours to hold, whoever
+ * made it. The after-check "signing key readable only by matrix-synapse" checks what this sets.
+ */
+export function signingKey(spec: SigningKeySpec): Resource {
+  const fact = fileState(spec.path)
+  const id = `signing-key:${spec.path}`
+  const want = `${octal(spec.mode)} ${spec.owner}:${spec.group}`
+  return {
+    id,
+    facts: () => [fact],
+    async plan(ctx) {
+      const s: FileState = ctx.facts.get(fact)
+      if (s.exists && s.type !== 'file') throw new Error(`${spec.path} exists but is a ${s.type}, not the signing key file; move it away first`)
+      if (s.exists && s.owner === spec.owner && s.group === spec.group && s.mode === spec.mode) return null
+      ctx.predicted.paths.add(spec.path)
+      ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'file', owner: spec.owner, group: spec.group, mode: spec.mode, sha256: s.sha256 } satisfies FileState)
+      const touches = [spec.path]
+      if (s.exists) return { resource: id, action: 'update', summary: `set the signing key ${spec.path} to ${want} (it is ${octal(s.mode ?? 0)} ${s.owner}:${s.group})`, touches }
+      if (spec.generatedByPackage && ctx.predicted.packages.has(spec.generatedByPackage)) {
+        return { resource: id, action: 'update', summary: `set the signing key ${spec.path} to ${want} (the unit of ${spec.generatedByPackage} generates it 0640 when the install starts it)`, touches }
+      }
+      return { resource: id, action: 'create', summary: `generate the server's signing key ${spec.path} (${want}, kept across runs)`, touches }
+    },
+    async apply(_change, ctx) {
+      const { path, owner, group, mode } = spec
+      // Run as the service user: Synapse writes the key into a directory it owns.
+      const script = sh`cd /var/lib/matrix-synapse && umask 077 && { [ -e ${path} ] || runuser -u ${owner} -- ${spec.python} -m synapse.app.homeserver ${spec.configArgs} --generate-keys; } && chown ${`${owner}:${group}`} ${path} && chmod ${octal(mode)} ${path}`
+      ensureSuccess(ctx.conn.host, await ctx.conn.run(script), `the signing key ${path}`)
+    },
+  }
+}
