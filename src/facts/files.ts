@@ -1,5 +1,5 @@
 import { defineFact, type FactBatch } from './fact.js'
-import { raw, sh } from '../ssh/shell.js'
+import { sh } from '../ssh/shell.js'
 
 export interface FileState {
   exists: boolean
@@ -29,10 +29,7 @@ const SPLIT = '@@MP-SPLIT'
  * All file states of a probe in three commands instead of four processes per file: one `stat` (the
  * name last, after the fields), one `sha256sum` of the regular files, and the targets of symlinks.
  */
-export const FILE_STATE_BATCH_SCRIPT = raw(
-  `stat -c '%F|%U|%G|%a|%n' -- "$@"; echo ${SPLIT}; for p; do [ -f "$p" ] && [ ! -h "$p" ] && printf '%s\\0' "$p"; done | xargs -0r sha256sum --; ` +
-  `echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; true`,
-)
+export const FILE_STATE_BATCH_SCRIPT = sh`stat -c '%F|%U|%G|%a|%n' -- "$@"; echo ${SPLIT}; for p; do [ -f "$p" ] && [ ! -h "$p" ] && printf '%s\\0' "$p"; done | xargs -0r sha256sum --; echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; true`
 
 export const fileStateBatch: FactBatch = {
   id: 'file-state',
