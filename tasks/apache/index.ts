@@ -49,15 +49,19 @@ function coversNames(certFile: string, names: readonly string[]) {
   return joinShell(names.map((n) => sh`openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${`DNS:${n}`}`), ' && ')
 }
 
-function selfSignedCertificate(ctx: TaskContext): Resource {
+/**
+ * Self-signed: renewed when it expires within 30 days or no longer covers every name. In acme mode it
+ * only bootstraps Apache before certbot's first certificate: it never replaces a certificate there
+ * (certbot's own guard adds a missing name; a self-signed one meanwhile would break every client).
+ */
+function selfSignedCertificate(ctx: TaskContext, bootstrapOnly: boolean): Resource {
   const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
   const san = names.map((n) => `DNS:${n}`).join(',')
   return command({
     name: 'self-signed certificate',
-    summary: `generate a self-signed certificate for ${names.join(', ')} (${certFile}; key 0600)`,
-    // Renewed when it expires within 30 days or no longer covers every name.
-    unless: sh`test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${coversNames(certFile, names)}`,
+    summary: `generate a self-signed certificate for ${names.join(', ')} (${certFile}; key 0600)${bootstrapOnly ? ', until the ACME certificate replaces it' : ''}`,
+    unless: bootstrapOnly ? sh`test -s ${keyFile} && test -s ${certFile}` : sh`test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${coversNames(certFile, names)}`,
     command: sh`set -e; umask 077; mkdir -p ${TLS_DIR}; openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj ${`/CN=${names[0]}`} -addext ${`subjectAltName=${san}`} -addext basicConstraints=critical,CA:TRUE -keyout ${`${keyFile}.new`} -out ${`${certFile}.new`}; chmod 0644 ${`${certFile}.new`}; mv -f ${`${keyFile}.new`} ${keyFile}; mv -f ${`${certFile}.new`} ${certFile}`,
     touches: [certFile, keyFile],
   })
@@ -74,7 +78,7 @@ function certificateResources(ctx: TaskContext): Resource[] {
       file({ path: keyFile, content: readFileSync(tls.keyFile!, 'utf8'), mode: 0o600, sensitive: true }),
     ]
   }
-  return [selfSignedCertificate(ctx)]
+  return [selfSignedCertificate(ctx, tls.mode === 'acme')]
 }
 
 /** Trust for a private ACME server's HTTPS certificate: certbot reads REQUESTS_CA_BUNDLE, also when its timer renews. */
@@ -90,6 +94,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
   if (tls.mode !== 'acme') return []
   const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
+  const lineage = `/etc/letsencrypt/live/${names[0]}/fullchain.pem`
   const deploy = sh`install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
   const server = tls.acmeServer ?? "Let's Encrypt"
   const challenges = renderAcmeConf()
@@ -108,8 +113,10 @@ function acmeResources(ctx: TaskContext): Resource[] {
     command({
       name: 'ACME certificate',
       summary: `obtain a certificate for ${names.join(', ')} from ${server} (HTTP-01, webroot ${ACME_WEBROOT})`,
-      creates: `/etc/letsencrypt/live/${names[0]}/fullchain.pem`,
-      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw('')}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
+      // Issued again when a wanted name is missing from its SAN list (Element's host added later), as
+      // the self-signed path does; --expand replaces the lineage with one covering every name.
+      unless: sh`test -s ${lineage} && ${coversNames(lineage, names)}`,
+      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw('')}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} --expand ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
       touches: [certFile, keyFile],
     }),
   ]
