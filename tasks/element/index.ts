@@ -54,23 +54,31 @@ export const elementTask: Task = {
     if (e.file) out.push(file({ path: src.tarball, content: readFileSync(e.file), mode: 0o644 }))
     if (e.releaseKeyFile) out.push(file({ path: src.key, content: readFileSync(e.releaseKeyFile), mode: 0o644 }))
     if (e.signatureFile) out.push(file({ path: src.signature, content: readFileSync(e.signatureFile), mode: 0o644 }))
-    const download: ShellCommand[] = [
-      ...(!e.file ? [sh`[ -s ${src.tarball} ] || curl -fsSL --max-time 300 ${src.url} -o ${src.tarball}`] : []),
-      ...(!e.signatureFile && e.releaseKeyFile && src.sigUrl ? [sh`[ -s ${src.signature} ] || curl -fsSL --max-time 60 ${src.sigUrl} -o ${src.signature}`] : []),
+    const sha = e.sha256 ? sh`echo ${`${e.sha256}  ${src.tarball}`} | sha256sum -c --quiet` : undefined
+    // A throw-away keyring ("$g") holding only the release key: the signature must come from that key.
+    const signed = e.releaseKeyFile ? sh`gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball}` : undefined
+    const checks = [sha, signed].filter((c): c is ShellCommand => c !== undefined)
+    // What this host downloads (uploaded files are resources above): to a .part name, renamed when whole.
+    const fetchTo = (url: string, path: string, maxTime: number) => sh`rm -f ${`${path}.part`}; curl -fsSL --max-time ${maxTime} ${url} -o ${`${path}.part`}; mv -f ${`${path}.part`} ${path}`
+    const fetch: ShellCommand[] = [
+      ...(!e.file ? [fetchTo(src.url, src.tarball, 300)] : []),
+      ...(!e.signatureFile && e.releaseKeyFile && src.sigUrl ? [fetchTo(src.sigUrl, src.signature, 60)] : []),
     ]
-    const verify: ShellCommand[] = [
-      ...(e.sha256 ? [sh`echo ${`${e.sha256}  ${src.tarball}`} | sha256sum -c --quiet || { echo ${`SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`} >&2; exit 1; }`] : []),
-      // A throw-away keyring holding only the release key: the signature must come from that key.
-      ...(e.releaseKeyFile
-        ? [sh`g=$(mktemp -d); trap 'rm -rf "$g" "$t"' EXIT; gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`]
-        : []),
+    const loud: ShellCommand[] = [
+      ...(sha ? [sh`${sha} || { echo ${`SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`} >&2; exit 1; }`] : []),
+      ...(signed ? [sh`${signed} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`] : []),
     ]
+    // The cache is used only when it verifies: a download cut short (or a release replaced upstream)
+    // would otherwise fail every later run. Then it is fetched again and must verify.
+    const cachedIsGood = joinShell([sh`[ -s ${src.tarball} ]`, ...checks.map((c) => sh`{ ${c}; } >/dev/null 2>&1`)], ' && ')
+    const verifyOrFetch = sh`if ${cachedIsGood}; then :; else ${joinShell([...fetch, ...loud], '; ')}; fi`
+    const importKey = e.releaseKeyFile ? sh`g=$(mktemp -d); gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; ` : raw('')
     out.push(
       command({
         name: `unpack element ${tag}`,
-        summary: `verify (${[e.sha256 && 'SHA-256', e.releaseKeyFile && 'GPG'].filter(Boolean).join(' + ')}) and unpack element-${tag} into ${dir}`,
+        summary: `verify (${[e.sha256 && 'SHA-256', e.releaseKeyFile && 'GPG'].filter(Boolean).join(' + ')}) and unpack element-${tag} into ${dir}${e.file ? '' : ' (a cached download that does not verify is fetched again)'}`,
         creates: `${dir}/index.html`,
-        command: sh`set -e; ${joinShell([raw("t=''"), ...download, ...verify], '; ')}; t=$(mktemp -d ${`${WEBROOT}/.unpack-XXXXXX`}); tar -xzf ${src.tarball} -C "$t" --no-same-owner; [ -f "$t"/${`element-${tag}/index.html`} ] || { echo ${`the tarball has no element-${tag}/index.html`} >&2; exit 1; }; chmod -R u=rwX,go=rX "$t"/${`element-${tag}`}; rm -rf ${dir}; mv "$t"/${`element-${tag}`} ${dir}; rm -rf "$t"`,
+        command: sh`set -e; t=''; g=''; trap 'rm -rf "$g" "$t"' EXIT; ${importKey}${verifyOrFetch}; t=$(mktemp -d ${`${WEBROOT}/.unpack-XXXXXX`}); tar -xzf ${src.tarball} -C "$t" --no-same-owner; [ -f "$t"/${`element-${tag}/index.html`} ] || { echo ${`the tarball has no element-${tag}/index.html`} >&2; exit 1; }; chmod -R u=rwX,go=rX "$t"/${`element-${tag}`}; rm -rf ${dir}; mv "$t"/${`element-${tag}`} ${dir}; rm -rf "$t"`,
         touches: [dir + '/'],
         timeoutMs: 600_000,
       }),

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { ELEMENT_VERSION, elementRelease } from '../support/artifacts.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { debian13Suite } from '../support/suites.js'
@@ -51,5 +52,44 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
     expect(again.code, again.stdout).toBe(0)
     expect(again.stdout).toContain('web13: no changes')
     expect((await web.exec('systemctl show -p ActiveEnterTimestampMonotonic apache2')).stdout).toBe(started)
+  })
+
+  it('Element from a URL: a download cut short is not reused; a truncated cache is fetched again and verified (SHA-256 + GPG)', async () => {
+    const element = await elementRelease()
+    const name = `element-v${ELEMENT_VERSION}.tar.gz`
+    const cache = `/var/cache/matrix-provision/element/${name}`
+    await web.container.copyFilesToContainer([
+      { source: element.tarball, target: `/srv/element-dl/${name}` },
+      { source: element.signature, target: `/srv/element-dl/${name}.asc` },
+    ])
+    const inventory = await writeTestInventory(env, [{ name: 'web13', roles: ['apache', 'element'] }], {
+      serverName: 'web.test',
+      element: { version: ELEMENT_VERSION, url: `http://127.0.0.1:8099/${name}`, signatureUrl: `http://127.0.0.1:8099/${name}.asc`, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
+    }, 'element-url.yaml')
+    // An earlier download cut short left the first KiB of the release in the cache.
+    await web.exec(`mkdir -p /var/cache/matrix-provision/element && head -c 1024 /srv/element-dl/${name} > ${cache}`)
+
+    // The server is down: the run fails on the download itself, not on the stale cache, and installs nothing.
+    const down = await provision(['--inventory', inventory, '--json'])
+    const failed = JSON.parse(down.stdout).hosts[0]
+    expect(failed.status).toBe('failed')
+    expect(JSON.stringify(failed)).toMatch(/curl: \(7\)/)
+    expect((await web.exec('ls /var/www/element')).stdout).not.toContain('element-v')
+
+    await web.exec('systemd-run --unit element-dl python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/element-dl && sleep 1')
+    try {
+      const r = await provision(['--inventory', inventory, '--json'])
+      const host = JSON.parse(r.stdout).hosts[0]
+      expect(host.error ?? host.status, r.stderr).toBe('changed')
+      const element = host.tasks.find((t: { task: string }) => t.task === 'element')
+      expect(element.checks.filter((c: { phase: string }) => c.phase === 'after').map((c: { ok: boolean }) => c.ok)).toEqual([true])
+      expect((await web.exec(`sha256sum < ${cache}`)).stdout.split(' ')[0]).toBe((await web.exec(`sha256sum < /srv/element-dl/${name}`)).stdout.split(' ')[0])
+      expect((await web.exec('readlink /var/www/element/current')).stdout.trim()).toBe(`element-v${ELEMENT_VERSION}`)
+      const again = await provision(['--inventory', inventory])
+      expect(again.code, again.stdout).toBe(0)
+      expect(again.stdout).toContain('web13: no changes')
+    } finally {
+      await web.exec('systemctl stop element-dl')
+    }
   })
 })
