@@ -38,12 +38,14 @@ export function signingKey(spec: SigningKeySpec): Resource {
       if (s.exists && s.owner === spec.owner && s.group === spec.group && s.mode === spec.mode) return null
       ctx.predicted.paths.add(spec.path)
       ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'file', owner: spec.owner, group: spec.group, mode: spec.mode, sha256: s.sha256 } satisfies FileState)
-      const touches = [spec.path]
-      if (s.exists) return { resource: id, action: 'update', summary: `set the signing key ${spec.path} to ${want} (it is ${octal(s.mode ?? 0)} ${s.owner}:${s.group})`, touches }
+      // Owner and mode only: no backup (no validator reads the key, and it is secret). Synapse's
+      // --generate-keys may write other missing files, so a generation reaches anything.
+      const change = { resource: id, kind: 'file' as const, touches: [spec.path], backupPaths: [], reach: 'paths' as const }
+      if (s.exists) return { ...change, action: 'update', summary: `set the signing key ${spec.path} to ${want} (it is ${octal(s.mode ?? 0)} ${s.owner}:${s.group})` }
       if (spec.generatedByPackage && ctx.predicted.packages.has(spec.generatedByPackage)) {
-        return { resource: id, action: 'update', summary: `set the signing key ${spec.path} to ${want} (the unit of ${spec.generatedByPackage} generates it 0640 when the install starts it)`, touches }
+        return { ...change, action: 'update', summary: `set the signing key ${spec.path} to ${want} (the unit of ${spec.generatedByPackage} generates it 0640 when the install starts it)` }
       }
-      return { resource: id, action: 'create', summary: `generate the server's signing key ${spec.path} (${want}, kept across runs)`, touches }
+      return { ...change, action: 'create', reach: 'anything', summary: `generate the server's signing key ${spec.path} (${want}, kept across runs)` }
     },
     async apply(_change, ctx) {
       const { path, owner, group, mode } = spec
