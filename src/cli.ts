@@ -29,6 +29,9 @@ Usage:
   provision status  --inventory FILE [--window S] each Synapse process's health in the guide's terms (read-only)
   provision lock    --inventory FILE             resolve the Synapse lock file(s) the inventory's pip hosts install from
                     [--synapse-version V] [--wheelhouse DIR [--python X.Y]]
+  provision backup  --inventory FILE [--to DIR]  back up each homeserver (database, media, signing key, secrets, config) to DIR
+  provision restore --inventory FILE --limit H --from DIR [--force]
+                                                 restore a backup onto host H, provisioned from the inventory
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -46,6 +49,12 @@ Options:
       --window S         status: seconds between the two metric readings (default 5)
       --wait SECONDS     how long an after-check waits for a service to answer (default: its own
                          bound after a restart, none otherwise; check restarts nothing, so 0)
+      --to DIR           backup: where backups go (default ./backups); each is a new <host>-<time> directory
+      --encrypt-to KEY   backup: encrypt every file with age to KEY (age1..., an SSH public key, or a
+                         recipients file); repeatable. Only public keys are needed to take a backup
+      --from DIR         restore: a backup directory, or one holding backups (the host's newest is used)
+      --identity FILE    restore: the age identity that decrypts an encrypted backup
+      --force            restore: replace a database that already holds Synapse data (kept under a new name)
   -h, --help             this help
       --version          print the version
 
@@ -97,7 +106,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {
-  const commands = ['apply', 'check', 'adopt', 'schema', 'unlock', 'sandbox', 'status', 'lock'] as const
+  const commands = ['apply', 'check', 'adopt', 'schema', 'unlock', 'sandbox', 'status', 'lock', 'backup', 'restore'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
     args: argv,
@@ -121,6 +130,11 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       'synapse-version': { type: 'string' },
       wheelhouse: { type: 'string' },
       python: { type: 'string' },
+      to: { type: 'string' },
+      from: { type: 'string' },
+      force: { type: 'boolean' },
+      'encrypt-to': { type: 'string', multiple: true },
+      identity: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -212,6 +226,24 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     if (names.length === 0 || unknown.length) throw new UsageError(`adopt needs --limit with the inventory name of each host to take over${unknown.length ? ` (not a host: ${unknown.join(', ')})` : ''}: adopt hosts one by one, knowingly`)
     if (values.tasks) throw new UsageError('adopt runs every task of the host: --tasks does not apply')
   }
+
+  const connectHost = (host: Inventory['hosts'][number]) =>
+    connect(host, {
+      log: (e) => log.event(e),
+      resolveHost: (name) => loaded.hosts.find((h) => h.name === name),
+      sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined,
+      // One whole line at a time, already masked by the connection (see LineMasker).
+      onOutput: values.verbose ? (host, line) => io.err(`[${host}] | ${line}`) : undefined,
+    })
+  if (command === 'backup' || command === 'restore') {
+    const { lifecycle } = await import('./backup/cli.js')
+    try {
+      return await lifecycle(command, { values, inventory, loaded, io, connect: connectHost, log, interactive: io === processIo && process.stderr.isTTY === true && process.env.CI !== 'true' })
+    } finally {
+      log.close()
+    }
+  }
+
   const mode: Mode = command === 'check' ? 'check' : values['dry-run'] ? 'dry-run' : 'apply'
   log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
   const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: io === processIo ? undefined : io.err })
@@ -220,14 +252,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     tasks,
     parallel,
     waitS,
-    connect: (host) =>
-      connect(host, {
-        log: (e) => log.event(e),
-        resolveHost: (name) => loaded.hosts.find((h) => h.name === name),
-        sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined,
-        // One whole line at a time, already masked by the connection (see LineMasker).
-        onOutput: values.verbose ? (host, line) => io.err(`[${host}] | ${line}`) : undefined,
-      }),
+    connect: connectHost,
     onEvent: (e) => {
       progress.event(e)
       log.event({ msg: e.message, host: e.host, task: e.task })

@@ -40,6 +40,8 @@ export interface HostRunOptions {
   waitS?: number
   /** `provision adopt`: take over a Synapse built by hand before the role tasks run. */
   adopt?: boolean
+  /** The caller holds this host's lock already (restore applies the inventory inside its own lock). */
+  lockHeld?: boolean
 }
 
 interface PreparedTask {
@@ -61,7 +63,7 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
   const emit = (message: string, task?: string) => options.onEvent?.({ host: host.name, task, message })
   let lock: HostLock | undefined
   try {
-    if (options.mode === 'apply') lock = await acquireLock(conn)
+    if (options.mode === 'apply' && !options.lockHeld) lock = await acquireLock(conn)
     const facts = await gatherFacts(conn, BASE_FACTS)
     const ownership = facts.get(hostOwnership)
     const stored = facts.get(storedSecrets)

@@ -19,6 +19,8 @@ export interface RunOptions {
   waitS?: number
   /** `provision adopt`: take over a Synapse built by hand on each host (see src/adopt/). */
   adopt?: boolean
+  /** The caller holds the hosts' locks already (see HostRunOptions.lockHeld). */
+  lockHeld?: boolean
 }
 
 /**
@@ -57,6 +59,7 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         onEvent: options.onEvent,
         waitS: options.waitS,
         adopt: options.adopt,
+        lockHeld: options.lockHeld,
         ...(options.mode === 'apply' ? { awaitNeeds, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
       })
     } catch (error) {

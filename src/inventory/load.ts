@@ -538,6 +538,9 @@ class InventoryBuilder {
       const first = host.roles.indexOf(role)
       if (first !== index) this.add(['hosts', host.name, 'roles', index], `role "${role}" is listed twice (first at position ${first + 1})`, 'list each role once')
     })
+    if (host.roles.includes('backup') && !host.roles.includes('synapse')) {
+      this.addForRole(host, 'backup', 'the backup role needs the synapse role on the same host: it backs up that homeserver (its media, signing key and database)', `add synapse to hosts.${host.name}.roles, or move backup to the host that has synapse`)
+    }
     if (host.roles.includes('workers') && !host.roles.includes('synapse')) {
       this.addForRole(
         host,
@@ -974,6 +977,12 @@ class InventoryBuilder {
         mainMetricsPort: v.monitoring?.mainMetricsPort ?? VARS_DEFAULTS.monitoring.mainMetricsPort,
         prometheusScrapeFile: v.monitoring?.prometheusScrapeFile,
         prometheus: { ...VARS_DEFAULTS.monitoring.prometheus, ...v.monitoring?.prometheus },
+      },
+      backup: {
+        directory: v.backup?.directory ?? VARS_DEFAULTS.backup.directory,
+        keep: v.backup?.keep ?? VARS_DEFAULTS.backup.keep,
+        onCalendar: v.backup?.onCalendar ?? VARS_DEFAULTS.backup.onCalendar,
+        minFreeMiB: v.backup?.minFreeMiB ?? VARS_DEFAULTS.backup.minFreeMiB,
       },
     }
   }

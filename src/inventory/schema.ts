@@ -356,6 +356,17 @@ const prometheusSchema = z
   })
   .describe("Prometheus on the homeserver with alerts for the guide's indicators (process CPU, event send time, cache evictions, a process down)")
 
+const backupSchema = z
+  .strictObject({
+    directory: hostPath().optional().describe('Where the host keeps its scheduled backups (default /var/backups/matrix-provision)'),
+    keep: integer(1, 365, 'expected how many backups to keep: an integer between 1 and 365').optional().describe('Backups kept (default 7)'),
+    onCalendar: pattern(/^[A-Za-z0-9 *:.,~/-]{1,64}$/, 'expected a systemd OnCalendar expression such as daily or "*-*-* 03:30:00"')
+      .optional()
+      .describe('When the timer fires, as systemd.time(7) OnCalendar (default daily)'),
+    minFreeMiB: integer(0, 10_000_000, 'expected a number of MiB (an integer >= 0)').optional().describe('Free space that must remain after a backup (default 1024)'),
+  })
+  .describe('Scheduled backups on the host (role backup)')
+
 const monitoringSchema = z.strictObject({
   enableMetrics: bool().optional(),
   mainMetricsPort: port().optional(),
@@ -376,6 +387,7 @@ export const varsSchema = z
     apache: apacheSchema.optional(),
     element: elementSchema.optional(),
     monitoring: monitoringSchema.optional(),
+    backup: backupSchema.optional(),
   })
   .describe('Matrix settings; defaults.vars is merged under each host\'s vars (host wins)')
 
@@ -448,6 +460,7 @@ export const VARS_DEFAULTS = {
     mainMetricsPort: 32982,
     prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' },
   },
+  backup: { directory: '/var/backups/matrix-provision', keep: 7, onCalendar: 'daily', minFreeMiB: 1024 },
 } as const
 
 /**

@@ -4,7 +4,7 @@ import type { WorkerEntry } from '../topology/instances.js'
 import type { WorkerPreset } from '../topology/presets.js'
 
 /** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
-export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] as const
+export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring', 'backup'] as const
 export type Role = (typeof ROLES)[number]
 
 /** A secret as written in the inventory: never the value inline. */
@@ -141,6 +141,17 @@ export interface MatrixSettings {
     /** Write a Prometheus scrape configuration here on the host (none when unset). */
     prometheusScrapeFile?: string
     prometheus: PrometheusSettings
+  }
+  /** Scheduled backups on the host (role backup): a systemd timer taking the parts `provision backup` takes. */
+  backup: {
+    /** Directory on the host; each backup is a subdirectory <host>-<UTC time>. */
+    directory: string
+    /** Backups kept; older ones are removed after a new one is complete. */
+    keep: number
+    /** systemd OnCalendar expression (default daily). */
+    onCalendar: string
+    /** A backup is not started when less than this much would stay free after it (MiB). */
+    minFreeMiB: number
   }
 }
 

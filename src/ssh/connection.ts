@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream'
 import type { Secret } from '../secret.js'
 import type { ShellCommand } from './shell.js'
 
@@ -15,8 +16,8 @@ export interface CommandResult {
 }
 
 export interface RunOptions {
-  /** Data for the command's stdin. Secrets travel here, never on the command line. */
-  stdin?: string | Buffer
+  /** Data for the command's stdin (a stream is piped, with backpressure). Secrets travel here, never on the command line. */
+  stdin?: string | Buffer | Readable
   /** Kill the command after this long; the result then has timedOut = true. */
   timeoutMs?: number
   /** Live output (for --verbose and progress). */
@@ -26,6 +27,12 @@ export interface RunOptions {
    * for a diff): only this call's own onOutput sees it; the connection's live echo (--verbose) does not.
    */
   secretOutput?: boolean
+  /**
+   * Send stdout, as bytes, into this stream instead of the result (whose stdout stays empty), with
+   * backpressure: a slow writer pauses the remote command through the SSH window, so memory stays flat
+   * however much comes (a database dump, a media tar). The caller ends the stream.
+   */
+  stdoutTo?: Writable
 }
 
 export interface FileWrite {

@@ -81,6 +81,7 @@ interface ExecRequest {
   timeoutMs?: number
   onOutput?: RunOptions['onOutput']
   secretOutput?: boolean
+  stdoutTo?: RunOptions['stdoutTo']
 }
 
 /** A FileWrite as bytes plus its script parameters and the line the log shows (never the content). */
@@ -188,6 +189,7 @@ export class SshConnection implements Connection {
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     if (options.onOutput !== undefined) request.onOutput = options.onOutput
     if (options.secretOutput) request.secretOutput = true
+    if (options.stdoutTo !== undefined) request.stdoutTo = options.stdoutTo
     return this.#exec(request)
   }
 
@@ -320,7 +322,14 @@ export class SshConnection implements Connection {
           return
         }
         channel = ch
-        ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
+        if (request.stdoutTo) {
+          const sink = request.stdoutTo
+          sink.once('error', (err: Error) => {
+            stderr = appendNote(stderr, `writing the output failed: ${err.message}`)
+            ch.close()
+          })
+          ch.pipe(sink, { end: false })
+        } else ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
         ch.stderr.on('data', (chunk: Buffer) => {
           if (pidHeader !== undefined) {
             // The first stderr line of a timed root command is its pid, for us only.

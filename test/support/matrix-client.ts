@@ -93,3 +93,33 @@ export class MatrixClient {
     this.token = r.json.access_token
   }
 }
+
+/** Raw bytes over HTTPS to the same target (media upload and download). */
+export function binaryRequest(client: MatrixClient, method: string, path: string, body?: Buffer, contentType = 'application/octet-stream'): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: client.host,
+        port: client.target.port,
+        servername: client.target.hostname,
+        ca: client.target.ca,
+        method,
+        path,
+        headers: {
+          host: client.target.hostname,
+          ...(body ? { 'content-type': contentType, 'content-length': body.length } : {}),
+          ...(client.token ? { authorization: `Bearer ${client.token}` } : {}),
+        },
+        timeout: 60_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      },
+    )
+    req.on('error', reject)
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)))
+    req.end(body)
+  })
+}

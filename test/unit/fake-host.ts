@@ -254,6 +254,7 @@ export class FakeHost implements Connection {
   async run(built: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
     const command = built.text
     this.commands.push(command)
+    if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin)) throw new Error('FakeHost: streamed stdin is not modelled')
     const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
     const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
     return { command, code: out.code ?? 0, signal: null, stdout: out.stdout ?? '', stderr: out.stderr ?? '', durationMs: 0, timedOut: false }
