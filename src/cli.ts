@@ -32,6 +32,7 @@ Usage:
   provision backup  --inventory FILE [--to DIR]  back up each homeserver (database, media, signing key, secrets, config) to DIR
   provision restore --inventory FILE --limit H --from DIR [--force]
                                                  restore a backup onto host H, provisioned from the inventory
+  provision rollback --inventory FILE --limit H  switch Synapse back to the previous venv if the schema allows it
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -106,7 +107,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {
-  const commands = ['apply', 'check', 'adopt', 'schema', 'unlock', 'sandbox', 'status', 'lock', 'backup', 'restore'] as const
+  const commands = ['apply', 'check', 'adopt', 'schema', 'unlock', 'rollback', 'sandbox', 'status', 'lock', 'backup', 'restore'] as const
   const command = (commands as readonly string[]).includes(argv[0] ?? '') ? (argv.shift() as (typeof commands)[number]) : 'apply'
   const { values } = parseArgs({
     args: argv,
@@ -218,6 +219,28 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     log.close()
     io.out(values.json ? maskJson(report, 2) + '\n' : renderStatus(report))
     return statusFailed(report) ? EXIT.hostFailed : EXIT.ok
+  }
+
+  if (command === 'rollback') {
+    if (!values.limit) throw new UsageError('rollback needs --limit HOST: roll back one host at a time, knowingly')
+    const { rollbackHost } = await import('./rollback.js')
+    const { renderRollback } = await import('./report/text.js')
+    let failed = 0
+    const reports = []
+    for (const host of inventory.hosts) {
+      const conn = await connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name), sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined })
+      try {
+        const r = await rollbackHost(host, loaded, conn)
+        if (!r.ok) failed++
+        reports.push(r)
+        if (!values.json) io.out(renderRollback(r, { color: process.stdout.isTTY === true && !process.env.NO_COLOR }))
+      } finally {
+        await conn.close()
+      }
+    }
+    if (values.json) io.out(maskSecrets(JSON.stringify(reports, null, 2)) + '\n')
+    log.close()
+    return failed ? EXIT.hostFailed : EXIT.ok
   }
 
   if (command === 'adopt') {

@@ -220,7 +220,13 @@ async function applyTasks(
         if (!change) continue
         emit(change.summary, p.task.name)
         await ledger.beforeChange(change)
-        await r.apply(change, { conn, state })
+        try {
+          await r.apply(change, { conn, state })
+        } catch (error) {
+          // An ordered procedure that failed part-way stays in the report with the steps it did.
+          if (change.performed?.length) tr.changes.push(change)
+          throw error
+        }
         tr.changes.push(change)
         if (conn.queued) unsent.push({ change, batch: conn.sentBatches })
         stale.noteApplied(change)

@@ -935,6 +935,8 @@ class InventoryBuilder {
         macaroonSecret: must('macaroon-secret'),
         formSecret: must('form-secret'),
         registrationSharedSecret: must('registration-shared-secret'),
+        keepVenvs: v.synapse?.keepVenvs ?? VARS_DEFAULTS.synapse.keepVenvs,
+        backupDir: v.synapse?.backupDir ?? VARS_DEFAULTS.synapse.backupDir,
       },
       workers: {
         enabled: host.roles.includes('workers'),

@@ -273,6 +273,10 @@ const synapseSchema = z.strictObject({
   macaroonSecret: secretRefSchema.optional(),
   formSecret: secretRefSchema.optional(),
   registrationSharedSecret: secretRefSchema.optional(),
+  keepVenvs: integer(2, 20, 'expected how many Synapse venvs to keep, an integer between 2 and 20 (the active one and at least one to roll back to)')
+    .optional()
+    .describe('pip: versioned venvs /opt/venvs/matrix-synapse-<version> kept after an upgrade, the active one included (default 2)'),
+  backupDir: hostPath().optional().describe('Where the database dump before a schema migration goes on the host (default /var/backups/matrix-synapse)'),
 })
 
 /** worker_name: a systemd instance name, file name, instance_map key and Prometheus job. */
@@ -452,7 +456,7 @@ export const APT_REPOSITORY_DEFAULTS = {
 export const VARS_DEFAULTS = {
   postgres: { port: 5432, database: 'synapse', user: 'synapse_user' },
   redis: { port: 32992 },
-  synapse: { install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2 },
+  synapse: { install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2, keepVenvs: 2, backupDir: '/var/backups/matrix-synapse' },
   workers: { preset: 'guide', portBase: 18100, replicationPort: 32993, federationReader: { port: 32902, metricsPort: 32981 }, federationSender: { metricsPort: 32980 } },
   apache: { tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 },
   monitoring: {

@@ -102,6 +102,10 @@ export interface MatrixSettings {
     macaroonSecret: SecretValue
     formSecret: SecretValue
     registrationSharedSecret: SecretValue
+    /** pip: versioned venvs kept after an upgrade, the active one included. */
+    keepVenvs: number
+    /** Host directory of the database dumps taken before schema migrations. */
+    backupDir: string
   }
   workers: {
     enabled: boolean

@@ -19,6 +19,15 @@ function paint(on: boolean) {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 
+/** An ordered procedure: numbered as planned, or as done (with each outcome) after apply. */
+export function renderSteps(c: Change, p: ReturnType<typeof paint>): string[] {
+  if (c.performed?.length) {
+    const mark = { done: p.green('✓'), skipped: p.dim('-'), failed: p.red('✗') }
+    return c.performed.map((s, i) => `        ${String(i + 1).padStart(2)}. ${mark[s.status]} ${s.rollback ? p.yellow('rollback: ') : ''}${s.summary}${s.detail ? p.dim(` (${s.detail.split('\n')[0]})`) : ''} ${p.dim(`${(s.durationMs / 1000).toFixed(1)} s`)}`)
+  }
+  return (c.steps ?? []).map((s, i) => `        ${String(i + 1).padStart(2)}. ${s.summary}${s.uncertain ? p.dim(`  (may change: ${s.uncertain})`) : ''}`)
+}
+
 function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: ReturnType<typeof paint>): string[] {
   const lines: string[] = []
   // `check` exists to show the checks: every one, with its result. Elsewhere only failures and warnings.
@@ -30,6 +39,7 @@ function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: R
     const sym = SYMBOL[c.action]
     const color = sym === '+' ? p.green : sym === '-' ? p.red : p.yellow
     lines.push(`    ${color(sym)} ${c.summary}${c.uncertain ? p.dim(`  (may change: ${c.uncertain})`) : ''}`)
+    lines.push(...renderSteps(c, p))
     if (o.diffs && c.diff) {
       for (const d of c.diff.trimEnd().split('\n')) {
         const dc = d.startsWith('+') && !d.startsWith('+++') ? p.green : d.startsWith('-') && !d.startsWith('---') ? p.red : p.dim
@@ -109,4 +119,12 @@ export function renderReport(report: RunReport, options: TextOptions): string {
 export function renderJson(report: RunReport): string {
   // Masked before serialising: JSON escapes a secret with a quote or backslash beyond maskSecrets' reach.
   return maskJson(report, 2) + '\n'
+}
+
+/** `provision rollback`: what was decided, and the steps done in order. */
+export function renderRollback(r: { host: string; ok: boolean; message: string; change?: Change }, options: { color: boolean }): string {
+  const p = paint(options.color)
+  const lines = [`${p.bold(r.host)}: ${r.ok ? p.green(r.message) : p.red(r.message)}`]
+  if (r.change) lines.push(...renderSteps(r.change, p))
+  return maskSecrets(lines.join('\n')) + '\n'
 }

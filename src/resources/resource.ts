@@ -36,6 +36,31 @@ export interface Change {
   reach: ChangeReach
   /** The unit this change starts on its new configuration: no restart is due for it afterwards. */
   starts?: string
+  /**
+   * An ordered procedure (a Synapse upgrade: stop workers -> switch -> start main -> ...): planned in
+   * the dry run, and done in exactly this order by apply, which records each in `performed`.
+   */
+  steps?: Step[]
+  /** Apply: the steps as done, in order, with their outcome (a rollback appends its own). */
+  performed?: PerformedStep[]
+}
+
+export interface Step {
+  /** e.g. install, check-config, backup, stop, switch, start, wait-health, after-checks, prune. */
+  kind: string
+  /** What it acts on: a unit, a path, a URL. */
+  target: string
+  summary: string
+  /** Set when the dry run cannot know yet whether the step will do anything; says why. */
+  uncertain?: string
+}
+
+export interface PerformedStep extends Step {
+  status: 'done' | 'skipped' | 'failed'
+  detail?: string
+  durationMs: number
+  /** Steps of an automatic rollback after a failed upgrade. */
+  rollback?: boolean
 }
 
 /**

@@ -1,5 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { pythonVersion } from '../../src/facts/system.js'
+import { debPackages } from '../../src/facts/packages.js'
+import type { HostSpec, Inventory, MatrixSettings } from '../../src/inventory/types.js'
+import { workerAfterChecks } from '../workers/checks.js'
+import { synapseRelease, versionedVenv, type ReleaseSpec } from './release.js'
+import { codeSchemaOfWheelhouse } from './schema-probe.js'
 import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { command } from '../../src/resources/command.js'
@@ -8,7 +13,7 @@ import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { raw, sh } from '../../src/ssh/shell.js'
-import { workerInstances } from '../../src/topology/instances.js'
+import { workerInstances, workerInstancesOnHost, workerUnits } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
 import { signingKey } from './signing-key.js'
@@ -70,7 +75,47 @@ export function retiredWorkers(keep: readonly string[]): Resource {
 
 /** Validate the whole configuration as Synapse itself reads it, without starting it. */
 // Run as the service user: parsing creates media_store_path, which must not end up owned by root.
-export const VALIDATE_CONFIG = sh`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PYTHON} -m synapse.config ${CONFIG_ARGS}`
+export const validateConfig = (python: string, worker?: string) => {
+  const main = sh`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${python} -m synapse.config ${CONFIG_ARGS}`
+  return worker ? sh`${main} ${`--config-path=${SYNAPSE_WORKERS_DIR}/${worker}.yaml`}` : main
+}
+export const VALIDATE_CONFIG = validateConfig(PYTHON)
+
+/** The checks of a serving main process (the task's after-checks, and an upgrade's). */
+export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
+  const port = vars.synapse.listenPort
+  const SIGNING_KEY = signingKeyPathOf(vars)
+  return [
+    unitActive(SYNAPSE_UNIT),
+    { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },
+    { name: '/_matrix/client/versions answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { waitS: c.waitS(60), unit: SYNAPSE_UNIT, expect: /"versions"/ }) },
+    {
+      name: 'signing key readable only by matrix-synapse',
+      async run(conn) {
+        const r = await conn.run(sh`stat -c '%U %a' ${SIGNING_KEY}`)
+        return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
+      },
+    },
+  ]
+}
+
+/** The ordered version switch (release.ts) with this host's settings: its workers (the topology's one list), checks and backup place. */
+export function releaseSpec(host: HostSpec, inventory: Inventory, version: string): Omit<ReleaseSpec, 'method' | 'install' | 'controllerCode' | 'aptInstall'> {
+  const v = host.vars
+  const units = workerUnits(inventory, host.name)
+  return {
+    version,
+    workerUnits: units,
+    healthUrl: `http://127.0.0.1:${v.synapse.listenPort}/health`,
+    afterChecks: [...synapseAfterChecks(v), ...(units.length ? workerAfterChecks(v) : [])],
+    keepVenvs: v.synapse.keepVenvs,
+    backupDir: v.synapse.backupDir,
+    signingKey: signingKeyPathOf(v),
+    postgresLocal: !v.postgres.host || v.postgres.host === host.name,
+    database: v.postgres.database,
+    configChecks: (python) => [validateConfig(python), ...workerInstancesOnHost(inventory, host.name).map((w) => validateConfig(python, w.name))],
+  }
+}
 
 export const synapseTask: Task = {
   name: 'synapse',
@@ -111,9 +156,15 @@ export const synapseTask: Task = {
     const out: Resource[] = []
     const watch = [`${ETC}/homeserver.yaml`, `${ETC}/conf.d/`, `${ETC}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', '/etc/systemd/system/matrix-synapse.service']
     if (v.synapse.install === 'apt') {
+      // An installed package at another version is upgraded by the release, in the upgrade order.
+      const installed = ctx.facts.get(debPackages).has('matrix-synapse-py3')
+      const debVersion = v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined
+      if (installed && v.synapse.version) {
+        out.push(synapseRelease({ ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version), method: 'apt', aptInstall: sh`DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades -o Dpkg::Options::=--force-confold ${`matrix-synapse-py3=${debVersion!}`}` }))
+      }
       out.push(
         aptPackages({
-          packages: [{ name: 'matrix-synapse-py3', version: v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined }],
+          packages: [{ name: 'matrix-synapse-py3', version: installed ? undefined : debVersion }],
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
           provides: { units: [SYNAPSE_UNIT], paths: [ETC, VENV] },
         }),
@@ -130,6 +181,7 @@ export const synapseTask: Task = {
       // The inventory loader read and validated it (or refused the inventory): pip installs only a locked set.
       const lock = v.synapse.lock
       if (!lock) throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
+      const version = lock.synapseVersion
       out.push(
         aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
         command({
@@ -139,7 +191,13 @@ export const synapseTask: Task = {
           summary: 'create system user matrix-synapse',
         }),
         directory({ path: '/opt/venvs' }),
-        pythonVirtualenv({ path: VENV, lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
+        // Each version in its own venv, from its lock; the release switches /opt/venvs/matrix-synapse to it in order.
+        synapseRelease({
+          ...releaseSpec(ctx.host, ctx.inventory, version),
+          method: 'pip',
+          install: pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
+          controllerCode: v.synapse.wheelhouse ? codeSchemaOfWheelhouse(v.synapse.wheelhouse) : undefined,
+        }),
         file({ path: '/etc/systemd/system/matrix-synapse.service', content: renderSynapseUnit() }),
       )
     }
@@ -176,21 +234,5 @@ export const synapseTask: Task = {
     )
     return out
   },
-  after(ctx) {
-    const port = ctx.host.vars.synapse.listenPort
-    const SIGNING_KEY = signingKeyPathOf(ctx.host.vars)
-    const checks: AfterCheck[] = [
-      unitActive(SYNAPSE_UNIT),
-      { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },
-      { name: '/_matrix/client/versions answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { waitS: c.waitS(60), unit: SYNAPSE_UNIT, expect: /"versions"/ }) },
-      {
-        name: 'signing key readable only by matrix-synapse',
-        async run(conn) {
-          const r = await conn.run(sh`stat -c '%U %a' ${SIGNING_KEY}`)
-          return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
-        },
-      },
-    ]
-    return checks
-  },
+  after: (ctx) => synapseAfterChecks(ctx.host.vars),
 }

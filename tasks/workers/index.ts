@@ -1,10 +1,11 @@
-import type { AfterCheck, BeforeCheck, Task } from '../../src/engine/task.js'
+import type { BeforeCheck, Task } from '../../src/engine/task.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/ssh/shell.js'
 import { workerInstances } from '../../src/topology/instances.js'
-import { httpOnHost, portAvailable, unitActive } from '../common/checks.js'
+import { portAvailable } from '../common/checks.js'
+import { workerAfterChecks } from './checks.js'
 import { VALIDATE_CONFIG } from '../synapse/index.js'
 import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
@@ -55,20 +56,5 @@ export const workersTask: Task = {
     out.push(service({ unit: 'matrix-synapse.target', running: true }))
     return out
   },
-  after(ctx) {
-    const metrics = ctx.host.vars.monitoring.enableMetrics
-    const checks: AfterCheck[] = workerInstances(ctx.host.vars).map((w) => unitActive(workerUnitName(w.name)))
-    for (const w of workerInstances(ctx.host.vars)) {
-      const unit = workerUnitName(w.name)
-      if (w.port !== undefined) {
-        checks.push({ name: `${w.name} /health answers`, run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: c.waitS(90), unit, expect: /OK/ }) })
-      } else if (metrics) {
-        checks.push({
-          name: `${w.name} metrics answer (its liveness probe)`,
-          run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, { waitS: c.waitS(90), unit, expect: /python_info|process_cpu/ }),
-        })
-      }
-    }
-    return checks
-  },
+  after: (ctx) => workerAfterChecks(ctx.host.vars),
 }

@@ -38,6 +38,7 @@ export const SYNAPSE_TARGET_PATH = '/etc/systemd/system/matrix-synapse.target'
 
 export { workerUnitName }
 
+
 /**
  * Federation endpoints a generic_worker can serve (docs/workers.md, "synapse.app.generic_worker",
  * Federation requests + inbound transactions). Compared with the guide (2022): adds version,

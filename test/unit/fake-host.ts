@@ -24,6 +24,7 @@ import { targetEnvironment } from '../../src/lock/markers.js'
 import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../../src/ssh/connection.js'
 import type { ShellCommand } from '../../src/ssh/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
+import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
 
 export type FsNode =
   | { type: 'file'; content: Buffer; owner: string; group: string; mode: number }
@@ -167,8 +168,19 @@ export class FakeHost implements Connection {
   // -- state helpers -------------------------------------------------------------------------------
 
   file(path: string): Buffer | undefined {
-    const n = this.fs.get(path)
+    const n = this.fs.get(this.resolve(path))
     return n?.type === 'file' ? n.content : undefined
+  }
+
+  /** The path with a symlinked directory on its way followed (/opt/venvs/matrix-synapse -> matrix-synapse-1.163.2). */
+  resolve(path: string): string {
+    const parts = path.split('/')
+    for (let i = parts.length - 1; i > 1; i--) {
+      const dir = parts.slice(0, i).join('/')
+      const n = this.fs.get(dir)
+      if (n?.type === 'symlink') return this.resolve(posix.resolve(posix.dirname(dir), n.target) + '/' + parts.slice(i).join('/'))
+    }
+    return path
   }
 
   text(path: string): string | undefined {
@@ -348,6 +360,12 @@ export class FakeHost implements Connection {
       return { stdout: found.join('') }
     }
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
+        if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
+    if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
+    if ((m = /^if \[ -x (\S+)\/bin\/python \]; then .*base64.*; else echo null; fi$/s.exec(cmd))) {
+      const version = this.venvs.get(this.resolve(m[1]!))?.get('matrix-synapse')
+      return { stdout: version ? JSON.stringify({ version, schemaVersion: 94, compatVersion: 84, deltas: ['94/01_fake.sql'] }) + '\n' : 'null\n' }
+    }
     if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
       return this.#stat(unquote(m[1]!))
     }
@@ -358,10 +376,25 @@ export class FakeHost implements Connection {
     if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd))) return this.#psqlQuery(unquote(m[1]!))
     if ((m = rx(String.raw`^${ARG} -c ${ARG}$`).exec(cmd)) && unquote(m[1]!).endsWith('/bin/python')) {
       if (unquote(m[2]!) !== VENV_CONTENTS_SCRIPT) this.#unexpected(`python probe: ${cmd}`)
-      const dists = this.venvs.get(unquote(m[1]!).replace(/\/bin\/python$/, ''))
+      const dists = this.venvs.get(this.resolve(unquote(m[1]!)).replace(/\/bin\/python$/, ''))
       return dists === undefined ? { code: 127, stderr: 'No such file or directory' } : { stdout: `python ${this.venvPython}\n${[...dists].map(([n, v]) => `${n} ${v}\n`).join('')}` }
     }
     return this.#guard(cmd)
+  }
+
+  /** releaseStateFact: the venv link, the versioned venvs and the active version, as the shell prints them. */
+  #releaseState(): Out {
+    const link = this.fs.get('/opt/venvs/matrix-synapse')
+    const lines: string[] = []
+    if (link?.type === 'symlink') lines.push(`link ${link.target}`)
+    else if (link?.type === 'directory') lines.push('dir')
+    for (const p of [...this.fs.keys()].filter((k) => k.startsWith('/opt/venvs/matrix-synapse-') && !k.slice(1).includes('/', 'opt/venvs/'.length)).sort()) {
+      if (this.fs.get(p)?.type === 'directory') lines.push(`venv 1 ${p}`)
+    }
+    const active = this.venvs.get(this.resolve('/opt/venvs/matrix-synapse/bin/python').replace(/\/bin\/python$/, ''))?.get('matrix-synapse')
+    if (active) lines.push(`active ${active}`)
+    lines.push(`free ${this.diskKiB}`)
+    return { stdout: lines.join('\n') + '\n' }
   }
 
   /** Guards of command resources: `a && b && c`, each clause answered from the state. */

@@ -249,10 +249,15 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const t = taskOf(report, 'synapse')
     expect(changeOf(report, 'apt:python3-venv,libpq5,curl').summary).toBe('install python3-venv libpq5 curl')
     expect(changeOf(report, 'command:system user matrix-synapse').summary).toBe('create system user matrix-synapse')
-    expect(changeOf(report, 'venv:/opt/venvs/matrix-synapse')).toMatchObject({
-      action: 'install',
-      summary: 'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)',
-      touches: ['pkg:matrix-synapse', '/opt/venvs/matrix-synapse/'],
+    // The version gets its own venv (from its lock) and the stable path becomes a link to it (nothing runs yet: no order).
+    expect(changeOf(report, 'synapse-release:/opt/venvs/matrix-synapse')).toMatchObject({
+      action: 'create',
+      summary: 'install Synapse 1.163.2 side by side in /opt/venvs/matrix-synapse-1.163.2, /opt/venvs/matrix-synapse linked to it',
+      touches: ['/opt/venvs/matrix-synapse'],
+      steps: [
+        { kind: 'install', target: '/opt/venvs/matrix-synapse-1.163.2', summary: 'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse-1.163.2 from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)' },
+        { kind: 'switch', target: '/opt/venvs/matrix-synapse-1.163.2', summary: 'link /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-1.163.2' },
+      ],
     })
     expect(t.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')).toMatchObject({ ok: true, detail: 'python3 is installed by this task' })
 
@@ -514,7 +519,8 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
     expect(role.password).toMatch(/^SCRAM-SHA-256\$4096:/)
     expect(passwordMatches(role.password, 'synapse_user', secret('postgres-password'))).toBe(true)
     expect(host.databases.get('synapse')).toEqual({ encoding: 'UTF8', collate: 'C', ctype: 'C', owner: 'synapse_user' })
-    expect(host.venvs.get('/opt/venvs/matrix-synapse')?.get('matrix-synapse')).toBe('1.163.2')
+    expect(host.venvs.get('/opt/venvs/matrix-synapse-1.163.2')?.get('matrix-synapse')).toBe('1.163.2')
+    expect(host.fs.get('/opt/venvs/matrix-synapse')).toEqual({ type: 'symlink', target: 'matrix-synapse-1.163.2' })
     expect(host.fs.get('/etc/matrix-synapse/homeserver.signing.key')).toMatchObject({ owner: 'matrix-synapse', mode: 0o600 })
     for (const text of [JSON.stringify(applied), textOf(applied)]) {
       for (const name of ['postgres-password', 'macaroon-secret', 'replication-secret']) expect(text).not.toContain(secret(name))

@@ -1,0 +1,493 @@
+/**
+ * The installed Synapse release, switched as a whole (docs/upgrade.md; reference/synapse.md section 8):
+ * each version lives in its own venv /opt/venvs/matrix-synapse-<version>, /opt/venvs/matrix-synapse is a
+ * symlink to the active one (the units keep using the stable path), and a version change is one
+ * ordered procedure, the same in the dry run and in apply:
+ *
+ *   install the new venv -> check the live config with the new code -> back up the database if the
+ *   schema will change -> stop every worker -> switch the link -> start main (it migrates) -> wait for
+ *   /health -> start the workers -> after-checks -> prune old venvs
+ *
+ * No worker runs old code against the new main: they are stopped before main restarts and started
+ * only once main answers /health. A failure after the switch rolls back to the previous venv when the
+ * database schema still accepts it (schema-compat.ts), else names the backup.
+ * The apt method follows the same order with the package upgrade in place of install + switch.
+ */
+import { databaseDumpCommand, pgDumpArgs } from '../../src/backup/database-dump.js'
+import { pythonScript } from '../../src/ssh/python-script.js'
+import type { AfterCheck, AfterCheckContext } from '../../src/engine/task.js'
+import { STATE_DIR } from '../../src/engine/host-state.js'
+import { defineFact, type FactValues } from '../../src/facts/fact.js'
+import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
+import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
+import { raw, sh, type ShellCommand } from '../../src/ssh/shell.js'
+import { httpOnHost } from '../common/checks.js'
+import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
+import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
+
+export const VENV_LINK = '/opt/venvs/matrix-synapse'
+export const versionedVenv = (version: string) => `${VENV_LINK}-${version}`
+export const RELEASE_STATE = `${STATE_DIR}/synapse-release.json`
+export const MAIN_UNIT = 'matrix-synapse.service'
+const ETC = '/etc/matrix-synapse'
+
+/** What the host records at each switch: the venv to go back to and the backup taken before it. */
+export interface ReleaseRecord {
+  active: string
+  previous?: string
+  backup?: string
+}
+
+export interface ReleaseState {
+  /** /opt/venvs/matrix-synapse: a symlink (to this name), a plain directory (the old layout), or nothing. */
+  link: { kind: 'link'; target: string } | { kind: 'dir' } | { kind: 'none' }
+  /** Version of the code behind /opt/venvs/matrix-synapse, if any. */
+  active?: string
+  /** Versioned venvs present, newest first (by mtime). */
+  venvs: { path: string; mtime: number }[]
+  record?: ReleaseRecord
+  /** KiB free where backups go (the nearest existing directory). */
+  backupFreeKiB: number
+  /** Dumps already in the backup directory (names are never reused). */
+  dumps: string[]
+}
+
+export function parseReleaseState(out: string): ReleaseState {
+  const s: ReleaseState = { link: { kind: 'none' }, venvs: [], backupFreeKiB: 0, dumps: [] }
+  for (const line of out.split('\n')) {
+    const [key, ...rest] = line.split(' ')
+    const value = rest.join(' ')
+    if (key === 'link') s.link = { kind: 'link', target: value }
+    else if (key === 'dir') s.link = { kind: 'dir' }
+    else if (key === 'active' && value) s.active = value
+    else if (key === 'venv') s.venvs.push({ mtime: Number(rest[0]), path: rest[1]! })
+    else if (key === 'record') s.record = JSON.parse(value) as ReleaseRecord
+    else if (key === 'free') s.backupFreeKiB = Number(value)
+    else if (key === 'dump') s.dumps.push(value)
+  }
+  s.venvs.sort((a, b) => b.mtime - a.mtime)
+  return s
+}
+
+export function releaseStateFact(backupDir: string) {
+  const v = VENV_LINK
+  const b = backupDir
+  return defineFact(
+    `synapse-release:${backupDir}`,
+    sh`if [ -L ${v} ]; then echo "link $(readlink ${v})"; elif [ -d ${v} ]; then echo dir; fi; ${raw(`for d in ${VENV_LINK}-*; do [ -d "$d" ] && [ ! -L "$d" ] && echo "venv $(stat -c %Y "$d") $d"; done`)}; [ -x ${`${v}/bin/python`} ] && echo "active $(${`${v}/bin/python`} -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null)"; [ -f ${RELEASE_STATE} ] && echo "record $(tr -d '\\n' < ${RELEASE_STATE})"; d=${b}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; echo "free $(df -Pk "$d" | awk 'NR==2{print $4}')"; for f in ${b}/*.dump; do [ -f "$f" ] && echo "dump $f"; done; true`,
+    (out) => parseReleaseState(out),
+  )
+}
+
+/** The schema rules of the code in a venv (null when that venv does not exist). */
+export function codeSchemaFact(venv: string) {
+  const py = `${venv}/bin/python`
+  return defineFact(`synapse-code-schema:${venv}`, sh`if [ -x ${py} ]; then ${codeSchemaCommand(py)}; else echo null; fi`, (out, code) => {
+    if (code !== 0) return { error: out.trim().slice(-300) || `exit ${code}` }
+    return out.trim() === 'null' ? null : parseCodeSchema(out)
+  })
+}
+
+/** The database's schema state, read with the active venv and the live config (null: no schema yet). */
+export const databaseSchemaFact = defineFact(
+  'synapse-database-schema',
+  sh`if [ -x ${`${VENV_LINK}/bin/python`} ] && [ -f ${`${ETC}/homeserver.yaml`} ]; then ${databaseSchemaCommand(`${VENV_LINK}/bin/python`, `${ETC}/homeserver.yaml`, `${ETC}/conf.d`)} 2>&1; else echo null; fi`,
+  (out, code): DatabaseSchema | null | { error: string } => {
+    if (code !== 0) return { error: out.trim().split('\n').slice(-2).join(' ') || `exit ${code}` }
+    try {
+      return parseDatabaseSchema(out)
+    } catch {
+      return { error: out.trim().slice(-300) }
+    }
+  },
+)
+
+const isError = (v: unknown): v is { error: string } => typeof v === 'object' && v !== null && 'error' in v
+
+export interface ReleaseSpec {
+  method: 'pip' | 'apt'
+  version: string
+  /** Worker units on this host, from the workers task's one source. */
+  workerUnits: string[]
+  /** Main's /health on the host. */
+  healthUrl: string
+  /** The checks of a working homeserver after the switch (main, client API, each worker). */
+  afterChecks: AfterCheck[]
+  keepVenvs: number
+  backupDir: string
+  /** Copied beside the dump: a restored database is useless without the server's key. */
+  signingKey: string
+  /** Commands that parse the live configuration with a given venv's Python (main, then each worker). */
+  configChecks: (python: string) => ShellCommand[]
+  /** pip: the resource that installs the versioned venv (from the wheelhouse, an index or a lock). */
+  install?: Resource
+  /** The new code's schema rules known on the controller (the wheelhouse's wheel), for the dry run. */
+  controllerCode?: CodeSchema
+  /** apt: the command that installs the package at this version. */
+  aptInstall?: ShellCommand
+  /** Postgres runs on this host (dumped as the postgres superuser), else the dump connects with Synapse's credentials. */
+  postgresLocal: boolean
+  database: string
+}
+
+interface Planned {
+  from?: string
+  next?: CodeSchema
+  db: DatabaseSchema | null
+  previousCode?: CodeSchema
+  dump?: string
+  installChange?: Change
+}
+
+/** Name of the dump before upgrading from -> to; never an existing one. */
+export function dumpPath(backupDir: string, from: string, to: string, existing: string[]): string {
+  const base = `${backupDir}/synapse-${from}-before-${to}`
+  for (let n = 1; ; n++) {
+    const p = n === 1 ? `${base}.dump` : `${base}.${n}.dump`
+    if (!existing.includes(p)) return p
+  }
+}
+
+/** Venvs to remove after switching to `active`: keep `keep` in all, the active one and the one to roll back to first. */
+export function venvsToPrune(venvs: { path: string }[], active: string, previous: string | undefined, keep: number): string[] {
+  const kept = new Set([active, ...(previous ? [previous] : [])])
+  for (const v of venvs) if (kept.size < keep) kept.add(v.path)
+  return venvs.map((v) => v.path).filter((p) => !kept.has(p))
+}
+
+export function synapseRelease(spec: ReleaseSpec): Resource {
+  const target = versionedVenv(spec.version)
+  const state = releaseStateFact(spec.backupDir)
+  const targetCode = codeSchemaFact(target)
+  const activeCode = codeSchemaFact(VENV_LINK)
+  const id = `synapse-release:${VENV_LINK}`
+  let planned: Planned = { db: null }
+
+  const stepsAround = (from: string | undefined, body: Step[]): Step[] => [
+    ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
+    ...body,
+    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${spec.version}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas` },
+    { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl} (migrations done)` },
+    ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${spec.version}` })),
+    { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
+  ]
+
+// Each step kind, done as the dry run described it.
+async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped: string } | void> {
+    const { conn } = ctx
+    const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) => ensureSuccess(conn.host, await conn.run(command, { timeoutMs }), what).stdout.trim()
+    switch (step.kind) {
+      case 'adopt':
+        await run(sh`mv -T ${VENV_LINK} ${step.target} && ${linkCommand(step.target)}`, 'moving the plain venv to its versioned name')
+        await writeRecord(conn, { active: step.target })
+        return `${VENV_LINK} -> ${step.target}`
+      case 'install':
+        if (!spec.install || !planned.installChange) return { skipped: 'already installed' }
+        await spec.install.apply(planned.installChange, ctx)
+        return
+      case 'check-config':
+        for (const c of spec.configChecks(`${target}/bin/python`)) await run(c, `Synapse ${spec.version} rejects the live configuration (${c.text})`, 180_000)
+        return 'the new code accepts the live configuration'
+      case 'backup': {
+        let next = planned.next
+        if (!next && spec.method === 'pip') next = parseCodeSchema(await run(codeSchemaCommand(`${target}/bin/python`), 'reading the new code schema version'))
+        if (next && spec.method === 'pip') {
+          const change = schemaChange(planned.db, next)
+          if (!change.changes) return { skipped: 'no schema delta pending: no dump needed' }
+        }
+        const size = await run(dumpToFile(spec, step.target), `dumping the database to ${step.target}`, 3_600_000)
+        const key = step.target.replace(/\.dump$/, '.signing.key')
+        await run(sh`install -m 0600 ${spec.signingKey} ${key}`, 'copying the signing key')
+        return `${step.target} (${size} bytes) and ${key}`
+      }
+      case 'stop':
+        await run(sh`systemctl stop ${step.target}`, `stopping ${step.target}`)
+        return
+      case 'switch':
+        await run(linkCommand(step.target), `switching ${VENV_LINK}`)
+        await writeRecord(conn, { active: step.target, previous: planned.from ? versionedVenv(planned.from) : undefined, backup: planned.dump })
+        return `${VENV_LINK} -> ${step.target}`
+      case 'apt-install':
+        await run(spec.aptInstall!, `upgrading matrix-synapse-py3 to ${spec.version}`, 1_200_000)
+        return
+      case 'start':
+        await startUnit(conn, step.target)
+        return
+      case 'wait-health': {
+        const r = await httpOnHost(conn, step.target, { waitS: 300, expect: /OK/ })
+        if (!r.ok) throw new Error(r.detail)
+        return
+      }
+      case 'after-checks': {
+        const failed: string[] = []
+        for (const c of spec.afterChecks) {
+          const r = await c.run(conn, AFTER_SWITCH)
+          if (!r.ok && !r.warning) failed.push(`${c.name}: ${r.detail}`)
+        }
+        if (failed.length) throw new Error(`after-checks failed: ${failed.join('; ')}`)
+        return `${spec.afterChecks.length} passed`
+      }
+      case 'prune':
+        await run(sh`rm -rf ${step.target.split(' ')}`, 'removing old venvs')
+        return
+      default:
+        throw new Error(`unknown step ${step.kind}`)
+    }
+  }
+
+  return {
+    id,
+    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(spec.install?.facts() ?? [])],
+    async plan(ctx) {
+      const s = ctx.facts.get(state)
+      const active = s.active
+      const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
+      if (spec.method === 'pip' && linkTarget === `matrix-synapse-${spec.version}` && active === spec.version) return null
+      if (spec.method === 'apt' && active === spec.version) return null
+      const steps: Step[] = []
+      planned = { from: active, db: null }
+      // Fresh host: nothing runs yet; install and link (the service resource starts it later).
+      if (!active || (spec.method === 'pip' && s.link.kind === 'none')) {
+        if (spec.method === 'apt') return null // the apt task installs it; nothing to order yet
+        if (spec.install) planned.installChange = (await spec.install.plan(ctx)) ?? undefined
+        if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
+        steps.push({ kind: 'switch', target, summary: `link ${VENV_LINK} -> ${target}` })
+        ctx.predicted.paths.add(VENV_LINK)
+        return { resource: id, kind: 'virtualenv', action: 'create', summary: `install Synapse ${spec.version} side by side in ${target}, ${VENV_LINK} linked to it`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+      }
+      // The old layout: the running code sits in a plain directory. Give it its versioned name first.
+      if (spec.method === 'pip' && s.link.kind === 'dir') {
+        steps.push({ kind: 'adopt', target: versionedVenv(active), summary: `move the plain venv ${VENV_LINK} (${active}) to ${versionedVenv(active)} and link ${VENV_LINK} to it (the running code stays in place)` })
+        if (active === spec.version) return { resource: id, kind: 'virtualenv', action: 'update', summary: `move Synapse ${active} to the side-by-side layout`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+      }
+      const dbFact = ctx.facts.get(databaseSchemaFact)
+      if (isError(dbFact)) throw new Error(`cannot read the database's schema version with ${VENV_LINK} and the live configuration: ${dbFact.error}`)
+      planned.db = dbFact
+      const haveTarget = ctx.facts.get(targetCode)
+      const next = (haveTarget && !isError(haveTarget) ? haveTarget : undefined) ?? spec.controllerCode
+      const prev = ctx.facts.get(activeCode)
+      planned.previousCode = prev && !isError(prev) ? prev : undefined
+      planned.next = next
+      const downgrade = compareVersions(spec.version, active) < 0
+      if (next) {
+        const run = canRun(dbFact, next)
+        if (!run.ok) throw new Error(`refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${s.record?.backup ? `, or restore the backup ${s.record.backup}` : ''}.`)
+      }
+      if (spec.method === 'pip') {
+        if (spec.install) planned.installChange = (await spec.install.plan(ctx)) ?? undefined
+        if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
+        steps.push({ kind: 'check-config', target, summary: `parse the live configuration with ${spec.version}'s code (${target}/bin/python -m synapse.config), main and every worker` })
+      }
+      const change = next ? schemaChange(dbFact, next) : undefined
+      const dump = dumpPath(spec.backupDir, active, spec.version, s.dumps)
+      if (!change || change.changes || spec.method === 'apt') {
+        const needKiB = Math.ceil((dbFact?.sizeBytes ?? 0) / 1024)
+        if (change?.changes && needKiB > s.backupFreeKiB) throw new Error(`not enough space for the database dump before the schema migration: ${spec.backupDir} has ${s.backupFreeKiB} KiB free, the database is ${needKiB} KiB; free space or set synapse.backupDir`)
+        planned.dump = dump
+        const why = change ? `${change.pending.length} schema delta(s) pending: ${change.pending.join(', ') || `schema_version ${dbFact?.version} -> ${next!.schemaVersion}`}` : undefined
+        steps.push({
+          kind: 'backup',
+          target: dump,
+          summary: `pg_dump -Fc (without e2e_one_time_keys_json data) to ${dump}, and the signing key to ${dump.replace(/\.dump$/, '.signing.key')}${why ? ` (${why})` : ''}`,
+          ...(!change ? { uncertain: spec.method === 'apt' ? "the package's schema is known only once it is unpacked: dumped before every apt upgrade" : "the new code's schema is known only once its venv is installed: skipped if no delta is pending" } : {}),
+        })
+      }
+      const window = next && planned.previousCode ? rollbackWindow(dbFact, planned.previousCode, next) : undefined
+      if (spec.method === 'pip') steps.push(...stepsAround(active, [{ kind: 'switch', target, summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${versionedVenv(active)} stays for rollback)` }]))
+      else steps.push(...stepsAround(active, [{ kind: 'apt-install', target: `matrix-synapse-py3 ${spec.version}`, summary: `upgrade the package matrix-synapse-py3 ${active} -> ${spec.version}` }]))
+      if (spec.method === 'pip') {
+        const venvs = [...s.venvs.filter((v) => v.path !== target), { path: target, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
+        if (s.link.kind === 'dir' && !venvs.some((v) => v.path === versionedVenv(active))) venvs.splice(1, 0, { path: versionedVenv(active), mtime: 0 })
+        const prune = venvsToPrune(venvs, target, versionedVenv(active), spec.keepVenvs)
+        if (prune.length) steps.push({ kind: 'prune', target: prune.join(' '), summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
+      }
+      ctx.predicted.paths.add(VENV_LINK)
+      return {
+        resource: id,
+        kind: 'virtualenv',
+        backupPaths: [],
+        reach: 'anything',
+        action: 'update',
+        summary: `${downgrade ? 'downgrade' : 'upgrade'} Synapse ${active} -> ${spec.version}${spec.method === 'pip' ? ` side by side in ${target}` : ' (apt)'}${window ? `; rollback window: ${window.reason}` : ''}`,
+        touches: [VENV_LINK],
+        steps,
+        ...(steps.some((x) => x.uncertain) ? { uncertain: steps.find((x) => x.uncertain)!.uncertain } : {}),
+      }
+    },
+    async apply(change, ctx) {
+      const run = new StepRunner(ctx.conn, change)
+      const steps = change.steps ?? []
+      const switchedAt = steps.findIndex((x) => x.kind === 'switch' || x.kind === 'apt-install')
+      let i = 0
+      try {
+        for (; i < steps.length; i++) await run.step(steps[i]!, () => doStep(steps[i]!, ctx))
+      } catch (error) {
+        // Before the switch nothing running was touched (a stopped worker is started again).
+        const message = error instanceof Error ? error.message : String(error)
+        if (switchedAt < 0 || i < switchedAt || change.action === 'create') {
+          for (const u of steps.slice(0, i).filter((x) => x.kind === 'stop').map((x) => x.target)) await ctx.conn.run(sh`systemctl start ${u}`)
+          throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
+        }
+        if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
+        const back = await rollBack(ctx.conn, spec, planned.from, run, planned.dump)
+        throw new Error(`upgrade ${planned.from} -> ${spec.version} failed: ${message}; ${back}`)
+      }
+    },
+  }
+}
+
+/**
+ * The dump (src/backup/database-dump.ts, the one definition) into a 0600 file beside its final name,
+ * then renamed: a cut run never leaves a truncated dump. A local Postgres is dumped as its superuser
+ * (peer authentication); a remote one with Synapse's own credentials, read from the live configuration
+ * by Synapse's Python and handed to pg_dump in its environment (needs pg_dump on this host).
+ */
+const REMOTE_DUMP_PY = `
+import glob, os, sys, yaml
+cfg = {}
+for p in sys.argv[1:2] + sorted(glob.glob(sys.argv[2] + '/*.yaml')):
+    with open(p) as f:
+        cfg.update(yaml.safe_load(f) or {})
+a = cfg['database']['args']
+env = dict(os.environ, PGHOST=str(a.get('host', 'localhost')), PGPORT=str(a.get('port', 5432)), PGUSER=str(a['user']), PGPASSWORD=str(a.get('password', '')))
+os.execvpe(sys.argv[3], sys.argv[3:], env)
+`
+
+function dumpToFile(spec: Pick<ReleaseSpec, 'postgresLocal' | 'database'>, file: string): ShellCommand {
+  const partial = `${file}.partial`
+  const dump = spec.postgresLocal ? databaseDumpCommand(spec.database) : pythonScript(`${VENV_LINK}/bin/python`, REMOTE_DUMP_PY, [`${ETC}/homeserver.yaml`, `${ETC}/conf.d`, ...pgDumpArgs(spec.database)])
+  return sh`mkdir -p -m 0700 ${file.replace(/\/[^/]+$/, '') || '/'} && umask 077 && ${dump} > ${partial} && mv -f ${partial} ${file} && stat -c %s ${file}`
+}
+
+/** Everything was just (re)started: each check waits as long as its own default. */
+const AFTER_SWITCH: AfterCheckContext = { waitS: (defaultS) => defaultS }
+
+/** One atomic rename: a new symlink beside, renamed over the old one (never a moment without a link). */
+function linkCommand(venv: string): ShellCommand {
+  const tmp = `${VENV_LINK}.mp-new`
+  return sh`ln -sfn ${venv.replace(/^.*\//, '')} ${tmp} && mv -Tf ${tmp} ${VENV_LINK}`
+}
+
+async function writeRecord(conn: Connection, record: ReleaseRecord): Promise<void> {
+  await conn.writeFile({ path: RELEASE_STATE, content: JSON.stringify(record) + '\n', mode: 0o600 })
+}
+
+async function startUnit(conn: Connection, unit: string): Promise<void> {
+  // restart: main still runs the old code until here; a stopped unit simply starts.
+  const r = await conn.run(sh`systemctl restart ${unit}`, { timeoutMs: 900_000 })
+  if (r.code !== 0) {
+    const log = await conn.run(sh`journalctl -u ${unit} -n 8 --no-pager -o cat`)
+    throw new Error(`${unit} did not start: ${log.stdout.trim().split('\n').slice(-4).join(' | ')}`)
+  }
+}
+
+/** Records each step's outcome into the change (the report shows what was done, in order). */
+export class StepRunner {
+  constructor(
+    private readonly conn: Connection,
+    private readonly change: Change,
+    private readonly rollback = false,
+  ) {
+    change.performed ??= []
+  }
+
+  async step(step: Step, run: () => Promise<string | { skipped: string } | void>): Promise<void> {
+    const t0 = Date.now()
+    const rec: PerformedStep = { ...step, status: 'done', durationMs: 0, ...(this.rollback ? { rollback: true } : {}) }
+    delete rec.uncertain
+    this.change.performed!.push(rec)
+    try {
+      const out = await run()
+      if (typeof out === 'string') rec.detail = out
+      else if (out) {
+        rec.status = 'skipped'
+        rec.detail = out.skipped
+      }
+    } catch (error) {
+      rec.status = 'failed'
+      rec.detail = error instanceof Error ? error.message : String(error)
+      throw error
+    } finally {
+      rec.durationMs = Date.now() - t0
+    }
+  }
+
+  withRollback(): StepRunner {
+    return new StepRunner(this.conn, this.change, true)
+  }
+}
+
+/** The rollback order: the upgrade's, pointing back at the previous venv. */
+export function rollbackSteps(spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, from: string, to: string): Step[] {
+  return [
+    ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
+    { kind: 'stop', target: MAIN_UNIT, summary: `stop ${MAIN_UNIT} (${from})` },
+    { kind: 'switch', target: versionedVenv(to), summary: `switch ${VENV_LINK} back -> ${versionedVenv(to)}` },
+    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${to}` },
+    { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl}` },
+    ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${to}` })),
+    { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
+  ]
+}
+
+/** May the code of `venv` run against the database as it is now? (read live, with that venv's Python). */
+export async function rollbackDecision(conn: Connection, to: string): Promise<{ ok: boolean; reason: string; code?: CodeSchema; db?: DatabaseSchema | null }> {
+  const py = `${versionedVenv(to)}/bin/python`
+  const codeOut = await conn.run(sh`[ -x ${py} ] && ${codeSchemaCommand(py)}`)
+  if (codeOut.code !== 0) return { ok: false, reason: `${versionedVenv(to)} is not a usable venv (removed, or never installed)` }
+  const code = parseCodeSchema(codeOut.stdout)
+  const dbOut = await conn.run(sh`${databaseSchemaCommand(py, `${ETC}/homeserver.yaml`, `${ETC}/conf.d`)} 2>&1`)
+  if (dbOut.code !== 0) return { ok: false, reason: `cannot read the database's schema: ${dbOut.stdout.trim().split('\n').slice(-1)[0]}` }
+  const db = parseDatabaseSchema(dbOut.stdout)
+  return { ...canRun(db, code), code, db }
+}
+
+/**
+ * Go back to the previous venv if the database still accepts its code (Synapse's compat rule), in the
+ * upgrade's order. Returns what the report says; throws nothing of its own when it refuses.
+ */
+export async function rollBack(conn: Connection, spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, to: string, runner: StepRunner, backup: string | undefined): Promise<string> {
+  return (await rollBackTo(conn, spec, to, runner, backup)).message
+}
+
+export async function rollBackTo(conn: Connection, spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, to: string, runner: StepRunner, backup: string | undefined): Promise<{ ok: boolean; message: string }> {
+  const decision = await rollbackDecision(conn, to)
+  if (!decision.ok) return { ok: false, message: `NOT rolled back to ${to}: ${decision.reason}; restore the backup ${backup ?? '(none was taken: the schema had not changed)'} (README, "Upgrading")` }
+  const from = (await conn.run(sh`readlink ${VENV_LINK}`)).stdout.trim().replace(/^matrix-synapse-/, '')
+  const rb = runner.withRollback()
+  try {
+    for (const step of rollbackSteps(spec, from, to)) {
+      await rb.step(step, async () => {
+        if (step.kind === 'stop') ensureSuccess(conn.host, await conn.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 }), `stopping ${step.target}`)
+        else if (step.kind === 'switch') {
+          ensureSuccess(conn.host, await conn.run(linkCommand(step.target)), 'switching back')
+          await writeRecord(conn, { active: step.target, previous: versionedVenv(from), backup })
+        } else if (step.kind === 'start') await startUnit(conn, step.target)
+        else if (step.kind === 'wait-health') {
+          const r = await httpOnHost(conn, step.target, { waitS: 300, expect: /OK/ })
+          if (!r.ok) throw new Error(r.detail)
+        } else {
+          const failed: string[] = []
+          for (const c of spec.afterChecks) {
+            const r = await c.run(conn, AFTER_SWITCH)
+            if (!r.ok && !r.warning) failed.push(`${c.name}: ${r.detail}`)
+          }
+          if (failed.length) throw new Error(`after-checks failed: ${failed.join('; ')}`)
+        }
+      })
+    }
+  } catch (error) {
+    return { ok: false, message: `rolling back to ${to} failed too: ${error instanceof Error ? error.message : String(error)}; the backup is ${backup ?? '(none was taken)'}` }
+  }
+  return { ok: true, message: `rolled back to ${to} (${decision.reason}): Synapse ${to} is serving again${backup ? `; the backup taken before the upgrade is ${backup}` : ''}` }
+}
+
+/** The record of the last switch on the host (what `provision rollback` goes back to). */
+export async function readRecord(conn: Connection): Promise<ReleaseRecord | undefined> {
+  const r = await conn.run(sh`cat ${RELEASE_STATE}`)
+  return r.code === 0 ? (JSON.parse(r.stdout) as ReleaseRecord) : undefined
+}
+
+export const versionOfVenv = (path: string) => path.replace(/^.*\/matrix-synapse-/, '')
+
+export type { FactValues }

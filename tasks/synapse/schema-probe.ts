@@ -1,0 +1,91 @@
+import { execFileSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { pythonScript } from '../../src/ssh/python-script.js'
+import type { ShellCommand } from '../../src/ssh/shell.js'
+import type { CodeSchema, DatabaseSchema } from './schema-compat.js'
+
+/**
+ * Reads SCHEMA_VERSION, SCHEMA_COMPAT_VERSION and the delta file names of a Synapse release without
+ * importing it (importing runs Synapse's start-up checks): from an installed package (no argument) or
+ * from a wheel (argument: its path, read as a zip on the controller).
+ */
+const CODE_SCHEMA_PY = `
+import ast, json, os, re, sys, zipfile
+if len(sys.argv) > 1:
+    z = zipfile.ZipFile(sys.argv[1]); names = z.namelist(); read = lambda p: z.read(p).decode()
+    version = re.search(r'matrix_synapse-([^-]+)-', os.path.basename(sys.argv[1])).group(1)
+else:
+    import importlib.util, importlib.metadata
+    root = os.path.dirname(list(importlib.util.find_spec('synapse').submodule_search_locations)[0])
+    base = os.path.join(root, 'synapse', 'storage', 'schema')
+    names = [os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(base) for f in fs]
+    read = lambda p: open(os.path.join(root, p)).read()
+    version = importlib.metadata.version('matrix-synapse')
+vals = {}
+for node in ast.parse(read('synapse/storage/schema/__init__.py')).body:
+    if isinstance(node, ast.Assign):
+        for t in node.targets:
+            if isinstance(t, ast.Name) and t.id in ('SCHEMA_VERSION', 'SCHEMA_COMPAT_VERSION'):
+                vals[t.id] = ast.literal_eval(node.value)
+deltas = set()
+for n in names:
+    m = re.match(r'synapse/storage/schema/(?:common|main|state)/delta/(\\d+)/([^/]+)$', n.replace(os.sep, '/'))
+    if m: deltas.add(m.group(1) + '/' + m.group(2))
+print(json.dumps({'version': version, 'schemaVersion': vals['SCHEMA_VERSION'], 'compatVersion': vals['SCHEMA_COMPAT_VERSION'], 'deltas': sorted(deltas)}))
+`
+
+/**
+ * The database's schema state, read with the credentials of Synapse's live configuration (merged as
+ * Synapse merges it: homeserver.yaml, then conf.d/*.yaml in order), so the password never leaves the host.
+ */
+const DATABASE_SCHEMA_PY = `
+import glob, json, sys, yaml, psycopg2
+cfg = {}
+for p in sys.argv[1:2] + sorted(glob.glob(sys.argv[2] + '/*.yaml')):
+    with open(p) as f:
+        cfg.update(yaml.safe_load(f) or {})
+a = dict(cfg['database']['args'])
+if 'database' in a: a['dbname'] = a.pop('database')
+conn = psycopg2.connect(**{k: v for k, v in a.items() if k in ('user', 'password', 'dbname', 'host', 'port', 'sslmode')})
+cur = conn.cursor()
+cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+if not cur.fetchone()[0]:
+    print('null'); sys.exit(0)
+cur.execute('SELECT version, upgraded FROM schema_version'); version, upgraded = cur.fetchone()
+cur.execute('SELECT compat_version FROM schema_compat_version'); row = cur.fetchone()
+cur.execute('SELECT version, file FROM applied_schema_deltas WHERE version >= %s', (version,))
+applied = sorted(f for _, f in cur.fetchall())
+cur.execute('SELECT pg_database_size(current_database())')
+print(json.dumps({'version': version, 'upgraded': bool(upgraded), 'compatVersion': row[0] if row else None, 'appliedDeltas': applied, 'sizeBytes': cur.fetchone()[0]}))
+`
+
+export function codeSchemaCommand(python: string): ShellCommand {
+  return pythonScript(python, CODE_SCHEMA_PY)
+}
+
+export function databaseSchemaCommand(python: string, homeserverYaml: string, confD: string): ShellCommand {
+  return pythonScript(python, DATABASE_SCHEMA_PY, [homeserverYaml, confD])
+}
+
+export function parseCodeSchema(stdout: string): CodeSchema {
+  const v = JSON.parse(stdout.trim().split('\n').pop()!) as CodeSchema
+  if (typeof v.schemaVersion !== 'number' || typeof v.compatVersion !== 'number' || !Array.isArray(v.deltas)) throw new Error(`unexpected schema probe output: ${stdout.slice(0, 200)}`)
+  return v
+}
+
+export function parseDatabaseSchema(stdout: string): DatabaseSchema | null {
+  return JSON.parse(stdout.trim().split('\n').pop()!) as DatabaseSchema | null
+}
+
+/** The schema rules of the matrix_synapse wheel in a controller wheelhouse (the dry run knows them before the venv exists). */
+export function codeSchemaOfWheelhouse(dir: string): CodeSchema | undefined {
+  const wheel = readdirSync(dir).find((f) => /^matrix_synapse-\d.*\.whl$/.test(f))
+  if (!wheel) return undefined
+  try {
+    return parseCodeSchema(execFileSync('python3', ['-c', CODE_SCHEMA_PY, join(dir, wheel)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))
+  } catch {
+    // No python3 here or not a readable wheel: the plan then says the backup is decided after the install.
+    return undefined
+  }
+}

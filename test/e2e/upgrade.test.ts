@@ -1,0 +1,237 @@
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import type { Change, PerformedStep, Step } from '../../src/resources/resource.js'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { provision, writeTestInventory } from '../support/inventory.js'
+import { MatrixClient } from '../support/matrix-client.js'
+import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
+import { readLock } from '../../src/lock/lock-file.js'
+import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
+
+const run = promisify(execFile)
+const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
+
+/**
+ * Versions: OLD about three months before NEWEST (1.158.0 -> 1.163.2: the same SCHEMA_VERSION 94, but
+ * 1.163.2 brings the deltas 94/09..94/11 and state 94/01). BROKEN is 1.160.0 (deltas 94/07..94/08, the
+ * profile_updates stream) in a venv whose prometheus_client (0.16.0) satisfies Synapse's declared range
+ * but not its code: main applies the deltas, then dies in listen_metrics (the issue's case 3).
+ * Each installs from its lock (OLD and NEWEST: inventories/synapse-lock, resolved as of their release
+ * dates; BROKEN: test/fixtures/synapse-lock-broken, 1.160.0's lock with that one pin changed).
+ */
+const OLD = '1.158.0'
+const BROKEN = '1.160.0'
+const NEWEST = '1.163.2'
+const BROKEN_LOCK_DIR = fileURLToPath(new URL('../fixtures/synapse-lock-broken/', import.meta.url))
+const LOCK_DIRS: Record<string, string> = { [OLD]: LOCK_DIR, [BROKEN]: BROKEN_LOCK_DIR, [NEWEST]: LOCK_DIR }
+const WORKERS = ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
+const ORDER = [
+  ...WORKERS.map((u) => `stop ${u}`),
+  'switch /opt/venvs/matrix-synapse-V',
+  'start matrix-synapse.service',
+  'wait-health http://127.0.0.1:8008/health',
+  ...WORKERS.map((u) => `start ${u}`),
+  'after-checks homeserver',
+]
+
+type Report = { durationMs: number; hosts: { status: string; error?: string; tasks: { task: string; status: string; changes: Change[]; restarts: unknown[] }[] }[] }
+const releaseChange = (r: Report): Change => r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === 'synapse-release:/opt/venvs/matrix-synapse')!
+const seq = (steps: (Step | PerformedStep)[]) => steps.map((s) => `${s.kind} ${s.target}`)
+
+describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inventory, with a failed ${BROKEN} in between`, () => {
+  let env: TestHosts
+  let hs: TestHost
+  let ca: string
+  const wheelhouses: Record<string, string> = {}
+  const inventoryFor = (version: string) =>
+    writeTestInventory(env, [{ name: 'up', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] }], { serverName: 'up.test', synapse: { install: 'pip', version, wheelhouse: wheelhouses[version], lockDir: LOCK_DIRS[version] } }, `inventory-${version}.yaml`)
+  const client = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.up.test', ca })
+  const serving = async () => ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
+  const data = { alice: undefined as unknown as MatrixClient, bob: undefined as unknown as MatrixClient, room: '', bodies: [] as string[], media: '', mediaBody: `media written on ${OLD} ${Date.now()}` }
+  const started = Date.now()
+
+  beforeAll(async () => {
+    for (const version of [OLD, BROKEN, NEWEST]) {
+      const lock = await readLock(LOCK_DIRS[version]!, version, 'test/e2e/upgrade.test.ts')
+      wheelhouses[version] = (await buildWheelhouse({ lock, pythonVersion: '3.11', cacheDir: `${CACHE_DIR}wheelhouse` })).dir
+    }
+    env = await startHosts(['up'], { ports: [443], aliases: { up: ['up.test', 'matrix.up.test'] } })
+    hs = env.get('up')
+  })
+  afterAll(async () => {
+    console.log(`upgrade.test.ts wall time ${((Date.now() - started) / 1000).toFixed(1)} s`)
+    await env?.stop()
+  })
+
+  it(`provisions ${OLD} side by side: /opt/venvs/matrix-synapse links to its versioned venv`, async () => {
+    const r = await provision(['--inventory', await inventoryFor(OLD), '--json'])
+    const report = JSON.parse(r.stdout) as Report
+    expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
+    expect((await hs.exec('readlink /opt/venvs/matrix-synapse')).stdout.trim()).toBe(`matrix-synapse-${OLD}`)
+    expect(await serving()).toBe(OLD)
+    ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.up.test.crt')).stdout
+  })
+
+  it('a client writes users, a room, messages and media', async () => {
+    const reg = await hs.exec("printf 'admin-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u admin --password-file /dev/stdin --admin http://127.0.0.1:8008")
+    expect(reg.exitCode, reg.output).toBe(0)
+    const admin = client()
+    await admin.login('admin', 'admin-pass-123456')
+    for (const u of ['alice', 'bob']) expect((await admin.call('PUT', `/_synapse/admin/v2/users/@${u}:up.test`, { password: `${u}-pass-123456` })).status).toBe(201)
+    data.alice = client()
+    data.bob = client()
+    await data.alice.login('alice', 'alice-pass-123456')
+    await data.bob.login('bob', 'bob-pass-123456')
+    const room = await data.alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'upgrade', invite: ['@bob:up.test'] })
+    data.room = room.json.room_id
+    expect((await data.bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(data.room)}`, {})).status).toBe(200)
+    for (let i = 0; i < 10; i++) {
+      const body = `message ${i} written on ${OLD}`
+      const sender = i % 2 ? data.bob : data.alice
+      expect((await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/t${i}`, { msgtype: 'm.text', body })).status).toBe(200)
+      data.bodies.push(body)
+    }
+    const up = await data.alice.call<{ content_uri: string }>('POST', '/_matrix/media/v3/upload?filename=note.txt', data.mediaBody)
+    expect(up.status, up.text).toBe(200)
+    data.media = up.json.content_uri
+  })
+
+  const dataIntact = async () => {
+    const msgs = await data.bob.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`)
+    expect(msgs.status).toBe(200)
+    const bodies = msgs.json.chunk.map((e) => e.content.body).filter(Boolean)
+    for (const b of data.bodies) expect(bodies).toContain(b)
+    const media = await data.bob.call('GET', `/_matrix/client/v1/media/download/${data.media.slice('mxc://'.length)}`)
+    expect(media.status).toBe(200)
+    expect(media.text).toContain(data.mediaBody)
+    const fresh = client()
+    await fresh.login('alice', 'alice-pass-123456')
+    const joined = await fresh.call<{ joined_rooms: string[] }>('GET', '/_matrix/client/v3/joined_rooms')
+    expect(joined.json.joined_rooms).toContain(data.room)
+  }
+
+  it(`a new version that fails after the switch (${BROKEN}, broken venv) rolls back by itself: ${OLD} serves again, the report says so and names the backup`, async () => {
+    const inventory = await inventoryFor(BROKEN)
+    const plan = JSON.parse((await provision(['--inventory', inventory, '--dry-run', '--json'])).stdout) as Report
+    const planned = releaseChange(plan)
+    const backup = planned.steps!.find((s) => s.kind === 'backup')!
+    expect(backup.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${BROKEN}.dump`)
+    expect(backup.summary).toContain('94/07_profile_updates.sql')
+    const r = await provision(['--inventory', inventory, '--json'])
+    expect(r.code).toBe(1)
+    const report = JSON.parse(r.stdout) as Report
+    const change = releaseChange(report)
+    console.log(`failed upgrade to ${BROKEN} and rollback: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.rollback ? 'rollback ' : ''}${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 160) : ''}`).join('\n')}`)
+    // Apply did the planned order up to the failure, then the rollback in the same order.
+    const done = change.performed!.filter((s) => !s.rollback)
+    expect(seq(done)).toEqual(seq(planned.steps!).slice(0, done.length))
+    expect(done.at(-1)).toMatchObject({ status: 'failed' })
+    expect(done.find((s) => s.kind === 'backup')).toMatchObject({ status: 'done', target: backup.target })
+    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(OLD, 'V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', ...ORDER.slice(2)])
+    const error = report.hosts[0]!.error!
+    expect(error).toContain(`rolled back to ${OLD}`)
+    expect(error).toContain(backup.target)
+    expect(error).toMatch(/listen_metrics|did not start|\/health/)
+    expect(await serving()).toBe(OLD)
+    expect((await hs.exec('readlink /opt/venvs/matrix-synapse')).stdout.trim()).toBe(`matrix-synapse-${OLD}`)
+    expect((await hs.exec(`stat -c '%a %s' ${backup.target}`)).stdout).toMatch(/^600 [1-9]\d+/)
+    expect((await hs.exec(`cmp ${backup.target.replace(/\.dump$/, '.signing.key')} /etc/matrix-synapse/homeserver.signing.key && echo same`)).stdout.trim()).toBe('same')
+    // The dump is a custom-format dump pg_restore reads, with the one-time keys' table but not its rows.
+    const toc = (await hs.exec(`pg_restore -l ${backup.target}`)).stdout
+    expect(toc).toContain('TABLE public e2e_one_time_keys_json')
+    expect(toc).not.toContain('TABLE DATA public e2e_one_time_keys_json')
+    expect(toc).toContain('TABLE DATA public events')
+    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    await dataIntact()
+  })
+
+  it(`upgrades ${OLD} -> ${NEWEST}: the plan shows the backup and the order, apply does exactly it, no worker Traceback, client API down < 5 s, data intact`, async () => {
+    const inventory = await inventoryFor(NEWEST)
+    const dry = await provision(['--inventory', inventory, '--dry-run'])
+    console.log(dry.stdout)
+    expect(dry.stdout).toContain(`upgrade Synapse ${OLD} -> ${NEWEST} side by side in /opt/venvs/matrix-synapse-${NEWEST}`)
+    const plan = JSON.parse((await provision(['--inventory', inventory, '--dry-run', '--json'])).stdout) as Report
+    const planned = releaseChange(plan)
+    const steps = planned.steps!
+    const backup = steps.find((s) => s.kind === 'backup')!
+    expect(backup.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.dump`)
+    expect(backup.summary).toContain('94/11_destination_room_sticky_events.sql')
+    expect(backup.summary).not.toContain('94/07_profile_updates.sql') // applied by the failed 1.160.0 already
+    expect(backup.uncertain).toBeUndefined()
+    const order = seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))
+    expect(order).toEqual(ORDER)
+    expect(seq(steps).slice(0, 3).map((s) => s.split(' ')[0])).toEqual(['install', 'check-config', 'backup'])
+    // keepVenvs 2: the broken 1.160.0 venv goes, the running 1.158.0 stays for rollback.
+    expect(steps.at(-1)).toMatchObject({ kind: 'prune', target: `/opt/venvs/matrix-synapse-${BROKEN}` })
+
+    const since = (await hs.exec('date +%s')).stdout.trim()
+    let polling = true
+    const outages: { from: number; to?: number }[] = []
+    const poller = (async () => {
+      const c = client()
+      c.token = data.alice.token
+      while (polling) {
+        const t = Date.now()
+        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then((r) => r.status === 200, () => false)
+        const open = outages.at(-1)
+        if (!ok && (!open || open.to !== undefined)) outages.push({ from: t })
+        if (ok && open && open.to === undefined) open.to = t
+        await new Promise((res) => setTimeout(res, Math.max(0, 100 - (Date.now() - t))))
+      }
+    })()
+    const r = await provision(['--inventory', inventory, '--json'])
+    await new Promise((res) => setTimeout(res, 1000))
+    polling = false
+    await poller
+    const report = JSON.parse(r.stdout) as Report
+    expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
+    const change = releaseChange(report)
+    console.log(`upgrade ${OLD} -> ${NEWEST}: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 120) : ''}`).join('\n')}`)
+    expect(seq(change.performed!)).toEqual(seq(steps))
+    expect(change.performed!.every((s) => s.status === 'done')).toBe(true)
+    // No second restart of the units by the engine after the ordered switch.
+    expect(report.hosts[0]!.tasks.flatMap((t) => t.restarts)).toEqual([])
+    const downtimes = outages.map((o) => (o.to ?? Date.now()) - o.from)
+    const downtime = Math.max(0, ...downtimes)
+    console.log(`client API (whoami through Apache, polled every 100 ms) unavailable: longest ${downtime} ms, ${outages.length} outage(s): ${downtimes.join(', ')} ms`)
+    expect(outages.every((o) => o.to !== undefined)).toBe(true)
+    expect(downtime).toBeLessThan(5000)
+
+    expect(await serving()).toBe(NEWEST)
+    const journal = await hs.exec(`journalctl --since @${since} -u 'matrix-synapse-worker@*' --no-pager -o cat | grep -c Traceback`)
+    expect(journal.stdout.trim()).toBe('0')
+    const mainJournal = await hs.exec(`journalctl --since @${since} -u matrix-synapse --no-pager -o cat | grep -c Traceback`)
+    expect(mainJournal.stdout.trim()).toBe('0')
+    expect((await hs.exec('ls -d /opt/venvs/matrix-synapse-*')).stdout.trim().split('\n')).toEqual([`/opt/venvs/matrix-synapse-${OLD}`, `/opt/venvs/matrix-synapse-${NEWEST}`])
+    await dataIntact()
+
+    if (process.env.UPGRADE_BENCH_FILE) {
+      await writeFile(
+        process.env.UPGRADE_BENCH_FILE,
+        JSON.stringify({ from: OLD, to: NEWEST, wallMs: report.durationMs, clientApiDowntimeMs: downtime, outages: downtimes, pollIntervalMs: 100, steps: change.performed!.map((s) => ({ kind: s.kind, target: s.target, ms: s.durationMs })), date: new Date().toISOString() }, null, 2) + '\n',
+      )
+    }
+
+    const again = await provision(['--inventory', inventory])
+    expect(again.code, again.stdout + again.stderr).toBe(0)
+    expect(again.stdout).toContain('up: no changes')
+  })
+
+  it(`provision rollback (the built CLI) switches back to ${OLD} while the schema allows it`, async () => {
+    const inventory = await inventoryFor(NEWEST)
+    const r = await run('node', [BIN, 'rollback', '--inventory', inventory, '--limit', 'up'], { env: { ...process.env, NO_COLOR: '1' } }).catch((e: { stdout: string; stderr: string; code: number }) => e)
+    console.log(r.stdout, r.stderr)
+    expect(r.stdout).toContain(`rolled back to ${OLD}`)
+    expect(await serving()).toBe(OLD)
+    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    await dataIntact()
+    // The inventory still pins the newest: the dry run says so, with no backup (no delta pending now).
+    const plan = JSON.parse((await provision(['--inventory', inventory, '--dry-run', '--json'])).stdout) as Report
+    const steps = releaseChange(plan).steps!
+    expect(steps.some((s) => s.kind === 'backup')).toBe(false)
+    expect(seq(steps).filter((s) => !/^(check-config|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))).toEqual(ORDER)
+  })
+})

@@ -1,0 +1,188 @@
+import { describe, expect, it } from 'vitest'
+import { FactValues } from '../../src/facts/fact.js'
+import { Prediction, type Change, type Resource } from '../../src/resources/resource.js'
+import { renderReport } from '../../src/report/text.js'
+import type { Connection } from '../../src/ssh/connection.js'
+import { sh } from '../../src/ssh/shell.js'
+import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
+import { canRun, compareVersions, pendingDeltas, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
+
+// 1.158.0 and 1.163.2 as their sdists have them: both SCHEMA_VERSION 94, compat 84; 1.163.2 adds deltas.
+const v158: CodeSchema = { version: '1.158.0', schemaVersion: 94, compatVersion: 84, deltas: ['93/01_x.sql', '94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'] }
+const v163: CodeSchema = {
+  version: '1.163.2',
+  schemaVersion: 94,
+  compatVersion: 84,
+  deltas: [...v158.deltas, '94/01_state_groups_persisting_inserted_ts.sql.postgres', '94/01_state_groups_persisting_inserted_ts.sql.sqlite', '94/07_profile_updates.sql', '94/07_profile_updates_seq.sql.postgres', '94/11_destination_room_sticky_events.sql'],
+}
+const dbAt158: DatabaseSchema = { version: 94, upgraded: true, compatVersion: 84, appliedDeltas: ['94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'], sizeBytes: 12_000_000 }
+
+describe('schema compatibility (Synapse prepare_database rules)', () => {
+  it('counts delta files, not only the version: 1.158.0 -> 1.163.2 changes the schema at the same SCHEMA_VERSION', () => {
+    expect(pendingDeltas(dbAt158, v163)).toEqual(['94/01_state_groups_persisting_inserted_ts.sql.postgres', '94/07_profile_updates.sql', '94/07_profile_updates_seq.sql.postgres', '94/11_destination_room_sticky_events.sql'])
+    expect(schemaChange(dbAt158, v163)).toMatchObject({ changes: true, versionBump: false })
+    expect(schemaChange(dbAt158, v158)).toEqual({ changes: false, pending: [], versionBump: false })
+  })
+
+  it('a version bump changes the schema even without files; deltas of the current version run only when it was not fully upgraded', () => {
+    const at93 = { ...dbAt158, version: 93, appliedDeltas: [] }
+    expect(schemaChange(at93, { ...v158, deltas: [] })).toMatchObject({ changes: true, versionBump: true })
+    expect(pendingDeltas({ ...at93, upgraded: false }, v158)).toEqual(['94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'])
+    expect(pendingDeltas(at93, v158)).toEqual(['93/01_x.sql', '94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'])
+  })
+
+  it('a fresh database has nothing to back up', () => {
+    expect(schemaChange(null, v163).changes).toBe(false)
+    expect(canRun(null, v158).ok).toBe(true)
+  })
+
+  it('older code runs while schema_compat_version <= its SCHEMA_VERSION; refused when the database is too new', () => {
+    expect(canRun(dbAt158, v158).ok).toBe(true)
+    const bumped = { ...dbAt158, compatVersion: 95 }
+    expect(canRun(bumped, v158)).toEqual({ ok: false, reason: "the database's schema_compat_version is 95, newer than Synapse 1.158.0 understands (its SCHEMA_VERSION is 94)" })
+  })
+
+  it('the rollback window: closed when the new code raises schema_compat_version past the old SCHEMA_VERSION', () => {
+    expect(rollbackWindow(dbAt158, v158, v163).ok).toBe(true)
+    const v200: CodeSchema = { version: '1.200.0', schemaVersion: 97, compatVersion: 95, deltas: [] }
+    expect(rollbackWindow(dbAt158, v158, v200)).toEqual({ ok: false, reason: 'after 1.200.0 starts, schema_compat_version is 95 > 94 (SCHEMA_VERSION of 1.158.0): going back needs the backup' })
+    // compat never goes down: a database already at 95 stays closed for 1.158.0 whatever starts next.
+    expect(rollbackWindow({ ...dbAt158, compatVersion: 95 }, v158, v163).ok).toBe(false)
+  })
+
+  it('versions compare numerically, rc before the release', () => {
+    expect(compareVersions('1.9.0', '1.10.0')).toBe(-1)
+    expect(compareVersions('1.163.2', '1.158.0')).toBe(1)
+    expect(compareVersions('1.160.0rc1', '1.160.0')).toBe(-1)
+    expect(compareVersions('1.160.0', '1.160.0')).toBe(0)
+  })
+
+  it('dump names are never reused; pruning keeps the active and the rollback venv first', () => {
+    expect(dumpPath('/b', '1.158.0', '1.163.2', [])).toBe('/b/synapse-1.158.0-before-1.163.2.dump')
+    expect(dumpPath('/b', '1.158.0', '1.163.2', ['/b/synapse-1.158.0-before-1.163.2.dump'])).toBe('/b/synapse-1.158.0-before-1.163.2.2.dump')
+    const venvs = ['/o/c', '/o/b', '/o/a'].map((path) => ({ path }))
+    expect(venvsToPrune(venvs, '/o/c', '/o/a', 2)).toEqual(['/o/b'])
+    expect(venvsToPrune(venvs, '/o/c', '/o/a', 3)).toEqual([])
+  })
+})
+
+const noConn = {} as Connection
+const installer: Resource = {
+  id: 'venv:/opt/venvs/matrix-synapse-1.163.2',
+  facts: () => [],
+  plan: async () => ({ resource: 'venv:/opt/venvs/matrix-synapse-1.163.2', kind: 'virtualenv', backupPaths: [], reach: 'anything', action: 'install', summary: 'install matrix-synapse[postgres,redis]==1.163.2 into /opt/venvs/matrix-synapse-1.163.2 (from the uploaded wheelhouse, offline)', touches: [] }),
+  apply: async () => undefined,
+}
+
+function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
+  return {
+    method: 'pip',
+    version: '1.163.2',
+    workerUnits: ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service'],
+    healthUrl: 'http://127.0.0.1:8008/health',
+    afterChecks: [{ name: '/health answers', run: async () => ({ ok: true, detail: '' }) }],
+    keepVenvs: 2,
+    backupDir: '/var/backups/matrix-synapse',
+    signingKey: '/etc/matrix-synapse/homeserver.signing.key',
+    configChecks: () => [],
+    postgresLocal: true,
+    database: 'synapse',
+    install: installer,
+    controllerCode: v163,
+    ...over,
+  }
+}
+
+function facts(state: string, db: DatabaseSchema | null | { error: string }, target: CodeSchema | null = null, active: CodeSchema | null = v158): FactValues {
+  const f = new FactValues()
+  f.set(releaseStateFact('/var/backups/matrix-synapse').id, releaseStateFact('').parse(state, 0))
+  f.set(databaseSchemaFact.id, db)
+  f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.163.2').id, target)
+  f.set(codeSchemaFact('/opt/venvs/matrix-synapse').id, active)
+  return f
+}
+
+const planOf = (s: ReleaseSpec, f: FactValues) => synapseRelease(s).plan({ conn: noConn, facts: f, predicted: new Prediction(), dryRun: true })
+
+const UPGRADE_STATE = 'link matrix-synapse-1.158.0\nvenv 200 /opt/venvs/matrix-synapse-1.158.0\nvenv 100 /opt/venvs/matrix-synapse-1.150.0\nactive 1.158.0\nfree 900000\n'
+
+describe('the plan of an upgrade', () => {
+  it('is one change whose steps are the order: install, config check, backup, workers stopped, switch, main, /health, workers, after-checks, prune', async () => {
+    const change = (await planOf(spec(), facts(UPGRADE_STATE, dbAt158)))!
+    const report = { mode: 'dry-run' as const, inventory: 'i.yaml', durationMs: 10, totals: { add: 0, change: 1, restart: 0, failedHosts: 0, uncertain: 0 }, hosts: [{ host: 'matrix1', status: 'changed' as const, warnings: [], durationMs: 5, tasks: [{ task: 'synapse', status: 'changed' as const, changes: [change], restarts: [], checks: [], durationMs: 1 }] }] }
+    expect(renderReport(report, { color: false, diffs: false })).toBe(`matrix1
+  synapse
+    ~ upgrade Synapse 1.158.0 -> 1.163.2 side by side in /opt/venvs/matrix-synapse-1.163.2; rollback window: after 1.163.2 starts, schema_compat_version is 84 <= 94 (SCHEMA_VERSION of 1.158.0): 1.158.0 can still run
+         1. install matrix-synapse[postgres,redis]==1.163.2 into /opt/venvs/matrix-synapse-1.163.2 (from the uploaded wheelhouse, offline)
+         2. parse the live configuration with 1.163.2's code (/opt/venvs/matrix-synapse-1.163.2/bin/python -m synapse.config), main and every worker
+         3. pg_dump -Fc (without e2e_one_time_keys_json data) to /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump, and the signing key to /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.signing.key (4 schema delta(s) pending: 94/01_state_groups_persisting_inserted_ts.sql.postgres, 94/07_profile_updates.sql, 94/07_profile_updates_seq.sql.postgres, 94/11_destination_room_sticky_events.sql)
+         4. stop matrix-synapse-worker@federation_reader.service
+         5. stop matrix-synapse-worker@federation_sender.service
+         6. switch /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-1.163.2 (one atomic rename; /opt/venvs/matrix-synapse-1.158.0 stays for rollback)
+         7. start matrix-synapse.service on 1.163.2 (was 1.158.0): main alone applies the schema deltas
+         8. wait until main answers http://127.0.0.1:8008/health (migrations done)
+         9. start matrix-synapse-worker@federation_reader.service on 1.163.2
+        10. start matrix-synapse-worker@federation_sender.service on 1.163.2
+        11. after-checks: /health answers
+        12. remove /opt/venvs/matrix-synapse-1.150.0 (keep 2 venvs: synapse.keepVenvs)
+
+Plan: 0 to add, 1 to change, 0 to restart.
+Finished in 0.0 s.
+`)
+  })
+
+  it('no pending delta: no backup step; no workers on the host: no worker steps', async () => {
+    const upToDate = { ...dbAt158, appliedDeltas: v163.deltas }
+    const change = (await planOf(spec({ workerUnits: [] }), facts(UPGRADE_STATE, upToDate)))!
+    expect(change.steps!.map((s) => s.kind)).toEqual(['install', 'check-config', 'switch', 'start', 'wait-health', 'after-checks', 'prune'])
+  })
+
+  it('without the new code on the controller or host the backup is planned as uncertain (decided after the install)', async () => {
+    const change = (await planOf(spec({ controllerCode: undefined }), facts(UPGRADE_STATE, dbAt158)))!
+    expect(change.steps!.find((s) => s.kind === 'backup')).toMatchObject({ uncertain: "the new code's schema is known only once its venv is installed: skipped if no delta is pending" })
+    expect(change.uncertain).toBeDefined()
+  })
+
+  it('refuses a downgrade the schema does not allow, naming the backup; allows one it does', async () => {
+    const state = 'link matrix-synapse-1.163.2\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 900000\nrecord {"active":"/opt/venvs/matrix-synapse-1.163.2","previous":"/opt/venvs/matrix-synapse-1.158.0","backup":"/var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump"}\n'
+    const down = spec({ version: '1.158.0', controllerCode: v158, install: undefined })
+    const downFacts = (db: DatabaseSchema) => {
+      const f = facts(state, db, null, v163)
+      f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.158.0').id, v158) // the kept venv tells its own rules
+      return f
+    }
+    await expect(planOf(down, downFacts({ ...dbAt158, compatVersion: 95 }))).rejects.toThrow(
+      "refusing the downgrade 1.163.2 -> 1.158.0: the database's schema_compat_version is 95, newer than Synapse 1.158.0 understands (its SCHEMA_VERSION is 94). Pin a version the database accepts, or restore the backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump.",
+    )
+    const allowed = (await planOf(down, downFacts(dbAt158)))!
+    expect(allowed.summary).toMatch(/^downgrade Synapse 1\.163\.2 -> 1\.158\.0/)
+  })
+
+  it('refuses when the backup does not fit, before anything changes', async () => {
+    await expect(planOf(spec(), facts(UPGRADE_STATE.replace('free 900000', 'free 1000'), dbAt158))).rejects.toThrow(/not enough space for the database dump .* 1000 KiB free, the database is 11719 KiB/)
+  })
+
+  it('a host on the old layout (plain directory) is moved to the versioned name first; same version: only that', async () => {
+    const state = 'dir\nactive 1.158.0\nfree 900000\n'
+    const same = (await planOf(spec({ version: '1.158.0', controllerCode: v158 }), facts(state, dbAt158)))!
+    expect(same.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual(['adopt /opt/venvs/matrix-synapse-1.158.0'])
+    const up = (await planOf(spec(), facts(state, dbAt158)))!
+    expect(up.steps!.map((s) => s.kind)).toEqual(['adopt', 'install', 'check-config', 'backup', 'stop', 'stop', 'switch', 'start', 'wait-health', 'start', 'start', 'after-checks'])
+  })
+
+  it('converged: no change; the apt method orders the package upgrade the same way and always dumps first', async () => {
+    expect(await planOf(spec(), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158))).toBeNull()
+    const apt = (await planOf(spec({ method: 'apt', install: undefined, controllerCode: undefined, aptInstall: sh`apt-get install matrix-synapse-py3` }), facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)))! as Change
+    expect(apt.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
+      'backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump',
+      'stop matrix-synapse-worker@federation_reader.service',
+      'stop matrix-synapse-worker@federation_sender.service',
+      'apt-install matrix-synapse-py3 1.163.2',
+      'start matrix-synapse.service',
+      'wait-health http://127.0.0.1:8008/health',
+      'start matrix-synapse-worker@federation_reader.service',
+      'start matrix-synapse-worker@federation_sender.service',
+      'after-checks homeserver',
+    ])
+  })
+})
