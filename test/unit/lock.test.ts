@@ -8,6 +8,7 @@ import { loadInventoryFromString } from '../../src/inventory/load.js'
 import { describeDrift, driftDiff, lockDrift, parseVenvContents, wheelNameVersion } from '../../src/lock/drift.js'
 import { entriesFor, LockError, parseLock, readLock } from '../../src/lock/lock-file.js'
 import { evaluateMarker, MarkerError, targetEnvironment } from '../../src/lock/markers.js'
+import { lockTargets, LockUsageError } from '../../src/lock/command.js'
 import { cutoffOf } from '../../src/lock/resolve.js'
 import { releaseTimeFrom } from '../../src/lock/release-date.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
@@ -268,5 +269,55 @@ describe('the inventory loads the lock of each pip host before any connection', 
   it('the apt method needs no lock', async () => {
     const inventory = await load({ install: 'apt', version: '1.158.0' })
     expect(inventory.hosts[0]!.vars.synapse.lock).toBeUndefined()
+  })
+})
+
+describe('provision lock: which versions an inventory needs', () => {
+  const inventory = (hosts: Record<string, { roles: string[]; synapse?: Record<string, unknown> }>, synapse: Record<string, unknown> = {}) =>
+    loadInventoryFromString(
+      stringify({
+        defaults: { vars: { serverName: 'example.org', synapse } },
+        hosts: Object.fromEntries(Object.entries(hosts).map(([name, h], i) => [name, { address: `203.0.113.${i + 1}`, roles: h.roles, ...(h.synapse ? { vars: { synapse: h.synapse } } : {}) }])),
+      }),
+      join(work, 'targets', 'inventory.yaml'),
+      {},
+      { locks: false },
+    )
+
+  it('one lock per distinct version and lock directory of the pip hosts; apt hosts need none', async () => {
+    const inv = await inventory(
+      { a: { roles: ['postgres', 'synapse'] }, b: { roles: ['postgres', 'synapse'], synapse: { version: '1.158.0' } }, c: { roles: ['postgres', 'synapse'], synapse: { install: 'apt', version: '1.140.0' } } },
+      { install: 'pip', version: '1.163.2' },
+    )
+    expect(lockTargets(inv)).toEqual([
+      { version: '1.163.2', lockDir: join(work, 'targets', 'synapse-lock') },
+      { version: '1.158.0', lockDir: join(work, 'targets', 'synapse-lock') },
+    ])
+    expect(lockTargets(inv, '1.164.0')).toEqual([{ version: '1.164.0', lockDir: join(work, 'targets', 'synapse-lock') }])
+  })
+
+  it('says what to do when there is nothing to lock', async () => {
+    const apt = await inventory({ a: { roles: ['postgres', 'synapse'] } }, { install: 'apt' })
+    expect(() => lockTargets(apt)).toThrow(LockUsageError)
+    expect(() => lockTargets(apt)).toThrow('no host installs Synapse with pip (synapse.install: pip); pass --synapse-version V')
+    const unpinned = await inventory({ a: { roles: ['postgres', 'synapse'] } }, { install: 'pip' })
+    expect(() => lockTargets(unpinned)).toThrow('the pip hosts (a) set no synapse.version; set it, or pass --synapse-version V')
+  })
+})
+
+describe('the sandbox inventory points at the committed locks', () => {
+  it('synapse.lockDir is the template directory\'s synapse-lock, relative to the generated file', async () => {
+    const { readFileSync } = await import('node:fs')
+    const { renderSandboxInventory } = await import('../../src/sandbox/inventory.js')
+    const template = readFileSync(new URL('../../inventories/sandbox.yaml', import.meta.url), 'utf8')
+    const rendered = renderSandboxInventory(template, {
+      file: '/tmp/sb/inventory.yaml',
+      sandboxDir: '/tmp/sb',
+      sshPort: 2331,
+      httpsPort: 8331,
+      element: { version: '1.11.90', signed: true },
+      lockDir: '/repo/inventories/synapse-lock',
+    })
+    expect(rendered).toContain('lockDir: ../../repo/inventories/synapse-lock')
   })
 })
