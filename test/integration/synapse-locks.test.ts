@@ -93,7 +93,7 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
     timings.push(`wheelhouse ${NEWEST} py3.13 ${wh13.reused ? 'reused' : 'built'} ${((Date.now() - t) / 1000).toFixed(1)} s`)
     ;[env, env13] = await hosts
     timings.push(`setup ${((Date.now() - started) / 1000).toFixed(1)} s`)
-  }, 900_000)
+  }, 1_200_000)
   afterAll(async () => {
     console.log(`synapse-locks timings:\n  ${timings.join('\n  ')}`)
     await Promise.all([env?.stop(), env13?.stop()])
@@ -123,7 +123,7 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
 
   it.each(RELEASES.map((v) => [v]))('Debian 12: %s from its lock (and each next release onto the previous one)', async (version) => {
     await installAndCheck(env, 'lk', version, version)
-  }, 600_000)
+  }, 1_200_000)
 
   it('the plan shows a venv that drifted from the lock, and apply brings it back', async () => {
     const host = env.get('lk')
@@ -141,9 +141,9 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
     const listed = await host.exec(`/opt/venvs/matrix-synapse/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
     expect(driftCount(lockDrift(lock, parseVenvContents(listed.stdout, listed.exitCode)!))).toBe(0)
     expect((await bin(['--inventory', inventory, '--dry-run', '--exit-code'])).code).toBe(0)
-  }, 300_000)
+  }, 900_000)
 
   it('Debian 13 (Python 3.13): the newest release from the same lock, through its own wheelhouse', async () => {
     await installAndCheck(env13, 'lk13', NEWEST, `${NEWEST}-3.13`)
-  }, 600_000)
+  }, 1_200_000)
 })
