@@ -962,6 +962,7 @@ class InventoryBuilder {
         },
         delegation: v.apache?.delegation ?? VARS_DEFAULTS.apache.delegation,
         httpsPort,
+        maxClients: v.apache?.maxClients ?? VARS_DEFAULTS.apache.maxClients,
       },
       element: {
         enabled: host.roles.includes('element'),

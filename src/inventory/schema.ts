@@ -329,6 +329,11 @@ const apacheSchema = z.strictObject({
   tls: tlsSchema.optional(),
   delegation: z.enum(['well-known', 'port-8448'], { error: 'expected "well-known" or "port-8448"' }).optional(),
   httpsPort: port().optional(),
+  maxClients: integer(64, 100_000, 'expected a number of clients between 64 and 100000')
+    .optional()
+    .describe(
+      'Requests Apache holds at once (default 1000). Every connected client keeps a /sync long-poll open and mod_proxy holds one thread for it: size for the clients the server is meant to hold (mpm_event, memory checked before applying)',
+    ),
 })
 
 const elementSchema = z.strictObject({
@@ -458,7 +463,7 @@ export const VARS_DEFAULTS = {
   redis: { port: 32992 },
   synapse: { install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2, keepVenvs: 2, backupDir: '/var/backups/matrix-synapse' },
   workers: { preset: 'guide', portBase: 18100, replicationPort: 32993, federationReader: { port: 32902, metricsPort: 32981 }, federationSender: { metricsPort: 32980 } },
-  apache: { tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 },
+  apache: { tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443, maxClients: 1000 },
   monitoring: {
     enableMetrics: true,
     mainMetricsPort: 32982,

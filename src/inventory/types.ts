@@ -124,6 +124,8 @@ export interface MatrixSettings {
     /** well-known: serve /.well-known/matrix/* on the server name's vhost. port-8448: federation vhost on 8448. */
     delegation: 'well-known' | 'port-8448'
     httpsPort: number
+    /** Concurrent requests (long-polls) Apache's mpm_event holds: tasks/apache/mpm.ts. */
+    maxClients: number
   }
   element: {
     enabled: boolean

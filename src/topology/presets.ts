@@ -49,7 +49,7 @@ export const PRESETS: Readonly<Record<WorkerPreset, { summary: string; entries: 
   },
   specialized: {
     summary:
-      'one-of-each with the generic worker split into pools: 2 synchrotron (sync), 2 event_creator (room events), 1 client_reader, 1 federation_reader; 20 processes with main',
+      'one-of-each with the generic worker split into pools: 2 synchrotron (sync), 2 event_creator (room events), 1 client_reader, 1 federation_reader; 21 processes with main',
     entries: [
       ...pool('synchrotron', 2),
       ...pool('event_creator', 2),

@@ -1,5 +1,10 @@
 import { readFileSync } from 'node:fs'
-import type { AfterCheck, CheckOutcome, Task, TaskContext } from '../../src/engine/task.js'
+import { dirname } from 'node:path'
+import type { AfterCheck, BeforeCheck, CheckOutcome, Task, TaskContext } from '../../src/engine/task.js'
+import { memoryMiB } from '../../src/facts/system.js'
+import { workerInstances } from '../../src/topology/instances.js'
+import { KINDS, MAIN_PROCESS_MEMORY_MIB } from '../../src/topology/kinds.js'
+import { MPM_CONF_PATH, mpmSizing, renderMpmConf } from './mpm.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { command } from '../../src/resources/command.js'
@@ -135,10 +140,45 @@ export async function curlVhost(conn: Connection, ctx: TaskContext, host: string
   return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }
 }
 
+/** Where the MPM sizing Apache was last restarted with is kept (a reboot starts Apache with the file anyway). */
+export const MPM_APPLIED_PATH = '/var/lib/matrix-provision/apache-mpm.conf'
+
+/** ServerLimit is read only at start: a changed sizing needs a restart, not the reload other changes get. */
+function mpmRestart(v: MatrixSettings): Resource {
+  const { maxRequestWorkers } = mpmSizing(v.apache.maxClients)
+  return command({
+    name: 'apache mpm sizing',
+    summary: `restart apache2 so that it holds ${maxRequestWorkers} requests at once (ServerLimit is read at start only)`,
+    unless: sh`cmp -s ${MPM_CONF_PATH} ${MPM_APPLIED_PATH}`,
+    command: sh`apache2ctl configtest && systemctl restart apache2.service && mkdir -p ${dirname(MPM_APPLIED_PATH)} && cp ${MPM_CONF_PATH} ${MPM_APPLIED_PATH}`,
+    touches: [MPM_APPLIED_PATH],
+  })
+}
+
+/** Memory for the clients Apache is sized for, plus the Synapse processes of this host's worker set. */
+function memoryForClients(ctx: TaskContext): BeforeCheck {
+  const v = ctx.host.vars
+  const apache = mpmSizing(v.apache.maxClients).memoryMiB
+  const processes = ctx.host.roles.includes('synapse') ? [MAIN_PROCESS_MEMORY_MIB, ...workerInstances(v).map((w) => KINDS[w.kind].memoryMiB)] : []
+  const synapse = processes.reduce((a, b) => a + b, 0)
+  const need = apache + synapse
+  return {
+    name: `memory for ${v.apache.maxClients} clients and ${processes.length} Synapse processes (about ${need} MiB)`,
+    facts: [memoryMiB],
+    evaluate(facts) {
+      const have = facts.get(memoryMiB)
+      const what = `Apache holding ${v.apache.maxClients} long-polls needs about ${apache} MiB${processes.length ? `, Synapse's ${processes.length} processes about ${synapse} MiB` : ''}`
+      return have >= need
+        ? { ok: true, detail: `${what}; the host has ${have} MiB` }
+        : { ok: false, detail: `${what}, ${need} MiB in all; the host has ${have} MiB: lower apache.maxClients, choose a smaller worker preset, or add memory` }
+    },
+  }
+}
+
 export const apacheTask: Task = {
   name: 'apache',
   title: 'Apache reverse proxy with TLS, worker routes and .well-known delegation',
-  before: (ctx) => [supportedTarget, portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'), portAvailable(80, ['apache2'], 'Apache HTTP')],
+  before: (ctx) => [supportedTarget, portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'), portAvailable(80, ['apache2'], 'Apache HTTP'), memoryForClients(ctx)],
   resources(ctx) {
     const v = ctx.host.vars
     const tls = tlsFiles(v)
@@ -146,6 +186,7 @@ export const apacheTask: Task = {
     const synapseVersion = installedSynapseVersion(v)
     const sites = [renderMatrixVhost(v, { ...tls, workers, synapseVersion }), ...renderServerNameVhost(v, { ...tls, workers, synapseVersion })]
     const ports = renderPortsConf(v)
+    const mpm = renderMpmConf(v)
     const modules = apacheModules(v, workers)
     return [
       aptPackages({ packages: ['apache2', 'openssl', 'curl'], provides: { units: ['apache2.service'], paths: ['/etc/apache2'] } }),
@@ -163,7 +204,10 @@ export const apacheTask: Task = {
       ...sites.filter((s) => s.path.startsWith(SITES_AVAILABLE)).map((s) => enabled(s.path)),
       fileFrom(ports),
       enabled(ports.path),
+      fileFrom(mpm),
+      enabled(mpm.path),
       service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: sh`apache2ctl configtest` }),
+      mpmRestart(v),
       ...acmeResources(ctx),
     ]
   },

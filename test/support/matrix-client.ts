@@ -9,7 +9,9 @@ export class MatrixClient {
   ) {}
 
   async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T; headers: Record<string, string | string[] | undefined>; text: string }> {
-    const payload = body === undefined ? undefined : JSON.stringify(body)
+    // A Buffer is sent as it is (media uploads); anything else as JSON.
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body)
+    const contentType = Buffer.isBuffer(body) ? 'application/octet-stream' : 'application/json'
     return new Promise((resolve, reject) => {
       const req = request(
         {
@@ -21,7 +23,7 @@ export class MatrixClient {
           path,
           headers: {
             host: this.target.hostname,
-            ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+            ...(payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {}),
             ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
           },
           timeout: 30_000,

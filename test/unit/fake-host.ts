@@ -431,6 +431,10 @@ export class FakeHost implements Connection {
     if ((m = rx(String.raw`^openssl x509 -noout -ext subjectAltName -in ${ARG} \| grep -q ${ARG}$`).exec(clause))) {
       return (this.text(unquote(m[1]!)) ?? '').split(/[\s,]+/).includes(unquote(m[2]!))
     }
+    if ((m = rx(String.raw`^cmp -s ${ARG} ${ARG}$`).exec(clause))) {
+      const [a, b] = [this.text(unquote(m[1]!)), this.text(unquote(m[2]!))]
+      return a !== undefined && a === b
+    }
     // retiredWorkers' guard: no worker file outside the set.
     if ((m = /^test -z "\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\)"$/.exec(clause))) return this.#retiredWorkers(m[1]!, unquote(m[2]!)).length === 0
     this.#unexpected(`a fact command or guard clause the fake does not know: ${clause}`)
@@ -872,6 +876,16 @@ export class FakeHost implements Connection {
       this.mkdirp(`${venv}/bin`)
       this.put(`${venv}/bin/python`, '#!fake python\n', { mode: 0o755 })
       this.venvs.set(venv, dists)
+      return {}
+    }
+    // The apache task's restart for a new MPM sizing.
+    if ((m = rx(String.raw`^apache2ctl configtest && systemctl restart apache2\.service && mkdir -p (\S+) && cp ${ARG} ${ARG}$`).exec(cmd))) {
+      const test = this.#apacheConfigtest()
+      if (test.code) return test
+      const restart = this.#systemctl([['systemctl', 'restart', 'apache2.service']])
+      if (restart.code) return restart
+      this.mkdirp(m[1]!)
+      this.put(unquote(m[3]!), this.text(unquote(m[2]!))!)
       return {}
     }
     if ((m = /^for n in \$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); do systemctl disable --now .*; done$/.exec(cmd))) {

@@ -125,7 +125,7 @@ describe('loading', () => {
       federationReader: { port: 32902, metricsPort: 32981 },
       federationSender: { metricsPort: 32980 },
     })
-    expect(vars.apache).toEqual({ tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443 })
+    expect(vars.apache).toEqual({ tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443, maxClients: 1000 })
     expect(vars.element).toMatchObject({ enabled: false, host: 'element.example.org' })
     expect(vars.monitoring).toEqual({ enableMetrics: true, mainMetricsPort: 32982, prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' } })
   })

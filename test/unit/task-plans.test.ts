@@ -37,6 +37,7 @@ import { renderPgHba, renderPostgresListen } from '../../tasks/postgres/template
 import { renderRedisConf } from '../../tasks/redis/templates.js'
 import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseServiceDropIn, renderSynapseUnit } from '../../tasks/synapse/templates.js'
 import { FEDERATION_READER_ROUTES, renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
+import { MPM_CONF_PATH, renderMpmConf } from '../../tasks/apache/mpm.js'
 import { FakeHost } from './fake-host.js'
 import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 import { DEBIAN_12, UBUNTU_20_04 } from './fixtures/hosts/distros.js'
@@ -372,6 +373,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
 
     const [delegation, ...wellKnown] = renderServerNameVhost(vars, { ...tls, workers: true })
     expect(planned(report, delegation!.path)).toBe(delegation!.content)
+    // Sized for apache.maxClients (default 1000), then restarted once: ServerLimit is read at start only.
+    expect(planned(report, MPM_CONF_PATH)).toBe(renderMpmConf(vars).content)
+    expect(planned(report, MPM_CONF_PATH)).toContain('MaxRequestWorkers        1024')
+    expect(changeOf(report, 'command:apache mpm sizing').summary).toBe('restart apache2 so that it holds 1024 requests at once (ServerLimit is read at start only)')
     expect(delegation!.content).toContain('ServerName example.org')
     for (const f of wellKnown) expect(planned(report, f.path)).toBe(f.content)
     expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/server'))).toEqual({ 'm.server': 'matrix.example.org:443' })
@@ -491,7 +496,7 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
       { task: 'apache', unit: 'apache2.service', action: 'reload' },
       { task: 'element', unit: 'apache2.service', action: 'reload' },
     ])
-    expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'reload apache2.service', 'reload apache2.service'])
+    expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
     expect(host.text(PENDING_RESTARTS)?.trim()).toBe('')
     expect([...host.daemonReloadDue]).toEqual([])
     for (const unit of ['postgresql.service', 'redis-server.service', 'matrix-synapse.service', 'matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service', 'matrix-synapse.target', 'apache2.service']) {
@@ -690,7 +695,7 @@ describe('Ubuntu 20.04 (focal)', () => {
       const ctx = { host: inventory.hosts[0]! } as TaskContext
       const keyCheck = TASKS.find((t) => t.name === 'synapse')!.after!(ctx).find((c) => c.name === 'signing key readable only by matrix-synapse')!
       expect(await keyCheck.run(host, { waitS: () => 0 })).toMatchObject({ ok: true, detail: 'matrix-synapse 600' })
-      expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart matrix-synapse.service', 'reload apache2.service', 'reload apache2.service'])
+      expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart matrix-synapse.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
 
       const again = await dryRun(host, inventory)
       expect(host.unexpected).toEqual([])

@@ -7,9 +7,11 @@ import { PRESETS, WORKER_PRESETS } from '../../src/topology/presets.js'
 import { routeTable, STREAMS } from '../../src/topology/routes.js'
 import { routingPlan } from '../../src/topology/routing.js'
 import { apacheModules, APACHE_MODULES, renderMatrixVhost } from '../../tasks/apache/templates.js'
+import { mpmSizing, renderMpmConf } from '../../tasks/apache/mpm.js'
 import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderSynapseConfig } from '../../tasks/synapse/templates.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
+import { cliOutput, runCli } from '../support/cli.js'
 import { matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
 
 const oneOfEach = () => matrixSettings({ workers: { preset: 'one-of-each' } })
@@ -194,10 +196,26 @@ describe('monitoring and documentation follow the set', () => {
     expect(jobs).toEqual(['master', ...workerInstances(oneOfEach()).map((w) => w.name)])
   })
 
-  it('provision schema documents every preset and every kind', () => {
-    const text = JSON.stringify(inventoryJsonSchema())
+  it('provision schema (the built CLI) documents every preset and every kind', async () => {
+    const r = await runCli(['schema'])
+    expect(r.code, cliOutput(r)).toBe(0)
+    const text = JSON.stringify(JSON.parse(r.stdout))
+    expect(text).toBe(JSON.stringify(inventoryJsonSchema()))
     for (const p of WORKER_PRESETS) expect(text).toContain(`${p}: `)
     for (const k of WORKER_KINDS) expect(text).toContain(`${k}: ${KINDS[k].summary}`.replace(/"/g, '\\"'))
     expect(workerUnitName('typing')).toBe('matrix-synapse-worker@typing.service')
+  })
+})
+
+describe('Apache sized for long-polls', () => {
+  it('apache.maxClients becomes whole children of 64 threads, with the memory that takes', () => {
+    expect(mpmSizing(150)).toMatchObject({ serverLimit: 3, maxRequestWorkers: 192 })
+    expect(mpmSizing(2500)).toMatchObject({ serverLimit: 40, maxRequestWorkers: 2560 })
+    expect(mpmSizing(2500).memoryMiB).toBeGreaterThan(mpmSizing(1000).memoryMiB)
+    const conf = renderMpmConf(matrixSettings({ apache: { maxClients: 2500 } })).content
+    expect(conf).toContain('<IfModule mpm_event_module>')
+    expect(conf).toMatch(/ServerLimit\s+40\n/)
+    expect(conf).toMatch(/MaxRequestWorkers\s+2560\n/)
+    expect(conf).toMatch(/ThreadsPerChild\s+64\n/)
   })
 })
