@@ -14,6 +14,8 @@ import { MatrixClient } from '../support/matrix-client.js'
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
 const PY = '/opt/venvs/matrix-synapse/bin/python'
 const CONFIG = '--config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/'
+/** A provisioning step starts up to 16 Synapse processes one after another: on a loaded 2-core machine that takes long. */
+const PROVISION_TIMEOUT = 40 * 60_000
 
 /**
  * A live homeserver switched guide -> one-of-each -> guide through the built CLI: every route of the
@@ -40,7 +42,7 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     await writeFile(inventory, stringify(doc))
   }
   const apply = async (args: string[] = []) => {
-    const r = await runCli(['--inventory', inventory, ...args])
+    const r = await runCli(['--inventory', inventory, ...args], { timeoutMs: PROVISION_TIMEOUT })
     return r
   }
   /** Lines of a worker's (or main's) log that carry this marker. */
@@ -91,7 +93,7 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     const upload = await alice.call<{ content_uri: string }>('POST', '/_matrix/media/v3/upload?filename=guide.txt', Buffer.from('x'))
     expect(upload.status, upload.text).toBe(200)
     mediaUri = upload.json.content_uri
-  })
+  }, PROVISION_TIMEOUT)
 
   it('one-of-each: the switch converges through the CLI, every unit up, and a second run changes nothing', async () => {
     await setPreset('one-of-each')
@@ -110,7 +112,7 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     // Memory each process holds once started (README figures).
     const rss = await hs.exec(`for u in matrix-synapse ${units.join(' ')}; do echo "$u $(systemctl show -p MemoryCurrent --value $u)"; done`)
     console.log(`memory per process (bytes):\n${rss.stdout}`)
-  })
+  }, PROVISION_TIMEOUT)
 
   it("Synapse's own config reader confirms the stream writer map and the duties", async () => {
     const read = async (key: string) => (await hs.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PY} -m synapse.config read ${key} ${CONFIG}`)).stdout
@@ -214,5 +216,5 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     expect(await errorLines()).toBe('')
     const journal = await hs.exec("journalctl --no-pager -u 'matrix-synapse*' | grep -E 'Traceback|ERROR|CRITICAL' || true")
     expect(journal.stdout.trim()).toBe('')
-  })
+  }, PROVISION_TIMEOUT)
 })
