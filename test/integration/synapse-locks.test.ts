@@ -133,7 +133,8 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
     expect((await host.exec('/opt/venvs/matrix-synapse/bin/pip uninstall -y -q txredisapi')).exitCode).toBe(0)
     const plan = await bin(['--inventory', inventory, '--dry-run', '--exit-code', '--diff'])
     expect(plan.code, plan.stdout).toBe(10)
-    expect(plan.stdout).toContain(`bring /opt/venvs/matrix-synapse back to the lock synapse-lock/1.163.2.txt: 1 differ (+txredisapi ${redis.version})`)
+    // The venv of the running release (side by side: /opt/venvs/matrix-synapse-<version> behind the link).
+    expect(plan.stdout).toMatch(new RegExp(`bring /opt/venvs/matrix-synapse(-1\\.163\\.2)? back to the lock synapse-lock/1\\.163\\.2\\.txt: 1 differ \\(\\+txredisapi ${redis.version.replace(/\./g, '\\.')}\\)`))
     expect(plan.stdout).toContain(`+txredisapi==${redis.version}`)
     expect(plan.stdout).toMatch(/restart matrix-synapse\.service/)
     const fixed = await bin(['--inventory', inventory])
