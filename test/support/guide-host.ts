@@ -5,8 +5,8 @@
  * Where the guide cannot be followed literally here, the stand-in keeps what matters to adoption:
  * - packages.matrix.org is unreachable: Synapse 1.87.0 (the last release that accepts
  *   worker_replication_host/_http_port; removed in 1.88) is installed with pip into the package's
- *   virtualenv /opt/venvs/matrix-synapse, from its dependencies as of its release date (a controller
- *   wheelhouse resolved with `uv pip compile --exclude-newer 2023-07-15`), with the package's layout:
+ *   virtualenv /opt/venvs/matrix-synapse, from its dependencies as of its release date (the wheelhouse
+ *   of the committed lock inventories/synapse-lock/1.87.0.txt, hash-checked), with the package's layout:
  *   user matrix-synapse, /etc/matrix-synapse (+ conf.d/ as the postinst writes it), /var/lib/matrix-synapse,
  *   the Debian unit in /lib/systemd/system.
  * - homeserver.yaml is what `--generate-config` writes (secrets in it, the signing key named
@@ -20,40 +20,47 @@
  * - Apache: reverse_proxy.md's vhost with the guide's federation ProxyPass list in front, self-signed TLS.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { runLocal } from '../../src/artifacts/local-command.js'
-import { CACHE_DIR } from './artifacts.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { synapseWheelhouse } from './artifacts.js'
+import { targetImage } from './docker.js'
+import { startHosts } from './hosts.js'
 import type { TestHost } from './hosts.js'
+
+const run = promisify(execFile)
 import { MatrixClient } from './matrix-client.js'
 
 export const GUIDE_SYNAPSE_VERSION = '1.87.0'
-/** The day after 1.87.0's release (2023-07-11 on PyPI) plus a few: the dependency set of that time. */
-const EXCLUDE_NEWER = '2023-07-15'
 const VENV = '/opt/venvs/matrix-synapse'
 
-/** Wheels of Synapse 1.87.0 and its dependencies as of its release date, built once per machine. */
-export async function guideWheelhouse(): Promise<string> {
-  const root = join(CACHE_DIR, 'guide')
-  const dir = join(root, `wheels-${GUIDE_SYNAPSE_VERSION}`)
-  const pins = join(root, `pins-${GUIDE_SYNAPSE_VERSION}.txt`)
-  if (existsSync(join(dir, 'complete'))) return dir
-  await mkdir(root, { recursive: true })
-  const uvVenv = join(root, 'uv-venv')
-  if (!existsSync(join(uvVenv, 'bin', 'uv'))) {
-    await runLocal('python3', ['-m', 'venv', uvVenv])
-    await runLocal(join(uvVenv, 'bin', 'pip'), ['install', '-q', 'uv==0.13.9'])
+/**
+ * Wheels of Synapse 1.87.0 and its dependencies as of its release date: the wheelhouse of the
+ * committed lock inventories/synapse-lock/1.87.0.txt (built once per machine, like the tests' own).
+ */
+export async function guideWheelhouse() {
+  return synapseWheelhouse('3.11', GUIDE_SYNAPSE_VERSION)
+}
+
+const GUIDE_PACKAGES = ['postgresql', 'redis-server', 'apache2', 'python3-venv', 'libpq5', 'curl', 'openssl']
+/** startHosts' suite for a target image that has the guide's Debian packages installed (built once per machine). */
+export const GUIDE_SUITE = 'bookworm-guide-packages'
+
+/**
+ * The bookworm target image with the guide's Debian packages installed (from Debian's archive, the
+ * first time): saves the apt-get install on every run, as the base images do for debootstrap.
+ */
+export async function guideImage(): Promise<string> {
+  const image = targetImage(GUIDE_SUITE)
+  if (await run('docker', ['image', 'inspect', image]).then(() => true, () => false)) return GUIDE_SUITE
+  const env = await startHosts(['guide-image'])
+  try {
+    const host = env.get('guide-image')
+    await sh(host, `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null && systemctl stop apache2 redis-server postgresql && apt-get clean`, 'apt-get install (image)')
+    await run('docker', ['commit', host.container.getId(), image])
+  } finally {
+    await env.stop()
   }
-  const req = join(root, 'requirements.in')
-  await writeFile(req, `matrix-synapse[postgres,redis]==${GUIDE_SYNAPSE_VERSION}\n`)
-  await runLocal(join(uvVenv, 'bin', 'uv'), ['pip', 'compile', '-q', '--no-header', '--exclude-newer', EXCLUDE_NEWER, '--python-version', '3.11', '--python-platform', 'x86_64-unknown-linux-gnu', req, '-o', pins])
-  // The controller is Debian 12 with Python 3.11 like the target: pip wheel fetches wheels that fit
-  // it and builds psycopg2 from its sdist against libpq (as the Debian package links it).
-  await runLocal('python3', ['-m', 'pip', 'wheel', '-q', '--no-deps', '-r', pins, '-w', dir])
-  await runLocal('cp', [pins, join(dir, 'requirements.txt')])
-  await writeFile(join(dir, 'complete'), '')
-  return dir
+  return GUIDE_SUITE
 }
 
 export interface GuideHost {
@@ -208,12 +215,16 @@ ${fed}
  * with two users, a room with messages and an uploaded file, through the client API over Apache.
  */
 export async function buildGuideHost(host: TestHost, opts: { serverName: string; publicHost: string; wheelhouse: string }): Promise<GuideHost> {
+  const step = (what: string) => console.log(`[guide host] ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+  const t0 = Date.now()
   const { serverName, publicHost } = opts
   const dbPassword = `guide-db-${randomBytes(6).toString('hex')}`
 
-  // 1. Packages (Synapse's from packages.matrix.org replaced by pip below), 2. Postgres, plus Apache and Redis.
-  await sh(host, 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server apache2 python3-venv libpq5 curl openssl >/dev/null', 'apt-get install')
+  // 1. Packages (Synapse's from packages.matrix.org replaced by pip below), 2. Postgres, plus Apache and
+  // Redis: already in the host's image when it was started from guideImage().
+  await sh(host, `dpkg -s ${GUIDE_PACKAGES.join(' ')} >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null; }`, 'apt-get install')
 
+  step('packages installed')
   // The package's layout and virtualenv, from the release-date wheelhouse.
   await host.container.copyDirectoriesToContainer([{ source: opts.wheelhouse, target: '/root/synapse-wheels' }])
   await sh(
@@ -222,7 +233,7 @@ export async function buildGuideHost(host: TestHost, opts: { serverName: string;
 install -d -o matrix-synapse -g matrix-synapse -m 0755 /etc/matrix-synapse /var/lib/matrix-synapse /var/log/matrix-synapse
 install -d -m 0755 /etc/matrix-synapse/conf.d
 python3 -m venv ${VENV}
-${VENV}/bin/pip install -q --no-index --no-deps --find-links /root/synapse-wheels -r /root/synapse-wheels/requirements.txt`,
+${VENV}/bin/pip install -q --disable-pip-version-check --no-index --no-deps --require-hashes --find-links /root/synapse-wheels -r /root/synapse-wheels/requirements.txt`,
     'pip install of Synapse',
   )
   // --generate-config, as the package's postinst and INSTALL.md make it: secrets inside, key named after the server.
@@ -234,6 +245,7 @@ printf '%s\\n' '# This file is autogenerated, and will be recreated on upgrade i
     'synapse --generate-config',
   )
 
+  step('Synapse installed and configured')
   // 3. Postgres as the guide has it: createuser --pwprompt synapse_user, CREATE DATABASE synapse ...
   await sh(
     host,
@@ -315,6 +327,7 @@ for i in $(seq 1 60); do curl -sf http://127.0.0.1:8008/health >/dev/null && cur
 curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`,
     'start Synapse, workers and Apache',
   )
+  step('Synapse, workers and Apache running')
   const ca = await sh(host, `cat /etc/ssl/certs/${publicHost}.pem`, 'read certificate')
 
   // Users, a room, messages and media, through the client API over Apache.
@@ -323,7 +336,8 @@ curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`
     { name: 'bob', password: `bob-${randomBytes(6).toString('hex')}` },
   ]
   for (const u of users) {
-    await sh(host, `printf '%s' '${u.password}' | ${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} --password-file /dev/stdin ${u.name === 'alice' ? '--admin' : '--no-admin'} http://127.0.0.1:8008`, `register ${u.name}`)
+    // 1.87 has no --password-file (a test password on the command line of a test container).
+    await sh(host, `${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} -p '${u.password}' ${u.name === 'alice' ? '--admin' : '--no-admin'} http://127.0.0.1:8008`, `register ${u.name}`)
   }
   const alice = new MatrixClient({ port: host.port(443), hostname: publicHost, ca })
   await alice.login('alice', users[0]!.password)
@@ -341,6 +355,7 @@ curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`
   }
   const media = randomBytes(1_100_000)
   const uploaded = await alice.upload(media, 'application/octet-stream', 'guide.bin')
+  step('users, room, messages and media in place')
   const signingKeySha256 = (await sh(host, `sha256sum /etc/matrix-synapse/${serverName}.signing.key | cut -d' ' -f1`, 'hash signing key')).trim()
   return {
     serverName,

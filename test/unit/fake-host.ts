@@ -14,6 +14,7 @@ import { join, posix } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { HOST_RECORD, hostOwnership, pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
 import { synapseFootprint } from '../../src/adopt/footprint.js'
+import { handBuiltFiles } from '../../src/adopt/host-files.js'
 import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
@@ -359,6 +360,20 @@ export class FakeHost implements Connection {
       )
       return { stdout: found.join('') }
     }
+    // What `provision adopt` reads of a hand-built server (the same globs as its probe).
+    if (cmd === handBuiltFiles.command.text) {
+      const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
+      const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
+      const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
+      let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
+      for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
+        if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
+        const target = posix.resolve(posix.dirname(p), n.target)
+        out += `site\t${p}\t${target}\t${b64(target)}\n`
+      }
+      out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
+      return { stdout: out }
+    }
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
         if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
     if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
@@ -535,6 +550,20 @@ export class FakeHost implements Connection {
         p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
       )
       return { stdout: found.join('') }
+    }
+    // What `provision adopt` reads of a hand-built server (the same globs as its probe).
+    if (cmd === handBuiltFiles.command.text) {
+      const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
+      const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
+      const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
+      let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
+      for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
+        if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
+        const target = posix.resolve(posix.dirname(p), n.target)
+        out += `site\t${p}\t${target}\t${b64(target)}\n`
+      }
+      out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
+      return { stdout: out }
     }
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
