@@ -99,7 +99,8 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
     let env: NodeJS.ProcessEnv
     let sandboxDir: string
     const name = `mp-sandbox-test-${Math.random().toString(36).slice(2, 8)}`
-    const sandbox = (args: string[]) => runCli(['sandbox', ...args], { ...installed, env })
+    // A first run builds the wheelhouse and installs the whole stack: minutes, more on a busy machine.
+    const sandbox = (args: string[]) => runCli(['sandbox', ...args], { ...installed, env, timeoutMs: 1_700_000 })
 
     beforeAll(async () => {
       sandboxDir = join(dir, 'sandbox')
@@ -109,6 +110,13 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
     })
     afterAll(async () => {
       await run('docker', ['rm', '-f', '-v', name]).catch(() => undefined)
+    })
+
+    it('--element with a missing file is bad usage: exit 2 before anything starts', async () => {
+      const r = await sandbox(['--element', join(dir, 'no-such-element.tar.gz')])
+      expect(r.code, cliOutput(r)).toBe(2)
+      expect(r.stderr + r.stdout).toContain('--element: no such file')
+      expect(await containers(name)).toBe('')
     })
 
     it('comes up from nothing, prints how to reach it, and its admin logs in over HTTPS through the published port', async () => {
@@ -131,7 +139,7 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       expect(whoami.json.user_id).toBe('@admin:sandbox.test')
       const element = await new MatrixClient({ port: Number(env.SANDBOX_HTTPS_PORT), hostname: 'element.sandbox.test', ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8') }).call('GET', '/config.json')
       expect(element.json).toMatchObject({ default_server_config: { 'm.homeserver': { base_url: `https://matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}` } } })
-    })
+    }, 1_800_000)
 
     it('a second run reuses the container and the provisioning reports no changes; the password stays', async () => {
       const password = await readFile(join(sandboxDir, 'admin-password'), 'utf8')
@@ -142,6 +150,18 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       expect(r.stdout).toContain('running; reusing it')
       expect(r.stdout).toContain('sandbox: no changes')
       expect(await readFile(join(sandboxDir, 'admin-password'), 'utf8')).toBe(password)
+    })
+
+    it('--element FILE serves that release instead of the stand-in, verified by the SHA-256 computed from the file', async () => {
+      // A release tarball of Element's layout: the stand-in's, copied out of the cache as a user's download.
+      const release = join(dir, 'element-v1.11.90.tar.gz')
+      await run('cp', [join(repo, '.cache', 'element', 'element-v1.11.90.tar.gz'), release])
+      const r = await sandbox(['--element', release])
+      expect(r.code, cliOutput(r)).toBe(0)
+      expect(r.stdout).toContain('COMPUTED LOCALLY')
+      expect(r.stdout).not.toContain('STAND-IN')
+      const element = await new MatrixClient({ port: Number(env.SANDBOX_HTTPS_PORT), hostname: 'element.sandbox.test', ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8') }).call('GET', '/config.json')
+      expect(element.status).toBe(200)
     })
 
     it('--down removes the container and the sandbox directory', async () => {
