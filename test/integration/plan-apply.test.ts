@@ -12,7 +12,7 @@
  * conf.d every Synapse process reads, delegation in Apache's vhosts only.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { synapseWheelhouse } from '../support/artifacts.js'
+import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
@@ -54,12 +54,12 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
     const [wheelhouse, hosts] = await Promise.all([synapseWheelhouse('3.11'), startHosts(['engine-pa'])])
     env = hosts
     hs = env.get('engine-pa')
-    base = { serverName: 'pa.test', publicHost: 'matrix.pa.test', synapse: { install: 'pip', wheelhouse: wheelhouse.dir } }
+    base = { serverName: 'pa.test', publicHost: 'matrix.pa.test', synapse: pipSynapseVars(wheelhouse) }
     current = await inventoryWith({})
     const first = await provision(['--inventory', current, '--json'])
     expect(first.code, first.stdout + first.stderr).toBe(0)
     console.log(`plan-apply: host provisioned in ${Date.now() - t0} ms`)
-  }, 900_000)
+  }, 1_500_000)
   afterAll(async () => {
     await env?.stop()
   })
@@ -67,7 +67,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
   const mixes: { name: string; vars: Record<string, unknown>; expected: Restart[] }[] = [
     {
       name: 'cacheFactor and the federation_sender metrics port (conf.d watched by three units of two tasks, plus a worker file)',
-      vars: { cacheFactor: 4, workers: { federationSender: { metricsPort: 32970 } } },
+      vars: { synapse: { cacheFactor: 4 }, workers: { federationSender: { metricsPort: 32970 } } },
       expected: [
         { task: 'synapse', unit: SYNAPSE, action: 'restart' },
         { task: 'workers', unit: READER, action: 'restart' },
@@ -76,7 +76,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
     },
     {
       name: 'a Synapse-only change (extra config in conf.d): each worker restarts once, under its own task',
-      vars: { cacheFactor: 4, workers: { federationSender: { metricsPort: 32970 } }, synapse: { extraConfig: { max_upload_size: '20M' } } },
+      vars: { synapse: { cacheFactor: 4, extraConfig: { max_upload_size: '20M' } }, workers: { federationSender: { metricsPort: 32970 } } },
       expected: [
         { task: 'synapse', unit: SYNAPSE, action: 'restart' },
         { task: 'workers', unit: READER, action: 'restart' },
@@ -85,7 +85,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
     },
     {
       name: 'an Apache-only change (delegation on port 8448): one reload, no Synapse restart',
-      vars: { cacheFactor: 4, workers: { federationSender: { metricsPort: 32970 } }, synapse: { extraConfig: { max_upload_size: '20M' } }, apache: { delegation: 'port-8448' } },
+      vars: { synapse: { cacheFactor: 4, extraConfig: { max_upload_size: '20M' } }, workers: { federationSender: { metricsPort: 32970 } }, apache: { delegation: 'port-8448' } },
       expected: [{ task: 'apache', unit: 'apache2.service', action: 'reload' }],
     },
     {
@@ -128,7 +128,8 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
       expect((await hs.exec('cat /var/lib/matrix-provision/pending-restarts')).stdout).toBe('')
       const backups = await hs.exec('ls -A /var/lib/matrix-provision/backup 2>&1')
       expect(backups.stdout, 'validation backups left on the host').toMatch(/No such file or directory/)
-    })
+      // Restarting Synapse and its workers, each validated first and checked after: minutes on a loaded machine.
+    }, 900_000)
   }
 
   it('a second run of the last mix restarts nothing', async () => {
@@ -138,6 +139,8 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
   })
 
   describe('provision check through bin/provision.js', () => {
+    /** The converged host's check time: the baseline a stopped worker must not stretch by polling. */
+    let convergedMs = 0
     // The built bundle, as users run it (the global setup rebuilds a stale one).
     const cli = async (args: string[]) => {
       const r = await runCli(args)
@@ -158,6 +161,7 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
         expect(r.stdout).toContain(line)
       }
       expect(r.stdout).toMatch(/Checks: \d+ passed, 0 failed\./)
+      convergedMs = r.ms
       console.log(`plan-apply: check on a converged host: ${r.ms} ms`)
     })
 
@@ -173,11 +177,15 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
         expect(r.stdout).toContain('✓ after check federation_reader /health answers')
         expect(r.stdout).toContain(`✓ after check ${SYNAPSE} active: active`)
         expect(r.stdout).toMatch(/Checks: \d+ passed, 3 failed; 1 host\(s\) failed\./)
-        expect(r.ms).toBeLessThan(20_000)
+        // Before, the stopped worker's HTTP checks polled 90 s and 60 s (151 s measured); now no more
+        // than the converged host's check plus noise (the machine may be loaded).
+        expect(r.ms).toBeLessThan(convergedMs + 30_000)
+        expect(r.ms).toBeLessThan(60_000)
         // --wait does not make a stopped unit worth waiting for.
-        const waited = await cli(['check', '--inventory', current, '--wait', '30'])
+        const waited = await cli(['check', '--inventory', current, '--wait', '60'])
+        console.log(`plan-apply: check --wait 60 with ${SENDER} stopped: exit ${waited.code} in ${waited.ms} ms`)
         expect(waited.code).toBe(1)
-        expect(waited.ms).toBeLessThan(20_000)
+        expect(waited.ms).toBeLessThan(60_000)
         // The JSON view is the same report.
         const json = await cli(['check', '--inventory', current, '--json'])
         expect(json.code).toBe(1)
