@@ -53,18 +53,21 @@ export interface WorkerKind {
   duty?: Duty
   /** Several instances share the work (a pool, or a sharded stream/duty). */
   many: boolean
-  /** Resident memory of an idle instance of this kind, MiB (measured on 1.163.2, see bench/README.md). */
+  /**
+   * Memory of an idle instance of this kind, MiB: systemd's MemoryCurrent of each worker unit of the
+   * one-of-each set on 1.163.2 was 86-88 MiB (test/e2e/worker-topology.test.ts prints it), rounded up.
+   */
   memoryMiB: number
 }
 
-const generic = (name: WorkerKindName, summary: string, serves: WorkerKind['serves']): WorkerKind => ({ name, summary, serves, streams: [], many: true, memoryMiB: 110 })
+const generic = (name: WorkerKindName, summary: string, serves: WorkerKind['serves']): WorkerKind => ({ name, summary, serves, streams: [], many: true, memoryMiB: 90 })
 const writer = (stream: Stream, many: boolean, summary: string): WorkerKind => ({
   name: stream as WorkerKindName,
   summary: `stream writer for ${stream}: ${summary}`,
   serves: [],
   streams: [stream],
   many,
-  memoryMiB: 100,
+  memoryMiB: 90,
 })
 
 export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
@@ -86,9 +89,9 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     streams: [],
     duty: 'federation_sender_instances',
     many: true,
-    memoryMiB: 100,
+    memoryMiB: 90,
   },
-  pusher: { name: 'pusher', summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 95 },
+  pusher: { name: 'pusher', summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 90 },
   media_repository: {
     name: 'media_repository',
     summary: 'serves and stores media (the main process stops serving media); writes quarantined_media_changes',
@@ -96,9 +99,9 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     streams: ['quarantined_media_changes'],
     duty: 'media_instance_running_background_jobs',
     many: true,
-    memoryMiB: 110,
+    memoryMiB: 90,
   },
-  appservice: { name: 'appservice', summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 95 },
+  appservice: { name: 'appservice', summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 90 },
   user_dir: {
     name: 'user_dir',
     summary: 'updates the user directory and serves its search (update_user_directory_from_worker)',
@@ -106,9 +109,9 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     streams: [],
     duty: 'update_user_directory_from_worker',
     many: false,
-    memoryMiB: 100,
+    memoryMiB: 90,
   },
-  background: { name: 'background', summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 100 },
+  background: { name: 'background', summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 90 },
   events: writer('events', true, 'event persister, sharded by room; changing the set restarts every process'),
   typing: writer('typing', false, 'typing notifications'),
   to_device: writer('to_device', false, 'to-device messages'),
@@ -128,5 +131,5 @@ export function routedStream(kind: WorkerKindName): boolean {
   return KINDS[kind].streams.some((s) => s !== 'events' && s !== 'thread_subscriptions')
 }
 
-/** Main process memory when idle, MiB (measured alongside the kinds). */
-export const MAIN_PROCESS_MEMORY_MIB = 180
+/** Main process memory when idle, MiB (measured alongside the kinds; its caches grow on top, see cacheFactor). */
+export const MAIN_PROCESS_MEMORY_MIB = 100

@@ -18,8 +18,8 @@ export const THREADS_PER_CHILD = 64
 
 /**
  * Resident memory of Apache holding `maxClients` long-polls through mod_proxy, MiB: a base per child
- * process and a share per busy thread (its proxy connection buffers), measured by bench/long-polls.js
- * (see bench/README.md) and rounded up.
+ * process and a share per busy thread (its stack in use and proxy buffers). These are estimates
+ * erring high; bench/workers.js prints what Apache really holds under its load run.
  */
 export const APACHE_CHILD_MIB = 12
 export const APACHE_THREAD_MIB = 0.25
