@@ -52,6 +52,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
   const serving = async () => ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
   const data = { alice: undefined as unknown as MatrixClient, bob: undefined as unknown as MatrixClient, room: '', bodies: [] as string[], media: '', mediaBody: `media written on ${OLD} ${Date.now()}` }
   const started = Date.now()
+  /** Whether the failed 1.160.0 ran first (its deltas 94/07..08 are then applied already). */
+  let brokenRan = false
 
   beforeAll(async () => {
     for (const version of [OLD, BROKEN, NEWEST]) {
@@ -66,7 +68,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     await env?.stop()
   })
 
-  it(`provisions ${OLD} side by side: /opt/venvs/matrix-synapse links to its versioned venv`, async () => {
+  // A fresh full stack takes 2-3 minutes on an idle 2-core machine, and far longer on a loaded one.
+  it(`provisions ${OLD} side by side: /opt/venvs/matrix-synapse links to its versioned venv`, { timeout: 1_800_000 }, async () => {
     const r = await provision(['--inventory', await inventoryFor(OLD), '--json'])
     const report = JSON.parse(r.stdout) as Report
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
@@ -121,6 +124,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(backup.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${BROKEN}.dump`)
     expect(backup.summary).toContain('94/07_profile_updates.sql')
     const r = await provision(['--inventory', inventory, '--json'])
+    brokenRan = true
     expect(r.code).toBe(1)
     const report = JSON.parse(r.stdout) as Report
     const change = releaseChange(report)
@@ -159,13 +163,15 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const backup = steps.find((s) => s.kind === 'backup')!
     expect(backup.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.dump`)
     expect(backup.summary).toContain('94/11_destination_room_sticky_events.sql')
-    expect(backup.summary).not.toContain('94/07_profile_updates.sql') // applied by the failed 1.160.0 already
+    expect(backup.summary.includes('94/07_profile_updates.sql')).toBe(!brokenRan) // applied by the failed 1.160.0 already
+    expect(backup.summary).toContain('94/09_e2e_cross_signing_signatures_index.sql')
     expect(backup.uncertain).toBeUndefined()
     const order = seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))
     expect(order).toEqual(ORDER)
     expect(seq(steps).slice(0, 3).map((s) => s.split(' ')[0])).toEqual(['install', 'check-config', 'backup'])
     // keepVenvs 2: the broken 1.160.0 venv goes, the running 1.158.0 stays for rollback.
-    expect(steps.at(-1)).toMatchObject({ kind: 'prune', target: `/opt/venvs/matrix-synapse-${BROKEN}` })
+    if (brokenRan) expect(steps.at(-1)).toMatchObject({ kind: 'prune', target: `/opt/venvs/matrix-synapse-${BROKEN}` })
+    else expect(steps.some((s) => s.kind === 'prune')).toBe(false)
 
     const since = (await hs.exec('date +%s')).stdout.trim()
     let polling = true
