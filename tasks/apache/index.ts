@@ -156,7 +156,7 @@ function mpmRestart(v: MatrixSettings): Resource {
 }
 
 /** Memory for the clients Apache is sized for, plus the Synapse processes of this host's worker set. */
-function memoryForClients(ctx: TaskContext): BeforeCheck {
+export function memoryForClients(ctx: TaskContext): BeforeCheck {
   const v = ctx.host.vars
   const apache = mpmSizing(v.apache.maxClients).memoryMiB
   const processes = ctx.host.roles.includes('synapse') ? [MAIN_PROCESS_MEMORY_MIB, ...workerInstances(v).map((w) => KINDS[w.kind].memoryMiB)] : []

@@ -8,6 +8,8 @@ import { routeTable, STREAMS } from '../../src/topology/routes.js'
 import { routingPlan } from '../../src/topology/routing.js'
 import { apacheModules, APACHE_MODULES, renderMatrixVhost } from '../../tasks/apache/templates.js'
 import { mpmSizing, renderMpmConf } from '../../tasks/apache/mpm.js'
+import { memoryForClients } from '../../tasks/apache/index.js'
+import type { TaskContext } from '../../src/engine/task.js'
 import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderSynapseConfig } from '../../tasks/synapse/templates.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
@@ -217,5 +219,19 @@ describe('Apache sized for long-polls', () => {
     expect(conf).toMatch(/ServerLimit\s+40\n/)
     expect(conf).toMatch(/MaxRequestWorkers\s+2560\n/)
     expect(conf).toMatch(/ThreadsPerChild\s+64\n/)
+  })
+})
+
+describe('memory checked before Apache is sized', () => {
+  const check = (vars: ReturnType<typeof matrixSettings>, haveMiB: number) =>
+    memoryForClients({ host: { name: 'm', roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate!({ get: () => haveMiB } as never)
+
+  it('counts Apache for maxClients and every Synapse process of the set', () => {
+    const small = check(matrixSettings({ workers: { preset: 'one-of-each' }, apache: { maxClients: 2500 } }), 1024)
+    expect(small.ok).toBe(false)
+    expect(small.detail).toContain('Apache holding 2500 long-polls needs about')
+    expect(small.detail).toContain("Synapse's 16 processes about 1450 MiB")
+    expect(small.detail).toContain('lower apache.maxClients, choose a smaller worker preset, or add memory')
+    expect(check(matrixSettings(), 4096).ok).toBe(true)
   })
 })
