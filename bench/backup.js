@@ -48,6 +48,7 @@ function provision(args) {
 
 const inContainer = (script) => execFileSync('docker', ['exec', env.SANDBOX_NAME, 'sh', '-c', script], { encoding: 'utf8', maxBuffer: 1 << 26 })
 
+const loadAtStart = loadavg()[0]
 say(`sandbox ${env.SANDBOX_NAME} (provision sandbox: reused when up)`)
 execFileSync(process.execPath, [join(root, 'bin/provision.js'), 'sandbox'], { env, stdio: ['ignore', 'ignore', 'inherit'] })
 // 4 MiB random files, as uploads land in local_content (two-level directories), owned by Synapse.
@@ -76,10 +77,10 @@ if (restored !== media) throw new Error(`media after restore: ${restored} bytes,
 
 const result = {
   date: new Date().toISOString(),
-  machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), loadavg1AtEnd: loadavg()[0] },
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), loadavg1AtStart: loadAtStart, loadavg1AtEnd: loadavg()[0] },
   mediaBytes: media,
   backup: { seconds: backup.seconds, peakRssMiB: backup.peakRssMiB, files },
-  restore: { seconds: restore.seconds, peakRssMiB: restore.peakRssMiB, stepsSeconds: restore.stdout ? JSON.parse(restore.stdout).durationMs / 1000 : null },
+  restore: { seconds: restore.seconds, peakRssMiB: restore.peakRssMiB, steps: Object.fromEntries(JSON.parse(restore.stdout).steps.map((s) => [s.action, s.durationMs / 1000])) },
   note: 'host: the sandbox container on this machine (SSH over loopback); restore replaces the same host (--force), which includes applying the inventory and its after-checks',
 }
 writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n')

@@ -36,7 +36,7 @@ export function renderRestoreReport(report: RestoreReport, color: boolean): stri
   }
   if (report.steps.length) {
     lines.push('  steps:')
-    report.steps.forEach((s, i) => lines.push(`    ${i + 1}. ${s.done ? '✓' : report.status === 'planned' ? ' ' : '✗'} ${s.summary}`))
+    report.steps.forEach((s, i) => lines.push(`    ${i + 1}. ${s.done ? '✓' : report.status === 'planned' ? ' ' : '✗'} ${s.summary}${s.durationMs !== undefined ? ` (${seconds(s.durationMs)})` : ''}`))
   }
   if (report.apply) lines.push('', renderReport(report.apply, { color, diffs: false }).trimEnd())
   if (report.error) lines.push(`  ${report.status === 'refused' ? 'REFUSED, nothing was changed' : 'FAILED'}: ${report.error.split('\n').join('\n  ')}`)

@@ -40,6 +40,8 @@ export interface RestoreStep {
   action: 'stop' | 'signing-key' | 'secrets' | 'database' | 'media' | 'apply'
   summary: string
   done: boolean
+  /** How long the step took (when done). */
+  durationMs?: number
 }
 
 export interface RestoreReport {
@@ -259,8 +261,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     }
     for (const s of steps) {
       progress.line(host.name, s.step.summary)
+      const t0 = Date.now()
       await s.run()
       s.step.done = true
+      s.step.durationMs = Date.now() - t0
     }
     report.status = 'restored'
     return report

@@ -6,7 +6,7 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { readManifest, verifyBackupFiles } from '../../src/backup/manifest.js'
-import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
@@ -73,7 +73,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     ).stdout
 
   beforeAll(async () => {
-    const [wheelhouse] = await Promise.all([synapseWheelhouse('3.11'), elementRelease()])
+    const wheelhouse = await synapseWheelhouse('3.11')
     env = await startHosts(['a', 'b'], { ports: [443] })
     a = env.get('a')
     b = env.get('b')
@@ -81,7 +81,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     // One inventory, host `hs`; B's copy differs only in the host's address (and its mapped SSH port).
     const written = await writeTestInventory(env, [{ name: 'a', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring', 'backup'] }], {
       serverName: SERVER,
-      synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+      synapse: pipSynapseVars(wheelhouse),
       backup: { directory: '/var/backups/matrix-provision', keep: 2 },
     })
     const doc = parse(await readFile(written, 'utf8')) as { hosts: Record<string, { address: string; privateAddress: string; ssh: { port: number } }> }
@@ -102,10 +102,12 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
 
   it('provisions A and B from the same inventory (B only for later: it never sees A)', async () => {
     // Both at once: the drill's order (B after A is gone) changes nothing for B, which is a fresh host either way.
-    const [ra, rb] = await timed('provision A and B', () => Promise.all([runCli(['--inventory', inventoryA]), runCli(['--inventory', inventoryB])]))
+    // A loaded machine (other test files' hosts on the same 2 cores) can take far longer than the 10 minutes runCli allows by default.
+    const slow = { timeoutMs: 45 * 60_000 }
+    const [ra, rb] = await timed('provision A and B', () => Promise.all([runCli(['--inventory', inventoryA], slow), runCli(['--inventory', inventoryB], slow)]))
     expect(ra.code, cliOutput(ra)).toBe(0)
     expect(rb.code, cliOutput(rb)).toBe(0)
-  })
+  }, 50 * 60_000)
 
   it('on A: two users, a room, messages and about 20 MiB of media', async () => {
     for (const [user, password] of Object.entries(USERS)) {
@@ -242,7 +244,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(planned.status).toBe('planned')
     expect(planned.replaces.join('\n')).toMatch(/database synapse on hs: 0 users/)
     expect(await fingerprint(b)).toBe(before)
-    const r = await timed('provision restore', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--json']))
+    const r = await timed('provision restore', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--json'], { timeoutMs: 30 * 60_000 }))
     expect(r.code, cliOutput(r)).toBe(0)
     const done = JSON.parse(r.stdout) as { status: string; steps: { summary: string; done: boolean }[]; apply: { hosts: { status: string; tasks: { checks: { phase: string; ok: boolean }[] }[] }[] } }
     expect(done.status).toBe('restored')
@@ -252,7 +254,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(after.length).toBeGreaterThanOrEqual(8)
     expect(after.filter((c) => !c.ok)).toEqual([])
     for (const unit of ['matrix-synapse', ...WORKERS]) expect((await b.exec(`systemctl is-active ${unit}`)).stdout.trim(), unit).toBe('active')
-  })
+  }, 35 * 60_000)
 
   it('on B: the same passwords log in, the messages are there, the media downloads byte-equal, the signing key is the same file', async () => {
     const alice = await loggedIn(b, 'alice')

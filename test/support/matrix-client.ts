@@ -26,7 +26,7 @@ export class MatrixClient {
             ...(payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {}),
             ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
           },
-          timeout: 30_000,
+          timeout: 120_000,
         },
         (res) => {
           let text = ''
@@ -66,7 +66,7 @@ export class MatrixClient {
             ...(body ? { 'content-type': contentType ?? 'application/octet-stream', 'content-length': body.length } : {}),
             ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
           },
-          timeout: 60_000,
+          timeout: 180_000,
         },
         (res) => {
           const chunks: Buffer[] = []
@@ -112,7 +112,7 @@ export function binaryRequest(client: MatrixClient, method: string, path: string
           ...(body ? { 'content-type': contentType, 'content-length': body.length } : {}),
           ...(client.token ? { authorization: `Bearer ${client.token}` } : {}),
         },
-        timeout: 60_000,
+        timeout: 180_000,
       },
       (res) => {
         const chunks: Buffer[] = []
