@@ -7,6 +7,7 @@
 import { parse } from 'yaml'
 import type { AdoptedSettings } from '../engine/host-state.js'
 import type { HostSpec, SecretValue } from '../inventory/types.js'
+import { Secret } from '../secret.js'
 import { FEDERATION_READER_ROUTES, WORKER_UNIT_PATH } from '../../tasks/workers/templates.js'
 import { workerInstances } from '../topology/instances.js'
 import { MEDIA_STORE_PATH, RESERVED_SYNAPSE_KEYS, SIGNING_KEY_PATH } from '../../tasks/synapse/templates.js'
@@ -341,9 +342,20 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   return { refusals, secrets, adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig }, notes, retire, backup }
 }
 
+/**
+ * Values under secret-looking keys of the kept settings (an SMTP password, an OIDC client secret) are
+ * made Secrets, so every report, diff and log masks them, as it does the taken-over secrets.
+ */
+export function maskAdoptedSecrets(value: unknown, key = ''): void {
+  if (typeof value === 'string' && /pass|secret|token|key/i.test(key)) new Secret(value, `adopted setting ${key}`)
+  else if (Array.isArray(value)) value.forEach((v) => maskAdoptedSecrets(v, key))
+  else if (isMap(value)) for (const [k, v] of Object.entries(value)) maskAdoptedSecrets(v, k)
+}
+
 /** The host's vars with what an adopted server keeps, where the inventory does not say otherwise. */
 export function withAdoptedSettings(host: HostSpec, adopted: AdoptedSettings | undefined): HostSpec {
   if (!adopted) return host
+  maskAdoptedSecrets(adopted.extraConfig)
   const s = host.vars.synapse
   return {
     ...host,

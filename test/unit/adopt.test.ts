@@ -4,7 +4,8 @@
  * nothing). The real guide-built server is adopted in test/e2e/adopt.test.ts.
  */
 import { describe, expect, it } from 'vitest'
-import { analyzeHandBuilt } from '../../src/adopt/analyze.js'
+import { analyzeHandBuilt, withAdoptedSettings } from '../../src/adopt/analyze.js'
+import { MASK, maskSecrets } from '../../src/secret.js'
 import type { HandBuiltFiles } from '../../src/adopt/host-files.js'
 import { runHost } from '../../src/engine/host-run.js'
 import { HOST_RECORD, SECRETS_DIR } from '../../src/engine/host-state.js'
@@ -107,6 +108,14 @@ describe('reading a server built by the guide (analyzeHandBuilt)', () => {
     expect(a.retire).toEqual(['/etc/apache2/sites-enabled/matrix.guide.test.conf', '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf'])
     expect(a.notes.find((n) => n.kind === 'retired' && n.found.includes('matrix.guide.test.conf'))?.becomes).toContain('no longer routed to it: /_matrix/federation/v1/get_groups_publicised')
     expect(a.backup).toContain('/etc/matrix-synapse/homeserver.yaml')
+  })
+
+  it('kept settings under secret-looking keys are masked in every report once adopted', async () => {
+    const inv = await load()
+    const a = analyzeHandBuilt(found(guideHomeserver({ extra: 'email:\n  smtp_host: mail.guide.test\n  smtp_pass: "smtp-pass-of-the-guide"\n' })), inv.hosts[0]!, inv.file)
+    expect(a.adopted.extraConfig).toEqual({ email: { smtp_host: 'mail.guide.test', smtp_pass: 'smtp-pass-of-the-guide' } })
+    withAdoptedSettings(inv.hosts[0]!, a.adopted)
+    expect(maskSecrets(JSON.stringify(a.adopted))).toBe(JSON.stringify({ ...a.adopted, extraConfig: { email: { smtp_host: 'mail.guide.test', smtp_pass: MASK } } }))
   })
 
   it('refuses SQLite: nothing to take over until the database is ported', async () => {
