@@ -242,7 +242,14 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       const s = ctx.facts.get(state)
       const active = s.active
       const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
-      if (spec.method === 'pip' && linkTarget === `matrix-synapse-${spec.version}` && active === spec.version) return null
+      if (spec.method === 'pip' && linkTarget === `matrix-synapse-${spec.version}` && active === spec.version) {
+        // The running venv drifted from its lock (a package removed or changed by hand): put the locked
+        // set back in place; the services watching the package restart on it.
+        planned = { from: active, db: null, installChange: spec.install ? ((await spec.install.plan(ctx)) ?? undefined) : undefined }
+        const fix = planned.installChange
+        if (!fix) return null
+        return { resource: id, kind: 'virtualenv', action: 'update', summary: fix.summary, ...(fix.diff ? { diff: fix.diff } : {}), touches: fix.touches, backupPaths: [], reach: 'anything', steps: [{ kind: 'install', target, summary: fix.summary }] }
+      }
       if (spec.method === 'apt' && active === spec.version) return null
       const steps: Step[] = []
       planned = { from: active, db: null }

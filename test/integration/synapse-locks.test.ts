@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -39,6 +39,7 @@ async function bin(args: string[]): Promise<{ code: number; stdout: string; stde
 describe('provision lock (the bundled CLI)', () => {
   it('resolves the same lock on any day: re-resolving the committed 1.163.2 gives the file byte for byte', async () => {
     const dir = join(ROOT, '.cache', 'lock-test')
+    await rm(join(dir, 'synapse-lock'), { recursive: true, force: true })
     await mkdir(dir, { recursive: true })
     const inventory = join(dir, 'inventory.yaml')
     await writeFile(inventory, stringify({ defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: NEWEST, lockDir: './synapse-lock' } } }, hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } } }))

@@ -556,6 +556,22 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
     expect(host.commands.slice(commandsBefore)).toEqual(['sh -s', 'sh -s'])
   })
 
+  it('a venv that drifted from its lock: the plan shows it with a restart, apply puts the locked set back', async () => {
+    host.venvs.get('/opt/venvs/matrix-synapse-1.163.2')!.delete('txredisapi')
+    const plan = await dryRun(host, inventory)
+    expect(host.unexpected).toEqual([])
+    expect(changesOf(plan).map((c) => [c.resource, c.action, c.summary])).toEqual([
+      ['synapse-release:/opt/venvs/matrix-synapse', 'update', 'bring /opt/venvs/matrix-synapse-1.163.2 back to the lock synapse-lock/1.163.2.txt: 1 differ (+txredisapi 1.5.0) (from the uploaded wheelhouse, offline)'],
+    ])
+    expect(changesOf(plan)[0]!.diff).toContain('+txredisapi==1.5.0')
+    expect(restartsOf(plan)).toContainEqual({ task: 'synapse', unit: 'matrix-synapse.service', action: 'restart' })
+    const fixed = await apply(host, inventory)
+    expect(host.unexpected).toEqual([])
+    expect(fixed.status).toBe('changed')
+    expect(host.venvs.get('/opt/venvs/matrix-synapse-1.163.2')?.get('txredisapi')).toBe('1.5.0')
+    expect(changesOf(await dryRun(host, inventory))).toEqual([])
+  })
+
   it('cacheFactor 2 -> 4: one file update, and restarts of Synapse and both workers (they read conf.d)', async () => {
     const changed = await loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE, cacheFactor: 4 })
     const plan = await dryRun(host, changed)
