@@ -171,7 +171,11 @@ Finished in 0.0 s.
   })
 
   it('converged: no change; the apt method orders the package upgrade the same way and always dumps first', async () => {
-    expect(await planOf(spec(), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158))).toBeNull()
+    // Converged: the running venv holds its lock (the installer plans nothing), so the release has nothing to do.
+    expect(await planOf(spec({ install: { ...installer, plan: async () => null } }), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158))).toBeNull()
+    // Drift of the running venv from its lock: the installer's fix is the release's one step.
+    const drift = (await planOf(spec(), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158)))! as Change
+    expect(drift.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual(['install /opt/venvs/matrix-synapse-1.163.2'])
     const apt = (await planOf(spec({ method: 'apt', install: undefined, controllerCode: undefined, aptInstall: sh`apt-get install matrix-synapse-py3` }), facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)))! as Change
     expect(apt.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
       'backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump',
