@@ -55,7 +55,7 @@ export interface WorkerKind {
   many: boolean
   /**
    * Memory of an idle instance of this kind, MiB: systemd's MemoryCurrent of each worker unit of the
-   * one-of-each set on 1.163.2 was 86-88 MiB (test/e2e/worker-topology.test.ts prints it), rounded up.
+   * one-of-each set on 1.163.2 was 86-88 MiB (measured on a live one-of-each host, right after start), rounded up.
    */
   memoryMiB: number
 }
