@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { pipSynapseVars } from '../support/artifacts.js'
+import { pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/artifacts.js'
 import { runCli } from '../support/cli.js'
 import { buildGuideHost, guideImage, guideWheelhouse, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -175,5 +175,25 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const record = JSON.parse((await hs.exec('cat /var/lib/matrix-provision/host.json')).stdout)
     expect(record).toMatchObject({ managedBy: 'matrix-provision', origin: 'adopted', adopted: { signingKeyPath: KEY, mediaStorePath: '/var/lib/matrix-synapse/media_store' } })
     expect((await hs.exec('ls /var/lib/matrix-provision/adopted/etc/matrix-synapse/')).stdout).toContain('homeserver.yaml')
+  })
+
+  it(`upgrades to the newest pinned Synapse (${SYNAPSE_VERSION}) through the upgrade path; users, the old token, messages, media and the key survive`, async () => {
+    const newest = await synapseWheelhouse('3.11')
+    await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], { serverName: SERVER, publicHost: PUBLIC, synapse: pipSynapseVars(newest) })
+    const r = await runCli(['--inventory', inventory], { timeoutMs: 1_800_000 })
+    expect(r.code, r.stdout + r.stderr).toBe(0)
+    const version = await client().call<{ server: { version: string } }>('GET', '/_matrix/federation/v1/version')
+    expect(version.json.server.version).toBe(SYNAPSE_VERSION)
+    for (const u of guide.users) await client().login(u.name, u.password)
+    const alice = client(guide.token)
+    expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
+    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`)
+    expect(messages.json.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse()).toEqual(guide.messages)
+    const media = await alice.raw('GET', `/_matrix/media/v3/download/${guide.mediaUri.replace('mxc://', '')}`)
+    expect(createHash('sha256').update(media.body).digest('hex')).toBe(guide.mediaSha256)
+    expect((await hs.exec(`sha256sum ${KEY} | cut -d' ' -f1`)).stdout.trim()).toBe(guide.signingKeySha256)
+    const again = await runCli(['--inventory', inventory])
+    expect(again.code, again.stdout + again.stderr).toBe(0)
+    expect(again.stdout).toContain('guide: no changes')
   })
 })
