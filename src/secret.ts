@@ -29,6 +29,9 @@ function remember(value: string): void {
   }
 }
 
+/** Values longer than this are masked by plain search, not in the one alternation. */
+const REGEXP_MAX_VALUE = 1024
+
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 /** user:password@ in any URL (scheme://user:password@host): the password part. */
@@ -84,7 +87,11 @@ export function isSecret(value: unknown): value is Secret {
 export function maskSecrets(text: string): string {
   let out = text
   if (knownValues.size > 0) {
-    knownPattern ??= new RegExp([...knownValues].sort((a, b) => b.length - a.length).map(escapeRegExp).join('|'), 'g')
+    const longestFirst = [...knownValues].sort((a, b) => b.length - a.length)
+    // A very long value (a key file, a large test payload) would make the alternation too large for
+    // RegExp and break every later mask: those go first, as plain text, and are still longest first.
+    for (const value of longestFirst) if (value.length > REGEXP_MAX_VALUE && out.includes(value)) out = out.split(value).join(MASK)
+    knownPattern ??= new RegExp(longestFirst.filter((v) => v.length <= REGEXP_MAX_VALUE).map(escapeRegExp).join('|') || '(?!)', 'g')
     out = out.replace(knownPattern, MASK)
   }
   return out.replace(URL_CREDENTIALS, (_m, prefix: string) => `${prefix}:${MASK}@`)

@@ -115,3 +115,13 @@ describe('masking secrets', () => {
     expect(fileState('/etc/redis/redis.conf').sensitive).toBe(true)
   })
 })
+
+describe('a very long secret', () => {
+  it('is masked, and masking of every other secret keeps working (a huge alternation is no valid RegExp)', () => {
+    const long = new Secret(`password: long-${'padding line\n'.repeat(200_000)}end`, 'test')
+    const short = new Secret('short-secret-7f3a9c', 'test')
+    expect(maskSecrets(`a ${long.reveal()} b short-secret-7f3a9c c`)).toBe(`a ${MASK} b ${MASK} c`)
+    expect(maskSecrets('only short-secret-7f3a9c here')).toBe(`only ${MASK} here`)
+    expect(short.toString()).toBe(MASK)
+  })
+})
