@@ -349,31 +349,8 @@ export class FakeHost implements Connection {
       const lines = [...this.fs].filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file').sort(([a], [b]) => a.localeCompare(b))
       return { stdout: lines.map(([p, n]) => `${posix.basename(p)}\t${(n as { content: Buffer }).content.toString('base64')}\n`).join('') }
     }
-    if (cmd === hostOwnership.command.text) {
-      const record = this.file(HOST_RECORD)
-      return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
-    }
-    // Config and keys only: the fake's Postgres holds no Synapse schema.
-    if (cmd === synapseFootprint.command.text) {
-      const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
-        p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
-      )
-      return { stdout: found.join('') }
-    }
-    // What `provision adopt` reads of a hand-built server (the same globs as its probe).
-    if (cmd === handBuiltFiles.command.text) {
-      const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
-      const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
-      const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
-      let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
-      for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
-        if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
-        const target = posix.resolve(posix.dirname(p), n.target)
-        out += `site\t${p}\t${target}\t${b64(target)}\n`
-      }
-      out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
-      return { stdout: out }
-    }
+    const ownership = this.#ownershipFacts(cmd)
+    if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
         if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
     if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
@@ -534,37 +511,44 @@ export class FakeHost implements Connection {
     this.#unexpected(`a Postgres query the fake does not know: ${sql}`)
   }
 
+  /** The adoption guard's and `provision adopt`'s probes: the same answer whether a fact batch or apply asks. */
+  #ownershipFacts(cmd: string): Out | undefined {
+  if (cmd === hostOwnership.command.text) {
+    const record = this.file(HOST_RECORD)
+    return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
+  }
+  // Config and keys only: the fake's Postgres holds no Synapse schema.
+  if (cmd === synapseFootprint.command.text) {
+    const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
+      p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
+    )
+    return { stdout: found.join('') }
+  }
+  // What `provision adopt` reads of a hand-built server (the same globs as its probe).
+  if (cmd === handBuiltFiles.command.text) {
+    const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
+    const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
+    const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
+    let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
+    for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
+      if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
+      const target = posix.resolve(posix.dirname(p), n.target)
+      out += `site\t${p}\t${target}\t${b64(target)}\n`
+    }
+    out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
+    return { stdout: out }
+  }
+    return undefined
+  }
+
   // -- commands of apply ---------------------------------------------------------------------------
 
   #exec(cmd: string, stdin: string): Out {
     let m: RegExpExecArray | null
     // Read-only commands (dry runs read files for diffs).
     if ((m = rx(String.raw`^cat ${ARG}$`).exec(cmd))) return this.#cat(unquote(m[1]!))
-    if (cmd === hostOwnership.command.text) {
-      const record = this.file(HOST_RECORD)
-      return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
-    }
-    // Config and keys only: the fake's Postgres holds no Synapse schema.
-    if (cmd === synapseFootprint.command.text) {
-      const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
-        p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
-      )
-      return { stdout: found.join('') }
-    }
-    // What `provision adopt` reads of a hand-built server (the same globs as its probe).
-    if (cmd === handBuiltFiles.command.text) {
-      const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
-      const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
-      const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
-      let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
-      for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
-        if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
-        const target = posix.resolve(posix.dirname(p), n.target)
-        out += `site\t${p}\t${target}\t${b64(target)}\n`
-      }
-      out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
-      return { stdout: out }
-    }
+    const ownership = this.#ownershipFacts(cmd)
+    if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
       const active = this.units.get(unquote(m[1]!))?.active === true
