@@ -79,7 +79,19 @@ export async function findBackupDir(from: string, hostName: string): Promise<str
   throw new BackupInputError(`--from ${from}: no ${MANIFEST_FILE} here nor in a subdirectory; --from names a directory written by provision backup`)
 }
 
-const stamp = () => new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+/**
+ * The suffix under which --force keeps what it replaces: `_replaced_N`, the first N for which neither the
+ * database `<database>_replaced_N` nor the media directory `media-replaced-N` exists. Read from the
+ * target, not from the clock, so the dry run names exactly what the restore will create.
+ */
+async function replacedSuffix(conn: Connection, dbConn: Connection, database: string): Promise<string> {
+  const prefix = `${database}_replaced_`
+  const databases = new Set((await psqlRows(dbConn, 'postgres', `SELECT datname FROM pg_database WHERE starts_with(datname, ${sqlLiteral(prefix)})`)).map(([name]) => name))
+  const dirs = new Set((await conn.run(sh`ls -1A ${SYNAPSE_DATA_DIR}`)).stdout.split('\n'))
+  let n = 1
+  while (databases.has(`${prefix}${n}`) || dirs.has(`media-replaced-${n}`)) n++
+  return `_replaced_${n}`
+}
 
 /** A part of the backup as a stream: the file, decrypted by age when the backup is encrypted. */
 function openPart(dir: string, manifest: Manifest, part: BackupPart, identity: string | undefined, onBytes: (n: number) => void): { stream: Readable; done: Promise<unknown> } {
@@ -169,7 +181,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     const keyNow = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
     const currentKey = keyNow.code === 0 ? signingKeyIdentity(new Secret(keyNow.stdout, 'signing key').reveal()) : undefined
     const occupied = holdsData(db)
-    const keep = occupied ? `_replaced_${stamp()}` : undefined
+    const keep = occupied ? await replacedSuffix(conn, dbConn, database) : undefined
     report.replaces = [
       `database ${database} on ${dbHostName}: ${describeContents(db)}${keep ? ` (kept as ${database}${keep}; drop it when satisfied)` : ' (no Synapse data: dropped)'}`,
       `media store ${MEDIA_STORE_PATH}: ${formatBytes(mediaBytes)} in ${MEDIA_PARTS.join(', ')}${keep && mediaBytes ? ` (kept in ${SYNAPSE_DATA_DIR}/media${keep.replace(/_/g, '-')})` : ''}`,

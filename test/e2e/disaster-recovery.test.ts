@@ -290,4 +290,58 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(r.stdout).toMatch(/--force/)
     expect(await fingerprint(b)).toBe(before)
   })
+
+  it('restore --force onto B, which holds data of its own: the dry run names what it replaces, the restore brings back the backup and keeps the replaced database and media aside', async () => {
+    // Data that exists only on B (written after the first restore): --force must replace it, and keep it.
+    const alice = await loggedIn(b, 'alice')
+    const onlyOnB = 'written on B after the restore, replaced by --force'
+    expect((await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/only-b`, { msgtype: 'm.text', body: onlyOnB })).status).toBe(200)
+    const upload = await binaryRequest(alice, 'POST', '/_matrix/media/v3/upload?filename=only-b.bin', randomBytes(4096))
+    expect(upload.status, upload.body.toString()).toBe(200)
+    const [, mediaServer = "", mediaOnlyB = ""] = /^mxc:\/\/([^/]+)\/(.+)$/.exec((JSON.parse(upload.body.toString()) as { content_uri: string }).content_uri)!
+
+    const before = await fingerprint(b)
+    const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backupDir, '--force', '--dry-run', '--json'])
+    expect(plan.code, cliOutput(plan)).toBe(0)
+    const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
+    expect(planned.status).toBe('planned')
+    const kept = /database synapse on hs: 2 users, 1 rooms, \d+ events, 5 local media, schema \d+ \(kept as (synapse_replaced_1); drop it when satisfied\)/.exec(planned.replaces.join('\n'))
+    expect(kept, planned.replaces.join('\n')).not.toBeNull()
+    const keptMedia = /\(kept in (\/var\/lib\/matrix-synapse\/media-replaced-1)\)/.exec(planned.replaces.join('\n'))
+    expect(keptMedia, planned.replaces.join('\n')).not.toBeNull()
+    expect(await fingerprint(b)).toBe(before)
+
+    const r = await timed('provision restore --force', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backupDir, '--force', '--json'], { timeoutMs: 30 * 60_000 }))
+    expect(r.code, cliOutput(r)).toBe(0)
+    const done = JSON.parse(r.stdout) as { status: string; replaces: string[]; steps: { summary: string; done: boolean }[] }
+    expect(done.status).toBe('restored')
+    // The plan is a promise: the same steps, and the same names for what is kept.
+    expect(done.replaces).toEqual(planned.replaces)
+    expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
+    expect(done.steps.every((s) => s.done)).toBe(true)
+
+    // The backup's state is back: its messages and media, and nothing written on B since.
+    const after = await loggedIn(b, 'alice')
+    const history = await after.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`)
+    expect(history.status).toBe(200)
+    const bodies = history.json.chunk.map((e) => e.content.body)
+    for (const m of messages) expect(bodies).toContain(m)
+    expect(bodies).not.toContain(onlyOnB)
+    const first = media[0]!
+    const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(first.mxc)!
+    const dl = await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+    expect(dl.status).toBe(200)
+    expect(sha256(dl.body)).toBe(first.sha256)
+    expect((await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${mediaServer}/${mediaOnlyB}`)).status).toBe(404)
+
+    // What was replaced is kept under the names the plan gave: the old database still has B's message, the old media its file.
+    const oldDb = kept![1]!
+    const inOld = await b.exec(`runuser -u postgres -- psql -XAt -d ${oldDb} -c "select count(*) from event_json where json like '%replaced by --force%'"`)
+    expect(inOld.stdout.trim(), inOld.output).toBe('1')
+    const oldMedia = await b.exec(`test -f ${keptMedia![1]}/local_content/${mediaOnlyB.slice(0, 2)}/${mediaOnlyB.slice(2, 4)}/${mediaOnlyB.slice(4)}`)
+    expect(oldMedia.exitCode, `${keptMedia![1]} lacks ${mediaOnlyB}`).toBe(0)
+    expect((await b.exec('sha256sum < /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(signingKeyA)
+    const check = await runCli(['check', '--inventory', inventoryB])
+    expect(check.code, cliOutput(check)).toBe(0)
+  }, 35 * 60_000)
 })
