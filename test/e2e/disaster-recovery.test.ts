@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { parse, stringify } from 'yaml'
-import { readManifest, verifyBackupFiles } from '../../src/backup/manifest.js'
+import { MANIFEST_FILE, readManifest, verifyBackupFiles } from '../../src/backup/manifest.js'
 import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -35,6 +35,9 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
   let inventoryB: string
   let backups: string
   let backupDir: string
+  let encryptedBackups: string
+  let encryptedDir: string
+  let identity: string
   let roomId: string
   const messages: string[] = []
   const media: { mxc: string; sha256: string; bytes: number }[] = []
@@ -94,6 +97,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     inventoryB = join(env.dir, 'inventory-b.yaml')
     await writeFile(inventoryB, stringify(doc))
     backups = join(env.dir, 'backups')
+    encryptedBackups = join(env.dir, 'backups-encrypted')
   })
   afterAll(async () => {
     console.log(`disaster-recovery timings (ms): ${JSON.stringify(timings)}`)
@@ -197,6 +201,26 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(r.stderr).not.toContain('\r')
   })
 
+  it('provision backup --encrypt-to (an age recipient): every part encrypted, nothing of the signing key or secrets readable without the identity', async () => {
+    identity = join(env.dir, 'age-identity.txt')
+    await run('age-keygen', ['-o', identity])
+    const recipient = /^# public key: (age1\w+)$/m.exec(await readFile(identity, 'utf8'))![1]!
+    const r = await timed('provision backup --encrypt-to', () => runCli(['backup', '--inventory', inventoryA, '--to', encryptedBackups, '--encrypt-to', recipient, '--json']))
+    expect(r.code, cliOutput(r)).toBe(0)
+    const dirs = await readdir(encryptedBackups)
+    expect(dirs).toHaveLength(1)
+    encryptedDir = join(encryptedBackups, dirs[0]!)
+    const manifest = await readManifest(encryptedDir)
+    await verifyBackupFiles(encryptedDir, manifest)
+    const key = await readFile(join(backupDir, 'signing.key'), 'utf8')
+    for (const f of await readdir(encryptedDir)) {
+      if (f === MANIFEST_FILE) continue
+      const bytes = await readFile(join(encryptedDir, f))
+      expect(bytes.subarray(0, 21).toString('latin1'), f).toBe('age-encryption.org/v1')
+      expect(bytes.includes(key.trim().split(' ').at(-1)!), f).toBe(false)
+    }
+  })
+
   it('host A is destroyed', async () => {
     await a.container.stop({ timeout: 2_000 })
     expect((await runCli(['check', '--inventory', inventoryA])).code).not.toBe(0)
@@ -291,7 +315,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(await fingerprint(b)).toBe(before)
   })
 
-  it('restore --force onto B, which holds data of its own: the dry run names what it replaces, the restore brings back the backup and keeps the replaced database and media aside', async () => {
+  it('restore --force --identity (the encrypted backup) onto B, which holds data of its own: the dry run names what it replaces, the restore brings back the backup and keeps the replaced database and media aside', async () => {
     // Data that exists only on B (written after the first restore): --force must replace it, and keep it.
     const alice = await loggedIn(b, 'alice')
     const onlyOnB = 'written on B after the restore, replaced by --force'
@@ -301,7 +325,8 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     const [, mediaServer = "", mediaOnlyB = ""] = /^mxc:\/\/([^/]+)\/(.+)$/.exec((JSON.parse(upload.body.toString()) as { content_uri: string }).content_uri)!
 
     const before = await fingerprint(b)
-    const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backupDir, '--force', '--dry-run', '--json'])
+    // From the encrypted backup of A: --identity decrypts it (the same data as the plain one).
+    const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', encryptedDir, '--identity', identity, '--force', '--dry-run', '--json'])
     expect(plan.code, cliOutput(plan)).toBe(0)
     const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
     expect(planned.status).toBe('planned')
@@ -311,7 +336,7 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(keptMedia, planned.replaces.join('\n')).not.toBeNull()
     expect(await fingerprint(b)).toBe(before)
 
-    const r = await timed('provision restore --force', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backupDir, '--force', '--json'], { timeoutMs: 30 * 60_000 }))
+    const r = await timed('provision restore --force', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', encryptedDir, '--identity', identity, '--force', '--json'], { timeoutMs: 30 * 60_000 }))
     expect(r.code, cliOutput(r)).toBe(0)
     const done = JSON.parse(r.stdout) as { status: string; replaces: string[]; steps: { summary: string; done: boolean }[] }
     expect(done.status).toBe('restored')

@@ -28,7 +28,7 @@ function closedPort(): Promise<number> {
 /**
  * Every flag and subcommand of the README, through bin/provision.js (the bundle users run), against one
  * real host (Redis with a password from the environment) shared by the whole file. `sandbox` is covered
- * by test/e2e/sandbox.test.ts, also through the bin; --help, --version and schema by test/unit/cli-bin.test.ts.
+ * by test/e2e/installed-package.test.ts (the packed package's bin); --help, --version and schema by test/unit/cli-bin.test.ts.
  */
 describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) on a real host', () => {
   let env: TestHosts

@@ -50,6 +50,11 @@ describe('provision lock (the bundled CLI)', () => {
     expect(await readFile(lockPath(join(dir, 'synapse-lock'), NEWEST), 'utf8')).toBe(await readFile(lockPath(LOCK_DIR, NEWEST), 'utf8'))
     const again = await bin(['lock', '--inventory', inventory])
     expect(again.stdout).toContain(': unchanged (')
+    // --wheelhouse/--python: the wheelhouse of that lock for a target Python, the same the tests install from.
+    const expected = await synapseWheelhouse('3.11', NEWEST)
+    const wheels = await bin(['lock', '--inventory', inventory, '--wheelhouse', join(ROOT, '.cache', 'wheelhouse'), '--python', '3.11'])
+    expect(wheels.code, wheels.stderr).toBe(0)
+    expect(wheels.stdout).toMatch(new RegExp(`${expected.dir.split('/').at(-1)!.replace(/\./g, '\\.')}: wheelhouse for Python 3\\.11, ${expected.files.length} wheels, \\d+ MB, reused`))
   }, 180_000)
 
   it('refuses an inventory whose version has no lock, before any connection: file, what to run, exit 2', async () => {
