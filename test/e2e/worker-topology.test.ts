@@ -1,0 +1,221 @@
+import { writeFile } from 'node:fs/promises'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { stringify, parse } from 'yaml'
+import { readFile } from 'node:fs/promises'
+import { workerInstances } from '../../src/topology/instances.js'
+import { KINDS } from '../../src/topology/kinds.js'
+import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
+import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { cliOutput, runCli } from '../support/cli.js'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { writeTestInventory } from '../support/inventory.js'
+import { MatrixClient } from '../support/matrix-client.js'
+
+const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
+const PY = '/opt/venvs/matrix-synapse/bin/python'
+const CONFIG = '--config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/'
+/** A provisioning step starts up to 16 Synapse processes one after another: on a loaded 2-core machine that takes long. */
+const PROVISION_TIMEOUT = 40 * 60_000
+
+/**
+ * A live homeserver switched guide -> one-of-each -> guide through the built CLI: every route of the
+ * one-of-each set proven by the serving worker's own log, a client flow through Apache, Synapse's own
+ * config reader for the stream writers, no error in any log, no data lost, and second runs that
+ * change nothing. One host, shared by every step (the steps build on each other).
+ */
+describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> guide on a live server', () => {
+  let env: TestHosts
+  let hs: TestHost
+  let inventory: string
+  let ca: string
+  let alice: MatrixClient
+  let bob: MatrixClient
+  let roomId: string
+  let mediaUri: string
+  const sent: string[] = []
+  const started = Date.now()
+
+  const https = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.topo.test', ca })
+  const setPreset = async (preset: string) => {
+    const doc = parse(await readFile(inventory, 'utf8'))
+    doc.defaults.vars.workers = { preset }
+    await writeFile(inventory, stringify(doc))
+  }
+  const apply = async (args: string[] = []) => {
+    const r = await runCli(['--inventory', inventory, ...args], { timeoutMs: PROVISION_TIMEOUT })
+    return r
+  }
+  /** Lines of a worker's (or main's) log that carry this marker. */
+  const logged = async (name: string, marker: string) => Number((await hs.exec(`grep -c -- ${JSON.stringify(marker)} /var/log/matrix-synapse/${name}.log || true`)).stdout.trim() || 0)
+  /** Lines at ERROR or worse in every Synapse log, since a byte offset per file. */
+  const errorLines = async () => (await hs.exec("grep -h -E ' - (ERROR|CRITICAL) - ' /var/log/matrix-synapse/*.log || true")).stdout.trim()
+  const sendText = async (body: string) => {
+    const r = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${encodeURIComponent(body)}`, { msgtype: 'm.text', body })
+    expect(r.status, r.text).toBe(200)
+    sent.push(body)
+    return r.json.event_id
+  }
+
+  beforeAll(async () => {
+    const [wheelhouse, element] = await Promise.all([synapseWheelhouse('3.11'), elementRelease()])
+    env = await startHosts(['topo'], { ports: [443], aliases: { topo: ['topo.test', 'matrix.topo.test', 'element.topo.test'] } })
+    hs = env.get('topo')
+    inventory = await writeTestInventory(env, [{ name: 'topo', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
+      serverName: 'topo.test',
+      synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+      element: { version: '1.11.90', file: element.tarball, sha256: element.sha256 },
+      workers: { preset: 'guide' },
+    })
+  })
+  afterAll(async () => {
+    console.log(`worker-topology file: ${Math.round((Date.now() - started) / 1000)} s`)
+    await env?.stop()
+  })
+
+  it('guide: provisions from nothing; users, a room and a message to keep', async () => {
+    const r = await apply()
+    expect(r.code, cliOutput(r)).toBe(0)
+    console.log(`guide fresh run ${r.durationMs} ms`)
+    ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.topo.test.crt')).stdout
+    for (const user of ['alice', 'bob']) {
+      const reg = await hs.exec(`printf 'pw-${user}-123456' | ${PY.replace('python', 'register_new_matrix_user')} -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      expect(reg.exitCode, reg.output).toBe(0)
+    }
+    alice = https()
+    bob = https()
+    await alice.login('alice', 'pw-alice-123456')
+    await bob.login('bob', 'pw-bob-123456')
+    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { invite: ['@bob:topo.test'] })
+    expect(room.status, room.text).toBe(200)
+    roomId = room.json.room_id
+    expect((await bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {})).status).toBe(200)
+    await sendText('sent under guide')
+    const upload = await alice.call<{ content_uri: string }>('POST', '/_matrix/media/v3/upload?filename=guide.txt', Buffer.from('x'))
+    expect(upload.status, upload.text).toBe(200)
+    mediaUri = upload.json.content_uri
+  }, PROVISION_TIMEOUT)
+
+  it('one-of-each: the switch converges through the CLI, every unit up, and a second run changes nothing', async () => {
+    await setPreset('one-of-each')
+    const r = await apply()
+    expect(r.code, cliOutput(r)).toBe(0)
+    console.log(`guide -> one-of-each run ${r.durationMs} ms`)
+    const units = ONE_OF_EACH.map((w) => `matrix-synapse-worker@${w.name}`)
+    const active = await hs.exec(`systemctl is-active matrix-synapse ${units.join(' ')}`)
+    expect(active.stdout.trim().split('\n')).toEqual(Array(units.length + 1).fill('active'))
+    // The guide's federation_reader left (stopped, files gone); federation_sender is in both sets and stays.
+    expect((await hs.exec('systemctl is-active matrix-synapse-worker@federation_reader || true')).stdout.trim()).toBe('inactive')
+    expect((await hs.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(ONE_OF_EACH.map((w) => `${w.name}.yaml`).sort())
+    const again = await apply()
+    expect(again.code, cliOutput(again)).toBe(0)
+    expect(again.stdout).toContain('topo: no changes')
+    // Memory each process holds once started (README figures).
+    const rss = await hs.exec(`for u in matrix-synapse ${units.join(' ')}; do echo "$u $(systemctl show -p MemoryCurrent --value $u)"; done`)
+    console.log(`memory per process (bytes):\n${rss.stdout}`)
+  }, PROVISION_TIMEOUT)
+
+  it("Synapse's own config reader confirms the stream writer map and the duties", async () => {
+    const read = async (key: string) => (await hs.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PY} -m synapse.config read ${key} ${CONFIG}`)).stdout
+    const writers = await read('worker.writers')
+    for (const w of ONE_OF_EACH.filter((x) => KINDS[x.kind].streams.length > 0)) {
+      for (const stream of KINDS[w.kind].streams) expect(writers, writers).toContain(`${stream}=['${w.name}']`)
+    }
+    expect(writers).toContain("thread_subscriptions=['master']")
+    expect(await read('worker.send_federation')).toMatch(/False/)
+    expect(await read('media.can_load_media_repo')).toMatch(/False/)
+    expect(await read('worker.run_background_tasks')).toMatch(/False/)
+  })
+
+  it('a client flow through Apache: each route answered by its own worker (its log), main untouched', async () => {
+    const m = `probe-${Date.now()}`
+    const room = encodeURIComponent(roomId)
+    const expectServedBy = async (name: string, marker: string) => {
+      expect(await logged(name, marker), `${marker} in ${name}.log`).toBeGreaterThanOrEqual(1)
+      expect(await logged('homeserver', marker), `${marker} not in homeserver.log`).toBe(0)
+    }
+    // Login and room creation: the generic worker.
+    const fresh = https()
+    const login = await fresh.call<{ access_token: string }>('POST', `/_matrix/client/v3/login?${m}-login`, { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'pw-alice-123456' })
+    expect(login.status, login.text).toBe(200)
+    await expectServedBy('generic', `${m}-login`)
+    const created = await alice.call('POST', `/_matrix/client/v3/createRoom?${m}-create`, {})
+    expect(created.status).toBe(200)
+    await expectServedBy('generic', `${m}-create`)
+    // A message: created by the generic worker, persisted by the events writer (the database says who wrote it).
+    const send = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/t-${m}?${m}-send`, { msgtype: 'm.text', body: 'sent under one-of-each' })
+    expect(send.status, send.text).toBe(200)
+    sent.push('sent under one-of-each')
+    await expectServedBy('generic', `${m}-send`)
+    // Event IDs start with $: single-quoted for the shell, doubled quotes for SQL.
+    const writer = await hs.exec(`runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`)
+    expect(writer.stdout.trim()).toBe('events')
+    // Stream writers.
+    const typing = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:topo.test')}?${m}-typing`, { typing: true, timeout: 20000 })
+    expect(typing.status, typing.text).toBe(200)
+    await expectServedBy('typing', `${m}-typing`)
+    const receipt = await bob.call('POST', `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`, {})
+    expect(receipt.status, receipt.text).toBe(200)
+    await expectServedBy('receipts', `${m}-receipt`)
+    const bobDevice = (await bob.call<{ device_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.device_id
+    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.topology.test/td-${m}?${m}-todevice`, { messages: { '@bob:topo.test': { [bobDevice]: { hello: m } } } })
+    expect(toDevice.status, toDevice.text).toBe(200)
+    await expectServedBy('to_device', `${m}-todevice`)
+    expect((await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:topo.test')}/status?${m}-presence`, { presence: 'online' })).status).toBe(200)
+    await expectServedBy('presence', `${m}-presence`)
+    expect((await alice.call('GET', `/_matrix/client/v3/pushrules/?${m}-pushrules`)).status).toBe(200)
+    await expectServedBy('push_rules', `${m}-pushrules`)
+    expect((await alice.call('PUT', `/_matrix/client/v3/user/${encodeURIComponent('@alice:topo.test')}/account_data/m.topology?${m}-accountdata`, { m })).status).toBe(200)
+    await expectServedBy('account_data', `${m}-accountdata`)
+    expect((await alice.call('POST', `/_matrix/client/v3/keys/upload?${m}-keys`, {})).status).toBe(200)
+    await expectServedBy('device_lists', `${m}-keys`)
+    expect((await alice.call('POST', `/_matrix/client/v3/user_directory/search?${m}-userdir`, { search_term: 'bob' })).status).toBe(200)
+    await expectServedBy('user_dir', `${m}-userdir`)
+    // Media: uploaded to and downloaded from the media worker; the guide-era upload is still there.
+    const upload = await alice.call<{ content_uri: string }>('POST', `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`, Buffer.from(`bytes-${m}`))
+    expect(upload.status, upload.text).toBe(200)
+    await expectServedBy('media_repository', `${m}-upload`)
+    const mediaId = upload.json.content_uri.replace('mxc://', '')
+    const download = await alice.call('GET', `/_matrix/client/v1/media/download/${mediaId}?${m}-download`)
+    expect(download.text).toBe(`bytes-${m}`)
+    await expectServedBy('media_repository', `${m}-download`)
+    expect((await alice.call('GET', `/_matrix/client/v1/media/download/${mediaUri.replace('mxc://', '')}`)).text).toBe('x')
+    // Sync on the generic worker: bob sees the message, alice's typing, his receipt and the to-device message.
+    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>('GET', `/_matrix/client/v3/sync?timeout=0&${m}-sync`)
+    expect(sync.status).toBe(200)
+    await expectServedBy('generic', `${m}-sync`)
+    expect(sync.text).toContain('sent under one-of-each')
+    expect(sync.text).toContain('m.typing')
+    expect(sync.text).toContain('m.receipt')
+    expect(sync.json.to_device?.events.map((e) => e.content.hello)).toContain(m)
+    // Federation requests: the generic worker too.
+    expect((await https().call('GET', `/_matrix/federation/v1/version?${m}-fed`)).status).toBe(200)
+    await expectServedBy('generic', `${m}-fed`)
+  })
+
+  it('every worker is scraped: each metrics listener answers', async () => {
+    for (const w of ONE_OF_EACH) {
+      const r = await hs.exec(`curl -sf http://127.0.0.1:${w.metricsPort}/_synapse/metrics | grep -c '^python_info'`)
+      expect(r.stdout.trim(), w.name).toBe('1')
+    }
+  })
+
+  it('back to guide: converges, the one-of-each workers are gone, nothing lost, no error in any log, second run unchanged', async () => {
+    await setPreset('guide')
+    const r = await apply()
+    expect(r.code, cliOutput(r)).toBe(0)
+    console.log(`one-of-each -> guide run ${r.durationMs} ms`)
+    expect((await hs.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(['federation_reader.yaml', 'federation_sender.yaml'])
+    expect((await hs.exec('systemctl list-units --no-legend --state=active "matrix-synapse-worker@*" | wc -l')).stdout.trim()).toBe('2')
+    await sendText('sent under guide again')
+    const sync = await alice.call('GET', '/_matrix/client/v3/sync?timeout=0')
+    for (const body of sent) expect(sync.text, body).toContain(body)
+    // Media stored by the media worker is served by main again.
+    expect((await alice.call('GET', `/_matrix/client/v1/media/download/${mediaUri.replace('mxc://', '')}`)).text).toBe('x')
+    const again = await apply()
+    expect(again.code, cliOutput(again)).toBe(0)
+    expect(again.stdout).toContain('topo: no changes')
+    expect(await errorLines()).toBe('')
+    const journal = await hs.exec("journalctl --no-pager -u 'matrix-synapse*' | grep -E 'Traceback|ERROR|CRITICAL' || true")
+    expect(journal.stdout.trim()).toBe('')
+  }, PROVISION_TIMEOUT)
+})
