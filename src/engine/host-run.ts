@@ -4,7 +4,7 @@ import { debPackages } from '../facts/packages.js'
 import { freeDiskMiB, memoryMiB, osRelease } from '../facts/system.js'
 import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { needsDaemonReload } from '../resources/file.js'
-import { Prediction, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
+import { Prediction, type ApplyTogether, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
 import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../secret.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
@@ -213,13 +213,38 @@ async function applyTasks(
       const unmet = needs.length && options.awaitNeeds && p.task.name !== 'adopt' ? await options.awaitNeeds(needs, p.task.name) : undefined
       if (unmet) throw new Error(`needs ${unmet}`)
       emit('planning', p.task.name)
+      /** The bookkeeping after a change reached the host, in the plan's order. */
+      const recordApplied = async (change: Change) => {
+        tr.changes.push(change)
+        if (conn.queued) unsent.push({ change, batch: conn.sentBatches })
+        stale.noteApplied(change)
+        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run(sh`systemctl daemon-reload`), 'systemctl daemon-reload')
+        ledger.applied(change)
+      }
+      // Changes of consecutive resources that go to the host together (Resource.together): planned
+      // against the facts before any of them, which they do not alter for each other.
+      let together: { key: string; run: ApplyTogether; changes: Change[] } | undefined
+      const sendTogether = async () => {
+        if (!together) return
+        const { run, changes } = together
+        together = undefined
+        const failed = await run.apply(changes, { conn, state })
+        for (const change of changes) if (!failed.has(change)) await recordApplied(change)
+        if (failed.size) throw new Error([...failed].map(([c, why]) => `${c.summary}: ${why}`).join('\n'))
+      }
       for (const r of p.resources) {
+        if (together && r.together?.key !== together.key) await sendTogether()
         let current = facts
         if (stale.affects(r.facts())) current = await gatherFacts(conn, r.facts())
         const change = await r.plan({ conn, facts: current, predicted: new Prediction(), dryRun: false })
         if (!change) continue
         emit(change.summary, p.task.name)
         await ledger.beforeChange(change)
+        if (r.together) {
+          together ??= { key: r.together.key, run: r.together, changes: [] }
+          together.changes.push(change)
+          continue
+        }
         try {
           await r.apply(change, { conn, state })
         } catch (error) {
@@ -227,12 +252,9 @@ async function applyTasks(
           if (change.performed?.length) tr.changes.push(change)
           throw error
         }
-        tr.changes.push(change)
-        if (conn.queued) unsent.push({ change, batch: conn.sentBatches })
-        stale.noteApplied(change)
-        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run(sh`systemctl daemon-reload`), 'systemctl daemon-reload')
-        ledger.applied(change)
+        await recordApplied(change)
       }
+      await sendTogether()
       await conn.flush()
       // Settle the due units of this task and of earlier ones (an Element vhost reloads Apache before
       // Element's after-checks look at it); a later task's unit waits for its task, as the plan says.

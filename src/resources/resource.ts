@@ -104,6 +104,19 @@ export interface Resource {
   facts(): Fact<unknown>[]
   plan(ctx: PlanContext): Promise<Change | null>
   apply(change: Change, ctx: ApplyContext): Promise<void>
+  /**
+   * Resources whose changes do not depend on each other (services started: systemd runs their start
+   * jobs side by side). Apply sends the planned changes of consecutive resources with the same key
+   * to the host as one call of `apply` instead of one after another; each is still planned,
+   * reported and recorded on its own, in the plan's order.
+   */
+  together?: ApplyTogether
+}
+
+export interface ApplyTogether {
+  key: string
+  /** Applies every change at once; resolves with why each change that did not take failed (empty: all did). */
+  apply(changes: Change[], ctx: ApplyContext): Promise<Map<Change, string>>
 }
 
 /** A service whose restart the engine schedules when a change touches what it watches. */

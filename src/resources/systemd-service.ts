@@ -1,7 +1,7 @@
 import { unitState } from '../facts/systemd.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
-import type { Resource, RestartTarget } from './resource.js'
+import { sh, type ShellCommand } from '../ssh/shell.js'
+import type { ApplyTogether, Change, Resource, RestartTarget } from './resource.js'
 
 export interface ServiceSpec {
   unit: string
@@ -32,7 +32,7 @@ export function service(spec: ServiceSpec): ServiceResource {
       if (!s.loaded) {
         const source = ctx.predicted.unitSource(spec.unit)
         if (!source) throw new Error(`unit ${spec.unit} does not exist on the host and nothing in this plan provides it`)
-        return {
+        return remember({
           resource: id,
           kind: 'service',
           action: 'start',
@@ -43,12 +43,12 @@ export function service(spec: ServiceSpec): ServiceResource {
           // A unit a package brings is started by the package's install, before our files change it:
           // then the restart stays due, as apply will find. One from our own unit file starts on our files.
           ...(running && !source.startsWith('package') ? { starts: spec.unit } : {}),
-        }
+        }, spec.unit, enabled, running)
       }
       const needEnable = enabled && !s.enabled
       const needStart = running && !s.active
       if (!needEnable && !needStart) return null
-      return {
+      return remember({
         resource: id,
         kind: 'service',
         action: needStart ? 'start' : 'enable',
@@ -57,19 +57,53 @@ export function service(spec: ServiceSpec): ServiceResource {
         backupPaths: [],
         reach: 'anything',
         ...(needStart ? { starts: spec.unit } : {}),
-      }
+      }, spec.unit, enabled, running)
     },
-    async apply(_change, ctx) {
-      const u = spec.unit
-      const cmd = joinShell([...(enabled ? [sh`systemctl enable ${u}`] : []), ...(running ? [sh`systemctl start ${u}`] : [])], ' && ')
-      const r = await ctx.conn.run(cmd, { timeoutMs: 300_000 })
-      if (r.code !== 0) {
-        const why = await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${u}`)
-        r.stderr += `\n${why.stdout}`
-      }
-      ensureSuccess(ctx.conn.host, r, `starting ${spec.unit}`)
+    async apply(change, ctx) {
+      const failed = await startTogether.apply([change], ctx)
+      if (failed.size) throw new Error(`${ctx.conn.host}: starting ${spec.unit} failed: ${[...failed.values()][0]}`)
     },
+    together: startTogether,
   }
+}
+
+/** What a planned service change does (the change says it in words; this says it to `startTogether`). */
+const wanted = new WeakMap<Change, { unit: string; enable: boolean; start: boolean }>()
+
+function remember(change: Change, unit: string, enable: boolean, start: boolean): Change {
+  wanted.set(change, { unit, enable, start })
+  return change
+}
+
+/**
+ * Services enabled and started with one systemctl call each: systemd runs the start jobs side by side
+ * (ordered by the units' own After=), so sixteen Synapse workers start in the time of the slowest,
+ * not of all of them one after another. A unit that did not come up is named with its status.
+ */
+const startTogether: ApplyTogether = {
+  key: 'systemd start',
+  async apply(changes, ctx) {
+    const todo = changes.map((c) => ({ change: c, ...wanted.get(c)! }))
+    const failed = new Map<Change, string>()
+    const why = async (unit: string, r: { stdout: string; stderr: string }) => `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`)).stdout}`.trim()
+    const enable = todo.filter((t) => t.enable).map((t) => t.unit)
+    if (enable.length) {
+      const r = await ctx.conn.run(sh`systemctl enable ${enable}`)
+      if (r.code !== 0) {
+        for (const t of todo) failed.set(t.change, await why(t.unit, r))
+        return failed
+      }
+    }
+    const start = todo.filter((t) => t.start).map((t) => t.unit)
+    if (start.length === 0) return failed
+    const r = await ctx.conn.run(sh`systemctl start ${start}`, { timeoutMs: 300_000 })
+    if (r.code === 0) return failed
+    // Which ones did not come up: systemctl waits for every job and fails if any did.
+    const states = (await ctx.conn.run(sh`systemctl is-active ${start}`)).stdout.trim().split('\n')
+    for (const t of todo) if (t.start && states[start.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
+    if (failed.size === 0) ensureSuccess(ctx.conn.host, r, `starting ${start.join(', ')}`)
+    return failed
+  },
 }
 
 export function isServiceResource(r: Resource): r is ServiceResource {

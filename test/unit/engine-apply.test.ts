@@ -182,3 +182,21 @@ describe('validation backups', () => {
     expect(host.text(PENDING_RESTARTS)).toBe('')
   })
 })
+
+describe('services started together', () => {
+  it('consecutive service starts go out as one systemctl call, each change still reported in the plan order', async () => {
+    const host = apacheHost()
+    const units = ['mp-a.service', 'mp-b.service', 'mp-c.service']
+    for (const u of units) host.put(`/etc/systemd/system/${u}`, '[Unit]\nDescription=x\n')
+    host.daemonReloadDue.clear() // installed before this run, as systemd knows them
+    const plan = await run(host, [task('apache', () => units.map((unit) => service({ unit })))], 'dry-run')
+    const report = await run(host, [task('apache', () => units.map((unit) => service({ unit })))])
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('changed')
+    expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(plan.tasks[0]!.changes.map((c) => c.resource))
+    expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(units.map((u) => `service:${u}`))
+    expect(host.commands).toContain(`systemctl enable ${units.join(' ')}`)
+    expect(host.commands).toContain(`systemctl start ${units.join(' ')}`)
+    for (const u of units) expect(host.units.get(u)).toMatchObject({ active: true, enabled: true })
+  })
+})

@@ -550,9 +550,9 @@ export class FakeHost implements Connection {
     const ownership = this.#ownershipFacts(cmd)
     if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
-    if ((m = rx(String.raw`^systemctl is-active ${ARG}$`).exec(cmd))) {
-      const active = this.units.get(unquote(m[1]!))?.active === true
-      return { stdout: active ? 'active\n' : 'inactive\n', code: active ? 0 : 3 }
+    if ((m = rx(String.raw`^systemctl is-active ((?:${ARG} ?)+)$`).exec(cmd))) {
+      const active = shellWords(m[1]!).map((u) => this.units.get(u)?.active === true)
+      return { stdout: active.map((a) => (a ? 'active\n' : 'inactive\n')).join(''), code: active.every(Boolean) ? 0 : 3 }
     }
     if ((m = rx(String.raw`^stat -c '%U %a' ${ARG}$`).exec(cmd))) {
       const n = this.fs.get(unquote(m[1]!))
@@ -593,7 +593,10 @@ export class FakeHost implements Connection {
       this.daemonReloadDue.clear()
       return {}
     }
-    if (cmd.split(' && ').every((c) => /^systemctl (enable|start|restart|reload) \S+$/.test(c))) return this.#systemctl(cmd.split(' && ').map((c) => shellWords(c)))
+    // One unit or several per call (systemctl runs the jobs of several side by side).
+    if (cmd.split(' && ').every((c) => /^systemctl (enable|start|restart|reload)( \S+)+$/.test(c))) {
+      return this.#systemctl(cmd.split(' && ').flatMap((c) => shellWords(c).slice(2).map((unit) => ['systemctl', shellWords(c)[1]!, unit])))
+    }
     if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`)) return this.#recordPending(cmd)
     if ((m = rx(String.raw`^\[ -f ${PENDING_RESTARTS} \] && sed -i ${ARG} ${PENDING_RESTARTS}; true$`).exec(cmd))) {
       const line = /^\/\^(.*)\$\/d$/.exec(unquote(m[1]!))![1]!.replace(/\\(.)/g, '$1')

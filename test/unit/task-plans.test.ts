@@ -785,3 +785,67 @@ describe('a database host with Postgres and Redis for a remote homeserver: the d
     expect(plain(applied)).toEqual(plain(plan).map((t) => ({ ...t, changes: t.changes.filter((c) => !byPackage.has(c.split(' ')[1]!)) })))
   })
 })
+
+describe("Synapse's restart rules through a plan (issue 13, item 5): a converged explicit worker list, then one worker added", () => {
+  const BASE = [
+    { name: 'generic_1', kind: 'generic' },
+    { name: 'events_1', kind: 'events' },
+    { name: 'sender_1', kind: 'federation_sender' },
+  ]
+  const withWorkers = (instances: { name: string; kind: string }[]) => loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE }, { workers: { instances } })
+  const synapseRestarts = (r: HostReport) => restartsOf(r).filter((x) => x.unit.startsWith('matrix-synapse'))
+  const ALL = ['matrix-synapse.service', ...BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)]
+
+  /** A fresh fake host with BASE applied: everything running, nothing pending. */
+  async function converged(): Promise<FakeHost> {
+    const host = new FakeHost(DEBIAN_12)
+    const first = await apply(host, await withWorkers(BASE))
+    expect(host.unexpected).toEqual([])
+    expect(first.error).toBeUndefined()
+    return host
+  }
+
+  /** The plan of `instances` on a converged host, then apply: both restart exactly `expected`, and apply's systemctl calls do it. */
+  async function planThenApply(instances: { name: string; kind: string }[]) {
+    const host = await converged()
+    const inventory = await withWorkers(instances)
+    const plan = await dryRun(host, inventory)
+    expect(host.unexpected).toEqual([])
+    const before = host.restarts.length
+    const applied = await apply(host, inventory)
+    expect(host.unexpected).toEqual([])
+    expect(applied.error).toBeUndefined()
+    expect(restartsOf(applied)).toEqual(restartsOf(plan))
+    expect(applied.tasks.map((t) => t.changes.map((c) => c.resource))).toEqual(plan.tasks.map((t) => t.changes.map((c) => c.resource)))
+    return { plan, applied, host, done: host.restarts.slice(before) }
+  }
+
+  it('one more generic worker: it is started, and no other Synapse process restarts (the shared config does not name generic workers)', async () => {
+    const { plan, host, done } = await planThenApply([...BASE, { name: 'generic_2', kind: 'generic' }])
+    expect(synapseRestarts(plan)).toEqual([])
+    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual([])
+    expect(changesOf(plan).map((c) => c.resource)).not.toContain(`file:${CONF_D}/40-workers.yaml`)
+    expect(changesOf(plan).filter((c) => c.kind === 'service').map((c) => [c.resource, c.action])).toEqual([['service:matrix-synapse-worker@generic_2.service', 'start']])
+    expect(host.units.get('matrix-synapse-worker@generic_2.service')).toMatchObject({ active: true, enabled: true })
+  })
+
+  it('one more event persister: the stream writer map changes, so main and every worker restart (Synapse: all processes read it)', async () => {
+    const { plan, done } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
+    expect(changesOf(plan).map((c) => c.resource)).toContain(`file:${CONF_D}/40-workers.yaml`)
+    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(ALL)
+    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual(ALL.map((u) => `restart ${u}`))
+    for (const r of plan.tasks.flatMap((t) => t.restarts).filter((x) => x.unit.startsWith('matrix-synapse'))) expect(r.reason).toContain(`${CONF_D}/40-workers.yaml`)
+  })
+
+  it('one more federation sender: federation_sender_instances changes, so main and every worker restart', async () => {
+    const { plan, done } = await planThenApply([...BASE, { name: 'sender_2', kind: 'federation_sender' }])
+    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(ALL)
+    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual(ALL.map((u) => `restart ${u}`))
+  })
+
+  it('the workers restart together: one systemctl restart for all of them, after their configurations validated', async () => {
+    const { host } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
+    const workerUnits = BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)
+    expect(host.commands).toContain(`systemctl restart ${workerUnits.join(' ')}`)
+  })
+})
