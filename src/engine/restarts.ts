@@ -165,7 +165,9 @@ export class RestartLedger {
     if (due.length === 0) return []
     const states = (await this.conn.run(sh`systemctl is-active ${due.map((d) => d.unit)}`)).stdout.trim().split('\n')
     const running = new Set(due.filter((_, i) => states[i] === 'active' || states[i] === 'reloading').map((d) => d.unit))
-    const validating = due.filter((d) => d.target.validate)
+    // A unit this run started after its last change runs the new files already (a bad one would have
+    // failed its start): nothing to check before a restart that is not due.
+    const validating = due.filter((d) => d.target.validate && !this.#freshlyStarted.has(d.unit))
     const verdicts = await Promise.all(validating.map((d) => this.conn.run(d.target.validate!, { timeoutMs: 180_000 })))
     const errors: string[] = []
     for (const [i, d] of validating.entries()) {

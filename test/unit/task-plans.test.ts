@@ -827,6 +827,8 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     expect(changesOf(plan).map((c) => c.resource)).not.toContain(`file:${CONF_D}/40-workers.yaml`)
     expect(changesOf(plan).filter((c) => c.kind === 'service').map((c) => [c.resource, c.action])).toEqual([['service:matrix-synapse-worker@generic_2.service', 'start']])
     expect(host.units.get('matrix-synapse-worker@generic_2.service')).toMatchObject({ active: true, enabled: true })
+    // Started on its new file: no configuration check runs for a restart that is not due.
+    expect(host.commands.filter((c) => c.includes('-m synapse.config') && c.includes('generic_2.yaml'))).toEqual([])
   })
 
   it('one more event persister: the stream writer map changes, so main and every worker restart (Synapse: all processes read it)', async () => {
