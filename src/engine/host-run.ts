@@ -19,7 +19,7 @@ import type { HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
 import { BatchedWrites } from './batched-writes.js'
-import type { AfterCheckContext, BeforeCheck, CheckResult, Task, TaskContext, TaskName, TaskOnHost } from './task.js'
+import type { AfterCheck, AfterCheckContext, BeforeCheck, CheckResult, Task, TaskContext, TaskName, TaskOnHost } from './task.js'
 
 /** Facts every host needs before its tasks can even be built: one round trip. */
 export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets, hostOwnership]
@@ -143,6 +143,15 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
   return report
 }
 
+/**
+ * A task's after-checks, side by side (they only read: sixteen workers' /health and units are one
+ * round trip's time, not sixteen), reported in their declared order.
+ */
+async function runAfterChecks(checks: AfterCheck[], conn: Connection, checkCtx: AfterCheckContext): Promise<CheckResult[]> {
+  const outcomes = await Promise.all(checks.map((check) => check.run(conn, checkCtx)))
+  return checks.map((check, i) => ({ name: check.name, phase: 'after', ...outcomes[i]! }))
+}
+
 /** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
 async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[][], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext, waitS?: number) {
   // check is read-only and restarts nothing: a service that does not answer now fails its check now.
@@ -165,7 +174,7 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
       // As apply settles them: the due units of this task and of earlier ones.
       tr.restarts = ledger.takePlanned(ledger.unitsSettledAfter(prepared.indexOf(p)))
       if (p === prepared.at(-1)) tr.restarts.push(...ledger.takePlanned(ledger.unitsLeft()))
-      if (mode === 'check') for (const check of p.task.after?.(ctx) ?? []) tr.checks.push({ name: check.name, phase: 'after', ...(await check.run(conn, checkCtx)) })
+      if (mode === 'check') tr.checks.push(...(await runAfterChecks(p.task.after?.(ctx) ?? [], conn, checkCtx)))
       tr.status = tr.checks.some((c) => !c.ok && !c.warning) ? 'failed' : tr.changes.length ? 'changed' : 'ok'
     } catch (error) {
       tr.status = 'failed'
@@ -264,10 +273,7 @@ async function applyTasks(
       // Services restarted or started by this run (here or in an earlier task) may still be coming up.
       const settling = report.tasks.some((t) => t.restarts.length > 0 || t.changes.length > 0)
       const checkCtx: AfterCheckContext = { waitS: (defaultS) => options.waitS ?? (settling ? defaultS : 0) }
-      for (const check of p.task.after?.(ctx) ?? []) {
-        const outcome = await check.run(conn, checkCtx)
-        tr.checks.push({ name: check.name, phase: 'after', ...outcome })
-      }
+      tr.checks.push(...(await runAfterChecks(p.task.after?.(ctx) ?? [], conn, checkCtx)))
       const failed = tr.checks.filter((c) => c.phase === 'after' && !c.ok && !c.warning)
       if (failed.length) throw new Error(`after-checks failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`)
       tr.status = tr.changes.length || tr.restarts.length ? 'changed' : 'ok'
