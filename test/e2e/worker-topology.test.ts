@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { workerInstances } from '../../src/topology/instances.js'
 import { KINDS } from '../../src/topology/kinds.js'
 import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
-import { elementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
@@ -14,7 +14,7 @@ import { MatrixClient } from '../support/matrix-client.js'
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
 const PY = '/opt/venvs/matrix-synapse/bin/python'
 const CONFIG = '--config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/'
-/** A provisioning step starts up to 16 Synapse processes one after another: on a loaded 2-core machine that takes long. */
+/** Fresh provisioning on a loaded 2-core machine took up to 8 minutes (157 s when quieter); the switches 83-109 s. */
 const PROVISION_TIMEOUT = 40 * 60_000
 
 /**
@@ -47,8 +47,33 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
   }
   /** Lines of a worker's (or main's) log that carry this marker. */
   const logged = async (name: string, marker: string) => Number((await hs.exec(`grep -c -- ${JSON.stringify(marker)} /var/log/matrix-synapse/${name}.log || true`)).stdout.trim() || 0)
-  /** Lines at ERROR or worse in every Synapse log, since a byte offset per file. */
-  const errorLines = async () => (await hs.exec("grep -h -E ' - (ERROR|CRITICAL) - ' /var/log/matrix-synapse/*.log || true")).stdout.trim()
+  /**
+   * Errors of every Synapse process this host ever ran (main and workers, from the journal, one list
+   * per process id). The one allowed: a process stopping may lose its Redis connection with a
+   * send-cmd in flight, after its own "Shutting down..." line (Synapse's own race, as in
+   * upgrade.test.ts): an ERROR from that background process and txredisapi's "Lost connection".
+   * Anything else at ERROR or worse, or any Traceback before a process began shutting down, is returned.
+   */
+  const unexpectedErrors = async () => {
+    const journal = (await hs.exec("journalctl --no-pager -o short-unix -u 'matrix-synapse*'")).stdout.split('\n')
+    const byPid = new Map<string, string[]>()
+    for (const line of journal) {
+      const pid = /\[(\d+)\]:/.exec(line)?.[1]
+      if (pid) byPid.set(pid, [...(byPid.get(pid) ?? []), line])
+    }
+    const bad: string[] = []
+    for (const [pid, lines] of byPid) {
+      const shutdown = lines.findIndex((l) => l.includes('Shutting down...'))
+      const live = shutdown === -1 ? lines : lines.slice(0, shutdown)
+      bad.push(...live.filter((l) => / - (ERROR|CRITICAL) - |Traceback/.test(l)).map((l) => `pid ${pid}: ${l}`))
+      if (shutdown === -1) continue
+      for (const l of lines.slice(shutdown)) {
+        if (/ - (ERROR|CRITICAL) - /.test(l) && !/ - ERROR - send-cmd-\d+ - Background process 'send-cmd' threw an exception/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
+        if (/Error:/.test(l) && !/txredisapi\.ConnectionError: Lost connection/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
+      }
+    }
+    return bad
+  }
   const sendText = async (body: string) => {
     const r = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${encodeURIComponent(body)}`, { msgtype: 'm.text', body })
     expect(r.status, r.text).toBe(200)
@@ -62,7 +87,7 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     hs = env.get('topo')
     inventory = await writeTestInventory(env, [{ name: 'topo', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
       serverName: 'topo.test',
-      synapse: { install: 'pip', wheelhouse: wheelhouse.dir },
+      synapse: pipSynapseVars(wheelhouse),
       element: { version: '1.11.90', file: element.tarball, sha256: element.sha256 },
       workers: { preset: 'guide' },
     })
@@ -214,8 +239,6 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     const again = await apply()
     expect(again.code, cliOutput(again)).toBe(0)
     expect(again.stdout).toContain('topo: no changes')
-    expect(await errorLines()).toBe('')
-    const journal = await hs.exec("journalctl --no-pager -u 'matrix-synapse*' | grep -E 'Traceback|ERROR|CRITICAL' || true")
-    expect(journal.stdout.trim()).toBe('')
+    expect(await unexpectedErrors()).toEqual([])
   }, PROVISION_TIMEOUT)
 })
