@@ -30,6 +30,9 @@ export async function rollbackHost(host: HostSpec, inventory: Inventory, conn: C
     const to = versionOfVenv(record.previous)
     const change: Change = { resource: `synapse-release:${VENV_LINK}`, kind: 'virtualenv', backupPaths: [], reach: 'anything', action: 'update', summary: `roll back Synapse ${from} -> ${to}`, touches: [VENV_LINK] }
     const spec = releaseSpec(host, inventory, to)
+    const remote = (spec.remoteWorkers ?? []).map((r) => r.host)
+    // The worker hosts' venvs would stay on the new code: refused rather than half done.
+    if (remote.length) return { host: host.name, ok: false, message: `the workers of ${host.name} also run on ${remote.join(', ')}: provision rollback switches one host's venv, so it is not done for a homeserver spread over hosts (README, "Workers on other hosts")` }
     const outcome = await rollBackTo(conn, spec, to, new StepRunner(conn, change), record.backup)
     return { host: host.name, ok: outcome.ok, from, to, message: outcome.message, change }
   } finally {

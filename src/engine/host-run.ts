@@ -34,6 +34,8 @@ export interface HostRunOptions {
   onEvent?: (event: { host: string; task?: string; message: string }) => void
   /** Apply: wait for tasks of other hosts a task needs; resolves with why they will not be there. */
   awaitNeeds?: (needs: TaskOnHost[], task: Role) => Promise<string | undefined>
+  /** Apply: the connection of another host of the run (ApplyContext.peer). */
+  peer?: (host: string) => Promise<Connection>
   /** Apply: a task ended, for the hosts that wait for it. */
   onTaskDone?: (task: Role, ok: boolean) => void
   /** --wait: seconds every after-check may wait for a service, instead of its own default after a restart (and 0 otherwise). */
@@ -204,7 +206,7 @@ async function applyTasks(
   report: HostReport,
   emit: (m: string, t?: string) => void,
   ctx: TaskContext,
-  options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone' | 'waitS'>,
+  options: Pick<HostRunOptions, 'awaitNeeds' | 'onTaskDone' | 'waitS' | 'peer'>,
 ) {
   const conn = new BatchedWrites(hostConn) // consecutive file writes share one round trip
   const ledger = new RestartLedger(conn, targets, facts.get(pendingRestarts))
@@ -255,7 +257,7 @@ async function applyTasks(
           continue
         }
         try {
-          await r.apply(change, { conn, state })
+          await r.apply(change, { conn, state, ...(options.peer ? { peer: options.peer } : {}) })
         } catch (error) {
           // An ordered procedure that failed part-way stays in the report with the steps it did.
           if (change.performed?.length) tr.changes.push(change)

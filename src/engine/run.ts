@@ -33,6 +33,13 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
   const slots = new Semaphore(Math.max(1, options.parallel))
   const board = new TaskBoard(inventory.hosts, options.tasks.map((t) => t.name))
   const reports = new Map<string, HostReport>()
+  // Each host's connection, for a resource that must act on another host of the run (ApplyContext.peer).
+  const connections = new Map<string, Promise<Connection>>()
+  const peer = async (name: string): Promise<Connection> => {
+    const c = connections.get(name)
+    if (!c) throw new Error(`${name} is not part of this run (see --limit): include it`)
+    return c
+  }
   const runOne = async (host: HostSpec) => {
     let release = await slots.acquire()
     const t0 = Date.now()
@@ -51,7 +58,10 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
     }
     try {
       options.onEvent?.({ host: host.name, message: `connecting to ${host.ssh.user}@${host.address}:${host.ssh.port}` })
-      conn = await options.connect(host)
+      const connecting = options.connect(host)
+      connections.set(host.name, connecting)
+      connecting.catch(() => undefined)
+      conn = await connecting
       report = await runHost(host, conn, {
         mode: options.mode,
         tasks: options.tasks,
@@ -60,11 +70,12 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         waitS: options.waitS,
         adopt: options.adopt,
         lockHeld: options.lockHeld,
-        ...(options.mode === 'apply' ? { awaitNeeds, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
+        ...(options.mode === 'apply' ? { awaitNeeds, peer, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
       })
     } catch (error) {
       report = { host: host.name, status: 'failed', tasks: [], warnings: [], error: maskSecrets(error instanceof Error ? error.message : String(error)), durationMs: Date.now() - t0 }
     } finally {
+      connections.delete(host.name)
       await conn?.close().catch(() => undefined)
       board.hostFinished(host.name)
       release()

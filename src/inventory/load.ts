@@ -28,7 +28,9 @@ import {
   VAR_SECRETS,
   VARS_DEFAULTS,
 } from './schema.js'
-import { checkWorkerEntries, instancePorts, MAX_AUTO_PORT_INSTANCES, workerInstances } from '../topology/instances.js'
+import { isIP } from 'node:net'
+import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, placedHost, spansHosts, workerInstances } from '../topology/instances.js'
+import { WORKER_KINDS } from '../topology/kinds.js'
 import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
 import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../lock/lock-file.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
@@ -541,14 +543,6 @@ class InventoryBuilder {
     if (host.roles.includes('backup') && !host.roles.includes('synapse')) {
       this.addForRole(host, 'backup', 'the backup role needs the synapse role on the same host: it backs up that homeserver (its media, signing key and database)', `add synapse to hosts.${host.name}.roles, or move backup to the host that has synapse`)
     }
-    if (host.roles.includes('workers') && !host.roles.includes('synapse')) {
-      this.addForRole(
-        host,
-        'workers',
-        'the workers role needs the synapse role on the same host: workers talk to the main Synapse process over localhost and share its configuration',
-        `add synapse to hosts.${host.name}.roles, or move workers to the host that has synapse`,
-      )
-    }
   }
 
   private checkServiceReferences(host: HostEntry): void {
@@ -756,7 +750,7 @@ class InventoryBuilder {
     }
   }
 
-  private checkPorts(host: HostEntry, settings: MatrixSettings): void {
+  private checkPorts(host: HostEntry, settings: MatrixSettings, setOrigin: HostEntry): void {
     const used: { port: number; label: string; sub: Path }[] = []
     const has = (role: Role) => host.roles.includes(role)
     if (has('synapse')) {
@@ -764,9 +758,15 @@ class InventoryBuilder {
       if (settings.monitoring.enableMetrics) used.push({ port: settings.monitoring.mainMetricsPort, label: 'monitoring.mainMetricsPort', sub: ['monitoring', 'mainMetricsPort'] })
     }
     if (has('workers')) {
-      used.push({ port: settings.workers.replicationPort, label: 'workers.replicationPort', sub: ['workers', 'replicationPort'] })
+      if (has('synapse')) used.push({ port: settings.workers.replicationPort, label: 'workers.replicationPort', sub: ['workers', 'replicationPort'] })
+      const here = new Set(instancesOn(settings, host.name).map((w) => w.name))
       workerInstances(settings).forEach((w, index) => {
-        for (const p of instancePorts(w, settings.monitoring.enableMetrics)) used.push({ port: p.port, label: p.label, sub: this.workerPortOrigin(host, settings, index, p.field) })
+        if (!here.has(w.name)) return
+        for (const p of instancePorts(w, settings.monitoring.enableMetrics)) {
+          const sub = this.workerPortOrigin(setOrigin, settings, index, p.field)
+          if (setOrigin === host) used.push({ port: p.port, label: p.label, sub })
+          else used.push({ port: p.port, label: `${p.label} (placed here by ${setOrigin.name})`, sub })
+        }
       })
     }
     if (has('monitoring') && settings.monitoring.prometheus.enabled) {
@@ -813,6 +813,107 @@ class InventoryBuilder {
       if (w.instances.length > MAX_AUTO_PORT_INSTANCES) {
         this.addForVar(host.name, ['workers', 'instances'], `at most ${MAX_AUTO_PORT_INSTANCES} workers get automatic ports, got ${w.instances.length}`, 'split the homeserver, or give the extra workers their own ports')
       }
+    }
+  }
+
+  /**
+   * Where each homeserver's workers run (workers.placement, an instance's host): every named host has
+   * the workers role and no homeserver of its own, every workers-only host is named by exactly one
+   * homeserver and takes that homeserver's worker settings. A homeserver that spans hosts binds its
+   * shared listeners to private addresses (IPs), and every host must read the same secrets and key.
+   * Returns, for each worker host, the host whose vars define its set (for positions).
+   */
+  private placeWorkers(specs: HostSpec[]): Map<string, HostEntry> {
+    const origins = new Map<string, HostEntry>()
+    const placedBy = new Map<string, string[]>()
+    const entryOf = (name: string) => this.hosts.find((h) => h.name === name)!
+    for (const main of specs.filter((h) => h.roles.includes('synapse') && h.roles.includes('workers'))) {
+      const w = main.vars.workers
+      const entries = entriesOf(w)
+      const placement = w.placement ?? {}
+      const known = new Set<string>([...entries.map((e) => e.name), ...entries.map((e) => e.kind)])
+      for (const key of Object.keys(placement)) {
+        if (known.has(key)) continue
+        const what = (WORKER_KINDS as readonly string[]).includes(key) ? `kind ${key}, which no worker of the set has` : `"${key}", neither a worker of the set nor one of its kinds`
+        this.addForVar(main.name, ['workers', 'placement', key], `workers.placement names ${what}; ${suggestion(key, [...known], 'the set has')}`, 'name a worker or a kind of the set (workers.preset or workers.instances)')
+      }
+      entries.forEach((e, index) => {
+        const target = placedHost(w, e)
+        if (target === undefined || target === main.name) return
+        const sub = e.host !== undefined ? ['workers', 'instances', index, 'host'] : ['workers', 'placement', placement[e.name] !== undefined ? e.name : e.kind]
+        const origin = this.varsOrigin(main.name, sub) ?? ['hosts', main.name]
+        if (!this.checkHostReference(origin, target, `the host of worker ${e.name}`)) return
+        const other = specs.find((h) => h.name === target)!
+        if (!other.roles.includes('workers')) {
+          this.add(origin, `worker ${e.name} is placed on ${target}, which does not have the workers role`, `add workers to hosts.${target}.roles`)
+        } else if (other.roles.includes('synapse')) {
+          this.add(origin, `worker ${e.name} is placed on ${target}, which runs a homeserver of its own (synapse role): one host holds one homeserver's configuration`, `place it on a host without the synapse role, or on ${main.name}`)
+        } else if (!(placedBy.get(target) ?? []).includes(main.name)) {
+          placedBy.set(target, [...(placedBy.get(target) ?? []), main.name])
+        }
+      })
+    }
+    for (const host of specs.filter((h) => h.roles.includes('workers') && !h.roles.includes('synapse'))) {
+      const mains = placedBy.get(host.name) ?? []
+      const entry = entryOf(host.name)
+      if (mains.length !== 1) {
+        this.addForRole(
+          entry,
+          'workers',
+          mains.length === 0
+            ? `the workers role needs the synapse role on the same host, or a homeserver that places workers on ${host.name} (workers.placement or an instance's host)`
+            : `${host.name} is given workers by several homeservers (${mains.join(', ')}); a host holds one homeserver's configuration`,
+          mains.length === 0 ? `add synapse to hosts.${host.name}.roles, or set workers.placement (e.g. { generic: ${host.name} }) on the synapse host` : 'place each homeserver\'s workers on hosts of their own',
+        )
+        continue
+      }
+      const main = specs.find((h) => h.name === mains[0])!
+      // The worker set is the homeserver's: the worker host renders the same names, ports and placement.
+      host.vars.workers = { ...main.vars.workers, enabled: true }
+      origins.set(host.name, entryOf(main.name))
+    }
+    for (const main of specs.filter((h) => h.roles.includes('synapse') && spansHosts(h.vars))) {
+      const hosts = [main, ...specs.filter((h) => h.vars.workers.homeserverHost === main.name && h !== main)]
+      const addresses: Record<string, string> = {}
+      for (const h of hosts) {
+        addresses[h.name] = h.privateAddress
+        if (isIP(h.privateAddress) === 0) {
+          const raw = entryOf(h.name).raw
+          this.add(
+            ['hosts', h.name, raw.privateAddress !== undefined ? 'privateAddress' : 'address'],
+            `${h.name} runs workers of a homeserver spread over several hosts: its listeners bind to its private address, which must be an IP address, got "${h.privateAddress}"`,
+            `set hosts.${h.name}.privateAddress to the IP the homeserver's hosts reach it at`,
+          )
+        }
+      }
+      for (const h of hosts) h.vars.workers.addresses = addresses
+      this.checkSharedAcrossHosts(main, hosts.filter((h) => h !== main).map((h) => h.name))
+    }
+    return origins
+  }
+
+  /** Every host of a spread homeserver reads the same secrets and signing key: none may be generated on one host. */
+  private checkSharedAcrossHosts(main: HostSpec, others: string[]): void {
+    const v = main.vars
+    const where = `the workers on ${others.join(', ')} read it too, and a value generated on ${main.name} cannot be read there`
+    const shared: [string[], SecretValue | undefined][] = [
+      [['postgres', 'password'], v.postgres.password],
+      [['synapse', 'macaroonSecret'], v.synapse.macaroonSecret],
+      [['synapse', 'formSecret'], v.synapse.formSecret],
+      [['synapse', 'registrationSharedSecret'], v.synapse.registrationSharedSecret],
+      [['workers', 'replicationSecret'], v.workers.replicationSecret],
+    ]
+    for (const [sub, value] of shared) {
+      if (value?.kind === 'generate') this.addForVar(main.name, sub, `${sub.join('.')} is generated (the default or { generate: true }), but ${where}`, `set ${sub.join('.')} to { env: NAME } or { file: path } in defaults.vars`)
+    }
+    if (v.redis.password === undefined || v.redis.password.kind === 'generate') {
+      this.addForVar(main.name, ['redis', 'password'], `redis.password must be set: Redis is reached from ${others.join(', ')}, and it never listens beyond loopback without a password`, 'set redis.password to { env: NAME } or { file: path } in defaults.vars')
+    }
+    if (v.synapse.install !== 'pip') {
+      this.addForVar(main.name, ['synapse', 'install'], `workers on other hosts install Synapse with the pip method (the package would start a main process of its own on ${others.join(', ')})`, 'set synapse.install: pip (with synapse.version or a wheelhouse)')
+    }
+    if (v.synapse.signingKey === undefined) {
+      this.addForVar(main.name, ['synapse', 'signingKey'], `synapse.signingKey must be set: the workers on ${others.join(', ')} sign with the server's key, which Synapse would otherwise generate on ${main.name} alone`, 'copy the key (/etc/matrix-synapse/homeserver.signing.key of a running server, or one from python -m synapse._scripts.generate_signing_key) and set synapse.signingKey to { file: path } or { env: NAME }')
     }
   }
 
@@ -932,6 +1033,7 @@ class InventoryBuilder {
         extraConfig: v.synapse?.extraConfig ?? {},
         signingKeyPath: v.synapse?.signingKeyPath,
         mediaStorePath: v.synapse?.mediaStorePath,
+        signingKey: secrets.get('signing-key'),
         macaroonSecret: must('macaroon-secret'),
         formSecret: must('form-secret'),
         registrationSharedSecret: must('registration-shared-secret'),
@@ -942,6 +1044,8 @@ class InventoryBuilder {
         enabled: host.roles.includes('workers'),
         preset: v.workers?.instances ? undefined : (v.workers?.preset ?? VARS_DEFAULTS.workers.preset),
         instances: v.workers?.instances?.map((e) => ({ ...e })),
+        placement: v.workers?.placement ? { ...v.workers.placement } : undefined,
+        homeserverHost: host.roles.includes('synapse') ? host.name : undefined,
         portBase: v.workers?.portBase ?? VARS_DEFAULTS.workers.portBase,
         replicationPort: v.workers?.replicationPort ?? VARS_DEFAULTS.workers.replicationPort,
         replicationSecret: must('replication-secret'),
@@ -1036,9 +1140,11 @@ class InventoryBuilder {
       this.checkWorkers(host)
 
       const vars = await this.settings(host)
+      if (vars.synapse.signingKey?.kind === 'generate') {
+        this.addForVar(host.name, ['synapse', 'signingKey'], 'synapse.signingKey cannot be { generate: true }: the key is in Synapse\'s own format (leave it unset and Synapse generates one on the synapse host)', 'use { file: path } or { env: NAME }, or remove synapse.signingKey')
+      }
       await this.synapseLock(host, vars)
       if (host.vars.serverName !== undefined) this.checkElement(host, vars)
-      this.checkPorts(host, vars)
       specs.push({
         name: host.name,
         address: host.raw.address,
@@ -1048,6 +1154,8 @@ class InventoryBuilder {
         vars,
       })
     }
+    const origins = this.placeWorkers(specs)
+    this.hosts.forEach((host, i) => this.checkPorts(host, specs[i]!.vars, origins.get(host.name) ?? host))
     if (this.issues.length > 0) throw new InventoryError(this.issues)
     return { file: this.file, hosts: specs }
   }

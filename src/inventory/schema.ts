@@ -270,6 +270,9 @@ const synapseSchema = z.strictObject({
   extraConfig: z.record(z.string(), z.unknown(), { error: 'expected a mapping of Synapse configuration keys' }).optional(),
   signingKeyPath: hostPath().optional().describe('The signing key on the host (default /etc/matrix-synapse/homeserver.signing.key; an adopted server keeps its own)'),
   mediaStorePath: hostPath().optional().describe('Media store on the host (default /var/lib/matrix-synapse/media; an adopted server keeps its own)'),
+  signingKey: secretRefSchema
+    .optional()
+    .describe("The server's signing key (the key file's content; env or file, never generate). Needed when workers run on other hosts: each gets this key. Unset: Synapse generates one on the synapse host"),
   macaroonSecret: secretRefSchema.optional(),
   formSecret: secretRefSchema.optional(),
   registrationSharedSecret: secretRefSchema.optional(),
@@ -294,6 +297,9 @@ const workerInstanceSchema = z
     port: port().optional().describe('http listener for the requests Apache routes to it (default portBase + position)'),
     replicationPort: port().optional().describe('replication listener of a stream writer (default portBase + 100 + position)'),
     metricsPort: port().optional().describe('metrics listener (default portBase + 200 + position)'),
+    host: hostReference()
+      .optional()
+      .describe("Inventory host that runs it (default: the synapse host); that host needs the workers role"),
   })
   .describe('One worker process')
 
@@ -309,6 +315,14 @@ const workersSchema = z.strictObject({
     .min(1, { error: 'expected at least one worker; drop the workers role for none' })
     .optional()
     .describe('An explicit worker set instead of a preset; append new workers at the end so the others keep their ports'),
+  placement: z
+    .record(z.string(), hostReference(), { error: 'expected a mapping of worker names or kinds to inventory hosts, e.g. { generic: worker1, media_repository: worker1 }' })
+    .optional()
+    .describe(
+      'Which host runs which workers, by worker name or kind (a name wins over a kind; an instance\'s own host wins over both); the rest run on the synapse host. ' +
+        'Each named host needs the workers role; it gets Synapse, the shared configuration and the signing key, and once any worker runs elsewhere ' +
+        'the listeners other hosts reach bind to the private addresses, behind our nftables table',
+    ),
   portBase: integer(1024, 65235, 'expected an integer between 1024 and 65235 (three blocks of 100 ports from there)').optional().describe('First automatic worker port (default 18100)'),
   replicationPort: port().optional(),
   replicationSecret: secretRefSchema.optional(),
@@ -479,6 +493,7 @@ export const VARS_DEFAULTS = {
 export const VAR_SECRETS = [
   { path: ['postgres', 'password'], name: 'postgres-password', generateByDefault: true },
   { path: ['redis', 'password'], name: 'redis-password', generateByDefault: false },
+  { path: ['synapse', 'signingKey'], name: 'signing-key', generateByDefault: false },
   { path: ['synapse', 'macaroonSecret'], name: 'macaroon-secret', generateByDefault: true },
   { path: ['synapse', 'formSecret'], name: 'form-secret', generateByDefault: true },
   { path: ['synapse', 'registrationSharedSecret'], name: 'registration-shared-secret', generateByDefault: true },

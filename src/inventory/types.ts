@@ -99,6 +99,11 @@ export interface MatrixSettings {
     /** Unset: the package layout's path; an adopted host keeps its own (recorded on the host). */
     signingKeyPath?: string
     mediaStorePath?: string
+    /**
+     * The server's signing key (the file's content, `ed25519 a_XXXX <base64>`): unset, Synapse
+     * generates it on the main host; set, every host of the homeserver gets this one.
+     */
+    signingKey?: SecretValue
     macaroonSecret: SecretValue
     formSecret: SecretValue
     registrationSharedSecret: SecretValue
@@ -112,6 +117,12 @@ export interface MatrixSettings {
     /** The worker set: a preset (guide when nothing is said), or the explicit `instances` list. */
     preset?: WorkerPreset
     instances?: WorkerEntry[]
+    /** Which host runs which workers, by worker name or kind (default: the main process's host). */
+    placement?: Record<string, string>
+    /** Resolved by the loader: the inventory host of the main process (on a worker host too). */
+    homeserverHost?: string
+    /** Resolved by the loader: the private address of each host of the homeserver (main and worker hosts). */
+    addresses?: Record<string, string>
     /** First automatic port: http portBase+i, replication +100+i, metrics +200+i (topology/instances.ts). */
     portBase: number
     replicationPort: number

@@ -50,6 +50,8 @@ export interface Step {
   kind: string
   /** What it acts on: a unit, a path, a URL. */
   target: string
+  /** Another inventory host it acts on (a worker host's unit); unset: this host. */
+  host?: string
   summary: string
   /** Set when the dry run cannot know yet whether the step will do anything; says why. */
   uncertain?: string
@@ -94,6 +96,11 @@ export interface PlanContext {
 
 export interface ApplyContext {
   conn: Connection
+  /**
+   * The connection of another host of this run (an upgrade stops the workers of the worker hosts
+   * before main switches); rejects when that host is not part of the run.
+   */
+  peer?: (host: string) => Promise<Connection>
   /** Recorded by resources whose change makes apt's package lists stale (a new repository or key). */
   state: { aptListsStale: boolean }
 }

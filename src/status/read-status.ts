@@ -74,7 +74,7 @@ export function parseStatusOutput(out: string): { scrapes: Map<string, Scrape>; 
 }
 
 export async function readHostStatus(host: HostSpec, conn: Connection, windowS: number): Promise<HostStatus> {
-  const targets = metricsTargets(host.vars)
+  const targets = metricsTargets(host.vars, host.name)
   const status: HostStatus = { host: host.name, windowS, cacheFactor: host.vars.synapse.cacheFactor, processes: [], advice: [] }
   if (targets.length === 0) {
     status.error = host.vars.monitoring.enableMetrics ? 'no Synapse process on this host' : 'monitoring.enableMetrics is false: Synapse exposes no metrics'

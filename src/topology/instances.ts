@@ -23,6 +23,12 @@ export interface WorkerInstance {
   /** http `replication` listener of a stream writer (its instance_map entry). */
   replicationPort?: number
   metricsPort: number
+  /** Inventory host it runs on (the main process's host unless placed elsewhere; unset for settings without hosts). */
+  host?: string
+  /** Address other processes and Apache reach it at: loopback unless the homeserver spans hosts. */
+  address: string
+  /** Runs on another host than the main process (and Apache and Prometheus beside it). */
+  remote: boolean
 }
 
 /** An entry of `workers.instances` as written. */
@@ -32,6 +38,37 @@ export interface WorkerEntry {
   port?: number
   replicationPort?: number
   metricsPort?: number
+  /** Inventory host that runs it (default: the main process's host). */
+  host?: string
+}
+
+const LOOPBACK = '127.0.0.1'
+
+/** The host of a worker: its entry's host, else placement by name, else by kind, else main's. */
+export function placedHost(workers: MatrixSettings['workers'], e: WorkerEntry): string | undefined {
+  return e.host ?? workers.placement?.[e.name] ?? workers.placement?.[e.kind]
+}
+
+/** Does the worker set run on more than the main process's host? */
+export function spansHosts(vars: MatrixSettings): boolean {
+  const main = vars.workers.homeserverHost
+  if (!vars.workers.enabled || main === undefined) return false
+  return entriesOf(vars.workers).some((e) => {
+    const h = placedHost(vars.workers, e)
+    return h !== undefined && h !== main
+  })
+}
+
+/** Where processes of the homeserver reach a process on `host` (main's host when undefined). */
+export function reachAddress(vars: MatrixSettings, host?: string): string {
+  if (!spansHosts(vars)) return LOOPBACK
+  const name = host ?? vars.workers.homeserverHost!
+  return vars.workers.addresses?.[name] ?? LOOPBACK
+}
+
+/** bind_addresses of a listener other hosts must reach: loopback (local clients, checks) and the private address. */
+export function sharedBind(vars: MatrixSettings, host?: string): string[] {
+  return [...new Set([LOOPBACK, reachAddress(vars, host)])]
 }
 
 /** Room for the offsets of portBase: at most this many instances get automatic ports. */
@@ -49,7 +86,7 @@ export const writesStreams = (kind: WorkerKindName) => KINDS[kind].streams.lengt
 /** Needs an http listener for public requests. */
 export const servesHttp = (kind: WorkerKindName) => KINDS[kind].serves.length > 0 || routedStream(kind)
 
-function entriesOf(workers: MatrixSettings['workers']): WorkerEntry[] {
+export function entriesOf(workers: MatrixSettings['workers']): WorkerEntry[] {
   if (workers.instances) return workers.instances
   const preset = workers.preset ?? 'guide'
   const entries: WorkerEntry[] = PRESETS[preset].entries.map((e) => ({ ...e }))
@@ -65,19 +102,37 @@ function entriesOf(workers: MatrixSettings['workers']): WorkerEntry[] {
 export function workerInstances(vars: MatrixSettings): WorkerInstance[] {
   if (!vars.workers.enabled) return []
   const base = vars.workers.portBase
+  const main = vars.workers.homeserverHost
+  const spans = spansHosts(vars)
   return entriesOf(vars.workers).map((e, i) => {
-    const instance: WorkerInstance = { name: e.name, kind: e.kind, metricsPort: e.metricsPort ?? base + 200 + i }
+    const host = main === undefined ? undefined : (placedHost(vars.workers, e) ?? main)
+    const address = spans && host !== undefined ? (vars.workers.addresses?.[host] ?? LOOPBACK) : LOOPBACK
+    const instance: WorkerInstance = { name: e.name, kind: e.kind, metricsPort: e.metricsPort ?? base + 200 + i, address, remote: host !== main }
+    if (host !== undefined) instance.host = host
     if (servesHttp(e.kind)) instance.port = e.port ?? base + i
     if (writesStreams(e.kind)) instance.replicationPort = e.replicationPort ?? base + 100 + i
     return instance
   })
 }
 
-/** The workers that run on an inventory host (today: the host of the main process). */
+/** The workers of a homeserver that run on one host (vars: the homeserver's, or a worker host's copy of them). */
+export function instancesOn(vars: MatrixSettings, hostName: string): WorkerInstance[] {
+  const main = vars.workers.homeserverHost
+  return workerInstances(vars).filter((w) => (main === undefined ? true : w.host === hostName))
+}
+
+/** The workers that run on an inventory host: the main process's host, or a worker host the set places workers on. */
 export function workerInstancesOnHost(inventory: Inventory, hostName: string): WorkerInstance[] {
   const host = inventory.hosts.find((h) => h.name === hostName)
   if (!host || !host.roles.includes('workers')) return []
-  return workerInstances(host.vars)
+  return instancesOn(host.vars, hostName)
+}
+
+/** Hosts of the inventory that run workers of the homeserver whose main process is on `mainHost` (main's first). */
+export function workerHosts(inventory: Inventory, mainHost: string): string[] {
+  const main = inventory.hosts.find((h) => h.name === mainHost)
+  if (!main || !main.roles.includes('workers')) return []
+  return [...new Set([mainHost, ...workerInstances(main.vars).map((w) => w.host ?? mainHost)])]
 }
 
 /** systemd units of the workers on a host, in the set's order (stop them before main, start after). */

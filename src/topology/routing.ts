@@ -15,8 +15,8 @@ export interface RouteGroup {
   /** Pool name (balancer://<pool>) when it has more than one member. */
   pool: string
   routes: readonly string[]
-  /** Ports on loopback of the members' public http listeners. */
-  members: readonly { name: string; port: number }[]
+  /** The members' public http listeners: loopback, or a worker host's private address. */
+  members: readonly { name: string; port: number; address: string }[]
 }
 
 /** Each generic route group, and the kinds that serve it, most specialized first. */
@@ -38,7 +38,8 @@ const STREAM_TITLES: Partial<Record<Stream, string>> = {
   device_lists: 'Device lists stream writer',
 }
 
-const members = (ws: readonly WorkerInstance[]) => ws.filter((w) => w.port !== undefined).map((w) => ({ name: w.name, port: w.port! }))
+// Apache runs beside main: a worker there listens on loopback, one on another host at its private address.
+const members = (ws: readonly WorkerInstance[]) => ws.filter((w) => w.port !== undefined).map((w) => ({ name: w.name, port: w.port!, address: w.remote ? w.address : '127.0.0.1' }))
 const plural = (title: string, n: number) => (n > 1 ? `${title}s` : title)
 
 export function routingPlan(instances: readonly WorkerInstance[], table: RouteTable): RouteGroup[] {

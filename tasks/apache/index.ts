@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { AfterCheck, BeforeCheck, CheckOutcome, Task, TaskContext } from '../../src/engine/task.js'
 import { memoryMiB } from '../../src/facts/system.js'
-import { workerInstances } from '../../src/topology/instances.js'
+import { instancesOn } from '../../src/topology/instances.js'
 import { KINDS, MAIN_PROCESS_MEMORY_MIB } from '../../src/topology/kinds.js'
 import { MPM_CONF_PATH, mpmSizing, renderMpmConf } from './mpm.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
@@ -159,7 +159,7 @@ function mpmRestart(v: MatrixSettings): Resource {
 export function memoryForClients(ctx: TaskContext): BeforeCheck {
   const v = ctx.host.vars
   const apache = mpmSizing(v.apache.maxClients).memoryMiB
-  const processes = ctx.host.roles.includes('synapse') ? [MAIN_PROCESS_MEMORY_MIB, ...workerInstances(v).map((w) => KINDS[w.kind].memoryMiB)] : []
+  const processes = ctx.host.roles.includes('synapse') ? [MAIN_PROCESS_MEMORY_MIB, ...instancesOn(v, ctx.host.name).map((w) => KINDS[w.kind].memoryMiB)] : []
   const synapse = processes.reduce((a, b) => a + b, 0)
   const need = apache + synapse
   return {

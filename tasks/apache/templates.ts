@@ -119,12 +119,12 @@ function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseV
       lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
       let target: string
       if (group.members.length === 1) {
-        target = `http://127.0.0.1:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
+        target = `http://${group.members[0]!.address}:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
       } else {
         // Round robin over the pool (Apache has no hash by user for sync: see the README).
         target = `balancer://${group.pool}`
         lines.push(`    <Proxy "${target}">`)
-        for (const m of group.members) lines.push(`        BalancerMember "http://127.0.0.1:${port(m.port, `worker ${m.name}'s port`)}"`)
+        for (const m of group.members) lines.push(`        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}"`)
         lines.push('        ProxySet lbmethod=byrequests', '    </Proxy>')
       }
       for (const route of group.routes) lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${target}$1" nocanon`)

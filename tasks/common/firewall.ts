@@ -6,8 +6,11 @@ import { service } from '../../src/resources/systemd-service.js'
 const DIR = '/etc/matrix-provision/firewall'
 export const FIREWALL_UNIT_PATH = '/etc/systemd/system/matrix-provision-firewall@.service'
 
-/** nftables rules that let only the given addresses (and loopback) reach a port; its own table per name. */
-export function renderFirewall(name: string, port: number, allowed: string[]): string {
+/** nftables rules that let only the given addresses (and loopback) reach a port or ports; its own table per name. */
+export function renderFirewall(name: string, ports: number | readonly number[], allowed: string[]): string {
+  const list = [...new Set(typeof ports === 'number' ? [ports] : ports)].sort((a, b) => a - b)
+  if (list.length === 0) throw new Error(`firewall ${name}: no port to restrict`)
+  const port = list.length === 1 ? String(list[0]) : `{ ${list.join(', ')} }`
   const table = `mp_${name.replace(/[^a-z0-9_]/g, '_')}`
   const v4 = allowed.filter((a) => !a.includes(':'))
   const v6 = allowed.filter((a) => a.includes(':'))
@@ -49,9 +52,10 @@ WantedBy=multi-user.target
 
 /**
  * Restrict a service port to the hosts that need it: Postgres and Redis on a database host accept only
- * the Synapse hosts. Rules live in their own nftables table, loaded by a template unit at boot.
+ * the Synapse hosts; the replication, worker and metrics listeners of a homeserver spread over hosts
+ * accept only that homeserver's hosts (table mp_synapse). Rules live in their own nftables table, loaded by a template unit at boot.
  */
-export function firewallResources(name: string, port: number, allowed: string[]): Resource[] {
+export function firewallResources(name: string, port: number | readonly number[], allowed: string[]): Resource[] {
   const path = `${DIR}/${name}.nft`
   return [
     aptPackages({ packages: ['nftables'] }),

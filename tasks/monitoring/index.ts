@@ -80,9 +80,11 @@ export const monitoringTask: Task = {
   },
   after(ctx) {
     const targets = metricsTargets(ctx.host.vars)
+    // A worker on another host is asked at its private address, as Prometheus asks it (its unit is not here).
     const checks: AfterCheck[] = targets.map((t) => ({
-      name: `${t.process} metrics on 127.0.0.1:${t.port}`,
-      run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${t.port}/_synapse/metrics`, { waitS: c.waitS(60), unit: t.unit, expect: /process_cpu_seconds_total|python_info/ }),
+      name: `${t.process} metrics on ${t.address}:${t.port}`,
+      run: (conn, c) =>
+        httpOnHost(conn, `http://${t.address}:${t.port}/_synapse/metrics`, { waitS: c.waitS(60), ...(t.address === '127.0.0.1' ? { unit: t.unit } : {}), expect: /process_cpu_seconds_total|python_info/ }),
     }))
     const p = ctx.host.vars.monitoring.prometheus
     if (p.enabled) {

@@ -9,17 +9,26 @@ export interface MetricsTarget {
   job: string
   unit: string
   port: number
+  /** Inventory host the process runs on (undefined: vars without hosts, everything local). */
+  host?: string
+  /** Where Prometheus beside the main process scrapes it: loopback, or a worker host's private address. */
+  address: string
 }
 
 /**
  * The metrics listeners of a homeserver, main first, then every worker of the set (src/topology):
  * the one list the scrape file, Prometheus, its alerts, the after-checks and `provision status` read.
- * Each listener binds to loopback on its own port.
+ * Each listener binds to loopback on its own port; a worker on another host than main's also to its
+ * private address, where Prometheus (beside main) scrapes it. `hostName`: only the processes on that host.
  */
-export function metricsTargets(vars: MatrixSettings): MetricsTarget[] {
+export function metricsTargets(vars: MatrixSettings, hostName?: string): MetricsTarget[] {
   if (!vars.monitoring.enableMetrics) return []
-  return [
-    { process: 'main', job: 'master', unit: 'matrix-synapse.service', port: vars.monitoring.mainMetricsPort },
-    ...workerInstances(vars).map((w) => ({ process: w.name, job: w.name, unit: workerUnitName(w.name), port: w.metricsPort })),
+  const main = vars.workers.homeserverHost
+  const all: MetricsTarget[] = [
+    ...((main === undefined || hostName === undefined || hostName === main)
+      ? [{ process: 'main', job: 'master', unit: 'matrix-synapse.service', port: vars.monitoring.mainMetricsPort, host: main, address: '127.0.0.1' }]
+      : []),
+    ...workerInstances(vars).map((w) => ({ process: w.name, job: w.name, unit: workerUnitName(w.name), port: w.metricsPort, host: w.host, address: w.remote ? w.address : '127.0.0.1' })),
   ]
+  return hostName === undefined || main === undefined ? all : all.filter((t) => t.host === hostName)
 }

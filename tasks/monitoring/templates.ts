@@ -26,7 +26,7 @@ function synapseScrapeJob(vars: MatrixSettings, scrapeInterval: string) {
     scrape_interval: scrapeInterval,
     metrics_path: '/_synapse/metrics',
     // Label values are strings for Prometheus.
-    static_configs: metricsTargets(vars).map((t) => ({ targets: [`127.0.0.1:${t.port}`], labels: { instance: vars.serverName, job: t.job, index: '1' } })),
+    static_configs: metricsTargets(vars).map((t) => ({ targets: [`${t.address}:${t.port}`], labels: { instance: vars.serverName, job: t.job, index: '1' } })),
   }
 }
 

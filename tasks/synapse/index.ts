@@ -3,20 +3,20 @@ import { pythonVersion } from '../../src/facts/system.js'
 import { debPackages } from '../../src/facts/packages.js'
 import type { HostSpec, Inventory, MatrixSettings } from '../../src/inventory/types.js'
 import { workerAfterChecks } from '../workers/checks.js'
-import { synapseRelease, versionedVenv, type ReleaseSpec } from './release.js'
+import { synapseRelease, VENV_LINK, versionedVenv, type ReleaseSpec } from './release.js'
 import { codeSchemaOfWheelhouse } from './schema-probe.js'
 import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { command } from '../../src/resources/command.js'
-import { directory, file } from '../../src/resources/file.js'
+import { directory, file, symlink } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { raw, sh } from '../../src/ssh/shell.js'
-import { workerInstances, workerInstancesOnHost, workerUnits } from '../../src/topology/instances.js'
+import { instancesOn, workerHosts, workerInstancesOnHost, workerUnits } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
-import { signingKey } from './signing-key.js'
+import { signingKey, signingKeyFromSecret } from './signing-key.js'
 import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
@@ -39,8 +39,7 @@ export function installedSynapseVersion(v: TaskContext['host']['vars']): string 
 }
 
 /** Config values every Synapse-side task needs: resolved secrets and where Postgres and Redis are. */
-export function synapseConfigFiles(ctx: TaskContext) {
-  const v = ctx.host.vars
+export function synapseConfigFiles(ctx: TaskContext, v: MatrixSettings = ctx.host.vars) {
   return renderSynapseConfig(v, {
     postgresHost: addressOf(ctx, v.postgres.host),
     redisHost: addressOf(ctx, v.redis.host),
@@ -106,8 +105,11 @@ export function releaseSpec(host: HostSpec, inventory: Inventory, version: strin
   return {
     version,
     workerUnits: units,
+    remoteWorkers: workerHosts(inventory, host.name)
+      .filter((h) => h !== host.name)
+      .map((h) => ({ host: h, units: workerUnits(inventory, h) })),
     healthUrl: `http://127.0.0.1:${v.synapse.listenPort}/health`,
-    afterChecks: [...synapseAfterChecks(v), ...(units.length ? workerAfterChecks(v) : [])],
+    afterChecks: [...synapseAfterChecks(v), ...(units.length ? workerAfterChecks(v, host.name) : [])],
     keepVenvs: v.synapse.keepVenvs,
     backupDir: v.synapse.backupDir,
     signingKey: signingKeyPathOf(v),
@@ -213,15 +215,18 @@ export const synapseTask: Task = {
     v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
     // Before the shared config changes: a worker that left the set must not keep writing a stream
     // the new config gives to another process.
-    out.push(retiredWorkers(workerInstances(v).map((w) => w.name)))
+    out.push(retiredWorkers(instancesOn(v, ctx.host.name).map((w) => w.name)))
     for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }
     const SIGNING_KEY = signingKeyPathOf(v)
     out.push(
-      // A key that exists (the package's, an adopted server's made by hand) keeps its bytes; only
-      // its owner, group and mode are set.
-      signingKey({
+      // The inventory's key (a homeserver on several hosts: each gets the same), or, unset, a key that
+      // exists (the package's, an adopted server's made by hand) keeps its bytes; only its owner,
+      // group and mode are set.
+      v.synapse.signingKey
+        ? signingKeyFromSecret({ path: SIGNING_KEY, key: ctx.secret(v.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' })
+        : signingKey({
         path: SIGNING_KEY,
         python: PYTHON,
         configArgs: CONFIG_ARGS,
@@ -235,4 +240,41 @@ export const synapseTask: Task = {
     return out
   },
   after: (ctx) => synapseAfterChecks(ctx.host.vars),
+}
+
+/**
+ * What a worker host (workers role, no synapse role) needs of Synapse to run the workers placed on
+ * it: the same release (a versioned venv from the homeserver's lock, linked as on main), the service
+ * user and directories, the configuration the workers read (conf.d rendered from the homeserver's
+ * settings, Postgres and Redis at their private addresses) and the signing key. No main process.
+ * A version change switches the link and restarts this host's workers (their units watch it).
+ */
+export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resource[] {
+  if (home.synapse.install !== 'pip') throw new Error('a worker host installs Synapse with the pip method: set synapse.install: pip')
+  const lock = home.synapse.lock
+  if (!lock) throw new Error('a worker host installs the Synapse lock of its homeserver, which the inventory loader reads: load the inventory with locks')
+  if (!home.synapse.signingKey) throw new Error('a worker host needs synapse.signingKey (the inventory loader asks for it)')
+  const version = lock.synapseVersion
+  const out: Resource[] = [
+    aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
+    command({
+      name: 'system user matrix-synapse',
+      unless: raw('id -u matrix-synapse'),
+      command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
+      summary: 'create system user matrix-synapse',
+    }),
+    directory({ path: '/opt/venvs' }),
+    pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: home.synapse.wheelhouse, indexUrl: home.synapse.pipIndexUrl }),
+    symlink({ path: VENV_LINK, target: versionedVenv(version) }),
+    directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
+    directory({ path: `${ETC}/conf.d`, mode: 0o755 }),
+    directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+    directory({ path: mediaStorePathOf(home), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+    directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
+    file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }),
+  ]
+  home.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
+  for (const f of synapseConfigFiles(ctx, home)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+  out.push(signingKeyFromSecret({ path: signingKeyPathOf(home), key: ctx.secret(home.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' }))
+  return out
 }

@@ -109,6 +109,12 @@ export interface ReleaseSpec {
   version: string
   /** Worker units on this host, from the workers task's one source. */
   workerUnits: string[]
+  /**
+   * Worker units on the worker hosts of a homeserver spread over hosts: stopped (through their host's
+   * connection) before main switches; their own host's run switches their venv and starts them after
+   * main is up (its workers task needs this host's synapse task).
+   */
+  remoteWorkers?: { host: string; units: string[] }[]
   /** Main's /health on the host. */
   healthUrl: string
   /** The checks of a working homeserver after the switch (main, client API, each worker). */
@@ -139,6 +145,12 @@ interface Planned {
   installChange?: Change
 }
 
+/** Another host's connection in this run (a worker host): the engine's ApplyContext.peer. */
+async function peerOf(ctx: ApplyContext, host: string): Promise<Connection> {
+  if (!ctx.peer) throw new Error(`the workers on ${host} must be stopped before main switches, but this command has no connection to ${host}`)
+  return ctx.peer(host)
+}
+
 /** Name of the dump before upgrading from -> to; never an existing one. */
 export function dumpPath(backupDir: string, from: string, to: string, existing: string[]): string {
   const base = `${backupDir}/synapse-${from}-before-${to}`
@@ -165,6 +177,9 @@ export function synapseRelease(spec: ReleaseSpec): Resource {
 
   const stepsAround = (from: string | undefined, body: Step[]): Step[] => [
     ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
+    ...(spec.remoteWorkers ?? []).flatMap((r) =>
+      r.units.map((u): Step => ({ kind: 'stop', target: u, host: r.host, summary: `stop ${u} on ${r.host} (that host's run switches it to ${spec.version} and starts it once main is up)` })),
+    ),
     ...body,
     { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${spec.version}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas` },
     { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl} (migrations done)` },
@@ -201,6 +216,11 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         return `${step.target} (${size} bytes) and ${key}`
       }
       case 'stop':
+        if (step.host !== undefined) {
+          const other = await peerOf(ctx, step.host)
+          ensureSuccess(other.host, await other.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 }), `stopping ${step.target} on ${step.host}`)
+          return
+        }
         await run(sh`systemctl stop ${step.target}`, `stopping ${step.target}`)
         return
       case 'switch':
@@ -332,12 +352,16 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         // Before the switch nothing running was touched (a stopped worker is started again).
         const message = error instanceof Error ? error.message : String(error)
         if (switchedAt < 0 || i < switchedAt || change.action === 'create') {
-          for (const u of steps.slice(0, i).filter((x) => x.kind === 'stop').map((x) => x.target)) await ctx.conn.run(sh`systemctl start ${u}`)
+          for (const x of steps.slice(0, i).filter((y) => y.kind === 'stop')) {
+            const c = x.host === undefined ? ctx.conn : await peerOf(ctx, x.host).catch(() => undefined)
+            await c?.run(sh`systemctl start ${x.target}`)
+          }
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         const back = await rollBack(ctx.conn, spec, planned.from, run, planned.dump)
-        throw new Error(`upgrade ${planned.from} -> ${spec.version} failed: ${message}; ${back}`)
+        const remote = (spec.remoteWorkers ?? []).filter((r) => r.units.length).map((r) => r.host)
+        throw new Error(`upgrade ${planned.from} -> ${spec.version} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`)
       }
     },
   }

@@ -1,4 +1,7 @@
+import { createHash } from 'node:crypto'
 import { fileState, type FileState } from '../../src/facts/files.js'
+import { file } from '../../src/resources/file.js'
+import { Secret } from '../../src/secret.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { ensureSuccess } from '../../src/ssh/connection.js'
 import { sh } from '../../src/ssh/shell.js'
@@ -52,6 +55,29 @@ export function signingKey(spec: SigningKeySpec): Resource {
       // Run as the service user: Synapse writes the key into a directory it owns.
       const script = sh`cd /var/lib/matrix-synapse && umask 077 && { [ -e ${path} ] || runuser -u ${owner} -- ${spec.python} -m synapse.app.homeserver ${spec.configArgs} --generate-keys; } && chown ${`${owner}:${group}`} ${path} && chmod ${octal(mode)} ${path}`
       ensureSuccess(ctx.conn.host, await ctx.conn.run(script), `the signing key ${path}`)
+    },
+  }
+}
+
+/**
+ * The signing key from the inventory (synapse.signingKey): every host of a homeserver whose workers
+ * run on several hosts gets the same key, a 0600 file of the service user. A host that already holds
+ * another key is refused rather than given a new identity: the server's key is kept, never replaced.
+ */
+export function signingKeyFromSecret(spec: { path: string; key: Secret; owner: string; group: string }): Resource {
+  const content = new Secret(`${spec.key.reveal().trim()}\n`, `signing key ${spec.path}`)
+  const inner = file({ path: spec.path, content, owner: spec.owner, group: spec.group, mode: 0o600, sensitive: true })
+  const sha = createHash('sha256').update(content.reveal()).digest('hex')
+  return {
+    ...inner,
+    id: `signing-key:${spec.path}`,
+    async plan(ctx) {
+      const s: FileState = ctx.facts.get(fileState(spec.path))
+      if (s.exists && s.type === 'file' && s.sha256 !== undefined && s.sha256 !== sha) {
+        throw new Error(`${spec.path} holds another signing key than synapse.signingKey: the server's identity is not replaced; put the key of this host into synapse.signingKey (or move the file away on purpose)`)
+      }
+      const change = await inner.plan(ctx)
+      return change ? { ...change, resource: `signing-key:${spec.path}`, summary: change.summary.replace(/^create /, 'write the signing key from synapse.signingKey to ') } : null
     },
   }
 }

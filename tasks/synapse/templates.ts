@@ -42,7 +42,7 @@ import { isIP } from 'node:net'
 import { Document, isScalar, visit } from 'yaml'
 import type { MatrixSettings, SecretValue } from '../../src/inventory/types.js'
 import { isSecret } from '../../src/secret.js'
-import { instancePorts, streamWriters, workerInstances } from '../../src/topology/instances.js'
+import { instancePorts, reachAddress, sharedBind, streamWriters, workerInstances } from '../../src/topology/instances.js'
 import { KINDS, type Duty } from '../../src/topology/kinds.js'
 import { routeTable } from '../../src/topology/routes.js'
 import type { RenderedFile } from '../rendered-file.js'
@@ -348,10 +348,11 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
     },
   ]
   if (workers.enabled) {
+    // Workers on other hosts reach it at the private address (behind our nftables table); else loopback only.
     listeners.push({
       port: workers.replicationPort,
       type: 'http',
-      bind_addresses: ['127.0.0.1'],
+      bind_addresses: sharedBind(vars),
       resources: [{ names: ['replication'] }],
     })
   }
@@ -452,8 +453,8 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
 export function sharedWorkerConfig(vars: MatrixSettings, replicationSecret: string, synapseVersion?: string): Record<string, unknown> {
   const instances = workerInstances(vars)
   const table = routeTable(synapseVersion ?? vars.synapse.version)
-  const instanceMap: Record<string, unknown> = { main: { host: '127.0.0.1', port: vars.workers.replicationPort } }
-  for (const w of instances) if (w.replicationPort !== undefined) instanceMap[w.name] = { host: '127.0.0.1', port: w.replicationPort }
+  const instanceMap: Record<string, unknown> = { main: { host: reachAddress(vars), port: vars.workers.replicationPort } }
+  for (const w of instances) if (w.replicationPort !== undefined) instanceMap[w.name] = { host: w.address, port: w.replicationPort }
   const names = (duty: Duty) => instances.filter((w) => KINDS[w.kind].duty === duty).map((w) => w.name)
   const config: Record<string, unknown> = {
     // Since 1.88 workers find the main process here (worker_replication_host/_http_port are gone).

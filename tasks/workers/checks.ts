@@ -1,14 +1,15 @@
 import type { AfterCheck } from '../../src/engine/task.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { workerInstances } from '../../src/topology/instances.js'
+import { instancesOn, workerInstances } from '../../src/topology/instances.js'
 import { httpOnHost, unitActive } from '../common/checks.js'
 import { workerUnitName } from './templates.js'
 
 /** Are the workers serving? (the workers task's after-checks, and an upgrade's). */
-export function workerAfterChecks(vars: MatrixSettings): AfterCheck[] {
+export function workerAfterChecks(vars: MatrixSettings, hostName?: string): AfterCheck[] {
   const metrics = vars.monitoring.enableMetrics
-  const checks: AfterCheck[] = workerInstances(vars).map((w) => unitActive(workerUnitName(w.name)))
-  for (const w of workerInstances(vars)) {
+  const here = hostName === undefined ? workerInstances(vars) : instancesOn(vars, hostName)
+  const checks: AfterCheck[] = here.map((w) => unitActive(workerUnitName(w.name)))
+  for (const w of here) {
     const unit = workerUnitName(w.name)
     if (w.port !== undefined) {
       checks.push({ name: `${w.name} /health answers`, run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: c.waitS(90), unit, expect: /OK/ }) })

@@ -3,10 +3,13 @@ import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/ssh/shell.js'
-import { workerInstances } from '../../src/topology/instances.js'
-import { portAvailable } from '../common/checks.js'
+import { instancesOn, spansHosts, type WorkerInstance } from '../../src/topology/instances.js'
+import type { MatrixSettings } from '../../src/inventory/types.js'
+import { portAvailable, supportedTarget } from '../common/checks.js'
+import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from './checks.js'
-import { VALIDATE_CONFIG } from '../synapse/index.js'
+import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
+import { VENV_LINK } from '../synapse/release.js'
 import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
 
@@ -18,12 +21,29 @@ const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
  * lives in the synapse task's conf.d/40-workers.yaml; workers that left the set are stopped and
  * their files removed by the synapse task before that file changes (retiredWorkers).
  */
+/** Ports of this host that other hosts of a spread homeserver reach (main's and writers' replication, a remote worker's http and metrics). */
+export function sharedPorts(vars: MatrixSettings, here: readonly WorkerInstance[], main: boolean): number[] {
+  const ports = main ? [vars.workers.replicationPort] : []
+  for (const w of here) {
+    if (w.replicationPort !== undefined) ports.push(w.replicationPort)
+    if (w.remote && w.port !== undefined) ports.push(w.port)
+    if (w.remote && vars.monitoring.enableMetrics) ports.push(w.metricsPort)
+  }
+  return ports
+}
+
 export const workersTask: Task = {
   name: 'workers',
   title: 'Synapse workers of the configured set (systemd template units)',
+  // A worker host starts its workers once the main process has set up the database and its listeners.
+  needs(ctx) {
+    const main = ctx.host.vars.workers.homeserverHost
+    return main !== undefined && main !== ctx.host.name ? [{ host: main, task: 'synapse' as const }] : []
+  },
   before(ctx) {
-    const checks: BeforeCheck[] = [portAvailable(ctx.host.vars.workers.replicationPort, OWN_PROCESSES, 'the replication listener')]
-    for (const w of workerInstances(ctx.host.vars)) {
+    const main = ctx.host.roles.includes('synapse')
+    const checks: BeforeCheck[] = main ? [portAvailable(ctx.host.vars.workers.replicationPort, OWN_PROCESSES, 'the replication listener')] : [supportedTarget]
+    for (const w of instancesOn(ctx.host.vars, ctx.host.name)) {
       if (w.port !== undefined) checks.push(portAvailable(w.port, OWN_PROCESSES, `worker ${w.name}`))
       if (w.replicationPort !== undefined) checks.push(portAvailable(w.replicationPort, OWN_PROCESSES, `worker ${w.name}'s replication listener`))
     }
@@ -31,19 +51,27 @@ export const workersTask: Task = {
   },
   resources(ctx) {
     const v = ctx.host.vars
-    const out: Resource[] = [
+    const main = ctx.host.roles.includes('synapse')
+    const here = instancesOn(v, ctx.host.name)
+    // A worker host: Synapse, the shared configuration and the signing key, as the homeserver has them.
+    const home = main ? v : ctx.hostByName(v.workers.homeserverHost!).vars
+    const out: Resource[] = main ? [] : workerHostSynapse(ctx, home)
+    out.push(
       directory({ path: SYNAPSE_WORKERS_DIR, mode: 0o755 }),
       file({ path: WORKER_UNIT_PATH, content: renderWorkerUnit() }),
       file({ path: SYNAPSE_TARGET_PATH, content: renderSynapseTarget() }),
-    ]
+    )
+    // On main's host the synapse task retires workers before the shared config changes; here, this task.
+    if (!main) out.push(retiredWorkers(here.map((w) => w.name)))
     if (v.synapse.install === 'apt') {
       out.push(directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }), file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }))
     }
-    for (const f of renderWorkerFiles(v)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+    for (const f of renderWorkerFiles(v, ctx.host.name)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     // Every worker reads the shared config: a change there (stream writers, federation senders,
     // pushers) restarts them all, as Synapse's docs ask; a new worker's own file restarts nobody else.
-    const shared = ['/etc/matrix-synapse/conf.d/', '/etc/matrix-synapse/homeserver.yaml', 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH]
-    for (const w of workerInstances(v)) {
+    // A worker host has no release procedure: its workers restart when the venv link moves.
+    const shared = ['/etc/matrix-synapse/conf.d/', '/etc/matrix-synapse/homeserver.yaml', 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH, ...(main ? [] : [VENV_LINK])]
+    for (const w of here) {
       out.push(
         service({
           unit: workerUnitName(w.name),
@@ -54,7 +82,12 @@ export const workersTask: Task = {
       )
     }
     out.push(service({ unit: 'matrix-synapse.target', running: true }))
+    // Spread over hosts: only the homeserver's hosts reach the listeners bound to the private address.
+    if (spansHosts(v)) {
+      const ports = sharedPorts(v, here, main)
+      if (ports.length) out.push(...firewallResources('synapse', ports, Object.values(v.workers.addresses ?? {})))
+    }
     return out
   },
-  after: (ctx) => workerAfterChecks(ctx.host.vars),
+  after: (ctx) => workerAfterChecks(ctx.host.vars, ctx.host.name),
 }

@@ -15,7 +15,7 @@
  * (Type=notify) is the only signal for those.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { workerInstances, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
+import { instancesOn, sharedBind, workerInstances as workerInstancesOf, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
 import { KINDS, type WorkerKindName } from '../../src/topology/kinds.js'
 import { FEDERATION_ROUTES } from '../../src/topology/routes.js'
 import type { RenderedFile } from '../rendered-file.js'
@@ -59,7 +59,7 @@ function workerFile(name: string, config: Record<string, unknown>, comment: stri
   }
 }
 
-const metricsListener = (port: number) => ({ type: 'metrics', port, bind_addresses: ['127.0.0.1'] })
+const LOOPBACK = ['127.0.0.1']
 
 /** The resources of a worker's public http listener (client/federation as the docs pair them; media alone). */
 function httpResources(kind: WorkerKindName): string[] {
@@ -76,15 +76,21 @@ const WORKER_FILE_COMMENTS: Partial<Record<WorkerKindName, string>> = {
     '# the metrics listener, when on, serves as its liveness probe.\n',
 }
 
-/** One worker's configuration: its listeners (public http, replication, metrics) and log config. */
-export function renderWorkerConfig(w: WorkerInstance, metrics: boolean): Record<string, unknown> {
+/**
+ * One worker's configuration: its listeners (public http, replication, metrics) and log config.
+ * `shared`: where listeners other hosts reach bind (loopback, plus the private address when the
+ * homeserver spans hosts): the replication listener always, http and metrics when the worker runs
+ * away from Apache and Prometheus (on main's host); the rest stay on loopback.
+ */
+export function renderWorkerConfig(w: WorkerInstance, metrics: boolean, shared: string[] = LOOPBACK): Record<string, unknown> {
   const listeners: Record<string, unknown>[] = []
+  const remote = w.remote ? shared : LOOPBACK
   if (w.port !== undefined) {
-    listeners.push({ type: 'http', port: w.port, bind_addresses: ['127.0.0.1'], x_forwarded: true, resources: [{ names: httpResources(w.kind) }] })
+    listeners.push({ type: 'http', port: w.port, bind_addresses: remote, x_forwarded: true, resources: [{ names: httpResources(w.kind) }] })
   }
   // Its own port: the replication listener is never one Apache sends requests to.
-  if (w.replicationPort !== undefined) listeners.push({ type: 'http', port: w.replicationPort, bind_addresses: ['127.0.0.1'], resources: [{ names: ['replication'] }] })
-  if (metrics) listeners.push(metricsListener(w.metricsPort))
+  if (w.replicationPort !== undefined) listeners.push({ type: 'http', port: w.replicationPort, bind_addresses: shared, resources: [{ names: ['replication'] }] })
+  if (metrics) listeners.push({ type: 'metrics', port: w.metricsPort, bind_addresses: remote })
   return {
     worker_app: 'synapse.app.generic_worker',
     worker_name: w.name,
@@ -100,10 +106,11 @@ export function renderWorkerConfig(w: WorkerInstance, metrics: boolean): Record<
  * listeners exist only with monitoring.enableMetrics (Synapse ignores them, with a warning, when
  * enable_metrics is false).
  */
-export function renderWorkerFiles(vars: MatrixSettings): RenderedFile[] {
+export function renderWorkerFiles(vars: MatrixSettings, hostName?: string): RenderedFile[] {
   const metrics = vars.monitoring.enableMetrics
-  return workerInstances(vars).flatMap((w) => [
-    workerFile(w.name, renderWorkerConfig(w, metrics), WORKER_FILE_COMMENTS[w.kind] ?? `# ${w.kind}: ${KINDS[w.kind].summary}.\n`),
+  const instances = hostName === undefined ? workerInstancesOf(vars) : instancesOn(vars, hostName)
+  return instances.flatMap((w) => [
+    workerFile(w.name, renderWorkerConfig(w, metrics, sharedBind(vars, w.host)), WORKER_FILE_COMMENTS[w.kind] ?? `# ${w.kind}: ${KINDS[w.kind].summary}.\n`),
     renderLogConfig(w.name),
   ])
 }

@@ -119,6 +119,7 @@ describe('loading', () => {
     expect(vars.workers).toEqual({
       enabled: false,
       preset: 'guide',
+      homeserverHost: 'matrix1',
       portBase: 18100,
       replicationPort: 32993,
       replicationSecret: { kind: 'generate', name: 'replication-secret' },

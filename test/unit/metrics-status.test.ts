@@ -141,7 +141,7 @@ describe('the status round trip', () => {
       'sleep() { :; }',
       'grep() { if [ "$2" = "^(MemTotal|MemAvailable):" ]; then printf "MemTotal:       24576000 kB\\nMemAvailable:    8388608 kB\\n"; else command grep "$@"; fi; }',
     ].join('\n')
-    const out = execFileSync('sh', ['-c', `${stubs}\n${statusScript(targets.map((t) => ({ ...t, job: t.process })), 5)}`], { encoding: 'utf8' })
+    const out = execFileSync('sh', ['-c', `${stubs}\n${statusScript(targets.map((t) => ({ ...t, job: t.process, address: "127.0.0.1" })), 5)}`], { encoding: 'utf8' })
     const parsed = parseStatusOutput(out)
     expect([...parsed.inactive]).toEqual([32981])
     expect(parsed.scrapes.get('1:32982')).toEqual({ state: 'error', text: 'curl: (7) Failed to connect' })

@@ -21,13 +21,15 @@ const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
   parse(renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content) as Record<string, any>
 const workerFile = (vars: ReturnType<typeof matrixSettings>, name: string) =>
   parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as Record<string, any>
+/** A worker of settings without hosts: on loopback, beside main. */
+const LOCAL = { address: '127.0.0.1', remote: false }
 const tls = { certFile: '/etc/ssl/matrix-provision/m.crt', keyFile: '/etc/ssl/matrix-provision/m.key' }
 
 describe('worker sets', () => {
   it('guide: the two workers on the guide ports, named as before', () => {
     expect(workerInstances(matrixSettings())).toEqual([
-      { name: 'federation_reader', kind: 'federation_reader', port: 32902, metricsPort: 32981 },
-      { name: 'federation_sender', kind: 'federation_sender', metricsPort: 32980 },
+      { name: 'federation_reader', kind: 'federation_reader', port: 32902, metricsPort: 32981, ...LOCAL },
+      { name: 'federation_sender', kind: 'federation_sender', metricsPort: 32980, ...LOCAL },
     ])
     expect(workerInstances(matrixSettings({ workers: { enabled: false } }))).toEqual([])
   })
@@ -36,12 +38,12 @@ describe('worker sets', () => {
     const ws = workerInstances(oneOfEach())
     expect(ws.map((w) => w.name)).toEqual(PRESETS['one-of-each'].entries.map((e) => e.name))
     expect(ws).toHaveLength(15)
-    expect(ws.find((w) => w.name === 'generic')).toEqual({ name: 'generic', kind: 'generic', port: 18100, metricsPort: 18300 })
+    expect(ws.find((w) => w.name === 'generic')).toEqual({ name: 'generic', kind: 'generic', port: 18100, metricsPort: 18300, ...LOCAL })
     // typing serves its route and writes its stream: both listeners, on separate ports.
-    expect(ws.find((w) => w.name === 'typing')).toEqual({ name: 'typing', kind: 'typing', port: 18108, replicationPort: 18208, metricsPort: 18308 })
+    expect(ws.find((w) => w.name === 'typing')).toEqual({ name: 'typing', kind: 'typing', port: 18108, replicationPort: 18208, metricsPort: 18308, ...LOCAL })
     // The events persister gets no public listener: generic workers forward events to it.
-    expect(ws.find((w) => w.name === 'events')).toEqual({ name: 'events', kind: 'events', replicationPort: 18207, metricsPort: 18307 })
-    expect(ws.find((w) => w.name === 'pusher')).toEqual({ name: 'pusher', kind: 'pusher', metricsPort: 18302 })
+    expect(ws.find((w) => w.name === 'events')).toEqual({ name: 'events', kind: 'events', replicationPort: 18207, metricsPort: 18307, ...LOCAL })
+    expect(ws.find((w) => w.name === 'pusher')).toEqual({ name: 'pusher', kind: 'pusher', metricsPort: 18302, ...LOCAL })
     const ports = ws.flatMap((w) => [w.port, w.replicationPort, w.metricsPort].filter((p) => p !== undefined))
     expect(new Set(ports).size).toBe(ports.length)
   })

@@ -190,3 +190,43 @@ Finished in 0.0 s.
     ])
   })
 })
+
+describe('the upgrade of a homeserver spread over hosts', () => {
+  const remoteWorkers = [{ host: 'w1', units: ['matrix-synapse-worker@generic.service', 'matrix-synapse-worker@media_repository.service'] }]
+
+  it('stops the workers on the worker hosts before main switches, and leaves their start to their own host', async () => {
+    const change = (await planOf(spec({ remoteWorkers }), facts(UPGRADE_STATE, dbAt158)))!
+    const steps = change.steps!.map((s) => `${s.kind} ${s.target}${s.host ? ` on ${s.host}` : ''}`)
+    const at = (x: string) => steps.indexOf(x)
+    expect(at('stop matrix-synapse-worker@generic.service on w1')).toBeGreaterThan(at('stop matrix-synapse-worker@federation_sender.service'))
+    expect(at('stop matrix-synapse-worker@media_repository.service on w1')).toBeLessThan(at('switch /opt/venvs/matrix-synapse-1.163.2'))
+    expect(steps.filter((s) => s.startsWith('start ') && s.endsWith('on w1'))).toEqual([])
+    expect(change.steps!.find((s) => s.host === 'w1')!.summary).toBe("stop matrix-synapse-worker@generic.service on w1 (that host's run switches it to 1.163.2 and starts it once main is up)")
+  })
+
+  it('apply stops them through the run\'s connection to that host; a failure before the switch starts them again there', async () => {
+    const calls: string[] = []
+    const fakeConn = (name: string, fail?: RegExp): Connection =>
+      ({
+        host: name,
+        run: async (cmd: { text: string }) => {
+          calls.push(`${name}: ${cmd.text}`)
+          const bad = fail?.test(cmd.text)
+          return { code: bad ? 1 : 0, stdout: '', stderr: bad ? 'refused' : '', signal: null, durationMs: 1, command: cmd.text }
+        },
+      }) as unknown as Connection
+    const main = fakeConn('hs', /synapse\.config/)
+    const w1 = fakeConn('w1')
+    const s = spec({ remoteWorkers, configChecks: (py) => [sh`${py} -m synapse.config`], workerUnits: [] })
+    const resource = synapseRelease(s)
+    const change = (await resource.plan({ conn: noConn, facts: facts(UPGRADE_STATE, dbAt158, v163), predicted: new Prediction(), dryRun: true }))!
+    // The config check (before the switch) fails: the remote workers were not stopped yet, nothing to start.
+    await expect(resource.apply(change, { conn: main, state: { aptListsStale: false }, peer: async (h) => (h === 'w1' ? w1 : Promise.reject(new Error('no'))) })).rejects.toThrow(/rejects the live configuration/)
+    expect(calls.filter((c) => c.startsWith('w1:'))).toEqual([])
+    // Steps past the stops: stopping on w1 goes through w1's connection; without a peer the step fails with why.
+    const stopOnly = { ...change, steps: change.steps!.filter((x) => x.kind === 'stop') }
+    await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: async () => w1 })
+    expect(calls.filter((c) => c.startsWith('w1:'))).toEqual(['w1: systemctl stop matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@media_repository.service'])
+    await expect(resource.apply({ ...stopOnly, performed: [] }, { conn: main, state: { aptListsStale: false } })).rejects.toThrow(/must be stopped before main switches, but this command has no connection to w1/)
+  })
+})
