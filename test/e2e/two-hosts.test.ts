@@ -1,17 +1,44 @@
-import { readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { parse, stringify } from 'yaml'
+import { workerInstances } from '../../src/topology/instances.js'
+import { KINDS } from '../../src/topology/kinds.js'
+import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
 import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
-import { startHosts, type TestHosts } from '../support/hosts.js'
+import { cliOutput, runCli } from '../support/cli.js'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { DEFAULT_SUITE, suiteFacts } from '../support/suites.js'
 
-/** Postgres and Redis on host db; Synapse, workers, Apache and Element on host hs; host other is a stranger. */
+const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
+/** The workers the spread set places on db: the generic worker and the media repository. */
+const ON_DB = ['generic', 'media_repository']
+const PY = '/opt/venvs/matrix-synapse/bin/python'
+const CONFIG = '--config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/'
+/** Starting 15 workers on two hosts of a loaded 2-core machine takes long. */
+const SPREAD_TIMEOUT = 30 * 60_000
+
+/**
+ * Postgres and Redis on host db; Synapse, workers, Apache and Element on host hs; host other is a
+ * stranger. Then the same live server spread over both hosts: one-of-each, its generic worker and
+ * media repository on db (beside Postgres and Redis), main and the stream writers on hs.
+ */
 describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host', () => {
   let env: TestHosts
   let inventory: string
-  const secrets = { DB_PASSWORD: 'two-host-db-secret-1234', REDIS_PASSWORD: 'two-host-redis-secret-5678' }
+  // Every secret the workers on db read too is given, not generated on hs (the loader asks for it once they spread).
+  const secrets = {
+    DB_PASSWORD: 'two-host-db-secret-1234',
+    REDIS_PASSWORD: 'two-host-redis-secret-5678',
+    MACAROON: 'two-host-macaroon-secret-0123456789',
+    FORM: 'two-host-form-secret-0123456789',
+    REGISTRATION: 'two-host-registration-secret-0123456789',
+    REPLICATION: 'two-host-replication-secret-0123456789',
+    SIGNING_KEY: `ed25519 a_two ${randomBytes(32).toString('base64').replace(/=+$/, '')}`,
+  }
   const runEnv = { ...process.env, ...secrets }
 
   beforeAll(async () => {
@@ -27,7 +54,14 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
         serverName: 'two.test',
         postgres: { host: 'db', password: { env: 'DB_PASSWORD' } },
         redis: { host: 'db', password: { env: 'REDIS_PASSWORD' } },
-        synapse: pipSynapseVars(wheelhouse),
+        synapse: {
+          ...pipSynapseVars(wheelhouse),
+          macaroonSecret: { env: 'MACAROON' },
+          formSecret: { env: 'FORM' },
+          registrationSharedSecret: { env: 'REGISTRATION' },
+          signingKey: { env: 'SIGNING_KEY' },
+        },
+        workers: { replicationSecret: { env: 'REPLICATION' } },
         element: { version: '1.11.90', file: element.tarball, sha256: element.sha256 },
       },
     )
@@ -92,4 +126,187 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     expect(r.stdout).toContain('db: no changes')
     expect(r.stdout).toContain('hs: no changes')
   })
+
+  // ---- The same server spread over both hosts: one-of-each, generic and media_repository on db ----
+
+  let hs: TestHost
+  let db: TestHost
+  let ca: string
+  let alice: MatrixClient
+  let bob: MatrixClient
+  let roomId: string
+  /** Unix time the spread run started at: journals are read from here. */
+  let since: number
+  const spreadApply = () => runCli(['--inventory', inventory], { env: runEnv, timeoutMs: SPREAD_TIMEOUT })
+  /** The host a worker of the spread set runs on. */
+  const hostOf = (name: string) => (ON_DB.includes(name) ? db : hs)
+  const logged = async (host: TestHost, name: string, marker: string) =>
+    Number((await host.exec(`grep -c -- ${JSON.stringify(marker)} /var/log/matrix-synapse/${name}.log || true`)).stdout.trim() || 0)
+  const https = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.two.test', ca })
+
+  it('spreads to one-of-each over both hosts through bin/provision.js: generic and media on db, main and the stream writers on hs', async () => {
+    hs = env.get('hs')
+    db = env.get('db')
+    const doc = parse(await readFile(inventory, 'utf8'))
+    doc.defaults.vars.workers = { ...doc.defaults.vars.workers, preset: 'one-of-each', placement: { generic: 'db', media_repository: 'db' } }
+    doc.hosts.db.roles = [...doc.hosts.db.roles, 'workers']
+    await writeFile(inventory, stringify(doc))
+    // Users and a room from before the switch, kept across it.
+    for (const user of ['bob']) {
+      const reg = await hs.exec(`printf 'pw-${user}-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      expect(reg.exitCode, reg.output).toBe(0)
+    }
+    since = Math.floor(Date.now() / 1000)
+    const r = await spreadApply()
+    expect(r.code, cliOutput(r)).toBe(0)
+    console.log(`guide -> one-of-each over two hosts: ${r.durationMs} ms`)
+    const onHs = ONE_OF_EACH.filter((w) => !ON_DB.includes(w.name)).map((w) => `matrix-synapse-worker@${w.name}`)
+    expect((await hs.exec(`systemctl is-active matrix-synapse ${onHs.join(' ')}`)).stdout.trim().split('\n')).toEqual(Array(onHs.length + 1).fill('active'))
+    expect((await db.exec(`systemctl is-active ${ON_DB.map((n) => `matrix-synapse-worker@${n}`).join(' ')}`)).stdout.trim().split('\n')).toEqual(['active', 'active'])
+    // Each host runs only its own workers; db has no main process.
+    expect((await hs.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(onHs.map((u) => `${u.replace('matrix-synapse-worker@', '')}.yaml`).sort())
+    expect((await db.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(ON_DB.map((n) => `${n}.yaml`).sort())
+    expect((await db.exec('systemctl is-active matrix-synapse || true')).stdout.trim()).not.toBe('active')
+    // The same signing key on both, the service user's alone.
+    for (const host of [hs, db]) {
+      expect((await host.exec('stat -c "%U %a" /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe('matrix-synapse 600')
+      expect((await host.exec('cat /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(secrets.SIGNING_KEY)
+    }
+    for (const value of Object.values(secrets)) expect(r.stdout + r.stderr).not.toContain(value)
+  }, SPREAD_TIMEOUT)
+
+  it('listeners other hosts reach bind to the private addresses, instance_map names them, and only the homeserver\'s hosts get through', async () => {
+    const listening = async (host: TestHost) => (await host.exec("ss -Htln | awk '{print $4}'")).stdout
+    const hsListen = await listening(hs)
+    expect(hsListen).toContain(`${hs.ip}:32993`) // main's replication listener
+    const typing = ONE_OF_EACH.find((w) => w.name === 'typing')!
+    expect(hsListen).toContain(`${hs.ip}:${typing.replicationPort}`)
+    expect(hsListen).not.toMatch(/0\.0\.0\.0:(32993|18\d\d\d)\b/)
+    const generic = ONE_OF_EACH.find((w) => w.name === 'generic')!
+    const dbListen = await listening(db)
+    expect(dbListen).toContain(`${db.ip}:${generic.port}`)
+    expect(dbListen).toContain(`${db.ip}:${generic.metricsPort}`)
+    expect(dbListen).not.toMatch(/0\.0\.0\.0:18\d\d\d\b/)
+    const map = (await hs.exec('grep -A40 instance_map /etc/matrix-synapse/conf.d/40-workers.yaml')).stdout
+    expect(map).toContain(hs.ip)
+    const probe = (from: string, host: string, port: number) => env.get(from).exec(`timeout 4 bash -c 'exec 3<>/dev/tcp/${host}/${port}' && echo open || echo closed`)
+    expect((await probe('db', 'hs', 32993)).stdout.trim()).toBe('open')
+    expect((await probe('hs', 'db', generic.port!)).stdout.trim()).toBe('open')
+    expect((await probe('other', 'hs', 32993)).stdout.trim()).toBe('closed')
+    expect((await probe('other', 'hs', typing.replicationPort!)).stdout.trim()).toBe('closed')
+    expect((await probe('other', 'db', generic.port!)).stdout.trim()).toBe('closed')
+    expect((await probe('other', 'db', generic.metricsPort)).stdout.trim()).toBe('closed')
+    // Our own table, beside any other: nothing else flushed.
+    expect((await hs.exec('nft list tables')).stdout).toContain('inet mp_synapse')
+  })
+
+  it("Synapse's own config reader confirms the stream writer map, on both hosts", async () => {
+    for (const host of [hs, db]) {
+      const read = async (key: string) => (await host.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PY} -m synapse.config read ${key} ${CONFIG}`)).stdout
+      const writers = await read('worker.writers')
+      for (const w of ONE_OF_EACH.filter((x) => KINDS[x.kind].streams.length > 0)) {
+        for (const stream of KINDS[w.kind].streams) expect(writers, writers).toContain(`${stream}=['${w.name}']`)
+      }
+      expect(await read('worker.instance_map')).toContain(hs.ip)
+    }
+  })
+
+  it('a client flow through Apache on hs: each route answered by its own worker on its host (its log), main untouched', async () => {
+    ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.two.test.crt')).stdout
+    alice = https()
+    bob = https()
+    const m = `probe-${Date.now()}`
+    const expectServedBy = async (name: string, marker: string) => {
+      expect(await logged(hostOf(name), name, marker), `${marker} in ${name}.log`).toBeGreaterThanOrEqual(1)
+      expect(await logged(hs, 'homeserver', marker), `${marker} not in homeserver.log`).toBe(0)
+    }
+    const login = await https().call<{ access_token: string }>('POST', `/_matrix/client/v3/login?${m}-login`, { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'pw-alice-123456' })
+    expect(login.status, login.text).toBe(200)
+    await alice.login('alice', 'pw-alice-123456')
+    await expectServedBy('generic', `${m}-login`)
+    await bob.login('bob', 'pw-bob-123456')
+    const created = await alice.call<{ room_id: string }>('POST', `/_matrix/client/v3/createRoom?${m}-create`, { invite: ['@bob:two.test'] })
+    expect(created.status, created.text).toBe(200)
+    roomId = created.json.room_id
+    await expectServedBy('generic', `${m}-create`)
+    const room = encodeURIComponent(roomId)
+    expect((await bob.call('POST', `/_matrix/client/v3/join/${room}`, {})).status).toBe(200)
+    const send = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/t-${m}?${m}-send`, { msgtype: 'm.text', body: 'sent over two hosts' })
+    expect(send.status, send.text).toBe(200)
+    await expectServedBy('generic', `${m}-send`)
+    // Created by the generic worker on db, persisted by the events writer on hs (the database says who wrote it).
+    const writer = await db.exec(`runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`)
+    expect(writer.stdout.trim()).toBe('events')
+    const typing = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:two.test')}?${m}-typing`, { typing: true, timeout: 20000 })
+    expect(typing.status, typing.text).toBe(200)
+    await expectServedBy('typing', `${m}-typing`)
+    const receipt = await bob.call('POST', `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`, {})
+    expect(receipt.status, receipt.text).toBe(200)
+    await expectServedBy('receipts', `${m}-receipt`)
+    const bobDevice = (await bob.call<{ device_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.device_id
+    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.two.test/td-${m}?${m}-todevice`, { messages: { '@bob:two.test': { [bobDevice]: { hello: m } } } })
+    expect(toDevice.status, toDevice.text).toBe(200)
+    await expectServedBy('to_device', `${m}-todevice`)
+    expect((await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:two.test')}/status?${m}-presence`, { presence: 'online' })).status).toBe(200)
+    await expectServedBy('presence', `${m}-presence`)
+    expect((await alice.call('GET', `/_matrix/client/v3/pushrules/?${m}-pushrules`)).status).toBe(200)
+    await expectServedBy('push_rules', `${m}-pushrules`)
+    expect((await alice.call('PUT', `/_matrix/client/v3/user/${encodeURIComponent('@alice:two.test')}/account_data/m.two?${m}-accountdata`, { m })).status).toBe(200)
+    await expectServedBy('account_data', `${m}-accountdata`)
+    expect((await alice.call('POST', `/_matrix/client/v3/keys/upload?${m}-keys`, {})).status).toBe(200)
+    await expectServedBy('device_lists', `${m}-keys`)
+    expect((await alice.call('POST', `/_matrix/client/v3/user_directory/search?${m}-userdir`, { search_term: 'bob' })).status).toBe(200)
+    await expectServedBy('user_dir', `${m}-userdir`)
+    // Media: stored by the media worker on db, served back by it.
+    const upload = await alice.call<{ content_uri: string }>('POST', `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`, Buffer.from(`bytes-${m}`))
+    expect(upload.status, upload.text).toBe(200)
+    await expectServedBy('media_repository', `${m}-upload`)
+    const mediaId = upload.json.content_uri.replace('mxc://', '')
+    const download = await alice.call('GET', `/_matrix/client/v1/media/download/${mediaId}?${m}-download`)
+    expect(download.text).toBe(`bytes-${m}`)
+    await expectServedBy('media_repository', `${m}-download`)
+    expect((await db.exec(`grep -rl -- bytes-${m} /var/lib/matrix-synapse/media/local_content`)).stdout.trim()).not.toBe('')
+    // Sync on the generic worker on db: bob sees the message, alice's typing, his receipt and the to-device message.
+    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>('GET', `/_matrix/client/v3/sync?timeout=0&${m}-sync`)
+    expect(sync.status).toBe(200)
+    await expectServedBy('generic', `${m}-sync`)
+    expect(sync.text).toContain('sent over two hosts')
+    expect(sync.text).toContain('m.typing')
+    expect(sync.text).toContain('m.receipt')
+    expect(sync.json.to_device?.events.map((e) => e.content.hello)).toContain(m)
+    expect((await https().call('GET', `/_matrix/federation/v1/version?${m}-fed`)).status).toBe(200)
+    await expectServedBy('generic', `${m}-fed`)
+    // The message from before the spread is still there.
+    expect((await alice.call('GET', '/_matrix/client/v3/sync?timeout=0')).text).toContain('stored on the db host')
+  })
+
+  it("every worker's metrics answer from hs, where monitoring scrapes them: those on db at db's private address", async () => {
+    for (const w of ONE_OF_EACH) {
+      const address = ON_DB.includes(w.name) ? db.ip : '127.0.0.1'
+      const r = await hs.exec(`curl -sf http://${address}:${w.metricsPort}/_synapse/metrics | grep -c '^python_info'`)
+      expect(r.stdout.trim(), w.name).toBe('1')
+    }
+  })
+
+  it('no error in any Synapse log or journal on either host, and a second run changes nothing', async () => {
+    const again = await spreadApply()
+    expect(again.code, cliOutput(again)).toBe(0)
+    expect(again.stdout).toContain('db: no changes')
+    expect(again.stdout).toContain('hs: no changes')
+    for (const host of [hs, db]) {
+      const journal = (await host.exec(`journalctl --since @${since} -u 'matrix-synapse*' --no-pager -o short-unix`)).stdout.split('\n')
+      const byPid = new Map<string, string[]>()
+      for (const line of journal) {
+        const pid = /\[(\d+)\]:/.exec(line)?.[1]
+        if (pid) byPid.set(pid, [...(byPid.get(pid) ?? []), line])
+      }
+      // Synapse's own shutdown race (a send-cmd in flight loses Redis, txredisapi "Lost connection") is allowed after "Shutting down..."; nothing else.
+      for (const [pid, lines] of byPid) {
+        const shutdown = lines.findIndex((l) => l.includes('Shutting down...'))
+        const before = (shutdown === -1 ? lines : lines.slice(0, shutdown)).filter((l) => / - (ERROR|CRITICAL) - |Traceback/.test(l))
+        expect(before, `${host.name} pid ${pid}:\n${lines.join('\n').slice(-3000)}`).toEqual([])
+        if (shutdown !== -1) for (const l of lines.slice(shutdown).filter((x) => /Error:/.test(x))) expect(l).toMatch(/txredisapi\.ConnectionError: Lost connection/)
+      }
+    }
+  }, SPREAD_TIMEOUT)
 })
