@@ -595,10 +595,12 @@ export const SYNAPSE_SANDBOX = SANDBOX
 
 /**
  * /etc/systemd/system/matrix-synapse.service for the pip install method: the Debian package's unit
- * in upstream's systemd-with-workers form (PartOf/WantedBy matrix-synapse.target). ProtectSystem=strict
- * makes /etc read-only, but ExecStartPre --generate-keys writes the signing key into
- * /etc/matrix-synapse on the first start: hence ReadWritePaths for that directory (owned by
- * matrix-synapse, as the Debian postinst makes it; conf.d files stay root-owned).
+ * in upstream's systemd-with-workers form (PartOf/WantedBy matrix-synapse.target), without the
+ * package's `ExecStartPre=... --generate-keys`: the signing-key resource (signing-key.ts) has Synapse
+ * generate the key before the first start, so that second interpreter (Synapse's imports and config
+ * load, 1-3 s) only lengthened every start, the upgrade's client-API gap included. A key deleted by
+ * hand then stops the start instead of silently giving the server a new identity. ProtectSystem=strict
+ * keeps /etc (the key and config) read-only to the service.
  */
 export function renderSynapseUnit(): string {
   return `# Managed by matrix-provision: changes here are overwritten on the next run.
@@ -614,16 +616,13 @@ NotifyAccess=main
 User=${SYNAPSE_USER}
 WorkingDirectory=${SYNAPSE_DATA_DIR}
 EnvironmentFile=-/etc/default/matrix-synapse
-ExecStartPre=${SYNAPSE_PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS} --generate-keys
 ExecStart=${SYNAPSE_PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=3
 SyslogIdentifier=matrix-synapse
 
-${SANDBOX}# --generate-keys writes ${SIGNING_KEY_PATH} on the first start.
-ReadWritePaths=${SYNAPSE_CONFIG_DIR}
-
+${SANDBOX}
 [Install]
 WantedBy=matrix-synapse.target
 `

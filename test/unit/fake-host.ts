@@ -243,12 +243,12 @@ export class FakeHost implements Connection {
   }
 
   /**
-   * Synapse's units (the package's and ours) run `--generate-keys` before each start: Synapse creates
-   * a missing signing key as the service user, mode 0640 (synapse/config/key.py), and leaves one
-   * that exists alone.
+   * The package's unit runs `--generate-keys` before each start: Synapse creates a missing signing key
+   * as the service user, mode 0640 (synapse/config/key.py), and leaves one that exists alone. Our unit
+   * (pip method) has no ExecStartPre: the signing-key resource made the key before the first start.
    */
   #execStartPre(unit: string): void {
-    if (unit !== 'matrix-synapse.service' || this.fs.get(SYNAPSE_SIGNING_KEY) || !this.users.has('matrix-synapse')) return
+    if (unit !== 'matrix-synapse.service' || !this.packages.has('matrix-synapse-py3') || this.fs.get(SYNAPSE_SIGNING_KEY) || !this.users.has('matrix-synapse')) return
     this.put(SYNAPSE_SIGNING_KEY, 'ed25519 a_pkg0 generated-at-start\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o640 })
   }
 

@@ -416,7 +416,6 @@ describe('systemd units', () => {
       'Type=notify',
       'User=matrix-synapse',
       'WorkingDirectory=/var/lib/matrix-synapse',
-      'ExecStartPre=/opt/venvs/matrix-synapse/bin/python -m synapse.app.homeserver --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/ --generate-keys',
       'ExecStart=/opt/venvs/matrix-synapse/bin/python -m synapse.app.homeserver --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/',
       'ExecReload=/bin/kill -HUP $MAINPID',
       'Restart=always',
@@ -426,6 +425,9 @@ describe('systemd units', () => {
     ]) {
       expect(lines, line).toContain(line)
     }
+    // No second interpreter before each start: the signing-key resource generates the key before the first one.
+    expect(unit).not.toContain('ExecStartPre')
+    expect(unit).not.toContain('ReadWritePaths=/etc/matrix-synapse')
     expect(unit.indexOf('[Unit]')).toBeLessThan(unit.indexOf('[Service]'))
     expect(unit.indexOf('[Service]')).toBeLessThan(unit.indexOf('[Install]'))
   })
