@@ -869,9 +869,12 @@ export class FakeHost implements Connection {
     if ((m = rx(String.raw`^set -e; \[ -x ${ARG} \] \|\| python3 -m venv +${ARG}; (.*)$`).exec(cmd))) {
       if (!this.packages.has('python3') || !this.packages.has('python3-venv')) return { code: 1, stderr: 'The virtual environment was not created successfully because ensurepip is not available.' }
       const venv = unquote(m[2]!)
-      const [install, uninstall] = m[3]!.split('; ')
+      const parts = m[3]!.split('; ')
+      // pip installs without byte-compiling; compileall then compiles the venv's lib on every core.
+      if (parts.pop() !== `${venv}/bin/python -m compileall -q -j0 ${venv}/lib >/dev/null || true`) this.#unexpected(`venv command without its compileall: ${cmd}`)
+      const [install, uninstall] = parts
       const words = shellWords(install!)
-      if (words[0] !== `${venv}/bin/pip` || words[1] !== 'install' || !words.includes('--no-deps') || !words.includes('--require-hashes')) this.#unexpected(`pip command ${cmd}`)
+      if (words[0] !== `${venv}/bin/pip` || words[1] !== 'install' || !words.includes('--no-deps') || !words.includes('--require-hashes') || !words.includes('--no-compile')) this.#unexpected(`pip command ${cmd}`)
       const requirements = this.text(words[words.indexOf('-r') + 1]!)
       if (requirements === undefined) return { code: 1, stderr: 'ERROR: Could not open requirements file' }
       const dists = this.venvs.get(venv) ?? new Map([['pip', '23.0.1'], ['setuptools', '66.1.1']])
