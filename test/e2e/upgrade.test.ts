@@ -10,6 +10,8 @@ import { MatrixClient } from '../support/matrix-client.js'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
 import { readLock } from '../../src/lock/lock-file.js'
 import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
+import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/lock/drift.js'
+import { shellQuote } from '../../src/ssh/quote.js'
 
 const run = promisify(execFile)
 const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
@@ -49,6 +51,13 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
   const inventoryFor = (version: string) =>
     writeTestInventory(env, [{ name: 'up', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] }], { serverName: 'up.test', synapse: { install: 'pip', version, wheelhouse: wheelhouses[version], lockDir: LOCK_DIRS[version] } }, `inventory-${version}.yaml`)
   const client = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.up.test', ca })
+  /** The running venv holds exactly the version's lock set (synapse-locks checks the same for its releases). */
+  const venvIsLock = async (version: string) => {
+    const listed = await hs.exec(`/opt/venvs/matrix-synapse/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
+    const venv = parseVenvContents(listed.stdout, listed.exitCode)
+    expect(venv, listed.output).not.toBeNull()
+    expect(lockDrift(await readLock(LOCK_DIRS[version]!, version, 'test/e2e/upgrade.test.ts'), venv!)).toEqual({ missing: [], differ: [], extra: [] })
+  }
   const serving = async () => ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
   const data = { alice: undefined as unknown as MatrixClient, bob: undefined as unknown as MatrixClient, room: '', bodies: [] as string[], media: '', mediaBody: `media written on ${OLD} ${Date.now()}` }
   const started = Date.now()
@@ -75,6 +84,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
     expect((await hs.exec('readlink /opt/venvs/matrix-synapse')).stdout.trim()).toBe(`matrix-synapse-${OLD}`)
     expect(await serving()).toBe(OLD)
+    await venvIsLock(OLD)
     ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.up.test.crt')).stdout
   })
 
@@ -210,6 +220,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(downtime).toBeLessThan(10_000)
 
     expect(await serving()).toBe(NEWEST)
+    await venvIsLock(NEWEST)
     // No worker ran into a Traceback during the upgrade. The old workers, stopped first, may log one while
     // shutting down (Synapse's own race: a send-cmd in flight loses its Redis connection, txredisapi
     // "Lost connection"); that is after their "Shutting down..." line and before main restarts. Any
