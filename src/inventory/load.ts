@@ -888,6 +888,13 @@ class InventoryBuilder {
       }
       for (const h of hosts) h.vars.workers.addresses = addresses
       this.checkSharedAcrossHosts(main, hosts.filter((h) => h !== main).map((h) => h.name))
+      // Each worker host connects to Postgres: an explicit allowFrom must name it (pg_hba, the firewall).
+      const pgHost = specs.find((h) => h.name === main.vars.postgres.host)
+      if (pgHost && this.varsOrigin(pgHost.name, ['postgres', 'allowFrom'])) {
+        for (const h of hosts.filter((x) => x !== main && x !== pgHost && !pgHost.vars.postgres.allowFrom?.includes(x.name))) {
+          this.addForVar(pgHost.name, ['postgres', 'allowFrom'], `${h.name} runs workers of ${main.name} and connects to Postgres on ${pgHost.name}, but postgres.allowFrom does not list it`, `add ${h.name} to postgres.allowFrom, or remove allowFrom (by default every host with the synapse or workers role)`)
+        }
+      }
     }
     return origins
   }

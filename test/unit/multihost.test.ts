@@ -154,6 +154,9 @@ describe('workers on other hosts', () => {
     expect(generated.join('\n')).toMatch(/synapse.signingKey must be set/)
     expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED, 'w1.example.org'))).toEqual([expect.stringMatching(/^17:\d+ w1 runs workers of a homeserver spread over several hosts: its listeners bind to its private address, which must be an IP address/)])
     expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('install: pip, ', 'install: apt, ')))).toEqual([expect.stringMatching(/workers on other hosts install Synapse with the pip method/)])
+    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('postgres: { password: { env: DB } }', 'postgres: { password: { env: DB }, allowFrom: [hs] }')))).toEqual([
+      expect.stringMatching(/^5:\d+ w1 runs workers of hs and connects to Postgres on hs, but postgres.allowFrom does not list it/),
+    ])
     expect(await issues(spread('      preset: guide', SHARED.replace('signingKey: { env: KEY }', 'signingKey: { generate: true }')))).toEqual(expect.arrayContaining([expect.stringMatching(/synapse.signingKey cannot be \{ generate: true \}/)]))
   })
 })
