@@ -270,7 +270,8 @@ function pinned(entries: LockEntry[]): string {
 
 /**
  * pip download of every locked pin, hash-checked, wheels only; a pin that exists only as an sdist is
- * downloaded hash-checked, built into a wheel here, and the download of the rest retried.
+ * downloaded hash-checked and built into a wheel here, while the download of the rest is retried
+ * (the C build of psycopg2 takes most of a wheelhouse's time: it need not wait for 60 downloads).
  */
 async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; log: (line: string) => void }): Promise<string[]> {
   // Any local pip can download for another Python: --python-version and --platform pick the wheels.
@@ -282,60 +283,82 @@ async function downloadWheels(dest: string, entries: LockEntry[], opts: Wheelhou
     '--python-version', opts.pythonVersion,
     ...platformTags(opts.glibc).flatMap((tag) => ['--platform', tag]),
   ]
-  const requirements = join(dest, '.requirements.txt')
   const built: string[] = []
+  /** Builds from sdists under way or done, by name: their wheels land in dest beside the downloads. */
+  const building = new Map<string, Promise<void>>()
+  const settled = async () => {
+    const failed = (await Promise.allSettled(building.values())).find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+  }
   for (let attempt = 0; attempt < 6; attempt++) {
-    await writeFile(requirements, pinned(entries.filter((e) => !built.includes(e.name))))
+    const requirements = join(dest, `.requirements-${attempt}.txt`)
+    await writeFile(requirements, pinned(entries.filter((e) => !building.has(e.name))))
     try {
       await pip(host, ['download', '--no-deps', '--require-hashes', ...targetArgs, '--dest', dest, '-r', requirements])
+      await settled()
       return built
     } catch (error) {
-      if (!(error instanceof LocalCommandError)) throw error
-      const missing = unsatisfiedRequirement(error.stderr + error.stdout)
+      const missing = error instanceof LocalCommandError ? unsatisfiedRequirement(error.stderr + error.stdout) : undefined
       const name = missing?.split(/[<>=!~ \[]/)[0]?.toLowerCase()
       const entry = entries.find((e) => e.name === name)
-      if (!missing || !entry || entry.name === 'matrix-synapse' || built.includes(entry.name)) throw error
+      if (!missing || !entry || entry.name === 'matrix-synapse' || building.has(entry.name)) {
+        // Nothing may still write into dest (the caller removes it) when the error goes up.
+        await settled()
+        throw error
+      }
       opts.log(`${entry.name}==${entry.version} has no wheel for Python ${opts.pythonVersion} on PyPI; building one from its sdist (hash-checked against the lock)`)
-      const python = await findPython(opts.pythonVersion, opts.python)
-      if (!python) {
-        throw new Error(
-          `${entry.name}==${entry.version} exists on PyPI only as an sdist for Python ${opts.pythonVersion}, and no python${opts.pythonVersion} with pip was found on this controller to build a wheel. Install python${opts.pythonVersion} (with pip) or pass python.`,
-        )
-      }
-      // A wheel built here before from the same locked sdist (same hashes) for the same Python is reused.
-      const builtCache = join(opts.cacheDir, '.built', `${entry.name}-${entry.version}-cp${opts.pythonVersion.replace('.', '')}-${createHash('sha256').update(entry.hashes.join(',')).digest('hex').slice(0, 16)}`)
-      const cached = (await readdir(builtCache).catch(() => [] as string[])).find((f) => f.endsWith('.whl'))
-      if (cached) {
-        opts.log(`reusing ${cached}, built here before from the same sdist`)
-        await copyFile(join(builtCache, cached), join(dest, cached))
-        built.push(entry.name)
-        continue
-      }
-      const sdists = join(dest, '.sdists')
-      try {
-        await writeFile(requirements, pinned([entry]))
-        await pip(python, ['download', '--no-deps', '--require-hashes', '--no-binary=:all:', '--dest', sdists, '-r', requirements])
-        const [sdist] = await readdir(sdists)
-        if (!sdist) throw new Error(`pip downloaded no sdist for ${entry.name}==${entry.version}`)
-        const wheels = join(dest, '.built')
-        await pip(python, ['wheel', '--no-deps', '--wheel-dir', wheels, join(sdists, sdist)])
-        const [wheel] = (await readdir(wheels)).filter((f) => f.endsWith('.whl'))
-        if (!wheel) throw new Error(`pip wheel built no wheel from ${sdist}`)
-        await mkdir(builtCache, { recursive: true })
-        await copyFile(join(wheels, wheel), join(builtCache, wheel))
-        await rename(join(wheels, wheel), join(dest, wheel))
-        await rm(wheels, { recursive: true, force: true })
-      } catch (buildError) {
-        const hint = BUILD_HINTS[entry.name]
-        if (hint && buildError instanceof Error) buildError.message += `\n(${hint})`
-        throw buildError
-      } finally {
-        await rm(sdists, { recursive: true, force: true })
-      }
-      built.push(entry.name)
+      const build = buildFromSdist(dest, entry, opts, pip).then(() => void built.push(entry.name))
+      build.catch(() => undefined) // awaited by settled(); never an unhandled rejection meanwhile
+      building.set(entry.name, build)
     } finally {
       await rm(requirements, { force: true })
     }
   }
+  await settled()
   throw new Error(`pip download kept failing for the lock's pins`)
+}
+
+/** One pin's wheel built here from its hash-checked sdist (or the one built before from the same sdist), into dest. */
+async function buildFromSdist(
+  dest: string,
+  entry: LockEntry,
+  opts: WheelhouseOptions & { log: (line: string) => void },
+  pip: (python: string, args: string[]) => Promise<unknown>,
+): Promise<void> {
+  const python = await findPython(opts.pythonVersion, opts.python)
+  if (!python) {
+    throw new Error(
+      `${entry.name}==${entry.version} exists on PyPI only as an sdist for Python ${opts.pythonVersion}, and no python${opts.pythonVersion} with pip was found on this controller to build a wheel. Install python${opts.pythonVersion} (with pip) or pass python.`,
+    )
+  }
+  // A wheel built here before from the same locked sdist (same hashes) for the same Python is reused.
+  const builtCache = join(opts.cacheDir, '.built', `${entry.name}-${entry.version}-cp${opts.pythonVersion.replace('.', '')}-${createHash('sha256').update(entry.hashes.join(',')).digest('hex').slice(0, 16)}`)
+  const cached = (await readdir(builtCache).catch(() => [] as string[])).find((f) => f.endsWith('.whl'))
+  if (cached) {
+    opts.log(`reusing ${cached}, built here before from the same sdist`)
+    await copyFile(join(builtCache, cached), join(dest, cached))
+    return
+  }
+  // Own directories per pin: another pin's build or the download of the rest runs meanwhile.
+  const sdists = join(dest, `.sdists-${entry.name}`)
+  const wheels = join(dest, `.built-${entry.name}`)
+  const requirements = join(dest, `.requirements-${entry.name}.txt`)
+  try {
+    await writeFile(requirements, pinned([entry]))
+    await pip(python, ['download', '--no-deps', '--require-hashes', '--no-binary=:all:', '--dest', sdists, '-r', requirements])
+    const [sdist] = await readdir(sdists)
+    if (!sdist) throw new Error(`pip downloaded no sdist for ${entry.name}==${entry.version}`)
+    await pip(python, ['wheel', '--no-deps', '--wheel-dir', wheels, join(sdists, sdist)])
+    const [wheel] = (await readdir(wheels)).filter((f) => f.endsWith('.whl'))
+    if (!wheel) throw new Error(`pip wheel built no wheel from ${sdist}`)
+    await mkdir(builtCache, { recursive: true })
+    await copyFile(join(wheels, wheel), join(builtCache, wheel))
+    await rename(join(wheels, wheel), join(dest, wheel))
+  } catch (buildError) {
+    const hint = BUILD_HINTS[entry.name]
+    if (hint && buildError instanceof Error) buildError.message += `\n(${hint})`
+    throw buildError
+  } finally {
+    await Promise.all([sdists, wheels, requirements].map((p) => rm(p, { recursive: true, force: true })))
+  }
 }
