@@ -67,7 +67,8 @@ export function retiredWorkers(keep: readonly string[]): Resource {
     name: 'retired workers',
     summary: `stop and remove the workers that left the set (units, files in ${dir}/, log configs)`,
     unless: sh`test -z "$(${stale})"`,
-    command: sh`for n in $(${stale}); do systemctl disable --now "matrix-synapse-worker@$n.service" && rm -f ${dir}/"$n.yaml" /etc/matrix-synapse/"$n-log.yaml"; done`,
+    // One systemctl call stops them all side by side (fifteen one-of-each workers one after another took a minute).
+    command: sh`stale=$(${stale}); units=; for n in $stale; do units="$units matrix-synapse-worker@$n.service"; done; systemctl disable --now $units && for n in $stale; do rm -f ${dir}/"$n.yaml" /etc/matrix-synapse/"$n-log.yaml"; done`,
     touches: [`${dir}/`],
   })
 }

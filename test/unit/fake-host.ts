@@ -907,7 +907,7 @@ export class FakeHost implements Connection {
       this.put(unquote(m[3]!), this.text(unquote(m[2]!))!)
       return {}
     }
-    if ((m = /^for n in \$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); do systemctl disable --now .*; done$/.exec(cmd))) {
+    if ((m = /^stale=\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); units=; .*; systemctl disable --now \$units && for n in \$stale; do rm -f .*; done$/.exec(cmd))) {
       for (const n of this.#retiredWorkers(m[1]!, unquote(m[2]!))) {
         this.fs.delete(`${m[1]}/${n}.yaml`)
         this.fs.delete(`/etc/matrix-synapse/${n}-log.yaml`)
