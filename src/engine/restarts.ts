@@ -1,5 +1,6 @@
 import type { Change, RestartTarget } from '../resources/resource.js'
 import { watches } from '../resources/resource.js'
+import { inWaves } from '../resources/systemd-service.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
 import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
 import type { RestartRecord } from './report-types.js'
@@ -151,9 +152,9 @@ export class RestartLedger {
    * drop its backups. A unit that is not running is not restarted: it starts on the new files.
    *
    * The units of one settling go together: their validations run side by side (Synapse's parser
-   * takes seconds of CPU per process, and sixteen processes one after another took minutes), then one
-   * `systemctl restart` (and one `reload`) takes them all, and systemd runs the jobs side by side in
-   * the order of the units' After=. If any unit rejects its configuration, that unit's files are
+   * takes seconds of CPU per process, and sixteen processes one after another took minutes), then
+   * `systemctl restart` (and `reload`) takes them a few per call (UNITS_AT_ONCE), and systemd runs
+   * the jobs of a call side by side in the order of the units' After=. If any unit rejects its configuration, that unit's files are
    * restored as before and none of the set is restarted: the others stay due, on the host too, and
    * the next run restarts them on what is then on disk.
    */
@@ -182,13 +183,13 @@ export class RestartLedger {
     const act = due.filter((d) => !this.#freshlyStarted.has(d.unit) && running.has(d.unit))
     const done: RestartRecord[] = []
     for (const verb of ['restart', 'reload'] as const) {
-      const these = act.filter((d) => (d.target.reload ? 'reload' : 'restart') === verb).map((d) => d.unit)
-      if (these.length === 0) continue
-      const r = await this.conn.run(sh`systemctl ${verb} ${these}`, { timeoutMs: 300_000 })
-      if (r.code !== 0) {
-        const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`)
-        r.stderr += `\n${status.stdout}`
-        ensureSuccess(this.conn.host, r, `${verb} ${these.join(' ')}`)
+      for (const these of inWaves(act.filter((d) => (d.target.reload ? 'reload' : 'restart') === verb).map((d) => d.unit))) {
+        const r = await this.conn.run(sh`systemctl ${verb} ${these}`, { timeoutMs: 300_000 })
+        if (r.code !== 0) {
+          const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`)
+          r.stderr += `\n${status.stdout}`
+          ensureSuccess(this.conn.host, r, `${verb} ${these.join(' ')}`)
+        }
       }
     }
     for (const d of due) {

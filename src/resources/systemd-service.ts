@@ -76,9 +76,25 @@ function remember(change: Change, unit: string, enable: boolean, start: boolean)
 }
 
 /**
- * Services enabled and started with one systemctl call each: systemd runs the start jobs side by side
- * (ordered by the units' own After=), so sixteen Synapse workers start in the time of the slowest,
- * not of all of them one after another. A unit that did not come up is named with its status.
+ * How many units one systemctl call starts or restarts at once. Side by side they overlap their
+ * waits (database, Redis, replication); all sixteen Synapse workers at once on a loaded 2-core host
+ * shared the cores so thinly that each took longer than systemd's 90 s start timeout, where one
+ * after another took 25-40 s each. A few at a time keeps each start short.
+ */
+export const UNITS_AT_ONCE = 4
+
+/** The units in waves of UNITS_AT_ONCE, in order. */
+export function inWaves<T>(units: readonly T[]): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < units.length; i += UNITS_AT_ONCE) out.push(units.slice(i, i + UNITS_AT_ONCE))
+  return out
+}
+
+/**
+ * Services enabled with one systemctl call and started in waves of a few per call: systemd runs the
+ * start jobs of a call side by side (ordered by the units' own After=), so sixteen Synapse workers do
+ * not start one after another. A unit that did not come up is named with its status; the waves after
+ * a failed one are not started.
  */
 const startTogether: ApplyTogether = {
   key: 'systemd start',
@@ -96,12 +112,17 @@ const startTogether: ApplyTogether = {
     }
     const start = todo.filter((t) => t.start).map((t) => t.unit)
     if (start.length === 0) return failed
-    const r = await ctx.conn.run(sh`systemctl start ${start}`, { timeoutMs: 300_000 })
-    if (r.code === 0) return failed
-    // Which ones did not come up: systemctl waits for every job and fails if any did.
-    const states = (await ctx.conn.run(sh`systemctl is-active ${start}`)).stdout.trim().split('\n')
-    for (const t of todo) if (t.start && states[start.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
-    if (failed.size === 0) ensureSuccess(ctx.conn.host, r, `starting ${start.join(', ')}`)
+    for (const [w, wave] of inWaves(start).entries()) {
+      const r = await ctx.conn.run(sh`systemctl start ${wave}`, { timeoutMs: 300_000 })
+      if (r.code === 0) continue
+      // Which ones did not come up: systemctl waits for every job and fails if any did.
+      const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`)).stdout.trim().split('\n')
+      for (const t of todo) if (wave.includes(t.unit) && states[wave.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
+      if (failed.size === 0) ensureSuccess(ctx.conn.host, r, `starting ${wave.join(', ')}`)
+      // The later waves were not started: they did not happen either.
+      for (const t of todo) if (inWaves(start).slice(w + 1).flat().includes(t.unit)) failed.set(t.change, 'not started: an earlier unit of the same run failed to start')
+      return failed
+    }
     return failed
   },
 }
