@@ -190,9 +190,11 @@ async function main() {
     results.switch_to_one_of_each_s = r3((performance.now() - t) / 1000)
     say(`switched to one-of-each in ${results.switch_to_one_of_each_s} s`)
     const walls = []
-    mkdirSync(join(dir, 'logs'), { recursive: true })
+    // Beside the sandbox's directory, which `sandbox --down` removes: the logs outlive the run.
+    const logs = join(root, 'bench/.work/workers-logs')
+    mkdirSync(logs, { recursive: true })
     for (let r = 0; r < RUNS; r++) {
-      const log = join(dir, 'logs', `converged-${r + 1}.log`)
+      const log = join(logs, `converged-${r + 1}.log`)
       const m = await measure('node', [cli, '--inventory', inventory], { cwd: root, env: sandboxEnv, log })
       const text = readFileSync(log, 'utf8')
       if (m.code !== 0 || !/no changes/.test(text)) throw new Error(`converged run ${r + 1} did not converge:\n${text.slice(-2000)}`)

@@ -134,6 +134,12 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     const again = await apply()
     expect(again.code, cliOutput(again)).toBe(0)
     expect(again.stdout).toContain('topo: no changes')
+    // The converged full-stack run with 16 processes (bench/workers.js times it too): where its time goes.
+    const timed = await apply(['--json'])
+    expect(timed.code, cliOutput(timed)).toBe(0)
+    const report = JSON.parse(timed.stdout) as { durationMs: number; totals: { add: number; change: number; restart: number }; hosts: { tasks: { task: string; durationMs: number }[] }[] }
+    expect(report.totals).toMatchObject({ add: 0, change: 0, restart: 0 })
+    console.log(`converged one-of-each run: ${timed.durationMs} ms spawn to exit, ${report.durationMs} ms in the engine; tasks: ${report.hosts[0]!.tasks.map((t) => `${t.task} ${t.durationMs}`).join(', ')}`)
     // Memory each process holds once started (README figures).
     const rss = await hs.exec(`for u in matrix-synapse ${units.join(' ')}; do echo "$u $(systemctl show -p MemoryCurrent --value $u)"; done`)
     console.log(`memory per process (bytes):\n${rss.stdout}`)
