@@ -41,10 +41,16 @@ export function probeScript(facts: readonly Fact<unknown>[]): string {
   return framed(sections(facts))
 }
 
+/**
+ * The commands run side by side, each into its own file of a private temporary directory, and are
+ * printed in order once all are done: a probe costs its slowest command, not the sum (Synapse's
+ * schema and venv probes each start Python, a second or more on a busy host).
+ */
 function framed(parts: readonly Section[]): string {
-  return parts
-    .map((p, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"`)
-    .join('\n')
+  const frames = parts.map(
+    (p, i) => `{ printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"; } >"$mp_probe/${i}" &`,
+  )
+  return [`mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`, ...frames, `wait; cd "$mp_probe" && cat ${parts.map((_, i) => i).join(' ')}`].join('\n')
 }
 
 /** Split the probe's output back into each fact's stdout and exit code. */

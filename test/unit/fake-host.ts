@@ -325,9 +325,12 @@ export class FakeHost implements Connection {
 
   /** Split the probe script into its framed fact commands and answer each (see probeScript). */
   #probe(script: string): string {
-    const frame = /^printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"$/
+    const frame = /^\{ printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"; \} >"\$mp_probe\/\1" &$/
+    const lines = script.split('\n')
+    // The frames run side by side into a temporary directory, then are printed in order.
+    if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!)) this.#unexpected(`a probe script without its frame: ${script.slice(0, 200)}`)
     let out = ''
-    for (const line of script.split('\n')) {
+    for (const line of lines.slice(1, -1)) {
       const m = frame.exec(line)
       if (!m) this.#unexpected(`a probe script line that is not a framed fact: ${line}`)
       const r = this.#fact(m[2]!)
