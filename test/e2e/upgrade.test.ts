@@ -214,9 +214,10 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const downtime = Math.max(0, ...downtimes)
     console.log(`client API (whoami through Apache, polled every 100 ms) unavailable: longest ${downtime} ms, ${outages.length} outage(s): ${downtimes.join(', ')} ms`)
     expect(outages.every((o) => o.to !== undefined)).toBe(true)
-    // The issue's target is 5 s. Measured: 3.6-4.9 s on an idle 2-core machine, 7.2-7.8 s under load:
-    // main's own restart (schema deltas) is the whole gap. The bound asserted is one that holds; the
-    // figure is printed and the target is reported as not reliably met.
+    // The issue's target is 5 s. The gap is main's own restart on the new code (schema deltas applied
+    // at start): 1.5-1.6 s quiet, 3.2 s and 4.8 s at load averages 8-10 and 20-22 since its unit lost the ExecStartPre
+    // interpreter (6.0-7.8 s loaded before; bench/results/upgrade.json). The bound asserted leaves room
+    // for a CI machine loaded worse than that; the figure is printed.
     expect(downtime).toBeLessThan(10_000)
 
     expect(await serving()).toBe(NEWEST)
@@ -237,8 +238,9 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
       expect(before, `worker pid ${pid}:\n${lines.join('\n').slice(-3000)}`).toEqual([])
       if (shutdown !== -1) for (const l of lines.slice(shutdown).filter((x) => /Error:/.test(x))) expect(l).toMatch(/txredisapi\.ConnectionError: Lost connection/)
     }
-    const mainJournal = await hs.exec(`journalctl --since @${since} -u matrix-synapse --no-pager -o cat | grep -c Traceback`)
-    expect(mainJournal.stdout.trim()).toBe('0')
+    // Main's journal: no Traceback; a failure shows each one with its context (seen once in five quiet runs, uncaptured).
+    const mainJournal = await hs.exec(`journalctl --since @${since} -u matrix-synapse --no-pager -o short-iso-precise | grep -v ' synapse.access.' | grep -B3 -A20 Traceback | head -200`)
+    expect(mainJournal.stdout.includes('Traceback'), mainJournal.stdout).toBe(false)
     expect((await hs.exec('ls -d /opt/venvs/matrix-synapse-*')).stdout.trim().split('\n')).toEqual([`/opt/venvs/matrix-synapse-${OLD}`, `/opt/venvs/matrix-synapse-${NEWEST}`])
     await dataIntact()
 
