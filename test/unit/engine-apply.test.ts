@@ -200,3 +200,20 @@ describe('services started together', () => {
     for (const u of units) expect(host.units.get(u)).toMatchObject({ active: true, enabled: true })
   })
 })
+
+describe('units settled together', () => {
+  it('one rejected configuration restarts none of the set: its files are restored, the other unit stays due on the host', async () => {
+    const host = apacheHost()
+    const OTHER = 'mp-other.service'
+    host.put(`/etc/systemd/system/${OTHER}`, '[Unit]\nDescription=x\n')
+    host.daemonReloadDue.clear()
+    host.startUnit(OTHER, true)
+    const report = await run(host, [task('apache', () => [template(CONF, BAD), apacheService(), service({ unit: OTHER, watch: ['/etc/apache2/'] })])])
+    expect(host.unexpected).toEqual([])
+    expect(report.status).toBe('failed')
+    expect(report.error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`)
+    expect(host.text(CONF)).toBe(GOOD)
+    expect(host.restarts).toEqual([])
+    expect(host.text(PENDING_RESTARTS)).toBe(`${OTHER}\n`)
+  })
+})
