@@ -143,6 +143,9 @@ ExecStart=${SYNAPSE_PYTHON} -m synapse.app.generic_worker --config-path=${HOMESE
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=3
+# Workers start side by side (one systemctl start for the set): a dozen Python processes importing
+# Synapse at once on a small host take longer than systemd's default 90 s to report ready.
+TimeoutStartSec=300
 SyslogIdentifier=matrix-synapse-%i
 
 ${SYNAPSE_SANDBOX}

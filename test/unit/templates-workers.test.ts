@@ -122,6 +122,7 @@ describe('systemd units for workers', () => {
       'ExecReload=/bin/kill -HUP $MAINPID',
       'Restart=always',
       'RestartSec=3',
+      'TimeoutStartSec=300',
       'SyslogIdentifier=matrix-synapse-%i',
       'WantedBy=matrix-synapse.target',
     ]) {
