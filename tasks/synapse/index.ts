@@ -17,6 +17,7 @@ import { instancesOn, workerHosts, workerInstancesOnHost, workerUnits } from '..
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
 import { signingKey, signingKeyFromSecret } from './signing-key.js'
+import { stopWorkersBeforeSharedChange } from './worker-handover.js'
 import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
 
 export const ETC = '/etc/matrix-synapse'
@@ -217,7 +218,20 @@ export const synapseTask: Task = {
     // Before the shared config changes: a worker that left the set must not keep writing a stream
     // the new config gives to another process.
     out.push(retiredWorkers(instancesOn(v, ctx.host.name).map((w) => w.name)))
-    for (const f of [renderLogConfig('homeserver'), ...synapseConfigFiles(ctx)]) {
+    const configFiles = synapseConfigFiles(ctx)
+    const shared = configFiles.find((f) => f.path.endsWith('/40-workers.yaml'))!
+    if (v.workers.enabled) {
+      const remote = workerHosts(ctx.inventory, ctx.host.name).filter((h) => h !== ctx.host.name)
+      out.push(
+        stopWorkersBeforeSharedChange({
+          path: shared.path,
+          content: shared.content,
+          localUnits: workerUnits(ctx.inventory, ctx.host.name),
+          remote: remote.map((h) => ({ host: h, units: workerUnits(ctx.inventory, h) })),
+        }),
+      )
+    }
+    for (const f of [renderLogConfig('homeserver'), ...configFiles]) {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }
     const SIGNING_KEY = signingKeyPathOf(v)
@@ -275,7 +289,12 @@ export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resou
     file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }),
   ]
   home.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
-  for (const f of synapseConfigFiles(ctx, home)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+  const configFiles = synapseConfigFiles(ctx, home)
+  const shared = configFiles.find((f) => f.path.endsWith('/40-workers.yaml'))!
+  // The synapse host stopped these already (through the run's connection); planned here too, so this
+  // host's later service resources read the units' state again and start them.
+  out.push(stopWorkersBeforeSharedChange({ path: shared.path, content: shared.content, localUnits: workerUnits(ctx.inventory, ctx.host.name), remote: [] }))
+  for (const f of configFiles) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
   out.push(signingKeyFromSecret({ path: signingKeyPathOf(home), key: ctx.secret(home.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' }))
   return out
 }

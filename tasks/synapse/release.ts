@@ -22,6 +22,7 @@ import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
 import { raw, sh, type ShellCommand } from '../../src/ssh/shell.js'
 import { httpOnHost } from '../common/checks.js'
+import { stopRunning } from './worker-handover.js'
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
 
@@ -217,8 +218,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       }
       case 'stop':
         if (step.host !== undefined) {
-          const other = await peerOf(ctx, step.host)
-          ensureSuccess(other.host, await other.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 }), `stopping ${step.target} on ${step.host}`)
+          await stopRunning(await peerOf(ctx, step.host), [step.target], `stopping ${step.target} on ${step.host}`)
           return
         }
         await run(sh`systemctl stop ${step.target}`, `stopping ${step.target}`)

@@ -597,7 +597,7 @@ export class FakeHost implements Connection {
       return {}
     }
     // One unit or several per call (systemctl runs the jobs of several side by side).
-    if (cmd.split(' && ').every((c) => /^systemctl (enable|start|restart|reload)( \S+)+$/.test(c))) {
+    if (cmd.split(' && ').every((c) => /^systemctl (enable|start|stop|restart|reload)( \S+)+$/.test(c))) {
       return this.#systemctl(cmd.split(' && ').flatMap((c) => shellWords(c).slice(2).map((unit) => ['systemctl', shellWords(c)[1]!, unit])))
     }
     if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`)) return this.#recordPending(cmd)
@@ -721,7 +721,11 @@ export class FakeHost implements Connection {
       if (dropIns.length) this.#unexpected(`systemctl ${verb} ${unit} with changed unit files not reloaded (${dropIns.join(', ')}): systemd warns "Run 'systemctl daemon-reload'"`)
       if (verb === 'enable') this.units.set(unit, { ...(this.units.get(unit) ?? { active: false, since: 0 }), enabled: true })
       else if (verb === 'start') this.startUnit(unit, false)
-      else {
+      else if (verb === 'stop') {
+        const u = this.units.get(unit)
+        if (u) u.active = false
+        this.restarts.push(`stop ${unit}`)
+      } else {
         if (!this.units.get(unit)?.active) return { code: 1, stderr: `${unit} is not active, cannot ${verb}` }
         if (verb === 'restart') {
           this.#execStartPre(unit)

@@ -2,7 +2,14 @@
  * Workers on other hosts: the inventory's placement, what a spread homeserver binds and names, and
  * the loader's refusals (file:line). Real-host proof: test/e2e/two-hosts.test.ts.
  */
+import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
+import { FactValues } from '../../src/facts/fact.js'
+import { fileState } from '../../src/facts/files.js'
+import { unitState } from '../../src/facts/systemd.js'
+import { Prediction } from '../../src/resources/resource.js'
+import type { Connection } from '../../src/ssh/connection.js'
+import { stopWorkersBeforeSharedChange } from '../../tasks/synapse/worker-handover.js'
 import { parse } from 'yaml'
 import { InventoryError } from '../../src/inventory/errors.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'
@@ -158,5 +165,36 @@ describe('workers on other hosts', () => {
       expect.stringMatching(/^5:\d+ w1 runs workers of hs and connects to Postgres on hs, but postgres.allowFrom does not list it/),
     ])
     expect(await issues(spread('      preset: guide', SHARED.replace('signingKey: { env: KEY }', 'signingKey: { generate: true }')))).toEqual(expect.arrayContaining([expect.stringMatching(/synapse.signingKey cannot be \{ generate: true \}/)]))
+  })
+})
+
+describe('handing a changed shared worker configuration over', () => {
+  const path = '/etc/matrix-synapse/conf.d/40-workers.yaml'
+  const content = 'instance_map: {}\n'
+  const sha = createHash('sha256').update(content).digest('hex')
+  const factsWith = (fileSha: string | undefined, active: boolean[]) => {
+    const f = new FactValues()
+    f.set(fileState(path).id, fileSha === undefined ? { exists: false } : { exists: true, type: 'file', owner: 'root', group: 'matrix-synapse', mode: 0o640, sha256: fileSha })
+    ;['a', 'b'].forEach((n, i) => f.set(unitState(`matrix-synapse-worker@${n}.service`).id, { loaded: true, active: active[i]!, activeState: active[i] ? 'active' : 'inactive', enabled: true, unitFileState: 'enabled', activeEnterMonotonic: '1' }))
+    return f
+  }
+  const spec = { path, content, localUnits: ['matrix-synapse-worker@a.service', 'matrix-synapse-worker@b.service'], remote: [{ host: 'w1', units: ['matrix-synapse-worker@generic.service'] }] }
+  const plan = (f: FactValues) => stopWorkersBeforeSharedChange(spec).plan({ conn: {} as Connection, facts: f, predicted: new Prediction(), dryRun: true })
+
+  it('nothing when the file is new or unchanged; else the running workers here and the worker hosts\' are stopped first', async () => {
+    expect(await plan(factsWith(undefined, [true, true]))).toBeNull()
+    expect(await plan(factsWith(sha, [true, true]))).toBeNull()
+    const change = (await plan(factsWith('0'.repeat(64), [true, false])))!
+    expect(change.steps!.map((s) => `${s.target}${s.host ? ` on ${s.host}` : ''}`)).toEqual(['matrix-synapse-worker@a.service', 'matrix-synapse-worker@generic.service on w1'])
+    expect(change.reach).toBe('anything')
+    const calls: string[] = []
+    const conn = (name: string, states = '') =>
+      ({ host: name, run: async (c: { text: string }) => (calls.push(`${name}: ${c.text}`), { code: 0, stdout: c.text.includes('is-active') ? states : '', stderr: '', signal: null, durationMs: 1, command: c.text }) }) as unknown as Connection
+    await stopWorkersBeforeSharedChange(spec).apply(change, { conn: conn('hs'), state: { aptListsStale: false }, peer: async () => conn('w1', 'active\n') })
+    expect(calls).toEqual(['hs: systemctl stop matrix-synapse-worker@a.service', 'w1: systemctl is-active matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@generic.service'])
+    // A worker host whose units do not exist yet (a new placement): nothing to stop there.
+    calls.length = 0
+    await stopWorkersBeforeSharedChange(spec).apply(change, { conn: conn('hs'), state: { aptListsStale: false }, peer: async () => conn('w1', 'inactive\n') })
+    expect(calls).toEqual(['hs: systemctl stop matrix-synapse-worker@a.service', 'w1: systemctl is-active matrix-synapse-worker@generic.service'])
   })
 })

@@ -831,23 +831,34 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     expect(host.commands.filter((c) => c.includes('-m synapse.config') && c.includes('generic_2.yaml'))).toEqual([])
   })
 
-  it('one more event persister: the stream writer map changes, so main and every worker restart (Synapse: all processes read it)', async () => {
+  const WORKERS = BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)
+  /** Workers the plan starts as service changes (stopped before the shared config changed). */
+  const started = (r: HostReport) => r.tasks.flatMap((t) => t.changes).filter((c) => c.kind === 'service' && c.action === 'start').map((c) => c.resource.replace(/^service:/, ''))
+
+  it('one more event persister: the stream writer map changes, so every process restarts: the workers stop before the shared file changes, main restarts, then the workers start (Synapse: all processes read it)', async () => {
     const { plan, done } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
     expect(changesOf(plan).map((c) => c.resource)).toContain(`file:${CONF_D}/40-workers.yaml`)
-    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(ALL)
-    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual(ALL.map((u) => `restart ${u}`))
+    const handover = changesOf(plan).find((c) => c.resource === `worker-handover:${CONF_D}/40-workers.yaml`)!
+    expect(handover.steps!.map((x) => x.target)).toEqual(WORKERS)
+    // Planned before the file it protects: no old worker reads a main on the new map.
+    expect(changesOf(plan).indexOf(handover)).toBeLessThan(changesOf(plan).findIndex((c) => c.resource === `file:${CONF_D}/40-workers.yaml`))
+    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(['matrix-synapse.service'])
+    expect(started(plan)).toEqual([...WORKERS, 'matrix-synapse-worker@events_2.service'])
+    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'restart matrix-synapse.service'])
     for (const r of plan.tasks.flatMap((t) => t.restarts).filter((x) => x.unit.startsWith('matrix-synapse'))) expect(r.reason).toContain(`${CONF_D}/40-workers.yaml`)
   })
 
-  it('one more federation sender: federation_sender_instances changes, so main and every worker restart', async () => {
+  it('one more federation sender: federation_sender_instances changes, so every process restarts the same way', async () => {
     const { plan, done } = await planThenApply([...BASE, { name: 'sender_2', kind: 'federation_sender' }])
-    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(ALL)
-    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual(ALL.map((u) => `restart ${u}`))
+    expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(['matrix-synapse.service'])
+    expect(started(plan)).toEqual([...WORKERS, 'matrix-synapse-worker@sender_2.service'])
+    expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'restart matrix-synapse.service'])
   })
 
-  it('the workers restart together: one systemctl restart for all of them, after their configurations validated', async () => {
+  it('the workers stop together and start together: one systemctl stop, one systemctl start', async () => {
     const { host } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
-    const workerUnits = BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)
-    expect(host.commands).toContain(`systemctl restart ${workerUnits.join(' ')}`)
+    expect(host.commands).toContain(`systemctl stop ${WORKERS.join(' ')}`)
+    const after = host.commands.slice(host.commands.indexOf(`systemctl stop ${WORKERS.join(' ')}`))
+    expect(after.filter((c) => c.startsWith('systemctl start ') && WORKERS.every((u) => c.includes(u)))).toHaveLength(1)
   })
 })

@@ -212,7 +212,7 @@ describe('the upgrade of a homeserver spread over hosts', () => {
         run: async (cmd: { text: string }) => {
           calls.push(`${name}: ${cmd.text}`)
           const bad = fail?.test(cmd.text)
-          return { code: bad ? 1 : 0, stdout: '', stderr: bad ? 'refused' : '', signal: null, durationMs: 1, command: cmd.text }
+          return { code: bad ? 1 : 0, stdout: cmd.text.includes('is-active') ? 'active\n' : '', stderr: bad ? 'refused' : '', signal: null, durationMs: 1, command: cmd.text }
         },
       }) as unknown as Connection
     const main = fakeConn('hs', /synapse\.config/)
@@ -226,7 +226,7 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     // Steps past the stops: stopping on w1 goes through w1's connection; without a peer the step fails with why.
     const stopOnly = { ...change, steps: change.steps!.filter((x) => x.kind === 'stop') }
     await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: async () => w1 })
-    expect(calls.filter((c) => c.startsWith('w1:'))).toEqual(['w1: systemctl stop matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@media_repository.service'])
+    expect(calls.filter((c) => c.startsWith('w1:') && c.includes(' stop '))).toEqual(['w1: systemctl stop matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@media_repository.service'])
     await expect(resource.apply({ ...stopOnly, performed: [] }, { conn: main, state: { aptListsStale: false } })).rejects.toThrow(/must be stopped before main switches, but this command has no connection to w1/)
   })
 })
