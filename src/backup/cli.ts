@@ -2,6 +2,7 @@ import { runInventory } from '../engine/run.js'
 import type { Inventory, HostSpec } from '../inventory/types.js'
 import type { RunLog } from '../report/log.js'
 import type { Connection } from '../ssh/connection.js'
+import { mediaStoreHost } from '../topology/instances.js'
 import { TASKS } from '../../tasks/index.js'
 import { AGE_SUFFIX, requireAge, resolveRecipients } from './age.js'
 import { BACKUP_PARTS, BackupInputError, PART_NAMES } from './manifest.js'
@@ -42,8 +43,8 @@ export async function lifecycle(command: 'backup' | 'restore', input: LifecycleI
       if (values['dry-run']) {
         // Nothing is read from the hosts: the plan is what each backup takes and from where.
         const to = values.to ?? 'backups'
-        const plan = homeservers.map((h) => ({ host: h.name, databaseHost: h.vars.postgres.host ?? h.name, into: `${to}/${h.name}-<UTC time>`, parts: PART_NAMES.map((p) => ({ part: p, file: BACKUP_PARTS[p].file + (recipients ? AGE_SUFFIX : ''), what: BACKUP_PARTS[p].what })) }))
-        io.out(values.json ? JSON.stringify({ command: 'backup', dryRun: true, hosts: plan }, null, 2) + '\n' : plan.map((h) => `${h.host}: into ${h.into} (database dumped on ${h.databaseHost})${recipients ? ', encrypted with age' : ''}\n${h.parts.map((p) => `  + ${p.file.padEnd(18)} ${p.what}`).join('\n')}`).join('\n') + '\nDry run: nothing was read or written.\n')
+        const plan = homeservers.map((h) => ({ host: h.name, databaseHost: h.vars.postgres.host ?? h.name, mediaHost: mediaStoreHost(h), into: `${to}/${h.name}-<UTC time>`, parts: PART_NAMES.map((p) => ({ part: p, file: BACKUP_PARTS[p].file + (recipients ? AGE_SUFFIX : ''), what: BACKUP_PARTS[p].what })) }))
+        io.out(values.json ? JSON.stringify({ command: 'backup', dryRun: true, hosts: plan }, null, 2) + '\n' : plan.map((h) => `${h.host}: into ${h.into} (database dumped on ${h.databaseHost}${h.mediaHost !== h.host ? `, media from ${h.mediaHost}` : ''})${recipients ? ', encrypted with age' : ''}\n${h.parts.map((p) => `  + ${p.file.padEnd(18)} ${p.what}`).join('\n')}`).join('\n') + '\nDry run: nothing was read or written.\n')
         return 0
       }
       input.log.event({ msg: 'backup started', hosts: homeservers.map((h) => h.name) })

@@ -12,7 +12,7 @@ import { maskSecrets, Secret } from '../secret.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
 import { sh, type ShellCommand } from '../ssh/shell.js'
 import { MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, SYNAPSE_GROUP, SYNAPSE_USER } from '../../tasks/synapse/templates.js'
-import { workerUnits } from '../topology/instances.js'
+import { spansHosts, workerHosts, workerUnits } from '../topology/instances.js'
 import { ageDecrypt, childDone } from './age.js'
 import { AFTER_RESTORE_SQL, databaseRestoreCommand } from './database-dump.js'
 import { describeContents, holdsData, psqlRows, readDatabaseState, readInstalledSynapse, signingKeyIdentity, type DatabaseState } from './homeserver-state.js'
@@ -137,6 +137,12 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
   const connections: Connection[] = []
   const locks: HostLock[] = []
   try {
+    if (spansHosts(host.vars)) {
+      // Workers on other hosts would keep running (and writing) while the database is swapped, and the media belongs on the media repository's host.
+      throw new RestoreRefused(
+        `${host.name}'s workers run on other hosts (${workerHosts(options.inventory, host.name).filter((h) => h !== host.name).join(', ')}): restore supports a homeserver on one host. Remove workers.placement (and instance hosts) from the inventory, provision ${host.name}, restore, then spread the workers again`,
+      )
+    }
     const dir = await findBackupDir(options.from, host.name)
     report.from = dir
     const manifest = await readManifest(dir)

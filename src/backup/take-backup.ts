@@ -12,6 +12,7 @@ import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES, type BackupPa
 import { BackupFileWriter } from './stored-file.js'
 import type { TransferProgress } from './transfer-progress.js'
 import { sqlLiteral } from '../resources/postgres.js'
+import { mediaStoreHost } from '../topology/instances.js'
 
 export interface BackupOptions {
   /** The homeservers to back up (hosts with the synapse role). */
@@ -75,6 +76,15 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
       dbConn = await options.connect(dbHost)
       connections.push(dbConn)
     }
+    // The media store is where the media repository runs: a media_repository worker on another host holds it.
+    let mediaConn = conn
+    const mediaHostName = mediaStoreHost(host)
+    if (mediaHostName !== host.name) {
+      const mediaHost = options.allHosts.find((h) => h.name === mediaHostName)
+      if (!mediaHost) throw new Error(`the media repository of ${host.name} runs on ${mediaHostName}, which is not a host of the inventory`)
+      mediaConn = mediaHostName === dbHostName ? dbConn : await options.connect(mediaHost)
+      if (mediaConn !== dbConn) connections.push(mediaConn)
+    }
     // The same lock as apply: no run changes the host while its state is copied.
     for (const c of connections) locks.push(await acquireLock(c))
     const installed = await readInstalledSynapse(conn)
@@ -89,14 +99,14 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
     const expected: Partial<Record<BackupPart, number>> = {}
     const [[dbBytes] = []] = await psqlRows(dbConn, 'postgres', `SELECT pg_database_size(${sqlLiteral(database)})`)
     expected.database = Number(dbBytes)
-    expected.media = Number((await conn.run(MEDIA_SIZE_COMMAND)).stdout.trim()) || undefined
+    expected.media = Number((await mediaConn.run(MEDIA_SIZE_COMMAND)).stdout.trim()) || undefined
 
     await mkdir(to, { recursive: true, mode: 0o700 })
     await mkdir(work, { mode: 0o700 })
     const files: Manifest['files'] = []
     // The database first: media uploaded after the dump are then orphans, never missing files.
     for (const part of PART_NAMES) {
-      const source = part === 'database' ? dbConn : conn
+      const source = part === 'database' ? dbConn : part === 'media' ? mediaConn : conn
       const fileName = BACKUP_PARTS[part].file + (options.recipients?.length ? AGE_SUFFIX : '')
       const writer = new BackupFileWriter(join(work, fileName), { recipients: options.recipients, onReceived: (b) => progress.update(host.name, b) })
       const t0 = Date.now()

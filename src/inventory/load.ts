@@ -29,7 +29,7 @@ import {
   VARS_DEFAULTS,
 } from './schema.js'
 import { isIP } from 'node:net'
-import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, placedHost, spansHosts, workerInstances } from '../topology/instances.js'
+import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, mediaStoreHost, ofKind, placedHost, spansHosts, workerInstances } from '../topology/instances.js'
 import { WORKER_KINDS } from '../topology/kinds.js'
 import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
 import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../lock/lock-file.js'
@@ -888,6 +888,7 @@ class InventoryBuilder {
       }
       for (const h of hosts) h.vars.workers.addresses = addresses
       this.checkSharedAcrossHosts(main, hosts.filter((h) => h !== main).map((h) => h.name))
+      this.checkMediaStore(main)
       // Each worker host connects to Postgres: an explicit allowFrom must name it (pg_hba, the firewall).
       const pgHost = specs.find((h) => h.name === main.vars.postgres.host)
       if (pgHost && this.varsOrigin(pgHost.name, ['postgres', 'allowFrom'])) {
@@ -897,6 +898,23 @@ class InventoryBuilder {
       }
     }
     return origins
+  }
+
+  /**
+   * The media store lives on one host: media repositories on several hosts would each keep their own
+   * (nothing here shares a store), and the scheduled backup on the synapse host reads only its own disk.
+   */
+  private checkMediaStore(main: HostSpec): void {
+    const repositories = ofKind(workerInstances(main.vars), 'media_repository')
+    const hosts = [...new Set(repositories.map((w) => w.host ?? main.name))]
+    if (hosts.length > 1) {
+      this.addForVar(main.name, ['workers'], `the media repositories (${repositories.map((w) => w.name).join(', ')}) run on several hosts (${hosts.join(', ')}); each would keep its own media store`, 'place every media_repository worker on one host')
+    }
+    const store = mediaStoreHost(main)
+    const entry = this.hosts.find((h) => h.name === main.name)
+    if (store !== main.name && entry && main.roles.includes('backup')) {
+      this.addForRole(entry, 'backup', `the scheduled backup runs on ${main.name}, but the media store is on ${store} (its media_repository worker): the timer would back up no media`, `take backups with provision backup from the controller (it reads the media from ${store}), or keep the media_repository worker on ${main.name}`)
+    }
   }
 
   /** Every host of a spread homeserver reads the same secrets and signing key: none may be generated on one host. */

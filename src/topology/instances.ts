@@ -143,6 +143,15 @@ export function workerUnits(inventory: Inventory, hostName: string): string[] {
 /** Instances of a kind, in order. */
 export const ofKind = (instances: readonly WorkerInstance[], kind: WorkerKindName) => instances.filter((w) => w.kind === kind)
 
+/**
+ * The host whose media store holds the homeserver's media: the media_repository worker's host when the
+ * set has one (Synapse's main process then serves no media), else the main process's host. The loader
+ * refuses media repositories on several hosts (each would keep its own store).
+ */
+export function mediaStoreHost(main: { name: string; vars: MatrixSettings }): string {
+  return ofKind(workerInstances(main.vars), 'media_repository')[0]?.host ?? main.name
+}
+
 /** The writers of each stream a worker writes (streams left to main are absent). */
 export function streamWriters(instances: readonly WorkerInstance[], knownStreams: readonly Stream[]): Partial<Record<Stream, string[]>> {
   const out: Partial<Record<Stream, string[]>> = {}

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { workerInstances } from '../../src/topology/instances.js'
@@ -13,6 +15,7 @@ import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { DEFAULT_SUITE, suiteFacts } from '../support/suites.js'
 
+const run = promisify(execFile)
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
 /** The workers the spread set places on db: the generic worker and the media repository. */
 const ON_DB = ['generic', 'media_repository']
@@ -309,4 +312,16 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
       }
     }
   }, SPREAD_TIMEOUT)
+
+  it("provision backup of the spread server takes the media from db, where the media repository stores it", async () => {
+    const to = join(env.dir, 'backups-spread')
+    const r = await runCli(['backup', '--inventory', inventory, '--to', to, '--json'], { env: runEnv })
+    expect(r.code, cliOutput(r)).toBe(0)
+    const report = JSON.parse(r.stdout) as { hosts: { host: string; status: string; dir: string }[] }
+    expect(report.hosts.map((h) => [h.host, h.status])).toEqual([['hs', 'ok']])
+    // The bytes uploaded through the media worker on db (the client flow above) are in the backup's media part.
+    const media = await run('tar', ['-xOf', join(report.hosts[0]!.dir, 'media.tar')], { maxBuffer: 1 << 26, encoding: 'latin1' })
+    expect(media.stdout).toMatch(/bytes-\w/)
+    expect((await hs.exec('find /var/lib/matrix-synapse/media/local_content -type f 2>/dev/null | wc -l')).stdout.trim()).toBe('0')
+  })
 })
