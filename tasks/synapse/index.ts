@@ -187,14 +187,7 @@ export const synapseTask: Task = {
       if (!lock) throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
       const version = lock.synapseVersion
       out.push(
-        aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
-        command({
-          name: 'system user matrix-synapse',
-          unless: raw('id -u matrix-synapse'),
-          command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
-          summary: 'create system user matrix-synapse',
-        }),
-        directory({ path: '/opt/venvs' }),
+        ...pipHostBase(),
         // Each version in its own venv, from its lock; the release switches /opt/venvs/matrix-synapse to it in order.
         synapseRelease({
           ...releaseSpec(ctx.host, ctx.inventory, version),
@@ -271,14 +264,7 @@ export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resou
   if (!home.synapse.signingKey) throw new Error('a worker host needs synapse.signingKey (the inventory loader asks for it)')
   const version = lock.synapseVersion
   const out: Resource[] = [
-    aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
-    command({
-      name: 'system user matrix-synapse',
-      unless: raw('id -u matrix-synapse'),
-      command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
-      summary: 'create system user matrix-synapse',
-    }),
-    directory({ path: '/opt/venvs' }),
+    ...pipHostBase(),
     pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: home.synapse.wheelhouse, indexUrl: home.synapse.pipIndexUrl }),
     symlink({ path: VENV_LINK, target: versionedVenv(version) }),
     directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
@@ -297,4 +283,18 @@ export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resou
   for (const f of configFiles) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
   out.push(signingKeyFromSecret({ path: signingKeyPathOf(home), key: ctx.secret(home.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' }))
   return out
+}
+
+/** What a pip install needs before its venv, on the synapse host and on a worker host alike. */
+function pipHostBase(): Resource[] {
+  return [
+    aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
+    command({
+      name: 'system user matrix-synapse',
+      unless: raw('id -u matrix-synapse'),
+      command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
+      summary: 'create system user matrix-synapse',
+    }),
+    directory({ path: '/opt/venvs' }),
+  ]
 }
