@@ -22,7 +22,8 @@ export function partCommand(part: BackupPart, database: string): ShellCommand {
     case 'signingKey':
       return sh`cat ${SIGNING_KEY_PATH}`
     case 'secrets':
-      return sh`tar --create --file=- -C ${STATE_DIR} ${SECRETS_DIR.slice(STATE_DIR.length + 1)}`
+      // None were generated when the inventory gives every secret (env or file; a spread homeserver must): an empty tar.
+      return sh`if [ -d ${SECRETS_DIR} ]; then exec tar --create --file=- -C ${STATE_DIR} ${SECRETS_DIR.slice(STATE_DIR.length + 1)}; else exec tar --create --file=- --files-from=/dev/null; fi`
     case 'config':
       return sh`tar --create --file=- -C ${SYNAPSE_CONFIG_DIR.replace(/\/[^/]+$/, '') || '/'} ${SYNAPSE_CONFIG_DIR.replace(/^.*\//, '')}`
   }
