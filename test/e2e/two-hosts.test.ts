@@ -13,6 +13,7 @@ import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 import { DEFAULT_SUITE, suiteFacts } from '../support/suites.js'
 
 const run = promisify(execFile)
@@ -297,19 +298,9 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     expect(again.stdout).toContain('db: no changes')
     expect(again.stdout).toContain('hs: no changes')
     for (const host of [hs, db]) {
-      const journal = (await host.exec(`journalctl --since @${since} -u 'matrix-synapse*' --no-pager -o short-unix`)).stdout.split('\n')
-      const byPid = new Map<string, string[]>()
-      for (const line of journal) {
-        const pid = /\[(\d+)\]:/.exec(line)?.[1]
-        if (pid) byPid.set(pid, [...(byPid.get(pid) ?? []), line])
-      }
-      // Synapse's own shutdown race (a send-cmd in flight loses Redis, txredisapi "Lost connection") is allowed after "Shutting down..."; nothing else.
-      for (const [pid, lines] of byPid) {
-        const shutdown = lines.findIndex((l) => l.includes('Shutting down...'))
-        const before = (shutdown === -1 ? lines : lines.slice(0, shutdown)).filter((l) => / - (ERROR|CRITICAL) - |Traceback/.test(l))
-        expect(before, `${host.name} pid ${pid}:\n${lines.join('\n').slice(-3000)}`).toEqual([])
-        if (shutdown !== -1) for (const l of lines.slice(shutdown).filter((x) => /Error:/.test(x))) expect(l).toMatch(/txredisapi\.ConnectionError: Lost connection/)
-      }
+      // Synapse's own shutdown race (a send-cmd in flight loses Redis after "Shutting down...") is allowed; nothing else.
+      const journal = (await host.exec(`journalctl --since @${since} -u 'matrix-synapse*' --no-pager -o short-unix`)).stdout
+      expect(unexpectedSynapseErrors(journal), host.name).toEqual([])
     }
   }, SPREAD_TIMEOUT)
 

@@ -7,6 +7,7 @@ import type { Change, PerformedStep, Step } from '../../src/resources/resource.j
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
 import { readLock } from '../../src/lock/lock-file.js'
 import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
@@ -226,18 +227,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     // shutting down (Synapse's own race: a send-cmd in flight loses its Redis connection, txredisapi
     // "Lost connection"); that is after their "Shutting down..." line and before main restarts. Any
     // Traceback before that line, or from a worker process started on the new code, fails.
-    const workerLog = (await hs.exec(`journalctl --since @${since} -u 'matrix-synapse-worker@*' --no-pager -o short-unix`)).stdout.split('\n')
-    const byPid = new Map<string, string[]>()
-    for (const line of workerLog) {
-      const pid = /\[(\d+)\]:/.exec(line)?.[1]
-      if (pid) byPid.set(pid, [...(byPid.get(pid) ?? []), line])
-    }
-    for (const [pid, lines] of byPid) {
-      const shutdown = lines.findIndex((l) => l.includes('Shutting down...'))
-      const before = (shutdown === -1 ? lines : lines.slice(0, shutdown)).filter((l) => l.includes('Traceback'))
-      expect(before, `worker pid ${pid}:\n${lines.join('\n').slice(-3000)}`).toEqual([])
-      if (shutdown !== -1) for (const l of lines.slice(shutdown).filter((x) => /Error:/.test(x))) expect(l).toMatch(/txredisapi\.ConnectionError: Lost connection/)
-    }
+    const workerLog = (await hs.exec(`journalctl --since @${since} -u 'matrix-synapse-worker@*' --no-pager -o short-unix`)).stdout
+    expect(unexpectedSynapseErrors(workerLog, /Traceback/)).toEqual([])
     // Main's journal: no Traceback; a failure shows each one with its context (seen once in five quiet runs, uncaptured).
     const mainJournal = await hs.exec(`journalctl --since @${since} -u matrix-synapse --no-pager -o short-iso-precise | grep -v ' synapse.access.' | grep -B3 -A20 Traceback | head -200`)
     expect(mainJournal.stdout.includes('Traceback'), mainJournal.stdout).toBe(false)

@@ -10,6 +10,7 @@ import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
 const PY = '/opt/venvs/matrix-synapse/bin/python'
@@ -47,33 +48,8 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
   }
   /** Lines of a worker's (or main's) log that carry this marker. */
   const logged = async (name: string, marker: string) => Number((await hs.exec(`grep -c -- ${JSON.stringify(marker)} /var/log/matrix-synapse/${name}.log || true`)).stdout.trim() || 0)
-  /**
-   * Errors of every Synapse process this host ever ran (main and workers, from the journal, one list
-   * per process id). The one allowed: a process stopping may lose its Redis connection with a
-   * send-cmd in flight, after its own "Shutting down..." line (Synapse's own race, as in
-   * upgrade.test.ts): an ERROR from that background process and txredisapi's "Lost connection".
-   * Anything else at ERROR or worse, or any Traceback before a process began shutting down, is returned.
-   */
-  const unexpectedErrors = async () => {
-    const journal = (await hs.exec("journalctl --no-pager -o short-unix -u 'matrix-synapse*'")).stdout.split('\n')
-    const byPid = new Map<string, string[]>()
-    for (const line of journal) {
-      const pid = /\[(\d+)\]:/.exec(line)?.[1]
-      if (pid) byPid.set(pid, [...(byPid.get(pid) ?? []), line])
-    }
-    const bad: string[] = []
-    for (const [pid, lines] of byPid) {
-      const shutdown = lines.findIndex((l) => l.includes('Shutting down...'))
-      const live = shutdown === -1 ? lines : lines.slice(0, shutdown)
-      bad.push(...live.filter((l) => / - (ERROR|CRITICAL) - |Traceback/.test(l)).map((l) => `pid ${pid}: ${l}`))
-      if (shutdown === -1) continue
-      for (const l of lines.slice(shutdown)) {
-        if (/ - (ERROR|CRITICAL) - /.test(l) && !/ - ERROR - send-cmd-\d+ - Background process 'send-cmd' threw an exception/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
-        if (/Error:/.test(l) && !/txredisapi\.ConnectionError: Lost connection/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
-      }
-    }
-    return bad
-  }
+  /** Errors of every Synapse process this host ever ran, but Synapse's own shutdown race (test/support/synapse-journal.ts). */
+  const unexpectedErrors = async () => unexpectedSynapseErrors((await hs.exec("journalctl --no-pager -o short-unix -u 'matrix-synapse*'")).stdout)
   const sendText = async (body: string) => {
     const r = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${encodeURIComponent(body)}`, { msgtype: 'm.text', body })
     expect(r.status, r.text).toBe(200)
