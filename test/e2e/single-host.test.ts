@@ -124,9 +124,15 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
   })
 
   it('Prometheus scrapes main and every worker on loopback, its rules pass promtool, and a stopped worker fires SynapseProcessDown', async () => {
-    const targets = JSON.parse((await hs.exec('curl -sf http://127.0.0.1:9090/api/v1/targets?state=active')).stdout) as { data: { activeTargets: { scrapePool: string; labels: { job: string }; health: string }[] } }
-    const synapse = targets.data.activeTargets.filter((t) => t.scrapePool === 'synapse').map((t) => [t.labels.job, t.health])
-    expect(synapse.sort()).toEqual([['federation_reader', 'up'], ['federation_sender', 'up'], ['master', 'up']])
+    // A target's health is its last scrape's: one that ran while the workers (started side by side) were still starting says down until the next (15 s interval).
+    let synapse: string[][] = []
+    for (let i = 0; i < 8; i++) {
+      const targets = JSON.parse((await hs.exec('curl -sf http://127.0.0.1:9090/api/v1/targets?state=active')).stdout) as { data: { activeTargets: { scrapePool: string; labels: { job: string }; health: string }[] } }
+      synapse = targets.data.activeTargets.filter((t) => t.scrapePool === 'synapse').map((t) => [t.labels.job, t.health]).sort()
+      if (synapse.every(([, health]) => health === 'up')) break
+      await new Promise((r) => setTimeout(r, 5_000))
+    }
+    expect(synapse).toEqual([['federation_reader', 'up'], ['federation_sender', 'up'], ['master', 'up']])
     const rules = await hs.exec('promtool check rules /etc/prometheus/rules/matrix-synapse.yml')
     expect(rules.exitCode, rules.output).toBe(0)
     expect(rules.output).toContain('SUCCESS: 5 rules found')
