@@ -11,7 +11,7 @@ import { ROLES, type Inventory, type Role } from './inventory/types.js'
 import { createRunLog } from './report/log.js'
 import { createProgress } from './report/progress.js'
 import { renderJson, renderReport } from './report/text.js'
-import { maskJson, maskSecrets } from './secret.js'
+import { maskJson, maskSecrets } from './core/secret.js'
 import { connect } from './ssh/ssh-connection.js'
 import { TASKS } from '../tasks/index.js'
 
@@ -154,7 +154,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok
   }
   if (command === 'sandbox') {
-    const { sandbox } = await import('./sandbox/sandbox.js')
+    const { sandbox } = await import('./commands/sandbox/index.js')
     return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io })
   }
   if (!values.inventory) throw new UsageError('--inventory FILE is required')
@@ -170,7 +170,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     if (version !== undefined && !SYNAPSE_VERSION.test(version)) throw new UsageError(`--synapse-version: expected a Synapse version x.y.z such as 1.163.2, got "${version}"`)
     if (values.python !== undefined && !/^3\.\d+$/.test(values.python)) throw new UsageError(`--python: expected a Python version such as 3.11, got "${values.python}"`)
     if (values.python !== undefined && !values.wheelhouse) throw new UsageError('--python only makes sense with --wheelhouse DIR')
-    const { lockCommand, LockUsageError } = await import('./lock/command.js')
+    const { lockCommand, LockUsageError } = await import('./commands/lock/index.js')
     const inventory = await loadInventory(values.inventory, io.env, { locks: false })
     try {
       await lockCommand({ inventory, synapseVersion: version, wheelhouse: values.wheelhouse, python: values.python, env: io.env, out: (line) => io.out(line + '\n') })
@@ -213,8 +213,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   if (command === 'status') {
     const window = values.window === undefined ? 5 : Number(values.window)
     if (!Number.isFinite(window) || window < 1 || window > 300) throw new UsageError(`--window: expected seconds between 1 and 300, got "${values.window}"`)
-    const { readStatus, statusFailed } = await import('./status/read-status.js')
-    const { renderStatus } = await import('./report/status-text.js')
+    const { readStatus, statusFailed } = await import('./commands/status/read-status.js')
+    const { renderStatus } = await import('./commands/status/render.js')
     const report = await readStatus(inventory.hosts, (host) => connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name) }), Math.round(window))
     log.close()
     io.out(values.json ? maskJson(report, 2) + '\n' : renderStatus(report))
@@ -223,7 +223,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 
   if (command === 'rollback') {
     if (!values.limit) throw new UsageError('rollback needs --limit HOST: roll back one host at a time, knowingly')
-    const { rollbackHost } = await import('./rollback.js')
+    const { rollbackHost } = await import('./commands/rollback/index.js')
     const { renderRollback } = await import('./report/text.js')
     let failed = 0
     const reports = []
@@ -259,7 +259,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       onOutput: values.verbose ? (host, line) => io.err(`[${host}] | ${line}`) : undefined,
     })
   if (command === 'backup' || command === 'restore') {
-    const { lifecycle } = await import('./backup/cli.js')
+    const { lifecycle } = await import('./commands/backup/index.js')
     try {
       return await lifecycle(command, { values, inventory, loaded, io, connect: connectHost, log, interactive: io === processIo && process.stderr.isTTY === true && process.env.CI !== 'true' })
     } finally {

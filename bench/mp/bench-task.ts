@@ -6,7 +6,7 @@ import { command } from '../../src/resources/command.js'
 import { directory, file } from '../../src/resources/file.js'
 import { lineInFile } from '../../src/resources/line-in-file.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { raw } from '../../src/ssh/shell.js'
+import { raw } from '../../src/core/shell.js'
 
 /** bench/workload.json: the same workload the Ansible playbook and the pyinfra deploy read. */
 export interface Workload {

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { wheelNameVersion } from '../lock/drift.js'
-import { entriesFor, type LockEntry, type SynapseLock } from '../lock/lock-file.js'
-import { targetEnvironment } from '../lock/markers.js'
+import { wheelNameVersion } from '../synapse/lock/drift.js'
+import { entriesFor, type LockEntry, type SynapseLock } from '../synapse/lock/lock-file.js'
+import { targetEnvironment } from '../synapse/lock/markers.js'
 import { LocalCommandError, runLocal } from './local-command.js'
 
 /**

@@ -1,5 +1,5 @@
 import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../ssh/connection.js'
-import type { ShellCommand } from '../ssh/shell.js'
+import type { ShellCommand } from '../core/shell.js'
 
 /**
  * The connection apply works through: a file write waits, and consecutive writes go out together as

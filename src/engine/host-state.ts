@@ -3,8 +3,8 @@ import { defineFact } from '../facts/fact.js'
 import type { SecretValue } from '../inventory/types.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
-import { Secret } from '../secret.js'
-import { raw, sh } from '../ssh/shell.js'
+import { Secret } from '../core/secret.js'
+import { raw, sh } from '../core/shell.js'
 
 /** What matrix-provision keeps on each host, under one root-only directory. */
 export const STATE_DIR = '/var/lib/matrix-provision'

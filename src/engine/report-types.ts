@@ -1,6 +1,6 @@
 import type { Change } from '../resources/resource.js'
 import type { CheckResult } from './task.js'
-import type { AdoptionReport } from '../adopt/adopt-task.js'
+import type { AdoptionReport } from '../commands/adopt/adopt-task.js'
 
 export interface RestartRecord {
   unit: string

@@ -2,7 +2,7 @@ import type { Change, RestartTarget } from '../resources/resource.js'
 import { watches } from '../resources/resource.js'
 import { inWaves } from '../resources/systemd-service.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
-import { joinShell, sh, type ShellCommand } from '../ssh/shell.js'
+import { joinShell, sh, type ShellCommand } from '../core/shell.js'
 import type { RestartRecord } from './report-types.js'
 import { PENDING_RESTARTS, STATE_DIR } from './host-state.js'
 

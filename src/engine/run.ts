@@ -1,9 +1,9 @@
 import type { HostSpec, Inventory, Role } from '../inventory/types.js'
-import { maskSecrets } from '../secret.js'
+import { maskSecrets } from '../core/secret.js'
 import type { Connection } from '../ssh/connection.js'
 import { runHost, type Mode } from './host-run.js'
 import { totalsOf, type HostReport, type RunReport } from './report-types.js'
-import { Semaphore } from '../ssh/semaphore.js'
+import { Semaphore } from '../core/semaphore.js'
 import { TaskBoard } from './task-board.js'
 import type { Task, TaskOnHost } from './task.js'
 

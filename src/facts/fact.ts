@@ -1,4 +1,4 @@
-import type { ShellCommand } from '../ssh/shell.js'
+import type { ShellCommand } from '../core/shell.js'
 
 /**
  * A read-only probe of a host: a shell command and a parser of its output (pyinfra's FactBase).

@@ -1,5 +1,5 @@
 import { defineFact, type FactBatch } from './fact.js'
-import { sh } from '../ssh/shell.js'
+import { sh } from '../core/shell.js'
 
 export interface FileState {
   exists: boolean

@@ -1,6 +1,6 @@
 import type { Connection } from '../ssh/connection.js'
 import { RemoteCommandError } from '../ssh/connection.js'
-import { sh, type ShellCommand } from '../ssh/shell.js'
+import { sh, type ShellCommand } from '../core/shell.js'
 import { FactValues, type Fact, type FactBatch } from './fact.js'
 
 const BEGIN = '@@MP-FACT'

@@ -1,4 +1,4 @@
-import { raw, sh } from '../ssh/shell.js'
+import { raw, sh } from '../core/shell.js'
 import { defineFact } from './fact.js'
 
 export interface OsRelease {

@@ -1,5 +1,5 @@
 import { defineFact, type FactBatch } from './fact.js'
-import { raw, sh } from '../ssh/shell.js'
+import { raw, sh } from '../core/shell.js'
 
 export interface UnitState {
   loaded: boolean

@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml'
 import type { z } from 'zod'
-import { minimumPostgresFor, POSTGRES_MINIMUMS } from './compatibility.js'
+import { minimumPostgresFor, POSTGRES_MINIMUMS } from '../synapse/compat.js'
 import { describeValue, formatPath, InventoryError, type InventoryIssue, splitHint, suggestion } from './errors.js'
 import {
   allowedKeysAt,
@@ -30,11 +30,11 @@ import {
 } from './schema.js'
 import { isIP } from 'node:net'
 import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, mediaStoreHost, ofKind, placedHost, spansHosts, workerInstances } from '../topology/instances.js'
-import { WORKER_KINDS } from '../topology/kinds.js'
+import { WORKER_KINDS } from '../synapse/worker-kinds.js'
 import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
-import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../lock/lock-file.js'
+import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
-import { registerUrlCredentials } from '../secret.js'
+import { registerUrlCredentials } from '../core/secret.js'
 import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES, type SecretRef, type SecretValue, type SshSettings } from './types.js'
 
 type Path = readonly PropertyKey[]

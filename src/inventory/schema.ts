@@ -11,8 +11,8 @@ import { z } from 'zod'
 import { parseJumpSpec } from '../ssh/endpoint.js'
 import { closestMatch, withHint } from './errors.js'
 import { ROLES } from './types.js'
-import { KINDS, WORKER_KINDS } from '../topology/kinds.js'
-import { PRESETS, WORKER_PRESETS } from '../topology/presets.js'
+import { KINDS, WORKER_KINDS } from '../synapse/worker-kinds.js'
+import { PRESETS, WORKER_PRESETS } from '../synapse/worker-presets.js'
 
 // ---------------------------------------------------------------------------------------------
 // Names and values

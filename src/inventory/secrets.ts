@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { isAbsolute, resolve } from 'node:path'
-import { Secret } from '../secret.js'
+import { Secret } from '../core/secret.js'
 import type { SecretRef, SecretValue } from './types.js'
 
 export type SecretResolution = { ok: true; value: SecretValue } | { ok: false; message: string; hint?: string }

@@ -1,7 +1,7 @@
-import type { SynapseLock } from '../lock/lock-file.js'
-import type { Secret } from '../secret.js'
+import type { SynapseLock } from '../synapse/lock/lock-file.js'
+import type { Secret } from '../core/secret.js'
 import type { WorkerEntry } from '../topology/instances.js'
-import type { WorkerPreset } from '../topology/presets.js'
+import type { WorkerPreset } from '../synapse/worker-presets.js'
 
 /** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
 export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring', 'backup'] as const

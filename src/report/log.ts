@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { maskDeep } from '../secret.js'
+import { maskDeep } from '../core/secret.js'
 
 export interface RunLog {
   /** One structured event: commands carry host, command (masked), exit code and duration. */

@@ -1,4 +1,4 @@
-import { maskSecrets } from '../secret.js'
+import { maskSecrets } from '../core/secret.js'
 
 export interface Progress {
   event(e: { host: string; task?: string; message: string }): void

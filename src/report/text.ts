@@ -1,5 +1,5 @@
 import type { Change } from '../resources/resource.js'
-import { maskJson, maskSecrets } from '../secret.js'
+import { maskJson, maskSecrets } from '../core/secret.js'
 import type { HostReport, RunReport, TaskReport } from '../engine/report-types.js'
 
 export interface TextOptions {

@@ -1,7 +1,7 @@
 import { debPackages } from '../facts/packages.js'
 import { aptListsPresent } from '../facts/system.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
-import { raw, sh } from '../ssh/shell.js'
+import { raw, sh } from '../core/shell.js'
 import type { Change, Resource } from './resource.js'
 
 export interface PackageSpec {

@@ -1,6 +1,6 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { sh, type ShellCommand } from '../ssh/shell.js'
+import { sh, type ShellCommand } from '../core/shell.js'
 import type { Resource } from './resource.js'
 
 export interface CommandSpec {

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
 import { fileState, type FileState } from '../facts/files.js'
-import { maskSensitiveText, unifiedDiff } from '../report/unified-diff.js'
-import { Secret } from '../secret.js'
+import { maskSensitiveText, unifiedDiff } from '../core/unified-diff.js'
+import { Secret } from '../core/secret.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { sh } from '../ssh/shell.js'
+import { sh } from '../core/shell.js'
 import type { ApplyContext, Change, PlanContext, Resource } from './resource.js'
 
 export interface FileSpec {

@@ -1,7 +1,7 @@
 import { defineFact } from '../facts/fact.js'
-import { unifiedDiff } from '../report/unified-diff.js'
+import { unifiedDiff } from '../core/unified-diff.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { raw, sh } from '../ssh/shell.js'
+import { raw, sh } from '../core/shell.js'
 import type { PlanContext, Resource } from './resource.js'
 
 export interface LineInFileSpec {

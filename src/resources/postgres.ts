@@ -1,8 +1,8 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
-import { Secret } from '../secret.js'
+import { Secret } from '../core/secret.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { raw, sh } from '../ssh/shell.js'
+import { raw, sh } from '../core/shell.js'
 import type { Resource } from './resource.js'
 
 const PSQL = raw('runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1')

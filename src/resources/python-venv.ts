@@ -1,9 +1,9 @@
 import { defineFact } from '../facts/fact.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { maskSecrets } from '../secret.js'
-import { raw, sh } from '../ssh/shell.js'
-import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../lock/drift.js'
-import type { SynapseLock } from '../lock/lock-file.js'
+import { maskSecrets } from '../core/secret.js'
+import { raw, sh } from '../core/shell.js'
+import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../synapse/lock/drift.js'
+import type { SynapseLock } from '../synapse/lock/lock-file.js'
 import { WHEELHOUSE_REQUIREMENTS } from '../artifacts/wheelhouse.js'
 import type { Resource } from './resource.js'
 

@@ -1,4 +1,4 @@
-import type { ShellCommand } from '../ssh/shell.js'
+import type { ShellCommand } from '../core/shell.js'
 import { FactValues, type Fact } from '../facts/fact.js'
 import type { Connection } from '../ssh/connection.js'
 

@@ -1,6 +1,6 @@
 import { unitState } from '../facts/systemd.js'
 import { ensureSuccess } from '../ssh/connection.js'
-import { sh, type ShellCommand } from '../ssh/shell.js'
+import { sh, type ShellCommand } from '../core/shell.js'
 import type { ApplyTogether, Change, Resource, RestartTarget } from './resource.js'
 
 export interface ServiceSpec {

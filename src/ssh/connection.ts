@@ -1,6 +1,6 @@
 import type { Readable, Writable } from 'node:stream'
-import type { Secret } from '../secret.js'
-import type { ShellCommand } from './shell.js'
+import type { Secret } from '../core/secret.js'
+import type { ShellCommand } from '../core/shell.js'
 
 /** One result shape for success and failure (like execa's): a non-zero exit is data, not an exception. */
 export interface CommandResult {

@@ -1,5 +1,5 @@
 import { posix } from 'node:path'
-import { joinShell, raw, sh, type ShellCommand } from './shell.js'
+import { joinShell, raw, sh, type ShellCommand } from '../core/shell.js'
 
 /**
  * How commands get root on a host: the login user is root, or sudo without a password, or sudo

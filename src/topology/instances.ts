@@ -10,9 +10,9 @@
  * the guide's ports (federation_reader 32902 and metrics 32981, federation_sender metrics 32980).
  */
 import type { Inventory, MatrixSettings } from '../inventory/types.js'
-import { KINDS, routedStream, type WorkerKindName } from './kinds.js'
-import { PRESETS } from './presets.js'
-import type { Stream } from './routes.js'
+import { KINDS, routedStream, type WorkerKindName } from '../synapse/worker-kinds.js'
+import { PRESETS } from '../synapse/worker-presets.js'
+import type { Stream } from '../synapse/routes.js'
 
 export interface WorkerInstance {
   /** worker_name: the unit instance, file names, instance_map key, Prometheus job. */

@@ -5,9 +5,9 @@
  * stream writers (their routes overlap the generic ones: device lists, key uploads), media, the
  * user directory, then the generic pools from the most specialized kind that serves each group.
  */
-import { KINDS, type WorkerKindName } from './kinds.js'
+import { KINDS, type WorkerKindName } from '../synapse/worker-kinds.js'
 import type { WorkerInstance } from './instances.js'
-import type { GenericRoutes, RouteTable, Stream } from './routes.js'
+import type { GenericRoutes, RouteTable, Stream } from '../synapse/routes.js'
 
 export interface RouteGroup {
   /** What the group is, for the comment above it ("Federation reader worker"). */

@@ -10,7 +10,7 @@
  * one), hence the restart in tasks/apache/index.ts when this file changes.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import type { RenderedFile } from '../rendered-file.js'
+import type { RenderedFile } from '../common/rendered-file.js'
 
 export const MPM_CONF_PATH = '/etc/apache2/conf-available/matrix-mpm.conf'
 /** Debian's ThreadLimit: threads per child process without raising the compiled-in ceiling. */

@@ -11,9 +11,9 @@
  * directive even if it got past the inventory validation.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import type { RenderedFile } from '../rendered-file.js'
+import type { RenderedFile } from '../common/rendered-file.js'
 import { workerInstances } from '../../src/topology/instances.js'
-import { routeTable } from '../../src/topology/routes.js'
+import { routeTable } from '../../src/synapse/routes.js'
 import { needsBalancer, routingPlan } from '../../src/topology/routing.js'
 
 /** Modules the rendered vhosts use: ssl (SSLEngine), proxy + proxy_http (ProxyPass*), headers

@@ -4,8 +4,8 @@ import { aptPackages } from '../../src/resources/apt-packages.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { Secret } from '../../src/secret.js'
-import { sh } from '../../src/ssh/shell.js'
+import { Secret } from '../../src/core/secret.js'
+import { sh } from '../../src/core/shell.js'
 import { addressOf } from '../common/topology.js'
 import {
   BACKUP_CONF_PATH,

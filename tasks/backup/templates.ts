@@ -3,11 +3,11 @@
  * `provision backup` (the commands of src/backup/host-commands.ts) into <directory>/<host>-<UTC time>/,
  * with the same manifest, so `provision restore --from` takes a copy of one as it is.
  */
-import { pgDumpArgs } from '../../src/backup/database-dump.js'
-import { partCommand, MEDIA_SIZE_COMMAND } from '../../src/backup/host-commands.js'
-import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES } from '../../src/backup/manifest.js'
+import { pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
+import { partCommand, MEDIA_SIZE_COMMAND } from '../../src/synapse/backup/parts.js'
+import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES } from '../../src/commands/backup/manifest.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 import { SIGNING_KEY_PATH, SYNAPSE_PYTHON } from '../synapse/templates.js'
 
 export const BACKUP_UNIT = 'matrix-provision-backup.service'

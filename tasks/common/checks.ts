@@ -1,8 +1,8 @@
-import { findTarget, SUPPORTED_TARGETS } from '../../src/inventory/compatibility.js'
+import { findTarget, SUPPORTED_TARGETS } from '../../src/synapse/compat.js'
 import { freeDiskMiB, listeningTcp, memoryMiB, osRelease } from '../../src/facts/system.js'
 import type { AfterCheck, BeforeCheck, CheckOutcome } from '../../src/engine/task.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 
 /** The target table entry for this host, if it is a supported one. */
 export function targetOf(os: { id: string; versionId: string; codename: string }) {

@@ -3,7 +3,7 @@ import { aptPackages } from '../../src/resources/apt-packages.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 import { httpOnHost, portAvailable } from '../common/checks.js'
 import { metricsTargets } from './targets.js'
 import {

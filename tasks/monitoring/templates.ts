@@ -6,7 +6,7 @@
  * runs on the Synapse host.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { THRESHOLDS } from '../../src/metrics/advice.js'
+import { THRESHOLDS } from '../../src/synapse/metrics/advice.js'
 import { renderYaml } from '../synapse/templates.js'
 import { metricsTargets, type MetricsTarget } from './targets.js'
 

@@ -9,7 +9,7 @@
  */
 import { isIP } from 'node:net'
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import type { RenderedFile } from '../rendered-file.js'
+import type { RenderedFile } from '../common/rendered-file.js'
 
 export const REDIS_CONF_PATH = '/etc/redis/redis.conf'
 

@@ -1,6 +1,6 @@
-import type { Secret } from '../../src/secret.js'
+import type { Secret } from '../../src/core/secret.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 import { SECRETS_CONFIG_PATH } from './templates.js'
 
 /**

@@ -13,14 +13,14 @@
  * database schema still accepts it (schema-compat.ts), else names the backup.
  * The apt method follows the same order with the package upgrade in place of install + switch.
  */
-import { databaseDumpCommand, pgDumpArgs } from '../../src/backup/database-dump.js'
-import { pythonScript } from '../../src/ssh/python-script.js'
+import { databaseDumpCommand, pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
+import { pythonScript } from '../../src/core/python-script.js'
 import type { AfterCheck, AfterCheckContext } from '../../src/engine/task.js'
 import { STATE_DIR } from '../../src/engine/host-state.js'
 import { defineFact, type FactValues } from '../../src/facts/fact.js'
 import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
-import { raw, sh, type ShellCommand } from '../../src/ssh/shell.js'
+import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
 import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { pythonScript } from '../../src/ssh/python-script.js'
-import type { ShellCommand } from '../../src/ssh/shell.js'
+import { pythonScript } from '../../src/core/python-script.js'
+import type { ShellCommand } from '../../src/core/shell.js'
 import type { CodeSchema, DatabaseSchema } from './schema-compat.js'
 
 /**

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
 import { fileState, type FileState } from '../../src/facts/files.js'
 import { file } from '../../src/resources/file.js'
-import { Secret } from '../../src/secret.js'
+import { Secret } from '../../src/core/secret.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { ensureSuccess } from '../../src/ssh/connection.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 
 export interface SigningKeySpec {
   path: string

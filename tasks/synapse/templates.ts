@@ -41,11 +41,11 @@
 import { isIP } from 'node:net'
 import { Document, isScalar, visit } from 'yaml'
 import type { MatrixSettings, SecretValue } from '../../src/inventory/types.js'
-import { isSecret } from '../../src/secret.js'
+import { isSecret } from '../../src/core/secret.js'
 import { instancePorts, reachAddress, sharedBind, streamWriters, workerInstances } from '../../src/topology/instances.js'
-import { KINDS, type Duty } from '../../src/topology/kinds.js'
-import { routeTable } from '../../src/topology/routes.js'
-import type { RenderedFile } from '../rendered-file.js'
+import { KINDS, type Duty } from '../../src/synapse/worker-kinds.js'
+import { routeTable } from '../../src/synapse/routes.js'
+import type { RenderedFile } from '../common/rendered-file.js'
 
 // ---------------------------------------------------------------------------------------------
 // Paths and names

@@ -11,7 +11,7 @@ import { fileState, type FileState } from '../../src/facts/files.js'
 import { unitState } from '../../src/facts/systemd.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 
 /** Stop those of `units` that run (a worker host's units may not exist yet: a new placement). */
 export async function stopRunning(conn: Connection, units: readonly string[], what: string): Promise<void> {

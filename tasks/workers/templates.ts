@@ -16,9 +16,9 @@
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { instancesOn, sharedBind, workerInstances as workerInstancesOf, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
-import { KINDS, type WorkerKindName } from '../../src/topology/kinds.js'
-import { FEDERATION_ROUTES } from '../../src/topology/routes.js'
-import type { RenderedFile } from '../rendered-file.js'
+import { KINDS, type WorkerKindName } from '../../src/synapse/worker-kinds.js'
+import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
+import type { RenderedFile } from '../common/rendered-file.js'
 import {
   SYNAPSE_CONF_D,
   SYNAPSE_GROUP,

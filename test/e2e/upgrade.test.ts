@@ -9,10 +9,10 @@ import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
-import { readLock } from '../../src/lock/lock-file.js'
+import { readLock } from '../../src/synapse/lock/lock-file.js'
 import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
-import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/lock/drift.js'
-import { shellQuote } from '../../src/ssh/quote.js'
+import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
+import { shellQuote } from '../../src/core/quote.js'
 
 const run = promisify(execFile)
 const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))

@@ -2,9 +2,9 @@ import { fileURLToPath } from 'node:url'
 import { buildElementStandin } from '../../src/artifacts/element-standin.js'
 import { existsSync } from 'node:fs'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
-import { LockError, readLock, type SynapseLock } from '../../src/lock/lock-file.js'
-import { resolveLock } from '../../src/lock/resolve.js'
-import { SANDBOX_SYNAPSE_VERSION } from '../../src/sandbox/settings.js'
+import { LockError, readLock, type SynapseLock } from '../../src/synapse/lock/lock-file.js'
+import { resolveLock } from '../../src/artifacts/lock-resolve.js'
+import { SANDBOX_SYNAPSE_VERSION } from '../../src/commands/sandbox/settings.js'
 
 /** Built once per machine under .cache/ (CI builds them on a fresh clone: about 30 s). */
 export const CACHE_DIR = fileURLToPath(new URL('../../.cache/', import.meta.url))

@@ -4,9 +4,9 @@
  * nothing). The real guide-built server is adopted in test/e2e/adopt.test.ts.
  */
 import { describe, expect, it } from 'vitest'
-import { analyzeHandBuilt, withAdoptedSettings } from '../../src/adopt/analyze.js'
-import { MASK, maskSecrets } from '../../src/secret.js'
-import type { HandBuiltFiles } from '../../src/adopt/host-files.js'
+import { analyzeHandBuilt, withAdoptedSettings } from '../../src/commands/adopt/analyze.js'
+import { MASK, maskSecrets } from '../../src/core/secret.js'
+import type { HandBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { runHost } from '../../src/engine/host-run.js'
 import { HOST_RECORD, SECRETS_DIR } from '../../src/engine/host-state.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'

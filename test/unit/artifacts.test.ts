@@ -18,7 +18,7 @@ import {
   WHEELHOUSE_REQUIREMENTS,
   type WheelhouseManifest,
 } from '../../src/artifacts/wheelhouse.js'
-import { parseLock } from '../../src/lock/lock-file.js'
+import { parseLock } from '../../src/synapse/lock/lock-file.js'
 import { fixtureLockText } from './fixtures/lock.js'
 import { buildSignedAptRepo, buildUnrelatedKeyring, packagesStanza, releaseFile } from '../support/apt-repo.js'
 

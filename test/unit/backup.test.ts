@@ -3,9 +3,9 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { signingKeyIdentity } from '../../src/backup/homeserver-state.js'
-import { partCommand } from '../../src/backup/host-commands.js'
-import { BackupInputError, MANIFEST_FORMAT, readManifest, sha256File, verifyBackupFiles, type Manifest } from '../../src/backup/manifest.js'
+import { signingKeyIdentity } from '../../src/commands/backup/homeserver-state.js'
+import { partCommand } from '../../src/synapse/backup/parts.js'
+import { BackupInputError, MANIFEST_FORMAT, readManifest, sha256File, verifyBackupFiles, type Manifest } from '../../src/commands/backup/manifest.js'
 import { renderBackupScript, renderBackupTimer } from '../../tasks/backup/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
@@ -84,7 +84,7 @@ describe('scheduled backup script', () => {
 
 describe('backup file writer', () => {
   it('stores what arrives, hashing the bytes as stored; with age, only the identity decrypts it', async () => {
-    const { BackupFileWriter } = await import('../../src/backup/stored-file.js')
+    const { BackupFileWriter } = await import('../../src/commands/backup/stored-file.js')
     const { createHash, randomBytes } = await import('node:crypto')
     const { readFile, stat } = await import('node:fs/promises')
     const dir = await mkdtemp(join(tmpdir(), 'mp-writer-'))

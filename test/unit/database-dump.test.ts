@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { databaseDumpCommand, databaseRestoreCommand } from '../../src/backup/database-dump.js'
+import { databaseDumpCommand, databaseRestoreCommand } from '../../src/synapse/backup/database-dump.js'
 
 describe('database dump', () => {
   it("is Synapse's backup guide's: custom format, without the one-time keys' rows, as postgres over the socket", () => {

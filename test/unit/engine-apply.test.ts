@@ -17,7 +17,7 @@ import type { Role } from '../../src/inventory/types.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 

@@ -7,7 +7,7 @@ import { FactValues } from '../../src/facts/fact.js'
 import { lineInFile, lineState, parseLineState, withLine, type LineState } from '../../src/resources/line-in-file.js'
 import { Prediction, type Resource } from '../../src/resources/resource.js'
 import type { CommandResult, Connection, FileWrite } from '../../src/ssh/connection.js'
-import type { ShellCommand } from '../../src/ssh/shell.js'
+import type { ShellCommand } from '../../src/core/shell.js'
 
 /** A host with files in memory: `cat` reads them, writeFile records writes. */
 class FakeConnection implements Connection {

@@ -5,12 +5,12 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { InventoryError } from '../../src/inventory/errors.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'
-import { describeDrift, driftDiff, lockDrift, parseVenvContents, wheelNameVersion } from '../../src/lock/drift.js'
-import { entriesFor, LockError, parseLock, readLock } from '../../src/lock/lock-file.js'
-import { evaluateMarker, MarkerError, targetEnvironment } from '../../src/lock/markers.js'
-import { lockTargets, LockUsageError } from '../../src/lock/command.js'
-import { cutoffOf } from '../../src/lock/resolve.js'
-import { releaseTimeFrom } from '../../src/lock/release-date.js'
+import { describeDrift, driftDiff, lockDrift, parseVenvContents, wheelNameVersion } from '../../src/synapse/lock/drift.js'
+import { entriesFor, LockError, parseLock, readLock } from '../../src/synapse/lock/lock-file.js'
+import { evaluateMarker, MarkerError, targetEnvironment } from '../../src/synapse/lock/markers.js'
+import { lockTargets, LockUsageError } from '../../src/commands/lock/index.js'
+import { cutoffOf } from '../../src/artifacts/lock-resolve.js'
+import { releaseTimeFrom } from '../../src/artifacts/release-date.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import { FactValues, defineFact } from '../../src/facts/fact.js'
 import { Prediction } from '../../src/resources/resource.js'
@@ -308,7 +308,7 @@ describe('provision lock: which versions an inventory needs', () => {
 describe('the sandbox inventory points at the committed locks', () => {
   it('synapse.lockDir is the template directory\'s synapse-lock, relative to the generated file', async () => {
     const { readFileSync } = await import('node:fs')
-    const { renderSandboxInventory } = await import('../../src/sandbox/inventory.js')
+    const { renderSandboxInventory } = await import('../../src/commands/sandbox/inventory.js')
     const template = readFileSync(new URL('../../inventories/sandbox.yaml', import.meta.url), 'utf8')
     const rendered = renderSandboxInventory(template, {
       file: '/tmp/sb/inventory.yaml',

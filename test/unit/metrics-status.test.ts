@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
-import { advise, cacheMemoryGb } from '../../src/metrics/advice.js'
-import { parseExposition, select } from '../../src/metrics/exposition.js'
-import { bucketsOf, quantile } from '../../src/metrics/histogram.js'
-import { processStatus } from '../../src/metrics/process-status.js'
-import { renderStatus } from '../../src/report/status-text.js'
-import { parseStatusOutput, statusScript } from '../../src/status/read-status.js'
+import { advise, cacheMemoryGb } from '../../src/synapse/metrics/advice.js'
+import { parseExposition, select } from '../../src/synapse/metrics/exposition.js'
+import { bucketsOf, quantile } from '../../src/synapse/metrics/histogram.js'
+import { processStatus } from '../../src/synapse/metrics/process-status.js'
+import { renderStatus } from '../../src/commands/status/render.js'
+import { parseStatusOutput, statusScript } from '../../src/commands/status/read-status.js'
 
 /** What a Synapse 1.16x metrics listener serves, cut to the metrics the status reads (label order as Synapse writes it). */
 function exposition(f: { cpu: number; sends: number[]; blocks: Record<string, number>; evicted: number; rss?: number }) {

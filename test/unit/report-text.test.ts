@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { RunReport } from '../../src/engine/report-types.js'
 import { totalsOf } from '../../src/engine/report-types.js'
 import { renderJson, renderReport } from '../../src/report/text.js'
-import { MASK, Secret } from '../../src/secret.js'
+import { MASK, Secret } from '../../src/core/secret.js'
 
 const secret = new Secret('report-secret-value-123', 'test')
 

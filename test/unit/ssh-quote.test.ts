@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { shellJoin, shellQuote } from '../../src/ssh/quote.js'
+import { shellJoin, shellQuote } from '../../src/core/quote.js'
 import { remoteCommand } from '../../src/ssh/remote-command.js'
 
 const run = promisify(execFile)

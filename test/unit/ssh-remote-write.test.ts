@@ -7,8 +7,8 @@ import type { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { atomicWriteScript, extractTarScript, remoteCommand } from '../../src/ssh/remote-command.js'
-import type { ShellCommand } from '../../src/ssh/shell.js'
-import { Semaphore } from '../../src/ssh/semaphore.js'
+import type { ShellCommand } from '../../src/core/shell.js'
+import { Semaphore } from '../../src/core/semaphore.js'
 import { tarStream } from '../../src/ssh/tar.js'
 
 const run = promisify(execFile)

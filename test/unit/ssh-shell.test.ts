@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { Secret } from '../../src/secret.js'
-import { joinShell, raw, sh, ShellCommand } from '../../src/ssh/shell.js'
+import { Secret } from '../../src/core/secret.js'
+import { joinShell, raw, sh, ShellCommand } from '../../src/core/shell.js'
 
 const run = promisify(execFile)
 
@@ -111,7 +111,7 @@ describe('one way to build a remote command', () => {
       }
     }
     for (const dir of ['src', 'tasks', 'bench']) walk(join(root, dir))
-    const allowed = new Set([join(root, 'src/ssh/quote.ts'), join(root, 'src/ssh/shell.ts')])
+    const allowed = new Set([join(root, 'src/core/quote.ts'), join(root, 'src/core/shell.ts')])
     const offenders = files.filter((f) => !allowed.has(f) && /\bshell(Quote|Join)\b/.test(readFileSync(f, 'utf8')))
     expect(offenders.map((f) => f.slice(root.length + 1))).toEqual([])
   })

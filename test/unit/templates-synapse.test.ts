@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
-import { Secret } from '../../src/secret.js'
-import type { RenderedFile } from '../../tasks/rendered-file.js'
+import { Secret } from '../../src/core/secret.js'
+import type { RenderedFile } from '../../tasks/common/rendered-file.js'
 import {
   renderBaseHomeserverYaml,
   renderLogConfig,

@@ -3,7 +3,7 @@ import { FactValues } from '../../src/facts/fact.js'
 import { Prediction, type Change, type Resource } from '../../src/resources/resource.js'
 import { renderReport } from '../../src/report/text.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { sh } from '../../src/ssh/shell.js'
+import { sh } from '../../src/core/shell.js'
 import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
 import { canRun, compareVersions, pendingDeltas, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
 

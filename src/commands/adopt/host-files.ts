@@ -1,0 +1,49 @@
+/** What `provision adopt` reads on a server built by hand: its configuration files, in one probe. */
+import { defineFact } from '../../facts/fact.js'
+import { raw } from '../../core/shell.js'
+
+export interface HandBuiltFiles {
+  /** Path -> content of every file read (configuration, worker files, enabled vhosts, unit drop-ins). */
+  files: Map<string, string>
+  /** Enabled Apache sites: the link in sites-enabled -> the file it points to. */
+  enabledSites: Map<string, string>
+  /** Signing keys found (paths only: their content is never read by the controller). */
+  signingKeys: string[]
+  /** Unit drop-ins of matrix-synapse.service (paths). */
+  unitDropIns: string[]
+}
+
+const GLOBS = [
+  '/etc/matrix-synapse/homeserver.yaml',
+  '/etc/matrix-synapse/conf.d/*.yaml',
+  '/etc/matrix-synapse/workers/*.yaml',
+  '/etc/systemd/system/matrix-synapse.service.d/*.conf',
+  '/etc/systemd/system/matrix-synapse-worker@.service',
+  '/etc/redis/redis.conf',
+]
+
+export const handBuiltFiles = defineFact(
+  'hand-built-files',
+  // A fixed script: no value goes in.
+  raw([
+    `for f in ${GLOBS.join(' ')}; do [ -f "$f" ] || continue; printf 'file\\t%s\\t' "$f"; base64 -w0 < "$f"; echo; done;`,
+    `for l in /etc/apache2/sites-enabled/*; do [ -e "$l" ] || continue; t=$(readlink -f "$l"); printf 'site\\t%s\\t%s\\t' "$l" "$t"; base64 -w0 < "$t"; echo; done;`,
+    `for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf 'key\\t%s\\n' "$f"; done;`,
+    'true',
+  ].join(' ')),
+  (out): HandBuiltFiles => {
+    const result: HandBuiltFiles = { files: new Map(), enabledSites: new Map(), signingKeys: [], unitDropIns: [] }
+    for (const line of out.split('\n')) {
+      const parts = line.split('\t')
+      if (parts[0] === 'file' && parts.length === 3) {
+        result.files.set(parts[1]!, Buffer.from(parts[2]!, 'base64').toString('utf8'))
+        if (parts[1]!.startsWith('/etc/systemd/system/matrix-synapse.service.d/')) result.unitDropIns.push(parts[1]!)
+      } else if (parts[0] === 'site' && parts.length === 4) {
+        result.enabledSites.set(parts[1]!, parts[2]!)
+        result.files.set(parts[2]!, Buffer.from(parts[3]!, 'base64').toString('utf8'))
+      } else if (parts[0] === 'key' && parts.length === 2) result.signingKeys.push(parts[1]!)
+    }
+    return result
+  },
+  { sensitive: true },
+)
