@@ -14,6 +14,7 @@ import { renderJson, renderReport } from './report/text.js'
 import { maskJson, maskSecrets } from './core/secret.js'
 import { connect } from './ssh/ssh-connection.js'
 import { TASKS } from '../tasks/index.js'
+import type { CliIo } from './commands/io.js'
 
 export const EXIT = { ok: 0, hostFailed: 1, usage: 2, changesPending: 10 } as const
 
@@ -77,13 +78,6 @@ export function selectHostsAndTasks(inventory: Inventory, limit: string[], tasks
   const hosts = limit.length ? inventory.hosts.filter((h) => limit.includes(h.name) || h.roles.some((r) => limit.includes(r))) : inventory.hosts
   const selected = tasks.length ? TASKS.filter((t) => tasks.includes(t.name)) : TASKS
   return { inventory: { ...inventory, hosts }, tasks: selected }
-}
-
-/** Where the CLI writes; tests pass buffers, the bin passes the process streams. */
-export interface CliIo {
-  out: (text: string) => void
-  err: (text: string) => void
-  env: NodeJS.ProcessEnv
 }
 
 const processIo: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t), env: process.env }
@@ -155,7 +149,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
   if (command === 'sandbox') {
     const { sandbox } = await import('./commands/sandbox/index.js')
-    return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io })
+    return sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io, provision: main })
   }
   if (!values.inventory) throw new UsageError('--inventory FILE is required')
   const parallel = values.parallel ? Number(values.parallel) : 25
@@ -281,7 +275,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       log.event({ msg: e.message, host: e.host, task: e.task })
     },
     onHostDone: (h) => progress.hostDone(h.host, h.status === 'failed'),
-    adopt: command === 'adopt',
+    adoption: command === 'adopt' ? (await import('./commands/adopt/hook.js')).adoptionHook : undefined,
   })
   await progress.done()
   log.event({ msg: 'run finished', totals: report.totals, durationMs: report.durationMs, hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })) })

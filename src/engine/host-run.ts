@@ -1,4 +1,4 @@
-import { FactValues } from '../facts/fact.js'
+import type { Fact, FactValues } from '../facts/fact.js'
 import { gatherFacts } from '../facts/probe.js'
 import { debPackages } from '../facts/packages.js'
 import { freeDiskMiB, memoryMiB, osRelease } from '../facts/system.js'
@@ -9,13 +9,11 @@ import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../core/secret.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
-import { HostSecrets, hostOwnership, hostRecordResources, pendingRestarts, storedSecrets } from './host-state.js'
-import { analyzeHandBuilt, withAdoptedSettings } from '../commands/adopt/analyze.js'
-import { adoptionReport, adoptionTask } from '../commands/adopt/adopt-task.js'
+import { HostSecrets, hostOwnership, hostRecordResources, pendingRestarts, storedSecrets, type AdoptedSettings, type HostOwnership } from './host-state.js'
+import { withAdoptedSettings } from './adopted-settings.js'
 import { isOurs, notBuiltByHand } from './ownership.js'
-import { handBuiltFiles } from '../commands/adopt/host-files.js'
 import { acquireLock, type HostLock } from './lock.js'
-import type { HostReport, TaskReport } from './report-types.js'
+import type { AdoptionReport, HostReport, TaskReport } from './report-types.js'
 import { RestartLedger } from './restarts.js'
 import { StaleFacts } from './stale-facts.js'
 import { BatchedWrites } from './batched-writes.js'
@@ -25,6 +23,26 @@ import type { AfterCheck, AfterCheckContext, BeforeCheck, CheckResult, Task, Tas
 export const BASE_FACTS = [osRelease, memoryMiB, freeDiskMiB('/'), debPackages, pendingRestarts, storedSecrets, hostOwnership]
 
 export type Mode = 'apply' | 'dry-run' | 'check'
+
+/**
+ * How `provision adopt` takes over a server built by hand, handed in by that verb (the engine knows no
+ * verb): the facts it reads, and from them what is kept, refused and done before the role tasks.
+ */
+export interface AdoptionHook {
+  facts: Fact<unknown>[]
+  analyze(facts: FactValues, host: HostSpec, inventoryFile: string): AdoptionPlan
+}
+
+export interface AdoptionPlan {
+  report: AdoptionReport
+  /** What cannot be adopted safely: the host is refused as a whole, nothing changed. */
+  refusals: string[]
+  adopted: AdoptedSettings
+  /** The server's own secrets, stored under the inventory's `{ generate: true }` names. */
+  secrets: { name: string; value: string }[]
+  /** The step that runs before the role tasks (backup of the files, secrets, host record, retirements). */
+  task(secrets: HostSecrets, ownership: HostOwnership, today: string): Task<'adopt'>
+}
 
 export interface HostRunOptions {
   mode: Mode
@@ -41,7 +59,7 @@ export interface HostRunOptions {
   /** --wait: seconds every after-check may wait for a service, instead of its own default after a restart (and 0 otherwise). */
   waitS?: number
   /** `provision adopt`: take over a Synapse built by hand before the role tasks run. */
-  adopt?: boolean
+  adoption?: AdoptionHook
   /** The caller holds this host's lock already (restore applies the inventory inside its own lock). */
   lockHeld?: boolean
 }
@@ -72,13 +90,13 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     const today = new Date().toISOString().slice(0, 10)
     // An adopted server keeps its signing key, media store and unnamed settings (the host records them).
     host = withAdoptedSettings(host, ownership.record?.adopted)
-    let adoption: ReturnType<typeof analyzeHandBuilt> | undefined
-    if (options.adopt && isOurs(ownership)) {
+    let adoption: AdoptionPlan | undefined
+    if (options.adoption && isOurs(ownership)) {
       report.warnings.push(ownership.record?.origin === 'adopted' ? `adopted by matrix-provision on ${ownership.record.since}: nothing left to take over; this is a plain run` : 'set up by matrix-provision: there is nothing to adopt; this is a plain run')
-    } else if (options.adopt) {
-      await gatherFacts(conn, [handBuiltFiles], facts)
-      adoption = analyzeHandBuilt(facts.get(handBuiltFiles), host, options.inventory.file)
-      report.adoption = adoptionReport(adoption)
+    } else if (options.adoption) {
+      await gatherFacts(conn, options.adoption.facts, facts)
+      adoption = options.adoption.analyze(facts, host, options.inventory.file)
+      report.adoption = adoption.report
       if (adoption.refusals.length) {
         // Nothing was changed: what cannot be adopted safely is refused as a whole, in the dry run too.
         report.status = 'failed'
@@ -103,7 +121,7 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     }
     const prepared: PreparedTask[] = []
     if (adoption) {
-      const task = adoptionTask(adoption, secrets, ownership, today)
+      const task = adoption.task(secrets, ownership, today)
       prepared.push({ task, resources: await task.resources(ctx), checks: [] })
     }
     for (const task of options.tasks.filter((t) => host.roles.includes(t.name))) {

@@ -1,6 +1,24 @@
 import type { Change } from '../resources/resource.js'
 import type { CheckResult } from './task.js'
-import type { AdoptionReport } from '../commands/adopt/adopt-task.js'
+
+export type NoteKind = 'kept' | 'secret' | 'mapped' | 'changes' | 'replaced' | 'extraConfig' | 'not mapped' | 'retired'
+
+/** One line of the adoption report: a setting of the host, and what becomes of it. */
+export interface AdoptionNote {
+  kind: NoteKind
+  /** Where it is on the host: `homeserver.yaml: listeners[8008]`. */
+  found: string
+  /** What it becomes: `synapse.listenPort 8008`, or why it goes. */
+  becomes: string
+}
+
+/** What the report shows of an adoption (no secret values: names and where they came from). */
+export interface AdoptionReport {
+  notes: AdoptionNote[]
+  secrets: { name: string; from: string }[]
+  backupDir: string
+  retire: string[]
+}
 
 export interface RestartRecord {
   unit: string

@@ -1,7 +1,7 @@
 import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { maskSecrets } from '../core/secret.js'
 import type { Connection } from '../ssh/connection.js'
-import { runHost, type Mode } from './host-run.js'
+import { runHost, type AdoptionHook, type Mode } from './host-run.js'
 import { totalsOf, type HostReport, type RunReport } from './report-types.js'
 import { Semaphore } from '../core/semaphore.js'
 import { TaskBoard } from './task-board.js'
@@ -17,8 +17,8 @@ export interface RunOptions {
   onHostDone?: (report: HostReport) => void
   /** --wait SECONDS for every after-check. */
   waitS?: number
-  /** `provision adopt`: take over a Synapse built by hand on each host (see src/adopt/). */
-  adopt?: boolean
+  /** `provision adopt`: take over a Synapse built by hand on each host (handed in by src/commands/adopt/). */
+  adoption?: AdoptionHook
   /** The caller holds the hosts' locks already (see HostRunOptions.lockHeld). */
   lockHeld?: boolean
 }
@@ -68,7 +68,7 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         inventory,
         onEvent: options.onEvent,
         waitS: options.waitS,
-        adopt: options.adopt,
+        adoption: options.adoption,
         lockHeld: options.lockHeld,
         ...(options.mode === 'apply' ? { awaitNeeds, peer, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
       })

@@ -53,7 +53,12 @@ const CLIENT = '^/_matrix/client'
 const V = '(api/v1|r0|v3|unstable)'
 const V3 = '(r0|v3|unstable)'
 
-/** Federation endpoints a generic worker serves (the guide's federation_reader list, today's form). */
+/**
+ * Federation endpoints a generic worker serves (the guide's federation_reader list, today's form; docs/workers.md,
+ * "synapse.app.generic_worker"). Compared with the guide (2022): adds version, make_knock/send_knock,
+ * timestamp_to_event, hierarchy; drops get_groups_publicised (groups were removed) and query_auth; v1|v2 pairs are
+ * one regex each. Federation media belongs to a media_repository worker.
+ */
 export const FEDERATION_ROUTES: readonly string[] = [
   '^/_matrix/federation/v1/version$',
   '^/_matrix/federation/v1/event/',

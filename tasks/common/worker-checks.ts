@@ -1,8 +1,7 @@
 import type { AfterCheck } from '../../src/engine/task.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { instancesOn, workerInstances } from '../../src/topology/instances.js'
+import { instancesOn, workerInstances, workerUnitName } from '../../src/topology/instances.js'
 import { httpOnHost, unitActive } from './checks.js'
-import { workerUnitName } from '../workers/templates.js'
 
 /** Are the workers serving? (the workers task's after-checks, and an upgrade's). */
 export function workerAfterChecks(vars: MatrixSettings, hostName?: string): AfterCheck[] {

@@ -3,7 +3,7 @@ import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/core/shell.js'
-import { instancesOn, spansHosts, type WorkerInstance } from '../../src/topology/instances.js'
+import { instancesOn, spansHosts, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
@@ -11,7 +11,7 @@ import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
 import { VENV_LINK } from '../synapse/release.js'
 import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
-import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH, workerUnitName } from './templates.js'
+import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH } from './templates.js'
 
 const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
 

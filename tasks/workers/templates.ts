@@ -15,7 +15,7 @@
  * (Type=notify) is the only signal for those.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { instancesOn, sharedBind, workerInstances as workerInstancesOf, workerUnitName, type WorkerInstance } from '../../src/topology/instances.js'
+import { instancesOn, sharedBind, workerInstances as workerInstancesOf, type WorkerInstance } from '../../src/topology/instances.js'
 import { KINDS, type WorkerKindName } from '../../src/synapse/worker-kinds.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import type { RenderedFile } from '../common/rendered-file.js'
@@ -35,18 +35,6 @@ import {
 
 export const WORKER_UNIT_PATH = '/etc/systemd/system/matrix-synapse-worker@.service'
 export const SYNAPSE_TARGET_PATH = '/etc/systemd/system/matrix-synapse.target'
-
-export { workerUnitName }
-
-
-/**
- * Federation endpoints a generic_worker can serve (docs/workers.md, "synapse.app.generic_worker",
- * Federation requests + inbound transactions). Compared with the guide (2022): adds version,
- * make_knock/send_knock, timestamp_to_event, hierarchy; drops get_groups_publicised (groups were
- * removed from Synapse) and query_auth; v1|v2 pairs are one regex each. Federation media belongs to
- * a media_repository worker. The table per Synapse version is src/topology/routes.ts.
- */
-export const FEDERATION_READER_ROUTES: readonly string[] = FEDERATION_ROUTES
 
 function workerFile(name: string, config: Record<string, unknown>, comment: string): RenderedFile {
   return {
@@ -70,7 +58,7 @@ function httpResources(kind: WorkerKindName): string[] {
 
 /** What the comment at the top of a worker file says. */
 const WORKER_FILE_COMMENTS: Partial<Record<WorkerKindName, string>> = {
-  federation_reader: '# Inbound federation requests (Apache routes FEDERATION_READER_ROUTES here).\n',
+  federation_reader: '# Inbound federation requests (Apache routes FEDERATION_ROUTES here).\n',
   federation_sender:
     '# Outbound federation (conf.d/40-workers.yaml: federation_sender_instances). No http listener:\n' +
     '# the metrics listener, when on, serves as its liveness probe.\n',

@@ -4,7 +4,9 @@
  * nothing). The real guide-built server is adopted in test/e2e/adopt.test.ts.
  */
 import { describe, expect, it } from 'vitest'
-import { analyzeHandBuilt, withAdoptedSettings } from '../../src/commands/adopt/analyze.js'
+import { analyzeHandBuilt } from '../../src/commands/adopt/analyze.js'
+import { adoptionHook } from '../../src/commands/adopt/hook.js'
+import { withAdoptedSettings } from '../../src/engine/adopted-settings.js'
 import { MASK, maskSecrets } from '../../src/core/secret.js'
 import type { HandBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { runHost } from '../../src/engine/host-run.js'
@@ -161,7 +163,7 @@ describe('runHost on the in-memory host: refusals change nothing', () => {
     const inv = await load(', synapse: { install: apt }')
     for (const mode of ['dry-run', 'apply'] as const) {
       const host = guideFakeHost(guideHomeserver({ database: 'database:\n  name: sqlite3\n  args:\n    database: /var/lib/matrix-synapse/homeserver.db' }))
-      const report = await runHost(inv.hosts[0]!, host, { mode, tasks: TASKS, inventory: inv, adopt: true })
+      const report = await runHost(inv.hosts[0]!, host, { mode, tasks: TASKS, inventory: inv, adoption: adoptionHook })
       expect(host.unexpected).toEqual([])
       expect(report.status).toBe('failed')
       expect(report.error).toMatch(/^cannot adopt this host:\n- the server uses SQLite/)

@@ -36,7 +36,8 @@ import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderPgHba, renderPostgresListen } from '../../tasks/postgres/templates.js'
 import { renderRedisConf } from '../../tasks/redis/templates.js'
 import { renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseServiceDropIn, renderSynapseUnit } from '../../tasks/synapse/templates.js'
-import { FEDERATION_READER_ROUTES, renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
+import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
+import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
 import { MPM_CONF_PATH, renderMpmConf } from '../../tasks/apache/mpm.js'
 import { FakeHost } from './fake-host.js'
 import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
@@ -358,7 +359,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(vhost).toBe(renderMatrixVhost(vars, { ...tls, workers: true }).content)
     const lines = vhost.split('\n').map((l) => l.trim())
     const matches = lines.filter((l) => l.startsWith('ProxyPassMatch '))
-    expect(matches).toHaveLength(FEDERATION_READER_ROUTES.length)
+    expect(matches).toHaveLength(FEDERATION_ROUTES.length)
     for (const l of matches) expect(l).toMatch(/^ProxyPassMatch "\^\(.+\)\$" "http:\/\/127\.0\.0\.1:32902\$1" nocanon$/)
     expect(matches).toContain('ProxyPassMatch "^(/_matrix/federation/v1/send/.*)$" "http://127.0.0.1:32902$1" nocanon')
     const generic = lines.indexOf('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')

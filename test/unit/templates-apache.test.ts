@@ -9,7 +9,7 @@ import {
   wellKnownClient,
   wellKnownServer,
 } from '../../tasks/apache/templates.js'
-import { FEDERATION_READER_ROUTES } from '../../tasks/workers/templates.js'
+import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
 const TLS = { certFile: '/etc/ssl/matrix/fullchain.pem', keyFile: '/etc/ssl/matrix/privkey.pem' }
@@ -50,8 +50,8 @@ describe('renderMatrixVhost', () => {
   it('routes every federation reader route with ProxyPassMatch before the generic /_matrix line', () => {
     const generic = l.indexOf('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')
     const matches = l.filter((x) => x.startsWith('ProxyPassMatch '))
-    expect(matches).toHaveLength(FEDERATION_READER_ROUTES.length)
-    for (const route of FEDERATION_READER_ROUTES) {
+    expect(matches).toHaveLength(FEDERATION_ROUTES.length)
+    for (const route of FEDERATION_ROUTES) {
       const line = `ProxyPassMatch "${proxyPassMatchPattern(route)}" "http://127.0.0.1:32902$1" nocanon`
       expect(l.indexOf(line), line).toBeGreaterThan(-1)
       expect(l.indexOf(line)).toBeLessThan(generic)
@@ -121,7 +121,7 @@ describe('proxyPassMatchPattern', () => {
 
   it('matches no client or media path', () => {
     for (const uri of ['/_matrix/client/v3/sync', '/_matrix/media/v3/download/x/y', '/_matrix/federation/v1/media/download/x', '/_synapse/client/pick_idp']) {
-      expect(FEDERATION_READER_ROUTES.map((r) => target(r, uri)).filter(Boolean), uri).toEqual([])
+      expect(FEDERATION_ROUTES.map((r) => target(r, uri)).filter(Boolean), uri).toEqual([])
     }
   })
 })

@@ -1,12 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
-import {
-  FEDERATION_READER_ROUTES,
-  renderSynapseTarget,
-  renderWorkerFiles,
-  renderWorkerUnit,
-  workerUnitName,
-} from '../../tasks/workers/templates.js'
+import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
+import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
+import { workerUnitName } from '../../src/topology/instances.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
 const load = (content: string) => {
@@ -81,22 +77,22 @@ describe('renderWorkerFiles', () => {
   })
 })
 
-describe('FEDERATION_READER_ROUTES', () => {
+describe('FEDERATION_ROUTES', () => {
   it('is today\'s list: anchored regexes, inbound transactions included, removed endpoints gone', () => {
-    expect(FEDERATION_READER_ROUTES).toContain('^/_matrix/federation/v1/send/')
-    expect(FEDERATION_READER_ROUTES).toContain('^/_matrix/key/v2/query')
-    expect(FEDERATION_READER_ROUTES).toContain('^/_matrix/federation/(v1|v2)/send_join/')
-    expect(FEDERATION_READER_ROUTES).toContain('^/_matrix/federation/v1/hierarchy/')
-    expect(FEDERATION_READER_ROUTES.join('\n')).not.toMatch(/get_groups_publicised|query_auth|\/media\//)
-    for (const route of FEDERATION_READER_ROUTES) {
+    expect(FEDERATION_ROUTES).toContain('^/_matrix/federation/v1/send/')
+    expect(FEDERATION_ROUTES).toContain('^/_matrix/key/v2/query')
+    expect(FEDERATION_ROUTES).toContain('^/_matrix/federation/(v1|v2)/send_join/')
+    expect(FEDERATION_ROUTES).toContain('^/_matrix/federation/v1/hierarchy/')
+    expect(FEDERATION_ROUTES.join('\n')).not.toMatch(/get_groups_publicised|query_auth|\/media\//)
+    for (const route of FEDERATION_ROUTES) {
       expect(route.startsWith('^/_matrix/')).toBe(true)
       expect(() => new RegExp(route)).not.toThrow()
     }
-    expect(new Set(FEDERATION_READER_ROUTES).size).toBe(FEDERATION_READER_ROUTES.length)
+    expect(new Set(FEDERATION_ROUTES).size).toBe(FEDERATION_ROUTES.length)
   })
 
   it('matches federation paths and no client paths', () => {
-    const matches = (path: string) => FEDERATION_READER_ROUTES.some((r) => new RegExp(r).test(path))
+    const matches = (path: string) => FEDERATION_ROUTES.some((r) => new RegExp(r).test(path))
     expect(matches('/_matrix/federation/v1/send/1234')).toBe(true)
     expect(matches('/_matrix/federation/v2/invite/!room:example.org/$event')).toBe(true)
     expect(matches('/_matrix/federation/v1/version')).toBe(true)

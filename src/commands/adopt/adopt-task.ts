@@ -4,6 +4,7 @@
  * vhost links and unit drop-ins out of service. The role tasks then convert the rest, with diffs.
  */
 import { ADOPTED_FILES_DIR, hostRecordResources, type HostOwnership, type HostRecord, type HostSecrets } from '../../engine/host-state.js'
+import type { AdoptionReport } from '../../engine/report-types.js'
 import type { Task } from '../../engine/task.js'
 import { command } from '../../resources/command.js'
 import type { Resource } from '../../resources/resource.js'
@@ -11,14 +12,6 @@ import { sh } from '../../core/shell.js'
 import type { Adoption } from './analyze.js'
 
 export const RETIRED_DIR = `${ADOPTED_FILES_DIR}/retired`
-
-/** What the report shows of an adoption (no secret values: names and where they came from). */
-export interface AdoptionReport {
-  notes: Adoption['notes']
-  secrets: { name: string; from: string }[]
-  backupDir: string
-  retire: string[]
-}
 
 export const adoptionReport = (a: Adoption): AdoptionReport => ({ notes: a.notes, secrets: a.secrets.map(({ name, from }) => ({ name, from })), backupDir: ADOPTED_FILES_DIR, retire: a.retire })
 

@@ -6,9 +6,10 @@
  */
 import { parse } from 'yaml'
 import type { AdoptedSettings } from '../../engine/host-state.js'
+import type { AdoptionNote, NoteKind } from '../../engine/report-types.js'
 import type { HostSpec, SecretValue } from '../../inventory/types.js'
-import { Secret } from '../../core/secret.js'
-import { FEDERATION_READER_ROUTES, WORKER_UNIT_PATH } from '../../../tasks/workers/templates.js'
+import { WORKER_UNIT_PATH } from '../../../tasks/workers/templates.js'
+import { FEDERATION_ROUTES } from '../../synapse/routes.js'
 import { workerInstances } from '../../topology/instances.js'
 import { MEDIA_STORE_PATH, RESERVED_SYNAPSE_KEYS, SIGNING_KEY_PATH } from '../../../tasks/synapse/templates.js'
 import { DELEGATION_SITE_PATH, ELEMENT_SITE_PATH, MATRIX_SITE_PATH } from '../../../tasks/apache/templates.js'
@@ -19,17 +20,6 @@ const CONF_D = '/etc/matrix-synapse/conf.d/'
 const WORKERS_DIR = '/etc/matrix-synapse/workers/'
 /** Our own drop-in of the apt method: not the admin's. */
 const OWN_DROP_IN = '/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf'
-
-export type NoteKind = 'kept' | 'secret' | 'mapped' | 'changes' | 'replaced' | 'extraConfig' | 'not mapped' | 'retired'
-
-/** One line of the adoption report: a setting of the host, and what becomes of it. */
-export interface AdoptionNote {
-  kind: NoteKind
-  /** Where it is on the host: `homeserver.yaml: listeners[8008]`. */
-  found: string
-  /** What it becomes: `synapse.listenPort 8008`, or why it goes. */
-  becomes: string
-}
 
 export interface TakenSecret {
   /** Name in the host's secret store (the inventory's `{ generate: true }` name). */
@@ -322,11 +312,11 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     backup.push(target)
     retire.push(link)
     const routes = [...text.matchAll(/^\s*ProxyPass\s+"?(\/_matrix\/(?:federation|key)\/[^"\s]+)"?\s+"?http:\/\/127\.0\.0\.1:(\d+)/gim)].filter((m) => Number(m[2]) !== v.synapse.listenPort)
-    const dropped = routes.map((m) => m[1]!).filter((p) => !FEDERATION_READER_ROUTES.some((r) => new RegExp(r).test(p.endsWith('/') ? `${p}x` : p)))
+    const dropped = routes.map((m) => m[1]!).filter((p) => !FEDERATION_ROUTES.some((r) => new RegExp(r).test(p.endsWith('/') ? `${p}x` : p)))
     note(
       'retired',
       `${target} (${[...new Set(serves)].join(', ')}${routes.length ? `; ${routes.length} ProxyPass routes to the federation_reader` : ''})`,
-      `disabled; ${MATRIX_SITE_PATH}${v.apache.delegation === 'well-known' ? ` and ${DELEGATION_SITE_PATH}` : ''} serve these names${routes.length ? ` with today's ${FEDERATION_READER_ROUTES.length} federation_reader routes` : ''}${dropped.length ? ` (no longer routed to it: ${dropped.join(', ')})` : ''}`,
+      `disabled; ${MATRIX_SITE_PATH}${v.apache.delegation === 'well-known' ? ` and ${DELEGATION_SITE_PATH}` : ''} serve these names${routes.length ? ` with today's ${FEDERATION_ROUTES.length} federation_reader routes` : ''}${dropped.length ? ` (no longer routed to it: ${dropped.join(', ')})` : ''}`,
     )
   }
 
@@ -340,33 +330,4 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const path of [WORKER_UNIT_PATH, '/etc/redis/redis.conf']) if (found.files.has(path)) backup.push(path)
 
   return { refusals, secrets, adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig }, notes, retire, backup }
-}
-
-/**
- * Values under secret-looking keys of the kept settings (an SMTP password, an OIDC client secret) are
- * made Secrets, so every report, diff and log masks them, as it does the taken-over secrets.
- */
-export function maskAdoptedSecrets(value: unknown, key = ''): void {
-  if (typeof value === 'string' && /pass|secret|token|key/i.test(key)) new Secret(value, `adopted setting ${key}`)
-  else if (Array.isArray(value)) value.forEach((v) => maskAdoptedSecrets(v, key))
-  else if (isMap(value)) for (const [k, v] of Object.entries(value)) maskAdoptedSecrets(v, k)
-}
-
-/** The host's vars with what an adopted server keeps, where the inventory does not say otherwise. */
-export function withAdoptedSettings(host: HostSpec, adopted: AdoptedSettings | undefined): HostSpec {
-  if (!adopted) return host
-  maskAdoptedSecrets(adopted.extraConfig)
-  const s = host.vars.synapse
-  return {
-    ...host,
-    vars: {
-      ...host.vars,
-      synapse: {
-        ...s,
-        signingKeyPath: s.signingKeyPath ?? adopted.signingKeyPath,
-        mediaStorePath: s.mediaStorePath ?? adopted.mediaStorePath,
-        extraConfig: { ...adopted.extraConfig, ...s.extraConfig },
-      },
-    },
-  }
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { main, type CliIo } from '../../cli.js'
+import type { CliIo } from '../io.js'
 import { loadInventory } from '../../inventory/load.js'
 import { ADMIN_USER, ensureAdmin } from './admin.js'
 import { prepareElement, prepareWheelhouse } from './artifacts.js'
@@ -12,7 +12,7 @@ import { SandboxError, sandboxSettings, shown, type SandboxSettings } from './se
 
 /**
  * `provision sandbox`: the whole stack in one local systemd container, provisioned over real SSH by
- * the same `main` as any inventory. `--down` removes the container and the sandbox directory.
+ * the same entry point as any inventory (`provision`, handed in by the CLI). `--down` removes the container and the sandbox directory.
  */
 export interface SandboxOptions {
   down: boolean
@@ -20,6 +20,8 @@ export interface SandboxOptions {
   element?: string
   verbose: boolean
   io: CliIo
+  /** The CLI's entry point, handed in (a verb does not import the CLI): provisions the sandbox's inventory. */
+  provision: (argv: string[], io: CliIo) => Promise<number>
 }
 
 /** Marks a directory as made by this command: --down deletes only such a directory. */
@@ -55,7 +57,7 @@ async function up(s: SandboxSettings, o: SandboxOptions, say: (line: string) => 
   say(`inventory: ${shown(s.inventory)} (from ${shown(s.template)})`)
 
   say(`provisioning ${s.name} over SSH (127.0.0.1:${s.sshPort})`)
-  const code = await main(['--inventory', s.inventory, ...(o.verbose ? ['--verbose'] : [])], o.io)
+  const code = await o.provision(['--inventory', s.inventory, ...(o.verbose ? ['--verbose'] : [])], o.io)
   if (code !== 0) {
     o.io.err(`provision sandbox: provisioning failed (exit ${code}); the container keeps running: look inside with\n  ${sshCommand(s)}\nor remove everything with: provision sandbox --down\n`)
     return code
