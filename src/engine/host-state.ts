@@ -5,15 +5,7 @@ import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../core/secret.js'
 import { raw, sh } from '../core/shell.js'
-
-/** What matrix-provision keeps on each host, under one root-only directory. */
-export const STATE_DIR = '/var/lib/matrix-provision'
-export const SECRETS_DIR = `${STATE_DIR}/secrets`
-export const PENDING_RESTARTS = `${STATE_DIR}/pending-restarts`
-/** Written on the first apply: this host is set up (or adopted) by matrix-provision. */
-export const HOST_RECORD = `${STATE_DIR}/host.json`
-/** Copies of the files of a server built by hand, taken before adoption changed them. */
-export const ADOPTED_FILES_DIR = `${STATE_DIR}/adopted`
+import { STATE_DIR, SECRETS_DIR, PENDING_RESTARTS, HOST_RECORD } from '../synapse/paths.js'
 
 /** What an adopted server keeps of its own; later runs use these where the inventory says nothing. */
 export interface AdoptedSettings {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname, userInfo } from 'node:os'
 import type { Connection, RemoteProcess } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
-import { STATE_DIR } from './host-state.js'
+import { STATE_DIR } from '../synapse/paths.js'
 
 const LOCK = `${STATE_DIR}/lock`
 

@@ -4,7 +4,7 @@ import { inWaves } from '../resources/systemd-service.js'
 import { ensureSuccess, type Connection } from '../ssh/connection.js'
 import { joinShell, sh, type ShellCommand } from '../core/shell.js'
 import type { RestartRecord } from './report-types.js'
-import { PENDING_RESTARTS, STATE_DIR } from './host-state.js'
+import { PENDING_RESTARTS, STATE_DIR } from '../synapse/paths.js'
 
 /** Copies of files a validating unit watches, taken before this run (or a run that died) changed them. */
 export const BACKUP_DIR = `${STATE_DIR}/backup`

@@ -1,5 +1,4 @@
 import type { AfterCheck, Task } from '../../src/engine/task.js'
-import { STATE_DIR } from '../../src/engine/host-state.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { directory, file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
@@ -18,6 +17,7 @@ import {
   renderBackupService,
   renderBackupTimer,
 } from './templates.js'
+import { STATE_DIR } from '../../src/synapse/paths.js'
 
 /**
  * Scheduled backups for operators without a controller online: a systemd timer runs the same dump and

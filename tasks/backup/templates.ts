@@ -1,21 +1,20 @@
 /**
  * Scheduled backups on the host: a oneshot service run by a timer, taking the same parts as
- * `provision backup` (the commands of src/backup/host-commands.ts) into <directory>/<host>-<UTC time>/,
+ * `provision backup` (the commands of src/synapse/backup/parts.ts) into <directory>/<host>-<UTC time>/,
  * with the same manifest, so `provision restore --from` takes a copy of one as it is.
  */
 import { pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
-import { partCommand, MEDIA_SIZE_COMMAND } from '../../src/synapse/backup/parts.js'
-import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES } from '../../src/commands/backup/manifest.js'
+import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, MEDIA_SIZE_COMMAND, PART_NAMES, partCommand } from '../../src/synapse/backup/parts.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { sh } from '../../src/core/shell.js'
-import { SIGNING_KEY_PATH, SYNAPSE_PYTHON } from '../synapse/templates.js'
+import { SIGNING_KEY_PATH, STATE_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT } from '../../src/synapse/paths.js'
 
 export const BACKUP_UNIT = 'matrix-provision-backup.service'
 export const BACKUP_TIMER = 'matrix-provision-backup.timer'
 export const BACKUP_SCRIPT_PATH = '/usr/local/lib/matrix-provision/scheduled-backup'
 export const BACKUP_CONF_PATH = '/etc/matrix-provision/scheduled-backup.conf'
 /** Password of the Synapse database role, for a dump over TCP when Postgres runs on another host. */
-export const BACKUP_PGPASS_PATH = '/var/lib/matrix-provision/backup.pgpass'
+export const BACKUP_PGPASS_PATH = `${STATE_DIR}/backup.pgpass`
 
 export interface ScheduledBackupSpec {
   hostName: string
@@ -122,7 +121,7 @@ export function renderBackupService(): string {
   return [
     '[Unit]',
     'Description=matrix-provision scheduled backup of Synapse (database, media, signing key, secrets, config)',
-    'After=postgresql.service matrix-synapse.service',
+    `After=postgresql.service ${SYNAPSE_UNIT}`,
     '',
     '[Service]',
     'Type=oneshot',

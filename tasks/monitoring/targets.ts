@@ -1,5 +1,6 @@
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { workerInstances, workerUnitName } from '../../src/topology/instances.js'
+import { SYNAPSE_UNIT } from '../../src/synapse/paths.js'
 
 /** One Synapse process's metrics listener: what Prometheus scrapes and `provision status` reads. */
 export interface MetricsTarget {
@@ -26,7 +27,7 @@ export function metricsTargets(vars: MatrixSettings, hostName?: string): Metrics
   const main = vars.workers.homeserverHost
   const all: MetricsTarget[] = [
     ...((main === undefined || hostName === undefined || hostName === main)
-      ? [{ process: 'main', job: 'master', unit: 'matrix-synapse.service', port: vars.monitoring.mainMetricsPort, host: main, address: '127.0.0.1' }]
+      ? [{ process: 'main', job: 'master', unit: SYNAPSE_UNIT, port: vars.monitoring.mainMetricsPort, host: main, address: '127.0.0.1' }]
       : []),
     ...workerInstances(vars).map((w) => ({ process: w.name, job: w.name, unit: workerUnitName(w.name), port: w.metricsPort, host: w.host, address: w.remote ? w.address : '127.0.0.1' })),
   ]

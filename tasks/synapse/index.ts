@@ -3,7 +3,7 @@ import { pythonVersion } from '../../src/facts/system.js'
 import { debPackages } from '../../src/facts/packages.js'
 import type { HostSpec, Inventory, MatrixSettings } from '../../src/inventory/types.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
-import { synapseRelease, VENV_LINK, versionedVenv, type ReleaseSpec } from './release.js'
+import { synapseRelease, type ReleaseSpec } from './release.js'
 import { codeSchemaOfWheelhouse } from './schema-probe.js'
 import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
@@ -18,15 +18,13 @@ import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget,
 import { addressOf } from '../common/topology.js'
 import { signingKey, signingKeyFromSecret } from './signing-key.js'
 import { stopWorkersBeforeSharedChange } from './worker-handover.js'
-import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf, SYNAPSE_UNIT, SYNAPSE_WORKERS_DIR } from './templates.js'
+import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf } from './templates.js'
+import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
 
-export const ETC = '/etc/matrix-synapse'
-export const VENV = '/opt/venvs/matrix-synapse'
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
-export const federationCaPath = (i: number) => `${ETC}/federation-ca-${i + 1}.pem`
-export const PYTHON = `${VENV}/bin/python`
+export const federationCaPath = (i: number) => `${SYNAPSE_CONFIG_DIR}/federation-ca-${i + 1}.pem`
 /** Every --config-path the units pass, in order: the base file, then conf.d. */
-export const CONFIG_ARGS = [`--config-path=${ETC}/homeserver.yaml`, `--config-path=${ETC}/conf.d/`]
+export const CONFIG_ARGS = [`--config-path=${HOMESERVER_YAML}`, `--config-path=${SYNAPSE_CONF_D}/`]
 
 /** Synapse version a wheelhouse holds (from the matrix_synapse wheel's file name). */
 export function wheelhouseVersion(dir: string): string | undefined {
@@ -80,7 +78,7 @@ export const validateConfig = (python: string, worker?: string) => {
   const main = sh`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${python} -m synapse.config ${CONFIG_ARGS}`
   return worker ? sh`${main} ${`--config-path=${SYNAPSE_WORKERS_DIR}/${worker}.yaml`}` : main
 }
-export const VALIDATE_CONFIG = validateConfig(PYTHON)
+export const VALIDATE_CONFIG = validateConfig(SYNAPSE_PYTHON)
 
 /** The checks of a serving main process (the task's after-checks, and an upgrade's). */
 export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
@@ -158,7 +156,7 @@ export const synapseTask: Task = {
   resources(ctx) {
     const v = ctx.host.vars
     const out: Resource[] = []
-    const watch = [`${ETC}/homeserver.yaml`, `${ETC}/conf.d/`, `${ETC}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', '/etc/systemd/system/matrix-synapse.service']
+    const watch = [HOMESERVER_YAML, `${SYNAPSE_CONF_D}/`, `${SYNAPSE_CONFIG_DIR}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', SYNAPSE_UNIT_PATH]
     if (v.synapse.install === 'apt') {
       // An installed package at another version is upgraded by the release, in the upgrade order.
       const installed = ctx.facts.get(debPackages).has('matrix-synapse-py3')
@@ -170,7 +168,7 @@ export const synapseTask: Task = {
         aptPackages({
           packages: [{ name: 'matrix-synapse-py3', version: installed ? undefined : debVersion }],
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
-          provides: { units: [SYNAPSE_UNIT], paths: [ETC, VENV] },
+          provides: { units: [SYNAPSE_UNIT], paths: [SYNAPSE_CONFIG_DIR, VENV_LINK] },
         }),
         // The config files are group-readable by matrix-synapse. The package's postinst makes that group
         // (adduser --system --group, since 1.66); packages before gave the user the group nogroup.
@@ -195,18 +193,18 @@ export const synapseTask: Task = {
           install: pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
           controllerCode: v.synapse.wheelhouse ? codeSchemaOfWheelhouse(v.synapse.wheelhouse) : undefined,
         }),
-        file({ path: '/etc/systemd/system/matrix-synapse.service', content: renderSynapseUnit() }),
+        file({ path: SYNAPSE_UNIT_PATH, content: renderSynapseUnit() }),
       )
     }
     // The Debian package owns /etc/matrix-synapse as matrix-synapse (dpkg-statoverride); the pip method matches it.
     out.push(
-      directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
-      directory({ path: `${ETC}/conf.d`, mode: 0o755 }),
+      directory({ path: SYNAPSE_CONFIG_DIR, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
+      directory({ path: SYNAPSE_CONF_D, mode: 0o755 }),
       directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
       directory({ path: mediaStorePathOf(v), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
       directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     )
-    if (v.synapse.install === 'pip') out.push(file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
+    if (v.synapse.install === 'pip') out.push(file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
     v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
     // Before the shared config changes: a worker that left the set must not keep writing a stream
     // the new config gives to another process.
@@ -236,7 +234,7 @@ export const synapseTask: Task = {
         ? signingKeyFromSecret({ path: SIGNING_KEY, key: ctx.secret(v.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' })
         : signingKey({
         path: SIGNING_KEY,
-        python: PYTHON,
+        python: SYNAPSE_PYTHON,
         configArgs: CONFIG_ARGS,
         owner: 'matrix-synapse',
         group: 'matrix-synapse',
@@ -267,12 +265,12 @@ export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resou
     ...pipHostBase(),
     pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: home.synapse.wheelhouse, indexUrl: home.synapse.pipIndexUrl }),
     symlink({ path: VENV_LINK, target: versionedVenv(version) }),
-    directory({ path: ETC, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
-    directory({ path: `${ETC}/conf.d`, mode: 0o755 }),
+    directory({ path: SYNAPSE_CONFIG_DIR, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
+    directory({ path: SYNAPSE_CONF_D, mode: 0o755 }),
     directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     directory({ path: mediaStorePathOf(home), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
-    file({ path: `${ETC}/homeserver.yaml`, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }),
+    file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }),
   ]
   home.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
   const configFiles = synapseConfigFiles(ctx, home)

@@ -1,7 +1,7 @@
 import type { Secret } from '../../src/core/secret.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
-import { SECRETS_CONFIG_PATH } from './templates.js'
+import { SECRETS_CONFIG_PATH, VENV_LINK } from '../../src/synapse/paths.js'
 
 /**
  * Register a user with Synapse's own register_new_matrix_user (shared-secret registration, works with
@@ -9,7 +9,7 @@ import { SECRETS_CONFIG_PATH } from './templates.js'
  */
 export async function registerUser(conn: Connection, options: { user: string; password: Secret; admin: boolean; listenPort: number }): Promise<void> {
   const cmd = [
-    '/opt/venvs/matrix-synapse/bin/register_new_matrix_user',
+    `${VENV_LINK}/bin/register_new_matrix_user`,
     '-c', SECRETS_CONFIG_PATH,
     '-u', options.user,
     '--password-file', '/dev/stdin',

@@ -16,7 +16,6 @@
 import { databaseDumpCommand, pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
 import { pythonScript } from '../../src/core/python-script.js'
 import type { AfterCheck, AfterCheckContext } from '../../src/engine/task.js'
-import { STATE_DIR } from '../../src/engine/host-state.js'
 import { defineFact, type FactValues } from '../../src/facts/fact.js'
 import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
@@ -25,6 +24,7 @@ import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
+import { STATE_DIR } from '../../src/synapse/paths.js'
 
 export const VENV_LINK = '/opt/venvs/matrix-synapse'
 export const versionedVenv = (version: string) => `${VENV_LINK}-${version}`

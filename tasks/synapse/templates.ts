@@ -46,38 +46,14 @@ import { instancePorts, reachAddress, sharedBind, streamWriters, workerInstances
 import { KINDS, type Duty } from '../../src/synapse/worker-kinds.js'
 import { routeTable } from '../../src/synapse/routes.js'
 import type { RenderedFile } from '../common/rendered-file.js'
+import { SYNAPSE_USER, SYNAPSE_GROUP, SYNAPSE_CONFIG_DIR, SYNAPSE_CONF_D, HOMESERVER_YAML, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, MEDIA_STORE_PATH, SYNAPSE_LOG_DIR, PID_FILE, SYNAPSE_PYTHON, MAIN_PROCESS_LOG_NAME } from '../../src/synapse/paths.js'
 
 // ---------------------------------------------------------------------------------------------
 // Paths and names
 
-export const SYNAPSE_USER = 'matrix-synapse'
-/** Group that may read the configuration (the Debian postinst makes the user with group nogroup: the task adds this group). */
-export const SYNAPSE_GROUP = 'matrix-synapse'
-export const SYNAPSE_CONFIG_DIR = '/etc/matrix-synapse'
-export const SYNAPSE_CONF_D = `${SYNAPSE_CONFIG_DIR}/conf.d`
-export const SYNAPSE_WORKERS_DIR = `${SYNAPSE_CONFIG_DIR}/workers`
-export const HOMESERVER_YAML = `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`
-export const SIGNING_KEY_PATH = `${SYNAPSE_CONFIG_DIR}/homeserver.signing.key`
-export const SYNAPSE_DATA_DIR = '/var/lib/matrix-synapse'
-export const MEDIA_STORE_PATH = `${SYNAPSE_DATA_DIR}/media`
 /** The signing key and media store of this host: the package layout's, or those an adopted server had. */
 export const signingKeyPathOf = (vars: MatrixSettings) => vars.synapse.signingKeyPath ?? SIGNING_KEY_PATH
 export const mediaStorePathOf = (vars: MatrixSettings) => vars.synapse.mediaStorePath ?? MEDIA_STORE_PATH
-export const SYNAPSE_LOG_DIR = '/var/log/matrix-synapse'
-/** Used only when daemonizing (systemd never does); inside RuntimeDirectory so the sandboxed unit could write it. */
-export const PID_FILE = '/run/matrix-synapse/homeserver.pid'
-/** The Debian package's virtualenv; the pip method installs into the same path so units are shared. */
-export const SYNAPSE_PYTHON = '/opt/venvs/matrix-synapse/bin/python'
-export const SYNAPSE_UNIT = 'matrix-synapse.service'
-export const SYNAPSE_UNIT_PATH = `/etc/systemd/system/${SYNAPSE_UNIT}`
-/** apt method: joins the package's own unit to matrix-synapse.target (restart/reload propagate). */
-export const SYNAPSE_UNIT_DROP_IN_PATH = '/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf'
-
-/** The name the main process has in log file names (Debian's default log file is homeserver.log). */
-export const MAIN_PROCESS_LOG_NAME = 'homeserver'
-
-/** The conf.d file that holds registration_shared_secret (register_new_matrix_user needs it as a -c argument). */
-export const SECRETS_CONFIG_PATH = `${SYNAPSE_CONF_D}/30-secrets.yaml`
 
 /**
  * Top-level keys synapse.extraConfig may not set: each is produced from a setting of its own (use

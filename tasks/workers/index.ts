@@ -9,9 +9,9 @@ import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
-import { VENV_LINK } from '../synapse/release.js'
-import { renderSynapseServiceDropIn, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR } from '../synapse/templates.js'
-import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit, SYNAPSE_TARGET_PATH, WORKER_UNIT_PATH } from './templates.js'
+import { renderSynapseServiceDropIn } from '../synapse/templates.js'
+import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
+import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR, SYNAPSE_TARGET_PATH, VENV_LINK, WORKER_UNIT_PATH } from '../../src/synapse/paths.js'
 
 const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
 
@@ -70,7 +70,7 @@ export const workersTask: Task = {
     // Every worker reads the shared config: a change there (stream writers, federation senders,
     // pushers) restarts them all, as Synapse's docs ask; a new worker's own file restarts nobody else.
     // A worker host has no release procedure: its workers restart when the venv link moves.
-    const shared = ['/etc/matrix-synapse/conf.d/', '/etc/matrix-synapse/homeserver.yaml', 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH, ...(main ? [] : [VENV_LINK])]
+    const shared = [`${SYNAPSE_CONF_D}/`, HOMESERVER_YAML, 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH, ...(main ? [] : [VENV_LINK])]
     for (const w of here) {
       out.push(
         service({

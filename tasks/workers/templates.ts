@@ -20,21 +20,13 @@ import { KINDS, type WorkerKindName } from '../../src/synapse/worker-kinds.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 import {
-  SYNAPSE_CONF_D,
-  SYNAPSE_GROUP,
-  SYNAPSE_PYTHON,
   SYNAPSE_SANDBOX,
-  SYNAPSE_USER,
-  SYNAPSE_WORKERS_DIR,
-  HOMESERVER_YAML,
   logConfigPath,
   renderLogConfig,
   renderYaml,
 } from '../synapse/templates.js'
+import { SYNAPSE_CONF_D, SYNAPSE_GROUP, SYNAPSE_PYTHON, SYNAPSE_USER, SYNAPSE_WORKERS_DIR, HOMESERVER_YAML } from '../../src/synapse/paths.js'
 
-
-export const WORKER_UNIT_PATH = '/etc/systemd/system/matrix-synapse-worker@.service'
-export const SYNAPSE_TARGET_PATH = '/etc/systemd/system/matrix-synapse.target'
 
 function workerFile(name: string, config: Record<string, unknown>, comment: string): RenderedFile {
   return {

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { HOST_RECORD } from '../../src/engine/host-state.js'
 import type { RunReport } from '../../src/engine/report-types.js'
 import { runInventory } from '../../src/engine/run.js'
 import type { Task } from '../../src/engine/task.js'
@@ -9,6 +8,7 @@ import { file } from '../../src/resources/file.js'
 import { connect } from '../../src/ssh/ssh-connection.js'
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
+import { HOST_RECORD } from '../../src/synapse/paths.js'
 
 const ROLE = 'scale-test' as Role
 const FILES = 20

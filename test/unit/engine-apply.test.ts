@@ -8,7 +8,6 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { runHost } from '../../src/engine/host-run.js'
-import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/engine/host-state.js'
 import type { HostReport } from '../../src/engine/report-types.js'
 import type { Task } from '../../src/engine/task.js'
 import { fileState } from '../../src/facts/files.js'
@@ -20,6 +19,7 @@ import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/core/shell.js'
 import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
+import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/synapse/paths.js'
 
 const inventory = await loadInventoryFromString('defaults:\n  vars: { serverName: example.org }\nhosts:\n  web: { address: 203.0.113.10, roles: [apache] }\n', '/tmp/engine-apply.yaml')
 

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { HOST_RECORD, hostOwnership, pendingRestarts, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR, storedSecrets } from '../../src/engine/host-state.js'
+import { hostOwnership, pendingRestarts, storedSecrets } from '../../src/engine/host-state.js'
 import { synapseFootprint } from '../../src/engine/ownership.js'
 import { handBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
@@ -26,6 +26,7 @@ import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } 
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
 import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
+import { HOST_RECORD, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR } from '../../src/synapse/paths.js'
 
 export type FsNode =
   | { type: 'file'; content: Buffer; owner: string; group: string; mode: number }

@@ -3,13 +3,14 @@
  * its secrets into the host's secret store, the host record (from now on the tool's), and the old
  * vhost links and unit drop-ins out of service. The role tasks then convert the rest, with diffs.
  */
-import { ADOPTED_FILES_DIR, hostRecordResources, type HostOwnership, type HostRecord, type HostSecrets } from '../../engine/host-state.js'
+import { hostRecordResources, type HostOwnership, type HostRecord, type HostSecrets } from '../../engine/host-state.js'
 import type { AdoptionReport } from '../../engine/report-types.js'
 import type { Task } from '../../engine/task.js'
 import { command } from '../../resources/command.js'
 import type { Resource } from '../../resources/resource.js'
 import { sh } from '../../core/shell.js'
 import type { Adoption } from './analyze.js'
+import { ADOPTED_FILES_DIR } from '../../synapse/paths.js'
 
 export const RETIRED_DIR = `${ADOPTED_FILES_DIR}/retired`
 

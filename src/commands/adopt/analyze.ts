@@ -8,18 +8,17 @@ import { parse } from 'yaml'
 import type { AdoptedSettings } from '../../engine/host-state.js'
 import type { AdoptionNote, NoteKind } from '../../engine/report-types.js'
 import type { HostSpec, SecretValue } from '../../inventory/types.js'
-import { WORKER_UNIT_PATH } from '../../../tasks/workers/templates.js'
 import { FEDERATION_ROUTES } from '../../synapse/routes.js'
 import { workerInstances } from '../../topology/instances.js'
-import { MEDIA_STORE_PATH, RESERVED_SYNAPSE_KEYS, SIGNING_KEY_PATH } from '../../../tasks/synapse/templates.js'
+import { RESERVED_SYNAPSE_KEYS } from '../../../tasks/synapse/templates.js'
 import { DELEGATION_SITE_PATH, ELEMENT_SITE_PATH, MATRIX_SITE_PATH } from '../../../tasks/apache/templates.js'
 import type { HandBuiltFiles } from './host-files.js'
+import { HOMESERVER_YAML, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR, WORKER_UNIT_PATH } from '../../synapse/paths.js'
 
-export const HOMESERVER_YAML = '/etc/matrix-synapse/homeserver.yaml'
-const CONF_D = '/etc/matrix-synapse/conf.d/'
-const WORKERS_DIR = '/etc/matrix-synapse/workers/'
+const CONF_D = `${SYNAPSE_CONF_D}/`
+const WORKERS_DIR = `${SYNAPSE_WORKERS_DIR}/`
 /** Our own drop-in of the apt method: not the admin's. */
-const OWN_DROP_IN = '/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf'
+const OWN_DROP_IN = SYNAPSE_UNIT_DROP_IN_PATH
 
 export interface TakenSecret {
   /** Name in the host's secret store (the inventory's `{ generate: true }` name). */
@@ -97,7 +96,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const [path, body] of sources) {
     for (const [k, value] of Object.entries(body)) {
       config[k] = value
-      origin.set(k, path.replace('/etc/matrix-synapse/', ''))
+      origin.set(k, path.replace(`${SYNAPSE_CONFIG_DIR}/`, ''))
     }
   }
   backup.push(...sources.map(([p]) => p))
@@ -275,7 +274,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const path of workerFiles) {
     const w = parseYaml(found.files.get(path)!, path, refusals)
     backup.push(path)
-    const file = path.replace('/etc/matrix-synapse/', '')
+    const file = path.replace(`${SYNAPSE_CONFIG_DIR}/`, '')
     const app = String(w.worker_app ?? '')
     const name = String(w.worker_name ?? path.slice(WORKERS_DIR.length, -'.yaml'.length))
     const wl = (Array.isArray(w.worker_listeners) ? w.worker_listeners : []).filter(isMap)

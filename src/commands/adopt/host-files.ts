@@ -1,6 +1,7 @@
 /** What `provision adopt` reads on a server built by hand: its configuration files, in one probe. */
 import { defineFact } from '../../facts/fact.js'
 import { raw } from '../../core/shell.js'
+import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, WORKER_UNIT_PATH } from '../../synapse/paths.js'
 
 export interface HandBuiltFiles {
   /** Path -> content of every file read (configuration, worker files, enabled vhosts, unit drop-ins). */
@@ -14,11 +15,11 @@ export interface HandBuiltFiles {
 }
 
 const GLOBS = [
-  '/etc/matrix-synapse/homeserver.yaml',
-  '/etc/matrix-synapse/conf.d/*.yaml',
-  '/etc/matrix-synapse/workers/*.yaml',
-  '/etc/systemd/system/matrix-synapse.service.d/*.conf',
-  '/etc/systemd/system/matrix-synapse-worker@.service',
+  HOMESERVER_YAML,
+  `${SYNAPSE_CONF_D}/*.yaml`,
+  `${SYNAPSE_WORKERS_DIR}/*.yaml`,
+  `${SYNAPSE_UNIT_PATH}.d/*.conf`,
+  WORKER_UNIT_PATH,
   '/etc/redis/redis.conf',
 ]
 
@@ -37,7 +38,7 @@ export const handBuiltFiles = defineFact(
       const parts = line.split('\t')
       if (parts[0] === 'file' && parts.length === 3) {
         result.files.set(parts[1]!, Buffer.from(parts[2]!, 'base64').toString('utf8'))
-        if (parts[1]!.startsWith('/etc/systemd/system/matrix-synapse.service.d/')) result.unitDropIns.push(parts[1]!)
+        if (parts[1]!.startsWith(`${SYNAPSE_UNIT_PATH}.d/`)) result.unitDropIns.push(parts[1]!)
       } else if (parts[0] === 'site' && parts.length === 4) {
         result.enabledSites.set(parts[1]!, parts[2]!)
         result.files.set(parts[2]!, Buffer.from(parts[3]!, 'base64').toString('utf8'))

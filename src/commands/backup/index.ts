@@ -5,11 +5,12 @@ import type { Connection } from '../../ssh/connection.js'
 import { mediaStoreHost } from '../../topology/instances.js'
 import { TASKS } from '../../../tasks/index.js'
 import { AGE_SUFFIX, requireAge, resolveRecipients } from './age.js'
-import { BACKUP_PARTS, BackupInputError, PART_NAMES } from './manifest.js'
+import { BackupInputError } from './manifest.js'
 import { renderBackupReport, renderRestoreReport } from './render.js'
 import { restoreBackup } from './restore.js'
 import { takeBackups } from './take-backup.js'
 import { createTransferProgress } from './transfer-progress.js'
+import { BACKUP_PARTS, PART_NAMES } from '../../synapse/backup/parts.js'
 
 interface LifecycleInput {
   values: { to?: string; from?: string; force?: boolean; 'encrypt-to'?: string[]; identity?: string; json?: boolean; 'dry-run'?: boolean; limit?: string; verbose?: boolean; parallel?: string }

@@ -3,20 +3,7 @@ import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-
-/** What a backup holds, one file each (plus `.age` when encrypted). */
-export const BACKUP_PARTS = {
-  database: { file: 'database.dump', what: 'Synapse database (pg_dump custom format, without e2e_one_time_keys_json rows)' },
-  media: { file: 'media.tar', what: 'media store: local_content and local_thumbnails (remote caches are left out: they are fetched again)' },
-  signingKey: { file: 'signing.key', what: "the server's signing key (its federation identity)" },
-  secrets: { file: 'secrets.tar', what: 'generated secrets (/var/lib/matrix-provision/secrets)' },
-  config: { file: 'config.tar', what: 'rendered configuration (/etc/matrix-synapse), for reference: restore renders it from the inventory' },
-} as const
-export type BackupPart = keyof typeof BACKUP_PARTS
-export const PART_NAMES = Object.keys(BACKUP_PARTS) as BackupPart[]
-
-export const MANIFEST_FILE = 'manifest.json'
-export const MANIFEST_FORMAT = 'matrix-provision-backup/1'
+import { PART_NAMES, MANIFEST_FILE, MANIFEST_FORMAT, type BackupPart } from '../../synapse/backup/parts.js'
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/)
 

@@ -3,7 +3,6 @@ import { readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { SECRETS_DIR, STATE_DIR } from '../../engine/host-state.js'
 import { acquireLock, type HostLock } from '../../engine/lock.js'
 import type { RunReport } from '../../engine/report-types.js'
 import type { HostSpec, Inventory } from '../../inventory/types.js'
@@ -11,14 +10,14 @@ import { sqlIdent, sqlLiteral } from '../../resources/postgres.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
 import { ensureSuccess, type Connection } from '../../ssh/connection.js'
 import { sh, type ShellCommand } from '../../core/shell.js'
-import { MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, SYNAPSE_GROUP, SYNAPSE_USER } from '../../../tasks/synapse/templates.js'
 import { spansHosts, workerHosts, workerUnits } from '../../topology/instances.js'
 import { ageDecrypt, childDone } from './age.js'
 import { AFTER_RESTORE_SQL, databaseRestoreCommand } from '../../synapse/backup/database-dump.js'
 import { describeContents, holdsData, psqlRows, readDatabaseState, readInstalledSynapse, signingKeyIdentity, type DatabaseState } from './homeserver-state.js'
-import { MEDIA_PARTS, MEDIA_SIZE_COMMAND } from '../../synapse/backup/parts.js'
-import { BackupInputError, MANIFEST_FILE, readManifest, verifyBackupFiles, type BackupPart, type Manifest } from './manifest.js'
+import { MEDIA_PARTS, MEDIA_SIZE_COMMAND, MANIFEST_FILE, type BackupPart } from '../../synapse/backup/parts.js'
+import { BackupInputError, readManifest, verifyBackupFiles, type Manifest } from './manifest.js'
 import { formatBytes, type TransferProgress } from './transfer-progress.js'
+import { SECRETS_DIR, STATE_DIR, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, SYNAPSE_GROUP, SYNAPSE_UNIT, SYNAPSE_USER } from '../../synapse/paths.js'
 
 export interface RestoreOptions {
   host: HostSpec
@@ -206,9 +205,9 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     const exec = async (c: Connection, command: ShellCommand, what: string, stdin?: string | Buffer | Readable) =>
       ensureSuccess(c.host, await c.run(command, { stdin, timeoutMs: 0, secretOutput: true }), what)
 
-    add('stop', `stop ${[...workers, 'matrix-synapse.service'].join(', ')} (workers first)`, async () => {
+    add('stop', `stop ${[...workers, SYNAPSE_UNIT].join(', ')} (workers first)`, async () => {
       if (workers.length) await exec(conn, sh`systemctl stop ${workers}`, 'stopping the workers')
-      await exec(conn, sh`systemctl stop matrix-synapse.service`, 'stopping Synapse')
+      await exec(conn, sh`systemctl stop ${SYNAPSE_UNIT}`, 'stopping Synapse')
     })
     add('signing-key', `write ${SIGNING_KEY_PATH} (${manifest.signingKey.id}, ${SYNAPSE_USER} 0600)`, async () => {
       const key = await readPart(dir, manifest, 'signingKey', options.identity)

@@ -4,15 +4,15 @@ import { acquireLock, type HostLock } from '../../engine/lock.js'
 import type { HostSpec } from '../../inventory/types.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
 import { RemoteCommandError, type Connection } from '../../ssh/connection.js'
-import { SIGNING_KEY_PATH } from '../../../tasks/synapse/templates.js'
 import { AGE_SUFFIX } from './age.js'
 import { readDatabaseState, readInstalledSynapse, signingKeyIdentity, psqlRows } from './homeserver-state.js'
-import { MEDIA_SIZE_COMMAND, partCommand } from '../../synapse/backup/parts.js'
-import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES, type BackupPart, type Manifest } from './manifest.js'
+import { MEDIA_SIZE_COMMAND, partCommand, BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES, type BackupPart } from '../../synapse/backup/parts.js'
+import { type Manifest } from './manifest.js'
 import { BackupFileWriter } from './stored-file.js'
 import type { TransferProgress } from './transfer-progress.js'
 import { sqlLiteral } from '../../resources/postgres.js'
 import { mediaStoreHost } from '../../topology/instances.js'
+import { SIGNING_KEY_PATH } from '../../synapse/paths.js'
 
 export interface BackupOptions {
   /** The homeservers to back up (hosts with the synapse role). */

@@ -1,8 +1,20 @@
-import { SECRETS_DIR, STATE_DIR } from '../../engine/host-state.js'
 import { raw, sh, type ShellCommand } from '../../core/shell.js'
-import { MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CONFIG_DIR } from '../../../tasks/synapse/templates.js'
-import type { BackupPart } from '../../commands/backup/manifest.js'
 import { databaseDumpCommand } from './database-dump.js'
+import { SECRETS_DIR, STATE_DIR, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CONFIG_DIR } from '../paths.js'
+
+/** What a backup holds, one file each (plus `.age` when encrypted). */
+export const BACKUP_PARTS = {
+  database: { file: 'database.dump', what: 'Synapse database (pg_dump custom format, without e2e_one_time_keys_json rows)' },
+  media: { file: 'media.tar', what: 'media store: local_content and local_thumbnails (remote caches are left out: they are fetched again)' },
+  signingKey: { file: 'signing.key', what: "the server's signing key (its federation identity)" },
+  secrets: { file: 'secrets.tar', what: `generated secrets (${SECRETS_DIR})` },
+  config: { file: 'config.tar', what: `rendered configuration (${SYNAPSE_CONFIG_DIR}), for reference: restore renders it from the inventory` },
+} as const
+export type BackupPart = keyof typeof BACKUP_PARTS
+export const PART_NAMES = Object.keys(BACKUP_PARTS) as BackupPart[]
+
+export const MANIFEST_FILE = 'manifest.json'
+export const MANIFEST_FORMAT = 'matrix-provision-backup/1'
 
 /**
  * The commands that write each part of a backup to stdout, on the host that holds it. `provision
