@@ -29,7 +29,7 @@ import {
   VARS_DEFAULTS,
 } from './schema.js'
 import { isIP } from 'node:net'
-import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, mediaStoreHost, ofKind, placedHost, spansHosts, workerInstances } from '../topology/instances.js'
+import { checkWorkerEntries, entriesOf, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, mediaStoreHost, ofKind, placedHost, spansHosts, workerInstances } from './workers.js'
 import { WORKER_KINDS } from '../synapse/worker-kinds.js'
 import { readWheelhouseManifest, WHEELHOUSE_MANIFEST } from '../artifacts/wheelhouse.js'
 import { DEFAULT_LOCK_DIR, LockError, readLock, type SynapseLock } from '../synapse/lock/lock-file.js'
@@ -801,7 +801,7 @@ class InventoryBuilder {
     return ['workers', 'portBase']
   }
 
-  /** The worker set: a preset or an explicit list, not both; the list's own rules (topology/instances.ts). */
+  /** The worker set: a preset or an explicit list, not both; the list's own rules (workers.ts). */
   private checkWorkers(host: HostEntry): void {
     const w = host.vars.workers
     if (!w) return

@@ -1,6 +1,6 @@
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
 import type { Secret } from '../core/secret.js'
-import type { WorkerEntry } from '../topology/instances.js'
+import type { WorkerKindName } from '../synapse/worker-kinds.js'
 import type { WorkerPreset } from '../synapse/worker-presets.js'
 
 /** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
@@ -29,6 +29,17 @@ export interface SshSettings {
   connectTimeoutMs: number
   commandTimeoutMs: number
   keepaliveIntervalMs: number
+}
+
+/** An entry of `workers.instances` as written. */
+export interface WorkerEntry {
+  name: string
+  kind: WorkerKindName
+  port?: number
+  replicationPort?: number
+  metricsPort?: number
+  /** Inventory host that runs it (default: the main process's host). */
+  host?: string
 }
 
 export interface TlsSettings {
@@ -123,7 +134,7 @@ export interface MatrixSettings {
     homeserverHost?: string
     /** Resolved by the loader: the private address of each host of the homeserver (main and worker hosts). */
     addresses?: Record<string, string>
-    /** First automatic port: http portBase+i, replication +100+i, metrics +200+i (topology/instances.ts). */
+    /** First automatic port: http portBase+i, replication +100+i, metrics +200+i (inventory/workers.ts). */
     portBase: number
     replicationPort: number
     replicationSecret: SecretValue

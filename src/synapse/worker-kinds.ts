@@ -126,6 +126,15 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
 /** Kinds whose processes have an http listener Apache sends requests to. */
 export const servesRequests = (kind: WorkerKindName) => KINDS[kind].serves.length > 0 || routedStream(kind)
 
+/** systemd unit instance of a worker: matrix-synapse-worker@federation_reader.service */
+export const workerUnitName = (name: string) => `matrix-synapse-worker@${name}.service`
+
+/** Names Synapse gives the main process: no worker may take them. */
+export const RESERVED_WORKER_NAMES = ['main', 'master']
+
+/** Needs a replication listener: writes a stream Synapse must reach it for. */
+export const writesStreams = (kind: WorkerKindName) => KINDS[kind].streams.length > 0
+
 /** A stream writer kind with documented routes (typing, to_device, ...): it gets a client listener. */
 export function routedStream(kind: WorkerKindName): boolean {
   return KINDS[kind].streams.some((s) => s !== 'events' && s !== 'thread_subscriptions')

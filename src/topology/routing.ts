@@ -6,7 +6,7 @@
  * user directory, then the generic pools from the most specialized kind that serves each group.
  */
 import { KINDS, type WorkerKindName } from '../synapse/worker-kinds.js'
-import type { WorkerInstance } from './instances.js'
+import type { WorkerInstance } from '../inventory/workers.js'
 import type { GenericRoutes, RouteTable, Stream } from '../synapse/routes.js'
 
 export interface RouteGroup {

@@ -12,7 +12,7 @@
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import type { RenderedFile } from '../common/rendered-file.js'
-import { workerInstances } from '../../src/topology/instances.js'
+import { workerInstances } from '../../src/inventory/workers.js'
 import { routeTable } from '../../src/synapse/routes.js'
 import { needsBalancer, routingPlan } from '../../src/topology/routing.js'
 

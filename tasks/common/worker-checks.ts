@@ -1,6 +1,7 @@
 import type { AfterCheck } from '../../src/engine/task.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { instancesOn, workerInstances, workerUnitName } from '../../src/topology/instances.js'
+import { instancesOn, workerInstances } from '../../src/inventory/workers.js'
+import { workerUnitName } from '../../src/synapse/worker-kinds.js'
 import { httpOnHost, unitActive } from './checks.js'
 
 /** Are the workers serving? (the workers task's after-checks, and an upgrade's). */

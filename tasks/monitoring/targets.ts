@@ -1,5 +1,6 @@
 import type { MatrixSettings } from '../../src/inventory/types.js'
-import { workerInstances, workerUnitName } from '../../src/topology/instances.js'
+import { workerInstances } from '../../src/inventory/workers.js'
+import { workerUnitName } from '../../src/synapse/worker-kinds.js'
 import { SYNAPSE_UNIT } from '../../src/synapse/paths.js'
 
 /** One Synapse process's metrics listener: what Prometheus scrapes and `provision status` reads. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../tasks/workers/templates.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
-import { workerUnitName } from '../../src/topology/instances.js'
+import { workerUnitName } from '../../src/synapse/worker-kinds.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
 const load = (content: string) => {

@@ -11,7 +11,7 @@ import { type Manifest } from './manifest.js'
 import { BackupFileWriter } from './stored-file.js'
 import type { TransferProgress } from './transfer-progress.js'
 import { sqlLiteral } from '../../resources/postgres.js'
-import { mediaStoreHost } from '../../topology/instances.js'
+import { mediaStoreHost } from '../../inventory/workers.js'
 import { SIGNING_KEY_PATH } from '../../synapse/paths.js'
 
 export interface BackupOptions {
