@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { wheelNameVersion } from '../synapse/lock/drift.js'
 import { entriesFor, type LockEntry, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { targetEnvironment } from '../synapse/lock/markers.js'
+import { WHEELHOUSE_MANIFEST, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest, wheelhouseRequirements } from '../synapse/lock/wheelhouse-manifest.js'
 import { LocalCommandError, runLocal } from './local-command.js'
 
 /**
@@ -45,43 +45,7 @@ export interface Wheelhouse {
   bytes: number
 }
 
-export const WHEELHOUSE_MANIFEST = 'wheelhouse.json'
-/** The host's pip reads this: one `name==version --hash=sha256:<the wheel's digest>` per wheel. */
-export const WHEELHOUSE_REQUIREMENTS = 'requirements.txt'
 const MANIFEST_SCHEMA = 2
-
-export interface WheelhouseManifest {
-  schema: number
-  synapseVersion: string
-  pythonVersion: string
-  glibc: string
-  /** The lock file it was built from and its sha256: the inventory holds a wheelhouse to its lock. */
-  lockFile: string
-  lockDigest: string
-  builtFromSource: string[]
-  files: { name: string; size: number; sha256: string }[]
-}
-
-/** The manifest of a wheelhouse directory, if it has a readable one (sync: the inventory loader reads it). */
-export function readWheelhouseManifest(dir: string): WheelhouseManifest | undefined {
-  try {
-    const m = JSON.parse(readFileSync(join(dir, WHEELHOUSE_MANIFEST), 'utf8')) as WheelhouseManifest
-    return typeof m === 'object' && m !== null && typeof m.synapseVersion === 'string' ? m : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** requirements.txt of a wheelhouse: each wheel pinned by its own digest. */
-export function wheelhouseRequirements(files: WheelhouseManifest['files']): string {
-  return files
-    .map((f) => {
-      const nv = wheelNameVersion(f.name)
-      if (!nv) throw new Error(`${f.name} is not a wheel file name`)
-      return `${nv.name}==${nv.version} --hash=sha256:${f.sha256}\n`
-    })
-    .join('')
-}
 
 /** glibc of the distribution that ships each Python as its python3 (bookworm, noble, trixie, jammy). */
 const GLIBC_FOR_PYTHON: Record<string, string> = { '3.10': '2.35', '3.11': '2.36', '3.12': '2.39', '3.13': '2.41' }

@@ -4,7 +4,7 @@ import { maskSecrets } from '../core/secret.js'
 import { raw, sh } from '../core/shell.js'
 import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../synapse/lock/drift.js'
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
-import { WHEELHOUSE_REQUIREMENTS } from '../artifacts/wheelhouse.js'
+import { WHEELHOUSE_REQUIREMENTS } from '../synapse/lock/wheelhouse-manifest.js'
 import type { Resource } from './resource.js'
 
 export interface VirtualenvSpec {

@@ -7,17 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildElementStandin, elementStandinFiles, normalizeElementVersion } from '../../src/artifacts/element-standin.js'
 import { verifyDetachedSignature } from '../../src/artifacts/gpg.js'
 import { runLocal } from '../../src/artifacts/local-command.js'
-import {
-  buildWheelhouse,
-  checkWheelhouse,
-  platformTags,
-  unsatisfiedRequirement,
-  WHEELHOUSE_MANIFEST,
-  wheelhouseDirName,
-  wheelhouseRequirements,
-  WHEELHOUSE_REQUIREMENTS,
-  type WheelhouseManifest,
-} from '../../src/artifacts/wheelhouse.js'
+import { buildWheelhouse, checkWheelhouse, platformTags, unsatisfiedRequirement, wheelhouseDirName } from '../../src/artifacts/wheelhouse.js'
+import { WHEELHOUSE_MANIFEST, wheelhouseRequirements, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest } from '../../src/synapse/lock/wheelhouse-manifest.js'
 import { parseLock } from '../../src/synapse/lock/lock-file.js'
 import { fixtureLockText } from './fixtures/lock.js'
 import { buildSignedAptRepo, buildUnrelatedKeyring, packagesStanza, releaseFile } from '../support/apt-repo.js'

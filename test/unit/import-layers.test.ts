@@ -21,7 +21,6 @@ const PENDING = {
   // C5 (P3: ssh -> inventory types).
   folderCycles: [['src/inventory', 'src/ssh']],
   upward: [
-    'src/inventory/load.ts -> src/artifacts/wheelhouse.ts', // C7 (P2)
     'src/ssh/endpoint.ts -> src/inventory/types.ts', // C5 (P3)
     'src/ssh/ssh-connection.ts -> src/inventory/types.ts', // C5 (P3)
   ],

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { evaluateMarker, MarkerError, type MarkerEnvironment } from './markers.js'
 
@@ -167,24 +166,6 @@ export function parseLock(text: string, file: string, expectedVersion?: string):
   const missing = SYNAPSE_EXTRAS.filter((x) => !extras.includes(x))
   if (missing.length) fail(undefined, `the lock was resolved without the extra(s) ${missing.join(', ')} (requirement: ${requirement})`, regenerate)
   return lock
-}
-
-/** Read and validate `<lockDir>/<version>.txt`; a missing file says what to run. */
-export async function readLock(lockDir: string, synapseVersion: string, inventoryFile: string): Promise<SynapseLock> {
-  const file = lockPath(lockDir, synapseVersion)
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    throw new LockError(
-      file,
-      undefined,
-      code === 'ENOENT' ? `no lock for Synapse ${synapseVersion}: pip installs only a locked dependency set` : `cannot read the lock (${code ?? String(error)})`,
-      `run \`${lockCommand(inventoryFile, synapseVersion)}\` (resolves the dependencies as of the release's date with uv) and commit ${file}`,
-    )
-  }
-  return parseLock(text, file, synapseVersion)
 }
 
 /** The lock's lines that apply to an interpreter (markers evaluated). */
