@@ -33,7 +33,10 @@ Usage:
   provision backup  --inventory FILE [--to DIR]  back up each homeserver (database, media, signing key, secrets, config) to DIR
   provision restore --inventory FILE --limit H --from DIR [--force]
                                                  restore a backup onto host H, provisioned from the inventory
-  provision rollback --inventory FILE --limit H  switch Synapse back to the previous venv if the schema allows it
+  provision rollback --inventory FILE --limit H [--restore-dump]
+                                                switch Synapse back to the previous venv if the database allows it;
+                                                --restore-dump: when the older code cannot run on it, restore the
+                                                dump taken before the upgrade first (loses the writes since)
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -122,6 +125,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       wait: { type: 'string' },
       down: { type: 'boolean' },
       element: { type: 'string' },
+      'restore-dump': { type: 'boolean' },
       'synapse-version': { type: 'string' },
       wheelhouse: { type: 'string' },
       python: { type: 'string' },
@@ -224,7 +228,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     for (const host of inventory.hosts) {
       const conn = await connect(host, { log: (e) => log.event(e), resolveHost: (name) => loaded.hosts.find((h) => h.name === name), sudoPassword: host.ssh.sudoPassword?.kind === 'value' ? host.ssh.sudoPassword.secret : undefined })
       try {
-        const r = await rollbackHost(host, loaded, conn)
+        const r = await rollbackHost(host, loaded, conn, { restoreDump: values['restore-dump'] === true })
         if (!r.ok) failed++
         reports.push(r)
         if (!values.json) io.out(renderRollback(r, { color: process.stdout.isTTY === true && !process.env.NO_COLOR }))

@@ -18,6 +18,7 @@ import { workerHosts, workerInstancesOnHost, workerUnits } from '../../src/topol
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
 import { signingKey, signingKeyFromSecret } from './signing-key.js'
+import { backgroundUpdaterCheck } from './background-updates.js'
 import { stopWorkersBeforeSharedChange } from './worker-handover.js'
 import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf } from './templates.js'
 import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
@@ -96,6 +97,7 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
         return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
       },
     },
+    backgroundUpdaterCheck(VENV_LINK, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT),
   ]
 }
 
@@ -116,6 +118,7 @@ export function releaseSpec(host: HostSpec, inventory: Inventory, version: strin
     signingKey: signingKeyPathOf(v),
     postgresLocal: !v.postgres.host || v.postgres.host === host.name,
     database: v.postgres.database,
+    databaseOwner: v.postgres.user,
     configChecks: (python) => [validateConfig(python), ...workerInstancesOnHost(inventory, host.name).map((w) => validateConfig(python, w.name))],
   }
 }

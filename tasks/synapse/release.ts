@@ -24,20 +24,14 @@ import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
-import { STATE_DIR } from '../../src/synapse/paths.js'
+import { rollBack } from './rollback.js'
+import { AFTER_SWITCH, linkCommand, RELEASE_STATE, startUnit, StepRunner, writeRecord, type ReleaseRecord } from './switch.js'
 
 export const VENV_LINK = '/opt/venvs/matrix-synapse'
 export const versionedVenv = (version: string) => `${VENV_LINK}-${version}`
-export const RELEASE_STATE = `${STATE_DIR}/synapse-release.json`
 export const MAIN_UNIT = 'matrix-synapse.service'
 const ETC = '/etc/matrix-synapse'
 
-/** What the host records at each switch: the venv to go back to and the backup taken before it. */
-export interface ReleaseRecord {
-  active: string
-  previous?: string
-  backup?: string
-}
 
 export interface ReleaseState {
   /** /opt/venvs/matrix-synapse: a symlink (to this name), a plain directory (the old layout), or nothing. */
@@ -135,6 +129,8 @@ export interface ReleaseSpec {
   /** Postgres runs on this host (dumped as the postgres superuser), else the dump connects with Synapse's credentials. */
   postgresLocal: boolean
   database: string
+  /** The role owning Synapse's database (a restored dump's objects are owned by it). */
+  databaseOwner: string
 }
 
 interface Planned {
@@ -225,7 +221,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         return
       case 'switch':
         await run(linkCommand(step.target), `switching ${VENV_LINK}`)
-        await writeRecord(conn, { active: step.target, previous: planned.from ? versionedVenv(planned.from) : undefined, backup: planned.dump })
+        await writeRecord(conn, { active: step.target, previous: planned.from ? versionedVenv(planned.from) : undefined, backup: planned.dump, ...(planned.db ? { before: planned.db } : {}), switchedAt: new Date().toISOString() })
         return `${VENV_LINK} -> ${step.target}`
       case 'apt-install':
         await run(spec.aptInstall!, `upgrading matrix-synapse-py3 to ${spec.version}`, 1_200_000)
@@ -359,7 +355,9 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
-        const back = await rollBack(ctx.conn, spec, planned.from, run, planned.dump)
+        // The newer code served once main answered /health (workers and clients may have written since).
+        const served = steps.slice(0, i).some((x) => x.kind === 'wait-health')
+        const back = await rollBack(ctx.conn, spec, planned.from, run, planned.dump, { served, consent: false, ...(planned.db ? { before: planned.db } : {}) })
         const remote = (spec.remoteWorkers ?? []).filter((r) => r.units.length).map((r) => r.host)
         throw new Error(`upgrade ${planned.from} -> ${spec.version} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`)
       }
@@ -389,136 +387,5 @@ function dumpToFile(spec: Pick<ReleaseSpec, 'postgresLocal' | 'database'>, file:
   const dump = spec.postgresLocal ? databaseDumpCommand(spec.database) : pythonScript(`${VENV_LINK}/bin/python`, REMOTE_DUMP_PY, [`${ETC}/homeserver.yaml`, `${ETC}/conf.d`, ...pgDumpArgs(spec.database)])
   return sh`mkdir -p -m 0700 ${file.replace(/\/[^/]+$/, '') || '/'} && umask 077 && ${dump} > ${partial} && mv -f ${partial} ${file} && stat -c %s ${file}`
 }
-
-/** Everything was just (re)started: each check waits as long as its own default. */
-const AFTER_SWITCH: AfterCheckContext = { waitS: (defaultS) => defaultS }
-
-/** One atomic rename: a new symlink beside, renamed over the old one (never a moment without a link). */
-function linkCommand(venv: string): ShellCommand {
-  const tmp = `${VENV_LINK}.mp-new`
-  return sh`ln -sfn ${venv.replace(/^.*\//, '')} ${tmp} && mv -Tf ${tmp} ${VENV_LINK}`
-}
-
-async function writeRecord(conn: Connection, record: ReleaseRecord): Promise<void> {
-  await conn.writeFile({ path: RELEASE_STATE, content: JSON.stringify(record) + '\n', mode: 0o600 })
-}
-
-async function startUnit(conn: Connection, unit: string): Promise<void> {
-  // restart: main still runs the old code until here; a stopped unit simply starts.
-  const r = await conn.run(sh`systemctl restart ${unit}`, { timeoutMs: 900_000 })
-  if (r.code !== 0) {
-    const log = await conn.run(sh`journalctl -u ${unit} -n 8 --no-pager -o cat`)
-    throw new Error(`${unit} did not start: ${log.stdout.trim().split('\n').slice(-4).join(' | ')}`)
-  }
-}
-
-/** Records each step's outcome into the change (the report shows what was done, in order). */
-export class StepRunner {
-  constructor(
-    private readonly conn: Connection,
-    private readonly change: Change,
-    private readonly rollback = false,
-  ) {
-    change.performed ??= []
-  }
-
-  async step(step: Step, run: () => Promise<string | { skipped: string } | void>): Promise<void> {
-    const t0 = Date.now()
-    const rec: PerformedStep = { ...step, status: 'done', durationMs: 0, ...(this.rollback ? { rollback: true } : {}) }
-    delete rec.uncertain
-    this.change.performed!.push(rec)
-    try {
-      const out = await run()
-      if (typeof out === 'string') rec.detail = out
-      else if (out) {
-        rec.status = 'skipped'
-        rec.detail = out.skipped
-      }
-    } catch (error) {
-      rec.status = 'failed'
-      rec.detail = error instanceof Error ? error.message : String(error)
-      throw error
-    } finally {
-      rec.durationMs = Date.now() - t0
-    }
-  }
-
-  withRollback(): StepRunner {
-    return new StepRunner(this.conn, this.change, true)
-  }
-}
-
-/** The rollback order: the upgrade's, pointing back at the previous venv. */
-export function rollbackSteps(spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, from: string, to: string): Step[] {
-  return [
-    ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
-    { kind: 'stop', target: MAIN_UNIT, summary: `stop ${MAIN_UNIT} (${from})` },
-    { kind: 'switch', target: versionedVenv(to), summary: `switch ${VENV_LINK} back -> ${versionedVenv(to)}` },
-    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${to}` },
-    { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl}` },
-    ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${to}` })),
-    { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
-  ]
-}
-
-/** May the code of `venv` run against the database as it is now? (read live, with that venv's Python). */
-export async function rollbackDecision(conn: Connection, to: string): Promise<{ ok: boolean; reason: string; code?: CodeSchema; db?: DatabaseSchema | null }> {
-  const py = `${versionedVenv(to)}/bin/python`
-  const codeOut = await conn.run(sh`[ -x ${py} ] && ${codeSchemaCommand(py)}`)
-  if (codeOut.code !== 0) return { ok: false, reason: `${versionedVenv(to)} is not a usable venv (removed, or never installed)` }
-  const code = parseCodeSchema(codeOut.stdout)
-  const dbOut = await conn.run(sh`${databaseSchemaCommand(py, `${ETC}/homeserver.yaml`, `${ETC}/conf.d`)} 2>&1`)
-  if (dbOut.code !== 0) return { ok: false, reason: `cannot read the database's schema: ${dbOut.stdout.trim().split('\n').slice(-1)[0]}` }
-  const db = parseDatabaseSchema(dbOut.stdout)
-  return { ...canRun(db, code), code, db }
-}
-
-/**
- * Go back to the previous venv if the database still accepts its code (Synapse's compat rule), in the
- * upgrade's order. Returns what the report says; throws nothing of its own when it refuses.
- */
-export async function rollBack(conn: Connection, spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, to: string, runner: StepRunner, backup: string | undefined): Promise<string> {
-  return (await rollBackTo(conn, spec, to, runner, backup)).message
-}
-
-export async function rollBackTo(conn: Connection, spec: Pick<ReleaseSpec, 'workerUnits' | 'healthUrl' | 'afterChecks'>, to: string, runner: StepRunner, backup: string | undefined): Promise<{ ok: boolean; message: string }> {
-  const decision = await rollbackDecision(conn, to)
-  if (!decision.ok) return { ok: false, message: `NOT rolled back to ${to}: ${decision.reason}; restore the backup ${backup ?? '(none was taken: the schema had not changed)'} (README, "Upgrading")` }
-  const from = (await conn.run(sh`readlink ${VENV_LINK}`)).stdout.trim().replace(/^matrix-synapse-/, '')
-  const rb = runner.withRollback()
-  try {
-    for (const step of rollbackSteps(spec, from, to)) {
-      await rb.step(step, async () => {
-        if (step.kind === 'stop') ensureSuccess(conn.host, await conn.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 }), `stopping ${step.target}`)
-        else if (step.kind === 'switch') {
-          ensureSuccess(conn.host, await conn.run(linkCommand(step.target)), 'switching back')
-          await writeRecord(conn, { active: step.target, previous: versionedVenv(from), backup })
-        } else if (step.kind === 'start') await startUnit(conn, step.target)
-        else if (step.kind === 'wait-health') {
-          const r = await httpOnHost(conn, step.target, { waitS: 300, expect: /OK/ })
-          if (!r.ok) throw new Error(r.detail)
-        } else {
-          const failed: string[] = []
-          for (const c of spec.afterChecks) {
-            const r = await c.run(conn, AFTER_SWITCH)
-            if (!r.ok && !r.warning) failed.push(`${c.name}: ${r.detail}`)
-          }
-          if (failed.length) throw new Error(`after-checks failed: ${failed.join('; ')}`)
-        }
-      })
-    }
-  } catch (error) {
-    return { ok: false, message: `rolling back to ${to} failed too: ${error instanceof Error ? error.message : String(error)}; the backup is ${backup ?? '(none was taken)'}` }
-  }
-  return { ok: true, message: `rolled back to ${to} (${decision.reason}): Synapse ${to} is serving again${backup ? `; the backup taken before the upgrade is ${backup}` : ''}` }
-}
-
-/** The record of the last switch on the host (what `provision rollback` goes back to). */
-export async function readRecord(conn: Connection): Promise<ReleaseRecord | undefined> {
-  const r = await conn.run(sh`cat ${RELEASE_STATE}`)
-  return r.code === 0 ? (JSON.parse(r.stdout) as ReleaseRecord) : undefined
-}
-
-export const versionOfVenv = (path: string) => path.replace(/^.*\/matrix-synapse-/, '')
 
 export type { FactValues }

@@ -30,6 +30,8 @@ export interface DatabaseSchema {
   appliedDeltas: string[]
   /** pg_database_size, for the free-space check before a dump. */
   sizeBytes: number
+  /** Names in the background_updates table: the updates still to run (a row goes when its update completes). */
+  backgroundUpdates?: string[]
 }
 
 /** Would this delta file run on Postgres? (.py, .sql, and .sql.postgres; .sqlite and other entries are skipped.) */
@@ -103,4 +105,68 @@ export function compareVersions(a: string, b: string): number {
   const [x, y] = [parse(a), parse(b)]
   for (let i = 0; i < 4; i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1
   return 0
+}
+
+/**
+ * Going back to older code, as Synapse's code decides it (docs/upgrade.md "Rolling back to older
+ * versions"; synapse/storage/background_updates.py). The schema rule above is not enough: newer delta
+ * files schedule background updates (rows in background_updates), and the older updater takes the
+ * rows in `ORDER BY ordering, update_name` and looks each name up in the handlers its code registered:
+ * an unknown name raises KeyError in do_next_background_update, and after 5 back-to-back failures
+ * run_background_updates raises "5 back-to-back background update failures; aborting." From then on
+ * no background update runs, on every start. So the older code may run against the database only
+ * while the compat version allows it AND every pending update is one it registers.
+ */
+export interface RollbackInput {
+  /** The code to go back to. */
+  to: CodeSchema
+  /** Update names the older code registers (register_background_* in its synapse/storage). */
+  knownUpdates: string[]
+  /** The database now. */
+  now: DatabaseSchema
+  /** The database when the pre-upgrade dump was taken (recorded at the switch), if known. */
+  before?: DatabaseSchema
+  /** The dump taken just before the upgrade, if one was. */
+  dump?: string
+  /** The newer code answered /health since the switch (it may have taken writes): a restore loses them. */
+  served: boolean
+  /** The operator accepts restoring the dump (provision rollback --restore-dump). */
+  consent: boolean
+  /** When the newer code took over (the dump is from just before): the start of the window of writes a restore loses. */
+  since?: string
+}
+
+export type RollbackDecision =
+  | { action: 'switch'; reason: string }
+  | { action: 'restore'; dump: string; reason: string; lost: string }
+  | { action: 'refuse'; reason: string }
+
+/** What of the database the older code cannot handle (empty: it can run as it is). */
+export function unhandledByOlder(input: Pick<RollbackInput, 'to' | 'knownUpdates' | 'now' | 'before'>): { compat?: string; updates: string[]; newDeltas: string[] } {
+  const { to, now, before } = input
+  // Rows that were pending before the upgrade ran under the older code already: known by evidence too.
+  const known = new Set([...input.knownUpdates, ...(before?.backgroundUpdates ?? [])])
+  const updates = (now.backgroundUpdates ?? []).filter((u) => !known.has(u)).sort()
+  const olderDeltas = new Set(to.deltas)
+  const newDeltas = now.appliedDeltas.filter((d) => !olderDeltas.has(d) && !(before?.appliedDeltas ?? []).includes(d)).sort()
+  const compat = canRun(now, to)
+  return { ...(compat.ok ? {} : { compat: compat.reason }), updates, newDeltas }
+}
+
+export function decideRollback(input: RollbackInput): RollbackDecision {
+  const { to, dump } = input
+  const u = unhandledByOlder(input)
+  const deltas = u.newDeltas.length ? `; deltas applied since the upgrade that ${to.version} does not have: ${u.newDeltas.join(', ')} (Synapse keeps such changes readable for older code while schema_compat_version allows it)` : ''
+  if (!u.compat && !u.updates.length) return { action: 'switch', reason: `${canRun(input.now, to).reason}; every pending background update is one ${to.version} registers${deltas}` }
+  const problems = [
+    ...(u.compat ? [u.compat] : []),
+    ...(u.updates.length ? [`background updates ${to.version} does not know are scheduled (${u.updates.join(', ')}): its updater would fail on them 5 times and abort, and run no background update again`] : []),
+  ].join('; ')
+  if (!dump) return { action: 'refuse', reason: `${problems}; no dump was taken before the upgrade: roll forward (fix or pin a newer version) instead` }
+  const lost = input.served ? `every write since ${input.since ?? 'the upgrade'} (the newer code served since then)` : 'nothing: the newer code never answered /health'
+  if (!input.served || input.consent) return { action: 'restore', dump, lost, reason: `${problems}; restore ${dump} (taken just before the upgrade) first` }
+  return {
+    action: 'refuse',
+    reason: `${problems}. ${dump} holds the database from just before the upgrade; restoring it loses ${lost}. Roll forward (fix or pin a newer version), or accept the loss with provision rollback --restore-dump`,
+  }
 }

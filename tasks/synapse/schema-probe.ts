@@ -56,9 +56,76 @@ cur.execute('SELECT version, upgraded FROM schema_version'); version, upgraded =
 cur.execute('SELECT compat_version FROM schema_compat_version'); row = cur.fetchone()
 cur.execute('SELECT version, file FROM applied_schema_deltas WHERE version >= %s', (version,))
 applied = sorted(f for _, f in cur.fetchall())
+cur.execute('SELECT update_name FROM background_updates ORDER BY ordering, update_name')
+updates = [r[0] for r in cur.fetchall()]
 cur.execute('SELECT pg_database_size(current_database())')
-print(json.dumps({'version': version, 'upgraded': bool(upgraded), 'compatVersion': row[0] if row else None, 'appliedDeltas': applied, 'sizeBytes': cur.fetchone()[0]}))
+print(json.dumps({'version': version, 'upgraded': bool(upgraded), 'compatVersion': row[0] if row else None, 'appliedDeltas': applied, 'sizeBytes': cur.fetchone()[0], 'backgroundUpdates': updates}))
 `
+
+/**
+ * The background update names a Synapse release registers, read from its source without importing it
+ * (the handlers are registered by the data stores' constructors, which need a homeserver and a
+ * database). Every register_background_*(name, ...) call in synapse/storage is found in the syntax
+ * tree; the name is a literal, a module constant, or a class constant (Class.NAME, self.NAME) defined
+ * anywhere in synapse/. A grep would miss the constants (1.158.0: 140 calls, a third through them). A
+ * name this cannot resolve counts as unknown: the rollback then restores or refuses rather than
+ * switching plainly, the safe side. 'unresolved' says how many calls that was.
+ */
+const KNOWN_UPDATES_PY = `
+import ast, json, os, re, importlib.util
+root = os.path.dirname(list(importlib.util.find_spec('synapse').submodule_search_locations)[0])
+base = os.path.join(root, 'synapse')
+class_consts, module_consts, calls = {}, {}, []
+def strings(body):
+    for b in body:
+        if isinstance(b, ast.Assign) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+            for t in b.targets:
+                if isinstance(t, ast.Name): yield t.id, b.value.value
+class V(ast.NodeVisitor):
+    def __init__(self, module, storage): self.module, self.storage, self.cls = module, storage, []
+    def visit_ClassDef(self, node):
+        for k, v in strings(node.body): class_consts.setdefault((node.name, k), v)
+        self.cls.append(node.name); self.generic_visit(node); self.cls.pop()
+    def visit_Call(self, node):
+        f = node.func
+        if self.storage and isinstance(f, ast.Attribute) and re.match(r'register_(noop_)?background_', f.attr):
+            arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == 'update_name'), None)
+            calls.append((arg, self.cls[-1] if self.cls else None, self.module))
+        self.generic_visit(node)
+for d, _, fs in os.walk(base):
+    for f in fs:
+        if f.endswith('.py'):
+            p = os.path.join(d, f)
+            tree = ast.parse(open(p, encoding='utf-8').read())
+            module_consts[p] = dict(strings(tree.body))
+            V(p, os.path.join(base, 'storage') in p).visit(tree)
+names, unresolved = set(), 0
+for arg, cls, module in calls:
+    v = None
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str): v = arg.value
+    elif isinstance(arg, ast.Name): v = module_consts[module].get(arg.id)
+    elif isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name):
+        v = class_consts.get((cls if arg.value.id == 'self' else arg.value.id, arg.attr))
+    if v is None: unresolved += 1
+    else: names.add(v)
+print(json.dumps({'names': sorted(names), 'calls': len(calls), 'unresolved': unresolved}))
+`
+
+export interface KnownUpdates {
+  names: string[]
+  calls: number
+  unresolved: number
+}
+
+export function knownUpdatesCommand(python: string): ShellCommand {
+  return pythonScript(python, KNOWN_UPDATES_PY)
+}
+
+export function parseKnownUpdates(stdout: string): KnownUpdates {
+  const v = JSON.parse(stdout.trim().split('\n').pop()!) as KnownUpdates
+  if (!Array.isArray(v.names) || typeof v.calls !== 'number') throw new Error(`unexpected background update probe output: ${stdout.slice(0, 200)}`)
+  return v
+}
 
 export function codeSchemaCommand(python: string): ShellCommand {
   return pythonScript(python, CODE_SCHEMA_PY)

@@ -59,10 +59,38 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(venv, listed.output).not.toBeNull()
     expect(lockDrift(await readLock(LOCK_DIRS[version]!, version, 'test/e2e/upgrade.test.ts'), venv!)).toEqual({ missing: [], differ: [], extra: [] })
   }
+  /** Main's journal since its current start (one systemd invocation), without the access log. */
+  const mainSinceStart = async () => (await hs.exec(`journalctl _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value matrix-synapse.service) --no-pager -o cat | grep -v ' synapse.access.'`)).stdout
+  /**
+   * Waits until main's background updater has finished this start's updates: Synapse logs "No more
+   * background updates to do" when the table is empty, also when nothing was left. Fails at once on an
+   * abort. Judging a journal before this line would judge a moment, not the server.
+   */
+  const updaterDone = async (boundS = 300) => {
+    const t0 = Date.now()
+    for (;;) {
+      const log = await mainSinceStart()
+      expect(log.includes('background update failures; aborting'), log.split('\n').filter((l) => /background update|Error doing update|KeyError/.test(l)).join('\n')).toBe(false)
+      if (log.includes('No more background updates to do')) return Date.now() - t0
+      if (Date.now() - t0 > boundS * 1000) throw new Error(`main's background updater did not finish within ${boundS} s; pending: ${await psql('select update_name from background_updates')}`)
+      await new Promise((res) => setTimeout(res, 1000))
+    }
+  }
+  const psql = async (sql: string) => {
+    const r = await hs.exec(`runuser -u postgres -- psql -XAt -d synapse -c ${shellQuote(sql)}`)
+    expect(r.exitCode, r.output).toBe(0)
+    return r.stdout.trim()
+  }
+  const mainHealthy = async () => {
+    const r = await hs.exec('for i in $(seq 1 300); do curl -sf http://127.0.0.1:8008/health && exit 0; sleep 1; done; exit 1')
+    expect(r.exitCode, r.output).toBe(0)
+  }
+  const check = (inventory: string) => run('node', [BIN, 'check', '--inventory', inventory], { env: { ...process.env, NO_COLOR: '1' } }).then((r) => ({ code: 0, out: r.stdout + r.stderr }), (e: { stdout: string; stderr: string; code: number }) => ({ code: e.code, out: e.stdout + e.stderr }))
+  const updaterLine = (out: string) => out.split('\n').find((l) => l.includes('background updates healthy')) ?? `(no updater check in: ${out.slice(-400)})`
   const serving = async () => ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
   const data = { alice: undefined as unknown as MatrixClient, bob: undefined as unknown as MatrixClient, room: '', bodies: [] as string[], media: '', mediaBody: `media written on ${OLD} ${Date.now()}` }
   const started = Date.now()
-  /** Whether the failed 1.160.0 ran first (its deltas 94/07..08 are then applied already). */
+  /** Whether the failed 1.160.0 ran first (its venv is then there to prune). */
   let brokenRan = false
 
   beforeAll(async () => {
@@ -145,10 +173,13 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(seq(done)).toEqual(seq(planned.steps!).slice(0, done.length))
     expect(done.at(-1)).toMatchObject({ status: 'failed' })
     expect(done.find((s) => s.kind === 'backup')).toMatchObject({ status: 'done', target: backup.target })
-    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(OLD, 'V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', ...ORDER.slice(2)])
+    // 1.160.0's delta 94/08 scheduled device_lists_changes_in_room_unconverted_idx, which 1.158.0 does not
+    // register (its updater would abort): main never answered /health, so the dump is restored first.
+    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(OLD, 'V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', `restore-dump ${backup.target}`, ...ORDER.slice(2)])
     const error = report.hosts[0]!.error!
-    expect(error).toContain(`rolled back to ${OLD}`)
-    expect(error).toContain(backup.target)
+    expect(error).toContain(`rolled back to ${OLD} after restoring ${backup.target}`)
+    expect(error).toContain('device_lists_changes_in_room_unconverted_idx')
+    expect(error).toContain('lost: nothing: the newer code never answered /health')
     expect(error).toMatch(/listen_metrics|did not start|\/health/)
     expect(await serving()).toBe(OLD)
     expect((await hs.exec('readlink /opt/venvs/matrix-synapse')).stdout.trim()).toBe(`matrix-synapse-${OLD}`)
@@ -160,7 +191,17 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(toc).not.toContain('TABLE DATA public e2e_one_time_keys_json')
     expect(toc).toContain('TABLE DATA public events')
     for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    // The database is the one from before the upgrade: 1.160.0's deltas and updates are gone; the one it wrote is kept aside.
+    expect(await psql("select count(*) from applied_schema_deltas where file in ('94/07_profile_updates.sql', '94/08_device_lists_changes_in_room_unconverted_idx.sql')")).toBe('0')
+    expect(await psql("select datname from pg_database where datname like 'synapse_rolled_back_%'")).toMatch(/^synapse_rolled_back_\d{14}$/)
     await dataIntact()
+    // The old main's updater ran to its end on the restored database, with no Traceback in main's journal since.
+    console.log(`old main's background updater done ${await updaterDone()} ms after the check began`)
+    const journal = await mainSinceStart()
+    expect(journal.includes('Traceback'), journal.split('\n').filter((l) => /Traceback|Error/.test(l)).slice(0, 40).join('\n')).toBe(false)
+    const checked = await check(await inventoryFor(OLD))
+    expect(checked.code, checked.out).toBe(0)
+    expect(updaterLine(checked.out)).toMatch(/✓.*none pending/)
   })
 
   it(`upgrades ${OLD} -> ${NEWEST}: the plan shows the backup and the order, apply does exactly it, no worker Traceback, client API downtime printed (bound 10 s), data intact`, async () => {
@@ -174,7 +215,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const backup = steps.find((s) => s.kind === 'backup')!
     expect(backup.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.dump`)
     expect(backup.summary).toContain('94/11_destination_room_sticky_events.sql')
-    expect(backup.summary.includes('94/07_profile_updates.sql')).toBe(!brokenRan) // applied by the failed 1.160.0 already
+    expect(backup.summary).toContain('94/07_profile_updates.sql') // the failed 1.160.0 applied it, and its rollback restored the dump from before
     expect(backup.summary).toContain('94/09_e2e_cross_signing_signatures_index.sql')
     expect(backup.uncertain).toBeUndefined()
     const order = seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))
@@ -227,6 +268,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     // shutting down (Synapse's own race: a send-cmd in flight loses its Redis connection, txredisapi
     // "Lost connection"); that is after their "Shutting down..." line and before main restarts. Any
     // Traceback before that line, or from a worker process started on the new code, fails.
+    // Judged once main's updater has run 1.163.2's new updates (94/09's e2e_cross_signing_signatures_*).
+    console.log(`${NEWEST}'s background updates done ${await updaterDone()} ms after the upgrade`)
     const workerLog = (await hs.exec(`journalctl --since @${since} -u 'matrix-synapse-worker@*' --no-pager -o short-unix`)).stdout
     expect(unexpectedSynapseErrors(workerLog, /Traceback/)).toEqual([])
     // Main's journal: no Traceback; a failure shows each one with its context (seen once in five quiet runs, uncaptured).
@@ -247,18 +290,78 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(again.stdout).toContain('up: no changes')
   })
 
-  it(`provision rollback (the built CLI) switches back to ${OLD} while the schema allows it`, async () => {
+  it(`provision rollback (the built CLI) over an update ${OLD} does not register is refused, naming the dump; with --restore-dump it restores the dump and switches back`, async () => {
     const inventory = await inventoryFor(NEWEST)
-    const r = await run('node', [BIN, 'rollback', '--inventory', inventory, '--limit', 'up'], { env: { ...process.env, NO_COLOR: '1' } }).catch((e: { stdout: string; stderr: string; code: number }) => e)
-    console.log(r.stdout, r.stderr)
-    expect(r.stdout).toContain(`rolled back to ${OLD}`)
+    const dump = `/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.dump`
+    const rollback = (extra: string[]) =>
+      run('node', [BIN, 'rollback', '--inventory', inventory, '--limit', 'up', '--json', ...extra], { env: { ...process.env, NO_COLOR: '1' } }).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e: { stdout: string; stderr: string; code: number }) => e,
+      )
+    // Stands for a 1.163.2 update still pending at rollback time (1.160.0+ register it, 1.158.0 does not):
+    // inserted once 1.163.2's updater is done, so it stays pending (the updater looks again only at a start).
+    await updaterDone()
+    await psql("insert into background_updates (ordering, update_name, progress_json) values (9408, 'device_lists_changes_in_room_unconverted_idx', '{}')")
+    const refused = await rollback([])
+    console.log(refused.stdout, refused.stderr)
+    expect(refused.code).toBe(1)
+    const [r1] = JSON.parse(refused.stdout) as { ok: boolean; decision: string; message: string }[]
+    expect(r1).toMatchObject({ ok: false, decision: 'refuse' })
+    expect(r1!.message).toContain(`NOT rolled back to ${OLD}`)
+    expect(r1!.message).toContain('device_lists_changes_in_room_unconverted_idx')
+    expect(r1!.message).toContain(dump)
+    expect(r1!.message).toMatch(/every write since \d{4}-\d\d-\d\dT/)
+    expect(r1!.message).toContain('--restore-dump')
+    expect(await serving()).toBe(NEWEST)
+    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+
+    const restored = await rollback(['--restore-dump'])
+    console.log(restored.stdout, restored.stderr)
+    expect(restored.code, restored.stderr).toBe(0)
+    const [r2] = JSON.parse(restored.stdout) as { ok: boolean; decision: string; message: string; change: Change }[]
+    expect(r2).toMatchObject({ ok: true, decision: 'restore' })
+    expect(r2!.message).toContain(`rolled back to ${OLD} after restoring ${dump}`)
+    expect(seq(r2!.change.performed!)).toContain(`restore-dump ${dump}`)
     expect(await serving()).toBe(OLD)
     for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    expect(await psql("select count(*) from applied_schema_deltas where file = '94/11_destination_room_sticky_events.sql'")).toBe('0')
     await dataIntact()
-    // The inventory still pins the newest: the dry run says so, with no backup (no delta pending now).
+    await updaterDone()
+    const checked = await check(inventory)
+    expect(updaterLine(checked.out)).toMatch(/✓.*none pending/)
+    // The inventory still pins the newest: the dry run says so, with a backup again (the restored database lacks its deltas).
     const plan = JSON.parse((await provision(['--inventory', inventory, '--dry-run', '--json'])).stdout) as Report
     const steps = releaseChange(plan).steps!
-    expect(steps.some((s) => s.kind === 'backup')).toBe(false)
-    expect(seq(steps).filter((s) => !/^(check-config|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))).toEqual(ORDER)
+    expect(steps.find((s) => s.kind === 'backup')?.summary).toContain('94/11_destination_room_sticky_events.sql')
+    expect(seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))).toEqual(ORDER)
+  })
+
+  it('check fails on an aborted background updater, naming the update, and passes once it is fixed', async () => {
+    const inventory = await inventoryFor(OLD)
+    await psql("insert into background_updates (ordering, update_name, progress_json) values (99999, 'mp_e2e_unknown_update', '{}')")
+    await hs.exec('systemctl restart matrix-synapse.service')
+    await mainHealthy()
+    // Synapse's own abort, waited for in main's journal (KeyError five times, then "aborting").
+    const t0 = Date.now()
+    while (!(await mainSinceStart()).includes('background update failures; aborting')) {
+      expect(Date.now() - t0, 'the updater did not abort on an unknown update within 300 s').toBeLessThan(300_000)
+      await new Promise((res) => setTimeout(res, 1000))
+    }
+    console.log(`updater aborted ${Date.now() - t0} ms after main answered /health`)
+    const failed = await check(inventory)
+    expect(failed.code, failed.out).toBe(1)
+    const line = updaterLine(failed.out)
+    expect(line).toMatch(/✗/)
+    expect(line).toContain('ABORTED')
+    expect(line).toContain('mp_e2e_unknown_update')
+    // The fix: the row the running code cannot run goes, main restarts, the updater runs to its end.
+    await psql("delete from background_updates where update_name = 'mp_e2e_unknown_update'")
+    await hs.exec('systemctl restart matrix-synapse.service')
+    await mainHealthy()
+    await updaterDone()
+    const passed = await check(inventory)
+    expect(passed.code, passed.out).toBe(0)
+    expect(updaterLine(passed.out)).toMatch(/✓.*none pending/)
+    await dataIntact()
   })
 })

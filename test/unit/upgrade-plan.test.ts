@@ -87,6 +87,7 @@ function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
     configChecks: () => [],
     postgresLocal: true,
     database: 'synapse',
+    databaseOwner: 'synapse',
     install: installer,
     controllerCode: v163,
     ...over,
