@@ -354,6 +354,9 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(line).toMatch(/✗/)
     expect(line).toContain('ABORTED')
     expect(line).toContain('mp_e2e_unknown_update')
+    const status = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], { env: { ...process.env, NO_COLOR: '1' } }).then((r) => ({ code: 0, out: r.stdout }), (e: { stdout: string; code: number }) => ({ code: e.code, out: e.stdout }))
+    expect(status.code, status.out).toBe(1)
+    expect(status.out).toMatch(/background updates: FAILING: .*ABORTED.*mp_e2e_unknown_update/)
     // The fix: the row the running code cannot run goes, main restarts, the updater runs to its end.
     await psql("delete from background_updates where update_name = 'mp_e2e_unknown_update'")
     await hs.exec('systemctl restart matrix-synapse.service')
@@ -362,6 +365,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const passed = await check(inventory)
     expect(passed.code, passed.out).toBe(0)
     expect(updaterLine(passed.out)).toMatch(/✓.*none pending/)
+    const healthy = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], { env: { ...process.env, NO_COLOR: '1' } })
+    expect(healthy.stdout).toContain('background updates: none pending')
     await dataIntact()
   })
 })

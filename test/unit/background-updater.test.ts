@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { judgeUpdater } from '../../tasks/synapse/background-updates.js'
+import { renderStatus } from '../../src/commands/status/render.js'
+import { statusFailed, type HostStatus } from '../../src/commands/status/read-status.js'
 
 describe('background updater health (check and status)', () => {
   it('fails on an updater that aborted since main started, naming the pending updates and the last error', () => {
@@ -17,5 +19,14 @@ describe('background updater health (check and status)', () => {
   it('passes with known updates running, named, and with none', () => {
     expect(judgeUpdater({ pending: ['a', 'b'], unknown: [], aborted: false }, '1.163.2')).toEqual({ ok: true, detail: '2 pending, running: a, b' })
     expect(judgeUpdater({ pending: [], unknown: [], aborted: false }, '1.163.2')).toEqual({ ok: true, detail: 'none pending' })
+  })
+
+  it('provision status names it, and fails on it', () => {
+    const host: HostStatus = { host: 'h', windowS: 1, cacheFactor: 0.5, processes: [], advice: [], backgroundUpdates: judgeUpdater({ pending: ['x'], unknown: ['x'], aborted: true }, '1.158.0') }
+    expect(renderStatus({ hosts: [host], durationMs: 1 })).toContain('background updates: FAILING: the background updater ABORTED')
+    expect(statusFailed({ hosts: [host], durationMs: 1 })).toBe(true)
+    const ok = { ...host, backgroundUpdates: judgeUpdater({ pending: [], unknown: [], aborted: false }, '1.158.0') }
+    expect(renderStatus({ hosts: [ok], durationMs: 1 })).toContain('background updates: none pending')
+    expect(statusFailed({ hosts: [ok], durationMs: 1 })).toBe(false)
   })
 })

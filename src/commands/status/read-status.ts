@@ -6,6 +6,9 @@ import { downStatus, processStatus, STATUS_METRICS, type ProcessStatus } from '.
 import type { Connection } from '../../ssh/connection.js'
 import { sh } from '../../core/shell.js'
 import { metricsTargets, type MetricsTarget } from '../../../tasks/monitoring/targets.js'
+import { backgroundUpdaterCheck } from '../../../tasks/synapse/background-updates.js'
+import { SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT, VENV_LINK } from '../../synapse/paths.js'
+import type { CheckOutcome } from '../../engine/task.js'
 
 export interface HostStatus {
   host: string
@@ -14,6 +17,8 @@ export interface HostStatus {
   memory?: { availableMiB: number; totalMiB: number }
   processes: ProcessStatus[]
   advice: Advice[]
+  /** Main's background updater (tasks/synapse/background-updates.ts): pending, running or aborted, named. */
+  backgroundUpdates?: CheckOutcome
   error?: string
 }
 
@@ -80,7 +85,12 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
     status.error = host.vars.monitoring.enableMetrics ? 'no Synapse process on this host' : 'monitoring.enableMetrics is false: Synapse exposes no metrics'
     return status
   }
+  // Read while the window's sleep runs: the same connection, another channel.
+  const updater = backgroundUpdaterCheck(VENV_LINK, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT)
+    .run(conn, { waitS: () => 0 })
+    .catch((e: Error) => ({ ok: false, detail: e.message }))
   const r = await conn.run(statusScript(targets, windowS), { timeoutMs: (windowS + 30 + targets.length * 20) * 1000 })
+  status.backgroundUpdates = await updater
   const { scrapes, inactive, rssKiB, meminfo } = parseStatusOutput(r.stdout)
   if (meminfo.MemAvailable !== undefined && meminfo.MemTotal !== undefined) status.memory = { availableMiB: meminfo.MemAvailable, totalMiB: meminfo.MemTotal }
   for (const t of targets) {
@@ -128,7 +138,7 @@ export async function readStatus(hosts: HostSpec[], connect: (h: HostSpec) => Pr
   return { hosts: results, durationMs: Date.now() - t0 }
 }
 
-/** Not healthy: a host not read, or a process down. */
+/** Not healthy: a host not read, a process down, or main's background updater aborted (or about to). */
 export function statusFailed(report: StatusReport): boolean {
-  return report.hosts.some((h) => h.error !== undefined || h.processes.some((p) => !p.up))
+  return report.hosts.some((h) => h.error !== undefined || h.processes.some((p) => !p.up) || h.backgroundUpdates?.ok === false)
 }

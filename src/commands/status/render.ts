@@ -39,6 +39,7 @@ function renderHost(h: HostStatus): string {
   const header = ['process', 'state', 'CPU', 'memory', 'send p50', 'send p95', 'sends', 'evictions/s', 'top blocks by CPU']
   lines.push(...table([header, ...h.processes.map(row)]).map((l) => `  ${l}`))
   if (h.processes.some((p) => p.up && !p.eventSend.window && p.eventSend.sinceStart)) lines.push('  * no message sent in the window: send time since the process started')
+  if (h.backgroundUpdates) lines.push(`  background updates: ${h.backgroundUpdates.ok ? '' : 'FAILING: '}${h.backgroundUpdates.detail}`)
   if (h.advice.length) {
     lines.push('  advice:')
     for (const a of h.advice) lines.push(`    ${a.level === 'warning' ? '!' : '-'} ${a.text}`)
