@@ -175,7 +175,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(done.find((s) => s.kind === 'backup')).toMatchObject({ status: 'done', target: backup.target })
     // 1.160.0's delta 94/08 scheduled device_lists_changes_in_room_unconverted_idx, which 1.158.0 does not
     // register (its updater would abort): main never answered /health, so the dump is restored first.
-    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(OLD, 'V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', `restore-dump ${backup.target}`, ...ORDER.slice(2)])
+    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(`matrix-synapse-${OLD}`, 'matrix-synapse-V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', `restore-dump ${backup.target}`, ...ORDER.slice(2)])
     const error = report.hosts[0]!.error!
     expect(error).toContain(`rolled back to ${OLD} after restoring ${backup.target}`)
     expect(error).toContain('device_lists_changes_in_room_unconverted_idx')
