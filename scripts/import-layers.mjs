@@ -34,7 +34,6 @@ export const BIG_CEILINGS = {
   'src/inventory/load.ts': 1188, // P2 splits it
   'src/inventory/schema.ts': 544, // P2
   'src/ssh/ssh-connection.ts': 913, // P3
-  'tasks/synapse/release.ts': 524, // P4
   'tasks/synapse/templates.ts': 634, // P4 (P2's C6 split its worker import into inventory/workers + topology/instances)
 }
 
