@@ -5,18 +5,10 @@ import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { createLocalCa } from '../support/local-ca.js'
 import { MatrixClient } from '../support/matrix-client.js'
+import { until } from '../support/wait.js'
 
 const ROLES = ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] as const
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 1000))
-  }
-}
 
 /**
  * Two homeservers provisioned by one run, federating over HTTPS with certificates from a local CA that

@@ -33,7 +33,7 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
     unrelated = await buildUnrelatedKeyring(join(env.dir, 'unrelated.gpg'))
     const server = env.get('repo')
     await server.container.copyDirectoriesToContainer([{ source: repo.dir, target: '/srv/repo' }])
-    const started = await server.exec('systemd-run --unit mp-apt-repo python3 -m http.server 8080 --directory /srv/repo && for i in $(seq 50); do curl -sf http://127.0.0.1:8080/dists/bookworm/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1')
+    const started = await server.exec('systemd-run --unit mp-apt-repo python3 -m http.server 8080 --directory /srv/repo && for i in $(seq 300); do curl -sf http://127.0.0.1:8080/dists/bookworm/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1')
     expect(started.exitCode, started.output).toBe(0)
   })
   afterAll(async () => {

@@ -6,8 +6,8 @@ import { parse, stringify } from 'yaml'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { cliOutput, runCli, type CliResult } from '../support/cli.js'
 import { writeTestInventory } from '../support/inventory.js'
+import { until } from '../support/wait.js'
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const PASSWORD = 'cli-redis-Pw-5f0c2e9b71'
 const ENV = { ...process.env, CLI_REDIS_PASSWORD: PASSWORD }
 const STATE = '/var/lib/matrix-provision'
@@ -148,7 +148,7 @@ describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) o
       `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' 'a1b2c3d4e5f6 stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
     await host.container.copyContentToContainer([{ content: script + '\n', target: '/root/stuck-holder.sh' }])
     await host.exec("systemd-run --unit mp-stuck-holder sh -c 'sleep 600 | sh /root/stuck-holder.sh'")
-    for (let i = 0; i < 200 && !(await host.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'); i++) await sleep(100)
+    await until('the stuck holder taking the host lock', async () => (await host.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'), { timeoutMs: 60_000, intervalMs: 100 })
     expect((await host.exec(`cat ${STATE}/lock.holder`)).stdout).toContain('stuck@elsewhere')
     const holderAlive = async () => (await host.exec('systemctl is-active mp-stuck-holder')).stdout.trim()
 

@@ -21,9 +21,9 @@ import { connect } from '../../src/ssh/ssh-connection.js'
 import { enabled } from '../../tasks/apache/index.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
+import { sleep, until } from '../support/wait.js'
 
 const run = promisify(execFile)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const ROLES: Role[] = ['postgres', 'redis', 'apache']
 const VARS = { serverName: 'web.test', redis: { password: { env: 'REDIS_PASSWORD' } } }
@@ -282,7 +282,7 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
       await web.exec(
         `systemd-run --unit ${name} python3 -c "import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','a'); fcntl.lockf(f, fcntl.LOCK_EX); open('/run/${name}','w').close(); time.sleep(${seconds}); open('/run/${name}.end','w').write(str(int(time.time())))"`,
       )
-      for (let i = 0; i < 50 && (await web.exec(`test -e /run/${name}`)).exitCode !== 0; i++) await sleep(100)
+      await until(`${name} holding the dpkg lock`, async () => (await web.exec(`test -e /run/${name}`)).exitCode === 0, { timeoutMs: 60_000, intervalMs: 100 })
       return (await web.exec(`systemctl show -p MainPID --value ${name}`)).stdout.trim()
     }
     desired = { apacheConf: {}, packages: ['tree'] }
@@ -357,7 +357,7 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
       `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' '0123456789ab stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
     await web.container.copyContentToContainer([{ content: script + '\n', target: '/root/stuck-holder.sh' }])
     await web.exec("systemd-run --unit mp-stuck-holder sh -c 'sleep 600 | sh /root/stuck-holder.sh'")
-    for (let i = 0; i < 50 && !(await web.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'); i++) await sleep(100)
+    await until('the stuck holder taking the host lock', async () => (await web.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'), { timeoutMs: 60_000, intervalMs: 100 })
     const blocked = await provision(['--inventory', inventory], ENV)
     expect(blocked.code).toBe(1)
     expect(blocked.stdout).toContain('web is locked by another run: 0123456789ab stuck@elsewhere pid 4242')

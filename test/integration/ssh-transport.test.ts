@@ -12,6 +12,7 @@ import { sh } from '../../src/core/shell.js'
 import { ConnectError, HostKeyError } from '../../src/ssh/errors.js'
 import { connect, type SshConnection, type SshLogEvent } from '../../src/ssh/ssh-connection.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { until } from '../support/wait.js'
 
 const run = promisify(execFile)
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex')
@@ -115,11 +116,10 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     // The counter does count: a good connection moves it by exactly one (the journal is in order,
     // so a late entry from the refused attempts would show up here as +2 or more).
     await conn(spec(a))
-    let after = before
-    for (let i = 0; i < 20 && after === before; i++) {
-      await new Promise((r) => setTimeout(r, 250))
-      after = await acceptedLogins(a)
-    }
+    const after = await until('the good login in the journal', async () => {
+      const n = await acceptedLogins(a)
+      return n === before ? undefined : n
+    }, { timeoutMs: 60_000 })
     expect(after).toBe(before + 1)
   })
 
@@ -315,13 +315,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
       expect(r.code).toBeNull()
       expect(r.stdout).toBe('started\n')
       expect(r.durationMs).toBeLessThan(2_500)
-      let left = ''
-      for (let i = 0; i < 20; i++) {
-        left = (await a.exec("pgrep -f 'slee[p] 47.5' || true")).stdout.trim()
-        if (!left) break
-        await new Promise((res) => setTimeout(res, 500))
-      }
-      expect(left).toBe('')
+      await until('the timed-out command gone from the host', async () => (await a.exec("pgrep -f 'slee[p] 47.5' || true")).stdout.trim() === '', { timeoutMs: 30_000, intervalMs: 200 })
       // Killed by our TERM, not by the host-side backstop (deadline + 5 s).
       expect(Date.now() - started).toBeLessThan(5_000)
       // The connection is still usable.

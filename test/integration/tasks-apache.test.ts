@@ -3,6 +3,7 @@ import { ELEMENT_VERSION, elementRelease } from '../support/artifacts.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { debian13Suite } from '../support/suites.js'
+import { listening } from '../support/wait.js'
 
 // The apache task alone on Debian 13 (the full stack runs on Debian 12 in the e2e tests).
 describe.skipIf(!inject('docker'))('apache task on trixie', () => {
@@ -20,7 +21,7 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
   })
 
   it('a port taken by another program refuses the host before anything changes, in the dry run too', async () => {
-    await web.exec('systemd-run --unit squatter python3 -m http.server 443 && sleep 1')
+    expect((await web.exec(`systemd-run --unit squatter python3 -m http.server 443 && ${listening(443)}`)).exitCode).toBe(0)
     try {
       for (const args of [['--dry-run'], []]) {
         const r = await provision(['--inventory', inventory, ...args])
@@ -76,7 +77,7 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
     expect(JSON.stringify(failed)).toMatch(/curl: \(7\)/)
     expect((await web.exec('ls /var/www/element')).stdout).not.toContain('element-v')
 
-    await web.exec('systemd-run --unit element-dl python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/element-dl && sleep 1')
+    expect((await web.exec(`systemd-run --unit element-dl python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/element-dl && ${listening(8099)}`)).exitCode).toBe(0)
     try {
       const r = await provision(['--inventory', inventory, '--json'])
       const host = JSON.parse(r.stdout).hosts[0]
