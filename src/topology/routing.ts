@@ -17,6 +17,8 @@ export interface RouteGroup {
   routes: readonly string[]
   /** The members' public http listeners: loopback, or a worker host's private address. */
   members: readonly { name: string; port: number; address: string }[]
+  /** Long-polls (/sync and its kin): the proxy caps their connections (tasks/apache/mpm.ts). */
+  longPoll?: boolean
 }
 
 /** Each generic route group, and the kinds that serve it, most specialized first. */
@@ -59,7 +61,7 @@ export function routingPlan(instances: readonly WorkerInstance[], table: RouteTa
     const kind = g.kinds.find((k) => instances.some((w) => w.kind === k && w.port !== undefined))
     if (!kind) continue
     const pool = members(instances.filter((w) => w.kind === kind))
-    groups.push({ title: plural(`${g.title[kind]!} worker`, pool.length), pool: kind, routes: table.generic[g.group], members: pool })
+    groups.push({ title: plural(`${g.title[kind]!} worker`, pool.length), pool: kind, routes: table.generic[g.group], members: pool, ...(g.group === 'sync' ? { longPoll: true } : {}) })
   }
   return groups
 }

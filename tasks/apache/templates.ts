@@ -14,7 +14,8 @@ import type { MatrixSettings } from '../../src/inventory/types.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 import { workerInstances } from '../../src/inventory/workers.js'
 import { routeTable } from '../../src/synapse/routes.js'
-import { needsBalancer, routingPlan } from '../../src/topology/routing.js'
+import { routingPlan, type RouteGroup } from '../../src/topology/routing.js'
+import { LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD } from './mpm.js'
 
 /** Modules the rendered vhosts use: ssl (SSLEngine), proxy + proxy_http (ProxyPass*), headers
  * (RequestHeader, Header), alias (Redirect, RedirectMatch, Alias). Core covers ForceType, Require. */
@@ -22,10 +23,9 @@ export const APACHE_MODULES: readonly string[] = ['ssl', 'proxy', 'proxy_http', 
 /** mod_proxy_balancer and what it needs, for worker pools of more than one member. */
 export const BALANCER_MODULES: readonly string[] = ['proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm']
 
-/** The modules these settings need: balancers only when a route goes to a pool. */
-export function apacheModules(vars: MatrixSettings, workers: boolean): readonly string[] {
-  const pools = workers && needsBalancer(routingPlan(workerInstances(vars), routeTable(vars.synapse.version)))
-  return pools ? [...APACHE_MODULES, ...BALANCER_MODULES] : APACHE_MODULES
+/** The modules these settings need: the balancer always, since the long-poll routes go through a capped pool. */
+export function apacheModules(_vars: MatrixSettings, _workers: boolean): readonly string[] {
+  return [...APACHE_MODULES, ...BALANCER_MODULES]
 }
 
 export const SITES_AVAILABLE = '/etc/apache2/sites-available'
@@ -100,6 +100,23 @@ export function proxyPassMatchPattern(route: string): string {
   return body.endsWith('$') ? `^(${body.slice(0, -1)}(?:\\?.*)?)$` : `^(${body}.*)$`
 }
 
+/**
+ * The long-poll routes' pool: a balancer even for one member, so that its connection pool is its own
+ * (a plain ProxyPass to the same backend would share main's). `max` is per child process and member:
+ * the members of a child together hold at most LONG_POLLS_PER_CHILD long-polls; one over that waits
+ * LONG_POLL_ACQUIRE_MS for a connection, then gets a 503 instead of taking a reserved thread.
+ */
+function longPollPool(target: string, group: RouteGroup): string[] {
+  const max = Math.max(1, Math.floor(LONG_POLLS_PER_CHILD / group.members.length))
+  return [
+    `    # At most ${max * group.members.length} long-polls per Apache child; its other threads serve everything else.`,
+    `    <Proxy "${target}">`,
+    ...group.members.map((m) => `        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}" max=${max} acquire=${LONG_POLL_ACQUIRE_MS}`),
+    '        ProxySet lbmethod=byrequests',
+    '    </Proxy>',
+  ]
+}
+
 function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseVersion?: string; clientPaths: boolean }): string[] {
   const main = `http://127.0.0.1:${port(vars.synapse.listenPort, 'synapse.listenPort')}`
   const lines = [
@@ -114,23 +131,31 @@ function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseV
     '    </IfModule>',
     '',
   ]
-  if (opts.workers) {
-    routingPlan(workerInstances(vars), routeTable(opts.synapseVersion ?? vars.synapse.version)).forEach((group, i) => {
-      lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
-      let target: string
-      if (group.members.length === 1) {
-        target = `http://${group.members[0]!.address}:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
-      } else {
-        // Round robin over the pool (Apache has no hash by user for sync: see the README).
-        target = `balancer://${group.pool}`
-        lines.push(`    <Proxy "${target}">`)
-        for (const m of group.members) lines.push(`        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}"`)
-        lines.push('        ProxySet lbmethod=byrequests', '    </Proxy>')
-      }
-      for (const route of group.routes) lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${target}$1" nocanon`)
-      lines.push('')
-    })
+  const table = routeTable(opts.synapseVersion ?? vars.synapse.version)
+  const groups = opts.workers ? routingPlan(workerInstances(vars), table) : []
+  // Without a sync worker the long-polls go to main, still through the capped pool.
+  if (!groups.some((g) => g.longPoll)) {
+    groups.push({ title: 'Long-polls of the main process', pool: 'main', routes: table.generic.sync, members: [{ name: 'main', port: vars.synapse.listenPort, address: '127.0.0.1' }], longPoll: true })
   }
+  groups.forEach((group, i) => {
+    lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
+    let target: string
+    if (group.longPoll) {
+      // Its own name: a pool of the same kind may serve other routes without the cap.
+      target = `balancer://long-polls-${group.pool}`
+      lines.push(...longPollPool(target, group))
+    } else if (group.members.length === 1) {
+      target = `http://${group.members[0]!.address}:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
+    } else {
+      // Round robin over the pool (Apache has no hash by user for sync: see the README).
+      target = `balancer://${group.pool}`
+      lines.push(`    <Proxy "${target}">`)
+      for (const m of group.members) lines.push(`        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}"`)
+      lines.push('        ProxySet lbmethod=byrequests', '    </Proxy>')
+    }
+    for (const route of group.routes) lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${target}$1" nocanon`)
+    lines.push('')
+  })
   lines.push('    # Everything else goes to the main process.')
   lines.push(`    ProxyPass /_matrix ${main}/_matrix nocanon`)
   lines.push(`    ProxyPassReverse /_matrix ${main}/_matrix`)

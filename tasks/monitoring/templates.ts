@@ -9,6 +9,8 @@ import type { MatrixSettings } from '../../src/inventory/types.js'
 import { THRESHOLDS } from '../../src/synapse/metrics/advice.js'
 import { renderYaml } from '../synapse/templates.js'
 import { metricsTargets, type MetricsTarget } from './targets.js'
+import { LONG_POLL_SERVLETS } from '../../src/synapse/metrics/process-status.js'
+import { mpmSizing } from '../../src/topology/proxy-capacity.js'
 
 const HEADER = '# Managed by matrix-provision: changes here are overwritten on the next run.\n'
 
@@ -48,6 +50,7 @@ export function promql(targets: MetricsTarget[]) {
     cpu: (range: string) => `(rate(process_cpu_user_seconds_total{${jobs}}[${range}]) + rate(process_cpu_system_seconds_total{${jobs}}[${range}]))`,
     sendTime: (q: number, range: string) => `histogram_quantile(${q}, sum by (instance, le) (rate(${send}[${range}])))`,
     blockCpu: (range: string) => `sum by (job, block_name) (rate(synapse_util_metrics_block_ru_utime_seconds_total{${jobs}}[${range}]) + rate(synapse_util_metrics_block_ru_stime_seconds_total{${jobs}}[${range}]))`,
+    longPolls: `sum by (instance) (synapse_http_server_in_flight_requests_count{servlet=~"${LONG_POLL_SERVLETS.join('|')}",${jobs}})`,
     evictions: (range: string) => `sum by (instance, job) (rate(synapse_util_caches_cache_evicted_size{reason="size",${jobs}}[${range}]))`,
   }
 }
@@ -90,6 +93,7 @@ export function renderAlertRules(vars: MatrixSettings): string {
             rule('SynapseProcessCpuSaturated', `${q.cpu('5m')} > ${THRESHOLDS.cpuSaturatedPercent / 100}`, '10m', 'warning', 'Synapse process {{ $labels.job }} is at its CPU limit', 'A Synapse process works on one core; near 100% it falls behind. Move work to (more) workers.'),
             rule('SynapseEventSendTimeHigh', `${q.sendTime(0.95, '5m')} > ${THRESHOLDS.eventSendP95Ms / 1000}`, '10m', 'warning', 'Sending a message takes over {{ $value | humanizeDuration }} (p95) on {{ $labels.instance }}', 'Normally around 100 ms. Look at CPU per process and the block metrics.'),
             rule('SynapseCacheEvictionsHigh', `${q.evictions('10m')} > ${THRESHOLDS.cacheEvictionsPerSecond}`, '30m', 'warning', 'Caches of {{ $labels.job }} evict {{ $value | humanize }} entries/s because they are full', 'Raise synapse.cacheFactor (factor 4 needs up to about 3 GB of memory; 2 to 10 work well).'),
+            rule('ProxyLongPollsNearLimit', `${q.longPolls} > ${Math.floor((mpmSizing(vars.apache.maxClients).longPolls * THRESHOLDS.longPollsNearCapPercent) / 100)}`, '5m', 'warning', 'The proxy of {{ $labels.instance }} holds {{ $value }} long-polls, near its limit of ' + String(mpmSizing(vars.apache.maxClients).longPolls), 'Past the limit Apache answers /sync with 503 (plain requests keep their reserved threads). Raise apache.maxClients if the host has the memory.'),
             rule('HostMemoryLow', 'node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.1', '10m', 'warning', 'Less than 10% of memory is available on {{ $labels.instance }}', 'Lower the cache factor or add memory before Synapse is killed for lack of it.'),
           ],
         },

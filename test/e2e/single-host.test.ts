@@ -135,7 +135,7 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     expect(synapse).toEqual([['federation_reader', 'up'], ['federation_sender', 'up'], ['master', 'up']])
     const rules = await hs.exec('promtool check rules /etc/prometheus/rules/matrix-synapse.yml')
     expect(rules.exitCode, rules.output).toBe(0)
-    expect(rules.output).toContain('SUCCESS: 5 rules found')
+    expect(rules.output).toContain('SUCCESS: 6 rules found')
     for (const port of [9090, 9100]) expect((await env.get('peer').exec(`curl -s --max-time 3 http://one:${port}/metrics`)).exitCode, `port ${port} from peer`).not.toBe(0)
 
     await hs.exec('systemctl stop matrix-synapse-worker@federation_sender')

@@ -8,7 +8,7 @@ import { renderStatus } from '../../src/commands/status/render.js'
 import { parseStatusOutput, statusScript } from '../../src/commands/status/read-status.js'
 
 /** What a Synapse 1.16x metrics listener serves, cut to the metrics the status reads (label order as Synapse writes it). */
-function exposition(f: { cpu: number; sends: number[]; blocks: Record<string, number>; evicted: number; rss?: number }) {
+function exposition(f: { cpu: number; sends: number[]; blocks: Record<string, number>; evicted: number; rss?: number; syncs?: number }) {
   const bounds = ['0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1.0', '2.5', '5.0', '10.0', '+Inf']
   const bucket = (le: string) => f.sends.filter((s) => le === '+Inf' || s <= Number(le)).length
   return [
@@ -26,6 +26,13 @@ function exposition(f: { cpu: number; sends: number[]; blocks: Record<string, nu
     ]),
     `synapse_util_caches_cache_evicted_size{name="getEvent",reason="size",server_name="one.test"} ${f.evicted}`,
     `synapse_util_caches_cache_evicted_size{name="getEvent",reason="time",server_name="one.test"} 999.0`,
+    ...(f.syncs === undefined
+      ? []
+      : [
+          `synapse_http_server_in_flight_requests_count{method="GET",server_name="one.test",servlet="SyncRestServlet"} ${f.syncs}.0`,
+          'synapse_http_server_in_flight_requests_count{method="GET",server_name="one.test",servlet="EventStreamRestServlet"} 2.0',
+          'synapse_http_server_in_flight_requests_count{method="PUT",server_name="one.test",servlet="RoomSendEventRestServlet"} 7.0',
+        ]),
     '',
   ].join('\n')
 }
@@ -124,6 +131,15 @@ describe("advice in the guide's terms", () => {
     expect(texts).toContainEqual('federation_sender is down (not active): systemctl status matrix-synapse-worker@federation_sender.service; journalctl -u matrix-synapse-worker@federation_sender.service')
   })
 
+  it('long-polls near the proxy cap: counted over every process from the in-flight sync servlets, called out from 80% of the cap', () => {
+    const held = (n: number, process = 'main') => ({ ...processStatus(target, parseExposition(exposition({ cpu: 1, sends: [], blocks: {}, evicted: 0, syncs: 0 })), parseExposition(exposition({ cpu: 1.1, sends: [], blocks: {}, evicted: 0, syncs: n })), 5), process })
+    expect(held(500).longPolls).toBe(502) // SyncRestServlet + EventStreamRestServlet, not the message sends
+    const cap = { cap: 1008, maxClients: 1000 }
+    expect(advise({ cacheFactor: 2, longPollCap: cap }, [held(400), held(300, 'synchrotron')])).toEqual([])
+    const [near] = advise({ cacheFactor: 2, longPollCap: cap }, [held(500), held(310, 'synchrotron')])
+    expect(near).toEqual({ level: 'warning', text: 'the proxy is near its limit: 814 long-polls (/sync) held of at most 1008; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now 1000) if the host has the memory' })
+  })
+
   it('a quiet, healthy process gets no advice', () => {
     const calm = processStatus(target, parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: {}, evicted: 0 })), parseExposition(exposition({ cpu: 1.1, sends: [0.05, 0.06], blocks: {}, evicted: 0 })), 5)
     expect(advise({ cacheFactor: 2, memAvailableMiB: 4096 }, [calm])).toEqual([])
@@ -162,6 +178,7 @@ describe('the status round trip', () => {
           memory: { availableMiB: 8192, totalMiB: 24000 },
           processes: [processStatus(target, parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: { sync: 1 }, evicted: 0 })), parseExposition(exposition({ cpu: 1.5, sends: [0.05], blocks: { sync: 1.2 }, evicted: 0 })), 5), { ...targets[1]!, up: false, error: 'matrix-synapse-worker@federation_reader.service is not active', eventSend: {}, topBlocks: [], topEvictingCaches: [] }],
           advice: [{ process: 'federation_reader', level: 'warning', text: 'federation_reader is down' }],
+          longPolls: { held: 12, cap: 1008 },
         },
       ],
     })
@@ -169,6 +186,7 @@ describe('the status round trip', () => {
     expect(text).toMatch(/main {15}up {5}10% {2}200 MiB {2}38 ms\* {4}49 ms\* {4}1\* {5}0\.0 {10}sync 4\.0%/)
     expect(text).toMatch(/federation_reader  DOWN  matrix-synapse-worker@federation_reader.service is not active/)
     expect(text).toContain('* no message sent in the window: send time since the process started')
+    expect(text).toContain('  proxy: 12 of at most 1008 long-polls held (/sync); other requests have threads of their own')
     expect(text).toContain('    ! federation_reader is down')
   })
 })

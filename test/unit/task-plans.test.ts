@@ -351,15 +351,18 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   it('apache: worker routes before the generic /_matrix proxy, nocanon, encoded slashes kept; delegation files', () => {
     // curl comes with an earlier task of this plan (apt-keyring's key download): planned once, as apply installs it once.
     expect(changeOf(report, 'apt:apache2,openssl,curl').summary).toBe('install apache2 openssl')
-    expect(changeOf(report, 'command:apache modules').summary).toBe('enable Apache modules ssl proxy proxy_http headers alias')
+    expect(changeOf(report, 'command:apache modules').summary).toBe('enable Apache modules ssl proxy proxy_http headers alias proxy_balancer lbmethod_byrequests slotmem_shm')
     expect(changeOf(report, 'command:self-signed certificate').summary).toContain('matrix.example.org, example.org, element.example.org')
 
     const tls = tlsFiles(vars)
     const vhost = planned(report, '/etc/apache2/sites-available/matrix.conf')
     expect(vhost).toBe(renderMatrixVhost(vars, { ...tls, workers: true }).content)
     const lines = vhost.split('\n').map((l) => l.trim())
-    const matches = lines.filter((l) => l.startsWith('ProxyPassMatch '))
+    // The federation reader's routes, then the long-polls through main's capped pool (tasks/apache/mpm.ts).
+    const matches = lines.filter((l) => l.startsWith('ProxyPassMatch ') && !l.includes('balancer://long-polls-main'))
     expect(matches).toHaveLength(FEDERATION_ROUTES.length)
+    expect(lines.filter((l) => l.includes('"balancer://long-polls-main$1" nocanon'))).toHaveLength(4)
+    expect(lines).toContain('BalancerMember "http://127.0.0.1:8008" max=48 acquire=200')
     for (const l of matches) expect(l).toMatch(/^ProxyPassMatch "\^\(.+\)\$" "http:\/\/127\.0\.0\.1:32902\$1" nocanon$/)
     expect(matches).toContain('ProxyPassMatch "^(/_matrix/federation/v1/send/.*)$" "http://127.0.0.1:32902$1" nocanon')
     const generic = lines.indexOf('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')
@@ -376,8 +379,8 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(planned(report, delegation!.path)).toBe(delegation!.content)
     // Sized for apache.maxClients (default 1000), then restarted once: ServerLimit is read at start only.
     expect(planned(report, MPM_CONF_PATH)).toBe(renderMpmConf(vars).content)
-    expect(planned(report, MPM_CONF_PATH)).toContain('MaxRequestWorkers        1024')
-    expect(changeOf(report, 'command:apache mpm sizing').summary).toBe('restart apache2 so that it holds 1024 requests at once (ServerLimit is read at start only)')
+    expect(planned(report, MPM_CONF_PATH)).toContain('MaxRequestWorkers        1344')
+    expect(changeOf(report, 'command:apache mpm sizing').summary).toBe('restart apache2 so that it holds 1344 requests at once (ServerLimit is read at start only)')
     expect(delegation!.content).toContain('ServerName example.org')
     for (const f of wellKnown) expect(planned(report, f.path)).toBe(f.content)
     expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/server'))).toEqual({ 'm.server': 'matrix.example.org:443' })

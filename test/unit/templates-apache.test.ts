@@ -49,7 +49,8 @@ describe('renderMatrixVhost', () => {
 
   it('routes every federation reader route with ProxyPassMatch before the generic /_matrix line', () => {
     const generic = l.indexOf('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')
-    const matches = l.filter((x) => x.startsWith('ProxyPassMatch '))
+    // The federation reader's routes; the long-polls go to main's capped pool (test/unit/topology.test.ts).
+    const matches = l.filter((x) => x.startsWith('ProxyPassMatch ') && !x.includes('"balancer://long-polls-main$1"'))
     expect(matches).toHaveLength(FEDERATION_ROUTES.length)
     for (const route of FEDERATION_ROUTES) {
       const line = `ProxyPassMatch "${proxyPassMatchPattern(route)}" "http://127.0.0.1:32902$1" nocanon`
@@ -64,9 +65,11 @@ describe('renderMatrixVhost', () => {
     for (const x of l.filter((x) => /^ProxyPass(Match)? /.test(x))) expect(x.endsWith(' nocanon'), x).toBe(true)
   })
 
-  it('has no worker routes without workers', () => {
+  it('has no worker routes without workers: only the long-polls, to main through the capped pool', () => {
     const plain = renderMatrixVhost(matrixSettings(), { ...TLS, workers: false }).content
-    expect(plain).not.toContain('ProxyPassMatch')
+    const matches = plain.split('\n').filter((x) => x.trim().startsWith('ProxyPassMatch '))
+    expect(matches).toHaveLength(4)
+    for (const m of matches) expect(m).toContain('"balancer://long-polls-main$1" nocanon')
     expect(plain).toContain('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')
   })
 

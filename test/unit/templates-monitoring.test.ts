@@ -54,12 +54,14 @@ describe('Prometheus on the homeserver', () => {
 
   it("alerts on the guide's indicators, for exactly the scraped jobs, with the status command's thresholds", () => {
     const rules = parse(renderAlertRules(on({ processDownFor: '20s' }))).groups[0].rules as { alert: string; expr: string; for: string }[]
-    expect(rules.map((r) => r.alert)).toEqual(['SynapseProcessDown', 'SynapseProcessCpuSaturated', 'SynapseEventSendTimeHigh', 'SynapseCacheEvictionsHigh', 'HostMemoryLow'])
+    expect(rules.map((r) => r.alert)).toEqual(['SynapseProcessDown', 'SynapseProcessCpuSaturated', 'SynapseEventSendTimeHigh', 'SynapseCacheEvictionsHigh', 'ProxyLongPollsNearLimit', 'HostMemoryLow'])
     expect(rules[0]).toMatchObject({ expr: 'up{job=~"master|federation_reader|federation_sender"} == 0', for: '20s' })
     expect(rules[1]!.expr).toBe('(rate(process_cpu_user_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) + rate(process_cpu_system_seconds_total{job=~"master|federation_reader|federation_sender"}[5m])) > 0.9')
     expect(rules[2]!.expr).toContain('servlet="RoomSendEventRestServlet",code=~"2.."')
     expect(rules[2]!.expr).toMatch(/> 1$/)
     expect(rules[3]!.expr).toContain('reason="size"')
+    // The long-polls Synapse holds against the proxy's cap (1008 for the default maxClients 1000): 80% of it.
+    expect(rules[4]!.expr).toBe('sum by (instance) (synapse_http_server_in_flight_requests_count{servlet=~"SyncRestServlet|EventStreamRestServlet|InitialSyncRestServlet|RoomInitialSyncRestServlet",job=~"master|federation_reader|federation_sender"}) > 806')
   })
 
   it('the unit environments keep both daemons on loopback and set the retention', () => {

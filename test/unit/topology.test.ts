@@ -6,8 +6,8 @@ import { KINDS, WORKER_KINDS, workerUnitName } from '../../src/synapse/worker-ki
 import { PRESETS, WORKER_PRESETS } from '../../src/synapse/worker-presets.js'
 import { routeTable, STREAMS } from '../../src/synapse/routes.js'
 import { routingPlan } from '../../src/topology/routing.js'
-import { apacheModules, APACHE_MODULES, renderMatrixVhost } from '../../tasks/apache/templates.js'
-import { mpmSizing, renderMpmConf } from '../../tasks/apache/mpm.js'
+import { apacheModules, APACHE_MODULES, renderMatrixVhost, renderServerNameVhost } from '../../tasks/apache/templates.js'
+import { LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD, mpmSizing, renderMpmConf, THREADS_PER_CHILD } from '../../tasks/apache/mpm.js'
 import { memoryForClients } from '../../tasks/apache/index.js'
 import type { TaskContext } from '../../src/engine/task.js'
 import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
@@ -171,14 +171,54 @@ describe('routing from the worker set', () => {
     ])
   })
 
-  it('a pool of more than one becomes an Apache balancer, and only then are the balancer modules enabled', () => {
+  it('a pool of more than one becomes an Apache balancer; the sync pool shares the long-poll cap among its members', () => {
     const vars = matrixSettings({ workers: { preset: 'specialized' } })
     const vhost = renderMatrixVhost(vars, { ...tls, workers: true }).content
-    expect(vhost).toContain('    <Proxy "balancer://synchrotron">\n        BalancerMember "http://127.0.0.1:18100"\n        BalancerMember "http://127.0.0.1:18101"\n        ProxySet lbmethod=byrequests\n    </Proxy>')
-    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(r0|v3)/sync(?:\\?.*)?)$" "balancer://synchrotron$1" nocanon')
-    expect(apacheModules(vars, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
-    expect(apacheModules(oneOfEach(), true)).toEqual(APACHE_MODULES)
-    expect(apacheModules(matrixSettings(), true)).toEqual(APACHE_MODULES)
+    expect(vhost).toContain('    <Proxy "balancer://long-polls-synchrotron">\n        BalancerMember "http://127.0.0.1:18100" max=24 acquire=200\n        BalancerMember "http://127.0.0.1:18101" max=24 acquire=200\n        ProxySet lbmethod=byrequests\n    </Proxy>')
+    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(r0|v3)/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon')
+    // The long-poll routes always go through a capped pool: the balancer modules are always on.
+    for (const v of [vars, oneOfEach(), matrixSettings()]) expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
+  })
+
+  it('long-polls cannot take every Apache thread: the sync routes go through a pool capped below the threads of a child', () => {
+    // Default inventory (guide preset: no sync worker), with and without the workers role: main's own capped pool.
+    for (const workers of [true, false]) {
+      const vhost = renderMatrixVhost(matrixSettings(), { ...tls, workers }).content
+      expect(vhost).toContain(`    <Proxy "balancer://long-polls-main">\n        BalancerMember "http://127.0.0.1:8008" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\n        ProxySet lbmethod=byrequests\n    </Proxy>`)
+      for (const route of ['(r0|v3)/sync', '(api/v1|r0|v3)/events', '(api/v1|r0|v3)/initialSync', '(api/v1|r0|v3)/rooms/[^/]+/initialSync']) {
+        const line = `ProxyPassMatch "^(/_matrix/client/${route}(?:\\?.*)?)$" "balancer://long-polls-main$1" nocanon`
+        expect(vhost).toContain(line)
+        // Before the catch-all, which would take it otherwise.
+        expect(vhost.indexOf(line)).toBeLessThan(vhost.indexOf('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon'))
+      }
+    }
+    // One-of-each's sync goes to its single generic worker: a capped pool of its own, the whole cap for it.
+    const one = renderMatrixVhost(oneOfEach(), { ...tls, workers: true }).content
+    expect(one).toMatch(new RegExp(`<Proxy "balancer://long-polls-generic">\\n {8}BalancerMember "http://127\\.0\\.0\\.1:\\d+" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\\n`))
+    expect(one).not.toContain('long-polls-main')
+    // Port-8448 delegation proxies the same routes: capped there too.
+    const delegation = renderServerNameVhost(matrixSettings({ apache: { delegation: 'port-8448' } }), { ...tls, workers: true })[0]!.content
+    expect(delegation).toContain('"balancer://long-polls-main$1"')
+  })
+
+  it('default sizing (maxClients 1000): each client\'s long-poll fits under the cap, and a quarter of the threads stays in reserve', () => {
+    const s = mpmSizing(1000)
+    expect(s).toEqual({ serverLimit: 21, maxRequestWorkers: 1344, longPolls: 1008, reserve: 336, memoryMiB: 588 })
+    expect(LONG_POLLS_PER_CHILD).toBeLessThan(THREADS_PER_CHILD)
+    for (const n of [64, 150, 1000, 2500, 100_000]) {
+      const x = mpmSizing(n)
+      expect(x.longPolls).toBeGreaterThanOrEqual(n)
+      expect(x.reserve).toBe(x.serverLimit * (THREADS_PER_CHILD - LONG_POLLS_PER_CHILD))
+      expect(x.longPolls + x.reserve).toBe(x.maxRequestWorkers)
+    }
+    const conf = renderMpmConf(matrixSettings()).content
+    expect(conf).toMatch(/MaxRequestWorkers\s+1344\n/)
+    // All children from the start, never reaped: the cap is per child (a herd met 11 of 21 children and got 1,576 503s).
+    expect(conf).toMatch(/StartServers\s+21\n/)
+    expect(conf).toMatch(/MaxSpareThreads\s+1344\n/)
+    // A graceful reload starts children only as MinSpareThreads asks (MinSpareThreads 64: one child after it).
+    expect(conf).toMatch(/MinSpareThreads\s+1344\n/)
+    expect(conf).toContain('The sync routes may hold 48 connections per child\n# (1008 in all); the other 336 threads stay free')
   })
 
   it('one-of-each: the typing route goes to the typing writer, media to the media worker, before the catch-all', () => {
@@ -212,14 +252,14 @@ describe('monitoring and documentation follow the set', () => {
 })
 
 describe('Apache sized for long-polls', () => {
-  it('apache.maxClients becomes whole children of 64 threads, with the memory that takes', () => {
-    expect(mpmSizing(150)).toMatchObject({ serverLimit: 3, maxRequestWorkers: 192 })
-    expect(mpmSizing(2500)).toMatchObject({ serverLimit: 40, maxRequestWorkers: 2560 })
+  it('apache.maxClients becomes whole children of 64 threads (48 of them for long-polls), with the memory that takes', () => {
+    expect(mpmSizing(150)).toMatchObject({ serverLimit: 4, maxRequestWorkers: 256 })
+    expect(mpmSizing(2500)).toMatchObject({ serverLimit: 53, maxRequestWorkers: 3392 })
     expect(mpmSizing(2500).memoryMiB).toBeGreaterThan(mpmSizing(1000).memoryMiB)
     const conf = renderMpmConf(matrixSettings({ apache: { maxClients: 2500 } })).content
     expect(conf).toContain('<IfModule mpm_event_module>')
-    expect(conf).toMatch(/ServerLimit\s+40\n/)
-    expect(conf).toMatch(/MaxRequestWorkers\s+2560\n/)
+    expect(conf).toMatch(/ServerLimit\s+53\n/)
+    expect(conf).toMatch(/MaxRequestWorkers\s+3392\n/)
     expect(conf).toMatch(/ThreadsPerChild\s+64\n/)
   })
 })

@@ -9,12 +9,15 @@ import { metricsTargets, type MetricsTarget } from '../../../tasks/monitoring/ta
 import { backgroundUpdaterCheck } from '../../../tasks/synapse/background-updates.js'
 import { SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT, VENV_LINK } from '../../synapse/paths.js'
 import type { CheckOutcome } from '../../engine/task.js'
+import { mpmSizing } from '../../topology/proxy-capacity.js'
 
 export interface HostStatus {
   host: string
   windowS: number
   cacheFactor: number
   memory?: { availableMiB: number; totalMiB: number }
+  /** Long-polls Synapse holds (in flight at the second scrape, all processes) against the proxy's long-poll cap. */
+  longPolls?: { held: number; cap: number }
   processes: ProcessStatus[]
   advice: Advice[]
   /** Main's background updater (tasks/synapse/background-updates.ts): pending, running or aborted, named. */
@@ -114,7 +117,9 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
       status.processes.push(processStatus(t, before, after, windowS, rss === undefined ? undefined : rss * 1024))
     }
   }
-  status.advice = advise({ cacheFactor: status.cacheFactor, memAvailableMiB: status.memory?.availableMiB, memTotalMiB: status.memory?.totalMiB }, status.processes)
+  const cap = mpmSizing(host.vars.apache.maxClients).longPolls
+  if (status.processes.some((p) => p.longPolls !== undefined)) status.longPolls = { held: status.processes.reduce((n, p) => n + (p.longPolls ?? 0), 0), cap }
+  status.advice = advise({ cacheFactor: status.cacheFactor, memAvailableMiB: status.memory?.availableMiB, memTotalMiB: status.memory?.totalMiB, longPollCap: { cap, maxClients: host.vars.apache.maxClients } }, status.processes)
   return status
 }
 

@@ -36,6 +36,7 @@ function renderHost(h: HostStatus): string {
   const version = [...new Set(h.processes.map((p) => p.version).filter(Boolean))].join(', ') || 'unknown'
   const memory = h.memory ? `, ${gb(h.memory.availableMiB)} of ${gb(h.memory.totalMiB)} GB memory available` : ''
   const lines = [`${h.host}: Synapse ${version}, cacheFactor ${h.cacheFactor} (caches up to about ${cacheMemoryGb(h.cacheFactor)} GB)${memory}; figures over ${h.windowS} s`]
+  if (h.longPolls) lines.push(`  proxy: ${h.longPolls.held} of at most ${h.longPolls.cap} long-polls held (/sync); other requests have threads of their own`)
   const header = ['process', 'state', 'CPU', 'memory', 'send p50', 'send p95', 'sends', 'evictions/s', 'top blocks by CPU']
   lines.push(...table([header, ...h.processes.map(row)]).map((l) => `  ${l}`))
   if (h.processes.some((p) => p.up && !p.eventSend.window && p.eventSend.sinceStart)) lines.push('  * no message sent in the window: send time since the process started')

@@ -13,6 +13,8 @@ export const THRESHOLDS = {
   eventSendP95Ms: 1000,
   /** Entries evicted because a cache was full, per second, sustained. */
   cacheEvictionsPerSecond: 10,
+  /** Long-polls held, as a share of the proxy's long-poll cap: past the cap Apache answers /sync with 503. */
+  longPollsNearCapPercent: 80,
 } as const
 
 /** The guide's figure: cache factor 4 needs at most about 3 GB, i.e. about 0.75 GB per unit of the factor. */
@@ -33,6 +35,8 @@ export interface HostFigures {
   cacheFactor: number
   memAvailableMiB?: number
   memTotalMiB?: number
+  /** Long-polls the proxy holds at most (src/topology/proxy-capacity.ts), and apache.maxClients it is sized from. */
+  longPollCap?: { cap: number; maxClients: number }
 }
 
 const gb = (n: number) => (n >= 10 ? n.toFixed(0) : n.toFixed(1).replace(/\.0$/, ''))
@@ -56,6 +60,10 @@ export function advise(host: HostFigures, processes: ProcessStatus[]): Advice[] 
     if (p.cacheEvictionsPerSecond !== undefined && p.cacheEvictionsPerSecond >= THRESHOLDS.cacheEvictionsPerSecond) {
       out.push({ process: p.process, level: 'warning', text: cacheAdvice(p, host) })
     }
+  }
+  const held = processes.reduce((n, p) => n + (p.longPolls ?? 0), 0)
+  if (host.longPollCap && held >= (host.longPollCap.cap * THRESHOLDS.longPollsNearCapPercent) / 100) {
+    out.push({ level: 'warning', text: `the proxy is near its limit: ${held} long-polls (/sync) held of at most ${host.longPollCap.cap}; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now ${host.longPollCap.maxClients}) if the host has the memory` })
   }
   return out
 }

@@ -20,6 +20,8 @@ export interface ProcessStatus {
   /** Cache entries evicted because a cache was full (reason "size"), per second over the window. */
   cacheEvictionsPerSecond?: number
   topEvictingCaches: { cache: string; perSecond: number }[]
+  /** Long-polls (/sync and its kin) in flight at the second scrape: what the proxy's long-poll cap counts. */
+  longPolls?: number
 }
 
 export interface Latency {
@@ -40,7 +42,11 @@ export const STATUS_METRICS = [
   'synapse_util_metrics_block_ru_utime_seconds_total',
   'synapse_util_metrics_block_ru_stime_seconds_total',
   'synapse_util_caches_cache_evicted_size',
+  'synapse_http_server_in_flight_requests_count',
 ] as const
+
+/** Synapse's servlets behind the long-poll routes (src/synapse/routes.ts, sync): their in-flight requests are the long-polls the proxy holds. */
+export const LONG_POLL_SERVLETS = ['SyncRestServlet', 'EventStreamRestServlet', 'InitialSyncRestServlet', 'RoomInitialSyncRestServlet'] as const
 
 const SEND_EVENT = { servlet: 'RoomSendEventRestServlet', code: /2\d\d/ }
 const TOP = 5
@@ -104,6 +110,8 @@ export function processStatus(target: { process: string; unit: string; port: num
   status.topEvictingCaches = topRates(evBefore, evAfter, windowS)
     .slice(0, TOP)
     .map((x) => ({ cache: x.key, perSecond: x.perSecond }))
+  const inFlight = select(after, 'synapse_http_server_in_flight_requests_count').filter((s) => (LONG_POLL_SERVLETS as readonly string[]).includes(s.labels.servlet ?? ''))
+  status.longPolls = sum(inFlight)
   return status
 }
 
