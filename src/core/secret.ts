@@ -37,6 +37,12 @@ const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 /** user:password@ in any URL (scheme://user:password@host): the password part. */
 const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*):([^\s/?#@]*)@/gi
 
+/** A secret as written in the inventory: never the value inline. */
+export type SecretRef = { env: string } | { file: string } | { generate: true }
+
+/** A secret after loading: env/file are read on the controller; generated ones are read or made on the host. */
+export type SecretValue = { kind: 'value'; secret: Secret } | { kind: 'generate'; name: string }
+
 /**
  * A secret value. It prints as a mask in strings, JSON, util.inspect and template literals;
  * only `reveal()` gives the value, and only code that writes it to stdin or a 0600 file should call it.

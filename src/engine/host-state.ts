@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
-import type { SecretValue } from '../inventory/types.js'
+import type { SecretValue } from '../core/secret.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../core/secret.js'

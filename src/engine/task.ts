@@ -1,6 +1,7 @@
 import type { Fact, FactValues } from '../facts/fact.js'
 import type { OsRelease } from '../facts/system.js'
-import type { HostSpec, Inventory, Role, SecretValue } from '../inventory/types.js'
+import type { SecretValue } from '../core/secret.js'
+import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import type { Resource } from '../resources/resource.js'
 import type { Secret } from '../core/secret.js'
 import type { Connection } from '../ssh/connection.js'

@@ -36,7 +36,9 @@ import { DEFAULT_LOCK_DIR, LockError, type SynapseLock } from '../synapse/lock/l
 import { readLock, readWheelhouseManifest } from './controller-files.js'
 import { resolveControllerPath, resolveSecretRef, type SecretContext, osReason } from './secrets.js'
 import { registerUrlCredentials } from '../core/secret.js'
-import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES, type SecretRef, type SecretValue, type SshSettings } from './types.js'
+import type { SecretRef, SecretValue } from '../core/secret.js'
+import type { SshSettings } from '../ssh/settings.js'
+import { type HostSpec, type Inventory, type MatrixSettings, type Role, ROLES } from './types.js'
 
 type Path = readonly PropertyKey[]
 type ZodIssue = z.core.$ZodIssue

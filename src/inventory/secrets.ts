@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { isAbsolute, resolve } from 'node:path'
 import { Secret } from '../core/secret.js'
-import type { SecretRef, SecretValue } from './types.js'
+import type { SecretRef, SecretValue } from '../core/secret.js'
 
 export type SecretResolution = { ok: true; value: SecretValue } | { ok: false; message: string; hint?: string }
 

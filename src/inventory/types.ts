@@ -1,35 +1,12 @@
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
-import type { Secret } from '../core/secret.js'
+import type { SecretValue } from '../core/secret.js'
+import type { SshHost } from '../ssh/settings.js'
 import type { WorkerKindName } from '../synapse/worker-kinds.js'
 import type { WorkerPreset } from '../synapse/worker-presets.js'
 
 /** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
 export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring', 'backup'] as const
 export type Role = (typeof ROLES)[number]
-
-/** A secret as written in the inventory: never the value inline. */
-export type SecretRef = { env: string } | { file: string } | { generate: true }
-
-/** A secret after loading: env/file are read on the controller; generated ones are read or made on the host. */
-export type SecretValue = { kind: 'value'; secret: Secret } | { kind: 'generate'; name: string }
-
-export interface SshSettings {
-  user: string
-  port: number
-  /** Private key file on the controller; else ssh-agent (SSH_AUTH_SOCK). */
-  identityFile?: string
-  /** known_hosts file used for host-key verification (default ~/.ssh/known_hosts). */
-  knownHostsFile: string
-  /** strict: unknown or changed key stops the host. accept-new: unknown keys are added, changed keys still stop. */
-  hostKeyPolicy: 'strict' | 'accept-new'
-  /** Inventory name of a host (or user@host:port) to jump through. */
-  jump?: string
-  /** When the login user needs a password for sudo. */
-  sudoPassword?: SecretValue
-  connectTimeoutMs: number
-  commandTimeoutMs: number
-  keepaliveIntervalMs: number
-}
 
 /** An entry of `workers.instances` as written. */
 export interface WorkerEntry {
@@ -195,13 +172,9 @@ export interface PrometheusSettings {
   processDownFor: string
 }
 
-export interface HostSpec {
-  name: string
-  /** Address used for SSH from the controller. */
-  address: string
+export interface HostSpec extends SshHost {
   /** Address other hosts use to reach this one (pg_hba, Redis bind); defaults to `address`. */
   privateAddress: string
-  ssh: SshSettings
   roles: Role[]
   vars: MatrixSettings
 }

@@ -1,6 +1,6 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import type { HostSpec, SshSettings } from '../inventory/types.js'
+import type { SshHost, SshSettings } from './settings.js'
 import { resolveSshConfig, type SshConfigBlock } from './ssh-config.js'
 
 /** Everything needed to open one SSH hop: where, as whom, with which key, checked against which file. */
@@ -76,10 +76,10 @@ export interface RouteOptions {
   sshConfig: readonly SshConfigBlock[]
   defaults?: InventoryDefaults
   /** Inventory hosts by name, so `ssh.jump: bastion` can name another inventory host. */
-  resolveHost?: (name: string) => HostSpec | undefined
+  resolveHost?: (name: string) => SshHost | undefined
 }
 
-function endpointFor(host: HostSpec, options: RouteOptions): { endpoint: Endpoint; jump?: string } {
+function endpointFor(host: SshHost, options: RouteOptions): { endpoint: Endpoint; jump?: string } {
   const defaults = options.defaults ?? DEFAULT_INVENTORY_SSH
   const ssh = host.ssh
   const cfg = resolveSshConfig(options.sshConfig, host.address)
@@ -106,7 +106,7 @@ function endpointFor(host: HostSpec, options: RouteOptions): { endpoint: Endpoin
  * ProxyJump) expanded into hops. A jump that names an inventory host uses that host's own settings;
  * a `user@host:port` jump uses the target's key, known_hosts file and policy (and its ssh config).
  */
-export function resolveRoute(host: HostSpec, options: RouteOptions, seen: string[] = []): Route {
+export function resolveRoute(host: SshHost, options: RouteOptions, seen: string[] = []): Route {
   if (seen.includes(host.name)) throw new Error(`jump hosts loop: ${[...seen, host.name].join(' -> ')}`)
   if (seen.length > 8) throw new Error(`more than 8 jump hosts for ${seen[0]}`)
   const { endpoint: target, jump } = endpointFor(host, options)

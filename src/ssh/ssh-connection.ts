@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { NodeSSH, type Config } from 'node-ssh'
 import type { ClientChannel } from 'ssh2'
-import type { HostSpec } from '../inventory/types.js'
+import type { SshHost } from './settings.js'
 import { isSecret, LineMasker, maskSecrets, type Secret } from '../core/secret.js'
 import { ensureSuccess, type CommandResult, type Connection, type FileWrite, type RemoteProcess, type RunOptions } from './connection.js'
 import { resolveRoute, type Endpoint, type InventoryDefaults } from './endpoint.js'
@@ -60,7 +60,7 @@ export interface ConnectOptions {
   /** The inventory's defaults, so ~/.ssh/config values fill exactly the settings the inventory left unset. */
   inventoryDefaults?: InventoryDefaults
   /** Look up inventory hosts by name, for `ssh.jump: <inventory host>`. */
-  resolveHost?: (name: string) => HostSpec | undefined
+  resolveHost?: (name: string) => SshHost | undefined
   /** Concurrent command channels per connection; default 8 (OpenSSH's MaxSessions is 10). */
   maxChannels?: number
   /** Long-lived processes (spawn) per connection, on top of maxChannels; default 2. */
@@ -126,7 +126,7 @@ export class SshConnection implements Connection {
 
   /** @internal use connect() */
   constructor(init: {
-    host: HostSpec
+    host: SshHost
     endpoint: Endpoint
     hops: Endpoint[]
     ssh: NodeSSH
@@ -848,7 +848,7 @@ async function findPrivilege(ssh: NodeSSH, endpoint: Endpoint, sudoPassword: str
  * verification against known_hosts, key or agent authentication, then a check of how to become root.
  * Fails with ConnectError (kind unreachable | timeout | auth | host-key) whose message says what to do.
  */
-export async function connect(host: HostSpec, options: ConnectOptions = {}): Promise<SshConnection> {
+export async function connect(host: SshHost, options: ConnectOptions = {}): Promise<SshConnection> {
   const sshConfig = options.sshConfigFile === false ? [] : await loadSshConfig(options.sshConfigFile)
   const routeOptions: Parameters<typeof resolveRoute>[1] = { sshConfig }
   if (options.inventoryDefaults) routeOptions.defaults = options.inventoryDefaults

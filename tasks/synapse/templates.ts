@@ -40,7 +40,8 @@
  */
 import { isIP } from 'node:net'
 import { Document, isScalar, visit } from 'yaml'
-import type { MatrixSettings, SecretValue } from '../../src/inventory/types.js'
+import type { SecretValue } from '../../src/core/secret.js'
+import type { MatrixSettings } from '../../src/inventory/types.js'
 import { isSecret } from '../../src/core/secret.js'
 import { instancePorts, workerInstances } from '../../src/inventory/workers.js'
 import { reachAddress, sharedBind, streamWriters } from '../../src/topology/instances.js'

@@ -18,12 +18,8 @@ const root = fileURLToPath(new URL('../..', import.meta.url))
  */
 const PENDING = {
   fileCycles: [],
-  // C5 (P3: ssh -> inventory types).
-  folderCycles: [['src/inventory', 'src/ssh']],
-  upward: [
-    'src/ssh/endpoint.ts -> src/inventory/types.ts', // C5 (P3)
-    'src/ssh/ssh-connection.ts -> src/inventory/types.ts', // C5 (P3)
-  ],
+  folderCycles: [],
+  upward: [],
 }
 
 const copies: string[] = []

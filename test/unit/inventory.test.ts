@@ -11,7 +11,7 @@ import { inventoryJsonSchema } from '../../src/inventory/json-schema.js'
 import { findUnclosedOpener, loadInventory, loadInventoryFromString } from '../../src/inventory/load.js'
 import { allowedKeysAt, hostPathProblem, isAddress, isDnsName, isServerName, parseJump } from '../../src/inventory/schema.js'
 import { resolveSecretRef } from '../../src/inventory/secrets.js'
-import type { SecretValue } from '../../src/inventory/types.js'
+import type { SecretValue } from '../../src/core/secret.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const example = join(root, 'inventories', 'example.yaml')

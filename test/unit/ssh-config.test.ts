@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import type { HostSpec, SshSettings } from '../../src/inventory/types.js'
+import type { SshHost, SshSettings } from '../../src/ssh/settings.js'
 import { parseJumpSpec, resolveRoute } from '../../src/ssh/endpoint.js'
 import { loadSshConfig, parseSshConfig, resolveSshConfig } from '../../src/ssh/ssh-config.js'
 
@@ -102,7 +102,7 @@ describe('jump specs and routes', () => {
     keepaliveIntervalMs: 15_000,
     ...over,
   })
-  const host = (name: string, address: string, over: Partial<SshSettings> = {}) => ({ name, address, ssh: ssh(over) }) as HostSpec
+  const host = (name: string, address: string, over: Partial<SshSettings> = {}) => ({ name, address, ssh: ssh(over) }) as SshHost
   const defaults = { user: 'root', port: 22, knownHostsFile: '/home/me/.ssh/known_hosts' }
   const sshConfig = parseSshConfig(CONFIG.replace(/~/g, '/home/me'))
 
@@ -124,7 +124,7 @@ describe('jump specs and routes', () => {
   })
 
   it('a jump naming an inventory host uses that host (and its own jump), in order; loops are refused', () => {
-    const hosts = new Map<string, HostSpec>([
+    const hosts = new Map<string, SshHost>([
       ['edge', host('edge', '203.0.113.5', { user: 'edgeuser', port: 2200, identityFile: '/edge-key' })],
       ['inner', host('inner', '10.0.0.2', { jump: 'edge' })],
       ['loop-a', host('loop-a', 'a', { jump: 'loop-b' })],
