@@ -33,7 +33,6 @@ export const BIG = 400
 export const BIG_CEILINGS = {
   'src/inventory/load.ts': 1190, // P2 splits it (C5 added two type import lines)
   'src/inventory/schema.ts': 544, // P2
-  'src/ssh/ssh-connection.ts': 913, // P3
   'tasks/synapse/templates.ts': 635, // P4 (P2's C6 split its worker import into inventory/workers + topology/instances; C5 one type import)
 }
 

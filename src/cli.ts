@@ -12,7 +12,7 @@ import { createRunLog } from './report/log.js'
 import { createProgress } from './report/progress.js'
 import { renderJson, renderReport } from './report/text.js'
 import { maskJson, maskSecrets } from './core/secret.js'
-import { connect } from './ssh/ssh-connection.js'
+import { connect } from './ssh/connect.js'
 import { TASKS } from '../tasks/index.js'
 import type { CliIo } from './commands/io.js'
 

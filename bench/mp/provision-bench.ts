@@ -15,7 +15,7 @@ import { createRunLog } from '../../src/report/log.js'
 import { createProgress } from '../../src/report/progress.js'
 import { renderReport } from '../../src/report/text.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { connect } from '../../src/ssh/ssh-connection.js'
+import { connect } from '../../src/ssh/connect.js'
 import { BENCH_ROLE, benchTask, loadWorkload } from './bench-task.js'
 
 const t = () => performance.now().toFixed(1)

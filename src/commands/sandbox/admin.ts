@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import type { HostSpec } from '../../inventory/types.js'
 import { Secret } from '../../core/secret.js'
-import { connect } from '../../ssh/ssh-connection.js'
+import { connect } from '../../ssh/connect.js'
 import { registerUser } from '../../../tasks/synapse/register-user.js'
 
 export const ADMIN_USER = 'admin'
