@@ -8,6 +8,8 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { lockCommand, LockError, lockPath, parseLock, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { WHEELHOUSE_MANIFEST, type WheelhouseManifest } from '../synapse/lock/wheelhouse-manifest.js'
+import type { HostEntry, LoadContext } from './context.js'
+import type { MatrixSettings } from './types.js'
 
 /** Read and validate `<lockDir>/<version>.txt`; a missing file says what to run. */
 export async function readLock(lockDir: string, synapseVersion: string, inventoryFile: string): Promise<SynapseLock> {
@@ -35,4 +37,49 @@ export function readWheelhouseManifest(dir: string): WheelhouseManifest | undefi
   } catch {
     return undefined
   }
+}
+
+/**
+ * The pip method installs a locked set: read <lockDir>/<version>.txt (once per file) into
+ * settings.synapse.lock, and hold an uploaded wheelhouse to the lock it must have been built from.
+ */
+export async function synapseLock(ctx: LoadContext, host: HostEntry, settings: MatrixSettings): Promise<void> {
+  const synapse = settings.synapse
+  if (ctx.options.locks === false || synapse.install !== 'pip' || !host.roles.includes('synapse')) return
+  const manifest = synapse.wheelhouse ? readWheelhouseManifest(synapse.wheelhouse) : undefined
+  if (synapse.wheelhouse && !manifest) {
+    ctx.addForVar(host.name, ['synapse', 'wheelhouse'], `${synapse.wheelhouse} is not a wheelhouse built by matrix-provision (no readable ${WHEELHOUSE_MANIFEST})`, 'build it from the lock (provision lock --wheelhouse DIR --python X.Y), or leave synapse.wheelhouse out to install from the index')
+    return
+  }
+  const version = synapse.version ?? manifest?.synapseVersion
+  if (!version) {
+    ctx.addForVar(host.name, ['synapse', 'install'], 'synapse.install pip needs synapse.version (or a wheelhouse, whose version is used)', 'set synapse.version, e.g. "1.163.2"')
+    return
+  }
+  synapse.version = version
+  const key = `${synapse.lockDir}\0${version}`
+  let pending = ctx.lockCache.get(key)
+  if (!pending) {
+    pending = readLock(synapse.lockDir, version, ctx.file).catch((error: unknown) => {
+      if (error instanceof LockError) return error
+      throw error
+    })
+    ctx.lockCache.set(key, pending)
+  }
+  const lock = await pending
+  const where = ctx.varsOrigin(host.name, ['synapse', 'lockDir']) ? ['synapse', 'lockDir'] : ctx.varsOrigin(host.name, ['synapse', 'version']) ? ['synapse', 'version'] : ['synapse', 'install']
+  if (lock instanceof LockError) {
+    ctx.addForVar(host.name, where, `${lock.file}${lock.line ? `:${lock.line}` : ''}: ${lock.problem}`, lock.hint)
+    return
+  }
+  if (manifest && manifest.lockDigest !== lock.digest) {
+    ctx.addForVar(
+      host.name,
+      ['synapse', 'wheelhouse'],
+      `the wheelhouse ${synapse.wheelhouse} was not built from ${lock.file} (it holds Synapse ${manifest.synapseVersion}${manifest.lockDigest ? ' from another lock' : ' without a lock'})`,
+      'build the wheelhouse again from this lock (provision lock --wheelhouse DIR --python X.Y)',
+    )
+    return
+  }
+  synapse.lock = lock
 }
