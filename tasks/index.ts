@@ -1,13 +1,23 @@
 import type { Task } from '../src/engine/task.js'
-import { apacheTask } from './apache/index.js'
-import { backupTask } from './backup/index.js'
-import { aptKeyringTask } from './apt-keyring/index.js'
-import { elementTask } from './element/index.js'
-import { monitoringTask } from './monitoring/index.js'
-import { postgresTask } from './postgres/index.js'
-import { redisTask } from './redis/index.js'
-import { synapseTask } from './synapse/index.js'
-import { workersTask } from './workers/index.js'
+import type { Role } from '../src/inventory/types.js'
 
-/** The task registry, in run order (the guide's order). Adding a task: one folder, one line here. */
-export const TASKS: Task[] = [aptKeyringTask, postgresTask, redisTask, synapseTask, workersTask, apacheTask, elementTask, monitoringTask, backupTask]
+/**
+ * The task registry, in run order (the guide's order). Each task is loaded only when a host of the
+ * run has its role. Adding a task: one folder, one line here.
+ */
+export const TASKS: readonly { name: Role; load: () => Promise<Task> }[] = [
+  { name: 'apt-keyring', load: async () => (await import('./apt-keyring/index.js')).aptKeyringTask },
+  { name: 'postgres', load: async () => (await import('./postgres/index.js')).postgresTask },
+  { name: 'redis', load: async () => (await import('./redis/index.js')).redisTask },
+  { name: 'synapse', load: async () => (await import('./synapse/index.js')).synapseTask },
+  { name: 'workers', load: async () => (await import('./workers/index.js')).workersTask },
+  { name: 'apache', load: async () => (await import('./apache/index.js')).apacheTask },
+  { name: 'element', load: async () => (await import('./element/index.js')).elementTask },
+  { name: 'monitoring', load: async () => (await import('./monitoring/index.js')).monitoringTask },
+  { name: 'backup', load: async () => (await import('./backup/index.js')).backupTask },
+]
+
+/** The tasks of these roles (all when none are given), in run order. */
+export function loadTasks(roles?: readonly Role[]): Promise<Task[]> {
+  return Promise.all(TASKS.filter((t) => roles === undefined || roles.includes(t.name)).map((t) => t.load()))
+}

@@ -11,10 +11,12 @@ import { MASK, maskSecrets } from '../../src/core/secret.js'
 import type { HandBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { runHost } from '../../src/engine/host-run.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'
-import { TASKS } from '../../tasks/index.js'
+import { loadTasks } from '../../tasks/index.js'
 import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 import { HOST_RECORD, SECRETS_DIR } from '../../src/synapse/paths.js'
+
+const TASKS = await loadTasks()
 
 const ROLES = '[postgres, redis, synapse, workers, apache]'
 const load = (vars = '', env: NodeJS.ProcessEnv = {}) =>

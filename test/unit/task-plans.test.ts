@@ -30,7 +30,7 @@ import { MASK } from '../../src/core/secret.js'
 import { tlsFiles } from '../../tasks/apache/index.js'
 import { renderElementVhost, renderMatrixVhost, renderPortsConf, renderServerNameVhost } from '../../tasks/apache/templates.js'
 import { renderElementConfig } from '../../tasks/element/templates.js'
-import { TASKS } from '../../tasks/index.js'
+import { loadTasks } from '../../tasks/index.js'
 import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderPgHba, renderPostgresListen } from '../../tasks/postgres/templates.js'
 import { renderRedisConf } from '../../tasks/redis/templates.js'
@@ -42,6 +42,8 @@ import { FakeHost } from './fake-host.js'
 import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 import { DEBIAN_12, UBUNTU_20_04 } from './fixtures/hosts/distros.js'
 import { PENDING_RESTARTS, SECRETS_DIR } from '../../src/synapse/paths.js'
+
+const TASKS = await loadTasks()
 
 const SIGNING_KEY = '/etc/matrix-synapse/homeserver.signing.key'
 

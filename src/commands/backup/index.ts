@@ -3,7 +3,9 @@ import type { Inventory, HostSpec } from '../../inventory/types.js'
 import type { RunLog } from '../../report/log.js'
 import type { Connection } from '../../ssh/connection.js'
 import { mediaStoreHost } from '../../inventory/workers.js'
-import { TASKS } from '../../../tasks/index.js'
+import { loadTasks } from '../../../tasks/index.js'
+import { openRun } from '../run-context.js'
+import type { Verb } from '../verb.js'
 import { AGE_SUFFIX, requireAge, resolveRecipients } from './age.js'
 import { BackupInputError } from './manifest.js'
 import { renderBackupReport, renderRestoreReport } from './render.js'
@@ -28,6 +30,24 @@ interface LifecycleInput {
 const usage = (io: LifecycleInput['io'], message: string) => {
   io.err(`provision: ${message}\nRun provision --help for usage.\n`)
   return 2
+}
+
+export const run: Verb = async (input) => {
+  const { values, io, command } = input
+  const ctx = await openRun(input)
+  try {
+    return await lifecycle(command === 'restore' ? 'restore' : 'backup', {
+      values,
+      inventory: ctx.inventory,
+      loaded: ctx.loaded,
+      io,
+      connect: (host) => ctx.connect(host),
+      log: ctx.log,
+      interactive: input.processStreams && process.stderr.isTTY === true && process.env.CI !== 'true',
+    })
+  } finally {
+    ctx.log.close()
+  }
 }
 
 /** `provision backup` and `provision restore`: exit 0 done, 1 a host failed, 2 bad input (nothing changed). */
@@ -69,12 +89,12 @@ export async function lifecycle(command: 'backup' | 'restore', input: LifecycleI
       dryRun: values['dry-run'] ?? false,
       connect: input.connect,
       progress,
-      applyInventory: () =>
+      applyInventory: async () =>
         runInventory(
           { ...input.inventory, hosts: [host] },
           {
             mode: 'apply',
-            tasks: TASKS,
+            tasks: await loadTasks(host.roles),
             parallel: 1,
             lockHeld: true,
             connect: input.connect,

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CliIo } from '../io.js'
+import type { Verb } from '../verb.js'
 import { loadInventory } from '../../inventory/load.js'
 import { ADMIN_USER, ensureAdmin } from './admin.js'
 import { prepareElement, prepareWheelhouse } from './artifacts.js'
@@ -23,6 +24,8 @@ export interface SandboxOptions {
   /** The CLI's entry point, handed in (a verb does not import the CLI): provisions the sandbox's inventory. */
   provision: (argv: string[], io: CliIo) => Promise<number>
 }
+
+export const run: Verb = ({ values, io, provision }) => sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io, provision })
 
 /** Marks a directory as made by this command: --down deletes only such a directory. */
 const MARKER = '.provision-sandbox'
