@@ -30,6 +30,8 @@ function steps(stderr) {
   const named = []
   let prev = 0
   let runNo = 0
+  // Apply reads the base facts inside the lock's round trip; a dry run (no lock) reads them with the first probe.
+  let baseInLock = false
   for (const m of mine) {
     let label = m.msg
     if (m.msg.startsWith('main() entered')) label = 'node start-up + module loading'
@@ -37,8 +39,12 @@ function steps(stderr) {
     else if (m.msg === 'connect start') label = 'runInventory start'
     else if (m.msg === 'connected') label = 'SSH connect (TCP, kex, auth, privilege)'
     else if (m.msg.startsWith('spawn: mkdir')) label = 'runHost start'
-    else if (m.msg.startsWith('spawn: output seen')) label = 'lock acquired (1 round trip)'
-    else if (m.msg.startsWith('run ') && m.msg.includes('sh -s')) label = ++runNo === 1 ? 'base facts (1 round trip)' : runNo === 2 ? 'resource facts (1 round trip)' : `probe ${runNo}`
+    else if (m.msg.startsWith('spawn: output seen (base facts')) (label = 'base facts (inside the lock round trip)'), (baseInLock = true)
+    else if (m.msg.startsWith('spawn: output seen')) label = 'lock acquired (1 round trip, with the base facts script)'
+    else if (m.msg.startsWith('run ') && m.msg.includes('sh -s')) {
+      const probe = ++runNo + (baseInLock ? 1 : 0)
+      label = probe === 1 ? 'base facts (1 round trip)' : probe === 2 ? 'resource facts (1 round trip)' : `probe ${probe}`
+    }
     else if (m.msg.startsWith('spawn: end')) label = 'plan (no I/O when converged)'
     else if (m.msg.startsWith('spawn: exited')) label = 'lock released (channel close)'
     else if (m.msg.startsWith('close')) label = 'connection closed'

@@ -52,7 +52,8 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
         },
         waitForOutput: async (re, ms) => {
           const out = await p.waitForOutput(re, ms)
-          trace('spawn: output seen (lock held)')
+          // The lock's spawn prints MP-LOCKED, then (apply) the base facts it probes in the same round trip.
+          trace(re.source.includes('PROBED') ? 'spawn: output seen (base facts read inside the lock)' : 'spawn: output seen (lock held)')
           return out
         },
         exited: p.exited.then((r) => (trace('spawn: exited'), r)),

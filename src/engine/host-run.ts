@@ -1,5 +1,5 @@
 import type { Fact, FactValues } from '../facts/fact.js'
-import { gatherFacts } from '../facts/probe.js'
+import { gatherFacts, prepareProbe } from '../facts/probe.js'
 import { debPackages } from '../facts/packages.js'
 import { freeDiskMiB, memoryMiB, osRelease } from '../facts/system.js'
 import type { HostSpec, Inventory, Role } from '../inventory/types.js'
@@ -83,8 +83,9 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
   const emit = (message: string, task?: string) => options.onEvent?.({ host: host.name, task, message })
   let lock: HostLock | undefined
   try {
-    if (options.mode === 'apply' && !options.lockHeld) lock = await acquireLock(conn)
-    const facts = await gatherFacts(conn, BASE_FACTS)
+    // Apply reads the base facts inside the lock's round trip; plans and checks take no lock.
+    if (options.mode === 'apply' && !options.lockHeld) lock = await acquireLock(conn, { then: prepareProbe(BASE_FACTS) })
+    const facts = lock?.facts ?? (await gatherFacts(conn, BASE_FACTS))
     const ownership = facts.get(hostOwnership)
     const stored = facts.get(storedSecrets)
     const today = new Date().toISOString().slice(0, 10)

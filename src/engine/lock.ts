@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { hostname, userInfo } from 'node:os'
+import type { FactValues } from '../facts/fact.js'
+import type { Probe } from '../facts/probe.js'
 import type { Connection, RemoteProcess } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
 import { STATE_DIR } from '../synapse/paths.js'
@@ -28,31 +30,59 @@ export class HostLockedError extends Error {
 
 export interface HostLock {
   release(): Promise<void>
+  /** The facts of the probe run inside the lock (acquireLock's `then`). */
+  facts?: FactValues
 }
+
+/** Printed after the probe run inside the lock, with the probe's exit code. */
+const PROBED = /@@MP-PROBED (\d+)\n/
 
 /**
  * A per-host lock held by a remote `flock` whose stdin is our SSH channel: when this process dies or the
  * connection drops, the remote side sees EOF and the kernel releases the lock, so a killed run cannot
  * leave a stale lock behind. The holder (user, controller, pid, time) is recorded for the next runner.
+ *
+ * `then`: a fact probe run as soon as the lock is held, in the same round trip (a run's base facts: they
+ * are read under the lock, as before, without a second exchange). Its script travels on the channel's
+ * stdin (`head -c` reads exactly its bytes; the rest of stdin is the lock's lifeline).
  */
-export async function acquireLock(conn: Connection): Promise<HostLock> {
+export async function acquireLock(conn: Connection, options: { then?: Probe } = {}): Promise<HostLock> {
+  const probe = options.then
   // The id is what `provision unlock --holder` must repeat: it kills only the holder the user saw.
   const holder = `${randomBytes(6).toString('hex')} ${userInfo().username}@${hostname()} pid ${process.pid} since ${new Date().toISOString()}`
   const script = sh`mkdir -p ${STATE_DIR} && chmod 0700 ${STATE_DIR} && exec 9>>${LOCK} &&
-    if flock -n 9; then printf '%s (remote pid %s)\\n' ${holder} "$$" > ${LOCK}.holder; echo MP-LOCKED; exec cat >/dev/null;
+    if flock -n 9; then printf '%s (remote pid %s)\\n' ${holder} "$$" > ${LOCK}.holder; echo MP-LOCKED; ${probe ? sh`mp_script=$(head -c ${Buffer.byteLength(probe.script)}) && sh -c "$mp_script" </dev/null 9>&-; echo "@@MP-PROBED $?";` : []} exec cat >/dev/null;
     else printf 'MP-BUSY %s\\n' "$(cat ${LOCK}.holder 2>/dev/null)"; fi`
-  const proc: RemoteProcess = conn.spawn(script)
+  const proc: RemoteProcess = conn.spawn(script, probe ? { stdin: probe.script } : {})
   const line = await proc.waitForOutput(/MP-(LOCKED|BUSY)[^\n]*\n/, 30_000)
   if (line.includes('MP-BUSY')) {
     await proc.exited
     throw new HostLockedError(conn.host, line.replace(/.*MP-BUSY ?/, '').trim())
   }
-  return {
+  const lock: HostLock = {
     async release() {
       proc.end()
       await proc.exited
     },
   }
+  if (!probe) return lock
+  let out: string
+  try {
+    out = await proc.waitForOutput(PROBED, 600_000)
+  } catch (error) {
+    await lock.release().catch(() => undefined)
+    // Only the first line: the rest quotes the output, which may hold the host's secrets.
+    throw new Error(`${conn.host}: the fact probe inside the lock did not finish: ${(error as Error).message.split('\n')[0]}`)
+  }
+  const start = out.indexOf('MP-LOCKED\n') + 'MP-LOCKED\n'.length
+  const done = PROBED.exec(out)!
+  const code = Number(done[1])
+  if (code !== 0) {
+    await lock.release().catch(() => undefined)
+    throw new Error(`${conn.host}: the fact probe inside the lock failed (exit code ${code})`)
+  }
+  lock.facts = probe.read(out.slice(start, done.index))
+  return lock
 }
 
 export type BreakLockResult =

@@ -73,19 +73,44 @@ export function parseProbeOutput(stdout: string, count: number): { stdout: strin
   return out
 }
 
+/** A probe ready to send: its script, and how its output becomes fact values. */
+export interface Probe {
+  script: string
+  /** How many facts it reads. */
+  count: number
+  /** Some fact reads a secret: the output must not be echoed, logged or quoted in an error. */
+  sensitive: boolean
+  /** Parse the probe's stdout into the FactValues the probe was prepared for. */
+  read(stdout: string): FactValues
+}
+
+/** The probe of the facts not in `into` yet (deduplicated by id); undefined when there is nothing to ask. */
+export function prepareProbe(facts: readonly Fact<unknown>[], into = new FactValues()): Probe | undefined {
+  const unique = [...new Map(facts.filter((f) => !into.has(f)).map((f) => [f.id, f])).values()]
+  if (unique.length === 0) return undefined
+  const plan = sections(unique)
+  return {
+    script: framed(plan),
+    count: unique.length,
+    sensitive: unique.some((f) => f.sensitive),
+    read(stdout) {
+      const parts = parseProbeOutput(stdout, plan.length)
+      plan.forEach((section, i) => {
+        const part = parts[i]!
+        const each = section.batch ? section.batch.split(part.stdout, part.code, section.facts.map((f) => f.batch!.item)) : [part]
+        section.facts.forEach((fact, j) => into.set(fact.id, fact.parse(each[j]!.stdout, each[j]!.code)))
+      })
+      return into
+    },
+  }
+}
+
 /** Gather facts in ONE round trip (deduplicated by id). The script is read-only by contract. */
 export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown>[], into = new FactValues()): Promise<FactValues> {
-  const unique = [...new Map(facts.filter((f) => !into.has(f)).map((f) => [f.id, f])).values()]
-  if (unique.length === 0) return into
+  const probe = prepareProbe(facts, into)
+  if (!probe) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
-  const plan = sections(unique)
-  const result = await conn.run(sh`sh -s`, { stdin: framed(plan), secretOutput: unique.some((f) => f.sensitive) })
-  if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${unique.length} facts)` }, 'gathering facts')
-  const parts = parseProbeOutput(result.stdout, plan.length)
-  plan.forEach((section, i) => {
-    const part = parts[i]!
-    const each = section.batch ? section.batch.split(part.stdout, part.code, section.facts.map((f) => f.batch!.item)) : [part]
-    section.facts.forEach((fact, j) => into.set(fact.id, fact.parse(each[j]!.stdout, each[j]!.code)))
-  })
-  return into
+  const result = await conn.run(sh`sh -s`, { stdin: probe.script, secretOutput: probe.sensitive })
+  if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${probe.count} facts)` }, 'gathering facts')
+  return probe.read(result.stdout)
 }

@@ -217,3 +217,39 @@ describe('units settled together', () => {
     expect(host.text(PENDING_RESTARTS)).toBe(`${OTHER}\n`)
   })
 })
+
+describe('the lock and the base facts', () => {
+  it('apply reads the base facts inside the lock: one spawn carries the probe on its stdin, then one probe for the resources', async () => {
+    const host = apacheHost()
+    const spawned: { command: string; stdin?: string }[] = []
+    const ran: string[] = []
+    // The fake host as it is, with its spawns and runs noted.
+    const conn = new Proxy(host, {
+      get(target, key) {
+        if (key === 'spawn') return (c: Parameters<FakeHost['spawn']>[0], o?: { stdin?: string }) => (spawned.push({ command: c.text, stdin: o?.stdin }), target.spawn(c, o))
+        if (key === 'run') return (c: Parameters<FakeHost['run']>[0], o?: Parameters<FakeHost['run']>[1]) => (ran.push(c.text), target.run(c, o))
+        const value: unknown = Reflect.get(target, key, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const task: Task = { name: 'apache', title: 'conf', resources: () => [file({ path: CONF, content: GOOD })] }
+    const report = await runHost(inventory.hosts[0]!, conn, { mode: 'apply', tasks: [task], inventory })
+    expect(report.error).toBeUndefined()
+    expect(report.status).toBe('ok')
+    expect(spawned).toHaveLength(1)
+    expect(spawned[0]!.command).toContain('flock -n 9')
+    expect(spawned[0]!.command).toContain(`head -c ${Buffer.byteLength(spawned[0]!.stdin ?? '')}`)
+    expect(spawned[0]!.stdin).toMatch(/^mp_probe=\$\(mktemp -d\)/)
+    // Converged: only the resources' probe goes out as a command of its own.
+    expect(ran).toEqual(['sh -s'])
+  })
+
+  it('a dry run takes no lock: the base facts are the first of its two probes', async () => {
+    const host = apacheHost()
+    host.frozen = true
+    const task: Task = { name: 'apache', title: 'conf', resources: () => [file({ path: CONF, content: GOOD })] }
+    const report = await runHost(inventory.hosts[0]!, host, { mode: 'dry-run', tasks: [task], inventory })
+    expect(report.status).toBe('ok')
+    expect(host.commands).toEqual(['sh -s', 'sh -s'])
+  })
+})

@@ -298,17 +298,23 @@ export class FakeHost implements Connection {
     }
   }
 
-  /** Only the host lock runs this way: it is granted at once. */
-  spawn(built: ShellCommand): RemoteProcess {
+  /** Only the host lock runs this way: it is granted at once; a probe sent with it (its stdin) is answered as `sh -s`. */
+  spawn(built: ShellCommand, options: { stdin?: string } = {}): RemoteProcess {
     const command = built.text
     this.#mutating(`spawn ${command}`)
     if (!command.includes('flock -n 9')) this.#unexpected(`spawn of an unknown command: ${command}`)
     this.mkdirp(STATE_DIR, { mode: 0o700 })
+    let stdout = 'MP-LOCKED\n'
+    if (options.stdin !== undefined) {
+      if (!command.includes('@@MP-PROBED')) this.#unexpected(`stdin for a lock without a probe: ${command}`)
+      this.commands.push('sh -s')
+      stdout += `${this.#probe(options.stdin)}\n@@MP-PROBED 0\n`
+    }
     let end: () => void = () => undefined
     const exited = new Promise<CommandResult>((resolve) => {
-      end = () => resolve({ command: 'lock', code: 0, signal: null, stdout: 'MP-LOCKED\n', stderr: '', durationMs: 0, timedOut: false })
+      end = () => resolve({ command: 'lock', code: 0, signal: null, stdout, stderr: '', durationMs: 0, timedOut: false })
     })
-    return { write: () => undefined, end: () => end(), waitForOutput: async () => 'MP-LOCKED\n', exited }
+    return { write: () => undefined, end: () => end(), waitForOutput: async () => stdout, exited }
   }
 
   async close(): Promise<void> {}
