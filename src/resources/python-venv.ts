@@ -25,6 +25,9 @@ const WHEELHOUSE_DIR = '/var/cache/matrix-provision/wheelhouse'
 const LOCK_DIR_ON_HOST = '/var/cache/matrix-provision'
 const LOCK_ON_HOST = `${LOCK_DIR_ON_HOST}/synapse-lock.txt`
 
+/** The distributions installed in the venv at `path` (null: no venv there). */
+export const venvContentsFact = (path: string) => defineFact(`venv-contents:${path}`, sh`${`${path}/bin/python`} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
+
 /**
  * A Python virtualenv holding exactly a lock's set: `pip install --no-deps --require-hashes` of the
  * locked pins (from an uploaded wheelhouse built from the lock, or from the index with the lock
@@ -33,7 +36,7 @@ const LOCK_ON_HOST = `${LOCK_DIR_ON_HOST}/synapse-lock.txt`
  */
 export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
   const py = `${spec.path}/bin/python`
-  const fact = defineFact(`venv-contents:${spec.path}`, sh`${py} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
+  const fact = venvContentsFact(spec.path)
   const id = `venv:${spec.path}`
   const lockName = spec.lock.file.split('/').slice(-2).join('/')
   let planned: LockDrift | undefined

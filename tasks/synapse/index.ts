@@ -10,6 +10,8 @@ import { aptPackages } from '../../src/resources/apt-packages.js'
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
+import { describeDrift, driftCount, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
+import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { raw, sh } from '../../src/core/shell.js'
@@ -90,6 +92,7 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
     unitActive(SYNAPSE_UNIT),
     { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },
     { name: '/_matrix/client/versions answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { waitS: c.waitS(60), unit: SYNAPSE_UNIT, expect: /"versions"/ }) },
+    ...(vars.synapse.install === 'pip' && vars.synapse.lock ? [runningVenvHoldsLock(vars.synapse.lock)] : []),
     {
       name: 'signing key readable only by matrix-synapse',
       async run(conn) {
@@ -99,6 +102,24 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
     },
     backgroundUpdaterCheck(VENV_LINK, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT),
   ]
+}
+
+/** The venv Synapse runs from holds exactly its lock (a failed rebuild leaves a drifted one serving: check says so). */
+function runningVenvHoldsLock(lock: SynapseLock): AfterCheck {
+  const lockName = lock.file.split('/').slice(-2).join('/')
+  return {
+    name: `the running venv holds the lock ${lockName}`,
+    async run(conn) {
+      const r = await conn.run(sh`readlink -f ${VENV_LINK}; ${SYNAPSE_PYTHON} -c ${VENV_CONTENTS_SCRIPT}`)
+      const [path, ...rest] = r.stdout.split('\n')
+      const venv = parseVenvContents(rest.join('\n'), r.code ?? 1)
+      if (!venv) return { ok: false, detail: `${VENV_LINK} is no usable venv: ${r.stderr.trim().slice(-200) || `exit ${r.code}`}` }
+      const drift = lockDrift(lock, venv)
+      return driftCount(drift)
+        ? { ok: false, detail: `${path} differs from the lock ${lockName} (${driftCount(drift)}: ${describeDrift(drift)}); a run rebuilds it beside the running one and switches to it` }
+        : { ok: true, detail: `${path}: ${venv.installed.size} distributions as locked` }
+    },
+  }
 }
 
 /** The ordered version switch (release.ts) with this host's settings: its workers (the topology's one list), checks and backup place. */
@@ -194,7 +215,8 @@ export const synapseTask: Task = {
         synapseRelease({
           ...releaseSpec(ctx.host, ctx.inventory, version),
           method: 'pip',
-          install: pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
+          installAt: (path) => pythonVirtualenv({ path, lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
+          lock,
           controllerCode: v.synapse.wheelhouse ? codeSchemaOfWheelhouse(v.synapse.wheelhouse) : undefined,
         }),
         file({ path: SYNAPSE_UNIT_PATH, content: renderSynapseUnit() }),

@@ -12,20 +12,25 @@
  * only once main answers /health. A failure after the switch rolls back to the previous venv when the
  * database schema still accepts it (schema-compat.ts), else names the backup.
  * The apt method follows the same order with the package upgrade in place of install + switch.
+ * A running venv is never installed into: when it drifted from its lock, the same procedure switches
+ * to a venv rebuilt beside it (/opt/venvs/matrix-synapse-<version>-r2, -r3, ...; no backup: same code).
  */
-import { databaseDumpCommand, pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
-import { pythonScript } from '../../src/core/python-script.js'
+import { dumpToFile } from './pre-upgrade-dump.js'
 import type { AfterCheck, AfterCheckContext } from '../../src/engine/task.js'
 import { defineFact, type FactValues } from '../../src/facts/fact.js'
+import { driftCount, lockDrift, type LockDrift } from '../../src/synapse/lock/drift.js'
+import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
+import { venvContentsFact } from '../../src/resources/python-venv.js'
 import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
 import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
 import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
+import { isVenvOf, rebuildChange, rebuildFailedBeforeSwitch, venvsToPrune } from './venv-rebuild.js'
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
 import { rollBack } from './rollback.js'
-import { AFTER_SWITCH, linkCommand, RELEASE_STATE, startUnit, StepRunner, writeRecord, type ReleaseRecord } from './switch.js'
+import { AFTER_SWITCH, linkCommand, RELEASE_STATE, startUnit, StepRunner, versionOfVenv, writeRecord, type ReleaseRecord } from './switch.js'
 
 export const VENV_LINK = '/opt/venvs/matrix-synapse'
 export const versionedVenv = (version: string) => `${VENV_LINK}-${version}`
@@ -120,8 +125,10 @@ export interface ReleaseSpec {
   signingKey: string
   /** Commands that parse the live configuration with a given venv's Python (main, then each worker). */
   configChecks: (python: string) => ShellCommand[]
-  /** pip: the resource that installs the versioned venv (from the wheelhouse, an index or a lock). */
-  install?: Resource
+  /** pip: the resource that installs a venv at a path from the lock (the wheelhouse, an index or the lock itself). */
+  installAt?: (path: string) => Resource
+  /** pip: the lock the running venv must hold; drift from it is repaired by a venv rebuilt beside it. */
+  lock?: SynapseLock
   /** The new code's schema rules known on the controller (the wheelhouse's wheel), for the dry run. */
   controllerCode?: CodeSchema
   /** apt: the command that installs the package at this version. */
@@ -135,11 +142,16 @@ export interface ReleaseSpec {
 
 interface Planned {
   from?: string
+  /** The venv serving before the switch (what a failure rolls back to). */
+  fromVenv?: string
   next?: CodeSchema
   db: DatabaseSchema | null
   previousCode?: CodeSchema
   dump?: string
+  installer?: Resource
   installChange?: Change
+  /** A rebuild's new venv: removed when the run fails before the switch (never reused half-built). */
+  rebuilt?: string
 }
 
 /** Another host's connection in this run (a worker host): the engine's ApplyContext.peer. */
@@ -157,30 +169,26 @@ export function dumpPath(backupDir: string, from: string, to: string, existing: 
   }
 }
 
-/** Venvs to remove after switching to `active`: keep `keep` in all, the active one and the one to roll back to first. */
-export function venvsToPrune(venvs: { path: string }[], active: string, previous: string | undefined, keep: number): string[] {
-  const kept = new Set([active, ...(previous ? [previous] : [])])
-  for (const v of venvs) if (kept.size < keep) kept.add(v.path)
-  return venvs.map((v) => v.path).filter((p) => !kept.has(p))
-}
-
 export function synapseRelease(spec: ReleaseSpec): Resource {
   const target = versionedVenv(spec.version)
+  const install = spec.installAt?.(target)
   const state = releaseStateFact(spec.backupDir)
+  // What the running venv holds (through the link): drift from the lock is repaired beside it.
+  const liveContents = spec.lock ? venvContentsFact(VENV_LINK) : undefined
   const targetCode = codeSchemaFact(target)
   const activeCode = codeSchemaFact(VENV_LINK)
   const id = `synapse-release:${VENV_LINK}`
   let planned: Planned = { db: null }
 
-  const stepsAround = (from: string | undefined, body: Step[]): Step[] => [
+  const stepsAround = (from: string | undefined, body: Step[], on = spec.version): Step[] => [
     ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
     ...(spec.remoteWorkers ?? []).flatMap((r) =>
       r.units.map((u): Step => ({ kind: 'stop', target: u, host: r.host, summary: `stop ${u} on ${r.host} (that host's run switches it to ${spec.version} and starts it once main is up)` })),
     ),
     ...body,
-    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${spec.version}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas` },
+    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${on}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas` },
     { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl} (migrations done)` },
-    ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${spec.version}` })),
+    ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${on}` })),
     { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
   ]
 
@@ -194,11 +202,11 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         await writeRecord(conn, { active: step.target })
         return `${VENV_LINK} -> ${step.target}`
       case 'install':
-        if (!spec.install || !planned.installChange) return { skipped: 'already installed' }
-        await spec.install.apply(planned.installChange, ctx)
+        if (!planned.installer || !planned.installChange) return { skipped: 'already installed' }
+        await planned.installer.apply(planned.installChange, ctx)
         return
       case 'check-config':
-        for (const c of spec.configChecks(`${target}/bin/python`)) await run(c, `Synapse ${spec.version} rejects the live configuration (${c.text})`, 180_000)
+        for (const c of spec.configChecks(`${step.target}/bin/python`)) await run(c, `Synapse ${spec.version} in ${step.target} rejects the live configuration (${c.text})`, 180_000)
         return 'the new code accepts the live configuration'
       case 'backup': {
         let next = planned.next
@@ -221,7 +229,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         return
       case 'switch':
         await run(linkCommand(step.target), `switching ${VENV_LINK}`)
-        await writeRecord(conn, { active: step.target, previous: planned.from ? versionedVenv(planned.from) : undefined, backup: planned.dump, ...(planned.db ? { before: planned.db } : {}), switchedAt: new Date().toISOString() })
+        await writeRecord(conn, { active: step.target, previous: planned.fromVenv, backup: planned.dump, ...(planned.db ? { before: planned.db } : {}), switchedAt: new Date().toISOString() })
         return `${VENV_LINK} -> ${step.target}`
       case 'apt-install':
         await run(spec.aptInstall!, `upgrading matrix-synapse-py3 to ${spec.version}`, 1_200_000)
@@ -251,20 +259,28 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
     }
   }
 
+  async function rebuildPlan(ctx: Parameters<Resource['plan']>[0], s: ReleaseState, live: string, drift: LockDrift, before: Step[]): Promise<Change> {
+    const r = await rebuildChange({ id, spec, ctx, venvs: s.venvs, live, drift, before, stepsAround })
+    planned = { from: spec.version, fromVenv: live, db: null, installer: r.installer, installChange: r.installChange, rebuilt: r.venv }
+    return r.change
+  }
+
   return {
     id,
-    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(spec.install?.facts() ?? [])],
+    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(install?.facts() ?? []), ...(liveContents ? [liveContents] : [])],
     async plan(ctx) {
       const s = ctx.facts.get(state)
       const active = s.active
       const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
-      if (spec.method === 'pip' && linkTarget === `matrix-synapse-${spec.version}` && active === spec.version) {
-        // The running venv drifted from its lock (a package removed or changed by hand): put the locked
-        // set back in place; the services watching the package restart on it.
-        planned = { from: active, db: null, installChange: spec.install ? ((await spec.install.plan(ctx)) ?? undefined) : undefined }
-        const fix = planned.installChange
-        if (!fix) return null
-        return { resource: id, kind: 'virtualenv', action: 'update', summary: fix.summary, ...(fix.diff ? { diff: fix.diff } : {}), touches: fix.touches, backupPaths: [], reach: 'anything', steps: [{ kind: 'install', target, summary: fix.summary }] }
+      const liveVenv = linkTarget === undefined ? undefined : linkTarget.startsWith('/') ? linkTarget : `${VENV_LINK.replace(/[^/]+$/, '')}${linkTarget}`
+      const drift = (): LockDrift | undefined => {
+        const venv = liveContents && spec.lock ? ctx.facts.get(liveContents) : null
+        const d = venv ? lockDrift(spec.lock!, venv) : undefined
+        return d && driftCount(d) ? d : undefined
+      }
+      if (spec.method === 'pip' && liveVenv && isVenvOf(liveVenv, spec.version) && active === spec.version) {
+        const d = drift()
+        return d ? rebuildPlan(ctx, s, liveVenv, d, []) : null
       }
       if (spec.method === 'apt' && active === spec.version) return null
       const steps: Step[] = []
@@ -272,7 +288,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       // Fresh host: nothing runs yet; install and link (the service resource starts it later).
       if (!active || (spec.method === 'pip' && s.link.kind === 'none')) {
         if (spec.method === 'apt') return null // the apt task installs it; nothing to order yet
-        if (spec.install) planned.installChange = (await spec.install.plan(ctx)) ?? undefined
+        if (install) Object.assign(planned, { installer: install, installChange: (await install.plan(ctx)) ?? undefined })
         if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
         steps.push({ kind: 'switch', target, summary: `link ${VENV_LINK} -> ${target}` })
         ctx.predicted.paths.add(VENV_LINK)
@@ -281,8 +297,13 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       // The old layout: the running code sits in a plain directory. Give it its versioned name first.
       if (spec.method === 'pip' && s.link.kind === 'dir') {
         steps.push({ kind: 'adopt', target: versionedVenv(active), summary: `move the plain venv ${VENV_LINK} (${active}) to ${versionedVenv(active)} and link ${VENV_LINK} to it (the running code stays in place)` })
-        if (active === spec.version) return { resource: id, kind: 'virtualenv', action: 'update', summary: `move Synapse ${active} to the side-by-side layout`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+        if (active === spec.version) {
+          const d = drift()
+          if (d) return rebuildPlan(ctx, { ...s, venvs: [...s.venvs, { path: versionedVenv(active), mtime: 0 }] }, versionedVenv(active), d, steps)
+          return { resource: id, kind: 'virtualenv', action: 'update', summary: `move Synapse ${active} to the side-by-side layout`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+        }
       }
+      planned.fromVenv = liveVenv && s.link.kind === 'link' ? liveVenv : versionedVenv(active)
       const dbFact = ctx.facts.get(databaseSchemaFact)
       if (isError(dbFact)) throw new Error(`cannot read the database's schema version with ${VENV_LINK} and the live configuration: ${dbFact.error}`)
       planned.db = dbFact
@@ -297,7 +318,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         if (!run.ok) throw new Error(`refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${s.record?.backup ? `, or restore the backup ${s.record.backup}` : ''}.`)
       }
       if (spec.method === 'pip') {
-        if (spec.install) planned.installChange = (await spec.install.plan(ctx)) ?? undefined
+        if (install) Object.assign(planned, { installer: install, installChange: (await install.plan(ctx)) ?? undefined })
         if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
         steps.push({ kind: 'check-config', target, summary: `parse the live configuration with ${spec.version}'s code (${target}/bin/python -m synapse.config), main and every worker` })
       }
@@ -316,12 +337,12 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         })
       }
       const window = next && planned.previousCode ? rollbackWindow(dbFact, planned.previousCode, next) : undefined
-      if (spec.method === 'pip') steps.push(...stepsAround(active, [{ kind: 'switch', target, summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${versionedVenv(active)} stays for rollback)` }]))
+      if (spec.method === 'pip') steps.push(...stepsAround(active, [{ kind: 'switch', target, summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${planned.fromVenv} stays for rollback)` }]))
       else steps.push(...stepsAround(active, [{ kind: 'apt-install', target: `matrix-synapse-py3 ${spec.version}`, summary: `upgrade the package matrix-synapse-py3 ${active} -> ${spec.version}` }]))
       if (spec.method === 'pip') {
         const venvs = [...s.venvs.filter((v) => v.path !== target), { path: target, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
         if (s.link.kind === 'dir' && !venvs.some((v) => v.path === versionedVenv(active))) venvs.splice(1, 0, { path: versionedVenv(active), mtime: 0 })
-        const prune = venvsToPrune(venvs, target, versionedVenv(active), spec.keepVenvs)
+        const prune = venvsToPrune(venvs, target, planned.fromVenv, spec.keepVenvs)
         if (prune.length) steps.push({ kind: 'prune', target: prune.join(' '), summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
       }
       ctx.predicted.paths.add(VENV_LINK)
@@ -352,40 +373,20 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
             const c = x.host === undefined ? ctx.conn : await peerOf(ctx, x.host).catch(() => undefined)
             await c?.run(sh`systemctl start ${x.target}`)
           }
+          if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         // The newer code served once main answered /health (workers and clients may have written since).
         const served = steps.slice(0, i).some((x) => x.kind === 'wait-health')
-        const back = await rollBack(ctx.conn, spec, planned.from, run, planned.dump, { served, consent: false, ...(planned.db ? { before: planned.db } : {}) })
+        const back = await rollBack(ctx.conn, spec, versionOfVenv(planned.fromVenv ?? versionedVenv(planned.from)), run, planned.dump, { served, consent: false, ...(planned.db ? { before: planned.db } : {}) })
         const remote = (spec.remoteWorkers ?? []).filter((r) => r.units.length).map((r) => r.host)
-        throw new Error(`upgrade ${planned.from} -> ${spec.version} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`)
+        const what = planned.rebuilt ? `switching Synapse ${spec.version} to the rebuilt ${planned.rebuilt}` : `upgrade ${planned.from} -> ${spec.version}`
+        throw new Error(`${what} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`)
       }
     },
   }
 }
 
-/**
- * The dump (src/backup/database-dump.ts, the one definition) into a 0600 file beside its final name,
- * then renamed: a cut run never leaves a truncated dump. A local Postgres is dumped as its superuser
- * (peer authentication); a remote one with Synapse's own credentials, read from the live configuration
- * by Synapse's Python and handed to pg_dump in its environment (needs pg_dump on this host).
- */
-const REMOTE_DUMP_PY = `
-import glob, os, sys, yaml
-cfg = {}
-for p in sys.argv[1:2] + sorted(glob.glob(sys.argv[2] + '/*.yaml')):
-    with open(p) as f:
-        cfg.update(yaml.safe_load(f) or {})
-a = cfg['database']['args']
-env = dict(os.environ, PGHOST=str(a.get('host', 'localhost')), PGPORT=str(a.get('port', 5432)), PGUSER=str(a['user']), PGPASSWORD=str(a.get('password', '')))
-os.execvpe(sys.argv[3], sys.argv[3:], env)
-`
-
-function dumpToFile(spec: Pick<ReleaseSpec, 'postgresLocal' | 'database'>, file: string): ShellCommand {
-  const partial = `${file}.partial`
-  const dump = spec.postgresLocal ? databaseDumpCommand(spec.database) : pythonScript(`${VENV_LINK}/bin/python`, REMOTE_DUMP_PY, [`${ETC}/homeserver.yaml`, `${ETC}/conf.d`, ...pgDumpArgs(spec.database)])
-  return sh`mkdir -p -m 0700 ${file.replace(/\/[^/]+$/, '') || '/'} && umask 077 && ${dump} > ${partial} && mv -f ${partial} ${file} && stat -c %s ${file}`
-}
-
 export type { FactValues }
+export { venvsToPrune }

@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto'
+import { readdirSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/artifacts.js'
+import { LOCK_DIR, pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/artifacts.js'
+import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
+import { readLock } from '../../src/inventory/controller-files.js'
+import { shellQuote } from '../../src/core/quote.js'
+import type { Change, Step } from '../../src/resources/resource.js'
 import { runCli } from '../support/cli.js'
 import { buildGuideHost, guideImage, guideWheelhouse, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -13,7 +19,7 @@ const PUBLIC = 'matrix.guide.test'
 const KEY = `/etc/matrix-synapse/${SERVER}.signing.key`
 
 interface JsonReport {
-  hosts: { host: string; status: string; error?: string; adoption?: { notes: { kind: string; found: string; becomes: string }[]; secrets: { name: string }[] }; tasks: { task: string; changes: { resource: string; action: string }[]; restarts: { unit: string }[]; checks: { phase: string; ok: boolean; name: string; detail: string }[] }[] }[]
+  hosts: { host: string; status: string; error?: string; adoption?: { notes: { kind: string; found: string; becomes: string }[]; secrets: { name: string }[] }; tasks: { task: string; changes: Change[]; restarts: { unit: string }[]; checks: { phase: string; ok: boolean; name: string; detail: string }[] }[] }[]
 }
 
 /**
@@ -195,5 +201,119 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const again = await runCli(['--inventory', inventory])
     expect(again.code, again.stdout + again.stderr).toBe(0)
     expect(again.stdout).toContain('guide: no changes')
+  })
+
+  // Issue 21: a running venv is never modified. Drift of the running venv from its lock (a pin changed by
+  // hand with pip) is repaired by a venv built beside it and switched to in the upgrade's order; a rebuild
+  // whose install fails (no index reachable) leaves the running venv byte-identical and Synapse serving.
+  const LINK = '/opt/venvs/matrix-synapse'
+  const V = SYNAPSE_VERSION
+  const WORKER_UNITS = ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
+  const seq = (steps: Step[]) => steps.map((x) => `${x.kind} ${x.target}`)
+  const releaseOf = (r: JsonReport) => r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === `synapse-release:${LINK}`)
+  /** Every name, type, mode, owner, size, mtime and link target under a venv, and every file's bytes, as one digest. */
+  const treeHash = async (dir: string) => {
+    const r = await hs.exec(`cd ${dir} && { find . -printf '%p %y %m %U:%G %s %T@ %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1`)
+    expect(r.exitCode, r.output).toBe(0)
+    return r.stdout.trim()
+  }
+  const liveDrift = async () => {
+    const listed = await hs.exec(`${LINK}/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
+    return lockDrift(await readLock(LOCK_DIR, V, 'test/e2e/adopt.test.ts'), parseVenvContents(listed.stdout, listed.exitCode)!)
+  }
+  /** certifi from the guide's 1.87.0-era wheelhouse: another version than the lock's, and nothing Synapse checks at start. */
+  let handPin = { file: '', version: '' }
+  const changePinByHand = async () => {
+    if (!handPin.file) {
+      const dir = (await guideWheelhouse()).dir
+      const wheel = readdirSync(dir).find((f) => /^certifi-.*-py3-none-any\.whl$/.test(f))!
+      await hs.container.copyFilesToContainer([{ source: join(dir, wheel), target: `/root/${wheel}` }])
+      handPin = { file: `/root/${wheel}`, version: wheel.split('-')[1]! }
+    }
+    const pip = await hs.exec(`${LINK}/bin/pip install --disable-pip-version-check --no-index --no-deps ${handPin.file}`)
+    expect(pip.exitCode, pip.output).toBe(0)
+    const drift = await liveDrift()
+    expect(drift.differ.map((d) => `${d.name} ${d.installed}`)).toEqual([`certifi ${handPin.version}`])
+  }
+  const serving = async () => {
+    for (const u of ['matrix-synapse.service', ...WORKER_UNITS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    const version = await client().call<{ server: { version: string } }>('GET', '/_matrix/federation/v1/version')
+    expect(version.json.server.version).toBe(V)
+    for (const u of guide.users) await client().login(u.name, u.password)
+    expect((await client(guide.token).call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
+  }
+
+  it('a pin changed by hand in the running venv: check names it; the plan rebuilds a venv beside it and switches in the upgrade order; apply does exactly that, the running venv is never written, users log in', async () => {
+    await changePinByHand()
+    const liveBefore = await treeHash(`${LINK}-${V}`)
+    const check = await runCli(['check', '--inventory', inventory])
+    expect(check.code, check.stdout).toBe(1)
+    expect(check.stdout).toMatch(new RegExp(`the running venv holds the lock .*${LINK}-${V} differs from the lock synapse-lock/${V}.txt \\(1: certifi ${handPin.version.replace(/\./g, '\\.')} -> `))
+    const dry = await runCli(['--inventory', inventory, '--dry-run'])
+    console.log(dry.stdout)
+    expect(dry.stdout).toContain(`rebuild Synapse ${V} side by side in ${LINK}-${V}-r2 and switch to it: the running ${LINK}-${V} differs from the lock`)
+    const planned = releaseOf(JSON.parse((await runCli(['--inventory', inventory, '--dry-run', '--json'])).stdout) as JsonReport)!
+    expect(seq(planned.steps!)).toEqual([
+      `install ${LINK}-${V}-r2`,
+      `check-config ${LINK}-${V}-r2`,
+      ...WORKER_UNITS.map((u) => `stop ${u}`),
+      `switch ${LINK}-${V}-r2`,
+      'start matrix-synapse.service',
+      'wait-health http://127.0.0.1:8008/health',
+      ...WORKER_UNITS.map((u) => `start ${u}`),
+      'after-checks homeserver',
+      // keepVenvs 2: the rebuilt venv and the drifted one to roll back to; the adopted 1.87.0 goes.
+      `prune ${LINK}-1.87.0`,
+    ])
+    const r = await runCli(['--inventory', inventory, '--json'], { timeoutMs: 1_200_000 })
+    const report = JSON.parse(r.stdout) as JsonReport
+    expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
+    const done = releaseOf(report)!
+    console.log(done.performed!.map((x) => `  ${x.status} ${x.kind} ${x.target} (${x.durationMs} ms)${x.detail ? ': ' + x.detail.slice(0, 120) : ''}`).join('\n'))
+    expect(seq(done.performed!)).toEqual(seq(planned.steps!))
+    expect(done.performed!.every((x) => x.status === 'done')).toBe(true)
+    expect(report.hosts[0]!.tasks.flatMap((t) => t.restarts)).toEqual([]) // the switch restarted in order; nothing again
+    expect((await hs.exec(`readlink ${LINK}`)).stdout.trim()).toBe(`matrix-synapse-${V}-r2`)
+    expect(await liveDrift()).toEqual({ missing: [], differ: [], extra: [] })
+    expect(await treeHash(`${LINK}-${V}`)).toBe(liveBefore)
+    expect((await hs.exec('ls -d /opt/venvs/matrix-synapse-*')).stdout.trim().split('\n')).toEqual([`${LINK}-${V}`, `${LINK}-${V}-r2`])
+    await serving()
+    const after = await runCli(['check', '--inventory', inventory])
+    expect(after.code, after.stdout).toBe(0)
+    const again = await runCli(['--inventory', inventory])
+    expect(again.code, again.stdout + again.stderr).toBe(0)
+    expect(again.stdout).toContain('guide: no changes')
+  })
+
+  it('a rebuild whose install fails (no package index reachable) leaves the running venv byte-identical and main not restarted, says so, exits 1; check fails on the drift; a later run repairs it', async () => {
+    await changePinByHand()
+    const live = `${LINK}-${V}-r2`
+    const before = await treeHash(live)
+    const pid = (await hs.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()
+    const noIndex = await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], { serverName: SERVER, publicHost: PUBLIC, synapse: { install: 'pip', version: V, lockDir: LOCK_DIR, pipIndexUrl: 'http://127.0.0.1:9/simple/' } }, 'inventory-no-index.yaml')
+    const planned = releaseOf(JSON.parse((await runCli(['--inventory', noIndex, '--dry-run', '--json'])).stdout) as JsonReport)!
+    expect(planned.summary).toContain(`rebuild Synapse ${V} side by side in ${LINK}-${V}-r3 and switch to it: the running ${live} differs from the lock`)
+    expect(planned.steps![0]!.summary).toContain('(from http://127.0.0.1:9/simple/)')
+    const r = await runCli(['--inventory', noIndex, '--json'], { timeoutMs: 900_000 })
+    expect(r.code, r.stdout + r.stderr).toBe(1)
+    const report = JSON.parse(r.stdout) as JsonReport
+    const error = report.hosts[0]!.error!
+    console.log(error)
+    expect(error).toContain(`pip install of the lock synapse-lock/${V}.txt`)
+    expect(error).toContain(`nothing running was changed: Synapse ${V} keeps serving from ${live}, which still differs from the lock (a later run or check reports it); ${LINK}-${V}-r3 removed`)
+    expect(seq(releaseOf(report)!.performed!)).toEqual([`install ${LINK}-${V}-r3`])
+    expect(await treeHash(live)).toBe(before)
+    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([`matrix-synapse-${V}-r2`, `${LINK}-${V}`, live])
+    expect((await hs.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()).toBe(pid)
+    await serving()
+    const check = await runCli(['check', '--inventory', inventory])
+    expect(check.code, check.stdout).toBe(1)
+    expect(check.stdout).toContain(`${live} differs from the lock synapse-lock/${V}.txt (1: certifi ${handPin.version} -> `)
+    // With the wheelhouse back, the next run rebuilds it beside (-r3) and prunes the oldest.
+    const fixed = await runCli(['--inventory', inventory], { timeoutMs: 1_200_000 })
+    expect(fixed.code, fixed.stdout + fixed.stderr).toBe(0)
+    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([`matrix-synapse-${V}-r3`, live, `${LINK}-${V}-r3`])
+    expect(await liveDrift()).toEqual({ missing: [], differ: [], extra: [] })
+    await serving()
   })
 })

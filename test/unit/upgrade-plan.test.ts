@@ -5,6 +5,10 @@ import { renderReport } from '../../src/report/text.js'
 import type { Connection } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
 import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
+import { isVenvOf, rebuiltVenv } from '../../tasks/synapse/venv-rebuild.js'
+import { venvContentsFact } from '../../src/resources/python-venv.js'
+import { parseLock } from '../../src/synapse/lock/lock-file.js'
+import { fixtureLockText } from './fixtures/lock.js'
 import { canRun, compareVersions, pendingDeltas, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
 
 // 1.158.0 and 1.163.2 as their sdists have them: both SCHEMA_VERSION 94, compat 84; 1.163.2 adds deltas.
@@ -67,11 +71,23 @@ describe('schema compatibility (Synapse prepare_database rules)', () => {
 })
 
 const noConn = {} as Connection
-const installer: Resource = {
-  id: 'venv:/opt/venvs/matrix-synapse-1.163.2',
-  facts: () => [],
-  plan: async () => ({ resource: 'venv:/opt/venvs/matrix-synapse-1.163.2', kind: 'virtualenv', backupPaths: [], reach: 'anything', action: 'install', summary: 'install matrix-synapse[postgres,redis]==1.163.2 into /opt/venvs/matrix-synapse-1.163.2 (from the uploaded wheelhouse, offline)', touches: [] }),
-  apply: async () => undefined,
+/** The installer at a path; `applied` records where apply installed, `fail` makes apply throw as a failed pip does. */
+const installs: { applied: string[]; fail?: string } = { applied: [] }
+const installerAt = (path: string): Resource => ({
+  id: `venv:${path}`,
+  facts: () => [venvContentsFact(path)],
+  plan: async (ctx) => (ctx.facts.has(venvContentsFact(path)) && ctx.facts.get(venvContentsFact(path)) !== null ? null : { resource: `venv:${path}`, kind: 'virtualenv', backupPaths: [], reach: 'anything', action: 'install', summary: `install matrix-synapse[postgres,redis]==1.163.2 into ${path} (from the uploaded wheelhouse, offline)`, touches: [] }),
+  apply: async () => {
+    if (installs.fail) throw new Error(installs.fail)
+    installs.applied.push(path)
+  },
+})
+const lock163 = parseLock(fixtureLockText('1.163.2'), 'synapse-lock/1.163.2.txt', '1.163.2')
+/** A venv listing as the contents fact prints it: the lock's set on Python 3.11, with `change` applied. */
+const venvListing = (change: Record<string, string | null> = {}) => {
+  const dists = new Map([['pip', '23.0.1'], ['matrix-synapse', '1.163.2'], ['pillow', '13.0.0'], ['prometheus-client', '0.26.0'], ['psycopg2', '2.9.13'], ['twisted', '26.4.0'], ['txredisapi', '1.5.0']])
+  for (const [k, v] of Object.entries(change)) v === null ? dists.delete(k) : dists.set(k, v)
+  return `python 3.11.2\n${[...dists].map(([k, v]) => `${k} ${v}`).join('\n')}\n`
 }
 
 function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
@@ -88,14 +104,16 @@ function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
     postgresLocal: true,
     database: 'synapse',
     databaseOwner: 'synapse',
-    install: installer,
+    installAt: installerAt,
     controllerCode: v163,
     ...over,
   }
 }
 
-function facts(state: string, db: DatabaseSchema | null | { error: string }, target: CodeSchema | null = null, active: CodeSchema | null = v158): FactValues {
+function facts(state: string, db: DatabaseSchema | null | { error: string }, target: CodeSchema | null = null, active: CodeSchema | null = v158, live: string | null = null): FactValues {
   const f = new FactValues()
+  f.set(venvContentsFact('/opt/venvs/matrix-synapse').id, live === null ? null : venvContentsFact('').parse(live, 0))
+  f.set(venvContentsFact('/opt/venvs/matrix-synapse-1.163.2').id, null)
   f.set(releaseStateFact('/var/backups/matrix-synapse').id, releaseStateFact('').parse(state, 0))
   f.set(databaseSchemaFact.id, db)
   f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.163.2').id, target)
@@ -146,7 +164,7 @@ Finished in 0.0 s.
 
   it('refuses a downgrade the schema does not allow, naming the backup; allows one it does', async () => {
     const state = 'link matrix-synapse-1.163.2\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 900000\nrecord {"active":"/opt/venvs/matrix-synapse-1.163.2","previous":"/opt/venvs/matrix-synapse-1.158.0","backup":"/var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump"}\n'
-    const down = spec({ version: '1.158.0', controllerCode: v158, install: undefined })
+    const down = spec({ version: '1.158.0', controllerCode: v158, installAt: undefined })
     const downFacts = (db: DatabaseSchema) => {
       const f = facts(state, db, null, v163)
       f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.158.0').id, v158) // the kept venv tells its own rules
@@ -172,12 +190,11 @@ Finished in 0.0 s.
   })
 
   it('converged: no change; the apt method orders the package upgrade the same way and always dumps first', async () => {
-    // Converged: the running venv holds its lock (the installer plans nothing), so the release has nothing to do.
-    expect(await planOf(spec({ install: { ...installer, plan: async () => null } }), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158))).toBeNull()
-    // Drift of the running venv from its lock: the installer's fix is the release's one step.
-    const drift = (await planOf(spec(), facts('link matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n', dbAt158)))! as Change
-    expect(drift.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual(['install /opt/venvs/matrix-synapse-1.163.2'])
-    const apt = (await planOf(spec({ method: 'apt', install: undefined, controllerCode: undefined, aptInstall: sh`apt-get install matrix-synapse-py3` }), facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)))! as Change
+    // Converged: the running venv holds its lock, so the release has nothing to do (a rebuilt -rN venv too).
+    const at = (link: string) => `link ${link}\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n`
+    expect(await planOf(spec({ lock: lock163 }), facts(at('matrix-synapse-1.163.2'), dbAt158, null, v163, venvListing()))).toBeNull()
+    expect(await planOf(spec({ lock: lock163 }), facts(at('matrix-synapse-1.163.2-r2'), dbAt158, null, v163, venvListing()))).toBeNull()
+    const apt = (await planOf(spec({ method: 'apt', installAt: undefined, controllerCode: undefined, aptInstall: sh`apt-get install matrix-synapse-py3` }), facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)))! as Change
     expect(apt.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
       'backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump',
       'stop matrix-synapse-worker@federation_reader.service',
@@ -229,5 +246,70 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: async () => w1 })
     expect(calls.filter((c) => c.startsWith('w1:') && c.includes(' stop '))).toEqual(['w1: systemctl stop matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@media_repository.service'])
     await expect(resource.apply({ ...stopOnly, performed: [] }, { conn: main, state: { aptListsStale: false } })).rejects.toThrow(/must be stopped before main switches, but this command has no connection to w1/)
+  })
+})
+
+describe('a running venv that drifted from its lock', () => {
+  const WORKERS = ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
+  const DRIFTED = 'link matrix-synapse-1.163.2\nvenv 300 /opt/venvs/matrix-synapse-1.163.2\nvenv 200 /opt/venvs/matrix-synapse-1.158.0\nactive 1.163.2\nfree 9\n'
+  const drifted = (state = DRIFTED) => facts(state, dbAt158, null, v163, venvListing({ twisted: '25.5.0', txredisapi: null, requests: '2.31.0' }))
+
+  it('rebuilds a new venv beside it and switches in the upgrade order; the plan names both venvs and the drift; the live venv is never installed into', async () => {
+    const change = (await planOf(spec({ lock: lock163 }), drifted()))!
+    expect(change.summary).toBe(
+      'rebuild Synapse 1.163.2 side by side in /opt/venvs/matrix-synapse-1.163.2-r2 and switch to it: the running /opt/venvs/matrix-synapse-1.163.2 differs from the lock synapse-lock/1.163.2.txt (3: twisted 25.5.0 -> 26.4.0, +txredisapi 1.5.0, -requests 2.31.0) and is not changed',
+    )
+    expect(change.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
+      'install /opt/venvs/matrix-synapse-1.163.2-r2',
+      'check-config /opt/venvs/matrix-synapse-1.163.2-r2',
+      ...WORKERS.map((u) => `stop ${u}`),
+      'switch /opt/venvs/matrix-synapse-1.163.2-r2',
+      'start matrix-synapse.service',
+      'wait-health http://127.0.0.1:8008/health',
+      ...WORKERS.map((u) => `start ${u}`),
+      'after-checks homeserver',
+      // keepVenvs 2: the rebuilt one and the drifted one to roll back to; 1.158.0 goes.
+      'prune /opt/venvs/matrix-synapse-1.158.0',
+    ])
+    expect(change.steps![0]!.summary).toBe('install matrix-synapse[postgres,redis]==1.163.2 into /opt/venvs/matrix-synapse-1.163.2-r2 (from the uploaded wheelhouse, offline)')
+    expect(change.steps!.find((s) => s.kind === 'switch')!.summary).toContain('/opt/venvs/matrix-synapse-1.163.2 stays, unchanged, for rollback')
+    expect(change.diff).toBe('--- /opt/venvs/matrix-synapse-1.163.2 (installed)\n+++ synapse-lock/1.163.2.txt\n-twisted==25.5.0\n+twisted==26.4.0\n+txredisapi==1.5.0\n-requests==2.31.0\n')
+    // The switch restarts in order itself: nothing the services watch is touched (no second restart by the engine).
+    expect(change.touches).toEqual(['/opt/venvs/matrix-synapse'])
+    expect(change.steps!.some((s) => s.target === '/opt/venvs/matrix-synapse-1.163.2' && s.kind !== 'prune')).toBe(false)
+  })
+
+  it('a rebuilt venv that drifts is rebuilt again under the next free name; the names are recognised as the version\'s', async () => {
+    const state = 'link matrix-synapse-1.163.2-r2\nvenv 300 /opt/venvs/matrix-synapse-1.163.2-r2\nvenv 200 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n'
+    const change = (await planOf(spec({ lock: lock163 }), drifted(state)))!
+    expect(change.steps!.map((s) => `${s.kind} ${s.target}`)).toContain('switch /opt/venvs/matrix-synapse-1.163.2-r3')
+    expect(change.steps!.at(-1)).toMatchObject({ kind: 'prune', target: '/opt/venvs/matrix-synapse-1.163.2' })
+    expect(rebuiltVenv('1.163.2', [{ path: '/opt/venvs/matrix-synapse-1.163.2-r2' }])).toBe('/opt/venvs/matrix-synapse-1.163.2-r3')
+    expect(isVenvOf('/opt/venvs/matrix-synapse-1.163.2-r12', '1.163.2')).toBe(true)
+    expect(isVenvOf('/opt/venvs/matrix-synapse-1.163.2rc1', '1.163.2')).toBe(false)
+    expect(isVenvOf('/opt/venvs/matrix-synapse-1.163.2-rx', '1.163.2')).toBe(false)
+  })
+
+  it('a plain-directory venv (an adopted server) is moved to its versioned name, then rebuilt beside it', async () => {
+    const change = (await planOf(spec({ lock: lock163 }), drifted('dir\nactive 1.163.2\nfree 9\n')))!
+    expect(change.steps!.map((s) => `${s.kind} ${s.target}`).slice(0, 3)).toEqual(['adopt /opt/venvs/matrix-synapse-1.163.2', 'install /opt/venvs/matrix-synapse-1.163.2-r2', 'check-config /opt/venvs/matrix-synapse-1.163.2-r2'])
+    expect(change.steps!.some((s) => s.kind === 'prune')).toBe(false)
+  })
+
+  it('apply: a failed install stops nothing and switches nothing, removes the half-built venv and says the live one keeps serving and still differs', async () => {
+    const calls: string[] = []
+    const conn = { host: 'hs', run: async (cmd: { text: string }) => (calls.push(cmd.text), { code: 0, stdout: '', stderr: '', signal: null, durationMs: 1, command: cmd.text }) } as unknown as Connection
+    const resource = synapseRelease(spec({ lock: lock163 }))
+    const change = (await resource.plan({ conn: noConn, facts: drifted(), predicted: new Prediction(), dryRun: true }))!
+    installs.fail = 'pip install of the lock synapse-lock/1.163.2.txt failed: ERROR: Could not find a version that satisfies the requirement twisted==26.4.0'
+    try {
+      await expect(resource.apply(change, { conn, state: { aptListsStale: false } })).rejects.toThrow(
+        'pip install of the lock synapse-lock/1.163.2.txt failed: ERROR: Could not find a version that satisfies the requirement twisted==26.4.0; nothing running was changed: Synapse 1.163.2 keeps serving from /opt/venvs/matrix-synapse-1.163.2, which still differs from the lock (a later run or check reports it); /opt/venvs/matrix-synapse-1.163.2-r2 removed',
+      )
+    } finally {
+      installs.fail = undefined
+    }
+    expect(calls).toEqual(["rm -rf /opt/venvs/matrix-synapse-1.163.2-r2"])
+    expect(change.performed!.map((s) => `${s.status} ${s.kind}`)).toEqual(['failed install'])
   })
 })
