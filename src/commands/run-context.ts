@@ -1,6 +1,7 @@
 /** The part every inventory verb starts with: the inventory loaded, narrowed to --limit, a run log, connections. */
 import { loadInventory } from '../inventory/load.js'
-import { ROLES, type HostSpec, type Inventory, type Role } from '../inventory/types.js'
+import { ROLES } from '../inventory/schema.js'
+import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { createRunLog, type RunLog } from '../report/log.js'
 import type { Connection } from '../ssh/connection.js'
 import { connect } from '../ssh/connect.js'

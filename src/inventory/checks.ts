@@ -6,7 +6,7 @@ import { minimumPostgresFor, POSTGRES_MINIMUMS } from '../synapse/compat.js'
 import { type HostEntry, type LoadContext, NEEDS_POSTGRES } from './context.js'
 import { hasPath, isPlainObject, sameJson } from './merge.js'
 import type { Path } from './positions.js'
-import { HOST_NAME, VARS_DEFAULTS } from './schema.js'
+import { HOST_NAME } from './values.js'
 import { suggestion } from './errors.js'
 import type { MatrixSettings, Role } from './types.js'
 import { checkWorkerEntries, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES, workerInstances } from './workers.js'
@@ -78,9 +78,8 @@ export function checkSharedSecret(ctx: LoadContext, client: HostEntry, service: 
   if (serverName === undefined || serverName === client.name) return
   const server = ctx.hosts.find((host) => host.name === serverName)
   if (!server) return
-  const generatedByDefault = service === 'postgres'
-  const clientRef = client.vars[service]?.password ?? (generatedByDefault ? { generate: true } : undefined)
-  const serverRef = server.vars[service]?.password ?? (generatedByDefault ? { generate: true } : undefined)
+  const clientRef = client.parsed[service].password
+  const serverRef = server.parsed[service].password
   const label = service === 'postgres' ? 'PostgreSQL' : 'Redis'
   const generated = (ref: unknown) => isPlainObject(ref) && ref.generate === true
   if (generated(clientRef) || generated(serverRef)) {
@@ -156,7 +155,7 @@ export function checkElement(ctx: LoadContext, host: HostEntry, settings: Matrix
 export function checkTls(ctx: LoadContext, host: HostEntry): void {
   if (!host.roles.includes('apache')) return
   const tls = host.vars.apache?.tls ?? {}
-  const mode = tls.mode ?? VARS_DEFAULTS.apache.tls.mode
+  const mode = host.parsed.apache.tls.mode
   const modeOrigin = ctx.varsOrigin(host.name, ['apache', 'tls', 'mode'])
   const tlsPath = modeOrigin ? modeOrigin.slice(0, -1) : ['hosts', host.name]
   if (mode === 'files') {

@@ -5,7 +5,7 @@
 import { formatPath, type InventoryIssue, suggestion } from './errors.js'
 import { hasPath } from './merge.js'
 import type { Locator, Path } from './positions.js'
-import type { RawHost, RawInventory, RawSsh, RawVars } from './schema.js'
+import type { ParsedVars, RawHost, RawInventory, RawSsh, RawVars } from './schema.js'
 import type { Role } from './types.js'
 import type { LockError, SynapseLock } from '../synapse/lock/lock-file.js'
 
@@ -21,7 +21,10 @@ export interface HostEntry {
   name: string
   raw: RawHost
   roles: Role[]
+  /** Merged as written (for positions: what the user wrote). */
   vars: RawVars
+  /** The merged vars with the schema's defaults and transforms (secrets and paths not resolved). */
+  parsed: ParsedVars
   ssh: RawSsh
 }
 

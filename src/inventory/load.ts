@@ -13,7 +13,6 @@ import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { LineCounter, parseDocument } from 'yaml'
 import { registerUrlCredentials } from '../core/secret.js'
-import { DEFAULT_LOCK_DIR } from '../synapse/lock/lock-file.js'
 import type { SecretRef, SecretValue } from '../core/secret.js'
 import type { SshSettings } from '../ssh/settings.js'
 import { checkAptRepository, checkDatabaseNeeds, checkElement, checkJump, checkPorts, checkPostgresVersion, checkRoles, checkServiceReferences, checkSharedSecret, checkTls, checkWorkers } from './checks.js'
@@ -23,10 +22,24 @@ import { formatPath, InventoryError } from './errors.js'
 import { mergeVars } from './merge.js'
 import { placeWorkers } from './placement.js'
 import { Locator, type Path, yamlIssue } from './positions.js'
-import { APT_REPOSITORY_DEFAULTS, inventorySchema, type RawInventory, type RawVars, SSH_DEFAULTS, VAR_SECRETS, VARS_DEFAULTS } from './schema.js'
+import { inventorySchema, MATRIX_ORG_KEYRING, type ParsedSsh, type ParsedVars, type RawInventory, type RawVars, ROLES, sshSchema, varsSchema } from './schema.js'
+import { leavesOf, type SettingLeaf } from './schema-walk.js'
 import { osReason, resolveControllerPath, resolveSecretRef, type SecretContext } from './secrets.js'
-import { type HostSpec, type Inventory, type MatrixSettings, ROLES } from './types.js'
-import { genericMessage, schemaIssue, valueAt } from './zod-issues.js'
+import type { HostSpec, Inventory, MatrixSettings, Resolved } from './types.js'
+import { genericMessage, schemaIssue } from './zod-issues.js'
+
+const VAR_LEAVES = leavesOf(varsSchema)
+const SSH_LEAVES = leavesOf(sshSchema)
+
+/** The places a leaf path (with `*` for every list item) names in a value: each with its parent and key, for replacing. */
+function locate(value: unknown, leafPath: readonly string[], at: string[] = []): { path: string[]; parent: Record<string, unknown>; key: string }[] {
+  if (value === null || typeof value !== 'object') return []
+  const [head, ...rest] = leafPath
+  if (head === undefined) return []
+  const record = value as Record<string, unknown>
+  const keys = head === '*' ? Object.keys(record) : [head]
+  return keys.flatMap((key) => (rest.length === 0 ? [{ path: [...at, key], parent: record, key }] : locate(record[key], rest, [...at, key])))
+}
 
 /**
  * Credentials in any URL of the inventory (pipIndexUrl, aptRepository.url, element.url: user:password@)
@@ -81,7 +94,8 @@ export async function loadInventoryFromString(source: string, file: string, env:
   const parsed = inventorySchema.safeParse(data, { error: genericMessage })
   if (!parsed.success) throw new InventoryError(parsed.error.issues.flatMap((issue) => schemaIssue(issue, data, locator)))
 
-  const builder = new InventoryBuilder(parsed.data, file, env, locator, options)
+  // The file as written, not the parsed output: positions and checks must not see the defaults.
+  const builder = new InventoryBuilder(data as RawInventory, file, env, locator, options)
   return builder.build()
 }
 
@@ -108,7 +122,7 @@ class InventoryBuilder extends LoadContext {
       roles: host.roles,
       vars: mergeVars(defaultsVars, host.vars ?? {}) as RawVars,
       ssh: { ...defaultsSsh, ...(host.ssh ?? {}) },
-    }))
+    })).map((host) => ({ ...host, parsed: varsSchema.parse(host.vars) }))
     super(raw, hosts, file, locator, options)
     this.baseDir = dirname(resolve(file))
     this.secretContext = { baseDir: this.baseDir, env, fileCache: new Map() }
@@ -120,7 +134,7 @@ class InventoryBuilder extends LoadContext {
 
   private async secret(path: Path | undefined, ref: SecretRef | undefined, generatedName: string | undefined): Promise<SecretValue | undefined> {
     if (ref === undefined) return undefined
-    const key = path ? JSON.stringify(path) : JSON.stringify(ref)
+    const key = path ? JSON.stringify(path) : JSON.stringify([ref, generatedName])
     let pending = this.secretCache.get(key)
     if (!pending) {
       pending = resolveSecretRef(ref, generatedName, this.secretContext).then((result) => {
@@ -133,145 +147,78 @@ class InventoryBuilder extends LoadContext {
     return (await pending).value
   }
 
-  private async varSecret(host: HostEntry, sub: readonly string[], name: string, byDefault: boolean): Promise<SecretValue | undefined> {
-    const ref = valueAt(host.vars, sub).value as SecretRef | undefined
-    if (ref === undefined) return byDefault ? { kind: 'generate', name } : undefined
-    return this.secret(this.varsOrigin(host.name, sub), ref, name)
+  /**
+   * The schema's output for one host with its controller paths made absolute and its secret
+   * references resolved, in place (the leaves are found by walking the schema: leavesOf).
+   */
+  private async resolveLeaves(value: unknown, leaves: readonly SettingLeaf[], origin: (path: string[]) => Path | undefined): Promise<void> {
+    for (const leaf of leaves) {
+      for (const { path, parent, key } of locate(value, leaf.path)) {
+        const found = parent[key]
+        if (found === undefined) continue
+        if (leaf.kind === 'controllerPath') parent[key] = this.controllerPath(found as string)
+        else parent[key] = await this.secret(origin(path), found as SecretRef, leaf.generatedName)
+      }
+    }
   }
 
   private async settings(host: HostEntry): Promise<MatrixSettings> {
-    const v = host.vars
+    const v = varsSchema.parse(host.vars)
+    await this.resolveLeaves(v, VAR_LEAVES, (path) => this.varsOrigin(host.name, path))
+    // resolveLeaves replaced the secret references and paths of `v`: the type follows (types.ts).
+    const resolved = v as unknown as Resolved<ParsedVars>
+    // Derived from several fields or from the other hosts:
     const serverName = v.serverName ?? ''
     const serverHost = serverName.replace(/:\d+$/, '')
     const publicHost = v.publicHost ?? `matrix.${serverHost}`
-    const httpsPort = v.apache?.httpsPort ?? VARS_DEFAULTS.apache.httpsPort
-    const apt = v.aptRepository ?? {}
+    const httpsPort = v.apache.httpsPort
+    const apt = v.aptRepository
     const customKeyring = apt.keyringUrl !== undefined || apt.keyringFile !== undefined
-    const secrets = new Map<string, SecretValue | undefined>()
-    for (const secret of VAR_SECRETS) {
-      secrets.set(secret.name, await this.varSecret(host, secret.path, secret.name, secret.generateByDefault))
-    }
-    const must = (name: string): SecretValue => secrets.get(name) ?? { kind: 'generate', name }
     const synapseHosts = this.hosts.filter((other) => NEEDS_POSTGRES.some((role) => other.roles.includes(role))).map((other) => other.name)
-    const element = v.element ?? {}
-    const elementVersion = element.version?.replace(/^v/, '') ?? /element-v?(\d+\.\d+\.\d+)/.exec(element.url ?? element.file ?? '')?.[1] ?? ''
-    const tls = v.apache?.tls ?? {}
+    const written = host.vars.element ?? {}
     return {
+      ...resolved,
       serverName,
       publicHost,
       publicBaseUrl: v.publicBaseUrl ?? (httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${httpsPort}`),
       aptRepository: {
-        url: apt.url ?? APT_REPOSITORY_DEFAULTS.url,
-        keyringUrl: customKeyring ? apt.keyringUrl : APT_REPOSITORY_DEFAULTS.keyringUrl,
-        keyringFile: this.controllerPath(apt.keyringFile),
-        fingerprint: apt.fingerprint?.replace(/\s+/g, '').toUpperCase() ?? (customKeyring ? undefined : APT_REPOSITORY_DEFAULTS.fingerprint),
-        suite: apt.suite,
-        components: apt.components ?? [...APT_REPOSITORY_DEFAULTS.components],
+        ...resolved.aptRepository,
+        keyringUrl: customKeyring ? apt.keyringUrl : MATRIX_ORG_KEYRING.url,
+        fingerprint: apt.fingerprint ?? (customKeyring ? undefined : MATRIX_ORG_KEYRING.fingerprint),
       },
-      postgres: {
-        host: this.serviceHost(host, 'postgres').name,
-        port: v.postgres?.port ?? VARS_DEFAULTS.postgres.port,
-        database: v.postgres?.database ?? VARS_DEFAULTS.postgres.database,
-        user: v.postgres?.user ?? VARS_DEFAULTS.postgres.user,
-        password: must('postgres-password'),
-        version: v.postgres?.version,
-        allowFrom: v.postgres?.allowFrom ?? synapseHosts,
-      },
-      redis: {
-        host: this.serviceHost(host, 'redis').name,
-        port: v.redis?.port ?? VARS_DEFAULTS.redis.port,
-        password: secrets.get('redis-password'),
-      },
-      synapse: {
-        install: v.synapse?.install ?? VARS_DEFAULTS.synapse.install,
-        version: v.synapse?.version,
-        pipIndexUrl: v.synapse?.pipIndexUrl,
-        wheelhouse: this.controllerPath(v.synapse?.wheelhouse),
-        lockDir: this.controllerPath(v.synapse?.lockDir) ?? resolve(this.baseDir, DEFAULT_LOCK_DIR),
-        listenPort: v.synapse?.listenPort ?? VARS_DEFAULTS.synapse.listenPort,
-        enableRegistration: v.synapse?.enableRegistration ?? VARS_DEFAULTS.synapse.enableRegistration,
-        reportStats: v.synapse?.reportStats ?? VARS_DEFAULTS.synapse.reportStats,
-        cacheFactor: v.synapse?.cacheFactor ?? VARS_DEFAULTS.synapse.cacheFactor,
-        federationCaFiles: (v.synapse?.federationCaFiles ?? []).map((path) => this.controllerPath(path)!),
-        extraConfig: v.synapse?.extraConfig ?? {},
-        signingKeyPath: v.synapse?.signingKeyPath,
-        mediaStorePath: v.synapse?.mediaStorePath,
-        signingKey: secrets.get('signing-key'),
-        macaroonSecret: must('macaroon-secret'),
-        formSecret: must('form-secret'),
-        registrationSharedSecret: must('registration-shared-secret'),
-        keepVenvs: v.synapse?.keepVenvs ?? VARS_DEFAULTS.synapse.keepVenvs,
-        backupDir: v.synapse?.backupDir ?? VARS_DEFAULTS.synapse.backupDir,
-      },
+      postgres: { ...resolved.postgres, host: this.serviceHost(host, 'postgres').name, allowFrom: v.postgres.allowFrom ?? synapseHosts },
+      redis: { ...resolved.redis, host: this.serviceHost(host, 'redis').name },
       workers: {
+        ...resolved.workers,
         enabled: host.roles.includes('workers'),
-        preset: v.workers?.instances ? undefined : (v.workers?.preset ?? VARS_DEFAULTS.workers.preset),
-        instances: v.workers?.instances?.map((e) => ({ ...e })),
-        placement: v.workers?.placement ? { ...v.workers.placement } : undefined,
+        preset: v.workers.instances ? undefined : v.workers.preset,
         homeserverHost: host.roles.includes('synapse') ? host.name : undefined,
-        portBase: v.workers?.portBase ?? VARS_DEFAULTS.workers.portBase,
-        replicationPort: v.workers?.replicationPort ?? VARS_DEFAULTS.workers.replicationPort,
-        replicationSecret: must('replication-secret'),
-        federationReader: {
-          port: v.workers?.federationReader?.port ?? VARS_DEFAULTS.workers.federationReader.port,
-          metricsPort: v.workers?.federationReader?.metricsPort ?? VARS_DEFAULTS.workers.federationReader.metricsPort,
-        },
-        federationSender: { metricsPort: v.workers?.federationSender?.metricsPort ?? VARS_DEFAULTS.workers.federationSender.metricsPort },
-      },
-      apache: {
-        tls: {
-          mode: tls.mode ?? VARS_DEFAULTS.apache.tls.mode,
-          certificateFile: this.controllerPath(tls.certificateFile),
-          keyFile: this.controllerPath(tls.keyFile),
-          acmeEmail: tls.acmeEmail,
-          acmeServer: tls.acmeServer,
-          acmeCaFile: this.controllerPath(tls.acmeCaFile),
-        },
-        delegation: v.apache?.delegation ?? VARS_DEFAULTS.apache.delegation,
-        httpsPort,
-        maxClients: v.apache?.maxClients ?? VARS_DEFAULTS.apache.maxClients,
       },
       element: {
+        ...resolved.element,
         enabled: host.roles.includes('element'),
-        version: elementVersion,
-        host: element.host ?? `element.${serverHost}`,
-        url: element.url,
-        file: this.controllerPath(element.file),
-        sha256: element.sha256?.toLowerCase(),
-        signatureFile: this.controllerPath(element.signatureFile),
-        signatureUrl: element.signatureUrl,
-        releaseKeyFile: this.controllerPath(element.releaseKeyFile),
-      },
-      monitoring: {
-        enableMetrics: v.monitoring?.enableMetrics ?? VARS_DEFAULTS.monitoring.enableMetrics,
-        mainMetricsPort: v.monitoring?.mainMetricsPort ?? VARS_DEFAULTS.monitoring.mainMetricsPort,
-        prometheusScrapeFile: v.monitoring?.prometheusScrapeFile,
-        prometheus: { ...VARS_DEFAULTS.monitoring.prometheus, ...v.monitoring?.prometheus },
-      },
-      backup: {
-        directory: v.backup?.directory ?? VARS_DEFAULTS.backup.directory,
-        keep: v.backup?.keep ?? VARS_DEFAULTS.backup.keep,
-        onCalendar: v.backup?.onCalendar ?? VARS_DEFAULTS.backup.onCalendar,
-        minFreeMiB: v.backup?.minFreeMiB ?? VARS_DEFAULTS.backup.minFreeMiB,
+        version: v.element.version ?? /element-v?(\d+\.\d+\.\d+)/.exec(written.url ?? written.file ?? '')?.[1] ?? '',
+        host: v.element.host ?? `element.${serverHost}`,
       },
     }
   }
 
+  /** SshSettings (src/ssh's own type, durations in ms) from the schema's output. */
   private async sshSettings(host: HostEntry): Promise<SshSettings> {
-    const ssh = host.ssh
-    const sudoRef = ssh.sudoPassword
-    const sudoPassword = sudoRef === undefined ? undefined : await this.secret(this.sshOrigin(host.name, 'sudoPassword'), sudoRef, undefined)
+    const ssh = sshSchema.parse(host.ssh)
+    await this.resolveLeaves(ssh, SSH_LEAVES, ([key]) => this.sshOrigin(host.name, key!))
+    const resolved = ssh as unknown as Resolved<ParsedSsh>
     return {
-      user: ssh.user ?? SSH_DEFAULTS.user,
-      port: ssh.port ?? SSH_DEFAULTS.port,
-      identityFile: this.controllerPath(ssh.identityFile),
-      knownHostsFile: this.controllerPath(ssh.knownHostsFile ?? SSH_DEFAULTS.knownHostsFile)!,
-      hostKeyPolicy: ssh.hostKeyPolicy ?? SSH_DEFAULTS.hostKeyPolicy,
-      jump: ssh.jump,
-      sudoPassword,
-      connectTimeoutMs: Math.round((ssh.connectTimeout ?? SSH_DEFAULTS.connectTimeout) * 1000),
-      commandTimeoutMs: Math.round((ssh.commandTimeout ?? SSH_DEFAULTS.commandTimeout) * 1000),
-      keepaliveIntervalMs: Math.round((ssh.keepaliveInterval ?? SSH_DEFAULTS.keepaliveInterval) * 1000),
+      user: resolved.user,
+      port: resolved.port,
+      identityFile: resolved.identityFile,
+      knownHostsFile: resolved.knownHostsFile,
+      hostKeyPolicy: resolved.hostKeyPolicy,
+      jump: resolved.jump,
+      sudoPassword: resolved.sudoPassword,
+      connectTimeoutMs: Math.round(ssh.connectTimeout * 1000),
+      commandTimeoutMs: Math.round(ssh.commandTimeout * 1000),
+      keepaliveIntervalMs: Math.round(ssh.keepaliveInterval * 1000),
     }
   }
 

@@ -1,6 +1,6 @@
 /** Merging `defaults` under each host (pass 3 starts from the merged values). */
 import type { Path } from './positions.js'
-import { VAR_SECRETS } from './schema.js'
+import { VAR_SECRETS } from './schema-walk.js'
 import { valueAt } from './zod-issues.js'
 
 const SECRET_PATH_KEYS = new Set(VAR_SECRETS.map((secret) => secret.path.join('.')))

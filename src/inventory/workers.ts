@@ -11,7 +11,8 @@
  */
 import { KINDS, RESERVED_WORKER_NAMES, servesRequests, writesStreams, type WorkerKindName } from '../synapse/worker-kinds.js'
 import { PRESETS } from '../synapse/worker-presets.js'
-import type { MatrixSettings, WorkerEntry } from './types.js'
+import type { WorkerEntry } from './schema.js'
+import type { MatrixSettings } from './types.js'
 
 export interface WorkerInstance {
   /** worker_name: the unit instance, file names, instance_map key, Prometheus job. */

@@ -5,7 +5,7 @@
 import type { z } from 'zod'
 import { describeValue, type InventoryIssue, splitHint, suggestion } from './errors.js'
 import type { Locator, Path } from './positions.js'
-import { allowedKeysAt } from './schema.js'
+import { allowedKeysAt } from './schema-walk.js'
 
 type ZodIssue = z.core.$ZodIssue
 type ZodRawIssue = z.core.$ZodRawIssue

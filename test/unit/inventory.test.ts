@@ -10,7 +10,8 @@ import { closestMatch, formatIssues, InventoryError, type InventoryIssue, levens
 import { inventoryJsonSchema } from '../../src/inventory/json-schema.js'
 import { loadInventory, loadInventoryFromString } from '../../src/inventory/load.js'
 import { findUnclosedOpener } from '../../src/inventory/positions.js'
-import { allowedKeysAt, hostPathProblem, isAddress, isDnsName, isServerName, parseJump } from '../../src/inventory/schema.js'
+import { allowedKeysAt } from '../../src/inventory/schema-walk.js'
+import { hostPathProblem, isAddress, isDnsName, isServerName, parseJump } from '../../src/inventory/values.js'
 import { resolveSecretRef } from '../../src/inventory/secrets.js'
 import type { SecretValue } from '../../src/core/secret.js'
 
@@ -112,7 +113,8 @@ describe('loading', () => {
     })
     expect(vars.postgres).toMatchObject({ host: 'matrix1', port: 5432, database: 'synapse', user: 'synapse_user', allowFrom: ['matrix1'] })
     expect(vars.postgres.password).toEqual({ kind: 'generate', name: 'postgres-password' })
-    expect(vars.redis).toMatchObject({ host: 'matrix1', port: 32992, password: undefined })
+    expect(vars.redis).toMatchObject({ host: 'matrix1', port: 32992 })
+    expect(vars.redis.password).toBeUndefined()
     expect(vars.synapse).toMatchObject({ install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2, federationCaFiles: [], extraConfig: {} })
     expect(vars.synapse.macaroonSecret).toEqual({ kind: 'generate', name: 'macaroon-secret' })
     expect(vars.synapse.formSecret).toEqual({ kind: 'generate', name: 'form-secret' })

@@ -14,7 +14,7 @@ import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderSynapseConfig } from '../../tasks/synapse/templates.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { cliOutput, runCli } from '../support/cli.js'
-import { matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
+import { FIXTURE_HOST, matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
 
 const oneOfEach = () => matrixSettings({ workers: { preset: 'one-of-each' } })
 const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
@@ -22,7 +22,7 @@ const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
 const workerFile = (vars: ReturnType<typeof matrixSettings>, name: string) =>
   parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as Record<string, any>
 /** A worker of settings without hosts: on loopback, beside main. */
-const LOCAL = { address: '127.0.0.1', remote: false }
+const LOCAL = { host: FIXTURE_HOST, address: '127.0.0.1', remote: false }
 const tls = { certFile: '/etc/ssl/matrix-provision/m.crt', keyFile: '/etc/ssl/matrix-provision/m.key' }
 
 describe('worker sets', () => {
@@ -266,7 +266,7 @@ describe('Apache sized for long-polls', () => {
 
 describe('memory checked before Apache is sized', () => {
   const check = (vars: ReturnType<typeof matrixSettings>, haveMiB: number) =>
-    memoryForClients({ host: { name: 'm', roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate!({ get: () => haveMiB } as never)
+    memoryForClients({ host: { name: FIXTURE_HOST, roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate!({ get: () => haveMiB } as never)
 
   it('counts Apache for maxClients and every Synapse process of the set', () => {
     const small = check(matrixSettings({ workers: { preset: 'one-of-each' }, apache: { maxClients: 2500 } }), 1024)

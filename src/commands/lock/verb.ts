@@ -1,6 +1,6 @@
 /** `provision lock`: the CLI's side (index.ts resolves the lock files). */
 import { loadInventory } from '../../inventory/load.js'
-import { SYNAPSE_VERSION } from '../../inventory/schema.js'
+import { SYNAPSE_VERSION } from '../../inventory/values.js'
 import { EXIT, UsageError, type Verb } from '../verb.js'
 import { lockCommand, LockUsageError } from './index.js'
 
