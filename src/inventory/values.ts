@@ -190,7 +190,7 @@ export function secretRef(generatedName?: string) {
       ],
       { error: (issue) => secretRefMessage(issue.input) },
     )
-    .describe('A secret: { env: NAME } (environment variable), { file: path } (file on this machine) or { generate: true } (made and kept on the host)')
+    .describe('A secret: { env: NAME }, { file: path } on this machine, or { generate: true } (made and kept on the host)')
   SECRETS.set(schema, generatedName)
   return schema
 }
