@@ -116,13 +116,10 @@ class InventoryBuilder extends LoadContext {
   ) {
     const defaultsVars = raw.defaults?.vars ?? {}
     const defaultsSsh = raw.defaults?.ssh ?? {}
-    const hosts = Object.entries(raw.hosts).map(([name, host]) => ({
-      name,
-      raw: host,
-      roles: host.roles,
-      vars: mergeVars(defaultsVars, host.vars ?? {}) as RawVars,
-      ssh: { ...defaultsSsh, ...(host.ssh ?? {}) },
-    })).map((host) => ({ ...host, parsed: varsSchema.parse(host.vars) }))
+    const hosts = Object.entries(raw.hosts).map(([name, host]) => {
+      const vars = mergeVars(defaultsVars, host.vars ?? {}) as RawVars
+      return { name, raw: host, roles: host.roles, vars, parsed: varsSchema.parse(vars), ssh: { ...defaultsSsh, ...(host.ssh ?? {}) } }
+    })
     super(raw, hosts, file, locator, options)
     this.baseDir = dirname(resolve(file))
     this.secretContext = { baseDir: this.baseDir, env, fileCache: new Map() }
@@ -163,6 +160,7 @@ class InventoryBuilder extends LoadContext {
   }
 
   private async settings(host: HostEntry): Promise<MatrixSettings> {
+    // Parsed again: resolving replaces values in place, and the checks read host.parsed as written.
     const v = varsSchema.parse(host.vars)
     await this.resolveLeaves(v, VAR_LEAVES, (path) => this.varsOrigin(host.name, path))
     // resolveLeaves replaced the secret references and paths of `v`: the type follows (types.ts).
@@ -207,19 +205,9 @@ class InventoryBuilder extends LoadContext {
   private async sshSettings(host: HostEntry): Promise<SshSettings> {
     const ssh = sshSchema.parse(host.ssh)
     await this.resolveLeaves(ssh, SSH_LEAVES, ([key]) => this.sshOrigin(host.name, key!))
-    const resolved = ssh as unknown as Resolved<ParsedSsh>
-    return {
-      user: resolved.user,
-      port: resolved.port,
-      identityFile: resolved.identityFile,
-      knownHostsFile: resolved.knownHostsFile,
-      hostKeyPolicy: resolved.hostKeyPolicy,
-      jump: resolved.jump,
-      sudoPassword: resolved.sudoPassword,
-      connectTimeoutMs: Math.round(ssh.connectTimeout * 1000),
-      commandTimeoutMs: Math.round(ssh.commandTimeout * 1000),
-      keepaliveIntervalMs: Math.round(ssh.keepaliveInterval * 1000),
-    }
+    const { connectTimeout, commandTimeout, keepaliveInterval, ...rest } = ssh as unknown as Resolved<ParsedSsh>
+    const ms = (seconds: number) => Math.round(seconds * 1000)
+    return { ...rest, connectTimeoutMs: ms(connectTimeout), commandTimeoutMs: ms(commandTimeout), keepaliveIntervalMs: ms(keepaliveInterval) }
   }
 
   async build(): Promise<Inventory> {
