@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds local systemd base images from Debian's archive (no registry is reachable on our machines):
 # debootstrap a minimal root file system, then `docker import` it. An image that exists is reused.
-# Usage: docker/build-base-images.sh [bookworm] [trixie]   (default: bookworm trixie)
+# Usage: docker/build-base-images.sh [bookworm] [trixie] [bullseye]   (default: bookworm trixie)
 set -euo pipefail
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PREFIX=${IMAGE_PREFIX:-matrix-provision}

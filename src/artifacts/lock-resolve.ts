@@ -2,11 +2,27 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { runLocal } from './local-command.js'
 import { lockCommand, lockPath, parseLock, renderLockHeader, SYNAPSE_EXTRAS, type SynapseLock } from '../synapse/lock/lock-file.js'
-import { synapseReleaseTime } from './release-date.js'
+import { synapseRelease } from './release-date.js'
 import { ensureUv, UV_VERSION } from './uv.js'
 
-/** The oldest Python the supported targets ship (Ubuntu 22.04); newer ones are covered by markers. */
-export const LOCK_MIN_PYTHON = '3.10'
+/**
+ * The oldest Python a lock covers: Debian 11's 3.9, the oldest system a homeserver is moved away from
+ * (`provision move`) or a stand-in runs; newer ones are covered by markers.
+ */
+export const LOCK_MIN_PYTHON = '3.9'
+
+/**
+ * The lock's Python lower bound: the release's own Requires-Python lower bound (1.141.0: `>=3.9.0`,
+ * 1.142.0+: `>=3.10.0`), never below LOCK_MIN_PYTHON. Resolving for a lower bound than the release
+ * allows fails; resolving for a higher one pins packages (pillow 12) the older Pythons cannot install.
+ */
+export function lockPythonFloor(requiresPython: string | undefined): string {
+  const bound = /(?:^|,)\s*>=\s*(\d+)\.(\d+)/.exec(requiresPython ?? '')
+  const [, major, minor] = bound ?? []
+  const floor = LOCK_MIN_PYTHON.split('.').map(Number) as [number, number]
+  if (major === undefined || minor === undefined) return LOCK_MIN_PYTHON
+  return Number(major) > floor[0] || (Number(major) === floor[0] && Number(minor) > floor[1]) ? `${major}.${minor}` : LOCK_MIN_PYTHON
+}
 export const DEFAULT_INDEX = 'https://pypi.org/simple'
 
 export interface ResolveOptions {
@@ -42,11 +58,13 @@ export function cutoffOf(date: Date): string {
 export async function resolveLock(opts: ResolveOptions): Promise<ResolveResult> {
   const started = Date.now()
   const log = opts.log ?? (() => undefined)
-  const asOf = cutoffOf(opts.asOf ?? (await synapseReleaseTime(opts.synapseVersion)))
+  const release = await synapseRelease(opts.synapseVersion)
+  const asOf = cutoffOf(opts.asOf ?? release.time)
+  const python = lockPythonFloor(release.requiresPython)
   const uv = await ensureUv(opts.cacheDir, log)
   const requirement = `matrix-synapse[${SYNAPSE_EXTRAS.join(',')}]==${opts.synapseVersion}`
   const index = opts.indexUrl ?? DEFAULT_INDEX
-  const args = ['pip', 'compile', '--universal', '--python-version', LOCK_MIN_PYTHON, '--generate-hashes', '--exclude-newer', asOf,
+  const args = ['pip', 'compile', '--universal', '--python-version', python, '--generate-hashes', '--exclude-newer', asOf,
     '--no-header', '--annotation-style', 'line', '--no-config', '--no-python-downloads', '--index-url', index, '--quiet', '-']
   log(`resolving ${requirement} as of ${asOf} with uv ${UV_VERSION}`)
   const { stdout } = await runLocal(uv, args, { input: requirement + '\n', env: { ...process.env, UV_NO_PROGRESS: '1' } })
@@ -55,8 +73,8 @@ export async function resolveLock(opts: ResolveOptions): Promise<ResolveResult> 
       synapseVersion: opts.synapseVersion,
       requirement,
       resolvedAsOf: asOf,
-      python: `>=${LOCK_MIN_PYTHON}`,
-      resolver: `uv ${UV_VERSION} pip compile --universal --python-version ${LOCK_MIN_PYTHON} --generate-hashes --exclude-newer ${asOf}`,
+      python: `>=${python}`,
+      resolver: `uv ${UV_VERSION} pip compile --universal --python-version ${python} --generate-hashes --exclude-newer ${asOf}`,
       index,
       regenerate: lockCommand('INVENTORY', opts.synapseVersion),
     }) + stdout.replace(/\s+$/, '') + '\n'

@@ -22,7 +22,7 @@ import { LocalCommandError, runLocal } from './local-command.js'
 export interface WheelhouseOptions {
   /** The lock to build from: the wheelhouse holds exactly its lines for this Python. */
   lock: SynapseLock
-  /** The target's Python, e.g. '3.11' (bookworm) or '3.13' (trixie). */
+  /** The target's Python, e.g. '3.11' (bookworm) or '3.13' (trixie); '3.9.2' gives pip the exact release (see pipPythonVersion). */
   pythonVersion: string
   cacheDir: string
   log?: (line: string) => void
@@ -47,12 +47,31 @@ export interface Wheelhouse {
 
 const MANIFEST_SCHEMA = 2
 
-/** glibc of the distribution that ships each Python as its python3 (bookworm, noble, trixie, jammy). */
-const GLIBC_FOR_PYTHON: Record<string, string> = { '3.10': '2.35', '3.11': '2.36', '3.12': '2.39', '3.13': '2.41' }
+/** glibc of the distribution that ships each Python as its python3 (bullseye, jammy, bookworm, noble, trixie). */
+const GLIBC_FOR_PYTHON: Record<string, string> = { '3.9': '2.31', '3.10': '2.35', '3.11': '2.36', '3.12': '2.39', '3.13': '2.41' }
+
+/**
+ * The Python release pip evaluates Requires-Python against. `--python-version 3.9` means 3.9.0, and
+ * cryptography 46 says `!=3.9.0,!=3.9.1`: pip then finds no wheel and builds it from source. So 3.9
+ * is Debian 11's 3.9.2; other minors stay as given (no pin excludes their .0).
+ */
+const PIP_PYTHON_FOR_MINOR: Record<string, string> = { '3.9': '3.9.2' }
+
+/** '3.9.2' -> '3.9': the minor a wheelhouse, its markers and its directory are named by. */
+export function pythonMinor(pythonVersion: string): string {
+  const match = /^(\d+)\.(\d+)(?:\.\d+)?$/.exec(pythonVersion)
+  if (!match) throw new Error(`a Python version looks like 3.11 or 3.9.2: ${pythonVersion}`)
+  return `${match[1]}.${match[2]}`
+}
+
+export function pipPythonVersion(pythonVersion: string): string {
+  return pythonVersion.split('.').length >= 3 ? pythonVersion : (PIP_PYTHON_FOR_MINOR[pythonVersion] ?? pythonVersion)
+}
 
 export function defaultGlibc(pythonVersion: string): string {
-  const glibc = GLIBC_FOR_PYTHON[pythonVersion]
-  if (!glibc) throw new Error(`no default glibc for Python ${pythonVersion}; pass glibc explicitly`)
+  const minor = pythonMinor(pythonVersion)
+  const glibc = GLIBC_FOR_PYTHON[minor]
+  if (!glibc) throw new Error(`no default glibc for Python ${minor} (known: ${Object.keys(GLIBC_FOR_PYTHON).join(', ')})`)
   return glibc
 }
 
@@ -173,9 +192,11 @@ export function unsatisfiedRequirement(pipOutput: string): string | undefined {
   return line?.split(';')[0]?.trim()
 }
 
-export async function buildWheelhouse(opts: WheelhouseOptions): Promise<Wheelhouse> {
-  const log = opts.log ?? (() => undefined)
-  const glibc = opts.glibc ?? defaultGlibc(opts.pythonVersion)
+export async function buildWheelhouse(given: WheelhouseOptions): Promise<Wheelhouse> {
+  const log = given.log ?? (() => undefined)
+  const glibc = given.glibc ?? defaultGlibc(given.pythonVersion)
+  // The minor names everything; pip alone gets the exact release (downloadWheels).
+  const opts = { ...given, pythonVersion: pythonMinor(given.pythonVersion), pipPython: pipPythonVersion(given.pythonVersion) }
   const { lock } = opts
   const synapseVersion = lock.synapseVersion
   const expected = { synapseVersion, pythonVersion: opts.pythonVersion, glibc, lockDigest: lock.digest }
@@ -189,7 +210,7 @@ export async function buildWheelhouse(opts: WheelhouseOptions): Promise<Wheelhou
   }
   if (existing !== undefined) log(`wheelhouse in ${dir} is not reusable: ${check.reason}`)
 
-  const entries = entriesFor(lock, targetEnvironment(opts.pythonVersion))
+  const entries = entriesFor(lock, targetEnvironment(opts.pipPython))
   await mkdir(opts.cacheDir, { recursive: true })
   const staging = await mkdtemp(join(opts.cacheDir, '.wheelhouse-'))
   try {
@@ -237,14 +258,14 @@ function pinned(entries: LockEntry[]): string {
  * downloaded hash-checked and built into a wheel here, while the download of the rest is retried
  * (the C build of psycopg2 takes most of a wheelhouse's time: it need not wait for 60 downloads).
  */
-async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; log: (line: string) => void }): Promise<string[]> {
+async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; pipPython: string; log: (line: string) => void }): Promise<string[]> {
   // Any local pip can download for another Python: --python-version and --platform pick the wheels.
   const host = 'python3'
   const pip = (python: string, args: string[]) => runLocal(python, ['-m', 'pip', '--disable-pip-version-check', '--no-input', ...args], { onLine: opts.log })
   const targetArgs = [
     '--only-binary=:all:',
     '--implementation', 'cp',
-    '--python-version', opts.pythonVersion,
+    '--python-version', opts.pipPython,
     ...platformTags(opts.glibc).flatMap((tag) => ['--platform', tag]),
   ]
   const built: string[] = []
@@ -312,7 +333,8 @@ async function buildFromSdist(
     await pip(python, ['download', '--no-deps', '--require-hashes', '--no-binary=:all:', '--dest', sdists, '-r', requirements])
     const [sdist] = await readdir(sdists)
     if (!sdist) throw new Error(`pip downloaded no sdist for ${entry.name}==${entry.version}`)
-    await pip(python, ['wheel', '--no-deps', '--wheel-dir', wheels, join(sdists, sdist)])
+    // --use-pep517: a python3.9 without the wheel package has no bdist_wheel for setup.py builds (psycopg2).
+    await pip(python, ['wheel', '--no-deps', '--use-pep517', '--wheel-dir', wheels, join(sdists, sdist)])
     const [wheel] = (await readdir(wheels)).filter((f) => f.endsWith('.whl'))
     if (!wheel) throw new Error(`pip wheel built no wheel from ${sdist}`)
     await mkdir(builtCache, { recursive: true })

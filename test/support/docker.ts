@@ -4,7 +4,7 @@ import { getContainerRuntimeClient } from 'testcontainers'
 process.env.TESTCONTAINERS_RYUK_DISABLED = 'true'
 
 export const IMAGE_PREFIX = process.env.IMAGE_PREFIX ?? 'matrix-provision'
-export type Suite = 'bookworm' | 'trixie'
+export type Suite = 'bullseye' | 'bookworm' | 'trixie'
 
 /** Image the target Dockerfile builds for a base suite (or a registry BASE such as ubuntu:24.04). */
 export function targetImage(suite: string): string {

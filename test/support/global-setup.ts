@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import type { TestProject } from 'vitest/node'
 import { isCI, skipReasonWithoutDocker } from './ci.js'
 import { baseImageFor, dockerAnswers, targetImage } from './docker.js'
-import { TARGET_SUITES } from './suites.js'
+import { OLD_SUITE, TARGET_SUITES } from './suites.js'
 
 const run = promisify(execFile)
 const dockerDir = fileURLToPath(new URL('../../docker/', import.meta.url))
@@ -31,7 +31,7 @@ export default async function setup(project: TestProject): Promise<void> {
     return
   }
   // Build the target images the tests use (cached layers make this ~1 s when nothing changed).
-  for (const suite of TARGET_SUITES) {
+  for (const suite of [...TARGET_SUITES, OLD_SUITE]) {
     const base = baseImageFor(suite)
     const have = await run('docker', ['image', 'inspect', base]).then(() => true, () => false)
     if (!have) {

@@ -12,6 +12,8 @@ export interface SuiteFacts {
 }
 
 const FACTS: Record<string, SuiteFacts> = {
+  bullseye: { os: 'Debian 11', postgres: 13, debian13: false },
+  'debian:11': { os: 'Debian 11', postgres: 13, debian13: false },
   bookworm: { os: 'Debian 12', postgres: 15, debian13: false },
   'debian:12': { os: 'Debian 12', postgres: 15, debian13: false },
   trixie: { os: 'Debian 13', postgres: 17, debian13: true },
@@ -27,6 +29,13 @@ export function suiteFacts(suite: string): SuiteFacts {
   if (!facts) throw new Error(`TARGET_SUITES: no facts for suite "${suite}" in test/support/suites.ts (known: ${Object.keys(FACTS).join(', ')})`)
   return facts
 }
+
+/**
+ * The system a homeserver is moved away from (test/e2e/move.test.ts): Debian 11 stands in for the
+ * guide's Ubuntu 20.04 (Python 3.9, PostgreSQL 13: too old for today's Synapse). Built by global setup
+ * beside TARGET_SUITES; never a suite the tool provisions.
+ */
+export const OLD_SUITE = process.env.OLD_SUITE ?? (TARGET_SUITES.some((s) => s.includes(':')) ? 'debian:11' : 'bullseye')
 
 /** The suite of tests that ask for none: the first of TARGET_SUITES. */
 export const DEFAULT_SUITE = TARGET_SUITES[0] ?? 'bookworm'

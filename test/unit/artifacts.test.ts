@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildElementStandin, elementStandinFiles, normalizeElementVersion } from '../../src/artifacts/element-standin.js'
 import { verifyDetachedSignature } from '../../src/artifacts/gpg.js'
 import { runLocal } from '../../src/artifacts/local-command.js'
-import { buildWheelhouse, checkWheelhouse, platformTags, unsatisfiedRequirement, wheelhouseDirName } from '../../src/artifacts/wheelhouse.js'
+import { buildWheelhouse, checkWheelhouse, defaultGlibc, pipPythonVersion, platformTags, pythonMinor, unsatisfiedRequirement, wheelhouseDirName } from '../../src/artifacts/wheelhouse.js'
+import { lockPythonFloor } from '../../src/artifacts/lock-resolve.js'
 import { WHEELHOUSE_MANIFEST, wheelhouseRequirements, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest } from '../../src/synapse/lock/wheelhouse-manifest.js'
 import { parseLock } from '../../src/synapse/lock/lock-file.js'
 import { fixtureLockText } from './fixtures/lock.js'
@@ -77,6 +78,25 @@ describe('wheelhouse', () => {
     expect(tags).toContain('linux_x86_64') // wheels built on the controller
     expect(tags).not.toContain('manylinux_2_37_x86_64')
     expect(() => platformTags('236')).toThrow(/2\.NN/)
+  })
+
+  it('builds for Debian 11\'s Python 3.9.2 and glibc 2.31 (cryptography 46 excludes 3.9.0/3.9.1, which a bare 3.9 means to pip)', () => {
+    expect(defaultGlibc('3.9')).toBe('2.31')
+    expect(defaultGlibc('3.9.2')).toBe('2.31')
+    expect(pipPythonVersion('3.9')).toBe('3.9.2')
+    expect(pipPythonVersion('3.11')).toBe('3.11')
+    expect(pipPythonVersion('3.9.18')).toBe('3.9.18')
+    expect(pythonMinor('3.9.2')).toBe('3.9')
+    expect(() => defaultGlibc('3.8')).toThrow(/no default glibc for Python 3\.8 \(known: 3\.9, 3\.10/)
+    expect(() => pythonMinor('3')).toThrow(/looks like 3\.11 or 3\.9\.2/)
+  })
+
+  it('locks from the release\'s own Requires-Python lower bound, never below 3.9', () => {
+    expect(lockPythonFloor('<4.0.0,>=3.9.0')).toBe('3.9') // 1.141.0
+    expect(lockPythonFloor('>=3.10.0')).toBe('3.10') // 1.142.0 and later
+    expect(lockPythonFloor('>=3.7.1')).toBe('3.9') // 1.87.0
+    expect(lockPythonFloor(undefined)).toBe('3.9')
+    expect(lockPythonFloor('>=4.1')).toBe('4.1')
   })
 
   it('finds the requirement that has no wheel in pip\'s error', () => {
