@@ -59,7 +59,7 @@ async function setup() {
     try {
       writeFileSync('/proc/sys/fs/inotify/max_user_instances', String(want))
     } catch (e) {
-      throw new Error(`fs.inotify.max_user_instances is ${have}, too low for ${Math.max(...SIZES)} systemd containers: run sysctl -w fs.inotify.max_user_instances=${want} as root (${e.message})`)
+      throw new Error(`fs.inotify.max_user_instances is ${have}, too low for ${Math.max(...SIZES)} systemd containers: run sysctl -w fs.inotify.max_user_instances=${want} as root (${e.message})`, { cause: e })
     }
   }
   const keyFile = join(work, 'id_ed25519')

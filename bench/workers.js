@@ -20,7 +20,7 @@
 //
 // Results: bench/results/workers.json and a summary on stdout. Needs root, Docker, and ~3 GB of RAM.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { request, Agent } from 'node:https'
 import { cpus, loadavg, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'

@@ -4,7 +4,7 @@
  */
 export function shellQuote(value: string): string {
   if (value === '') return "''"
-  if (/^[A-Za-z0-9_\/.,:=@%+-]+$/.test(value)) return value
+  if (/^[A-Za-z0-9_/.,:=@%+-]+$/.test(value)) return value
   return `'${value.replace(/'/g, `'\\''`)}'`
 }
 

@@ -11,14 +11,14 @@ export interface Progress {
  * In CI, when not a TTY, or with --verbose: plain lines, one per step, that logs keep readable.
  */
 export async function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean; write?: (text: string) => void }): Promise<Progress> {
-  if (options.quiet) return { event: () => undefined, hostDone: () => undefined, done: async () => undefined }
+  if (options.quiet) return { event: () => undefined, hostDone: () => undefined, done: () => Promise.resolve() }
   const plain = options.write !== undefined || !process.stderr.isTTY || process.env.CI === 'true' || options.verbose
   if (plain) {
     const write = options.write ?? ((t: string) => void process.stderr.write(t))
     return {
       event: (e) => write(maskSecrets(`[${e.host}]${e.task ? ` ${e.task}:` : ''} ${e.message}\n`)),
       hostDone: (host, failed) => write(`[${host}] ${failed ? 'FAILED' : 'done'}\n`),
-      done: async () => undefined,
+      done: () => Promise.resolve(),
     }
   }
   // Loaded only for a terminal: runs in CI and pipes do not pay for it at start-up.

@@ -76,6 +76,7 @@ function port(value: number, what: string): number {
 
 /** An absolute path, double-quoted for Apache. Apache unescapes only \" and expands ${VAR}: refuse both. */
 function quotedPath(value: string, what: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
   if (!value.startsWith('/') || /["\\$\u0000-\u001f\u007f]/.test(value)) {
     throw new Error(`${what} must be an absolute path without quotes, backslashes, "$" or control characters, got ${JSON.stringify(value)}`)
   }

@@ -91,7 +91,7 @@ export function renderBackupScript(spec: ScheduledBackupSpec): string {
     'mkdir -p -m 0700 "$BACKUP_DIR"',
     // Free space: the database's size and the media's, plus the margin, must fit before anything is written.
     `db_bytes=$(${sql(`SELECT pg_database_size(current_database())`)})`,
-    `media_bytes=$(${MEDIA_SIZE_COMMAND})`,
+    `media_bytes=$(${MEDIA_SIZE_COMMAND.text})`,
     'need_mib=$(( (db_bytes + media_bytes) / 1048576 + 1 ))',
     `free_mib=$(df -Pm "$BACKUP_DIR" | awk 'NR == 2 {print $4}')`,
     'if [ "$free_mib" -lt $((need_mib + BACKUP_MIN_FREE_MIB)) ]; then',

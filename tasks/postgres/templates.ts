@@ -55,6 +55,7 @@ const HBA_KEYWORDS = new Set(['all', 'sameuser', 'samerole', 'samegroup', 'repli
 
 /** A database or role name as a pg_hba.conf field: bare when plain, else double-quoted (+, @, /, commas lose their meaning). */
 function hbaName(value: string, what: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
   if (value.length === 0 || /["\u0000-\u001f\u007f]/.test(value)) {
     throw new Error(`${what} cannot be written to pg_hba.conf: ${JSON.stringify(value)} (empty, or holds a quote or control character)`)
   }

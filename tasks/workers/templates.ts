@@ -18,7 +18,6 @@ import type { MatrixSettings } from '../../src/inventory/types.js'
 import { instancesOn, workerInstances as workerInstancesOf, type WorkerInstance } from '../../src/inventory/workers.js'
 import { sharedBind } from '../../src/topology/instances.js'
 import { KINDS, type WorkerKindName } from '../../src/synapse/worker-kinds.js'
-import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 import {
   SYNAPSE_SANDBOX,

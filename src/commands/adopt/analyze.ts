@@ -42,6 +42,8 @@ export interface Adoption {
 type Yaml = Record<string, unknown>
 
 const isMap = (v: unknown): v is Yaml => v !== null && typeof v === 'object' && !Array.isArray(v)
+// A YAML value in a message: a string as it is, anything else as JSON (a map shows its keys, not '[object Object]').
+const text = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringify(v) ?? 'undefined'))
 const LOCAL_DB_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '', '/var/run/postgresql', '/run/postgresql'])
 
 function parseYaml(text: string, path: string, refusals: string[]): Yaml {
@@ -114,7 +116,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     refusals.push(
       serverName === undefined
         ? `${HOMESERVER_YAML} has no server_name; adopting needs the server's name to match serverName (${v.serverName})`
-        : `the host's server_name is ${JSON.stringify(serverName)} but the inventory's serverName is ${JSON.stringify(v.serverName)}: user IDs and the federation identity hang on it and can never change. Set serverName: ${String(serverName)} for this host in ${inventoryFile}`,
+        : `the host's server_name is ${JSON.stringify(serverName)} but the inventory's serverName is ${JSON.stringify(v.serverName)}: user IDs and the federation identity hang on it and can never change. Set serverName: ${text(serverName)} for this host in ${inventoryFile}`,
     )
   } else note('kept', at('server_name'), `serverName ${v.serverName}`)
 
@@ -134,13 +136,13 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   const db = take('database')
   const dbArgs = isMap(db) && isMap(db.args) ? db.args : {}
   if (!isMap(db) || db.name === 'sqlite3' || db.name === undefined) {
-    refusals.push(`the server uses SQLite (${String(dbArgs.database ?? '/var/lib/matrix-synapse/homeserver.db')}): matrix-provision runs Synapse on PostgreSQL only. Port the database first (synapse_port_db, see Synapse's docs/postgres.md), then adopt`)
+    refusals.push(`the server uses SQLite (${text(dbArgs.database ?? '/var/lib/matrix-synapse/homeserver.db')}): matrix-provision runs Synapse on PostgreSQL only. Port the database first (synapse_port_db, see Synapse's docs/postgres.md), then adopt`)
   } else if (db.name !== 'psycopg2') {
     refusals.push(`database.name is ${JSON.stringify(db.name)}: only psycopg2 (PostgreSQL) can be adopted`)
   } else {
-    const dbName = String(dbArgs.dbname ?? dbArgs.database ?? '')
-    const dbUser = String(dbArgs.user ?? '')
-    const dbHost = String(dbArgs.host ?? '')
+    const dbName = text(dbArgs.dbname ?? dbArgs.database ?? '')
+    const dbUser = text(dbArgs.user ?? '')
+    const dbHost = text(dbArgs.host ?? '')
     if (dbName !== v.postgres.database) refusals.push(`the server's database is ${JSON.stringify(dbName)} but postgres.database is ${JSON.stringify(v.postgres.database)}: set postgres.database: ${dbName} in ${inventoryFile} (the data stays where it is)`)
     if (dbUser !== v.postgres.user) refusals.push(`the server connects as ${JSON.stringify(dbUser)} but postgres.user is ${JSON.stringify(v.postgres.user)}: set postgres.user: ${dbUser} in ${inventoryFile}`)
     const dbIsLocal = LOCAL_DB_HOSTS.has(dbHost)
@@ -211,7 +213,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   if (config.public_baseurl !== undefined) {
     take('public_baseurl')
     const want = v.publicBaseUrl.endsWith('/') ? v.publicBaseUrl : `${v.publicBaseUrl}/`
-    note(config.public_baseurl === want ? 'mapped' : 'changes', `${at('public_baseurl')}: ${String(config.public_baseurl)}`, `publicBaseUrl ${want}`)
+    note(config.public_baseurl === want ? 'mapped' : 'changes', `${at('public_baseurl')}: ${text(config.public_baseurl)}`, `publicBaseUrl ${want}`)
   }
   const redis = take('redis')
   if (isMap(redis)) {
@@ -245,7 +247,7 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const [key, by] of Object.entries(replacedBy)) {
     if (config[key] === undefined) continue
     take(key)
-    note('replaced', `${at(key)}: ${typeof config[key] === 'object' ? '…' : String(config[key])}`, by)
+    note('replaced', `${at(key)}: ${typeof config[key] === 'object' ? '…' : text(config[key])}`, by)
   }
   // Defaults the tool writes itself: nothing to keep when the host has the same.
   const sameAsOurs: Record<string, unknown> = { trusted_key_servers: [{ server_name: 'matrix.org' }], suppress_key_server_warning: true }
@@ -276,8 +278,8 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     const w = parseYaml(found.files.get(path)!, path, refusals)
     backup.push(path)
     const file = path.replace(`${SYNAPSE_CONFIG_DIR}/`, '')
-    const app = String(w.worker_app ?? '')
-    const name = String(w.worker_name ?? path.slice(WORKERS_DIR.length, -'.yaml'.length))
+    const app = text(w.worker_app ?? '')
+    const name = text(w.worker_name ?? path.slice(WORKERS_DIR.length, -'.yaml'.length))
     const wl = (Array.isArray(w.worker_listeners) ? w.worker_listeners : []).filter(isMap)
     const http = wl.find((l) => l.type === 'http' && listenerResources(l).includes('federation'))
     const metrics = wl.find((l) => l.type === 'metrics')

@@ -1,0 +1,110 @@
+/**
+ * ESLint (eslint.config.js: typescript-eslint's type-checked rules) holds for the repository, in the unit project so
+ * that `npm test` and .ci/run enforce it; and it catches what it is for (a floating promise).
+ */
+import { fileURLToPath } from 'node:url'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ESLint } from 'eslint'
+import { describe, expect, it } from 'vitest'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+
+/**
+ * Problems found when the rules came in (issue 22 P5), listed by file and rule with their count, left for the package
+ * that is rewriting the file at the same time. The test fails on any other problem and also when one of these is fixed
+ * without being deleted here: the list only shrinks, and must empty.
+ */
+const PENDING: Record<string, Record<string, number>> = {
+  'bench/mp/provision-bench.ts': { '@typescript-eslint/no-base-to-string': 1 },
+  'src/artifacts/wheelhouse.ts': { 'no-useless-escape': 1 },
+  'src/cli.ts': { '@typescript-eslint/no-unused-vars': 1 },
+  'src/engine/batched-writes.ts': { '@typescript-eslint/require-await': 2 },
+  'src/inventory/schema.ts': { '@typescript-eslint/no-unused-vars': 1, 'no-control-regex': 2 },
+  'src/inventory/zod-issues.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 2 },
+  'src/resources/apt-packages.ts': { '@typescript-eslint/require-await': 1 },
+  'src/resources/command.ts': { '@typescript-eslint/require-await': 1 },
+  'src/resources/file.ts': { '@typescript-eslint/no-unused-vars': 1, '@typescript-eslint/require-await': 2 },
+  'src/resources/postgres.ts': { '@typescript-eslint/require-await': 2 },
+  'src/resources/python-venv.ts': { '@typescript-eslint/require-await': 1 },
+  'src/resources/systemd-service.ts': { '@typescript-eslint/require-await': 1 },
+  'src/ssh/connect.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
+  'tasks/synapse/release.ts': { '@typescript-eslint/no-unused-vars': 2, 'preserve-caught-error': 3 },
+  'tasks/synapse/signing-key.ts': { '@typescript-eslint/require-await': 1 },
+  'tasks/synapse/worker-handover.ts': { '@typescript-eslint/require-await': 1 },
+  'test/e2e/adopt.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1 },
+  'test/e2e/disaster-recovery.test.ts': { '@typescript-eslint/no-explicit-any': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-member-access': 1, '@typescript-eslint/no-unsafe-return': 1 },
+  'test/e2e/federation.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 2 },
+  'test/e2e/single-host.test.ts': { '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/no-unsafe-call': 4, '@typescript-eslint/no-unsafe-member-access': 9 },
+  'test/e2e/two-hosts.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 2, '@typescript-eslint/no-unsafe-member-access': 7 },
+  'test/e2e/worker-topology.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-member-access': 1 },
+  'test/integration/acme.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-member-access': 6 },
+  'test/integration/engine-resources.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/unbound-method': 1 },
+  'test/integration/faults.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
+  'test/integration/plan-apply.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
+  'test/integration/tasks-apache.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 5, '@typescript-eslint/no-unsafe-member-access': 13 },
+  'test/integration/tasks-data.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 5 },
+  'test/support/acme.ts': { '@typescript-eslint/no-base-to-string': 1, '@typescript-eslint/restrict-template-expressions': 1 },
+  'test/support/build-cli.ts': { 'preserve-caught-error': 1 },
+  'test/support/hosts.ts': { '@typescript-eslint/no-redundant-type-constituents': 1 },
+  'test/unit/artifacts.test.ts': { '@typescript-eslint/no-unsafe-assignment': 8 },
+  'test/unit/engine-apply.test.ts': { '@typescript-eslint/require-await': 1 },
+  'test/unit/engine-core.test.ts': { '@typescript-eslint/require-await': 1, '@typescript-eslint/restrict-template-expressions': 1, '@typescript-eslint/unbound-method': 1 },
+  'test/unit/fake-host.ts': { '@typescript-eslint/require-await': 5, 'no-useless-assignment': 1 },
+  'test/unit/fixtures/matrix-settings.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
+  'test/unit/inventory.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1 },
+  'test/unit/line-in-file.test.ts': { '@typescript-eslint/require-await': 3, 'no-useless-assignment': 1 },
+  'test/unit/lock.test.ts': { '@typescript-eslint/no-unused-vars': 1 },
+  'test/unit/metrics-status.test.ts': { '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/restrict-template-expressions': 1, 'no-regex-spaces': 1 },
+  'test/unit/multihost.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 7, '@typescript-eslint/require-await': 3 },
+  'test/unit/report-text.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
+  'test/unit/secret-masking.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1, '@typescript-eslint/require-await': 2 },
+  'test/unit/ssh-config.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
+  'test/unit/ssh-shell.test.ts': { '@typescript-eslint/no-unused-expressions': 1, '@typescript-eslint/unbound-method': 1 },
+  'test/unit/task-board.test.ts': { '@typescript-eslint/require-await': 1 },
+  'test/unit/task-plans.test.ts': { '@typescript-eslint/no-explicit-any': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 13, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 19, '@typescript-eslint/no-unused-vars': 2 },
+  'test/unit/templates-apache.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
+  'test/unit/templates-element.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-member-access': 1 },
+  'test/unit/templates-monitoring.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unnecessary-type-assertion': 1, '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 8, '@typescript-eslint/no-unsafe-return': 1 },
+  'test/unit/templates-synapse.test.ts': { '@typescript-eslint/no-explicit-any': 5, '@typescript-eslint/no-unsafe-member-access': 8 },
+  'test/unit/templates-workers.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 6, '@typescript-eslint/no-unsafe-return': 1 },
+  'test/unit/topology.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unnecessary-type-assertion': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 5 },
+  'test/unit/upgrade-plan.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 2, '@typescript-eslint/require-await': 6 },
+}
+
+type Counts = Record<string, Record<string, number>>
+
+function countsOf(results: ESLint.LintResult[]): { counts: Counts; lines: string[] } {
+  const counts: Counts = {}
+  const lines: string[] = []
+  for (const r of results) {
+    const file = r.filePath.slice(root.length)
+    for (const m of r.messages) {
+      const rule = m.ruleId ?? 'parse-error'
+      const byRule = (counts[file] ??= {})
+      byRule[rule] = (byRule[rule] ?? 0) + 1
+      lines.push(`${file}:${m.line}:${m.column} ${rule}: ${m.message}`)
+    }
+  }
+  return { counts, lines }
+}
+
+describe('ESLint', () => {
+  // Type-aware linting reads the whole program: ~20 s on a quiet machine, over a minute on the shared 2 cores.
+  it('finds no problem in the repository but the pending ones', { timeout: 600_000 }, async () => {
+    const eslint = new ESLint({ cwd: root })
+    const results = await eslint.lintFiles(['.'])
+    expect(results.length).toBeGreaterThan(200)
+    const { counts, lines } = countsOf(results)
+    // The lines name every problem (file:line:column) when the counts differ.
+    expect(counts, lines.filter((l) => !Object.keys(PENDING).some((f) => l.startsWith(`${f}:`))).join('\n')).toEqual(PENDING)
+  })
+
+  it('fails on a floating promise in a task file', { timeout: 600_000 }, async () => {
+    const eslint = new ESLint({ cwd: root })
+    const file = join(root, 'src/core/quote.ts')
+    const code = `${readFileSync(file, 'utf8')}\nexport function later(): Promise<void> {\n  return Promise.resolve()\n}\nexport function forgets(): void {\n  later()\n}\n`
+    const [result] = await eslint.lintText(code, { filePath: file })
+    expect(result?.messages.map((m) => m.ruleId)).toEqual(['@typescript-eslint/no-floating-promises'])
+  })
+})
