@@ -229,7 +229,7 @@ describe('the lock and the base facts', () => {
         if (key === 'spawn') return (c: Parameters<FakeHost['spawn']>[0], o?: { stdin?: string }) => (spawned.push({ command: c.text, stdin: o?.stdin }), target.spawn(c, o))
         if (key === 'run') return (c: Parameters<FakeHost['run']>[0], o?: Parameters<FakeHost['run']>[1]) => (ran.push(c.text), target.run(c, o))
         const value: unknown = Reflect.get(target, key, target)
-        return typeof value === 'function' ? value.bind(target) : value
+        return typeof value === 'function' ? (value.bind(target) as unknown) : value
       },
     })
     const task: Task = { name: 'apache', title: 'conf', resources: () => [file({ path: CONF, content: GOOD })] }

@@ -86,7 +86,10 @@ const lock163 = parseLock(fixtureLockText('1.163.2'), 'synapse-lock/1.163.2.txt'
 /** A venv listing as the contents fact prints it: the lock's set on Python 3.11, with `change` applied. */
 const venvListing = (change: Record<string, string | null> = {}) => {
   const dists = new Map([['pip', '23.0.1'], ['matrix-synapse', '1.163.2'], ['pillow', '13.0.0'], ['prometheus-client', '0.26.0'], ['psycopg2', '2.9.13'], ['twisted', '26.4.0'], ['txredisapi', '1.5.0']])
-  for (const [k, v] of Object.entries(change)) v === null ? dists.delete(k) : dists.set(k, v)
+  for (const [k, v] of Object.entries(change)) {
+    if (v === null) dists.delete(k)
+    else dists.set(k, v)
+  }
   return `python 3.11.2\n${[...dists].map(([k, v]) => `${k} ${v}`).join('\n')}\n`
 }
 
