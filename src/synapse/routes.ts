@@ -90,6 +90,9 @@ const SYNC_ROUTES = [
   `${CLIENT}/(api/v1|r0|v3)/events$`,
   `${CLIENT}/(api/v1|r0|v3)/initialSync$`,
   `${CLIENT}/(api/v1|r0|v3)/rooms/[^/]+/initialSync$`,
+  // Simplified sliding sync (Element X). Not in docs/workers.md, but sync.register_servlets registers
+  // SlidingSyncRestServlet on every generic_worker (synapse/rest/__init__.py), as both anchors route it.
+  `${CLIENT}/unstable/org.matrix.simplified_msc3575/sync$`,
 ]
 
 const CLIENT_ROUTES = [

@@ -5,13 +5,15 @@ import { readFile } from 'node:fs/promises'
 import { workerInstances } from '../../src/inventory/workers.js'
 import { KINDS } from '../../src/synapse/worker-kinds.js'
 import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
-import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
+import { pipSynapseVars, realElementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { execFileSync } from 'node:child_process'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 
+const element = realElementRelease()
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
 const PY = '/opt/venvs/matrix-synapse/bin/python'
 const CONFIG = '--config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/'
@@ -58,13 +60,13 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
   }
 
   beforeAll(async () => {
-    const [wheelhouse, element] = await Promise.all([synapseWheelhouse('3.11'), elementRelease()])
+    const wheelhouse = await synapseWheelhouse('3.11')
     env = await startHosts(['topo'], { ports: [443], aliases: { topo: ['topo.test', 'matrix.topo.test', 'element.topo.test'] } })
     hs = env.get('topo')
     inventory = await writeTestInventory(env, [{ name: 'topo', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
       serverName: 'topo.test',
       synapse: pipSynapseVars(wheelhouse),
-      element: { version: '1.11.90', file: element.tarball, sha256: element.sha256 },
+      element: { version: element.version, file: element.file, sha256: element.sha256 },
       workers: { preset: 'guide' },
     })
   })
@@ -95,6 +97,28 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     expect(upload.status, upload.text).toBe(200)
     mediaUri = upload.json.content_uri
   }, PROVISION_TIMEOUT)
+
+  it('the real Element release: every one of its files is served at its path through Apache (no 404: its icons/ are not Debian\'s)', async () => {
+    const prefix = `element-v${element.version}/`
+    const files = execFileSync('tar', ['-tzf', element.file], { encoding: 'utf8', maxBuffer: 64 << 20 })
+      .split('\n')
+      .filter((f) => f.startsWith(prefix) && !f.endsWith('/'))
+      .map((f) => f.slice(prefix.length))
+    expect(files.length).toBeGreaterThan(700)
+    expect(files.filter((f) => f.startsWith('icons/')).length).toBeGreaterThan(70)
+    const web = new MatrixClient({ port: hs.port(443), hostname: 'element.topo.test', ca })
+    const failed: string[] = []
+    // Eight at a time: 801 requests, a few seconds.
+    for (let i = 0; i < files.length; i += 8) {
+      const batch = files.slice(i, i + 8)
+      const got = await Promise.all(batch.map((f) => web.raw('GET', '/' + f.split('/').map(encodeURIComponent).join('/'))))
+      got.forEach((r, j) => r.status !== 200 && failed.push(`${r.status} /${batch[j]}`))
+    }
+    console.log(`real Element ${element.version}: ${files.length} files requested, ${failed.length} not 200`)
+    expect(failed).toEqual([])
+    // Apache's own icons are not what this vhost serves.
+    expect((await web.raw('GET', '/icons/apache_pb.png')).status).toBe(404)
+  })
 
   it('one-of-each: the switch converges through the CLI, every unit up, and a second run changes nothing', async () => {
     await setPreset('one-of-each')
@@ -194,6 +218,14 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
     expect(sync.text).toContain('m.typing')
     expect(sync.text).toContain('m.receipt')
     expect(sync.json.to_device?.events.map((e) => e.content.hello)).toContain(m)
+    // Element X's simplified sliding sync: the sync worker too (each list needs ranges, timeline_limit, required_state).
+    const sliding = await bob.call<{ pos?: string; rooms?: Record<string, unknown> }>('POST', `/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0&${m}-sliding`, {
+      lists: { all: { ranges: [[0, 10]], timeline_limit: 1, required_state: [['m.room.name', '']] } },
+    })
+    expect(sliding.status, sliding.text).toBe(200)
+    expect(typeof sliding.json.pos).toBe('string')
+    expect(Object.keys(sliding.json.rooms ?? {})).toContain(roomId)
+    await expectServedBy('generic', `${m}-sliding`)
     // Federation requests: the generic worker too.
     expect((await https().call('GET', `/_matrix/federation/v1/version?${m}-fed`)).status).toBe(200)
     await expectServedBy('generic', `${m}-fed`)

@@ -1,6 +1,8 @@
 import { fileURLToPath } from 'node:url'
 import { buildElementStandin } from '../../src/artifacts/element-standin.js'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { artefactDir } from './packages.js'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
 import { readLock } from '../../src/inventory/controller-files.js'
 import { LockError, type SynapseLock } from '../../src/synapse/lock/lock-file.js'
@@ -41,4 +43,18 @@ export function pipSynapseVars(wheelhouse: { dir: string; synapseVersion: string
 
 export async function elementRelease() {
   return buildElementStandin({ version: ELEMENT_VERSION, dir: `${CACHE_DIR}element` })
+}
+
+/** A file of an artefact directory (test/support/packages.ts) with the SHA-256 its SHA256SUMS gives. */
+export function sharedPackage(name: Parameters<typeof artefactDir>[0], file: string): { file: string; sha256: string } {
+  const dir = artefactDir(name)
+  const line = readFileSync(join(dir, 'SHA256SUMS'), 'utf8').split('\n').find((l) => l.trim().endsWith(`  ${file}`))
+  if (!line) throw new Error(`${dir}/SHA256SUMS has no line for ${file}`)
+  return { file: join(dir, file), sha256: line.split(/\s+/)[0]! }
+}
+
+/** Element Web v1.12.7 built from its release commit (element-web/README.md): the real release, every file of it. */
+export const REAL_ELEMENT_VERSION = '1.12.7'
+export function realElementRelease() {
+  return { version: REAL_ELEMENT_VERSION, ...sharedPackage('element-web', `element-v${REAL_ELEMENT_VERSION}.tar.gz`) }
 }

@@ -363,7 +363,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     // The federation reader's routes, then the long-polls through main's capped pool (tasks/apache/mpm.ts).
     const matches = lines.filter((l) => l.startsWith('ProxyPassMatch ') && !l.includes('balancer://long-polls-main'))
     expect(matches).toHaveLength(FEDERATION_ROUTES.length)
-    expect(lines.filter((l) => l.includes('"balancer://long-polls-main$1" nocanon'))).toHaveLength(4)
+    expect(lines.filter((l) => l.includes('"balancer://long-polls-main$1" nocanon'))).toHaveLength(5)
     expect(lines).toContain('BalancerMember "http://127.0.0.1:8008" max=48 acquire=200')
     for (const l of matches) expect(l).toMatch(/^ProxyPassMatch "\^\(.+\)\$" "http:\/\/127\.0\.0\.1:32902\$1" nocanon$/)
     expect(matches).toContain('ProxyPassMatch "^(/_matrix/federation/v1/send/.*)$" "http://127.0.0.1:32902$1" nocanon')

@@ -68,7 +68,7 @@ describe('renderMatrixVhost', () => {
   it('has no worker routes without workers: only the long-polls, to main through the capped pool', () => {
     const plain = renderMatrixVhost(matrixSettings(), { ...TLS, workers: false }).content
     const matches = plain.split('\n').filter((x) => x.trim().startsWith('ProxyPassMatch '))
-    expect(matches).toHaveLength(4)
+    expect(matches).toHaveLength(5)
     for (const m of matches) expect(m).toContain('"balancer://long-polls-main$1" nocanon')
     expect(plain).toContain('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon')
   })
@@ -189,6 +189,8 @@ describe('renderElementVhost', () => {
       `Header set Content-Security-Policy "frame-ancestors 'self'"`,
       'Header set Cache-Control "no-cache"',
       'Redirect permanent / https://element.example.org/',
+      // Element's own icons/, not Debian's server-wide Alias /icons/ (mods-enabled/alias.conf).
+      'Alias /icons/ "/var/www/element/current/icons/"',
     ]) {
       expect(l, line).toContain(line)
     }

@@ -176,6 +176,8 @@ describe('routing from the worker set', () => {
     const vhost = renderMatrixVhost(vars, { ...tls, workers: true }).content
     expect(vhost).toContain('    <Proxy "balancer://long-polls-synchrotron">\n        BalancerMember "http://127.0.0.1:18100" max=24 acquire=200\n        BalancerMember "http://127.0.0.1:18101" max=24 acquire=200\n        ProxySet lbmethod=byrequests\n    </Proxy>')
     expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(r0|v3)/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon')
+    // Element X's simplified sliding sync goes with /sync (every generic_worker registers it).
+    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/unstable/org.matrix.simplified_msc3575/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon')
     // The long-poll routes always go through a capped pool: the balancer modules are always on.
     for (const v of [vars, oneOfEach(), matrixSettings()]) expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
   })
