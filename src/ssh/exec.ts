@@ -180,10 +180,17 @@ export function execCommand(ctx: ExecContext, request: ExecRequest, timeoutMs: n
       channel = ch
       if (request.stdoutTo) {
         const sink = request.stdoutTo
-        sink.once('error', (err: Error) => {
-          stderr = appendNote(stderr, `writing the output failed: ${err.message}`)
+        // The receiver gone (error, or closed: a relay whose other end died) would leave the channel
+        // paused with unread data and never 'close': unpipe, drain, close, so this command ends too.
+        const cut = (note: string) => {
+          if (done) return
+          stderr = appendNote(stderr, note)
+          ch.unpipe(sink)
+          ch.resume()
           ch.close()
-        })
+        }
+        sink.once('error', (err: Error) => cut(`writing the output failed: ${err.message}`))
+        sink.once('close', () => cut('the output stream was closed'))
         ch.pipe(sink, { end: false })
       } else ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
       ch.stderr.on('data', (chunk: Buffer) => {

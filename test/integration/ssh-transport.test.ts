@@ -393,6 +393,34 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(took).toBeLessThan(60_000)
   })
 
+  it('relays a stream host to host through the controller; a receiver that dies early ends the sender too', async () => {
+    const [ca, cb] = await Promise.all([conn(spec(a)), conn(spec(b))])
+    const { PassThrough } = await import('node:stream')
+    const relay = async (send: ReturnType<typeof sh>, receive: ReturnType<typeof sh>) => {
+      const pipe = new PassThrough({ highWaterMark: 1 << 20 })
+      const receiving = cb.run(receive, { stdin: pipe, timeoutMs: 0 })
+      const sending = ca.run(send, { stdoutTo: pipe, timeoutMs: 0 }).then((r) => {
+        if (r.code === 0) pipe.end()
+        else pipe.destroy(new Error(`sender exited ${r.code}`))
+        return r
+      })
+      return Promise.all([sending, receiving])
+    }
+    await a.exec('head -c 40000000 /dev/urandom > /root/relay.bin')
+    const [sent, received] = await relay(sh`cat /root/relay.bin`, sh`cat > /root/relay.bin`)
+    expect([sent.code, received.code]).toEqual([0, 0])
+    const sums = await Promise.all([a, b].map(async (h) => (await h.exec("sha256sum /root/relay.bin | cut -d' ' -f1")).stdout))
+    expect(sums[1]).toBe(sums[0])
+    // The receiver reads 1 byte and exits: before the fix the sender's channel stayed paused and never closed.
+    const started = Date.now()
+    const [cut, early] = await relay(sh`cat /root/relay.bin /root/relay.bin /root/relay.bin`, sh`head -c 1 >/dev/null`)
+    expect(early.code).toBe(0)
+    expect(cut.code).not.toBe(0)
+    expect(cut.stderr).toContain('the output stream was closed')
+    expect(Date.now() - started).toBeLessThan(30_000)
+    expect((await a.exec('pgrep -x cat || true')).stdout.trim()).toBe('')
+  })
+
   it('spawn holds a flock lock for as long as we want; a second holder is refused; end() releases it', async () => {
     const first = await conn(spec(a, { user: 'deploy' }))
     const second = await conn(spec(a))
