@@ -6,6 +6,8 @@ import { isCI } from './test/support/ci.js'
 export default defineConfig({
   test: {
     fileParallelism: false,
+    // A test that asserts nothing fails ("expected any number of assertion, but got none"): every project inherits it.
+    expect: { requireAssertions: true },
     // The JUnit report is what .ci/run counts (and fails on skipped tests); CI as test setup defines it.
     reporters: isCI() ? ['default', 'junit'] : ['default'],
     outputFile: { junit: 'reports/junit.xml' },
