@@ -6,7 +6,7 @@ import { command } from '../../src/resources/command.js'
 import { directory, file } from '../../src/resources/file.js'
 import { lineInFile } from '../../src/resources/line-in-file.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { raw } from '../../src/core/shell.js'
+import { sh } from '../../src/core/shell.js'
 
 /** bench/workload.json: the same workload the Ansible playbook and the pyinfra deploy read. */
 export interface Workload {
@@ -35,8 +35,8 @@ export function benchTask(w: Workload): Task {
       aptPackages({ packages: w.packages }),
       service({ unit: w.service }),
       lineInFile({ path: w.line.path, line: w.line.line, match: w.line.match }),
-      // The workload's script is fixed text shared with the Ansible and pyinfra runs: trusted shell.
-      command({ name: w.command.name, command: raw(w.command.run), creates: w.command.creates }),
+      // The workload's script is shell text shared with the Ansible and pyinfra runs (as their shell modules run it).
+      command({ name: w.command.name, command: sh`sh -c ${w.command.run}`, creates: w.command.creates }),
     ],
   }
 }

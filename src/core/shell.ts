@@ -14,7 +14,7 @@ export class ShellCommand {
 
   /** Only this module holds the token: nothing else can make a ShellCommand from an unchecked string. */
   constructor(token: typeof MAKE, text: string) {
-    if (token !== MAKE) throw new TypeError('a ShellCommand is built with sh`…`, raw() or joinShell()')
+    if (token !== MAKE) throw new TypeError('a ShellCommand is built with sh`…`, raw`…` or joinShell()')
     this.#text = text
   }
 
@@ -72,12 +72,21 @@ export function sh(strings: TemplateStringsArray, ...values: ShellValue[]): Shel
 }
 
 /**
- * The escape hatch: a trusted fragment of shell, inserted unquoted. Only for text the code itself
- * wrote (constants, fixed scripts), never for a value from the inventory, the host or the user.
+ * The escape hatch: a fixed fragment of shell the code itself wrote, inserted unquoted: raw`systemctl daemon-reload`.
+ * A tagged template that takes no value: `${…}` in it is a type error and throws at run time (use sh`…`, which quotes
+ * what it is given), so nothing from the inventory, the host or the user can reach the command line unquoted. Like
+ * sh, it reads the cooked text (`\\t` is a backslash and a t; write `\${VAR}` for the shell's own expansion).
  */
-export function raw(trustedShell: string): ShellCommand {
-  if (typeof trustedShell !== 'string') throw new TypeError(`raw: expected a string of trusted shell, got ${isSecret(trustedShell) ? 'a Secret' : typeof trustedShell}`)
-  return new ShellCommand(MAKE, trustedShell)
+export function raw(strings: TemplateStringsArray, ...none: never[]): ShellCommand {
+  if (!Array.isArray(strings) || !Array.isArray((strings as { raw?: unknown }).raw)) {
+    throw new TypeError(`raw is a tagged template (raw\`…\`), not a function of ${isSecret(strings) ? 'a Secret' : typeof strings}`)
+  }
+  if (none.length > 0 || strings.length !== 1) {
+    throw new TypeError(`raw\`…\` takes fixed text only, got ${strings.length - 1} interpolated value(s): build commands with values through sh\`…\``)
+  }
+  const text = strings[0]
+  if (text === undefined) throw new TypeError('raw: the template has an invalid escape sequence')
+  return new ShellCommand(MAKE, text)
 }
 
 /** Commands joined by a shell operator: `joinShell(checks, ' && ')`. */

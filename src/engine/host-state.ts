@@ -4,7 +4,7 @@ import type { SecretValue } from '../core/secret.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
 import { Secret } from '../core/secret.js'
-import { raw, sh } from '../core/shell.js'
+import { sh } from '../core/shell.js'
 import { STATE_DIR, SECRETS_DIR, PENDING_RESTARTS, HOST_RECORD } from '../synapse/paths.js'
 
 /** What an adopted server keeps of its own; later runs use these where the inventory says nothing. */
@@ -34,7 +34,7 @@ export interface HostOwnership {
 /** Is this host ours, and was it adopted? Sensitive: an adopted extraConfig may hold passwords. */
 export const hostOwnership = defineFact(
   'host-ownership',
-  raw(`if [ -f ${HOST_RECORD} ]; then printf 'record\t'; base64 -w0 < ${HOST_RECORD}; echo; fi; if [ -d ${SECRETS_DIR} ]; then echo secret-store; fi; true`),
+  sh`if [ -f ${HOST_RECORD} ]; then printf 'record\t'; base64 -w0 < ${HOST_RECORD}; echo; fi; if [ -d ${SECRETS_DIR} ]; then echo secret-store; fi; true`,
   (out): HostOwnership => {
     const ownership: HostOwnership = { secretStore: false }
     for (const line of out.split('\n')) {

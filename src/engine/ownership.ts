@@ -14,18 +14,16 @@ import type { HostOwnership } from './host-state.js'
  */
 export const synapseFootprint = defineFact(
   'synapse-footprint',
-  // One line: the probe frames each fact as one line of its script. A fixed script: no value goes in.
-  raw([
-    'for f in /etc/matrix-synapse/homeserver.yaml /etc/synapse/homeserver.yaml; do [ -f "$f" ] && printf "config\\t%s\\n" "$f"; done;',
-    'for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf "signing key\\t%s\\n" "$f"; done;',
-    'for f in /var/lib/matrix-synapse/*.db; do [ -f "$f" ] && printf "SQLite database\\t%s\\n" "$f"; done;',
-    // Only where a local Postgres answers; peer authentication as the postgres user.
-    'if command -v psql >/dev/null 2>&1 && id -u postgres >/dev/null 2>&1; then',
-    'for db in $(runuser -u postgres -- psql -XAtc "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate" 2>/dev/null); do',
-    '[ "$(runuser -u postgres -- psql -XAt -d "$db" -c "SELECT 1 FROM pg_class WHERE relname = \'schema_version\' AND relkind = \'r\'" 2>/dev/null)" = 1 ] && printf "database with Synapse data\\t%s\\n" "$db";',
-    'done;',
-    'fi; true',
-  ].join(' ')),
+  // One line: the probe frames each fact as one line of its script (a backslash at a line's end joins the next). A fixed
+  // script: no value goes in. The databases are read only where a local Postgres answers (peer authentication as postgres).
+  raw`for f in /etc/matrix-synapse/homeserver.yaml /etc/synapse/homeserver.yaml; do [ -f "$f" ] && printf "config\\t%s\\n" "$f"; done; \
+for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf "signing key\\t%s\\n" "$f"; done; \
+for f in /var/lib/matrix-synapse/*.db; do [ -f "$f" ] && printf "SQLite database\\t%s\\n" "$f"; done; \
+if command -v psql >/dev/null 2>&1 && id -u postgres >/dev/null 2>&1; then \
+for db in $(runuser -u postgres -- psql -XAtc "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate" 2>/dev/null); do \
+[ "$(runuser -u postgres -- psql -XAt -d "$db" -c "SELECT 1 FROM pg_class WHERE relname = 'schema_version' AND relkind = 'r'" 2>/dev/null)" = 1 ] && printf "database with Synapse data\\t%s\\n" "$db"; \
+done; \
+fi; true`,
   (out) =>
     out
       .split('\n')

@@ -22,10 +22,10 @@ export function parseOsRelease(text: string): OsRelease {
   }
 }
 
-export const osRelease = defineFact('os-release', raw('cat /etc/os-release'), parseOsRelease)
+export const osRelease = defineFact('os-release', raw`cat /etc/os-release`, parseOsRelease)
 
 /** MemTotal in MiB. */
-export const memoryMiB = defineFact('memory', raw("awk '/^MemTotal:/ {print $2}' /proc/meminfo"), (out) => Math.floor(Number(out.trim()) / 1024))
+export const memoryMiB = defineFact('memory', raw`awk '/^MemTotal:/ {print $2}' /proc/meminfo`, (out) => Math.floor(Number(out.trim()) / 1024))
 
 /** Free space in MiB on the file system holding a path. */
 export const freeDiskMiB = (path: string) =>
@@ -57,11 +57,11 @@ export function parseListening(text: string): ListeningSocket[] {
   return out
 }
 
-export const listeningTcp = defineFact('listening-tcp', raw('ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3'), parseListening)
+export const listeningTcp = defineFact('listening-tcp', raw`ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3`, parseListening)
 
 /** Python 3 version as "3.11", or null when there is none. */
-export const pythonVersion = defineFact('python3-version', raw(`python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`), (out, code) =>
+export const pythonVersion = defineFact('python3-version', raw`python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`, (out, code) =>
   code === 0 ? out.trim() : null,
 )
 
-export const aptListsPresent = defineFact('apt-lists', raw('ls /var/lib/apt/lists/ | grep -c _Packages'), (out) => Number(out.trim() || 0) > 0)
+export const aptListsPresent = defineFact('apt-lists', raw`ls /var/lib/apt/lists/ | grep -c _Packages`, (out) => Number(out.trim() || 0) > 0)

@@ -28,7 +28,7 @@ export function parseUnitState(out: string): UnitState {
   }
 }
 
-const SHOW = raw('systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic')
+const SHOW = raw`systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic`
 
 /** `systemctl show` of many units prints their blocks in the order asked, separated by blank lines. */
 export const unitStateBatch: FactBatch = {

@@ -20,7 +20,7 @@ export interface AptPackagesSpec {
   label?: string
 }
 
-const APT_ENV = raw('DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a')
+const APT_ENV = raw`DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a`
 
 /**
  * Seconds apt waits for another apt/dpkg (unattended-upgrades) to release the dpkg lock before the
@@ -36,10 +36,8 @@ const aptOpts = (lockTimeout: number) =>
   sh`-y -q --no-install-recommends -o DPkg::Lock::Timeout=${lockTimeout} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold`
 
 /** pid and command line of every process that has the dpkg locks open (fuser is not on minimal hosts). */
-const DPKG_LOCK_HOLDERS = raw(
-  'for p in /proc/[0-9]*; do for f in "$p"/fd/*; do case "$(readlink "$f" 2>/dev/null)" in /var/lib/dpkg/lock|/var/lib/dpkg/lock-frontend) ' +
-  'printf \'%s %s\\n\' "${p#/proc/}" "$(tr \'\\0\' \' \' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null',
-)
+const DPKG_LOCK_HOLDERS = raw`for p in /proc/[0-9]*; do for f in "$p"/fd/*; do case "$(readlink "$f" 2>/dev/null)" in /var/lib/dpkg/lock|/var/lib/dpkg/lock-frontend) \
+printf '%s %s\\n' "\${p#/proc/}" "$(tr '\\0' ' ' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null`
 
 export async function aptUpdate(conn: Connection): Promise<void> {
   ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 }), 'apt-get update')

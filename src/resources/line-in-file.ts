@@ -46,7 +46,7 @@ export const lineState = (path: string, line: string, match?: string) => {
   const p = path
   const l = line
   // Lines that match the pattern but are not exactly `line`: grep -c exits 1 on zero, 2 on a bad pattern.
-  const others = match === undefined ? raw('o=0') : sh`o=$(grep -vFx -e ${l} ${p} | grep -cP -e ${match}); [ $? -le 1 ] || o=bad-pattern`
+  const others = match === undefined ? raw`o=0` : sh`o=$(grep -vFx -e ${l} ${p} | grep -cP -e ${match}); [ $? -le 1 ] || o=bad-pattern`
   return defineFact(
     `line:${path}:${line}:${match ?? ''}`,
     sh`s=$(stat -c '%F|%U|%G|%a' ${p} 2>/dev/null) || { echo absent; exit 0; }; case "$s" in 'regular'*) ;; *) echo "not-a-file|\${s%%|*}"; exit 0;; esac; if grep -qFx -e ${l} ${p}; then l=1; else l=0; fi; ${others}; echo "\${s#*|}|$l|$o"`,

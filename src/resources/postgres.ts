@@ -5,7 +5,7 @@ import { ensureSuccess } from '../ssh/connection.js'
 import { raw, sh } from '../core/shell.js'
 import type { Resource } from './resource.js'
 
-const PSQL = raw('runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1')
+const PSQL = raw`runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1`
 
 export const sqlIdent = (name: string) => `"${name.replace(/"/g, '""')}"`
 export const sqlLiteral = (value: string) => `'${value.replace(/'/g, "''")}'`

@@ -93,11 +93,11 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       }
       // pip-sync: what the lock does not hold goes (the plan listed it).
       const extra = planned?.extra.map((x) => x.name) ?? []
-      const uninstall = extra.length ? sh`; ${`${spec.path}/bin/pip`} uninstall --disable-pip-version-check -y ${extra}` : raw('')
+      const uninstall = extra.length ? sh`; ${`${spec.path}/bin/pip`} uninstall --disable-pip-version-check -y ${extra}` : raw``
       // The index URL may carry credentials (user:password@): it travels on stdin into PIP_INDEX_URL,
       // never on the command line (visible in ps and in the command shown in logs).
       const index = !spec.wheelhouse && spec.indexUrl ? spec.indexUrl : undefined
-      const readIndex = index ? raw('IFS= read -r PIP_INDEX_URL; export PIP_INDEX_URL; ') : raw('')
+      const readIndex = index ? raw`IFS= read -r PIP_INDEX_URL; export PIP_INDEX_URL; ` : raw``
       // Like pip, compileall's exit status is not the install's: a file that does not compile (a test
       // fixture for another Python) is imported by nothing, and pip ignores the same failure.
       const compile = sh`${py} -m compileall -q -j0 ${`${spec.path}/lib`} >/dev/null || true`

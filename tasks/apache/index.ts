@@ -121,7 +121,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
       // Issued again when a wanted name is missing from its SAN list (Element's host added later), as
       // the self-signed path does; --expand replaces the lineage with one covering every name.
       unless: sh`test -s ${lineage} && ${coversNames(lineage, names)}`,
-      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw('')}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} --expand ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
+      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw``}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} --expand ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
       touches: [certFile, keyFile],
     }),
   ]
@@ -133,8 +133,8 @@ export async function curlVhost(conn: Connection, ctx: TaskContext, host: string
   const port = v.apache.httpsPort
   // Self-signed: trust exactly our certificate. Otherwise the host's CA store plus the CAs the
   // inventory trusts for federation (a private CA issues both in closed networks).
-  const trust = v.apache.tls.mode === 'self-signed' ? sh`--cacert ${tlsFiles(v).certFile}` : raw('--cacert "$b"')
-  const bundle = v.apache.tls.mode === 'self-signed' ? raw('') : raw('b=$(mktemp); trap \'rm -f "$b"\' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; ')
+  const trust = v.apache.tls.mode === 'self-signed' ? sh`--cacert ${tlsFiles(v).certFile}` : raw`--cacert "$b"`
+  const bundle = v.apache.tls.mode === 'self-signed' ? raw`` : raw`b=$(mktemp); trap 'rm -f "$b"' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; `
   const url = `https://${host}:${port}${path}`
   const r = await conn.run(sh`${bundle}curl -sS --max-time 20 ${options.headers ? ['-i'] : []} -f ${trust} --resolve ${`${host}:${port}:127.0.0.1`} ${url}`, { timeoutMs: 60_000 })
   return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }

@@ -77,7 +77,7 @@ export const aptKeyringTask: Task = {
       resources.push(file({ path: KEYRING, content: readFileSync(repo.keyringFile), mode: 0o644 }))
     } else if (repo.keyringUrl) {
       // Downloaded by the host, as in the guide; installed only when its fingerprint is the expected one.
-      const verify = fpr ? sh`${fingerprints(raw('"$tmp"'))} | grep -qx ${fpr} || { echo ${`the key at ${repo.keyringUrl} does not have fingerprint ${fpr}`} >&2; exit 1; }; ` : raw('')
+      const verify = fpr ? sh`${fingerprints(raw`"$tmp"`)} | grep -qx ${fpr} || { echo ${`the key at ${repo.keyringUrl} does not have fingerprint ${fpr}`} >&2; exit 1; }; ` : raw``
       resources.push(
         command({
           name: 'download the matrix.org keyring',

@@ -72,7 +72,7 @@ export const elementTask: Task = {
     // would otherwise fail every later run. Then it is fetched again and must verify.
     const cachedIsGood = joinShell([sh`[ -s ${src.tarball} ]`, ...checks.map((c) => sh`{ ${c}; } >/dev/null 2>&1`)], ' && ')
     const verifyOrFetch = sh`if ${cachedIsGood}; then :; else ${joinShell([...fetch, ...loud], '; ')}; fi`
-    const importKey = e.releaseKeyFile ? sh`g=$(mktemp -d); gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; ` : raw('')
+    const importKey = e.releaseKeyFile ? sh`g=$(mktemp -d); gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; ` : raw``
     out.push(
       command({
         name: `unpack element ${tag}`,

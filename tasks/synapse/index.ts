@@ -199,8 +199,8 @@ export const synapseTask: Task = {
         // (adduser --system --group, since 1.66); packages before gave the user the group nogroup.
         command({
           name: 'group matrix-synapse',
-          unless: raw('id -nG matrix-synapse | grep -qw matrix-synapse'),
-          command: raw('getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse'),
+          unless: raw`id -nG matrix-synapse | grep -qw matrix-synapse`,
+          command: raw`getent group matrix-synapse >/dev/null || groupadd --system matrix-synapse; usermod -a -G matrix-synapse matrix-synapse`,
           summary: 'create group matrix-synapse and add the service user to it',
         }),
       )
@@ -315,8 +315,8 @@ function pipHostBase(): Resource[] {
     aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
     command({
       name: 'system user matrix-synapse',
-      unless: raw('id -u matrix-synapse'),
-      command: raw('useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse'),
+      unless: raw`id -u matrix-synapse`,
+      command: raw`useradd --system --user-group --home-dir /var/lib/matrix-synapse --shell /usr/sbin/nologin matrix-synapse`,
       summary: 'create system user matrix-synapse',
     }),
     directory({ path: '/opt/venvs' }),

@@ -23,7 +23,7 @@ import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { venvContentsFact } from '../../src/resources/python-venv.js'
 import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
 import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
-import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
+import { sh, type ShellCommand } from '../../src/core/shell.js'
 import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
 import { isVenvOf, rebuildChange, rebuildFailedBeforeSwitch, venvsToPrune } from './venv-rebuild.js'
@@ -74,7 +74,7 @@ export function releaseStateFact(backupDir: string) {
   const b = backupDir
   return defineFact(
     `synapse-release:${backupDir}`,
-    sh`if [ -L ${v} ]; then echo "link $(readlink ${v})"; elif [ -d ${v} ]; then echo dir; fi; ${raw(`for d in ${VENV_LINK}-*; do [ -d "$d" ] && [ ! -L "$d" ] && echo "venv $(stat -c %Y "$d") $d"; done`)}; [ -x ${`${v}/bin/python`} ] && echo "active $(${`${v}/bin/python`} -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null)"; [ -f ${RELEASE_STATE} ] && echo "record $(tr -d '\\n' < ${RELEASE_STATE})"; d=${b}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; echo "free $(df -Pk "$d" | awk 'NR==2{print $4}')"; for f in ${b}/*.dump; do [ -f "$f" ] && echo "dump $f"; done; true`,
+    sh`if [ -L ${v} ]; then echo "link $(readlink ${v})"; elif [ -d ${v} ]; then echo dir; fi; for d in ${v}-*; do [ -d "$d" ] && [ ! -L "$d" ] && echo "venv $(stat -c %Y "$d") $d"; done; [ -x ${`${v}/bin/python`} ] && echo "active $(${`${v}/bin/python`} -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null)"; [ -f ${RELEASE_STATE} ] && echo "record $(tr -d '\\n' < ${RELEASE_STATE})"; d=${b}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; echo "free $(df -Pk "$d" | awk 'NR==2{print $4}')"; for f in ${b}/*.dump; do [ -f "$f" ] && echo "dump $f"; done; true`,
     (out) => parseReleaseState(out),
   )
 }

@@ -32,8 +32,8 @@ const localShell = {
 describe('fact probe', () => {
   it('frames many facts in one script and splits the output back, with exit codes', () => {
     const facts = [
-      defineFact('a', raw('echo one; echo two'), (o) => o),
-      defineFact('b', raw('printf "no newline"; exit 3'), (o) => o),
+      defineFact('a', raw`echo one; echo two`, (o) => o),
+      defineFact('b', raw`printf "no newline"; exit 3`, (o) => o),
       defineFact('c', sh`true`, (o) => o),
     ]
     // Run the real script in a local sh: the same text the host runs.

@@ -49,10 +49,26 @@ describe('sh tagged template', () => {
     expect(await argsOf(sh`${sh`${'x y'}`} ${[sh`${'z'}`, 'w w']}`)).toEqual(['x y', 'z', 'w w'])
   })
 
-  it('raw() inserts a trusted fragment unquoted; joinShell joins commands', () => {
-    expect(sh`${raw('a && b')} ${'a && b'}`.text).toBe("a && b 'a && b'")
+  it('raw`…` inserts a fixed fragment unquoted; joinShell joins commands', () => {
+    expect(sh`${raw`a && b`} ${'a && b'}`.text).toBe("a && b 'a && b'")
+    expect(raw`printf '\${HOME}\\t%s\\n' x`.text).toBe("printf '${HOME}\\t%s\\n' x")
+    expect(raw`a \
+b`.text).toBe('a b')
     expect(joinShell([sh`test -e ${'/a b'}`, sh`test -e /c`], ' && ').text).toBe("test -e '/a b' && test -e /c")
     expect(() => joinShell(['rm -rf /' as unknown as ShellCommand], '; ')).toThrow(/built command/)
+  })
+
+  it('raw`…` refuses every value, by its type and at run time: a value goes through sh`…`', () => {
+    const dir = '/srv/a b; rm -rf /'
+    // @ts-expect-error raw takes no value
+    expect(() => raw`ls ${dir}`).toThrow(/fixed text only, got 1 interpolated value.*sh`/)
+    // @ts-expect-error not even a constant
+    expect(() => raw`ls ${'/srv'}`).toThrow(/fixed text only/)
+    // @ts-expect-error nor a built command
+    expect(() => raw`${sh`ls`}`).toThrow(/fixed text only/)
+    // @ts-expect-error a string is not a template
+    expect(() => raw('ls /srv')).toThrow(/tagged template \(raw`…`\), not a function of string/)
+    expect(sh`ls ${dir}`.text).toBe("ls '/srv/a b; rm -rf /'")
   })
 
   it('keeps literal text as a plain template literal would (cooked escapes)', () => {
@@ -67,7 +83,7 @@ describe('sh tagged template', () => {
     // @ts-expect-error nor inside an array
     expect(() => sh`echo ${['a', password]}`).toThrow(/Secret/)
     // @ts-expect-error nor through the escape hatch
-    expect(() => raw(password)).toThrow(/Secret/)
+    expect(() => raw(password)).toThrow(/tagged template.*Secret/)
     try {
       // @ts-expect-error (runtime path)
       sh`x ${password}`

@@ -1,6 +1,6 @@
 /** What `provision adopt` reads on a server built by hand: its configuration files, in one probe. */
 import { defineFact } from '../../facts/fact.js'
-import { raw } from '../../core/shell.js'
+import { sh } from '../../core/shell.js'
 import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, WORKER_UNIT_PATH } from '../../synapse/paths.js'
 
 export interface HandBuiltFiles {
@@ -14,24 +14,16 @@ export interface HandBuiltFiles {
   unitDropIns: string[]
 }
 
-const GLOBS = [
-  HOMESERVER_YAML,
-  `${SYNAPSE_CONF_D}/*.yaml`,
-  `${SYNAPSE_WORKERS_DIR}/*.yaml`,
-  `${SYNAPSE_UNIT_PATH}.d/*.conf`,
-  WORKER_UNIT_PATH,
-  '/etc/redis/redis.conf',
-]
 
 export const handBuiltFiles = defineFact(
   'hand-built-files',
-  // A fixed script: no value goes in.
-  raw([
-    `for f in ${GLOBS.join(' ')}; do [ -f "$f" ] || continue; printf 'file\\t%s\\t' "$f"; base64 -w0 < "$f"; echo; done;`,
-    `for l in /etc/apache2/sites-enabled/*; do [ -e "$l" ] || continue; t=$(readlink -f "$l"); printf 'site\\t%s\\t%s\\t' "$l" "$t"; base64 -w0 < "$t"; echo; done;`,
-    `for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf 'key\\t%s\\n' "$f"; done;`,
-    'true',
-  ].join(' ')),
+  // One line (the probe frames each fact as a line; a backslash at a line's end joins the next). The paths are quoted
+  // words, the globs after them are not.
+  sh`for f in ${HOMESERVER_YAML} ${SYNAPSE_CONF_D}/*.yaml ${SYNAPSE_WORKERS_DIR}/*.yaml ${SYNAPSE_UNIT_PATH}.d/*.conf ${WORKER_UNIT_PATH} /etc/redis/redis.conf; \
+do [ -f "$f" ] || continue; printf 'file\\t%s\\t' "$f"; base64 -w0 < "$f"; echo; done; \
+for l in /etc/apache2/sites-enabled/*; do [ -e "$l" ] || continue; t=$(readlink -f "$l"); printf 'site\\t%s\\t%s\\t' "$l" "$t"; base64 -w0 < "$t"; echo; done; \
+for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf 'key\\t%s\\n' "$f"; done; \
+true`,
   (out): HandBuiltFiles => {
     const result: HandBuiltFiles = { files: new Map(), enabledSites: new Map(), signingKeys: [], unitDropIns: [] }
     for (const line of out.split('\n')) {

@@ -29,7 +29,7 @@ export interface DatabaseState {
   counts?: { users: number; rooms: number; events: number; localMedia: number }
 }
 
-const PSQL = raw('cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F "$(printf "\\t")"')
+const PSQL = raw`cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F "$(printf "\\t")"`
 
 /** psql as the postgres superuser on the database host; rows split on tabs. */
 export async function psqlRows(conn: Connection, database: string, sql: string): Promise<string[][]> {

@@ -42,4 +42,4 @@ export function partCommand(part: BackupPart, database: string): ShellCommand {
 }
 
 /** Bytes the media parts take on the host (for progress and the free-space check). */
-export const MEDIA_SIZE_COMMAND = sh`cd ${MEDIA_STORE_PATH} && { du -sb ${[...MEDIA_PARTS]} 2>/dev/null || true; } | ${raw(`awk '{s += $1} END {print s + 0}'`)}`
+export const MEDIA_SIZE_COMMAND = sh`cd ${MEDIA_STORE_PATH} && { du -sb ${[...MEDIA_PARTS]} 2>/dev/null || true; } | ${raw`awk '{s += $1} END {print s + 0}'`}`
