@@ -78,7 +78,8 @@ export function sh(strings: TemplateStringsArray, ...values: ShellValue[]): Shel
  * sh, it reads the cooked text (`\\t` is a backslash and a t; write `\${VAR}` for the shell's own expansion).
  */
 export function raw(strings: TemplateStringsArray, ...none: never[]): ShellCommand {
-  if (!Array.isArray(strings) || !Array.isArray((strings as { raw?: unknown }).raw)) {
+  const called: unknown = strings // as called from plain JavaScript, or as raw(text) past the types
+  if (!Array.isArray(called) || !Array.isArray((called as { raw?: unknown }).raw)) {
     throw new TypeError(`raw is a tagged template (raw\`…\`), not a function of ${isSecret(strings) ? 'a Secret' : typeof strings}`)
   }
   if (none.length > 0 || strings.length !== 1) {
