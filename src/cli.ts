@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { InventoryError, formatIssues } from './inventory/errors.js'
-import { ROLES } from './inventory/schema.js'
+import { ROLES } from './inventory/roles.js'
 import { maskSecrets } from './core/secret.js'
 import type { CliIo } from './commands/io.js'
 import { EXIT, OPTIONS, UsageError, VERB_NAMES, type Verb, type VerbName } from './commands/verb.js'

@@ -1,6 +1,6 @@
 /** The part every inventory verb starts with: the inventory loaded, narrowed to --limit, a run log, connections. */
 import { loadInventory } from '../inventory/load.js'
-import { ROLES } from '../inventory/schema.js'
+import { ROLES } from '../inventory/roles.js'
 import type { HostSpec, Inventory, Role } from '../inventory/types.js'
 import { createRunLog, type RunLog } from '../report/log.js'
 import type { Connection } from '../ssh/connection.js'

@@ -71,7 +71,8 @@ export async function acquireLock(conn: Connection, options: { then?: Probe } = 
     out = await proc.waitForOutput(PROBED, 600_000)
   } catch (error) {
     await lock.release().catch(() => undefined)
-    // Only the first line: the rest quotes the output, which may hold the host's secrets.
+    // Only the first line: the rest quotes the output, which may hold the host's secrets (so no `cause` either).
+    // eslint-disable-next-line preserve-caught-error -- the caught error quotes the probe's output
     throw new Error(`${conn.host}: the fact probe inside the lock did not finish: ${(error as Error).message.split('\n')[0]}`)
   }
   const start = out.indexOf('MP-LOCKED\n') + 'MP-LOCKED\n'.length

@@ -11,6 +11,7 @@
  */
 import { z } from 'zod'
 import { withHint } from './errors.js'
+import { ROLES } from './roles.js'
 import { DEFAULT_LOCK_DIR } from '../synapse/lock/lock-file.js'
 import { MEDIA_STORE_PATH, SIGNING_KEY_PATH } from '../synapse/paths.js'
 import { KINDS, WORKER_KINDS } from '../synapse/worker-kinds.js'
@@ -45,9 +46,6 @@ import {
   SYNAPSE_VERSION,
   url,
 } from './values.js'
-
-/** The roles a host can have; each names the task module that runs on it (tasks/<role>/). Order = run order. */
-export const ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring', 'backup'] as const
 
 // ---------------------------------------------------------------------------------------------
 // Sections

@@ -2,7 +2,7 @@
 import { inventoryJsonSchema } from '../../inventory/json-schema.js'
 import { EXIT, type Verb } from '../verb.js'
 
-export const run: Verb = async ({ io }) => {
+export const run: Verb = ({ io }) => {
   io.out(JSON.stringify(inventoryJsonSchema(), null, 2) + '\n')
-  return EXIT.ok
+  return Promise.resolve(EXIT.ok)
 }
