@@ -7,7 +7,7 @@
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { THRESHOLDS } from '../../src/synapse/metrics/advice.js'
-import { renderYaml } from '../synapse/templates.js'
+import { renderYaml } from '../synapse/templates/yaml.js'
 import { metricsTargets, type MetricsTarget } from './targets.js'
 import { LONG_POLL_SERVLETS } from '../../src/synapse/metrics/process-status.js'
 import { mpmSizing } from '../../src/topology/proxy-capacity.js'

@@ -22,7 +22,9 @@ import { addressOf } from '../common/topology.js'
 import { signingKey, signingKeyFromSecret } from './signing-key.js'
 import { backgroundUpdaterCheck } from './background-updates.js'
 import { stopWorkersBeforeSharedChange } from './worker-handover.js'
-import { mediaStorePathOf, renderBaseHomeserverYaml, renderLogConfig, renderSynapseConfig, renderSynapseUnit, signingKeyPathOf } from './templates.js'
+import { mediaStorePathOf, renderSynapseConfig, signingKeyPathOf } from './templates/homeserver.js'
+import { renderLogConfig } from './templates/logging.js'
+import { renderSynapseUnit, renderBaseHomeserverYaml } from './templates/units.js'
 import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
 
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */

@@ -10,7 +10,7 @@ import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
-import { renderSynapseServiceDropIn } from '../synapse/templates.js'
+import { renderSynapseServiceDropIn } from '../synapse/templates/units.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
 import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR, SYNAPSE_TARGET_PATH, VENV_LINK, WORKER_UNIT_PATH } from '../../src/synapse/paths.js'
 

@@ -19,12 +19,9 @@ import { instancesOn, workerInstances as workerInstancesOf, type WorkerInstance 
 import { sharedBind } from '../../src/topology/instances.js'
 import { KINDS, type WorkerKindName } from '../../src/synapse/worker-kinds.js'
 import type { RenderedFile } from '../common/rendered-file.js'
-import {
-  SYNAPSE_SANDBOX,
-  logConfigPath,
-  renderLogConfig,
-  renderYaml,
-} from '../synapse/templates.js'
+import { logConfigPath, renderLogConfig } from '../synapse/templates/logging.js'
+import { SYNAPSE_SANDBOX } from '../synapse/templates/units.js'
+import { renderYaml } from '../synapse/templates/yaml.js'
 import { SYNAPSE_CONF_D, SYNAPSE_GROUP, SYNAPSE_PYTHON, SYNAPSE_USER, SYNAPSE_WORKERS_DIR, HOMESERVER_YAML } from '../../src/synapse/paths.js'
 
 

@@ -3,14 +3,10 @@ import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { Secret } from '../../src/core/secret.js'
 import type { RenderedFile } from '../../tasks/common/rendered-file.js'
-import {
-  renderBaseHomeserverYaml,
-  renderLogConfig,
-  renderSynapseConfig,
-  renderSynapseServiceDropIn,
-  renderSynapseUnit,
-  renderYaml,
-} from '../../tasks/synapse/templates.js'
+import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js'
+import { renderLogConfig } from '../../tasks/synapse/templates/logging.js'
+import { renderSynapseServiceDropIn, renderSynapseUnit, renderBaseHomeserverYaml } from '../../tasks/synapse/templates/units.js'
+import { renderYaml } from '../../tasks/synapse/templates/yaml.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { FIXTURE_SECRETS, matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
 

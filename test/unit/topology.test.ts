@@ -11,7 +11,7 @@ import { LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD, mpmSizing, renderMpmConf, T
 import { memoryForClients } from '../../tasks/apache/index.js'
 import type { TaskContext } from '../../src/engine/task.js'
 import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
-import { renderSynapseConfig } from '../../tasks/synapse/templates.js'
+import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { FIXTURE_HOST, matrixSettings, synapseContext } from './fixtures/matrix-settings.js'

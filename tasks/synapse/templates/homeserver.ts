@@ -1,6 +1,6 @@
 /**
- * Synapse's configuration as files: conf.d/*.yaml, the log configuration, the systemd unit of the
- * pip install method and its minimal homeserver.yaml. Pure functions; secrets come in as plain
+ * Synapse's configuration as files: conf.d/*.yaml (the log configuration is in logging.ts, the units and the
+ * pip method's empty homeserver.yaml in units.ts, PyYAML-safe YAML in yaml.ts). Pure functions; secrets come in as plain
  * strings through an explicit argument (the task resolves them) and every file holding one is
  * flagged `sensitive`.
  *
@@ -39,16 +39,17 @@
  * are plain identifiers that PyYAML cannot read as a boolean.
  */
 import { isIP } from 'node:net'
-import { Document, isScalar, visit } from 'yaml'
-import type { SecretValue } from '../../src/core/secret.js'
-import type { MatrixSettings } from '../../src/inventory/types.js'
-import { isSecret } from '../../src/core/secret.js'
-import { instancePorts, workerInstances } from '../../src/inventory/workers.js'
-import { reachAddress, sharedBind, streamWriters } from '../../src/topology/instances.js'
-import { KINDS, type Duty } from '../../src/synapse/worker-kinds.js'
-import { routeTable } from '../../src/synapse/routes.js'
-import type { RenderedFile } from '../common/rendered-file.js'
-import { SYNAPSE_USER, SYNAPSE_GROUP, SYNAPSE_CONFIG_DIR, SYNAPSE_CONF_D, HOMESERVER_YAML, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, MEDIA_STORE_PATH, SYNAPSE_LOG_DIR, PID_FILE, SYNAPSE_PYTHON, MAIN_PROCESS_LOG_NAME } from '../../src/synapse/paths.js'
+import type { SecretValue } from '../../../src/core/secret.js'
+import type { MatrixSettings } from '../../../src/inventory/types.js'
+import { isSecret } from '../../../src/core/secret.js'
+import { instancePorts, workerInstances } from '../../../src/inventory/workers.js'
+import { reachAddress, sharedBind, streamWriters } from '../../../src/topology/instances.js'
+import { KINDS, type Duty } from '../../../src/synapse/worker-kinds.js'
+import { routeTable } from '../../../src/synapse/routes.js'
+import type { RenderedFile } from '../../common/rendered-file.js'
+import { SYNAPSE_GROUP, SYNAPSE_CONF_D, SIGNING_KEY_PATH, MEDIA_STORE_PATH, PID_FILE, MAIN_PROCESS_LOG_NAME } from '../../../src/synapse/paths.js'
+import { FILE_HEADER, renderYaml, YAML11_WORDS } from './yaml.js'
+import { logConfigPath } from './logging.js'
 
 // ---------------------------------------------------------------------------------------------
 // Paths and names
@@ -99,63 +100,6 @@ export const RESERVED_SYNAPSE_KEYS: Readonly<Record<string, string>> = {
   worker_name: 'nothing: worker files are rendered by the workers task',
   worker_listeners: 'nothing: worker files are rendered by the workers task',
   worker_log_config: 'nothing: worker files are rendered by the workers task',
-}
-
-const FILE_HEADER = '# Managed by matrix-provision: changes here are overwritten on the next run.\n'
-
-// ---------------------------------------------------------------------------------------------
-// YAML that PyYAML reads back exactly
-
-/** Characters PyYAML treats as line breaks or refuses outright, which JSON.stringify leaves raw. */
-const PYYAML_UNSAFE_RAW = /[\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/g
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
-/** A key written plain: an identifier PyYAML (YAML 1.1) cannot read as a boolean or null. */
-const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
-const YAML11_WORDS = /^(?:y|n|yes|no|on|off|true|false|null)$/i
-
-function checkYamlValue(value: unknown, path: string): void {
-  if (typeof value === 'string') {
-    if (LONE_SURROGATE.test(value)) throw new Error(`${path}: the text holds an unpaired UTF-16 surrogate, which is not valid Unicode`)
-  } else if (typeof value === 'number') {
-    // PyYAML (YAML 1.1) reads 1e+21 as a string and has no NaN/Infinity from JSON-ish output.
-    if (!Number.isFinite(value) || /e/i.test(JSON.stringify(value))) {
-      throw new Error(`${path}: the number ${String(value)} cannot be written so that PyYAML reads it back as a number`)
-    }
-  } else if (Array.isArray(value)) {
-    value.forEach((item, i) => checkYamlValue(item, `${path}[${i}]`))
-  } else if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) {
-      checkYamlValue(k, `${path}.${k}`)
-      checkYamlValue(v, `${path}.${k}`)
-    }
-  } else if (value !== null && value !== undefined && typeof value !== 'boolean') {
-    throw new Error(`${path}: a ${typeof value} cannot be written to YAML`)
-  }
-}
-
-/**
- * YAML for Synapse (PyYAML) and other YAML 1.1 readers: strings are JSON double-quoted scalars,
- * simple keys plain, no line folding. Throws for values that cannot round-trip (NaN, 1e21, lone
- * surrogates, functions).
- */
-export function renderYaml(value: unknown): string {
-  checkYamlValue(value, '$')
-  // No anchors/aliases for objects that appear twice (e.g. shared by an inventory merge).
-  const doc = new Document(value, { aliasDuplicateObjects: false })
-  visit(doc, {
-    Pair(_, pair) {
-      if (isScalar(pair.key) && typeof pair.key.value === 'string') {
-        pair.key.type = PLAIN_KEY.test(pair.key.value) && !YAML11_WORDS.test(pair.key.value) ? 'PLAIN' : 'QUOTE_DOUBLE'
-      }
-    },
-    Scalar(key, node) {
-      if (key !== 'key' && typeof node.value === 'string') node.type = 'QUOTE_DOUBLE'
-    },
-  })
-  const text = doc.toString({ doubleQuotedAsJSON: true, lineWidth: 0, indentSeq: true })
-  // Only double-quoted scalars can hold these characters (keys holding them are quoted too), so
-  // a \uXXXX escape is read back as the same character.
-  return text.replace(PYYAML_UNSAFE_RAW, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,187 +396,4 @@ export function sharedWorkerConfig(vars: MatrixSettings, replicationSecret: stri
   }
   if (names('media_instance_running_background_jobs').length > 0) config.enable_media_repo = false
   return config
-}
-
-// ---------------------------------------------------------------------------------------------
-// Logging
-
-const LOG_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/
-
-/** /etc/matrix-synapse/log.yaml for the main process, /etc/matrix-synapse/<worker>-log.yaml for a worker. */
-export function logConfigPath(name: string): string {
-  if (!LOG_NAME.test(name)) throw new Error(`log name must be lowercase letters, digits, "_" or "-", got ${JSON.stringify(name)}`)
-  return name === MAIN_PROCESS_LOG_NAME ? `${SYNAPSE_CONFIG_DIR}/log.yaml` : `${SYNAPSE_CONFIG_DIR}/${name}-log.yaml`
-}
-
-export function logFilePath(name: string): string {
-  logConfigPath(name)
-  return `${SYNAPSE_LOG_DIR}/${name}.log`
-}
-
-/**
- * Python logging configuration: every record goes to stdout (journald adds the time and unit) and
- * to /var/log/matrix-synapse/<name>.log, unbuffered (Debian's default buffers INFO lines for up to
- * 5 s, which makes "is the request in the log yet" checks flaky). Request lines come from
- * synapse.access.http.<port> at INFO.
- */
-export function renderLogConfig(name: string): RenderedFile {
-  const config = {
-    version: 1,
-    formatters: {
-      precise: { format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s' },
-      journal: { format: '%(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s' },
-    },
-    handlers: {
-      file: {
-        class: 'logging.handlers.TimedRotatingFileHandler',
-        formatter: 'precise',
-        filename: logFilePath(name),
-        when: 'midnight',
-        backupCount: 3,
-        encoding: 'utf8',
-      },
-      console: { class: 'logging.StreamHandler', formatter: 'journal', stream: 'ext://sys.stdout' },
-    },
-    loggers: {
-      // Request lines ("Processed request ..."): the e2e tests look for them.
-      'synapse.access.http': { level: 'INFO' },
-      // DEBUG here would log access tokens.
-      'synapse.storage.SQL': { level: 'INFO' },
-    },
-    root: { level: 'INFO', handlers: ['file', 'console'] },
-    disable_existing_loggers: false,
-  }
-  return {
-    path: logConfigPath(name),
-    content: FILE_HEADER + `# Logging of ${name}: stdout (journald) and ${logFilePath(name)}.\n` + renderYaml(config),
-    mode: 0o644,
-    owner: 'root',
-    group: SYNAPSE_GROUP,
-    sensitive: false,
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// pip install method: unit and homeserver.yaml
-
-const CONFIG_ARGS = `--config-path=${HOMESERVER_YAML} --config-path=${SYNAPSE_CONF_D}/`
-
-/**
- * The systemd sandbox of upstream's units (docs/systemd-with-workers). Shared by the main unit
- * (pip) and the worker template.
- */
-const SANDBOX = `# The following directives give the synapse service R/W access to:
-# - /run/matrix-synapse
-# - /var/lib/matrix-synapse
-# - /var/log/matrix-synapse
-
-RuntimeDirectory=matrix-synapse
-# Shared by main and every worker: without this, one unit's stop removes /run/matrix-synapse while
-# another sets up its mount namespace, which then fails with 226/NAMESPACE (3 of 12 restarts, reproduced).
-RuntimeDirectoryPreserve=yes
-StateDirectory=matrix-synapse
-StateDirectoryMode=0750
-LogsDirectory=matrix-synapse
-LogsDirectoryMode=0750
-
-######################
-## Security Sandbox ##
-######################
-
-PrivateTmp=true
-PrivateDevices=true
-CapabilityBoundingSet=
-AmbientCapabilities=
-ProtectSystem=strict
-ProtectKernelTunables=true
-ProtectKernelModules=true
-ProtectControlGroups=true
-ProtectClock=true
-ProtectHostname=true
-ProtectHome=tmpfs
-ProtectKernelLogs=true
-ProtectProc=invisible
-ProcSubset=pid
-PrivateNetwork=false
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-IPAddressAllow=any
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources @obsolete
-RestrictSUIDSGID=true
-RemoveIPC=true
-NoNewPrivileges=true
-RestrictRealtime=true
-RestrictNamespaces=true
-LockPersonality=true
-PrivateUsers=true
-# Python needs writable and executable memory.
-MemoryDenyWriteExecute=false
-`
-
-/** The systemd sandbox, for the worker template (tasks/workers). */
-export const SYNAPSE_SANDBOX = SANDBOX
-
-/**
- * /etc/systemd/system/matrix-synapse.service for the pip install method: the Debian package's unit
- * in upstream's systemd-with-workers form (PartOf/WantedBy matrix-synapse.target), without the
- * package's `ExecStartPre=... --generate-keys`: the signing-key resource (signing-key.ts) has Synapse
- * generate the key before the first start, so that second interpreter (Synapse's imports and config
- * load, 1-3 s) only lengthened every start, the upgrade's client-API gap included. A key deleted by
- * hand then stops the start instead of silently giving the server a new identity. ProtectSystem=strict
- * keeps /etc (the key and config) read-only to the service.
- */
-export function renderSynapseUnit(): string {
-  return `# Managed by matrix-provision: changes here are overwritten on the next run.
-[Unit]
-Description=Synapse Matrix homeserver
-# Restarted and reloaded with matrix-synapse.target (which the workers are part of too).
-PartOf=matrix-synapse.target
-ReloadPropagatedFrom=matrix-synapse.target
-
-[Service]
-Type=notify
-NotifyAccess=main
-User=${SYNAPSE_USER}
-WorkingDirectory=${SYNAPSE_DATA_DIR}
-EnvironmentFile=-/etc/default/matrix-synapse
-ExecStart=${SYNAPSE_PYTHON} -m synapse.app.homeserver ${CONFIG_ARGS}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=always
-RestartSec=3
-SyslogIdentifier=matrix-synapse
-
-${SANDBOX}
-[Install]
-WantedBy=matrix-synapse.target
-`
-}
-
-/**
- * apt install method: a drop-in that makes the package's own matrix-synapse.service part of
- * matrix-synapse.target, so `systemctl restart matrix-synapse.target` restarts the main process
- * with the workers. (The package unit keeps WantedBy=multi-user.target; [Install] cannot be changed
- * from a drop-in.)
- */
-export function renderSynapseServiceDropIn(): string {
-  return `# Managed by matrix-provision: changes here are overwritten on the next run.
-[Unit]
-PartOf=matrix-synapse.target
-ReloadPropagatedFrom=matrix-synapse.target
-`
-}
-
-/**
- * /etc/matrix-synapse/homeserver.yaml for the pip install method: everything is in conf.d/, so this
- * holds no key at all. It is `{}` rather than empty because Synapse prints "File ... is empty or
- * doesn't parse into a key-value map. IGNORING." for an empty file.
- */
-export function renderBaseHomeserverYaml(): string {
-  return `${FILE_HEADER}#
-# Synapse reads this file first, then ${SYNAPSE_CONF_D}/*.yaml in name order (later
-# top-level keys replace earlier ones). Every setting lives in conf.d/, as with the Debian
-# package, so this file holds none: an empty mapping.
-{}
-`
 }
