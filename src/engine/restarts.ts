@@ -75,7 +75,7 @@ export class RestartLedger {
   async loadInherited(): Promise<void> {
     for (const unit of this.#inherited) {
       if (!this.#due.get(unit)?.target.validate) continue
-      const r = await this.conn.run(sh`cat ${backupManifestOf(unit)}`)
+      const r = await this.conn.run(sh`cat ${backupManifestOf(unit)}`, { allowFailure: true })
       if (r.code !== 0) continue
       try {
         const files = (JSON.parse(r.stdout) as { files: Backup[] }).files
@@ -164,12 +164,12 @@ export class RestartLedger {
       return d ? [{ unit, ...d }] : []
     })
     if (due.length === 0) return []
-    const states = (await this.conn.run(sh`systemctl is-active ${due.map((d) => d.unit)}`)).stdout.trim().split('\n')
+    const states = (await this.conn.run(sh`systemctl is-active ${due.map((d) => d.unit)}`, { allowFailure: true })).stdout.trim().split('\n')
     const running = new Set(due.filter((_, i) => states[i] === 'active' || states[i] === 'reloading').map((d) => d.unit))
     // A unit this run started after its last change runs the new files already (a bad one would have
     // failed its start): nothing to check before a restart that is not due.
     const validating = due.filter((d) => d.target.validate && !this.#freshlyStarted.has(d.unit))
-    const verdicts = await Promise.all(validating.map((d) => this.conn.run(d.target.validate!, { timeoutMs: 180_000 })))
+    const verdicts = await Promise.all(validating.map((d) => this.conn.run(d.target.validate!, { timeoutMs: 180_000, allowFailure: true })))
     const errors: string[] = []
     for (const [i, d] of validating.entries()) {
       if (verdicts[i]!.code === 0) continue
@@ -184,9 +184,9 @@ export class RestartLedger {
     const done: RestartRecord[] = []
     for (const verb of ['restart', 'reload'] as const) {
       for (const these of inWaves(act.filter((d) => (d.target.reload ? 'reload' : 'restart') === verb).map((d) => d.unit))) {
-        const r = await this.conn.run(sh`systemctl ${verb} ${these}`, { timeoutMs: 300_000 })
+        const r = await this.conn.run(sh`systemctl ${verb} ${these}`, { timeoutMs: 300_000, allowFailure: true })
         if (r.code !== 0) {
-          const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`)
+          const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`, { allowFailure: true })
           r.stderr += `\n${status.stdout}`
           ensureSuccess(this.conn.host, r, `${verb} ${these.join(' ')}`)
         }
@@ -208,7 +208,7 @@ export class RestartLedger {
   async #rejected(unit: string, validate: ShellCommand, verb: string, v: { stdout: string; stderr: string }): Promise<void> {
     const output = (v.stderr + v.stdout).trim().split('\n').slice(-6).join('\n')
     const restored = await this.#restore(unit)
-    const again = restored.length ? await this.conn.run(validate, { timeoutMs: 180_000 }) : undefined
+    const again = restored.length ? await this.conn.run(validate, { timeoutMs: 180_000, allowFailure: true }) : undefined
     if (again?.code === 0) {
       await this.#settled(unit)
       throw new Error(`${unit}: the new configuration failed validation (${validate.text}); restored the previous files (${restored.join(', ')}) and left ${unit} running as it was:\n${output}`)
@@ -225,7 +225,8 @@ export class RestartLedger {
     this.#due.delete(unit)
     const mine = this.#backups.get(unit)
     this.#backups.delete(unit)
-    await this.conn.run(sh`[ -f ${PENDING_RESTARTS} ] && sed -i ${`/^${unit.replace(/[.@]/g, '\\$&')}$/d`} ${PENDING_RESTARTS}; true`)
+    // These throw when they fail (run's contract): a unit left pending, or an old secret-bearing copy left behind, is not settled.
+    await this.conn.run(sh`if [ -f ${PENDING_RESTARTS} ]; then sed -i ${`/^${unit.replace(/[.@]/g, '\\$&')}$/d`} ${PENDING_RESTARTS}; fi`)
     if (this.#due.size === 0) {
       // Nothing due any more on this host: no backup can be needed (this also clears ones older versions left).
       await this.conn.run(sh`rm -rf ${BACKUP_DIR}`)

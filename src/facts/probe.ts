@@ -110,7 +110,7 @@ export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown
   const probe = prepareProbe(facts, into)
   if (!probe) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
-  const result = await conn.run(sh`sh -s`, { stdin: probe.script, secretOutput: probe.sensitive })
+  const result = await conn.run(sh`sh -s`, { stdin: probe.script, secretOutput: probe.sensitive, allowFailure: true })
   if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${probe.count} facts)` }, 'gathering facts')
   return probe.read(result.stdout)
 }

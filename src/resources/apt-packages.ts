@@ -78,7 +78,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       if (spec.debconf?.length) {
         ensureSuccess(conn.host, await conn.run(sh`debconf-set-selections`, { stdin: spec.debconf.join('\n') + '\n' }), 'debconf preseeding')
       }
-      const lists = await conn.run(aptListsPresent.command)
+      const lists = await conn.run(aptListsPresent.command, { allowFailure: true })
       if (ctx.state.aptListsStale || Number(lists.stdout.trim() || 0) === 0) {
         await aptUpdate(conn)
         ctx.state.aptListsStale = false
@@ -89,20 +89,20 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       })
       const lockTimeout = dpkgLockTimeout()
       const install = sh`${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${names}`
-      let r = await conn.run(install, { timeoutMs: 1_200_000 })
+      let r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       if (r.code !== 0 && /dpkg was interrupted/.test(r.stderr + r.stdout)) {
         // An earlier install was cut off (a lost connection, a reboot): finish dpkg's work, then retry.
         ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 }), 'dpkg --configure -a')
-        r = await conn.run(install, { timeoutMs: 1_200_000 })
+        r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       }
       if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {
         await aptUpdate(conn) // stale lists: refresh once and retry
-        r = await conn.run(install, { timeoutMs: 1_200_000 })
+        r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       }
       if (r.code !== 0 && /Could not get lock|dpkg frontend lock/.test(r.stderr)) {
         // apt names the holder while it waits, on stdout ("It is held by process 1234 (unattended-upgr)"); it may have gone since.
         const aptSays = [...(r.stdout + r.stderr).matchAll(/It is held by process \d+ \([^)]*\)/g)].pop()?.[0]
-        const holders = (await conn.run(DPKG_LOCK_HOLDERS)).stdout.trim()
+        const holders = (await conn.run(DPKG_LOCK_HOLDERS, { allowFailure: true })).stdout.trim()
         throw new Error(
           `the dpkg lock stayed held for ${lockTimeout} s by another process${aptSays ? ` (${aptSays})` : ''}:\n` +
             `${holders || '(the holder has exited since)'}\nwait for it to finish, then run again`,

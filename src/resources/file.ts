@@ -77,7 +77,7 @@ export function file(spec: FileSpec): Resource {
       let diff: string | undefined
       if (contentDiffers && isText(content) && content.length < 512 * 1024) {
         // Read the old content only when it differs: converged files cost no extra round trip.
-        const old = await ctx.conn.run(sh`cat ${spec.path}`, { secretOutput: sensitive })
+        const old = await ctx.conn.run(sh`cat ${spec.path}`, { secretOutput: sensitive, allowFailure: true })
         if (old.code === 0) {
           const [before, after] = sensitive ? [maskSensitiveText(old.stdout), maskSensitiveText(content.toString('utf8'))] : [old.stdout, content.toString('utf8')]
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)

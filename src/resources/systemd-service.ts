@@ -101,10 +101,10 @@ const startTogether: ApplyTogether = {
   async apply(changes, ctx) {
     const todo = changes.map((c) => ({ change: c, ...wanted.get(c)! }))
     const failed = new Map<Change, string>()
-    const why = async (unit: string, r: { stdout: string; stderr: string }) => `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`)).stdout}`.trim()
+    const why = async (unit: string, r: { stdout: string; stderr: string }) => `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`, { allowFailure: true })).stdout}`.trim()
     const enable = todo.filter((t) => t.enable).map((t) => t.unit)
     if (enable.length) {
-      const r = await ctx.conn.run(sh`systemctl enable ${enable}`)
+      const r = await ctx.conn.run(sh`systemctl enable ${enable}`, { allowFailure: true })
       if (r.code !== 0) {
         for (const t of todo) failed.set(t.change, await why(t.unit, r))
         return failed
@@ -113,10 +113,10 @@ const startTogether: ApplyTogether = {
     const start = todo.filter((t) => t.start).map((t) => t.unit)
     if (start.length === 0) return failed
     for (const [w, wave] of inWaves(start).entries()) {
-      const r = await ctx.conn.run(sh`systemctl start ${wave}`, { timeoutMs: 300_000 })
+      const r = await ctx.conn.run(sh`systemctl start ${wave}`, { timeoutMs: 300_000, allowFailure: true })
       if (r.code === 0) continue
       // Which ones did not come up: systemctl waits for every job and fails if any did.
-      const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`)).stdout.trim().split('\n')
+      const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`, { allowFailure: true })).stdout.trim().split('\n')
       for (const t of todo) if (wave.includes(t.unit) && states[wave.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
       if (failed.size === 0) ensureSuccess(ctx.conn.host, r, `starting ${wave.join(', ')}`)
       // The later waves were not started: they did not happen either.

@@ -2,7 +2,7 @@ import type { Readable, Writable } from 'node:stream'
 import type { Secret } from '../core/secret.js'
 import type { ShellCommand } from '../core/shell.js'
 
-/** One result shape for success and failure (like execa's): a non-zero exit is data, not an exception. */
+/** What a command did. `run` returns it for an exit 0; any other outcome throws it inside RemoteCommandError, unless allowFailure. */
 export interface CommandResult {
   /** The command as sent, with secrets masked. */
   command: string
@@ -33,6 +33,11 @@ export interface RunOptions {
    * however much comes (a database dump, a media tar). The caller ends the stream.
    */
   stdoutTo?: Writable
+  /**
+   * A non-zero exit, a timeout or a lost connection is data the caller reads (a probe, a check, a
+   * retry): return the result instead of throwing RemoteCommandError.
+   */
+  allowFailure?: boolean
 }
 
 export interface FileWrite {
@@ -51,6 +56,7 @@ export interface FileWrite {
 export interface Connection {
   /** Inventory name of the host. */
   readonly host: string
+  /** The result of an exit 0; otherwise throws RemoteCommandError, unless `allowFailure` (then any result). */
   run(command: ShellCommand, options?: RunOptions): Promise<CommandResult>
   /** Atomic: temp file in the same directory (0600), owner and mode set, then rename. Content on stdin. */
   writeFile(file: FileWrite): Promise<void>
@@ -94,5 +100,11 @@ export class RemoteCommandError extends Error {
 /** Throw RemoteCommandError unless the command exited 0. */
 export function ensureSuccess(host: string, result: CommandResult, what?: string): CommandResult {
   if (result.code !== 0) throw new RemoteCommandError(host, result, what)
+  return result
+}
+
+/** Connection.run's contract, for every implementation: the result of an exit 0, else RemoteCommandError unless the caller allows failure. */
+export function checked(host: string, result: CommandResult, options: Pick<RunOptions, 'allowFailure'> = {}): CommandResult {
+  if (result.code !== 0 && !options.allowFailure) throw new RemoteCommandError(host, result)
   return result
 }

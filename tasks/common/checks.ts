@@ -70,7 +70,7 @@ export async function httpOnHost(conn: Connection, url: string, options: { waitS
   const args = ['-sS', '--max-time', '5', ...(options.curlArgs ?? []), url]
   const wait = Math.max(0, Math.floor(options.waitS))
   const unitGone = options.unit ? sh`s=$(systemctl is-active ${options.unit}); case "$s" in active|activating|reloading) ;; *) printf '%s' "$s"; exit 3;; esac; ` : sh``
-  const r = await conn.run(sh`i=0; while :; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; ${unitGone}[ $i -ge ${wait} ] && break; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait * 7 + 30) * 1000 })
+  const r = await conn.run(sh`i=0; while :; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; ${unitGone}[ $i -ge ${wait} ] && break; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait * 7 + 30) * 1000, allowFailure: true })
   if (r.code === 3) return { ok: false, detail: `${options.unit} is ${r.stdout.trim() || 'not running'}, so ${url} cannot answer; see journalctl -u ${options.unit}` }
   if (r.code !== 0) return { ok: false, detail: wait ? `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}` : `${url} did not answer: ${r.stdout.trim().slice(-300)}` }
   if (options.expect && !options.expect.test(r.stdout)) return { ok: false, detail: `${url} answered unexpectedly: ${r.stdout.trim().slice(0, 300)}` }
@@ -81,7 +81,7 @@ export function unitActive(unit: string): AfterCheck {
   return {
     name: `${unit} active`,
     async run(conn) {
-      const r = await conn.run(sh`systemctl is-active ${unit}`)
+      const r = await conn.run(sh`systemctl is-active ${unit}`, { allowFailure: true })
       return r.stdout.trim() === 'active' ? { ok: true, detail: 'active' } : { ok: false, detail: `${unit} is ${r.stdout.trim() || 'unknown'}; see journalctl -u ${unit}` }
     },
   }

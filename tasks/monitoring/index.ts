@@ -115,7 +115,7 @@ async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port:
   let last = ''
   const tries = Math.floor(waitS / 3) + 1
   for (let i = 0; i < tries; i++) {
-    const r = await conn.run(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`)
+    const r = await conn.run(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`, { allowFailure: true })
     if (r.code === 0) {
       try {
         const data = JSON.parse(r.stdout) as { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } }

@@ -85,7 +85,7 @@ export const postgresTask: Task = {
           // The password goes into a 0600 passfile through stdin: never on a command line.
           const r = await conn.run(
             sh`f=$(mktemp); trap 'rm -f "$f"' EXIT; cat > "$f"; PGPASSFILE="$f" psql -X -A -t -h 127.0.0.1 -p ${pg.port} -U ${pg.user} -d ${pg.database} -c "SELECT pg_encoding_to_char(encoding)||'/'||datcollate||'/'||datctype FROM pg_database WHERE datname = current_database()"`,
-            { stdin: `127.0.0.1:${pg.port}:${pg.database}:${pg.user}:${password.reveal().replace(/([:\\])/g, '\\$1')}\n` },
+            { stdin: `127.0.0.1:${pg.port}:${pg.database}:${pg.user}:${password.reveal().replace(/([:\\])/g, '\\$1')}\n`, allowFailure: true },
           )
           if (r.code !== 0) return { ok: false, detail: `cannot log in as ${pg.user}: ${r.stderr.trim()}` }
           return r.stdout.trim() === 'UTF8/C/C' ? { ok: true, detail: 'UTF8/C/C' } : { ok: false, detail: `database ${pg.database} is ${r.stdout.trim()}, expected UTF8/C/C` }

@@ -33,7 +33,7 @@ export const redisTask: Task = {
         name: `redis answers PING on port ${r.port}`,
         async run(conn) {
           // REDISCLI_AUTH comes from stdin, never from the command line.
-          const out = await conn.run(sh`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`, { stdin: `${password}\n` })
+          const out = await conn.run(sh`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`, { stdin: `${password}\n`, allowFailure: true })
           return out.stdout.trim() === 'PONG' ? { ok: true, detail: 'PONG' } : { ok: false, detail: `redis-cli PING said: ${(out.stdout + out.stderr).trim()}` }
         },
       },

@@ -37,7 +37,7 @@ export function judgeUpdater(s: UpdaterState, version: string): CheckOutcome {
 export async function readUpdaterState(conn: Connection, venv: string, etc: string, unit: string): Promise<UpdaterState | { error: string }> {
   const py = `${venv}/bin/python`
   const [db, journal] = await Promise.all([
-    conn.run(sh`${databaseSchemaCommand(py, `${etc}/homeserver.yaml`, `${etc}/conf.d`)} 2>&1`),
+    conn.run(sh`${databaseSchemaCommand(py, `${etc}/homeserver.yaml`, `${etc}/conf.d`)} 2>&1`, { allowFailure: true }),
     // Only the current start counts: an abort before a restart that fixed it is history.
     conn.run(sh`id=$(systemctl show -p InvocationID --value ${unit}) && [ -n "$id" ] && journalctl _SYSTEMD_INVOCATION_ID="$id" -o cat --no-pager | grep -E ${`${ABORTED_LINE}|Error doing update`} | tail -n 5 || true`),
   ])
@@ -45,7 +45,7 @@ export async function readUpdaterState(conn: Connection, venv: string, etc: stri
   const pending = parseDatabaseSchema(db.stdout)?.backgroundUpdates ?? []
   let unknown: string[] = []
   if (pending.length) {
-    const k = await conn.run(knownUpdatesCommand(py))
+    const k = await conn.run(knownUpdatesCommand(py), { allowFailure: true })
     if (k.code !== 0) return { error: `cannot read the background updates the running code registers: ${k.stdout.trim().split('\n').slice(-1)[0]}` }
     const known = new Set(parseKnownUpdates(k.stdout).names)
     unknown = pending.filter((u) => !known.has(u))
@@ -59,7 +59,7 @@ export function backgroundUpdaterCheck(venv: string, etc: string, unit: string):
   return {
     name: 'background updates healthy',
     async run(conn) {
-      const version = (await conn.run(sh`readlink ${venv}`)).stdout.trim().replace(/^.*matrix-synapse-/, '') || 'running'
+      const version = (await conn.run(sh`readlink ${venv}`, { allowFailure: true })).stdout.trim().replace(/^.*matrix-synapse-/, '') || 'running'
       const s = await readUpdaterState(conn, venv, etc, unit)
       return 'error' in s ? { ok: false, detail: s.error } : judgeUpdater(s, version)
     },

@@ -369,10 +369,14 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         // Before the switch nothing running was touched (a stopped worker is started again).
         const message = error instanceof Error ? error.message : String(error)
         if (switchedAt < 0 || i < switchedAt || change.action === 'create') {
+          const stillStopped: string[] = []
           for (const x of steps.slice(0, i).filter((y) => y.kind === 'stop')) {
             const c = x.host === undefined ? ctx.conn : await peerOf(ctx, x.host).catch(() => undefined)
-            await c?.run(sh`systemctl start ${x.target}`)
+            const r = await c?.run(sh`systemctl start ${x.target}`, { allowFailure: true })
+            if (r?.code !== 0) stillStopped.push(`${x.target}${x.host === undefined ? '' : ` on ${x.host}`}`)
           }
+          // A worker that did not start again is a change to what runs: say so instead of "nothing changed".
+          if (stillStopped.length) throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`)
           if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }

@@ -61,14 +61,14 @@ export interface RollbackOptions {
  */
 export async function rollbackDecision(conn: Connection, spec: RollbackSpec, to: string, backup: string | undefined, options: RollbackOptions): Promise<RollbackDecision> {
   const py = `${versionedVenv(to)}/bin/python`
-  const codeOut = await conn.run(sh`[ -x ${py} ] && ${codeSchemaCommand(py)}`)
+  const codeOut = await conn.run(sh`[ -x ${py} ] && ${codeSchemaCommand(py)}`, { allowFailure: true })
   if (codeOut.code !== 0) return { action: 'refuse', reason: `${versionedVenv(to)} is not a usable venv (removed, or never installed)` }
   const code = parseCodeSchema(codeOut.stdout)
-  const dbOut = await conn.run(sh`${databaseSchemaCommand(py, `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`, `${SYNAPSE_CONFIG_DIR}/conf.d`)} 2>&1`)
+  const dbOut = await conn.run(sh`${databaseSchemaCommand(py, `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`, `${SYNAPSE_CONFIG_DIR}/conf.d`)} 2>&1`, { allowFailure: true })
   if (dbOut.code !== 0) return { action: 'refuse', reason: `cannot read the database's schema: ${dbOut.stdout.trim().split('\n').slice(-1)[0]}` }
   const now = parseDatabaseSchema(dbOut.stdout)
   if (!now) return { action: 'switch', reason: 'the database has no Synapse schema yet' }
-  const knownOut = await conn.run(knownUpdatesCommand(py))
+  const knownOut = await conn.run(knownUpdatesCommand(py), { allowFailure: true })
   if (knownOut.code !== 0) return { action: 'refuse', reason: `cannot read the background updates ${to} registers: ${knownOut.stdout.trim().split('\n').slice(-1)[0]}` }
   const known = parseKnownUpdates(knownOut.stdout)
   const decision = decideRollback({ to: code, knownUpdates: known.names, now, ...(options.before ? { before: options.before } : {}), ...(backup ? { dump: backup } : {}), served: options.served, consent: options.consent, ...(options.since ? { since: options.since } : {}) })
@@ -89,7 +89,7 @@ export async function rollBack(conn: Connection, spec: RollbackSpec, to: string,
 export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: string, runner: StepRunner, backup: string | undefined, options: RollbackOptions): Promise<{ ok: boolean; message: string; decision: RollbackDecision }> {
   const decision = await rollbackDecision(conn, spec, to, backup, options)
   if (decision.action === 'refuse') return { ok: false, decision, message: `NOT rolled back to ${to}: ${decision.reason}${backup && !decision.reason.includes(backup) ? `; the backup is ${backup}` : ''} (README, "Upgrading")` }
-  const from = (await conn.run(sh`readlink ${VENV_LINK}`)).stdout.trim().replace(/^matrix-synapse-/, '')
+  const from = (await conn.run(sh`readlink ${VENV_LINK}`, { allowFailure: true })).stdout.trim().replace(/^matrix-synapse-/, '')
   const rb = runner.withRollback()
   try {
     for (const step of rollbackSteps(spec, from, to, decision.action === 'restore' ? decision : undefined)) {

@@ -16,7 +16,7 @@ import { sh } from '../../src/core/shell.js'
 /** Stop those of `units` that run (a worker host's units may not exist yet: a new placement). */
 export async function stopRunning(conn: Connection, units: readonly string[], what: string): Promise<void> {
   if (units.length === 0) return
-  const states = (await conn.run(sh`systemctl is-active ${units}`)).stdout.trim().split('\n')
+  const states = (await conn.run(sh`systemctl is-active ${units}`, { allowFailure: true })).stdout.trim().split('\n')
   const running = units.filter((_u, i) => states[i] === 'active' || states[i] === 'activating' || states[i] === 'reloading')
   if (running.length) ensureSuccess(conn.host, await conn.run(sh`systemctl stop ${running}`, { timeoutMs: 300_000 }), what)
 }

@@ -608,7 +608,7 @@ export class FakeHost implements Connection {
       return this.#systemctl(cmd.split(' && ').flatMap((c) => shellWords(c).slice(2).map((unit) => ['systemctl', shellWords(c)[1]!, unit])))
     }
     if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`)) return this.#recordPending(cmd)
-    if ((m = rx(String.raw`^\[ -f ${PENDING_RESTARTS} \] && sed -i ${ARG} ${PENDING_RESTARTS}; true$`).exec(cmd))) {
+    if ((m = rx(String.raw`^if \[ -f ${PENDING_RESTARTS} \]; then sed -i ${ARG} ${PENDING_RESTARTS}; fi$`).exec(cmd))) {
       const line = /^\/\^(.*)\$\/d$/.exec(unquote(m[1]!))![1]!.replace(/\\(.)/g, '$1')
       const old = this.text(PENDING_RESTARTS)
       if (old !== undefined) this.put(PENDING_RESTARTS, old.split('\n').filter((l) => l !== line).join('\n'))

@@ -13,7 +13,7 @@ export interface InstalledSynapse {
 
 export async function readInstalledSynapse(conn: Connection): Promise<InstalledSynapse | undefined> {
   const py = 'import synapse; from synapse.storage.schema import SCHEMA_VERSION as v, SCHEMA_COMPAT_VERSION as c; print(synapse.__version__, v, c)'
-  const r = await conn.run(sh`cd / && [ -x ${SYNAPSE_PYTHON} ] && ${SYNAPSE_PYTHON} -c ${py}`)
+  const r = await conn.run(sh`cd / && [ -x ${SYNAPSE_PYTHON} ] && ${SYNAPSE_PYTHON} -c ${py}`, { allowFailure: true })
   const m = /^(\S+) (\d+) (\d+)$/m.exec(r.stdout.trim())
   if (r.code !== 0 || !m) return undefined
   return { version: m[1]!, schemaVersion: Number(m[2]), schemaCompatVersion: Number(m[3]) }

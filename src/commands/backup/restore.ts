@@ -87,7 +87,7 @@ export async function findBackupDir(from: string, hostName: string): Promise<str
 async function replacedSuffix(conn: Connection, dbConn: Connection, database: string): Promise<string> {
   const prefix = `${database}_replaced_`
   const databases = new Set((await psqlRows(dbConn, 'postgres', `SELECT datname FROM pg_database WHERE starts_with(datname, ${sqlLiteral(prefix)})`)).map(([name]) => name))
-  const dirs = new Set((await conn.run(sh`ls -1A ${SYNAPSE_DATA_DIR}`)).stdout.split('\n'))
+  const dirs = new Set((await conn.run(sh`ls -1A ${SYNAPSE_DATA_DIR}`, { allowFailure: true })).stdout.split('\n'))
   let n = 1
   while (databases.has(`${prefix}${n}`) || dirs.has(`media-replaced-${n}`)) n++
   return `_replaced_${n}`
@@ -184,7 +184,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     const targetPgMajor = Number(db.postgresVersion.split('.')[0])
     if (backupPgMajor > targetPgMajor) throw new RestoreRefused(`the dump comes from PostgreSQL ${manifest.database.postgresVersion}; ${dbHostName} runs ${db.postgresVersion}, whose pg_restore cannot read it: restore onto PostgreSQL ${backupPgMajor} or newer`)
     const mediaBytes = Number((await conn.run(MEDIA_SIZE_COMMAND)).stdout.trim()) || 0
-    const keyNow = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
+    const keyNow = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true, allowFailure: true })
     const currentKey = keyNow.code === 0 ? signingKeyIdentity(new Secret(keyNow.stdout, 'signing key').reveal()) : undefined
     const occupied = holdsData(db)
     const keep = occupied ? await replacedSuffix(conn, dbConn, database) : undefined

@@ -92,7 +92,7 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
     const database = host.vars.postgres.database
     const db = await readDatabaseState(dbConn, database)
     if (db.schemaVersion === undefined) throw new Error(`database ${database} on ${dbHostName} holds no Synapse schema: nothing to back up`)
-    const keyText = await conn.run(partCommand('signingKey', database), { secretOutput: true })
+    const keyText = await conn.run(partCommand('signingKey', database), { secretOutput: true, allowFailure: true })
     if (keyText.code !== 0) throw new RemoteCommandError(host.name, keyText, 'reading the signing key')
     const signingKey = signingKeyIdentity(new Secret(keyText.stdout, 'signing key').reveal())
 
@@ -111,7 +111,7 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
       const writer = new BackupFileWriter(join(work, fileName), { recipients: options.recipients, onReceived: (b) => progress.update(host.name, b) })
       const t0 = Date.now()
       progress.start(host.name, fileName, expected[part])
-      const r = await source.run(partCommand(part, database), { stdoutTo: writer.input, timeoutMs: 0, secretOutput: true })
+      const r = await source.run(partCommand(part, database), { stdoutTo: writer.input, timeoutMs: 0, secretOutput: true, allowFailure: true })
       if (r.code !== 0) {
         writer.abort(new Error('the remote command failed'))
         throw new RemoteCommandError(source.host, r, `taking ${part}`)
