@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream'
-import type { Secret } from '../core/secret.js'
+import { maskSecrets, type Secret } from '../core/secret.js'
 import type { ShellCommand } from '../core/shell.js'
 
 /** What a command did. `run` returns it for an exit 0; any other outcome throws it inside RemoteCommandError, unless allowFailure. */
@@ -90,7 +90,8 @@ export class RemoteCommandError extends Error {
       : result.code === null
         ? `was cut off${result.signal ? ` by ${result.signal}` : ' (connection lost?)'}`
         : `failed with exit code ${result.code}`
-    super(`${what ?? 'command'} on ${host} ${status}: ${result.command}${tail ? `\n${tail}` : ''}`)
+    // The command is masked already; its output may still echo a secret (a path, a failed login).
+    super(maskSecrets(`${what ?? 'command'} on ${host} ${status}: ${result.command}${tail ? `\n${tail}` : ''}`))
     this.name = 'RemoteCommandError'
     this.result = result
     this.host = host

@@ -5,7 +5,7 @@ import { maskSecrets } from '../core/secret.js'
 import { Semaphore } from '../core/semaphore.js'
 import type { ShellCommand } from '../core/shell.js'
 import type { ConnectOptions, SshLogEvent } from './connect-options.js'
-import { ensureSuccess, type CommandResult, type Connection, type FileWrite, type RunOptions } from './connection.js'
+import { checked, ensureSuccess, type CommandResult, type Connection, type FileWrite, type RunOptions } from './connection.js'
 import type { Endpoint } from './endpoint.js'
 import { execCommand, type ExecContext, type ExecRequest } from './exec.js'
 import { remoteCommand, type Privilege } from './remote-command.js'
@@ -113,14 +113,14 @@ export class SshConnection implements Connection {
     return this.#lostReason === undefined && this.#closing === undefined && this.#ssh.isConnected()
   }
 
-  run(command: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
+  async run(command: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
     const request: ExecRequest = { command: command.text, display: maskSecrets(command.text) }
     if (options.stdin !== undefined) request.stdin = options.stdin
     if (options.timeoutMs !== undefined) request.timeoutMs = options.timeoutMs
     if (options.onOutput !== undefined) request.onOutput = options.onOutput
     if (options.secretOutput) request.secretOutput = true
     if (options.stdoutTo !== undefined) request.stdoutTo = options.stdoutTo
-    return this.#exec(request)
+    return checked(this.host, await this.#exec(request), options)
   }
 
   #lostResult(display: string, reason: string): CommandResult {

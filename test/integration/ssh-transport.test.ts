@@ -82,8 +82,13 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const text = '  spaced  \n' + 'ü'.repeat(100_000) + '\n'
     const echo = await deploy.run(sh`cat`, { stdin: text })
     expect(echo.stdout).toBe(text)
-    const fail = await deploy.run(sh`echo out; echo err >&2; exit 7`)
+    const fail = await deploy.run(sh`echo out; echo err >&2; exit 7`, { allowFailure: true })
     expect(fail).toMatchObject({ code: 7, stdout: 'out\n', stderr: 'err\n' })
+    // Without allowFailure the same command throws, carrying its result.
+    const thrown = await deploy.run(sh`echo out; echo err >&2; exit 7`).catch((error: unknown) => error)
+    expect(thrown).toBeInstanceOf(RemoteCommandError)
+    expect((thrown as RemoteCommandError).result).toMatchObject({ code: 7, stdout: 'out\n', stderr: 'err\n' })
+    expect((thrown as RemoteCommandError).message).toMatch(/failed with exit code 7: echo out; echo err >&2; exit 7\nerr$/)
   })
 
   it('refuses a host whose key differs from known_hosts, under both policies, before authenticating', async () => {
@@ -313,7 +318,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     for (const user of ['root', 'deploy']) {
       const c = await conn(spec(a, { user }))
       const started = Date.now()
-      const r = await c.run(sh`echo started; sleep 47.5; echo never`, { timeoutMs: 1_000 })
+      const r = await c.run(sh`echo started; sleep 47.5; echo never`, { timeoutMs: 1_000, allowFailure: true })
       expect(r.timedOut).toBe(true)
       expect(r.code).toBeNull()
       expect(r.stdout).toBe('started\n')
@@ -329,7 +334,7 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
   it('a connection killed on the host: running and later commands resolve with code null; other hosts carry on', async () => {
     const victim = await conn(spec(a, { user: 'deploy' }))
     const other = await conn(spec(b))
-    const running = victim.run(sh`sleep 60`)
+    const running = victim.run(sh`sleep 60`, { allowFailure: true })
     const lock = victim.spawn(sh`echo READY; exec cat >/dev/null`)
     await lock.waitForOutput(/READY/, 10_000)
     await new Promise((r) => setTimeout(r, 300))
@@ -340,7 +345,8 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     expect(result.stderr).toMatch(/connection to a lost|channel closed/)
     expect((await lock.exited).code).toBeNull()
     expect(victim.isAlive()).toBe(false)
-    const later = await victim.run(sh`true`)
+    const later = await victim.run(sh`true`, { allowFailure: true })
+    await expect(victim.run(sh`true`)).rejects.toThrow(/cut off/)
     expect(later.code).toBeNull()
     expect(later.stderr).toContain('connection to a lost')
     await expect(victim.writeFile({ path: '/tmp/x', content: 'x' })).rejects.toThrow(/cut off/)

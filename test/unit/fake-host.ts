@@ -18,11 +18,11 @@ import { handBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
-import { Secret } from '../../src/core/secret.js'
+import { maskSecrets, Secret } from '../../src/core/secret.js'
 import { VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
 import { entriesFor, parseLock } from '../../src/synapse/lock/lock-file.js'
 import { targetEnvironment } from '../../src/synapse/lock/markers.js'
-import type { CommandResult, Connection, FileWrite, RemoteProcess, RunOptions } from '../../src/ssh/connection.js'
+import { checked, type CommandResult, type Connection, type FileWrite, type RemoteProcess, type RunOptions } from '../../src/ssh/connection.js'
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
 import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
@@ -271,7 +271,7 @@ export class FakeHost implements Connection {
     if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin)) throw new Error('FakeHost: streamed stdin is not modelled')
     const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
     const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
-    return { command, code: out.code ?? 0, signal: null, stdout: out.stdout ?? '', stderr: out.stderr ?? '', durationMs: 0, timedOut: false }
+    return checked(this.host, { command: maskSecrets(command), code: out.code ?? 0, signal: null, stdout: out.stdout ?? '', stderr: out.stderr ?? '', durationMs: 0, timedOut: false }, options)
   }
 
   async writeFile(f: FileWrite): Promise<void> {
