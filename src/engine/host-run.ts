@@ -7,7 +7,7 @@ import { needsDaemonReload } from '../resources/file.js'
 import { Prediction, type ApplyTogether, type Change, type Resource, type RestartTarget } from '../resources/resource.js'
 import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../core/secret.js'
-import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import type { Connection } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
 import { HostSecrets, hostOwnership, hostRecordResources, pendingRestarts, storedSecrets, type AdoptedSettings, type HostOwnership } from './host-state.js'
 import { withAdoptedSettings } from './adopted-settings.js'
@@ -248,7 +248,7 @@ async function applyTasks(
         tr.changes.push(change)
         if (conn.queued) unsent.push({ change, batch: conn.sentBatches })
         stale.noteApplied(change)
-        if (change.touches.some(needsDaemonReload)) ensureSuccess(conn.host, await conn.run(sh`systemctl daemon-reload`), 'systemctl daemon-reload')
+        if (change.touches.some(needsDaemonReload)) await conn.run(sh`systemctl daemon-reload`)
         ledger.applied(change)
       }
       // Changes of consecutive resources that go to the host together (Resource.together): planned

@@ -1,7 +1,7 @@
 import type { Change, RestartTarget } from '../resources/resource.js'
 import { watches } from '../resources/resource.js'
 import { inWaves } from '../resources/systemd-service.js'
-import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { RemoteCommandError, type Connection } from '../ssh/connection.js'
 import { joinShell, sh, type ShellCommand } from '../core/shell.js'
 import type { RestartRecord } from './report-types.js'
 import { PENDING_RESTARTS, STATE_DIR } from '../synapse/paths.js'
@@ -107,7 +107,7 @@ export class RestartLedger {
       }
     }
     if (script.length) {
-      const r = ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), 'recording pending restarts')
+      const r = await this.conn.run(joinShell(script, ' && '))
       const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
       fresh.forEach((f, i) => backedUp.set(f, states[i] === 'existed'))
     }
@@ -188,7 +188,7 @@ export class RestartLedger {
         if (r.code !== 0) {
           const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`, { allowFailure: true })
           r.stderr += `\n${status.stdout}`
-          ensureSuccess(this.conn.host, r, `${verb} ${these.join(' ')}`)
+          throw new RemoteCommandError(this.conn.host, r, `${verb} ${these.join(' ')}`)
         }
       }
     }
@@ -246,7 +246,7 @@ export class RestartLedger {
         ? sh`cp -a ${backupOf(b.path)} ${b.path + '.mp-restore'} && mv -Tf ${b.path + '.mp-restore'} ${b.path}`
         : sh`rm -f ${b.path}`,
     )
-    if (script.length) ensureSuccess(this.conn.host, await this.conn.run(joinShell(script, ' && ')), `restoring the previous configuration of ${unit}`)
+    if (script.length) await this.conn.run(joinShell(script, ' && '))
     return list.map((b) => b.path)
   }
 }

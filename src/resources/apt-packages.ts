@@ -1,6 +1,6 @@
 import { debPackages } from '../facts/packages.js'
 import { aptListsPresent } from '../facts/system.js'
-import { ensureSuccess, type Connection } from '../ssh/connection.js'
+import { RemoteCommandError, type Connection } from '../ssh/connection.js'
 import { raw, sh } from '../core/shell.js'
 import type { Change, Resource } from './resource.js'
 
@@ -40,7 +40,7 @@ const DPKG_LOCK_HOLDERS = raw`for p in /proc/[0-9]*; do for f in "$p"/fd/*; do c
 printf '%s %s\\n' "\${p#/proc/}" "$(tr '\\0' ' ' < "$p/cmdline")"; break;; esac; done; done 2>/dev/null`
 
 export async function aptUpdate(conn: Connection): Promise<void> {
-  ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 }), 'apt-get update')
+  await conn.run(sh`${APT_ENV} apt-get -q update -o DPkg::Lock::Timeout=${dpkgLockTimeout()}`, { timeoutMs: 600_000 })
 }
 
 /** Debian packages present (and pinned versions exact). */
@@ -76,7 +76,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
     async apply(change, ctx) {
       const { conn } = ctx
       if (spec.debconf?.length) {
-        ensureSuccess(conn.host, await conn.run(sh`debconf-set-selections`, { stdin: spec.debconf.join('\n') + '\n' }), 'debconf preseeding')
+        await conn.run(sh`debconf-set-selections`, { stdin: spec.debconf.join('\n') + '\n' })
       }
       const lists = await conn.run(aptListsPresent.command, { allowFailure: true })
       if (ctx.state.aptListsStale || Number(lists.stdout.trim() || 0) === 0) {
@@ -92,7 +92,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       let r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       if (r.code !== 0 && /dpkg was interrupted/.test(r.stderr + r.stdout)) {
         // An earlier install was cut off (a lost connection, a reboot): finish dpkg's work, then retry.
-        ensureSuccess(conn.host, await conn.run(sh`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 }), 'dpkg --configure -a')
+        await conn.run(sh`${APT_ENV} dpkg --configure -a --force-confdef --force-confold`, { timeoutMs: 1_200_000 })
         r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       }
       if (r.code !== 0 && /Unable to locate package|has no installation candidate|404\s+Not Found/.test(r.stderr + r.stdout)) {
@@ -108,7 +108,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
             `${holders || '(the holder has exited since)'}\nwait for it to finish, then run again`,
         )
       }
-      ensureSuccess(conn.host, r, `installing ${names.join(' ')}`)
+      if (r.code !== 0) throw new RemoteCommandError(conn.host, r, `installing ${names.join(' ')}`)
     },
   }
 }

@@ -1,5 +1,4 @@
 import { defineFact } from '../facts/fact.js'
-import { ensureSuccess } from '../ssh/connection.js'
 import { sh, type ShellCommand } from '../core/shell.js'
 import type { Resource } from './resource.js'
 
@@ -35,7 +34,7 @@ export function command(spec: CommandSpec): Resource {
       return { resource: id, kind: 'command', action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [], backupPaths: [], reach: 'anything' }
     },
     async apply(_c, ctx) {
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000 }), spec.name)
+      await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000 })
     },
   }
 }

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto'
 import { fileState, type FileState } from '../facts/files.js'
 import { maskSensitiveText, unifiedDiff } from '../core/unified-diff.js'
 import { Secret } from '../core/secret.js'
-import { ensureSuccess } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
 import type { ApplyContext, Change, PlanContext, Resource } from './resource.js'
 
@@ -127,7 +126,7 @@ export function directory(spec: DirectorySpec): Resource {
     },
     async apply(_c, ctx) {
       const q = spec.path
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`install -d -o ${owner} -g ${group} -m ${octal(mode)} ${q} && chown ${`${owner}:${group}`} ${q} && chmod ${octal(mode)} ${q}`), `creating ${spec.path}`)
+      await ctx.conn.run(sh`install -d -o ${owner} -g ${group} -m ${octal(mode)} ${q} && chown ${`${owner}:${group}`} ${q} && chmod ${octal(mode)} ${q}`)
     },
   }
 }
@@ -158,7 +157,7 @@ export function symlink(spec: { path: string; target: string }): Resource {
     async apply(_c, ctx) {
       // Atomic switch: a new link beside the old one, renamed over it.
       const tmp = `${spec.path}.mp-new`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`ln -sfn ${spec.target} ${tmp} && mv -Tf ${tmp} ${spec.path}`), `linking ${spec.path}`)
+      await ctx.conn.run(sh`ln -sfn ${spec.target} ${tmp} && mv -Tf ${tmp} ${spec.path}`)
     },
   }
 }

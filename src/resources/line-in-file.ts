@@ -1,6 +1,5 @@
 import { defineFact } from '../facts/fact.js'
 import { unifiedDiff } from '../core/unified-diff.js'
-import { ensureSuccess } from '../ssh/connection.js'
 import { raw, sh } from '../core/shell.js'
 import type { PlanContext, Resource } from './resource.js'
 
@@ -86,7 +85,7 @@ export function lineInFile(spec: LineInFileSpec): Resource {
   let planned: { content: string; owner: string; group: string; mode: number } | undefined
 
   const readFile = async (ctx: PlanContext) => {
-    const r = ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`cat ${spec.path}`), `reading ${spec.path}`)
+    const r = await ctx.conn.run(sh`cat ${spec.path}`)
     return r.stdout
   }
 

@@ -1,7 +1,6 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
 import { Secret } from '../core/secret.js'
-import { ensureSuccess } from '../ssh/connection.js'
 import { raw, sh } from '../core/shell.js'
 import type { Resource } from './resource.js'
 
@@ -55,7 +54,7 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
       const verb = change.action === 'create' ? 'CREATE' : 'ALTER'
       // Even on stdin, send the verifier rather than the password: it never reaches server logs in clear.
       const sql = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${sqlLiteral(spec.name)}) THEN ALTER ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; ELSE CREATE ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; END IF; END $$;`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql }), `${verb.toLowerCase()} role ${spec.name}`)
+      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql })
     },
   }
 }
@@ -101,7 +100,7 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
         change.action === 'create'
           ? `CREATE DATABASE ${sqlIdent(spec.name)} ENCODING ${sqlLiteral(encoding)} LC_COLLATE ${sqlLiteral(collate)} LC_CTYPE ${sqlLiteral(ctype)} TEMPLATE template0 OWNER ${sqlIdent(spec.owner)};`
           : `ALTER DATABASE ${sqlIdent(spec.name)} OWNER TO ${sqlIdent(spec.owner)};`
-      ensureSuccess(ctx.conn.host, await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql }), `database ${spec.name}`)
+      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql })
     },
   }
 }

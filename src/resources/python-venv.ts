@@ -1,5 +1,4 @@
 import { defineFact } from '../facts/fact.js'
-import { ensureSuccess } from '../ssh/connection.js'
 import { maskSecrets } from '../core/secret.js'
 import { raw, sh } from '../core/shell.js'
 import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../synapse/lock/drift.js'
@@ -83,11 +82,11 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       // every core (the same .pyc files: the service user cannot write them at start, so they must exist).
       const pip: string[] = [`${spec.path}/bin/pip`, 'install', '--disable-pip-version-check', '--no-input', '--no-deps', '--require-hashes', '--no-compile']
       if (spec.wheelhouse) {
-        ensureSuccess(conn.host, await conn.run(sh`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`), 'preparing the wheelhouse directory')
+        await conn.run(sh`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`)
         await conn.putDirectory(spec.wheelhouse, WHEELHOUSE_DIR, { mode: 0o644 })
         pip.push('--no-index', '--find-links', WHEELHOUSE_DIR, '-r', `${WHEELHOUSE_DIR}/${WHEELHOUSE_REQUIREMENTS}`)
       } else {
-        ensureSuccess(conn.host, await conn.run(sh`mkdir -p ${LOCK_DIR_ON_HOST}`), 'preparing the lock directory')
+        await conn.run(sh`mkdir -p ${LOCK_DIR_ON_HOST}`)
         await conn.writeFile({ path: LOCK_ON_HOST, content: spec.lock.text, mode: 0o644 })
         pip.push('-r', LOCK_ON_HOST)
       }
@@ -102,7 +101,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       // fixture for another Python) is imported by nothing, and pip ignores the same failure.
       const compile = sh`${py} -m compileall -q -j0 ${`${spec.path}/lib`} >/dev/null || true`
       const script = sh`${readIndex}set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}; ${compile}`
-      ensureSuccess(conn.host, await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}) }), `pip install of the lock ${lockName}`)
+      await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}) })
     },
   }
 }

@@ -1,5 +1,5 @@
 import { unitState } from '../facts/systemd.js'
-import { ensureSuccess } from '../ssh/connection.js'
+import { RemoteCommandError } from '../ssh/connection.js'
 import { sh, type ShellCommand } from '../core/shell.js'
 import type { ApplyTogether, Change, Resource, RestartTarget } from './resource.js'
 
@@ -118,7 +118,7 @@ const startTogether: ApplyTogether = {
       // Which ones did not come up: systemctl waits for every job and fails if any did.
       const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`, { allowFailure: true })).stdout.trim().split('\n')
       for (const t of todo) if (wave.includes(t.unit) && states[wave.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
-      if (failed.size === 0) ensureSuccess(ctx.conn.host, r, `starting ${wave.join(', ')}`)
+      if (failed.size === 0) throw new RemoteCommandError(ctx.conn.host, r, `starting ${wave.join(', ')}`)
       // The later waves were not started: they did not happen either.
       for (const t of todo) if (inWaves(start).slice(w + 1).flat().includes(t.unit)) failed.set(t.change, 'not started: an earlier unit of the same run failed to start')
       return failed

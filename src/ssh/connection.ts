@@ -98,11 +98,6 @@ export class RemoteCommandError extends Error {
   }
 }
 
-/** Throw RemoteCommandError unless the command exited 0. */
-export function ensureSuccess(host: string, result: CommandResult, what?: string): CommandResult {
-  if (result.code !== 0) throw new RemoteCommandError(host, result, what)
-  return result
-}
 
 /** Connection.run's contract, for every implementation: the result of an exit 0, else RemoteCommandError unless the caller allows failure. */
 export function checked(host: string, result: CommandResult, options: Pick<RunOptions, 'allowFailure'> = {}): CommandResult {

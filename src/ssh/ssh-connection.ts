@@ -5,7 +5,7 @@ import { maskSecrets } from '../core/secret.js'
 import { Semaphore } from '../core/semaphore.js'
 import type { ShellCommand } from '../core/shell.js'
 import type { ConnectOptions, SshLogEvent } from './connect-options.js'
-import { checked, ensureSuccess, type CommandResult, type Connection, type FileWrite, type RunOptions } from './connection.js'
+import { checked, RemoteCommandError, type CommandResult, type Connection, type FileWrite, type RunOptions } from './connection.js'
 import type { Endpoint } from './endpoint.js'
 import { execCommand, type ExecContext, type ExecRequest } from './exec.js'
 import { remoteCommand, type Privilege } from './remote-command.js'
@@ -185,23 +185,27 @@ export class SshConnection implements Connection {
 
   async writeFile(file: FileWrite): Promise<void> {
     const { request, what } = writeRequest(file)
-    ensureSuccess(this.host, await this.#exec(request), what)
+    this.#checkedTransfer(await this.#exec(request), what)
   }
 
   async writeFiles(files: readonly FileWrite[]): Promise<void> {
     if (files.length <= 1) return files.length ? this.writeFile(files[0]!) : undefined
     const { request, what } = writesRequest(files)
-    ensureSuccess(this.host, await this.#exec(request), what)
+    this.#checkedTransfer(await this.#exec(request), what)
   }
 
   async putFile(localPath: string, remotePath: string, options: PutOptions = {}): Promise<void> {
     const { request, what } = await putFileRequest(localPath, remotePath, options)
-    ensureSuccess(this.host, await this.#exec(request), what)
+    this.#checkedTransfer(await this.#exec(request), what)
   }
 
   async putDirectory(localDir: string, remoteDir: string, options: PutOptions = {}): Promise<void> {
     const { request, what } = await putDirectoryRequest(localDir, remoteDir, options)
-    ensureSuccess(this.host, await this.#exec(request), what)
+    this.#checkedTransfer(await this.#exec(request), what)
+  }
+
+  #checkedTransfer(result: CommandResult, what: string): void {
+    if (result.code !== 0) throw new RemoteCommandError(this.host, result, what)
   }
 
   spawn(command: ShellCommand, options: { stdin?: string } = {}): SpawnedProcess {

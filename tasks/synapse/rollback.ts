@@ -7,7 +7,7 @@
 import type { AfterCheck } from '../../src/engine/task.js'
 import type { Step } from '../../src/resources/resource.js'
 import { sqlIdent, sqlLiteral } from '../../src/resources/postgres.js'
-import { ensureSuccess, type Connection } from '../../src/ssh/connection.js'
+import type { Connection } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
 import { AFTER_RESTORE_SQL, databaseRestoreCommand } from '../../src/synapse/backup/database-dump.js'
 import { SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT as MAIN_UNIT, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
@@ -94,10 +94,10 @@ export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: strin
   try {
     for (const step of rollbackSteps(spec, from, to, decision.action === 'restore' ? decision : undefined)) {
       await rb.step(step, async () => {
-        if (step.kind === 'stop') ensureSuccess(conn.host, await conn.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 }), `stopping ${step.target}`)
+        if (step.kind === 'stop') await conn.run(sh`systemctl stop ${step.target}`, { timeoutMs: 300_000 })
         else if (step.kind === 'restore-dump') return restoreDump(conn, spec, step.target)
         else if (step.kind === 'switch') {
-          ensureSuccess(conn.host, await conn.run(linkCommand(step.target)), 'switching back')
+          await conn.run(linkCommand(step.target))
           await writeRecord(conn, { active: step.target, previous: versionedVenv(from), backup, switchedAt: new Date().toISOString() })
         } else if (step.kind === 'start') await startUnit(conn, step.target)
         else if (step.kind === 'wait-health') {
@@ -128,9 +128,9 @@ export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: strin
 async function restoreDump(conn: Connection, spec: RollbackSpec, dump: string): Promise<string> {
   const restoring = `${spec.database}_restoring`
   const kept = `${spec.database}_rolled_back_${new Date().toISOString().replace(/\D/g, '').slice(0, 14)}`
-  const psql = async (db: string, sql: string) => ensureSuccess(conn.host, await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql }), `psql on ${db}`)
+  const psql = async (db: string, sql: string) => await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql })
   await psql('postgres', `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(spec.databaseOwner)};`)
-  ensureSuccess(conn.host, await conn.run(sh`${databaseRestoreCommand(restoring, spec.databaseOwner)} < ${dump}`, { timeoutMs: 3_600_000 }), `pg_restore of ${dump}`)
+  await conn.run(sh`${databaseRestoreCommand(restoring, spec.databaseOwner)} < ${dump}`, { timeoutMs: 3_600_000 })
   await psql(restoring, AFTER_RESTORE_SQL)
   await psql(
     'postgres',

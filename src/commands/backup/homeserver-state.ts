@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto'
-import { ensureSuccess, type Connection } from '../../ssh/connection.js'
+import type { Connection } from '../../ssh/connection.js'
 import { raw, sh } from '../../core/shell.js'
 import { sqlLiteral } from '../../resources/postgres.js'
 import { SYNAPSE_PYTHON } from '../../synapse/paths.js'
@@ -33,7 +33,7 @@ const PSQL = raw`cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STO
 
 /** psql as the postgres superuser on the database host; rows split on tabs. */
 export async function psqlRows(conn: Connection, database: string, sql: string): Promise<string[][]> {
-  const r = ensureSuccess(conn.host, await conn.run(sh`${PSQL} -d ${database} -f -`, { stdin: sql }), `psql on ${database}`)
+  const r = await conn.run(sh`${PSQL} -d ${database} -f -`, { stdin: sql })
   return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'))
 }
 
