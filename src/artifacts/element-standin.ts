@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { createEphemeralSigningKey, verifyDetachedSignature } from './gpg.js'
-import { runLocal } from './local-command.js'
+import { controller$ } from './controller-shell.js'
 
 /**
  * A local stand-in for an Element Web GitHub release (GitHub is unreachable from the build machine):
@@ -129,10 +129,8 @@ export async function buildElementStandin(opts: { version: string; dir: string }
       await writeFile(target, content, { mode: 0o644 })
     }
     const tarPath = join(staging, 'release.tar')
-    await runLocal('tar', [
-      '--sort=name', '--mtime=@1700000000', '--owner=0', '--group=0', '--numeric-owner', '--mode=u+rwX,go+rX,go-w',
-      '--format=gnu', '-C', staging, '-cf', tarPath, topDir,
-    ])
+    const $ = await controller$()
+    await $`tar ${['--sort=name', '--mtime=@1700000000', '--owner=0', '--group=0', '--numeric-owner', '--mode=u+rwX,go+rX,go-w', '--format=gnu']} -C ${staging} -cf ${tarPath} ${topDir}`
     await writeFile(tarball, gzipSync(await readFile(tarPath), { level: 9 }))
 
     const key = await createEphemeralSigningKey(`Element stand-in release key (matrix-provision test) <element-release@matrix-provision.invalid>`)

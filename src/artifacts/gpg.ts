@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LocalCommandError, runLocal } from './local-command.js'
+import { controller$ } from './controller-shell.js'
 
 /**
  * An ephemeral OpenPGP signing key (ed25519, no passphrase) in its own GNUPGHOME, for the local
@@ -30,7 +30,8 @@ const batch = ['--batch', '--no-tty', '--pinentry-mode', 'loopback', '--passphra
 export async function createEphemeralSigningKey(uid: string): Promise<EphemeralSigningKey> {
   // Short path under the system tmpdir: the agent's socket path must stay below 108 bytes.
   const home = await mkdtemp(join(tmpdir(), 'mp-gpg-'))
-  const gpg = (...args: string[]) => runLocal('gpg', ['--homedir', home, ...batch, ...args])
+  const $ = await controller$()
+  const gpg = async (...args: string[]) => await $`gpg --homedir ${home} ${batch} ${args}`
   try {
     await gpg('--quick-gen-key', uid, 'ed25519', 'sign', 'never')
     const { stdout } = await gpg('--with-colons', '--list-secret-keys', uid)
@@ -56,7 +57,8 @@ export async function createEphemeralSigningKey(uid: string): Promise<EphemeralS
 }
 
 async function disposeHome(home: string): Promise<void> {
-  await runLocal('gpgconf', ['--homedir', home, '--kill', 'all']).catch(() => undefined)
+  const $ = await controller$()
+  await $`gpgconf --homedir ${home} --kill all`.nothrow()
   await rm(home, { recursive: true, force: true })
 }
 
@@ -81,16 +83,17 @@ export async function verifyDetachedSignature(opts: {
 }): Promise<SignatureCheck> {
   const home = await mkdtemp(join(tmpdir(), 'mp-gpgv-'))
   const keybox = join(home, 'trusted.kbx')
-  const gpg = (...args: string[]) => runLocal('gpg', ['--homedir', home, '--batch', '--no-tty', '--no-default-keyring', '--keyring', keybox, ...args])
+  const $ = await controller$()
+  // A failed import or verify is the answer (ok: false), not an error.
+  const gpg = (...args: string[]) => $`gpg --homedir ${home} --batch --no-tty --no-default-keyring --keyring ${keybox} ${args}`.nothrow()
   try {
-    await gpg('--import', opts.publicKey)
-    const { stdout, stderr } = await gpg('--status-fd', '1', '--verify', opts.signature, opts.file)
-    const signer = /^\[GNUPG:\] VALIDSIG (\S+)/m.exec(stdout)?.[1]
+    const imported = await gpg('--import', opts.publicKey)
+    if (!imported.ok) return { ok: false, output: imported.stderr || `gpg --import exited with ${imported.exitCode}` }
+    const verified = await gpg('--status-fd', '1', '--verify', opts.signature, opts.file)
+    if (!verified.ok) return { ok: false, output: verified.stderr || `gpg --verify exited with ${verified.exitCode}` }
+    const signer = /^\[GNUPG:\] VALIDSIG (\S+)/m.exec(verified.stdout)?.[1]
     const ok = signer !== undefined && (!opts.fingerprint || signer.toUpperCase() === opts.fingerprint.replace(/\s/g, '').toUpperCase())
-    return { ok, signer, output: stderr }
-  } catch (error) {
-    if (error instanceof LocalCommandError) return { ok: false, output: error.stderr || error.message }
-    throw error
+    return { ok, signer, output: verified.stderr }
   } finally {
     await disposeHome(home)
   }

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { runLocal } from './local-command.js'
+import { controller$ } from './controller-shell.js'
 import { lockCommand, lockPath, parseLock, renderLockHeader, SYNAPSE_EXTRAS, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { synapseRelease } from './release-date.js'
 import { ensureUv, UV_VERSION } from './uv.js'
@@ -67,7 +67,8 @@ export async function resolveLock(opts: ResolveOptions): Promise<ResolveResult> 
   const args = ['pip', 'compile', '--universal', '--python-version', python, '--generate-hashes', '--exclude-newer', asOf,
     '--no-header', '--annotation-style', 'line', '--no-config', '--no-python-downloads', '--index-url', index, '--quiet', '-']
   log(`resolving ${requirement} as of ${asOf} with uv ${UV_VERSION}`)
-  const { stdout } = await runLocal(uv, args, { input: requirement + '\n', env: { ...process.env, UV_NO_PROGRESS: '1' } })
+  const $ = await controller$({ input: requirement + '\n', env: { ...process.env, UV_NO_PROGRESS: '1' } })
+  const { stdout } = await $`${uv} ${args}`
   const text =
     renderLockHeader({
       synapseVersion: opts.synapseVersion,

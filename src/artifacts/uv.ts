@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { runLocal } from './local-command.js'
+import { controller$ } from './controller-shell.js'
 
 /**
  * uv, the resolver behind `provision lock`, installed from PyPI into a venv of the controller's
@@ -24,8 +24,9 @@ export async function ensureUv(cacheDir: string, log: (line: string) => void = (
   log(`installing uv ${UV_VERSION} from PyPI into ${dir} (once)`)
   await rm(dir, { recursive: true, force: true })
   await mkdir(cacheDir, { recursive: true })
-  await runLocal('python3', ['-m', 'venv', dir])
-  await runLocal(join(dir, 'bin', 'python'), ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '-q', `uv==${UV_VERSION}`])
+  const $ = await controller$()
+  await $`python3 -m venv ${dir}`
+  await $`${join(dir, 'bin', 'python')} -m pip install --disable-pip-version-check --no-input -q ${`uv==${UV_VERSION}`}`
   await writeFile(done, `${UV_VERSION}\n`)
   return uv
 }

@@ -6,7 +6,7 @@ import { wheelNameVersion } from '../synapse/lock/drift.js'
 import { entriesFor, type LockEntry, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { targetEnvironment } from '../synapse/lock/markers.js'
 import { WHEELHOUSE_MANIFEST, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest, wheelhouseRequirements } from '../synapse/lock/wheelhouse-manifest.js'
-import { LocalCommandError, runLocal } from './local-command.js'
+import { controller$, isCommandFailure } from './controller-shell.js'
 
 /**
  * A wheelhouse: the wheels (never sdists: target hosts have no compiler) of exactly the locked set a
@@ -171,9 +171,10 @@ async function findPython(version: string, explicit?: string): Promise<string | 
     `/usr/bin/python${version}`,
     'python3',
   ]
+  const $ = await controller$()
   for (const candidate of candidates) {
     try {
-      const { stdout } = await runLocal(candidate, ['-c', 'import sys, pip; print("%d.%d" % sys.version_info[:2])'])
+      const { stdout } = await $`${candidate} -c ${'import sys, pip; print("%d.%d" % sys.version_info[:2])'}`
       if (stdout.trim() === version) return candidate
     } catch {
       // not there, not this version, or without pip: try the next one
@@ -261,7 +262,8 @@ function pinned(entries: LockEntry[]): string {
 async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; pipPython: string; log: (line: string) => void }): Promise<string[]> {
   // Any local pip can download for another Python: --python-version and --platform pick the wheels.
   const host = 'python3'
-  const pip = (python: string, args: string[]) => runLocal(python, ['-m', 'pip', '--disable-pip-version-check', '--no-input', ...args], { onLine: opts.log })
+  const $ = await controller$({ onLine: opts.log })
+  const pip = async (python: string, args: string[]) => await $`${python} -m pip --disable-pip-version-check --no-input ${args}`
   const targetArgs = [
     '--only-binary=:all:',
     '--implementation', 'cp',
@@ -283,7 +285,7 @@ async function downloadWheels(dest: string, entries: LockEntry[], opts: Wheelhou
       await settled()
       return built
     } catch (error) {
-      const missing = error instanceof LocalCommandError ? unsatisfiedRequirement(error.stderr + error.stdout) : undefined
+      const missing = isCommandFailure(error) ? unsatisfiedRequirement(error.stderr + error.stdout) : undefined
       const name = missing?.split(/[<>=!~ \[]/)[0]?.toLowerCase()
       const entry = entries.find((e) => e.name === name)
       if (!missing || !entry || entry.name === 'matrix-synapse' || building.has(entry.name)) {

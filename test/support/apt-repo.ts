@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { createEphemeralSigningKey } from '../../src/artifacts/gpg.js'
-import { runLocal } from '../../src/artifacts/local-command.js'
+import { controller$ } from '../../src/artifacts/controller-shell.js'
 
 /**
  * A real, signed apt repository standing in for packages.matrix.org (unreachable here): one tiny
@@ -99,9 +99,8 @@ export async function buildSignedAptRepo(opts: { dir: string; suite: string; pac
     await writeFile(join(staging, 'usr', 'share', packageName, 'probe'), `${packageName} ${PROBE_VERSION}\n`)
     await chmod(staging, 0o755)
     const debPath = join(staging, 'probe.deb')
-    await runLocal('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', staging, debPath], {
-      env: { ...process.env, SOURCE_DATE_EPOCH },
-    })
+    const $ = await controller$({ env: { ...process.env, SOURCE_DATE_EPOCH } })
+    await $`dpkg-deb --root-owner-group -Zgzip --build ${staging} ${debPath}`
     deb = await readFile(debPath)
   } finally {
     await rm(staging, { recursive: true, force: true })

@@ -6,7 +6,7 @@ import { gunzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildElementStandin, elementStandinFiles, normalizeElementVersion } from '../../src/artifacts/element-standin.js'
 import { verifyDetachedSignature } from '../../src/artifacts/gpg.js'
-import { runLocal } from '../../src/artifacts/local-command.js'
+import { controller$ } from '../../src/artifacts/controller-shell.js'
 import { buildWheelhouse, checkWheelhouse, defaultGlibc, pipPythonVersion, platformTags, pythonMinor, unsatisfiedRequirement, wheelhouseDirName } from '../../src/artifacts/wheelhouse.js'
 import { lockPythonFloor } from '../../src/artifacts/lock-resolve.js'
 import { WHEELHOUSE_MANIFEST, wheelhouseRequirements, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest } from '../../src/synapse/lock/wheelhouse-manifest.js'
@@ -159,7 +159,7 @@ describe('Element stand-in release', () => {
     expect(b.sha256).toBe(a.sha256) // same bytes, different key
     expect(b.fingerprint).not.toBe(a.fingerprint)
 
-    const { stdout } = await runLocal('tar', ['-tzf', a.tarball])
+    const { stdout } = await (await controller$())`tar -tzf ${a.tarball}`
     const entries = stdout.trim().split('\n')
     expect(entries.every((e) => e.startsWith('element-v1.11.90/'))).toBe(true)
     expect(entries).toEqual(expect.arrayContaining(['element-v1.11.90/index.html', 'element-v1.11.90/config.sample.json', 'element-v1.11.90/version', 'element-v1.11.90/i18n/en_EN.json']))
@@ -207,18 +207,19 @@ describe('signed apt repository stand-in', () => {
     expect(filename).toBe('pool/main/m/matrix-provision-keyring-probe/matrix-provision-keyring-probe_1.0_all.deb')
     const deb = await readFile(join(repo.dir, filename!))
     expect(packages.toString()).toContain(`SHA256: ${sha256(deb)}`)
-    const { stdout: field } = await runLocal('dpkg-deb', ['--field', join(repo.dir, filename!), 'Package', 'Version'])
+    const $ = await controller$()
+    const { stdout: field } = await $`dpkg-deb --field ${join(repo.dir, filename!)} Package Version`
     expect(field).toBe('Package: matrix-provision-keyring-probe\nVersion: 1.0\n')
 
     // What apt does with signed-by: gpgv against exactly that (binary) keyring.
-    await runLocal('gpgv', ['--keyring', repo.keyringGpg, join(dists, 'InRelease')])
-    await runLocal('gpgv', ['--keyring', repo.keyringGpg, join(dists, 'Release.gpg'), join(dists, 'Release')])
+    await $`gpgv --keyring ${repo.keyringGpg} ${join(dists, 'InRelease')}`
+    await $`gpgv --keyring ${repo.keyringGpg} ${join(dists, 'Release.gpg')} ${join(dists, 'Release')}`
     const keyring = await readFile(repo.keyringGpg)
     expect(keyring[0]! & 0x80).toBe(0x80) // binary OpenPGP packet, not ASCII armor
 
     const wrong = await buildUnrelatedKeyring(join(work, 'wrong.gpg'))
     expect(wrong.fingerprint).not.toBe(repo.fingerprint)
-    await expect(runLocal('gpgv', ['--keyring', wrong.keyringGpg, join(dists, 'InRelease')])).rejects.toThrow(/No public key|NO_PUBKEY|Can't check signature/)
+    await expect($`gpgv --keyring ${wrong.keyringGpg} ${join(dists, 'InRelease')}`).rejects.toThrow(/No public key|NO_PUBKEY|Can't check signature/)
   })
 
   it('formats index stanzas the way apt reads them', () => {

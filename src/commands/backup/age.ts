@@ -29,6 +29,8 @@ export function requireAge(): void {
   if (!found) throw new BackupInputError('encryption needs the age tool on this machine: apt-get install age (Debian/Ubuntu), brew install age')
 }
 
+// spawn, not zx: age sits in a stream pipeline (GBs of database and media through stdin/stdout, with
+// backpressure); zx collects a command's whole output in memory.
 /** age -e to the recipients: write plaintext to stdin, read ciphertext from stdout. */
 export function ageEncrypt(recipients: string[]): ChildProcess {
   return spawn('age', ['--encrypt', ...recipients.flatMap((r) => ['--recipient', r])], { stdio: ['pipe', 'pipe', 'pipe'] })

@@ -3,7 +3,7 @@ import { createReadStream, existsSync } from 'node:fs'
 import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { buildElementStandin, normalizeElementVersion } from '../../artifacts/element-standin.js'
-import { LocalCommandError, runLocal } from '../../artifacts/local-command.js'
+import { controller$, isCommandFailure } from '../../artifacts/controller-shell.js'
 import { buildWheelhouse } from '../../artifacts/wheelhouse.js'
 import { readLock } from '../../inventory/controller-files.js'
 import { LockError, lockPath, type SynapseLock } from '../../synapse/lock/lock-file.js'
@@ -94,9 +94,10 @@ export async function prepareElement(s: SandboxSettings, source: string | undefi
 async function releaseVersion(file: string): Promise<string> {
   let listing: string
   try {
-    listing = (await runLocal('tar', ['-tzf', file])).stdout
+    const $ = await controller$()
+    listing = (await $`tar -tzf ${file}`).stdout
   } catch (error) {
-    throw new SandboxError(`--element: ${file} is not a readable .tar.gz (${error instanceof LocalCommandError ? error.stderr.trim().split('\n')[0] : String(error)})`, 2)
+    throw new SandboxError(`--element: ${file} is not a readable .tar.gz (${isCommandFailure(error) ? error.stderr.trim().split('\n')[0] : String(error)})`, 2)
   }
   const top = /^(?:\.\/)?element-(v[^/\n]+)\//m.exec(listing)?.[1]
   try {

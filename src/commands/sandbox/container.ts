@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { LocalCommandError, runLocal } from '../../artifacts/local-command.js'
+import { controller$, isCommandFailure } from '../../artifacts/controller-shell.js'
 import { docker, engineVersion, imageExists, inspectContainer, runContainer, tryDocker, waitForSystemd, lastLine } from './docker.js'
 import { SandboxError, SUITE, type SandboxSettings } from './settings.js'
 
@@ -23,7 +23,7 @@ export async function ensureImages(s: SandboxSettings, say: Say, verbose: boolea
     say(`image ${s.baseImage}: present`)
   } else {
     const rootUser = process.getuid?.() === 0
-    const debootstrap = await runLocal('sh', ['-c', 'command -v debootstrap']).then(() => true, () => false)
+    const debootstrap = (await (await controller$())`command -v debootstrap`.nothrow()).ok
     if (!rootUser || !debootstrap) {
       throw new SandboxError(
         `base image ${s.baseImage} is missing and cannot be built here: docker/build-base-images.sh needs root and debootstrap (${[!rootUser && 'not root', !debootstrap && 'debootstrap not installed: apt-get install debootstrap'].filter(Boolean).join('; ')})`,
@@ -32,9 +32,10 @@ export async function ensureImages(s: SandboxSettings, say: Say, verbose: boolea
     }
     say(`image ${s.baseImage}: missing; building it with debootstrap (a few minutes, once)`)
     try {
-      await runLocal('bash', [join(s.root, 'docker', 'build-base-images.sh'), SUITE], { cwd: s.root, onLine: verbose ? (l) => say(`  ${l}`) : undefined })
+      const $ = await controller$({ cwd: s.root, onLine: verbose ? (l) => say(`  ${l}`) : undefined })
+      await $`bash ${join(s.root, 'docker', 'build-base-images.sh')} ${SUITE}`
     } catch (error) {
-      const detail = error instanceof LocalCommandError ? lastLine(error) : String(error)
+      const detail = isCommandFailure(error) ? lastLine(error) : String(error)
       throw new SandboxError(`building ${s.baseImage} failed (docker/build-base-images.sh needs root, debootstrap and Debian's mirror): ${detail}`)
     }
   }

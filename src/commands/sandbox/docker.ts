@@ -1,4 +1,4 @@
-import { LocalCommandError, runLocal } from '../../artifacts/local-command.js'
+import { controller$ } from '../../artifacts/controller-shell.js'
 import { SandboxError } from './settings.js'
 
 /** The docker CLI: every call the sandbox makes goes through here. */
@@ -13,15 +13,11 @@ interface Result {
   stderr: string
 }
 
-/** Run `docker args...`; never throws (a missing docker binary is ok=false with code null). */
+/** Run `docker args...`; never throws: a failure is the result (a missing docker binary is code 127). */
 export async function tryDocker(args: string[], options: { input?: string; cwd?: string; onLine?: (line: string) => void } = {}): Promise<Result> {
-  try {
-    const { stdout, stderr } = await runLocal('docker', args, options)
-    return { ok: true, code: 0, stdout, stderr }
-  } catch (error) {
-    if (!(error instanceof LocalCommandError)) throw error
-    return { ok: false, code: error.code, stdout: error.stdout, stderr: error.stderr }
-  }
+  const $ = await controller$(options)
+  const r = await $`docker ${args}`.nothrow()
+  return { ok: r.ok, code: r.exitCode, stdout: r.stdout, stderr: r.stderr }
 }
 
 /** The last meaningful line of a failed command: one line for an error message. */
@@ -41,7 +37,7 @@ export async function docker(args: string[], options: { input?: string; cwd?: st
 export async function engineVersion(): Promise<{ version: string } | { problem: string }> {
   const r = await tryDocker(['info', '--format', '{{.ServerVersion}}'])
   if (r.ok && r.stdout.trim()) return { version: r.stdout.trim() }
-  return { problem: r.code === null ? 'the docker command is not installed' : lastLine(r) }
+  return { problem: r.code === 127 ? 'the docker command is not installed' : lastLine(r) }
 }
 
 export async function imageExists(image: string): Promise<boolean> {

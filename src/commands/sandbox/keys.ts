@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runLocal } from '../../artifacts/local-command.js'
+import { controller$ } from '../../artifacts/controller-shell.js'
 import { exec, lastLine } from './docker.js'
 import { SandboxError } from './settings.js'
 
@@ -10,7 +10,7 @@ import { SandboxError } from './settings.js'
 /** .sandbox/id_ed25519, made once; returns the public key. */
 export async function ensureKey(dir: string): Promise<{ keyFile: string; publicKey: string }> {
   const keyFile = join(dir, 'id_ed25519')
-  if (!existsSync(keyFile)) await runLocal('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'matrix-provision-sandbox', '-f', keyFile])
+  if (!existsSync(keyFile)) await (await controller$())`ssh-keygen -q -t ed25519 -N ${''} -C matrix-provision-sandbox -f ${keyFile}`
   return { keyFile, publicKey: (await readFile(`${keyFile}.pub`, 'utf8')).trim() }
 }
 
