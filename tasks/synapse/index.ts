@@ -112,7 +112,7 @@ function runningVenvHoldsLock(lock: SynapseLock): AfterCheck {
   return {
     name: `the running venv holds the lock ${lockName}`,
     async run(conn) {
-      const r = await conn.run(sh`readlink -f ${VENV_LINK}; ${SYNAPSE_PYTHON} -c ${VENV_CONTENTS_SCRIPT}`)
+      const r = await conn.run(sh`readlink -f ${VENV_LINK}; ${SYNAPSE_PYTHON} -c ${VENV_CONTENTS_SCRIPT}`, { allowFailure: true })
       const [path, ...rest] = r.stdout.split('\n')
       const venv = parseVenvContents(rest.join('\n'), r.code ?? 1)
       if (!venv) return { ok: false, detail: `${VENV_LINK} is no usable venv: ${r.stderr.trim().slice(-200) || `exit ${r.code}`}` }

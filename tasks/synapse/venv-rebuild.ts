@@ -80,7 +80,7 @@ export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; 
 
 /** A rebuild failed before the switch: the half-built venv was never run and goes; the live one was not touched and still differs. */
 export async function rebuildFailedBeforeSwitch(conn: Connection, message: string, p: { from: string; fromVenv: string; rebuilt: string }): Promise<Error> {
-  const rm = await conn.run(sh`rm -rf ${p.rebuilt}`)
+  const rm = await conn.run(sh`rm -rf ${p.rebuilt}`, { allowFailure: true })
   return new Error(
     `${message}; nothing running was changed: Synapse ${p.from} keeps serving from ${p.fromVenv}, which still differs from the lock (a later run or check reports it)${rm.code ? `; removing ${p.rebuilt} failed too: ${rm.stderr.trim()}` : `; ${p.rebuilt} removed`}`,
   )
