@@ -107,7 +107,7 @@ export class RestartLedger {
       }
     }
     if (script.length) {
-      const r = await this.conn.run(joinShell(script, ' && '))
+      const r = await this.conn.run(joinShell(script, ' && '), { what: 'recording pending restarts' })
       const states = r.stdout.split('\n').filter((l) => l === 'existed' || l === 'new')
       fresh.forEach((f, i) => backedUp.set(f, states[i] === 'existed'))
     }
@@ -246,7 +246,7 @@ export class RestartLedger {
         ? sh`cp -a ${backupOf(b.path)} ${b.path + '.mp-restore'} && mv -Tf ${b.path + '.mp-restore'} ${b.path}`
         : sh`rm -f ${b.path}`,
     )
-    if (script.length) await this.conn.run(joinShell(script, ' && '))
+    if (script.length) await this.conn.run(joinShell(script, ' && '), { what: `restoring the previous configuration of ${unit}` })
     return list.map((b) => b.path)
   }
 }

@@ -34,7 +34,7 @@ export function command(spec: CommandSpec): Resource {
       return { resource: id, kind: 'command', action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [], backupPaths: [], reach: 'anything' }
     },
     async apply(_c, ctx) {
-      await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000 })
+      await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000, what: spec.name })
     },
   }
 }

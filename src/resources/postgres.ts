@@ -54,7 +54,7 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
       const verb = change.action === 'create' ? 'CREATE' : 'ALTER'
       // Even on stdin, send the verifier rather than the password: it never reaches server logs in clear.
       const sql = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${sqlLiteral(spec.name)}) THEN ALTER ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; ELSE CREATE ROLE ${sqlIdent(spec.name)} LOGIN PASSWORD ${sqlLiteral(scramVerifier(spec.password.reveal()))}; END IF; END $$;`
-      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql })
+      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql, what: `${verb.toLowerCase()} role ${spec.name}` })
     },
   }
 }
@@ -100,7 +100,7 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
         change.action === 'create'
           ? `CREATE DATABASE ${sqlIdent(spec.name)} ENCODING ${sqlLiteral(encoding)} LC_COLLATE ${sqlLiteral(collate)} LC_CTYPE ${sqlLiteral(ctype)} TEMPLATE template0 OWNER ${sqlIdent(spec.owner)};`
           : `ALTER DATABASE ${sqlIdent(spec.name)} OWNER TO ${sqlIdent(spec.owner)};`
-      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql })
+      await ctx.conn.run(sh`${PSQL} -f -`, { stdin: sql, what: `database ${spec.name}` })
     },
   }
 }

@@ -101,7 +101,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       // fixture for another Python) is imported by nothing, and pip ignores the same failure.
       const compile = sh`${py} -m compileall -q -j0 ${`${spec.path}/lib`} >/dev/null || true`
       const script = sh`${readIndex}set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}; ${compile}`
-      await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}) })
+      await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}), what: `pip install of the lock ${lockName}` })
     },
   }
 }

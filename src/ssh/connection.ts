@@ -38,6 +38,8 @@ export interface RunOptions {
    * retry): return the result instead of throwing RemoteCommandError.
    */
   allowFailure?: boolean
+  /** What the command does, for the error when it fails ("pip install of the lock X"): the command text alone may say little. */
+  what?: string
 }
 
 export interface FileWrite {
@@ -100,7 +102,7 @@ export class RemoteCommandError extends Error {
 
 
 /** Connection.run's contract, for every implementation: the result of an exit 0, else RemoteCommandError unless the caller allows failure. */
-export function checked(host: string, result: CommandResult, options: Pick<RunOptions, 'allowFailure'> = {}): CommandResult {
-  if (result.code !== 0 && !options.allowFailure) throw new RemoteCommandError(host, result)
+export function checked(host: string, result: CommandResult, options: Pick<RunOptions, 'allowFailure' | 'what'> = {}): CommandResult {
+  if (result.code !== 0 && !options.allowFailure) throw new RemoteCommandError(host, result, options.what)
   return result
 }

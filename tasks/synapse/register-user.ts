@@ -17,5 +17,5 @@ export async function registerUser(conn: Connection, options: { user: string; pa
     '--exists-ok',
     `http://127.0.0.1:${options.listenPort}`,
   ]
-  await conn.run(sh`${cmd}`, { stdin: options.password.reveal() })
+  await conn.run(sh`${cmd}`, { stdin: options.password.reveal(), what: `registering ${options.user}` })
 }

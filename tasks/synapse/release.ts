@@ -22,7 +22,7 @@ import { driftCount, lockDrift, type LockDrift } from '../../src/synapse/lock/dr
 import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { venvContentsFact } from '../../src/resources/python-venv.js'
 import type { ApplyContext, Change, PerformedStep, Resource, Step } from '../../src/resources/resource.js'
-import { RemoteCommandError, type Connection } from '../../src/ssh/connection.js'
+import type { Connection } from '../../src/ssh/connection.js'
 import { sh, type ShellCommand } from '../../src/core/shell.js'
 import { httpOnHost } from '../common/checks.js'
 import { stopRunning } from './worker-handover.js'
@@ -195,12 +195,7 @@ export function synapseRelease(spec: ReleaseSpec): Resource {
 // Each step kind, done as the dry run described it.
 async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped: string } | void> {
     const { conn } = ctx
-    // Each step's failure names what it was doing (e.g. the new code rejecting the live configuration), not only the command.
-    const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) => {
-      const r = await conn.run(command, { timeoutMs, allowFailure: true })
-      if (r.code !== 0) throw new RemoteCommandError(conn.host, r, what)
-      return r.stdout.trim()
-    }
+    const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) => (await conn.run(command, { timeoutMs, what })).stdout.trim()
     switch (step.kind) {
       case 'adopt':
         await run(sh`mv -T ${VENV_LINK} ${step.target} && ${linkCommand(step.target)}`, 'moving the plain venv to its versioned name')

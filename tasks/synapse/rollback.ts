@@ -128,7 +128,7 @@ export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: strin
 async function restoreDump(conn: Connection, spec: RollbackSpec, dump: string): Promise<string> {
   const restoring = `${spec.database}_restoring`
   const kept = `${spec.database}_rolled_back_${new Date().toISOString().replace(/\D/g, '').slice(0, 14)}`
-  const psql = async (db: string, sql: string) => await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql })
+  const psql = async (db: string, sql: string) => await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql, what: `psql on ${db}` })
   await psql('postgres', `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(spec.databaseOwner)};`)
   await conn.run(sh`${databaseRestoreCommand(restoring, spec.databaseOwner)} < ${dump}`, { timeoutMs: 3_600_000 })
   await psql(restoring, AFTER_RESTORE_SQL)

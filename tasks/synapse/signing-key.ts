@@ -53,7 +53,7 @@ export function signingKey(spec: SigningKeySpec): Resource {
       const { path, owner, group, mode } = spec
       // Run as the service user: Synapse writes the key into a directory it owns.
       const script = sh`cd /var/lib/matrix-synapse && umask 077 && { [ -e ${path} ] || runuser -u ${owner} -- ${spec.python} -m synapse.app.homeserver ${spec.configArgs} --generate-keys; } && chown ${`${owner}:${group}`} ${path} && chmod ${octal(mode)} ${path}`
-      await ctx.conn.run(script)
+      await ctx.conn.run(script, { what: `the signing key ${path}` })
     },
   }
 }

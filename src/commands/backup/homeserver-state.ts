@@ -33,7 +33,7 @@ const PSQL = raw`cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STO
 
 /** psql as the postgres superuser on the database host; rows split on tabs. */
 export async function psqlRows(conn: Connection, database: string, sql: string): Promise<string[][]> {
-  const r = await conn.run(sh`${PSQL} -d ${database} -f -`, { stdin: sql })
+  const r = await conn.run(sh`${PSQL} -d ${database} -f -`, { stdin: sql, what: `psql on ${database}` })
   return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'))
 }
 

@@ -8,7 +8,7 @@ import type { RunReport } from '../../engine/report-types.js'
 import type { HostSpec, Inventory } from '../../inventory/types.js'
 import { sqlIdent, sqlLiteral } from '../../resources/postgres.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
-import { RemoteCommandError, type Connection } from '../../ssh/connection.js'
+import type { Connection } from '../../ssh/connection.js'
 import { sh, type ShellCommand } from '../../core/shell.js'
 import { spansHosts } from '../../inventory/workers.js'
 import { workerHosts, workerUnits } from '../../topology/instances.js'
@@ -203,11 +203,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     const workers = workerUnits(options.inventory, host.name)
     const steps: { step: RestoreStep; run: () => Promise<void> }[] = []
     const add = (action: RestoreStep['action'], summary: string, run: () => Promise<void>) => steps.push({ step: { action, summary, done: false }, run })
-    // A failed step says which step it was, not only the command.
-    const exec = async (c: Connection, command: ShellCommand, what: string, stdin?: string | Buffer | Readable) => {
-      const r = await c.run(command, { stdin, timeoutMs: 0, secretOutput: true, allowFailure: true })
-      if (r.code !== 0) throw new RemoteCommandError(c.host, r, what)
-    }
+    const exec = async (c: Connection, command: ShellCommand, what: string, stdin?: string | Buffer | Readable) =>
+      await c.run(command, { stdin, timeoutMs: 0, secretOutput: true, what })
 
     add('stop', `stop ${[...workers, SYNAPSE_UNIT].join(', ')} (workers first)`, async () => {
       if (workers.length) await exec(conn, sh`systemctl stop ${workers}`, 'stopping the workers')
