@@ -36,6 +36,10 @@ describe('checked (the contract of Connection.run)', () => {
     expect(() => checked('h1', result({ code: null, stderr: 'connection to h1 lost\n' }))).toThrow(/on h1 was cut off \(connection lost\?\): cat \/nope\nconnection to h1 lost/)
   })
 
+  it('names what the command was for when the caller says (`what`)', () => {
+    expect(() => checked('h1', result({ code: 2, stderr: 'psql: error\n' }), { what: 'creating role synapse' })).toThrow(/^creating role synapse on h1 failed with exit code 2: cat \/nope\npsql: error$/)
+  })
+
   it('returns any result with allowFailure', () => {
     const failed = result({ code: 3, stdout: 'inactive\n' })
     expect(checked('h1', failed, { allowFailure: true })).toBe(failed)

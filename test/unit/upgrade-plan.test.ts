@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { FactValues } from '../../src/facts/fact.js'
 import { Prediction, type Change, type Resource } from '../../src/resources/resource.js'
 import { renderReport } from '../../src/report/text.js'
-import type { Connection } from '../../src/ssh/connection.js'
+import { checked, type Connection, type RunOptions } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
 import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
 import { isVenvOf, rebuiltVenv } from '../../tasks/synapse/venv-rebuild.js'
@@ -230,10 +230,10 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     const fakeConn = (name: string, fail?: RegExp): Connection =>
       ({
         host: name,
-        run: async (cmd: { text: string }) => {
+        run: async (cmd: { text: string }, options?: RunOptions) => {
           calls.push(`${name}: ${cmd.text}`)
           const bad = fail?.test(cmd.text)
-          return { code: bad ? 1 : 0, stdout: cmd.text.includes('is-active') ? 'active\n' : '', stderr: bad ? 'refused' : '', signal: null, durationMs: 1, command: cmd.text }
+          return checked(name, { code: bad ? 1 : 0, stdout: cmd.text.includes('is-active') ? 'active\n' : '', stderr: bad ? 'refused' : '', signal: null, durationMs: 1, command: cmd.text, timedOut: false }, options)
         },
       }) as unknown as Connection
     const main = fakeConn('hs', /synapse\.config/)
