@@ -376,7 +376,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
             if (r?.code !== 0) stillStopped.push(`${x.target}${x.host === undefined ? '' : ` on ${x.host}`}`)
           }
           // A worker that did not start again is a change to what runs: say so instead of "nothing changed".
-          if (stillStopped.length) throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`)
+          if (stillStopped.length) throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`, { cause: error })
           if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
