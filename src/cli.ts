@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { InventoryError, formatIssues } from './inventory/errors.js'
 import { ROLES } from './inventory/roles.js'
 import { maskSecrets } from './core/secret.js'
-import type { CliIo } from './commands/io.js'
+import { userMessage, type CliIo } from './commands/io.js'
 import { EXIT, OPTIONS, UsageError, VERB_NAMES, type Verb, type VerbName } from './commands/verb.js'
 
 export { EXIT }
@@ -88,7 +88,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       io.err(`provision: ${(error as Error).message}\nRun provision --help for usage.\n`)
       return EXIT.usage
     }
-    const message = maskSecrets(error instanceof Error ? error.message : String(error))
+    const message = maskSecrets(userMessage(error))
     io.err(`provision: ${message}\n${io.env.MP_DEBUG && error instanceof Error ? maskSecrets(error.stack ?? '') + '\n' : ''}`)
     return EXIT.hostFailed
   }
