@@ -99,14 +99,14 @@ describe('the checker', () => {
 
   it('reports a file that grows past its ceiling, and a ceiling no file needs any more', () => {
     const dir = copyOfTree()
-    // BIG_CEILINGS is empty now that every big file is split: a file over the limit, then over a ceiling of its own.
-    expect(BIG_CEILINGS).toEqual({})
+    // A small file made big: over the limit, then over a ceiling of its own.
     const file = 'src/core/quote.ts'
+    expect(BIG_CEILINGS).not.toHaveProperty([file])
     appendFileSync(join(dir, file), '//\n'.repeat(400))
     const lines = readFileSync(join(dir, file), 'utf8').split('\n').length - 1
-    expect(check(dir).big).toEqual([`${file}: ${lines} lines (at most 400)`])
+    expect(check(dir).big).toContain(`${file}: ${lines} lines (at most 400)`)
     appendFileSync(join(dir, file), '\n// two lines more than the ceiling allows\n')
-    expect(check(dir, { ceilings: { [file]: lines } }).big).toEqual([`${file}: ${lines + 2} lines (at most ${lines})`])
+    expect(check(dir, { ceilings: { ...BIG_CEILINGS, [file]: lines } }).big).toContain(`${file}: ${lines + 2} lines (at most ${lines})`)
     const stale = check(root, { ceilings: { ...BIG_CEILINGS, 'src/cli.ts': 5000 } })
     expect(stale.big).toEqual([expect.stringMatching(/^src\/cli\.ts: listed with a ceiling of 5000 lines but has \d+: delete its entry/)])
   })
