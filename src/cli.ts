@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs'
 import { InventoryError, formatIssues } from './inventory/errors.js'
 import { ROLES } from './inventory/roles.js'
 import { maskSecrets } from './core/secret.js'
-import { userMessage, type CliIo } from './commands/io.js'
-import { EXIT, OPTIONS, UsageError, VERB_NAMES, type Verb, type VerbName } from './commands/verb.js'
+import type { CliIo } from './commands/io.js'
+import { EXIT, OPTIONS, UsageError, userMessage, VERB_NAMES, type Verb, type VerbName } from './commands/verb.js'
 
 export { EXIT }
 

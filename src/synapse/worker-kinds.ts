@@ -9,29 +9,6 @@
  */
 import type { GenericRoutes, Stream } from './routes.js'
 
-export const WORKER_KINDS = [
-  'generic',
-  'federation_reader',
-  'client_reader',
-  'synchrotron',
-  'event_creator',
-  'federation_sender',
-  'pusher',
-  'media_repository',
-  'appservice',
-  'user_dir',
-  'background',
-  'events',
-  'typing',
-  'to_device',
-  'account_data',
-  'receipts',
-  'presence',
-  'push_rules',
-  'device_lists',
-  'thread_subscriptions',
-] as const
-export type WorkerKindName = (typeof WORKER_KINDS)[number]
 
 /** Shared-configuration keys that name the workers doing a duty. */
 export type Duty =
@@ -42,8 +19,8 @@ export type Duty =
   | 'run_background_tasks_on'
   | 'media_instance_running_background_jobs'
 
-export interface WorkerKind {
-  name: WorkerKindName
+/** A kind as written in KINDS (its name is its key there). */
+export interface KindSpec {
   /** One line for `provision schema` and the README. */
   summary: string
   /** Public requests it serves through Apache: which generic route groups, or the media routes. */
@@ -60,9 +37,8 @@ export interface WorkerKind {
   memoryMiB: number
 }
 
-const generic = (name: WorkerKindName, summary: string, serves: WorkerKind['serves']): WorkerKind => ({ name, summary, serves, streams: [], many: true, memoryMiB: 90 })
-const writer = (stream: Stream, many: boolean, summary: string): WorkerKind => ({
-  name: stream as WorkerKindName,
+const generic = (summary: string, serves: KindSpec['serves']): KindSpec => ({ summary, serves, streams: [], many: true, memoryMiB: 90 })
+const writer = (stream: Stream, many: boolean, summary: string): KindSpec => ({
   summary: `stream writer for ${stream}: ${summary}`,
   serves: [],
   streams: [stream],
@@ -70,20 +46,20 @@ const writer = (stream: Stream, many: boolean, summary: string): WorkerKind => (
   memoryMiB: 90,
 })
 
-export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
-  generic: generic('generic', 'generic_worker serving every routable client and federation request (sync, client reads, event creation, login, inbound federation)', [
+/** Every worker kind, in the order the schema lists them: adding a kind is one entry here. */
+const SPECS = {
+  generic: generic('generic_worker serving every routable client and federation request (sync, client reads, event creation, login, inbound federation)', [
     'sync',
     'client',
     'eventSending',
     'userDirectory',
     'federation',
   ]),
-  federation_reader: generic('federation_reader', 'generic_worker serving inbound federation requests and transactions', ['federation']),
-  client_reader: generic('client_reader', 'generic_worker serving client reads, encryption and login requests', ['client', 'userDirectory']),
-  synchrotron: generic('synchrotron', 'generic_worker serving /sync, /events and /initialSync (the long-polls)', ['sync']),
-  event_creator: generic('event_creator', 'generic_worker serving event sending (send, state, redact, join, leave, profile)', ['eventSending']),
+  federation_reader: generic('generic_worker serving inbound federation requests and transactions', ['federation']),
+  client_reader: generic('generic_worker serving client reads, encryption and login requests', ['client', 'userDirectory']),
+  synchrotron: generic('generic_worker serving /sync, /events and /initialSync (the long-polls)', ['sync']),
+  event_creator: generic('generic_worker serving event sending (send, state, redact, join, leave, profile)', ['eventSending']),
   federation_sender: {
-    name: 'federation_sender',
     summary: 'sends outbound federation traffic (federation_sender_instances); changing the set restarts every process',
     serves: [],
     streams: [],
@@ -91,9 +67,8 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     many: true,
     memoryMiB: 90,
   },
-  pusher: { name: 'pusher', summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 90 },
+  pusher: { summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 90 },
   media_repository: {
-    name: 'media_repository',
     summary: 'serves and stores media (the main process stops serving media); writes quarantined_media_changes',
     serves: ['media'],
     streams: ['quarantined_media_changes'],
@@ -101,9 +76,8 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     many: true,
     memoryMiB: 90,
   },
-  appservice: { name: 'appservice', summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 90 },
+  appservice: { summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 90 },
   user_dir: {
-    name: 'user_dir',
     summary: 'updates the user directory and serves its search (update_user_directory_from_worker)',
     serves: ['userDirectory'],
     streams: [],
@@ -111,7 +85,7 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
     many: false,
     memoryMiB: 90,
   },
-  background: { name: 'background', summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 90 },
+  background: { summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 90 },
   events: writer('events', true, 'event persister, sharded by room; changing the set restarts every process'),
   typing: writer('typing', false, 'typing notifications'),
   to_device: writer('to_device', false, 'to-device messages'),
@@ -121,7 +95,14 @@ export const KINDS: Readonly<Record<WorkerKindName, WorkerKind>> = {
   push_rules: writer('push_rules', false, 'push rules'),
   device_lists: writer('device_lists', true, 'device lists and key uploads'),
   thread_subscriptions: writer('thread_subscriptions', true, 'thread subscriptions (experimental MSC4306, no documented routes)'),
+} satisfies Record<string, KindSpec>
+
+export type WorkerKindName = keyof typeof SPECS
+export interface WorkerKind extends KindSpec {
+  name: WorkerKindName
 }
+export const WORKER_KINDS = Object.keys(SPECS) as [WorkerKindName, ...WorkerKindName[]]
+export const KINDS = Object.fromEntries(WORKER_KINDS.map((name) => [name, { name, ...SPECS[name] }])) as Readonly<Record<WorkerKindName, WorkerKind>>
 
 /** Kinds whose processes have an http listener Apache sends requests to. */
 export const servesRequests = (kind: WorkerKindName) => KINDS[kind].serves.length > 0 || routedStream(kind)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { userMessage } from '../../src/commands/io.js'
+import { userMessage } from '../../src/commands/verb.js'
 import { controller$, isCommandFailure } from '../../src/artifacts/controller-shell.js'
 
 describe('userMessage: what the CLI prints of an error no verb handled', () => {
