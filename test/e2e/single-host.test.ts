@@ -1,8 +1,10 @@
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
+import { pipSynapseVars, realElementRelease, synapseWheelhouse } from '../support/artifacts.js'
+import { launchChromium, skipReasonWithoutChromium } from '../support/browser.js'
+import { elementLogin, encryptedConversation, type ElementSession } from '../support/element-browser.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
@@ -11,25 +13,30 @@ import { cliOutput, runCli } from '../support/cli.js'
 
 const ALL_UNITS = [postgresCluster(DEFAULT_SUITE), 'redis-server', 'matrix-synapse', 'matrix-synapse-worker@federation_reader', 'matrix-synapse-worker@federation_sender', 'apache2']
 
-/** The whole stack on one real host: Synapse from PyPI, Postgres, Redis, both workers, Apache, Element, metrics. */
+/** Evaluated at collection: under CI a missing chromium fails here instead of skipping. */
+const noChromium = skipReasonWithoutChromium()
+
+/** The whole stack on one real host: Synapse from PyPI, Postgres, Redis, both workers, Apache, the real Element, metrics. */
 describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
   let env: TestHosts
   let hs: TestHost
   let inventory: string
   let client: MatrixClient
   let ca: string
+  const element = realElementRelease()
 
   const https = (hostname: string) => new MatrixClient({ port: hs.port(443), hostname, ca })
   const startTimes = async () => (await hs.exec(`systemctl show -p ActiveEnterTimestampMonotonic ${ALL_UNITS.join(' ')}`)).stdout
 
   beforeAll(async () => {
-    const [wheelhouse, element] = await Promise.all([synapseWheelhouse('3.11'), elementRelease()])
+    const wheelhouse = await synapseWheelhouse('3.11')
     env = await startHosts(['one', 'peer'], { ports: [443], aliases: { one: ['one.test', 'matrix.one.test', 'element.one.test'] } })
     hs = env.get('one')
     inventory = await writeTestInventory(env, [{ name: 'one', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'element', 'monitoring'] }], {
       serverName: 'one.test',
       synapse: pipSynapseVars(wheelhouse),
-      element: { version: '1.11.90', file: element.tarball, signatureFile: element.signature, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
+      // The real Element release (every file of it served: test/e2e/worker-topology.test.ts), driven in a browser below.
+      element: { version: element.version, file: element.file, sha256: element.sha256 },
       // Short intervals so the worker-down alert fires within the test; the defaults are 15s and 1m.
       monitoring: { prometheus: { enabled: true, scrapeInterval: '5s', processDownFor: '10s' } },
     })
@@ -63,6 +70,46 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     const sync = await client.call('GET', '/_matrix/client/v3/sync?timeout=0')
     expect(sync.text).toContain('hello from the e2e test')
     expect(sync.text).toContain(sent.json.event_id)
+  })
+
+  it.skipIf(noChromium)('two users in the real Element in a browser (password login): an encrypted room, an invite, and the second user reads the first one\'s message decrypted', async () => {
+    const stamp = Date.now().toString(36)
+    const users = [`ada${stamp}`, `bob${stamp}`].map((user) => ({ user, password: `${user}-pass-123456` }))
+    for (const u of users) {
+      const reg = await hs.exec(`printf '%s' '${u.password}' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${u.user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      expect(reg.exitCode, reg.output).toBe(0)
+    }
+    const target = `127.0.0.1:${hs.port(443)}`
+    const browser = await launchChromium({ 'element.one.test': target, 'matrix.one.test': target })
+    const elementUrl = 'https://element.one.test'
+    const sessions: ElementSession[] = []
+    const text = `hello encrypted ${stamp}`
+    const t0 = Date.now()
+    try {
+      // Both log in before anything is sent: the room key goes to the devices the room has then.
+      for (const u of users) sessions.push(await elementLogin(browser, elementUrl, u, 'password'))
+      const roomId = await encryptedConversation(sessions[0]!, sessions[1]!, { elementUrl, serverName: 'one.test', invitee: users[1]!.user, roomName: `e2e ${stamp}`, text })
+      console.log(`Element: two logins, encrypted room ${roomId}, invite, join, message read decrypted in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+      expect(sessions.flatMap((s) => s.notFound)).toEqual([])
+
+      // Not trusting the UI: the server holds the room's messages encrypted only, never the text (the
+      // admin API answers on loopback only: Apache does not proxy /_synapse/admin).
+      const history = await hs.exec(`curl -sf -H 'Authorization: Bearer ${client.token!}' 'http://127.0.0.1:8008/_synapse/admin/v1/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100'`)
+      expect(history.exitCode, history.output).toBe(0)
+      const types = (JSON.parse(history.stdout) as { chunk: { type: string }[] }).chunk.map((e) => e.type)
+      expect(types).toContain('m.room.encryption')
+      expect(types).toContain('m.room.encrypted')
+      expect(types).not.toContain('m.room.message')
+      expect(history.stdout).not.toContain(text)
+    } catch (error) {
+      const dir = join(process.cwd(), 'reports')
+      await mkdir(dir, { recursive: true })
+      const pages = browser.contexts().flatMap((c) => c.pages())
+      for (const [i, page] of pages.entries()) await page.screenshot({ path: join(dir, `element-page${i + 1}.png`) }).catch(() => {})
+      throw error
+    } finally {
+      await browser.close()
+    }
   })
 
   it('federation version is answered by the federation_reader (its own log), and fails when it stops while the client API keeps working', async () => {
@@ -115,7 +162,8 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     expect(clientWk.headers['access-control-allow-origin']).toBe('*')
     const index = await https('element.one.test').call('GET', '/index.html')
     expect(index.status).toBe(200)
-    expect(index.text).toContain('1.11.90')
+    expect(index.text).toContain('<title>Element</title>')
+    expect((await https('element.one.test').call('GET', '/version')).text.trim()).toBe(`v${element.version}`)
     expect(index.headers['x-frame-options']).toBe('SAMEORIGIN')
     expect(index.headers['cache-control']).toBe('no-cache')
     const config = await https('element.one.test').call('GET', '/config.json')

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { skipReasonWithoutChromium } from '../support/browser.js'
 import { isCI, skipReasonWithoutDocker } from '../support/ci.js'
 
 const run = promisify(execFile)
@@ -20,6 +21,14 @@ describe('what counts as CI (test setup and vitest.config.ts share isCI)', () =>
     expect(() => skipReasonWithoutDocker({ CI: '1' })).toThrow(/CI=1 and no Docker engine answers.*must run in CI/)
     expect(() => skipReasonWithoutDocker({ CI: 'true' })).toThrow(/must run in CI/)
     expect(skipReasonWithoutDocker({})).toMatch(/no Docker engine answers/)
+  })
+
+  it('without chromium, the browser tests fail the run under CI and skip with a reason outside CI; CHROMIUM names another path', () => {
+    const none = () => false
+    expect(() => skipReasonWithoutChromium({ CI: 'true' }, none)).toThrow(/CI=true and no chromium at \/usr\/bin\/chromium.*must run in CI/)
+    expect(skipReasonWithoutChromium({}, none)).toMatch(/no chromium at \/usr\/bin\/chromium \(apt-get install chromium/)
+    expect(skipReasonWithoutChromium({ CI: 'true', CHROMIUM: '/opt/c' }, (p) => p === '/opt/c')).toBeUndefined()
+    expect(() => skipReasonWithoutChromium({ CI: '1', CHROMIUM: '/opt/c' }, (p) => p === '/usr/bin/chromium')).toThrow(/no chromium at \/opt\/c/)
   })
 })
 
