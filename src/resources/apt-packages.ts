@@ -1,7 +1,7 @@
 import { debPackages } from '../facts/packages.js'
 import { aptListsPresent } from '../facts/system.js'
 import { RemoteCommandError, type Connection } from '../ssh/connection.js'
-import { raw, sh } from '../core/shell.js'
+import { raw, sh, type ShellCommand } from '../core/shell.js'
 import type { Change, Resource } from './resource.js'
 
 export interface PackageSpec {
@@ -18,6 +18,8 @@ export interface AptPackagesSpec {
   provides?: { units?: string[]; paths?: string[] }
   /** Label in plans, e.g. "postgres server". */
   label?: string
+  /** Runs the apt-get install inside a guard (e.g. one that keeps maintainer scripts from starting a unit). */
+  wrapInstall?: (install: ShellCommand) => ShellCommand
 }
 
 const APT_ENV = raw`DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a`
@@ -88,7 +90,8 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
         return p?.version ? `${n}=${p.version}` : n
       })
       const lockTimeout = dpkgLockTimeout()
-      const install = sh`${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${names}`
+      const plain = sh`${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${names}`
+      const install = spec.wrapInstall ? spec.wrapInstall(plain) : plain
       let r = await conn.run(install, { timeoutMs: 1_200_000, allowFailure: true })
       if (r.code !== 0 && /dpkg was interrupted/.test(r.stderr + r.stdout)) {
         // An earlier install was cut off (a lost connection, a reboot): finish dpkg's work, then retry.

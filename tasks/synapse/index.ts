@@ -6,7 +6,8 @@ import { workerAfterChecks } from '../common/worker-checks.js'
 import { synapseRelease, type ReleaseSpec } from './release.js'
 import { codeSchemaOfWheelhouse } from './schema-probe.js'
 import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
-import { aptPackages } from '../../src/resources/apt-packages.js'
+import { aptPackages, dpkgLockTimeout } from '../../src/resources/apt-packages.js'
+import { aptSourceFact, guardedInstall, packageInstallCommand, SYNAPSE_PACKAGE } from './apt-package.js'
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
@@ -24,8 +25,8 @@ import { backgroundUpdaterCheck } from './background-updates.js'
 import { stopWorkersBeforeSharedChange } from './worker-handover.js'
 import { mediaStorePathOf, renderSynapseConfig, signingKeyPathOf } from './templates/homeserver.js'
 import { renderLogConfig } from './templates/logging.js'
-import { renderSynapseUnit, renderBaseHomeserverYaml } from './templates/units.js'
-import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
+import { renderSynapseServiceDropIn, renderSynapseUnit, renderBaseHomeserverYaml } from './templates/units.js'
+import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
 
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
 export const federationCaPath = (i: number) => `${SYNAPSE_CONFIG_DIR}/federation-ca-${i + 1}.pem`
@@ -183,19 +184,25 @@ export const synapseTask: Task = {
   resources(ctx) {
     const v = ctx.host.vars
     const out: Resource[] = []
-    const watch = [HOMESERVER_YAML, `${SYNAPSE_CONF_D}/`, `${SYNAPSE_CONFIG_DIR}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', SYNAPSE_UNIT_PATH]
+    const watch = [HOMESERVER_YAML, `${SYNAPSE_CONF_D}/`, `${SYNAPSE_CONFIG_DIR}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', SYNAPSE_UNIT_PATH, SYNAPSE_UNIT_DROP_IN_PATH]
     if (v.synapse.install === 'apt') {
       // An installed package at another version is upgraded by the release, in the upgrade order.
-      const installed = ctx.facts.get(debPackages).has('matrix-synapse-py3')
+      const installed = ctx.facts.get(debPackages).has(SYNAPSE_PACKAGE)
+      // packages.matrix.org's naming (1.157.0+bookworm1); the release checks the source really offers it.
       const debVersion = v.synapse.version ? `${v.synapse.version}+${ctx.os.codename}1` : undefined
-      if (installed && v.synapse.version) {
-        out.push(synapseRelease({ ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version), method: 'apt', aptInstall: sh`DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades -o Dpkg::Options::=--force-confold ${`matrix-synapse-py3=${debVersion!}`}` }))
+      if (v.synapse.version) {
+        // Checks the pinned version against the source before anything changes; on an installed host
+        // it also changes the version, in the upgrade order.
+        out.push(synapseRelease({ ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version), method: 'apt', apt: { source: aptSourceFact, install: (deb) => packageInstallCommand(deb, dpkgLockTimeout()) } }))
       }
       out.push(
         aptPackages({
-          packages: [{ name: 'matrix-synapse-py3', version: installed ? undefined : debVersion }],
+          packages: [{ name: SYNAPSE_PACKAGE, version: installed ? undefined : debVersion }],
           debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
           provides: { units: [SYNAPSE_UNIT], paths: [SYNAPSE_CONFIG_DIR, VENV_LINK] },
+          // The package's postinst would start main on its own SQLite config (a stray homeserver.db):
+          // main starts once its configuration is written, by the service resource below.
+          wrapInstall: guardedInstall,
         }),
         // The config files are group-readable by matrix-synapse. The package's postinst makes that group
         // (adduser --system --group, since 1.66); packages before gave the user the group nogroup.
@@ -254,6 +261,8 @@ export const synapseTask: Task = {
       out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     }
     const SIGNING_KEY = signingKeyPathOf(v)
+    // apt: the drop-in on the package's unit (target membership, no --generate-keys at each start).
+    if (v.synapse.install === 'apt') out.push(directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }), file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }))
     out.push(
       // The inventory's key (a homeserver on several hosts: each gets the same), or, unset, a key that
       // exists (the package's, an adopted server's made by hand) keeps its bytes; only its owner,
@@ -267,7 +276,6 @@ export const synapseTask: Task = {
         owner: 'matrix-synapse',
         group: 'matrix-synapse',
         mode: 0o600,
-        ...(v.synapse.install === 'apt' ? { generatedByPackage: 'matrix-synapse-py3' } : {}),
       }),
       service({ unit: SYNAPSE_UNIT, watch, validate: VALIDATE_CONFIG }),
     )

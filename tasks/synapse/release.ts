@@ -17,7 +17,7 @@
  */
 import { dumpToFile } from './pre-upgrade-dump.js'
 import type { AfterCheck, AfterCheckContext } from '../../src/engine/task.js'
-import { defineFact, type FactValues } from '../../src/facts/fact.js'
+import { defineFact, type Fact, type FactValues } from '../../src/facts/fact.js'
 import { driftCount, lockDrift, type LockDrift } from '../../src/synapse/lock/drift.js'
 import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { venvContentsFact } from '../../src/resources/python-venv.js'
@@ -30,6 +30,7 @@ import { isVenvOf, rebuildChange, rebuildFailedBeforeSwitch, venvsToPrune } from
 import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from './schema-compat.js'
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
 import { rollBack } from './rollback.js'
+import { afterFailedInstall, plannedDebVersion, SYNAPSE_PACKAGE, type AptSourceState } from './apt-package.js'
 import { AFTER_SWITCH, linkCommand, RELEASE_STATE, startUnit, StepRunner, versionOfVenv, writeRecord, type ReleaseRecord } from './switch.js'
 
 export const VENV_LINK = '/opt/venvs/matrix-synapse'
@@ -131,8 +132,8 @@ export interface ReleaseSpec {
   lock?: SynapseLock
   /** The new code's schema rules known on the controller (the wheelhouse's wheel), for the dry run. */
   controllerCode?: CodeSchema
-  /** apt: the command that installs the package at this version. */
-  aptInstall?: ShellCommand
+  /** apt: what the matrix.org source offers (read fresh in the plan), and the guarded install of one Debian version. */
+  apt?: { source: Fact<AptSourceState>; install: (debVersion: string) => ShellCommand }
   /** Postgres runs on this host (dumped as the postgres superuser), else the dump connects with Synapse's credentials. */
   postgresLocal: boolean
   database: string
@@ -152,6 +153,8 @@ interface Planned {
   installChange?: Change
   /** A rebuild's new venv: removed when the run fails before the switch (never reused half-built). */
   rebuilt?: string
+  /** apt: the Debian version the source offers for spec.version. */
+  debVersion?: string
 }
 
 /** Another host's connection in this run (a worker host): the engine's ApplyContext.peer. */
@@ -186,7 +189,7 @@ export function synapseRelease(spec: ReleaseSpec): Resource {
       r.units.map((u): Step => ({ kind: 'stop', target: u, host: r.host, summary: `stop ${u} on ${r.host} (that host's run switches it to ${spec.version} and starts it once main is up)` })),
     ),
     ...body,
-    { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${on}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas` },
+    { kind: 'start', target: MAIN_UNIT, summary: `${spec.method === 'apt' ? 'restart' : 'start'} ${MAIN_UNIT} on ${on}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas${spec.method === 'apt' ? ' (its only restart in this change)' : ''}` },
     { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl} (migrations done)` },
     ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${on}` })),
     { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
@@ -232,8 +235,8 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         await writeRecord(conn, { active: step.target, previous: planned.fromVenv, backup: planned.dump, ...(planned.db ? { before: planned.db } : {}), switchedAt: new Date().toISOString() })
         return `${VENV_LINK} -> ${step.target}`
       case 'apt-install':
-        await run(spec.aptInstall!, `upgrading matrix-synapse-py3 to ${spec.version}`, 1_200_000)
-        return
+        await run(spec.apt!.install(planned.debVersion!), `installing ${SYNAPSE_PACKAGE}=${planned.debVersion}`, 1_200_000)
+        return `${SYNAPSE_PACKAGE} ${planned.debVersion} installed and held; main still serves ${planned.from} until its restart`
       case 'start':
         await startUnit(conn, step.target)
         return
@@ -267,10 +270,12 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
 
   return {
     id,
-    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(install?.facts() ?? []), ...(liveContents ? [liveContents] : [])],
+    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(install?.facts() ?? []), ...(liveContents ? [liveContents] : []), ...(spec.apt ? [spec.apt.source] : [])],
     async plan(ctx) {
       const s = ctx.facts.get(state)
       const active = s.active
+      // Decided before anything stops: a version the source does not offer is refused here, not at the install.
+      const debVersion = spec.apt ? plannedDebVersion(spec.version, ctx.facts.get(spec.apt.source), active) : undefined
       const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
       const liveVenv = linkTarget === undefined ? undefined : linkTarget.startsWith('/') ? linkTarget : `${VENV_LINK.replace(/[^/]+$/, '')}${linkTarget}`
       const drift = (): LockDrift | undefined => {
@@ -284,7 +289,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       }
       if (spec.method === 'apt' && active === spec.version) return null
       const steps: Step[] = []
-      planned = { from: active, db: null }
+      planned = { from: active, db: null, ...(debVersion ? { debVersion } : {}) }
       // Fresh host: nothing runs yet; install and link (the service resource starts it later).
       if (!active || (spec.method === 'pip' && s.link.kind === 'none')) {
         if (spec.method === 'apt') return null // the apt task installs it; nothing to order yet
@@ -338,7 +343,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       }
       const window = next && planned.previousCode ? rollbackWindow(dbFact, planned.previousCode, next) : undefined
       if (spec.method === 'pip') steps.push(...stepsAround(active, [{ kind: 'switch', target, summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${planned.fromVenv} stays for rollback)` }]))
-      else steps.push(...stepsAround(active, [{ kind: 'apt-install', target: `matrix-synapse-py3 ${spec.version}`, summary: `upgrade the package matrix-synapse-py3 ${active} -> ${spec.version}` }]))
+      else steps.push(...stepsAround(active, [{ kind: 'apt-install', target: `${SYNAPSE_PACKAGE} ${debVersion}`, summary: `install ${SYNAPSE_PACKAGE}=${debVersion} (was ${active}) and hold it there; its postinst does not restart main (a policy-rc.d guard for this one apt run): main keeps serving ${active} until the restart below` }]))
       if (spec.method === 'pip') {
         const venvs = [...s.venvs.filter((v) => v.path !== target), { path: target, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
         if (s.link.kind === 'dir' && !venvs.some((v) => v.path === versionedVenv(active))) venvs.splice(1, 0, { path: versionedVenv(active), mtime: 0 })
@@ -379,6 +384,9 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
           if (stillStopped.length) throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`, { cause: error })
           if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
+        }
+        if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from) {
+          throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }))
         }
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         // The newer code served once main answered /health (workers and clients may have written since).

@@ -10,9 +10,8 @@ import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
-import { renderSynapseServiceDropIn } from '../synapse/templates/units.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
-import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR, SYNAPSE_TARGET_PATH, VENV_LINK, WORKER_UNIT_PATH } from '../../src/synapse/paths.js'
+import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_WORKERS_DIR, SYNAPSE_TARGET_PATH, VENV_LINK, WORKER_UNIT_PATH } from '../../src/synapse/paths.js'
 
 const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
 
@@ -64,9 +63,6 @@ export const workersTask: Task = {
     )
     // On main's host the synapse task retires workers before the shared config changes; here, this task.
     if (!main) out.push(retiredWorkers(here.map((w) => w.name)))
-    if (v.synapse.install === 'apt') {
-      out.push(directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }), file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }))
-    }
     for (const f of renderWorkerFiles(v, ctx.host.name)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     // Every worker reads the shared config: a change there (stream writers, federation senders,
     // pushers) restarts them all, as Synapse's docs ask; a new worker's own file restarts nobody else.

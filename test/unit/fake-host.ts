@@ -26,6 +26,8 @@ import { checked, type CommandResult, type Connection, type FileWrite, type Remo
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
 import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
+import { aptSourceFact, guardedInstall } from '../../tasks/synapse/apt-package.js'
+import { raw } from '../../src/core/shell.js'
 import { HOST_RECORD, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR } from '../../src/synapse/paths.js'
 
 export type FsNode =
@@ -132,6 +134,9 @@ export class FakeHost implements Connection {
   /** The interpreter venvs are made with (bookworm's). */
   venvPython = '3.11.2'
   readonly debconf = new Map<string, string>()
+  /** Packages on hold (apt-mark hold). */
+  readonly held = new Set<string>()
+  #policyGuard = false
   /** The source lines apt knew at its last `apt-get update` (null: never updated, no lists). */
   aptLists: string[] | null
   memoryKiB = 4 * 1024 * 1024
@@ -249,6 +254,8 @@ export class FakeHost implements Connection {
    * (pip method) has no ExecStartPre: the signing-key resource made the key before the first start.
    */
   #execStartPre(unit: string): void {
+    // The tool's drop-in empties the package's ExecStartPre.
+    if (/^ExecStartPre=$/m.test(this.text('/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf') ?? '')) return
     if (unit !== 'matrix-synapse.service' || !this.packages.has('matrix-synapse-py3') || this.fs.get(SYNAPSE_SIGNING_KEY) || !this.users.has('matrix-synapse')) return
     this.put(SYNAPSE_SIGNING_KEY, 'ed25519 a_pkg0 generated-at-start\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o640 })
   }
@@ -362,6 +369,7 @@ export class FakeHost implements Connection {
     const ownership = this.#ownershipFacts(cmd)
     if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
+    if (cmd === aptSourceFact.command.text) return this.#aptSource()
         if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
     if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
     if ((m = /^if \[ -x (\S+)\/bin\/python \]; then .*base64.*; else echo null; fi$/s.exec(cmd))) {
@@ -382,6 +390,22 @@ export class FakeHost implements Connection {
       return dists === undefined ? { code: 127, stderr: 'No such file or directory' } : { stdout: `python ${this.venvPython}\n${[...dists].map(([n, v]) => `${n} ${v}\n`).join('')}` }
     }
     return this.#guard(cmd)
+  }
+
+  /** aptSourceFact: the one-source update (the source's packages become known) and madison's rows. */
+  #aptSource(): Out {
+    const sources = this.text('/etc/apt/sources.list.d/matrix-org.list')
+    const pkg = 'matrix-synapse-py3'
+    const installed = this.packages.get(pkg)
+    const lines: string[] = []
+    if (sources !== undefined) {
+      lines.push('source')
+      this.aptLists = [...new Set([...(this.aptLists ?? []), ...sources.split('\n').filter(Boolean)])]
+      const candidate = this.distro.candidates[pkg]
+      if (candidate && sources.includes('packages.matrix.org') && sources.includes(` ${this.distro.codename} `)) lines.push(`madison: ${pkg} | ${candidate} | https://packages.matrix.org/debian ${this.distro.codename}/main amd64 Packages`)
+    }
+    lines.push(`installed ${installed ? `${installed} ${this.held.has(pkg) ? 'hi' : 'ii'} ` : ''}`)
+    return { stdout: lines.join('\n') + '\n' }
   }
 
   /** releaseStateFact: the venv link, the versioned venvs and the active version, as the shell prints them. */
@@ -586,7 +610,19 @@ export class FakeHost implements Connection {
       this.aptLists = ['(distribution archive)', ...sources]
       return {}
     }
-    if ((m = /^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=\d+ -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold (.+)$/.exec(cmd))) {
+    const [guardBefore, guardAfter] = guardedInstall(raw`@@INSTALL@@`).text.split('@@INSTALL@@') as [string, string]
+    if (cmd.startsWith(guardBefore) && cmd.endsWith(guardAfter)) {
+      // The policy-rc.d guard: the package's maintainer scripts start or restart no matrix-synapse unit; then held.
+      this.#policyGuard = true
+      try {
+        const r = this.#exec(cmd.slice(guardBefore.length, -guardAfter.length), stdin)
+        if ((r.code ?? 0) === 0) this.held.add('matrix-synapse-py3')
+        return r
+      } finally {
+        this.#policyGuard = false
+      }
+    }
+    if ((m = /^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a(?: NEEDRESTART_SUSPEND=1)? apt-get install -y -q --no-install-recommends(?: --allow-downgrades --allow-change-held-packages)? -o DPkg::Lock::Timeout=\d+ -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold (.+)$/.exec(cmd))) {
       return this.#aptInstall(shellWords(m[1]!))
     }
     if ((m = rx(String.raw`^install -d -o ${ARG} -g ${ARG} -m ([0-7]{4}) ${ARG} && chown ${ARG} ${ARG} && chmod [0-7]{4} ${ARG}$`).exec(cmd))) {
@@ -661,7 +697,8 @@ export class FakeHost implements Connection {
     const unit = (u: string) => {
       this.put(`/lib/systemd/system/${u}`, `[Unit]\nDescription=${u} from package ${name}\n`)
       this.daemonReloadDue.delete(`/lib/systemd/system/${u}`)
-      this.startUnit(u, true)
+      if (this.#policyGuard && u === 'matrix-synapse.service') this.units.set(u, { ...(this.units.get(u) ?? { active: false, since: 0 }), enabled: true })
+      else this.startUnit(u, true)
     }
     switch (name) {
       case 'postgresql': {

@@ -686,10 +686,10 @@ describe('Ubuntu 20.04 (focal)', () => {
         touches: ['pkg:matrix-synapse-py3'],
       })
       expect(resourcesOf(synapse)).toContain('command:group matrix-synapse')
-      // The package's unit generates the key 0640 when the install starts it: the plan says what follows.
+      // The guarded install does not start the package's unit (no key, no SQLite from its own config): the run makes the key.
       expect(changeOf(report, `signing-key:${SIGNING_KEY}`)).toMatchObject({
-        action: 'update',
-        summary: `set the signing key ${SIGNING_KEY} to 0600 matrix-synapse:matrix-synapse (the unit of matrix-synapse-py3 generates it 0640 when the install starts it)`,
+        action: 'create',
+        summary: `generate the server's signing key ${SIGNING_KEY} (0600 matrix-synapse:matrix-synapse, kept across runs)`,
       })
       // The package brings its unit, venv and homeserver.yaml: none of the pip method's resources.
       expect(resourcesOf(synapse).some((id) => id.startsWith('venv:') || id === 'file:/etc/systemd/system/matrix-synapse.service' || id === 'file:/etc/matrix-synapse/homeserver.yaml')).toBe(false)
@@ -722,13 +722,16 @@ describe('Ubuntu 20.04 (focal)', () => {
       // The postinst made the user with its own group, which reads the 0640 config files.
       expect(host.users.get('matrix-synapse')?.group).toBe('matrix-synapse')
       expect(host.readableBy('matrix-synapse', `${CONF_D}/20-database.yaml`)).toBe(true)
-      // The package's unit made the key 0640 at install; the run set it to what the after-check asks for.
+      // The install did not start main (policy-rc.d guard); the run made the key before main's first start, and held the package.
       expect(host.fs.get(SIGNING_KEY)).toMatchObject({ type: 'file', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o600 })
-      expect(host.text(SIGNING_KEY)).toBe('ed25519 a_pkg0 generated-at-start\n')
+      expect(host.text(SIGNING_KEY)).toBe('ed25519 a_fake signingkey\n')
+      expect(host.held.has('matrix-synapse-py3')).toBe(true)
       const ctx = { host: inventory.hosts[0]! } as TaskContext
       const keyCheck = TASKS.find((t) => t.name === 'synapse')!.after!(ctx).find((c) => c.name === 'signing key readable only by matrix-synapse')!
       expect(await keyCheck.run(host, { waitS: () => 0 })).toMatchObject({ ok: true, detail: 'matrix-synapse 600' })
-      expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart matrix-synapse.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
+      // Main was never started on the package's own config: its first start is on the run's configuration, not a restart.
+      expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
+      expect(host.units.get('matrix-synapse.service')).toMatchObject({ active: true, enabled: true })
 
       const again = await dryRun(host, inventory)
       expect(host.unexpected).toEqual([])

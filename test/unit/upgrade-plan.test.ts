@@ -4,6 +4,7 @@ import { Prediction, type Change, type Resource } from '../../src/resources/reso
 import { renderReport } from '../../src/report/text.js'
 import { checked, type Connection, type RunOptions } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
+import { aptCandidate, aptSourceFact, packageInstallCommand, parseAptSource, parseMadison, upstreamOf } from '../../tasks/synapse/apt-package.js'
 import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
 import { isVenvOf, rebuiltVenv } from '../../tasks/synapse/venv-rebuild.js'
 import { venvContentsFact } from '../../src/resources/python-venv.js'
@@ -197,18 +198,62 @@ Finished in 0.0 s.
     const at = (link: string) => `link ${link}\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n`
     expect(await planOf(spec({ lock: lock163 }), facts(at('matrix-synapse-1.163.2'), dbAt158, null, v163, venvListing()))).toBeNull()
     expect(await planOf(spec({ lock: lock163 }), facts(at('matrix-synapse-1.163.2-r2'), dbAt158, null, v163, venvListing()))).toBeNull()
-    const apt = (await planOf(spec({ method: 'apt', installAt: undefined, controllerCode: undefined, aptInstall: sh`apt-get install matrix-synapse-py3` }), facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)))! as Change
+    const aptFacts = facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)
+    aptFacts.set(aptSourceFact.id, parseAptSource(`source\nupdate: Get:1 http://127.0.0.1:8089 bookworm InRelease [1380 B]\nmadison:  matrix-synapse-py3 | 1.163.2+bookworm1 | http://127.0.0.1:8089 bookworm/main amd64 Packages\nmadison:  matrix-synapse-py3 | 1.158.0+bookworm1 | http://127.0.0.1:8089 bookworm/main amd64 Packages\ninstalled 1.158.0+bookworm1 hi \n`))
+    const aptSpec = spec({ method: 'apt', installAt: undefined, controllerCode: undefined, apt: { source: aptSourceFact, install: (deb) => sh`apt-get install ${`matrix-synapse-py3=${deb}`}` } })
+    const apt = (await planOf(aptSpec, aptFacts))! as Change
     expect(apt.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
       'backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump',
       'stop matrix-synapse-worker@federation_reader.service',
       'stop matrix-synapse-worker@federation_sender.service',
-      'apt-install matrix-synapse-py3 1.163.2',
+      'apt-install matrix-synapse-py3 1.163.2+bookworm1',
       'start matrix-synapse.service',
       'wait-health http://127.0.0.1:8008/health',
       'start matrix-synapse-worker@federation_reader.service',
       'start matrix-synapse-worker@federation_sender.service',
       'after-checks homeserver',
     ])
+    expect(apt.steps!.find((x) => x.kind === 'apt-install')!.summary).toContain('policy-rc.d guard')
+    expect(apt.steps!.find((x) => x.kind === 'start' && x.target === 'matrix-synapse.service')!.summary).toContain('restart matrix-synapse.service on 1.163.2 (was 1.158.0)')
+  })
+
+  it('apt: a version the source does not offer is refused in the plan, naming what it offers; an unreadable source too', async () => {
+    const aptSpec = spec({ method: 'apt', version: '1.170.0', installAt: undefined, controllerCode: undefined, apt: { source: aptSourceFact, install: () => sh`false` } })
+    const f = facts('dir\nactive 1.158.0\nfree 900000\n', dbAt158)
+    f.set(aptSourceFact.id, parseAptSource('source\nmadison: matrix-synapse-py3 | 1.163.2+bookworm1 | http://x bookworm/main amd64 Packages\nmadison: matrix-synapse-py3 | 1.158.0+bookworm1 | http://x bookworm/main amd64 Packages\ninstalled 1.158.0+bookworm1 ii \n'))
+    await expect(planOf(aptSpec, f)).rejects.toThrow('refusing to install Synapse 1.170.0 with apt: matrix-synapse-py3 1.170.0 is not in the repository (it offers 1.163.2+bookworm1, 1.158.0+bookworm1): pin one of those in synapse.version, or wait until the repository has it. Nothing was changed: Synapse 1.158.0 keeps serving.')
+    f.set(aptSourceFact.id, parseAptSource('source\nupdate: Err:1 http://127.0.0.1:8089 bookworm InRelease\nupdate:   Could not connect to 127.0.0.1:8089 (127.0.0.1). - connect (111: Connection refused)\nupdate-failed\ninstalled 1.158.0+bookworm1 ii \n'))
+    await expect(planOf(aptSpec, f)).rejects.toThrow(/apt-get update of the matrix.org source \(\/etc\/apt\/sources.list.d\/matrix-org.list\) failed: Err:1 http:\/\/127.0.0.1:8089 bookworm InRelease/)
+  })
+})
+
+describe('the apt source and candidate (outputs captured on a bookworm host with the real packages)', () => {
+  const madison = ' matrix-synapse-py3 | 1.157.0+bookworm1 | http://127.0.0.1:8089 bookworm/main amd64 Packages\n matrix-synapse-py3 | 1.156.0+bookworm1 | http://127.0.0.1:8089 bookworm/main amd64 Packages\n'
+  const state = (m: string, extra = '') => parseAptSource(`source\n${m.split('\n').filter(Boolean).map((l) => `madison: ${l}`).join('\n')}\n${extra}installed 1.156.0+bookworm1 hi \n`)
+
+  it('parses madison (an unknown package prints nothing, exit 0) and the installed version with its hold', () => {
+    expect(parseMadison(madison)).toEqual(['1.157.0+bookworm1', '1.156.0+bookworm1'])
+    expect(parseMadison('')).toEqual([])
+    expect(state(madison).installed).toEqual({ version: '1.156.0+bookworm1', held: true })
+    expect(parseAptSource('installed \n')).toEqual({ source: false, available: [] })
+  })
+
+  it('decides the Debian version from the repository row, refuses an absent version and an empty source, and waits for a source not written yet', () => {
+    expect(aptCandidate('1.157.0', state(madison))).toEqual({ ok: true, debVersion: '1.157.0+bookworm1' })
+    expect(aptCandidate('1.157.0', state(' matrix-synapse-py3 | 1.157.0+bookworm2 | u\n matrix-synapse-py3 | 1.157.0+bookworm1 | u\n'))).toEqual({ ok: true, debVersion: '1.157.0+bookworm2' })
+    expect(aptCandidate('1.158.0', state(madison))).toMatchObject({ ok: false, reason: expect.stringContaining('1.158.0 is not in the repository (it offers 1.157.0+bookworm1, 1.156.0+bookworm1)') })
+    expect(aptCandidate('1.157.0', state(''))).toMatchObject({ ok: false, reason: expect.stringContaining('offers no matrix-synapse-py3 at all') })
+    expect(aptCandidate('1.157.0', parseAptSource('installed \n'))).toMatchObject({ ok: 'unknown' })
+    expect(upstreamOf('1:1.157.0+bookworm1')).toBe('1.157.0')
+  })
+
+  it('the guarded install keeps a foreign policy-rc.d, removes its own on exit and re-holds the package', () => {
+    const text = packageInstallCommand('1.157.0+bookworm1', 180).text
+    expect(text).toContain('--allow-downgrades --allow-change-held-packages')
+    expect(text).toContain('matrix-synapse-py3=1.157.0+bookworm1 && apt-mark hold matrix-synapse-py3')
+    expect(text).toContain('mv -f /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.matrix-provision-saved')
+    expect(text).toMatch(/trap '.*rm -f \/usr\/sbin\/policy-rc.d/)
+    expect(text).toContain('matrix-synapse|matrix-synapse.service) exit 101')
   })
 })
 
