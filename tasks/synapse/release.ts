@@ -386,7 +386,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
         if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from) {
-          throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }))
+          throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }), { cause: error })
         }
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         // The newer code served once main answered /health (workers and clients may have written since).

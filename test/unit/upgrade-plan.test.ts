@@ -4,7 +4,7 @@ import { Prediction, type Change, type Resource } from '../../src/resources/reso
 import { renderReport } from '../../src/report/text.js'
 import { checked, type Connection, type RunOptions } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
-import { aptCandidate, aptSourceFact, packageInstallCommand, parseAptSource, parseMadison, upstreamOf } from '../../tasks/synapse/apt-package.js'
+import { aptCandidate, aptSourceFact, packageInstallCommand, parseAptSource, parseMadison, upstreamOf, type Candidate } from '../../tasks/synapse/apt-package.js'
 import { codeSchemaFact, databaseSchemaFact, dumpPath, releaseStateFact, synapseRelease, venvsToPrune, type ReleaseSpec } from '../../tasks/synapse/release.js'
 import { isVenvOf, rebuiltVenv } from '../../tasks/synapse/venv-rebuild.js'
 import { venvContentsFact } from '../../src/resources/python-venv.js'
@@ -241,8 +241,9 @@ describe('the apt source and candidate (outputs captured on a bookworm host with
   it('decides the Debian version from the repository row, refuses an absent version and an empty source, and waits for a source not written yet', () => {
     expect(aptCandidate('1.157.0', state(madison))).toEqual({ ok: true, debVersion: '1.157.0+bookworm1' })
     expect(aptCandidate('1.157.0', state(' matrix-synapse-py3 | 1.157.0+bookworm2 | u\n matrix-synapse-py3 | 1.157.0+bookworm1 | u\n'))).toEqual({ ok: true, debVersion: '1.157.0+bookworm2' })
-    expect(aptCandidate('1.158.0', state(madison))).toMatchObject({ ok: false, reason: expect.stringContaining('1.158.0 is not in the repository (it offers 1.157.0+bookworm1, 1.156.0+bookworm1)') })
-    expect(aptCandidate('1.157.0', state(''))).toMatchObject({ ok: false, reason: expect.stringContaining('offers no matrix-synapse-py3 at all') })
+    const reason = (c: Candidate) => (c.ok === false ? c.reason : `not refused: ${JSON.stringify(c)}`)
+    expect(reason(aptCandidate('1.158.0', state(madison)))).toContain('1.158.0 is not in the repository (it offers 1.157.0+bookworm1, 1.156.0+bookworm1)')
+    expect(reason(aptCandidate('1.157.0', state('')))).toContain('offers no matrix-synapse-py3 at all')
     expect(aptCandidate('1.157.0', parseAptSource('installed \n'))).toMatchObject({ ok: 'unknown' })
     expect(upstreamOf('1:1.157.0+bookworm1')).toBe('1.157.0')
   })
