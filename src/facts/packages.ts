@@ -1,12 +1,12 @@
 import { raw, sh } from '../core/shell.js'
 import { defineFact } from './fact.js'
 
-/** Installed Debian packages: name -> version (only fully installed ones, status "ii"). */
+/** Installed Debian packages: name -> version (only fully installed ones: status "ii", or "hi" when held). */
 export function parseDpkgQuery(out: string): Map<string, string> {
   const pkgs = new Map<string, string>()
   for (const line of out.split('\n')) {
     const [name, status, version] = line.split('\t')
-    if (name && status?.startsWith('ii') && version) pkgs.set(name.replace(/:.*$/, ''), version)
+    if (name && /^[ih]i/.test(status ?? '') && version) pkgs.set(name.replace(/:.*$/, ''), version)
   }
   return pkgs
 }

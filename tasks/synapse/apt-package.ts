@@ -142,7 +142,8 @@ export async function afterFailedInstall(
   f: { message: string; from: string; debVersion: string; dump?: string; stopped: Step[]; runner: StepRunner; peer: (host: string) => Promise<Connection> },
 ): Promise<string> {
   const now = (await conn.run(INSTALLED_VERSION)).stdout.trim()
-  const failed = `installing ${SYNAPSE_PACKAGE}=${f.debVersion} failed: ${f.message}`
+  // apt's own E: lines say why; the whole guarded command line would bury them.
+  const failed = `installing ${SYNAPSE_PACKAGE}=${f.debVersion} failed: ${f.message.match(/^E: .*$/gm)?.join(' ') ?? f.message}`
   if (!now || upstreamOf(now) !== f.from) {
     return `${failed}; the package is now ${now || 'not installed'} (was ${f.from}), main and the workers were not restarted${f.dump ? `; the backup is ${f.dump}` : ''}: run again to finish the change`
   }

@@ -111,6 +111,7 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     expect(fed.json).toMatchObject({ server: { name: 'Synapse', version: OLD } })
 
     const again = await apply(inventory)
+    expect(again.report.hosts[0]!.tasks.flatMap((t) => [...t.changes.map((c) => `${c.resource}: ${c.summary}`), ...t.restarts.map((x) => JSON.stringify(x))])).toEqual([])
     expect(again.report.hosts[0]!.error ?? again.report.hosts[0]!.status, again.stderr).toBe('ok')
     expect(again.report.totals).toMatchObject({ add: 0, change: 0, restart: 0, failedHosts: 0 })
   })

@@ -118,9 +118,9 @@ describe('fact parsers', () => {
     expect(parseFileState('symbolic link|root|root|777\n/var/www/element/v1\n', 0)).toMatchObject({ type: 'symlink', linkTarget: '/var/www/element/v1' })
     expect(parseFileState('', 1)).toEqual({ exists: false })
   })
-  it('dpkg-query keeps only installed packages', () => {
-    const m = parseDpkgQuery('apache2\tii \t2.4.62-1\nredis-server\trc \t5:7.0\nlibc6:amd64\tii \t2.36\n')
-    expect([...m]).toEqual([['apache2', '2.4.62-1'], ['libc6', '2.36']])
+  it('dpkg-query keeps only installed packages, held ones too', () => {
+    const m = parseDpkgQuery('apache2\tii \t2.4.62-1\nredis-server\trc \t5:7.0\nlibc6:amd64\tii \t2.36\nmatrix-synapse-py3\thi \t1.156.0+bookworm1\ntree\tiU \t2.1\n')
+    expect([...m]).toEqual([['apache2', '2.4.62-1'], ['libc6', '2.36'], ['matrix-synapse-py3', '1.156.0+bookworm1']])
   })
   it('systemctl show', () => {
     const s = parseUnitState('LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nActiveEnterTimestampMonotonic=123\n')

@@ -358,7 +358,7 @@ export class FakeHost implements Connection {
     if (cmd === osRelease.command.text) return { stdout: this.text('/etc/os-release') }
     if (cmd === memoryMiB.command.text) return { stdout: `${this.memoryKiB}\n` }
     if ((m = rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).exec(cmd))) return { stdout: `${this.diskKiB}\n` }
-    if (cmd === debPackages.command.text) return { stdout: [...this.packages].map(([n, v]) => `${n}\tii \t${v}\n`).join('') }
+    if (cmd === debPackages.command.text) return { stdout: [...this.packages].map(([n, v]) => `${n}\t${this.held.has(n) ? 'hi' : 'ii'} \t${v}\n`).join('') }
     if (cmd === pythonVersion.command.text) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
     if (cmd === listeningTcp.command.text) return { stdout: this.#ss() }
     if (cmd === pendingRestarts.command.text) return this.#cat(PENDING_RESTARTS)
