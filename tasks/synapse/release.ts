@@ -153,8 +153,7 @@ interface Planned {
   installChange?: Change
   /** A rebuild's new venv: removed when the run fails before the switch (never reused half-built). */
   rebuilt?: string
-  /** apt: the Debian version the source offers for spec.version. */
-  debVersion?: string
+  debVersion?: string // apt: the Debian version the source offers for spec.version
 }
 
 /** Another host's connection in this run (a worker host): the engine's ApplyContext.peer. */
@@ -274,8 +273,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
     async plan(ctx) {
       const s = ctx.facts.get(state)
       const active = s.active
-      // Decided before anything stops: a version the source does not offer is refused here, not at the install.
-      const debVersion = spec.apt ? plannedDebVersion(spec.version, ctx.facts.get(spec.apt.source), active) : undefined
+      const debVersion = spec.apt ? plannedDebVersion(spec.version, ctx.facts.get(spec.apt.source), active) : undefined // refuses an absent version before anything stops
       const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
       const liveVenv = linkTarget === undefined ? undefined : linkTarget.startsWith('/') ? linkTarget : `${VENV_LINK.replace(/[^/]+$/, '')}${linkTarget}`
       const drift = (): LockDrift | undefined => {
@@ -385,9 +383,7 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
           if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
           throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
         }
-        if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from) {
-          throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }), { cause: error })
-        }
+        if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from) throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }), { cause: error })
         if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         // The newer code served once main answered /health (workers and clients may have written since).
         const served = steps.slice(0, i).some((x) => x.kind === 'wait-health')
