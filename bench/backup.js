@@ -31,7 +31,10 @@ const say = (msg) => process.stderr.write(`bench: ${msg}\n`)
 function provision(args) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now()
-    const child = spawn(process.execPath, ['--import', join(root, 'bench/lib/max-rss.js'), join(root, 'bin/provision.js'), ...args], { env: { ...env, CI: 'true' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--import', join(root, 'bench/lib/max-rss.js'), join(root, 'bin/provision.js'), ...args], {
+      env: { ...env, CI: 'true' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c) => (stdout += c))
@@ -46,7 +49,8 @@ function provision(args) {
   })
 }
 
-const inContainer = (script) => execFileSync('docker', ['exec', env.SANDBOX_NAME, 'sh', '-c', script], { encoding: 'utf8', maxBuffer: 1 << 26 })
+const inContainer = (script) =>
+  execFileSync('docker', ['exec', env.SANDBOX_NAME, 'sh', '-c', script], { encoding: 'utf8', maxBuffer: 1 << 26 })
 
 const loadAtStart = loadavg()[0]
 say(`sandbox ${env.SANDBOX_NAME} (provision sandbox: reused when up)`)
@@ -77,15 +81,28 @@ if (restored !== media) throw new Error(`media after restore: ${restored} bytes,
 
 const result = {
   date: new Date().toISOString(),
-  machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), loadavg1AtStart: loadAtStart, loadavg1AtEnd: loadavg()[0] },
+  machine: {
+    cpus: cpus().length,
+    model: cpus()[0]?.model,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    loadavg1AtStart: loadAtStart,
+    loadavg1AtEnd: loadavg()[0],
+  },
   mediaBytes: media,
   backup: { seconds: backup.seconds, peakRssMiB: backup.peakRssMiB, files },
-  restore: { seconds: restore.seconds, peakRssMiB: restore.peakRssMiB, steps: Object.fromEntries(JSON.parse(restore.stdout).steps.map((s) => [s.action, s.durationMs / 1000])) },
+  restore: {
+    seconds: restore.seconds,
+    peakRssMiB: restore.peakRssMiB,
+    steps: Object.fromEntries(JSON.parse(restore.stdout).steps.map((s) => [s.action, s.durationMs / 1000])),
+  },
   note: 'host: the sandbox container on this machine (SSH over loopback); restore replaces the same host (--force), which includes applying the inventory and its after-checks',
 }
 writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n')
 say(`wrote ${OUT}`)
 // The restore kept the replaced database and media (--force): drop them, they are the bench's own.
-inContainer(`rm -rf /var/lib/matrix-synapse/media-replaced-* /var/lib/matrix-synapse/media/local_content/bench; cd / && for d in $(runuser -u postgres -- psql -XAt -c "select datname from pg_database where datname like 'synapse_replaced_%'"); do runuser -u postgres -- dropdb "$d"; done`)
+inContainer(
+  `rm -rf /var/lib/matrix-synapse/media-replaced-* /var/lib/matrix-synapse/media/local_content/bench; cd / && for d in $(runuser -u postgres -- psql -XAt -c "select datname from pg_database where datname like 'synapse_replaced_%'"); do runuser -u postgres -- dropdb "$d"; done`,
+)
 rmSync(backups, { recursive: true, force: true })
-if (!process.env.BENCH_KEEP) execFileSync(process.execPath, [join(root, 'bin/provision.js'), 'sandbox', '--down'], { env, stdio: 'inherit' })
+if (!process.env.BENCH_KEEP)
+  execFileSync(process.execPath, [join(root, 'bin/provision.js'), 'sandbox', '--down'], { env, stdio: 'inherit' })

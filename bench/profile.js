@@ -39,13 +39,12 @@ function steps(stderr) {
     else if (m.msg === 'connect start') label = 'runInventory start'
     else if (m.msg === 'connected') label = 'SSH connect (TCP, kex, auth, privilege)'
     else if (m.msg.startsWith('spawn: mkdir')) label = 'runHost start'
-    else if (m.msg.startsWith('spawn: output seen (base facts')) (label = 'base facts (inside the lock round trip)'), (baseInLock = true)
+    else if (m.msg.startsWith('spawn: output seen (base facts')) ((label = 'base facts (inside the lock round trip)'), (baseInLock = true))
     else if (m.msg.startsWith('spawn: output seen')) label = 'lock acquired (1 round trip, with the base facts script)'
     else if (m.msg.startsWith('run ') && m.msg.includes('sh -s')) {
       const probe = ++runNo + (baseInLock ? 1 : 0)
       label = probe === 1 ? 'base facts (1 round trip)' : probe === 2 ? 'resource facts (1 round trip)' : `probe ${probe}`
-    }
-    else if (m.msg.startsWith('spawn: end')) label = 'plan (no I/O when converged)'
+    } else if (m.msg.startsWith('spawn: end')) label = 'plan (no I/O when converged)'
     else if (m.msg.startsWith('spawn: exited')) label = 'lock released (channel close)'
     else if (m.msg.startsWith('close')) label = 'connection closed'
     else if (m.msg.startsWith('host done')) label = 'report assembled'
@@ -83,7 +82,14 @@ const hosts = await startHosts(n, { publicKey: `${keyFile}.pub`, tag: 'profile' 
 try {
   const dir = join(work, `profile-n${n}`)
   mkdirSync(dir, { recursive: true })
-  const ctx = { root, work, keyFile, knownHostsFile: join(dir, 'known_hosts'), workloadFile: join(root, 'bench/workload.json'), hostsFile: join(dir, 'hosts.json') }
+  const ctx = {
+    root,
+    work,
+    keyFile,
+    knownHostsFile: join(dir, 'known_hosts'),
+    workloadFile: join(root, 'bench/workload.json'),
+    hostsFile: join(dir, 'hosts.json'),
+  }
   await writeKnownHosts(hosts, ctx.knownHostsFile)
   const inv = matrixProvision.prepare(hosts, ctx, dir)()
   const once = (extra = []) => {
@@ -98,11 +104,18 @@ try {
   const freshSteps = steps(fresh.stderr)
   const freshAgg = new Map()
   for (const [label, ms] of freshSteps) {
-    const k = /^probe \d+/.test(label) ? 'facts re-read after a change (1 round trip each)' : label.startsWith('writeFile') ? 'file writes (1 round trip per batch)' : label.startsWith('run ') ? `command: ${label.replace(/^run [\d.]+ ms: /, '').slice(0, 50)}` : label
+    const k = /^probe \d+/.test(label)
+      ? 'facts re-read after a change (1 round trip each)'
+      : label.startsWith('writeFile')
+        ? 'file writes (1 round trip per batch)'
+        : label.startsWith('run ')
+          ? `command: ${label.replace(/^run [\d.]+ ms: /, '').slice(0, 50)}`
+          : label
     const cur = freshAgg.get(k) ?? { count: 0, ms: 0 }
     freshAgg.set(k, { count: cur.count + 1, ms: cur.ms + ms })
   }
-  for (const [k, v] of [...freshAgg].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) console.log(`  ${v.ms.toFixed(0).padStart(6)}  x${String(v.count).padEnd(3)} ${k}`)
+  for (const [k, v] of [...freshAgg].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12))
+    console.log(`  ${v.ms.toFixed(0).padStart(6)}  x${String(v.count).padEnd(3)} ${k}`)
 
   const walls = []
   const stepSamples = new Map()
@@ -117,7 +130,9 @@ try {
     execFileSync(process.execPath, ['-e', '0'])
     bare.push(performance.now() - t0)
   }
-  console.log(`\nconverged run, ${n} host(s): median ${median(walls).toFixed(0)} ms wall over ${runs} runs (min ${Math.min(...walls).toFixed(0)}); bare \`node -e 0\`: ${median(bare).toFixed(0)} ms`)
+  console.log(
+    `\nconverged run, ${n} host(s): median ${median(walls).toFixed(0)} ms wall over ${runs} runs (min ${Math.min(...walls).toFixed(0)}); bare \`node -e 0\`: ${median(bare).toFixed(0)} ms`,
+  )
   console.log('median per step (ms), first host:')
   for (const [label, xs] of stepSamples) console.log(`  ${median(xs).toFixed(1).padStart(7)}  ${label}`)
 
@@ -134,18 +149,24 @@ try {
   const remote = async (script) => {
     const xs = []
     for (let i = 0; i < 5; i++) {
-      const out = await exec(hosts[0].id, `t0=$(date +%s%N); sh -s >/dev/null <<'MPEOF'\n${script}\nMPEOF\necho $(( ($(date +%s%N) - t0) / 1000 ))`)
+      const out = await exec(
+        hosts[0].id,
+        `t0=$(date +%s%N); sh -s >/dev/null <<'MPEOF'\n${script}\nMPEOF\necho $(( ($(date +%s%N) - t0) / 1000 ))`,
+      )
       xs.push(Number(out.trim()) / 1000)
     }
     return median(xs)
   }
-  console.log(`\non the host itself: base-facts probe ${(await remote(scripts.base)).toFixed(1)} ms, resource-facts probe (${scripts.count} facts) ${(await remote(scripts.resources)).toFixed(1)} ms`)
+  console.log(
+    `\non the host itself: base-facts probe ${(await remote(scripts.base)).toFixed(1)} ms, resource-facts probe (${scripts.count} facts) ${(await remote(scripts.resources)).toFixed(1)} ms`,
+  )
 
   const profDir = mkdtempSync(join(tmpdir(), 'mp-cpuprof-'))
   once(['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=200'])
   const file = join(profDir, readdirSync(profDir)[0])
   console.log(`\nCPU profile of one converged run (${file}), self time by owner:`)
-  for (const [g, ms, pct] of summariseProfile(file).slice(0, 14)) console.log(`  ${ms.toFixed(1).padStart(7)} ms ${pct.toFixed(1).padStart(5)}%  ${g}`)
+  for (const [g, ms, pct] of summariseProfile(file).slice(0, 14))
+    console.log(`  ${ms.toFixed(1).padStart(7)} ms ${pct.toFixed(1).padStart(5)}%  ${g}`)
 } finally {
   await stopHosts(hosts)
 }

@@ -45,9 +45,13 @@ async function setup() {
     say(`building the base image ${base} (debootstrap from Debian's archive, about 2 minutes)`)
     execFileSync('bash', [join(root, 'docker/build-base-images.sh'), 'bookworm'], { stdio: 'inherit' })
   }
-  execFileSync('docker', ['build', '-q', '-t', 'matrix-provision/target:bookworm', '--build-arg', `BASE=${base}`, join(root, 'docker')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  execFileSync('docker', ['build', '-q', '-t', 'matrix-provision/target:bookworm', '--build-arg', `BASE=${base}`, join(root, 'docker')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
   say(`building ${IMAGE}`)
-  execFileSync('docker', ['build', '-q', '-t', IMAGE, '-f', join(root, 'bench/image/Dockerfile'), join(work, 'image-debs')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  execFileSync('docker', ['build', '-q', '-t', IMAGE, '-f', join(root, 'bench/image/Dockerfile'), join(work, 'image-debs')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
   say('compiling and bundling the matrix-provision bench entry (bench/tsconfig.json, scripts/bundle.js)')
   await buildBenchEntry(root, work, say)
   // Each systemd container holds ~7 inotify instances; Linux's default of 128 per user stops the 19th or so
@@ -59,7 +63,10 @@ async function setup() {
     try {
       writeFileSync('/proc/sys/fs/inotify/max_user_instances', String(want))
     } catch (e) {
-      throw new Error(`fs.inotify.max_user_instances is ${have}, too low for ${Math.max(...SIZES)} systemd containers: run sysctl -w fs.inotify.max_user_instances=${want} as root (${e.message})`, { cause: e })
+      throw new Error(
+        `fs.inotify.max_user_instances is ${have}, too low for ${Math.max(...SIZES)} systemd containers: run sysctl -w fs.inotify.max_user_instances=${want} as root (${e.message})`,
+        { cause: e },
+      )
     }
   }
   const keyFile = join(work, 'id_ed25519')
@@ -69,7 +76,9 @@ async function setup() {
 
 async function machine() {
   const v = async (cmd, args) => (await run(cmd, args).catch((e) => ({ stdout: `unavailable: ${e.message.split('\n')[0]}` }))).stdout.trim()
-  const git = (await v('git', ['-C', root, 'rev-parse', 'HEAD'])) + ((await v('git', ['-C', root, 'status', '--porcelain', '--', 'src', 'tasks'])) ? ' (src/tasks modified)' : '')
+  const git =
+    (await v('git', ['-C', root, 'rev-parse', 'HEAD'])) +
+    ((await v('git', ['-C', root, 'status', '--porcelain', '--', 'src', 'tasks'])) ? ' (src/tasks modified)' : '')
   return {
     hostname: hostname(),
     cpu: cpus()[0]?.model,
@@ -80,7 +89,7 @@ async function machine() {
     node: process.version,
     matrix_provision: `${JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version} at ${git}`,
     ssh2: JSON.parse(readFileSync(join(root, 'node_modules/ssh2/package.json'), 'utf8')).version,
-    ansible: `${(await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible']))} (ansible-core ${await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible-core'])})`,
+    ansible: `${await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible'])} (ansible-core ${await v('dpkg-query', ['-W', '-f', '${Version}', 'ansible-core'])})`,
     pyinfra: (await v(join(work, 'pyinfra-venv/bin/pyinfra'), ['--version'])).replace(/^pyinfra:\s*v?/, ''),
     python_pyinfra: await v(join(work, 'pyinfra-venv/bin/python'), ['--version']),
     python_ansible: await v('/usr/bin/python3', ['--version']),
@@ -96,7 +105,8 @@ async function timed(label, inv, logDir, n, expectConverged, convergedCheck) {
   await inv.after?.()
   const output = readFileSync(log, 'utf8')
   if (m.code !== 0) throw new Error(`${label} exited ${m.code}; see ${log}:\n${output.split('\n').slice(-15).join('\n')}`)
-  if (expectConverged && !convergedCheck(output, n)) throw new Error(`${label}: a second run should change nothing, but its output says otherwise; see ${log}`)
+  if (expectConverged && !convergedCheck(output, n))
+    throw new Error(`${label}: a second run should change nothing, but its output says otherwise; see ${log}`)
   say(`  ${label}: ${m.wallS.toFixed(3)} s, peak ${m.peakRssMiB} MiB RSS / ${m.peakPssMiB} MiB PSS`)
   return m
 }
@@ -112,9 +122,19 @@ async function benchSize(n, keyFile, results, warmup) {
   const hosts = await startHosts(n, { publicKey: `${keyFile}.pub`, tag })
   say(`N=${n}: ${n} host(s) up in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
   try {
-    const ctx = { root, work, keyFile, knownHostsFile: join(dir, 'known_hosts'), workloadFile: join(root, 'bench/workload.json'), hostsFile: join(dir, 'hosts.json') }
+    const ctx = {
+      root,
+      work,
+      keyFile,
+      knownHostsFile: join(dir, 'known_hosts'),
+      workloadFile: join(root, 'bench/workload.json'),
+      hostsFile: join(dir, 'hosts.json'),
+    }
     await writeKnownHosts(hosts, ctx.knownHostsFile)
-    writeFileSync(ctx.hostsFile, JSON.stringify({ keyFile, knownHostsFile: ctx.knownHostsFile, hosts: hosts.map(({ name, port }) => ({ name, port })) }, null, 2))
+    writeFileSync(
+      ctx.hostsFile,
+      JSON.stringify({ keyFile, knownHostsFile: ctx.knownHostsFile, hosts: hosts.map(({ name, port }) => ({ name, port })) }, null, 2),
+    )
     const workload = JSON.parse(readFileSync(ctx.workloadFile, 'utf8'))
     const tools = TOOL_NAMES.map((name) => ({ tool: TOOLS[name], invocation: TOOLS[name].prepare(hosts, ctx, dir) }))
     const samples = new Map()
@@ -140,7 +160,8 @@ async function benchSize(n, keyFile, results, warmup) {
       }
     }
     const floorInv = floor.prepare(hosts, ctx)
-    for (let r = 0; r < FLOOR_RUNS; r++) add('floor', 'converged', await timed(`floor-${r + 1}`, floorInv(), logDir, n, false, floor.converged))
+    for (let r = 0; r < FLOOR_RUNS; r++)
+      add('floor', 'converged', await timed(`floor-${r + 1}`, floorInv(), logDir, n, false, floor.converged))
     for (const [key, ms] of samples) {
       const [tool, phase] = key.split('|')
       const walls = ms.map((m) => m.wallS)
@@ -166,7 +187,20 @@ function table(results) {
   const cell = (x) => (x ? `${x.median_s.toFixed(2)} (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)})` : '-')
   const ratio = (a, b) => (a && b ? `${(a.median_s / b.median_s).toFixed(1)}x` : '-')
   const mem = (x) => (x ? `${x.peak_rss_mib}/${x.peak_pss_mib}` : '-')
-  const head = ['hosts', 'phase', 'matrix-provision s', 'ansible s', 'pyinfra s', 'floor s', 'ansible/mp', 'pyinfra/mp', 'mp/floor', 'mp MiB', 'ansible MiB', 'pyinfra MiB']
+  const head = [
+    'hosts',
+    'phase',
+    'matrix-provision s',
+    'ansible s',
+    'pyinfra s',
+    'floor s',
+    'ansible/mp',
+    'pyinfra/mp',
+    'mp/floor',
+    'mp MiB',
+    'ansible MiB',
+    'pyinfra MiB',
+  ]
   const rows = []
   for (const n of [...new Set(results.map((x) => x.hosts))]) {
     for (const phase of ['fresh', 'converged']) {
@@ -174,7 +208,20 @@ function table(results) {
       const an = get('ansible', n, phase)
       const py = get('pyinfra', n, phase)
       const fl = get('floor', n, 'converged')
-      rows.push([String(n), phase, cell(mp), cell(an), cell(py), cell(fl), ratio(an, mp), ratio(py, mp), ratio(mp, fl), mem(mp), mem(an), mem(py)])
+      rows.push([
+        String(n),
+        phase,
+        cell(mp),
+        cell(an),
+        cell(py),
+        cell(fl),
+        ratio(an, mp),
+        ratio(py, mp),
+        ratio(mp, fl),
+        mem(mp),
+        mem(an),
+        mem(py),
+      ])
     }
   }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
@@ -184,7 +231,10 @@ function table(results) {
   if (mpMem.length > 1) {
     const a = mpMem[0]
     const b = mpMem[mpMem.length - 1]
-    out.push('', `matrix-provision memory per extra host (converged, ${a.hosts} -> ${b.hosts} hosts): ${((b.peak_rss_mib - a.peak_rss_mib) / (b.hosts - a.hosts)).toFixed(2)} MiB RSS`)
+    out.push(
+      '',
+      `matrix-provision memory per extra host (converged, ${a.hosts} -> ${b.hosts} hosts): ${((b.peak_rss_mib - a.peak_rss_mib) / (b.hosts - a.hosts)).toFixed(2)} MiB RSS`,
+    )
   }
   out.push('', 'Times: median (min-max) wall seconds, spawn to exit. Memory: peak RSS / peak PSS of the process tree, MiB.')
   return out.join('\n')
@@ -206,16 +256,33 @@ async function benchFullStack(results) {
   mkdirSync(join(dir, 'logs'), { recursive: true })
   const inventory = join(dir, 'inventory.yaml')
   try {
-    for (const [phase, extra] of [['full-stack-converged', []], ['full-stack-dry-run', ['--dry-run']]]) {
+    for (const [phase, extra] of [
+      ['full-stack-converged', []],
+      ['full-stack-dry-run', ['--dry-run']],
+    ]) {
       const ms = []
       for (let r = 0; r < RUNS; r++) {
-        const m = await measure('node', [cli, '--inventory', inventory, ...extra], { cwd: root, env: env2, log: join(dir, 'logs', `${phase}-${r + 1}.log`) })
+        const m = await measure('node', [cli, '--inventory', inventory, ...extra], {
+          cwd: root,
+          env: env2,
+          log: join(dir, 'logs', `${phase}-${r + 1}.log`),
+        })
         const text = readFileSync(join(dir, 'logs', `${phase}-${r + 1}.log`), 'utf8')
         if (m.code !== 0 || !/no changes/.test(text)) throw new Error(`${phase} run ${r + 1} did not converge:\n${text.slice(-2000)}`)
         ms.push(m)
       }
       const walls = ms.map((m) => m.wallS)
-      results.push({ tool: 'matrix-provision', hosts: 1, phase, median_s: r3(median(walls)), min_s: r3(Math.min(...walls)), max_s: r3(Math.max(...walls)), peak_rss_mib: Math.max(...ms.map((m) => m.peakRssMiB)), peak_pss_mib: Math.max(...ms.map((m) => m.peakPssMiB)), runs: walls.length })
+      results.push({
+        tool: 'matrix-provision',
+        hosts: 1,
+        phase,
+        median_s: r3(median(walls)),
+        min_s: r3(Math.min(...walls)),
+        max_s: r3(Math.max(...walls)),
+        peak_rss_mib: Math.max(...ms.map((m) => m.peakRssMiB)),
+        peak_pss_mib: Math.max(...ms.map((m) => m.peakPssMiB)),
+        runs: walls.length,
+      })
       say(`${phase}: median ${r3(median(walls))} s over ${walls.length} runs`)
     }
   } finally {
@@ -237,12 +304,25 @@ async function main() {
   let loadByHosts = {}
   // BENCH_MERGE=1: keep the figures of host counts not run this time from the existing results file.
   let kept = []
-  if (env.BENCH_MERGE === '1' && existsSync(OUT)) kept = JSON.parse(readFileSync(OUT, 'utf8')).results.filter((x) => (x.phase.startsWith('full-stack') ? env.BENCH_STACK === '0' : !SIZES.includes(x.hosts)))
+  if (env.BENCH_MERGE === '1' && existsSync(OUT))
+    kept = JSON.parse(readFileSync(OUT, 'utf8')).results.filter((x) =>
+      x.phase.startsWith('full-stack') ? env.BENCH_STACK === '0' : !SIZES.includes(x.hosts),
+    )
   const info = await machine()
   const save = () => {
     const record = {
       machine: { ...info, loadavg_1m_before: loadBefore[0], loadavg_1m_after: loadavg()[0] },
-      config: { hosts: SIZES, runs: RUNS, runs_large: RUNS_LARGE, floor_runs: FLOOR_RUNS, tools: TOOL_NAMES, workload: 'bench/workload.json', duration_s: Math.round((Date.now() - started) / 1000), merged_from_earlier_run: [...new Set(kept.map((x) => x.hosts))], loadavg_1m_by_hosts: loadByHosts },
+      config: {
+        hosts: SIZES,
+        runs: RUNS,
+        runs_large: RUNS_LARGE,
+        floor_runs: FLOOR_RUNS,
+        tools: TOOL_NAMES,
+        workload: 'bench/workload.json',
+        duration_s: Math.round((Date.now() - started) / 1000),
+        merged_from_earlier_run: [...new Set(kept.map((x) => x.hosts))],
+        loadavg_1m_by_hosts: loadByHosts,
+      },
       results: [...kept, ...results].sort((a, b) => a.hosts - b.hosts),
     }
     mkdirSync(dirname(OUT), { recursive: true })
@@ -258,7 +338,10 @@ async function main() {
   if (env.BENCH_STACK !== '0') await benchFullStack(results)
   const record = save()
   process.stdout.write(table(record.results.filter((x) => !x.phase.startsWith('full-stack'))) + '\n')
-  for (const x of record.results.filter((r) => r.phase.startsWith('full-stack'))) process.stdout.write(`${x.phase}: ${x.median_s.toFixed(2)} s (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)}), peak RSS ${x.peak_rss_mib} MiB\n`)
+  for (const x of record.results.filter((r) => r.phase.startsWith('full-stack')))
+    process.stdout.write(
+      `${x.phase}: ${x.median_s.toFixed(2)} s (${x.min_s.toFixed(2)}-${x.max_s.toFixed(2)}), peak RSS ${x.peak_rss_mib} MiB\n`,
+    )
   say(`wrote ${OUT}`)
 }
 

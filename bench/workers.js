@@ -95,7 +95,11 @@ function call(agent, ca, method, path, { token, body, timeoutMs = 30_000 } = {})
         agent,
         method,
         path,
-        headers: { host: 'matrix.sandbox.test', ...(token ? { authorization: `Bearer ${token}` } : {}), ...(payload ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          host: 'matrix.sandbox.test',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(payload ? { 'content-type': 'application/json' } : {}),
+        },
         timeout: timeoutMs,
       },
       (res) => {
@@ -117,7 +121,9 @@ async function loadRun(label, clients, holdS) {
   const ca = readFileSync(join(dir, 'ca.pem'))
   const password = readFileSync(join(dir, 'admin-password'), 'utf8').trim()
   const one = new Agent({ keepAlive: false })
-  const login = await call(one, ca, 'POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'admin' }, password } })
+  const login = await call(one, ca, 'POST', '/_matrix/client/v3/login', {
+    body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'admin' }, password },
+  })
   if (login.status !== 200) throw new Error(`login failed: ${login.status} ${login.text}`)
   const token = JSON.parse(login.text).access_token
   const first = await call(one, ca, 'GET', '/_matrix/client/v3/sync?timeout=0', { token })
@@ -135,7 +141,10 @@ async function loadRun(label, clients, holdS) {
   for (let i = 0; i < clients; i++) {
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1 + (i % 50) } }, presence: { limit: i } }))
     pending.push(
-      call(polls, ca, 'GET', `/_matrix/client/v3/sync?since=${encodeURIComponent(since)}&timeout=${holdS * 1000}&filter=${filter}`, { token, timeoutMs: (holdS + 60) * 1000 })
+      call(polls, ca, 'GET', `/_matrix/client/v3/sync?since=${encodeURIComponent(since)}&timeout=${holdS * 1000}&filter=${filter}`, {
+        token,
+        timeoutMs: (holdS + 60) * 1000,
+      })
         .then((r) => {
           if (r.ms < (holdS - 5) * 1000) answeredEarly++
           if (r.status !== 200) failed++
@@ -155,16 +164,24 @@ async function loadRun(label, clients, holdS) {
     if (held + settled >= clients * 0.98) break
     await new Promise((r) => setTimeout(r, 1000))
   }
-  say(`${label}: ${held} connections held by Apache after ${Math.round(openedMs)} ms of opening; answered so far: ${JSON.stringify(statuses)}`)
+  say(
+    `${label}: ${held} connections held by Apache after ${Math.round(openedMs)} ms of opening; answered so far: ${JSON.stringify(statuses)}`,
+  )
   const answeredAtOnce = { ...statuses }
   // The first request right behind the herd meets 2,000 TLS handshakes and /sync setups still in progress
   // on the same 2 cores (the bench's own client included): reported on its own, then the held state is
   // probed after PROBE_SETTLE_S.
-  const herd = await call(new Agent({ keepAlive: false }), ca, 'GET', '/_matrix/client/versions', { timeoutMs: 60_000 }).catch(() => ({ ms: 60_000 }))
+  const herd = await call(new Agent({ keepAlive: false }), ca, 'GET', '/_matrix/client/versions', { timeoutMs: 60_000 }).catch(() => ({
+    ms: 60_000,
+  }))
   await new Promise((r) => setTimeout(r, PROBE_SETTLE_S * 1000))
   const probes = []
   for (let i = 0; i < PROBES; i++) {
-    const r = await call(new Agent({ keepAlive: false }), ca, 'GET', '/_matrix/client/versions', { timeoutMs: 60_000 }).catch((e) => ({ status: 0, ms: 60_000, text: String(e) }))
+    const r = await call(new Agent({ keepAlive: false }), ca, 'GET', '/_matrix/client/versions', { timeoutMs: 60_000 }).catch((e) => ({
+      status: 0,
+      ms: 60_000,
+      text: String(e),
+    }))
     probes.push(r.ms)
     await new Promise((res) => setTimeout(res, 300))
   }
@@ -193,7 +210,9 @@ async function loadRun(label, clients, holdS) {
     apache: { ...apache, threads },
     synapse,
   }
-  say(`${label}: first request behind the herd ${result.first_request_behind_the_herd_ms} ms; held, ${PROBE_SETTLE_S} s later: plain request median ${result.plain_request_ms.median} ms, max ${result.plain_request_ms.max} ms; Apache ${apache.processes} processes / ${threads} threads ${apache.rss_mib} MiB; Synapse ${synapse.processes} processes ${synapse.rss_mib} MiB`)
+  say(
+    `${label}: first request behind the herd ${result.first_request_behind_the_herd_ms} ms; held, ${PROBE_SETTLE_S} s later: plain request median ${result.plain_request_ms.median} ms, max ${result.plain_request_ms.max} ms; Apache ${apache.processes} processes / ${threads} threads ${apache.rss_mib} MiB; Synapse ${synapse.processes} processes ${synapse.rss_mib} MiB`,
+  )
   return result
 }
 
@@ -207,7 +226,9 @@ async function main() {
   if (DEFAULT_ONLY) {
     try {
       results.commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim()
-      results.mpm = inContainer('grep -E "^ *(ServerLimit|ThreadsPerChild|MaxRequestWorkers)" /etc/apache2/conf-available/matrix-mpm.conf; grep -E "BalancerMember" /etc/apache2/sites-available/matrix.conf')
+      results.mpm = inContainer(
+        'grep -E "^ *(ServerLimit|ThreadsPerChild|MaxRequestWorkers)" /etc/apache2/conf-available/matrix-mpm.conf; grep -E "BalancerMember" /etc/apache2/sites-available/matrix.conf',
+      )
       await new Promise((r) => setTimeout(r, Number(env.BENCH_SETTLE_S ?? 30) * 1000))
       results.runs.push(await loadRun('default inventory (guide preset, apache.maxClients 1000)', CLIENTS, HOLD_S))
     } finally {
@@ -245,9 +266,20 @@ async function main() {
       if (m.code !== 0 || !/no changes/.test(text)) throw new Error(`converged run ${r + 1} did not converge:\n${text.slice(-2000)}`)
       walls.push(m.wallS)
     }
-    results.full_stack_one_of_each_converged = { median_s: r3(median(walls)), min_s: r3(Math.min(...walls)), max_s: r3(Math.max(...walls)), runs: walls.length }
+    results.full_stack_one_of_each_converged = {
+      median_s: r3(median(walls)),
+      min_s: r3(Math.min(...walls)),
+      max_s: r3(Math.max(...walls)),
+      runs: walls.length,
+    }
     say(`converged full stack, one-of-each (16 processes): median ${results.full_stack_one_of_each_converged.median_s} s`)
-    results.idle = { apache: memory('-C apache2'), synapse: memory('-u matrix-synapse'), per_unit: inContainer('for u in $(systemctl list-units --no-legend --plain "matrix-synapse*.service" | cut -d" " -f1); do echo "$u $(systemctl show -p MemoryCurrent --value $u)"; done') }
+    results.idle = {
+      apache: memory('-C apache2'),
+      synapse: memory('-u matrix-synapse'),
+      per_unit: inContainer(
+        'for u in $(systemctl list-units --no-legend --plain "matrix-synapse*.service" | cut -d" " -f1); do echo "$u $(systemctl show -p MemoryCurrent --value $u)"; done',
+      ),
+    }
     results.runs.push(await loadRun(`maxClients ${MAX_CLIENTS}`, CLIENTS, HOLD_S))
     if (env.BENCH_CONTRAST === '1') {
       t = performance.now()

@@ -30,7 +30,13 @@ export const BIG = 400
  * Files over BIG today, with their line count as a ceiling: they may shrink, not grow. The package that
  * splits one deletes its entry (an entry a file no longer needs is reported too).
  */
-export const BIG_CEILINGS = {}
+export const BIG_CEILINGS = {
+  // The format pass (prettier, width 140) wrapped their long lines past 400: split them next.
+  'src/commands/adopt/analyze.ts': 447,
+  'tasks/synapse/index.ts': 431,
+  'tasks/synapse/release.ts': 540,
+  'tasks/synapse/templates/homeserver.ts': 416,
+}
 
 const rankOf = (f) => {
   for (let i = 0; i < LAYERS.length; i++) for (let j = 1; j < LAYERS[i].length; j += 2) if (f.startsWith(LAYERS[i][j])) return i
@@ -45,7 +51,8 @@ export function groupOf(f) {
 }
 
 /** Files of a layer that its other groups may import: tasks/common and tasks/<role> (acyclic: folderCycles), src/commands/*.ts. */
-const sharedWithinLayer = (from, to) => (from.startsWith('tasks/') && to.startsWith('tasks/')) || (to.startsWith('src/commands/') && to.split('/').length === 3)
+const sharedWithinLayer = (from, to) =>
+  (from.startsWith('tasks/') && to.startsWith('tasks/')) || (to.startsWith('src/commands/') && to.split('/').length === 3)
 
 const lineCount = (text) => text.split('\n').length - (text.endsWith('\n') ? 1 : 0)
 
@@ -54,7 +61,9 @@ export function importsOf(text) {
   // Template literals hold shell and YAML, never an import: blank them so their quotes do not confuse the scan.
   const code = text.replace(/`(?:\\.|[^`\\])*`/g, '``')
   const found = []
-  for (const m of code.matchAll(/^\s*(?:import|export)\s[^'"`;]*?from\s*['"](\.[^'"]+)['"]|^\s*import\s+['"](\.[^'"]+)['"]|\bimport\(\s*['"](\.[^'"]+)['"]\s*\)/gm))
+  for (const m of code.matchAll(
+    /^\s*(?:import|export)\s[^'"`;]*?from\s*['"](\.[^'"]+)['"]|^\s*import\s+['"](\.[^'"]+)['"]|\bimport\(\s*['"](\.[^'"]+)['"]\s*\)/gm,
+  ))
     found.push(m[1] ?? m[2] ?? m[3])
   return found
 }
@@ -62,17 +71,21 @@ export function importsOf(text) {
 /** Sorted strongly connected sets of more than one node. */
 function cycles(nodes, next) {
   let i = 0
-  const idx = new Map(), low = new Map(), stack = [], on = new Set(), out = []
+  const idx = new Map(),
+    low = new Map(),
+    stack = [],
+    on = new Set(),
+    out = []
   const visit = (v) => {
-    idx.set(v, i), low.set(v, i), i++, stack.push(v), on.add(v)
+    ;(idx.set(v, i), low.set(v, i), i++, stack.push(v), on.add(v))
     for (const w of next(v)) {
-      if (!idx.has(w)) visit(w), low.set(v, Math.min(low.get(v), low.get(w)))
+      if (!idx.has(w)) (visit(w), low.set(v, Math.min(low.get(v), low.get(w))))
       else if (on.has(w)) low.set(v, Math.min(low.get(v), idx.get(w)))
     }
     if (low.get(v) !== idx.get(v)) return
     const c = []
     let w
-    do (w = stack.pop()), on.delete(w), c.push(w)
+    do ((w = stack.pop()), on.delete(w), c.push(w))
     while (w !== v)
     if (c.length > 1) out.push(c.sort())
   }
@@ -104,11 +117,14 @@ export function check(root, { ceilings = BIG_CEILINGS } = {}) {
     }
     edges.set(rel(f), out)
   }
-  const upward = [], sideways = [], unranked = []
+  const upward = [],
+    sideways = [],
+    unranked = []
   for (const [a, out] of edges) {
     if (rankOf(a) < 0) unranked.push(a)
     for (const b of out) {
-      const ra = rankOf(a), rb = rankOf(b)
+      const ra = rankOf(a),
+        rb = rankOf(b)
       if (ra < 0 || rb < 0) continue
       if (rb > ra) upward.push(`${a} -> ${b}`)
       else if (rb === ra && groupOf(a) !== groupOf(b) && !sharedWithinLayer(a, b)) sideways.push(`${a} -> ${b}`)
@@ -125,11 +141,15 @@ export function check(root, { ceilings = BIG_CEILINGS } = {}) {
   const big = []
   for (const [f, n] of [...lines].sort()) if (n > (ceilings[f] ?? BIG)) big.push(`${f}: ${n} lines (at most ${ceilings[f] ?? BIG})`)
   for (const [f, ceiling] of Object.entries(ceilings))
-    if (!lines.has(f) || lines.get(f) <= BIG) big.push(`${f}: listed with a ceiling of ${ceiling} lines but ${lines.has(f) ? `has ${lines.get(f)}` : 'is gone'}: delete its entry in BIG_CEILINGS`)
+    if (!lines.has(f) || lines.get(f) <= BIG)
+      big.push(
+        `${f}: listed with a ceiling of ${ceiling} lines but ${lines.has(f) ? `has ${lines.get(f)}` : 'is gone'}: delete its entry in BIG_CEILINGS`,
+      )
   return { files: files.length, fileCycles, folderCycles, upward: upward.sort(), sideways: sideways.sort(), unranked: unranked.sort(), big }
 }
 
-export const violations = (r) => r.fileCycles.length + r.folderCycles.length + r.upward.length + r.sideways.length + r.unranked.length + r.big.length
+export const violations = (r) =>
+  r.fileCycles.length + r.folderCycles.length + r.upward.length + r.sideways.length + r.unranked.length + r.big.length
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const r = check(resolve(process.argv[2] ?? '.'))

@@ -37,12 +37,7 @@ function rows(node, path) {
 /** The table of every setting under `ssh` and `vars`, from the inventory's JSON Schema. */
 export function renderSettingsTable(schema) {
   const defaults = schema.properties.defaults.properties
-  return [
-    '| Setting | Default | What it is |',
-    '|---|---|---|',
-    ...rows(defaults.ssh, ['ssh']),
-    ...rows(defaults.vars, []),
-  ].join('\n')
+  return ['| Setting | Default | What it is |', '|---|---|---|', ...rows(defaults.ssh, ['ssh']), ...rows(defaults.vars, [])].join('\n')
 }
 
 /** README text with the table between the markers replaced. */
@@ -58,7 +53,15 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   // The schema from the sources as they are (dist/cli may be older): bundled alone, zod left to node_modules.
   const { build } = await import('esbuild')
   const outfile = join(root, 'dist/settings-docs/json-schema.mjs')
-  await build({ entryPoints: [join(root, 'src/inventory/json-schema.ts')], bundle: true, platform: 'node', format: 'esm', packages: 'external', outfile, logLevel: 'warning' })
+  await build({
+    entryPoints: [join(root, 'src/inventory/json-schema.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    packages: 'external',
+    outfile,
+    logLevel: 'warning',
+  })
   const { inventoryJsonSchema } = await import(outfile)
   const schema = inventoryJsonSchema()
   const table = renderSettingsTable(schema)

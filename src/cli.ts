@@ -112,11 +112,13 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   if (command !== 'schema' && command !== 'sandbox') {
     if (!values.inventory) throw new UsageError('--inventory FILE is required')
     parallel = values.parallel ? Number(values.parallel) : 25
-    if (!Number.isInteger(parallel) || parallel < 1) throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
+    if (!Number.isInteger(parallel) || parallel < 1)
+      throw new UsageError(`--parallel: expected a whole number >= 1, got "${values.parallel}"`)
     if (values.holder !== undefined && command !== 'unlock') throw new UsageError('--holder only goes with unlock')
     if (values['exit-code'] && !values['dry-run']) throw new UsageError('--exit-code only makes sense with --dry-run')
     waitS = values.wait === undefined ? undefined : Number(values.wait)
-    if (waitS !== undefined && (!/^\d+$/.test(values.wait!) || waitS > 3600)) throw new UsageError(`--wait: expected whole seconds from 0 to 3600, got "${values.wait}"`)
+    if (waitS !== undefined && (!/^\d+$/.test(values.wait!) || waitS > 3600))
+      throw new UsageError(`--wait: expected whole seconds from 0 to 3600, got "${values.wait}"`)
     if (waitS !== undefined && values['dry-run']) throw new UsageError('--wait applies to after-checks, which a --dry-run does not run')
   }
   const { run } = await VERBS[command]()

@@ -52,11 +52,34 @@ export async function startHosts(n, { publicKey, tag }) {
         for (let attempt = 1; ; attempt++) {
           const id = (
             await docker([
-              'run', '-d', '--label', `${LABEL}=${tag}`, '--name', `mp-${tag}-${name}-${attempt}`, '--hostname', name,
-              '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
-              '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
-              '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock', '--tmpfs', '/tmp',
-              '-p', '127.0.0.1::22', '-v', `${publicKey}:/root/.ssh/authorized_keys:ro`,
+              'run',
+              '-d',
+              '--label',
+              `${LABEL}=${tag}`,
+              '--name',
+              `mp-${tag}-${name}-${attempt}`,
+              '--hostname',
+              name,
+              '--cap-add',
+              'SYS_ADMIN',
+              '--cap-add',
+              'NET_ADMIN',
+              '--security-opt',
+              'seccomp=unconfined',
+              '--security-opt',
+              'apparmor=unconfined',
+              '-v',
+              '/sys/fs/cgroup:/sys/fs/cgroup:rw',
+              '--tmpfs',
+              '/run',
+              '--tmpfs',
+              '/run/lock',
+              '--tmpfs',
+              '/tmp',
+              '-p',
+              '127.0.0.1::22',
+              '-v',
+              `${publicKey}:/root/.ssh/authorized_keys:ro`,
               IMAGE,
             ])
           ).trim()
@@ -65,7 +88,10 @@ export async function startHosts(n, { publicKey, tag }) {
           try {
             await waitRunning(id)
             // sshd answers only once regen-host-keys made this container's keys.
-            await exec(id, 'for i in $(seq 1 100); do systemctl is-active -q ssh.service && [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exit 0; sleep 0.1; done; exit 1')
+            await exec(
+              id,
+              'for i in $(seq 1 100); do systemctl is-active -q ssh.service && [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exit 0; sleep 0.1; done; exit 1',
+            )
             const mapped = (await docker(['port', id, '22/tcp'])).trim().split('\n')[0]
             host.port = Number(mapped.slice(mapped.lastIndexOf(':') + 1))
             return
@@ -89,7 +115,10 @@ export async function startHosts(n, { publicKey, tag }) {
 export async function writeKnownHosts(hosts, file) {
   const lines = await pool(hosts, 8, async (h) => {
     const keys = await exec(h.id, 'cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub')
-    return keys.trim().split('\n').map((k) => `[127.0.0.1]:${h.port} ${k.split(' ').slice(0, 2).join(' ')}`)
+    return keys
+      .trim()
+      .split('\n')
+      .map((k) => `[127.0.0.1]:${h.port} ${k.split(' ').slice(0, 2).join(' ')}`)
   })
   writeFileSync(file, lines.flat().join('\n') + '\n')
 }

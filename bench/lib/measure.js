@@ -73,7 +73,11 @@ export function measure(cmd, args, opts) {
   const out = openSync(opts.log, 'w')
   return new Promise((resolve, reject) => {
     const t0 = performance.now()
-    const child = spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, cmd, ...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', out, out] })
+    const child = spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, cmd, ...args], {
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+      stdio: ['ignore', out, out],
+    })
     let peakRss = 0
     let peakPss = 0
     let samples = 0
@@ -81,7 +85,8 @@ export function measure(cmd, args, opts) {
     const detached = new Set()
     const sample = () => {
       tick++
-      if (opts.detachedMatch && (tick < 50 ? tick % 5 === 1 : tick % 5 === 0)) for (const pid of findByCmdline(opts.detachedMatch)) detached.add(pid)
+      if (opts.detachedMatch && (tick < 50 ? tick % 5 === 1 : tick % 5 === 0))
+        for (const pid of findByCmdline(opts.detachedMatch)) detached.add(pid)
       // The tree below GNU time (time itself is not the tool: left out).
       const pids = new Set(detached)
       const stack = children(child.pid)
@@ -126,7 +131,14 @@ export function measure(cmd, args, opts) {
         // time wrote nothing (killed)
       }
       const mib = (kb) => Math.round((kb / 1024) * 10) / 10
-      resolve({ code, wallS, peakRssMiB: mib(Math.max(peakRss, maxSingle)), peakPssMiB: mib(peakPss), maxSingleRssMiB: mib(maxSingle), samples })
+      resolve({
+        code,
+        wallS,
+        peakRssMiB: mib(Math.max(peakRss, maxSingle)),
+        peakPssMiB: mib(peakPss),
+        maxSingleRssMiB: mib(maxSingle),
+        samples,
+      })
     })
   })
 }

@@ -26,7 +26,9 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
     async run(command, options) {
       const t0 = performance.now()
       const r = await conn.run(command, options)
-      trace(`run ${(performance.now() - t0).toFixed(1)} ms: ${command.text.split('\n')[0]!.slice(0, 60)}${options?.stdin ? ` (stdin ${String(options.stdin).length} B)` : ''}`)
+      trace(
+        `run ${(performance.now() - t0).toFixed(1)} ms: ${command.text.split('\n')[0]!.slice(0, 60)}${options?.stdin ? ` (stdin ${String(options.stdin).length} B)` : ''}`,
+      )
       return r
     },
     async writeFile(f) {
@@ -68,8 +70,17 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { inventory: { type: 'string' }, workload: { type: 'string' }, 'dry-run': { type: 'boolean' }, trace: { type: 'boolean' }, parallel: { type: 'string' } } })
-  if (!values.inventory || !values.workload) throw new Error('usage: provision-bench --inventory FILE --workload FILE [--dry-run] [--trace]')
+  const { values } = parseArgs({
+    options: {
+      inventory: { type: 'string' },
+      workload: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      trace: { type: 'boolean' },
+      parallel: { type: 'string' },
+    },
+  })
+  if (!values.inventory || !values.workload)
+    throw new Error('usage: provision-bench --inventory FILE --workload FILE [--dry-run] [--trace]')
   const trace = values.trace ? (host: string, msg: string) => process.stderr.write(`[trace ${t()} ms] ${host}: ${msg}\n`) : undefined
   trace?.('-', 'main() entered (modules loaded)')
   const inventory = await loadInventory(values.inventory)
@@ -77,7 +88,10 @@ async function main(): Promise<number> {
   const tasks = [benchTask(loadWorkload(values.workload))]
   trace?.('-', 'inventory loaded')
   const log = await createRunLog(undefined)
-  const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: false, quiet: false })
+  const progress = await createProgress(
+    inventory.hosts.map((h) => h.name),
+    { verbose: false, quiet: false },
+  )
   const report = await runInventory(inventory, {
     mode: values['dry-run'] ? 'dry-run' : 'apply',
     tasks,

@@ -89,7 +89,7 @@ export function elementStandinFiles(version: string): Map<string, string> {
     element_call: { url: 'https://call.element.io', participant_limit: 8, brand: 'Element Call' },
     map_style_url: 'https://api.maptiler.com/maps/streets/style.json',
   }
-  const i18n = { 'Welcome to Element': 'Welcome to Element', 'Homeserver': 'Homeserver' }
+  const i18n = { 'Welcome to Element': 'Welcome to Element', Homeserver: 'Homeserver' }
   return new Map([
     ['index.html', indexHtml],
     ['config.sample.json', JSON.stringify(configSample, null, 4) + '\n'],
@@ -99,8 +99,15 @@ export function elementStandinFiles(version: string): Map<string, string> {
   ])
 }
 
-const exists = (path: string) => stat(path).then(() => true, () => false)
-const sha256File = async (path: string) => createHash('sha256').update(await readFile(path)).digest('hex')
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  )
+const sha256File = async (path: string) =>
+  createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex')
 
 /**
  * Builds (or reuses) the signed stand-in release in `dir`. Reuse: when tarball, signature and key are
@@ -118,7 +125,8 @@ export async function buildElementStandin(opts: { version: string; dir: string }
 
   if ((await exists(tarball)) && (await exists(signature)) && (await exists(releaseKey))) {
     const check = await verifyDetachedSignature({ publicKey: releaseKey, signature, file: tarball })
-    if (check.ok && check.signer) return { tarball, sha256: await sha256File(tarball), signature, releaseKey, fingerprint: check.signer, topDir }
+    if (check.ok && check.signer)
+      return { tarball, sha256: await sha256File(tarball), signature, releaseKey, fingerprint: check.signer, topDir }
   }
 
   const staging = await mkdtemp(join(opts.dir, '.staging-'))
@@ -133,7 +141,9 @@ export async function buildElementStandin(opts: { version: string; dir: string }
     await $`tar ${['--sort=name', '--mtime=@1700000000', '--owner=0', '--group=0', '--numeric-owner', '--mode=u+rwX,go+rX,go-w', '--format=gnu']} -C ${staging} -cf ${tarPath} ${topDir}`
     await writeFile(tarball, gzipSync(await readFile(tarPath), { level: 9 }))
 
-    const key = await createEphemeralSigningKey(`Element stand-in release key (matrix-provision test) <element-release@matrix-provision.invalid>`)
+    const key = await createEphemeralSigningKey(
+      `Element stand-in release key (matrix-provision test) <element-release@matrix-provision.invalid>`,
+    )
     try {
       await key.signDetachedArmored(tarball, signature)
       await key.exportArmored(releaseKey)

@@ -35,7 +35,10 @@ export async function createEphemeralSigningKey(uid: string): Promise<EphemeralS
   try {
     await gpg('--quick-gen-key', uid, 'ed25519', 'sign', 'never')
     const { stdout } = await gpg('--with-colons', '--list-secret-keys', uid)
-    const fingerprint = stdout.split('\n').find((l) => l.startsWith('fpr:'))?.split(':')[9]
+    const fingerprint = stdout
+      .split('\n')
+      .find((l) => l.startsWith('fpr:'))
+      ?.split(':')[9]
     if (!fingerprint) throw new Error(`gpg created no key for ${uid}:\n${stdout}`)
     const sign = (mode: string[], file: string, out: string) =>
       gpg('--local-user', fingerprint, '--digest-algo', 'SHA512', '--yes', '--output', out, ...mode, file).then(() => undefined)

@@ -64,8 +64,25 @@ export async function resolveLock(opts: ResolveOptions): Promise<ResolveResult> 
   const uv = await ensureUv(opts.cacheDir, log)
   const requirement = `matrix-synapse[${SYNAPSE_EXTRAS.join(',')}]==${opts.synapseVersion}`
   const index = opts.indexUrl ?? DEFAULT_INDEX
-  const args = ['pip', 'compile', '--universal', '--python-version', python, '--generate-hashes', '--exclude-newer', asOf,
-    '--no-header', '--annotation-style', 'line', '--no-config', '--no-python-downloads', '--index-url', index, '--quiet', '-']
+  const args = [
+    'pip',
+    'compile',
+    '--universal',
+    '--python-version',
+    python,
+    '--generate-hashes',
+    '--exclude-newer',
+    asOf,
+    '--no-header',
+    '--annotation-style',
+    'line',
+    '--no-config',
+    '--no-python-downloads',
+    '--index-url',
+    index,
+    '--quiet',
+    '-',
+  ]
   log(`resolving ${requirement} as of ${asOf} with uv ${UV_VERSION}`)
   const $ = await controller$({ input: requirement + '\n', env: { ...process.env, UV_NO_PROGRESS: '1' } })
   const { stdout } = await $`${uv} ${args}`
@@ -78,7 +95,9 @@ export async function resolveLock(opts: ResolveOptions): Promise<ResolveResult> 
       resolver: `uv ${UV_VERSION} pip compile --universal --python-version ${python} --generate-hashes --exclude-newer ${asOf}`,
       index,
       regenerate: lockCommand('INVENTORY', opts.synapseVersion),
-    }) + stdout.replace(/\s+$/, '') + '\n'
+    }) +
+    stdout.replace(/\s+$/, '') +
+    '\n'
   const file = lockPath(opts.lockDir, opts.synapseVersion)
   const lock = parseLock(text, file, opts.synapseVersion)
   const before = await readFile(file, 'utf8').catch(() => undefined)

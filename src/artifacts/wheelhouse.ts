@@ -5,7 +5,12 @@ import { join } from 'node:path'
 import { wheelNameVersion } from '../synapse/lock/drift.js'
 import { entriesFor, type LockEntry, type SynapseLock } from '../synapse/lock/lock-file.js'
 import { targetEnvironment } from '../synapse/lock/markers.js'
-import { WHEELHOUSE_MANIFEST, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest, wheelhouseRequirements } from '../synapse/lock/wheelhouse-manifest.js'
+import {
+  WHEELHOUSE_MANIFEST,
+  WHEELHOUSE_REQUIREMENTS,
+  type WheelhouseManifest,
+  wheelhouseRequirements,
+} from '../synapse/lock/wheelhouse-manifest.js'
 import { controller$, isCommandFailure } from './controller-shell.js'
 
 /**
@@ -112,12 +117,15 @@ export function checkWheelhouse(
     if (m[key] !== expected[key]) return { complete: false, reason: `manifest ${key} is ${String(m[key])}, wanted ${expected[key]}` }
   }
   if (!Array.isArray(m.files) || m.files.length === 0) return { complete: false, reason: 'manifest lists no wheels' }
-  if (!m.files.some((f) => f.name.startsWith(`matrix_synapse-${expected.synapseVersion}-`))) return { complete: false, reason: 'manifest lists no matrix-synapse wheel' }
+  if (!m.files.some((f) => f.name.startsWith(`matrix_synapse-${expected.synapseVersion}-`)))
+    return { complete: false, reason: 'manifest lists no matrix-synapse wheel' }
   for (const file of [...m.files, { name: WHEELHOUSE_REQUIREMENTS, size: undefined }]) {
-    if (file.name !== WHEELHOUSE_REQUIREMENTS && !file.name.endsWith('.whl')) return { complete: false, reason: `${file.name} is not a wheel` }
+    if (file.name !== WHEELHOUSE_REQUIREMENTS && !file.name.endsWith('.whl'))
+      return { complete: false, reason: `${file.name} is not a wheel` }
     const size = present.get(file.name)
     if (size === undefined) return { complete: false, reason: `${file.name} is missing` }
-    if (file.size !== undefined && size !== file.size) return { complete: false, reason: `${file.name} has ${size} bytes, manifest says ${file.size}` }
+    if (file.size !== undefined && size !== file.size)
+      return { complete: false, reason: `${file.name} has ${size} bytes, manifest says ${file.size}` }
   }
   return { complete: true }
 }
@@ -128,7 +136,8 @@ export async function latestSynapseVersion(): Promise<string> {
   if (!response.ok) throw new Error(`PyPI answered ${response.status} for matrix-synapse`)
   const body = (await response.json()) as { info?: { version?: unknown } }
   const version = body.info?.version
-  if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version)) throw new Error(`PyPI gave no usable version for matrix-synapse: ${String(version)}`)
+  if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version))
+    throw new Error(`PyPI gave no usable version for matrix-synapse: ${String(version)}`)
   return version
 }
 
@@ -167,7 +176,11 @@ async function findPython(version: string, explicit?: string): Promise<string | 
   const candidates = [
     ...(explicit ? [explicit] : []),
     `python${version}`,
-    ...pyenvVersions.filter((v) => v === version || v.startsWith(`${version}.`)).sort().reverse().map((v) => join(pyenvRoot, 'versions', v, 'bin', `python${version}`)),
+    ...pyenvVersions
+      .filter((v) => v === version || v.startsWith(`${version}.`))
+      .sort()
+      .reverse()
+      .map((v) => join(pyenvRoot, 'versions', v, 'bin', `python${version}`)),
     `/usr/bin/python${version}`,
     'python3',
   ]
@@ -184,7 +197,8 @@ async function findPython(version: string, explicit?: string): Promise<string | 
 }
 
 const BUILD_HINTS: Record<string, string> = {
-  psycopg2: 'psycopg2 builds need pg_config and libpq headers (Debian: libpq-dev), a C compiler (gcc) and the Python headers (python3-dev for Debian\'s python3; pyenv builds have their own)',
+  psycopg2:
+    "psycopg2 builds need pg_config and libpq headers (Debian: libpq-dev), a C compiler (gcc) and the Python headers (python3-dev for Debian's python3; pyenv builds have their own)",
 }
 
 /** Name and version specifier of the requirement pip could not find as a wheel, if that is why it failed. */
@@ -228,7 +242,10 @@ export async function buildWheelhouse(given: WheelhouseOptions): Promise<Wheelho
       files.push({ name, size: content.length, sha256: createHash('sha256').update(content).digest('hex') })
     }
     const missing = entries.filter((e) => !found.has(e.name))
-    if (missing.length) throw new Error(`no wheel of ${missing.map((e) => `${e.name}==${e.version}`).join(', ')} for Python ${opts.pythonVersion} after pip download`)
+    if (missing.length)
+      throw new Error(
+        `no wheel of ${missing.map((e) => `${e.name}==${e.version}`).join(', ')} for Python ${opts.pythonVersion} after pip download`,
+      )
     const manifest: WheelhouseManifest = { schema: MANIFEST_SCHEMA, ...expected, lockFile: lock.file, builtFromSource, files }
     await writeFile(join(staging, WHEELHOUSE_REQUIREMENTS), wheelhouseRequirements(files))
     await writeFile(join(staging, WHEELHOUSE_MANIFEST), JSON.stringify(manifest, null, 2) + '\n')
@@ -259,15 +276,21 @@ function pinned(entries: LockEntry[]): string {
  * downloaded hash-checked and built into a wheel here, while the download of the rest is retried
  * (the C build of psycopg2 takes most of a wheelhouse's time: it need not wait for 60 downloads).
  */
-async function downloadWheels(dest: string, entries: LockEntry[], opts: WheelhouseOptions & { glibc: string; pipPython: string; log: (line: string) => void }): Promise<string[]> {
+async function downloadWheels(
+  dest: string,
+  entries: LockEntry[],
+  opts: WheelhouseOptions & { glibc: string; pipPython: string; log: (line: string) => void },
+): Promise<string[]> {
   // Any local pip can download for another Python: --python-version and --platform pick the wheels.
   const host = 'python3'
   const $ = await controller$({ onLine: opts.log })
   const pip = async (python: string, args: string[]) => await $`${python} -m pip --disable-pip-version-check --no-input ${args}`
   const targetArgs = [
     '--only-binary=:all:',
-    '--implementation', 'cp',
-    '--python-version', opts.pipPython,
+    '--implementation',
+    'cp',
+    '--python-version',
+    opts.pipPython,
     ...platformTags(opts.glibc).flatMap((tag) => ['--platform', tag]),
   ]
   const built: string[] = []
@@ -293,7 +316,9 @@ async function downloadWheels(dest: string, entries: LockEntry[], opts: Wheelhou
         await settled()
         throw error
       }
-      opts.log(`${entry.name}==${entry.version} has no wheel for Python ${opts.pythonVersion} on PyPI; building one from its sdist (hash-checked against the lock)`)
+      opts.log(
+        `${entry.name}==${entry.version} has no wheel for Python ${opts.pythonVersion} on PyPI; building one from its sdist (hash-checked against the lock)`,
+      )
       const build = buildFromSdist(dest, entry, opts, pip).then(() => void built.push(entry.name))
       build.catch(() => undefined) // awaited by settled(); never an unhandled rejection meanwhile
       building.set(entry.name, build)
@@ -319,7 +344,11 @@ async function buildFromSdist(
     )
   }
   // A wheel built here before from the same locked sdist (same hashes) for the same Python is reused.
-  const builtCache = join(opts.cacheDir, '.built', `${entry.name}-${entry.version}-cp${opts.pythonVersion.replace('.', '')}-${createHash('sha256').update(entry.hashes.join(',')).digest('hex').slice(0, 16)}`)
+  const builtCache = join(
+    opts.cacheDir,
+    '.built',
+    `${entry.name}-${entry.version}-cp${opts.pythonVersion.replace('.', '')}-${createHash('sha256').update(entry.hashes.join(',')).digest('hex').slice(0, 16)}`,
+  )
   const cached = (await readdir(builtCache).catch(() => [] as string[])).find((f) => f.endsWith('.whl'))
   if (cached) {
     opts.log(`reusing ${cached}, built here before from the same sdist`)

@@ -9,12 +9,17 @@ import { splitList, UsageError, type VerbInput } from './verb.js'
 
 /** Narrow the inventory to --limit (host names or roles) and pick the roles of the run (--tasks), in run order. */
 export function selectHosts(inventory: Inventory, limit: string[], tasks: string[]): { inventory: Inventory; roles: Role[] } {
-  for (const t of tasks) if (!(ROLES as readonly string[]).includes(t)) throw new UsageError(`--tasks: unknown task "${t}"; tasks are: ${ROLES.join(', ')}`)
+  for (const t of tasks)
+    if (!(ROLES as readonly string[]).includes(t)) throw new UsageError(`--tasks: unknown task "${t}"; tasks are: ${ROLES.join(', ')}`)
   for (const l of limit) {
     if (!inventory.hosts.some((h) => h.name === l) && !(ROLES as readonly string[]).includes(l))
-      throw new UsageError(`--limit: "${l}" is neither a host of ${inventory.file} (${inventory.hosts.map((h) => h.name).join(', ')}) nor a role`)
+      throw new UsageError(
+        `--limit: "${l}" is neither a host of ${inventory.file} (${inventory.hosts.map((h) => h.name).join(', ')}) nor a role`,
+      )
   }
-  const hosts = limit.length ? inventory.hosts.filter((h) => limit.includes(h.name) || h.roles.some((r) => limit.includes(r))) : inventory.hosts
+  const hosts = limit.length
+    ? inventory.hosts.filter((h) => limit.includes(h.name) || h.roles.some((r) => limit.includes(r)))
+    : inventory.hosts
   // Only the roles some host of the run has: the others' tasks would run nowhere, so they are not even loaded.
   const roles = ROLES.filter((r) => (tasks.length === 0 || tasks.includes(r)) && hosts.some((h) => h.roles.includes(r)))
   return { inventory: { ...inventory, hosts }, roles }

@@ -12,8 +12,17 @@ export async function runTasks(input: VerbInput, run: RunContext, options: { mod
   const { values, io } = input
   const { inventory, log, mode } = { ...run, ...options }
   const tasks = await loadTasks(run.roles)
-  log.event({ msg: 'run started', mode, inventory: inventory.file, hosts: inventory.hosts.map((h) => h.name), tasks: tasks.map((t) => t.name) })
-  const progress = await createProgress(inventory.hosts.map((h) => h.name), { verbose: values.verbose ?? false, quiet: values.json ?? false, write: input.processStreams ? undefined : io.err })
+  log.event({
+    msg: 'run started',
+    mode,
+    inventory: inventory.file,
+    hosts: inventory.hosts.map((h) => h.name),
+    tasks: tasks.map((t) => t.name),
+  })
+  const progress = await createProgress(
+    inventory.hosts.map((h) => h.name),
+    { verbose: values.verbose ?? false, quiet: values.json ?? false, write: input.processStreams ? undefined : io.err },
+  )
   const report: RunReport = await runInventory(inventory, {
     mode,
     tasks,
@@ -28,11 +37,23 @@ export async function runTasks(input: VerbInput, run: RunContext, options: { mod
     ...(options.adoption ? { adoption: options.adoption } : {}),
   })
   await progress.done()
-  log.event({ msg: 'run finished', totals: report.totals, durationMs: report.durationMs, hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })) })
+  log.event({
+    msg: 'run finished',
+    totals: report.totals,
+    durationMs: report.durationMs,
+    hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, error: h.error })),
+  })
   log.close()
   if (values.json) io.out(renderJson(report))
-  else io.out(renderReport(report, { color: process.stdout.isTTY === true && !process.env.NO_COLOR, diffs: values.diff ?? values.verbose ?? false }))
+  else
+    io.out(
+      renderReport(report, {
+        color: process.stdout.isTTY === true && !process.env.NO_COLOR,
+        diffs: values.diff ?? values.verbose ?? false,
+      }),
+    )
   if (report.totals.failedHosts > 0) return EXIT.hostFailed
-  if (mode === 'dry-run' && values['exit-code'] && report.totals.add + report.totals.change + report.totals.restart > 0) return EXIT.changesPending
+  if (mode === 'dry-run' && values['exit-code'] && report.totals.add + report.totals.change + report.totals.restart > 0)
+    return EXIT.changesPending
   return EXIT.ok
 }

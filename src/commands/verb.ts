@@ -11,7 +11,12 @@ export const EXIT = { ok: 0, hostFailed: 1, usage: 2, changesPending: 10 } as co
 export class UsageError extends Error {}
 
 export function splitList(v: string | undefined): string[] {
-  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : []
+  return v
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : []
 }
 
 export const OPTIONS = {
@@ -45,7 +50,19 @@ export const OPTIONS = {
 
 export type CliValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: false }>>['values']
 
-export const VERB_NAMES = ['apply', 'check', 'adopt', 'schema', 'unlock', 'rollback', 'sandbox', 'status', 'lock', 'backup', 'restore'] as const
+export const VERB_NAMES = [
+  'apply',
+  'check',
+  'adopt',
+  'schema',
+  'unlock',
+  'rollback',
+  'sandbox',
+  'status',
+  'lock',
+  'backup',
+  'restore',
+] as const
 export type VerbName = (typeof VERB_NAMES)[number]
 
 export interface VerbInput {

@@ -97,7 +97,13 @@ export function maskSecrets(text: string): string {
     // A very long value (a key file, a large test payload) would make the alternation too large for
     // RegExp and break every later mask: those go first, as plain text, and are still longest first.
     for (const value of longestFirst) if (value.length > REGEXP_MAX_VALUE && out.includes(value)) out = out.split(value).join(MASK)
-    knownPattern ??= new RegExp(longestFirst.filter((v) => v.length <= REGEXP_MAX_VALUE).map(escapeRegExp).join('|') || '(?!)', 'g')
+    knownPattern ??= new RegExp(
+      longestFirst
+        .filter((v) => v.length <= REGEXP_MAX_VALUE)
+        .map(escapeRegExp)
+        .join('|') || '(?!)',
+      'g',
+    )
     out = out.replace(knownPattern, MASK)
   }
   return out.replace(URL_CREDENTIALS, (_m, prefix: string) => `${prefix}:${MASK}@`)

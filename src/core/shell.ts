@@ -42,8 +42,11 @@ function word(value: unknown, position: number): string {
   if (typeof value === 'string') return shellQuote(value)
   if (typeof value === 'number' && Number.isFinite(value)) return String(value)
   // Secrets travel on stdin or in 0600 files: a command line is visible in ps, logs and errors.
-  if (isSecret(value)) throw new TypeError(`sh: value ${position} is a Secret (${value.source}); secrets never go on a command line: pass it on stdin`)
-  throw new TypeError(`sh: value ${position} is ${value === null ? 'null' : typeof value}; only strings, numbers, arrays of them and built commands can be interpolated`)
+  if (isSecret(value))
+    throw new TypeError(`sh: value ${position} is a Secret (${value.source}); secrets never go on a command line: pass it on stdin`)
+  throw new TypeError(
+    `sh: value ${position} is ${value === null ? 'null' : typeof value}; only strings, numbers, arrays of them and built commands can be interpolated`,
+  )
 }
 
 /**
@@ -83,7 +86,9 @@ export function raw(strings: TemplateStringsArray, ...none: never[]): ShellComma
     throw new TypeError(`raw is a tagged template (raw\`…\`), not a function of ${isSecret(strings) ? 'a Secret' : typeof strings}`)
   }
   if (none.length > 0 || strings.length !== 1) {
-    throw new TypeError(`raw\`…\` takes fixed text only, got ${strings.length - 1} interpolated value(s): build commands with values through sh\`…\``)
+    throw new TypeError(
+      `raw\`…\` takes fixed text only, got ${strings.length - 1} interpolated value(s): build commands with values through sh\`…\``,
+    )
   }
   const text = strings[0]
   if (text === undefined) throw new TypeError('raw: the template has an invalid escape sequence')

@@ -9,7 +9,15 @@ import { isServiceResource } from '../resources/systemd-service.js'
 import { maskSecrets } from '../core/secret.js'
 import type { Connection } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
-import { HostSecrets, hostOwnership, hostRecordResources, pendingRestarts, storedSecrets, type AdoptedSettings, type HostOwnership } from './host-state.js'
+import {
+  HostSecrets,
+  hostOwnership,
+  hostRecordResources,
+  pendingRestarts,
+  storedSecrets,
+  type AdoptedSettings,
+  type HostOwnership,
+} from './host-state.js'
 import { withAdoptedSettings } from './adopted-settings.js'
 import { isOurs, notBuiltByHand } from './ownership.js'
 import { acquireLock, type HostLock } from './lock.js'
@@ -93,7 +101,11 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     host = withAdoptedSettings(host, ownership.record?.adopted)
     let adoption: AdoptionPlan | undefined
     if (options.adoption && isOurs(ownership)) {
-      report.warnings.push(ownership.record?.origin === 'adopted' ? `adopted by matrix-provision on ${ownership.record.since}: nothing left to take over; this is a plain run` : 'set up by matrix-provision: there is nothing to adopt; this is a plain run')
+      report.warnings.push(
+        ownership.record?.origin === 'adopted'
+          ? `adopted by matrix-provision on ${ownership.record.since}: nothing left to take over; this is a plain run`
+          : 'set up by matrix-provision: there is nothing to adopt; this is a plain run',
+      )
     } else if (options.adoption) {
       await gatherFacts(conn, options.adoption.facts, facts)
       adoption = options.adoption.analyze(facts, host, options.inventory.file)
@@ -128,13 +140,18 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     for (const task of options.tasks.filter((t) => host.roles.includes(t.name))) {
       const resources = await task.resources(ctx)
       // The first change a run makes to a host marks it as the tool's (kept as it is once written).
-      const record = prepared.length === 0 ? hostRecordResources(ownership, { managedBy: 'matrix-provision', origin: 'provisioned', since: today }) : []
+      const record =
+        prepared.length === 0 ? hostRecordResources(ownership, { managedBy: 'matrix-provision', origin: 'provisioned', since: today }) : []
       prepared.push({ task, resources: [...record, ...secrets.takeResources(), ...resources], checks: [] })
     }
     // One more round trip: the facts of every resource and before-check of every task.
     const guard: BeforeCheck[] = adoption ? [] : notBuiltByHand(ownership, { inventory: options.inventory.file, host: host.name })
     const beforeChecks = prepared.map((p, i) => [...(i === 0 ? guard : []), ...(p.task.before?.(ctx) ?? [])])
-    await gatherFacts(conn, [...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])], facts)
+    await gatherFacts(
+      conn,
+      [...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])],
+      facts,
+    )
     let refused = false
     prepared.forEach((p, i) => {
       for (const check of beforeChecks[i]!) {
@@ -146,9 +163,19 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     })
     if (refused) {
       // Nothing was changed: a target that does not fit is refused as a whole, in the dry run too.
-      for (const p of prepared) report.tasks.push({ task: p.task.name, status: p.checks.some((c) => !c.ok && !c.warning) ? 'failed' : 'skipped', changes: [], restarts: [], checks: p.checks, durationMs: 0 })
+      for (const p of prepared)
+        report.tasks.push({
+          task: p.task.name,
+          status: p.checks.some((c) => !c.ok && !c.warning) ? 'failed' : 'skipped',
+          changes: [],
+          restarts: [],
+          checks: p.checks,
+          durationMs: 0,
+        })
       report.status = 'failed'
-      report.error = prepared.flatMap((p) => p.checks.filter((c) => !c.ok && !c.warning).map((c) => `${p.task.name}: ${c.detail}`)).join('\n')
+      report.error = prepared
+        .flatMap((p) => p.checks.filter((c) => !c.ok && !c.warning).map((c) => `${p.task.name}: ${c.detail}`))
+        .join('\n')
       return report
     }
     const targets: RestartTarget[][] = prepared.map((p) => p.resources.filter(isServiceResource).map((r) => r.restartTarget))
@@ -174,7 +201,16 @@ async function runAfterChecks(checks: AfterCheck[], conn: Connection, checkCtx: 
 }
 
 /** Dry run and check: plan every task against the facts and the predictions of the changes before it. */
-async function planTasks(conn: Connection, prepared: PreparedTask[], targets: RestartTarget[][], facts: FactValues, report: HostReport, mode: Mode, ctx: TaskContext, waitS?: number) {
+async function planTasks(
+  conn: Connection,
+  prepared: PreparedTask[],
+  targets: RestartTarget[][],
+  facts: FactValues,
+  report: HostReport,
+  mode: Mode,
+  ctx: TaskContext,
+  waitS?: number,
+) {
   // check is read-only and restarts nothing: a service that does not answer now fails its check now.
   const checkCtx: AfterCheckContext = { waitS: () => waitS ?? 0 }
   const predicted = new Prediction()
@@ -209,7 +245,8 @@ async function planTasks(conn: Connection, prepared: PreparedTask[], targets: Re
       // As apply would: later tasks depend on this one, so they are not planned on a wrong basis.
       report.status = 'failed'
       report.error = `task ${p.task.name} failed: ${tr.error ?? 'checks failed'}`
-      for (const rest of prepared.slice(prepared.indexOf(p) + 1)) report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
+      for (const rest of prepared.slice(prepared.indexOf(p) + 1))
+        report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
       return
     }
     if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'
@@ -315,7 +352,8 @@ async function applyTasks(
       report.status = 'failed'
       report.error = `task ${p.task.name} failed: ${tr.error}`
       // Later tasks depend on earlier ones: stop this host here. Pending restarts stay recorded on the host.
-      for (const rest of prepared.slice(prepared.indexOf(p) + 1)) report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
+      for (const rest of prepared.slice(prepared.indexOf(p) + 1))
+        report.tasks.push({ task: rest.task.name, status: 'skipped', changes: [], restarts: [], checks: [], durationMs: 0 })
       return
     }
     if (tr.status === 'changed' && report.status === 'ok') report.status = 'changed'

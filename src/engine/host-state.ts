@@ -64,7 +64,16 @@ export function hostRecordResources(ownership: HostOwnership, fresh: HostRecord)
 
 /** Restarts that were due when an earlier run stopped: done by this run. */
 export const pendingRestarts = defineFact('pending-restarts', sh`cat ${PENDING_RESTARTS}`, (out, code) =>
-  code === 0 ? [...new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))] : [],
+  code === 0
+    ? [
+        ...new Set(
+          out
+            .split('\n')
+            .map((l) => l.trim())
+            .filter(Boolean),
+        ),
+      ]
+    : [],
 )
 
 /** Secrets generated on earlier runs (name -> value). The probe's output is never logged nor echoed. */
@@ -95,13 +104,15 @@ export class HostSecrets {
     this.#stored = stored
   }
 
-
   resolve(value: SecretValue): Secret {
     if (value.kind === 'value') return value.secret
     const known = this.#resolved.get(value.name)
     if (known) return known
     const stored = this.#stored.get(value.name)
-    const secret = new Secret(stored ?? randomBytes(32).toString('base64url'), stored ? `generated on host (${SECRETS_DIR}/${value.name})` : 'generated now')
+    const secret = new Secret(
+      stored ?? randomBytes(32).toString('base64url'),
+      stored ? `generated on host (${SECRETS_DIR}/${value.name})` : 'generated now',
+    )
     this.#resolved.set(value.name, secret)
     this.#undeclared.set(value.name, secret)
     return secret
@@ -109,7 +120,9 @@ export class HostSecrets {
 
   /** File resources that keep the generated secrets used so far (a no-op when they are stored already). */
   takeResources(): Resource[] {
-    const out: Resource[] = [...this.#undeclared].map(([name, secret]) => file({ path: `${SECRETS_DIR}/${name}`, content: secret, mode: 0o600 }))
+    const out: Resource[] = [...this.#undeclared].map(([name, secret]) =>
+      file({ path: `${SECRETS_DIR}/${name}`, content: secret, mode: 0o600 }),
+    )
     this.#undeclared.clear()
     if (out.length && !this.#dirsDeclared) {
       this.#dirsDeclared = true

@@ -107,7 +107,8 @@ elif [ "\${h%% *}" != ${expectedId} ] || [ "$(holder)" != "$h" ]; then printf 'M
 else kill $pids; printf 'MP-CLEARED %s\n' "$h"; fi`
   const r = await conn.run(script, { allowFailure: true })
   const out = r.stdout.trim()
-  if (r.code !== 0 || !/^MP-(NOT-HELD|OTHER|CLEARED)/.test(out)) throw new Error(`unlock on ${conn.host} failed (exit ${r.code}): ${r.stderr.trim() || out}`)
+  if (r.code !== 0 || !/^MP-(NOT-HELD|OTHER|CLEARED)/.test(out))
+    throw new Error(`unlock on ${conn.host} failed (exit ${r.code}): ${r.stderr.trim() || out}`)
   if (out === 'MP-NOT-HELD') return { status: 'not-held' }
   const holder = out.replace(/^MP-\S+ ?/, '')
   return out.startsWith('MP-CLEARED') ? { status: 'cleared', holder } : { status: 'other-holder', holder }

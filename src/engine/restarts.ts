@@ -47,7 +47,11 @@ export class RestartLedger {
   readonly #inherited: string[]
 
   /** `targetsByTask[i]`: the services task i declares. */
-  constructor(private readonly conn: Connection, targetsByTask: RestartTarget[][], pendingFromEarlierRun: string[]) {
+  constructor(
+    private readonly conn: Connection,
+    targetsByTask: RestartTarget[][],
+    pendingFromEarlierRun: string[],
+  ) {
     this.#targets = targetsByTask.flat()
     targetsByTask.forEach((targets, i) => targets.forEach((t) => this.#owner.has(t.unit) || this.#owner.set(t.unit, i)))
     this.#inherited = pendingFromEarlierRun
@@ -79,7 +83,11 @@ export class RestartLedger {
       if (r.code !== 0) continue
       try {
         const files = (JSON.parse(r.stdout) as { files: Backup[] }).files
-        if (Array.isArray(files)) this.#backups.set(unit, files.filter((b) => typeof b.path === 'string' && typeof b.existed === 'boolean'))
+        if (Array.isArray(files))
+          this.#backups.set(
+            unit,
+            files.filter((b) => typeof b.path === 'string' && typeof b.existed === 'boolean'),
+          )
       } catch {
         // A manifest cut short by a dying run: nothing trustworthy to restore from.
       }
@@ -118,7 +126,11 @@ export class RestartLedger {
       list.push(...added.map((f) => ({ path: f, existed: backedUp.get(f)! })))
       this.#backups.set(t.unit, list)
       // Written before the change itself reaches the host (writes go out in order).
-      await this.conn.writeFile({ path: backupManifestOf(t.unit), content: JSON.stringify({ unit: t.unit, files: list }) + '\n', mode: 0o600 })
+      await this.conn.writeFile({
+        path: backupManifestOf(t.unit),
+        content: JSON.stringify({ unit: t.unit, files: list }) + '\n',
+        mode: 0o600,
+      })
     }
     this.noteChange(change)
   }
@@ -142,7 +154,12 @@ export class RestartLedger {
   takePlanned(units: string[]): RestartRecord[] {
     const out = units
       .filter((u) => this.#due.has(u) && !this.#freshlyStarted.has(u))
-      .map((u): RestartRecord => ({ unit: u, action: this.#due.get(u)!.target.reload ? 'reload' : 'restart', reason: this.#due.get(u)!.reasons.join('; '), done: false }))
+      .map((u): RestartRecord => ({
+        unit: u,
+        action: this.#due.get(u)!.target.reload ? 'reload' : 'restart',
+        reason: this.#due.get(u)!.reasons.join('; '),
+        done: false,
+      }))
     for (const u of units) this.#due.delete(u)
     return out
   }
@@ -164,7 +181,9 @@ export class RestartLedger {
       return d ? [{ unit, ...d }] : []
     })
     if (due.length === 0) return []
-    const states = (await this.conn.run(sh`systemctl is-active ${due.map((d) => d.unit)}`, { allowFailure: true })).stdout.trim().split('\n')
+    const states = (await this.conn.run(sh`systemctl is-active ${due.map((d) => d.unit)}`, { allowFailure: true })).stdout
+      .trim()
+      .split('\n')
     const running = new Set(due.filter((_, i) => states[i] === 'active' || states[i] === 'reloading').map((d) => d.unit))
     // A unit this run started after its last change runs the new files already (a bad one would have
     // failed its start): nothing to check before a restart that is not due.
@@ -193,7 +212,8 @@ export class RestartLedger {
       }
     }
     for (const d of due) {
-      if (act.includes(d)) done.push({ unit: d.unit, action: d.target.reload ? 'reload' : 'restart', reason: d.reasons.join('; '), done: true })
+      if (act.includes(d))
+        done.push({ unit: d.unit, action: d.target.reload ? 'reload' : 'restart', reason: d.reasons.join('; '), done: true })
       await this.#settled(d.unit)
     }
     return done
@@ -211,7 +231,9 @@ export class RestartLedger {
     const again = restored.length ? await this.conn.run(validate, { timeoutMs: 180_000, allowFailure: true }) : undefined
     if (again?.code === 0) {
       await this.#settled(unit)
-      throw new Error(`${unit}: the new configuration failed validation (${validate.text}); restored the previous files (${restored.join(', ')}) and left ${unit} running as it was:\n${output}`)
+      throw new Error(
+        `${unit}: the new configuration failed validation (${validate.text}); restored the previous files (${restored.join(', ')}) and left ${unit} running as it was:\n${output}`,
+      )
     }
     // Still due, still in the host's pending file: the next run validates again instead of saying "no changes".
     throw new Error(

@@ -31,7 +31,10 @@ export interface RunOptions {
 export async function runInventory(inventory: Inventory, options: RunOptions): Promise<RunReport> {
   const started = Date.now()
   const slots = new Semaphore(Math.max(1, options.parallel))
-  const board = new TaskBoard(inventory.hosts, options.tasks.map((t) => t.name))
+  const board = new TaskBoard(
+    inventory.hosts,
+    options.tasks.map((t) => t.name),
+  )
   const reports = new Map<string, HostReport>()
   // Each host's connection, for a resource that must act on another host of the run (ApplyContext.peer).
   const connections = new Map<string, Promise<Connection>>()
@@ -70,10 +73,19 @@ export async function runInventory(inventory: Inventory, options: RunOptions): P
         waitS: options.waitS,
         adoption: options.adoption,
         lockHeld: options.lockHeld,
-        ...(options.mode === 'apply' ? { awaitNeeds, peer, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) } : {}),
+        ...(options.mode === 'apply'
+          ? { awaitNeeds, peer, onTaskDone: (task: Role, ok: boolean) => board.taskDone(host.name, task, ok) }
+          : {}),
       })
     } catch (error) {
-      report = { host: host.name, status: 'failed', tasks: [], warnings: [], error: maskSecrets(error instanceof Error ? error.message : String(error)), durationMs: Date.now() - t0 }
+      report = {
+        host: host.name,
+        status: 'failed',
+        tasks: [],
+        warnings: [],
+        error: maskSecrets(error instanceof Error ? error.message : String(error)),
+        durationMs: Date.now() - t0,
+      }
     } finally {
       connections.delete(host.name)
       await conn?.close().catch(() => undefined)

@@ -23,6 +23,10 @@ export class StaleFacts {
   affects(facts: readonly Fact<unknown>[]): boolean {
     if (this.#anything) return true
     if (this.#touched.length === 0) return false
-    return facts.some((f) => !f.paths || f.paths.map(trim).some((p) => this.#touched.some((t) => p === t.path || under(t.path, p) || (t.below && under(p, t.path)))))
+    return facts.some(
+      (f) =>
+        !f.paths ||
+        f.paths.map(trim).some((p) => this.#touched.some((t) => p === t.path || under(t.path, p) || (t.below && under(p, t.path)))),
+    )
   }
 }

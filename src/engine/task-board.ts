@@ -45,7 +45,8 @@ export class TaskBoard {
       for (const n of needs.filter((x) => this.#relevant(x))) {
         const ok = this.#outcomes.get(n.host)?.get(n.task)
         if (ok === false) return `${n.task} failed on ${n.host} (see that host's report)`
-        if (ok === undefined && this.#finished.has(n.host)) return `${n.host} stopped before its ${n.task} task finished (see that host's report)`
+        if (ok === undefined && this.#finished.has(n.host))
+          return `${n.host} stopped before its ${n.task} task finished (see that host's report)`
       }
       if (this.pending(needs).length === 0) return undefined
       await new Promise<void>((resolve) => this.#wake.push(resolve))

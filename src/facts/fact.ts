@@ -35,7 +35,14 @@ export function defineFact<T>(
   parse: (stdout: string, exitCode: number) => T,
   options: { sensitive?: boolean; paths?: readonly string[]; batch?: Fact<T>['batch'] } = {},
 ): Fact<T> {
-  return { id, command, parse, ...(options.sensitive ? { sensitive: true } : {}), ...(options.paths ? { paths: options.paths } : {}), ...(options.batch ? { batch: options.batch } : {}) }
+  return {
+    id,
+    command,
+    parse,
+    ...(options.sensitive ? { sensitive: true } : {}),
+    ...(options.paths ? { paths: options.paths } : {}),
+    ...(options.batch ? { batch: options.batch } : {}),
+  }
 }
 
 /** Parsed fact values of one host, by fact id. */

@@ -16,7 +16,14 @@ export function parseFileState(out: string, code: number): FileState {
   if (code !== 0 || !out.trim()) return { exists: false }
   const [statLine, second] = out.split('\n')
   const [kind, owner, group, mode] = statLine!.split('|')
-  const type = kind === 'regular file' || kind === 'regular empty file' ? 'file' : kind === 'directory' ? 'directory' : kind === 'symbolic link' ? 'symlink' : 'other'
+  const type =
+    kind === 'regular file' || kind === 'regular empty file'
+      ? 'file'
+      : kind === 'directory'
+        ? 'directory'
+        : kind === 'symbolic link'
+          ? 'symlink'
+          : 'other'
   const state: FileState = { exists: true, type, owner, group, mode: parseInt(mode ?? '0', 8) }
   if (type === 'file') state.sha256 = second?.split(' ')[0]
   if (type === 'symlink') state.linkTarget = second ?? ''

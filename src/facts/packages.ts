@@ -11,7 +11,11 @@ export function parseDpkgQuery(out: string): Map<string, string> {
   return pkgs
 }
 
-export const debPackages = defineFact('deb-packages', raw`dpkg-query -W -f '\${Package}\\t\${db:Status-Abbrev}\\t\${Version}\\n'`, parseDpkgQuery)
+export const debPackages = defineFact(
+  'deb-packages',
+  raw`dpkg-query -W -f '\${Package}\\t\${db:Status-Abbrev}\\t\${Version}\\n'`,
+  parseDpkgQuery,
+)
 
 /** debconf answers of a package's questions: question -> value. */
 export const debconfSelections = (pkg: string) =>

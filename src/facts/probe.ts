@@ -48,9 +48,14 @@ export function probeScript(facts: readonly Fact<unknown>[]): string {
  */
 function framed(parts: readonly Section[]): string {
   const frames = parts.map(
-    (p, i) => `{ printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"; } >"$mp_probe/${i}" &`,
+    (p, i) =>
+      `{ printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"; } >"$mp_probe/${i}" &`,
   )
-  return [`mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`, ...frames, `wait; cd "$mp_probe" && cat ${parts.map((_, i) => i).join(' ')}`].join('\n')
+  return [
+    `mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`,
+    ...frames,
+    `wait; cd "$mp_probe" && cat ${parts.map((_, i) => i).join(' ')}`,
+  ].join('\n')
 }
 
 /** Split the probe's output back into each fact's stdout and exit code. */
@@ -97,7 +102,13 @@ export function prepareProbe(facts: readonly Fact<unknown>[], into = new FactVal
       const parts = parseProbeOutput(stdout, plan.length)
       plan.forEach((section, i) => {
         const part = parts[i]!
-        const each = section.batch ? section.batch.split(part.stdout, part.code, section.facts.map((f) => f.batch!.item)) : [part]
+        const each = section.batch
+          ? section.batch.split(
+              part.stdout,
+              part.code,
+              section.facts.map((f) => f.batch!.item),
+            )
+          : [part]
         section.facts.forEach((fact, j) => into.set(fact.id, fact.parse(each[j]!.stdout, each[j]!.code)))
       })
       return into
@@ -111,6 +122,7 @@ export async function gatherFacts(conn: Connection, facts: readonly Fact<unknown
   if (!probe) return into
   // The script travels on stdin: it can be long, and `sh -s` keeps it off the process list.
   const result = await conn.run(sh`sh -s`, { stdin: probe.script, secretOutput: probe.sensitive, allowFailure: true })
-  if (result.code === null || result.timedOut) throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${probe.count} facts)` }, 'gathering facts')
+  if (result.code === null || result.timedOut)
+    throw new RemoteCommandError(conn.host, { ...result, command: `fact probe (${probe.count} facts)` }, 'gathering facts')
   return probe.read(result.stdout)
 }

@@ -25,7 +25,9 @@ export function parseOsRelease(text: string): OsRelease {
 export const osRelease = defineFact('os-release', raw`cat /etc/os-release`, parseOsRelease)
 
 /** MemTotal in MiB. */
-export const memoryMiB = defineFact('memory', raw`awk '/^MemTotal:/ {print $2}' /proc/meminfo`, (out) => Math.floor(Number(out.trim()) / 1024))
+export const memoryMiB = defineFact('memory', raw`awk '/^MemTotal:/ {print $2}' /proc/meminfo`, (out) =>
+  Math.floor(Number(out.trim()) / 1024),
+)
 
 /** Free space in MiB on the file system holding a path. */
 export const freeDiskMiB = (path: string) =>
@@ -43,7 +45,13 @@ export interface ListeningSocket {
 /** `ss -Htlnpe` lines (State Recv-Q Send-Q Local:Port Peer:Port [Process] uid:N ...), then `---` and name:uid pairs. */
 export function parseListening(text: string): ListeningSocket[] {
   const [socketsPart, passwdPart = ''] = text.split('\n---\n')
-  const users = new Map(passwdPart.split('\n').map((l) => l.split(':')).filter((p) => p.length === 2).map(([name, uid]) => [uid!, name!]))
+  const users = new Map(
+    passwdPart
+      .split('\n')
+      .map((l) => l.split(':'))
+      .filter((p) => p.length === 2)
+      .map(([name, uid]) => [uid!, name!]),
+  )
   const out: ListeningSocket[] = []
   for (const line of socketsPart!.split('\n')) {
     const cols = line.trim().split(/\s+/)
@@ -52,7 +60,12 @@ export function parseListening(text: string): ListeningSocket[] {
     const idx = local.lastIndexOf(':')
     const proc = /users:\(\("([^"]+)"/.exec(line)?.[1] ?? ''
     const uid = /\buid:(\d+)/.exec(line)?.[1]
-    out.push({ address: local.slice(0, idx).replace(/^\[|\]$/g, ''), port: Number(local.slice(idx + 1)), process: proc, user: uid === undefined ? 'root' : (users.get(uid) ?? uid) })
+    out.push({
+      address: local.slice(0, idx).replace(/^\[|\]$/g, ''),
+      port: Number(local.slice(idx + 1)),
+      process: proc,
+      user: uid === undefined ? 'root' : (users.get(uid) ?? uid),
+    })
   }
   return out
 }
@@ -60,8 +73,14 @@ export function parseListening(text: string): ListeningSocket[] {
 export const listeningTcp = defineFact('listening-tcp', raw`ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3`, parseListening)
 
 /** Python 3 version as "3.11", or null when there is none. */
-export const pythonVersion = defineFact('python3-version', raw`python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`, (out, code) =>
-  code === 0 ? out.trim() : null,
+export const pythonVersion = defineFact(
+  'python3-version',
+  raw`python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'`,
+  (out, code) => (code === 0 ? out.trim() : null),
 )
 
-export const aptListsPresent = defineFact('apt-lists', raw`ls /var/lib/apt/lists/ | grep -c _Packages`, (out) => Number(out.trim() || 0) > 0)
+export const aptListsPresent = defineFact(
+  'apt-lists',
+  raw`ls /var/lib/apt/lists/ | grep -c _Packages`,
+  (out) => Number(out.trim() || 0) > 0,
+)

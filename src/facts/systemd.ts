@@ -36,9 +36,11 @@ export const unitStateBatch: FactBatch = {
   command: (units) => sh`${SHOW} ${units}`,
   split(stdout, code, units) {
     const blocks = stdout.split(/\n\n(?=\S)/)
-    if (blocks.length !== units.length) throw new Error(`systemctl show printed ${blocks.length} blocks for ${units.length} units (exit ${code})`)
+    if (blocks.length !== units.length)
+      throw new Error(`systemctl show printed ${blocks.length} blocks for ${units.length} units (exit ${code})`)
     return blocks.map((block) => ({ stdout: block, code }))
   },
 }
 
-export const unitState = (unit: string) => defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })
+export const unitState = (unit: string) =>
+  defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })

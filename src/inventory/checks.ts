@@ -14,10 +14,20 @@ import { checkWorkerEntries, instancePorts, instancesOn, MAX_AUTO_PORT_INSTANCES
 export function checkRoles(ctx: LoadContext, host: HostEntry): void {
   host.roles.forEach((role, index) => {
     const first = host.roles.indexOf(role)
-    if (first !== index) ctx.add(['hosts', host.name, 'roles', index], `role "${role}" is listed twice (first at position ${first + 1})`, 'list each role once')
+    if (first !== index)
+      ctx.add(
+        ['hosts', host.name, 'roles', index],
+        `role "${role}" is listed twice (first at position ${first + 1})`,
+        'list each role once',
+      )
   })
   if (host.roles.includes('backup') && !host.roles.includes('synapse')) {
-    ctx.addForRole(host, 'backup', 'the backup role needs the synapse role on the same host: it backs up that homeserver (its media, signing key and database)', `add synapse to hosts.${host.name}.roles, or move backup to the host that has synapse`)
+    ctx.addForRole(
+      host,
+      'backup',
+      'the backup role needs the synapse role on the same host: it backs up that homeserver (its media, signing key and database)',
+      `add synapse to hosts.${host.name}.roles, or move backup to the host that has synapse`,
+    )
   }
 }
 
@@ -29,7 +39,11 @@ export function checkServiceReferences(ctx: LoadContext, host: HostEntry): void 
     if (!ctx.checkHostReference(origin, explicit, `${role}.host`)) continue
     const target = ctx.hosts.find((other) => other.name === explicit)!
     if (!target.roles.includes(role)) {
-      ctx.add(origin, `${role}.host is "${explicit}", but that host does not have the ${role} role, so nothing installs ${role === 'postgres' ? 'PostgreSQL' : 'Redis'} there`, `add ${role} to hosts.${explicit}.roles`)
+      ctx.add(
+        origin,
+        `${role}.host is "${explicit}", but that host does not have the ${role} role, so nothing installs ${role === 'postgres' ? 'PostgreSQL' : 'Redis'} there`,
+        `add ${role} to hosts.${explicit}.roles`,
+      )
     }
   }
   const allowFrom = host.vars.postgres?.allowFrom
@@ -136,10 +150,20 @@ export function checkElement(ctx: LoadContext, host: HostEntry, settings: Matrix
     )
   }
   if (element.url !== undefined && element.file !== undefined) {
-    ctx.addForVar(host.name, ['element', 'file'], 'element.url and element.file are both set; only one source is allowed', 'remove one of them')
+    ctx.addForVar(
+      host.name,
+      ['element', 'file'],
+      'element.url and element.file are both set; only one source is allowed',
+      'remove one of them',
+    )
   }
   if (element.signatureUrl !== undefined && element.signatureFile !== undefined) {
-    ctx.addForVar(host.name, ['element', 'signatureFile'], 'element.signatureUrl and element.signatureFile are both set; only one is allowed', 'remove one of them')
+    ctx.addForVar(
+      host.name,
+      ['element', 'signatureFile'],
+      'element.signatureUrl and element.signatureFile are both set; only one is allowed',
+      'remove one of them',
+    )
   }
   const serverHost = settings.serverName.replace(/:\d+$/, '')
   if (settings.element.host === settings.publicHost || settings.element.host === serverHost) {
@@ -169,14 +193,23 @@ export function checkTls(ctx: LoadContext, host: HostEntry): void {
     }
   }
   if (mode === 'acme' && tls.acmeEmail === undefined) {
-    ctx.add(tlsPath, 'tls mode "acme" needs acmeEmail (the Let\'s Encrypt account address)', 'set apache.tls.acmeEmail, e.g. admin@example.org')
+    ctx.add(
+      tlsPath,
+      'tls mode "acme" needs acmeEmail (the Let\'s Encrypt account address)',
+      'set apache.tls.acmeEmail, e.g. admin@example.org',
+    )
   }
 }
 
 export function checkAptRepository(ctx: LoadContext, host: HostEntry): void {
   const apt = host.vars.aptRepository
   if (apt?.keyringUrl !== undefined && apt.keyringFile !== undefined) {
-    ctx.addForVar(host.name, ['aptRepository', 'keyringFile'], 'aptRepository.keyringUrl and keyringFile are both set; only one keyring source is allowed', 'remove one of them')
+    ctx.addForVar(
+      host.name,
+      ['aptRepository', 'keyringFile'],
+      'aptRepository.keyringUrl and keyringFile are both set; only one keyring source is allowed',
+      'remove one of them',
+    )
   }
 }
 
@@ -217,12 +250,23 @@ export function checkWorkers(ctx: LoadContext, host: HostEntry): void {
   const w = host.vars.workers
   if (!w) return
   if (w.preset !== undefined && w.instances !== undefined) {
-    ctx.addForVar(host.name, ['workers', 'instances'], 'workers.preset and workers.instances are both set; the worker set is one or the other', 'remove preset to use the explicit list, or remove instances to use the preset')
+    ctx.addForVar(
+      host.name,
+      ['workers', 'instances'],
+      'workers.preset and workers.instances are both set; the worker set is one or the other',
+      'remove preset to use the explicit list, or remove instances to use the preset',
+    )
   }
   if (w.instances) {
-    for (const issue of checkWorkerEntries(w.instances)) ctx.addForVar(host.name, ['workers', 'instances', issue.index, issue.key], issue.message, issue.hint)
+    for (const issue of checkWorkerEntries(w.instances))
+      ctx.addForVar(host.name, ['workers', 'instances', issue.index, issue.key], issue.message, issue.hint)
     if (w.instances.length > MAX_AUTO_PORT_INSTANCES) {
-      ctx.addForVar(host.name, ['workers', 'instances'], `at most ${MAX_AUTO_PORT_INSTANCES} workers get automatic ports, got ${w.instances.length}`, 'split the homeserver, or give the extra workers their own ports')
+      ctx.addForVar(
+        host.name,
+        ['workers', 'instances'],
+        `at most ${MAX_AUTO_PORT_INSTANCES} workers get automatic ports, got ${w.instances.length}`,
+        'split the homeserver, or give the extra workers their own ports',
+      )
     }
   }
 }
@@ -232,10 +276,12 @@ export function checkPorts(ctx: LoadContext, host: HostEntry, settings: MatrixSe
   const has = (role: Role) => host.roles.includes(role)
   if (has('synapse')) {
     used.push({ port: settings.synapse.listenPort, label: 'synapse.listenPort', sub: ['synapse', 'listenPort'] })
-    if (settings.monitoring.enableMetrics) used.push({ port: settings.monitoring.mainMetricsPort, label: 'monitoring.mainMetricsPort', sub: ['monitoring', 'mainMetricsPort'] })
+    if (settings.monitoring.enableMetrics)
+      used.push({ port: settings.monitoring.mainMetricsPort, label: 'monitoring.mainMetricsPort', sub: ['monitoring', 'mainMetricsPort'] })
   }
   if (has('workers')) {
-    if (has('synapse')) used.push({ port: settings.workers.replicationPort, label: 'workers.replicationPort', sub: ['workers', 'replicationPort'] })
+    if (has('synapse'))
+      used.push({ port: settings.workers.replicationPort, label: 'workers.replicationPort', sub: ['workers', 'replicationPort'] })
     const here = new Set(instancesOn(settings, host.name).map((w) => w.name))
     workerInstances(settings).forEach((w, index) => {
       if (!here.has(w.name)) return
@@ -248,14 +294,19 @@ export function checkPorts(ctx: LoadContext, host: HostEntry, settings: MatrixSe
   }
   if (has('monitoring') && settings.monitoring.prometheus.enabled) {
     used.push({ port: settings.monitoring.prometheus.port, label: 'monitoring.prometheus.port', sub: ['monitoring', 'prometheus', 'port'] })
-    used.push({ port: settings.monitoring.prometheus.nodeExporterPort, label: 'monitoring.prometheus.nodeExporterPort', sub: ['monitoring', 'prometheus', 'nodeExporterPort'] })
+    used.push({
+      port: settings.monitoring.prometheus.nodeExporterPort,
+      label: 'monitoring.prometheus.nodeExporterPort',
+      sub: ['monitoring', 'prometheus', 'nodeExporterPort'],
+    })
   }
   if (has('redis')) used.push({ port: settings.redis.port, label: 'redis.port', sub: ['redis', 'port'] })
   if (has('postgres')) used.push({ port: settings.postgres.port, label: 'postgres.port', sub: ['postgres', 'port'] })
   if (has('apache')) {
     used.push({ port: settings.apache.httpsPort, label: 'apache.httpsPort', sub: ['apache', 'httpsPort'] })
-    used.push({ port: 80, label: 'Apache\'s http port 80', sub: ['apache'] })
-    if (settings.apache.delegation === 'port-8448') used.push({ port: 8448, label: 'the federation port 8448 (delegation port-8448)', sub: ['apache', 'delegation'] })
+    used.push({ port: 80, label: "Apache's http port 80", sub: ['apache'] })
+    if (settings.apache.delegation === 'port-8448')
+      used.push({ port: 8448, label: 'the federation port 8448 (delegation port-8448)', sub: ['apache', 'delegation'] })
   }
   const seen = new Map<number, string>()
   for (const entry of used) {
@@ -264,13 +315,25 @@ export function checkPorts(ctx: LoadContext, host: HostEntry, settings: MatrixSe
       seen.set(entry.port, entry.label)
       continue
     }
-    ctx.addForVar(host.name, entry.sub, `port ${entry.port} of ${entry.label} is already used on ${host.name} by ${first}`, 'give each service on a host its own port')
+    ctx.addForVar(
+      host.name,
+      entry.sub,
+      `port ${entry.port} of ${entry.label} is already used on ${host.name} by ${first}`,
+      'give each service on a host its own port',
+    )
   }
 }
 
 /** Where a worker's port was set: its entry in workers.instances, the guide's legacy keys, else portBase. */
-export function workerPortOrigin(ctx: LoadContext, host: HostEntry, settings: MatrixSettings, index: number, field: 'port' | 'replicationPort' | 'metricsPort'): Path {
-  if (settings.workers.instances) return hasPath(host.vars, ['workers', 'instances', index, field]) ? ['workers', 'instances', index, field] : ['workers', 'portBase']
+export function workerPortOrigin(
+  ctx: LoadContext,
+  host: HostEntry,
+  settings: MatrixSettings,
+  index: number,
+  field: 'port' | 'replicationPort' | 'metricsPort',
+): Path {
+  if (settings.workers.instances)
+    return hasPath(host.vars, ['workers', 'instances', index, field]) ? ['workers', 'instances', index, field] : ['workers', 'portBase']
   if (settings.workers.preset === 'guide') {
     const legacy = index === 0 ? ['workers', 'federationReader', field] : ['workers', 'federationSender', field]
     return legacy

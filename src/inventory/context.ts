@@ -67,7 +67,10 @@ export class LoadContext {
   addForVar(host: string, sub: Path, message: string, hint?: string): void {
     const origin = this.varsOrigin(host, sub)
     if (origin) this.add(origin, message, hint)
-    else this.issues.push(this.locator.issueAtOffset(this.locator.offset(['hosts', host]), formatPath(['hosts', host, 'vars', ...sub]), message, hint))
+    else
+      this.issues.push(
+        this.locator.issueAtOffset(this.locator.offset(['hosts', host]), formatPath(['hosts', host, 'vars', ...sub]), message, hint),
+      )
   }
 
   roleIndex(host: HostEntry, role: Role): number {
@@ -84,7 +87,11 @@ export class LoadContext {
 
   checkHostReference(path: Path, name: string, what: string): boolean {
     if (this.names.includes(name)) return true
-    this.add(path, `${what} "${name}" is not a host of this inventory; ${suggestion(name, this.names, 'the hosts are')}`, 'name a host defined under hosts:')
+    this.add(
+      path,
+      `${what} "${name}" is not a host of this inventory; ${suggestion(name, this.names, 'the hosts are')}`,
+      'name a host defined under hosts:',
+    )
     return false
   }
 

@@ -22,7 +22,9 @@ export async function readLock(lockDir: string, synapseVersion: string, inventor
     throw new LockError(
       file,
       undefined,
-      code === 'ENOENT' ? `no lock for Synapse ${synapseVersion}: pip installs only a locked dependency set` : `cannot read the lock (${code ?? String(error)})`,
+      code === 'ENOENT'
+        ? `no lock for Synapse ${synapseVersion}: pip installs only a locked dependency set`
+        : `cannot read the lock (${code ?? String(error)})`,
       `run \`${lockCommand(inventoryFile, synapseVersion)}\` (resolves the dependencies as of the release's date with uv) and commit ${file}`,
     )
   }
@@ -48,12 +50,22 @@ export async function synapseLock(ctx: LoadContext, host: HostEntry, settings: M
   if (ctx.options.locks === false || synapse.install !== 'pip' || !host.roles.includes('synapse')) return
   const manifest = synapse.wheelhouse ? readWheelhouseManifest(synapse.wheelhouse) : undefined
   if (synapse.wheelhouse && !manifest) {
-    ctx.addForVar(host.name, ['synapse', 'wheelhouse'], `${synapse.wheelhouse} is not a wheelhouse built by matrix-provision (no readable ${WHEELHOUSE_MANIFEST})`, 'build it from the lock (provision lock --wheelhouse DIR --python X.Y), or leave synapse.wheelhouse out to install from the index')
+    ctx.addForVar(
+      host.name,
+      ['synapse', 'wheelhouse'],
+      `${synapse.wheelhouse} is not a wheelhouse built by matrix-provision (no readable ${WHEELHOUSE_MANIFEST})`,
+      'build it from the lock (provision lock --wheelhouse DIR --python X.Y), or leave synapse.wheelhouse out to install from the index',
+    )
     return
   }
   const version = synapse.version ?? manifest?.synapseVersion
   if (!version) {
-    ctx.addForVar(host.name, ['synapse', 'install'], 'synapse.install pip needs synapse.version (or a wheelhouse, whose version is used)', 'set synapse.version, e.g. "1.163.2"')
+    ctx.addForVar(
+      host.name,
+      ['synapse', 'install'],
+      'synapse.install pip needs synapse.version (or a wheelhouse, whose version is used)',
+      'set synapse.version, e.g. "1.163.2"',
+    )
     return
   }
   synapse.version = version
@@ -67,7 +79,11 @@ export async function synapseLock(ctx: LoadContext, host: HostEntry, settings: M
     ctx.lockCache.set(key, pending)
   }
   const lock = await pending
-  const where = ctx.varsOrigin(host.name, ['synapse', 'lockDir']) ? ['synapse', 'lockDir'] : ctx.varsOrigin(host.name, ['synapse', 'version']) ? ['synapse', 'version'] : ['synapse', 'install']
+  const where = ctx.varsOrigin(host.name, ['synapse', 'lockDir'])
+    ? ['synapse', 'lockDir']
+    : ctx.varsOrigin(host.name, ['synapse', 'version'])
+      ? ['synapse', 'version']
+      : ['synapse', 'install']
   if (lock instanceof LockError) {
     ctx.addForVar(host.name, where, `${lock.file}${lock.line ? `:${lock.line}` : ''}: ${lock.problem}`, lock.hint)
     return

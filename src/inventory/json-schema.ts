@@ -8,6 +8,9 @@ import { z } from 'zod'
 import { inventorySchema } from './schema.js'
 
 export function inventoryJsonSchema(): Record<string, unknown> {
-  const schema = z.toJSONSchema(inventorySchema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>
+  const schema = z.toJSONSchema(inventorySchema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as Record<
+    string,
+    unknown
+  >
   return { ...schema, title: 'matrix-provision inventory' }
 }

@@ -15,14 +15,35 @@ import { LineCounter, parseDocument } from 'yaml'
 import { registerUrlCredentials } from '../core/secret.js'
 import type { SecretRef, SecretValue } from '../core/secret.js'
 import type { SshSettings } from '../ssh/settings.js'
-import { checkAptRepository, checkDatabaseNeeds, checkElement, checkJump, checkPorts, checkPostgresVersion, checkRoles, checkServiceReferences, checkSharedSecret, checkTls, checkWorkers } from './checks.js'
+import {
+  checkAptRepository,
+  checkDatabaseNeeds,
+  checkElement,
+  checkJump,
+  checkPorts,
+  checkPostgresVersion,
+  checkRoles,
+  checkServiceReferences,
+  checkSharedSecret,
+  checkTls,
+  checkWorkers,
+} from './checks.js'
 import { LoadContext, type HostEntry, type LoadOptions, NEEDS_POSTGRES } from './context.js'
 import { synapseLock } from './controller-files.js'
 import { formatPath, InventoryError } from './errors.js'
 import { mergeVars } from './merge.js'
 import { placeWorkers } from './placement.js'
 import { Locator, type Path, yamlIssue } from './positions.js'
-import { inventorySchema, MATRIX_ORG_KEYRING, type ParsedSsh, type ParsedVars, type RawInventory, type RawVars, sshSchema, varsSchema } from './schema.js'
+import {
+  inventorySchema,
+  MATRIX_ORG_KEYRING,
+  type ParsedSsh,
+  type ParsedVars,
+  type RawInventory,
+  type RawVars,
+  sshSchema,
+  varsSchema,
+} from './schema.js'
 import { ROLES } from './roles.js'
 import { leavesOf, type SettingLeaf } from './schema-walk.js'
 import { osReason, resolveControllerPath, resolveSecretRef, type SecretContext } from './secrets.js'
@@ -33,13 +54,19 @@ const VAR_LEAVES = leavesOf(varsSchema)
 const SSH_LEAVES = leavesOf(sshSchema)
 
 /** The places a leaf path (with `*` for every list item) names in a value: each with its parent and key, for replacing. */
-function locate(value: unknown, leafPath: readonly string[], at: string[] = []): { path: string[]; parent: Record<string, unknown>; key: string }[] {
+function locate(
+  value: unknown,
+  leafPath: readonly string[],
+  at: string[] = [],
+): { path: string[]; parent: Record<string, unknown>; key: string }[] {
   if (value === null || typeof value !== 'object') return []
   const [head, ...rest] = leafPath
   if (head === undefined) return []
   const record = value as Record<string, unknown>
   const keys = head === '*' ? Object.keys(record) : [head]
-  return keys.flatMap((key) => (rest.length === 0 ? [{ path: [...at, key], parent: record, key }] : locate(record[key], rest, [...at, key])))
+  return keys.flatMap((key) =>
+    rest.length === 0 ? [{ path: [...at, key], parent: record, key }] : locate(record[key], rest, [...at, key]),
+  )
 }
 
 /**
@@ -50,7 +77,8 @@ function registerInventoryUrlCredentials(value: unknown, path: (string | number)
   if (typeof value === 'string') {
     if (/:\/\/[^\s/?#@]*:[^\s/?#@]*@/.test(value)) registerUrlCredentials(value, formatPath(path) || 'the inventory')
   } else if (Array.isArray(value)) value.forEach((v, i) => registerInventoryUrlCredentials(v, [...path, i]))
-  else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) registerInventoryUrlCredentials(v, [...path, k])
+  else if (value !== null && typeof value === 'object')
+    for (const [k, v] of Object.entries(value)) registerInventoryUrlCredentials(v, [...path, k])
 }
 
 /** Read and validate an inventory file. Bad input of any kind throws InventoryError. */
@@ -74,7 +102,12 @@ export async function loadInventory(file: string, env: NodeJS.ProcessEnv = proce
 }
 
 /** Validate inventory text; `file` is used for messages and as the base of relative paths. */
-export async function loadInventoryFromString(source: string, file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Promise<Inventory> {
+export async function loadInventoryFromString(
+  source: string,
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  options: LoadOptions = {},
+): Promise<Inventory> {
   const lineCounter = new LineCounter()
   const doc = parseDocument(source, { lineCounter, uniqueKeys: true, prettyErrors: false, merge: true })
   const locator = new Locator(doc, lineCounter, file)
@@ -87,7 +120,14 @@ export async function loadInventoryFromString(source: string, file: string, env:
     data = doc.toJS({ maxAliasCount: 100 })
   } catch (error) {
     throw new InventoryError([
-      { file, line: 1, col: 1, path: '', message: `cannot read the YAML: ${error instanceof Error ? error.message : String(error)}`, hint: 'use fewer aliases (*name)' },
+      {
+        file,
+        line: 1,
+        col: 1,
+        path: '',
+        message: `cannot read the YAML: ${error instanceof Error ? error.message : String(error)}`,
+        hint: 'use fewer aliases (*name)',
+      },
     ])
   }
   registerInventoryUrlCredentials(data, [])
@@ -130,7 +170,11 @@ class InventoryBuilder extends LoadContext {
     return path === undefined ? undefined : resolveControllerPath(path, this.baseDir, this.env)
   }
 
-  private async secret(path: Path | undefined, ref: SecretRef | undefined, generatedName: string | undefined): Promise<SecretValue | undefined> {
+  private async secret(
+    path: Path | undefined,
+    ref: SecretRef | undefined,
+    generatedName: string | undefined,
+  ): Promise<SecretValue | undefined> {
     if (ref === undefined) return undefined
     const key = path ? JSON.stringify(path) : JSON.stringify([ref, generatedName])
     let pending = this.secretCache.get(key)
@@ -208,7 +252,12 @@ class InventoryBuilder extends LoadContext {
     await this.resolveLeaves(ssh, SSH_LEAVES, ([key]) => this.sshOrigin(host.name, key!))
     const { connectTimeout, commandTimeout, keepaliveInterval, ...rest } = ssh as unknown as Resolved<ParsedSsh>
     const ms = (seconds: number) => Math.round(seconds * 1000)
-    return { ...rest, connectTimeoutMs: ms(connectTimeout), commandTimeoutMs: ms(commandTimeout), keepaliveIntervalMs: ms(keepaliveInterval) }
+    return {
+      ...rest,
+      connectTimeoutMs: ms(connectTimeout),
+      commandTimeoutMs: ms(commandTimeout),
+      keepaliveIntervalMs: ms(keepaliveInterval),
+    }
   }
 
   async build(): Promise<Inventory> {
@@ -240,7 +289,12 @@ class InventoryBuilder extends LoadContext {
 
       const vars = await this.settings(host)
       if (vars.synapse.signingKey?.kind === 'generate') {
-        this.addForVar(host.name, ['synapse', 'signingKey'], 'synapse.signingKey cannot be { generate: true }: the key is in Synapse\'s own format (leave it unset and Synapse generates one on the synapse host)', 'use { file: path } or { env: NAME }, or remove synapse.signingKey')
+        this.addForVar(
+          host.name,
+          ['synapse', 'signingKey'],
+          "synapse.signingKey cannot be { generate: true }: the key is in Synapse's own format (leave it unset and Synapse generates one on the synapse host)",
+          'use { file: path } or { env: NAME }, or remove synapse.signingKey',
+        )
       }
       await synapseLock(this, host, vars)
       if (host.vars.serverName !== undefined) checkElement(this, host, vars)
@@ -249,7 +303,9 @@ class InventoryBuilder extends LoadContext {
         address: host.raw.address,
         privateAddress: host.raw.privateAddress ?? host.raw.address,
         ssh: await this.sshSettings(host),
-        roles: [...host.roles].sort((a, b) => ROLES.indexOf(a) - ROLES.indexOf(b)).filter((role, index, all) => all.indexOf(role) === index),
+        roles: [...host.roles]
+          .sort((a, b) => ROLES.indexOf(a) - ROLES.indexOf(b))
+          .filter((role, index, all) => all.indexOf(role) === index),
         vars,
       })
     }

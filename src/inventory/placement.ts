@@ -28,20 +28,38 @@ export function placeWorkers(ctx: LoadContext, specs: HostSpec[]): Map<string, H
     const known = new Set<string>([...entries.map((e) => e.name), ...entries.map((e) => e.kind)])
     for (const key of Object.keys(placement)) {
       if (known.has(key)) continue
-      const what = (WORKER_KINDS as readonly string[]).includes(key) ? `kind ${key}, which no worker of the set has` : `"${key}", neither a worker of the set nor one of its kinds`
-      ctx.addForVar(main.name, ['workers', 'placement', key], `workers.placement names ${what}; ${suggestion(key, [...known], 'the set has')}`, 'name a worker or a kind of the set (workers.preset or workers.instances)')
+      const what = (WORKER_KINDS as readonly string[]).includes(key)
+        ? `kind ${key}, which no worker of the set has`
+        : `"${key}", neither a worker of the set nor one of its kinds`
+      ctx.addForVar(
+        main.name,
+        ['workers', 'placement', key],
+        `workers.placement names ${what}; ${suggestion(key, [...known], 'the set has')}`,
+        'name a worker or a kind of the set (workers.preset or workers.instances)',
+      )
     }
     entries.forEach((e, index) => {
       const target = placedHost(w, e)
       if (target === undefined || target === main.name) return
-      const sub = e.host !== undefined ? ['workers', 'instances', index, 'host'] : ['workers', 'placement', placement[e.name] !== undefined ? e.name : e.kind]
+      const sub =
+        e.host !== undefined
+          ? ['workers', 'instances', index, 'host']
+          : ['workers', 'placement', placement[e.name] !== undefined ? e.name : e.kind]
       const origin = ctx.varsOrigin(main.name, sub) ?? ['hosts', main.name]
       if (!ctx.checkHostReference(origin, target, `the host of worker ${e.name}`)) return
       const other = specs.find((h) => h.name === target)!
       if (!other.roles.includes('workers')) {
-        ctx.add(origin, `worker ${e.name} is placed on ${target}, which does not have the workers role`, `add workers to hosts.${target}.roles`)
+        ctx.add(
+          origin,
+          `worker ${e.name} is placed on ${target}, which does not have the workers role`,
+          `add workers to hosts.${target}.roles`,
+        )
       } else if (other.roles.includes('synapse')) {
-        ctx.add(origin, `worker ${e.name} is placed on ${target}, which runs a homeserver of its own (synapse role): one host holds one homeserver's configuration`, `place it on a host without the synapse role, or on ${main.name}`)
+        ctx.add(
+          origin,
+          `worker ${e.name} is placed on ${target}, which runs a homeserver of its own (synapse role): one host holds one homeserver's configuration`,
+          `place it on a host without the synapse role, or on ${main.name}`,
+        )
       } else if (!(placedBy.get(target) ?? []).includes(main.name)) {
         placedBy.set(target, [...(placedBy.get(target) ?? []), main.name])
       }
@@ -57,7 +75,9 @@ export function placeWorkers(ctx: LoadContext, specs: HostSpec[]): Map<string, H
         mains.length === 0
           ? `the workers role needs the synapse role on the same host, or a homeserver that places workers on ${host.name} (workers.placement or an instance's host)`
           : `${host.name} is given workers by several homeservers (${mains.join(', ')}); a host holds one homeserver's configuration`,
-        mains.length === 0 ? `add synapse to hosts.${host.name}.roles, or set workers.placement (e.g. { generic: ${host.name} }) on the synapse host` : 'place each homeserver\'s workers on hosts of their own',
+        mains.length === 0
+          ? `add synapse to hosts.${host.name}.roles, or set workers.placement (e.g. { generic: ${host.name} }) on the synapse host`
+          : "place each homeserver's workers on hosts of their own",
       )
       continue
     }
@@ -81,13 +101,22 @@ export function placeWorkers(ctx: LoadContext, specs: HostSpec[]): Map<string, H
       }
     }
     for (const h of hosts) h.vars.workers.addresses = addresses
-    checkSharedAcrossHosts(ctx, main, hosts.filter((h) => h !== main).map((h) => h.name))
+    checkSharedAcrossHosts(
+      ctx,
+      main,
+      hosts.filter((h) => h !== main).map((h) => h.name),
+    )
     checkMediaStore(ctx, main)
     // Each worker host connects to Postgres: an explicit allowFrom must name it (pg_hba, the firewall).
     const pgHost = specs.find((h) => h.name === main.vars.postgres.host)
     if (pgHost && ctx.varsOrigin(pgHost.name, ['postgres', 'allowFrom'])) {
       for (const h of hosts.filter((x) => x !== main && x !== pgHost && !pgHost.vars.postgres.allowFrom?.includes(x.name))) {
-        ctx.addForVar(pgHost.name, ['postgres', 'allowFrom'], `${h.name} runs workers of ${main.name} and connects to Postgres on ${pgHost.name}, but postgres.allowFrom does not list it`, `add ${h.name} to postgres.allowFrom, or remove allowFrom (by default every host with the synapse or workers role)`)
+        ctx.addForVar(
+          pgHost.name,
+          ['postgres', 'allowFrom'],
+          `${h.name} runs workers of ${main.name} and connects to Postgres on ${pgHost.name}, but postgres.allowFrom does not list it`,
+          `add ${h.name} to postgres.allowFrom, or remove allowFrom (by default every host with the synapse or workers role)`,
+        )
       }
     }
   }
@@ -102,12 +131,22 @@ export function checkMediaStore(ctx: LoadContext, main: HostSpec): void {
   const repositories = ofKind(workerInstances(main.vars), 'media_repository')
   const hosts = [...new Set(repositories.map((w) => w.host ?? main.name))]
   if (hosts.length > 1) {
-    ctx.addForVar(main.name, ['workers'], `the media repositories (${repositories.map((w) => w.name).join(', ')}) run on several hosts (${hosts.join(', ')}); each would keep its own media store`, 'place every media_repository worker on one host')
+    ctx.addForVar(
+      main.name,
+      ['workers'],
+      `the media repositories (${repositories.map((w) => w.name).join(', ')}) run on several hosts (${hosts.join(', ')}); each would keep its own media store`,
+      'place every media_repository worker on one host',
+    )
   }
   const store = mediaStoreHost(main)
   const entry = ctx.hosts.find((h) => h.name === main.name)
   if (store !== main.name && entry && main.roles.includes('backup')) {
-    ctx.addForRole(entry, 'backup', `the scheduled backup runs on ${main.name}, but the media store is on ${store} (its media_repository worker): the timer would back up no media`, `take backups with provision backup from the controller (it reads the media from ${store}), or keep the media_repository worker on ${main.name}`)
+    ctx.addForRole(
+      entry,
+      'backup',
+      `the scheduled backup runs on ${main.name}, but the media store is on ${store} (its media_repository worker): the timer would back up no media`,
+      `take backups with provision backup from the controller (it reads the media from ${store}), or keep the media_repository worker on ${main.name}`,
+    )
   }
 }
 
@@ -123,15 +162,36 @@ export function checkSharedAcrossHosts(ctx: LoadContext, main: HostSpec, others:
     [['workers', 'replicationSecret'], v.workers.replicationSecret],
   ]
   for (const [sub, value] of shared) {
-    if (value?.kind === 'generate') ctx.addForVar(main.name, sub, `${sub.join('.')} is generated (the default or { generate: true }), but ${where}`, `set ${sub.join('.')} to { env: NAME } or { file: path } in defaults.vars`)
+    if (value?.kind === 'generate')
+      ctx.addForVar(
+        main.name,
+        sub,
+        `${sub.join('.')} is generated (the default or { generate: true }), but ${where}`,
+        `set ${sub.join('.')} to { env: NAME } or { file: path } in defaults.vars`,
+      )
   }
   if (v.redis.password === undefined || v.redis.password.kind === 'generate') {
-    ctx.addForVar(main.name, ['redis', 'password'], `redis.password must be set: Redis is reached from ${others.join(', ')}, and it never listens beyond loopback without a password`, 'set redis.password to { env: NAME } or { file: path } in defaults.vars')
+    ctx.addForVar(
+      main.name,
+      ['redis', 'password'],
+      `redis.password must be set: Redis is reached from ${others.join(', ')}, and it never listens beyond loopback without a password`,
+      'set redis.password to { env: NAME } or { file: path } in defaults.vars',
+    )
   }
   if (v.synapse.install !== 'pip') {
-    ctx.addForVar(main.name, ['synapse', 'install'], `workers on other hosts install Synapse with the pip method (the package would start a main process of its own on ${others.join(', ')})`, 'set synapse.install: pip (with synapse.version or a wheelhouse)')
+    ctx.addForVar(
+      main.name,
+      ['synapse', 'install'],
+      `workers on other hosts install Synapse with the pip method (the package would start a main process of its own on ${others.join(', ')})`,
+      'set synapse.install: pip (with synapse.version or a wheelhouse)',
+    )
   }
   if (v.synapse.signingKey === undefined) {
-    ctx.addForVar(main.name, ['synapse', 'signingKey'], `synapse.signingKey must be set: the workers on ${others.join(', ')} sign with the server's key, which Synapse would otherwise generate on ${main.name} alone`, 'copy the key (/etc/matrix-synapse/homeserver.signing.key of a running server, or one from python -m synapse._scripts.generate_signing_key) and set synapse.signingKey to { file: path } or { env: NAME }')
+    ctx.addForVar(
+      main.name,
+      ['synapse', 'signingKey'],
+      `synapse.signingKey must be set: the workers on ${others.join(', ')} sign with the server's key, which Synapse would otherwise generate on ${main.name} alone`,
+      'copy the key (/etc/matrix-synapse/homeserver.signing.key of a running server, or one from python -m synapse._scripts.generate_signing_key) and set synapse.signingKey to { file: path } or { env: NAME }',
+    )
   }
 }

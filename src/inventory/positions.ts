@@ -41,7 +41,8 @@ export class Locator {
 
   private offsetOf(found: { node: unknown; key: unknown }): number {
     const node = found.node as { range?: [number, number, number] } | null
-    const empty = node === null || node === undefined || !node.range || (isScalar(node) && node.value === null && node.range[0] === node.range[1])
+    const empty =
+      node === null || node === undefined || !node.range || (isScalar(node) && node.value === null && node.range[0] === node.range[1])
     if (empty) {
       const key = found.key as { range?: [number, number, number] } | undefined
       if (key?.range) return key.range[0]
@@ -161,7 +162,12 @@ export function yamlIssue(error: YamlErrorLike, locator: Locator, source: string
     case 'DUPLICATE_KEY':
       return duplicateKeyIssue(offset, locator)
     case 'TAB_AS_INDENT':
-      return locator.issueAtOffset(offset, '', 'YAML syntax error: a tab character is used for indentation; only spaces may indent YAML', 'replace the tab with spaces (2 per level)')
+      return locator.issueAtOffset(
+        offset,
+        '',
+        'YAML syntax error: a tab character is used for indentation; only spaces may indent YAML',
+        'replace the tab with spaces (2 per level)',
+      )
     case 'MULTIPLE_DOCS':
       return locator.issueAtOffset(
         offset,

@@ -23,7 +23,8 @@ function unwrap(schema: unknown): unknown {
   for (let i = 0; i < 10; i++) {
     const def = defOf(current)
     if (!def) return current
-    if (def.type === 'optional' || def.type === 'default' || def.type === 'nullable' || def.type === 'prefault' || def.type === 'readonly') current = def.innerType
+    if (def.type === 'optional' || def.type === 'default' || def.type === 'nullable' || def.type === 'prefault' || def.type === 'readonly')
+      current = def.innerType
     else if (def.type === 'pipe') current = def.in
     else return current
   }
@@ -63,4 +64,6 @@ export function leavesOf(schema: unknown, path: string[] = []): SettingLeaf[] {
 }
 
 /** Secret settings of `vars` and the name a generated value gets on the host. */
-export const VAR_SECRETS = leavesOf(varsSchema).flatMap((leaf) => (leaf.kind === 'secret' && leaf.generatedName !== undefined ? [{ path: leaf.path, name: leaf.generatedName }] : []))
+export const VAR_SECRETS = leavesOf(varsSchema).flatMap((leaf) =>
+  leaf.kind === 'secret' && leaf.generatedName !== undefined ? [{ path: leaf.path, name: leaf.generatedName }] : [],
+)

@@ -52,7 +52,9 @@ import {
 
 export const sshSchema = z
   .strictObject({
-    user: pattern(SSH_USER, 'expected a user name (letters, digits, "_", "-", "."; at most 32 characters)').default('root').describe('Login user'),
+    user: pattern(SSH_USER, 'expected a user name (letters, digits, "_", "-", "."; at most 32 characters)')
+      .default('root')
+      .describe('Login user'),
     port: port().default(22).describe('SSH port'),
     identityFile: controllerPath().optional().describe('Private key on this machine; ssh-agent when unset'),
     knownHostsFile: controllerPath().default('~/.ssh/known_hosts').describe('known_hosts used to verify host keys'),
@@ -62,7 +64,9 @@ export const sshSchema = z
       .describe('strict: unknown keys stop the host; accept-new: unknown keys are added'),
     jump: z
       .string({ error: 'expected an inventory host name or user@host:port' })
-      .refine((value) => HOST_NAME.test(value) || parseJump(value) !== undefined, { error: 'expected an inventory host name or user@host:port' })
+      .refine((value) => HOST_NAME.test(value) || parseJump(value) !== undefined, {
+        error: 'expected an inventory host name or user@host:port',
+      })
       .optional()
       .describe('Jump host: an inventory host name or user@host:port'),
     sudoPassword: secretRef().optional().describe('Password for sudo when the login user needs one'),
@@ -89,9 +93,13 @@ const aptRepositorySchema = z.strictObject({
     .transform((value) => value.replace(/\s+/g, '').toUpperCase())
     .optional()
     .describe("Expected key fingerprint, checked before the keyring is installed; matrix.org's unless keyringUrl or keyringFile is given"),
-  suite: pattern(APT_WORD, 'expected an apt suite name (lowercase letters, digits, ".", "+", "_", "-")').optional().describe("Suite; the host's codename when unset"),
+  suite: pattern(APT_WORD, 'expected an apt suite name (lowercase letters, digits, ".", "+", "_", "-")')
+    .optional()
+    .describe("Suite; the host's codename when unset"),
   components: z
-    .array(pattern(APT_WORD, 'expected an apt component name (lowercase letters, digits, ".", "+", "_", "-")'), { error: 'expected a list of apt components, e.g. [main]' })
+    .array(pattern(APT_WORD, 'expected an apt component name (lowercase letters, digits, ".", "+", "_", "-")'), {
+      error: 'expected a list of apt components, e.g. [main]',
+    })
     .min(1, { error: 'expected at least one apt component, e.g. [main]' })
     .default(['main']),
 })
@@ -99,12 +107,16 @@ const aptRepositorySchema = z.strictObject({
 const postgresSchema = z.strictObject({
   host: hostReference().optional().describe('Inventory host running PostgreSQL (default: the host with the postgres role)'),
   port: port().default(5432),
-  database: pattern(PG_IDENTIFIER, 'expected a PostgreSQL name (lowercase letters, digits and _, not starting with a digit)').default('synapse'),
-  user: pattern(PG_IDENTIFIER, 'expected a PostgreSQL role name (lowercase letters, digits and _, not starting with a digit)').default('synapse_user'),
+  database: pattern(PG_IDENTIFIER, 'expected a PostgreSQL name (lowercase letters, digits and _, not starting with a digit)').default(
+    'synapse',
+  ),
+  user: pattern(PG_IDENTIFIER, 'expected a PostgreSQL role name (lowercase letters, digits and _, not starting with a digit)').default(
+    'synapse_user',
+  ),
   password: secretRef('postgres-password').default(GENERATE),
   version: integer(9, 99, 'expected a PostgreSQL major version (an integer such as 14, 15, 16 or 17)')
     .optional()
-    .describe('PostgreSQL major version to install (default: the distribution\'s)'),
+    .describe("PostgreSQL major version to install (default: the distribution's)"),
   allowFrom: z
     .array(hostReference(), { error: 'expected a list of inventory host names' })
     .optional()
@@ -124,7 +136,9 @@ const synapseSchema = z.strictObject({
     .regex(SYNAPSE_VERSION, { error: 'expected a Synapse version x.y.z, such as "1.120.0" (optionally with rcN)' })
     .optional(),
   pipIndexUrl: url().optional().describe('pip: the package index to install from (default PyPI)'),
-  wheelhouse: controllerPath().optional().describe('pip: a wheelhouse directory on this machine (`provision lock --wheelhouse`), uploaded for hosts without an index'),
+  wheelhouse: controllerPath()
+    .optional()
+    .describe('pip: a wheelhouse directory on this machine (`provision lock --wheelhouse`), uploaded for hosts without an index'),
   lockDir: controllerPath()
     .default(DEFAULT_LOCK_DIR)
     .describe('pip: directory of the Synapse lock files <version>.txt, relative to the inventory (`provision lock` writes them)'),
@@ -144,23 +158,34 @@ const synapseSchema = z.strictObject({
     .record(z.string(), z.unknown(), { error: 'expected a mapping of Synapse configuration keys' })
     .default({})
     .describe('Synapse configuration keys added verbatim (conf.d, merged last)'),
-  signingKeyPath: hostPath().optional().describe(`The signing key on the host (default ${SIGNING_KEY_PATH}; an adopted server keeps its own)`),
+  signingKeyPath: hostPath()
+    .optional()
+    .describe(`The signing key on the host (default ${SIGNING_KEY_PATH}; an adopted server keeps its own)`),
   mediaStorePath: hostPath().optional().describe(`Media store on the host (default ${MEDIA_STORE_PATH}; an adopted server keeps its own)`),
   signingKey: secretRef('signing-key')
     .optional()
-    .describe("The server's signing key (the key file's content; env or file, never generate). Needed when workers run on other hosts: each gets this key. Unset: Synapse generates one on the synapse host"),
+    .describe(
+      "The server's signing key (the key file's content; env or file, never generate). Needed when workers run on other hosts: each gets this key. Unset: Synapse generates one on the synapse host",
+    ),
   macaroonSecret: secretRef('macaroon-secret').default(GENERATE),
   formSecret: secretRef('form-secret').default(GENERATE),
   registrationSharedSecret: secretRef('registration-shared-secret').default(GENERATE),
-  keepVenvs: integer(2, 20, 'expected how many Synapse venvs to keep, an integer between 2 and 20 (the active one and at least one to roll back to)')
+  keepVenvs: integer(
+    2,
+    20,
+    'expected how many Synapse venvs to keep, an integer between 2 and 20 (the active one and at least one to roll back to)',
+  )
     .default(2)
     .describe('pip: versioned venvs /opt/venvs/matrix-synapse-<version> kept after an upgrade, the active one included'),
-  backupDir: hostPath().default('/var/backups/matrix-synapse').describe('Where the database dump before a schema migration goes on the host'),
+  backupDir: hostPath()
+    .default('/var/backups/matrix-synapse')
+    .describe('Where the database dump before a schema migration goes on the host'),
 })
 
 /** worker_name: a systemd instance name, file name, instance_map key and Prometheus job. */
 export const WORKER_NAME = /^[a-z][a-z0-9_]{0,39}$/
-const WORKER_NAME_MESSAGE = 'expected a worker name: lowercase letters, digits and "_", starting with a letter (at most 40 characters), e.g. generic_1'
+const WORKER_NAME_MESSAGE =
+  'expected a worker name: lowercase letters, digits and "_", starting with a letter (at most 40 characters), e.g. generic_1'
 
 const workerKindSchema = z
   .enum(WORKER_KINDS, { error: `expected a worker kind: ${WORKER_KINDS.join(', ')}` })
@@ -173,9 +198,7 @@ const workerInstanceSchema = z
     port: port().optional().describe('http listener for the requests Apache routes to it (default portBase + position)'),
     replicationPort: port().optional().describe('replication listener of a stream writer (default portBase + 100 + position)'),
     metricsPort: port().optional().describe('metrics listener (default portBase + 200 + position)'),
-    host: hostReference()
-      .optional()
-      .describe("Inventory host that runs it (default: the synapse host); that host needs the workers role"),
+    host: hostReference().optional().describe('Inventory host that runs it (default: the synapse host); that host needs the workers role'),
   })
   .describe('One worker process')
 
@@ -190,10 +213,12 @@ const workersSchema = z.strictObject({
     .optional()
     .describe('An explicit worker set instead of a preset; append new workers at the end so the others keep their ports'),
   placement: z
-    .record(z.string(), hostReference(), { error: 'expected a mapping of worker names or kinds to inventory hosts, e.g. { generic: worker1, media_repository: worker1 }' })
+    .record(z.string(), hostReference(), {
+      error: 'expected a mapping of worker names or kinds to inventory hosts, e.g. { generic: worker1, media_repository: worker1 }',
+    })
     .optional()
     .describe(
-      'Which host runs which workers, by worker name or kind (a name wins over a kind; an instance\'s own host wins over both); the rest run on the synapse host. ' +
+      "Which host runs which workers, by worker name or kind (a name wins over a kind; an instance's own host wins over both); the rest run on the synapse host. " +
         'Each named host needs the workers role; it gets Synapse, the shared configuration and the signing key, and once any worker runs elsewhere ' +
         'the listeners other hosts reach bind to the private addresses, behind our nftables table',
     ),
@@ -202,8 +227,14 @@ const workersSchema = z.strictObject({
     .describe('First automatic worker port: http portBase + i, replication + 100 + i, metrics + 200 + i'),
   replicationPort: port().default(32993),
   replicationSecret: secretRef('replication-secret').default(GENERATE),
-  federationReader: z.strictObject({ port: port().default(32902), metricsPort: port().default(32981) }).prefault({}).describe("The guide preset's federation_reader"),
-  federationSender: z.strictObject({ metricsPort: port().default(32980) }).prefault({}).describe("The guide preset's federation_sender"),
+  federationReader: z
+    .strictObject({ port: port().default(32902), metricsPort: port().default(32981) })
+    .prefault({})
+    .describe("The guide preset's federation_reader"),
+  federationSender: z
+    .strictObject({ metricsPort: port().default(32980) })
+    .prefault({})
+    .describe("The guide preset's federation_sender"),
 })
 
 const tlsSchema = z.strictObject({
@@ -213,9 +244,13 @@ const tlsSchema = z.strictObject({
     .describe('self-signed: made on the host once; files: certificateFile and keyFile uploaded from this machine; acme: certbot'),
   certificateFile: controllerPath().optional(),
   keyFile: controllerPath().optional(),
-  acmeEmail: pattern(EMAIL, 'expected an e-mail address such as admin@example.org').optional().describe('The ACME account address (mode acme)'),
+  acmeEmail: pattern(EMAIL, 'expected an e-mail address such as admin@example.org')
+    .optional()
+    .describe('The ACME account address (mode acme)'),
   acmeServer: url().optional().describe("ACME directory URL (default Let's Encrypt; e.g. its staging, or a private CA such as step-ca)"),
-  acmeCaFile: controllerPath().optional().describe("CA certificate(s) that sign the ACME server's own HTTPS certificate, for a private ACME server"),
+  acmeCaFile: controllerPath()
+    .optional()
+    .describe("CA certificate(s) that sign the ACME server's own HTTPS certificate, for a private ACME server"),
 })
 
 const apacheSchema = z.strictObject({
@@ -238,29 +273,40 @@ const elementSchema = z.strictObject({
     .regex(ELEMENT_VERSION, { error: 'expected an Element version x.y.z, such as "1.11.85"' })
     .transform((version) => version.replace(/^v/, ''))
     .optional(),
-  host: dnsName().optional().describe('Element\'s own vhost (default element.<serverName>); never the homeserver\'s'),
-  url: url().optional().describe("Download URL (default: the GitHub release of version)"),
+  host: dnsName().optional().describe("Element's own vhost (default element.<serverName>); never the homeserver's"),
+  url: url().optional().describe('Download URL (default: the GitHub release of version)'),
   file: controllerPath().optional().describe('A release tarball on this machine, uploaded to the host'),
-  sha256: pattern(SHA256, 'expected a SHA-256 checksum (64 hexadecimal digits)').transform((sum) => sum.toLowerCase()).optional(),
+  sha256: pattern(SHA256, 'expected a SHA-256 checksum (64 hexadecimal digits)')
+    .transform((sum) => sum.toLowerCase())
+    .optional(),
   signatureFile: controllerPath().optional().describe('Detached signature of the tarball on this machine'),
   signatureUrl: url().optional().describe('Detached signature of the tarball to download'),
   releaseKeyFile: controllerPath().optional().describe('The release key (on this machine) the signature is checked against'),
 })
 
 const PROM_DURATION = /^[1-9]\d{0,5}(ms|s|m|h|d|w|y)$/
-const promDuration = (example: string) => pattern(PROM_DURATION, `expected a Prometheus duration such as "${example}" (a whole number and one of ms, s, m, h, d, w, y)`)
+const promDuration = (example: string) =>
+  pattern(PROM_DURATION, `expected a Prometheus duration such as "${example}" (a whole number and one of ms, s, m, h, d, w, y)`)
 
 const prometheusSchema = z
   .strictObject({
-    enabled: bool().default(false).describe('Install Prometheus and the node exporter from the distribution on the Synapse host; it scrapes main and every worker'),
+    enabled: bool()
+      .default(false)
+      .describe('Install Prometheus and the node exporter from the distribution on the Synapse host; it scrapes main and every worker'),
     port: port().default(9090).describe('Prometheus listens on 127.0.0.1:<port>; reach it with an SSH tunnel'),
     nodeExporterPort: port().default(9100).describe('The node exporter listens on 127.0.0.1:<port>'),
     retention: promDuration('15d').default('15d').describe('How long samples are kept (--storage.tsdb.retention.time)'),
-    retentionSize: pattern(/^[1-9]\d{0,5}(KB|MB|GB|TB)$/, 'expected a size such as "5GB" (a whole number and KB, MB, GB or TB)').optional().describe('Upper bound of the sample store (--storage.tsdb.retention.size); unset: time only'),
+    retentionSize: pattern(/^[1-9]\d{0,5}(KB|MB|GB|TB)$/, 'expected a size such as "5GB" (a whole number and KB, MB, GB or TB)')
+      .optional()
+      .describe('Upper bound of the sample store (--storage.tsdb.retention.size); unset: time only'),
     scrapeInterval: promDuration('15s').default('15s').describe('How often every process is scraped and the alert rules evaluated'),
-    processDownFor: promDuration('1m').default('1m').describe('How long a Synapse process must be unreachable before SynapseProcessDown fires'),
+    processDownFor: promDuration('1m')
+      .default('1m')
+      .describe('How long a Synapse process must be unreachable before SynapseProcessDown fires'),
   })
-  .describe("Prometheus on the homeserver with alerts for the guide's indicators (process CPU, event send time, cache evictions, a process down)")
+  .describe(
+    "Prometheus on the homeserver with alerts for the guide's indicators (process CPU, event send time, cache evictions, a process down)",
+  )
 
 const backupSchema = z
   .strictObject({
@@ -269,7 +315,9 @@ const backupSchema = z
     onCalendar: pattern(/^[A-Za-z0-9 *:.,~/-]{1,64}$/, 'expected a systemd OnCalendar expression such as daily or "*-*-* 03:30:00"')
       .default('daily')
       .describe('When the timer fires, as systemd.time(7) OnCalendar'),
-    minFreeMiB: integer(0, 10_000_000, 'expected a number of MiB (an integer >= 0)').default(1024).describe('Free space that must remain after a backup'),
+    minFreeMiB: integer(0, 10_000_000, 'expected a number of MiB (an integer >= 0)')
+      .default(1024)
+      .describe('Free space that must remain after a backup'),
   })
   .describe('Scheduled backups on the host (role backup)')
 
@@ -282,7 +330,10 @@ const monitoringSchema = z.strictObject({
 
 export const varsSchema = z
   .strictObject({
-    serverName: pattern(SERVER_NAME, SERVER_NAME_MESSAGE).refine(isServerName, { error: SERVER_NAME_MESSAGE }).optional().describe('The part after the colon in user IDs (required, here or per host)'),
+    serverName: pattern(SERVER_NAME, SERVER_NAME_MESSAGE)
+      .refine(isServerName, { error: SERVER_NAME_MESSAGE })
+      .optional()
+      .describe('The part after the colon in user IDs (required, here or per host)'),
     publicHost: dnsName().optional().describe('Host name of the client/federation API (default matrix.<serverName>)'),
     publicBaseUrl: url().optional().describe('Default https://<publicHost> (with :<apache.httpsPort> unless 443)'),
     aptRepository: aptRepositorySchema.prefault({}),
@@ -295,7 +346,7 @@ export const varsSchema = z
     monitoring: monitoringSchema.prefault({}),
     backup: backupSchema.prefault({}),
   })
-  .describe('Matrix settings; defaults.vars is merged under each host\'s vars (host wins)')
+  .describe("Matrix settings; defaults.vars is merged under each host's vars (host wins)")
 
 export const roleSchema = z.enum(ROLES, { error: 'unknown role {got}' })
 
@@ -321,7 +372,10 @@ export const inventorySchema = z
       hosts: z
         .record(hostNameSchema, hostSchema, { error: 'expected a mapping of host names to hosts' })
         .refine((hosts) => Object.keys(hosts).length > 0, {
-          error: withHint('expected at least one host, got {got}', 'add a host: hosts: { matrix1: { address: 203.0.113.10, roles: [synapse] } }'),
+          error: withHint(
+            'expected at least one host, got {got}',
+            'add a host: hosts: { matrix1: { address: 203.0.113.10, roles: [synapse] } }',
+          ),
         })
         .describe('Host name -> host'),
     },

@@ -76,11 +76,12 @@ async function readSecretFile(path: string): Promise<SecretResolution> {
     return {
       ok: false,
       message: `cannot read secret file ${path}: ${osReason(error)}`,
-      hint: 'create the file (chmod 600), fix the path (relative paths start at the inventory file\'s directory), or use { env: NAME }',
+      hint: "create the file (chmod 600), fix the path (relative paths start at the inventory file's directory), or use { env: NAME }",
     }
   }
   const value = stripTrailingNewline(content)
-  if (value === '') return { ok: false, message: `secret file ${path} is empty`, hint: 'write the secret into the file, or use { generate: true }' }
+  if (value === '')
+    return { ok: false, message: `secret file ${path} is empty`, hint: 'write the secret into the file, or use { generate: true }' }
   return { ok: true, value: { kind: 'value', secret: new Secret(value, `file ${path}`) } }
 }
 
@@ -89,10 +90,18 @@ async function readSecretFile(path: string): Promise<SecretResolution> {
  * (`postgres-password`, `macaroon-secret`, ...); without it `{ generate: true }` is refused
  * (the ssh sudo password cannot be invented).
  */
-export async function resolveSecretRef(ref: SecretRef, generatedName: string | undefined, context: SecretContext): Promise<SecretResolution> {
+export async function resolveSecretRef(
+  ref: SecretRef,
+  generatedName: string | undefined,
+  context: SecretContext,
+): Promise<SecretResolution> {
   if ('generate' in ref) {
     if (generatedName === undefined) {
-      return { ok: false, message: 'this secret cannot be generated: it must match a value that already exists', hint: 'use { env: NAME } or { file: path }' }
+      return {
+        ok: false,
+        message: 'this secret cannot be generated: it must match a value that already exists',
+        hint: 'use { env: NAME } or { file: path }',
+      }
     }
     return { ok: true, value: { kind: 'generate', name: generatedName } }
   }

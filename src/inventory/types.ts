@@ -8,7 +8,13 @@ import type { ParsedVars, roleSchema } from './schema.js'
 export type Role = z.output<typeof roleSchema>
 
 /** A value of the schema's output with every secret reference resolved (the loader does it: resolveLeaves). */
-export type Resolved<T> = T extends SecretRef ? SecretValue : T extends readonly (infer U)[] ? Resolved<U>[] : T extends object ? { [K in keyof T]: Resolved<T[K]> } : T
+export type Resolved<T> = T extends SecretRef
+  ? SecretValue
+  : T extends readonly (infer U)[]
+    ? Resolved<U>[]
+    : T extends object
+      ? { [K in keyof T]: Resolved<T[K]> }
+      : T
 
 type Vars = Resolved<ParsedVars>
 

@@ -16,7 +16,9 @@ const DNS_LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?'
 /** Lowercase DNS name: what serverName, publicHost and element.host may be. */
 export const DNS_NAME = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(?:\\.${DNS_LABEL})*$`)
 /** serverName may carry a port: example.org:8448 */
-export const SERVER_NAME = new RegExp(`^(?=.{1,253}(?::|$))${DNS_LABEL}(?:\\.${DNS_LABEL})*(?::(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}))?$`)
+export const SERVER_NAME = new RegExp(
+  `^(?=.{1,253}(?::|$))${DNS_LABEL}(?:\\.${DNS_LABEL})*(?::(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}))?$`,
+)
 const ANY_CASE_LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
 const ADDRESS_DNS = new RegExp(`^(?=.{1,253}$)${ANY_CASE_LABEL}(?:\\.${ANY_CASE_LABEL})*\\.?$`)
 /** Inventory host names (keys of `hosts`). */
@@ -108,14 +110,14 @@ export const port = () => integer(1, 65535, PORT_MESSAGE)
 export const bool = () => z.boolean({ error: 'expected true or false' })
 
 const SECONDS_MESSAGE = 'expected a number of seconds greater than 0 (at most 86400)'
-export const seconds = () =>
-  z.number({ error: SECONDS_MESSAGE }).gt(0, { error: SECONDS_MESSAGE }).max(86_400, { error: SECONDS_MESSAGE })
+export const seconds = () => z.number({ error: SECONDS_MESSAGE }).gt(0, { error: SECONDS_MESSAGE }).max(86_400, { error: SECONDS_MESSAGE })
 
 const DNS_NAME_MESSAGE =
   'expected a DNS name: lowercase letters a-z, digits 0-9 and "-" in dot-separated labels (e.g. matrix.example.org); no spaces, quotes or other characters'
 export const SERVER_NAME_MESSAGE =
   'expected a DNS name: lowercase letters a-z, digits 0-9 and "-" in dot-separated labels, optionally followed by :port (e.g. example.org or example.org:8448); no spaces, quotes or other characters'
-export const HOST_NAME_MESSAGE = 'expected a host name made of letters, digits, "-", "_" and "." (starting with a letter or digit, at most 63 characters)'
+export const HOST_NAME_MESSAGE =
+  'expected a host name made of letters, digits, "-", "_" and "." (starting with a letter or digit, at most 63 characters)'
 export const ADDRESS_MESSAGE = 'expected an IPv4 address, an IPv6 address or a DNS name (letters, digits, "-" and ".")'
 const URL_MESSAGE = 'expected an http:// or https:// URL without spaces, quotes, backticks or "$"'
 const CONTROLLER_PATH_MESSAGE = 'expected a path on this machine (relative to the inventory file, or absolute, ~ allowed)'
@@ -128,9 +130,12 @@ export const SECRETS = new WeakMap<object, string | undefined>()
 
 /** A file or directory on the controller; the loader resolves it relative to the inventory file. */
 export function controllerPath() {
-  const schema = z.string({ error: CONTROLLER_PATH_MESSAGE }).min(1, { error: CONTROLLER_PATH_MESSAGE }).refine((value) => !/[\u0000\n\r]/.test(value), {
-    error: 'expected a path on this machine; newlines and NUL characters are not allowed',
-  })
+  const schema = z
+    .string({ error: CONTROLLER_PATH_MESSAGE })
+    .min(1, { error: CONTROLLER_PATH_MESSAGE })
+    .refine((value) => !/[\u0000\n\r]/.test(value), {
+      error: 'expected a path on this machine; newlines and NUL characters are not allowed',
+    })
   CONTROLLER_PATHS.add(schema)
   return schema
 }
@@ -163,15 +168,24 @@ export function secretRefMessage(input: unknown): string {
     const key = unknown[0]!
     const close = closestMatch(key, SECRET_KEYS)
     return withHint(
-      close ? `unknown key "${key}"; did you mean "${close}"?` : `unknown key "${key}"; a secret reference has one of the keys env, file or generate`,
+      close
+        ? `unknown key "${key}"; did you mean "${close}"?`
+        : `unknown key "${key}"; a secret reference has one of the keys env, file or generate`,
       SECRET_FORMS,
     )
   }
   if (keys.length !== 1) {
-    return withHint(`a secret reference has exactly one key (env, file or generate), got ${keys.length === 0 ? 'none' : keys.join(' and ')}`, SECRET_FORMS)
+    return withHint(
+      `a secret reference has exactly one key (env, file or generate), got ${keys.length === 0 ? 'none' : keys.join(' and ')}`,
+      SECRET_FORMS,
+    )
   }
   const record = input as Record<string, unknown>
-  if ('generate' in record) return withHint(`generate must be true, got ${JSON.stringify(record.generate)}`, 'write { generate: true }, or use { env: NAME } or { file: path }')
+  if ('generate' in record)
+    return withHint(
+      `generate must be true, got ${JSON.stringify(record.generate)}`,
+      'write { generate: true }, or use { env: NAME } or { file: path }',
+    )
   if ('env' in record) return 'expected the name of an environment variable (letters, digits and _, not starting with a digit)'
   return 'expected the path of a file on this machine (relative to the inventory file, or absolute)'
 }
@@ -184,7 +198,9 @@ export function secretRef(generatedName?: string) {
   const schema = z
     .union(
       [
-        z.strictObject({ env: pattern(ENV_NAME, 'expected the name of an environment variable (letters, digits and _, not starting with a digit)') }),
+        z.strictObject({
+          env: pattern(ENV_NAME, 'expected the name of an environment variable (letters, digits and _, not starting with a digit)'),
+        }),
         z.strictObject({ file: controllerPath() }),
         z.strictObject({ generate: z.literal(true) }),
       ],

@@ -72,7 +72,13 @@ export function workerInstances(vars: MatrixSettings): WorkerInstance[] {
   return entriesOf(vars.workers).map((e, i) => {
     const host = main === undefined ? undefined : (placedHost(vars.workers, e) ?? main)
     const address = spans && host !== undefined ? (vars.workers.addresses?.[host] ?? LOOPBACK) : LOOPBACK
-    const instance: WorkerInstance = { name: e.name, kind: e.kind, metricsPort: e.metricsPort ?? base + 200 + i, address, remote: host !== main }
+    const instance: WorkerInstance = {
+      name: e.name,
+      kind: e.kind,
+      metricsPort: e.metricsPort ?? base + 200 + i,
+      address,
+      remote: host !== main,
+    }
     if (host !== undefined) instance.host = host
     if (servesRequests(e.kind)) instance.port = e.port ?? base + i
     if (writesStreams(e.kind)) instance.replicationPort = e.replicationPort ?? base + 100 + i
@@ -99,10 +105,14 @@ export function mediaStoreHost(main: { name: string; vars: MatrixSettings }): st
 }
 
 /** Ports each instance binds, labelled for messages: http, replication, metrics (when on). */
-export function instancePorts(w: WorkerInstance, metrics: boolean): { port: number; label: string; field: 'port' | 'replicationPort' | 'metricsPort' }[] {
+export function instancePorts(
+  w: WorkerInstance,
+  metrics: boolean,
+): { port: number; label: string; field: 'port' | 'replicationPort' | 'metricsPort' }[] {
   const out: { port: number; label: string; field: 'port' | 'replicationPort' | 'metricsPort' }[] = []
   if (w.port !== undefined) out.push({ port: w.port, label: `worker ${w.name}'s http listener`, field: 'port' })
-  if (w.replicationPort !== undefined) out.push({ port: w.replicationPort, label: `worker ${w.name}'s replication listener`, field: 'replicationPort' })
+  if (w.replicationPort !== undefined)
+    out.push({ port: w.replicationPort, label: `worker ${w.name}'s replication listener`, field: 'replicationPort' })
   if (metrics) out.push({ port: w.metricsPort, label: `worker ${w.name}'s metrics listener`, field: 'metricsPort' })
   return out
 }
@@ -122,10 +132,21 @@ export function checkWorkerEntries(entries: readonly WorkerEntry[]): WorkerSetIs
   const kinds = new Map<WorkerKindName, number>()
   entries.forEach((e, index) => {
     if (RESERVED_WORKER_NAMES.includes(e.name)) {
-      issues.push({ index, key: 'name', message: `worker name "${e.name}" is what Synapse calls the main process`, hint: 'pick another name, e.g. the kind with a number: generic_1' })
+      issues.push({
+        index,
+        key: 'name',
+        message: `worker name "${e.name}" is what Synapse calls the main process`,
+        hint: 'pick another name, e.g. the kind with a number: generic_1',
+      })
     }
     const first = names.get(e.name)
-    if (first !== undefined) issues.push({ index, key: 'name', message: `worker name "${e.name}" is used twice (first at entry ${first + 1})`, hint: 'give each worker its own name' })
+    if (first !== undefined)
+      issues.push({
+        index,
+        key: 'name',
+        message: `worker name "${e.name}" is used twice (first at entry ${first + 1})`,
+        hint: 'give each worker its own name',
+      })
     else names.set(e.name, index)
     const kind = KINDS[e.kind]
     const firstOfKind = kinds.get(e.kind)
@@ -139,10 +160,20 @@ export function checkWorkerEntries(entries: readonly WorkerEntry[]): WorkerSetIs
     }
     if (firstOfKind === undefined) kinds.set(e.kind, index)
     if (e.port !== undefined && !servesRequests(e.kind)) {
-      issues.push({ index, key: 'port', message: `kind ${e.kind} serves no requests, so it has no http listener for port`, hint: 'remove port (metricsPort is its only listener)' })
+      issues.push({
+        index,
+        key: 'port',
+        message: `kind ${e.kind} serves no requests, so it has no http listener for port`,
+        hint: 'remove port (metricsPort is its only listener)',
+      })
     }
     if (e.replicationPort !== undefined && !writesStreams(e.kind)) {
-      issues.push({ index, key: 'replicationPort', message: `kind ${e.kind} writes no stream, so it has no replication listener`, hint: 'remove replicationPort; only stream writers need one' })
+      issues.push({
+        index,
+        key: 'replicationPort',
+        message: `kind ${e.kind} writes no stream, so it has no replication listener`,
+        hint: 'remove replicationPort; only stream writers need one',
+      })
     }
   })
   return issues

@@ -31,9 +31,17 @@ export function genericMessage(issue: ZodRawIssue): string | undefined {
     case 'invalid_value':
       return `expected ${issue.values.map((value) => JSON.stringify(value)).join(' or ')}`
     case 'too_small':
-      return issue.origin === 'array' ? `expected at least ${issue.minimum} item(s)` : issue.origin === 'string' ? 'expected a non-empty string' : `expected a value >= ${issue.minimum}`
+      return issue.origin === 'array'
+        ? `expected at least ${issue.minimum} item(s)`
+        : issue.origin === 'string'
+          ? 'expected a non-empty string'
+          : `expected a value >= ${issue.minimum}`
     case 'too_big':
-      return issue.origin === 'array' ? `expected at most ${issue.maximum} item(s)` : issue.origin === 'string' ? `expected at most ${issue.maximum} characters` : `expected a value <= ${issue.maximum}`
+      return issue.origin === 'array'
+        ? `expected at most ${issue.maximum} item(s)`
+        : issue.origin === 'string'
+          ? `expected at most ${issue.maximum} characters`
+          : `expected a value <= ${issue.maximum}`
     case 'invalid_format':
       return `expected a ${issue.format}`
     default:
@@ -46,8 +54,8 @@ export function valueAt(data: unknown, path: Path): { exists: boolean; value: un
   for (const segment of path) {
     if (current === null || typeof current !== 'object') return { exists: false, value: undefined }
     const record = current as Record<PropertyKey, unknown>
-    if (!Object.prototype.hasOwnProperty.call(record, segment as PropertyKey)) return { exists: false, value: undefined }
-    current = record[segment as PropertyKey]
+    if (!Object.prototype.hasOwnProperty.call(record, segment)) return { exists: false, value: undefined }
+    current = record[segment]
   }
   return { exists: true, value: current }
 }

@@ -10,7 +10,10 @@ export interface Progress {
  * Live progress on stderr. On a terminal: listr2 (hosts in parallel, each showing its current step).
  * In CI, when not a TTY, or with --verbose: plain lines, one per step, that logs keep readable.
  */
-export async function createProgress(hosts: string[], options: { verbose: boolean; quiet: boolean; write?: (text: string) => void }): Promise<Progress> {
+export async function createProgress(
+  hosts: string[],
+  options: { verbose: boolean; quiet: boolean; write?: (text: string) => void },
+): Promise<Progress> {
   if (options.quiet) return { event: () => undefined, hostDone: () => undefined, done: () => Promise.resolve() }
   const plain = options.write !== undefined || !process.stderr.isTTY || process.env.CI === 'true' || options.verbose
   if (plain) {

@@ -9,7 +9,15 @@ export interface TextOptions {
 }
 
 const SYMBOL: Record<Change['action'], string> = {
-  create: '+', install: '+', update: '~', enable: '~', start: '~', run: '~', delete: '-', restart: '↻', reload: '↻',
+  create: '+',
+  install: '+',
+  update: '~',
+  enable: '~',
+  start: '~',
+  run: '~',
+  delete: '-',
+  restart: '↻',
+  reload: '↻',
 }
 
 function paint(on: boolean) {
@@ -23,9 +31,14 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 export function renderSteps(c: Change, p: ReturnType<typeof paint>): string[] {
   if (c.performed?.length) {
     const mark = { done: p.green('✓'), skipped: p.dim('-'), failed: p.red('✗') }
-    return c.performed.map((s, i) => `        ${String(i + 1).padStart(2)}. ${mark[s.status]} ${s.rollback ? p.yellow('rollback: ') : ''}${s.summary}${s.detail ? p.dim(` (${s.detail.split('\n')[0]})`) : ''} ${p.dim(`${(s.durationMs / 1000).toFixed(1)} s`)}`)
+    return c.performed.map(
+      (s, i) =>
+        `        ${String(i + 1).padStart(2)}. ${mark[s.status]} ${s.rollback ? p.yellow('rollback: ') : ''}${s.summary}${s.detail ? p.dim(` (${s.detail.split('\n')[0]})`) : ''} ${p.dim(`${(s.durationMs / 1000).toFixed(1)} s`)}`,
+    )
   }
-  return (c.steps ?? []).map((s, i) => `        ${String(i + 1).padStart(2)}. ${s.summary}${s.uncertain ? p.dim(`  (may change: ${s.uncertain})`) : ''}`)
+  return (c.steps ?? []).map(
+    (s, i) => `        ${String(i + 1).padStart(2)}. ${s.summary}${s.uncertain ? p.dim(`  (may change: ${s.uncertain})`) : ''}`,
+  )
 }
 
 function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: ReturnType<typeof paint>): string[] {
@@ -47,7 +60,8 @@ function renderTask(t: TaskReport, mode: RunReport['mode'], o: TextOptions, p: R
       }
     }
   }
-  for (const r of t.restarts) lines.push(`    ${p.cyan('↻')} ${r.done ? `${r.action}ed` : r.action} ${r.unit} ${p.dim(`(because: ${r.reason})`)}`)
+  for (const r of t.restarts)
+    lines.push(`    ${p.cyan('↻')} ${r.done ? `${r.action}ed` : r.action} ${r.unit} ${p.dim(`(because: ${r.reason})`)}`)
   if (t.error) lines.push(`    ${p.red('✗')} ${t.error.split('\n').join('\n      ')}`)
   return lines
 }
@@ -60,7 +74,8 @@ function renderAdoption(h: HostReport, p: ReturnType<typeof paint>): string[] {
   const out = [`${p.bold(h.host)}: adopting a Synapse built by hand (its files are copied to ${a.backupDir}/ first)`]
   for (const n of a.notes) {
     const tag = n.kind.padEnd(width)
-    const color = n.kind === 'not mapped' ? p.yellow : n.kind === 'changes' || n.kind === 'retired' || n.kind === 'replaced' ? p.cyan : p.green
+    const color =
+      n.kind === 'not mapped' ? p.yellow : n.kind === 'changes' || n.kind === 'retired' || n.kind === 'replaced' ? p.cyan : p.green
     out.push(`  ${color(tag)}  ${n.found}  ${p.dim('->')} ${n.becomes}`)
   }
   return out
@@ -71,7 +86,9 @@ function renderHost(h: HostReport, mode: RunReport['mode'], o: TextOptions, p: R
   const changes = h.tasks.reduce((n, t) => n + t.changes.length + t.restarts.length, 0)
   for (const w of h.warnings) out.push(`${p.yellow('!')} ${h.host}: ${w}`)
   if (h.status !== 'failed' && changes === 0 && mode !== 'check') {
-    out.push(`${p.bold(h.host)}: ${mode === 'apply' ? 'no changes; the host matched the inventory.' : 'no changes; the host matches the inventory.'}`)
+    out.push(
+      `${p.bold(h.host)}: ${mode === 'apply' ? 'no changes; the host matched the inventory.' : 'no changes; the host matches the inventory.'}`,
+    )
     return out
   }
   out.push(`${p.bold(h.host)}${h.status === 'failed' ? p.red(' FAILED') : ''}`)
@@ -101,14 +118,21 @@ export function renderReport(report: RunReport, options: TextOptions): string {
     for (const h of report.hosts) {
       const count = (s: TaskReport['status']) => h.tasks.filter((x) => x.status === s).length
       const status = h.status === 'failed' ? p.red('failed') : h.status === 'changed' ? p.yellow('changed') : p.green('ok')
-      lines.push(`  ${h.host.padEnd(20)} ${status.padEnd(options.color ? 16 : 7)} ok=${count('ok')} changed=${count('changed')} failed=${count('failed')} skipped=${count('skipped')}  ${seconds(h.durationMs)}`)
+      lines.push(
+        `  ${h.host.padEnd(20)} ${status.padEnd(options.color ? 16 : 7)} ok=${count('ok')} changed=${count('changed')} failed=${count('failed')} skipped=${count('skipped')}  ${seconds(h.durationMs)}`,
+      )
     }
-    if (report.mode === 'apply') lines.push(`Applied: ${t.add} added, ${t.change} changed, ${t.restart} restarted${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`)
+    if (report.mode === 'apply')
+      lines.push(
+        `Applied: ${t.add} added, ${t.change} changed, ${t.restart} restarted${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`,
+      )
     if (report.mode === 'check') {
       const checks = report.hosts.flatMap((h) => h.tasks.flatMap((x) => x.checks))
       const failed = checks.filter((c) => !c.ok && !c.warning).length
       const warned = checks.filter((c) => c.warning).length
-      lines.push(`Checks: ${checks.length - failed - warned} passed, ${failed} failed${warned ? `, ${warned} warning(s)` : ''}${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`)
+      lines.push(
+        `Checks: ${checks.length - failed - warned} passed, ${failed} failed${warned ? `, ${warned} warning(s)` : ''}${t.failedHosts ? `; ${t.failedHosts} host(s) failed` : ''}.`,
+      )
     }
   }
   lines.push(`Finished in ${seconds(report.durationMs)}.`)

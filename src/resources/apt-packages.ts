@@ -60,7 +60,10 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
       })
       if (missing.length === 0) return null
       for (const p of missing) ctx.predicted.packages.add(p.name)
-      ctx.predicted.factsAfter.set(debPackages.id, new Map([...installed, ...missing.map((p) => [p.name, p.version ?? '(planned)'] as const)]))
+      ctx.predicted.factsAfter.set(
+        debPackages.id,
+        new Map([...installed, ...missing.map((p) => [p.name, p.version ?? '(planned)'] as const)]),
+      )
       for (const u of spec.provides?.units ?? []) ctx.predicted.units.set(u, `package ${missing.map((p) => p.name).join(', ')}`)
       for (const path of spec.provides?.paths ?? []) ctx.predicted.paths.add(path)
       const names = missing.map((p) => (p.version ? `${p.name}=${p.version}` : p.name))
@@ -85,10 +88,12 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
         await aptUpdate(conn)
         ctx.state.aptListsStale = false
       }
-      const names = change.touches.map((t) => t.slice(4)).map((n) => {
-        const p = pkgs.find((x) => x.name === n)
-        return p?.version ? `${n}=${p.version}` : n
-      })
+      const names = change.touches
+        .map((t) => t.slice(4))
+        .map((n) => {
+          const p = pkgs.find((x) => x.name === n)
+          return p?.version ? `${n}=${p.version}` : n
+        })
       const lockTimeout = dpkgLockTimeout()
       const plain = sh`${APT_ENV} apt-get install ${aptOpts(lockTimeout)} ${names}`
       const install = spec.wrapInstall ? spec.wrapInstall(plain) : plain

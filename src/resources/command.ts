@@ -21,7 +21,8 @@ export interface CommandSpec {
 
 /** A command guarded by a condition: runs only when the guard says it is needed. */
 export function command(spec: CommandSpec): Resource {
-  if (!spec.unless && !spec.creates) throw new Error(`command ${spec.name} needs a guard (unless or creates): unguarded commands are never idempotent`)
+  if (!spec.unless && !spec.creates)
+    throw new Error(`command ${spec.name} needs a guard (unless or creates): unguarded commands are never idempotent`)
   const guard = spec.unless ?? sh`test -e ${spec.creates!}`
   const fact = defineFact(`guard:${spec.name}:${guard.text}`, guard, (_out, code) => code === 0)
   const id = `command:${spec.name}`
@@ -31,7 +32,15 @@ export function command(spec: CommandSpec): Resource {
     async plan(ctx) {
       if (ctx.facts.get(fact)) return null
       // What a command changes is known only by its touches: every fact may be stale, and there is no backup to restore.
-      return { resource: id, kind: 'command', action: 'run', summary: spec.summary ?? `run ${spec.name}`, touches: spec.touches ?? [], backupPaths: [], reach: 'anything' }
+      return {
+        resource: id,
+        kind: 'command',
+        action: 'run',
+        summary: spec.summary ?? `run ${spec.name}`,
+        touches: spec.touches ?? [],
+        backupPaths: [],
+        reach: 'anything',
+      }
     },
     async apply(_c, ctx) {
       await ctx.conn.run(spec.command, { stdin: spec.stdin, timeoutMs: spec.timeoutMs ?? 600_000, what: spec.name })

@@ -58,12 +58,22 @@ export function file(spec: FileSpec): Resource {
     facts: () => [fact],
     async plan(ctx) {
       const state: FileState = ctx.facts.get(fact)
-      if (state.exists && state.type !== 'file') throw new Error(`${spec.path} exists but is a ${state.type}, not a file; move it away first`)
+      if (state.exists && state.type !== 'file')
+        throw new Error(`${spec.path} exists but is a ${state.type}, not a file; move it away first`)
       if (!state.exists) {
         predict(ctx)
         const text = isText(content) ? content.toString('utf8') : ''
         const diff = text ? unifiedDiff('', sensitive ? maskSensitiveText(text) : text, spec.path) : undefined
-        return { resource: id, kind: 'file', action: 'create', summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`, diff, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
+        return {
+          resource: id,
+          kind: 'file',
+          action: 'create',
+          summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`,
+          diff,
+          touches: [spec.path],
+          backupPaths: [spec.path],
+          reach: 'paths',
+        }
       }
       const contentDiffers = state.sha256 !== sha
       const metaDiffers = state.owner !== owner || state.group !== group || state.mode !== mode
@@ -78,14 +88,31 @@ export function file(spec: FileSpec): Resource {
         // Read the old content only when it differs: converged files cost no extra round trip.
         const old = await ctx.conn.run(sh`cat ${spec.path}`, { secretOutput: sensitive, allowFailure: true })
         if (old.code === 0) {
-          const [before, after] = sensitive ? [maskSensitiveText(old.stdout), maskSensitiveText(content.toString('utf8'))] : [old.stdout, content.toString('utf8')]
+          const [before, after] = sensitive
+            ? [maskSensitiveText(old.stdout), maskSensitiveText(content.toString('utf8'))]
+            : [old.stdout, content.toString('utf8')]
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)
         }
       }
-      return { resource: id, kind: 'file', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
+      return {
+        resource: id,
+        kind: 'file',
+        action: 'update',
+        summary: `update ${spec.path} (${what.join(', ')})`,
+        diff,
+        touches: [spec.path],
+        backupPaths: [spec.path],
+        reach: 'paths',
+      }
     },
     async apply(_change, ctx: ApplyContext) {
-      await ctx.conn.writeFile({ path: spec.path, content: sensitive && !(spec.content instanceof Secret) ? new Secret(content.toString('utf8'), `file ${spec.path}`) : spec.content, owner, group, mode })
+      await ctx.conn.writeFile({
+        path: spec.path,
+        content: sensitive && !(spec.content instanceof Secret) ? new Secret(content.toString('utf8'), `file ${spec.path}`) : spec.content,
+        owner,
+        group,
+        mode,
+      })
       if (makesAptListsStale(spec.path)) ctx.state.aptListsStale = true
     },
   }
@@ -117,7 +144,9 @@ export function directory(spec: DirectorySpec): Resource {
         resource: id,
         kind: 'directory',
         action: s.exists ? 'update' : 'create',
-        summary: s.exists ? `update directory ${spec.path} (${octal(s.mode ?? 0)} ${s.owner}:${s.group} -> ${octal(mode)} ${owner}:${group})` : `create directory ${spec.path} (${octal(mode)} ${owner}:${group})`,
+        summary: s.exists
+          ? `update directory ${spec.path} (${octal(s.mode ?? 0)} ${s.owner}:${s.group} -> ${octal(mode)} ${owner}:${group})`
+          : `create directory ${spec.path} (${octal(mode)} ${owner}:${group})`,
         touches: [spec.path + '/'],
         // Owner and mode only: a validator has nothing to restore.
         backupPaths: [],
@@ -126,7 +155,9 @@ export function directory(spec: DirectorySpec): Resource {
     },
     async apply(_c, ctx) {
       const q = spec.path
-      await ctx.conn.run(sh`install -d -o ${owner} -g ${group} -m ${octal(mode)} ${q} && chown ${`${owner}:${group}`} ${q} && chmod ${octal(mode)} ${q}`)
+      await ctx.conn.run(
+        sh`install -d -o ${owner} -g ${group} -m ${octal(mode)} ${q} && chown ${`${owner}:${group}`} ${q} && chmod ${octal(mode)} ${q}`,
+      )
     },
   }
 }
@@ -142,7 +173,14 @@ export function symlink(spec: { path: string; target: string }): Resource {
       if (s.exists && s.type !== 'symlink') throw new Error(`${spec.path} exists but is a ${s.type}, not a symlink`)
       if (s.exists && s.linkTarget === spec.target) return null
       ctx.predicted.paths.add(spec.path)
-      ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'symlink', owner: 'root', group: 'root', mode: 0o777, linkTarget: spec.target } satisfies FileState)
+      ctx.predicted.factsAfter.set(fact.id, {
+        exists: true,
+        type: 'symlink',
+        owner: 'root',
+        group: 'root',
+        mode: 0o777,
+        linkTarget: spec.target,
+      } satisfies FileState)
       return {
         resource: id,
         kind: 'symlink',

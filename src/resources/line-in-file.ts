@@ -98,13 +98,31 @@ export function lineInFile(spec: LineInFileSpec): Resource {
       if (state.kind === 'not-a-file') throw new Error(`${spec.path} exists but is a ${state.type}, not a file`)
       if (state.kind === 'absent') {
         if (ctx.dryRun && ctx.predicted.paths.has(spec.path)) {
-          return { resource: id, kind: 'line', action: 'update', summary: `ensure the line "${spec.line}" in ${spec.path}`, uncertain: `${spec.path} comes from an earlier change of this plan`, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
+          return {
+            resource: id,
+            kind: 'line',
+            action: 'update',
+            summary: `ensure the line "${spec.line}" in ${spec.path}`,
+            uncertain: `${spec.path} comes from an earlier change of this plan`,
+            touches: [spec.path],
+            backupPaths: [spec.path],
+            reach: 'paths',
+          }
         }
         if (!spec.create) throw new Error(`${spec.path} does not exist: lineInFile edits an existing file (set create: true to create it)`)
         const meta = { owner: spec.owner ?? 'root', group: spec.group ?? 'root', mode: spec.mode ?? 0o644 }
         planned = { content: `${spec.line}\n`, ...meta }
         ctx.predicted.paths.add(spec.path)
-        return { resource: id, kind: 'line', action: 'create', summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`, diff: unifiedDiff('', planned.content, spec.path), touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
+        return {
+          resource: id,
+          kind: 'line',
+          action: 'create',
+          summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`,
+          diff: unifiedDiff('', planned.content, spec.path),
+          touches: [spec.path],
+          backupPaths: [spec.path],
+          reach: 'paths',
+        }
       }
       const owner = spec.owner ?? state.owner
       const group = spec.group ?? state.group
@@ -126,12 +144,27 @@ export function lineInFile(spec: LineInFileSpec): Resource {
           )
         }
         diff = unifiedDiff(old, content, spec.path)
-        what.push(state.present ? `remove ${state.others} other line(s) matching /${spec.match}/` : state.others > 0 ? `replace the line matching /${spec.match}/ with "${spec.line}"` : `append "${spec.line}"`)
+        what.push(
+          state.present
+            ? `remove ${state.others} other line(s) matching /${spec.match}/`
+            : state.others > 0
+              ? `replace the line matching /${spec.match}/ with "${spec.line}"`
+              : `append "${spec.line}"`,
+        )
       }
       if (owner !== state.owner || group !== state.group) what.push(`owner ${state.owner}:${state.group} -> ${owner}:${group}`)
       if (mode !== state.mode) what.push(`mode ${octal(state.mode)} -> ${octal(mode)}`)
       planned = { content, owner, group, mode }
-      return { resource: id, kind: 'line', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff, touches: [spec.path], backupPaths: [spec.path], reach: 'paths' }
+      return {
+        resource: id,
+        kind: 'line',
+        action: 'update',
+        summary: `update ${spec.path} (${what.join(', ')})`,
+        diff,
+        touches: [spec.path],
+        backupPaths: [spec.path],
+        reach: 'paths',
+      }
     },
     async apply(_change, ctx) {
       if (!planned) throw new Error(`lineInFile ${spec.path}: apply without a plan`)

@@ -12,7 +12,17 @@ export const sqlLiteral = (value: string) => `'${value.replace(/'/g, "''")}'`
 /** A Postgres query as a fact; `unavailable` when Postgres is not installed or not running yet. */
 function psqlFact<T>(id: string, sql: string, parse: (rows: string[][]) => T) {
   return defineFact(id, sh`${PSQL} -F '\t' -c ${sql}`, (out, code) =>
-    code === 0 ? { available: true as const, value: parse(out.split('\n').filter(Boolean).map((l) => l.split('\t'))) } : { available: false as const },
+    code === 0
+      ? {
+          available: true as const,
+          value: parse(
+            out
+              .split('\n')
+              .filter(Boolean)
+              .map((l) => l.split('\t')),
+          ),
+        }
+      : { available: false as const },
   )
 }
 
@@ -29,12 +39,22 @@ export function scramVerifier(password: string, salt = randomBytes(16), iteratio
 export function passwordMatches(stored: string, user: string, password: string): boolean {
   const scram = /^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)$/.exec(stored)
   if (scram) return scramVerifier(password, Buffer.from(scram[2]!, 'base64'), Number(scram[1])) === stored
-  if (stored.startsWith('md5')) return stored === `md5${createHash('md5').update(password + user).digest('hex')}`
+  if (stored.startsWith('md5'))
+    return (
+      stored ===
+      `md5${createHash('md5')
+        .update(password + user)
+        .digest('hex')}`
+    )
   return false
 }
 
 export function postgresRole(spec: { name: string; password: Secret }): Resource {
-  const fact = psqlFact(`pg-role:${spec.name}`, `SELECT rolcanlogin, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${sqlLiteral(spec.name)}`, (rows) => rows[0])
+  const fact = psqlFact(
+    `pg-role:${spec.name}`,
+    `SELECT rolcanlogin, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${sqlLiteral(spec.name)}`,
+    (rows) => rows[0],
+  )
   const id = `pg-role:${spec.name}`
   return {
     id,
@@ -42,13 +62,39 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
     async plan(ctx) {
       const f = ctx.facts.get(fact)
       if (!f.available) {
-        return { resource: id, kind: 'database', action: 'create', summary: `create Postgres role ${spec.name} with a password`, uncertain: 'Postgres is not installed or not running yet; the role is checked again after it is', touches: [], backupPaths: [], reach: 'anything' }
+        return {
+          resource: id,
+          kind: 'database',
+          action: 'create',
+          summary: `create Postgres role ${spec.name} with a password`,
+          uncertain: 'Postgres is not installed or not running yet; the role is checked again after it is',
+          touches: [],
+          backupPaths: [],
+          reach: 'anything',
+        }
       }
       const row = f.value
-      if (!row) return { resource: id, kind: 'database', action: 'create', summary: `create Postgres role ${spec.name} (LOGIN, SCRAM password)`, touches: [], backupPaths: [], reach: 'anything' }
+      if (!row)
+        return {
+          resource: id,
+          kind: 'database',
+          action: 'create',
+          summary: `create Postgres role ${spec.name} (LOGIN, SCRAM password)`,
+          touches: [],
+          backupPaths: [],
+          reach: 'anything',
+        }
       const [canLogin, stored] = row
       if (canLogin === 't' && passwordMatches(stored ?? '', spec.name, spec.password.reveal())) return null
-      return { resource: id, kind: 'database', action: 'update', summary: `update Postgres role ${spec.name} (${canLogin !== 't' ? 'LOGIN, ' : ''}password)`, touches: [], backupPaths: [], reach: 'anything' }
+      return {
+        resource: id,
+        kind: 'database',
+        action: 'update',
+        summary: `update Postgres role ${spec.name} (${canLogin !== 't' ? 'LOGIN, ' : ''}password)`,
+        touches: [],
+        backupPaths: [],
+        reach: 'anything',
+      }
     },
     async apply(change, ctx) {
       const verb = change.action === 'create' ? 'CREATE' : 'ALTER'
@@ -83,8 +129,19 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
     async plan(ctx) {
       const f = ctx.facts.get(fact)
       const create = `create database ${spec.name} (ENCODING ${encoding}, LC_COLLATE ${collate}, LC_CTYPE ${ctype}, TEMPLATE template0, OWNER ${spec.owner})`
-      if (!f.available) return { resource: id, kind: 'database', action: 'create', summary: create, uncertain: 'Postgres is not installed or not running yet', touches: [], backupPaths: [], reach: 'anything' }
-      if (!f.value) return { resource: id, kind: 'database', action: 'create', summary: create, touches: [], backupPaths: [], reach: 'anything' }
+      if (!f.available)
+        return {
+          resource: id,
+          kind: 'database',
+          action: 'create',
+          summary: create,
+          uncertain: 'Postgres is not installed or not running yet',
+          touches: [],
+          backupPaths: [],
+          reach: 'anything',
+        }
+      if (!f.value)
+        return { resource: id, kind: 'database', action: 'create', summary: create, touches: [], backupPaths: [], reach: 'anything' }
       const [enc, coll, ct, owner] = f.value
       if (enc !== encoding || coll !== collate || ct !== ctype) {
         throw new Error(
@@ -93,7 +150,15 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
         )
       }
       if (owner === spec.owner) return null
-      return { resource: id, kind: 'database', action: 'update', summary: `change owner of database ${spec.name}: ${owner} -> ${spec.owner}`, touches: [], backupPaths: [], reach: 'anything' }
+      return {
+        resource: id,
+        kind: 'database',
+        action: 'update',
+        summary: `change owner of database ${spec.name}: ${owner} -> ${spec.owner}`,
+        touches: [],
+        backupPaths: [],
+        reach: 'anything',
+      }
     },
     async apply(change, ctx) {
       const sql =

@@ -1,7 +1,15 @@
 import { defineFact } from '../facts/fact.js'
 import { maskSecrets } from '../core/secret.js'
 import { raw, sh } from '../core/shell.js'
-import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT, type LockDrift } from '../synapse/lock/drift.js'
+import {
+  driftCount,
+  driftDiff,
+  describeDrift,
+  lockDrift,
+  parseVenvContents,
+  VENV_CONTENTS_SCRIPT,
+  type LockDrift,
+} from '../synapse/lock/drift.js'
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
 import { WHEELHOUSE_REQUIREMENTS } from '../synapse/lock/wheelhouse-manifest.js'
 import type { Resource } from './resource.js'
@@ -25,7 +33,8 @@ const LOCK_DIR_ON_HOST = '/var/cache/matrix-provision'
 const LOCK_ON_HOST = `${LOCK_DIR_ON_HOST}/synapse-lock.txt`
 
 /** The distributions installed in the venv at `path` (null: no venv there). */
-export const venvContentsFact = (path: string) => defineFact(`venv-contents:${path}`, sh`${`${path}/bin/python`} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
+export const venvContentsFact = (path: string) =>
+  defineFact(`venv-contents:${path}`, sh`${`${path}/bin/python`} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
 
 /**
  * A Python virtualenv holding exactly a lock's set: `pip install --no-deps --require-hashes` of the
@@ -44,7 +53,11 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
     facts: () => [fact],
     async plan(ctx) {
       const venv = ctx.facts.get(fact)
-      const from = spec.wheelhouse ? ' (from the uploaded wheelhouse, offline)' : spec.indexUrl ? ` (from ${maskSecrets(spec.indexUrl)})` : ''
+      const from = spec.wheelhouse
+        ? ' (from the uploaded wheelhouse, offline)'
+        : spec.indexUrl
+          ? ` (from ${maskSecrets(spec.indexUrl)})`
+          : ''
       const touches = [`pkg:${spec.packageName}`, spec.path + '/']
       if (!venv) {
         planned = undefined
@@ -63,7 +76,10 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       if (driftCount(drift) === 0) return null
       planned = drift
       const have = venv.installed.get(spec.packageName)
-      const what = have !== spec.lock.synapseVersion ? `upgrade ${spec.packageName} ${have ?? '(missing)'} -> ${spec.lock.synapseVersion} in ${spec.path} from` : `bring ${spec.path} back to`
+      const what =
+        have !== spec.lock.synapseVersion
+          ? `upgrade ${spec.packageName} ${have ?? '(missing)'} -> ${spec.lock.synapseVersion} in ${spec.path} from`
+          : `bring ${spec.path} back to`
       return {
         resource: id,
         kind: 'virtualenv',
@@ -80,7 +96,15 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       // --no-compile, then compileall -j0 below: pip byte-compiles each wheel's files in one process,
       // about half of a Synapse install's time on a 2-core host; compileall spreads the same work over
       // every core (the same .pyc files: the service user cannot write them at start, so they must exist).
-      const pip: string[] = [`${spec.path}/bin/pip`, 'install', '--disable-pip-version-check', '--no-input', '--no-deps', '--require-hashes', '--no-compile']
+      const pip: string[] = [
+        `${spec.path}/bin/pip`,
+        'install',
+        '--disable-pip-version-check',
+        '--no-input',
+        '--no-deps',
+        '--require-hashes',
+        '--no-compile',
+      ]
       if (spec.wheelhouse) {
         await conn.run(sh`rm -rf ${WHEELHOUSE_DIR} && mkdir -p ${WHEELHOUSE_DIR}`)
         await conn.putDirectory(spec.wheelhouse, WHEELHOUSE_DIR, { mode: 0o644 })
@@ -101,7 +125,11 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       // fixture for another Python) is imported by nothing, and pip ignores the same failure.
       const compile = sh`${py} -m compileall -q -j0 ${`${spec.path}/lib`} >/dev/null || true`
       const script = sh`${readIndex}set -e; [ -x ${py} ] || python3 -m venv ${spec.venvArgs ?? []} ${spec.path}; ${pip}${uninstall}; ${compile}`
-      await conn.run(script, { timeoutMs: 1_200_000, ...(index ? { stdin: `${index}\n` } : {}), what: `pip install of the lock ${lockName}` })
+      await conn.run(script, {
+        timeoutMs: 1_200_000,
+        ...(index ? { stdin: `${index}\n` } : {}),
+        what: `pip install of the lock ${lockName}`,
+      })
     },
   }
 }

@@ -32,32 +32,42 @@ export function service(spec: ServiceSpec): ServiceResource {
       if (!s.loaded) {
         const source = ctx.predicted.unitSource(spec.unit)
         if (!source) throw new Error(`unit ${spec.unit} does not exist on the host and nothing in this plan provides it`)
-        return remember({
-          resource: id,
-          kind: 'service',
-          action: 'start',
-          summary: `${[enabled && 'enable', running && 'start'].filter(Boolean).join(' and ')} ${spec.unit} (unit comes with ${source}, planned above)`,
-          touches: [],
-          backupPaths: [],
-          reach: 'anything',
-          // A unit a package brings is started by the package's install, before our files change it:
-          // then the restart stays due, as apply will find. One from our own unit file starts on our files.
-          ...(running && !source.startsWith('package') ? { starts: spec.unit } : {}),
-        }, spec.unit, enabled, running)
+        return remember(
+          {
+            resource: id,
+            kind: 'service',
+            action: 'start',
+            summary: `${[enabled && 'enable', running && 'start'].filter(Boolean).join(' and ')} ${spec.unit} (unit comes with ${source}, planned above)`,
+            touches: [],
+            backupPaths: [],
+            reach: 'anything',
+            // A unit a package brings is started by the package's install, before our files change it:
+            // then the restart stays due, as apply will find. One from our own unit file starts on our files.
+            ...(running && !source.startsWith('package') ? { starts: spec.unit } : {}),
+          },
+          spec.unit,
+          enabled,
+          running,
+        )
       }
       const needEnable = enabled && !s.enabled
       const needStart = running && !s.active
       if (!needEnable && !needStart) return null
-      return remember({
-        resource: id,
-        kind: 'service',
-        action: needStart ? 'start' : 'enable',
-        summary: `${[needEnable && 'enable', needStart && `start (now ${s.activeState})`].filter(Boolean).join(' and ')} ${spec.unit}`,
-        touches: [],
-        backupPaths: [],
-        reach: 'anything',
-        ...(needStart ? { starts: spec.unit } : {}),
-      }, spec.unit, enabled, running)
+      return remember(
+        {
+          resource: id,
+          kind: 'service',
+          action: needStart ? 'start' : 'enable',
+          summary: `${[needEnable && 'enable', needStart && `start (now ${s.activeState})`].filter(Boolean).join(' and ')} ${spec.unit}`,
+          touches: [],
+          backupPaths: [],
+          reach: 'anything',
+          ...(needStart ? { starts: spec.unit } : {}),
+        },
+        spec.unit,
+        enabled,
+        running,
+      )
     },
     async apply(change, ctx) {
       const failed = await startTogether.apply([change], ctx)
@@ -101,7 +111,8 @@ const startTogether: ApplyTogether = {
   async apply(changes, ctx) {
     const todo = changes.map((c) => ({ change: c, ...wanted.get(c)! }))
     const failed = new Map<Change, string>()
-    const why = async (unit: string, r: { stdout: string; stderr: string }) => `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`, { allowFailure: true })).stdout}`.trim()
+    const why = async (unit: string, r: { stdout: string; stderr: string }) =>
+      `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`, { allowFailure: true })).stdout}`.trim()
     const enable = todo.filter((t) => t.enable).map((t) => t.unit)
     if (enable.length) {
       const r = await ctx.conn.run(sh`systemctl enable ${enable}`, { allowFailure: true })
@@ -117,10 +128,18 @@ const startTogether: ApplyTogether = {
       if (r.code === 0) continue
       // Which ones did not come up: systemctl waits for every job and fails if any did.
       const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`, { allowFailure: true })).stdout.trim().split('\n')
-      for (const t of todo) if (wave.includes(t.unit) && states[wave.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
+      for (const t of todo)
+        if (wave.includes(t.unit) && states[wave.indexOf(t.unit)] !== 'active') failed.set(t.change, await why(t.unit, r))
       if (failed.size === 0) throw new RemoteCommandError(ctx.conn.host, r, `starting ${wave.join(', ')}`)
       // The later waves were not started: they did not happen either.
-      for (const t of todo) if (inWaves(start).slice(w + 1).flat().includes(t.unit)) failed.set(t.change, 'not started: an earlier unit of the same run failed to start')
+      for (const t of todo)
+        if (
+          inWaves(start)
+            .slice(w + 1)
+            .flat()
+            .includes(t.unit)
+        )
+          failed.set(t.change, 'not started: an earlier unit of the same run failed to start')
       return failed
     }
     return failed

@@ -92,7 +92,9 @@ async function openHop({ endpoint, sock, log }: HopInput): Promise<NodeSSH> {
         appendKnownHost(endpoint.knownHostsFile, endpoint.address, endpoint.port, verdict.keyType, verdict.keyBase64).then(
           () => {
             learned = true
-            log(`accept-new: added ${verdict.keyType} key of ${knownHostName(endpoint.address, endpoint.port)} to ${endpoint.knownHostsFile}`)
+            log(
+              `accept-new: added ${verdict.keyType} key of ${knownHostName(endpoint.address, endpoint.port)} to ${endpoint.knownHostsFile}`,
+            )
             verify(true)
           },
           (error: Error) => {
@@ -178,7 +180,7 @@ export async function connect(host: SshHost, options: ConnectOptions = {}): Prom
       if (previous) {
         const prev = previous
         try {
-          sock = (await prev.forwardOut('127.0.0.1', 0, endpoint.address, endpoint.port)) as unknown as NodeJS.ReadableStream
+          sock = await prev.forwardOut('127.0.0.1', 0, endpoint.address, endpoint.port)
         } catch (error) {
           const via = hops[opened.length - 1]?.label ?? 'the jump host'
           throw new ConnectError(
@@ -199,7 +201,8 @@ export async function connect(host: SshHost, options: ConnectOptions = {}): Prom
       previous = ssh
     }
     const ssh = opened[opened.length - 1]!
-    const sudoPassword = options.sudoPassword === undefined ? undefined : isSecret(options.sudoPassword) ? options.sudoPassword.reveal() : options.sudoPassword
+    const sudoPassword =
+      options.sudoPassword === undefined ? undefined : isSecret(options.sudoPassword) ? options.sudoPassword.reveal() : options.sudoPassword
     const privilege = await findPrivilege(ssh, target, sudoPassword)
     return new SshConnection({
       host,

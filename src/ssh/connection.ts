@@ -100,7 +100,6 @@ export class RemoteCommandError extends Error {
   }
 }
 
-
 /** Connection.run's contract, for every implementation: the result of an exit 0, else RemoteCommandError unless the caller allows failure. */
 export function checked(host: string, result: CommandResult, options: Pick<RunOptions, 'allowFailure' | 'what'> = {}): CommandResult {
   if (result.code !== 0 && !options.allowFailure) throw new RemoteCommandError(host, result, options.what)

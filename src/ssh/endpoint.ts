@@ -89,7 +89,9 @@ function endpointFor(host: SshHost, options: RouteOptions): { endpoint: Endpoint
     port: ssh.port === defaults.port && cfg.port !== undefined ? cfg.port : ssh.port,
     user: ssh.user === defaults.user && cfg.user !== undefined ? cfg.user : ssh.user,
     knownHostsFile: expandHome(
-      expandHome(ssh.knownHostsFile) === expandHome(defaults.knownHostsFile) && cfg.userKnownHostsFile ? cfg.userKnownHostsFile : ssh.knownHostsFile,
+      expandHome(ssh.knownHostsFile) === expandHome(defaults.knownHostsFile) && cfg.userKnownHostsFile
+        ? cfg.userKnownHostsFile
+        : ssh.knownHostsFile,
     ),
     hostKeyPolicy: ssh.hostKeyPolicy,
     connectTimeoutMs: ssh.connectTimeoutMs,
@@ -112,7 +114,10 @@ export function resolveRoute(host: SshHost, options: RouteOptions, seen: string[
   const { endpoint: target, jump } = endpointFor(host, options)
   if (jump === undefined) return { hops: [], target }
   const hops: Endpoint[] = []
-  for (const spec of jump.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const spec of jump
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const named = options.resolveHost?.(spec)
     if (named) {
       // An inventory host may itself sit behind a jump host.

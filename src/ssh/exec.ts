@@ -168,71 +168,79 @@ export function execCommand(ctx: ExecContext, request: ExecRequest, timeoutMs: n
       }, timeoutMs)
     }
 
-    ctx.openSession(wire, () => done, (error, ch) => {
-      if (error) {
-        finish(`could not open an SSH channel on ${ctx.host}: ${error.message}`)
-        return
-      }
-      if (done) {
-        ch.close()
-        return
-      }
-      channel = ch
-      if (request.stdoutTo) {
-        const sink = request.stdoutTo
-        // The receiver gone (error, or closed: a relay whose other end died) would leave the channel
-        // paused with unread data and never 'close': unpipe, drain, close, so this command ends too.
-        const cut = (note: string) => {
-          if (done) return
-          stderr = appendNote(stderr, note)
-          ch.unpipe(sink)
-          ch.resume()
-          ch.close()
-        }
-        sink.once('error', (err: Error) => cut(`writing the output failed: ${err.message}`))
-        sink.once('close', () => cut('the output stream was closed'))
-        ch.pipe(sink, { end: false })
-      } else ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
-      ch.stderr.on('data', (chunk: Buffer) => {
-        if (pidHeader !== undefined) {
-          // The first stderr line of a timed root command is its pid, for us only.
-          pidHeader = Buffer.concat([pidHeader, chunk])
-          const newline = pidHeader.indexOf(0x0a)
-          if (newline < 0 && pidHeader.length < 64) return
-          const line = pidHeader.subarray(0, Math.max(newline, 0)).toString('latin1')
-          const rest = newline < 0 ? pidHeader : pidHeader.subarray(newline + 1)
-          pidHeader = undefined
-          if (line.startsWith(PID_MARKER)) remotePid = Number(line.slice(PID_MARKER.length)) || undefined
-          if (remotePid === undefined) output(errDecoder.write(Buffer.concat([Buffer.from(line), newline < 0 ? Buffer.alloc(0) : Buffer.from('\n'), rest])), 'stderr')
-          else output(errDecoder.write(rest), 'stderr')
+    ctx.openSession(
+      wire,
+      () => done,
+      (error, ch) => {
+        if (error) {
+          finish(`could not open an SSH channel on ${ctx.host}: ${error.message}`)
           return
         }
-        output(errDecoder.write(chunk), 'stderr')
-      })
-      ch.on('exit', (exitCode: number | null, exitSignal?: string) => {
-        if (typeof exitCode === 'number') code = exitCode
-        else signal = exitSignal ?? null
-      })
-      ch.on('error', (err: Error) => {
-        stderr = appendNote(stderr, `SSH channel error: ${err.message}`)
-      })
-      ch.on('close', () => {
-        if (timedOut) finish(`timed out after ${timeoutMs} ms`)
-        else if (code === null && signal === null) finish(ctx.lostReason() ?? 'the SSH channel closed without an exit status')
-        else finish()
-      })
-      if (ctx.privilege === 'sudo-password') ch.write(`${ctx.sudoPassword}\n`)
-      if (stdinStream) {
-        stdinStream.on('error', (err: Error) => {
-          stderr = appendNote(stderr, `reading local input failed: ${err.message}`)
+        if (done) {
           ch.close()
+          return
+        }
+        channel = ch
+        if (request.stdoutTo) {
+          const sink = request.stdoutTo
+          // The receiver gone (error, or closed: a relay whose other end died) would leave the channel
+          // paused with unread data and never 'close': unpipe, drain, close, so this command ends too.
+          const cut = (note: string) => {
+            if (done) return
+            stderr = appendNote(stderr, note)
+            ch.unpipe(sink)
+            ch.resume()
+            ch.close()
+          }
+          sink.once('error', (err: Error) => cut(`writing the output failed: ${err.message}`))
+          sink.once('close', () => cut('the output stream was closed'))
+          ch.pipe(sink, { end: false })
+        } else ch.on('data', (chunk: Buffer) => output(outDecoder.write(chunk), 'stdout'))
+        ch.stderr.on('data', (chunk: Buffer) => {
+          if (pidHeader !== undefined) {
+            // The first stderr line of a timed root command is its pid, for us only.
+            pidHeader = Buffer.concat([pidHeader, chunk])
+            const newline = pidHeader.indexOf(0x0a)
+            if (newline < 0 && pidHeader.length < 64) return
+            const line = pidHeader.subarray(0, Math.max(newline, 0)).toString('latin1')
+            const rest = newline < 0 ? pidHeader : pidHeader.subarray(newline + 1)
+            pidHeader = undefined
+            if (line.startsWith(PID_MARKER)) remotePid = Number(line.slice(PID_MARKER.length)) || undefined
+            if (remotePid === undefined)
+              output(
+                errDecoder.write(Buffer.concat([Buffer.from(line), newline < 0 ? Buffer.alloc(0) : Buffer.from('\n'), rest])),
+                'stderr',
+              )
+            else output(errDecoder.write(rest), 'stderr')
+            return
+          }
+          output(errDecoder.write(chunk), 'stderr')
         })
-        stdinStream.pipe(ch)
-      } else if (request.stdin !== undefined) {
-        ch.end(request.stdin)
-      } else {
-        ch.end()
-      }
-    })
+        ch.on('exit', (exitCode: number | null, exitSignal?: string) => {
+          if (typeof exitCode === 'number') code = exitCode
+          else signal = exitSignal ?? null
+        })
+        ch.on('error', (err: Error) => {
+          stderr = appendNote(stderr, `SSH channel error: ${err.message}`)
+        })
+        ch.on('close', () => {
+          if (timedOut) finish(`timed out after ${timeoutMs} ms`)
+          else if (code === null && signal === null) finish(ctx.lostReason() ?? 'the SSH channel closed without an exit status')
+          else finish()
+        })
+        if (ctx.privilege === 'sudo-password') ch.write(`${ctx.sudoPassword}\n`)
+        if (stdinStream) {
+          stdinStream.on('error', (err: Error) => {
+            stderr = appendNote(stderr, `reading local input failed: ${err.message}`)
+            ch.close()
+          })
+          stdinStream.pipe(ch)
+        } else if (request.stdin !== undefined) {
+          ch.end(request.stdin)
+        } else {
+          ch.end()
+        }
+      },
+    )
   })
 }

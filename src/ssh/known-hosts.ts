@@ -87,7 +87,10 @@ export function fingerprint(key: Buffer): string {
 
 /** Glob as in ssh_config/known_hosts: `*` any run, `?` one character; case-insensitive. */
 export function matchGlob(pattern: string, text: string): boolean {
-  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')
+  const source = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.')
   return new RegExp(`^${source}$`, 'i').test(text)
 }
 
@@ -157,7 +160,10 @@ export async function appendKnownHost(file: string, host: string, port: number, 
   const dir = dirname(file)
   await mkdir(dir, { recursive: true, mode: 0o700 })
   let prefix = ''
-  const size = await stat(file).then((s) => s.size, () => -1)
+  const size = await stat(file).then(
+    (s) => s.size,
+    () => -1,
+  )
   if (size > 0) {
     // Keep lines whole when the file does not end with a newline.
     const handle = await open(file, 'r')

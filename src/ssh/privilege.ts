@@ -15,7 +15,11 @@ export async function findPrivilege(ssh: NodeSSH, endpoint: Endpoint, sudoPasswo
   const noPassword = await runRaw(ssh, 'sudo -n true')
   if (noPassword.code === 0) return 'sudo'
   if (noPassword.code === 127) {
-    throw new ConnectError(endpoint.label, 'auth', `${endpoint.user}@${endpoint.address} is not root and sudo is not installed: log in as root (ssh.user: root) or install sudo.`)
+    throw new ConnectError(
+      endpoint.label,
+      'auth',
+      `${endpoint.user}@${endpoint.address} is not root and sudo is not installed: log in as root (ssh.user: root) or install sudo.`,
+    )
   }
   if (sudoPassword === undefined) {
     throw new ConnectError(

@@ -104,7 +104,10 @@ export function atomicWriteScript(write: AtomicWrite, stdin: 'whole' | 'next byt
  * subshell; the first failure stops the rest (a later file would otherwise read an earlier one's bytes).
  */
 export function atomicWritesScript(writes: readonly AtomicWrite[]): ShellCommand {
-  return joinShell(writes.map((w) => sh`(\n${atomicWriteScript(w, 'next bytes')}\n)`), ' && ')
+  return joinShell(
+    writes.map((w) => sh`(\n${atomicWriteScript(w, 'next bytes')}\n)`),
+    ' && ',
+  )
 }
 
 export interface TarExtract {

@@ -45,7 +45,9 @@ export class SpawnedProcess implements RemoteProcess {
       else this.#signal = signal ?? null
     })
     channel.on('error', () => undefined)
-    channel.on('close', () => this.#finish(this.#code === null && this.#signal === null ? 'the SSH channel closed without an exit status' : undefined))
+    channel.on('close', () =>
+      this.#finish(this.#code === null && this.#signal === null ? 'the SSH channel closed without an exit status' : undefined),
+    )
     for (const item of this.#queued) {
       if (item === null) channel.end()
       else channel.write(item)

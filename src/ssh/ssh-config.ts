@@ -126,7 +126,8 @@ export function resolveSshConfig(blocks: readonly SshConfigBlock[], alias: strin
   if (jump !== undefined && jump.toLowerCase() !== 'none') result.proxyJump = jump
   // UserKnownHostsFile may list several files; the first is the one ssh also writes to.
   const knownHosts = found.userknownhostsfile?.[0]
-  if (knownHosts !== undefined && knownHosts.toLowerCase() !== 'none') result.userKnownHostsFile = expand(knownHosts, alias, ctx, user, port)
+  if (knownHosts !== undefined && knownHosts.toLowerCase() !== 'none')
+    result.userKnownHostsFile = expand(knownHosts, alias, ctx, user, port)
   return result
 }
 

@@ -147,7 +147,12 @@ export class SshConnection implements Connection {
    * time after the channel is closed on both sides, so a burst of short commands can briefly find
    * all MaxSessions slots taken even below our own limit. Errors are passed to `callback`, never thrown.
    */
-  #openSession(wire: string, cancelled: () => boolean, callback: (error: Error | undefined, channel: ClientChannel) => void, attempt = 0): void {
+  #openSession(
+    wire: string,
+    cancelled: () => boolean,
+    callback: (error: Error | undefined, channel: ClientChannel) => void,
+    attempt = 0,
+  ): void {
     const client = this.#ssh.connection
     const fail = (error: Error) => callback(error, undefined as unknown as ClientChannel)
     if (!client || this.#lostReason !== undefined) return fail(new Error(this.#lostReason ?? 'not connected'))
@@ -232,12 +237,16 @@ export class SshConnection implements Connection {
     child.onDone = onDone
     child.started = started
     this.#log({ command: display, msg: 'long-lived command started' })
-    this.#openSession(wire, () => child.ended, (error, ch) => {
-      if (error) return child.abort(`could not open an SSH channel on ${this.host}: ${error.message}`)
-      if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
-      if (options.stdin !== undefined) ch.write(options.stdin)
-      child.attach(ch)
-    })
+    this.#openSession(
+      wire,
+      () => child.ended,
+      (error, ch) => {
+        if (error) return child.abort(`could not open an SSH channel on ${this.host}: ${error.message}`)
+        if (this.privilege === 'sudo-password') ch.write(`${this.#sudoPassword}\n`)
+        if (options.stdin !== undefined) ch.write(options.stdin)
+        child.attach(ch)
+      },
+    )
     return child
   }
 

@@ -24,7 +24,11 @@ export interface Transfer {
 /** A FileWrite as bytes plus its script parameters and the line the log shows (never the content). */
 function prepareWrite(file: FileWrite) {
   const secret = isSecret(file.content)
-  const content = isSecret(file.content) ? Buffer.from(file.content.reveal(), 'utf8') : typeof file.content === 'string' ? Buffer.from(file.content, 'utf8') : file.content
+  const content = isSecret(file.content)
+    ? Buffer.from(file.content.reveal(), 'utf8')
+    : typeof file.content === 'string'
+      ? Buffer.from(file.content, 'utf8')
+      : file.content
   const owner = file.owner ?? 'root'
   const group = file.group ?? 'root'
   const mode = file.mode ?? (secret ? 0o600 : 0o644)

@@ -199,14 +199,26 @@ const WITHOUT_QUARANTINE_STREAM: readonly Stream[] = STREAMS.filter((s) => s !==
 export const ROUTE_TABLES: readonly RouteTable[] = [
   {
     since: '1.152.0',
-    generic: { sync: SYNC_ROUTES, federation: FEDERATION_ROUTES, client: CLIENT_ROUTES, eventSending: EVENT_SENDING_ROUTES, userDirectory: [`${CLIENT}/${V3}/user_directory/search$`] },
+    generic: {
+      sync: SYNC_ROUTES,
+      federation: FEDERATION_ROUTES,
+      client: CLIENT_ROUTES,
+      eventSending: EVENT_SENDING_ROUTES,
+      userDirectory: [`${CLIENT}/${V3}/user_directory/search$`],
+    },
     streams: STREAM_ROUTES,
     knownStreams: STREAMS,
     media: MEDIA_ROUTES,
   },
   {
     since: '1.135.0',
-    generic: { sync: SYNC_ROUTES, federation: FEDERATION_ROUTES, client: CLIENT_ROUTES, eventSending: EVENT_SENDING_ROUTES, userDirectory: [`${CLIENT}/${V3}/user_directory/search$`] },
+    generic: {
+      sync: SYNC_ROUTES,
+      federation: FEDERATION_ROUTES,
+      client: CLIENT_ROUTES,
+      eventSending: EVENT_SENDING_ROUTES,
+      userDirectory: [`${CLIENT}/${V3}/user_directory/search$`],
+    },
     streams: Object.fromEntries(Object.entries(STREAM_ROUTES).filter(([s]) => s !== 'quarantined_media_changes')),
     knownStreams: WITHOUT_QUARANTINE_STREAM,
     media: MEDIA_ROUTES.filter((r) => !r.includes('quarantine')).concat('^/_synapse/admin/v1/quarantine_media/.*$'),

@@ -9,7 +9,6 @@
  */
 import type { GenericRoutes, Stream } from './routes.js'
 
-
 /** Shared-configuration keys that name the workers doing a duty. */
 export type Duty =
   | 'federation_sender_instances'
@@ -48,13 +47,10 @@ const writer = (stream: Stream, many: boolean, summary: string): KindSpec => ({
 
 /** Every worker kind, in the order the schema lists them: adding a kind is one entry here. */
 const SPECS = {
-  generic: generic('generic_worker serving every routable client and federation request (sync, client reads, event creation, login, inbound federation)', [
-    'sync',
-    'client',
-    'eventSending',
-    'userDirectory',
-    'federation',
-  ]),
+  generic: generic(
+    'generic_worker serving every routable client and federation request (sync, client reads, event creation, login, inbound federation)',
+    ['sync', 'client', 'eventSending', 'userDirectory', 'federation'],
+  ),
   federation_reader: generic('generic_worker serving inbound federation requests and transactions', ['federation']),
   client_reader: generic('generic_worker serving client reads, encryption and login requests', ['client', 'userDirectory']),
   synchrotron: generic('generic_worker serving /sync, /events and /initialSync (the long-polls)', ['sync']),
@@ -67,7 +63,14 @@ const SPECS = {
     many: true,
     memoryMiB: 90,
   },
-  pusher: { summary: 'sends push notifications (pusher_instances)', serves: [], streams: [], duty: 'pusher_instances', many: true, memoryMiB: 90 },
+  pusher: {
+    summary: 'sends push notifications (pusher_instances)',
+    serves: [],
+    streams: [],
+    duty: 'pusher_instances',
+    many: true,
+    memoryMiB: 90,
+  },
   media_repository: {
     summary: 'serves and stores media (the main process stops serving media); writes quarantined_media_changes',
     serves: ['media'],
@@ -76,7 +79,14 @@ const SPECS = {
     many: true,
     memoryMiB: 90,
   },
-  appservice: { summary: 'notifies application services (notify_appservices_from_worker)', serves: [], streams: [], duty: 'notify_appservices_from_worker', many: false, memoryMiB: 90 },
+  appservice: {
+    summary: 'notifies application services (notify_appservices_from_worker)',
+    serves: [],
+    streams: [],
+    duty: 'notify_appservices_from_worker',
+    many: false,
+    memoryMiB: 90,
+  },
   user_dir: {
     summary: 'updates the user directory and serves its search (update_user_directory_from_worker)',
     serves: ['userDirectory'],
@@ -85,7 +95,14 @@ const SPECS = {
     many: false,
     memoryMiB: 90,
   },
-  background: { summary: 'runs background tasks (run_background_tasks_on)', serves: [], streams: [], duty: 'run_background_tasks_on', many: false, memoryMiB: 90 },
+  background: {
+    summary: 'runs background tasks (run_background_tasks_on)',
+    serves: [],
+    streams: [],
+    duty: 'run_background_tasks_on',
+    many: false,
+    memoryMiB: 90,
+  },
   events: writer('events', true, 'event persister, sharded by room; changing the set restarts every process'),
   typing: writer('typing', false, 'typing notifications'),
   to_device: writer('to_device', false, 'to-device messages'),
@@ -102,7 +119,9 @@ export interface WorkerKind extends KindSpec {
   name: WorkerKindName
 }
 export const WORKER_KINDS = Object.keys(SPECS) as [WorkerKindName, ...WorkerKindName[]]
-export const KINDS = Object.fromEntries(WORKER_KINDS.map((name) => [name, { name, ...SPECS[name] }])) as Readonly<Record<WorkerKindName, WorkerKind>>
+export const KINDS = Object.fromEntries(WORKER_KINDS.map((name) => [name, { name, ...SPECS[name] }])) as Readonly<
+  Record<WorkerKindName, WorkerKind>
+>
 
 /** Kinds whose processes have an http listener Apache sends requests to. */
 export const servesRequests = (kind: WorkerKindName) => KINDS[kind].serves.length > 0 || routedStream(kind)

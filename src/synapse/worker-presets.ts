@@ -33,7 +33,8 @@ const ONE_OF_EACH_KINDS: readonly WorkerKindName[] = [
   'device_lists',
 ]
 
-const pool = (kind: WorkerKindName, count: number): PresetEntry[] => Array.from({ length: count }, (_v, i) => ({ name: `${kind}_${i + 1}`, kind }))
+const pool = (kind: WorkerKindName, count: number): PresetEntry[] =>
+  Array.from({ length: count }, (_v, i) => ({ name: `${kind}_${i + 1}`, kind }))
 
 export const PRESETS: Readonly<Record<WorkerPreset, { summary: string; entries: readonly PresetEntry[] }>> = {
   guide: {

@@ -24,10 +24,26 @@ export interface RouteGroup {
 /** Each generic route group, and the kinds that serve it, most specialized first. */
 const GENERIC_GROUPS: readonly { group: keyof GenericRoutes; kinds: readonly WorkerKindName[]; title: Record<string, string> }[] = [
   { group: 'sync', kinds: ['synchrotron', 'generic'], title: { synchrotron: 'Sync (synchrotron)', generic: 'Sync (generic)' } },
-  { group: 'eventSending', kinds: ['event_creator', 'generic'], title: { event_creator: 'Event creator', generic: 'Event sending (generic)' } },
-  { group: 'userDirectory', kinds: ['user_dir', 'client_reader', 'generic'], title: { user_dir: 'User directory', client_reader: 'User directory search (client reader)', generic: 'User directory search (generic)' } },
+  {
+    group: 'eventSending',
+    kinds: ['event_creator', 'generic'],
+    title: { event_creator: 'Event creator', generic: 'Event sending (generic)' },
+  },
+  {
+    group: 'userDirectory',
+    kinds: ['user_dir', 'client_reader', 'generic'],
+    title: {
+      user_dir: 'User directory',
+      client_reader: 'User directory search (client reader)',
+      generic: 'User directory search (generic)',
+    },
+  },
   { group: 'client', kinds: ['client_reader', 'generic'], title: { client_reader: 'Client reader', generic: 'Client requests (generic)' } },
-  { group: 'federation', kinds: ['federation_reader', 'generic'], title: { federation_reader: 'Federation reader', generic: 'Federation (generic)' } },
+  {
+    group: 'federation',
+    kinds: ['federation_reader', 'generic'],
+    title: { federation_reader: 'Federation reader', generic: 'Federation (generic)' },
+  },
 ]
 
 const STREAM_TITLES: Partial<Record<Stream, string>> = {
@@ -41,7 +57,8 @@ const STREAM_TITLES: Partial<Record<Stream, string>> = {
 }
 
 // Apache runs beside main: a worker there listens on loopback, one on another host at its private address.
-const members = (ws: readonly WorkerInstance[]) => ws.filter((w) => w.port !== undefined).map((w) => ({ name: w.name, port: w.port!, address: w.remote ? w.address : '127.0.0.1' }))
+const members = (ws: readonly WorkerInstance[]) =>
+  ws.filter((w) => w.port !== undefined).map((w) => ({ name: w.name, port: w.port!, address: w.remote ? w.address : '127.0.0.1' }))
 const plural = (title: string, n: number) => (n > 1 ? `${title}s` : title)
 
 export function routingPlan(instances: readonly WorkerInstance[], table: RouteTable): RouteGroup[] {
@@ -49,7 +66,8 @@ export function routingPlan(instances: readonly WorkerInstance[], table: RouteTa
   for (const [stream, title] of Object.entries(STREAM_TITLES) as [Stream, string][]) {
     const routes = table.streams[stream]
     const writers = members(instances.filter((w) => KINDS[w.kind].streams.includes(stream) && w.kind !== 'media_repository'))
-    if (routes && writers.length > 0) groups.push({ title: `${plural(title, writers.length)} ${stream}`, pool: stream, routes, members: writers })
+    if (routes && writers.length > 0)
+      groups.push({ title: `${plural(title, writers.length)} ${stream}`, pool: stream, routes, members: writers })
   }
   const media = members(instances.filter((w) => w.kind === 'media_repository'))
   if (media.length > 0) {
@@ -61,7 +79,13 @@ export function routingPlan(instances: readonly WorkerInstance[], table: RouteTa
     const kind = g.kinds.find((k) => instances.some((w) => w.kind === k && w.port !== undefined))
     if (!kind) continue
     const pool = members(instances.filter((w) => w.kind === kind))
-    groups.push({ title: plural(`${g.title[kind]!} worker`, pool.length), pool: kind, routes: table.generic[g.group], members: pool, ...(g.group === 'sync' ? { longPoll: true } : {}) })
+    groups.push({
+      title: plural(`${g.title[kind]!} worker`, pool.length),
+      pool: kind,
+      routes: table.generic[g.group],
+      members: pool,
+      ...(g.group === 'sync' ? { longPoll: true } : {}),
+    })
   }
   return groups
 }

@@ -17,7 +17,15 @@ import { portAvailable, supportedTarget } from '../common/checks.js'
 import { installedSynapseVersion } from '../synapse/index.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 import {
-  ACME_WEBROOT, apacheModules, MATRIX_SITE_PATH, renderAcmeConf, renderMatrixVhost, renderPortsConf, renderServerNameVhost, SITES_AVAILABLE, type TlsFiles,
+  ACME_WEBROOT,
+  apacheModules,
+  MATRIX_SITE_PATH,
+  renderAcmeConf,
+  renderMatrixVhost,
+  renderPortsConf,
+  renderServerNameVhost,
+  SITES_AVAILABLE,
+  type TlsFiles,
 } from './templates.js'
 
 export const TLS_DIR = '/etc/ssl/matrix-provision'
@@ -34,11 +42,15 @@ export function tlsNames(ctx: TaskContext): string[] {
 }
 
 /** A rendered template as a file resource. */
-export const fileFrom = (f: RenderedFile): Resource => file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive })
+export const fileFrom = (f: RenderedFile): Resource =>
+  file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive })
 
 /** /var/www/a/b/c/file -> [/var/www/a, /var/www/a/b, /var/www/a/b/c] */
 export function ancestorsBelow(root: string, path: string): string[] {
-  const parts = path.slice(root.length + 1).split('/').slice(0, -1)
+  const parts = path
+    .slice(root.length + 1)
+    .split('/')
+    .slice(0, -1)
   return parts.map((_p, i) => `${root}/${parts.slice(0, i + 1).join('/')}`)
 }
 
@@ -51,7 +63,10 @@ export function enabled(availablePath: string): Resource {
 
 /** Exits 0 when the certificate's subjectAltName lists every name (a name added later means a new certificate). */
 function coversNames(certFile: string, names: readonly string[]) {
-  return joinShell(names.map((n) => sh`openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${`DNS:${n}`}`), ' && ')
+  return joinShell(
+    names.map((n) => sh`openssl x509 -noout -ext subjectAltName -in ${certFile} | grep -q ${`DNS:${n}`}`),
+    ' && ',
+  )
 }
 
 /**
@@ -66,7 +81,9 @@ function selfSignedCertificate(ctx: TaskContext, bootstrapOnly: boolean): Resour
   return command({
     name: 'self-signed certificate',
     summary: `generate a self-signed certificate for ${names.join(', ')} (${certFile}; key 0600)${bootstrapOnly ? ', until the ACME certificate replaces it' : ''}`,
-    unless: bootstrapOnly ? sh`test -s ${keyFile} && test -s ${certFile}` : sh`test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${coversNames(certFile, names)}`,
+    unless: bootstrapOnly
+      ? sh`test -s ${keyFile} && test -s ${certFile}`
+      : sh`test -s ${keyFile} && openssl x509 -checkend 2592000 -noout -in ${certFile} && ${coversNames(certFile, names)}`,
     command: sh`set -e; umask 077; mkdir -p ${TLS_DIR}; openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj ${`/CN=${names[0]}`} -addext ${`subjectAltName=${san}`} -addext basicConstraints=critical,CA:TRUE -keyout ${`${keyFile}.new`} -out ${`${certFile}.new`}; chmod 0644 ${`${certFile}.new`}; mv -f ${`${keyFile}.new`} ${keyFile}; mv -f ${`${certFile}.new`} ${certFile}`,
     touches: [certFile, keyFile],
   })
@@ -112,7 +129,10 @@ function acmeResources(ctx: TaskContext): Resource[] {
           directory({ path: '/etc/matrix-provision' }),
           file({ path: ACME_CA_FILE, content: readFileSync(tls.acmeCaFile), mode: 0o644 }),
           directory({ path: '/etc/systemd/system/certbot.service.d' }),
-          file({ path: CERTBOT_DROP_IN, content: `# Managed by matrix-provision: renewals trust the ACME server's CA.\n[Service]\nEnvironment=REQUESTS_CA_BUNDLE=${ACME_CA_FILE}\n` }),
+          file({
+            path: CERTBOT_DROP_IN,
+            content: `# Managed by matrix-provision: renewals trust the ACME server's CA.\n[Service]\nEnvironment=REQUESTS_CA_BUNDLE=${ACME_CA_FILE}\n`,
+          }),
         ]
       : []),
     command({
@@ -128,15 +148,27 @@ function acmeResources(ctx: TaskContext): Resource[] {
 }
 
 /** curl on the host against Apache, resolving the vhost name to loopback and trusting our certificate. */
-export async function curlVhost(conn: Connection, ctx: TaskContext, host: string, path: string, options: { headers?: boolean } = {}): Promise<{ ok: boolean; body: string; detail: string }> {
+export async function curlVhost(
+  conn: Connection,
+  ctx: TaskContext,
+  host: string,
+  path: string,
+  options: { headers?: boolean } = {},
+): Promise<{ ok: boolean; body: string; detail: string }> {
   const v = ctx.host.vars
   const port = v.apache.httpsPort
   // Self-signed: trust exactly our certificate. Otherwise the host's CA store plus the CAs the
   // inventory trusts for federation (a private CA issues both in closed networks).
   const trust = v.apache.tls.mode === 'self-signed' ? sh`--cacert ${tlsFiles(v).certFile}` : raw`--cacert "$b"`
-  const bundle = v.apache.tls.mode === 'self-signed' ? raw`` : raw`b=$(mktemp); trap 'rm -f "$b"' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; `
+  const bundle =
+    v.apache.tls.mode === 'self-signed'
+      ? raw``
+      : raw`b=$(mktemp); trap 'rm -f "$b"' EXIT; cat /etc/ssl/certs/ca-certificates.crt /etc/matrix-synapse/federation-ca-*.pem > "$b" 2>/dev/null; `
   const url = `https://${host}:${port}${path}`
-  const r = await conn.run(sh`${bundle}curl -sS --max-time 20 ${options.headers ? ['-i'] : []} -f ${trust} --resolve ${`${host}:${port}:127.0.0.1`} ${url}`, { timeoutMs: 60_000, allowFailure: true })
+  const r = await conn.run(
+    sh`${bundle}curl -sS --max-time 20 ${options.headers ? ['-i'] : []} -f ${trust} --resolve ${`${host}:${port}:127.0.0.1`} ${url}`,
+    { timeoutMs: 60_000, allowFailure: true },
+  )
   return { ok: r.code === 0, body: r.stdout, detail: r.code === 0 ? `${url} answered` : `${url}: ${r.stderr.trim().slice(0, 300)}` }
 }
 
@@ -159,7 +191,9 @@ function mpmRestart(v: MatrixSettings): Resource {
 export function memoryForClients(ctx: TaskContext): BeforeCheck {
   const v = ctx.host.vars
   const apache = mpmSizing(v.apache.maxClients).memoryMiB
-  const processes = ctx.host.roles.includes('synapse') ? [MAIN_PROCESS_MEMORY_MIB, ...instancesOn(v, ctx.host.name).map((w) => KINDS[w.kind].memoryMiB)] : []
+  const processes = ctx.host.roles.includes('synapse')
+    ? [MAIN_PROCESS_MEMORY_MIB, ...instancesOn(v, ctx.host.name).map((w) => KINDS[w.kind].memoryMiB)]
+    : []
   const synapse = processes.reduce((a, b) => a + b, 0)
   const need = apache + synapse
   return {
@@ -170,7 +204,10 @@ export function memoryForClients(ctx: TaskContext): BeforeCheck {
       const what = `Apache holding ${v.apache.maxClients} long-polls needs about ${apache} MiB${processes.length ? `, Synapse's ${processes.length} processes about ${synapse} MiB` : ''}`
       return have >= need
         ? { ok: true, detail: `${what}; the host has ${have} MiB` }
-        : { ok: false, detail: `${what}, ${need} MiB in all; the host has ${have} MiB: lower apache.maxClients, choose a smaller worker preset, or add memory` }
+        : {
+            ok: false,
+            detail: `${what}, ${need} MiB in all; the host has ${have} MiB: lower apache.maxClients, choose a smaller worker preset, or add memory`,
+          }
     },
   }
 }
@@ -178,13 +215,21 @@ export function memoryForClients(ctx: TaskContext): BeforeCheck {
 export const apacheTask: Task = {
   name: 'apache',
   title: 'Apache reverse proxy with TLS, worker routes and .well-known delegation',
-  before: (ctx) => [supportedTarget, portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'), portAvailable(80, ['apache2'], 'Apache HTTP'), memoryForClients(ctx)],
+  before: (ctx) => [
+    supportedTarget,
+    portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'),
+    portAvailable(80, ['apache2'], 'Apache HTTP'),
+    memoryForClients(ctx),
+  ],
   resources(ctx) {
     const v = ctx.host.vars
     const tls = tlsFiles(v)
     const workers = ctx.host.roles.includes('workers')
     const synapseVersion = installedSynapseVersion(v)
-    const sites = [renderMatrixVhost(v, { ...tls, workers, synapseVersion }), ...renderServerNameVhost(v, { ...tls, workers, synapseVersion })]
+    const sites = [
+      renderMatrixVhost(v, { ...tls, workers, synapseVersion }),
+      ...renderServerNameVhost(v, { ...tls, workers, synapseVersion }),
+    ]
     const ports = renderPortsConf(v)
     const mpm = renderMpmConf(v)
     const modules = apacheModules(v, workers)
@@ -193,20 +238,30 @@ export const apacheTask: Task = {
       command({
         name: 'apache modules',
         summary: `enable Apache modules ${modules.join(' ')}`,
-        unless: joinShell(modules.map((m) => sh`test -e ${`/etc/apache2/mods-enabled/${m}.load`}`), ' && '),
+        unless: joinShell(
+          modules.map((m) => sh`test -e ${`/etc/apache2/mods-enabled/${m}.load`}`),
+          ' && ',
+        ),
         command: sh`a2enmod -q ${modules}`,
         touches: ['/etc/apache2/mods-enabled/'],
       }),
       ...certificateResources(ctx),
       // Directories of the files outside /etc/apache2 (the .well-known tree), parents first.
-      ...[...new Set(sites.filter((f) => !f.path.startsWith('/etc/apache2/')).flatMap((f) => ancestorsBelow('/var/www', f.path)))].map((path) => directory({ path })),
+      ...[...new Set(sites.filter((f) => !f.path.startsWith('/etc/apache2/')).flatMap((f) => ancestorsBelow('/var/www', f.path)))].map(
+        (path) => directory({ path }),
+      ),
       ...sites.map(fileFrom),
       ...sites.filter((s) => s.path.startsWith(SITES_AVAILABLE)).map((s) => enabled(s.path)),
       fileFrom(ports),
       enabled(ports.path),
       fileFrom(mpm),
       enabled(mpm.path),
-      service({ unit: 'apache2.service', watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`], reload: true, validate: sh`apache2ctl configtest` }),
+      service({
+        unit: 'apache2.service',
+        watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`],
+        reload: true,
+        validate: sh`apache2ctl configtest`,
+      }),
       mpmRestart(v),
       ...acmeResources(ctx),
     ]
@@ -217,7 +272,8 @@ export const apacheTask: Task = {
       {
         name: `https://${v.publicHost} proxies the client API`,
         async run(conn): Promise<CheckOutcome> {
-          if (!ctx.host.roles.includes('synapse')) return { ok: true, warning: false, detail: 'Synapse is on another host; proxy not checked here' }
+          if (!ctx.host.roles.includes('synapse'))
+            return { ok: true, warning: false, detail: 'Synapse is on another host; proxy not checked here' }
           const r = await curlVhost(conn, ctx, v.publicHost, '/_matrix/client/versions')
           return r.ok && r.body.includes('"versions"') ? { ok: true, detail: r.detail } : { ok: false, detail: r.detail }
         },
@@ -228,7 +284,10 @@ export const apacheTask: Task = {
         name: '.well-known/matrix/server and /client are valid JSON',
         async run(conn): Promise<CheckOutcome> {
           const host = v.serverName.replace(/:\d+$/, '')
-          for (const [name, key] of [['server', 'm.server'], ['client', 'm.homeserver']] as const) {
+          for (const [name, key] of [
+            ['server', 'm.server'],
+            ['client', 'm.homeserver'],
+          ] as const) {
             const r = await curlVhost(conn, ctx, host, `/.well-known/matrix/${name}`)
             if (!r.ok) return { ok: false, detail: r.detail }
             try {

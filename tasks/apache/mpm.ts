@@ -20,7 +20,15 @@ import type { RenderedFile } from '../common/rendered-file.js'
 import { LONG_POLLS_PER_CHILD, mpmSizing, THREADS_PER_CHILD } from '../../src/topology/proxy-capacity.js'
 
 export const MPM_CONF_PATH = '/etc/apache2/conf-available/matrix-mpm.conf'
-export { APACHE_CHILD_MIB, APACHE_THREAD_MIB, LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD, mpmSizing, THREADS_PER_CHILD, type MpmSizing } from '../../src/topology/proxy-capacity.js'
+export {
+  APACHE_CHILD_MIB,
+  APACHE_THREAD_MIB,
+  LONG_POLL_ACQUIRE_MS,
+  LONG_POLLS_PER_CHILD,
+  mpmSizing,
+  THREADS_PER_CHILD,
+  type MpmSizing,
+} from '../../src/topology/proxy-capacity.js'
 
 export function renderMpmConf(vars: MatrixSettings): RenderedFile {
   const { serverLimit, maxRequestWorkers, longPolls, reserve } = mpmSizing(vars.apache.maxClients)

@@ -70,7 +70,8 @@ function serverNameHost(serverName: string): string {
 function port(value: number, what: string): number {
   if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`${what} must be a TCP port (1-65535), got ${String(value)}`)
   // Port 80 carries the plain-http redirect vhosts.
-  if (what === 'apache.httpsPort' && value === 80) throw new Error('apache.httpsPort cannot be 80: port 80 serves the http -> https redirects')
+  if (what === 'apache.httpsPort' && value === 80)
+    throw new Error('apache.httpsPort cannot be 80: port 80 serves the http -> https redirects')
   return value
 }
 
@@ -112,7 +113,10 @@ function longPollPool(target: string, group: RouteGroup): string[] {
   return [
     `    # At most ${max * group.members.length} long-polls per Apache child; its other threads serve everything else.`,
     `    <Proxy "${target}">`,
-    ...group.members.map((m) => `        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}" max=${max} acquire=${LONG_POLL_ACQUIRE_MS}`),
+    ...group.members.map(
+      (m) =>
+        `        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}" max=${max} acquire=${LONG_POLL_ACQUIRE_MS}`,
+    ),
     '        ProxySet lbmethod=byrequests',
     '    </Proxy>',
   ]
@@ -136,7 +140,13 @@ function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseV
   const groups = opts.workers ? routingPlan(workerInstances(vars), table) : []
   // Without a sync worker the long-polls go to main, still through the capped pool.
   if (!groups.some((g) => g.longPoll)) {
-    groups.push({ title: 'Long-polls of the main process', pool: 'main', routes: table.generic.sync, members: [{ name: 'main', port: vars.synapse.listenPort, address: '127.0.0.1' }], longPoll: true })
+    groups.push({
+      title: 'Long-polls of the main process',
+      pool: 'main',
+      routes: table.generic.sync,
+      members: [{ name: 'main', port: vars.synapse.listenPort, address: '127.0.0.1' }],
+      longPoll: true,
+    })
   }
   groups.forEach((group, i) => {
     lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
@@ -218,7 +228,10 @@ const wellKnownOnPublicHost = (vars: MatrixSettings) =>
 export function renderMatrixVhost(vars: MatrixSettings, opts: VhostOptions): RenderedFile {
   const host = hostName(vars.publicHost, 'publicHost')
   const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
-  const lines = [...httpsVhostHead(vars, host, httpsPort, opts), ...proxyToSynapse(vars, { workers: opts.workers, synapseVersion: opts.synapseVersion, clientPaths: true })]
+  const lines = [
+    ...httpsVhostHead(vars, host, httpsPort, opts),
+    ...proxyToSynapse(vars, { workers: opts.workers, synapseVersion: opts.synapseVersion, clientPaths: true }),
+  ]
   if (wellKnownOnPublicHost(vars)) {
     lines.push('', '    # The server name is this host: delegation files are served here.')
     lines.push(`    Alias /.well-known/matrix "${WELL_KNOWN_DIR}"`)
@@ -230,7 +243,13 @@ export function renderMatrixVhost(vars: MatrixSettings, opts: VhostOptions): Ren
 
 /** {"m.server": "<publicHost>:<httpsPort>"}: federation goes to the proxy, not to <serverName>:8448. */
 export function wellKnownServer(vars: MatrixSettings): string {
-  return JSON.stringify({ 'm.server': `${hostName(vars.publicHost, 'publicHost')}:${port(vars.apache.httpsPort, 'apache.httpsPort')}` }, null, 2) + '\n'
+  return (
+    JSON.stringify(
+      { 'm.server': `${hostName(vars.publicHost, 'publicHost')}:${port(vars.apache.httpsPort, 'apache.httpsPort')}` },
+      null,
+      2,
+    ) + '\n'
+  )
 }
 
 /** {"m.homeserver": {"base_url": ...}}: client discovery for @user:<serverName>. */
@@ -244,7 +263,15 @@ function httpsVhostHead(vars: MatrixSettings, host: string, httpsPort: number, o
 }
 
 /** An https vhost serving static files from `root` (after the :80 redirect vhost), with extra lines inside. */
-function staticSite(vars: MatrixSettings, host: string, httpsPort: number, opts: TlsFiles, root: string, options: string, inner: string[]): string[] {
+function staticSite(
+  vars: MatrixSettings,
+  host: string,
+  httpsPort: number,
+  opts: TlsFiles,
+  root: string,
+  options: string,
+  inner: string[],
+): string[] {
   return [
     ...httpsVhostHead(vars, host, httpsPort, opts),
     `    DocumentRoot "${root}"`,
@@ -278,7 +305,16 @@ export function renderServerNameVhost(vars: MatrixSettings, opts: VhostOptions):
       ...proxyToSynapse(vars, { workers: opts.workers, synapseVersion: opts.synapseVersion, clientPaths: false }),
       '</VirtualHost>',
     ]
-    return [{ path: DELEGATION_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }]
+    return [
+      {
+        path: DELEGATION_SITE_PATH,
+        content: HEADER + lines.join('\n') + '\n',
+        mode: 0o644,
+        owner: 'root',
+        group: 'root',
+        sensitive: false,
+      },
+    ]
   }
 
   const json = (name: string, content: string): RenderedFile => ({
@@ -305,7 +341,8 @@ export function renderServerNameVhost(vars: MatrixSettings, opts: VhostOptions):
  */
 export function renderElementVhost(vars: MatrixSettings, opts: TlsFiles): RenderedFile {
   const host = hostName(vars.element.host, 'element.host')
-  if (host === vars.publicHost) throw new Error(`element.host must differ from publicHost (${host}): Element on the homeserver's origin is an XSS risk`)
+  if (host === vars.publicHost)
+    throw new Error(`element.host must differ from publicHost (${host}): Element on the homeserver's origin is an XSS risk`)
   const httpsPort = port(vars.apache.httpsPort, 'apache.httpsPort')
   const lines = staticSite(vars, host, httpsPort, opts, ELEMENT_DOCUMENT_ROOT, 'FollowSymLinks', [
     '',

@@ -24,7 +24,10 @@ export function repositoryAccess(url: string): { url: string; auth?: Secret } {
   parsed.password = ''
   // apt_auth.conf(5): "machine host[:port][/path] login L password P"; the scheme is left out to match both.
   const machine = `${parsed.host}${parsed.pathname.replace(/\/$/, '')}`
-  return { url: parsed.toString(), auth: new Secret(`machine ${machine} login ${login} password ${password}\n`, 'aptRepository.url credentials') }
+  return {
+    url: parsed.toString(),
+    auth: new Secret(`machine ${machine} login ${login} password ${password}\n`, 'aptRepository.url credentials'),
+  }
 }
 
 export function sourcesLine(ctx: TaskContext): string {
@@ -38,8 +41,14 @@ const fingerprints = (path: ShellWord) => sh`gpg --batch --show-keys --with-colo
 
 /** Fingerprints of the keys in a keyring file on the controller (gpg reads binary and armored keyrings). */
 export function controllerFingerprints(path: string): string[] {
-  const out = execFileSync('gpg', ['--batch', '--show-keys', '--with-colons', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
-  return out.split('\n').filter((l) => l.startsWith('fpr:')).map((l) => l.split(':')[9]!)
+  const out = execFileSync('gpg', ['--batch', '--show-keys', '--with-colons', path], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  })
+  return out
+    .split('\n')
+    .filter((l) => l.startsWith('fpr:'))
+    .map((l) => l.split(':')[9]!)
 }
 
 export const aptKeyringTask: Task = {
@@ -63,7 +72,10 @@ export const aptKeyringTask: Task = {
           }
           return found.includes(fpr)
             ? { ok: true, detail: fpr }
-            : { ok: false, detail: `${repo.keyringFile} holds ${found.join(', ') || 'no key'}, not the expected ${fpr}: fix aptRepository.fingerprint or the file` }
+            : {
+                ok: false,
+                detail: `${repo.keyringFile} holds ${found.join(', ') || 'no key'}, not the expected ${fpr}: fix aptRepository.fingerprint or the file`,
+              }
         },
       },
     ]
@@ -77,7 +89,9 @@ export const aptKeyringTask: Task = {
       resources.push(file({ path: KEYRING, content: readFileSync(repo.keyringFile), mode: 0o644 }))
     } else if (repo.keyringUrl) {
       // Downloaded by the host, as in the guide; installed only when its fingerprint is the expected one.
-      const verify = fpr ? sh`${fingerprints(raw`"$tmp"`)} | grep -qx ${fpr} || { echo ${`the key at ${repo.keyringUrl} does not have fingerprint ${fpr}`} >&2; exit 1; }; ` : raw``
+      const verify = fpr
+        ? sh`${fingerprints(raw`"$tmp"`)} | grep -qx ${fpr} || { echo ${`the key at ${repo.keyringUrl} does not have fingerprint ${fpr}`} >&2; exit 1; }; `
+        : raw``
       resources.push(
         command({
           name: 'download the matrix.org keyring',
@@ -106,7 +120,16 @@ export const aptKeyringTask: Task = {
           )
           const out = r.stdout
           if (r.code !== 0 || /NO_PUBKEY|not signed|BADSIG|EXPKEYSIG|is not signed|NOSPLIT|Err:/.test(out)) {
-            return { ok: false, detail: `apt-get update of ${repositoryAccess(repo.url).url} failed: ${out.trim().split('\n').filter((l) => /^(Err|W|E):/.test(l)).join(' | ') || out.trim().slice(-300)}` }
+            return {
+              ok: false,
+              detail: `apt-get update of ${repositoryAccess(repo.url).url} failed: ${
+                out
+                  .trim()
+                  .split('\n')
+                  .filter((l) => /^(Err|W|E):/.test(l))
+                  .join(' | ') || out.trim().slice(-300)
+              }`,
+            }
           }
           return { ok: true, detail: `${repositoryAccess(repo.url).url} verified` }
         },

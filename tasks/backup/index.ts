@@ -33,11 +33,21 @@ export const backupTask: Task = {
     const remoteDatabase = dbHost === ctx.host.name ? undefined : { address: addressOf(ctx, dbHost) }
     const out: Resource[] = []
     if (remoteDatabase) {
-      const password = ctx.secret(v.postgres.password).reveal().replace(/([:\\])/g, '\\$1')
+      const password = ctx
+        .secret(v.postgres.password)
+        .reveal()
+        .replace(/([:\\])/g, '\\$1')
       out.push(
         aptPackages({ packages: ['postgresql-client'], label: 'pg_dump for a database on another host' }),
         directory({ path: STATE_DIR, mode: 0o700 }),
-        file({ path: BACKUP_PGPASS_PATH, content: new Secret(`${remoteDatabase.address}:${v.postgres.port}:${v.postgres.database}:${v.postgres.user}:${password}\n`, 'backup pgpass'), mode: 0o600 }),
+        file({
+          path: BACKUP_PGPASS_PATH,
+          content: new Secret(
+            `${remoteDatabase.address}:${v.postgres.port}:${v.postgres.database}:${v.postgres.user}:${password}\n`,
+            'backup pgpass',
+          ),
+          mode: 0o600,
+        }),
       )
     }
     out.push(
@@ -63,12 +73,16 @@ export const backupTask: Task = {
           )
           const [timer] = r.stdout.split('\n')
           const prop = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(r.stdout)?.[1]?.trim() ?? ''
-          if (timer?.trim() !== 'active') return { ok: false, detail: `${BACKUP_TIMER} is ${timer?.trim() || 'unknown'}: scheduled backups do not run` }
+          if (timer?.trim() !== 'active')
+            return { ok: false, detail: `${BACKUP_TIMER} is ${timer?.trim() || 'unknown'}: scheduled backups do not run` }
           if (prop('ExecMainExitTimestampMonotonic') === '0' || prop('ExecMainExitTimestampMonotonic') === '') {
             return { ok: true, detail: `no scheduled backup has run yet; next: ${prop('NextElapseUSecRealtime') || 'unknown'}` }
           }
           if (prop('Result') !== 'success') {
-            return { ok: false, detail: `the last scheduled backup failed (${prop('Result')}, exit ${prop('ExecMainStatus')}): journalctl -u ${BACKUP_UNIT}` }
+            return {
+              ok: false,
+              detail: `the last scheduled backup failed (${prop('Result')}, exit ${prop('ExecMainStatus')}): journalctl -u ${BACKUP_UNIT}`,
+            }
           }
           return { ok: true, detail: `newest backup ${prop('newest') || '(none found)'}; next: ${prop('NextElapseUSecRealtime')}` }
         },

@@ -4,7 +4,14 @@
  * with the same manifest, so `provision restore --from` takes a copy of one as it is.
  */
 import { pgDumpArgs } from '../../src/synapse/backup/database-dump.js'
-import { BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, MEDIA_SIZE_COMMAND, PART_NAMES, partCommand } from '../../src/synapse/backup/parts.js'
+import {
+  BACKUP_PARTS,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  MEDIA_SIZE_COMMAND,
+  PART_NAMES,
+  partCommand,
+} from '../../src/synapse/backup/parts.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import { sh } from '../../src/core/shell.js'
 import { SIGNING_KEY_PATH, STATE_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT } from '../../src/synapse/paths.js'
@@ -27,7 +34,7 @@ export interface ScheduledBackupSpec {
 export function renderBackupConf(vars: MatrixSettings): string {
   const b = vars.backup
   return [
-    '# Written by matrix-provision (backup role): the inventory\'s vars.backup.',
+    "# Written by matrix-provision (backup role): the inventory's vars.backup.",
     sh`BACKUP_DIR=${b.directory}`.text,
     `BACKUP_KEEP=${b.keep}`,
     `BACKUP_MIN_FREE_MIB=${b.minFreeMiB}`,
@@ -106,12 +113,15 @@ export function renderBackupScript(spec: ScheduledBackupSpec): string {
     `schema=$(${sql('SELECT version FROM schema_version')})`,
     `compat=$(${sql('SELECT max(compat_version) FROM schema_compat_version')})`,
     `pg_version=$(${sql("SELECT current_setting('server_version')")})`,
-    sh`MP_PARTS=${JSON.stringify(parts)} MP_FORMAT=${MANIFEST_FORMAT} MP_MANIFEST=${MANIFEST_FILE} MP_SIGNING_KEY=${SIGNING_KEY_PATH} \\`.text,
-    sh`  ${SYNAPSE_PYTHON} -c ${MANIFEST_PY} "$work" ${spec.hostName} ${spec.vars.serverName} ${spec.vars.postgres.host ?? spec.hostName} ${db} "$pg_version" "$schema" "$compat" "$started"`.text,
+    sh`MP_PARTS=${JSON.stringify(parts)} MP_FORMAT=${MANIFEST_FORMAT} MP_MANIFEST=${MANIFEST_FILE} MP_SIGNING_KEY=${SIGNING_KEY_PATH} \\`
+      .text,
+    sh`  ${SYNAPSE_PYTHON} -c ${MANIFEST_PY} "$work" ${spec.hostName} ${spec.vars.serverName} ${spec.vars.postgres.host ?? spec.hostName} ${db} "$pg_version" "$schema" "$compat" "$started"`
+      .text,
     'mv "$work" "$BACKUP_DIR/$name"',
     'trap - EXIT',
     // Retention: only complete backups of this host count; the newest BACKUP_KEEP stay.
-    sh`ls -1d "$BACKUP_DIR"/${spec.hostName}-*/ 2>/dev/null | sort | head -n -"$BACKUP_KEEP" | while read -r old; do rm -rf -- "$old"; done`.text,
+    sh`ls -1d "$BACKUP_DIR"/${spec.hostName}-*/ 2>/dev/null | sort | head -n -"$BACKUP_KEEP" | while read -r old; do rm -rf -- "$old"; done`
+      .text,
     'echo "matrix-provision-backup: $BACKUP_DIR/$name complete"',
     '',
   ].join('\n')
@@ -133,5 +143,17 @@ export function renderBackupService(): string {
 }
 
 export function renderBackupTimer(onCalendar: string): string {
-  return ['[Unit]', 'Description=matrix-provision scheduled backup', '', '[Timer]', `OnCalendar=${onCalendar}`, 'Persistent=true', 'RandomizedDelaySec=15min', '', '[Install]', 'WantedBy=timers.target', ''].join('\n')
+  return [
+    '[Unit]',
+    'Description=matrix-provision scheduled backup',
+    '',
+    '[Timer]',
+    `OnCalendar=${onCalendar}`,
+    'Persistent=true',
+    'RandomizedDelaySec=15min',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n')
 }

@@ -16,7 +16,10 @@ export const supportedTarget: BeforeCheck = {
     const os = facts.get(osRelease)
     const t = targetOf(os)
     if (!t) {
-      return { ok: false, detail: `${os.prettyName} is not a supported target; use one of ${SUPPORTED_TARGETS.map((x) => `${x.distribution} ${x.version} (${x.codename})`).join(', ')}` }
+      return {
+        ok: false,
+        detail: `${os.prettyName} is not a supported target; use one of ${SUPPORTED_TARGETS.map((x) => `${x.distribution} ${x.version} (${x.codename})`).join(', ')}`,
+      }
     }
     if (t.warning) return { ok: true, warning: true, detail: `${os.prettyName}: ${t.warning}` }
     return { ok: true, detail: os.prettyName }
@@ -29,7 +32,12 @@ export function minimumMemory(mib: number): BeforeCheck {
     facts: [memoryMiB],
     evaluate: (facts) => {
       const have = facts.get(memoryMiB)
-      return have >= mib ? { ok: true, detail: `${have} MiB` } : { ok: false, detail: `the host has ${have} MiB of memory; this task needs at least ${mib} MiB: add memory or move the role to a bigger host` }
+      return have >= mib
+        ? { ok: true, detail: `${have} MiB` }
+        : {
+            ok: false,
+            detail: `the host has ${have} MiB of memory; this task needs at least ${mib} MiB: add memory or move the role to a bigger host`,
+          }
     },
   }
 }
@@ -41,7 +49,9 @@ export function minimumDisk(path: string, mib: number): BeforeCheck {
     facts: [fact],
     evaluate: (facts) => {
       const have = facts.get(fact)
-      return have >= mib ? { ok: true, detail: `${have} MiB free` } : { ok: false, detail: `only ${have} MiB free under ${path}; this task needs ${mib} MiB: free some space first` }
+      return have >= mib
+        ? { ok: true, detail: `${have} MiB free` }
+        : { ok: false, detail: `only ${have} MiB free under ${path}; this task needs ${mib} MiB: free some space first` }
     },
   }
 }
@@ -56,7 +66,10 @@ export function portAvailable(port: number, own: string[], what: string): Before
       const foreign = holders.filter((s) => !own.some((p) => s.process.startsWith(p) || s.user === p))
       return foreign.length === 0
         ? { ok: true, detail: holders.length ? `used by ${what} already` : 'free' }
-        : { ok: false, detail: `port ${port} (for ${what}) is taken by ${foreign.map((s) => s.process || `a process of user ${s.user}`).join(', ')} on ${foreign[0]!.address}; stop it or configure another port` }
+        : {
+            ok: false,
+            detail: `port ${port} (for ${what}) is taken by ${foreign.map((s) => s.process || `a process of user ${s.user}`).join(', ')} on ${foreign[0]!.address}; stop it or configure another port`,
+          }
     },
   }
 }
@@ -66,14 +79,34 @@ export function portAvailable(port: number, own: string[], what: string): Before
  * With `unit`, a unit that is not running (inactive, failed) fails the check at once: nothing is
  * about to answer, so there is nothing to wait for.
  */
-export async function httpOnHost(conn: Connection, url: string, options: { waitS: number; unit?: string; curlArgs?: string[]; expect?: RegExp }): Promise<CheckOutcome> {
+export async function httpOnHost(
+  conn: Connection,
+  url: string,
+  options: { waitS: number; unit?: string; curlArgs?: string[]; expect?: RegExp },
+): Promise<CheckOutcome> {
   const args = ['-sS', '--max-time', '5', ...(options.curlArgs ?? []), url]
   const wait = Math.max(0, Math.floor(options.waitS))
-  const unitGone = options.unit ? sh`s=$(systemctl is-active ${options.unit}); case "$s" in active|activating|reloading) ;; *) printf '%s' "$s"; exit 3;; esac; ` : sh``
-  const r = await conn.run(sh`i=0; while :; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; ${unitGone}[ $i -ge ${wait} ] && break; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`, { timeoutMs: (wait * 7 + 30) * 1000, allowFailure: true })
-  if (r.code === 3) return { ok: false, detail: `${options.unit} is ${r.stdout.trim() || 'not running'}, so ${url} cannot answer; see journalctl -u ${options.unit}` }
-  if (r.code !== 0) return { ok: false, detail: wait ? `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}` : `${url} did not answer: ${r.stdout.trim().slice(-300)}` }
-  if (options.expect && !options.expect.test(r.stdout)) return { ok: false, detail: `${url} answered unexpectedly: ${r.stdout.trim().slice(0, 300)}` }
+  const unitGone = options.unit
+    ? sh`s=$(systemctl is-active ${options.unit}); case "$s" in active|activating|reloading) ;; *) printf '%s' "$s"; exit 3;; esac; `
+    : sh``
+  const r = await conn.run(
+    sh`i=0; while :; do if out=$(curl -f ${args} 2>&1); then printf '%s' "$out"; exit 0; fi; ${unitGone}[ $i -ge ${wait} ] && break; i=$((i+1)); sleep 1; done; printf '%s' "$out"; exit 1`,
+    { timeoutMs: (wait * 7 + 30) * 1000, allowFailure: true },
+  )
+  if (r.code === 3)
+    return {
+      ok: false,
+      detail: `${options.unit} is ${r.stdout.trim() || 'not running'}, so ${url} cannot answer; see journalctl -u ${options.unit}`,
+    }
+  if (r.code !== 0)
+    return {
+      ok: false,
+      detail: wait
+        ? `${url} did not answer within ${wait} s: ${r.stdout.trim().slice(-300)}`
+        : `${url} did not answer: ${r.stdout.trim().slice(-300)}`,
+    }
+  if (options.expect && !options.expect.test(r.stdout))
+    return { ok: false, detail: `${url} answered unexpectedly: ${r.stdout.trim().slice(0, 300)}` }
   return { ok: true, detail: `${url} answered` }
 }
 
@@ -82,7 +115,9 @@ export function unitActive(unit: string): AfterCheck {
     name: `${unit} active`,
     async run(conn) {
       const r = await conn.run(sh`systemctl is-active ${unit}`, { allowFailure: true })
-      return r.stdout.trim() === 'active' ? { ok: true, detail: 'active' } : { ok: false, detail: `${unit} is ${r.stdout.trim() || 'unknown'}; see journalctl -u ${unit}` }
+      return r.stdout.trim() === 'active'
+        ? { ok: true, detail: 'active' }
+        : { ok: false, detail: `${unit} is ${r.stdout.trim() || 'unknown'}; see journalctl -u ${unit}` }
     },
   }
 }

@@ -9,13 +9,18 @@ export function addressOf(ctx: TaskContext, serviceHost: string | undefined): st
 
 /** Hosts (other than this one) whose Synapse or workers use the Postgres/Redis running here. */
 export function remoteClients(ctx: TaskContext, service: 'postgres' | 'redis'): HostSpec[] {
-  const names = service === 'postgres' && ctx.host.vars.postgres.allowFrom
-    ? ctx.host.vars.postgres.allowFrom
-    : ctx.inventory.hosts.filter((h) => h.roles.includes('synapse') || h.roles.includes('workers')).map((h) => h.name)
+  const names =
+    service === 'postgres' && ctx.host.vars.postgres.allowFrom
+      ? ctx.host.vars.postgres.allowFrom
+      : ctx.inventory.hosts.filter((h) => h.roles.includes('synapse') || h.roles.includes('workers')).map((h) => h.name)
   return names
     .map((n) => ctx.hostByName(n))
     .filter((h) => h.name !== ctx.host.name)
-    .filter((h) => (service === 'postgres' ? (h.vars.postgres.host ?? ctx.host.name) === ctx.host.name : (h.vars.redis.host ?? ctx.host.name) === ctx.host.name))
+    .filter((h) =>
+      service === 'postgres'
+        ? (h.vars.postgres.host ?? ctx.host.name) === ctx.host.name
+        : (h.vars.redis.host ?? ctx.host.name) === ctx.host.name,
+    )
 }
 
 /** pg_hba / firewall form of an address: IPs get a host-length prefix, names stay names. */

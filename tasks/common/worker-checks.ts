@@ -12,11 +12,19 @@ export function workerAfterChecks(vars: MatrixSettings, hostName?: string): Afte
   for (const w of here) {
     const unit = workerUnitName(w.name)
     if (w.port !== undefined) {
-      checks.push({ name: `${w.name} /health answers`, run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: c.waitS(90), unit, expect: /OK/ }) })
+      checks.push({
+        name: `${w.name} /health answers`,
+        run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.port}/health`, { waitS: c.waitS(90), unit, expect: /OK/ }),
+      })
     } else if (metrics) {
       checks.push({
         name: `${w.name} metrics answer (its liveness probe)`,
-        run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, { waitS: c.waitS(90), unit, expect: /python_info|process_cpu/ }),
+        run: (conn, c) =>
+          httpOnHost(conn, `http://127.0.0.1:${w.metricsPort}/_synapse/metrics`, {
+            waitS: c.waitS(90),
+            unit,
+            expect: /python_info|process_cpu/,
+          }),
       })
     }
   }

@@ -23,7 +23,13 @@ function sources(ctx: TaskContext) {
   const tag = elementVersionTag(ctx)
   const tarball = `${CACHE}/element-${tag}.tar.gz`
   const url = e.url ?? `https://github.com/element-hq/element-web/releases/download/${tag}/element-${tag}.tar.gz`
-  return { tarball, signature: `${tarball}.asc`, key: `${CACHE}/element-release-key.asc`, url, sigUrl: e.signatureUrl ?? (e.url ? undefined : `${url}.asc`) }
+  return {
+    tarball,
+    signature: `${tarball}.asc`,
+    key: `${CACHE}/element-release-key.asc`,
+    url,
+    sigUrl: e.signatureUrl ?? (e.url ? undefined : `${url}.asc`),
+  }
 }
 
 export const elementTask: Task = {
@@ -37,11 +43,18 @@ export const elementTask: Task = {
         evaluate: () =>
           e.sha256 || ((e.signatureFile || e.signatureUrl || !e.url) && e.releaseKeyFile)
             ? { ok: true, detail: [e.sha256 && 'SHA-256', e.releaseKeyFile && 'GPG signature'].filter(Boolean).join(' and ') }
-            : { ok: false, detail: 'element needs sha256, or releaseKeyFile with a signature (signatureFile or signatureUrl): nothing is unpacked unverified' },
+            : {
+                ok: false,
+                detail:
+                  'element needs sha256, or releaseKeyFile with a signature (signatureFile or signatureUrl): nothing is unpacked unverified',
+              },
       },
       {
         name: 'Apache on the same host',
-        evaluate: () => (ctx.host.roles.includes('apache') ? { ok: true, detail: 'yes' } : { ok: false, detail: 'the element role needs the apache role on the same host (Element is served by its vhost)' }),
+        evaluate: () =>
+          ctx.host.roles.includes('apache')
+            ? { ok: true, detail: 'yes' }
+            : { ok: false, detail: 'the element role needs the apache role on the same host (Element is served by its vhost)' },
       },
     ]
   },
@@ -59,14 +72,17 @@ export const elementTask: Task = {
     const signed = e.releaseKeyFile ? sh`gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball}` : undefined
     const checks = [sha, signed].filter((c): c is ShellCommand => c !== undefined)
     // What this host downloads (uploaded files are resources above): to a .part name, renamed when whole.
-    const fetchTo = (url: string, path: string, maxTime: number) => sh`rm -f ${`${path}.part`}; curl -fsSL --max-time ${maxTime} ${url} -o ${`${path}.part`}; mv -f ${`${path}.part`} ${path}`
+    const fetchTo = (url: string, path: string, maxTime: number) =>
+      sh`rm -f ${`${path}.part`}; curl -fsSL --max-time ${maxTime} ${url} -o ${`${path}.part`}; mv -f ${`${path}.part`} ${path}`
     const fetch: ShellCommand[] = [
       ...(!e.file ? [fetchTo(src.url, src.tarball, 300)] : []),
       ...(!e.signatureFile && e.releaseKeyFile && src.sigUrl ? [fetchTo(src.sigUrl, src.signature, 60)] : []),
     ]
     const loud: ShellCommand[] = [
       ...(sha ? [sh`${sha} || { echo ${`SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`} >&2; exit 1; }`] : []),
-      ...(signed ? [sh`${signed} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`] : []),
+      ...(signed
+        ? [sh`${signed} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`]
+        : []),
     ]
     // The cache is used only when it verifies: a download cut short (or a release replaced upstream)
     // would otherwise fail every later run. Then it is fetched again and must verify.
@@ -101,8 +117,11 @@ export const elementTask: Task = {
           if (!/x-frame-options: SAMEORIGIN/i.test(index.body)) return { ok: false, detail: 'index.html lacks X-Frame-Options' }
           const config = await curlVhost(conn, ctx, e.host, '/config.json')
           if (!config.ok) return { ok: false, detail: config.detail }
-          const base = (JSON.parse(config.body) as { default_server_config?: { 'm.homeserver'?: { base_url?: string } } }).default_server_config?.['m.homeserver']?.base_url
-          return base === ctx.host.vars.publicBaseUrl.replace(/\/+$/, '') ? { ok: true, detail: `config.json points at ${base}` } : { ok: false, detail: `config.json base_url is ${base}` }
+          const base = (JSON.parse(config.body) as { default_server_config?: { 'm.homeserver'?: { base_url?: string } } })
+            .default_server_config?.['m.homeserver']?.base_url
+          return base === ctx.host.vars.publicBaseUrl.replace(/\/+$/, '')
+            ? { ok: true, detail: `config.json points at ${base}` }
+            : { ok: false, detail: `config.json base_url is ${base}` }
         },
       },
     ]

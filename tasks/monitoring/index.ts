@@ -42,13 +42,22 @@ export const monitoringTask: Task = {
             ? { ok: true, detail: 'enable_metrics: true' }
             : { ok: false, detail: 'the monitoring role needs monitoring.enableMetrics: true (or drop the role)' },
       },
-      ...(p.enabled ? [portAvailable(p.port, ['prometheus'], 'Prometheus'), portAvailable(p.nodeExporterPort, ['prometheus-node', 'prometheus'], 'the node exporter')] : []),
+      ...(p.enabled
+        ? [
+            portAvailable(p.port, ['prometheus'], 'Prometheus'),
+            portAvailable(p.nodeExporterPort, ['prometheus-node', 'prometheus'], 'the node exporter'),
+          ]
+        : []),
     ]
   },
   resources(ctx) {
     const m = ctx.host.vars.monitoring
     const out: Resource[] = []
-    if (m.prometheusScrapeFile) out.push(directory({ path: parent(m.prometheusScrapeFile) }), file({ path: m.prometheusScrapeFile, content: renderPrometheusScrape(ctx.host.vars) }))
+    if (m.prometheusScrapeFile)
+      out.push(
+        directory({ path: parent(m.prometheusScrapeFile) }),
+        file({ path: m.prometheusScrapeFile, content: renderPrometheusScrape(ctx.host.vars) }),
+      )
     if (m.prometheus.enabled) {
       // The unit's environment goes in before the packages: Debian starts both services at install,
       // and with our ARGS already there they never listen beyond loopback (dpkg keeps the existing
@@ -84,25 +93,44 @@ export const monitoringTask: Task = {
     const checks: AfterCheck[] = targets.map((t) => ({
       name: `${t.process} metrics on ${t.address}:${t.port}`,
       run: (conn, c) =>
-        httpOnHost(conn, `http://${t.address}:${t.port}/_synapse/metrics`, { waitS: c.waitS(60), ...(t.address === '127.0.0.1' ? { unit: t.unit } : {}), expect: /process_cpu_seconds_total|python_info/ }),
+        httpOnHost(conn, `http://${t.address}:${t.port}/_synapse/metrics`, {
+          waitS: c.waitS(60),
+          ...(t.address === '127.0.0.1' ? { unit: t.unit } : {}),
+          expect: /process_cpu_seconds_total|python_info/,
+        }),
     }))
     const p = ctx.host.vars.monitoring.prometheus
     if (p.enabled) {
       checks.push(
         {
           name: `Prometheus scrapes ${targets.map((t) => t.job).join(', ')}, all up`,
-          run: (conn, c) => prometheusTargetsUp(conn, p.port, targets.map((t) => t.job), c.waitS(60)),
+          run: (conn, c) =>
+            prometheusTargetsUp(
+              conn,
+              p.port,
+              targets.map((t) => t.job),
+              c.waitS(60),
+            ),
         },
         {
           name: 'the alert rules are loaded',
           async run(conn, c) {
-            const r = await httpOnHost(conn, `http://127.0.0.1:${p.port}/api/v1/rules`, { waitS: c.waitS(30), unit: 'prometheus.service', expect: /"name":"matrix-synapse"/ })
+            const r = await httpOnHost(conn, `http://127.0.0.1:${p.port}/api/v1/rules`, {
+              waitS: c.waitS(30),
+              unit: 'prometheus.service',
+              expect: /"name":"matrix-synapse"/,
+            })
             return r.ok ? { ok: true, detail: 'rule group matrix-synapse loaded' } : r
           },
         },
         {
           name: `node exporter on 127.0.0.1:${p.nodeExporterPort}`,
-          run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${p.nodeExporterPort}/metrics`, { waitS: c.waitS(30), unit: 'prometheus-node-exporter.service', expect: /node_memory_MemAvailable_bytes/ }),
+          run: (conn, c) =>
+            httpOnHost(conn, `http://127.0.0.1:${p.nodeExporterPort}/metrics`, {
+              waitS: c.waitS(30),
+              unit: 'prometheus-node-exporter.service',
+              expect: /node_memory_MemAvailable_bytes/,
+            }),
         },
       )
     }
@@ -118,11 +146,15 @@ async function prometheusTargetsUp(conn: Parameters<AfterCheck['run']>[0], port:
     const r = await conn.run(sh`curl -sS --max-time 5 ${`http://127.0.0.1:${port}/api/v1/targets?state=active`}`, { allowFailure: true })
     if (r.code === 0) {
       try {
-        const data = JSON.parse(r.stdout) as { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } }
+        const data = JSON.parse(r.stdout) as {
+          data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] }
+        }
         const health = new Map(data.data.activeTargets.map((t) => [t.labels.job ?? '', t]))
         const bad = jobs.filter((j) => health.get(j)?.health !== 'up')
         if (bad.length === 0) return { ok: true, detail: `${jobs.length} Synapse targets up` }
-        last = bad.map((j) => `${j}: ${health.get(j) ? `${health.get(j)!.health} ${health.get(j)!.lastError}`.trim() : 'not a target'}`).join('; ')
+        last = bad
+          .map((j) => `${j}: ${health.get(j) ? `${health.get(j)!.health} ${health.get(j)!.lastError}`.trim() : 'not a target'}`)
+          .join('; ')
       } catch {
         last = `unexpected answer: ${r.stdout.slice(0, 200)}`
       }

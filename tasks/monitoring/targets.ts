@@ -27,10 +27,17 @@ export function metricsTargets(vars: MatrixSettings, hostName?: string): Metrics
   if (!vars.monitoring.enableMetrics) return []
   const main = vars.workers.homeserverHost
   const all: MetricsTarget[] = [
-    ...((main === undefined || hostName === undefined || hostName === main)
+    ...(main === undefined || hostName === undefined || hostName === main
       ? [{ process: 'main', job: 'master', unit: SYNAPSE_UNIT, port: vars.monitoring.mainMetricsPort, host: main, address: '127.0.0.1' }]
       : []),
-    ...workerInstances(vars).map((w) => ({ process: w.name, job: w.name, unit: workerUnitName(w.name), port: w.metricsPort, host: w.host, address: w.remote ? w.address : '127.0.0.1' })),
+    ...workerInstances(vars).map((w) => ({
+      process: w.name,
+      job: w.name,
+      unit: workerUnitName(w.name),
+      port: w.metricsPort,
+      host: w.host,
+      address: w.remote ? w.address : '127.0.0.1',
+    })),
   ]
   return hostName === undefined || main === undefined ? all : all.filter((t) => t.host === hostName)
 }

@@ -28,7 +28,10 @@ function synapseScrapeJob(vars: MatrixSettings, scrapeInterval: string) {
     scrape_interval: scrapeInterval,
     metrics_path: '/_synapse/metrics',
     // Label values are strings for Prometheus.
-    static_configs: metricsTargets(vars).map((t) => ({ targets: [`${t.address}:${t.port}`], labels: { instance: vars.serverName, job: t.job, index: '1' } })),
+    static_configs: metricsTargets(vars).map((t) => ({
+      targets: [`${t.address}:${t.port}`],
+      labels: { instance: vars.serverName, job: t.job, index: '1' },
+    })),
   }
 }
 
@@ -47,9 +50,11 @@ export function promql(targets: MetricsTarget[]) {
   return {
     up: `up{${jobs}}`,
     // Synapse's own CPU collector: 1.163 exports user and system time, not process_cpu_seconds_total.
-    cpu: (range: string) => `(rate(process_cpu_user_seconds_total{${jobs}}[${range}]) + rate(process_cpu_system_seconds_total{${jobs}}[${range}]))`,
+    cpu: (range: string) =>
+      `(rate(process_cpu_user_seconds_total{${jobs}}[${range}]) + rate(process_cpu_system_seconds_total{${jobs}}[${range}]))`,
     sendTime: (q: number, range: string) => `histogram_quantile(${q}, sum by (instance, le) (rate(${send}[${range}])))`,
-    blockCpu: (range: string) => `sum by (job, block_name) (rate(synapse_util_metrics_block_ru_utime_seconds_total{${jobs}}[${range}]) + rate(synapse_util_metrics_block_ru_stime_seconds_total{${jobs}}[${range}]))`,
+    blockCpu: (range: string) =>
+      `sum by (job, block_name) (rate(synapse_util_metrics_block_ru_utime_seconds_total{${jobs}}[${range}]) + rate(synapse_util_metrics_block_ru_stime_seconds_total{${jobs}}[${range}]))`,
     longPolls: `sum by (instance) (synapse_http_server_in_flight_requests_count{servlet=~"${LONG_POLL_SERVLETS.join('|')}",${jobs}})`,
     evictions: (range: string) => `sum by (instance, job) (rate(synapse_util_caches_cache_evicted_size{reason="size",${jobs}}[${range}]))`,
   }
@@ -89,12 +94,55 @@ export function renderAlertRules(vars: MatrixSettings): string {
         {
           name: 'matrix-synapse',
           rules: [
-            rule('SynapseProcessDown', `${q.up} == 0`, p.processDownFor, 'critical', 'Synapse process {{ $labels.job }} on {{ $labels.instance }} is down', 'Prometheus cannot read its metrics listener; see systemctl status and the journal of its unit.'),
-            rule('SynapseProcessCpuSaturated', `${q.cpu('5m')} > ${THRESHOLDS.cpuSaturatedPercent / 100}`, '10m', 'warning', 'Synapse process {{ $labels.job }} is at its CPU limit', 'A Synapse process works on one core; near 100% it falls behind. Move work to (more) workers.'),
-            rule('SynapseEventSendTimeHigh', `${q.sendTime(0.95, '5m')} > ${THRESHOLDS.eventSendP95Ms / 1000}`, '10m', 'warning', 'Sending a message takes over {{ $value | humanizeDuration }} (p95) on {{ $labels.instance }}', 'Normally around 100 ms. Look at CPU per process and the block metrics.'),
-            rule('SynapseCacheEvictionsHigh', `${q.evictions('10m')} > ${THRESHOLDS.cacheEvictionsPerSecond}`, '30m', 'warning', 'Caches of {{ $labels.job }} evict {{ $value | humanize }} entries/s because they are full', 'Raise synapse.cacheFactor (factor 4 needs up to about 3 GB of memory; 2 to 10 work well).'),
-            rule('ProxyLongPollsNearLimit', `${q.longPolls} > ${Math.floor((mpmSizing(vars.apache.maxClients).longPolls * THRESHOLDS.longPollsNearCapPercent) / 100)}`, '5m', 'warning', 'The proxy of {{ $labels.instance }} holds {{ $value }} long-polls, near its limit of ' + String(mpmSizing(vars.apache.maxClients).longPolls), 'Past the limit Apache answers /sync with 503 (plain requests keep their reserved threads). Raise apache.maxClients if the host has the memory.'),
-            rule('HostMemoryLow', 'node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.1', '10m', 'warning', 'Less than 10% of memory is available on {{ $labels.instance }}', 'Lower the cache factor or add memory before Synapse is killed for lack of it.'),
+            rule(
+              'SynapseProcessDown',
+              `${q.up} == 0`,
+              p.processDownFor,
+              'critical',
+              'Synapse process {{ $labels.job }} on {{ $labels.instance }} is down',
+              'Prometheus cannot read its metrics listener; see systemctl status and the journal of its unit.',
+            ),
+            rule(
+              'SynapseProcessCpuSaturated',
+              `${q.cpu('5m')} > ${THRESHOLDS.cpuSaturatedPercent / 100}`,
+              '10m',
+              'warning',
+              'Synapse process {{ $labels.job }} is at its CPU limit',
+              'A Synapse process works on one core; near 100% it falls behind. Move work to (more) workers.',
+            ),
+            rule(
+              'SynapseEventSendTimeHigh',
+              `${q.sendTime(0.95, '5m')} > ${THRESHOLDS.eventSendP95Ms / 1000}`,
+              '10m',
+              'warning',
+              'Sending a message takes over {{ $value | humanizeDuration }} (p95) on {{ $labels.instance }}',
+              'Normally around 100 ms. Look at CPU per process and the block metrics.',
+            ),
+            rule(
+              'SynapseCacheEvictionsHigh',
+              `${q.evictions('10m')} > ${THRESHOLDS.cacheEvictionsPerSecond}`,
+              '30m',
+              'warning',
+              'Caches of {{ $labels.job }} evict {{ $value | humanize }} entries/s because they are full',
+              'Raise synapse.cacheFactor (factor 4 needs up to about 3 GB of memory; 2 to 10 work well).',
+            ),
+            rule(
+              'ProxyLongPollsNearLimit',
+              `${q.longPolls} > ${Math.floor((mpmSizing(vars.apache.maxClients).longPolls * THRESHOLDS.longPollsNearCapPercent) / 100)}`,
+              '5m',
+              'warning',
+              'The proxy of {{ $labels.instance }} holds {{ $value }} long-polls, near its limit of ' +
+                String(mpmSizing(vars.apache.maxClients).longPolls),
+              'Past the limit Apache answers /sync with 503 (plain requests keep their reserved threads). Raise apache.maxClients if the host has the memory.',
+            ),
+            rule(
+              'HostMemoryLow',
+              'node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.1',
+              '10m',
+              'warning',
+              'Less than 10% of memory is available on {{ $labels.instance }}',
+              'Lower the cache factor or add memory before Synapse is killed for lack of it.',
+            ),
           ],
         },
       ],
@@ -105,7 +153,11 @@ export function renderAlertRules(vars: MatrixSettings): string {
 /** The unit's environment: loopback only, and the retention (Debian's unit runs `prometheus $ARGS`). */
 export function renderPrometheusDefaults(vars: MatrixSettings): string {
   const p = vars.monitoring.prometheus
-  const args = [`--web.listen-address=127.0.0.1:${p.port}`, `--storage.tsdb.retention.time=${p.retention}`, ...(p.retentionSize ? [`--storage.tsdb.retention.size=${p.retentionSize}`] : [])]
+  const args = [
+    `--web.listen-address=127.0.0.1:${p.port}`,
+    `--storage.tsdb.retention.time=${p.retention}`,
+    ...(p.retentionSize ? [`--storage.tsdb.retention.size=${p.retentionSize}`] : []),
+  ]
   return `${HEADER}# Prometheus listens on loopback only: reach it with an SSH tunnel (ssh -L ${p.port}:127.0.0.1:${p.port} ...).\nARGS="${args.join(' ')}"\n`
 }
 
@@ -133,10 +185,38 @@ export function renderGrafanaDashboard(vars: MatrixSettings): string {
     time: { from: 'now-6h', to: 'now' },
     templating: { list: [{ name: 'DS_PROMETHEUS', type: 'datasource', query: 'prometheus' }] },
     panels: [
-      panel(1, 'CPU per process (1.0 = one core: the limit of a Synapse process)', 'percentunit', [{ expr: q.cpu('2m'), legendFormat: '{{job}}' }], 0, 0),
-      panel(2, 'Event send time (normally around 100 ms)', 's', [0.5, 0.95].map((x) => ({ expr: q.sendTime(x, '2m'), legendFormat: `p${x * 100}` })), 0, 12),
-      panel(3, 'CPU by code block (which part of Synapse burns CPU)', 'percentunit', [{ expr: `topk(10, ${q.blockCpu('2m')})`, legendFormat: '{{job}} {{block_name}}' }], 9, 0),
-      panel(4, 'Cache evictions because full (many: raise cacheFactor)', 'ops', [{ expr: q.evictions('2m'), legendFormat: '{{job}}' }], 9, 12),
+      panel(
+        1,
+        'CPU per process (1.0 = one core: the limit of a Synapse process)',
+        'percentunit',
+        [{ expr: q.cpu('2m'), legendFormat: '{{job}}' }],
+        0,
+        0,
+      ),
+      panel(
+        2,
+        'Event send time (normally around 100 ms)',
+        's',
+        [0.5, 0.95].map((x) => ({ expr: q.sendTime(x, '2m'), legendFormat: `p${x * 100}` })),
+        0,
+        12,
+      ),
+      panel(
+        3,
+        'CPU by code block (which part of Synapse burns CPU)',
+        'percentunit',
+        [{ expr: `topk(10, ${q.blockCpu('2m')})`, legendFormat: '{{job}} {{block_name}}' }],
+        9,
+        0,
+      ),
+      panel(
+        4,
+        'Cache evictions because full (many: raise cacheFactor)',
+        'ops',
+        [{ expr: q.evictions('2m'), legendFormat: '{{job}}' }],
+        9,
+        12,
+      ),
     ],
   }
   return JSON.stringify(dashboard, null, 2) + '\n'
@@ -146,6 +226,9 @@ export function renderGrafanaProvisioning(): string {
   return (
     HEADER +
     '# Copy or link this file into /etc/grafana/provisioning/dashboards/ of your Grafana.\n' +
-    renderYaml({ apiVersion: 1, providers: [{ name: 'matrix-provision', folder: 'Matrix', type: 'file', options: { path: `${GRAFANA_DIR}/dashboards` } }] })
+    renderYaml({
+      apiVersion: 1,
+      providers: [{ name: 'matrix-provision', folder: 'Matrix', type: 'file', options: { path: `${GRAFANA_DIR}/dashboards` } }],
+    })
   )
 }

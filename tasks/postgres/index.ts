@@ -13,7 +13,10 @@ import { renderPgHba, renderPostgresListen } from './templates.js'
 
 /** The Postgres major this host runs: the installed server, else postgres.version, else the distribution's default. */
 export function postgresMajor(ctx: TaskContext): number {
-  const installed = [...ctx.facts.get(debPackages).keys()].map((p) => /^postgresql-(\d+)$/.exec(p)?.[1]).filter(Boolean).map(Number)
+  const installed = [...ctx.facts.get(debPackages).keys()]
+    .map((p) => /^postgresql-(\d+)$/.exec(p)?.[1])
+    .filter(Boolean)
+    .map(Number)
   if (installed.length) return Math.max(...installed)
   if (ctx.host.vars.postgres.version) return ctx.host.vars.postgres.version
   return distributionPostgres(ctx)
@@ -39,7 +42,10 @@ export const postgresTask: Task = {
         const have = postgresMajor(ctx)
         if (!want || want === have) return { ok: true, detail: `PostgreSQL ${have}` }
         if (want === distributionPostgres(ctx)) return { ok: true, detail: `PostgreSQL ${want}` }
-        return { ok: false, detail: `postgres.version is ${want}, but this host ${have === distributionPostgres(ctx) ? `would get ${have} from ${ctx.os.prettyName}` : `runs PostgreSQL ${have}`}: add the PostgreSQL (PGDG) apt repository first, or drop postgres.version` }
+        return {
+          ok: false,
+          detail: `postgres.version is ${want}, but this host ${have === distributionPostgres(ctx) ? `would get ${have} from ${ctx.os.prettyName}` : `runs PostgreSQL ${have}`}: add the PostgreSQL (PGDG) apt repository first, or drop postgres.version`,
+        }
       },
     },
     {
@@ -49,7 +55,10 @@ export const postgresTask: Task = {
         const have = postgresMajor(ctx)
         return have >= need
           ? { ok: true, detail: `PostgreSQL ${have}` }
-          : { ok: false, detail: `this host would run PostgreSQL ${have}, but Synapse ${ctx.host.vars.synapse.version ?? '(latest)'} needs ${need} or newer: pin an older synapse.version, or use a newer OS (e.g. Debian 12 ships 15)` }
+          : {
+              ok: false,
+              detail: `this host would run PostgreSQL ${have}, but Synapse ${ctx.host.vars.synapse.version ?? '(latest)'} needs ${need} or newer: pin an older synapse.version, or use a newer OS (e.g. Debian 12 ships 15)`,
+            }
       },
     },
   ],
@@ -66,13 +75,28 @@ export const postgresTask: Task = {
     ]
     return [
       // The distribution's server (the `postgresql` metapackage), or the version pinned in the inventory.
-      aptPackages({ packages: [major === distributionPostgres(ctx) ? 'postgresql' : `postgresql-${major}`], provides: { units: ['postgresql.service'], paths: [etc] } }),
-      file({ path: `${etc}/conf.d/matrix-provision.conf`, content: renderPostgresListen(listen, pg.port), owner: 'postgres', group: 'postgres', mode: 0o644 }),
+      aptPackages({
+        packages: [major === distributionPostgres(ctx) ? 'postgresql' : `postgresql-${major}`],
+        provides: { units: ['postgresql.service'], paths: [etc] },
+      }),
+      file({
+        path: `${etc}/conf.d/matrix-provision.conf`,
+        content: renderPostgresListen(listen, pg.port),
+        owner: 'postgres',
+        group: 'postgres',
+        mode: 0o644,
+      }),
       file({ path: `${etc}/pg_hba.conf`, content: renderPgHba(clientRules), owner: 'postgres', group: 'postgres', mode: 0o640 }),
       service({ unit: 'postgresql.service', watch: [`${etc}/conf.d/`, `${etc}/pg_hba.conf`, `${etc}/postgresql.conf`] }),
       postgresRole({ name: pg.user, password: ctx.secret(pg.password) }),
       postgresDatabase({ name: pg.database, owner: pg.user }),
-      ...(clients.length ? firewallResources('postgres', pg.port, clients.map((h) => h.privateAddress)) : []),
+      ...(clients.length
+        ? firewallResources(
+            'postgres',
+            pg.port,
+            clients.map((h) => h.privateAddress),
+          )
+        : []),
     ]
   },
   after(ctx) {
@@ -85,10 +109,15 @@ export const postgresTask: Task = {
           // The password goes into a 0600 passfile through stdin: never on a command line.
           const r = await conn.run(
             sh`f=$(mktemp); trap 'rm -f "$f"' EXIT; cat > "$f"; PGPASSFILE="$f" psql -X -A -t -h 127.0.0.1 -p ${pg.port} -U ${pg.user} -d ${pg.database} -c "SELECT pg_encoding_to_char(encoding)||'/'||datcollate||'/'||datctype FROM pg_database WHERE datname = current_database()"`,
-            { stdin: `127.0.0.1:${pg.port}:${pg.database}:${pg.user}:${password.reveal().replace(/([:\\])/g, '\\$1')}\n`, allowFailure: true },
+            {
+              stdin: `127.0.0.1:${pg.port}:${pg.database}:${pg.user}:${password.reveal().replace(/([:\\])/g, '\\$1')}\n`,
+              allowFailure: true,
+            },
           )
           if (r.code !== 0) return { ok: false, detail: `cannot log in as ${pg.user}: ${r.stderr.trim()}` }
-          return r.stdout.trim() === 'UTF8/C/C' ? { ok: true, detail: 'UTF8/C/C' } : { ok: false, detail: `database ${pg.database} is ${r.stdout.trim()}, expected UTF8/C/C` }
+          return r.stdout.trim() === 'UTF8/C/C'
+            ? { ok: true, detail: 'UTF8/C/C' }
+            : { ok: false, detail: `database ${pg.database} is ${r.stdout.trim()}, expected UTF8/C/C` }
         },
       },
     ]

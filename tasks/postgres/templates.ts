@@ -16,7 +16,8 @@ export const PG_HBA_END = '# END matrix-provision'
 
 /** /etc/postgresql/<major>/main/conf.d/matrix-provision.conf */
 export function postgresListenPath(majorVersion: number | string): string {
-  if (!/^\d{1,3}$/.test(String(majorVersion))) throw new Error(`PostgreSQL major version must be a number, got ${JSON.stringify(majorVersion)}`)
+  if (!/^\d{1,3}$/.test(String(majorVersion)))
+    throw new Error(`PostgreSQL major version must be a number, got ${JSON.stringify(majorVersion)}`)
   return `/etc/postgresql/${majorVersion}/main/conf.d/matrix-provision.conf`
 }
 
@@ -30,7 +31,8 @@ export function renderPostgresListen(listenAddresses: string[], port: number): s
       throw new Error(`listen address must be an IP address, a host name, localhost or *, got ${JSON.stringify(address)}`)
     }
   }
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`postgres.port must be a TCP port (1-65535), got ${String(port)}`)
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`postgres.port must be a TCP port (1-65535), got ${String(port)}`)
   return [
     '# Managed by matrix-provision: changes here are overwritten on the next run.',
     `listen_addresses = '${[...new Set(listenAddresses)].join(',')}'`,
@@ -73,19 +75,21 @@ function hbaAddress(value: string): string {
   if (family === 0 || rest.length > 0) throw new Error(`pg_hba address must be an IP address or a host name, got ${JSON.stringify(value)}`)
   const max = family === 4 ? 32 : 128
   if (prefix === undefined) return `${ip}/${max}`
-  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) throw new Error(`pg_hba prefix length must be 0-${max}, got ${JSON.stringify(value)}`)
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max)
+    throw new Error(`pg_hba prefix length must be 0-${max}, got ${JSON.stringify(value)}`)
   return `${ip}/${prefix}`
 }
 
 /** The pg_hba.conf block, between PG_HBA_BEGIN and PG_HBA_END, one `host` line per rule. */
 export function renderPgHbaRules(rules: PgHbaRule[]): string {
   const lines = rules.map((rule) => {
-    if (rule.method !== 'scram-sha-256' && rule.method !== 'md5') throw new Error(`pg_hba method must be scram-sha-256 or md5, got ${JSON.stringify(rule.method)}`)
+    if (rule.method !== 'scram-sha-256' && rule.method !== 'md5')
+      throw new Error(`pg_hba method must be scram-sha-256 or md5, got ${JSON.stringify(rule.method)}`)
     return ['host', hbaName(rule.database, 'database'), hbaName(rule.user, 'user'), hbaAddress(rule.address), rule.method].join('\t')
   })
   return [
     PG_HBA_BEGIN,
-    '# Synapse and its workers (first match wins: this block must stay above the distribution\'s rules).',
+    "# Synapse and its workers (first match wins: this block must stay above the distribution's rules).",
     ...[...new Set(lines)],
     PG_HBA_END,
     '',
@@ -107,7 +111,7 @@ export function renderPgHba(rules: PgHbaRule[]): string {
     '',
     renderPgHbaRules(rules).trimEnd(),
     '',
-    '# The distribution\'s rules.',
+    "# The distribution's rules.",
     '# TYPE\tDATABASE\tUSER\tADDRESS\tMETHOD',
     'local\tall\tall\tpeer',
     'host\tall\tall\t127.0.0.1/32\tscram-sha-256',

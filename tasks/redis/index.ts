@@ -20,9 +20,22 @@ export const redisTask: Task = {
     const password = r.password ? ctx.secret(r.password).reveal() : undefined
     return [
       aptPackages({ packages: ['redis-server'], provides: { units: ['redis-server.service'], paths: ['/etc/redis'] } }),
-      file({ path: '/etc/redis/redis.conf', content: renderRedisConf(ctx.host.vars, bind, password), owner: 'redis', group: 'redis', mode: 0o640, sensitive: Boolean(password) }),
+      file({
+        path: '/etc/redis/redis.conf',
+        content: renderRedisConf(ctx.host.vars, bind, password),
+        owner: 'redis',
+        group: 'redis',
+        mode: 0o640,
+        sensitive: Boolean(password),
+      }),
       service({ unit: 'redis-server.service', watch: ['/etc/redis/redis.conf', 'pkg:redis-server'] }),
-      ...(clients.length ? firewallResources('redis', r.port, clients.map((h) => h.privateAddress)) : []),
+      ...(clients.length
+        ? firewallResources(
+            'redis',
+            r.port,
+            clients.map((h) => h.privateAddress),
+          )
+        : []),
     ]
   },
   after(ctx) {
@@ -33,8 +46,13 @@ export const redisTask: Task = {
         name: `redis answers PING on port ${r.port}`,
         async run(conn) {
           // REDISCLI_AUTH comes from stdin, never from the command line.
-          const out = await conn.run(sh`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`, { stdin: `${password}\n`, allowFailure: true })
-          return out.stdout.trim() === 'PONG' ? { ok: true, detail: 'PONG' } : { ok: false, detail: `redis-cli PING said: ${(out.stdout + out.stderr).trim()}` }
+          const out = await conn.run(
+            sh`read -r REDISCLI_AUTH; [ -n "$REDISCLI_AUTH" ] && export REDISCLI_AUTH; redis-cli -h 127.0.0.1 -p ${r.port} PING`,
+            { stdin: `${password}\n`, allowFailure: true },
+          )
+          return out.stdout.trim() === 'PONG'
+            ? { ok: true, detail: 'PONG' }
+            : { ok: false, detail: `redis-cli PING said: ${(out.stdout + out.stderr).trim()}` }
         },
       },
     ]

@@ -23,7 +23,10 @@ const isLoopback = (address: string) => address === '::1' || /^127\./.test(addre
 export function redisQuote(value: string): string {
   let out = '"'
   for (const byte of Buffer.from(value, 'utf8')) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x22 && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x22 && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, '0')}`
   }
   return out + '"'
 }

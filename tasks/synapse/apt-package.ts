@@ -49,8 +49,7 @@ export function parseAptSource(out: string): AptSourceState {
       update.push(value)
       // apt-get update exits 0 on some fetch and signature errors: its Err:/E: lines decide.
       if (/^(Err:|E:|W: Failed to fetch)/.test(value)) s.updateError ??= value
-    }
-    else if (key === 'madison:') madison.push(value)
+    } else if (key === 'madison:') madison.push(value)
     else if (key === 'installed' && value.trim()) {
       const [version, status] = value.trim().split(' ')
       s.installed = { version: version!, held: status?.startsWith('h') ?? false }
@@ -79,7 +78,11 @@ export type Candidate = { ok: true; debVersion: string } | { ok: false; reason: 
  * Debian version (the repository's own row, e.g. 1.157.0+bookworm1: a +bookworm2 rebuild listed first wins).
  */
 export function aptCandidate(upstream: string, s: AptSourceState): Candidate {
-  if (!s.source) return { ok: 'unknown', reason: `${SOURCES} does not exist yet (the apt-keyring role writes it in this run): the version is checked once it does` }
+  if (!s.source)
+    return {
+      ok: 'unknown',
+      reason: `${SOURCES} does not exist yet (the apt-keyring role writes it in this run): the version is checked once it does`,
+    }
   if (s.updateError) return { ok: false, reason: `apt-get update of the matrix.org source (${SOURCES}) failed: ${s.updateError}` }
   const deb = s.available.find((v) => upstreamOf(v) === upstream)
   if (deb) return { ok: true, debVersion: deb }
@@ -94,8 +97,14 @@ export function aptCandidate(upstream: string, s: AptSourceState): Candidate {
 /** The Debian version to install (undefined: the source is not written yet), or the refusal, thrown. */
 export function plannedDebVersion(upstream: string, s: AptSourceState, active: string | undefined): string | undefined {
   const c = aptCandidate(upstream, s)
-  if (c.ok === false) throw new Error(`refusing to install Synapse ${upstream} with apt: ${c.reason}. Nothing was changed${active ? `: Synapse ${active} keeps serving` : ''}.`)
-  if (c.ok === 'unknown' && active && active !== upstream) throw new Error(`cannot change Synapse ${active} -> ${upstream} with apt: ${SOURCES} does not exist on this host (the apt-keyring role writes it: add it to the host's roles)`)
+  if (c.ok === false)
+    throw new Error(
+      `refusing to install Synapse ${upstream} with apt: ${c.reason}. Nothing was changed${active ? `: Synapse ${active} keeps serving` : ''}.`,
+    )
+  if (c.ok === 'unknown' && active && active !== upstream)
+    throw new Error(
+      `cannot change Synapse ${active} -> ${upstream} with apt: ${SOURCES} does not exist on this host (the apt-keyring role writes it: add it to the host's roles)`,
+    )
   return c.ok === true ? c.debVersion : undefined
 }
 
@@ -139,7 +148,15 @@ export const INSTALLED_VERSION = sh`dpkg-query -W -f '\${Version}' ${SYNAPSE_PAC
  */
 export async function afterFailedInstall(
   conn: Connection,
-  f: { message: string; from: string; debVersion: string; dump?: string; stopped: Step[]; runner: StepRunner; peer: (host: string) => Promise<Connection> },
+  f: {
+    message: string
+    from: string
+    debVersion: string
+    dump?: string
+    stopped: Step[]
+    runner: StepRunner
+    peer: (host: string) => Promise<Connection>
+  },
 ): Promise<string> {
   const now = (await conn.run(INSTALLED_VERSION)).stdout.trim()
   // apt's own E: lines say why; the whole guarded command line would bury them.
@@ -150,7 +167,15 @@ export async function afterFailedInstall(
   const started: string[] = []
   for (const x of f.stopped) {
     const c = x.host === undefined ? conn : await f.peer(x.host)
-    await f.runner.step({ kind: 'start', target: x.target, ...(x.host !== undefined ? { host: x.host } : {}), summary: `start ${x.target} again on ${f.from} (the install changed nothing)` }, () => startUnit(c, x.target))
+    await f.runner.step(
+      {
+        kind: 'start',
+        target: x.target,
+        ...(x.host !== undefined ? { host: x.host } : {}),
+        summary: `start ${x.target} again on ${f.from} (the install changed nothing)`,
+      },
+      () => startUnit(c, x.target),
+    )
     started.push(x.host === undefined ? x.target : `${x.target} on ${x.host}`)
   }
   const main = (await conn.run(sh`systemctl is-active matrix-synapse.service`, { allowFailure: true })).stdout.trim()

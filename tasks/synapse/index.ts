@@ -26,7 +26,18 @@ import { stopWorkersBeforeSharedChange } from './worker-handover.js'
 import { mediaStorePathOf, renderSynapseConfig, signingKeyPathOf } from './templates/homeserver.js'
 import { renderLogConfig } from './templates/logging.js'
 import { renderSynapseServiceDropIn, renderSynapseUnit, renderBaseHomeserverYaml } from './templates/units.js'
-import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_PYTHON, SYNAPSE_UNIT, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_UNIT_PATH, SYNAPSE_WORKERS_DIR, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
+import {
+  HOMESERVER_YAML,
+  SYNAPSE_CONF_D,
+  SYNAPSE_CONFIG_DIR,
+  SYNAPSE_PYTHON,
+  SYNAPSE_UNIT,
+  SYNAPSE_UNIT_DROP_IN_PATH,
+  SYNAPSE_UNIT_PATH,
+  SYNAPSE_WORKERS_DIR,
+  VENV_LINK,
+  versionedVenv,
+} from '../../src/synapse/paths.js'
 
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
 export const federationCaPath = (i: number) => `${SYNAPSE_CONFIG_DIR}/federation-ca-${i + 1}.pem`
@@ -93,14 +104,27 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
   const SIGNING_KEY = signingKeyPathOf(vars)
   return [
     unitActive(SYNAPSE_UNIT),
-    { name: '/health answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }) },
-    { name: '/_matrix/client/versions answers', run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, { waitS: c.waitS(60), unit: SYNAPSE_UNIT, expect: /"versions"/ }) },
+    {
+      name: '/health answers',
+      run: (conn, c) => httpOnHost(conn, `http://127.0.0.1:${port}/health`, { waitS: c.waitS(120), unit: SYNAPSE_UNIT, expect: /OK/ }),
+    },
+    {
+      name: '/_matrix/client/versions answers',
+      run: (conn, c) =>
+        httpOnHost(conn, `http://127.0.0.1:${port}/_matrix/client/versions`, {
+          waitS: c.waitS(60),
+          unit: SYNAPSE_UNIT,
+          expect: /"versions"/,
+        }),
+    },
     ...(vars.synapse.install === 'pip' && vars.synapse.lock ? [runningVenvHoldsLock(vars.synapse.lock)] : []),
     {
       name: 'signing key readable only by matrix-synapse',
       async run(conn) {
         const r = await conn.run(sh`stat -c '%U %a' ${SIGNING_KEY}`, { allowFailure: true })
-        return /^matrix-synapse 600$/.test(r.stdout.trim()) ? { ok: true, detail: r.stdout.trim() } : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
+        return /^matrix-synapse 600$/.test(r.stdout.trim())
+          ? { ok: true, detail: r.stdout.trim() }
+          : { ok: false, detail: `${SIGNING_KEY} is ${r.stdout.trim() || 'missing'}; expected matrix-synapse 600` }
       },
     },
     backgroundUpdaterCheck(VENV_LINK, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT),
@@ -119,14 +143,21 @@ function runningVenvHoldsLock(lock: SynapseLock): AfterCheck {
       if (!venv) return { ok: false, detail: `${VENV_LINK} is no usable venv: ${r.stderr.trim().slice(-200) || `exit ${r.code}`}` }
       const drift = lockDrift(lock, venv)
       return driftCount(drift)
-        ? { ok: false, detail: `${path} differs from the lock ${lockName} (${driftCount(drift)}: ${describeDrift(drift)}); a run rebuilds it beside the running one and switches to it` }
+        ? {
+            ok: false,
+            detail: `${path} differs from the lock ${lockName} (${driftCount(drift)}: ${describeDrift(drift)}); a run rebuilds it beside the running one and switches to it`,
+          }
         : { ok: true, detail: `${path}: ${venv.installed.size} distributions as locked` }
     },
   }
 }
 
 /** The ordered version switch (release.ts) with this host's settings: its workers (the topology's one list), checks and backup place. */
-export function releaseSpec(host: HostSpec, inventory: Inventory, version: string): Omit<ReleaseSpec, 'method' | 'install' | 'controllerCode' | 'aptInstall'> {
+export function releaseSpec(
+  host: HostSpec,
+  inventory: Inventory,
+  version: string,
+): Omit<ReleaseSpec, 'method' | 'install' | 'controllerCode' | 'aptInstall'> {
   const v = host.vars
   const units = workerUnits(inventory, host.name)
   return {
@@ -143,7 +174,10 @@ export function releaseSpec(host: HostSpec, inventory: Inventory, version: strin
     postgresLocal: !v.postgres.host || v.postgres.host === host.name,
     database: v.postgres.database,
     databaseOwner: v.postgres.user,
-    configChecks: (python) => [validateConfig(python), ...workerInstancesOnHost(inventory, host.name).map((w) => validateConfig(python, w.name))],
+    configChecks: (python) => [
+      validateConfig(python),
+      ...workerInstancesOnHost(inventory, host.name).map((w) => validateConfig(python, w.name)),
+    ],
   }
 }
 
@@ -176,7 +210,10 @@ export const synapseTask: Task = {
           const [maj, min] = py.split('.').map(Number)
           return maj! > 3 || (maj === 3 && min! >= 10)
             ? { ok: true, detail: `Python ${py}` }
-            : { ok: false, detail: `Python ${py} on this host is too old for current Synapse (3.10+); pin an older synapse.version or use a newer OS` }
+            : {
+                ok: false,
+                detail: `Python ${py} on this host is too old for current Synapse (3.10+); pin an older synapse.version or use a newer OS`,
+              }
         },
       },
     ]
@@ -184,7 +221,16 @@ export const synapseTask: Task = {
   resources(ctx) {
     const v = ctx.host.vars
     const out: Resource[] = []
-    const watch = [HOMESERVER_YAML, `${SYNAPSE_CONF_D}/`, `${SYNAPSE_CONFIG_DIR}/log.yaml`, ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)), 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', SYNAPSE_UNIT_PATH, SYNAPSE_UNIT_DROP_IN_PATH]
+    const watch = [
+      HOMESERVER_YAML,
+      `${SYNAPSE_CONF_D}/`,
+      `${SYNAPSE_CONFIG_DIR}/log.yaml`,
+      ...v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)),
+      'pkg:matrix-synapse',
+      'pkg:matrix-synapse-py3',
+      SYNAPSE_UNIT_PATH,
+      SYNAPSE_UNIT_DROP_IN_PATH,
+    ]
     if (v.synapse.install === 'apt') {
       // An installed package at another version is upgraded by the release, in the upgrade order.
       const installed = ctx.facts.get(debPackages).has(SYNAPSE_PACKAGE)
@@ -193,12 +239,21 @@ export const synapseTask: Task = {
       if (v.synapse.version) {
         // Checks the pinned version against the source before anything changes; on an installed host
         // it also changes the version, in the upgrade order.
-        out.push(synapseRelease({ ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version), method: 'apt', apt: { source: aptSourceFact, install: (deb) => packageInstallCommand(deb, dpkgLockTimeout()) } }))
+        out.push(
+          synapseRelease({
+            ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version),
+            method: 'apt',
+            apt: { source: aptSourceFact, install: (deb) => packageInstallCommand(deb, dpkgLockTimeout()) },
+          }),
+        )
       }
       out.push(
         aptPackages({
           packages: [{ name: SYNAPSE_PACKAGE, version: installed ? undefined : debVersion }],
-          debconf: [`matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`, `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`],
+          debconf: [
+            `matrix-synapse-py3 matrix-synapse/server-name string ${v.serverName}`,
+            `matrix-synapse-py3 matrix-synapse/report-stats boolean ${v.synapse.reportStats}`,
+          ],
           provides: { units: [SYNAPSE_UNIT], paths: [SYNAPSE_CONFIG_DIR, VENV_LINK] },
           // The package's postinst would start main on its own SQLite config (a stray homeserver.db):
           // main starts once its configuration is written, by the service resource below.
@@ -216,7 +271,8 @@ export const synapseTask: Task = {
     } else {
       // The inventory loader read and validated it (or refused the inventory): pip installs only a locked set.
       const lock = v.synapse.lock
-      if (!lock) throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
+      if (!lock)
+        throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
       const version = lock.synapseVersion
       out.push(
         ...pipHostBase(),
@@ -224,7 +280,14 @@ export const synapseTask: Task = {
         synapseRelease({
           ...releaseSpec(ctx.host, ctx.inventory, version),
           method: 'pip',
-          installAt: (path) => pythonVirtualenv({ path, lock, packageName: 'matrix-synapse', wheelhouse: v.synapse.wheelhouse, indexUrl: v.synapse.pipIndexUrl }),
+          installAt: (path) =>
+            pythonVirtualenv({
+              path,
+              lock,
+              packageName: 'matrix-synapse',
+              wheelhouse: v.synapse.wheelhouse,
+              indexUrl: v.synapse.pipIndexUrl,
+            }),
           lock,
           controllerCode: v.synapse.wheelhouse ? codeSchemaOfWheelhouse(v.synapse.wheelhouse) : undefined,
         }),
@@ -239,7 +302,8 @@ export const synapseTask: Task = {
       directory({ path: mediaStorePathOf(v), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
       directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     )
-    if (v.synapse.install === 'pip') out.push(file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
+    if (v.synapse.install === 'pip')
+      out.push(file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
     v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
     // Before the shared config changes: a worker that left the set must not keep writing a stream
     // the new config gives to another process.
@@ -262,21 +326,30 @@ export const synapseTask: Task = {
     }
     const SIGNING_KEY = signingKeyPathOf(v)
     // apt: the drop-in on the package's unit (target membership, no --generate-keys at each start).
-    if (v.synapse.install === 'apt') out.push(directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }), file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }))
+    if (v.synapse.install === 'apt')
+      out.push(
+        directory({ path: SYNAPSE_UNIT_DROP_IN_PATH.replace(/\/[^/]+$/, '') }),
+        file({ path: SYNAPSE_UNIT_DROP_IN_PATH, content: renderSynapseServiceDropIn() }),
+      )
     out.push(
       // The inventory's key (a homeserver on several hosts: each gets the same), or, unset, a key that
       // exists (the package's, an adopted server's made by hand) keeps its bytes; only its owner,
       // group and mode are set.
       v.synapse.signingKey
-        ? signingKeyFromSecret({ path: SIGNING_KEY, key: ctx.secret(v.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' })
+        ? signingKeyFromSecret({
+            path: SIGNING_KEY,
+            key: ctx.secret(v.synapse.signingKey),
+            owner: 'matrix-synapse',
+            group: 'matrix-synapse',
+          })
         : signingKey({
-        path: SIGNING_KEY,
-        python: SYNAPSE_PYTHON,
-        configArgs: CONFIG_ARGS,
-        owner: 'matrix-synapse',
-        group: 'matrix-synapse',
-        mode: 0o600,
-      }),
+            path: SIGNING_KEY,
+            python: SYNAPSE_PYTHON,
+            configArgs: CONFIG_ARGS,
+            owner: 'matrix-synapse',
+            group: 'matrix-synapse',
+            mode: 0o600,
+          }),
       service({ unit: SYNAPSE_UNIT, watch, validate: VALIDATE_CONFIG }),
     )
     return out
@@ -294,12 +367,21 @@ export const synapseTask: Task = {
 export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resource[] {
   if (home.synapse.install !== 'pip') throw new Error('a worker host installs Synapse with the pip method: set synapse.install: pip')
   const lock = home.synapse.lock
-  if (!lock) throw new Error('a worker host installs the Synapse lock of its homeserver, which the inventory loader reads: load the inventory with locks')
+  if (!lock)
+    throw new Error(
+      'a worker host installs the Synapse lock of its homeserver, which the inventory loader reads: load the inventory with locks',
+    )
   if (!home.synapse.signingKey) throw new Error('a worker host needs synapse.signingKey (the inventory loader asks for it)')
   const version = lock.synapseVersion
   const out: Resource[] = [
     ...pipHostBase(),
-    pythonVirtualenv({ path: versionedVenv(version), lock, packageName: 'matrix-synapse', wheelhouse: home.synapse.wheelhouse, indexUrl: home.synapse.pipIndexUrl }),
+    pythonVirtualenv({
+      path: versionedVenv(version),
+      lock,
+      packageName: 'matrix-synapse',
+      wheelhouse: home.synapse.wheelhouse,
+      indexUrl: home.synapse.pipIndexUrl,
+    }),
     symlink({ path: VENV_LINK, target: versionedVenv(version) }),
     directory({ path: SYNAPSE_CONFIG_DIR, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
     directory({ path: SYNAPSE_CONF_D, mode: 0o755 }),
@@ -313,9 +395,24 @@ export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resou
   const shared = configFiles.find((f) => f.path.endsWith('/40-workers.yaml'))!
   // The synapse host stopped these already (through the run's connection); planned here too, so this
   // host's later service resources read the units' state again and start them.
-  out.push(stopWorkersBeforeSharedChange({ path: shared.path, content: shared.content, localUnits: workerUnits(ctx.inventory, ctx.host.name), remote: [] }))
-  for (const f of configFiles) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
-  out.push(signingKeyFromSecret({ path: signingKeyPathOf(home), key: ctx.secret(home.synapse.signingKey), owner: 'matrix-synapse', group: 'matrix-synapse' }))
+  out.push(
+    stopWorkersBeforeSharedChange({
+      path: shared.path,
+      content: shared.content,
+      localUnits: workerUnits(ctx.inventory, ctx.host.name),
+      remote: [],
+    }),
+  )
+  for (const f of configFiles)
+    out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+  out.push(
+    signingKeyFromSecret({
+      path: signingKeyPathOf(home),
+      key: ctx.secret(home.synapse.signingKey),
+      owner: 'matrix-synapse',
+      group: 'matrix-synapse',
+    }),
+  )
   return out
 }
 

@@ -22,6 +22,8 @@ os.execvpe(sys.argv[3], sys.argv[3:], env)
 
 export function dumpToFile(spec: { postgresLocal: boolean; database: string }, file: string): ShellCommand {
   const partial = `${file}.partial`
-  const dump = spec.postgresLocal ? databaseDumpCommand(spec.database) : pythonScript(SYNAPSE_PYTHON, REMOTE_DUMP_PY, [HOMESERVER_YAML, SYNAPSE_CONF_D, ...pgDumpArgs(spec.database)])
+  const dump = spec.postgresLocal
+    ? databaseDumpCommand(spec.database)
+    : pythonScript(SYNAPSE_PYTHON, REMOTE_DUMP_PY, [HOMESERVER_YAML, SYNAPSE_CONF_D, ...pgDumpArgs(spec.database)])
   return sh`mkdir -p -m 0700 ${file.replace(/\/[^/]+$/, '') || '/'} && umask 077 && ${dump} > ${partial} && mv -f ${partial} ${file} && stat -c %s ${file}`
 }

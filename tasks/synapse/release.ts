@@ -31,13 +31,21 @@ import { canRun, compareVersions, rollbackWindow, schemaChange, type CodeSchema,
 import { codeSchemaCommand, databaseSchemaCommand, parseCodeSchema, parseDatabaseSchema } from './schema-probe.js'
 import { rollBack } from './rollback.js'
 import { afterFailedInstall, plannedDebVersion, SYNAPSE_PACKAGE, type AptSourceState } from './apt-package.js'
-import { AFTER_SWITCH, linkCommand, RELEASE_STATE, startUnit, StepRunner, versionOfVenv, writeRecord, type ReleaseRecord } from './switch.js'
+import {
+  AFTER_SWITCH,
+  linkCommand,
+  RELEASE_STATE,
+  startUnit,
+  StepRunner,
+  versionOfVenv,
+  writeRecord,
+  type ReleaseRecord,
+} from './switch.js'
 
 export const VENV_LINK = '/opt/venvs/matrix-synapse'
 export const versionedVenv = (version: string) => `${VENV_LINK}-${version}`
 export const MAIN_UNIT = 'matrix-synapse.service'
 const ETC = '/etc/matrix-synapse'
-
 
 export interface ReleaseState {
   /** /opt/venvs/matrix-synapse: a symlink (to this name), a plain directory (the old layout), or nothing. */
@@ -158,7 +166,8 @@ interface Planned {
 
 /** Another host's connection in this run (a worker host): the engine's ApplyContext.peer. */
 async function peerOf(ctx: ApplyContext, host: string): Promise<Connection> {
-  if (!ctx.peer) throw new Error(`the workers on ${host} must be stopped before main switches, but this command has no connection to ${host}`)
+  if (!ctx.peer)
+    throw new Error(`the workers on ${host} must be stopped before main switches, but this command has no connection to ${host}`)
   return ctx.peer(host)
 }
 
@@ -185,19 +194,29 @@ export function synapseRelease(spec: ReleaseSpec): Resource {
   const stepsAround = (from: string | undefined, body: Step[], on = spec.version): Step[] => [
     ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
     ...(spec.remoteWorkers ?? []).flatMap((r) =>
-      r.units.map((u): Step => ({ kind: 'stop', target: u, host: r.host, summary: `stop ${u} on ${r.host} (that host's run switches it to ${spec.version} and starts it once main is up)` })),
+      r.units.map((u): Step => ({
+        kind: 'stop',
+        target: u,
+        host: r.host,
+        summary: `stop ${u} on ${r.host} (that host's run switches it to ${spec.version} and starts it once main is up)`,
+      })),
     ),
     ...body,
-    { kind: 'start', target: MAIN_UNIT, summary: `${spec.method === 'apt' ? 'restart' : 'start'} ${MAIN_UNIT} on ${on}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas${spec.method === 'apt' ? ' (its only restart in this change)' : ''}` },
+    {
+      kind: 'start',
+      target: MAIN_UNIT,
+      summary: `${spec.method === 'apt' ? 'restart' : 'start'} ${MAIN_UNIT} on ${on}${from ? ` (was ${from})` : ''}: main alone applies the schema deltas${spec.method === 'apt' ? ' (its only restart in this change)' : ''}`,
+    },
     { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl} (migrations done)` },
     ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${on}` })),
     { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
   ]
 
-// Each step kind, done as the dry run described it.
-async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped: string } | void> {
+  // Each step kind, done as the dry run described it.
+  async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped: string } | void> {
     const { conn } = ctx
-    const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) => (await conn.run(command, { timeoutMs, what })).stdout.trim()
+    const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) =>
+      (await conn.run(command, { timeoutMs, what })).stdout.trim()
     switch (step.kind) {
       case 'adopt':
         await run(sh`mv -T ${VENV_LINK} ${step.target} && ${linkCommand(step.target)}`, 'moving the plain venv to its versioned name')
@@ -208,11 +227,13 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         await planned.installer.apply(planned.installChange, ctx)
         return
       case 'check-config':
-        for (const c of spec.configChecks(`${step.target}/bin/python`)) await run(c, `Synapse ${spec.version} in ${step.target} rejects the live configuration (${c.text})`, 180_000)
+        for (const c of spec.configChecks(`${step.target}/bin/python`))
+          await run(c, `Synapse ${spec.version} in ${step.target} rejects the live configuration (${c.text})`, 180_000)
         return 'the new code accepts the live configuration'
       case 'backup': {
         let next = planned.next
-        if (!next && spec.method === 'pip') next = parseCodeSchema(await run(codeSchemaCommand(`${target}/bin/python`), 'reading the new code schema version'))
+        if (!next && spec.method === 'pip')
+          next = parseCodeSchema(await run(codeSchemaCommand(`${target}/bin/python`), 'reading the new code schema version'))
         if (next && spec.method === 'pip') {
           const change = schemaChange(planned.db, next)
           if (!change.changes) return { skipped: 'no schema delta pending: no dump needed' }
@@ -231,7 +252,13 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         return
       case 'switch':
         await run(linkCommand(step.target), `switching ${VENV_LINK}`)
-        await writeRecord(conn, { active: step.target, previous: planned.fromVenv, backup: planned.dump, ...(planned.db ? { before: planned.db } : {}), switchedAt: new Date().toISOString() })
+        await writeRecord(conn, {
+          active: step.target,
+          previous: planned.fromVenv,
+          backup: planned.dump,
+          ...(planned.db ? { before: planned.db } : {}),
+          switchedAt: new Date().toISOString(),
+        })
         return `${VENV_LINK} -> ${step.target}`
       case 'apt-install':
         await run(spec.apt!.install(planned.debVersion!), `installing ${SYNAPSE_PACKAGE}=${planned.debVersion}`, 1_200_000)
@@ -261,7 +288,13 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
     }
   }
 
-  async function rebuildPlan(ctx: Parameters<Resource['plan']>[0], s: ReleaseState, live: string, drift: LockDrift, before: Step[]): Promise<Change> {
+  async function rebuildPlan(
+    ctx: Parameters<Resource['plan']>[0],
+    s: ReleaseState,
+    live: string,
+    drift: LockDrift,
+    before: Step[],
+  ): Promise<Change> {
     const r = await rebuildChange({ id, spec, ctx, venvs: s.venvs, live, drift, before, stepsAround })
     planned = { from: spec.version, fromVenv: live, db: null, installer: r.installer, installChange: r.installChange, rebuilt: r.venv }
     return r.change
@@ -269,13 +302,22 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
 
   return {
     id,
-    facts: () => [state, targetCode, activeCode, databaseSchemaFact, ...(install?.facts() ?? []), ...(liveContents ? [liveContents] : []), ...(spec.apt ? [spec.apt.source] : [])],
+    facts: () => [
+      state,
+      targetCode,
+      activeCode,
+      databaseSchemaFact,
+      ...(install?.facts() ?? []),
+      ...(liveContents ? [liveContents] : []),
+      ...(spec.apt ? [spec.apt.source] : []),
+    ],
     async plan(ctx) {
       const s = ctx.facts.get(state)
       const active = s.active
       const debVersion = spec.apt ? plannedDebVersion(spec.version, ctx.facts.get(spec.apt.source), active) : undefined // refuses an absent version before anything stops
       const linkTarget = s.link.kind === 'link' ? s.link.target : undefined
-      const liveVenv = linkTarget === undefined ? undefined : linkTarget.startsWith('/') ? linkTarget : `${VENV_LINK.replace(/[^/]+$/, '')}${linkTarget}`
+      const liveVenv =
+        linkTarget === undefined ? undefined : linkTarget.startsWith('/') ? linkTarget : `${VENV_LINK.replace(/[^/]+$/, '')}${linkTarget}`
       const drift = (): LockDrift | undefined => {
         const venv = liveContents && spec.lock ? ctx.facts.get(liveContents) : null
         const d = venv ? lockDrift(spec.lock!, venv) : undefined
@@ -295,20 +337,50 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
         if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
         steps.push({ kind: 'switch', target, summary: `link ${VENV_LINK} -> ${target}` })
         ctx.predicted.paths.add(VENV_LINK)
-        return { resource: id, kind: 'virtualenv', action: 'create', summary: `install Synapse ${spec.version} side by side in ${target}, ${VENV_LINK} linked to it`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+        return {
+          resource: id,
+          kind: 'virtualenv',
+          action: 'create',
+          summary: `install Synapse ${spec.version} side by side in ${target}, ${VENV_LINK} linked to it`,
+          touches: [VENV_LINK],
+          backupPaths: [],
+          reach: 'anything',
+          steps,
+        }
       }
       // The old layout: the running code sits in a plain directory. Give it its versioned name first.
       if (spec.method === 'pip' && s.link.kind === 'dir') {
-        steps.push({ kind: 'adopt', target: versionedVenv(active), summary: `move the plain venv ${VENV_LINK} (${active}) to ${versionedVenv(active)} and link ${VENV_LINK} to it (the running code stays in place)` })
+        steps.push({
+          kind: 'adopt',
+          target: versionedVenv(active),
+          summary: `move the plain venv ${VENV_LINK} (${active}) to ${versionedVenv(active)} and link ${VENV_LINK} to it (the running code stays in place)`,
+        })
         if (active === spec.version) {
           const d = drift()
-          if (d) return rebuildPlan(ctx, { ...s, venvs: [...s.venvs, { path: versionedVenv(active), mtime: 0 }] }, versionedVenv(active), d, steps)
-          return { resource: id, kind: 'virtualenv', action: 'update', summary: `move Synapse ${active} to the side-by-side layout`, touches: [VENV_LINK], backupPaths: [], reach: 'anything', steps }
+          if (d)
+            return rebuildPlan(
+              ctx,
+              { ...s, venvs: [...s.venvs, { path: versionedVenv(active), mtime: 0 }] },
+              versionedVenv(active),
+              d,
+              steps,
+            )
+          return {
+            resource: id,
+            kind: 'virtualenv',
+            action: 'update',
+            summary: `move Synapse ${active} to the side-by-side layout`,
+            touches: [VENV_LINK],
+            backupPaths: [],
+            reach: 'anything',
+            steps,
+          }
         }
       }
       planned.fromVenv = liveVenv && s.link.kind === 'link' ? liveVenv : versionedVenv(active)
       const dbFact = ctx.facts.get(databaseSchemaFact)
-      if (isError(dbFact)) throw new Error(`cannot read the database's schema version with ${VENV_LINK} and the live configuration: ${dbFact.error}`)
+      if (isError(dbFact))
+        throw new Error(`cannot read the database's schema version with ${VENV_LINK} and the live configuration: ${dbFact.error}`)
       planned.db = dbFact
       const haveTarget = ctx.facts.get(targetCode)
       const next = (haveTarget && !isError(haveTarget) ? haveTarget : undefined) ?? spec.controllerCode
@@ -318,35 +390,78 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
       const downgrade = compareVersions(spec.version, active) < 0
       if (next) {
         const run = canRun(dbFact, next)
-        if (!run.ok) throw new Error(`refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${s.record?.backup ? `, or restore the backup ${s.record.backup}` : ''}.`)
+        if (!run.ok)
+          throw new Error(
+            `refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${s.record?.backup ? `, or restore the backup ${s.record.backup}` : ''}.`,
+          )
       }
       if (spec.method === 'pip') {
         if (install) Object.assign(planned, { installer: install, installChange: (await install.plan(ctx)) ?? undefined })
         if (planned.installChange) steps.push({ kind: 'install', target, summary: planned.installChange.summary })
-        steps.push({ kind: 'check-config', target, summary: `parse the live configuration with ${spec.version}'s code (${target}/bin/python -m synapse.config), main and every worker` })
+        steps.push({
+          kind: 'check-config',
+          target,
+          summary: `parse the live configuration with ${spec.version}'s code (${target}/bin/python -m synapse.config), main and every worker`,
+        })
       }
       const change = next ? schemaChange(dbFact, next) : undefined
       const dump = dumpPath(spec.backupDir, active, spec.version, s.dumps)
       if (!change || change.changes || spec.method === 'apt') {
         const needKiB = Math.ceil((dbFact?.sizeBytes ?? 0) / 1024)
-        if (change?.changes && needKiB > s.backupFreeKiB) throw new Error(`not enough space for the database dump before the schema migration: ${spec.backupDir} has ${s.backupFreeKiB} KiB free, the database is ${needKiB} KiB; free space or set synapse.backupDir`)
+        if (change?.changes && needKiB > s.backupFreeKiB)
+          throw new Error(
+            `not enough space for the database dump before the schema migration: ${spec.backupDir} has ${s.backupFreeKiB} KiB free, the database is ${needKiB} KiB; free space or set synapse.backupDir`,
+          )
         planned.dump = dump
-        const why = change ? `${change.pending.length} schema delta(s) pending: ${change.pending.join(', ') || `schema_version ${dbFact?.version} -> ${next!.schemaVersion}`}` : undefined
+        const why = change
+          ? `${change.pending.length} schema delta(s) pending: ${change.pending.join(', ') || `schema_version ${dbFact?.version} -> ${next!.schemaVersion}`}`
+          : undefined
         steps.push({
           kind: 'backup',
           target: dump,
           summary: `pg_dump -Fc (without e2e_one_time_keys_json data) to ${dump}, and the signing key to ${dump.replace(/\.dump$/, '.signing.key')}${why ? ` (${why})` : ''}`,
-          ...(!change ? { uncertain: spec.method === 'apt' ? "the package's schema is known only once it is unpacked: dumped before every apt upgrade" : "the new code's schema is known only once its venv is installed: skipped if no delta is pending" } : {}),
+          ...(!change
+            ? {
+                uncertain:
+                  spec.method === 'apt'
+                    ? "the package's schema is known only once it is unpacked: dumped before every apt upgrade"
+                    : "the new code's schema is known only once its venv is installed: skipped if no delta is pending",
+              }
+            : {}),
         })
       }
       const window = next && planned.previousCode ? rollbackWindow(dbFact, planned.previousCode, next) : undefined
-      if (spec.method === 'pip') steps.push(...stepsAround(active, [{ kind: 'switch', target, summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${planned.fromVenv} stays for rollback)` }]))
-      else steps.push(...stepsAround(active, [{ kind: 'apt-install', target: `${SYNAPSE_PACKAGE} ${debVersion}`, summary: `install ${SYNAPSE_PACKAGE}=${debVersion} (was ${active}) and hold it there; its postinst does not restart main (a policy-rc.d guard for this one apt run): main keeps serving ${active} until the restart below` }]))
+      if (spec.method === 'pip')
+        steps.push(
+          ...stepsAround(active, [
+            {
+              kind: 'switch',
+              target,
+              summary: `switch ${VENV_LINK} -> ${target} (one atomic rename; ${planned.fromVenv} stays for rollback)`,
+            },
+          ]),
+        )
+      else
+        steps.push(
+          ...stepsAround(active, [
+            {
+              kind: 'apt-install',
+              target: `${SYNAPSE_PACKAGE} ${debVersion}`,
+              summary: `install ${SYNAPSE_PACKAGE}=${debVersion} (was ${active}) and hold it there; its postinst does not restart main (a policy-rc.d guard for this one apt run): main keeps serving ${active} until the restart below`,
+            },
+          ]),
+        )
       if (spec.method === 'pip') {
         const venvs = [...s.venvs.filter((v) => v.path !== target), { path: target, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
-        if (s.link.kind === 'dir' && !venvs.some((v) => v.path === versionedVenv(active))) venvs.splice(1, 0, { path: versionedVenv(active), mtime: 0 })
+        if (s.link.kind === 'dir' && !venvs.some((v) => v.path === versionedVenv(active)))
+          venvs.splice(1, 0, { path: versionedVenv(active), mtime: 0 })
         const prune = venvsToPrune(venvs, target, planned.fromVenv, spec.keepVenvs)
-        if (prune.length) steps.push({ kind: 'prune', target: prune.join(' '), summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
+        if (prune.length)
+          steps.push({
+            kind: 'prune',
+            target: prune.join(' '),
+            summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)`,
+          })
       }
       ctx.predicted.paths.add(VENV_LINK)
       return {
@@ -379,18 +494,43 @@ async function doStep(step: Step, ctx: ApplyContext): Promise<string | { skipped
             if (r?.code !== 0) stillStopped.push(`${x.target}${x.host === undefined ? '' : ` on ${x.host}`}`)
           }
           // A worker that did not start again is a change to what runs: say so instead of "nothing changed".
-          if (stillStopped.length) throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`, { cause: error })
-          if (planned.rebuilt && i < switchedAt) throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
-          throw new Error(`${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`)
+          if (stillStopped.length)
+            throw new Error(`${message}; could not start ${stillStopped.join(', ')} again (see journalctl)`, { cause: error })
+          if (planned.rebuilt && i < switchedAt)
+            throw await rebuildFailedBeforeSwitch(ctx.conn, message, planned as Required<Pick<Planned, 'from' | 'fromVenv' | 'rebuilt'>>)
+          throw new Error(
+            `${message}${i < switchedAt ? `; nothing running was changed (Synapse ${planned.from ?? ''} keeps serving)` : ''}`,
+          )
         }
-        if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from) throw new Error(await afterFailedInstall(ctx.conn, { message, from: planned.from, debVersion: planned.debVersion!, dump: planned.dump, stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'), runner: run.withRollback(), peer: (h) => peerOf(ctx, h) }), { cause: error })
-        if (spec.method !== 'pip' || !planned.from) throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
+        if (spec.method === 'apt' && steps[i]?.kind === 'apt-install' && planned.from)
+          throw new Error(
+            await afterFailedInstall(ctx.conn, {
+              message,
+              from: planned.from,
+              debVersion: planned.debVersion!,
+              dump: planned.dump,
+              stopped: steps.slice(0, i).filter((y) => y.kind === 'stop'),
+              runner: run.withRollback(),
+              peer: (h) => peerOf(ctx, h),
+            }),
+            { cause: error },
+          )
+        if (spec.method !== 'pip' || !planned.from)
+          throw new Error(`${message}; the apt method cannot roll back by itself${planned.dump ? `; the backup is ${planned.dump}` : ''}`)
         // The newer code served once main answered /health (workers and clients may have written since).
         const served = steps.slice(0, i).some((x) => x.kind === 'wait-health')
-        const back = await rollBack(ctx.conn, spec, versionOfVenv(planned.fromVenv ?? versionedVenv(planned.from)), run, planned.dump, { served, consent: false, ...(planned.db ? { before: planned.db } : {}) })
+        const back = await rollBack(ctx.conn, spec, versionOfVenv(planned.fromVenv ?? versionedVenv(planned.from)), run, planned.dump, {
+          served,
+          consent: false,
+          ...(planned.db ? { before: planned.db } : {}),
+        })
         const remote = (spec.remoteWorkers ?? []).filter((r) => r.units.length).map((r) => r.host)
-        const what = planned.rebuilt ? `switching Synapse ${spec.version} to the rebuilt ${planned.rebuilt}` : `upgrade ${planned.from} -> ${spec.version}`
-        throw new Error(`${what} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`)
+        const what = planned.rebuilt
+          ? `switching Synapse ${spec.version} to the rebuilt ${planned.rebuilt}`
+          : `upgrade ${planned.from} -> ${spec.version}`
+        throw new Error(
+          `${what} failed: ${message}; ${back}${remote.length ? `; the workers on ${remote.join(', ')} stay stopped until a run succeeds` : ''}`,
+        )
       }
     },
   }

@@ -13,7 +13,14 @@ import { AFTER_RESTORE_SQL, databaseRestoreCommand } from '../../src/synapse/bac
 import { SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT as MAIN_UNIT, VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
 import { httpOnHost } from '../common/checks.js'
 import { decideRollback, type DatabaseSchema, type RollbackDecision } from './schema-compat.js'
-import { codeSchemaCommand, databaseSchemaCommand, knownUpdatesCommand, parseCodeSchema, parseDatabaseSchema, parseKnownUpdates } from './schema-probe.js'
+import {
+  codeSchemaCommand,
+  databaseSchemaCommand,
+  knownUpdatesCommand,
+  parseCodeSchema,
+  parseDatabaseSchema,
+  parseKnownUpdates,
+} from './schema-probe.js'
 import { AFTER_SWITCH, linkCommand, startUnit, writeRecord, type StepRunner } from './switch.js'
 
 /** What the rollback needs of the release's settings (ReleaseSpec has them). */
@@ -29,12 +36,23 @@ export interface RollbackSpec {
 }
 
 /** The rollback order: the upgrade's, pointing back at the previous venv. */
-export function rollbackSteps(spec: RollbackSpec, from: string, to: string, restore?: Extract<RollbackDecision, { action: 'restore' }>): Step[] {
+export function rollbackSteps(
+  spec: RollbackSpec,
+  from: string,
+  to: string,
+  restore?: Extract<RollbackDecision, { action: 'restore' }>,
+): Step[] {
   return [
     ...spec.workerUnits.map((u): Step => ({ kind: 'stop', target: u, summary: `stop ${u}` })),
     { kind: 'stop', target: MAIN_UNIT, summary: `stop ${MAIN_UNIT} (${from})` },
     ...(restore
-      ? [{ kind: 'restore-dump', target: restore.dump, summary: `restore ${restore.dump} into a new database and swap it in for ${spec.database} (the newer one is kept renamed); loses ${restore.lost}` } satisfies Step]
+      ? [
+          {
+            kind: 'restore-dump',
+            target: restore.dump,
+            summary: `restore ${restore.dump} into a new database and swap it in for ${spec.database} (the newer one is kept renamed); loses ${restore.lost}`,
+          } satisfies Step,
+        ]
       : []),
     { kind: 'switch', target: versionedVenv(to), summary: `switch ${VENV_LINK} back -> ${versionedVenv(to)}` },
     { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${to}` },
@@ -43,7 +61,6 @@ export function rollbackSteps(spec: RollbackSpec, from: string, to: string, rest
     { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
   ]
 }
-
 
 export interface RollbackOptions {
   /** The newer code answered /health since the switch (a restore loses its writes). */
@@ -59,21 +76,48 @@ export interface RollbackOptions {
  * What going back to the code of `to` needs, decided from the live database (decideRollback in
  * schema-compat.ts): read with that venv's Python, with the update names that code registers.
  */
-export async function rollbackDecision(conn: Connection, spec: RollbackSpec, to: string, backup: string | undefined, options: RollbackOptions): Promise<RollbackDecision> {
+export async function rollbackDecision(
+  conn: Connection,
+  spec: RollbackSpec,
+  to: string,
+  backup: string | undefined,
+  options: RollbackOptions,
+): Promise<RollbackDecision> {
   const py = `${versionedVenv(to)}/bin/python`
   const codeOut = await conn.run(sh`[ -x ${py} ] && ${codeSchemaCommand(py)}`, { allowFailure: true })
   if (codeOut.code !== 0) return { action: 'refuse', reason: `${versionedVenv(to)} is not a usable venv (removed, or never installed)` }
   const code = parseCodeSchema(codeOut.stdout)
-  const dbOut = await conn.run(sh`${databaseSchemaCommand(py, `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`, `${SYNAPSE_CONFIG_DIR}/conf.d`)} 2>&1`, { allowFailure: true })
-  if (dbOut.code !== 0) return { action: 'refuse', reason: `cannot read the database's schema: ${dbOut.stdout.trim().split('\n').slice(-1)[0]}` }
+  const dbOut = await conn.run(
+    sh`${databaseSchemaCommand(py, `${SYNAPSE_CONFIG_DIR}/homeserver.yaml`, `${SYNAPSE_CONFIG_DIR}/conf.d`)} 2>&1`,
+    { allowFailure: true },
+  )
+  if (dbOut.code !== 0)
+    return { action: 'refuse', reason: `cannot read the database's schema: ${dbOut.stdout.trim().split('\n').slice(-1)[0]}` }
   const now = parseDatabaseSchema(dbOut.stdout)
   if (!now) return { action: 'switch', reason: 'the database has no Synapse schema yet' }
   const knownOut = await conn.run(knownUpdatesCommand(py), { allowFailure: true })
-  if (knownOut.code !== 0) return { action: 'refuse', reason: `cannot read the background updates ${to} registers: ${knownOut.stdout.trim().split('\n').slice(-1)[0]}` }
+  if (knownOut.code !== 0)
+    return {
+      action: 'refuse',
+      reason: `cannot read the background updates ${to} registers: ${knownOut.stdout.trim().split('\n').slice(-1)[0]}`,
+    }
   const known = parseKnownUpdates(knownOut.stdout)
-  const decision = decideRollback({ to: code, knownUpdates: known.names, now, ...(options.before ? { before: options.before } : {}), ...(backup ? { dump: backup } : {}), served: options.served, consent: options.consent, ...(options.since ? { since: options.since } : {}) })
+  const decision = decideRollback({
+    to: code,
+    knownUpdates: known.names,
+    now,
+    ...(options.before ? { before: options.before } : {}),
+    ...(backup ? { dump: backup } : {}),
+    served: options.served,
+    consent: options.consent,
+    ...(options.since ? { since: options.since } : {}),
+  })
   // The dump is restored as the postgres superuser on this host (peer authentication).
-  if (decision.action === 'restore' && !spec.postgresLocal) return { action: 'refuse', reason: `${decision.reason}, but PostgreSQL runs on another host: restore it there with provision restore, or roll forward` }
+  if (decision.action === 'restore' && !spec.postgresLocal)
+    return {
+      action: 'refuse',
+      reason: `${decision.reason}, but PostgreSQL runs on another host: restore it there with provision restore, or roll forward`,
+    }
   return decision
 }
 
@@ -82,13 +126,32 @@ export async function rollbackDecision(conn: Connection, spec: RollbackSpec, to:
  * switch plainly, restore the pre-upgrade dump first, or refuse. Returns what the report says; throws
  * nothing of its own when it refuses.
  */
-export async function rollBack(conn: Connection, spec: RollbackSpec, to: string, runner: StepRunner, backup: string | undefined, options: RollbackOptions): Promise<string> {
+export async function rollBack(
+  conn: Connection,
+  spec: RollbackSpec,
+  to: string,
+  runner: StepRunner,
+  backup: string | undefined,
+  options: RollbackOptions,
+): Promise<string> {
   return (await rollBackTo(conn, spec, to, runner, backup, options)).message
 }
 
-export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: string, runner: StepRunner, backup: string | undefined, options: RollbackOptions): Promise<{ ok: boolean; message: string; decision: RollbackDecision }> {
+export async function rollBackTo(
+  conn: Connection,
+  spec: RollbackSpec,
+  to: string,
+  runner: StepRunner,
+  backup: string | undefined,
+  options: RollbackOptions,
+): Promise<{ ok: boolean; message: string; decision: RollbackDecision }> {
   const decision = await rollbackDecision(conn, spec, to, backup, options)
-  if (decision.action === 'refuse') return { ok: false, decision, message: `NOT rolled back to ${to}: ${decision.reason}${backup && !decision.reason.includes(backup) ? `; the backup is ${backup}` : ''} (README, "Upgrading")` }
+  if (decision.action === 'refuse')
+    return {
+      ok: false,
+      decision,
+      message: `NOT rolled back to ${to}: ${decision.reason}${backup && !decision.reason.includes(backup) ? `; the backup is ${backup}` : ''} (README, "Upgrading")`,
+    }
   const from = (await conn.run(sh`readlink ${VENV_LINK}`, { allowFailure: true })).stdout.trim().replace(/^matrix-synapse-/, '')
   const rb = runner.withRollback()
   try {
@@ -115,10 +178,19 @@ export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: strin
       })
     }
   } catch (error) {
-    return { ok: false, decision, message: `rolling back to ${to} failed too: ${error instanceof Error ? error.message : String(error)}; the backup is ${backup ?? '(none was taken)'}` }
+    return {
+      ok: false,
+      decision,
+      message: `rolling back to ${to} failed too: ${error instanceof Error ? error.message : String(error)}; the backup is ${backup ?? '(none was taken)'}`,
+    }
   }
-  const how = decision.action === 'restore' ? `after restoring ${decision.dump} (${decision.reason}; lost: ${decision.lost})` : `(${decision.reason})`
-  return { ok: true, decision, message: `rolled back to ${to} ${how}: Synapse ${to} is serving again${backup && decision.action !== 'restore' ? `; the backup taken before the upgrade is ${backup}` : ''}` }
+  const how =
+    decision.action === 'restore' ? `after restoring ${decision.dump} (${decision.reason}; lost: ${decision.lost})` : `(${decision.reason})`
+  return {
+    ok: true,
+    decision,
+    message: `rolled back to ${to} ${how}: Synapse ${to} is serving again${backup && decision.action !== 'restore' ? `; the backup taken before the upgrade is ${backup}` : ''}`,
+  }
 }
 
 /**
@@ -128,8 +200,12 @@ export async function rollBackTo(conn: Connection, spec: RollbackSpec, to: strin
 async function restoreDump(conn: Connection, spec: RollbackSpec, dump: string): Promise<string> {
   const restoring = `${spec.database}_restoring`
   const kept = `${spec.database}_rolled_back_${new Date().toISOString().replace(/\D/g, '').slice(0, 14)}`
-  const psql = async (db: string, sql: string) => await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql, what: `psql on ${db}` })
-  await psql('postgres', `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(spec.databaseOwner)};`)
+  const psql = async (db: string, sql: string) =>
+    await conn.run(sh`cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ${db} -f -`, { stdin: sql, what: `psql on ${db}` })
+  await psql(
+    'postgres',
+    `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(spec.databaseOwner)};`,
+  )
   await conn.run(sh`${databaseRestoreCommand(restoring, spec.databaseOwner)} < ${dump}`, { timeoutMs: 3_600_000 })
   await psql(restoring, AFTER_RESTORE_SQL)
   await psql(

@@ -75,9 +75,15 @@ export interface Compatibility {
 export function canRun(db: DatabaseSchema | null, code: CodeSchema): Compatibility {
   if (!db) return { ok: true, reason: 'the database has no Synapse schema yet' }
   if (db.compatVersion !== null && db.compatVersion > code.schemaVersion) {
-    return { ok: false, reason: `the database's schema_compat_version is ${db.compatVersion}, newer than Synapse ${code.version} understands (its SCHEMA_VERSION is ${code.schemaVersion})` }
+    return {
+      ok: false,
+      reason: `the database's schema_compat_version is ${db.compatVersion}, newer than Synapse ${code.version} understands (its SCHEMA_VERSION is ${code.schemaVersion})`,
+    }
   }
-  return { ok: true, reason: `schema_compat_version ${db.compatVersion ?? 'unset'} <= SCHEMA_VERSION ${code.schemaVersion} of Synapse ${code.version}` }
+  return {
+    ok: true,
+    reason: `schema_compat_version ${db.compatVersion ?? 'unset'} <= SCHEMA_VERSION ${code.schemaVersion} of Synapse ${code.version}`,
+  }
 }
 
 /** The compat version the database records once `code` has started on it. */
@@ -92,8 +98,14 @@ export function compatAfter(db: DatabaseSchema | null, code: CodeSchema): number
 export function rollbackWindow(db: DatabaseSchema | null, previous: CodeSchema, next: CodeSchema): Compatibility {
   const compat = compatAfter(db, next)
   return compat <= previous.schemaVersion
-    ? { ok: true, reason: `after ${next.version} starts, schema_compat_version is ${compat} <= ${previous.schemaVersion} (SCHEMA_VERSION of ${previous.version}): ${previous.version} can still run` }
-    : { ok: false, reason: `after ${next.version} starts, schema_compat_version is ${compat} > ${previous.schemaVersion} (SCHEMA_VERSION of ${previous.version}): going back needs the backup` }
+    ? {
+        ok: true,
+        reason: `after ${next.version} starts, schema_compat_version is ${compat} <= ${previous.schemaVersion} (SCHEMA_VERSION of ${previous.version}): ${previous.version} can still run`,
+      }
+    : {
+        ok: false,
+        reason: `after ${next.version} starts, schema_compat_version is ${compat} > ${previous.schemaVersion} (SCHEMA_VERSION of ${previous.version}): going back needs the backup`,
+      }
 }
 
 /** Compare dotted versions numerically (1.9.0 < 1.10.0); rcN sorts before the release. */
@@ -142,7 +154,11 @@ export type RollbackDecision =
   | { action: 'refuse'; reason: string }
 
 /** What of the database the older code cannot handle (empty: it can run as it is). */
-export function unhandledByOlder(input: Pick<RollbackInput, 'to' | 'knownUpdates' | 'now' | 'before'>): { compat?: string; updates: string[]; newDeltas: string[] } {
+export function unhandledByOlder(input: Pick<RollbackInput, 'to' | 'knownUpdates' | 'now' | 'before'>): {
+  compat?: string
+  updates: string[]
+  newDeltas: string[]
+} {
   const { to, now, before } = input
   // Rows that were pending before the upgrade ran under the older code already: known by evidence too.
   const known = new Set([...input.knownUpdates, ...(before?.backgroundUpdates ?? [])])
@@ -156,15 +172,32 @@ export function unhandledByOlder(input: Pick<RollbackInput, 'to' | 'knownUpdates
 export function decideRollback(input: RollbackInput): RollbackDecision {
   const { to, dump } = input
   const u = unhandledByOlder(input)
-  const deltas = u.newDeltas.length ? `; deltas applied since the upgrade that ${to.version} does not have: ${u.newDeltas.join(', ')} (Synapse keeps such changes readable for older code while schema_compat_version allows it)` : ''
-  if (!u.compat && !u.updates.length) return { action: 'switch', reason: `${canRun(input.now, to).reason}; every pending background update is one ${to.version} registers${deltas}` }
+  const deltas = u.newDeltas.length
+    ? `; deltas applied since the upgrade that ${to.version} does not have: ${u.newDeltas.join(', ')} (Synapse keeps such changes readable for older code while schema_compat_version allows it)`
+    : ''
+  if (!u.compat && !u.updates.length)
+    return {
+      action: 'switch',
+      reason: `${canRun(input.now, to).reason}; every pending background update is one ${to.version} registers${deltas}`,
+    }
   const problems = [
     ...(u.compat ? [u.compat] : []),
-    ...(u.updates.length ? [`background updates ${to.version} does not know are scheduled (${u.updates.join(', ')}): its updater would fail on them 5 times and abort, and run no background update again`] : []),
+    ...(u.updates.length
+      ? [
+          `background updates ${to.version} does not know are scheduled (${u.updates.join(', ')}): its updater would fail on them 5 times and abort, and run no background update again`,
+        ]
+      : []),
   ].join('; ')
-  if (!dump) return { action: 'refuse', reason: `${problems}; no dump was taken before the upgrade: roll forward (fix or pin a newer version) instead` }
-  const lost = input.served ? `every write since ${input.since ?? 'the upgrade'} (the newer code served since then)` : 'nothing: the newer code never answered /health'
-  if (!input.served || input.consent) return { action: 'restore', dump, lost, reason: `${problems}; restore ${dump} (taken just before the upgrade) first` }
+  if (!dump)
+    return {
+      action: 'refuse',
+      reason: `${problems}; no dump was taken before the upgrade: roll forward (fix or pin a newer version) instead`,
+    }
+  const lost = input.served
+    ? `every write since ${input.since ?? 'the upgrade'} (the newer code served since then)`
+    : 'nothing: the newer code never answered /health'
+  if (!input.served || input.consent)
+    return { action: 'restore', dump, lost, reason: `${problems}; restore ${dump} (taken just before the upgrade) first` }
   return {
     action: 'refuse',
     reason: `${problems}. ${dump} holds the database from just before the upgrade; restoring it loses ${lost}. Roll forward (fix or pin a newer version), or accept the loss with provision rollback --restore-dump`,

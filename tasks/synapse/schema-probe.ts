@@ -123,7 +123,8 @@ export function knownUpdatesCommand(python: string): ShellCommand {
 
 export function parseKnownUpdates(stdout: string): KnownUpdates {
   const v = JSON.parse(stdout.trim().split('\n').pop()!) as KnownUpdates
-  if (!Array.isArray(v.names) || typeof v.calls !== 'number') throw new Error(`unexpected background update probe output: ${stdout.slice(0, 200)}`)
+  if (!Array.isArray(v.names) || typeof v.calls !== 'number')
+    throw new Error(`unexpected background update probe output: ${stdout.slice(0, 200)}`)
   return v
 }
 
@@ -137,7 +138,8 @@ export function databaseSchemaCommand(python: string, homeserverYaml: string, co
 
 export function parseCodeSchema(stdout: string): CodeSchema {
   const v = JSON.parse(stdout.trim().split('\n').pop()!) as CodeSchema
-  if (typeof v.schemaVersion !== 'number' || typeof v.compatVersion !== 'number' || !Array.isArray(v.deltas)) throw new Error(`unexpected schema probe output: ${stdout.slice(0, 200)}`)
+  if (typeof v.schemaVersion !== 'number' || typeof v.compatVersion !== 'number' || !Array.isArray(v.deltas))
+    throw new Error(`unexpected schema probe output: ${stdout.slice(0, 200)}`)
   return v
 }
 
@@ -150,7 +152,9 @@ export function codeSchemaOfWheelhouse(dir: string): CodeSchema | undefined {
   const wheel = readdirSync(dir).find((f) => /^matrix_synapse-\d.*\.whl$/.test(f))
   if (!wheel) return undefined
   try {
-    return parseCodeSchema(execFileSync('python3', ['-c', CODE_SCHEMA_PY, join(dir, wheel)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))
+    return parseCodeSchema(
+      execFileSync('python3', ['-c', CODE_SCHEMA_PY, join(dir, wheel)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    )
   } catch {
     // No python3 here or not a readable wheel: the plan then says the backup is decided after the install.
     return undefined

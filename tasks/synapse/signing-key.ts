@@ -36,18 +36,40 @@ export function signingKey(spec: SigningKeySpec): Resource {
     facts: () => [fact],
     async plan(ctx) {
       const s: FileState = ctx.facts.get(fact)
-      if (s.exists && s.type !== 'file') throw new Error(`${spec.path} exists but is a ${s.type}, not the signing key file; move it away first`)
+      if (s.exists && s.type !== 'file')
+        throw new Error(`${spec.path} exists but is a ${s.type}, not the signing key file; move it away first`)
       if (s.exists && s.owner === spec.owner && s.group === spec.group && s.mode === spec.mode) return null
       ctx.predicted.paths.add(spec.path)
-      ctx.predicted.factsAfter.set(fact.id, { exists: true, type: 'file', owner: spec.owner, group: spec.group, mode: spec.mode, sha256: s.sha256 } satisfies FileState)
+      ctx.predicted.factsAfter.set(fact.id, {
+        exists: true,
+        type: 'file',
+        owner: spec.owner,
+        group: spec.group,
+        mode: spec.mode,
+        sha256: s.sha256,
+      } satisfies FileState)
       // Owner and mode only: no backup (no validator reads the key, and it is secret). Synapse's
       // --generate-keys may write other missing files, so a generation reaches anything.
       const change = { resource: id, kind: 'file' as const, touches: [spec.path], backupPaths: [], reach: 'paths' as const }
-      if (s.exists) return { ...change, action: 'update', summary: `set the signing key ${spec.path} to ${want} (it is ${octal(s.mode ?? 0)} ${s.owner}:${s.group})` }
+      if (s.exists)
+        return {
+          ...change,
+          action: 'update',
+          summary: `set the signing key ${spec.path} to ${want} (it is ${octal(s.mode ?? 0)} ${s.owner}:${s.group})`,
+        }
       if (spec.generatedByPackage && ctx.predicted.packages.has(spec.generatedByPackage)) {
-        return { ...change, action: 'update', summary: `set the signing key ${spec.path} to ${want} (the unit of ${spec.generatedByPackage} generates it 0640 when the install starts it)` }
+        return {
+          ...change,
+          action: 'update',
+          summary: `set the signing key ${spec.path} to ${want} (the unit of ${spec.generatedByPackage} generates it 0640 when the install starts it)`,
+        }
       }
-      return { ...change, action: 'create', reach: 'anything', summary: `generate the server's signing key ${spec.path} (${want}, kept across runs)` }
+      return {
+        ...change,
+        action: 'create',
+        reach: 'anything',
+        summary: `generate the server's signing key ${spec.path} (${want}, kept across runs)`,
+      }
     },
     async apply(_change, ctx) {
       const { path, owner, group, mode } = spec
@@ -73,10 +95,18 @@ export function signingKeyFromSecret(spec: { path: string; key: Secret; owner: s
     async plan(ctx) {
       const s: FileState = ctx.facts.get(fileState(spec.path))
       if (s.exists && s.type === 'file' && s.sha256 !== undefined && s.sha256 !== sha) {
-        throw new Error(`${spec.path} holds another signing key than synapse.signingKey: the server's identity is not replaced; put the key of this host into synapse.signingKey (or move the file away on purpose)`)
+        throw new Error(
+          `${spec.path} holds another signing key than synapse.signingKey: the server's identity is not replaced; put the key of this host into synapse.signingKey (or move the file away on purpose)`,
+        )
       }
       const change = await inner.plan(ctx)
-      return change ? { ...change, resource: `signing-key:${spec.path}`, summary: change.summary.replace(/^create /, 'write the signing key from synapse.signingKey to ') } : null
+      return change
+        ? {
+            ...change,
+            resource: `signing-key:${spec.path}`,
+            summary: change.summary.replace(/^create /, 'write the signing key from synapse.signingKey to '),
+          }
+        : null
     },
   }
 }

@@ -14,7 +14,9 @@ import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
 
 /** A venv of `version`: its first one, or one rebuilt beside it from the lock (`-r2`, `-r3`, ...). */
-export const isVenvOf = (path: string, version: string) => path === versionedVenv(version) || (path.startsWith(`${versionedVenv(version)}-r`) && /^\d+$/.test(path.slice(versionedVenv(version).length + 2)))
+export const isVenvOf = (path: string, version: string) =>
+  path === versionedVenv(version) ||
+  (path.startsWith(`${versionedVenv(version)}-r`) && /^\d+$/.test(path.slice(versionedVenv(version).length + 2)))
 /** The name a rebuild of `version`'s venv gets: the first `-rN` no directory holds (a failed one is removed, never reused half-built). */
 export function rebuiltVenv(version: string, venvs: { path: string }[]): string {
   for (let n = 2; ; n++) if (!venvs.some((v) => v.path === `${versionedVenv(version)}-r${n}`)) return `${versionedVenv(version)}-r${n}`
@@ -43,7 +45,9 @@ export interface RebuildInput {
 }
 
 /** The plan of a rebuild: the new venv's name, its installer and install change, and the release change. */
-export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; venv: string; installer: Resource; installChange?: Change }> {
+export async function rebuildChange(
+  x: RebuildInput,
+): Promise<{ change: Change; venv: string; installer: Resource; installChange?: Change }> {
   const { spec, ctx, live, drift } = x
   if (!spec.installAt || !spec.lock) throw new Error('a pip release with a lock needs its installer (installAt)')
   const venv = rebuiltVenv(spec.version, x.venvs)
@@ -57,12 +61,31 @@ export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; 
   const steps: Step[] = [
     ...x.before,
     ...(installChange ? [{ kind: 'install', target: venv, summary: installChange.summary }] : []),
-    { kind: 'check-config', target: venv, summary: `parse the live configuration with the rebuilt venv's code (${venv}/bin/python -m synapse.config), main and every worker` },
-    ...x.stepsAround(undefined, [{ kind: 'switch', target: venv, summary: `switch ${VENV_LINK} -> ${venv} (one atomic rename; ${live} stays, unchanged, for rollback)` }], `${spec.version} (${venv.replace(/^.*\//, '')})`),
+    {
+      kind: 'check-config',
+      target: venv,
+      summary: `parse the live configuration with the rebuilt venv's code (${venv}/bin/python -m synapse.config), main and every worker`,
+    },
+    ...x.stepsAround(
+      undefined,
+      [
+        {
+          kind: 'switch',
+          target: venv,
+          summary: `switch ${VENV_LINK} -> ${venv} (one atomic rename; ${live} stays, unchanged, for rollback)`,
+        },
+      ],
+      `${spec.version} (${venv.replace(/^.*\//, '')})`,
+    ),
   ]
   const venvs = [...x.venvs, { path: venv, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
   const prune = venvsToPrune(venvs, venv, live, spec.keepVenvs)
-  if (prune.length) steps.push({ kind: 'prune', target: prune.join(' '), summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
+  if (prune.length)
+    steps.push({
+      kind: 'prune',
+      target: prune.join(' '),
+      summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)`,
+    })
   ctx.predicted.paths.add(VENV_LINK)
   const change: Change = {
     resource: x.id,
@@ -79,7 +102,11 @@ export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; 
 }
 
 /** A rebuild failed before the switch: the half-built venv was never run and goes; the live one was not touched and still differs. */
-export async function rebuildFailedBeforeSwitch(conn: Connection, message: string, p: { from: string; fromVenv: string; rebuilt: string }): Promise<Error> {
+export async function rebuildFailedBeforeSwitch(
+  conn: Connection,
+  message: string,
+  p: { from: string; fromVenv: string; rebuilt: string },
+): Promise<Error> {
   const rm = await conn.run(sh`rm -rf ${p.rebuilt}`, { allowFailure: true })
   return new Error(
     `${message}; nothing running was changed: Synapse ${p.from} keeps serving from ${p.fromVenv}, which still differs from the lock (a later run or check reports it)${rm.code ? `; removing ${p.rebuilt} failed too: ${rm.stderr.trim()}` : `; ${p.rebuilt} removed`}`,

@@ -21,7 +21,12 @@ export async function stopRunning(conn: Connection, units: readonly string[], wh
   if (running.length) await conn.run(sh`systemctl stop ${running}`, { timeoutMs: 300_000, what })
 }
 
-export function stopWorkersBeforeSharedChange(spec: { path: string; content: string; localUnits: string[]; remote: { host: string; units: string[] }[] }): Resource {
+export function stopWorkersBeforeSharedChange(spec: {
+  path: string
+  content: string
+  localUnits: string[]
+  remote: { host: string; units: string[] }[]
+}): Resource {
   const file = fileState(spec.path)
   const units = spec.localUnits.map(unitState)
   const sha = createHash('sha256').update(spec.content).digest('hex')
@@ -38,9 +43,12 @@ export function stopWorkersBeforeSharedChange(spec: { path: string; content: str
       if (running.length === 0 && remote.length === 0) return null
       // Later resources plan against stopped workers (their services start them), as apply finds them.
       spec.localUnits.forEach((u, i) => {
-        if (running.includes(u)) ctx.predicted.factsAfter.set(units[i]!.id, { ...ctx.facts.get(units[i]!), active: false, activeState: 'inactive' })
+        if (running.includes(u))
+          ctx.predicted.factsAfter.set(units[i]!.id, { ...ctx.facts.get(units[i]!), active: false, activeState: 'inactive' })
       })
-      const where = [...(running.length ? [`${running.length} here`] : []), ...remote.map((r) => `${r.units.length} on ${r.host}`)].join(', ')
+      const where = [...(running.length ? [`${running.length} here`] : []), ...remote.map((r) => `${r.units.length} on ${r.host}`)].join(
+        ', ',
+      )
       return {
         resource: id,
         kind: 'command',

@@ -11,7 +11,14 @@ import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
-import { HOMESERVER_YAML, SYNAPSE_CONF_D, SYNAPSE_WORKERS_DIR, SYNAPSE_TARGET_PATH, VENV_LINK, WORKER_UNIT_PATH } from '../../src/synapse/paths.js'
+import {
+  HOMESERVER_YAML,
+  SYNAPSE_CONF_D,
+  SYNAPSE_WORKERS_DIR,
+  SYNAPSE_TARGET_PATH,
+  VENV_LINK,
+  WORKER_UNIT_PATH,
+} from '../../src/synapse/paths.js'
 
 const OWN_PROCESSES = ['python', 'synapse', 'matrix-synapse']
 
@@ -42,10 +49,13 @@ export const workersTask: Task = {
   },
   before(ctx) {
     const main = ctx.host.roles.includes('synapse')
-    const checks: BeforeCheck[] = main ? [portAvailable(ctx.host.vars.workers.replicationPort, OWN_PROCESSES, 'the replication listener')] : [supportedTarget]
+    const checks: BeforeCheck[] = main
+      ? [portAvailable(ctx.host.vars.workers.replicationPort, OWN_PROCESSES, 'the replication listener')]
+      : [supportedTarget]
     for (const w of instancesOn(ctx.host.vars, ctx.host.name)) {
       if (w.port !== undefined) checks.push(portAvailable(w.port, OWN_PROCESSES, `worker ${w.name}`))
-      if (w.replicationPort !== undefined) checks.push(portAvailable(w.replicationPort, OWN_PROCESSES, `worker ${w.name}'s replication listener`))
+      if (w.replicationPort !== undefined)
+        checks.push(portAvailable(w.replicationPort, OWN_PROCESSES, `worker ${w.name}'s replication listener`))
     }
     return checks
   },
@@ -63,11 +73,19 @@ export const workersTask: Task = {
     )
     // On main's host the synapse task retires workers before the shared config changes; here, this task.
     if (!main) out.push(retiredWorkers(here.map((w) => w.name)))
-    for (const f of renderWorkerFiles(v, ctx.host.name)) out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
+    for (const f of renderWorkerFiles(v, ctx.host.name))
+      out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
     // Every worker reads the shared config: a change there (stream writers, federation senders,
     // pushers) restarts them all, as Synapse's docs ask; a new worker's own file restarts nobody else.
     // A worker host has no release procedure: its workers restart when the venv link moves.
-    const shared = [`${SYNAPSE_CONF_D}/`, HOMESERVER_YAML, 'pkg:matrix-synapse', 'pkg:matrix-synapse-py3', WORKER_UNIT_PATH, ...(main ? [] : [VENV_LINK])]
+    const shared = [
+      `${SYNAPSE_CONF_D}/`,
+      HOMESERVER_YAML,
+      'pkg:matrix-synapse',
+      'pkg:matrix-synapse-py3',
+      WORKER_UNIT_PATH,
+      ...(main ? [] : [VENV_LINK]),
+    ]
     for (const w of here) {
       out.push(
         service({

@@ -22,8 +22,14 @@ import type { RenderedFile } from '../common/rendered-file.js'
 import { logConfigPath, renderLogConfig } from '../synapse/templates/logging.js'
 import { SYNAPSE_SANDBOX } from '../synapse/templates/units.js'
 import { renderYaml } from '../synapse/templates/yaml.js'
-import { SYNAPSE_CONF_D, SYNAPSE_GROUP, SYNAPSE_PYTHON, SYNAPSE_USER, SYNAPSE_WORKERS_DIR, HOMESERVER_YAML } from '../../src/synapse/paths.js'
-
+import {
+  SYNAPSE_CONF_D,
+  SYNAPSE_GROUP,
+  SYNAPSE_PYTHON,
+  SYNAPSE_USER,
+  SYNAPSE_WORKERS_DIR,
+  HOMESERVER_YAML,
+} from '../../src/synapse/paths.js'
 
 function workerFile(name: string, config: Record<string, unknown>, comment: string): RenderedFile {
   return {
@@ -66,7 +72,8 @@ export function renderWorkerConfig(w: WorkerInstance, metrics: boolean, shared: 
     listeners.push({ type: 'http', port: w.port, bind_addresses: remote, x_forwarded: true, resources: [{ names: httpResources(w.kind) }] })
   }
   // Its own port: the replication listener is never one Apache sends requests to.
-  if (w.replicationPort !== undefined) listeners.push({ type: 'http', port: w.replicationPort, bind_addresses: shared, resources: [{ names: ['replication'] }] })
+  if (w.replicationPort !== undefined)
+    listeners.push({ type: 'http', port: w.replicationPort, bind_addresses: shared, resources: [{ names: ['replication'] }] })
   if (metrics) listeners.push({ type: 'metrics', port: w.metricsPort, bind_addresses: remote })
   return {
     worker_app: 'synapse.app.generic_worker',
@@ -87,7 +94,11 @@ export function renderWorkerFiles(vars: MatrixSettings, hostName?: string): Rend
   const metrics = vars.monitoring.enableMetrics
   const instances = hostName === undefined ? workerInstancesOf(vars) : instancesOn(vars, hostName)
   return instances.flatMap((w) => [
-    workerFile(w.name, renderWorkerConfig(w, metrics, sharedBind(vars, w.host)), WORKER_FILE_COMMENTS[w.kind] ?? `# ${w.kind}: ${KINDS[w.kind].summary}.\n`),
+    workerFile(
+      w.name,
+      renderWorkerConfig(w, metrics, sharedBind(vars, w.host)),
+      WORKER_FILE_COMMENTS[w.kind] ?? `# ${w.kind}: ${KINDS[w.kind].summary}.\n`,
+    ),
     renderLogConfig(w.name),
   ])
 }

@@ -19,7 +19,18 @@ const PUBLIC = 'matrix.guide.test'
 const KEY = `/etc/matrix-synapse/${SERVER}.signing.key`
 
 interface JsonReport {
-  hosts: { host: string; status: string; error?: string; adoption?: { notes: { kind: string; found: string; becomes: string }[]; secrets: { name: string }[] }; tasks: { task: string; changes: Change[]; restarts: { unit: string }[]; checks: { phase: string; ok: boolean; name: string; detail: string }[] }[] }[]
+  hosts: {
+    host: string
+    status: string
+    error?: string
+    adoption?: { notes: { kind: string; found: string; becomes: string }[]; secrets: { name: string }[] }
+    tasks: {
+      task: string
+      changes: Change[]
+      restarts: { unit: string }[]
+      checks: { phase: string; ok: boolean; name: string; detail: string }[]
+    }[]
+  }[]
 }
 
 /**
@@ -41,7 +52,11 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
   }
   // What a run must not touch before adoption (the host lock's own files aside).
   const state = async () =>
-    (await hs.exec('ls /var/lib/matrix-provision/host.json /var/lib/matrix-provision/secrets 2>&1; sha256sum /etc/matrix-synapse/homeserver.yaml /etc/matrix-synapse/workers/*.yaml /etc/apache2/sites-enabled/* /etc/redis/redis.conf; systemctl show -p MainPID matrix-synapse')).stdout
+    (
+      await hs.exec(
+        'ls /var/lib/matrix-provision/host.json /var/lib/matrix-provision/secrets 2>&1; sha256sum /etc/matrix-synapse/homeserver.yaml /etc/matrix-synapse/workers/*.yaml /etc/apache2/sites-enabled/* /etc/redis/redis.conf; systemctl show -p MainPID matrix-synapse',
+      )
+    ).stdout
 
   beforeAll(async () => {
     const [wheelhouse, suite] = await Promise.all([guideWheelhouse(), guideImage()])
@@ -71,7 +86,10 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
 
   it('a plain run and its dry run refuse the host at a before-check that names what it found and points to adopt; nothing changes', async () => {
     const before = await state()
-    for (const args of [['--inventory', inventory, '--dry-run'], ['--inventory', inventory]]) {
+    for (const args of [
+      ['--inventory', inventory, '--dry-run'],
+      ['--inventory', inventory],
+    ]) {
       const r = await runCli(args)
       expect(r.code, r.stdout + r.stderr).toBe(1)
       expect(r.stdout).toContain('no Synapse set up by hand on this host')
@@ -79,7 +97,9 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
       expect(r.stdout).toContain(`provision adopt --inventory ${inventory} --limit guide --dry-run`)
     }
     expect(await state()).toBe(before)
-    expect((await hs.exec('test -e /var/lib/matrix-provision/host.json || test -e /var/lib/matrix-provision/secrets; echo $?')).stdout.trim()).toBe('1')
+    expect(
+      (await hs.exec('test -e /var/lib/matrix-provision/host.json || test -e /var/lib/matrix-provision/secrets; echo $?')).stdout.trim(),
+    ).toBe('1')
   })
 
   let plan: JsonReport
@@ -95,14 +115,25 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     expect(line('kept', 'signing_key_path')?.becomes).toContain(KEY)
     expect(line('kept', 'media_store_path')?.becomes).toContain('/var/lib/matrix-synapse/media_store')
     expect(line('kept', 'database')?.becomes).toContain('postgres.database synapse, postgres.user synapse_user')
-    expect(plan.hosts[0]!.adoption!.secrets.map((s) => s.name).sort()).toEqual(['form-secret', 'macaroon-secret', 'postgres-password', 'registration-shared-secret'])
+    expect(plan.hosts[0]!.adoption!.secrets.map((s) => s.name).sort()).toEqual([
+      'form-secret',
+      'macaroon-secret',
+      'postgres-password',
+      'registration-shared-secret',
+    ])
     expect(line('replaced', 'daemonize')).toBeDefined()
     expect(line('replaced', 'send_federation')?.becomes).toContain('federation_sender_instances')
     expect(line('replaced', 'workers/federation_reader.yaml: worker_replication_host')).toBeDefined()
     expect(line('retired', `${PUBLIC}.conf`)?.becomes).toContain('get_groups_publicised')
     expect(line('retired', 'daemonize.conf')).toBeDefined()
     // Masked: no secret of the server in either output.
-    const secrets = (await hs.exec("grep -E '^(macaroon_secret_key|form_secret|registration_shared_secret):' /etc/matrix-synapse/homeserver.yaml | cut -d'\"' -f2")).stdout.trim().split('\n')
+    const secrets = (
+      await hs.exec(
+        "grep -E '^(macaroon_secret_key|form_secret|registration_shared_secret):' /etc/matrix-synapse/homeserver.yaml | cut -d'\"' -f2",
+      )
+    ).stdout
+      .trim()
+      .split('\n')
     expect(secrets).toHaveLength(3)
     for (const value of [...secrets, guide.dbPassword]) {
       expect(text.stdout.includes(value) || json.stdout.includes(value), 'a secret in the plan').toBe(false)
@@ -121,7 +152,8 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const host = report.hosts[0]!
     console.log(`adopt apply: ${host.tasks.map((t) => `${t.task} ${t.changes.length}`).join(', ')}`)
     expect(host.error ?? host.status, r.stderr).toBe('changed')
-    const changes = (x: JsonReport) => x.hosts[0]!.tasks.map((t) => ({ task: t.task, changes: t.changes.map((c) => c.resource), restarts: t.restarts.map((s) => s.unit) }))
+    const changes = (x: JsonReport) =>
+      x.hosts[0]!.tasks.map((t) => ({ task: t.task, changes: t.changes.map((c) => c.resource), restarts: t.restarts.map((s) => s.unit) }))
     expect(changes(report)).toEqual(changes(plan))
     const after = host.tasks.flatMap((t) => t.checks.filter((c) => c.phase === 'after'))
     expect(after.filter((c) => !c.ok)).toEqual([])
@@ -139,9 +171,15 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const whoami = await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')
     expect(whoami.status, whoami.text).toBe(200)
     expect(whoami.json.user_id).toBe(`@alice:${SERVER}`)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`)
+    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
+    )
     expect(messages.status).toBe(200)
-    const bodies = messages.json.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse()
+    const bodies = messages.json.chunk
+      .filter((e) => e.type === 'm.room.message')
+      .map((e) => e.content.body)
+      .reverse()
     expect(bodies).toEqual(guide.messages)
     const mxc = guide.mediaUri.replace('mxc://', '')
     const media = await alice.raw('GET', `/_matrix/media/v3/download/${mxc}`)
@@ -155,7 +193,9 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
   })
 
   it("the workers run in today's form and serve their routes (the federation_reader's own log)", async () => {
-    const files = (await hs.exec('cat /etc/matrix-synapse/workers/federation_reader.yaml /etc/matrix-synapse/workers/federation_sender.yaml')).stdout
+    const files = (
+      await hs.exec('cat /etc/matrix-synapse/workers/federation_reader.yaml /etc/matrix-synapse/workers/federation_sender.yaml')
+    ).stdout
     expect(files).not.toContain('worker_replication_host')
     expect(files).not.toContain('synapse.app.federation_sender')
     expect((await hs.exec('grep -c instance_map /etc/matrix-synapse/conf.d/40-workers.yaml')).stdout.trim()).toBe('1')
@@ -166,7 +206,9 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const marker = `adopt-${Date.now()}`
     const fed = await client().call('GET', `/_matrix/federation/v1/version?probe=${marker}`)
     expect(fed.status).toBe(200)
-    expect(Number((await hs.exec(`grep -c 'probe=${marker}' /var/log/matrix-synapse/federation_reader.log`)).stdout.trim())).toBeGreaterThanOrEqual(1)
+    expect(
+      Number((await hs.exec(`grep -c 'probe=${marker}' /var/log/matrix-synapse/federation_reader.log`)).stdout.trim()),
+    ).toBeGreaterThanOrEqual(1)
     expect(Number((await hs.exec(`grep -c 'probe=${marker}' /var/log/matrix-synapse/homeserver.log`)).stdout.trim() || 0)).toBe(0)
   })
 
@@ -179,13 +221,21 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     expect(again.stdout).toContain('nothing left to take over; this is a plain run')
     expect(again.stdout).toContain('guide: no changes')
     const record = JSON.parse((await hs.exec('cat /var/lib/matrix-provision/host.json')).stdout)
-    expect(record).toMatchObject({ managedBy: 'matrix-provision', origin: 'adopted', adopted: { signingKeyPath: KEY, mediaStorePath: '/var/lib/matrix-synapse/media_store' } })
+    expect(record).toMatchObject({
+      managedBy: 'matrix-provision',
+      origin: 'adopted',
+      adopted: { signingKeyPath: KEY, mediaStorePath: '/var/lib/matrix-synapse/media_store' },
+    })
     expect((await hs.exec('ls /var/lib/matrix-provision/adopted/etc/matrix-synapse/')).stdout).toContain('homeserver.yaml')
   })
 
   it(`upgrades to the newest pinned Synapse (${SYNAPSE_VERSION}) through the upgrade path; users, the old token, messages, media and the key survive`, async () => {
     const newest = await synapseWheelhouse('3.11')
-    await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], { serverName: SERVER, publicHost: PUBLIC, synapse: pipSynapseVars(newest) })
+    await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], {
+      serverName: SERVER,
+      publicHost: PUBLIC,
+      synapse: pipSynapseVars(newest),
+    })
     const r = await runCli(['--inventory', inventory], { timeoutMs: 1_800_000 })
     expect(r.code, r.stdout + r.stderr).toBe(0)
     const version = await client().call<{ server: { version: string } }>('GET', '/_matrix/federation/v1/version')
@@ -193,8 +243,16 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     for (const u of guide.users) await client().login(u.name, u.password)
     const alice = client(guide.token)
     expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`)
-    expect(messages.json.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse()).toEqual(guide.messages)
+    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
+    )
+    expect(
+      messages.json.chunk
+        .filter((e) => e.type === 'm.room.message')
+        .map((e) => e.content.body)
+        .reverse(),
+    ).toEqual(guide.messages)
     const media = await alice.raw('GET', `/_matrix/media/v3/download/${guide.mediaUri.replace('mxc://', '')}`)
     expect(createHash('sha256').update(media.body).digest('hex')).toBe(guide.mediaSha256)
     expect((await hs.exec(`sha256sum ${KEY} | cut -d' ' -f1`)).stdout.trim()).toBe(guide.signingKeySha256)
@@ -210,10 +268,13 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
   const V = SYNAPSE_VERSION
   const WORKER_UNITS = ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
   const seq = (steps: Step[]) => steps.map((x) => `${x.kind} ${x.target}`)
-  const releaseOf = (r: JsonReport) => r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === `synapse-release:${LINK}`)
+  const releaseOf = (r: JsonReport) =>
+    r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === `synapse-release:${LINK}`)
   /** Every name, type, mode, owner, size, mtime and link target under a venv, and every file's bytes, as one digest. */
   const treeHash = async (dir: string) => {
-    const r = await hs.exec(`cd ${dir} && { find . -printf '%p %y %m %U:%G %s %T@ %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1`)
+    const r = await hs.exec(
+      `cd ${dir} && { find . -printf '%p %y %m %U:%G %s %T@ %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1`,
+    )
     expect(r.exitCode, r.output).toBe(0)
     return r.stdout.trim()
   }
@@ -236,7 +297,8 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     expect(drift.differ.map((d) => `${d.name} ${d.installed}`)).toEqual([`certifi ${handPin.version}`])
   }
   const serving = async () => {
-    for (const u of ['matrix-synapse.service', ...WORKER_UNITS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    for (const u of ['matrix-synapse.service', ...WORKER_UNITS])
+      expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
     const version = await client().call<{ server: { version: string } }>('GET', '/_matrix/federation/v1/version')
     expect(version.json.server.version).toBe(V)
     for (const u of guide.users) await client().login(u.name, u.password)
@@ -248,10 +310,16 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const liveBefore = await treeHash(`${LINK}-${V}`)
     const check = await runCli(['check', '--inventory', inventory])
     expect(check.code, check.stdout).toBe(1)
-    expect(check.stdout).toMatch(new RegExp(`the running venv holds the lock .*${LINK}-${V} differs from the lock synapse-lock/${V}.txt \\(1: certifi ${handPin.version.replace(/\./g, '\\.')} -> `))
+    expect(check.stdout).toMatch(
+      new RegExp(
+        `the running venv holds the lock .*${LINK}-${V} differs from the lock synapse-lock/${V}.txt \\(1: certifi ${handPin.version.replace(/\./g, '\\.')} -> `,
+      ),
+    )
     const dry = await runCli(['--inventory', inventory, '--dry-run'])
     console.log(dry.stdout)
-    expect(dry.stdout).toContain(`rebuild Synapse ${V} side by side in ${LINK}-${V}-r2 and switch to it: the running ${LINK}-${V} differs from the lock`)
+    expect(dry.stdout).toContain(
+      `rebuild Synapse ${V} side by side in ${LINK}-${V}-r2 and switch to it: the running ${LINK}-${V} differs from the lock`,
+    )
     const planned = releaseOf(JSON.parse((await runCli(['--inventory', inventory, '--dry-run', '--json'])).stdout) as JsonReport)!
     expect(seq(planned.steps!)).toEqual([
       `install ${LINK}-${V}-r2`,
@@ -269,7 +337,11 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const report = JSON.parse(r.stdout) as JsonReport
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
     const done = releaseOf(report)!
-    console.log(done.performed!.map((x) => `  ${x.status} ${x.kind} ${x.target} (${x.durationMs} ms)${x.detail ? ': ' + x.detail.slice(0, 120) : ''}`).join('\n'))
+    console.log(
+      done
+        .performed!.map((x) => `  ${x.status} ${x.kind} ${x.target} (${x.durationMs} ms)${x.detail ? ': ' + x.detail.slice(0, 120) : ''}`)
+        .join('\n'),
+    )
     expect(seq(done.performed!)).toEqual(seq(planned.steps!))
     expect(done.performed!.every((x) => x.status === 'done')).toBe(true)
     expect(report.hosts[0]!.tasks.flatMap((t) => t.restarts)).toEqual([]) // the switch restarted in order; nothing again
@@ -290,9 +362,20 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const live = `${LINK}-${V}-r2`
     const before = await treeHash(live)
     const pid = (await hs.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()
-    const noIndex = await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], { serverName: SERVER, publicHost: PUBLIC, synapse: { install: 'pip', version: V, lockDir: LOCK_DIR, pipIndexUrl: 'http://127.0.0.1:9/simple/' } }, 'inventory-no-index.yaml')
+    const noIndex = await writeTestInventory(
+      env,
+      [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }],
+      {
+        serverName: SERVER,
+        publicHost: PUBLIC,
+        synapse: { install: 'pip', version: V, lockDir: LOCK_DIR, pipIndexUrl: 'http://127.0.0.1:9/simple/' },
+      },
+      'inventory-no-index.yaml',
+    )
     const planned = releaseOf(JSON.parse((await runCli(['--inventory', noIndex, '--dry-run', '--json'])).stdout) as JsonReport)!
-    expect(planned.summary).toContain(`rebuild Synapse ${V} side by side in ${LINK}-${V}-r3 and switch to it: the running ${live} differs from the lock`)
+    expect(planned.summary).toContain(
+      `rebuild Synapse ${V} side by side in ${LINK}-${V}-r3 and switch to it: the running ${live} differs from the lock`,
+    )
     expect(planned.steps![0]!.summary).toContain('(from http://127.0.0.1:9/simple/)')
     const r = await runCli(['--inventory', noIndex, '--json'], { timeoutMs: 900_000 })
     expect(r.code, r.stdout + r.stderr).toBe(1)
@@ -300,10 +383,16 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const error = report.hosts[0]!.error!
     console.log(error)
     expect(error).toContain(`pip install of the lock synapse-lock/${V}.txt`)
-    expect(error).toContain(`nothing running was changed: Synapse ${V} keeps serving from ${live}, which still differs from the lock (a later run or check reports it); ${LINK}-${V}-r3 removed`)
+    expect(error).toContain(
+      `nothing running was changed: Synapse ${V} keeps serving from ${live}, which still differs from the lock (a later run or check reports it); ${LINK}-${V}-r3 removed`,
+    )
     expect(seq(releaseOf(report)!.performed!)).toEqual([`install ${LINK}-${V}-r3`])
     expect(await treeHash(live)).toBe(before)
-    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([`matrix-synapse-${V}-r2`, `${LINK}-${V}`, live])
+    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([
+      `matrix-synapse-${V}-r2`,
+      `${LINK}-${V}`,
+      live,
+    ])
     expect((await hs.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()).toBe(pid)
     await serving()
     const check = await runCli(['check', '--inventory', inventory])
@@ -312,7 +401,11 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     // With the wheelhouse back, the next run rebuilds it beside (-r3) and prunes the oldest.
     const fixed = await runCli(['--inventory', inventory], { timeoutMs: 1_200_000 })
     expect(fixed.code, fixed.stdout + fixed.stderr).toBe(0)
-    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([`matrix-synapse-${V}-r3`, live, `${LINK}-${V}-r3`])
+    expect((await hs.exec(`readlink ${LINK}; ls -d /opt/venvs/matrix-synapse-*`)).stdout.trim().split('\n')).toEqual([
+      `matrix-synapse-${V}-r3`,
+      live,
+      `${LINK}-${V}-r3`,
+    ])
     expect(await liveDrift()).toEqual({ missing: [], differ: [], extra: [] })
     await serving()
   })

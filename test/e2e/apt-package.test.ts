@@ -11,10 +11,21 @@ import { shellQuote } from '../../src/core/quote.js'
 type Report = {
   durationMs: number
   totals: { add: number; change: number; restart: number; failedHosts: number }
-  hosts: { status: string; error?: string; tasks: { task: string; status: string; changes: Change[]; restarts: unknown[]; checks: { name: string; phase: string; ok: boolean; detail: string }[] }[] }[]
+  hosts: {
+    status: string
+    error?: string
+    tasks: {
+      task: string
+      status: string
+      changes: Change[]
+      restarts: unknown[]
+      checks: { name: string; phase: string; ok: boolean; detail: string }[]
+    }[]
+  }[]
 }
 const RELEASE = 'synapse-release:/opt/venvs/matrix-synapse'
-const releaseChange = (r: Report): Change | undefined => r.hosts[0]!.tasks.find((t) => t.task === 'synapse')?.changes.find((c) => c.resource === RELEASE)
+const releaseChange = (r: Report): Change | undefined =>
+  r.hosts[0]!.tasks.find((t) => t.task === 'synapse')?.changes.find((c) => c.resource === RELEASE)
 const seq = (steps: (Step | PerformedStep)[]) => steps.map((s) => `${s.kind} ${s.target}`)
 const WORKERS = ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
 
@@ -35,11 +46,16 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
   const started = Date.now()
 
   const inventoryFor = (version: string, file = `inventory-${version}.yaml`) =>
-    writeTestInventory(env, [{ name: 'apt', roles: ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache'] }], {
-      serverName: 'apt.test',
-      aptRepository: { url, suite: 'bookworm', components: ['main'], keyringFile: repo.keyringGpg, fingerprint: repo.fingerprint },
-      synapse: { install: 'apt', version },
-    }, file)
+    writeTestInventory(
+      env,
+      [{ name: 'apt', roles: ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'apache'] }],
+      {
+        serverName: 'apt.test',
+        aptRepository: { url, suite: 'bookworm', components: ['main'], keyringFile: repo.keyringGpg, fingerprint: repo.fingerprint },
+        synapse: { install: 'apt', version },
+      },
+      file,
+    )
   const apply = async (inventory: string, ...extra: string[]) => {
     const r = await provision(['--inventory', inventory, '--json', ...extra])
     return { code: r.code, report: JSON.parse(r.stdout) as Report, stderr: r.stderr }
@@ -48,7 +64,10 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
   /** Package version and hold, and the version each process serves (its federation or metrics listener). */
   const versions = async () => {
     const pkg = (await hs.exec("dpkg-query -W -f '${Version} ${db:Status-Abbrev}' matrix-synapse-py3")).stdout.trim()
-    const build = async (port: number) => ((await hs.exec(`curl -s http://127.0.0.1:${port}/_synapse/metrics | grep '^synapse_build_info'`)).stdout.match(/[{,]version="([^"]+)"/) ?? [])[1]
+    const build = async (port: number) =>
+      ((await hs.exec(`curl -s http://127.0.0.1:${port}/_synapse/metrics | grep '^synapse_build_info'`)).stdout.match(
+        /[{,]version="([^"]+)"/,
+      ) ?? [])[1]
     return { pkg, main: await build(32982), federation_reader: await build(32981), federation_sender: await build(32980) }
   }
   const psql = async (sql: string) => {
@@ -76,31 +95,44 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     const inventory = await inventoryFor(OLD)
     const r = await apply(inventory)
     const host = r.report.hosts[0]!
-    console.log(`first run (apt, ${OLD}): ${r.report.durationMs} ms: ${host.tasks.map((t) => `${t.task} ${(t as { durationMs?: number }).durationMs}`).join(', ')}`)
+    console.log(
+      `first run (apt, ${OLD}): ${r.report.durationMs} ms: ${host.tasks.map((t) => `${t.task} ${(t as { durationMs?: number }).durationMs}`).join(', ')}`,
+    )
     expect(host.error ?? host.status, r.stderr).toBe('changed')
     expect(r.code).toBe(0)
     const after = host.tasks.flatMap((t) => t.checks.filter((c) => c.phase === 'after'))
     expect(after.filter((c) => !c.ok)).toEqual([])
     // Installed at the pinned version, held (status "hi"), every process on it.
     expect(await versions()).toEqual({ pkg: `${repo.versions.at(-2)} hi`, main: OLD, federation_reader: OLD, federation_sender: OLD })
-    expect((await hs.exec('ls /var/lib/matrix-synapse/*.db 2>/dev/null; test -e /usr/sbin/policy-rc.d && echo policy-rc.d left')).stdout.trim()).toBe('')
+    expect(
+      (await hs.exec('ls /var/lib/matrix-synapse/*.db 2>/dev/null; test -e /usr/sbin/policy-rc.d && echo policy-rc.d left')).stdout.trim(),
+    ).toBe('')
     ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.apt.test.crt')).stdout
 
     for (const u of ['alice', 'bob']) {
-      const reg = await hs.exec(`printf '${u}-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${u} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      const reg = await hs.exec(
+        `printf '${u}-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${u} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+      )
       expect(reg.exitCode, reg.output).toBe(0)
     }
     data.alice = client()
     const bob = client()
     await data.alice.login('alice', 'alice-pass-123456')
     await bob.login('bob', 'bob-pass-123456')
-    const room = await data.alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'apt', invite: ['@bob:apt.test'] })
+    const room = await data.alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+      name: 'apt',
+      invite: ['@bob:apt.test'],
+    })
     expect(room.status, room.text).toBe(200)
     data.room = room.json.room_id
     expect((await bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(data.room)}`, {})).status).toBe(200)
     for (let i = 0; i < 4; i++) {
       const body = `message ${i} written on ${OLD} (apt)`
-      const sent = await (i % 2 ? bob : data.alice).call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/t${i}`, { msgtype: 'm.text', body })
+      const sent = await (i % 2 ? bob : data.alice).call(
+        'PUT',
+        `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/t${i}`,
+        { msgtype: 'm.text', body },
+      )
       expect(sent.status, sent.text).toBe(200)
       data.bodies.push(body)
     }
@@ -111,12 +143,18 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     expect(fed.json).toMatchObject({ server: { name: 'Synapse', version: OLD } })
 
     const again = await apply(inventory)
-    expect(again.report.hosts[0]!.tasks.flatMap((t) => [...t.changes.map((c) => `${c.resource}: ${c.summary}`), ...t.restarts.map((x) => JSON.stringify(x))])).toEqual([])
+    expect(
+      again.report.hosts[0]!.tasks.flatMap((t) => [
+        ...t.changes.map((c) => `${c.resource}: ${c.summary}`),
+        ...t.restarts.map((x) => JSON.stringify(x)),
+      ]),
+    ).toEqual([])
     expect(again.report.hosts[0]!.error ?? again.report.hosts[0]!.status, again.stderr).toBe('ok')
     expect(again.report.totals).toMatchObject({ add: 0, change: 0, restart: 0, failedHosts: 0 })
   })
   /** Units' start times and pids: proof that a refused or failed run restarted nothing it should not have. */
-  const unitStarts = async () => (await hs.exec(`systemctl show -p MainPID,ActiveEnterTimestampMonotonic matrix-synapse.service ${WORKERS.join(' ')}`)).stdout
+  const unitStarts = async () =>
+    (await hs.exec(`systemctl show -p MainPID,ActiveEnterTimestampMonotonic matrix-synapse.service ${WORKERS.join(' ')}`)).stdout
 
   it('a version the repository does not have is refused in the plan, before anything stops; apply refuses the same way', async () => {
     const [maj, min] = NEW.split('.').map(Number)
@@ -137,7 +175,9 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
   })
 
   it('an install that fails anyway (dpkg lock held past the bound) leaves the old version serving, starts the stopped workers again and says so', async () => {
-    await hs.exec(`systemd-run --unit mp-dpkg-holder python3 -c "import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','a'); fcntl.lockf(f, fcntl.LOCK_EX); open('/run/mp-dpkg-holder','w').close(); time.sleep(900)"`)
+    await hs.exec(
+      `systemd-run --unit mp-dpkg-holder python3 -c "import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','a'); fcntl.lockf(f, fcntl.LOCK_EX); open('/run/mp-dpkg-holder','w').close(); time.sleep(900)"`,
+    )
     const held = await hs.exec('for i in $(seq 600); do test -e /run/mp-dpkg-holder && exit 0; sleep 0.1; done; exit 1')
     expect(held.exitCode).toBe(0)
     process.env.MP_DPKG_LOCK_TIMEOUT = '3'
@@ -151,12 +191,17 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     expect(r.code).toBe(1)
     const error = r.report.hosts[0]!.error!
     const change = releaseChange(r.report)!
-    console.log(`forced install failure: ${error}\n${change.performed!.map((s) => `  ${s.rollback ? 'rollback ' : ''}${s.status} ${s.kind} ${s.target}`).join('\n')}`)
+    console.log(
+      `forced install failure: ${error}\n${change.performed!.map((s) => `  ${s.rollback ? 'rollback ' : ''}${s.status} ${s.kind} ${s.target}`).join('\n')}`,
+    )
     expect(error).toContain(`installing matrix-synapse-py3=${repo.versions.at(-1)} failed:`)
-    expect(error).toContain(`the package is unchanged at ${repo.versions.at(-2)} and main kept serving ${OLD}; the stopped workers were started again (${WORKERS.join(', ')})`)
+    expect(error).toContain(
+      `the package is unchanged at ${repo.versions.at(-2)} and main kept serving ${OLD}; the stopped workers were started again (${WORKERS.join(', ')})`,
+    )
     expect(error).not.toMatch(/roll back by itself/)
     expect(seq(change.performed!.filter((s) => s.rollback))).toEqual(WORKERS.map((u) => `start ${u}`))
-    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    for (const u of ['matrix-synapse.service', ...WORKERS])
+      expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
     expect(await versions()).toEqual({ pkg: `${repo.versions.at(-2)} hi`, main: OLD, federation_reader: OLD, federation_sender: OLD })
     expect((await hs.exec('test -e /usr/sbin/policy-rc.d')).exitCode).not.toBe(0)
   })
@@ -188,7 +233,10 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
       c.token = data.alice.token
       while (polling) {
         const t = Date.now()
-        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then((x) => x.status === 200, () => false)
+        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then(
+          (x) => x.status === 200,
+          () => false,
+        )
         const open = outages.at(-1)
         if (!ok && (!open || open.to !== undefined)) outages.push({ from: t })
         if (ok && open && open.to === undefined) open.to = t
@@ -201,7 +249,9 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     await poller
     expect(r.report.hosts[0]!.error ?? r.report.hosts[0]!.status, r.stderr).toBe('changed')
     const change = releaseChange(r.report)!
-    console.log(`apt upgrade ${OLD} -> ${NEW}: ${r.report.durationMs} ms\n${change.performed!.map((s) => `  ${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 120) : ''}`).join('\n')}`)
+    console.log(
+      `apt upgrade ${OLD} -> ${NEW}: ${r.report.durationMs} ms\n${change.performed!.map((s) => `  ${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 120) : ''}`).join('\n')}`,
+    )
     expect(seq(change.performed!)).toEqual(order)
     expect(change.performed!.every((s) => s.status === 'done')).toBe(true)
     expect(r.report.hosts[0]!.tasks.flatMap((t) => t.restarts)).toEqual([])
@@ -209,7 +259,9 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     const dump = planned.steps![0]!.target
     expect((await hs.exec(`stat -c '%a %s' ${dump}`)).stdout).toMatch(/^600 [1-9]\d+/)
     // Main started exactly once in the run (systemd's "Started" lines for its unit), and on the new code.
-    const starts = (await hs.exec(`journalctl -u matrix-synapse.service --since '${journalFrom}' --no-pager -o cat | grep -c '^Started'`)).stdout.trim()
+    const starts = (
+      await hs.exec(`journalctl -u matrix-synapse.service --since '${journalFrom}' --no-pager -o cat | grep -c '^Started'`)
+    ).stdout.trim()
     expect(starts).toBe('1')
     expect((await hs.exec('systemctl show -p MainPID --value matrix-synapse.service')).stdout.trim()).not.toBe(mainPid)
     expect(await versions()).toEqual({ pkg: `${repo.versions.at(-1)} hi`, main: NEW, federation_reader: NEW, federation_sender: NEW })
@@ -218,7 +270,9 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     const mainSince = await since('matrix-synapse.service')
     for (const u of WORKERS) expect(await since(u), u).toBeGreaterThan(mainSince)
     const downtimes = outages.map((o) => (o.to ?? Date.now()) - o.from)
-    console.log(`client API (whoami through Apache, every 100 ms) unavailable during the apt upgrade: longest ${Math.max(0, ...downtimes)} ms, ${outages.length} window(s): ${downtimes.join(', ')} ms (load ${(await hs.exec('cut -d" " -f1-3 /proc/loadavg')).stdout.trim()})`)
+    console.log(
+      `client API (whoami through Apache, every 100 ms) unavailable during the apt upgrade: longest ${Math.max(0, ...downtimes)} ms, ${outages.length} window(s): ${downtimes.join(', ')} ms (load ${(await hs.exec('cut -d" " -f1-3 /proc/loadavg')).stdout.trim()})`,
+    )
     expect(outages.every((o) => o.to !== undefined)).toBe(true)
     expect(outages.length).toBeLessThanOrEqual(1)
     // One window: main's one restart (the package's own restart is suppressed). Its length is load-bound: printed, loosely bounded.
@@ -227,12 +281,30 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
       const load = (await hs.exec('cut -d" " -f1-3 /proc/loadavg')).stdout.trim()
       await writeFile(
         process.env.UPGRADE_APT_BENCH_FILE,
-        JSON.stringify({ what: `apt upgrade ${OLD} -> ${NEW} with the real matrix-synapse-py3 packages (test/e2e/apt-package.test.ts)`, from: OLD, to: NEW, wallMs: r.report.durationMs, clientApiDowntimeMs: Math.max(0, ...downtimes), outages: downtimes, pollIntervalMs: 100, loadAverage: load, steps: change.performed!.map((s) => ({ kind: s.kind, target: s.target, ms: s.durationMs })), date: new Date().toISOString() }, null, 2) + '\n',
+        JSON.stringify(
+          {
+            what: `apt upgrade ${OLD} -> ${NEW} with the real matrix-synapse-py3 packages (test/e2e/apt-package.test.ts)`,
+            from: OLD,
+            to: NEW,
+            wallMs: r.report.durationMs,
+            clientApiDowntimeMs: Math.max(0, ...downtimes),
+            outages: downtimes,
+            pollIntervalMs: 100,
+            loadAverage: load,
+            steps: change.performed!.map((s) => ({ kind: s.kind, target: s.target, ms: s.durationMs })),
+            date: new Date().toISOString(),
+          },
+          null,
+          2,
+        ) + '\n',
       )
     }
     const fresh = client()
     await fresh.login('alice', 'alice-pass-123456')
-    const read = await fresh.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`)
+    const read = await fresh.call<{ chunk: { content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`,
+    )
     expect(read.status).toBe(200)
     for (const b of data.bodies) expect(read.json.chunk.map((e) => e.content.body)).toContain(b)
     expect(await psql("select count(*) from applied_schema_deltas where file like '94/%'")).not.toBe('0')

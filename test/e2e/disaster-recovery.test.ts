@@ -46,7 +46,12 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
   let verifyKeyA: unknown
   const timings: Record<string, number> = {}
 
-  const client = async (host: TestHost) => new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca: (await host.exec(`cat /etc/ssl/matrix-provision/${PUBLIC}.crt`)).stdout })
+  const client = async (host: TestHost) =>
+    new MatrixClient({
+      port: host.port(443),
+      hostname: PUBLIC,
+      ca: (await host.exec(`cat /etc/ssl/matrix-provision/${PUBLIC}.crt`)).stdout,
+    })
   const loggedIn = async (host: TestHost, user: keyof typeof USERS) => {
     const c = await client(host)
     await c.login(user, USERS[user])
@@ -83,12 +88,18 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     b = env.get('b')
     expect(a.ip).not.toBe(b.ip)
     // One inventory, host `hs`; B's copy differs only in the host's address (and its mapped SSH port).
-    const written = await writeTestInventory(env, [{ name: 'a', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring', 'backup'] }], {
-      serverName: SERVER,
-      synapse: pipSynapseVars(wheelhouse),
-      backup: { directory: '/var/backups/matrix-provision', keep: 2 },
-    })
-    const doc = parse(await readFile(written, 'utf8')) as { hosts: Record<string, { address: string; privateAddress: string; ssh: { port: number } }> }
+    const written = await writeTestInventory(
+      env,
+      [{ name: 'a', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring', 'backup'] }],
+      {
+        serverName: SERVER,
+        synapse: pipSynapseVars(wheelhouse),
+        backup: { directory: '/var/backups/matrix-provision', keep: 2 },
+      },
+    )
+    const doc = parse(await readFile(written, 'utf8')) as {
+      hosts: Record<string, { address: string; privateAddress: string; ssh: { port: number } }>
+    }
     const hs = doc.hosts.a!
     doc.hosts = { hs }
     inventoryA = join(env.dir, 'inventory-a.yaml')
@@ -105,23 +116,34 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     await env?.stop()
   })
 
-  it('provisions A and B from the same inventory (B only for later: it never sees A)', async () => {
-    // Both at once: the drill's order (B after A is gone) changes nothing for B, which is a fresh host either way.
-    // A loaded machine (other test files' hosts on the same 2 cores) can take far longer than the 10 minutes runCli allows by default.
-    const slow = { timeoutMs: 45 * 60_000 }
-    const [ra, rb] = await timed('provision A and B', () => Promise.all([runCli(['--inventory', inventoryA], slow), runCli(['--inventory', inventoryB], slow)]))
-    expect(ra.code, cliOutput(ra)).toBe(0)
-    expect(rb.code, cliOutput(rb)).toBe(0)
-  }, 50 * 60_000)
+  it(
+    'provisions A and B from the same inventory (B only for later: it never sees A)',
+    async () => {
+      // Both at once: the drill's order (B after A is gone) changes nothing for B, which is a fresh host either way.
+      // A loaded machine (other test files' hosts on the same 2 cores) can take far longer than the 10 minutes runCli allows by default.
+      const slow = { timeoutMs: 45 * 60_000 }
+      const [ra, rb] = await timed('provision A and B', () =>
+        Promise.all([runCli(['--inventory', inventoryA], slow), runCli(['--inventory', inventoryB], slow)]),
+      )
+      expect(ra.code, cliOutput(ra)).toBe(0)
+      expect(rb.code, cliOutput(rb)).toBe(0)
+    },
+    50 * 60_000,
+  )
 
   it('on A: two users, a room, messages and about 20 MiB of media', async () => {
     for (const [user, password] of Object.entries(USERS)) {
-      const reg = await a.exec(`printf '%s' '${password}' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      const reg = await a.exec(
+        `printf '%s' '${password}' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+      )
       expect(reg.exitCode, reg.output).toBe(0)
     }
     const alice = await loggedIn(a, 'alice')
     const bob = await loggedIn(a, 'bob')
-    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'drill', invite: [`@bob:${SERVER}`] })
+    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+      name: 'drill',
+      invite: [`@bob:${SERVER}`],
+    })
     expect(room.status, room.text).toBe(200)
     roomId = room.json.room_id
     expect((await bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {})).status).toBe(200)
@@ -134,8 +156,23 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
       const sender = i % 2 ? bob : alice
       const text = `drill message ${i} from ${i % 2 ? 'bob' : 'alice'}`
       messages.push(text)
-      expect((await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/m${i}`, { msgtype: 'm.text', body: text })).status).toBe(200)
-      expect((await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/f${i}`, { msgtype: 'm.file', body: `blob-${i}.bin`, url: mxc })).status).toBe(200)
+      expect(
+        (
+          await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/m${i}`, {
+            msgtype: 'm.text',
+            body: text,
+          })
+        ).status,
+      ).toBe(200)
+      expect(
+        (
+          await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/f${i}`, {
+            msgtype: 'm.file',
+            body: `blob-${i}.bin`,
+            url: mxc,
+          })
+        ).status,
+      ).toBe(200)
     }
     expect(media.reduce((s, m) => s + m.bytes, 0)).toBeGreaterThanOrEqual(20 * 1024 * 1024)
     signingKeyA = (await a.exec('sha256sum < /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()
@@ -155,14 +192,23 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     // The same manifest as provision backup: copied here, it verifies (and restore would take it).
     const copy = join(env.dir, 'scheduled')
     await run('docker', ['cp', `${a.container.getId()}:/var/backups/matrix-provision/${kept[1]}`, copy])
-    expect((await readdir(copy)).sort()).toEqual(['config.tar', 'database.dump', 'manifest.json', 'media.tar', 'secrets.tar', 'signing.key'])
+    expect((await readdir(copy)).sort()).toEqual([
+      'config.tar',
+      'database.dump',
+      'manifest.json',
+      'media.tar',
+      'secrets.tar',
+      'signing.key',
+    ])
     const manifest = await readManifest(copy)
     await verifyBackupFiles(copy, manifest)
     expect(manifest).toMatchObject({ host: 'hs', serverName: SERVER, encryption: null })
     expect(manifest.files.find((f) => f.part === 'media')!.bytes).toBeGreaterThan(20 * 1024 * 1024)
 
     const check = await runCli(['check', '--inventory', inventoryA, '--json'])
-    const afterCheck = (JSON.parse(check.stdout) as { hosts: { tasks: { task: string; checks: { name: string; ok: boolean; detail: string }[] }[] }[] }).hosts[0]!.tasks.find((t) => t.task === 'backup')!.checks
+    const afterCheck = (
+      JSON.parse(check.stdout) as { hosts: { tasks: { task: string; checks: { name: string; ok: boolean; detail: string }[] }[] }[] }
+    ).hosts[0]!.tasks.find((t) => t.task === 'backup')!.checks
     expect(afterCheck.find((c) => c.name === 'last scheduled backup succeeded')).toMatchObject({ ok: true })
 
     // Too little free space: the run refuses before writing anything, and the after-check says so.
@@ -170,7 +216,9 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     try {
       const r = await a.exec('systemctl start matrix-provision-backup.service')
       expect(r.exitCode).not.toBe(0)
-      expect((await a.exec('journalctl -u matrix-provision-backup.service --no-pager | tail -5')).stdout).toMatch(/MiB free in \/var\/backups\/matrix-provision/)
+      expect((await a.exec('journalctl -u matrix-provision-backup.service --no-pager | tail -5')).stdout).toMatch(
+        /MiB free in \/var\/backups\/matrix-provision/,
+      )
       expect((await a.exec('ls -1A /var/backups/matrix-provision')).stdout.trim().split('\n')).toEqual(kept)
       const failed = await runCli(['check', '--inventory', inventoryA])
       expect(failed.code).toBe(1)
@@ -206,7 +254,9 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     identity = join(env.dir, 'age-identity.txt')
     await run('age-keygen', ['-o', identity])
     const recipient = /^# public key: (age1\w+)$/m.exec(await readFile(identity, 'utf8'))![1]!
-    const r = await timed('provision backup --encrypt-to', () => runCli(['backup', '--inventory', inventoryA, '--to', encryptedBackups, '--encrypt-to', recipient, '--json']))
+    const r = await timed('provision backup --encrypt-to', () =>
+      runCli(['backup', '--inventory', inventoryA, '--to', encryptedBackups, '--encrypt-to', recipient, '--json']),
+    )
     expect(r.code, cliOutput(r)).toBe(0)
     const dirs = await readdir(encryptedBackups)
     expect(dirs).toHaveLength(1)
@@ -253,7 +303,11 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
         /database\.dump: SHA-256 [0-9a-f]{64} does not match the manifest's/,
       ],
       ['other-server', manifestEdit((m) => (m.serverName = 'other.test')), /is a backup of other\.test, but hs serves dr\.test/],
-      ['newer-schema', manifestEdit((m) => (m.synapse.schemaVersion += 1000)), /schema version \d+ .*newer than Synapse [\d.]+ on hs knows/],
+      [
+        'newer-schema',
+        manifestEdit((m) => (m.synapse.schemaVersion += 1000)),
+        /schema version \d+ .*newer than Synapse [\d.]+ on hs knows/,
+      ],
     ]
     for (const [name, change, message] of cases) {
       const r = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', await variant(name, change)])
@@ -264,32 +318,46 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(await fingerprint(b)).toBe(before)
   })
 
-  it('provision restore onto B: the dry run prints the steps, the restore does them in that order', async () => {
-    const before = await fingerprint(b)
-    const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--dry-run', '--json'])
-    expect(plan.code, cliOutput(plan)).toBe(0)
-    const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
-    expect(planned.status).toBe('planned')
-    expect(planned.replaces.join('\n')).toMatch(/database synapse on hs: 0 users/)
-    expect(await fingerprint(b)).toBe(before)
-    const r = await timed('provision restore', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--json'], { timeoutMs: 30 * 60_000 }))
-    expect(r.code, cliOutput(r)).toBe(0)
-    const done = JSON.parse(r.stdout) as { status: string; steps: { summary: string; done: boolean }[]; apply: { hosts: { status: string; tasks: { checks: { phase: string; ok: boolean }[] }[] }[] } }
-    expect(done.status).toBe('restored')
-    expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
-    expect(done.steps.every((s) => s.done)).toBe(true)
-    const after = done.apply.hosts[0]!.tasks.flatMap((t) => t.checks.filter((c) => c.phase === 'after'))
-    expect(after.length).toBeGreaterThanOrEqual(8)
-    expect(after.filter((c) => !c.ok)).toEqual([])
-    for (const unit of ['matrix-synapse', ...WORKERS]) expect((await b.exec(`systemctl is-active ${unit}`)).stdout.trim(), unit).toBe('active')
-  }, 35 * 60_000)
+  it(
+    'provision restore onto B: the dry run prints the steps, the restore does them in that order',
+    async () => {
+      const before = await fingerprint(b)
+      const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--dry-run', '--json'])
+      expect(plan.code, cliOutput(plan)).toBe(0)
+      const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
+      expect(planned.status).toBe('planned')
+      expect(planned.replaces.join('\n')).toMatch(/database synapse on hs: 0 users/)
+      expect(await fingerprint(b)).toBe(before)
+      const r = await timed('provision restore', () =>
+        runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', backups, '--json'], { timeoutMs: 30 * 60_000 }),
+      )
+      expect(r.code, cliOutput(r)).toBe(0)
+      const done = JSON.parse(r.stdout) as {
+        status: string
+        steps: { summary: string; done: boolean }[]
+        apply: { hosts: { status: string; tasks: { checks: { phase: string; ok: boolean }[] }[] }[] }
+      }
+      expect(done.status).toBe('restored')
+      expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
+      expect(done.steps.every((s) => s.done)).toBe(true)
+      const after = done.apply.hosts[0]!.tasks.flatMap((t) => t.checks.filter((c) => c.phase === 'after'))
+      expect(after.length).toBeGreaterThanOrEqual(8)
+      expect(after.filter((c) => !c.ok)).toEqual([])
+      for (const unit of ['matrix-synapse', ...WORKERS])
+        expect((await b.exec(`systemctl is-active ${unit}`)).stdout.trim(), unit).toBe('active')
+    },
+    35 * 60_000,
+  )
 
   it('on B: the same passwords log in, the messages are there, the media downloads byte-equal, the signing key is the same file', async () => {
     const alice = await loggedIn(b, 'alice')
     await loggedIn(b, 'bob')
     const wrong = await client(b)
     await expect(wrong.login('alice', 'not-the-password')).rejects.toThrow(/403/)
-    const history = await alice.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`)
+    const history = await alice.call<{ chunk: { content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`,
+    )
     expect(history.status).toBe(200)
     const bodies = history.json.chunk.map((e) => e.content.body)
     for (const m of messages) expect(bodies).toContain(m)
@@ -304,7 +372,9 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect((await b.exec('stat -c "%U %a" /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe('matrix-synapse 600')
     expect((await (await client(b)).call('GET', '/_matrix/key/v2/server')).json.verify_keys).toEqual(verifyKeyA)
     // No one-time key survives a restore (Synapse's backup guide; ESS truncates the table).
-    expect((await b.exec(`runuser -u postgres -- psql -XAt -d synapse -c "select count(*) from e2e_one_time_keys_json"`)).stdout.trim()).toBe('0')
+    expect(
+      (await b.exec(`runuser -u postgres -- psql -XAt -d synapse -c "select count(*) from e2e_one_time_keys_json"`)).stdout.trim(),
+    ).toBe('0')
   })
 
   it('a second restore without --force is refused: B now holds data, and nothing changes', async () => {
@@ -316,58 +386,99 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     expect(await fingerprint(b)).toBe(before)
   })
 
-  it('restore --force --identity (the encrypted backup) onto B, which holds data of its own: the dry run names what it replaces, the restore brings back the backup and keeps the replaced database and media aside', async () => {
-    // Data that exists only on B (written after the first restore): --force must replace it, and keep it.
-    const alice = await loggedIn(b, 'alice')
-    const onlyOnB = 'written on B after the restore, replaced by --force'
-    expect((await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/only-b`, { msgtype: 'm.text', body: onlyOnB })).status).toBe(200)
-    const upload = await binaryRequest(alice, 'POST', '/_matrix/media/v3/upload?filename=only-b.bin', randomBytes(4096))
-    expect(upload.status, upload.body.toString()).toBe(200)
-    const [, mediaServer = "", mediaOnlyB = ""] = /^mxc:\/\/([^/]+)\/(.+)$/.exec((JSON.parse(upload.body.toString()) as { content_uri: string }).content_uri)!
+  it(
+    'restore --force --identity (the encrypted backup) onto B, which holds data of its own: the dry run names what it replaces, the restore brings back the backup and keeps the replaced database and media aside',
+    async () => {
+      // Data that exists only on B (written after the first restore): --force must replace it, and keep it.
+      const alice = await loggedIn(b, 'alice')
+      const onlyOnB = 'written on B after the restore, replaced by --force'
+      expect(
+        (
+          await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/only-b`, {
+            msgtype: 'm.text',
+            body: onlyOnB,
+          })
+        ).status,
+      ).toBe(200)
+      const upload = await binaryRequest(alice, 'POST', '/_matrix/media/v3/upload?filename=only-b.bin', randomBytes(4096))
+      expect(upload.status, upload.body.toString()).toBe(200)
+      const [, mediaServer = '', mediaOnlyB = ''] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(
+        (JSON.parse(upload.body.toString()) as { content_uri: string }).content_uri,
+      )!
 
-    const before = await fingerprint(b)
-    // From the encrypted backup of A: --identity decrypts it (the same data as the plain one).
-    const plan = await runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', encryptedDir, '--identity', identity, '--force', '--dry-run', '--json'])
-    expect(plan.code, cliOutput(plan)).toBe(0)
-    const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
-    expect(planned.status).toBe('planned')
-    const kept = /database synapse on hs: 2 users, 1 rooms, \d+ events, 5 local media, schema \d+ \(kept as (synapse_replaced_1); drop it when satisfied\)/.exec(planned.replaces.join('\n'))
-    expect(kept, planned.replaces.join('\n')).not.toBeNull()
-    const keptMedia = /\(kept in (\/var\/lib\/matrix-synapse\/media-replaced-1)\)/.exec(planned.replaces.join('\n'))
-    expect(keptMedia, planned.replaces.join('\n')).not.toBeNull()
-    expect(await fingerprint(b)).toBe(before)
+      const before = await fingerprint(b)
+      // From the encrypted backup of A: --identity decrypts it (the same data as the plain one).
+      const plan = await runCli([
+        'restore',
+        '--inventory',
+        inventoryB,
+        '--limit',
+        'hs',
+        '--from',
+        encryptedDir,
+        '--identity',
+        identity,
+        '--force',
+        '--dry-run',
+        '--json',
+      ])
+      expect(plan.code, cliOutput(plan)).toBe(0)
+      const planned = JSON.parse(plan.stdout) as { status: string; steps: { summary: string }[]; replaces: string[] }
+      expect(planned.status).toBe('planned')
+      const kept =
+        /database synapse on hs: 2 users, 1 rooms, \d+ events, 5 local media, schema \d+ \(kept as (synapse_replaced_1); drop it when satisfied\)/.exec(
+          planned.replaces.join('\n'),
+        )
+      expect(kept, planned.replaces.join('\n')).not.toBeNull()
+      const keptMedia = /\(kept in (\/var\/lib\/matrix-synapse\/media-replaced-1)\)/.exec(planned.replaces.join('\n'))
+      expect(keptMedia, planned.replaces.join('\n')).not.toBeNull()
+      expect(await fingerprint(b)).toBe(before)
 
-    const r = await timed('provision restore --force', () => runCli(['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', encryptedDir, '--identity', identity, '--force', '--json'], { timeoutMs: 30 * 60_000 }))
-    expect(r.code, cliOutput(r)).toBe(0)
-    const done = JSON.parse(r.stdout) as { status: string; replaces: string[]; steps: { summary: string; done: boolean }[] }
-    expect(done.status).toBe('restored')
-    // The plan is a promise: the same steps, and the same names for what is kept.
-    expect(done.replaces).toEqual(planned.replaces)
-    expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
-    expect(done.steps.every((s) => s.done)).toBe(true)
+      const r = await timed('provision restore --force', () =>
+        runCli(
+          ['restore', '--inventory', inventoryB, '--limit', 'hs', '--from', encryptedDir, '--identity', identity, '--force', '--json'],
+          { timeoutMs: 30 * 60_000 },
+        ),
+      )
+      expect(r.code, cliOutput(r)).toBe(0)
+      const done = JSON.parse(r.stdout) as { status: string; replaces: string[]; steps: { summary: string; done: boolean }[] }
+      expect(done.status).toBe('restored')
+      // The plan is a promise: the same steps, and the same names for what is kept.
+      expect(done.replaces).toEqual(planned.replaces)
+      expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
+      expect(done.steps.every((s) => s.done)).toBe(true)
 
-    // The backup's state is back: its messages and media, and nothing written on B since.
-    const after = await loggedIn(b, 'alice')
-    const history = await after.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`)
-    expect(history.status).toBe(200)
-    const bodies = history.json.chunk.map((e) => e.content.body)
-    for (const m of messages) expect(bodies).toContain(m)
-    expect(bodies).not.toContain(onlyOnB)
-    const first = media[0]!
-    const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(first.mxc)!
-    const dl = await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
-    expect(dl.status).toBe(200)
-    expect(sha256(dl.body)).toBe(first.sha256)
-    expect((await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${mediaServer}/${mediaOnlyB}`)).status).toBe(404)
+      // The backup's state is back: its messages and media, and nothing written on B since.
+      const after = await loggedIn(b, 'alice')
+      const history = await after.call<{ chunk: { content: { body?: string } }[] }>(
+        'GET',
+        `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`,
+      )
+      expect(history.status).toBe(200)
+      const bodies = history.json.chunk.map((e) => e.content.body)
+      for (const m of messages) expect(bodies).toContain(m)
+      expect(bodies).not.toContain(onlyOnB)
+      const first = media[0]!
+      const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(first.mxc)!
+      const dl = await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+      expect(dl.status).toBe(200)
+      expect(sha256(dl.body)).toBe(first.sha256)
+      expect((await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${mediaServer}/${mediaOnlyB}`)).status).toBe(404)
 
-    // What was replaced is kept under the names the plan gave: the old database still has B's message, the old media its file.
-    const oldDb = kept![1]!
-    const inOld = await b.exec(`runuser -u postgres -- psql -XAt -d ${oldDb} -c "select count(*) from event_json where json like '%replaced by --force%'"`)
-    expect(inOld.stdout.trim(), inOld.output).toBe('1')
-    const oldMedia = await b.exec(`test -f ${keptMedia![1]}/local_content/${mediaOnlyB.slice(0, 2)}/${mediaOnlyB.slice(2, 4)}/${mediaOnlyB.slice(4)}`)
-    expect(oldMedia.exitCode, `${keptMedia![1]} lacks ${mediaOnlyB}`).toBe(0)
-    expect((await b.exec('sha256sum < /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(signingKeyA)
-    const check = await runCli(['check', '--inventory', inventoryB])
-    expect(check.code, cliOutput(check)).toBe(0)
-  }, 35 * 60_000)
+      // What was replaced is kept under the names the plan gave: the old database still has B's message, the old media its file.
+      const oldDb = kept![1]!
+      const inOld = await b.exec(
+        `runuser -u postgres -- psql -XAt -d ${oldDb} -c "select count(*) from event_json where json like '%replaced by --force%'"`,
+      )
+      expect(inOld.stdout.trim(), inOld.output).toBe('1')
+      const oldMedia = await b.exec(
+        `test -f ${keptMedia![1]}/local_content/${mediaOnlyB.slice(0, 2)}/${mediaOnlyB.slice(2, 4)}/${mediaOnlyB.slice(4)}`,
+      )
+      expect(oldMedia.exitCode, `${keptMedia![1]} lacks ${mediaOnlyB}`).toBe(0)
+      expect((await b.exec('sha256sum < /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(signingKeyA)
+      const check = await runCli(['check', '--inventory', inventoryB])
+      expect(check.code, cliOutput(check)).toBe(0)
+    },
+    35 * 60_000,
+  )
 })

@@ -9,7 +9,6 @@ import { until } from '../support/wait.js'
 
 const ROLES = ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] as const
 
-
 /**
  * Two homeservers provisioned by one run, federating over HTTPS with certificates from a local CA that
  * each Synapse trusts through federation_custom_ca_list (verification stays on).
@@ -22,7 +21,10 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
   beforeAll(async () => {
     const [wheelhouse, localCa] = await Promise.all([synapseWheelhouse('3.11'), createLocalCa()])
     ca = await readFile(localCa.caFile, 'utf8')
-    env = await startHosts(['one', 'two'], { ports: [443], aliases: { one: ['one.test', 'matrix.one.test'], two: ['two.test', 'matrix.two.test'] } })
+    env = await startHosts(['one', 'two'], {
+      ports: [443],
+      aliases: { one: ['one.test', 'matrix.one.test'], two: ['two.test', 'matrix.two.test'] },
+    })
     const subnet = env.get('one').ip.split('.').slice(0, 2).join('.') + '.0.0/16'
     const hostVars = async (name: 'one' | 'two') => {
       const cert = await localCa.issue(name, [`matrix.${name}.test`, `${name}.test`])
@@ -53,9 +55,19 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
     const r = await provision(['--inventory', inventory, '--json'])
     const report = JSON.parse(r.stdout)
     console.log(`federation pair first run ${report.durationMs} ms`)
-    expect(report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status), r.stderr).toEqual(['changed', 'changed'])
-    for (const [host, user] of [['one', 'alice'], ['two', 'bob']] as const) {
-      const reg = await env.get(host).exec(`printf 'pw-${user}-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+    expect(
+      report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status),
+      r.stderr,
+    ).toEqual(['changed', 'changed'])
+    for (const [host, user] of [
+      ['one', 'alice'],
+      ['two', 'bob'],
+    ] as const) {
+      const reg = await env
+        .get(host)
+        .exec(
+          `printf 'pw-${user}-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+        )
       expect(reg.exitCode, reg.output).toBe(0)
     }
   })
@@ -68,7 +80,10 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
     const bob = client('two')
     await alice.login('alice', 'pw-alice-123456')
     await bob.login('bob', 'pw-bob-123456')
-    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { invite: ['@bob:two.test'], preset: 'private_chat' })
+    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+      invite: ['@bob:two.test'],
+      preset: 'private_chat',
+    })
     expect(room.status, room.text).toBe(200)
     const roomId = room.json.room_id
     await until('the invite on two', async () => {
@@ -78,7 +93,10 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
     const join = await bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {})
     expect(join.status, join.text).toBe(200)
     const marker = `across federation ${Date.now()}`
-    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/f1`, { msgtype: 'm.text', body: marker })
+    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/f1`, {
+      msgtype: 'm.text',
+      body: marker,
+    })
     expect(sent.status).toBe(200)
     try {
       // /messages, not a full /sync: Synapse serves identical initial syncs from a cache for a while.
@@ -87,17 +105,25 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
     } catch (error) {
       // What the workers saw, for the failure message.
       const senderLog = await env.get('one').exec("grep -E 'two.test|Error|error' /var/log/matrix-synapse/federation_sender.log | tail -25")
-      const readerLog = await env.get('two').exec("grep -v -E 'STARTING|Copyright|Licensed|Server /opt' /var/log/matrix-synapse/federation_reader.log | tail -40")
-      const mainLog = await env.get('two').exec("grep -v -E '/sync|STARTING|Copyright|Licensed|Server /opt' /var/log/matrix-synapse/homeserver.log | tail -40")
+      const readerLog = await env
+        .get('two')
+        .exec("grep -v -E 'STARTING|Copyright|Licensed|Server /opt' /var/log/matrix-synapse/federation_reader.log | tail -40")
+      const mainLog = await env
+        .get('two')
+        .exec("grep -v -E '/sync|STARTING|Copyright|Licensed|Server /opt' /var/log/matrix-synapse/homeserver.log | tail -40")
       console.log(`SENDER(one):\n${senderLog.stdout}\nREADER(two):\n${readerLog.stdout}\nMAIN(two):\n${mainLog.stdout}`)
       throw error
     }
   })
 
   it("one's federation_sender sent the transaction and two's federation_reader received it", async () => {
-    const sent = await env.get('one').exec("grep -c 'PUT matrix-federation://two.test/_matrix/federation/v1/send/' /var/log/matrix-synapse/federation_sender.log")
+    const sent = await env
+      .get('one')
+      .exec("grep -c 'PUT matrix-federation://two.test/_matrix/federation/v1/send/' /var/log/matrix-synapse/federation_sender.log")
     expect(Number(sent.stdout.trim()), 'sender log').toBeGreaterThanOrEqual(1)
-    const mainSent = await env.get('one').exec("grep -c 'PUT matrix-federation://two.test/_matrix/federation/v1/send/' /var/log/matrix-synapse/homeserver.log")
+    const mainSent = await env
+      .get('one')
+      .exec("grep -c 'PUT matrix-federation://two.test/_matrix/federation/v1/send/' /var/log/matrix-synapse/homeserver.log")
     expect(Number(mainSent.stdout.trim() || 0), 'main process sends no transactions').toBe(0)
     const received = await env.get('two').exec("grep -c 'PUT /_matrix/federation/v1/send/' /var/log/matrix-synapse/federation_reader.log")
     expect(Number(received.stdout.trim()), 'reader log').toBeGreaterThanOrEqual(1)

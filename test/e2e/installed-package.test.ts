@@ -28,7 +28,8 @@ async function freePort(): Promise<number> {
   })
 }
 
-const containers = async (name: string) => (await run('docker', ['ps', '-a', '--filter', `name=^${name}$`, '--format', '{{.Names}}'])).stdout.trim()
+const containers = async (name: string) =>
+  (await run('docker', ['ps', '-a', '--filter', `name=^${name}$`, '--format', '{{.Names}}'])).stdout.trim()
 
 /**
  * The npm package as users get it: `npm pack`, then `npm install ./matrix-provision-*.tgz` into an empty
@@ -49,12 +50,19 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
     dir = await mkdtemp(join(tmpdir(), 'mp-package-'))
     // The bundle is current (test/support/build-cli.ts), so pack without running prepare again.
     await run('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: repo, maxBuffer: 1 << 24 })
-    tarball = join(dir, (await readdir(dir)).find((f) => f.endsWith('.tgz'))!)
+    tarball = join(
+      dir,
+      (await readdir(dir)).find((f) => f.endsWith('.tgz'))!,
+    )
     app = join(dir, 'app')
     await mkdir(app)
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'provision-user', private: true }))
     const t0 = Date.now()
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball], { cwd: app, maxBuffer: 1 << 24, timeout: 300_000 })
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball], {
+      cwd: app,
+      maxBuffer: 1 << 24,
+      timeout: 300_000,
+    })
     console.log(`npm install of the packed package: ${((Date.now() - t0) / 1000).toFixed(0)} s`)
     installed = { cwd: app, bin: join(app, 'node_modules', pkg.name, 'bin', 'provision.js') }
   })
@@ -66,7 +74,16 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
 
   it('holds the bundle, docker/ and inventories/, not the sources or the tests', async () => {
     const files = (await run('tar', ['tzf', tarball])).stdout.split('\n').filter(Boolean)
-    for (const f of ['bin/provision.js', 'dist/cli/cli.js', 'docker/Dockerfile', 'docker/build-base-images.sh', 'inventories/sandbox.yaml', 'inventories/example.yaml', 'package.json', 'README.md'])
+    for (const f of [
+      'bin/provision.js',
+      'dist/cli/cli.js',
+      'docker/Dockerfile',
+      'docker/build-base-images.sh',
+      'inventories/sandbox.yaml',
+      'inventories/example.yaml',
+      'package.json',
+      'README.md',
+    ])
       expect(files, f).toContain(`package/${f}`)
     expect(files.filter((f) => /^package\/(src|test|tasks|dist\/src)\//.test(f))).toEqual([])
   })
@@ -89,7 +106,10 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
     expect(r.code, cliOutput(r)).toBe(10)
     expect(r.stdout).toContain('redis-server')
     expect(r.stdout).toMatch(/Plan: \d+ to add/)
-    const events = (await readFile(log, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { msg: string })
+    const events = (await readFile(log, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string })
     expect(events.at(-1)?.msg).toBe('run finished')
     await hosts.stop()
     hosts = undefined
@@ -106,7 +126,14 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       sandboxDir = join(dir, 'sandbox')
       const [ssh, https] = [await freePort(), await freePort()]
       // The repository's cache: the wheelhouse other tests built is reused, not built twice.
-      env = { ...process.env, SANDBOX_NAME: name, SANDBOX_DIR: sandboxDir, SANDBOX_SSH_PORT: String(ssh), SANDBOX_HTTPS_PORT: String(https), SANDBOX_CACHE_DIR: join(repo, '.cache') }
+      env = {
+        ...process.env,
+        SANDBOX_NAME: name,
+        SANDBOX_DIR: sandboxDir,
+        SANDBOX_SSH_PORT: String(ssh),
+        SANDBOX_HTTPS_PORT: String(https),
+        SANDBOX_CACHE_DIR: join(repo, '.cache'),
+      }
     })
     afterAll(async () => {
       await run('docker', ['rm', '-f', '-v', name]).catch(() => undefined)
@@ -125,7 +152,9 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       console.log(`first sandbox run: ${((Date.now() - t0) / 1000).toFixed(0)} s`)
       expect(r.code, cliOutput(r)).toBe(0)
       expect(r.stdout).toContain('@admin:sandbox.test')
-      expect(r.stdout).toContain(`curl --cacert ${join(sandboxDir, 'ca.pem')} --resolve matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}:127.0.0.1 https://matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}/`)
+      expect(r.stdout).toContain(
+        `curl --cacert ${join(sandboxDir, 'ca.pem')} --resolve matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}:127.0.0.1 https://matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}/`,
+      )
       expect(r.stdout).toContain('127.0.0.1 matrix.sandbox.test element.sandbox.test sandbox.test')
       expect(r.stdout).toContain('STAND-IN')
       expect(await containers(name)).toBe(name)
@@ -133,12 +162,22 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       const inventory = await readFile(join(sandboxDir, 'inventory.yaml'), 'utf8')
       expect(inventory).toContain(`port: ${env.SANDBOX_SSH_PORT}`)
       const password = (await readFile(join(sandboxDir, 'admin-password'), 'utf8')).trim()
-      const client = new MatrixClient({ port: Number(env.SANDBOX_HTTPS_PORT), hostname: 'matrix.sandbox.test', ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8') })
+      const client = new MatrixClient({
+        port: Number(env.SANDBOX_HTTPS_PORT),
+        hostname: 'matrix.sandbox.test',
+        ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8'),
+      })
       await client.login('admin', password)
       const whoami = await client.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')
       expect(whoami.json.user_id).toBe('@admin:sandbox.test')
-      const element = await new MatrixClient({ port: Number(env.SANDBOX_HTTPS_PORT), hostname: 'element.sandbox.test', ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8') }).call('GET', '/config.json')
-      expect(element.json).toMatchObject({ default_server_config: { 'm.homeserver': { base_url: `https://matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}` } } })
+      const element = await new MatrixClient({
+        port: Number(env.SANDBOX_HTTPS_PORT),
+        hostname: 'element.sandbox.test',
+        ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8'),
+      }).call('GET', '/config.json')
+      expect(element.json).toMatchObject({
+        default_server_config: { 'm.homeserver': { base_url: `https://matrix.sandbox.test:${env.SANDBOX_HTTPS_PORT}` } },
+      })
     }, 1_800_000)
 
     it('a second run reuses the container and the provisioning reports no changes; the password stays', async () => {
@@ -160,7 +199,11 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
       expect(r.code, cliOutput(r)).toBe(0)
       expect(r.stdout).toContain('COMPUTED LOCALLY')
       expect(r.stdout).not.toContain('STAND-IN')
-      const element = await new MatrixClient({ port: Number(env.SANDBOX_HTTPS_PORT), hostname: 'element.sandbox.test', ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8') }).call('GET', '/config.json')
+      const element = await new MatrixClient({
+        port: Number(env.SANDBOX_HTTPS_PORT),
+        hostname: 'element.sandbox.test',
+        ca: await readFile(join(sandboxDir, 'ca.pem'), 'utf8'),
+      }).call('GET', '/config.json')
       expect(element.status).toBe(200)
     })
 

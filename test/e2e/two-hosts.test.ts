@@ -79,47 +79,70 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     const r = await provision(['--inventory', inventory, '--json', '--log-file', logFile], runEnv)
     const report = JSON.parse(r.stdout)
     console.log(`two-host first run ${report.durationMs} ms`)
-    expect(report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status), r.stderr).toEqual(['changed', 'changed'])
+    expect(
+      report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status),
+      r.stderr,
+    ).toEqual(['changed', 'changed'])
     // Synapse on hs started its task only once Postgres and Redis on db were done (the log is in event order).
-    const events = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { host?: string; task?: string; msg: string })
+    const events = (await readFile(logFile, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { host?: string; task?: string; msg: string })
     const at = (pred: (e: (typeof events)[number]) => boolean) => events.findIndex(pred)
-    const lastDb = (task: string) => events.map((e, i) => (e.host === 'db' && e.task === task ? i : -1)).reduce((a, b) => Math.max(a, b), -1)
+    const lastDb = (task: string) =>
+      events.map((e, i) => (e.host === 'db' && e.task === task ? i : -1)).reduce((a, b) => Math.max(a, b), -1)
     expect(at((e) => e.host === 'hs' && e.msg.startsWith('waiting for postgres on db'))).toBeGreaterThanOrEqual(0)
     const synapseStarts = at((e) => e.host === 'hs' && e.task === 'synapse' && e.msg === 'planning')
     expect(synapseStarts).toBeGreaterThan(lastDb('postgres'))
     expect(synapseStarts).toBeGreaterThan(lastDb('redis'))
-    const failed = report.hosts.flatMap((h: { tasks: { checks: { ok: boolean; name: string }[] }[] }) => h.tasks.flatMap((t) => t.checks.filter((c) => !c.ok)))
+    const failed = report.hosts.flatMap((h: { tasks: { checks: { ok: boolean; name: string }[] }[] }) =>
+      h.tasks.flatMap((t) => t.checks.filter((c) => !c.ok)),
+    )
     expect(failed).toEqual([])
     for (const value of Object.values(secrets)) expect(r.stdout + r.stderr).not.toContain(value)
   })
 
   it('the homeserver works through Apache with its database and Redis on the other host', async () => {
     const hs = env.get('hs')
-    expect((await hs.exec('grep -h "host:" /etc/matrix-synapse/conf.d/20-database.yaml /etc/matrix-synapse/conf.d/40-workers.yaml')).stdout).toContain(env.get('db').ip)
-    const reg = await hs.exec("printf 'pw-alice-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u alice --password-file /dev/stdin --no-admin http://127.0.0.1:8008")
+    expect(
+      (await hs.exec('grep -h "host:" /etc/matrix-synapse/conf.d/20-database.yaml /etc/matrix-synapse/conf.d/40-workers.yaml')).stdout,
+    ).toContain(env.get('db').ip)
+    const reg = await hs.exec(
+      "printf 'pw-alice-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u alice --password-file /dev/stdin --no-admin http://127.0.0.1:8008",
+    )
     expect(reg.exitCode, reg.output).toBe(0)
     const ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.two.test.crt')).stdout
     const client = new MatrixClient({ port: hs.port(443), hostname: 'matrix.two.test', ca })
     await client.login('alice', 'pw-alice-123456')
     const room = await client.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {})
-    const sent = await client.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/x1`, { msgtype: 'm.text', body: 'stored on the db host' })
+    const sent = await client.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/x1`, {
+      msgtype: 'm.text',
+      body: 'stored on the db host',
+    })
     expect(sent.status).toBe(200)
     expect((await client.call('GET', '/_matrix/client/v3/sync?timeout=0')).text).toContain('stored on the db host')
     // The message really is in the Postgres on host db.
-    const rows = await env.get('db').exec(`runuser -u postgres -- psql -d synapse -Atc "select count(*) from event_json where json like '%stored on the db host%'"`)
+    const rows = await env
+      .get('db')
+      .exec(`runuser -u postgres -- psql -d synapse -Atc "select count(*) from event_json where json like '%stored on the db host%'"`)
     expect(rows.stdout.trim()).toBe('1')
     const fed = await client.call('GET', '/_matrix/federation/v1/version')
     expect(fed.status).toBe(200)
-    expect((await hs.exec("grep -c 'GET /_matrix/federation/v1/version' /var/log/matrix-synapse/federation_reader.log")).stdout.trim()).not.toBe('0')
+    expect(
+      (await hs.exec("grep -c 'GET /_matrix/federation/v1/version' /var/log/matrix-synapse/federation_reader.log")).stdout.trim(),
+    ).not.toBe('0')
   })
 
   it("db's Postgres and Redis accept only hs", async () => {
-    const probe = (from: string, port: number) => env.get(from).exec(`timeout 4 bash -c 'exec 3<>/dev/tcp/db/${port}' && echo open || echo closed`)
+    const probe = (from: string, port: number) =>
+      env.get(from).exec(`timeout 4 bash -c 'exec 3<>/dev/tcp/db/${port}' && echo open || echo closed`)
     expect((await probe('hs', 5432)).stdout.trim()).toBe('open')
     expect((await probe('hs', 32992)).stdout.trim()).toBe('open')
     expect((await probe('other', 5432)).stdout.trim()).toBe('closed')
     expect((await probe('other', 32992)).stdout.trim()).toBe('closed')
-    const hba = await env.get('db').exec(`grep -v "^#" /etc/postgresql/${suiteFacts(DEFAULT_SUITE).postgres}/main/pg_hba.conf | grep synapse`)
+    const hba = await env
+      .get('db')
+      .exec(`grep -v "^#" /etc/postgresql/${suiteFacts(DEFAULT_SUITE).postgres}/main/pg_hba.conf | grep synapse`)
     expect(hba.stdout).toContain(`${env.get('hs').ip}/32`)
     expect(hba.stdout).not.toContain(env.get('other').ip)
   })
@@ -148,38 +171,56 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     Number((await host.exec(`grep -c -- ${JSON.stringify(marker)} /var/log/matrix-synapse/${name}.log || true`)).stdout.trim() || 0)
   const https = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.two.test', ca })
 
-  it('spreads to one-of-each over both hosts through bin/provision.js: generic and media on db, main and the stream writers on hs', async () => {
-    hs = env.get('hs')
-    db = env.get('db')
-    const doc = parse(await readFile(inventory, 'utf8'))
-    doc.defaults.vars.workers = { ...doc.defaults.vars.workers, preset: 'one-of-each', placement: { generic: 'db', media_repository: 'db' } }
-    doc.hosts.db.roles = [...doc.hosts.db.roles, 'workers']
-    await writeFile(inventory, stringify(doc))
-    // Users and a room from before the switch, kept across it.
-    for (const user of ['bob']) {
-      const reg = await hs.exec(`printf 'pw-${user}-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
-      expect(reg.exitCode, reg.output).toBe(0)
-    }
-    since = Math.floor(Date.now() / 1000)
-    const r = await spreadApply()
-    expect(r.code, cliOutput(r)).toBe(0)
-    console.log(`guide -> one-of-each over two hosts: ${r.durationMs} ms`)
-    const onHs = ONE_OF_EACH.filter((w) => !ON_DB.includes(w.name)).map((w) => `matrix-synapse-worker@${w.name}`)
-    expect((await hs.exec(`systemctl is-active matrix-synapse ${onHs.join(' ')}`)).stdout.trim().split('\n')).toEqual(Array(onHs.length + 1).fill('active'))
-    expect((await db.exec(`systemctl is-active ${ON_DB.map((n) => `matrix-synapse-worker@${n}`).join(' ')}`)).stdout.trim().split('\n')).toEqual(['active', 'active'])
-    // Each host runs only its own workers; db has no main process.
-    expect((await hs.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(onHs.map((u) => `${u.replace('matrix-synapse-worker@', '')}.yaml`).sort())
-    expect((await db.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(ON_DB.map((n) => `${n}.yaml`).sort())
-    expect((await db.exec('systemctl is-active matrix-synapse || true')).stdout.trim()).not.toBe('active')
-    // The same signing key on both, the service user's alone.
-    for (const host of [hs, db]) {
-      expect((await host.exec('stat -c "%U %a" /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe('matrix-synapse 600')
-      expect((await host.exec('cat /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(secrets.SIGNING_KEY)
-    }
-    for (const value of Object.values(secrets)) expect(r.stdout + r.stderr).not.toContain(value)
-  }, SPREAD_TIMEOUT)
+  it(
+    'spreads to one-of-each over both hosts through bin/provision.js: generic and media on db, main and the stream writers on hs',
+    async () => {
+      hs = env.get('hs')
+      db = env.get('db')
+      const doc = parse(await readFile(inventory, 'utf8'))
+      doc.defaults.vars.workers = {
+        ...doc.defaults.vars.workers,
+        preset: 'one-of-each',
+        placement: { generic: 'db', media_repository: 'db' },
+      }
+      doc.hosts.db.roles = [...doc.hosts.db.roles, 'workers']
+      await writeFile(inventory, stringify(doc))
+      // Users and a room from before the switch, kept across it.
+      for (const user of ['bob']) {
+        const reg = await hs.exec(
+          `printf 'pw-${user}-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${user} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+        )
+        expect(reg.exitCode, reg.output).toBe(0)
+      }
+      since = Math.floor(Date.now() / 1000)
+      const r = await spreadApply()
+      expect(r.code, cliOutput(r)).toBe(0)
+      console.log(`guide -> one-of-each over two hosts: ${r.durationMs} ms`)
+      const onHs = ONE_OF_EACH.filter((w) => !ON_DB.includes(w.name)).map((w) => `matrix-synapse-worker@${w.name}`)
+      expect((await hs.exec(`systemctl is-active matrix-synapse ${onHs.join(' ')}`)).stdout.trim().split('\n')).toEqual(
+        Array(onHs.length + 1).fill('active'),
+      )
+      expect(
+        (await db.exec(`systemctl is-active ${ON_DB.map((n) => `matrix-synapse-worker@${n}`).join(' ')}`)).stdout.trim().split('\n'),
+      ).toEqual(['active', 'active'])
+      // Each host runs only its own workers; db has no main process.
+      expect((await hs.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(
+        onHs.map((u) => `${u.replace('matrix-synapse-worker@', '')}.yaml`).sort(),
+      )
+      expect((await db.exec('ls /etc/matrix-synapse/workers')).stdout.trim().split('\n').sort()).toEqual(
+        ON_DB.map((n) => `${n}.yaml`).sort(),
+      )
+      expect((await db.exec('systemctl is-active matrix-synapse || true')).stdout.trim()).not.toBe('active')
+      // The same signing key on both, the service user's alone.
+      for (const host of [hs, db]) {
+        expect((await host.exec('stat -c "%U %a" /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe('matrix-synapse 600')
+        expect((await host.exec('cat /etc/matrix-synapse/homeserver.signing.key')).stdout.trim()).toBe(secrets.SIGNING_KEY)
+      }
+      for (const value of Object.values(secrets)) expect(r.stdout + r.stderr).not.toContain(value)
+    },
+    SPREAD_TIMEOUT,
+  )
 
-  it('listeners other hosts reach bind to the private addresses, instance_map names them, and only the homeserver\'s hosts get through', async () => {
+  it("listeners other hosts reach bind to the private addresses, instance_map names them, and only the homeserver's hosts get through", async () => {
     const listening = async (host: TestHost) => (await host.exec("ss -Htln | awk '{print $4}'")).stdout
     const hsListen = await listening(hs)
     expect(hsListen).toContain(`${hs.ip}:32993`) // main's replication listener
@@ -193,7 +234,8 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     expect(dbListen).not.toMatch(/0\.0\.0\.0:18\d\d\d\b/)
     const map = (await hs.exec('grep -A40 instance_map /etc/matrix-synapse/conf.d/40-workers.yaml')).stdout
     expect(map).toContain(hs.ip)
-    const probe = (from: string, host: string, port: number) => env.get(from).exec(`timeout 4 bash -c 'exec 3<>/dev/tcp/${host}/${port}' && echo open || echo closed`)
+    const probe = (from: string, host: string, port: number) =>
+      env.get(from).exec(`timeout 4 bash -c 'exec 3<>/dev/tcp/${host}/${port}' && echo open || echo closed`)
     expect((await probe('db', 'hs', 32993)).stdout.trim()).toBe('open')
     expect((await probe('hs', 'db', generic.port!)).stdout.trim()).toBe('open')
     expect((await probe('other', 'hs', 32993)).stdout.trim()).toBe('closed')
@@ -206,7 +248,8 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
 
   it("Synapse's own config reader confirms the stream writer map, on both hosts", async () => {
     for (const host of [hs, db]) {
-      const read = async (key: string) => (await host.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PY} -m synapse.config read ${key} ${CONFIG}`)).stdout
+      const read = async (key: string) =>
+        (await host.exec(`cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${PY} -m synapse.config read ${key} ${CONFIG}`)).stdout
       const writers = await read('worker.writers')
       for (const w of ONE_OF_EACH.filter((x) => KINDS[x.kind].streams.length > 0)) {
         for (const stream of KINDS[w.kind].streams) expect(writers, writers).toContain(`${stream}=['${w.name}']`)
@@ -224,45 +267,81 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
       expect(await logged(hostOf(name), name, marker), `${marker} in ${name}.log`).toBeGreaterThanOrEqual(1)
       expect(await logged(hs, 'homeserver', marker), `${marker} not in homeserver.log`).toBe(0)
     }
-    const login = await https().call<{ access_token: string }>('POST', `/_matrix/client/v3/login?${m}-login`, { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'pw-alice-123456' })
+    const login = await https().call<{ access_token: string }>('POST', `/_matrix/client/v3/login?${m}-login`, {
+      type: 'm.login.password',
+      identifier: { type: 'm.id.user', user: 'alice' },
+      password: 'pw-alice-123456',
+    })
     expect(login.status, login.text).toBe(200)
     await alice.login('alice', 'pw-alice-123456')
     await expectServedBy('generic', `${m}-login`)
     await bob.login('bob', 'pw-bob-123456')
-    const created = await alice.call<{ room_id: string }>('POST', `/_matrix/client/v3/createRoom?${m}-create`, { invite: ['@bob:two.test'] })
+    const created = await alice.call<{ room_id: string }>('POST', `/_matrix/client/v3/createRoom?${m}-create`, {
+      invite: ['@bob:two.test'],
+    })
     expect(created.status, created.text).toBe(200)
     roomId = created.json.room_id
     await expectServedBy('generic', `${m}-create`)
     const room = encodeURIComponent(roomId)
     expect((await bob.call('POST', `/_matrix/client/v3/join/${room}`, {})).status).toBe(200)
-    const send = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/t-${m}?${m}-send`, { msgtype: 'm.text', body: 'sent over two hosts' })
+    const send = await alice.call<{ event_id: string }>('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/t-${m}?${m}-send`, {
+      msgtype: 'm.text',
+      body: 'sent over two hosts',
+    })
     expect(send.status, send.text).toBe(200)
     await expectServedBy('generic', `${m}-send`)
     // Created by the generic worker on db, persisted by the events writer on hs (the database says who wrote it).
-    const writer = await db.exec(`runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`)
+    const writer = await db.exec(
+      `runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`,
+    )
     expect(writer.stdout.trim()).toBe('events')
-    const typing = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:two.test')}?${m}-typing`, { typing: true, timeout: 20000 })
+    const typing = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:two.test')}?${m}-typing`, {
+      typing: true,
+      timeout: 20000,
+    })
     expect(typing.status, typing.text).toBe(200)
     await expectServedBy('typing', `${m}-typing`)
-    const receipt = await bob.call('POST', `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`, {})
+    const receipt = await bob.call(
+      'POST',
+      `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`,
+      {},
+    )
     expect(receipt.status, receipt.text).toBe(200)
     await expectServedBy('receipts', `${m}-receipt`)
     const bobDevice = (await bob.call<{ device_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.device_id
-    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.two.test/td-${m}?${m}-todevice`, { messages: { '@bob:two.test': { [bobDevice]: { hello: m } } } })
+    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.two.test/td-${m}?${m}-todevice`, {
+      messages: { '@bob:two.test': { [bobDevice]: { hello: m } } },
+    })
     expect(toDevice.status, toDevice.text).toBe(200)
     await expectServedBy('to_device', `${m}-todevice`)
-    expect((await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:two.test')}/status?${m}-presence`, { presence: 'online' })).status).toBe(200)
+    expect(
+      (
+        await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:two.test')}/status?${m}-presence`, {
+          presence: 'online',
+        })
+      ).status,
+    ).toBe(200)
     await expectServedBy('presence', `${m}-presence`)
     expect((await alice.call('GET', `/_matrix/client/v3/pushrules/?${m}-pushrules`)).status).toBe(200)
     await expectServedBy('push_rules', `${m}-pushrules`)
-    expect((await alice.call('PUT', `/_matrix/client/v3/user/${encodeURIComponent('@alice:two.test')}/account_data/m.two?${m}-accountdata`, { m })).status).toBe(200)
+    expect(
+      (
+        await alice.call('PUT', `/_matrix/client/v3/user/${encodeURIComponent('@alice:two.test')}/account_data/m.two?${m}-accountdata`, {
+          m,
+        })
+      ).status,
+    ).toBe(200)
     await expectServedBy('account_data', `${m}-accountdata`)
     expect((await alice.call('POST', `/_matrix/client/v3/keys/upload?${m}-keys`, {})).status).toBe(200)
     await expectServedBy('device_lists', `${m}-keys`)
     expect((await alice.call('POST', `/_matrix/client/v3/user_directory/search?${m}-userdir`, { search_term: 'bob' })).status).toBe(200)
     await expectServedBy('user_dir', `${m}-userdir`)
     // Media: stored by the media worker on db, served back by it.
-    const upload = await alice.call<{ content_uri: string }>('POST', `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`, Buffer.from(`bytes-${m}`))
+    const upload = await alice.call<{ content_uri: string }>(
+      'POST',
+      `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`,
+      Buffer.from(`bytes-${m}`),
+    )
     expect(upload.status, upload.text).toBe(200)
     await expectServedBy('media_repository', `${m}-upload`)
     const mediaId = upload.json.content_uri.replace('mxc://', '')
@@ -271,7 +350,10 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     await expectServedBy('media_repository', `${m}-download`)
     expect((await db.exec(`grep -rl -- bytes-${m} /var/lib/matrix-synapse/media/local_content`)).stdout.trim()).not.toBe('')
     // Sync on the generic worker on db: bob sees the message, alice's typing, his receipt and the to-device message.
-    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>('GET', `/_matrix/client/v3/sync?timeout=0&${m}-sync`)
+    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>(
+      'GET',
+      `/_matrix/client/v3/sync?timeout=0&${m}-sync`,
+    )
     expect(sync.status).toBe(200)
     await expectServedBy('generic', `${m}-sync`)
     expect(sync.text).toContain('sent over two hosts')
@@ -292,19 +374,23 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     }
   })
 
-  it('no error in any Synapse log or journal on either host, and a second run changes nothing', async () => {
-    const again = await spreadApply()
-    expect(again.code, cliOutput(again)).toBe(0)
-    expect(again.stdout).toContain('db: no changes')
-    expect(again.stdout).toContain('hs: no changes')
-    for (const host of [hs, db]) {
-      // Synapse's own shutdown race (a send-cmd in flight loses Redis after "Shutting down...") is allowed; nothing else.
-      const journal = (await host.exec(`journalctl --since @${since} -u 'matrix-synapse*' --no-pager -o short-unix`)).stdout
-      expect(unexpectedSynapseErrors(journal), host.name).toEqual([])
-    }
-  }, SPREAD_TIMEOUT)
+  it(
+    'no error in any Synapse log or journal on either host, and a second run changes nothing',
+    async () => {
+      const again = await spreadApply()
+      expect(again.code, cliOutput(again)).toBe(0)
+      expect(again.stdout).toContain('db: no changes')
+      expect(again.stdout).toContain('hs: no changes')
+      for (const host of [hs, db]) {
+        // Synapse's own shutdown race (a send-cmd in flight loses Redis after "Shutting down...") is allowed; nothing else.
+        const journal = (await host.exec(`journalctl --since @${since} -u 'matrix-synapse*' --no-pager -o short-unix`)).stdout
+        expect(unexpectedSynapseErrors(journal), host.name).toEqual([])
+      }
+    },
+    SPREAD_TIMEOUT,
+  )
 
-  it("provision backup of the spread server takes the media from db, where the media repository stores it", async () => {
+  it('provision backup of the spread server takes the media from db, where the media repository stores it', async () => {
     const to = join(env.dir, 'backups-spread')
     const r = await runCli(['backup', '--inventory', inventory, '--to', to, '--json'], { env: runEnv })
     expect(r.code, cliOutput(r)).toBe(0)

@@ -40,8 +40,12 @@ const ORDER = [
   'after-checks homeserver',
 ]
 
-type Report = { durationMs: number; hosts: { status: string; error?: string; tasks: { task: string; status: string; changes: Change[]; restarts: unknown[] }[] }[] }
-const releaseChange = (r: Report): Change => r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === 'synapse-release:/opt/venvs/matrix-synapse')!
+type Report = {
+  durationMs: number
+  hosts: { status: string; error?: string; tasks: { task: string; status: string; changes: Change[]; restarts: unknown[] }[] }[]
+}
+const releaseChange = (r: Report): Change =>
+  r.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === 'synapse-release:/opt/venvs/matrix-synapse')!
 const seq = (steps: (Step | PerformedStep)[]) => steps.map((s) => `${s.kind} ${s.target}`)
 
 describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inventory, with a failed ${BROKEN} in between`, () => {
@@ -50,17 +54,31 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
   let ca: string
   const wheelhouses: Record<string, string> = {}
   const inventoryFor = (version: string) =>
-    writeTestInventory(env, [{ name: 'up', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] }], { serverName: 'up.test', synapse: { install: 'pip', version, wheelhouse: wheelhouses[version], lockDir: LOCK_DIRS[version] } }, `inventory-${version}.yaml`)
+    writeTestInventory(
+      env,
+      [{ name: 'up', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] }],
+      { serverName: 'up.test', synapse: { install: 'pip', version, wheelhouse: wheelhouses[version], lockDir: LOCK_DIRS[version] } },
+      `inventory-${version}.yaml`,
+    )
   const client = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.up.test', ca })
   /** The running venv holds exactly the version's lock set (synapse-locks checks the same for its releases). */
   const venvIsLock = async (version: string) => {
     const listed = await hs.exec(`/opt/venvs/matrix-synapse/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
     const venv = parseVenvContents(listed.stdout, listed.exitCode)
     expect(venv, listed.output).not.toBeNull()
-    expect(lockDrift(await readLock(LOCK_DIRS[version]!, version, 'test/e2e/upgrade.test.ts'), venv!)).toEqual({ missing: [], differ: [], extra: [] })
+    expect(lockDrift(await readLock(LOCK_DIRS[version]!, version, 'test/e2e/upgrade.test.ts'), venv!)).toEqual({
+      missing: [],
+      differ: [],
+      extra: [],
+    })
   }
   /** Main's journal since its current start (one systemd invocation), without the access log. */
-  const mainSinceStart = async () => (await hs.exec(`journalctl _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value matrix-synapse.service) --no-pager -o cat | grep -v ' synapse.access.'`)).stdout
+  const mainSinceStart = async () =>
+    (
+      await hs.exec(
+        `journalctl _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value matrix-synapse.service) --no-pager -o cat | grep -v ' synapse.access.'`,
+      )
+    ).stdout
   /**
    * Waits until main's background updater has finished this start's updates: Synapse logs "No more
    * background updates to do" when the table is empty, also when nothing was left. Fails at once on an
@@ -70,9 +88,18 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const t0 = Date.now()
     for (;;) {
       const log = await mainSinceStart()
-      expect(log.includes('background update failures; aborting'), log.split('\n').filter((l) => /background update|Error doing update|KeyError/.test(l)).join('\n')).toBe(false)
+      expect(
+        log.includes('background update failures; aborting'),
+        log
+          .split('\n')
+          .filter((l) => /background update|Error doing update|KeyError/.test(l))
+          .join('\n'),
+      ).toBe(false)
       if (log.includes('No more background updates to do')) return Date.now() - t0
-      if (Date.now() - t0 > boundS * 1000) throw new Error(`main's background updater did not finish within ${boundS} s; pending: ${await psql('select update_name from background_updates')}`)
+      if (Date.now() - t0 > boundS * 1000)
+        throw new Error(
+          `main's background updater did not finish within ${boundS} s; pending: ${await psql('select update_name from background_updates')}`,
+        )
       await new Promise((res) => setTimeout(res, 1000))
     }
   }
@@ -85,10 +112,23 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const r = await hs.exec('for i in $(seq 1 300); do curl -sf http://127.0.0.1:8008/health && exit 0; sleep 1; done; exit 1')
     expect(r.exitCode, r.output).toBe(0)
   }
-  const check = (inventory: string) => run('node', [BIN, 'check', '--inventory', inventory], { env: { ...process.env, NO_COLOR: '1' } }).then((r) => ({ code: 0, out: r.stdout + r.stderr }), (e: { stdout: string; stderr: string; code: number }) => ({ code: e.code, out: e.stdout + e.stderr }))
-  const updaterLine = (out: string) => out.split('\n').find((l) => l.includes('background updates healthy')) ?? `(no updater check in: ${out.slice(-400)})`
-  const serving = async () => ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
-  const data = { alice: undefined as unknown as MatrixClient, bob: undefined as unknown as MatrixClient, room: '', bodies: [] as string[], media: '', mediaBody: `media written on ${OLD} ${Date.now()}` }
+  const check = (inventory: string) =>
+    run('node', [BIN, 'check', '--inventory', inventory], { env: { ...process.env, NO_COLOR: '1' } }).then(
+      (r) => ({ code: 0, out: r.stdout + r.stderr }),
+      (e: { stdout: string; stderr: string; code: number }) => ({ code: e.code, out: e.stdout + e.stderr }),
+    )
+  const updaterLine = (out: string) =>
+    out.split('\n').find((l) => l.includes('background updates healthy')) ?? `(no updater check in: ${out.slice(-400)})`
+  const serving = async () =>
+    ((await hs.exec('curl -s http://127.0.0.1:8008/_matrix/federation/v1/version')).stdout.match(/"version":"([^" ]+)/) ?? [])[1]
+  const data = {
+    alice: undefined as unknown as MatrixClient,
+    bob: undefined as unknown as MatrixClient,
+    room: '',
+    bodies: [] as string[],
+    media: '',
+    mediaBody: `media written on ${OLD} ${Date.now()}`,
+  }
   const started = Date.now()
   /** Whether the failed 1.160.0 ran first (its venv is then there to prune). */
   let brokenRan = false
@@ -120,20 +160,32 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
   it('a client writes users, a room, messages and media', async () => {
     // Users made with Synapse's own tool on the host (the admin API is not proxied by Apache).
     for (const u of ['alice', 'bob']) {
-      const reg = await hs.exec(`printf '${u}-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${u} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`)
+      const reg = await hs.exec(
+        `printf '${u}-pass-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u ${u} --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+      )
       expect(reg.exitCode, reg.output).toBe(0)
     }
     data.alice = client()
     data.bob = client()
     await data.alice.login('alice', 'alice-pass-123456')
     await data.bob.login('bob', 'bob-pass-123456')
-    const room = await data.alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'upgrade', invite: ['@bob:up.test'] })
+    const room = await data.alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+      name: 'upgrade',
+      invite: ['@bob:up.test'],
+    })
     data.room = room.json.room_id
     expect((await data.bob.call('POST', `/_matrix/client/v3/join/${encodeURIComponent(data.room)}`, {})).status).toBe(200)
     for (let i = 0; i < 10; i++) {
       const body = `message ${i} written on ${OLD}`
       const sender = i % 2 ? data.bob : data.alice
-      expect((await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/t${i}`, { msgtype: 'm.text', body })).status).toBe(200)
+      expect(
+        (
+          await sender.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/t${i}`, {
+            msgtype: 'm.text',
+            body,
+          })
+        ).status,
+      ).toBe(200)
       data.bodies.push(body)
     }
     const up = await data.alice.call<{ content_uri: string }>('POST', '/_matrix/media/v3/upload?filename=note.txt', data.mediaBody)
@@ -142,7 +194,10 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
   })
 
   const dataIntact = async () => {
-    const msgs = await data.bob.call<{ chunk: { content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`)
+    const msgs = await data.bob.call<{ chunk: { content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`,
+    )
     expect(msgs.status).toBe(200)
     const bodies = msgs.json.chunk.map((e) => e.content.body).filter(Boolean)
     for (const b of data.bodies) expect(bodies).toContain(b)
@@ -167,7 +222,9 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(r.code).toBe(1)
     const report = JSON.parse(r.stdout) as Report
     const change = releaseChange(report)
-    console.log(`failed upgrade to ${BROKEN} and rollback: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.rollback ? 'rollback ' : ''}${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 160) : ''}`).join('\n')}`)
+    console.log(
+      `failed upgrade to ${BROKEN} and rollback: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.rollback ? 'rollback ' : ''}${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 160) : ''}`).join('\n')}`,
+    )
     // Apply did the planned order up to the failure, then the rollback in the same order.
     const done = change.performed!.filter((s) => !s.rollback)
     expect(seq(done)).toEqual(seq(planned.steps!).slice(0, done.length))
@@ -175,7 +232,12 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(done.find((s) => s.kind === 'backup')).toMatchObject({ status: 'done', target: backup.target })
     // 1.160.0's delta 94/08 scheduled device_lists_changes_in_room_unconverted_idx, which 1.158.0 does not
     // register (its updater would abort): main never answered /health, so the dump is restored first.
-    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(`matrix-synapse-${OLD}`, 'matrix-synapse-V'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'stop matrix-synapse.service', `restore-dump ${backup.target}`, ...ORDER.slice(2)])
+    expect(seq(change.performed!.filter((s) => s.rollback)).map((s) => s.replace(`matrix-synapse-${OLD}`, 'matrix-synapse-V'))).toEqual([
+      ...WORKERS.map((u) => `stop ${u}`),
+      'stop matrix-synapse.service',
+      `restore-dump ${backup.target}`,
+      ...ORDER.slice(2),
+    ])
     const error = report.hosts[0]!.error!
     expect(error).toContain(`rolled back to ${OLD} after restoring ${backup.target}`)
     expect(error).toContain('device_lists_changes_in_room_unconverted_idx')
@@ -184,21 +246,37 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(await serving()).toBe(OLD)
     expect((await hs.exec('readlink /opt/venvs/matrix-synapse')).stdout.trim()).toBe(`matrix-synapse-${OLD}`)
     expect((await hs.exec(`stat -c '%a %s' ${backup.target}`)).stdout).toMatch(/^600 [1-9]\d+/)
-    expect((await hs.exec(`cmp ${backup.target.replace(/\.dump$/, '.signing.key')} /etc/matrix-synapse/homeserver.signing.key && echo same`)).stdout.trim()).toBe('same')
+    expect(
+      (
+        await hs.exec(`cmp ${backup.target.replace(/\.dump$/, '.signing.key')} /etc/matrix-synapse/homeserver.signing.key && echo same`)
+      ).stdout.trim(),
+    ).toBe('same')
     // The dump is a custom-format dump pg_restore reads, with the one-time keys' table but not its rows.
     const toc = (await hs.exec(`pg_restore -l ${backup.target}`)).stdout
     expect(toc).toContain('TABLE public e2e_one_time_keys_json')
     expect(toc).not.toContain('TABLE DATA public e2e_one_time_keys_json')
     expect(toc).toContain('TABLE DATA public events')
-    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    for (const u of ['matrix-synapse.service', ...WORKERS])
+      expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
     // The database is the one from before the upgrade: 1.160.0's deltas and updates are gone; the one it wrote is kept aside.
-    expect(await psql("select count(*) from applied_schema_deltas where file in ('94/07_profile_updates.sql', '94/08_device_lists_changes_in_room_unconverted_idx.sql')")).toBe('0')
+    expect(
+      await psql(
+        "select count(*) from applied_schema_deltas where file in ('94/07_profile_updates.sql', '94/08_device_lists_changes_in_room_unconverted_idx.sql')",
+      ),
+    ).toBe('0')
     expect(await psql("select datname from pg_database where datname like 'synapse_rolled_back_%'")).toMatch(/^synapse_rolled_back_\d{14}$/)
     await dataIntact()
     // The old main's updater ran to its end on the restored database, with no Traceback in main's journal since.
     console.log(`old main's background updater done ${await updaterDone()} ms after the check began`)
     const journal = await mainSinceStart()
-    expect(journal.includes('Traceback'), journal.split('\n').filter((l) => /Traceback|Error/.test(l)).slice(0, 40).join('\n')).toBe(false)
+    expect(
+      journal.includes('Traceback'),
+      journal
+        .split('\n')
+        .filter((l) => /Traceback|Error/.test(l))
+        .slice(0, 40)
+        .join('\n'),
+    ).toBe(false)
     const checked = await check(await inventoryFor(OLD))
     expect(checked.code, checked.out).toBe(0)
     expect(updaterLine(checked.out)).toMatch(/✓.*none pending/)
@@ -218,9 +296,15 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(backup.summary).toContain('94/07_profile_updates.sql') // the failed 1.160.0 applied it, and its rollback restored the dump from before
     expect(backup.summary).toContain('94/09_e2e_cross_signing_signatures_index.sql')
     expect(backup.uncertain).toBeUndefined()
-    const order = seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))
+    const order = seq(steps)
+      .filter((s) => !/^(install|check-config|backup|prune) /.test(s))
+      .map((s) => s.replace(NEWEST, 'V'))
     expect(order).toEqual(ORDER)
-    expect(seq(steps).slice(0, 3).map((s) => s.split(' ')[0])).toEqual(['install', 'check-config', 'backup'])
+    expect(
+      seq(steps)
+        .slice(0, 3)
+        .map((s) => s.split(' ')[0]),
+    ).toEqual(['install', 'check-config', 'backup'])
     // keepVenvs 2: the broken 1.160.0 venv goes, the running 1.158.0 stays for rollback.
     if (brokenRan) expect(steps.at(-1)).toMatchObject({ kind: 'prune', target: `/opt/venvs/matrix-synapse-${BROKEN}` })
     else expect(steps.some((s) => s.kind === 'prune')).toBe(false)
@@ -233,7 +317,10 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
       c.token = data.alice.token
       while (polling) {
         const t = Date.now()
-        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then((r) => r.status === 200, () => false)
+        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then(
+          (r) => r.status === 200,
+          () => false,
+        )
         const open = outages.at(-1)
         if (!ok && (!open || open.to !== undefined)) outages.push({ from: t })
         if (ok && open && open.to === undefined) open.to = t
@@ -247,14 +334,18 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const report = JSON.parse(r.stdout) as Report
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
     const change = releaseChange(report)
-    console.log(`upgrade ${OLD} -> ${NEWEST}: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 120) : ''}`).join('\n')}`)
+    console.log(
+      `upgrade ${OLD} -> ${NEWEST}: ${report.durationMs} ms\n${change.performed!.map((s) => `  ${s.status} ${s.kind} ${s.target} (${s.durationMs} ms)${s.detail ? ': ' + s.detail.slice(0, 120) : ''}`).join('\n')}`,
+    )
     expect(seq(change.performed!)).toEqual(seq(steps))
     expect(change.performed!.every((s) => s.status === 'done')).toBe(true)
     // No second restart of the units by the engine after the ordered switch.
     expect(report.hosts[0]!.tasks.flatMap((t) => t.restarts)).toEqual([])
     const downtimes = outages.map((o) => (o.to ?? Date.now()) - o.from)
     const downtime = Math.max(0, ...downtimes)
-    console.log(`client API (whoami through Apache, polled every 100 ms) unavailable: longest ${downtime} ms, ${outages.length} outage(s): ${downtimes.join(', ')} ms`)
+    console.log(
+      `client API (whoami through Apache, polled every 100 ms) unavailable: longest ${downtime} ms, ${outages.length} outage(s): ${downtimes.join(', ')} ms`,
+    )
     expect(outages.every((o) => o.to !== undefined)).toBe(true)
     // The gap is main's own restart on the new code (schema deltas applied at start): 1.5-1.6 s quiet,
     // 3.2-4.8 s at load averages 8-22, 14.1 s once at load 26 (a 10 s bound failed there). Speed is
@@ -273,15 +364,33 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const workerLog = (await hs.exec(`journalctl --since @${since} -u 'matrix-synapse-worker@*' --no-pager -o short-unix`)).stdout
     expect(unexpectedSynapseErrors(workerLog, /Traceback/)).toEqual([])
     // Main's journal: no Traceback; a failure shows each one with its context (seen once in five quiet runs, uncaptured).
-    const mainJournal = await hs.exec(`journalctl --since @${since} -u matrix-synapse --no-pager -o short-iso-precise | grep -v ' synapse.access.' | grep -B3 -A20 Traceback | head -200`)
+    const mainJournal = await hs.exec(
+      `journalctl --since @${since} -u matrix-synapse --no-pager -o short-iso-precise | grep -v ' synapse.access.' | grep -B3 -A20 Traceback | head -200`,
+    )
     expect(mainJournal.stdout.includes('Traceback'), mainJournal.stdout).toBe(false)
-    expect((await hs.exec('ls -d /opt/venvs/matrix-synapse-*')).stdout.trim().split('\n')).toEqual([`/opt/venvs/matrix-synapse-${OLD}`, `/opt/venvs/matrix-synapse-${NEWEST}`])
+    expect((await hs.exec('ls -d /opt/venvs/matrix-synapse-*')).stdout.trim().split('\n')).toEqual([
+      `/opt/venvs/matrix-synapse-${OLD}`,
+      `/opt/venvs/matrix-synapse-${NEWEST}`,
+    ])
     await dataIntact()
 
     if (process.env.UPGRADE_BENCH_FILE) {
       await writeFile(
         process.env.UPGRADE_BENCH_FILE,
-        JSON.stringify({ from: OLD, to: NEWEST, wallMs: report.durationMs, clientApiDowntimeMs: downtime, outages: downtimes, pollIntervalMs: 100, steps: change.performed!.map((s) => ({ kind: s.kind, target: s.target, ms: s.durationMs })), date: new Date().toISOString() }, null, 2) + '\n',
+        JSON.stringify(
+          {
+            from: OLD,
+            to: NEWEST,
+            wallMs: report.durationMs,
+            clientApiDowntimeMs: downtime,
+            outages: downtimes,
+            pollIntervalMs: 100,
+            steps: change.performed!.map((s) => ({ kind: s.kind, target: s.target, ms: s.durationMs })),
+            date: new Date().toISOString(),
+          },
+          null,
+          2,
+        ) + '\n',
       )
     }
 
@@ -294,14 +403,18 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const inventory = await inventoryFor(NEWEST)
     const dump = `/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.dump`
     const rollback = (extra: string[]) =>
-      run('node', [BIN, 'rollback', '--inventory', inventory, '--limit', 'up', '--json', ...extra], { env: { ...process.env, NO_COLOR: '1' } }).then(
+      run('node', [BIN, 'rollback', '--inventory', inventory, '--limit', 'up', '--json', ...extra], {
+        env: { ...process.env, NO_COLOR: '1' },
+      }).then(
         (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
         (e: { stdout: string; stderr: string; code: number }) => e,
       )
     // Stands for a 1.163.2 update still pending at rollback time (1.160.0+ register it, 1.158.0 does not):
     // inserted once 1.163.2's updater is done, so it stays pending (the updater looks again only at a start).
     await updaterDone()
-    await psql("insert into background_updates (ordering, update_name, progress_json) values (9408, 'device_lists_changes_in_room_unconverted_idx', '{}')")
+    await psql(
+      "insert into background_updates (ordering, update_name, progress_json) values (9408, 'device_lists_changes_in_room_unconverted_idx', '{}')",
+    )
     const refused = await rollback([])
     console.log(refused.stdout, refused.stderr)
     expect(refused.code).toBe(1)
@@ -313,7 +426,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(r1!.message).toMatch(/every write since \d{4}-\d\d-\d\dT/)
     expect(r1!.message).toContain('--restore-dump')
     expect(await serving()).toBe(NEWEST)
-    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    for (const u of ['matrix-synapse.service', ...WORKERS])
+      expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
 
     const restored = await rollback(['--restore-dump'])
     console.log(restored.stdout, restored.stderr)
@@ -323,7 +437,8 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(r2!.message).toContain(`rolled back to ${OLD} after restoring ${dump}`)
     expect(seq(r2!.change.performed!)).toContain(`restore-dump ${dump}`)
     expect(await serving()).toBe(OLD)
-    for (const u of ['matrix-synapse.service', ...WORKERS]) expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
+    for (const u of ['matrix-synapse.service', ...WORKERS])
+      expect((await hs.exec(`systemctl is-active ${u}`)).stdout.trim(), u).toBe('active')
     expect(await psql("select count(*) from applied_schema_deltas where file = '94/11_destination_room_sticky_events.sql'")).toBe('0')
     await dataIntact()
     await updaterDone()
@@ -333,7 +448,11 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const plan = JSON.parse((await provision(['--inventory', inventory, '--dry-run', '--json'])).stdout) as Report
     const steps = releaseChange(plan).steps!
     expect(steps.find((s) => s.kind === 'backup')?.summary).toContain('94/11_destination_room_sticky_events.sql')
-    expect(seq(steps).filter((s) => !/^(install|check-config|backup|prune) /.test(s)).map((s) => s.replace(NEWEST, 'V'))).toEqual(ORDER)
+    expect(
+      seq(steps)
+        .filter((s) => !/^(install|check-config|backup|prune) /.test(s))
+        .map((s) => s.replace(NEWEST, 'V')),
+    ).toEqual(ORDER)
   })
 
   it('check fails on an aborted background updater, naming the update, and passes once it is fixed', async () => {
@@ -354,7 +473,12 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     expect(line).toMatch(/✗/)
     expect(line).toContain('ABORTED')
     expect(line).toContain('mp_e2e_unknown_update')
-    const status = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], { env: { ...process.env, NO_COLOR: '1' } }).then((r) => ({ code: 0, out: r.stdout }), (e: { stdout: string; code: number }) => ({ code: e.code, out: e.stdout }))
+    const status = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], {
+      env: { ...process.env, NO_COLOR: '1' },
+    }).then(
+      (r) => ({ code: 0, out: r.stdout }),
+      (e: { stdout: string; code: number }) => ({ code: e.code, out: e.stdout }),
+    )
     expect(status.code, status.out).toBe(1)
     expect(status.out).toMatch(/background updates: FAILING: .*ABORTED.*mp_e2e_unknown_update/)
     // The fix: the row the running code cannot run goes, main restarts, the updater runs to its end.
@@ -365,7 +489,9 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     const passed = await check(inventory)
     expect(passed.code, passed.out).toBe(0)
     expect(updaterLine(passed.out)).toMatch(/✓.*none pending/)
-    const healthy = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], { env: { ...process.env, NO_COLOR: '1' } })
+    const healthy = await run('node', [BIN, 'status', '--inventory', inventory, '--window', '1'], {
+      env: { ...process.env, NO_COLOR: '1' },
+    })
     expect(healthy.stdout).toContain('background updates: none pending')
     await dataIntact()
   })

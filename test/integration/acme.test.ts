@@ -16,7 +16,8 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
   /** Element added later: its host is a third name the certificate must gain. */
   let threeNames: string
   const cert = '/etc/ssl/matrix-provision/matrix.acme.test.crt'
-  const sanOf = async (path: string) => (await web.exec(`openssl x509 -noout -ext subjectAltName -in ${path}`)).stdout.match(/DNS:[a-z.]+/g)?.sort()
+  const sanOf = async (path: string) =>
+    (await web.exec(`openssl x509 -noout -ext subjectAltName -in ${path}`)).stdout.match(/DNS:[a-z.]+/g)?.sort()
 
   beforeAll(async () => {
     const ca = await createLocalCa()
@@ -44,7 +45,9 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
 
     // A private ACME CA's hosts trust its issuing root, as every client of it must (the after-checks use
     // the host's CA store). Pebble makes a new root at each start.
-    await web.exec(`cat > /usr/local/share/ca-certificates/pebble-root.crt <<'EOF'\n${await pebble.rootPem()}EOF\nupdate-ca-certificates >/dev/null`)
+    await web.exec(
+      `cat > /usr/local/share/ca-certificates/pebble-root.crt <<'EOF'\n${await pebble.rootPem()}EOF\nupdate-ca-certificates >/dev/null`,
+    )
     const r = await provision(['--inventory', twoNames, '--json'])
     const host = JSON.parse(r.stdout).hosts[0]
     expect(host.error ?? host.status, r.stderr).toBe('changed')
@@ -52,12 +55,16 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
     expect(await sanOf(cert)).toEqual(['DNS:acme.test', 'DNS:matrix.acme.test'])
     // A client that trusts only pebble's root verifies the chain Apache serves (fullchain from the deploy hook).
     await web.exec(`cat > /tmp/pebble-root.pem <<'EOF'\n${await pebble.rootPem()}EOF`)
-    const tls = await web.exec('curl -s -o /dev/null -w "%{http_code}" --cacert /tmp/pebble-root.pem --resolve acme.test:443:127.0.0.1 https://acme.test/.well-known/matrix/server')
+    const tls = await web.exec(
+      'curl -s -o /dev/null -w "%{http_code}" --cacert /tmp/pebble-root.pem --resolve acme.test:443:127.0.0.1 https://acme.test/.well-known/matrix/server',
+    )
     expect(tls.exitCode, tls.output).toBe(0)
     expect(tls.stdout).toBe('200')
     // Renewals (certbot.timer) talk to the same server and trust its CA.
     expect((await web.exec('cat /etc/letsencrypt/renewal/matrix.acme.test.conf')).stdout).toContain(`server = ${pebble.directoryUrl}`)
-    expect((await web.exec('systemctl show -p Environment --value certbot.service')).stdout.trim()).toBe('REQUESTS_CA_BUNDLE=/etc/matrix-provision/acme-server-ca.pem')
+    expect((await web.exec('systemctl show -p Environment --value certbot.service')).stdout.trim()).toBe(
+      'REQUESTS_CA_BUNDLE=/etc/matrix-provision/acme-server-ca.pem',
+    )
 
     const again = await provision(['--inventory', twoNames])
     expect(again.code, again.stdout + again.stderr).toBe(0)
@@ -77,11 +84,15 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
     expect(await sanOf('/etc/letsencrypt/live/matrix.acme.test/fullchain.pem')).toEqual(all)
     expect(await sanOf(cert)).toEqual(all)
     // Apache serves it for Element's host, verified against pebble's root only.
-    const tls = await web.exec('curl -s -o /dev/null -w "%{http_code}" --cacert /tmp/pebble-root.pem --resolve element.acme.test:443:127.0.0.1 https://element.acme.test/config.json')
+    const tls = await web.exec(
+      'curl -s -o /dev/null -w "%{http_code}" --cacert /tmp/pebble-root.pem --resolve element.acme.test:443:127.0.0.1 https://element.acme.test/config.json',
+    )
     expect(tls.exitCode, tls.output).toBe(0)
     expect(tls.stdout).toBe('200')
     // One lineage, expanded in place (no matrix.acme.test-0001 beside it).
-    expect((await web.exec('ls /etc/letsencrypt/live')).stdout.split('\n').filter((l) => l.startsWith('matrix'))).toEqual(['matrix.acme.test'])
+    expect((await web.exec('ls /etc/letsencrypt/live')).stdout.split('\n').filter((l) => l.startsWith('matrix'))).toEqual([
+      'matrix.acme.test',
+    ])
 
     const again = await provision(['--inventory', threeNames])
     expect(again.code, again.stdout + again.stderr).toBe(0)
@@ -92,10 +103,14 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
     const serial = async () => (await web.exec(`openssl x509 -noout -serial -in ${cert}`)).stdout.trim()
     const before = await serial()
     // certbot.service runs `certbot -q renew` (nothing due yet): its environment, forcing a renewal now.
-    const renewed = await web.exec('systemd-run --wait --collect -p "Environment=$(systemctl show -p Environment --value certbot.service)" certbot -q renew --force-renewal --no-random-sleep-on-renew')
+    const renewed = await web.exec(
+      'systemd-run --wait --collect -p "Environment=$(systemctl show -p Environment --value certbot.service)" certbot -q renew --force-renewal --no-random-sleep-on-renew',
+    )
     expect(renewed.exitCode, renewed.output).toBe(0)
     expect(await serial()).not.toBe(before)
-    const served = await web.exec('echo | openssl s_client -connect 127.0.0.1:443 -servername matrix.acme.test 2>/dev/null | openssl x509 -noout -serial')
+    const served = await web.exec(
+      'echo | openssl s_client -connect 127.0.0.1:443 -servername matrix.acme.test 2>/dev/null | openssl x509 -noout -serial',
+    )
     expect(served.stdout.trim()).toBe(await serial())
   })
 })

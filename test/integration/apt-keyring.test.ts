@@ -6,7 +6,16 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 
 interface JsonReport {
-  hosts: { host: string; status: string; error?: string; tasks: { task: string; changes: { resource: string; action: string }[]; checks: { name: string; phase: string; ok: boolean; detail: string }[] }[] }[]
+  hosts: {
+    host: string
+    status: string
+    error?: string
+    tasks: {
+      task: string
+      changes: { resource: string; action: string }[]
+      checks: { name: string; phase: string; ok: boolean; detail: string }[]
+    }[]
+  }[]
   totals: { add: number; change: number; restart: number; failedHosts: number }
 }
 
@@ -18,7 +27,15 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
   let unrelated: { keyringGpg: string; fingerprint: string }
 
   const inventoryWith = (aptRepository: Record<string, unknown>, file: string) =>
-    writeTestInventory(env, [{ name: 'target', roles: ['apt-keyring'] }], { serverName: 'example.test', aptRepository: { url: 'http://repo:8080/', suite: 'bookworm', components: ['main'], ...aptRepository } }, file)
+    writeTestInventory(
+      env,
+      [{ name: 'target', roles: ['apt-keyring'] }],
+      {
+        serverName: 'example.test',
+        aptRepository: { url: 'http://repo:8080/', suite: 'bookworm', components: ['main'], ...aptRepository },
+      },
+      file,
+    )
 
   async function apply(inventory: string): Promise<{ code: number; report: JsonReport; stderr: string }> {
     const r = await provision(['--inventory', inventory, '--json'])
@@ -33,7 +50,9 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
     unrelated = await buildUnrelatedKeyring(join(env.dir, 'unrelated.gpg'))
     const server = env.get('repo')
     await server.container.copyDirectoriesToContainer([{ source: repo.dir, target: '/srv/repo' }])
-    const started = await server.exec('systemd-run --unit mp-apt-repo python3 -m http.server 8080 --directory /srv/repo && for i in $(seq 300); do curl -sf http://127.0.0.1:8080/dists/bookworm/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1')
+    const started = await server.exec(
+      'systemd-run --unit mp-apt-repo python3 -m http.server 8080 --directory /srv/repo && for i in $(seq 300); do curl -sf http://127.0.0.1:8080/dists/bookworm/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1',
+    )
     expect(started.exitCode, started.output).toBe(0)
   })
   afterAll(async () => {
@@ -50,9 +69,13 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
     const { createHash } = await import('node:crypto')
     const { readFile } = await import('node:fs/promises')
     expect(installed.stdout).toBe(
-      `${createHash('sha256').update(await readFile(repo.keyringGpg)).digest('hex')}  -\ndeb [signed-by=${KEYRING}] http://repo:8080/ bookworm main\n`,
+      `${createHash('sha256')
+        .update(await readFile(repo.keyringGpg))
+        .digest('hex')}  -\ndeb [signed-by=${KEYRING}] http://repo:8080/ bookworm main\n`,
     )
-    const probe = await target.exec(`DEBIAN_FRONTEND=noninteractive apt-get install -y ${repo.packageName} 2>&1 && cat /usr/share/${repo.packageName}/probe`)
+    const probe = await target.exec(
+      `DEBIAN_FRONTEND=noninteractive apt-get install -y ${repo.packageName} 2>&1 && cat /usr/share/${repo.packageName}/probe`,
+    )
     expect(probe.exitCode, probe.output).toBe(0)
     expect(probe.stdout).toContain(`${repo.packageName} ${repo.packageVersion}`)
 
@@ -67,7 +90,9 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
     expect(code).toBe(1)
     const host = report.hosts[0]!
     expect(host.status).toBe('failed')
-    expect(host.error).toMatch(/after-checks failed: apt sees the repository and its signature verifies: apt-get update of http:\/\/repo:8080\/ failed:/)
+    expect(host.error).toMatch(
+      /after-checks failed: apt sees the repository and its signature verifies: apt-get update of http:\/\/repo:8080\/ failed:/,
+    )
     expect(host.error).toMatch(/NO_PUBKEY|not signed/)
     expect(afterChecks(report)[0]!.ok).toBe(false)
   })
@@ -83,7 +108,10 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
   })
 
   it('keyringUrl: the key is downloaded by the host and installed when its fingerprint matches', async () => {
-    const inventory = await inventoryWith({ keyringUrl: `http://repo:8080/${REPO_KEYRING_NAME}`, fingerprint: repo.fingerprint }, 'url.yaml')
+    const inventory = await inventoryWith(
+      { keyringUrl: `http://repo:8080/${REPO_KEYRING_NAME}`, fingerprint: repo.fingerprint },
+      'url.yaml',
+    )
     const { code, report, stderr } = await apply(inventory)
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, stderr).toBe('changed')
     expect(code).toBe(0)
@@ -97,7 +125,10 @@ describe.skipIf(!inject('docker'))('apt-keyring task against a signed repository
 
   it('keyringUrl with a wrong fingerprint: the run fails and no keyring is installed', async () => {
     await target.exec(`rm -f ${KEYRING}`)
-    const inventory = await inventoryWith({ keyringUrl: `http://repo:8080/${REPO_KEYRING_NAME}`, fingerprint: unrelated.fingerprint }, 'wrong-fpr.yaml')
+    const inventory = await inventoryWith(
+      { keyringUrl: `http://repo:8080/${REPO_KEYRING_NAME}`, fingerprint: unrelated.fingerprint },
+      'wrong-fpr.yaml',
+    )
     const { code, report } = await apply(inventory)
     expect(code).toBe(1)
     const host = report.hosts[0]!

@@ -41,7 +41,10 @@ describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) o
   beforeAll(async () => {
     env = await startHosts(['cli1'])
     host = env.get('cli1')
-    inventory = await writeTestInventory(env, [{ name: 'cli1', roles: ['redis'] }], { serverName: 'cli.test', redis: { password: { env: 'CLI_REDIS_PASSWORD' } } })
+    inventory = await writeTestInventory(env, [{ name: 'cli1', roles: ['redis'] }], {
+      serverName: 'cli.test',
+      redis: { password: { env: 'CLI_REDIS_PASSWORD' } },
+    })
     const doc = parse(await readFile(inventory, 'utf8')) as { hosts: Record<string, unknown> }
     doc.hosts.gone = { address: '127.0.0.1', ssh: { port: await closedPort(), connectTimeout: 5 }, roles: ['redis'] }
     twoHosts = join(env.dir, 'two-hosts.yaml')
@@ -87,7 +90,10 @@ describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) o
     expect(r.stderr).toMatch(/^\[cli1\] \| /m)
     expect(r.stdout + r.stderr).not.toContain('gone')
     const text = await readFile(log, 'utf8')
-    const events = text.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; host?: string; command?: string; code?: number; durationMs?: number })
+    const events = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; host?: string; command?: string; code?: number; durationMs?: number })
     const commands = events.filter((e) => e.command !== undefined && e.msg === 'command finished')
     expect(commands.length).toBeGreaterThan(3)
     expect(commands.every((e) => e.host === 'cli1' && typeof e.durationMs === 'number' && typeof e.code === 'number')).toBe(true)
@@ -144,11 +150,14 @@ describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) o
 
   it('unlock kills only the holder named by --holder, on exactly one host', async () => {
     // A holder whose connection never closes: the lock script of src/engine/lock.ts with an endless stdin.
-    const script =
-      `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' 'a1b2c3d4e5f6 stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
+    const script = `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' 'a1b2c3d4e5f6 stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
     await host.container.copyContentToContainer([{ content: script + '\n', target: '/root/stuck-holder.sh' }])
     await host.exec("systemd-run --unit mp-stuck-holder sh -c 'sleep 600 | sh /root/stuck-holder.sh'")
-    await until('the stuck holder taking the host lock', async () => (await host.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'), { timeoutMs: 60_000, intervalMs: 100 })
+    await until(
+      'the stuck holder taking the host lock',
+      async () => (await host.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'),
+      { timeoutMs: 60_000, intervalMs: 100 },
+    )
     expect((await host.exec(`cat ${STATE}/lock.holder`)).stdout).toContain('stuck@elsewhere')
     const holderAlive = async () => (await host.exec('systemctl is-active mp-stuck-holder')).stdout.trim()
 
@@ -162,7 +171,11 @@ describe.skipIf(!inject('docker'))('the CLI as users run it (bin/provision.js) o
       [['unlock', '-i', inventory, '--limit', 'cli1', '--holder', 'stuck'], 2, '--holder: expected the 12 hexadecimal digits'],
       [['unlock', '-i', inventory, '--holder', 'a1b2c3d4e5f6'], 2, '--limit must select exactly one host'],
       [['unlock', '-i', twoHosts, '--limit', 'redis', '--holder', 'a1b2c3d4e5f6'], 2, '"redis" selects cli1, gone'],
-      [['unlock', '-i', inventory, '--limit', 'cli1', '--holder', 'ffffffffffff'], 1, 'cli1 is locked by a1b2c3d4e5f6 stuck@elsewhere pid 4242'],
+      [
+        ['unlock', '-i', inventory, '--limit', 'cli1', '--holder', 'ffffffffffff'],
+        1,
+        'cli1 is locked by a1b2c3d4e5f6 stuck@elsewhere pid 4242',
+      ],
     ]
     for (const [args, code, message] of refused) {
       const r = await cli(args)

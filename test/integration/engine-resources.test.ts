@@ -61,7 +61,14 @@ const task: Task = {
     }),
     command({ name: 'stamp', creates: `${ROOT}/stamp`, command: sh`date +%s > ${`${ROOT}/stamp`}` }),
     ...(desired.slow
-      ? [command({ name: 'slow', summary: `slow step ${desired.slow}`, unless: sh`test -e ${`${ROOT}/slow-${desired.slow}`}`, command: sh`sleep 5 && touch ${`${ROOT}/slow-${desired.slow}`}` })]
+      ? [
+          command({
+            name: 'slow',
+            summary: `slow step ${desired.slow}`,
+            unless: sh`test -e ${`${ROOT}/slow-${desired.slow}`}`,
+            command: sh`sleep 5 && touch ${`${ROOT}/slow-${desired.slow}`}`,
+          }),
+        ]
       : []),
     service({ unit: UNIT, watch: [`${ROOT}/app.conf`] }),
   ],
@@ -82,7 +89,11 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     return { ...inv, hosts: inv.hosts.map((h) => ({ ...h, roles: [TEST_ROLE] })) }
   }
 
-  async function apply(mode: 'apply' | 'dry-run' = 'apply', inv = inventory, onEvent?: (e: { host: string; message: string }) => void): Promise<RunReport> {
+  async function apply(
+    mode: 'apply' | 'dry-run' = 'apply',
+    inv = inventory,
+    onEvent?: (e: { host: string; message: string }) => void,
+  ): Promise<RunReport> {
     return runInventory(inv, {
       mode,
       tasks: [task],
@@ -98,7 +109,8 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
 
   const host = (r: RunReport, name: string) => r.hosts.find((h) => h.host === name)!
   const started = async (h: TestHost) => (await h.exec(`systemctl show -p ActiveEnterTimestampMonotonic --value ${UNIT}`)).stdout.trim()
-  const startsInJournal = async (h: TestHost) => Number((await h.exec(`journalctl --no-pager -o cat -u ${UNIT} | grep -c '^Started' || true`)).stdout.trim())
+  const startsInJournal = async (h: TestHost) =>
+    Number((await h.exec(`journalctl --no-pager -o cat -u ${UNIT} | grep -c '^Started' || true`)).stdout.trim())
   /** Everything the task touches, plus the package and debconf databases and the engine's state. */
   const snapshot = async (h: TestHost) =>
     (
@@ -114,7 +126,16 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     env = await startHosts(['one', 'two'])
     one = env.get('one')
     two = env.get('two')
-    inventory = await load(await writeTestInventory(env, [{ name: 'one', roles: ['monitoring'] }, { name: 'two', roles: ['monitoring'] }], { serverName: 'example.test' }))
+    inventory = await load(
+      await writeTestInventory(
+        env,
+        [
+          { name: 'one', roles: ['monitoring'] },
+          { name: 'two', roles: ['monitoring'] },
+        ],
+        { serverName: 'example.test' },
+      ),
+    )
   })
   afterAll(async () => {
     await env?.stop()
@@ -130,14 +151,24 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     const files = paths.map(fileState)
     const units = ['ssh.service', 'no-such.service', 'getty@tty1.service', 'systemd-journald.service'].map(unitState)
     const facts: Fact<unknown>[] = [...files, ...units]
-    const conn = await connect(inventory.hosts.find((h) => h.name === 'two')!, { sshConfigFile: false })
+    const conn = await connect(
+      inventory.hosts.find((h) => h.name === 'two')!,
+      { sshConfigFile: false },
+    )
     try {
       const batched = await gatherFacts(conn, facts)
       // One probe per fact: the facts without their batch, so each runs its own command.
       const single = new FactValues()
       for (const f of facts) await gatherFacts(conn, [{ id: f.id, command: f.command, parse: f.parse }], single)
       for (const f of facts) expect(batched.get(f), f.id).toEqual(single.get(f))
-      expect(batched.get(files[0]!)).toMatchObject({ exists: true, type: 'file', owner: 'nobody', group: 'nogroup', mode: 0o640, sha256: createHash('sha256').update('x').digest('hex') })
+      expect(batched.get(files[0]!)).toMatchObject({
+        exists: true,
+        type: 'file',
+        owner: 'nobody',
+        group: 'nogroup',
+        mode: 0o640,
+        sha256: createHash('sha256').update('x').digest('hex'),
+      })
       expect(batched.get(files[2]!)).toMatchObject({ type: 'symlink', linkTarget: 'file' })
       expect(batched.get(files[5]!)).toEqual({ exists: false })
       expect(batched.get(files[6]!)).toMatchObject({ type: 'file', sha256: createHash('sha256').update('y').digest('hex') })
@@ -235,7 +266,12 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
 
   it('the same apply through the sudo user deploy works', async () => {
     const deployInventory = await load(
-      await writeTestInventory(env, [{ name: 'one', roles: ['monitoring'], user: 'deploy' }], { serverName: 'example.test' }, 'deploy.yaml'),
+      await writeTestInventory(
+        env,
+        [{ name: 'one', roles: ['monitoring'], user: 'deploy' }],
+        { serverName: 'example.test' },
+        'deploy.yaml',
+      ),
     )
     const t0 = await started(one)
     desired = { ...desired, greeting: 'via sudo', key: 'gamma' }
@@ -260,9 +296,13 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     const impostor = (await readFile(join(dir, 'impostor.pub'), 'utf8')).split(' ').slice(0, 2).join(' ')
     const knownHosts = join(dir, 'known_hosts.wrong')
     await writeFile(knownHosts, `[${one.sshHost}]:${one.sshPort} ${impostor}\n`)
-    const wrong: Inventory = { ...inventory, hosts: inventory.hosts.filter((h) => h.name === 'one').map((h) => ({ ...h, ssh: { ...h.ssh, knownHostsFile: knownHosts } })) }
+    const wrong: Inventory = {
+      ...inventory,
+      hosts: inventory.hosts.filter((h) => h.name === 'one').map((h) => ({ ...h, ssh: { ...h.ssh, knownHostsFile: knownHosts } })),
+    }
     const before = await snapshot(one)
-    const logins = async () => Number((await one.exec('journalctl --no-pager -o cat _COMM=sshd | grep -c "Accepted publickey" || true')).stdout.trim())
+    const logins = async () =>
+      Number((await one.exec('journalctl --no-pager -o cat _COMM=sshd | grep -c "Accepted publickey" || true')).stdout.trim())
     const loginsBefore = await logins()
     const saved = desired
     desired = { ...desired, greeting: 'must not arrive' }
@@ -287,7 +327,8 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     let killed: Promise<unknown> | undefined
     const r = await apply('apply', inventory, (e) => {
       // 1.5 s into host one's 5 s step: cut every SSH session on that host (sshd's listener stays).
-      if (e.host === 'one' && e.message === 'slow step k1' && !killed) killed = new Promise((res) => setTimeout(res, 1_500)).then(() => one.exec("pkill -f 'sshd:.*@'"))
+      if (e.host === 'one' && e.message === 'slow step k1' && !killed)
+        killed = new Promise((res) => setTimeout(res, 1_500)).then(() => one.exec("pkill -f 'sshd:.*@'"))
     })
     expect(killed).toBeDefined()
     await killed
@@ -306,8 +347,19 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
     const next = await apply()
     const n1 = host(next, 'one')
     expect(n1.error ?? n1.status).toBe('changed')
-    expect(changesOf(n1).map((c) => c.resource).filter((x) => x !== 'command:slow')).toEqual([])
-    expect(restartsOf(n1)).toEqual([expect.objectContaining({ unit: UNIT, action: 'restart', done: true, reason: expect.stringContaining('pending from an earlier run') })])
+    expect(
+      changesOf(n1)
+        .map((c) => c.resource)
+        .filter((x) => x !== 'command:slow'),
+    ).toEqual([])
+    expect(restartsOf(n1)).toEqual([
+      expect.objectContaining({
+        unit: UNIT,
+        action: 'restart',
+        done: true,
+        reason: expect.stringContaining('pending from an earlier run'),
+      }),
+    ])
     expect(await started(one)).not.toBe(t0.one)
     expect((await one.exec('cat /var/lib/matrix-provision/pending-restarts')).stdout).toBe('')
     const last = await apply()

@@ -17,7 +17,10 @@ const FILES = 20
 const task: Task = {
   name: ROLE,
   title: '20 files',
-  resources: (ctx) => Array.from({ length: FILES }, (_, i) => file({ path: `/opt/mp-scale-${String(i).padStart(2, '0')}.conf`, content: `host=${ctx.host.name}\nfile=${i}\n`, mode: 0o644 })),
+  resources: (ctx) =>
+    Array.from({ length: FILES }, (_, i) =>
+      file({ path: `/opt/mp-scale-${String(i).padStart(2, '0')}.conf`, content: `host=${ctx.host.name}\nfile=${i}\n`, mode: 0o644 }),
+    ),
 }
 
 /** Wall time of converged runs of 20 resources on 1 and on 10 hosts (figures for the notes). */
@@ -31,7 +34,13 @@ describe.skipIf(!inject('docker'))('engine scale: converged runs of 20 files', (
   beforeAll(async () => {
     const names = Array.from({ length: 10 }, (_, i) => `s${i}`)
     env = await startHosts(names)
-    const inv = await loadInventory(await writeTestInventory(env, names.map((name) => ({ name, roles: ['monitoring'] as Role[] })), { serverName: 'example.test' }))
+    const inv = await loadInventory(
+      await writeTestInventory(
+        env,
+        names.map((name) => ({ name, roles: ['monitoring'] as Role[] })),
+        { serverName: 'example.test' },
+      ),
+    )
     all = { ...inv, hosts: inv.hosts.map((h) => ({ ...h, roles: [ROLE] })) }
   })
   afterAll(async () => {
@@ -48,7 +57,10 @@ describe.skipIf(!inject('docker'))('engine scale: converged runs of 20 files', (
     const one: Inventory = { ...all, hosts: all.hosts.slice(0, 1) }
     const times: Record<string, number[]> = { '1 host': [], '10 hosts': [] }
     for (let i = 0; i < 3; i++) {
-      for (const [label, inv] of [['1 host', one], ['10 hosts', all]] as const) {
+      for (const [label, inv] of [
+        ['1 host', one],
+        ['10 hosts', all],
+      ] as const) {
         const t0 = performance.now()
         const r = await runOn(inv)
         times[label]!.push(Math.round(performance.now() - t0))
@@ -59,7 +71,9 @@ describe.skipIf(!inject('docker'))('engine scale: converged runs of 20 files', (
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
     console.log(
       `converged run, ${FILES} files per host (wall ms, 3 runs each, median): ` +
-        Object.entries(times).map(([k, v]) => `${k}: ${v.join(', ')} (median ${median(v)})`).join('; '),
+        Object.entries(times)
+          .map(([k, v]) => `${k}: ${v.join(', ')} (median ${median(v)})`)
+          .join('; '),
     )
   })
 })

@@ -59,9 +59,18 @@ const task: Task = {
     }
     if (desired.packages.length) out.push(aptPackages({ packages: desired.packages }))
     const slow = desired.slow
-    if (slow) out.push(command({ name: 'slow', summary: `slow step ${slow.marker}`, unless: sh`test -e ${`/root/slow-${slow.marker}`}`, command: sh`sleep ${slow.seconds} && touch ${`/root/slow-${slow.marker}`}` }))
+    if (slow)
+      out.push(
+        command({
+          name: 'slow',
+          summary: `slow step ${slow.marker}`,
+          unless: sh`test -e ${`/root/slow-${slow.marker}`}`,
+          command: sh`sleep ${slow.seconds} && touch ${`/root/slow-${slow.marker}`}`,
+        }),
+      )
     // The same mechanism the apache task uses: reload on change, validated first.
-    if (Object.keys(desired.apacheConf).length || desired.rewrite) out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: sh`apache2ctl configtest` }))
+    if (Object.keys(desired.apacheConf).length || desired.rewrite)
+      out.push(service({ unit: 'apache2.service', watch: ['/etc/apache2/'], reload: true, validate: sh`apache2ctl configtest` }))
     return out
   },
 }
@@ -81,7 +90,13 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
 
   /** The fault task through the engine (not the CLI): `onEvent` sees each change as it starts. */
   const runTask = (onEvent?: (message: string) => void): Promise<RunReport> =>
-    runInventory(taskInventory, { mode: 'apply', tasks: [task], parallel: 1, connect: (h) => connect(h, { sshConfigFile: false }), onEvent: (e) => onEvent?.(e.message) })
+    runInventory(taskInventory, {
+      mode: 'apply',
+      tasks: [task],
+      parallel: 1,
+      connect: (h) => connect(h, { sshConfigFile: false }),
+      onEvent: (e) => onEvent?.(e.message),
+    })
 
   /** Resolves when the task reaches the slow step (then `after` ms more), running `then` at that moment. */
   function whenSlow(after: number, then: () => Promise<unknown>) {
@@ -127,7 +142,10 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     // password rotation with diffs: the old password is only in the file on the host.
     const rotated = 'redis-rotated-secret-93be1d07'
     vi.resetModules()
-    const dry = await provision(['--inventory', inventory, '--dry-run', '--diff', '--verbose', '--log-file', logs[2]!], { ...ENV, REDIS_PASSWORD: rotated })
+    const dry = await provision(['--inventory', inventory, '--dry-run', '--diff', '--verbose', '--log-file', logs[2]!], {
+      ...ENV,
+      REDIS_PASSWORD: rotated,
+    })
     outputs.push(dry.stdout, dry.stderr)
     expect(dry.code).toBe(0)
     expect(dry.stdout).toMatch(/~ update \/etc\/redis\/redis.conf \(content\)/)
@@ -136,7 +154,10 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     await web.exec('systemctl stop mp-ps-sampler')
 
     const stored = await web.exec(`for f in ${STATE}/secrets/*; do printf '%s\\t' "\${f##*/}"; base64 -w0 "$f"; echo; done`)
-    const secrets = new Map<string, string>([['env REDIS_PASSWORD', REDIS_PASSWORD], ['env REDIS_PASSWORD (rotated)', rotated]])
+    const secrets = new Map<string, string>([
+      ['env REDIS_PASSWORD', REDIS_PASSWORD],
+      ['env REDIS_PASSWORD (rotated)', rotated],
+    ])
     for (const line of stored.stdout.trim().split('\n')) {
       const [name, b64] = line.split('\t')
       secrets.set(`generated ${name}`, Buffer.from(b64!, 'base64').toString('utf8'))
@@ -155,16 +176,23 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
       expect(value.length).toBeGreaterThanOrEqual(16)
       // The value itself and its base64 form (how a file's bytes travel in a probe).
       for (const form of [value, Buffer.from(value).toString('base64')]) {
-        for (const [where, text] of Object.entries(texts)) if (text.includes(form)) leaks.push(`${secretName} in ${where}${form === value ? '' : ' (base64)'}`)
+        for (const [where, text] of Object.entries(texts))
+          if (text.includes(form)) leaks.push(`${secretName} in ${where}${form === value ? '' : ' (base64)'}`)
       }
     }
     expect(leaks).toEqual([])
     const modes = await web.exec(`stat -c '%n %U:%G %a' ${STATE} ${STATE}/secrets ${STATE}/secrets/*`)
-    expect(modes.stdout.trim().split('\n')).toEqual([`${STATE} root:root 700`, `${STATE}/secrets root:root 700`, `${STATE}/secrets/postgres-password root:root 600`])
-    console.log(`secrets scanned: ${[...secrets.keys()].join(', ')} (raw and base64) in ${Object.keys(texts).join(', ')} (${ps.split('\n').length} ps lines)`)
+    expect(modes.stdout.trim().split('\n')).toEqual([
+      `${STATE} root:root 700`,
+      `${STATE}/secrets root:root 700`,
+      `${STATE}/secrets/postgres-password root:root 600`,
+    ])
+    console.log(
+      `secrets scanned: ${[...secrets.keys()].join(', ')} (raw and base64) in ${Object.keys(texts).join(', ')} (${ps.split('\n').length} ps lines)`,
+    )
   })
 
-  it('an Apache change that fails configtest: the run fails with Apache\'s error, the previous files are back, Apache keeps serving, no restart stays pending', async () => {
+  it("an Apache change that fails configtest: the run fails with Apache's error, the previous files are back, Apache keeps serving, no restart stays pending", async () => {
     desired = { apacheConf: { 'mp-fault': 'ServerSignature Off\n' }, packages: [] }
     const good = await runTask()
     expect(webReport(good).error ?? webReport(good).status).toBe('changed')
@@ -177,7 +205,9 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const bad = await runTask()
     expect(webReport(bad).status).toBe('failed')
     expect(webReport(bad).error).toContain("Invalid command 'ThisIsNotADirective'")
-    expect(webReport(bad).error).toContain('apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (/etc/apache2/conf-available/mp-fault.conf)')
+    expect(webReport(bad).error).toContain(
+      'apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (/etc/apache2/conf-available/mp-fault.conf)',
+    )
     expect((await web.exec('cat /etc/apache2/conf-available/mp-fault.conf')).stdout).toBe('ServerSignature Off\n')
     note('Apache configtest fails (changed file)', webReport(bad).error)
 
@@ -187,7 +217,9 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(webReport(badNew).status).toBe('failed')
     expect(webReport(badNew).error).toMatch(/<VirtualHost> was not closed|Syntax error/)
     note('Apache configtest fails (new file + link)', webReport(badNew).error)
-    const leftovers = await web.exec('ls -A /etc/apache2/conf-available/ /etc/apache2/conf-enabled/ | grep mp-fault-new; apache2ctl configtest 2>&1')
+    const leftovers = await web.exec(
+      'ls -A /etc/apache2/conf-available/ /etc/apache2/conf-enabled/ | grep mp-fault-new; apache2ctl configtest 2>&1',
+    )
     expect(leftovers.stdout).not.toContain('mp-fault-new')
     expect(leftovers.stdout).toContain('Syntax OK')
 
@@ -229,22 +261,30 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     // Same inventory again: the rejected file is on disk already (nothing to write), the reload is due.
     const next = await runTask()
     expect(webReport(next).status).toBe('failed')
-    expect(webReport(next).error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${conf}`)
-    note('inherited reload, rejected, restored from the dead run\'s backup', webReport(next).error)
+    expect(webReport(next).error).toContain(
+      `apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${conf}`,
+    )
+    note("inherited reload, rejected, restored from the dead run's backup", webReport(next).error)
     expect((await web.exec(`cat ${conf}`)).stdout).toBe('ServerSignature Off\n')
-    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(/^ls: cannot access .*No such file or directory\n$/)
+    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(
+      /^ls: cannot access .*No such file or directory\n$/,
+    )
     // The inventory still asks for the rejected file: every run writes it and fails; none says "no changes".
     const third = await runTask()
     expect(webReport(third).status).toBe('failed')
     expect((await web.exec(`cat ${conf}`)).stdout).toBe('ServerSignature Off\n')
 
     // As a run of an older version (or one that lost its backups) leaves it: the file and the pending entry, no backup.
-    await web.exec(`printf 'InheritedBadDirective on\\n' > ${conf} && rm -rf ${STATE}/backup && echo apache2.service > ${STATE}/pending-restarts`)
+    await web.exec(
+      `printf 'InheritedBadDirective on\\n' > ${conf} && rm -rf ${STATE}/backup && echo apache2.service > ${STATE}/pending-restarts`,
+    )
     desired = { apacheConf: { 'mp-inherit': 'InheritedBadDirective on\n' }, packages: [] }
     for (const attempt of [1, 2]) {
       const r = await runTask()
       expect(webReport(r).status, `attempt ${attempt}`).toBe('failed')
-      expect(webReport(r).error).toContain('apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore; left apache2.service running as it was, with its reload pending')
+      expect(webReport(r).error).toContain(
+        'apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore; left apache2.service running as it was, with its reload pending',
+      )
       expect((await web.exec(`cat ${STATE}/pending-restarts`)).stdout).toBe('apache2.service\n')
       if (attempt === 1) note('inherited reload, rejected, nothing to restore', webReport(r).error)
     }
@@ -254,7 +294,9 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const fixed = await runTask()
     expect(webReport(fixed).error ?? webReport(fixed).status).toBe('changed')
     expect(webReport(fixed).tasks[0]!.restarts.map((r) => `${r.action} ${r.unit}`)).toEqual(['reload apache2.service'])
-    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(/^ls: cannot access .*No such file or directory\n$/)
+    expect((await web.exec(`cat ${STATE}/pending-restarts; ls -A ${STATE}/backup 2>&1`)).stdout).toMatch(
+      /^ls: cannot access .*No such file or directory\n$/,
+    )
     desired = { apacheConf: {}, packages: [] }
   })
 
@@ -282,7 +324,10 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
       await web.exec(
         `systemd-run --unit ${name} python3 -c "import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','a'); fcntl.lockf(f, fcntl.LOCK_EX); open('/run/${name}','w').close(); time.sleep(${seconds}); open('/run/${name}.end','w').write(str(int(time.time())))"`,
       )
-      await until(`${name} holding the dpkg lock`, async () => (await web.exec(`test -e /run/${name}`)).exitCode === 0, { timeoutMs: 60_000, intervalMs: 100 })
+      await until(`${name} holding the dpkg lock`, async () => (await web.exec(`test -e /run/${name}`)).exitCode === 0, {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+      })
       return (await web.exec(`systemctl show -p MainPID --value ${name}`)).stdout.trim()
     }
     desired = { apacheConf: {}, packages: ['tree'] }
@@ -293,7 +338,9 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3_500)
     expect((await web.exec("dpkg-query -W -f '${db:Status-Abbrev}' tree")).stdout).toBe('ii ')
     // dpkg installed tree only once the holder had let go (dpkg.log has whole seconds).
-    const times = await web.exec(`cat /run/mp-dpkg-holder-1.end; echo; date -d "$(grep ' status installed tree:' /var/log/dpkg.log | tail -1 | cut -d' ' -f1,2)" +%s`)
+    const times = await web.exec(
+      `cat /run/mp-dpkg-holder-1.end; echo; date -d "$(grep ' status installed tree:' /var/log/dpkg.log | tail -1 | cut -d' ' -f1,2)" +%s`,
+    )
     const [released, installed] = times.stdout.trim().split('\n').map(Number)
     expect(installed).toBeGreaterThanOrEqual(released!)
 
@@ -332,9 +379,14 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     expect(webReport(first).error ?? webReport(first).status).toBe('changed')
     expect(second!.code).toBe(1)
     expect(second!.ms).toBeLessThan(3_000)
-    expect(second!.stdout).toMatch(new RegExp(`web is locked by another run: [0-9a-f]{12} ${userInfo().username}@${hostname()} pid ${process.pid} since `))
+    expect(second!.stdout).toMatch(
+      new RegExp(`web is locked by another run: [0-9a-f]{12} ${userInfo().username}@${hostname()} pid ${process.pid} since `),
+    )
     expect(second!.stdout).toMatch(/provision unlock --inventory <file> --limit web --holder [0-9a-f]{12}/)
-    note(`second run at once (stopped after ${second!.ms} ms)`, second!.stdout.split('\n').find((l) => l.includes('locked')))
+    note(
+      `second run at once (stopped after ${second!.ms} ms)`,
+      second!.stdout.split('\n').find((l) => l.includes('locked')),
+    )
     const third = await provision(['--inventory', inventory], ENV)
     expect(third.code, third.stdout).toBe(0)
   })
@@ -353,11 +405,14 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
 
   it('provision unlock clears a stuck holder of the lock, named by the id the lock message printed', async () => {
     // A holder whose connection never closes: the lock script of src/engine/lock.ts with an endless stdin.
-    const script =
-      `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' '0123456789ab stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
+    const script = `mkdir -p ${STATE} && exec 9>>${STATE}/lock && flock -n 9 && printf '%s (remote pid %s)\\n' '0123456789ab stuck@elsewhere pid 4242' "$$" > ${STATE}/lock.holder && echo MP-LOCKED && exec cat >/dev/null`
     await web.container.copyContentToContainer([{ content: script + '\n', target: '/root/stuck-holder.sh' }])
     await web.exec("systemd-run --unit mp-stuck-holder sh -c 'sleep 600 | sh /root/stuck-holder.sh'")
-    await until('the stuck holder taking the host lock', async () => (await web.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'), { timeoutMs: 60_000, intervalMs: 100 })
+    await until(
+      'the stuck holder taking the host lock',
+      async () => (await web.exec(`cat ${STATE}/lock.holder`)).stdout.includes('stuck@elsewhere'),
+      { timeoutMs: 60_000, intervalMs: 100 },
+    )
     const blocked = await provision(['--inventory', inventory], ENV)
     expect(blocked.code).toBe(1)
     expect(blocked.stdout).toContain('web is locked by another run: 0123456789ab stuck@elsewhere pid 4242')
@@ -369,7 +424,13 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const unlock = await provision(['unlock', '--inventory', inventory, '--limit', 'web', '--holder', '0123456789ab'], ENV)
     expect(unlock.code, unlock.stderr).toBe(0)
     expect(unlock.stdout).toMatch(/^web: cleared: 0123456789ab stuck@elsewhere pid 4242 \(remote pid \d+\)\n$/)
-    note('stuck lock holder', `${blocked.stdout.split('\n').find((l) => l.includes('locked'))?.trim()} -> unlock: ${unlock.stdout.trim()}`)
+    note(
+      'stuck lock holder',
+      `${blocked.stdout
+        .split('\n')
+        .find((l) => l.includes('locked'))
+        ?.trim()} -> unlock: ${unlock.stdout.trim()}`,
+    )
     const after = await provision(['--inventory', inventory], ENV)
     expect(after.code, after.stdout).toBe(0)
     const again = await provision(['unlock', '--inventory', inventory, '--limit', 'web', '--holder', '0123456789ab'], ENV)
@@ -387,7 +448,10 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const strangerKey = join(env.dir, 'stranger')
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey])
     const doc = {
-      defaults: { ssh: { identityFile: env.keyFile, knownHostsFile: env.knownHostsFile, hostKeyPolicy: 'strict', connectTimeout: 10 }, vars: VARS },
+      defaults: {
+        ssh: { identityFile: env.keyFile, knownHostsFile: env.knownHostsFile, hostKeyPolicy: 'strict', connectTimeout: 10 },
+        vars: VARS,
+      },
       hosts: {
         web: { address: web.sshHost, privateAddress: web.ip, ssh: { port: web.sshPort }, roles: ROLES },
         gone: { address: '127.0.0.1', ssh: { port: closedPort }, roles: ['apache'] },
@@ -399,12 +463,20 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const r = await provision(['--inventory', file3], ENV)
     expect(r.code).toBe(1)
     expect(r.stdout).toContain('web: no changes')
-    expect(r.stdout).toMatch(/gone FAILED\n\s+✗ cannot connect to root@\[127\.0\.0\.1\]:\d+ \(gone\): .*nothing accepts connections on port \d+: is sshd running, and is ssh\.port right\?/)
     expect(r.stdout).toMatch(
-      new RegExp(`stranger FAILED\\n\\s+✗ root@\\[127\\.0\\.0\\.1\\]:${web.sshPort} \\(stranger\\) refused our credentials \\(key ${strangerKey.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\): check that the public key is in ~root/\\.ssh/authorized_keys`),
+      /gone FAILED\n\s+✗ cannot connect to root@\[127\.0\.0\.1\]:\d+ \(gone\): .*nothing accepts connections on port \d+: is sshd running, and is ssh\.port right\?/,
+    )
+    expect(r.stdout).toMatch(
+      new RegExp(
+        `stranger FAILED\\n\\s+✗ root@\\[127\\.0\\.0\\.1\\]:${web.sshPort} \\(stranger\\) refused our credentials \\(key ${strangerKey.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\): check that the public key is in ~root/\\.ssh/authorized_keys`,
+      ),
     )
     expect(r.stdout).toMatch(/web\s+ok .*\n\s+gone\s+failed.*\n\s+stranger\s+failed/)
-    for (const name of ['gone', 'stranger']) note(name === 'gone' ? 'unreachable host' : 'wrong credentials', r.stdout.split('\n')[r.stdout.split('\n').findIndex((l) => l.startsWith(`${name} FAILED`)) + 1]?.trim())
+    for (const name of ['gone', 'stranger'])
+      note(
+        name === 'gone' ? 'unreachable host' : 'wrong credentials',
+        r.stdout.split('\n')[r.stdout.split('\n').findIndex((l) => l.startsWith(`${name} FAILED`)) + 1]?.trim(),
+      )
   })
 
   it('a host restarted in the middle of a run fails that host clearly; once it is back, the next run converges', async () => {
@@ -422,7 +494,14 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     // The mapped SSH port may change with the restart: rewrite known_hosts and the inventory.
     ;(web as { sshPort: number }).sshPort = web.container.getMappedPort(22)
     const keys = await web.exec('cat /etc/ssh/ssh_host_*_key.pub')
-    await writeFile(env.knownHostsFile, keys.stdout.trim().split('\n').map((k) => `[${web.sshHost}]:${web.sshPort} ${k.split(' ').slice(0, 2).join(' ')}`).join('\n') + '\n')
+    await writeFile(
+      env.knownHostsFile,
+      keys.stdout
+        .trim()
+        .split('\n')
+        .map((k) => `[${web.sshHost}]:${web.sshPort} ${k.split(' ').slice(0, 2).join(' ')}`)
+        .join('\n') + '\n',
+    )
     await writeInventory()
     const next = await runTask()
     expect(webReport(next).error ?? webReport(next).status).toBe('changed')
@@ -439,8 +518,18 @@ describe.skipIf(!inject('docker'))('faults: a Synapse configuration Synapse reje
   let hs: TestHost
   let synapseVars: Record<string, unknown>
   const write = (extraConfig: Record<string, unknown>, file: string) =>
-    writeTestInventory(env, [{ name: 'hs', roles: ['postgres', 'synapse'] }], { ...synapseVars, synapse: { ...(synapseVars.synapse as object), extraConfig } }, file)
-  const state = async () => (await hs.exec('systemctl show -p MainPID,ActiveEnterTimestampMonotonic matrix-synapse; curl -sf --max-time 5 http://127.0.0.1:8008/health')).stdout
+    writeTestInventory(
+      env,
+      [{ name: 'hs', roles: ['postgres', 'synapse'] }],
+      { ...synapseVars, synapse: { ...(synapseVars.synapse as object), extraConfig } },
+      file,
+    )
+  const state = async () =>
+    (
+      await hs.exec(
+        'systemctl show -p MainPID,ActiveEnterTimestampMonotonic matrix-synapse; curl -sf --max-time 5 http://127.0.0.1:8008/health',
+      )
+    ).stdout
 
   beforeAll(async () => {
     const { pipSynapseVars, synapseWheelhouse } = await import('../support/artifacts.js')
@@ -466,7 +555,13 @@ describe.skipIf(!inject('docker'))('faults: a Synapse configuration Synapse reje
     expect(bad.code).toBe(1)
     expect(bad.stdout).toContain('matrix-synapse.service: the new configuration failed validation')
     expect(bad.stdout).toContain('caches.global_factor must be a number')
-    console.log(`Synapse fault: ${bad.stdout.split('\n').filter((l) => /global_factor/.test(l)).join(' | ').trim()}`)
+    console.log(
+      `Synapse fault: ${bad.stdout
+        .split('\n')
+        .filter((l) => /global_factor/.test(l))
+        .join(' | ')
+        .trim()}`,
+    )
     expect(await state()).toBe(before)
     expect((await hs.exec('cat /etc/matrix-synapse/conf.d/90-extra.yaml')).stdout).toBe(extraBefore)
     expect((await hs.exec('cat /var/lib/matrix-provision/pending-restarts')).stdout).toBe('')

@@ -29,9 +29,19 @@ interface Restart {
   action: string
 }
 interface Report {
-  hosts: { status: string; error?: string; tasks: { task: string; changes: { resource: string }[]; restarts: { unit: string; action: string; done: boolean }[]; checks: { ok: boolean; name: string; detail: string; phase: string }[] }[] }[]
+  hosts: {
+    status: string
+    error?: string
+    tasks: {
+      task: string
+      changes: { resource: string }[]
+      restarts: { unit: string; action: string; done: boolean }[]
+      checks: { ok: boolean; name: string; detail: string; phase: string }[]
+    }[]
+  }[]
 }
-const restartsOf = (r: Report): Restart[] => r.hosts[0]!.tasks.flatMap((t) => t.restarts.map((x) => ({ task: t.task, unit: x.unit, action: x.action })))
+const restartsOf = (r: Report): Restart[] =>
+  r.hosts[0]!.tasks.flatMap((t) => t.restarts.map((x) => ({ task: t.task, unit: x.unit, action: x.action })))
 const changesOf = (r: Report) => r.hosts[0]!.tasks.map((t) => ({ task: t.task, changes: t.changes.map((c) => c.resource) }))
 
 describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per change mix, backups, check', () => {
@@ -41,11 +51,21 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
   let current: string
 
   const inventoryWith = (vars: Record<string, unknown>) =>
-    writeTestInventory(env, [{ name: 'engine-pa', roles: [...ROLES] }], { ...base, ...vars, synapse: { ...(base.synapse as object), ...((vars.synapse as object) ?? {}) } }, `inventory-${Date.now()}.yaml`)
+    writeTestInventory(
+      env,
+      [{ name: 'engine-pa', roles: [...ROLES] }],
+      { ...base, ...vars, synapse: { ...(base.synapse as object), ...(vars.synapse ?? {}) } },
+      `inventory-${Date.now()}.yaml`,
+    )
   /** Each unit's last (re)start, from systemd. */
   const startTimes = async (): Promise<Record<string, string>> => {
     const out = (await hs.exec(`systemctl show -p Id,ActiveEnterTimestampMonotonic ${UNITS.join(' ')}`)).stdout
-    return Object.fromEntries(out.trim().split('\n\n').map((b) => [/Id=(.*)/.exec(b)![1]!, /ActiveEnterTimestampMonotonic=(\d+)/.exec(b)![1]!]))
+    return Object.fromEntries(
+      out
+        .trim()
+        .split('\n\n')
+        .map((b) => [/Id=(.*)/.exec(b)![1]!, /ActiveEnterTimestampMonotonic=(\d+)/.exec(b)![1]!]),
+    )
   }
   const apacheMainPid = async () => (await hs.exec('systemctl show -p MainPID --value apache2')).stdout.trim()
 
@@ -85,7 +105,11 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
     },
     {
       name: 'an Apache-only change (delegation on port 8448): one reload, no Synapse restart',
-      vars: { synapse: { cacheFactor: 4, extraConfig: { max_upload_size: '20M' } }, workers: { federationSender: { metricsPort: 32970 } }, apache: { delegation: 'port-8448' } },
+      vars: {
+        synapse: { cacheFactor: 4, extraConfig: { max_upload_size: '20M' } },
+        workers: { federationSender: { metricsPort: 32970 } },
+        apache: { delegation: 'port-8448' },
+      },
       expected: [{ task: 'apache', unit: 'apache2.service', action: 'reload' }],
     },
     {
@@ -114,7 +138,11 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
       const applied = await provision(['--inventory', current, '--json'])
       const result = JSON.parse(applied.stdout) as Report
       expect(applied.code, result.hosts[0]!.error).toBe(0)
-      console.log(`plan-apply: ${mix.name.split(' (')[0]}: applied in ${Date.now() - t0} ms, restarts ${restartsOf(result).map((r) => `${r.task}/${r.action} ${r.unit}`).join(', ')}`)
+      console.log(
+        `plan-apply: ${mix.name.split(' (')[0]}: applied in ${Date.now() - t0} ms, restarts ${restartsOf(result)
+          .map((r) => `${r.task}/${r.action} ${r.unit}`)
+          .join(', ')}`,
+      )
       expect(restartsOf(result)).toEqual(restartsOf(plan))
       expect(changesOf(result)).toEqual(changesOf(plan))
       expect(result.hosts[0]!.tasks.flatMap((t) => t.restarts).every((r) => r.done)).toBe(true)
@@ -172,7 +200,9 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
         console.log(`plan-apply: check with ${SENDER} stopped: exit ${r.code} in ${r.ms} ms`)
         expect(r.code, r.out).toBe(1)
         expect(r.stdout).toContain(`✗ after check ${SENDER} active: ${SENDER} is inactive`)
-        expect(r.stdout).toContain(`✗ after check federation_sender metrics answer (its liveness probe): ${SENDER} is inactive, so http://127.0.0.1:32980/_synapse/metrics cannot answer`)
+        expect(r.stdout).toContain(
+          `✗ after check federation_sender metrics answer (its liveness probe): ${SENDER} is inactive, so http://127.0.0.1:32980/_synapse/metrics cannot answer`,
+        )
         expect(r.stdout).toContain(`✗ after check federation_sender metrics on 127.0.0.1:32980: ${SENDER} is inactive`)
         expect(r.stdout).toContain('✓ after check federation_reader /health answers')
         expect(r.stdout).toContain(`✓ after check ${SYNAPSE} active: active`)
@@ -190,7 +220,11 @@ describe.skipIf(!inject('docker'))('plan = apply on a real host: restarts per ch
         const json = await cli(['check', '--inventory', current, '--json'])
         expect(json.code).toBe(1)
         const failed = (JSON.parse(json.stdout) as Report).hosts[0]!.tasks.flatMap((t) => t.checks.filter((c) => !c.ok).map((c) => c.name))
-        expect(failed).toEqual([`${SENDER} active`, 'federation_sender metrics answer (its liveness probe)', 'federation_sender metrics on 127.0.0.1:32980'])
+        expect(failed).toEqual([
+          `${SENDER} active`,
+          'federation_sender metrics answer (its liveness probe)',
+          'federation_sender metrics on 127.0.0.1:32980',
+        ])
       } finally {
         await hs.exec(`systemctl start ${SENDER}`)
       }

@@ -101,7 +101,10 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const before = await acceptedLogins(a)
     const events: SshLogEvent[] = []
     for (const hostKeyPolicy of ['strict', 'accept-new'] as const) {
-      const error = await connect(spec(a, { knownHostsFile: knownHosts, hostKeyPolicy }), { sshConfigFile: false, log: (e) => events.push(e) }).then(
+      const error = await connect(spec(a, { knownHostsFile: knownHosts, hostKeyPolicy }), {
+        sshConfigFile: false,
+        log: (e) => events.push(e),
+      }).then(
         () => null,
         (e: unknown) => e,
       )
@@ -124,10 +127,14 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     // The counter does count: a good connection moves it by exactly one (the journal is in order,
     // so a late entry from the refused attempts would show up here as +2 or more).
     await conn(spec(a))
-    const after = await until('the good login in the journal', async () => {
-      const n = await acceptedLogins(a)
-      return n === before ? undefined : n
-    }, { timeoutMs: 60_000 })
+    const after = await until(
+      'the good login in the journal',
+      async () => {
+        const n = await acceptedLogins(a)
+        return n === before ? undefined : n
+      },
+      { timeoutMs: 60_000 },
+    )
     expect(after).toBe(before + 1)
   })
 
@@ -232,10 +239,16 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     const before = events.length
     await c.writeFiles(files)
     expect(events.length - before).toBe(1) // one command: one round trip
-    const st = await a.exec("cd /etc/mp-batch && stat -c '%n %U:%G %a %s' empty binary secret.yaml big last && sha256sum binary last && ls -A | grep -c '\\.mp-' || true")
+    const st = await a.exec(
+      "cd /etc/mp-batch && stat -c '%n %U:%G %a %s' empty binary secret.yaml big last && sha256sum binary last && ls -A | grep -c '\\.mp-' || true",
+    )
     expect(st.stdout).toContain('empty root:root 644 0\nbinary root:root 600 5\nsecret.yaml deploy:deploy 600 ')
     expect(st.stdout).toContain('big root:root 644 300001\nlast root:root 640 5\n')
-    expect(st.stdout).toContain(`${createHash('sha256').update(Buffer.from([0, 10, 13, 255, 10])).digest('hex')}  binary`)
+    expect(st.stdout).toContain(
+      `${createHash('sha256')
+        .update(Buffer.from([0, 10, 13, 255, 10]))
+        .digest('hex')}  binary`,
+    )
     expect(st.stdout).toContain(`${createHash('sha256').update('tail\n').digest('hex')}  last`)
     expect((await a.exec('cat /etc/mp-batch/secret.yaml')).stdout).toBe(`password: ${secretValue}\n`)
     expect(JSON.stringify(events)).not.toContain(secretValue)
@@ -260,7 +273,8 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     await a.exec('mkdir -p /etc/mp-secret')
     // Watch the process list on the host while writing (several times, ~5 MB each).
     const watcher = a.exec(`end=$(($(date +%s)+6)); while [ $(date +%s) -lt $end ]; do ps -eo args; done`)
-    for (let i = 0; i < 4; i++) await c.writeFile({ path: '/etc/mp-secret/synapse.yaml', content: secret, owner: 'deploy', group: 'deploy' })
+    for (let i = 0; i < 4; i++)
+      await c.writeFile({ path: '/etc/mp-secret/synapse.yaml', content: secret, owner: 'deploy', group: 'deploy' })
     const seen = await watcher
     expect(seen.stdout).toContain('ps -eo args') // the watcher did see processes
     expect(seen.stdout).not.toContain(value)
@@ -323,7 +337,11 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
       expect(r.code).toBeNull()
       expect(r.stdout).toBe('started\n')
       expect(r.durationMs).toBeLessThan(2_500)
-      await until('the timed-out command gone from the host', async () => (await a.exec("pgrep -f 'slee[p] 47.5' || true")).stdout.trim() === '', { timeoutMs: 30_000, intervalMs: 200 })
+      await until(
+        'the timed-out command gone from the host',
+        async () => (await a.exec("pgrep -f 'slee[p] 47.5' || true")).stdout.trim() === '',
+        { timeoutMs: 30_000, intervalMs: 200 },
+      )
       // Killed by our TERM, not by the host-side backstop (deadline + 5 s).
       expect(Date.now() - started).toBeLessThan(5_000)
       // The connection is still usable.
@@ -467,7 +485,10 @@ describe.skipIf(!inject('docker'))('SSH transport on real hosts', () => {
     await writeFile(config, `Host mp-alias-a\n  HostName 127.0.0.1\n  Port ${a.sshPort}\n  User deploy\n  IdentityFile ${env.keyFile}\n`)
     const host = spec(a, { port: 22 }, 'mp-alias-a')
     delete host.ssh.identityFile
-    const c = await connect(host, { sshConfigFile: config, inventoryDefaults: { user: 'root', port: 22, knownHostsFile: env.knownHostsFile } })
+    const c = await connect(host, {
+      sshConfigFile: config,
+      inventoryDefaults: { user: 'root', port: 22, knownHostsFile: env.knownHostsFile },
+    })
     open.push(c)
     expect(c.endpoint).toMatchObject({ address: '127.0.0.1', port: a.sshPort, user: 'deploy' })
     expect((await c.run(sh`id -un`)).stdout).toBe('root\n')

@@ -34,7 +34,11 @@ const run = promisify(execFile)
 async function bin(args: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const started = Date.now()
   try {
-    const { stdout, stderr } = await run('node', [BIN, ...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } })
+    const { stdout, stderr } = await run('node', [BIN, ...args], {
+      cwd: ROOT,
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, NO_COLOR: '1' },
+    })
     return { code: 0, stdout, stderr, ms: Date.now() - started }
   } catch (error) {
     const e = error as { code?: number; stdout?: string; stderr?: string }
@@ -48,10 +52,20 @@ describe('provision lock (the bundled CLI)', () => {
     await rm(join(dir, 'synapse-lock'), { recursive: true, force: true })
     await mkdir(dir, { recursive: true })
     const inventory = join(dir, 'inventory.yaml')
-    await writeFile(inventory, stringify({ defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: NEWEST, lockDir: './synapse-lock' } } }, hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } } }))
+    await writeFile(
+      inventory,
+      stringify({
+        defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: NEWEST, lockDir: './synapse-lock' } } },
+        hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } },
+      }),
+    )
     const first = await bin(['lock', '--inventory', inventory])
     expect(first.code, first.stderr).toBe(0)
-    expect(first.stdout).toMatch(new RegExp(`synapse-lock/${NEWEST.replace(/\./g, '\\.')}\\.txt: written \\(matrix-synapse ${NEWEST}, \\d+ pins, resolved as of 2026-10-23T20:14:20Z`))
+    expect(first.stdout).toMatch(
+      new RegExp(
+        `synapse-lock/${NEWEST.replace(/\./g, '\\.')}\\.txt: written \\(matrix-synapse ${NEWEST}, \\d+ pins, resolved as of 2026-10-23T20:14:20Z`,
+      ),
+    )
     console.log(`provision lock ${NEWEST}: ${(first.ms / 1000).toFixed(1)} s (${first.stdout.trim().split('\n').at(-1)})`)
     expect(await readFile(lockPath(join(dir, 'synapse-lock'), NEWEST), 'utf8')).toBe(await readFile(lockPath(LOCK_DIR, NEWEST), 'utf8'))
     const again = await bin(['lock', '--inventory', inventory])
@@ -60,7 +74,11 @@ describe('provision lock (the bundled CLI)', () => {
     const expected = await synapseWheelhouse('3.11', NEWEST)
     const wheels = await bin(['lock', '--inventory', inventory, '--wheelhouse', join(ROOT, '.cache', 'wheelhouse'), '--python', '3.11'])
     expect(wheels.code, wheels.stderr).toBe(0)
-    expect(wheels.stdout).toMatch(new RegExp(`${expected.dir.split('/').at(-1)!.replace(/\./g, '\\.')}: wheelhouse for Python 3\\.11, ${expected.files.length} wheels, \\d+ MB, reused`))
+    expect(wheels.stdout).toMatch(
+      new RegExp(
+        `${expected.dir.split('/').at(-1)!.replace(/\./g, '\\.')}: wheelhouse for Python 3\\.11, ${expected.files.length} wheels, \\d+ MB, reused`,
+      ),
+    )
   }, 180_000)
 
   it('refuses an inventory whose version has no lock, before any connection: file, what to run, exit 2', async () => {
@@ -68,7 +86,13 @@ describe('provision lock (the bundled CLI)', () => {
     await mkdir(join(dir, 'empty-locks'), { recursive: true })
     const inventory = join(dir, 'missing.yaml')
     // 192.0.2.1 (TEST-NET-1) is unreachable: an attempt to connect would time out, not exit 2 at once.
-    await writeFile(inventory, stringify({ defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: '1.158.0', lockDir: './empty-locks' } } }, hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } } }))
+    await writeFile(
+      inventory,
+      stringify({
+        defaults: { vars: { serverName: 'lk.test', synapse: { install: 'pip', version: '1.158.0', lockDir: './empty-locks' } } },
+        hosts: { lk: { address: '192.0.2.1', roles: ['postgres', 'synapse'] } },
+      }),
+    )
     const result = await bin(['--inventory', inventory, '--dry-run'])
     expect(result.code).toBe(2)
     expect(result.stderr).toContain(`empty-locks/1.158.0.txt: no lock for Synapse 1.158.0`)
@@ -113,13 +137,20 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
   })
 
   async function installAndCheck(hosts: TestHosts, name: string, version: string, wheelhouseKey: string): Promise<void> {
-    const inventory = await writeTestInventory(hosts, [{ name, roles: ['postgres', 'redis', 'synapse'] }], { serverName: `${name}.test`, synapse: pipSynapseVars(wheelhouses.get(wheelhouseKey)!) }, `${name}-${version}.yaml`)
+    const inventory = await writeTestInventory(
+      hosts,
+      [{ name, roles: ['postgres', 'redis', 'synapse'] }],
+      { serverName: `${name}.test`, synapse: pipSynapseVars(wheelhouses.get(wheelhouseKey)!) },
+      `${name}-${version}.yaml`,
+    )
     const applied = await bin(['--inventory', inventory])
     expect(applied.code, applied.stdout + applied.stderr).toBe(0)
     timings.push(`install ${version} on ${name} (apply, whole run) ${(applied.ms / 1000).toFixed(1)} s`)
     const host = hosts.get(name)
     // The running code is the locked release, and it answers the client API.
-    const served = await host.exec('curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/federation/v1/version; echo; curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/client/versions')
+    const served = await host.exec(
+      'curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/federation/v1/version; echo; curl -sf --max-time 10 http://127.0.0.1:8008/_matrix/client/versions',
+    )
     expect(served.stdout).toContain(`"version":"${version}"`)
     expect(served.stdout).toContain('"versions":[')
     // The venv holds exactly the lock's set for its Python: nothing missing, nothing else, no other version.
@@ -134,14 +165,23 @@ describe.skipIf(!inject('docker'))('Synapse releases of the last 12 months insta
     expect(again.code, again.stdout).toBe(0)
   }
 
-  it.each(ON_DEBIAN_12.map((v) => [v]))('Debian 12: %s from its lock (and the next release onto the previous one)', async (version) => {
-    await installAndCheck(env, 'lk', version, version)
-  }, 1_200_000)
+  it.each(ON_DEBIAN_12.map((v) => [v]))(
+    'Debian 12: %s from its lock (and the next release onto the previous one)',
+    async (version) => {
+      await installAndCheck(env, 'lk', version, version)
+    },
+    1_200_000,
+  )
 
   it('the plan shows a venv that drifted from the lock, and apply rebuilds it beside the running one', async () => {
     const host = env.get('lk')
     const lock = locks.get(DRIFT)!
-    const inventory = await writeTestInventory(env, [{ name: 'lk', roles: ['postgres', 'redis', 'synapse'] }], { serverName: 'lk.test', synapse: pipSynapseVars(wheelhouses.get(DRIFT)!) }, 'lk-drift.yaml')
+    const inventory = await writeTestInventory(
+      env,
+      [{ name: 'lk', roles: ['postgres', 'redis', 'synapse'] }],
+      { serverName: 'lk.test', synapse: pipSynapseVars(wheelhouses.get(DRIFT)!) },
+      'lk-drift.yaml',
+    )
     const redis = lock.entries.find((e) => e.name === 'txredisapi')!
     expect((await host.exec('/opt/venvs/matrix-synapse/bin/pip uninstall -y -q txredisapi')).exitCode).toBe(0)
     const plan = await bin(['--inventory', inventory, '--dry-run', '--exit-code', '--diff'])

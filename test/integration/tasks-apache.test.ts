@@ -43,10 +43,14 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
       ['https://matrix.web.test proxies the client API', true],
       ['.well-known/matrix/server and /client are valid JSON', true],
     ])
-    const wk = await web.exec('curl -sf --cacert /etc/ssl/matrix-provision/matrix.web.test.crt --resolve web.test:443:127.0.0.1 https://web.test/.well-known/matrix/server')
+    const wk = await web.exec(
+      'curl -sf --cacert /etc/ssl/matrix-provision/matrix.web.test.crt --resolve web.test:443:127.0.0.1 https://web.test/.well-known/matrix/server',
+    )
     expect(JSON.parse(wk.stdout)).toEqual({ 'm.server': 'matrix.web.test:443' })
     expect((await web.exec('apache2ctl configtest 2>&1')).output).toContain('Syntax OK')
-    const redirect = await web.exec('curl -s -o /dev/null -w "%{http_code} %{redirect_url}" --resolve matrix.web.test:80:127.0.0.1 http://matrix.web.test/_matrix/client/versions')
+    const redirect = await web.exec(
+      'curl -s -o /dev/null -w "%{http_code} %{redirect_url}" --resolve matrix.web.test:80:127.0.0.1 http://matrix.web.test/_matrix/client/versions',
+    )
     expect(redirect.stdout).toBe('301 https://matrix.web.test/_matrix/client/versions')
     const started = (await web.exec('systemctl show -p ActiveEnterTimestampMonotonic apache2')).stdout
     const again = await provision(['--inventory', inventory])
@@ -63,10 +67,21 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
       { source: element.tarball, target: `/srv/element-dl/${name}` },
       { source: element.signature, target: `/srv/element-dl/${name}.asc` },
     ])
-    const inventory = await writeTestInventory(env, [{ name: 'web13', roles: ['apache', 'element'] }], {
-      serverName: 'web.test',
-      element: { version: ELEMENT_VERSION, url: `http://127.0.0.1:8099/${name}`, signatureUrl: `http://127.0.0.1:8099/${name}.asc`, releaseKeyFile: element.releaseKey, sha256: element.sha256 },
-    }, 'element-url.yaml')
+    const inventory = await writeTestInventory(
+      env,
+      [{ name: 'web13', roles: ['apache', 'element'] }],
+      {
+        serverName: 'web.test',
+        element: {
+          version: ELEMENT_VERSION,
+          url: `http://127.0.0.1:8099/${name}`,
+          signatureUrl: `http://127.0.0.1:8099/${name}.asc`,
+          releaseKeyFile: element.releaseKey,
+          sha256: element.sha256,
+        },
+      },
+      'element-url.yaml',
+    )
     // An earlier download cut short left the first KiB of the release in the cache.
     await web.exec(`mkdir -p /var/cache/matrix-provision/element && head -c 1024 /srv/element-dl/${name} > ${cache}`)
 
@@ -77,14 +92,22 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
     expect(JSON.stringify(failed)).toMatch(/curl: \(7\)/)
     expect((await web.exec('ls /var/www/element')).stdout).not.toContain('element-v')
 
-    expect((await web.exec(`systemd-run --unit element-dl python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/element-dl && ${listening(8099)}`)).exitCode).toBe(0)
+    expect(
+      (
+        await web.exec(
+          `systemd-run --unit element-dl python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/element-dl && ${listening(8099)}`,
+        )
+      ).exitCode,
+    ).toBe(0)
     try {
       const r = await provision(['--inventory', inventory, '--json'])
       const host = JSON.parse(r.stdout).hosts[0]
       expect(host.error ?? host.status, r.stderr).toBe('changed')
       const element = host.tasks.find((t: { task: string }) => t.task === 'element')
       expect(element.checks.filter((c: { phase: string }) => c.phase === 'after').map((c: { ok: boolean }) => c.ok)).toEqual([true])
-      expect((await web.exec(`sha256sum < ${cache}`)).stdout.split(' ')[0]).toBe((await web.exec(`sha256sum < /srv/element-dl/${name}`)).stdout.split(' ')[0])
+      expect((await web.exec(`sha256sum < ${cache}`)).stdout.split(' ')[0]).toBe(
+        (await web.exec(`sha256sum < /srv/element-dl/${name}`)).stdout.split(' ')[0],
+      )
       expect((await web.exec('readlink /var/www/element/current')).stdout.trim()).toBe(`element-v${ELEMENT_VERSION}`)
       const again = await provision(['--inventory', inventory])
       expect(again.code, again.stdout).toBe(0)

@@ -14,12 +14,19 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
     ;[bookworm, trixie] = await Promise.all([startHosts(['db12']), startHosts(['db13'], { suite: debian13Suite() })])
     // One inventory over both: write known_hosts/keys of both into one file set.
     const { writeFile, readFile } = await import('node:fs/promises')
-    await writeFile(bookworm.knownHostsFile, (await readFile(bookworm.knownHostsFile, 'utf8')) + (await readFile(trixie.knownHostsFile, 'utf8')))
+    await writeFile(
+      bookworm.knownHostsFile,
+      (await readFile(bookworm.knownHostsFile, 'utf8')) + (await readFile(trixie.knownHostsFile, 'utf8')),
+    )
     const merged = { ...bookworm, get: (n: string) => (n === 'db13' ? trixie.get(n) : bookworm.get(n)) }
-    inventory = await writeTestInventory(merged, [
-      { name: 'db12', roles: ['postgres', 'redis'] },
-      { name: 'db13', roles: ['postgres', 'redis'], vars: { postgres: { host: 'db13' }, redis: { host: 'db13' } } },
-    ], { serverName: 'example.test', postgres: { host: 'db12', password: { env: 'DB_PASSWORD' } }, redis: { host: 'db12' } })
+    inventory = await writeTestInventory(
+      merged,
+      [
+        { name: 'db12', roles: ['postgres', 'redis'] },
+        { name: 'db13', roles: ['postgres', 'redis'], vars: { postgres: { host: 'db13' }, redis: { host: 'db13' } } },
+      ],
+      { serverName: 'example.test', postgres: { host: 'db12', password: { env: 'DB_PASSWORD' } }, redis: { host: 'db12' } },
+    )
   })
   afterAll(async () => {
     await Promise.all([bookworm?.stop(), trixie?.stop()])
@@ -43,12 +50,18 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
     const report = JSON.parse(r.stdout)
     expect(report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status)).toEqual(['changed', 'changed'])
     for (const h of report.hosts) {
-      const checks = h.tasks.flatMap((t: { checks: { phase: string; ok: boolean; name: string }[] }) => t.checks.filter((c) => c.phase === 'after'))
+      const checks = h.tasks.flatMap((t: { checks: { phase: string; ok: boolean; name: string }[] }) =>
+        t.checks.filter((c) => c.phase === 'after'),
+      )
       expect(checks.length).toBeGreaterThanOrEqual(2)
       expect(checks.every((c: { ok: boolean }) => c.ok)).toBe(true)
     }
     expect(r.stdout).not.toContain('db-pass-0123456789')
-    const pg = await trixie.get('db13').exec("runuser -u postgres -- psql -Atc \"select pg_encoding_to_char(encoding), datcollate, datctype from pg_database where datname='synapse'\"; ls /etc/postgresql")
+    const pg = await trixie
+      .get('db13')
+      .exec(
+        'runuser -u postgres -- psql -Atc "select pg_encoding_to_char(encoding), datcollate, datctype from pg_database where datname=\'synapse\'"; ls /etc/postgresql',
+      )
     expect(pg.stdout).toContain('UTF8|C|C')
     expect(pg.stdout).toContain(String(suiteFacts(debian13Suite()).postgres))
     const redis = await bookworm.get('db12').exec('redis-cli -p 32992 ping; ss -Htln | grep 32992')
@@ -57,7 +70,9 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
   })
 
   it('a second run changes nothing and restarts nothing', async () => {
-    const starts = async () => (await bookworm.get('db12').exec(`systemctl show -p ActiveEnterTimestampMonotonic ${postgresCluster(DEFAULT_SUITE)} redis-server`)).stdout
+    const starts = async () =>
+      (await bookworm.get('db12').exec(`systemctl show -p ActiveEnterTimestampMonotonic ${postgresCluster(DEFAULT_SUITE)} redis-server`))
+        .stdout
     const before = await starts()
     const r = await provision(['--inventory', inventory], env)
     expect(r.stdout + r.stderr).not.toMatch(/FAILED|✗/)

@@ -39,7 +39,18 @@ export interface Pebble {
 export async function startPebble(host: TestHost, ca: Awaited<ReturnType<typeof createLocalCa>>): Promise<Pebble> {
   const deb = await debFromArchive('pebble')
   const tls = await ca.issue('pebble', [host.name])
-  const config = { pebble: { listenAddress: '0.0.0.0:14000', managementListenAddress: '0.0.0.0:15000', certificate: '/etc/pebble/cert.pem', privateKey: '/etc/pebble/key.pem', httpPort: 80, tlsPort: 5001, ocspResponderURL: '', externalAccountBindingRequired: false } }
+  const config = {
+    pebble: {
+      listenAddress: '0.0.0.0:14000',
+      managementListenAddress: '0.0.0.0:15000',
+      certificate: '/etc/pebble/cert.pem',
+      privateKey: '/etc/pebble/key.pem',
+      httpPort: 80,
+      tlsPort: 5001,
+      ocspResponderURL: '',
+      externalAccountBindingRequired: false,
+    },
+  }
   // Not /tmp: a tmpfs in the container hides what docker cp puts there.
   await host.container.copyFilesToContainer([{ source: deb, target: '/root/pebble.deb' }])
   await host.container.copyContentToContainer([
@@ -48,11 +59,14 @@ export async function startPebble(host: TestHost, ca: Awaited<ReturnType<typeof 
     { content: JSON.stringify(config), target: '/etc/pebble/config.json' },
   ])
   // No random validation sleeps and no rejected nonces: pebble's defaults exist to shake out clients.
-  const started = await host.exec('dpkg -i /root/pebble.deb >/dev/null && systemd-run --unit pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 /usr/bin/pebble -config /etc/pebble/config.json')
+  const started = await host.exec(
+    'dpkg -i /root/pebble.deb >/dev/null && systemd-run --unit pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 /usr/bin/pebble -config /etc/pebble/config.json',
+  )
   if (started.exitCode !== 0) throw new Error(`pebble did not start: ${started.output}`)
   const end = Date.now() + 60_000 // pebble starts in well under a second on a quiet host; CI shares its cores
   while ((await host.exec('curl -sfk -o /dev/null https://localhost:14000/dir')).exitCode !== 0) {
-    if (Date.now() > end) throw new Error(`pebble does not answer after 60 s: ${(await host.exec('journalctl -u pebble --no-pager | tail -20')).output}`)
+    if (Date.now() > end)
+      throw new Error(`pebble does not answer after 60 s: ${(await host.exec('journalctl -u pebble --no-pager | tail -20')).output}`)
     await new Promise((r) => setTimeout(r, 200))
   }
   return {

@@ -116,7 +116,12 @@ export async function buildSignedAptRepo(opts: { dir: string; suite: string; pac
 }
 
 /** Packages(.gz), a Release listing them, signed (InRelease, Release.gpg) by a fresh key exported beside them. */
-async function publish(dir: string, suite: string, stanzas: string[], what: { packageName: string; packageVersion: string }): Promise<SignedAptRepo> {
+async function publish(
+  dir: string,
+  suite: string,
+  stanzas: string[],
+  what: { packageName: string; packageVersion: string },
+): Promise<SignedAptRepo> {
   const packages = Buffer.from(stanzas.join('\n'))
   const indexes = new Map<string, Buffer>([
     ['main/binary-amd64/Packages', packages],
@@ -161,8 +166,15 @@ export const upstreamVersion = (debian: string) => debian.replace(/^\d+:/, '').r
  */
 export async function buildSignedAptRepoFromDebs(opts: { dir: string; suite: string; debDir?: string }): Promise<SynapseDebRepo> {
   const debDir = opts.debDir ?? synapseDebDir()
-  const debs = existsSync(debDir) ? readdirSync(debDir).filter((f) => f.endsWith('.deb')).sort() : []
-  if (debs.length === 0) throw new Error(`no matrix-synapse-py3 .deb files in ${debDir}: set SYNAPSE_DEB_DIR (or MP_PACKAGES_DIR, see test/support/packages.ts) to a directory holding them`)
+  const debs = existsSync(debDir)
+    ? readdirSync(debDir)
+        .filter((f) => f.endsWith('.deb'))
+        .sort()
+    : []
+  if (debs.length === 0)
+    throw new Error(
+      `no matrix-synapse-py3 .deb files in ${debDir}: set SYNAPSE_DEB_DIR (or MP_PACKAGES_DIR, see test/support/packages.ts) to a directory holding them`,
+    )
   const { dir, suite } = opts
   await rm(join(dir, 'dists'), { recursive: true, force: true })
   await rm(join(dir, 'pool'), { recursive: true, force: true })
@@ -181,7 +193,7 @@ export async function buildSignedAptRepoFromDebs(opts: { dir: string; suite: str
     stanzas.push(packagesStanza(control, poolPath, await readFile(src)))
     found.push({ pkg, version })
   }
-  const versions = found.map((f) => f.version).sort((a, b) => (compareDebian(a, b)))
+  const versions = found.map((f) => f.version).sort((a, b) => compareDebian(a, b))
   const repo = await publish(dir, suite, stanzas, { packageName: found[0]!.pkg, packageVersion: versions.at(-1)! })
   return { ...repo, versions }
 }
@@ -198,9 +210,18 @@ function compareDebian(a: string, b: string): number {
 export const LOOPBACK_REPO_PORT = 8089
 
 /** Copies the repository onto a test host and serves it on 127.0.0.1 (what the inventory's aptRepository.url names). */
-export async function serveOnLoopback(host: { container: { copyDirectoriesToContainer(d: { source: string; target: string }[]): Promise<void> }; exec(c: string): Promise<{ exitCode: number; output: string }> }, repo: SignedAptRepo, port = LOOPBACK_REPO_PORT): Promise<string> {
+export async function serveOnLoopback(
+  host: {
+    container: { copyDirectoriesToContainer(d: { source: string; target: string }[]): Promise<void> }
+    exec(c: string): Promise<{ exitCode: number; output: string }>
+  },
+  repo: SignedAptRepo,
+  port = LOOPBACK_REPO_PORT,
+): Promise<string> {
   await host.container.copyDirectoriesToContainer([{ source: repo.dir, target: '/srv/repo' }])
-  const started = await host.exec(`systemd-run --unit mp-apt-repo python3 -m http.server ${port} --bind 127.0.0.1 --directory /srv/repo && for i in $(seq 300); do curl -sf http://127.0.0.1:${port}/dists/${repo.suite}/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1`)
+  const started = await host.exec(
+    `systemd-run --unit mp-apt-repo python3 -m http.server ${port} --bind 127.0.0.1 --directory /srv/repo && for i in $(seq 300); do curl -sf http://127.0.0.1:${port}/dists/${repo.suite}/InRelease >/dev/null && exit 0; sleep 0.2; done; exit 1`,
+  )
   if (started.exitCode !== 0) throw new Error(`the apt repository did not answer on 127.0.0.1:${port} within 60 s: ${started.output}`)
   return `http://127.0.0.1:${port}/`
 }

@@ -28,8 +28,11 @@ export async function synapseLock(version = SYNAPSE_VERSION): Promise<SynapseLoc
   } catch (error) {
     if (!(error instanceof LockError) || existsSync(error.file)) throw error
   }
-  console.warn(`[tests] no committed lock for Synapse ${version}: resolving ${LOCK_DIR}${version}.txt as of its release date (commit it to keep CI reproducible)`)
-  return (await resolveLock({ synapseVersion: version, lockDir: LOCK_DIR, inventoryFile: 'inventories/sandbox.yaml', cacheDir: CACHE_DIR })).lock
+  console.warn(
+    `[tests] no committed lock for Synapse ${version}: resolving ${LOCK_DIR}${version}.txt as of its release date (commit it to keep CI reproducible)`,
+  )
+  return (await resolveLock({ synapseVersion: version, lockDir: LOCK_DIR, inventoryFile: 'inventories/sandbox.yaml', cacheDir: CACHE_DIR }))
+    .lock
 }
 
 export async function synapseWheelhouse(pythonVersion = '3.11', version = SYNAPSE_VERSION) {
@@ -48,7 +51,9 @@ export async function elementRelease() {
 /** A file of an artefact directory (test/support/packages.ts) with the SHA-256 its SHA256SUMS gives. */
 export function sharedPackage(name: Parameters<typeof artefactDir>[0], file: string): { file: string; sha256: string } {
   const dir = artefactDir(name)
-  const line = readFileSync(join(dir, 'SHA256SUMS'), 'utf8').split('\n').find((l) => l.trim().endsWith(`  ${file}`))
+  const line = readFileSync(join(dir, 'SHA256SUMS'), 'utf8')
+    .split('\n')
+    .find((l) => l.trim().endsWith(`  ${file}`))
   if (!line) throw new Error(`${dir}/SHA256SUMS has no line for ${file}`)
   return { file: join(dir, file), sha256: line.split(/\s+/)[0]! }
 }

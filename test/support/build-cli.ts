@@ -25,7 +25,11 @@ export default async function setup(): Promise<void> {
   const built = statSync(bundle, { throwIfNoEntry: false })?.mtimeMs ?? 0
   const source = Math.max(...inputs.map((p) => newestMtime(join(root, p))))
   if (built >= source) return
-  console.warn(built ? '\nbin/provision.js: dist/cli/ is older than its sources; rebuilding (npm run build)' : '\nbin/provision.js: dist/cli/ missing; building (npm run build)')
+  console.warn(
+    built
+      ? '\nbin/provision.js: dist/cli/ is older than its sources; rebuilding (npm run build)'
+      : '\nbin/provision.js: dist/cli/ missing; building (npm run build)',
+  )
   try {
     await run('npm', ['run', 'build'], { cwd: root, maxBuffer: 1 << 24 })
   } catch (error) {

@@ -33,7 +33,10 @@ export default async function setup(project: TestProject): Promise<void> {
   // Build the target images the tests use (cached layers make this ~1 s when nothing changed).
   for (const suite of [...TARGET_SUITES, OLD_SUITE]) {
     const base = baseImageFor(suite)
-    const have = await run('docker', ['image', 'inspect', base]).then(() => true, () => false)
+    const have = await run('docker', ['image', 'inspect', base]).then(
+      () => true,
+      () => false,
+    )
     if (!have) {
       const msg = `base image ${base} is missing: run docker/build-base-images.sh ${suite}`
       if (isCI()) throw new Error(msg)

@@ -51,11 +51,21 @@ export const GUIDE_SUITE = 'bookworm-guide-packages'
  */
 export async function guideImage(): Promise<string> {
   const image = targetImage(GUIDE_SUITE)
-  if (await run('docker', ['image', 'inspect', image]).then(() => true, () => false)) return GUIDE_SUITE
+  if (
+    await run('docker', ['image', 'inspect', image]).then(
+      () => true,
+      () => false,
+    )
+  )
+    return GUIDE_SUITE
   const env = await startHosts(['guide-image'])
   try {
     const host = env.get('guide-image')
-    await sh(host, `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null && systemctl stop apache2 redis-server postgresql && apt-get clean`, 'apt-get install (image)')
+    await sh(
+      host,
+      `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null && systemctl stop apache2 redis-server postgresql && apt-get clean`,
+      'apt-get install (image)',
+    )
     await run('docker', ['commit', host.container.getId(), image])
   } finally {
     await env.stop()
@@ -114,12 +124,28 @@ worker_listeners:
 
 /** The guide's Federation Reader ProxyPass list, verbatim. */
 export const GUIDE_FEDERATION_PATHS = [
-  '/_matrix/federation/v1/send/', '/_matrix/federation/v1/event/', '/_matrix/federation/v1/state/', '/_matrix/federation/v1/state_ids/',
-  '/_matrix/federation/v1/backfill/', '/_matrix/federation/v1/get_missing_events/', '/_matrix/federation/v1/publicRooms', '/_matrix/federation/v1/query/',
-  '/_matrix/federation/v1/make_join/', '/_matrix/federation/v1/make_leave/', '/_matrix/federation/v1/send_join/', '/_matrix/federation/v2/send_join/',
-  '/_matrix/federation/v1/send_leave/', '/_matrix/federation/v2/send_leave/', '/_matrix/federation/v1/invite/', '/_matrix/federation/v2/invite/',
-  '/_matrix/federation/v1/query_auth/', '/_matrix/federation/v1/event_auth/', '/_matrix/federation/v1/exchange_third_party_invite/',
-  '/_matrix/federation/v1/user/devices/', '/_matrix/federation/v1/get_groups_publicised', '/_matrix/key/v2/query',
+  '/_matrix/federation/v1/send/',
+  '/_matrix/federation/v1/event/',
+  '/_matrix/federation/v1/state/',
+  '/_matrix/federation/v1/state_ids/',
+  '/_matrix/federation/v1/backfill/',
+  '/_matrix/federation/v1/get_missing_events/',
+  '/_matrix/federation/v1/publicRooms',
+  '/_matrix/federation/v1/query/',
+  '/_matrix/federation/v1/make_join/',
+  '/_matrix/federation/v1/make_leave/',
+  '/_matrix/federation/v1/send_join/',
+  '/_matrix/federation/v2/send_join/',
+  '/_matrix/federation/v1/send_leave/',
+  '/_matrix/federation/v2/send_leave/',
+  '/_matrix/federation/v1/invite/',
+  '/_matrix/federation/v2/invite/',
+  '/_matrix/federation/v1/query_auth/',
+  '/_matrix/federation/v1/event_auth/',
+  '/_matrix/federation/v1/exchange_third_party_invite/',
+  '/_matrix/federation/v1/user/devices/',
+  '/_matrix/federation/v1/get_groups_publicised',
+  '/_matrix/key/v2/query',
 ]
 
 /** The Debian package's unit (debian/matrix-synapse.service), in /lib as the package installs it. */
@@ -214,7 +240,10 @@ ${fed}
  * Build the guide's homeserver on `host` (a fresh target container with port 443 mapped) and fill it
  * with two users, a room with messages and an uploaded file, through the client API over Apache.
  */
-export async function buildGuideHost(host: TestHost, opts: { serverName: string; publicHost: string; wheelhouse: string }): Promise<GuideHost> {
+export async function buildGuideHost(
+  host: TestHost,
+  opts: { serverName: string; publicHost: string; wheelhouse: string },
+): Promise<GuideHost> {
   const step = (what: string) => console.log(`[guide host] ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
   const t0 = Date.now()
   const { serverName, publicHost } = opts
@@ -222,7 +251,11 @@ export async function buildGuideHost(host: TestHost, opts: { serverName: string;
 
   // 1. Packages (Synapse's from packages.matrix.org replaced by pip below), 2. Postgres, plus Apache and
   // Redis: already in the host's image when it was started from guideImage().
-  await sh(host, `dpkg -s ${GUIDE_PACKAGES.join(' ')} >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null; }`, 'apt-get install')
+  await sh(
+    host,
+    `dpkg -s ${GUIDE_PACKAGES.join(' ')} >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null; }`,
+    'apt-get install',
+  )
 
   step('packages installed')
   // The package's layout and virtualenv, from the release-date wheelhouse.
@@ -305,7 +338,10 @@ sed -i 's/^port 6379$/port 32992/' /etc/redis/redis.conf && systemctl restart re
     ['/etc/matrix-synapse/workers/federation_reader.yaml', FEDERATION_READER_YAML],
     ['/etc/matrix-synapse/workers/federation_sender.yaml', FEDERATION_SENDER_YAML],
     ['/lib/systemd/system/matrix-synapse.service', DEBIAN_UNIT],
-    ['/etc/systemd/system/matrix-synapse.service.d/daemonize.conf', '[Service]\nType=forking\nPIDFile=/var/lib/matrix-synapse/homeserver.pid\n'],
+    [
+      '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf',
+      '[Service]\nType=forking\nPIDFile=/var/lib/matrix-synapse/homeserver.pid\n',
+    ],
     ['/etc/systemd/system/matrix-synapse-worker@.service', WORKER_UNIT],
     ['/etc/systemd/system/matrix-synapse.target', TARGET_UNIT],
     [`/etc/apache2/sites-available/${publicHost}.conf`, guideVhost(serverName, publicHost)],
@@ -337,26 +373,39 @@ curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`
   ]
   for (const u of users) {
     // 1.87 has no --password-file (a test password on the command line of a test container).
-    await sh(host, `${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} -p '${u.password}' ${u.name === 'alice' ? '--admin' : '--no-admin'} http://127.0.0.1:8008`, `register ${u.name}`)
+    await sh(
+      host,
+      `${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} -p '${u.password}' ${u.name === 'alice' ? '--admin' : '--no-admin'} http://127.0.0.1:8008`,
+      `register ${u.name}`,
+    )
   }
   const alice = new MatrixClient({ port: host.port(443), hostname: publicHost, ca })
   await alice.login('alice', users[0]!.password)
   const bob = new MatrixClient({ port: host.port(443), hostname: publicHost, ca })
   await bob.login('bob', users[1]!.password)
-  const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'guide', preset: 'private_chat', invite: [`@bob:${serverName}`] })
+  const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+    name: 'guide',
+    preset: 'private_chat',
+    invite: [`@bob:${serverName}`],
+  })
   if (room.status !== 200) throw new Error(`createRoom: ${room.status} ${room.text}`)
   const join = await bob.call('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/join`, {})
   if (join.status !== 200) throw new Error(`join: ${join.status} ${join.text}`)
   const messages = ['Hallo aus dem Handbuch', 'Antwort von bob', 'noch eine Nachricht']
   for (const [i, body] of messages.entries()) {
     const who = i === 1 ? bob : alice
-    const sent = await who.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/guide-${i}`, { msgtype: 'm.text', body })
+    const sent = await who.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.json.room_id)}/send/m.room.message/guide-${i}`, {
+      msgtype: 'm.text',
+      body,
+    })
     if (sent.status !== 200) throw new Error(`send: ${sent.status} ${sent.text}`)
   }
   const media = randomBytes(1_100_000)
   const uploaded = await alice.upload(media, 'application/octet-stream', 'guide.bin')
   step('users, room, messages and media in place')
-  const signingKeySha256 = (await sh(host, `sha256sum /etc/matrix-synapse/${serverName}.signing.key | cut -d' ' -f1`, 'hash signing key')).trim()
+  const signingKeySha256 = (
+    await sh(host, `sha256sum /etc/matrix-synapse/${serverName}.signing.key | cut -d' ' -f1`, 'hash signing key')
+  ).trim()
   return {
     serverName,
     publicHost,

@@ -12,7 +12,12 @@ export interface TestHostEntry {
 }
 
 /** An inventory file for container hosts: SSH to the mapped port, the network address as privateAddress. */
-export async function writeTestInventory(env: TestHosts, entries: TestHostEntry[], vars: Record<string, unknown>, file = 'inventory.yaml'): Promise<string> {
+export async function writeTestInventory(
+  env: TestHosts,
+  entries: TestHostEntry[],
+  vars: Record<string, unknown>,
+  file = 'inventory.yaml',
+): Promise<string> {
   const doc = {
     defaults: {
       ssh: { identityFile: env.keyFile, knownHostsFile: env.knownHostsFile, hostKeyPolicy: 'strict', connectTimeout: 20 },
@@ -40,7 +45,10 @@ export async function writeTestInventory(env: TestHosts, entries: TestHostEntry[
 }
 
 /** Run the CLI in-process with captured output (the same `main` the bin calls). */
-export async function provision(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function provision(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const { main } = await import('../../src/cli.js')
   let stdout = ''
   let stderr = ''

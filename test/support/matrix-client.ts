@@ -8,7 +8,11 @@ export class MatrixClient {
     readonly host = '127.0.0.1',
   ) {}
 
-  async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T; headers: Record<string, string | string[] | undefined>; text: string }> {
+  async call<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: T; headers: Record<string, string | string[] | undefined>; text: string }> {
     // A Buffer is sent as it is (media uploads); anything else as JSON.
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body)
     const contentType = Buffer.isBuffer(body) ? 'application/octet-stream' : 'application/json'
@@ -51,7 +55,12 @@ export class MatrixClient {
   }
 
   /** Raw bytes in and out (media upload and download). */
-  async raw(method: string, path: string, body?: Buffer, contentType?: string): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
+  async raw(
+    method: string,
+    path: string,
+    body?: Buffer,
+    contentType?: string,
+  ): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
     return new Promise((resolve, reject) => {
       const req = request(
         {
@@ -90,14 +99,24 @@ export class MatrixClient {
   }
 
   async login(user: string, password: string): Promise<void> {
-    const r = await this.call<{ access_token: string }>('POST', '/_matrix/client/v3/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password })
+    const r = await this.call<{ access_token: string }>('POST', '/_matrix/client/v3/login', {
+      type: 'm.login.password',
+      identifier: { type: 'm.id.user', user },
+      password,
+    })
     if (r.status !== 200) throw new Error(`login as ${user} failed: ${r.status} ${r.text}`)
     this.token = r.json.access_token
   }
 }
 
 /** Raw bytes over HTTPS to the same target (media upload and download). */
-export function binaryRequest(client: MatrixClient, method: string, path: string, body?: Buffer, contentType = 'application/octet-stream'): Promise<{ status: number; body: Buffer }> {
+export function binaryRequest(
+  client: MatrixClient,
+  method: string,
+  path: string,
+  body?: Buffer,
+  contentType = 'application/octet-stream',
+): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = request(
       {

@@ -22,11 +22,15 @@ const FACTS: Record<string, SuiteFacts> = {
   'ubuntu:24.04': { os: 'Ubuntu 24.04', postgres: 16, debian13: false },
 }
 
-export const TARGET_SUITES = (process.env.TARGET_SUITES ?? 'bookworm,trixie').split(',').map((s) => s.trim()).filter(Boolean)
+export const TARGET_SUITES = (process.env.TARGET_SUITES ?? 'bookworm,trixie')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean)
 
 export function suiteFacts(suite: string): SuiteFacts {
   const facts = FACTS[suite]
-  if (!facts) throw new Error(`TARGET_SUITES: no facts for suite "${suite}" in test/support/suites.ts (known: ${Object.keys(FACTS).join(', ')})`)
+  if (!facts)
+    throw new Error(`TARGET_SUITES: no facts for suite "${suite}" in test/support/suites.ts (known: ${Object.keys(FACTS).join(', ')})`)
   return facts
 }
 
@@ -46,7 +50,8 @@ export const DEFAULT_SUITE = TARGET_SUITES[0] ?? 'bookworm'
  */
 export function debian13Suite(): string {
   const suite = TARGET_SUITES.find((s) => suiteFacts(s).debian13)
-  if (!suite) throw new Error(`this test needs Debian 13: add trixie (local) or debian:13 (registry) to TARGET_SUITES=${TARGET_SUITES.join(',')}`)
+  if (!suite)
+    throw new Error(`this test needs Debian 13: add trixie (local) or debian:13 (registry) to TARGET_SUITES=${TARGET_SUITES.join(',')}`)
   return suite
 }
 

@@ -20,7 +20,8 @@ export function unexpectedSynapseErrors(journal: string, live: RegExp = / - (ERR
     bad.push(...running.filter((l) => live.test(l)).map((l) => `pid ${pid}: ${l}`))
     if (shutdown === -1) continue
     for (const l of lines.slice(shutdown)) {
-      if (/ - (ERROR|CRITICAL) - /.test(l) && !/ - ERROR - send-cmd-\d+ - Background process 'send-cmd' threw an exception/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
+      if (/ - (ERROR|CRITICAL) - /.test(l) && !/ - ERROR - send-cmd-\d+ - Background process 'send-cmd' threw an exception/.test(l))
+        bad.push(`pid ${pid} (stopping): ${l}`)
       if (/Error:/.test(l) && !/txredisapi\.ConnectionError: Lost connection/.test(l)) bad.push(`pid ${pid} (stopping): ${l}`)
     }
   }

@@ -6,7 +6,11 @@
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** Calls `fn` until it returns a value other than undefined (or false), every `intervalMs`, for up to `timeoutMs`. */
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, { timeoutMs = 90_000, intervalMs = 250 } = {}): Promise<T> {
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  { timeoutMs = 90_000, intervalMs = 250 } = {},
+): Promise<T> {
   const end = Date.now() + timeoutMs
   for (;;) {
     const v = await fn()

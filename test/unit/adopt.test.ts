@@ -20,7 +20,11 @@ const TASKS = await loadTasks()
 
 const ROLES = '[postgres, redis, synapse, workers, apache]'
 const load = (vars = '', env: NodeJS.ProcessEnv = {}) =>
-  loadInventoryFromString(`defaults:\n  vars: { serverName: guide.test, publicHost: matrix.guide.test${vars} }\nhosts:\n  guide: { address: 203.0.113.20, roles: ${ROLES} }\n`, '/tmp/guide.yaml', env)
+  loadInventoryFromString(
+    `defaults:\n  vars: { serverName: guide.test, publicHost: matrix.guide.test${vars} }\nhosts:\n  guide: { address: 203.0.113.20, roles: ${ROLES} }\n`,
+    '/tmp/guide.yaml',
+    env,
+  )
 
 /** homeserver.yaml as --generate-config writes it, edited as the guide says (secrets in it). */
 function guideHomeserver(over: { serverName?: string; database?: string; extra?: string } = {}): string {
@@ -70,8 +74,10 @@ send_federation: false
 ${over.extra ?? ''}`
 }
 
-const READER = 'worker_app: synapse.app.generic_worker\nworker_name: federation_reader\nworker_replication_host: 127.0.0.1\nworker_replication_http_port: 32993\nworker_listeners:\n- type: http\n  port: 32902\n  resources:\n  - names: [client, federation]\n- type: metrics\n  port: 32981\n'
-const SENDER = 'worker_app: synapse.app.federation_sender\nworker_replication_host: 127.0.0.1\nworker_replication_http_port: 32993\nworker_listeners:\n- type: metrics\n  port: 32980\n'
+const READER =
+  'worker_app: synapse.app.generic_worker\nworker_name: federation_reader\nworker_replication_host: 127.0.0.1\nworker_replication_http_port: 32993\nworker_listeners:\n- type: http\n  port: 32902\n  resources:\n  - names: [client, federation]\n- type: metrics\n  port: 32981\n'
+const SENDER =
+  'worker_app: synapse.app.federation_sender\nworker_replication_host: 127.0.0.1\nworker_replication_http_port: 32993\nworker_listeners:\n- type: metrics\n  port: 32980\n'
 
 function found(homeserver = guideHomeserver()): HandBuiltFiles {
   return {
@@ -79,7 +85,10 @@ function found(homeserver = guideHomeserver()): HandBuiltFiles {
       ['/etc/matrix-synapse/homeserver.yaml', homeserver],
       ['/etc/matrix-synapse/workers/federation_reader.yaml', READER],
       ['/etc/matrix-synapse/workers/federation_sender.yaml', SENDER],
-      ['/etc/apache2/sites-available/matrix.guide.test.conf', '<VirtualHost *:443>\n  ServerName matrix.guide.test\n  ProxyPass "/_matrix/federation/v1/get_groups_publicised" "http://127.0.0.1:32902/_matrix/federation/v1/get_groups_publicised" nocanon\n  ProxyPass "/_matrix/federation/v1/send/" "http://127.0.0.1:32902/_matrix/federation/v1/send/" nocanon\n</VirtualHost>\n'],
+      [
+        '/etc/apache2/sites-available/matrix.guide.test.conf',
+        '<VirtualHost *:443>\n  ServerName matrix.guide.test\n  ProxyPass "/_matrix/federation/v1/get_groups_publicised" "http://127.0.0.1:32902/_matrix/federation/v1/get_groups_publicised" nocanon\n  ProxyPass "/_matrix/federation/v1/send/" "http://127.0.0.1:32902/_matrix/federation/v1/send/" nocanon\n</VirtualHost>\n',
+      ],
       ['/etc/apache2/sites-available/other.conf', '<VirtualHost *:443>\n  ServerName blog.example.org\n</VirtualHost>\n'],
       ['/etc/systemd/system/matrix-synapse.service.d/daemonize.conf', '[Service]\nType=forking\n'],
     ]),
@@ -95,7 +104,11 @@ function found(homeserver = guideHomeserver()): HandBuiltFiles {
 describe('reading a server built by the guide (analyzeHandBuilt)', () => {
   it('keeps identity and database, takes over the four secrets, keeps unknown settings verbatim, retires the old vhost and drop-in', async () => {
     const inv = await load()
-    const a = analyzeHandBuilt(found(guideHomeserver({ extra: 'max_upload_size: 100M\nurl_preview_enabled: false\n' })), inv.hosts[0]!, inv.file)
+    const a = analyzeHandBuilt(
+      found(guideHomeserver({ extra: 'max_upload_size: 100M\nurl_preview_enabled: false\n' })),
+      inv.hosts[0]!,
+      inv.file,
+    )
     expect(a.refusals).toEqual([])
     expect(a.secrets.map((s) => [s.name, s.value])).toEqual([
       ['postgres-password', 'guide-db-password'],
@@ -103,46 +116,79 @@ describe('reading a server built by the guide (analyzeHandBuilt)', () => {
       ['form-secret', 'form-of-the-guide'],
       ['registration-shared-secret', 'reg-secret-of-the-guide'],
     ])
-    expect(a.adopted).toEqual({ signingKeyPath: '/etc/matrix-synapse/guide.test.signing.key', mediaStorePath: '/var/lib/matrix-synapse/media_store', extraConfig: { max_upload_size: '100M', url_preview_enabled: false } })
+    expect(a.adopted).toEqual({
+      signingKeyPath: '/etc/matrix-synapse/guide.test.signing.key',
+      mediaStorePath: '/var/lib/matrix-synapse/media_store',
+      extraConfig: { max_upload_size: '100M', url_preview_enabled: false },
+    })
     const kinds = (k: string) => a.notes.filter((n) => n.kind === k).map((n) => n.found)
-    expect(kinds('replaced')).toEqual(expect.arrayContaining(['homeserver.yaml: daemonize: true', 'homeserver.yaml: send_federation: false', 'workers/federation_reader.yaml: worker_replication_host/_http_port']))
+    expect(kinds('replaced')).toEqual(
+      expect.arrayContaining([
+        'homeserver.yaml: daemonize: true',
+        'homeserver.yaml: send_federation: false',
+        'workers/federation_reader.yaml: worker_replication_host/_http_port',
+      ]),
+    )
     expect(kinds('extraConfig')).toEqual(['homeserver.yaml: max_upload_size', 'homeserver.yaml: url_preview_enabled'])
     // The ::1 binding is reported as it goes; the blog's vhost is not ours to touch.
-    expect(a.notes.find((n) => n.found.includes('listeners[8008'))?.becomes).toBe('synapse.listenPort 8008 (bound to ::1, 127.0.0.1 -> 127.0.0.1)')
-    expect(a.retire).toEqual(['/etc/apache2/sites-enabled/matrix.guide.test.conf', '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf'])
-    expect(a.notes.find((n) => n.kind === 'retired' && n.found.includes('matrix.guide.test.conf'))?.becomes).toContain('no longer routed to it: /_matrix/federation/v1/get_groups_publicised')
+    expect(a.notes.find((n) => n.found.includes('listeners[8008'))?.becomes).toBe(
+      'synapse.listenPort 8008 (bound to ::1, 127.0.0.1 -> 127.0.0.1)',
+    )
+    expect(a.retire).toEqual([
+      '/etc/apache2/sites-enabled/matrix.guide.test.conf',
+      '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf',
+    ])
+    expect(a.notes.find((n) => n.kind === 'retired' && n.found.includes('matrix.guide.test.conf'))?.becomes).toContain(
+      'no longer routed to it: /_matrix/federation/v1/get_groups_publicised',
+    )
     expect(a.backup).toContain('/etc/matrix-synapse/homeserver.yaml')
   })
 
   it('kept settings under secret-looking keys are masked in every report once adopted', async () => {
     const inv = await load()
-    const a = analyzeHandBuilt(found(guideHomeserver({ extra: 'email:\n  smtp_host: mail.guide.test\n  smtp_pass: "smtp-pass-of-the-guide"\n' })), inv.hosts[0]!, inv.file)
+    const a = analyzeHandBuilt(
+      found(guideHomeserver({ extra: 'email:\n  smtp_host: mail.guide.test\n  smtp_pass: "smtp-pass-of-the-guide"\n' })),
+      inv.hosts[0]!,
+      inv.file,
+    )
     expect(a.adopted.extraConfig).toEqual({ email: { smtp_host: 'mail.guide.test', smtp_pass: 'smtp-pass-of-the-guide' } })
     withAdoptedSettings(inv.hosts[0]!, a.adopted)
-    expect(maskSecrets(JSON.stringify(a.adopted))).toBe(JSON.stringify({ ...a.adopted, extraConfig: { email: { smtp_host: 'mail.guide.test', smtp_pass: MASK } } }))
+    expect(maskSecrets(JSON.stringify(a.adopted))).toBe(
+      JSON.stringify({ ...a.adopted, extraConfig: { email: { smtp_host: 'mail.guide.test', smtp_pass: MASK } } }),
+    )
   })
 
   it('refuses SQLite: nothing to take over until the database is ported', async () => {
     const inv = await load()
-    const a = analyzeHandBuilt(found(guideHomeserver({ database: 'database:\n  name: sqlite3\n  args:\n    database: /var/lib/matrix-synapse/homeserver.db' })), inv.hosts[0]!, inv.file)
-    expect(a.refusals).toEqual([expect.stringMatching(/^the server uses SQLite \(\/var\/lib\/matrix-synapse\/homeserver\.db\): .*synapse_port_db/)])
+    const a = analyzeHandBuilt(
+      found(guideHomeserver({ database: 'database:\n  name: sqlite3\n  args:\n    database: /var/lib/matrix-synapse/homeserver.db' })),
+      inv.hosts[0]!,
+      inv.file,
+    )
+    expect(a.refusals).toEqual([
+      expect.stringMatching(/^the server uses SQLite \(\/var\/lib\/matrix-synapse\/homeserver\.db\): .*synapse_port_db/),
+    ])
   })
 
-  it('refuses a server_name other than the inventory\'s, naming both and what to set', async () => {
+  it("refuses a server_name other than the inventory's, naming both and what to set", async () => {
     const inv = await load()
     const a = analyzeHandBuilt(found(guideHomeserver({ serverName: 'example.org' })), inv.hosts[0]!, inv.file)
-    expect(a.refusals).toEqual(['the host\'s server_name is "example.org" but the inventory\'s serverName is "guide.test": user IDs and the federation identity hang on it and can never change. Set serverName: example.org for this host in /tmp/guide.yaml'])
+    expect(a.refusals).toEqual([
+      'the host\'s server_name is "example.org" but the inventory\'s serverName is "guide.test": user IDs and the federation identity hang on it and can never change. Set serverName: example.org for this host in /tmp/guide.yaml',
+    ])
   })
 
-  it('refuses an inventory secret that differs from the server\'s, a missing signing key, and another database name', async () => {
-    const inv = await load(', synapse: { install: apt, macaroonSecret: { env: MAC } }, postgres: { database: matrix }', { MAC: 'another-macaroon' })
+  it("refuses an inventory secret that differs from the server's, a missing signing key, and another database name", async () => {
+    const inv = await load(', synapse: { install: apt, macaroonSecret: { env: MAC } }, postgres: { database: matrix }', {
+      MAC: 'another-macaroon',
+    })
     const files = found()
     files.signingKeys = []
     const a = analyzeHandBuilt(files, inv.hosts[0]!, inv.file)
     expect(a.refusals).toEqual([
       'the signing key /etc/matrix-synapse/guide.test.signing.key named by signing_key_path does not exist on the host (found: none)',
       'the server\'s database is "synapse" but postgres.database is "matrix": set postgres.database: synapse in /tmp/guide.yaml (the data stays where it is)',
-      'the inventory gives macaroon-secret (env MAC) but the server has another in homeserver.yaml: macaroon_secret_key: every access token would stop working. Use { generate: true } (the host\'s value is kept) or give the same value',
+      "the inventory gives macaroon-secret (env MAC) but the server has another in homeserver.yaml: macaroon_secret_key: every access token would stop working. Use { generate: true } (the host's value is kept) or give the same value",
     ])
   })
 })
@@ -164,7 +210,9 @@ describe('runHost on the in-memory host: refusals change nothing', () => {
   it('adopt refuses a SQLite server, in the dry run and in apply, before any write', async () => {
     const inv = await load(', synapse: { install: apt }')
     for (const mode of ['dry-run', 'apply'] as const) {
-      const host = guideFakeHost(guideHomeserver({ database: 'database:\n  name: sqlite3\n  args:\n    database: /var/lib/matrix-synapse/homeserver.db' }))
+      const host = guideFakeHost(
+        guideHomeserver({ database: 'database:\n  name: sqlite3\n  args:\n    database: /var/lib/matrix-synapse/homeserver.db' }),
+      )
       const report = await runHost(inv.hosts[0]!, host, { mode, tasks: TASKS, inventory: inv, adoption: adoptionHook })
       expect(host.unexpected).toEqual([])
       expect(report.status).toBe('failed')

@@ -7,9 +7,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildElementStandin, elementStandinFiles, normalizeElementVersion } from '../../src/artifacts/element-standin.js'
 import { verifyDetachedSignature } from '../../src/artifacts/gpg.js'
 import { controller$ } from '../../src/artifacts/controller-shell.js'
-import { buildWheelhouse, checkWheelhouse, defaultGlibc, pipPythonVersion, platformTags, pythonMinor, unsatisfiedRequirement, wheelhouseDirName } from '../../src/artifacts/wheelhouse.js'
+import {
+  buildWheelhouse,
+  checkWheelhouse,
+  defaultGlibc,
+  pipPythonVersion,
+  platformTags,
+  pythonMinor,
+  unsatisfiedRequirement,
+  wheelhouseDirName,
+} from '../../src/artifacts/wheelhouse.js'
 import { lockPythonFloor } from '../../src/artifacts/lock-resolve.js'
-import { WHEELHOUSE_MANIFEST, wheelhouseRequirements, WHEELHOUSE_REQUIREMENTS, type WheelhouseManifest } from '../../src/synapse/lock/wheelhouse-manifest.js'
+import {
+  WHEELHOUSE_MANIFEST,
+  wheelhouseRequirements,
+  WHEELHOUSE_REQUIREMENTS,
+  type WheelhouseManifest,
+} from '../../src/synapse/lock/wheelhouse-manifest.js'
 import { parseLock } from '../../src/synapse/lock/lock-file.js'
 import { fixtureLockText } from './fixtures/lock.js'
 import { buildSignedAptRepo, buildUnrelatedKeyring, packagesStanza, releaseFile } from '../support/apt-repo.js'
@@ -49,9 +63,18 @@ describe('wheelhouse', () => {
 
   it('rebuilds when the manifest is for something else, or absent', () => {
     expect(checkWheelhouse(undefined, expected, present)).toMatchObject({ complete: false, reason: 'no manifest' })
-    expect(checkWheelhouse(manifest(), { ...expected, synapseVersion: '1.164.0' }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('synapseVersion') })
-    expect(checkWheelhouse(manifest(), { ...expected, pythonVersion: '3.13' }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('pythonVersion') })
-    expect(checkWheelhouse(manifest(), { ...expected, lockDigest: 'e'.repeat(64) }, present)).toMatchObject({ complete: false, reason: expect.stringContaining('lockDigest') })
+    expect(checkWheelhouse(manifest(), { ...expected, synapseVersion: '1.164.0' }, present)).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining('synapseVersion'),
+    })
+    expect(checkWheelhouse(manifest(), { ...expected, pythonVersion: '3.13' }, present)).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining('pythonVersion'),
+    })
+    expect(checkWheelhouse(manifest(), { ...expected, lockDigest: 'e'.repeat(64) }, present)).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining('lockDigest'),
+    })
     expect(checkWheelhouse({ ...manifest(), schema: 0 }, expected, present)).toMatchObject({ complete: false })
   })
 
@@ -60,14 +83,23 @@ describe('wheelhouse', () => {
     missing.delete('psycopg2-2.9.13-cp311-cp311-linux_x86_64.whl')
     const noRequirements = new Map(present)
     noRequirements.delete(WHEELHOUSE_REQUIREMENTS)
-    expect(checkWheelhouse(manifest(), expected, noRequirements)).toMatchObject({ complete: false, reason: expect.stringContaining(WHEELHOUSE_REQUIREMENTS) })
+    expect(checkWheelhouse(manifest(), expected, noRequirements)).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining(WHEELHOUSE_REQUIREMENTS),
+    })
     expect(checkWheelhouse(manifest(), expected, missing)).toMatchObject({ complete: false, reason: expect.stringContaining('missing') })
     const truncated = new Map(present).set('psycopg2-2.9.13-cp311-cp311-linux_x86_64.whl', 4)
     expect(checkWheelhouse(manifest(), expected, truncated)).toMatchObject({ complete: false, reason: expect.stringContaining('4 bytes') })
     const sdist = { ...manifest(), files: [...manifest().files, { name: 'psycopg2-2.9.13.tar.gz', size: 1, sha256: 'c' }] }
-    expect(checkWheelhouse(sdist, expected, new Map(present).set('psycopg2-2.9.13.tar.gz', 1))).toMatchObject({ complete: false, reason: expect.stringContaining('not a wheel') })
+    expect(checkWheelhouse(sdist, expected, new Map(present).set('psycopg2-2.9.13.tar.gz', 1))).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining('not a wheel'),
+    })
     const noSynapse = { ...manifest(), files: manifest().files.slice(1) }
-    expect(checkWheelhouse(noSynapse, expected, present)).toMatchObject({ complete: false, reason: expect.stringContaining('matrix-synapse') })
+    expect(checkWheelhouse(noSynapse, expected, present)).toMatchObject({
+      complete: false,
+      reason: expect.stringContaining('matrix-synapse'),
+    })
   })
 
   it('lists every manylinux tag a glibc accepts, because pip does not expand them', () => {
@@ -80,7 +112,7 @@ describe('wheelhouse', () => {
     expect(() => platformTags('236')).toThrow(/2\.NN/)
   })
 
-  it('builds for Debian 11\'s Python 3.9.2 and glibc 2.31 (cryptography 46 excludes 3.9.0/3.9.1, which a bare 3.9 means to pip)', () => {
+  it("builds for Debian 11's Python 3.9.2 and glibc 2.31 (cryptography 46 excludes 3.9.0/3.9.1, which a bare 3.9 means to pip)", () => {
     expect(defaultGlibc('3.9')).toBe('2.31')
     expect(defaultGlibc('3.9.2')).toBe('2.31')
     expect(pipPythonVersion('3.9')).toBe('3.9.2')
@@ -91,7 +123,7 @@ describe('wheelhouse', () => {
     expect(() => pythonMinor('3')).toThrow(/looks like 3\.11 or 3\.9\.2/)
   })
 
-  it('locks from the release\'s own Requires-Python lower bound, never below 3.9', () => {
+  it("locks from the release's own Requires-Python lower bound, never below 3.9", () => {
     expect(lockPythonFloor('<4.0.0,>=3.9.0')).toBe('3.9') // 1.141.0
     expect(lockPythonFloor('>=3.10.0')).toBe('3.10') // 1.142.0 and later
     expect(lockPythonFloor('>=3.7.1')).toBe('3.9') // 1.87.0
@@ -99,7 +131,7 @@ describe('wheelhouse', () => {
     expect(lockPythonFloor('>=4.1')).toBe('4.1')
   })
 
-  it('finds the requirement that has no wheel in pip\'s error', () => {
+  it("finds the requirement that has no wheel in pip's error", () => {
     const stderr = [
       'ERROR: Could not find a version that satisfies the requirement psycopg2>=2.8; platform_python_implementation != "PyPy" and extra == "postgres" (from matrix-synapse[postgres,redis]) (from versions: none)',
       'ERROR: No matching distribution found for psycopg2>=2.8; platform_python_implementation != "PyPy" and extra == "postgres"',
@@ -110,9 +142,7 @@ describe('wheelhouse', () => {
   })
 
   it('pins every wheel by its own digest in requirements.txt (the host installs --require-hashes from it)', () => {
-    expect(wheelhouseRequirements(manifest().files)).toBe(
-      'matrix-synapse==1.163.2 --hash=sha256:a\npsycopg2==2.9.13 --hash=sha256:b\n',
-    )
+    expect(wheelhouseRequirements(manifest().files)).toBe('matrix-synapse==1.163.2 --hash=sha256:a\npsycopg2==2.9.13 --hash=sha256:b\n')
   })
 
   it('returns a complete cached wheelhouse without running pip or asking PyPI', async () => {
@@ -162,16 +192,30 @@ describe('Element stand-in release', () => {
     const { stdout } = await (await controller$())`tar -tzf ${a.tarball}`
     const entries = stdout.trim().split('\n')
     expect(entries.every((e) => e.startsWith('element-v1.11.90/'))).toBe(true)
-    expect(entries).toEqual(expect.arrayContaining(['element-v1.11.90/index.html', 'element-v1.11.90/config.sample.json', 'element-v1.11.90/version', 'element-v1.11.90/i18n/en_EN.json']))
+    expect(entries).toEqual(
+      expect.arrayContaining([
+        'element-v1.11.90/index.html',
+        'element-v1.11.90/config.sample.json',
+        'element-v1.11.90/version',
+        'element-v1.11.90/i18n/en_EN.json',
+      ]),
+    )
     expect(gunzipSync(await readFile(a.tarball)).length).toBeGreaterThan(0)
     expect(await readFile(a.signature, 'utf8')).toMatch(/^-----BEGIN PGP SIGNATURE-----/)
     expect(await readFile(a.releaseKey, 'utf8')).toMatch(/^-----BEGIN PGP PUBLIC KEY BLOCK-----/)
 
-    const good = await verifyDetachedSignature({ publicKey: a.releaseKey, signature: a.signature, file: a.tarball, fingerprint: a.fingerprint })
+    const good = await verifyDetachedSignature({
+      publicKey: a.releaseKey,
+      signature: a.signature,
+      file: a.tarball,
+      fingerprint: a.fingerprint,
+    })
     expect(good).toMatchObject({ ok: true, signer: a.fingerprint })
     // Another release key (B's) must not vouch for A's signature, nor a pin on another fingerprint.
     expect((await verifyDetachedSignature({ publicKey: b.releaseKey, signature: a.signature, file: a.tarball })).ok).toBe(false)
-    expect((await verifyDetachedSignature({ publicKey: a.releaseKey, signature: a.signature, file: a.tarball, fingerprint: b.fingerprint })).ok).toBe(false)
+    expect(
+      (await verifyDetachedSignature({ publicKey: a.releaseKey, signature: a.signature, file: a.tarball, fingerprint: b.fingerprint })).ok,
+    ).toBe(false)
 
     const tampered = join(work, 'tampered.tar.gz')
     await copyFile(a.tarball, tampered)
@@ -219,12 +263,16 @@ describe('signed apt repository stand-in', () => {
 
     const wrong = await buildUnrelatedKeyring(join(work, 'wrong.gpg'))
     expect(wrong.fingerprint).not.toBe(repo.fingerprint)
-    await expect($`gpgv --keyring ${wrong.keyringGpg} ${join(dists, 'InRelease')}`).rejects.toThrow(/No public key|NO_PUBKEY|Can't check signature/)
+    await expect($`gpgv --keyring ${wrong.keyringGpg} ${join(dists, 'InRelease')}`).rejects.toThrow(
+      /No public key|NO_PUBKEY|Can't check signature/,
+    )
   })
 
   it('formats index stanzas the way apt reads them', () => {
     const stanza = packagesStanza('Package: p\nVersion: 1\n', 'pool/main/p/p/p_1_all.deb', Buffer.from('deb'))
-    expect(stanza).toBe(`Package: p\nVersion: 1\nFilename: pool/main/p/p/p_1_all.deb\nSize: 3\nMD5sum: ${createHash('md5').update('deb').digest('hex')}\nSHA256: ${sha256('deb')}\n`)
+    expect(stanza).toBe(
+      `Package: p\nVersion: 1\nFilename: pool/main/p/p/p_1_all.deb\nSize: 3\nMD5sum: ${createHash('md5').update('deb').digest('hex')}\nSHA256: ${sha256('deb')}\n`,
+    )
     const release = releaseFile('trixie', new Map([['main/binary-amd64/Packages', Buffer.from('x')]]), new Date(0))
     expect(release).toMatch(/^Date: Thu, 01 Jan 1970 00:00:00 UTC$/m)
     expect(release).toMatch(/^SHA256:\n [0-9a-f]{64} +1 main\/binary-amd64\/Packages$/m)

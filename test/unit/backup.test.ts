@@ -11,7 +11,13 @@ import { matrixSettings } from './fixtures/matrix-settings.js'
 
 async function backupDir(files: Record<string, string>, edit: (m: Manifest) => void = () => undefined) {
   const dir = await mkdtemp(join(tmpdir(), 'mp-backup-unit-'))
-  const parts = { database: 'database.dump', media: 'media.tar', signingKey: 'signing.key', secrets: 'secrets.tar', config: 'config.tar' } as const
+  const parts = {
+    database: 'database.dump',
+    media: 'media.tar',
+    signingKey: 'signing.key',
+    secrets: 'secrets.tar',
+    config: 'config.tar',
+  } as const
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     host: 'hs',
@@ -27,7 +33,13 @@ async function backupDir(files: Record<string, string>, edit: (m: Manifest) => v
   for (const [part, name] of Object.entries(parts)) {
     const content = files[name] ?? `${part} content`
     await writeFile(join(dir, name), content)
-    manifest.files.push({ part: part as keyof typeof parts, name, what: part, bytes: Buffer.byteLength(content), sha256: await sha256File(join(dir, name)) })
+    manifest.files.push({
+      part: part as keyof typeof parts,
+      name,
+      what: part,
+      bytes: Buffer.byteLength(content),
+      sha256: await sha256File(join(dir, name)),
+    })
   }
   edit(manifest)
   await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest))
@@ -42,7 +54,9 @@ describe('backup manifest', () => {
   it('refuses a changed byte, a missing file, an incomplete or foreign manifest, each saying which file and what to do', async () => {
     const changed = await backupDir({})
     await writeFile(join(changed, 'media.tar'), 'media contenT')
-    await expect(verifyBackupFiles(changed, await readManifest(changed))).rejects.toThrow(/media\.tar: SHA-256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}; the file is damaged or was altered; nothing was changed/)
+    await expect(verifyBackupFiles(changed, await readManifest(changed))).rejects.toThrow(
+      /media\.tar: SHA-256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}; the file is damaged or was altered; nothing was changed/,
+    )
     const short = await backupDir({})
     await writeFile(join(short, 'database.dump'), 'x')
     await expect(verifyBackupFiles(short, await readManifest(short))).rejects.toThrow(/database\.dump: 1 bytes, the manifest says 16/)
@@ -73,11 +87,13 @@ describe('scheduled backup script', () => {
     for (const remoteDatabase of [undefined, { address: '10.0.0.10' }]) {
       const script = renderBackupScript({ hostName: 'hs', vars, remoteDatabase })
       execFileSync('dash', ['-n'], { input: script })
-      expect(script).toContain(partCommand("media", "synapse").text)
+      expect(script).toContain(partCommand('media', 'synapse').text)
       expect(script).toContain('--exclude-table-data=e2e_one_time_keys_json')
       expect(script).not.toContain(vars.postgres.password.kind === 'value' ? vars.postgres.password.secret.reveal() : 'never')
     }
-    expect(renderBackupScript({ hostName: 'hs', vars, remoteDatabase: { address: '10.0.0.10' } })).toContain('PGPASSFILE=/var/lib/matrix-provision/backup.pgpass')
+    expect(renderBackupScript({ hostName: 'hs', vars, remoteDatabase: { address: '10.0.0.10' } })).toContain(
+      'PGPASSFILE=/var/lib/matrix-provision/backup.pgpass',
+    )
     expect(renderBackupTimer('*-*-* 03:30:00')).toContain('OnCalendar=*-*-* 03:30:00\nPersistent=true')
   })
 })
@@ -103,6 +119,8 @@ describe('backup file writer', () => {
     const onDisk = await readFile(join(dir, 'sealed.age'))
     expect(enc).toEqual({ bytes: onDisk.length, sha256: createHash('sha256').update(onDisk).digest('hex') })
     expect(onDisk.includes(data.subarray(0, 64))).toBe(false)
-    expect(execFileSync('age', ['--decrypt', '--identity', join(dir, 'identity'), join(dir, 'sealed.age')], { maxBuffer: 1 << 26 }).equals(data)).toBe(true)
+    expect(
+      execFileSync('age', ['--decrypt', '--identity', join(dir, 'identity'), join(dir, 'sealed.age')], { maxBuffer: 1 << 26 }).equals(data),
+    ).toBe(true)
   })
 })

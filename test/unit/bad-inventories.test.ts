@@ -44,7 +44,10 @@ describe('bad inventories corpus', () => {
     const issues = (error as InventoryError).issues
     expect(issues.length).toBeGreaterThan(0)
     const matching = issues.filter((issue) => issue.message.includes(fragment))
-    expect(matching.map((issue) => issue.message), `no issue says "${fragment}"`).not.toHaveLength(0)
+    expect(
+      matching.map((issue) => issue.message),
+      `no issue says "${fragment}"`,
+    ).not.toHaveLength(0)
     expect(
       matching.map((issue) => `${issue.line}:${issue.col}`),
       `issues saying "${fragment}" are not at ${line}:${col}`,

@@ -28,7 +28,9 @@ describe('what counts as CI (test setup and vitest.config.ts share isCI)', () =>
     expect(() => skipReasonWithoutChromium({ CI: 'true' }, none)).toThrow(/CI=true and no chromium at \/usr\/bin\/chromium.*must run in CI/)
     expect(skipReasonWithoutChromium({}, none)).toMatch(/no chromium at \/usr\/bin\/chromium \(apt-get install chromium/)
     expect(skipReasonWithoutChromium({ CI: 'true', CHROMIUM: '/opt/c' }, (p) => p === '/opt/c')).toBeUndefined()
-    expect(() => skipReasonWithoutChromium({ CI: '1', CHROMIUM: '/opt/c' }, (p) => p === '/usr/bin/chromium')).toThrow(/no chromium at \/opt\/c/)
+    expect(() => skipReasonWithoutChromium({ CI: '1', CHROMIUM: '/opt/c' }, (p) => p === '/usr/bin/chromium')).toThrow(
+      /no chromium at \/opt\/c/,
+    )
   })
 })
 

@@ -13,7 +13,10 @@ describe('bin/provision.js backup and restore without a host', { timeout: 60_000
     dir = await mkdtemp(join(tmpdir(), 'mp-cli-backup-'))
     inventory = join(dir, 'inventory.yaml')
     // Port 9 on loopback: nothing listens; none of these cases may try to connect anyway.
-    await writeFile(inventory, `defaults:\n  vars: { serverName: example.test }\nhosts:\n  hs:\n    address: 127.0.0.1\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [postgres, redis, synapse]\n  db:\n    address: 127.0.0.2\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [redis]\n`)
+    await writeFile(
+      inventory,
+      `defaults:\n  vars: { serverName: example.test }\nhosts:\n  hs:\n    address: 127.0.0.1\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [postgres, redis, synapse]\n  db:\n    address: 127.0.0.2\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [redis]\n`,
+    )
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
@@ -44,7 +47,7 @@ describe('bin/provision.js backup and restore without a host', { timeout: 60_000
     }
   })
 
-  it('a homeserver spread over hosts: backup takes the media from the media repository\'s host, restore is refused before any connection', async () => {
+  it("a homeserver spread over hosts: backup takes the media from the media repository's host, restore is refused before any connection", async () => {
     const spread = join(dir, 'spread.yaml')
     const secrets = { DB: 'db-pw', REDIS: 'redis-pw', MAC: 'mac', FORM: 'form', REG: 'reg', REPL: 'repl', KEY: 'ed25519 a_x c2VjcmV0' }
     await writeFile(

@@ -44,14 +44,20 @@ describe('bin/provision.js --log-file', { timeout: 60_000 }, () => {
     const dir = await mkdtemp(join(tmpdir(), 'mp-cli-log-'))
     const port = await closedPort()
     const inventory = join(dir, 'inventory.yaml')
-    await writeFile(inventory, `defaults:\n  vars: { serverName: example.test }\nhosts:\n  gone:\n    address: 127.0.0.1\n    ssh: { port: ${port}, connectTimeout: 5 }\n    roles: [redis]\n`)
+    await writeFile(
+      inventory,
+      `defaults:\n  vars: { serverName: example.test }\nhosts:\n  gone:\n    address: 127.0.0.1\n    ssh: { port: ${port}, connectTimeout: 5 }\n    roles: [redis]\n`,
+    )
     try {
       for (const extra of [[], ['--json'], ['--verbose'], ['--dry-run']]) {
         const log = join(dir, `run-${extra.join('') || 'plain'}.log`)
         const r = await runCli(['--inventory', inventory, '--log-file', log, ...extra])
         expect(r.code, cliOutput(r)).toBe(1)
         expect(r.stderr).not.toContain('destination')
-        const lines = (await readFile(log, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { msg: string; hosts?: { error?: string }[] })
+        const lines = (await readFile(log, 'utf8'))
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as { msg: string; hosts?: { error?: string }[] })
         expect(lines[0]).toMatchObject({ msg: 'run started', hosts: ['gone'] })
         const finished = lines.find((l) => l.msg === 'run finished')
         expect(lines.map((l) => l.msg)).toContain(`connecting to root@127.0.0.1:${port}`)

@@ -31,7 +31,9 @@ describe('the roles of a run', () => {
   it('an unknown task or --limit is bad usage, naming what there is', () => {
     expect(() => selectHosts(inventory, [], ['synapse2'])).toThrow(UsageError)
     expect(() => selectHosts(inventory, [], ['synapse2'])).toThrow(`--tasks: unknown task "synapse2"; tasks are: ${ROLES.join(', ')}`)
-    expect(() => selectHosts(inventory, ['mail'], [])).toThrow('--limit: "mail" is neither a host of /tmp/commands.yaml (db, web) nor a role')
+    expect(() => selectHosts(inventory, ['mail'], [])).toThrow(
+      '--limit: "mail" is neither a host of /tmp/commands.yaml (db, web) nor a role',
+    )
   })
 })
 
@@ -47,13 +49,14 @@ describe('the task registry', () => {
   })
 })
 
-describe('the bundled CLI (dist/cli, built by the unit project\'s global setup)', () => {
+describe("the bundled CLI (dist/cli, built by the unit project's global setup)", () => {
   const dist = fileURLToPath(new URL('../../dist/cli/', import.meta.url))
   /** Every file the entry loads before it knows the verb: its static imports, and theirs. */
   const staticClosure = (file: string, seen = new Set<string>()): Set<string> => {
     if (seen.has(file)) return seen
     seen.add(file)
-    for (const m of readFileSync(dist + file, 'utf8').matchAll(/^(?:import|export)\s[^'"]*?from\s*"\.\/([^"]+)"|^import\s+"\.\/([^"]+)"/gm)) staticClosure((m[1] ?? m[2])!, seen)
+    for (const m of readFileSync(dist + file, 'utf8').matchAll(/^(?:import|export)\s[^'"]*?from\s*"\.\/([^"]+)"|^import\s+"\.\/([^"]+)"/gm))
+      staticClosure((m[1] ?? m[2])!, seen)
     return seen
   }
 

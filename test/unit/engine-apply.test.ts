@@ -21,7 +21,10 @@ import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/synapse/paths.js'
 
-const inventory = await loadInventoryFromString('defaults:\n  vars: { serverName: example.org }\nhosts:\n  web: { address: 203.0.113.10, roles: [apache] }\n', '/tmp/engine-apply.yaml')
+const inventory = await loadInventoryFromString(
+  'defaults:\n  vars: { serverName: example.org }\nhosts:\n  web: { address: 203.0.113.10, roles: [apache] }\n',
+  '/tmp/engine-apply.yaml',
+)
 
 const CONF = '/etc/apache2/conf-enabled/mp-test.conf'
 const GOOD = '# a good configuration\nServerSignature Off\n'
@@ -59,7 +62,15 @@ function template(path: string, content: string): Resource {
     facts: () => [fact],
     async plan(ctx) {
       if (ctx.facts.get(fact).sha256 === sha) return null
-      return { resource: id, kind: 'file', action: 'update', summary: `render ${path}`, touches: [path], backupPaths: [path], reach: 'paths' }
+      return {
+        resource: id,
+        kind: 'file',
+        action: 'update',
+        summary: `render ${path}`,
+        touches: [path],
+        backupPaths: [path],
+        reach: 'paths',
+      }
     },
     async apply(_c, ctx) {
       await ctx.conn.writeFile({ path, content })
@@ -81,7 +92,9 @@ describe('queued file writes when a later resource fails', () => {
       plan: () => Promise.reject(new Error('this resource cannot be planned')),
       apply: () => Promise.resolve(),
     }
-    const report = await run(host, [task('apache', () => [file({ path: '/etc/mp-a.conf', content: 'a\n' }), file({ path: '/etc/mp-b.conf', content: 'b\n' }), failing])])
+    const report = await run(host, [
+      task('apache', () => [file({ path: '/etc/mp-a.conf', content: 'a\n' }), file({ path: '/etc/mp-b.conf', content: 'b\n' }), failing]),
+    ])
     expect(host.unexpected).toEqual([])
     expect(report.status).toBe('failed')
     expect(report.tasks[0]!.error).toContain('this resource cannot be planned')
@@ -94,7 +107,12 @@ describe('queued file writes when a later resource fails', () => {
 
   it('whose batch fails to reach the host are reported as not applied', async () => {
     const host = apacheHost()
-    const failing: Resource = { id: 'broken:thing', facts: () => [], plan: () => Promise.reject(new Error('plan failed')), apply: () => Promise.resolve() }
+    const failing: Resource = {
+      id: 'broken:thing',
+      facts: () => [],
+      plan: () => Promise.reject(new Error('plan failed')),
+      apply: () => Promise.resolve(),
+    }
     // The batch fails on the host: the parent directory does not exist.
     const report = await run(host, [task('apache', () => [file({ path: '/nonexistent/x.conf', content: 'x\n' }), failing])])
     expect(report.status).toBe('failed')
@@ -109,7 +127,9 @@ describe('a configuration the unit rejects', () => {
     const report = await run(host, [task('apache', () => [template(CONF, BAD), apacheService()])])
     expect(host.unexpected).toEqual([])
     expect(report.status).toBe('failed')
-    expect(report.error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`)
+    expect(report.error).toContain(
+      `apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`,
+    )
     expect(host.text(CONF)).toBe(GOOD)
     expect(host.restarts).toEqual([])
     expect(host.text(PENDING_RESTARTS)).toBe('')
@@ -126,7 +146,9 @@ describe('a configuration the unit rejects', () => {
       const report = await run(host, tasks)
       expect(host.unexpected).toEqual([])
       expect(report.status, `run ${attempt}`).toBe('failed')
-      expect(report.error).toContain('apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore')
+      expect(report.error).toContain(
+        'apache2.service: the configuration on the host fails validation (apache2ctl configtest) and no earlier version of its files is kept to restore',
+      )
       expect(report.error).toContain('reload pending')
       expect(host.text(PENDING_RESTARTS)).toBe(`${APACHE}\n`)
       expect(host.restarts).toEqual([])
@@ -173,7 +195,9 @@ describe('a configuration the unit rejects', () => {
 describe('validation backups', () => {
   it('are removed once the unit is settled: no copy of an old (possibly secret-bearing) file stays on the host', async () => {
     const host = apacheHost()
-    const report = await run(host, [task('apache', () => [file({ path: CONF, content: '# changed\nServerSignature On\n' }), apacheService()])])
+    const report = await run(host, [
+      task('apache', () => [file({ path: CONF, content: '# changed\nServerSignature On\n' }), apacheService()]),
+    ])
     expect(host.unexpected).toEqual([])
     expect(report.status).toBe('changed')
     expect(report.tasks[0]!.restarts.map((r) => [r.unit, r.action, r.done])).toEqual([[APACHE, 'reload', true]])
@@ -196,7 +220,10 @@ describe('services started together', () => {
     expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(plan.tasks[0]!.changes.map((c) => c.resource))
     expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(units.map((u) => `service:${u}`))
     expect(host.commands).toContain(`systemctl enable ${units.join(' ')}`)
-    expect(host.commands.filter((c) => c.startsWith('systemctl start'))).toEqual([`systemctl start ${units.slice(0, 4).join(' ')}`, `systemctl start ${units.slice(4).join(' ')}`])
+    expect(host.commands.filter((c) => c.startsWith('systemctl start'))).toEqual([
+      `systemctl start ${units.slice(0, 4).join(' ')}`,
+      `systemctl start ${units.slice(4).join(' ')}`,
+    ])
     for (const u of units) expect(host.units.get(u)).toMatchObject({ active: true, enabled: true })
   })
 })
@@ -208,10 +235,14 @@ describe('units settled together', () => {
     host.put(`/etc/systemd/system/${OTHER}`, '[Unit]\nDescription=x\n')
     host.daemonReloadDue.clear()
     host.startUnit(OTHER, true)
-    const report = await run(host, [task('apache', () => [template(CONF, BAD), apacheService(), service({ unit: OTHER, watch: ['/etc/apache2/'] })])])
+    const report = await run(host, [
+      task('apache', () => [template(CONF, BAD), apacheService(), service({ unit: OTHER, watch: ['/etc/apache2/'] })]),
+    ])
     expect(host.unexpected).toEqual([])
     expect(report.status).toBe('failed')
-    expect(report.error).toContain(`apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`)
+    expect(report.error).toContain(
+      `apache2.service: the new configuration failed validation (apache2ctl configtest); restored the previous files (${CONF})`,
+    )
     expect(host.text(CONF)).toBe(GOOD)
     expect(host.restarts).toEqual([])
     expect(host.text(PENDING_RESTARTS)).toBe(`${OTHER}\n`)
@@ -226,8 +257,13 @@ describe('the lock and the base facts', () => {
     // The fake host as it is, with its spawns and runs noted.
     const conn = new Proxy(host, {
       get(target, key) {
-        if (key === 'spawn') return (c: Parameters<FakeHost['spawn']>[0], o?: { stdin?: string }) => (spawned.push({ command: c.text, stdin: o?.stdin }), target.spawn(c, o))
-        if (key === 'run') return (c: Parameters<FakeHost['run']>[0], o?: Parameters<FakeHost['run']>[1]) => (ran.push(c.text), target.run(c, o))
+        if (key === 'spawn')
+          return (c: Parameters<FakeHost['spawn']>[0], o?: { stdin?: string }) => (
+            spawned.push({ command: c.text, stdin: o?.stdin }),
+            target.spawn(c, o)
+          )
+        if (key === 'run')
+          return (c: Parameters<FakeHost['run']>[0], o?: Parameters<FakeHost['run']>[1]) => (ran.push(c.text), target.run(c, o))
         const value: unknown = Reflect.get(target, key, target)
         return typeof value === 'function' ? (value.bind(target) as unknown) : value
       },

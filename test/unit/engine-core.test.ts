@@ -70,7 +70,8 @@ describe('batched facts', () => {
     expect(fileState(join(dir, 'new\nline')).batch).toBeUndefined()
   })
   it('systemctl show of many units is split by blank lines, and a count that does not add up is an error', () => {
-    const out = 'LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nActiveEnterTimestampMonotonic=5\n\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n'
+    const out =
+      'LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nActiveEnterTimestampMonotonic=5\n\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n'
     const [a, b] = unitStateBatch.split(out, 0, ['a.service', 'b.service'])
     expect(parseUnitState(a!.stdout)).toMatchObject({ loaded: true, active: true, enabled: true })
     expect(parseUnitState(b!.stdout)).toMatchObject({ loaded: false, active: false, enabled: false })
@@ -80,7 +81,15 @@ describe('batched facts', () => {
 
 describe('stale facts after applied changes', () => {
   // The reach is the change's own typed field: the id is only a name (a new resource kind is judged by what it says).
-  const change = (resource: string, touches: string[], reach: Change['reach'] = 'paths'): Change => ({ resource, kind: 'file', action: 'update', summary: '', touches, backupPaths: [], reach })
+  const change = (resource: string, touches: string[], reach: Change['reach'] = 'paths'): Change => ({
+    resource,
+    kind: 'file',
+    action: 'update',
+    summary: '',
+    touches,
+    backupPaths: [],
+    reach,
+  })
   it('a file write makes stale only facts of that path, its parents and its children, and facts that name no paths', () => {
     const stale = new StaleFacts()
     expect(stale.affects([fileState('/srv/a')])).toBe(false)
@@ -110,21 +119,50 @@ describe('stale facts after applied changes', () => {
 
 describe('fact parsers', () => {
   it('os-release of Debian 12 and Ubuntu 20.04', () => {
-    expect(parseOsRelease('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')).toMatchObject({ id: 'debian', versionId: '12', codename: 'bookworm' })
-    expect(parseOsRelease('NAME="Ubuntu"\nVERSION_ID="20.04"\nID=ubuntu\nUBUNTU_CODENAME=focal\n')).toMatchObject({ id: 'ubuntu', versionId: '20.04', codename: 'focal' })
+    expect(
+      parseOsRelease('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'),
+    ).toMatchObject({ id: 'debian', versionId: '12', codename: 'bookworm' })
+    expect(parseOsRelease('NAME="Ubuntu"\nVERSION_ID="20.04"\nID=ubuntu\nUBUNTU_CODENAME=focal\n')).toMatchObject({
+      id: 'ubuntu',
+      versionId: '20.04',
+      codename: 'focal',
+    })
   })
   it('file state: regular file, symlink, missing', () => {
-    expect(parseFileState('regular file|root|matrix-synapse|640\nabc123  /etc/x\n', 0)).toEqual({ exists: true, type: 'file', owner: 'root', group: 'matrix-synapse', mode: 0o640, sha256: 'abc123' })
-    expect(parseFileState('symbolic link|root|root|777\n/var/www/element/v1\n', 0)).toMatchObject({ type: 'symlink', linkTarget: '/var/www/element/v1' })
+    expect(parseFileState('regular file|root|matrix-synapse|640\nabc123  /etc/x\n', 0)).toEqual({
+      exists: true,
+      type: 'file',
+      owner: 'root',
+      group: 'matrix-synapse',
+      mode: 0o640,
+      sha256: 'abc123',
+    })
+    expect(parseFileState('symbolic link|root|root|777\n/var/www/element/v1\n', 0)).toMatchObject({
+      type: 'symlink',
+      linkTarget: '/var/www/element/v1',
+    })
     expect(parseFileState('', 1)).toEqual({ exists: false })
   })
   it('dpkg-query keeps only installed packages, held ones too', () => {
-    const m = parseDpkgQuery('apache2\tii \t2.4.62-1\nredis-server\trc \t5:7.0\nlibc6:amd64\tii \t2.36\nmatrix-synapse-py3\thi \t1.156.0+bookworm1\ntree\tiU \t2.1\n')
-    expect([...m]).toEqual([['apache2', '2.4.62-1'], ['libc6', '2.36'], ['matrix-synapse-py3', '1.156.0+bookworm1']])
+    const m = parseDpkgQuery(
+      'apache2\tii \t2.4.62-1\nredis-server\trc \t5:7.0\nlibc6:amd64\tii \t2.36\nmatrix-synapse-py3\thi \t1.156.0+bookworm1\ntree\tiU \t2.1\n',
+    )
+    expect([...m]).toEqual([
+      ['apache2', '2.4.62-1'],
+      ['libc6', '2.36'],
+      ['matrix-synapse-py3', '1.156.0+bookworm1'],
+    ])
   })
   it('systemctl show', () => {
     const s = parseUnitState('LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nActiveEnterTimestampMonotonic=123\n')
-    expect(s).toEqual({ loaded: true, active: true, activeState: 'active', enabled: true, unitFileState: 'enabled', activeEnterMonotonic: '123' })
+    expect(s).toEqual({
+      loaded: true,
+      active: true,
+      activeState: 'active',
+      enabled: true,
+      unitFileState: 'enabled',
+      activeEnterMonotonic: '123',
+    })
     expect(parseUnitState('LoadState=not-found\nActiveState=inactive\nUnitFileState=\n').loaded).toBe(false)
   })
   it('ss -Htlnpe with socket owners, also when the process is hidden', () => {
@@ -153,7 +191,9 @@ describe('secrets', () => {
   it('sensitive diffs mask secret-named keys even for values never loaded', () => {
     expect(maskSensitiveText('macaroon_secret_key: abcdefg\nserver_name: x')).toBe(`macaroon_secret_key: ${MASK}\nserver_name: x`)
     // Redis directives have no ':' or '=': the old password of a rotation is only on the host.
-    expect(maskSensitiveText('port 32992\nrequirepass "old-pw-never-loaded"\nmasterauth x1')).toBe(`port 32992\nrequirepass ${MASK}\nmasterauth ${MASK}`)
+    expect(maskSensitiveText('port 32992\nrequirepass "old-pw-never-loaded"\nmasterauth x1')).toBe(
+      `port 32992\nrequirepass ${MASK}\nmasterauth ${MASK}`,
+    )
   })
 })
 
@@ -173,7 +213,11 @@ describe('postgres passwords', () => {
     expect(passwordMatches(v, 'u', 'other')).toBe(false)
   })
   it('an md5 hash (Postgres 12 default) is recognised', () => {
-    const stored = 'md5' + createHash('md5').update('pw' + 'synapse_user').digest('hex')
+    const stored =
+      'md5' +
+      createHash('md5')
+        .update('pw' + 'synapse_user')
+        .digest('hex')
     expect(passwordMatches(stored, 'synapse_user', 'pw')).toBe(true)
   })
   it('matches a verifier Postgres itself produced (RFC 7677 test vector style)', () => {

@@ -22,7 +22,14 @@ import { maskSecrets, Secret } from '../../src/core/secret.js'
 import { VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
 import { entriesFor, parseLock } from '../../src/synapse/lock/lock-file.js'
 import { targetEnvironment } from '../../src/synapse/lock/markers.js'
-import { checked, type CommandResult, type Connection, type FileWrite, type RemoteProcess, type RunOptions } from '../../src/ssh/connection.js'
+import {
+  checked,
+  type CommandResult,
+  type Connection,
+  type FileWrite,
+  type RemoteProcess,
+  type RunOptions,
+} from '../../src/ssh/connection.js'
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
 import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
@@ -52,19 +59,41 @@ interface Socket {
 
 /** What each unit listens on while active, with the inventory's default ports. */
 const SOCKETS: Record<string, Socket[]> = {
-  'ssh.service': [{ address: '0.0.0.0', port: 22, process: 'sshd', user: 'root' }, { address: '::', port: 22, process: 'sshd', user: 'root' }],
-  'postgresql.service': [{ address: '127.0.0.1', port: 5432, process: 'postgres', user: 'postgres' }, { address: '::1', port: 5432, process: 'postgres', user: 'postgres' }],
+  'ssh.service': [
+    { address: '0.0.0.0', port: 22, process: 'sshd', user: 'root' },
+    { address: '::', port: 22, process: 'sshd', user: 'root' },
+  ],
+  'postgresql.service': [
+    { address: '127.0.0.1', port: 5432, process: 'postgres', user: 'postgres' },
+    { address: '::1', port: 5432, process: 'postgres', user: 'postgres' },
+  ],
   'redis-server.service': [{ address: '127.0.0.1', port: 32992, process: 'redis-server', user: 'redis' }],
-  'apache2.service': [{ address: '*', port: 80, process: 'apache2', user: 'root' }, { address: '*', port: 443, process: 'apache2', user: 'root' }],
+  'apache2.service': [
+    { address: '*', port: 80, process: 'apache2', user: 'root' },
+    { address: '*', port: 443, process: 'apache2', user: 'root' },
+  ],
   'matrix-synapse.service': [8008, 32993, 32982].map((port) => ({ address: '127.0.0.1', port, process: '', user: 'matrix-synapse' })),
-  'matrix-synapse-worker@federation_reader.service': [32902, 32981].map((port) => ({ address: '127.0.0.1', port, process: '', user: 'matrix-synapse' })),
+  'matrix-synapse-worker@federation_reader.service': [32902, 32981].map((port) => ({
+    address: '127.0.0.1',
+    port,
+    process: '',
+    user: 'matrix-synapse',
+  })),
   'matrix-synapse-worker@federation_sender.service': [{ address: '127.0.0.1', port: 32980, process: '', user: 'matrix-synapse' }],
 }
 
 /** Apache directives -> the module that must be enabled for `apache2ctl configtest` to accept them. */
 const APACHE_DIRECTIVE_MODULES: Record<string, string> = {
-  SSLEngine: 'ssl', SSLCertificateFile: 'ssl', ProxyPass: 'proxy', ProxyPassMatch: 'proxy', ProxyPassReverse: 'proxy',
-  RequestHeader: 'headers', Header: 'headers', Alias: 'alias', Redirect: 'alias', RedirectMatch: 'alias',
+  SSLEngine: 'ssl',
+  SSLCertificateFile: 'ssl',
+  ProxyPass: 'proxy',
+  ProxyPassMatch: 'proxy',
+  ProxyPassReverse: 'proxy',
+  RequestHeader: 'headers',
+  Header: 'headers',
+  Alias: 'alias',
+  Redirect: 'alias',
+  RedirectMatch: 'alias',
 }
 
 /** cp -a: a copy with the same metadata (structuredClone would turn a Buffer into a plain Uint8Array). */
@@ -159,7 +188,29 @@ export class FakeHost implements Connection {
   constructor(distro: Distro, name = 'matrix1') {
     this.host = name
     this.distro = distro
-    for (const dir of ['/', '/etc', '/etc/apt', '/etc/apt/sources.list.d', '/etc/ssl', '/etc/systemd', '/etc/systemd/system', '/etc/default', '/lib', '/lib/systemd', '/lib/systemd/system', '/opt', '/run', '/usr', '/usr/share', '/usr/share/keyrings', '/var', '/var/cache', '/var/lib', '/var/log', '/tmp']) {
+    for (const dir of [
+      '/',
+      '/etc',
+      '/etc/apt',
+      '/etc/apt/sources.list.d',
+      '/etc/ssl',
+      '/etc/systemd',
+      '/etc/systemd/system',
+      '/etc/default',
+      '/lib',
+      '/lib/systemd',
+      '/lib/systemd/system',
+      '/opt',
+      '/run',
+      '/usr',
+      '/usr/share',
+      '/usr/share/keyrings',
+      '/var',
+      '/var/cache',
+      '/var/lib',
+      '/var/log',
+      '/tmp',
+    ]) {
       this.fs.set(dir, { type: 'directory', owner: 'root', group: 'root', mode: dir === '/tmp' ? 0o1777 : 0o755 })
     }
     this.users.set('root', { uid: 0, group: 'root', groups: new Set() })
@@ -199,7 +250,13 @@ export class FakeHost implements Connection {
     if (parent?.type !== 'directory') throw new Error(`${posix.dirname(path)}: No such file or directory (writing ${path})`)
     if (!this.users.has(meta.owner ?? 'root')) throw new Error(`chown: invalid user: '${meta.owner}' (writing ${path})`)
     if (!this.groups.has(meta.group ?? 'root')) throw new Error(`chown: invalid group: '${meta.group}' (writing ${path})`)
-    this.fs.set(path, { type: 'file', content: Buffer.isBuffer(content) ? content : Buffer.from(content), owner: meta.owner ?? 'root', group: meta.group ?? 'root', mode: meta.mode ?? 0o644 })
+    this.fs.set(path, {
+      type: 'file',
+      content: Buffer.isBuffer(content) ? content : Buffer.from(content),
+      owner: meta.owner ?? 'root',
+      group: meta.group ?? 'root',
+      mode: meta.mode ?? 0o644,
+    })
     if (path.startsWith('/etc/systemd/system/')) this.daemonReloadDue.add(path)
   }
 
@@ -233,7 +290,8 @@ export class FakeHost implements Connection {
   /** The file a unit name loads from: an own or a package unit, or the template of an instance. */
   unitFile(unit: string): string | undefined {
     const names = [unit, unit.replace(/@[^.]+\./, '@.')]
-    for (const dir of ['/etc/systemd/system', '/lib/systemd/system']) for (const n of names) if (this.fs.get(`${dir}/${n}`)?.type === 'file') return `${dir}/${n}`
+    for (const dir of ['/etc/systemd/system', '/lib/systemd/system'])
+      for (const n of names) if (this.fs.get(`${dir}/${n}`)?.type === 'file') return `${dir}/${n}`
     return undefined
   }
 
@@ -256,8 +314,18 @@ export class FakeHost implements Connection {
   #execStartPre(unit: string): void {
     // The tool's drop-in empties the package's ExecStartPre.
     if (/^ExecStartPre=$/m.test(this.text('/etc/systemd/system/matrix-synapse.service.d/matrix-provision.conf') ?? '')) return
-    if (unit !== 'matrix-synapse.service' || !this.packages.has('matrix-synapse-py3') || this.fs.get(SYNAPSE_SIGNING_KEY) || !this.users.has('matrix-synapse')) return
-    this.put(SYNAPSE_SIGNING_KEY, 'ed25519 a_pkg0 generated-at-start\n', { owner: 'matrix-synapse', group: this.users.get('matrix-synapse')!.group, mode: 0o640 })
+    if (
+      unit !== 'matrix-synapse.service' ||
+      !this.packages.has('matrix-synapse-py3') ||
+      this.fs.get(SYNAPSE_SIGNING_KEY) ||
+      !this.users.has('matrix-synapse')
+    )
+      return
+    this.put(SYNAPSE_SIGNING_KEY, 'ed25519 a_pkg0 generated-at-start\n', {
+      owner: 'matrix-synapse',
+      group: this.users.get('matrix-synapse')!.group,
+      mode: 0o640,
+    })
   }
 
   readableBy(user: string, path: string): boolean {
@@ -275,10 +343,23 @@ export class FakeHost implements Connection {
   async run(built: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
     const command = built.text
     this.commands.push(command)
-    if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin)) throw new Error('FakeHost: streamed stdin is not modelled')
+    if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin))
+      throw new Error('FakeHost: streamed stdin is not modelled')
     const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
     const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
-    return checked(this.host, { command: maskSecrets(command), code: out.code ?? 0, signal: null, stdout: out.stdout ?? '', stderr: out.stderr ?? '', durationMs: 0, timedOut: false }, options)
+    return checked(
+      this.host,
+      {
+        command: maskSecrets(command),
+        code: out.code ?? 0,
+        signal: null,
+        stdout: out.stdout ?? '',
+        stderr: out.stderr ?? '',
+        durationMs: 0,
+        timedOut: false,
+      },
+      options,
+    )
   }
 
   async writeFile(f: FileWrite): Promise<void> {
@@ -339,10 +420,12 @@ export class FakeHost implements Connection {
 
   /** Split the probe script into its framed fact commands and answer each (see probeScript). */
   #probe(script: string): string {
-    const frame = /^\{ printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"; \} >"\$mp_probe\/\1" &$/
+    const frame =
+      /^\{ printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"; \} >"\$mp_probe\/\1" &$/
     const lines = script.split('\n')
     // The frames run side by side into a temporary directory, then are printed in order.
-    if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!)) this.#unexpected(`a probe script without its frame: ${script.slice(0, 200)}`)
+    if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!))
+      this.#unexpected(`a probe script without its frame: ${script.slice(0, 200)}`)
     let out = ''
     for (const line of lines.slice(1, -1)) {
       const m = frame.exec(line)
@@ -358,36 +441,55 @@ export class FakeHost implements Connection {
     if (cmd === osRelease.command.text) return { stdout: this.text('/etc/os-release') }
     if (cmd === memoryMiB.command.text) return { stdout: `${this.memoryKiB}\n` }
     if ((m = rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).exec(cmd))) return { stdout: `${this.diskKiB}\n` }
-    if (cmd === debPackages.command.text) return { stdout: [...this.packages].map(([n, v]) => `${n}\t${this.held.has(n) ? 'hi' : 'ii'} \t${v}\n`).join('') }
+    if (cmd === debPackages.command.text)
+      return { stdout: [...this.packages].map(([n, v]) => `${n}\t${this.held.has(n) ? 'hi' : 'ii'} \t${v}\n`).join('') }
     if (cmd === pythonVersion.command.text) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
     if (cmd === listeningTcp.command.text) return { stdout: this.#ss() }
     if (cmd === pendingRestarts.command.text) return this.#cat(PENDING_RESTARTS)
     if (cmd === storedSecrets.command.text) {
-      const lines = [...this.fs].filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file').sort(([a], [b]) => a.localeCompare(b))
+      const lines = [...this.fs]
+        .filter(([p, n]) => posix.dirname(p) === SECRETS_DIR && n.type === 'file')
+        .sort(([a], [b]) => a.localeCompare(b))
       return { stdout: lines.map(([p, n]) => `${posix.basename(p)}\t${(n as { content: Buffer }).content.toString('base64')}\n`).join('') }
     }
     const ownership = this.#ownershipFacts(cmd)
     if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if (cmd === aptSourceFact.command.text) return this.#aptSource()
-        if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
+    if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
     if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
     if ((m = /^if \[ -x (\S+)\/bin\/python \]; then .*base64.*; else echo null; fi$/s.exec(cmd))) {
       const version = this.venvs.get(this.resolve(m[1]!))?.get('matrix-synapse')
-      return { stdout: version ? JSON.stringify({ version, schemaVersion: 94, compatVersion: 84, deltas: ['94/01_fake.sql'] }) + '\n' : 'null\n' }
+      return {
+        stdout: version ? JSON.stringify({ version, schemaVersion: 94, compatVersion: 84, deltas: ['94/01_fake.sql'] }) + '\n' : 'null\n',
+      }
     }
-    if ((m = rx(String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`).exec(cmd))) {
+    if (
+      (m = rx(
+        String.raw`^s=\$\(stat -c '%F\|%U\|%G\|%a' ${ARG}\) \|\| exit 1; echo "\$s"; case "\$s" in 'regular'\*\) sha256sum \1;; 'symbolic link'\*\) readlink \1;; esac$`,
+      ).exec(cmd))
+    ) {
       return this.#stat(unquote(m[1]!))
     }
-    if (cmd.startsWith('set -- ') && cmd.endsWith(`; ${FILE_STATE_BATCH_SCRIPT.text}`)) return this.#statBatch(shellWords(cmd.slice('set -- '.length, -FILE_STATE_BATCH_SCRIPT.text.length - 2)))
-    if ((m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ((?:${ARG} ?)+)$`).exec(cmd))) {
-      return { stdout: shellWords(m[1]!).map((u) => this.#unitShow(u).stdout).join('\n') }
+    if (cmd.startsWith('set -- ') && cmd.endsWith(`; ${FILE_STATE_BATCH_SCRIPT.text}`))
+      return this.#statBatch(shellWords(cmd.slice('set -- '.length, -FILE_STATE_BATCH_SCRIPT.text.length - 2)))
+    if (
+      (m = rx(String.raw`^systemctl show -p LoadState,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic ((?:${ARG} ?)+)$`).exec(cmd))
+    ) {
+      return {
+        stdout: shellWords(m[1]!)
+          .map((u) => this.#unitShow(u).stdout)
+          .join('\n'),
+      }
     }
-    if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd))) return this.#psqlQuery(unquote(m[1]!))
+    if ((m = /^runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -F '\t' -c (.+)$/.exec(cmd)))
+      return this.#psqlQuery(unquote(m[1]!))
     if ((m = rx(String.raw`^${ARG} -c ${ARG}$`).exec(cmd)) && unquote(m[1]!).endsWith('/bin/python')) {
       if (unquote(m[2]!) !== VENV_CONTENTS_SCRIPT) this.#unexpected(`python probe: ${cmd}`)
       const dists = this.venvs.get(this.resolve(unquote(m[1]!)).replace(/\/bin\/python$/, ''))
-      return dists === undefined ? { code: 127, stderr: 'No such file or directory' } : { stdout: `python ${this.venvPython}\n${[...dists].map(([n, v]) => `${n} ${v}\n`).join('')}` }
+      return dists === undefined
+        ? { code: 127, stderr: 'No such file or directory' }
+        : { stdout: `python ${this.venvPython}\n${[...dists].map(([n, v]) => `${n} ${v}\n`).join('')}` }
     }
     return this.#guard(cmd)
   }
@@ -402,7 +504,8 @@ export class FakeHost implements Connection {
       lines.push('source')
       this.aptLists = [...new Set([...(this.aptLists ?? []), ...sources.split('\n').filter(Boolean)])]
       const candidate = this.distro.candidates[pkg]
-      if (candidate && sources.includes('packages.matrix.org') && sources.includes(` ${this.distro.codename} `)) lines.push(`madison: ${pkg} | ${candidate} | https://packages.matrix.org/debian ${this.distro.codename}/main amd64 Packages`)
+      if (candidate && sources.includes('packages.matrix.org') && sources.includes(` ${this.distro.codename} `))
+        lines.push(`madison: ${pkg} | ${candidate} | https://packages.matrix.org/debian ${this.distro.codename}/main amd64 Packages`)
     }
     lines.push(`installed ${installed ? `${installed} ${this.held.has(pkg) ? 'hi' : 'ii'} ` : ''}`)
     return { stdout: lines.join('\n') + '\n' }
@@ -414,7 +517,9 @@ export class FakeHost implements Connection {
     const lines: string[] = []
     if (link?.type === 'symlink') lines.push(`link ${link.target}`)
     else if (link?.type === 'directory') lines.push('dir')
-    for (const p of [...this.fs.keys()].filter((k) => k.startsWith('/opt/venvs/matrix-synapse-') && !k.slice(1).includes('/', 'opt/venvs/'.length)).sort()) {
+    for (const p of [...this.fs.keys()]
+      .filter((k) => k.startsWith('/opt/venvs/matrix-synapse-') && !k.slice(1).includes('/', 'opt/venvs/'.length))
+      .sort()) {
       if (this.fs.get(p)?.type === 'directory') lines.push(`venv 1 ${p}`)
     }
     const active = this.venvs.get(this.resolve('/opt/venvs/matrix-synapse/bin/python').replace(/\/bin\/python$/, ''))?.get('matrix-synapse')
@@ -449,7 +554,11 @@ export class FakeHost implements Connection {
       const g = unquote(m[2]!)
       return u !== undefined && (u.group === g || u.groups.has(g))
     }
-    if ((m = rx(String.raw`^gpg --batch --show-keys --with-colons ${ARG} 2>/dev/null \| awk -F: '\$1=="fpr" \{print \$10\}' \| grep -qx ${ARG}$`).exec(clause))) {
+    if (
+      (m = rx(
+        String.raw`^gpg --batch --show-keys --with-colons ${ARG} 2>/dev/null \| awk -F: '\$1=="fpr" \{print \$10\}' \| grep -qx ${ARG}$`,
+      ).exec(clause))
+    ) {
       return this.text(unquote(m[1]!))?.includes(`fpr:${unquote(m[2]!)}`) ?? false
     }
     // Fake certificates never expire; their text lists their names.
@@ -462,14 +571,18 @@ export class FakeHost implements Connection {
       return a !== undefined && a === b
     }
     // retiredWorkers' guard: no worker file outside the set.
-    if ((m = /^test -z "\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\)"$/.exec(clause))) return this.#retiredWorkers(m[1]!, unquote(m[2]!)).length === 0
+    if ((m = /^test -z "\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\)"$/.exec(clause)))
+      return this.#retiredWorkers(m[1]!, unquote(m[2]!)).length === 0
     this.#unexpected(`a fact command or guard clause the fake does not know: ${clause}`)
   }
 
   /** Worker names whose file is in `dir` but not in the space-separated `keep`. */
   #retiredWorkers(dir: string, keep: string): string[] {
     const names = keep.split(' ')
-    return [...this.fs.keys()].filter((p) => posix.dirname(p) === dir && p.endsWith('.yaml')).map((p) => posix.basename(p, '.yaml')).filter((n) => !names.includes(n))
+    return [...this.fs.keys()]
+      .filter((p) => posix.dirname(p) === dir && p.endsWith('.yaml'))
+      .map((p) => posix.basename(p, '.yaml'))
+      .filter((n) => !names.includes(n))
   }
 
   #cat(path: string): Out {
@@ -505,8 +618,11 @@ export class FakeHost implements Connection {
 
   #unitShow(unit: string): Out {
     const rt = this.units.get(unit)
-    if (!this.unitFile(unit)) return { stdout: 'LoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n' }
-    return { stdout: `LoadState=loaded\nActiveState=${rt?.active ? 'active' : 'inactive'}\nUnitFileState=${rt?.enabled ? 'enabled' : 'disabled'}\nActiveEnterTimestampMonotonic=${rt?.active ? rt.since : 0}\n` }
+    if (!this.unitFile(unit))
+      return { stdout: 'LoadState=not-found\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestampMonotonic=0\n' }
+    return {
+      stdout: `LoadState=loaded\nActiveState=${rt?.active ? 'active' : 'inactive'}\nUnitFileState=${rt?.enabled ? 'enabled' : 'disabled'}\nActiveEnterTimestampMonotonic=${rt?.active ? rt.since : 0}\n`,
+    }
   }
 
   #ss(): string {
@@ -532,13 +648,19 @@ export class FakeHost implements Connection {
   }
 
   #psqlQuery(sql: string): Out {
-    if (!this.postgresUp) return { code: 2, stderr: 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed' }
+    if (!this.postgresUp)
+      return { code: 2, stderr: 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed' }
     let m: RegExpExecArray | null
     if ((m = /^SELECT rolcanlogin, coalesce\(rolpassword, ''\) FROM pg_authid WHERE rolname = '(.*)'$/.exec(sql))) {
       const r = this.roles.get(m[1]!.replace(/''/g, "'"))
       return { stdout: r ? `${r.login ? 't' : 'f'}\t${r.password}\n` : '' }
     }
-    if ((m = /^SELECT pg_encoding_to_char\(encoding\), datcollate, datctype, pg_get_userbyid\(datdba\) FROM pg_database WHERE datname = '(.*)'$/.exec(sql))) {
+    if (
+      (m =
+        /^SELECT pg_encoding_to_char\(encoding\), datcollate, datctype, pg_get_userbyid\(datdba\) FROM pg_database WHERE datname = '(.*)'$/.exec(
+          sql,
+        ))
+    ) {
       const d = this.databases.get(m[1]!.replace(/''/g, "'"))
       return { stdout: d ? `${d.encoding}\t${d.collate}\t${d.ctype}\t${d.owner}\n` : '' }
     }
@@ -547,31 +669,53 @@ export class FakeHost implements Connection {
 
   /** The adoption guard's and `provision adopt`'s probes: the same answer whether a fact batch or apply asks. */
   #ownershipFacts(cmd: string): Out | undefined {
-  if (cmd === hostOwnership.command.text) {
-    const record = this.file(HOST_RECORD)
-    return { stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}` }
-  }
-  // Config and keys only: the fake's Postgres holds no Synapse schema.
-  if (cmd === synapseFootprint.command.text) {
-    const found = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file').flatMap((p) =>
-      p === '/etc/matrix-synapse/homeserver.yaml' ? [`config\t${p}\n`] : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p) ? [`signing key\t${p}\n`] : [],
-    )
-    return { stdout: found.join('') }
-  }
-  // What `provision adopt` reads of a hand-built server (the same globs as its probe).
-  if (cmd === handBuiltFiles.command.text) {
-    const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
-    const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
-    const glob = [/^\/etc\/matrix-synapse\/homeserver\.yaml$/, /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/, /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/, /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/, /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/, /^\/etc\/redis\/redis\.conf$/]
-    let out = files.filter((p) => glob.some((g) => g.test(p))).sort().map((p) => `file\t${p}\t${b64(p)}\n`).join('')
-    for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
-      if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
-      const target = posix.resolve(posix.dirname(p), n.target)
-      out += `site\t${p}\t${target}\t${b64(target)}\n`
+    if (cmd === hostOwnership.command.text) {
+      const record = this.file(HOST_RECORD)
+      return {
+        stdout: `${record ? `record\t${record.toString('base64')}\n` : ''}${this.fs.get(SECRETS_DIR)?.type === 'directory' ? 'secret-store\n' : ''}`,
+      }
     }
-    out += files.filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)).map((p) => `key\t${p}\n`).join('')
-    return { stdout: out }
-  }
+    // Config and keys only: the fake's Postgres holds no Synapse schema.
+    if (cmd === synapseFootprint.command.text) {
+      const found = [...this.fs.keys()]
+        .filter((p) => this.fs.get(p)?.type === 'file')
+        .flatMap((p) =>
+          p === '/etc/matrix-synapse/homeserver.yaml'
+            ? [`config\t${p}\n`]
+            : /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p)
+              ? [`signing key\t${p}\n`]
+              : [],
+        )
+      return { stdout: found.join('') }
+    }
+    // What `provision adopt` reads of a hand-built server (the same globs as its probe).
+    if (cmd === handBuiltFiles.command.text) {
+      const b64 = (p: string) => (this.file(p) ?? Buffer.alloc(0)).toString('base64')
+      const files = [...this.fs.keys()].filter((p) => this.fs.get(p)?.type === 'file')
+      const glob = [
+        /^\/etc\/matrix-synapse\/homeserver\.yaml$/,
+        /^\/etc\/matrix-synapse\/conf\.d\/[^/]+\.yaml$/,
+        /^\/etc\/matrix-synapse\/workers\/[^/]+\.yaml$/,
+        /^\/etc\/systemd\/system\/matrix-synapse\.service\.d\/[^/]+\.conf$/,
+        /^\/etc\/systemd\/system\/matrix-synapse-worker@\.service$/,
+        /^\/etc\/redis\/redis\.conf$/,
+      ]
+      let out = files
+        .filter((p) => glob.some((g) => g.test(p)))
+        .sort()
+        .map((p) => `file\t${p}\t${b64(p)}\n`)
+        .join('')
+      for (const [p, n] of [...this.fs].sort(([a], [b]) => a.localeCompare(b))) {
+        if (n.type !== 'symlink' || posix.dirname(p) !== '/etc/apache2/sites-enabled') continue
+        const target = posix.resolve(posix.dirname(p), n.target)
+        out += `site\t${p}\t${target}\t${b64(target)}\n`
+      }
+      out += files
+        .filter((p) => /^\/(etc|var\/lib)\/matrix-synapse\/[^/]+\.signing\.key$/.test(p))
+        .map((p) => `key\t${p}\n`)
+        .join('')
+      return { stdout: out }
+    }
     return undefined
   }
 
@@ -603,7 +747,9 @@ export class FakeHost implements Connection {
     }
     if (/^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get -q update /.test(cmd)) {
       const key = (line: string) => /signed-by=(\S+)\]/.exec(line)?.[1]
-      const sources = [...this.fs].filter(([p, n]) => p.startsWith('/etc/apt/sources.list.d/') && n.type === 'file').flatMap(([, n]) => (n as { content: Buffer }).content.toString('utf8').split('\n').filter(Boolean))
+      const sources = [...this.fs]
+        .filter(([p, n]) => p.startsWith('/etc/apt/sources.list.d/') && n.type === 'file')
+        .flatMap(([, n]) => (n as { content: Buffer }).content.toString('utf8').split('\n').filter(Boolean))
       // A source whose keyring is missing fails apt-get update (NO_PUBKEY).
       const unsigned = sources.find((l) => key(l) && !this.fs.has(key(l)!))
       if (unsigned) return { code: 100, stderr: `E: The repository '${unsigned}' is not signed.` }
@@ -622,10 +768,17 @@ export class FakeHost implements Connection {
         this.#policyGuard = false
       }
     }
-    if ((m = /^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a(?: NEEDRESTART_SUSPEND=1)? apt-get install -y -q --no-install-recommends(?: --allow-downgrades --allow-change-held-packages)? -o DPkg::Lock::Timeout=\d+ -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold (.+)$/.exec(cmd))) {
+    if (
+      (m =
+        /^DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a(?: NEEDRESTART_SUSPEND=1)? apt-get install -y -q --no-install-recommends(?: --allow-downgrades --allow-change-held-packages)? -o DPkg::Lock::Timeout=\d+ -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold (.+)$/.exec(
+          cmd,
+        ))
+    ) {
       return this.#aptInstall(shellWords(m[1]!))
     }
-    if ((m = rx(String.raw`^install -d -o ${ARG} -g ${ARG} -m ([0-7]{4}) ${ARG} && chown ${ARG} ${ARG} && chmod [0-7]{4} ${ARG}$`).exec(cmd))) {
+    if (
+      (m = rx(String.raw`^install -d -o ${ARG} -g ${ARG} -m ([0-7]{4}) ${ARG} && chown ${ARG} ${ARG} && chmod [0-7]{4} ${ARG}$`).exec(cmd))
+    ) {
       this.mkdirp(unquote(m[4]!), { owner: unquote(m[1]!), group: unquote(m[2]!), mode: parseInt(m[3]!, 8) })
       return {}
     }
@@ -641,13 +794,27 @@ export class FakeHost implements Connection {
     }
     // One unit or several per call (systemctl runs the jobs of several side by side).
     if (cmd.split(' && ').every((c) => /^systemctl (enable|start|stop|restart|reload)( \S+)+$/.test(c))) {
-      return this.#systemctl(cmd.split(' && ').flatMap((c) => shellWords(c).slice(2).map((unit) => ['systemctl', shellWords(c)[1]!, unit])))
+      return this.#systemctl(
+        cmd.split(' && ').flatMap((c) =>
+          shellWords(c)
+            .slice(2)
+            .map((unit) => ['systemctl', shellWords(c)[1]!, unit]),
+        ),
+      )
     }
-    if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`)) return this.#recordPending(cmd)
+    if (cmd.startsWith(`mkdir -p ${STATE_DIR} && printf`) || cmd.startsWith(`mkdir -p ${STATE_DIR}/backup &&`))
+      return this.#recordPending(cmd)
     if ((m = rx(String.raw`^if \[ -f ${PENDING_RESTARTS} \]; then sed -i ${ARG} ${PENDING_RESTARTS}; fi$`).exec(cmd))) {
       const line = /^\/\^(.*)\$\/d$/.exec(unquote(m[1]!))![1]!.replace(/\\(.)/g, '$1')
       const old = this.text(PENDING_RESTARTS)
-      if (old !== undefined) this.put(PENDING_RESTARTS, old.split('\n').filter((l) => l !== line).join('\n'))
+      if (old !== undefined)
+        this.put(
+          PENDING_RESTARTS,
+          old
+            .split('\n')
+            .filter((l) => l !== line)
+            .join('\n'),
+        )
       return {}
     }
     // The restart ledger drops the backups of a settled unit, or all of them when nothing is due any more.
@@ -672,7 +839,8 @@ export class FakeHost implements Connection {
     }
     if (cmd === 'runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -f -') return this.#psqlApply(stdin)
     if (cmd === 'apache2ctl configtest') return this.#apacheConfigtest()
-    if ((m = /^cd \/var\/lib\/matrix-synapse && runuser -u matrix-synapse -- (\S+) -m synapse\.config (.+)$/.exec(cmd))) return this.#synapseConfigCheck(m[1]!, shellWords(m[2]!))
+    if ((m = /^cd \/var\/lib\/matrix-synapse && runuser -u matrix-synapse -- (\S+) -m synapse\.config (.+)$/.exec(cmd)))
+      return this.#synapseConfigCheck(m[1]!, shellWords(m[2]!))
     return this.#taskCommand(cmd)
   }
 
@@ -682,7 +850,10 @@ export class FakeHost implements Connection {
       const [name, pinned] = arg.split('=') as [string, string | undefined]
       const candidate = this.distro.candidates[name]
       if (candidate === undefined) this.#unexpected(`apt-get install of a package the fake has no candidate for: ${name}`)
-      if (name === 'matrix-synapse-py3' && !this.aptLists.some((l) => l.includes('packages.matrix.org') && l.includes(` ${this.distro.codename} `))) {
+      if (
+        name === 'matrix-synapse-py3' &&
+        !this.aptLists.some((l) => l.includes('packages.matrix.org') && l.includes(` ${this.distro.codename} `))
+      ) {
         return { code: 100, stderr: 'E: Unable to locate package matrix-synapse-py3' }
       }
       if (pinned !== undefined && pinned !== candidate) return { code: 100, stderr: `E: Version '${pinned}' for '${name}' was not found` }
@@ -697,7 +868,8 @@ export class FakeHost implements Connection {
     const unit = (u: string) => {
       this.put(`/lib/systemd/system/${u}`, `[Unit]\nDescription=${u} from package ${name}\n`)
       this.daemonReloadDue.delete(`/lib/systemd/system/${u}`)
-      if (this.#policyGuard && u === 'matrix-synapse.service') this.units.set(u, { ...(this.units.get(u) ?? { active: false, since: 0 }), enabled: true })
+      if (this.#policyGuard && u === 'matrix-synapse.service')
+        this.units.set(u, { ...(this.units.get(u) ?? { active: false, since: 0 }), enabled: true })
       else this.startUnit(u, true)
     }
     switch (name) {
@@ -707,9 +879,23 @@ export class FakeHost implements Connection {
         this.addUser('postgres', 'postgres', { ownGroup: true })
         const pg = { owner: 'postgres', group: 'postgres' }
         this.mkdirp(`/etc/postgresql/${major}/main/conf.d`)
-        for (const d of ['/etc/postgresql', `/etc/postgresql/${major}`, `/etc/postgresql/${major}/main`, `/etc/postgresql/${major}/main/conf.d`]) this.mkdirp(d, pg)
-        this.put(`/etc/postgresql/${major}/main/postgresql.conf`, "data_directory = '/var/lib/postgresql/15/main'\ninclude_dir = 'conf.d'\n", { ...pg, mode: 0o644 })
-        this.put(`/etc/postgresql/${major}/main/pg_hba.conf`, 'local all postgres peer\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n', { ...pg, mode: 0o640 })
+        for (const d of [
+          '/etc/postgresql',
+          `/etc/postgresql/${major}`,
+          `/etc/postgresql/${major}/main`,
+          `/etc/postgresql/${major}/main/conf.d`,
+        ])
+          this.mkdirp(d, pg)
+        this.put(
+          `/etc/postgresql/${major}/main/postgresql.conf`,
+          "data_directory = '/var/lib/postgresql/15/main'\ninclude_dir = 'conf.d'\n",
+          { ...pg, mode: 0o644 },
+        )
+        this.put(
+          `/etc/postgresql/${major}/main/pg_hba.conf`,
+          'local all postgres peer\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n',
+          { ...pg, mode: 0o640 },
+        )
         unit('postgresql.service')
         return
       }
@@ -720,12 +906,14 @@ export class FakeHost implements Connection {
         unit('redis-server.service')
         return
       case 'apache2':
-        for (const d of ['sites-available', 'sites-enabled', 'conf-available', 'conf-enabled', 'mods-available', 'mods-enabled']) this.mkdirp(`/etc/apache2/${d}`)
+        for (const d of ['sites-available', 'sites-enabled', 'conf-available', 'conf-enabled', 'mods-available', 'mods-enabled'])
+          this.mkdirp(`/etc/apache2/${d}`)
         this.mkdirp('/var/www/html')
         this.put('/etc/apache2/ports.conf', 'Listen 80\n<IfModule ssl_module>\n\tListen 443\n</IfModule>\n')
         this.put('/etc/apache2/sites-available/000-default.conf', '<VirtualHost *:80>\n\tDocumentRoot /var/www/html\n</VirtualHost>\n')
         this.fs.set('/etc/apache2/sites-enabled/000-default.conf', { type: 'symlink', target: '../sites-available/000-default.conf' })
-        for (const mod of ['mpm_event', 'authz_core', 'dir', 'mime']) this.put(`/etc/apache2/mods-enabled/${mod}.load`, `LoadModule ${mod}_module\n`)
+        for (const mod of ['mpm_event', 'authz_core', 'dir', 'mime'])
+          this.put(`/etc/apache2/mods-enabled/${mod}.load`, `LoadModule ${mod}_module\n`)
         unit('apache2.service')
         return
       case 'python3-venv':
@@ -740,11 +928,21 @@ export class FakeHost implements Connection {
         this.addUser('matrix-synapse', 'matrix-synapse', { ownGroup: true })
         this.mkdirp('/etc/matrix-synapse/conf.d')
         this.mkdirp('/etc/matrix-synapse', { owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 })
-        this.put('/etc/matrix-synapse/homeserver.yaml', 'pid_file: "/var/run/matrix-synapse.pid"\nlisteners:\n  - port: 8008\n    type: http\n')
+        this.put(
+          '/etc/matrix-synapse/homeserver.yaml',
+          'pid_file: "/var/run/matrix-synapse.pid"\nlisteners:\n  - port: 8008\n    type: http\n',
+        )
         this.put('/etc/matrix-synapse/log.yaml', 'version: 1\n')
-        this.put('/etc/matrix-synapse/conf.d/server_name.yaml', `server_name: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/server-name') ?? 'localhost'}\n`)
-        this.put('/etc/matrix-synapse/conf.d/report_stats.yaml', `report_stats: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/report-stats') ?? 'false'}\n`)
-        for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse']) this.mkdirp(d, { owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 })
+        this.put(
+          '/etc/matrix-synapse/conf.d/server_name.yaml',
+          `server_name: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/server-name') ?? 'localhost'}\n`,
+        )
+        this.put(
+          '/etc/matrix-synapse/conf.d/report_stats.yaml',
+          `report_stats: ${this.debconf.get('matrix-synapse-py3 matrix-synapse/report-stats') ?? 'false'}\n`,
+        )
+        for (const d of ['/var/lib/matrix-synapse', '/var/log/matrix-synapse'])
+          this.mkdirp(d, { owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 })
         this.mkdirp('/opt/venvs/matrix-synapse/bin')
         this.put('/opt/venvs/matrix-synapse/bin/python', '#!fake python\n', { mode: 0o755 })
         this.venvs.set('/opt/venvs/matrix-synapse', new Map([['matrix-synapse', version.replace(/\+.*$/, '')]]))
@@ -762,7 +960,10 @@ export class FakeHost implements Connection {
       const file = this.unitFile(unit)!
       // systemd runs the unit as it knew it at the last daemon-reload: a changed file not reloaded is a bug.
       const dropIns = [...this.daemonReloadDue].filter((p) => p === file || p.startsWith(`/etc/systemd/system/${unit}.d/`))
-      if (dropIns.length) this.#unexpected(`systemctl ${verb} ${unit} with changed unit files not reloaded (${dropIns.join(', ')}): systemd warns "Run 'systemctl daemon-reload'"`)
+      if (dropIns.length)
+        this.#unexpected(
+          `systemctl ${verb} ${unit} with changed unit files not reloaded (${dropIns.join(', ')}): systemd warns "Run 'systemctl daemon-reload'"`,
+        )
       if (verb === 'enable') this.units.set(unit, { ...(this.units.get(unit) ?? { active: false, since: 0 }), enabled: true })
       else if (verb === 'start') this.startUnit(unit, false)
       else if (verb === 'stop') {
@@ -793,14 +994,26 @@ export class FakeHost implements Connection {
     let out = ''
     take(new RegExp(String.raw`mkdir -p ${ARG}`, 'g'), (m) => this.mkdirp(unquote(m[1]!)))
     take(new RegExp(String.raw`printf '%s\\n' ((?:${ARG.slice(1, -1)} )+)>> ${PENDING_RESTARTS}`, 'g'), (m) => {
-      this.put(PENDING_RESTARTS, (this.text(PENDING_RESTARTS) ?? '') + shellWords(m[1]!).map((u) => `${u}\n`).join(''))
+      this.put(
+        PENDING_RESTARTS,
+        (this.text(PENDING_RESTARTS) ?? '') +
+          shellWords(m[1]!)
+            .map((u) => `${u}\n`)
+            .join(''),
+      )
     })
-    take(new RegExp(String.raw`if \[ -e ${ARG} \] \|\| \[ -L ${ARG} \]; then rm -f ${ARG} && cp -a ${ARG} ${ARG}; echo existed; else echo new; fi`, 'g'), (m) => {
-      const src = unquote(m[1]!)
-      const node = this.fs.get(src)
-      if (node) this.fs.set(unquote(m[5]!), cloneNode(node))
-      out += node ? 'existed\n' : 'new\n'
-    })
+    take(
+      new RegExp(
+        String.raw`if \[ -e ${ARG} \] \|\| \[ -L ${ARG} \]; then rm -f ${ARG} && cp -a ${ARG} ${ARG}; echo existed; else echo new; fi`,
+        'g',
+      ),
+      (m) => {
+        const src = unquote(m[1]!)
+        const node = this.fs.get(src)
+        if (node) this.fs.set(unquote(m[5]!), cloneNode(node))
+        out += node ? 'existed\n' : 'new\n'
+      },
+    )
     if (rest.replace(/&&/g, '').trim()) this.#unexpected(`a restart-ledger script with parts the fake does not know: ${rest}`)
     return { stdout: out }
   }
@@ -812,7 +1025,9 @@ export class FakeHost implements Connection {
       this.roles.set(m[1]!.replace(/""/g, '"'), { login: true, password: m[2]! })
       return {}
     }
-    if ((m = /^CREATE DATABASE "(.+?)" ENCODING '(.+?)' LC_COLLATE '(.+?)' LC_CTYPE '(.+?)' TEMPLATE template0 OWNER "(.+?)";$/.exec(sql))) {
+    if (
+      (m = /^CREATE DATABASE "(.+?)" ENCODING '(.+?)' LC_COLLATE '(.+?)' LC_CTYPE '(.+?)' TEMPLATE template0 OWNER "(.+?)";$/.exec(sql))
+    ) {
       if (!this.roles.has(m[5]!)) return { code: 1, stderr: `ERROR:  role "${m[5]}" does not exist` }
       this.databases.set(m[1]!, { encoding: m[2]!, collate: m[3]!, ctype: m[4]!, owner: m[5]! })
       return {}
@@ -838,7 +1053,8 @@ export class FakeHost implements Connection {
       for (const line of text.split('\n')) {
         const directive = /^\s*(\w+)/.exec(line)?.[1]
         const mod = directive && APACHE_DIRECTIVE_MODULES[directive]
-        if (mod && !this.fs.has(`/etc/apache2/mods-enabled/${mod}.load`)) errors.push(`${target}: Invalid command '${directive}', perhaps misspelled or defined by a module not included`)
+        if (mod && !this.fs.has(`/etc/apache2/mods-enabled/${mod}.load`))
+          errors.push(`${target}: Invalid command '${directive}', perhaps misspelled or defined by a module not included`)
         const file = /^\s*SSLCertificate(?:Key)?File "([^"]+)"/.exec(line)?.[1]
         if (file && !this.fs.has(file)) errors.push(`${target}: SSLCertificateFile: file '${file}' does not exist or is empty`)
       }
@@ -853,7 +1069,8 @@ export class FakeHost implements Connection {
     for (const arg of args) {
       const path = /^--config-path=(.+)$/.exec(arg)?.[1]
       if (!path) this.#unexpected(`synapse.config argument ${arg}`)
-      if (path.endsWith('/')) files.push(...[...this.fs.keys()].filter((p) => posix.dirname(p) === path.slice(0, -1) && p.endsWith('.yaml')).sort())
+      if (path.endsWith('/'))
+        files.push(...[...this.fs.keys()].filter((p) => posix.dirname(p) === path.slice(0, -1) && p.endsWith('.yaml')).sort())
       else files.push(path)
     }
     for (const f of files) {
@@ -878,7 +1095,11 @@ export class FakeHost implements Connection {
       this.users.get('matrix-synapse')!.groups.add('matrix-synapse')
       return {}
     }
-    if ((m = rx(String.raw`^set -e; tmp=\$\(mktemp\);.* curl -fsSL --max-time 60 ${ARG} -o "\$tmp"; .*grep -qx ${ARG} \|\| .* install -m 0644 -o root -g root "\$tmp" (\S+)$`).exec(cmd))) {
+    if (
+      (m = rx(
+        String.raw`^set -e; tmp=\$\(mktemp\);.* curl -fsSL --max-time 60 ${ARG} -o "\$tmp"; .*grep -qx ${ARG} \|\| .* install -m 0644 -o root -g root "\$tmp" (\S+)$`,
+      ).exec(cmd))
+    ) {
       this.put(m[3]!, `fake keyring from ${unquote(m[1]!)}\nfpr:${unquote(m[2]!)}\n`)
       return {}
     }
@@ -886,13 +1107,22 @@ export class FakeHost implements Connection {
       for (const mod of m[1]!.split(' ')) this.put(`/etc/apache2/mods-enabled/${mod}.load`, `LoadModule ${mod}_module\n`)
       return {}
     }
-    if ((m = rx(String.raw`^set -e; umask 077; mkdir -p (\S+); openssl req -x509 .* -addext ${ARG} -addext basicConstraints=critical,CA:TRUE -keyout (\S+)\.new -out (\S+)\.new;`).exec(cmd))) {
+    if (
+      (m = rx(
+        String.raw`^set -e; umask 077; mkdir -p (\S+); openssl req -x509 .* -addext ${ARG} -addext basicConstraints=critical,CA:TRUE -keyout (\S+)\.new -out (\S+)\.new;`,
+      ).exec(cmd))
+    ) {
       this.mkdirp(m[1]!)
       this.put(m[3]!, 'fake private key\n', { mode: 0o600 })
       this.put(m[4]!, `fake certificate ${unquote(m[2]!).replace(/^subjectAltName=/, '')}\n`)
       return {}
     }
-    if ((m = /^cd \/var\/lib\/matrix-synapse && umask 077 && \{ \[ -e (\S+) \] \|\| runuser -u (\S+) -- (\S+) -m synapse\.app\.homeserver .* --generate-keys; \} && chown (\S+):(\S+) \1 && chmod (\d+) \1$/.exec(cmd))) {
+    if (
+      (m =
+        /^cd \/var\/lib\/matrix-synapse && umask 077 && \{ \[ -e (\S+) \] \|\| runuser -u (\S+) -- (\S+) -m synapse\.app\.homeserver .* --generate-keys; \} && chown (\S+):(\S+) \1 && chmod (\d+) \1$/.exec(
+          cmd,
+        ))
+    ) {
       const [, key, user, python, owner, group, mode] = m as unknown as string[]
       if (!this.fs.get(key!)) {
         if (!this.file(python!)) return { code: 127, stderr: `${python}: not found` }
@@ -904,7 +1134,11 @@ export class FakeHost implements Connection {
       this.fs.set(key!, { ...node, owner: owner!, group: group!, mode: parseInt(mode!, 8) })
       return {}
     }
-    if ((m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t"\/(element-\S+) (\S+); rm -rf "\$t"$/.exec(cmd))) {
+    if (
+      (m = /^set -e; t=''; .*echo '([0-9a-f]{64}) {2}(\S+)' \| sha256sum -c --quiet .*mv "\$t"\/(element-\S+) (\S+); rm -rf "\$t"$/.exec(
+        cmd,
+      ))
+    ) {
       const tarball = this.file(m[2]!)
       if (!tarball || sha256(tarball) !== m[1]) return { code: 1, stderr: `SHA-256 of ${m[2]} is not ${m[1]}` }
       this.removeTree(m[4]!)
@@ -918,25 +1152,43 @@ export class FakeHost implements Connection {
       return {}
     }
     if ((m = rx(String.raw`^set -e; \[ -x ${ARG} \] \|\| python3 -m venv +${ARG}; (.*)$`).exec(cmd))) {
-      if (!this.packages.has('python3') || !this.packages.has('python3-venv')) return { code: 1, stderr: 'The virtual environment was not created successfully because ensurepip is not available.' }
+      if (!this.packages.has('python3') || !this.packages.has('python3-venv'))
+        return { code: 1, stderr: 'The virtual environment was not created successfully because ensurepip is not available.' }
       const venv = unquote(m[2]!)
       const parts = m[3]!.split('; ')
       // pip installs without byte-compiling; compileall then compiles the venv's lib on every core.
-      if (parts.pop() !== `${venv}/bin/python -m compileall -q -j0 ${venv}/lib >/dev/null || true`) this.#unexpected(`venv command without its compileall: ${cmd}`)
+      if (parts.pop() !== `${venv}/bin/python -m compileall -q -j0 ${venv}/lib >/dev/null || true`)
+        this.#unexpected(`venv command without its compileall: ${cmd}`)
       const [install, uninstall] = parts
       const words = shellWords(install!)
-      if (words[0] !== `${venv}/bin/pip` || words[1] !== 'install' || !words.includes('--no-deps') || !words.includes('--require-hashes') || !words.includes('--no-compile')) this.#unexpected(`pip command ${cmd}`)
+      if (
+        words[0] !== `${venv}/bin/pip` ||
+        words[1] !== 'install' ||
+        !words.includes('--no-deps') ||
+        !words.includes('--require-hashes') ||
+        !words.includes('--no-compile')
+      )
+        this.#unexpected(`pip command ${cmd}`)
       const requirements = this.text(words[words.indexOf('-r') + 1]!)
       if (requirements === undefined) return { code: 1, stderr: 'ERROR: Could not open requirements file' }
-      const dists = this.venvs.get(venv) ?? new Map([['pip', '23.0.1'], ['setuptools', '66.1.1']])
+      const dists =
+        this.venvs.get(venv) ??
+        new Map([
+          ['pip', '23.0.1'],
+          ['setuptools', '66.1.1'],
+        ])
       if (words.includes('--no-index')) {
         // The wheelhouse's requirements.txt: each wheel pinned by its own digest, checked as pip does.
         const findLinks = words[words.indexOf('--find-links') + 1]!
         for (const line of requirements.split('\n').filter(Boolean)) {
-          const [, name, version, hash] = /^(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})$/.exec(line) ?? this.#unexpected(`requirements line ${line}`)
-          const wheel = [...this.fs.keys()].find((p) => posix.dirname(p) === findLinks && posix.basename(p).startsWith(`${name!.replace(/-/g, '_')}-${version}-`))
+          const [, name, version, hash] =
+            /^(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})$/.exec(line) ?? this.#unexpected(`requirements line ${line}`)
+          const wheel = [...this.fs.keys()].find(
+            (p) => posix.dirname(p) === findLinks && posix.basename(p).startsWith(`${name!.replace(/-/g, '_')}-${version}-`),
+          )
           if (!wheel) return { code: 1, stderr: `ERROR: Could not find a version that satisfies the requirement ${name}==${version}` }
-          if (sha256(this.file(wheel)!) !== hash) return { code: 1, stderr: `ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. ${name}` }
+          if (sha256(this.file(wheel)!) !== hash)
+            return { code: 1, stderr: `ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. ${name}` }
           dists.set(name!, version!)
         }
       } else {
@@ -949,7 +1201,9 @@ export class FakeHost implements Connection {
       return {}
     }
     // The apache task's restart for a new MPM sizing.
-    if ((m = rx(String.raw`^apache2ctl configtest && systemctl restart apache2\.service && mkdir -p (\S+) && cp ${ARG} ${ARG}$`).exec(cmd))) {
+    if (
+      (m = rx(String.raw`^apache2ctl configtest && systemctl restart apache2\.service && mkdir -p (\S+) && cp ${ARG} ${ARG}$`).exec(cmd))
+    ) {
       const test = this.#apacheConfigtest()
       if (test.code) return test
       const restart = this.#systemctl([['systemctl', 'restart', 'apache2.service']])
@@ -958,7 +1212,12 @@ export class FakeHost implements Connection {
       this.put(unquote(m[3]!), this.text(unquote(m[2]!))!)
       return {}
     }
-    if ((m = /^stale=\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); units=; .*; systemctl disable --now \$units && for n in \$stale; do rm -f .*; done$/.exec(cmd))) {
+    if (
+      (m =
+        /^stale=\$\(for f in (\S+)\/\*\.yaml; .* case " "(\S+|'[^']*')" " in .*\); units=; .*; systemctl disable --now \$units && for n in \$stale; do rm -f .*; done$/.exec(
+          cmd,
+        ))
+    ) {
       for (const n of this.#retiredWorkers(m[1]!, unquote(m[2]!))) {
         this.fs.delete(`${m[1]}/${n}.yaml`)
         this.fs.delete(`/etc/matrix-synapse/${n}-log.yaml`)

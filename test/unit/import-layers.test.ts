@@ -48,7 +48,7 @@ describe('the layers of the repository', () => {
     expect(report.big).toEqual([])
   })
 
-  it("finds every import TypeScript finds (import type, export … from, import()), in every file", () => {
+  it('finds every import TypeScript finds (import type, export … from, import()), in every file', () => {
     const files: string[] = []
     const walk = (d: string) => {
       for (const n of readdirSync(d)) {
@@ -63,8 +63,16 @@ describe('the layers of the repository', () => {
     for (const f of files) {
       const text = readFileSync(f, 'utf8')
       const ours = [...new Set(importsOf(text))].sort()
-      const theirs = [...new Set(ts.preProcessFile(text, true, true).importedFiles.map((i) => i.fileName).filter((s) => s.startsWith('.')))].sort()
-      if (JSON.stringify(ours) !== JSON.stringify(theirs)) differ.push(`${relative(root, f)}: ${ours.join(' ')} | typescript: ${theirs.join(' ')}`)
+      const theirs = [
+        ...new Set(
+          ts
+            .preProcessFile(text, true, true)
+            .importedFiles.map((i) => i.fileName)
+            .filter((s) => s.startsWith('.')),
+        ),
+      ].sort()
+      if (JSON.stringify(ours) !== JSON.stringify(theirs))
+        differ.push(`${relative(root, f)}: ${ours.join(' ')} | typescript: ${theirs.join(' ')}`)
     }
     expect(files.length).toBe(report.files)
     expect(differ).toEqual([])

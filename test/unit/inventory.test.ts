@@ -66,7 +66,21 @@ describe('inventories/example.yaml', () => {
     const lines = readFileSync(example, 'utf8').split('\n')
     const undocumented = lines.filter((line) => /^\s*[A-Za-z][A-Za-z0-9]*:/.test(line) && !line.includes('#'))
     // Keys whose comment sits on the line above (section headers) are allowed.
-    const allowed = new Set(['defaults:', 'hosts:', 'matrix1:', 'roles: [apt-keyring, postgres, redis, synapse, workers, apache, element, monitoring]', 'tls:', 'postgres:', 'redis:', 'synapse:', 'aptRepository:', 'ssh:', 'vars:', 'apache:', 'monitoring:'])
+    const allowed = new Set([
+      'defaults:',
+      'hosts:',
+      'matrix1:',
+      'roles: [apt-keyring, postgres, redis, synapse, workers, apache, element, monitoring]',
+      'tls:',
+      'postgres:',
+      'redis:',
+      'synapse:',
+      'aptRepository:',
+      'ssh:',
+      'vars:',
+      'apache:',
+      'monitoring:',
+    ])
     expect(undocumented.map((line) => line.trim()).filter((line) => !allowed.has(line))).toEqual([])
   })
 
@@ -115,7 +129,15 @@ describe('loading', () => {
     expect(vars.postgres.password).toEqual({ kind: 'generate', name: 'postgres-password' })
     expect(vars.redis).toMatchObject({ host: 'matrix1', port: 32992 })
     expect(vars.redis.password).toBeUndefined()
-    expect(vars.synapse).toMatchObject({ install: 'apt', listenPort: 8008, enableRegistration: false, reportStats: false, cacheFactor: 2, federationCaFiles: [], extraConfig: {} })
+    expect(vars.synapse).toMatchObject({
+      install: 'apt',
+      listenPort: 8008,
+      enableRegistration: false,
+      reportStats: false,
+      cacheFactor: 2,
+      federationCaFiles: [],
+      extraConfig: {},
+    })
     expect(vars.synapse.macaroonSecret).toEqual({ kind: 'generate', name: 'macaroon-secret' })
     expect(vars.synapse.formSecret).toEqual({ kind: 'generate', name: 'form-secret' })
     expect(vars.synapse.registrationSharedSecret).toEqual({ kind: 'generate', name: 'registration-shared-secret' })
@@ -131,7 +153,11 @@ describe('loading', () => {
     })
     expect(vars.apache).toEqual({ tls: { mode: 'self-signed' }, delegation: 'well-known', httpsPort: 443, maxClients: 1000 })
     expect(vars.element).toMatchObject({ enabled: false, host: 'element.example.org' })
-    expect(vars.monitoring).toEqual({ enableMetrics: true, mainMetricsPort: 32982, prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' } })
+    expect(vars.monitoring).toEqual({
+      enableMetrics: true,
+      mainMetricsPort: 32982,
+      prometheus: { enabled: false, port: 9090, nodeExporterPort: 9100, retention: '15d', scrapeInterval: '15s', processDownFor: '1m' },
+    })
   })
 
   it('merges defaults under each host, the host winning, lists and secrets replaced whole', async () => {
@@ -240,7 +266,11 @@ hosts:
     expect(byName.db1!.vars.postgres.allowFrom).toEqual(['matrix1'])
     expect(byName.matrix1!.vars.workers.enabled).toBe(true)
     expect(byName.db1!.vars.workers.enabled).toBe(false)
-    expect(byName.element1!.vars.element).toMatchObject({ enabled: true, version: '1.11.85', file: join(scratch, 'element-v1.11.85.tar.gz') })
+    expect(byName.element1!.vars.element).toMatchObject({
+      enabled: true,
+      version: '1.11.85',
+      file: join(scratch, 'element-v1.11.85.tar.gz'),
+    })
   })
 
   it('accepts YAML anchors and merge keys', async () => {
@@ -308,14 +338,19 @@ hosts:
   })
 
   it('never echoes an inline secret', async () => {
-    const issues = await issuesOf(MINIMAL.replace('serverName: example.org', 'serverName: example.org\n    postgres: { password: "correct horse battery" }'))
+    const issues = await issuesOf(
+      MINIMAL.replace('serverName: example.org', 'serverName: example.org\n    postgres: { password: "correct horse battery" }'),
+    )
     expect(issues).toHaveLength(1)
     expect(issues[0]!.message).not.toContain('correct horse')
     expect(issues[0]!.hint).toBe('write { env: NAME }, { file: path } or { generate: true }')
   })
 
   it('reports an empty environment variable as not set', async () => {
-    const issues = await issuesOf(MINIMAL.replace('serverName: example.org', 'serverName: example.org\n    synapse: { formSecret: { env: EMPTY } }'), { ...ENV, EMPTY: '' })
+    const issues = await issuesOf(
+      MINIMAL.replace('serverName: example.org', 'serverName: example.org\n    synapse: { formSecret: { env: EMPTY } }'),
+      { ...ENV, EMPTY: '' },
+    )
     expect(issues[0]!.message).toBe('environment variable EMPTY is not set (it is empty)')
   })
 
@@ -330,8 +365,21 @@ hosts:
 
   it('formats issues as file:line:col: path: message with an indented hint', () => {
     const text = formatIssues([
-      { file: 'prod.yaml', line: 12, col: 5, path: 'hosts.matrix1.ssh.port', message: 'expected an integer between 1 and 65535, got "abc"' },
-      { file: 'prod.yaml', line: 14, col: 7, path: 'hosts.matrix1.vars.postgres.password', message: 'environment variable DB_PASSWORD is not set', hint: 'export DB_PASSWORD=...' },
+      {
+        file: 'prod.yaml',
+        line: 12,
+        col: 5,
+        path: 'hosts.matrix1.ssh.port',
+        message: 'expected an integer between 1 and 65535, got "abc"',
+      },
+      {
+        file: 'prod.yaml',
+        line: 14,
+        col: 7,
+        path: 'hosts.matrix1.vars.postgres.password',
+        message: 'environment variable DB_PASSWORD is not set',
+        hint: 'export DB_PASSWORD=...',
+      },
       { file: 'prod.yaml', line: 1, col: 1, path: '', message: 'YAML syntax error: ...' },
     ])
     expect(text).toBe(
@@ -394,12 +442,22 @@ describe('helpers', () => {
   it('lists the allowed keys of any mapping of the format', () => {
     expect(allowedKeysAt([])).toEqual(['defaults', 'hosts'])
     expect(allowedKeysAt(['hosts', 'anything'])).toEqual(['address', 'privateAddress', 'ssh', 'roles', 'vars'])
-    expect(allowedKeysAt(['defaults', 'vars', 'apache', 'tls'])).toEqual(['mode', 'certificateFile', 'keyFile', 'acmeEmail', 'acmeServer', 'acmeCaFile'])
+    expect(allowedKeysAt(['defaults', 'vars', 'apache', 'tls'])).toEqual([
+      'mode',
+      'certificateFile',
+      'keyFile',
+      'acmeEmail',
+      'acmeServer',
+      'acmeCaFile',
+    ])
   })
 
   it('resolveSecretRef names generated secrets and refuses to generate without a name', async () => {
     const context = { baseDir: scratch, env: {} }
-    expect(await resolveSecretRef({ generate: true }, 'redis-password', context)).toEqual({ ok: true, value: { kind: 'generate', name: 'redis-password' } })
+    expect(await resolveSecretRef({ generate: true }, 'redis-password', context)).toEqual({
+      ok: true,
+      value: { kind: 'generate', name: 'redis-password' },
+    })
     expect(await resolveSecretRef({ generate: true }, undefined, context)).toMatchObject({ ok: false })
   })
 })
@@ -424,7 +482,10 @@ describe('compatibility', () => {
       ['bookworm', 15, '3.11'],
       ['trixie', 17, '3.13'],
     ])
-    expect(findTarget('ubuntu', '20.04')).toMatchObject({ lastSynapsePackage: '1.118', warning: expect.stringContaining('standard support') })
+    expect(findTarget('ubuntu', '20.04')).toMatchObject({
+      lastSynapsePackage: '1.118',
+      warning: expect.stringContaining('standard support'),
+    })
     expect(findTarget('debian', 'trixie')?.version).toBe('13')
     expect(findTarget('debian', '11')).toBeUndefined()
   })

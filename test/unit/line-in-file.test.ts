@@ -21,7 +21,9 @@ class FakeConnection implements Connection {
     const m = /^cat '?([^']+?)'?$/.exec(command)
     const content = m ? this.files[m[1]!] : undefined
     const base = { command, signal: null, durationMs: 1, timedOut: false }
-    return content === undefined ? { ...base, code: 1, stdout: '', stderr: 'no such file\n' } : { ...base, code: 0, stdout: content, stderr: '' }
+    return content === undefined
+      ? { ...base, code: 1, stdout: '', stderr: 'no such file\n' }
+      : { ...base, code: 0, stdout: content, stderr: '' }
   }
   async writeFile(file: FileWrite): Promise<void> {
     this.writes.push(file)
@@ -47,7 +49,15 @@ function factsWith(resource: Resource, state: LineState): FactValues {
   return facts
 }
 
-const fileState = (over: Partial<Extract<LineState, { kind: 'file' }>> = {}): LineState => ({ kind: 'file', owner: 'root', group: 'root', mode: 0o644, present: false, others: 0, ...over })
+const fileState = (over: Partial<Extract<LineState, { kind: 'file' }>> = {}): LineState => ({
+  kind: 'file',
+  owner: 'root',
+  group: 'root',
+  mode: 0o644,
+  present: false,
+  others: 0,
+  ...over,
+})
 
 async function planAndApply(resource: Resource, conn: FakeConnection, state: LineState, dryRun = false) {
   const change = await resource.plan({ conn, facts: factsWith(resource, state), predicted: new Prediction(), dryRun })
@@ -85,7 +95,9 @@ describe('lineInFile plan and apply', () => {
     expect(change!.summary).toContain('replace the line matching')
     expect(change!.diff).toContain('-#vm.swappiness = 60\n+vm.swappiness = 10\n')
     expect(conn.commands).toEqual(['cat /etc/sysctl.conf'])
-    expect(conn.writes).toEqual([{ path: '/etc/sysctl.conf', content: '# tuning\nvm.swappiness = 10\nnet.x = 1\n', owner: 'root', group: 'adm', mode: 0o640 }])
+    expect(conn.writes).toEqual([
+      { path: '/etc/sysctl.conf', content: '# tuning\nvm.swappiness = 10\nnet.x = 1\n', owner: 'root', group: 'adm', mode: 0o640 },
+    ])
   })
 
   it('appends when the line is missing and nothing matches', async () => {
@@ -120,11 +132,15 @@ describe('lineInFile plan and apply', () => {
 
   it('refuses a directory, a multi-line line and a pattern the host and JavaScript read differently', async () => {
     const conn = new FakeConnection({ '/etc/x': 'x\n' })
-    await expect(planAndApply(lineInFile({ path: '/etc/x', line: 'y' }), conn, { kind: 'not-a-file', type: 'directory' })).rejects.toThrow(/is a directory/)
+    await expect(planAndApply(lineInFile({ path: '/etc/x', line: 'y' }), conn, { kind: 'not-a-file', type: 'directory' })).rejects.toThrow(
+      /is a directory/,
+    )
     expect(() => lineInFile({ path: '/etc/x', line: 'a\nb' })).toThrow(/newline/)
     expect(() => lineInFile({ path: '/etc/x', line: 'a', match: '(' })).toThrow()
     // The host said one other line matches, JavaScript finds none: an error, never an endless "changed".
-    await expect(planAndApply(lineInFile({ path: '/etc/x', line: 'x', match: '^zzz' }), conn, fileState({ present: true, others: 1 }))).rejects.toThrow(/grep -P/)
+    await expect(
+      planAndApply(lineInFile({ path: '/etc/x', line: 'x', match: '^zzz' }), conn, fileState({ present: true, others: 1 })),
+    ).rejects.toThrow(/grep -P/)
   })
 })
 
@@ -162,7 +178,14 @@ describe('lineState fact on a real shell', () => {
     expect(() => probe(join(dir, 'f'), 'y', '(')).toThrow(/grep -P rejected/)
   })
   it('parses what the command prints', () => {
-    expect(parseLineState('root|adm|640|1|0\n', 0)).toEqual({ kind: 'file', owner: 'root', group: 'adm', mode: 0o640, present: true, others: 0 })
+    expect(parseLineState('root|adm|640|1|0\n', 0)).toEqual({
+      kind: 'file',
+      owner: 'root',
+      group: 'adm',
+      mode: 0o640,
+      present: true,
+      others: 0,
+    })
     expect(() => parseLineState('garbage', 0)).toThrow(/cannot read/)
   })
 })

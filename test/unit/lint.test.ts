@@ -1,11 +1,12 @@
 /**
- * ESLint (eslint.config.js: typescript-eslint's type-checked rules) holds for the repository, in the unit project so
- * that `npm test` and .ci/run enforce it; and it catches what it is for (a floating promise).
+ * ESLint (eslint.config.js: typescript-eslint's type-checked rules) and Prettier (.prettierrc.json) hold for the
+ * repository, in the unit project so that `npm test` and .ci/run enforce them; and each catches what it is for.
  */
 import { fileURLToPath } from 'node:url'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { ESLint } from 'eslint'
+import * as prettier from 'prettier'
 import { describe, expect, it } from 'vitest'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
@@ -20,55 +21,113 @@ const PENDING: Record<string, Record<string, number>> = {
   'src/artifacts/wheelhouse.ts': { 'no-useless-escape': 1 },
   'src/engine/batched-writes.ts': { '@typescript-eslint/require-await': 2 },
   'src/inventory/values.ts': { 'no-control-regex': 2 },
-  'src/inventory/zod-issues.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 2 },
   'src/resources/apt-packages.ts': { '@typescript-eslint/require-await': 1 },
   'src/resources/command.ts': { '@typescript-eslint/require-await': 1 },
   'src/resources/file.ts': { '@typescript-eslint/no-unused-vars': 1, '@typescript-eslint/require-await': 2 },
   'src/resources/postgres.ts': { '@typescript-eslint/require-await': 2 },
   'src/resources/python-venv.ts': { '@typescript-eslint/require-await': 1 },
   'src/resources/systemd-service.ts': { '@typescript-eslint/require-await': 1 },
-  'src/ssh/connect.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
   'tasks/synapse/release.ts': { '@typescript-eslint/no-unused-vars': 2, 'preserve-caught-error': 3 },
   'tasks/synapse/signing-key.ts': { '@typescript-eslint/require-await': 1 },
   'tasks/synapse/worker-handover.ts': { '@typescript-eslint/require-await': 1 },
   'test/e2e/adopt.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1 },
-  'test/e2e/disaster-recovery.test.ts': { '@typescript-eslint/no-explicit-any': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-member-access': 1, '@typescript-eslint/no-unsafe-return': 1 },
-  'test/e2e/federation.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 2 },
-  'test/e2e/single-host.test.ts': { '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/no-unsafe-call': 4, '@typescript-eslint/no-unsafe-member-access': 9 },
-  'test/e2e/two-hosts.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 2, '@typescript-eslint/no-unsafe-member-access': 7 },
+  'test/e2e/disaster-recovery.test.ts': {
+    '@typescript-eslint/no-explicit-any': 1,
+    '@typescript-eslint/no-unsafe-argument': 1,
+    '@typescript-eslint/no-unsafe-assignment': 1,
+    '@typescript-eslint/no-unsafe-member-access': 1,
+    '@typescript-eslint/no-unsafe-return': 1,
+  },
+  'test/e2e/federation.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 1,
+    '@typescript-eslint/no-unsafe-call': 1,
+    '@typescript-eslint/no-unsafe-member-access': 2,
+  },
+  'test/e2e/single-host.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 3,
+    '@typescript-eslint/no-unsafe-call': 4,
+    '@typescript-eslint/no-unsafe-member-access': 9,
+  },
+  'test/e2e/two-hosts.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 5,
+    '@typescript-eslint/no-unsafe-call': 2,
+    '@typescript-eslint/no-unsafe-member-access': 7,
+  },
   'test/e2e/worker-topology.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-member-access': 1 },
   'test/integration/acme.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-member-access': 6 },
   'test/integration/engine-resources.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/unbound-method': 1 },
   'test/integration/faults.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
-  'test/integration/plan-apply.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
-  'test/integration/tasks-apache.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 5, '@typescript-eslint/no-unsafe-member-access': 13 },
-  'test/integration/tasks-data.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 5 },
+  'test/integration/tasks-apache.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 5,
+    '@typescript-eslint/no-unsafe-call': 5,
+    '@typescript-eslint/no-unsafe-member-access': 13,
+  },
+  'test/integration/tasks-data.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 2,
+    '@typescript-eslint/no-unsafe-call': 3,
+    '@typescript-eslint/no-unsafe-member-access': 5,
+  },
   'test/support/acme.ts': { '@typescript-eslint/no-base-to-string': 1, '@typescript-eslint/restrict-template-expressions': 1 },
   'test/support/build-cli.ts': { 'preserve-caught-error': 1 },
   'test/support/hosts.ts': { '@typescript-eslint/no-redundant-type-constituents': 1 },
   'test/unit/artifacts.test.ts': { '@typescript-eslint/no-unsafe-assignment': 8 },
   'test/unit/engine-apply.test.ts': { '@typescript-eslint/require-await': 1 },
-  'test/unit/engine-core.test.ts': { '@typescript-eslint/require-await': 1, '@typescript-eslint/restrict-template-expressions': 1, '@typescript-eslint/unbound-method': 1 },
+  'test/unit/engine-core.test.ts': {
+    '@typescript-eslint/require-await': 1,
+    '@typescript-eslint/restrict-template-expressions': 1,
+    '@typescript-eslint/unbound-method': 1,
+  },
   'test/unit/fake-host.ts': { '@typescript-eslint/require-await': 5, 'no-useless-assignment': 1 },
-  'test/unit/fixtures/matrix-settings.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
   'test/unit/inventory.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1 },
   'test/unit/line-in-file.test.ts': { '@typescript-eslint/require-await': 3, 'no-useless-assignment': 1 },
   'test/unit/lock.test.ts': { '@typescript-eslint/no-unused-vars': 1 },
-  'test/unit/metrics-status.test.ts': { '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/restrict-template-expressions': 1, 'no-regex-spaces': 1 },
-  'test/unit/multihost.test.ts': { '@typescript-eslint/no-unsafe-assignment': 5, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 7, '@typescript-eslint/require-await': 3 },
+  'test/unit/metrics-status.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 3,
+    '@typescript-eslint/restrict-template-expressions': 1,
+  },
+  'test/unit/multihost.test.ts': {
+    '@typescript-eslint/no-unsafe-assignment': 5,
+    '@typescript-eslint/no-unsafe-call': 3,
+    '@typescript-eslint/no-unsafe-member-access': 7,
+    '@typescript-eslint/require-await': 3,
+  },
   'test/unit/report-text.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
   'test/unit/secret-masking.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1, '@typescript-eslint/require-await': 2 },
-  'test/unit/ssh-config.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1 },
   'test/unit/ssh-shell.test.ts': { '@typescript-eslint/no-unused-expressions': 1, '@typescript-eslint/unbound-method': 1 },
   'test/unit/task-board.test.ts': { '@typescript-eslint/require-await': 1 },
-  'test/unit/task-plans.test.ts': { '@typescript-eslint/no-explicit-any': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 13, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 19, '@typescript-eslint/no-unused-vars': 2 },
+  'test/unit/task-plans.test.ts': {
+    '@typescript-eslint/no-explicit-any': 1,
+    '@typescript-eslint/no-unsafe-argument': 1,
+    '@typescript-eslint/no-unsafe-assignment': 13,
+    '@typescript-eslint/no-unsafe-call': 1,
+    '@typescript-eslint/no-unsafe-member-access': 19,
+    '@typescript-eslint/no-unused-vars': 2,
+  },
   'test/unit/templates-apache.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
   'test/unit/templates-element.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-member-access': 1 },
-  'test/unit/templates-monitoring.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unnecessary-type-assertion': 1, '@typescript-eslint/no-unsafe-assignment': 3, '@typescript-eslint/no-unsafe-call': 3, '@typescript-eslint/no-unsafe-member-access': 8, '@typescript-eslint/no-unsafe-return': 1 },
+  'test/unit/templates-monitoring.test.ts': {
+    '@typescript-eslint/no-explicit-any': 2,
+    '@typescript-eslint/no-unsafe-assignment': 3,
+    '@typescript-eslint/no-unsafe-call': 3,
+    '@typescript-eslint/no-unsafe-member-access': 8,
+    '@typescript-eslint/no-unsafe-return': 1,
+  },
   'test/unit/templates-synapse.test.ts': { '@typescript-eslint/no-explicit-any': 5, '@typescript-eslint/no-unsafe-member-access': 8 },
-  'test/unit/templates-workers.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unsafe-assignment': 1, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 6, '@typescript-eslint/no-unsafe-return': 1 },
-  'test/unit/topology.test.ts': { '@typescript-eslint/no-explicit-any': 2, '@typescript-eslint/no-unnecessary-type-assertion': 1, '@typescript-eslint/no-unsafe-argument': 1, '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-call': 1, '@typescript-eslint/no-unsafe-member-access': 5 },
-  'test/unit/upgrade-plan.test.ts': { '@typescript-eslint/no-unnecessary-type-assertion': 1, '@typescript-eslint/require-await': 6 },
+  'test/unit/templates-workers.test.ts': {
+    '@typescript-eslint/no-explicit-any': 2,
+    '@typescript-eslint/no-unsafe-assignment': 1,
+    '@typescript-eslint/no-unsafe-call': 1,
+    '@typescript-eslint/no-unsafe-member-access': 6,
+    '@typescript-eslint/no-unsafe-return': 1,
+  },
+  'test/unit/topology.test.ts': {
+    '@typescript-eslint/no-explicit-any': 2,
+    '@typescript-eslint/no-unsafe-argument': 1,
+    '@typescript-eslint/no-unsafe-assignment': 2,
+    '@typescript-eslint/no-unsafe-call': 1,
+    '@typescript-eslint/no-unsafe-member-access': 5,
+  },
+  'test/unit/upgrade-plan.test.ts': { '@typescript-eslint/require-await': 6 },
 }
 
 type Counts = Record<string, Record<string, number>>
@@ -102,7 +161,9 @@ describe('ESLint', () => {
         const found = counts[file]?.[rule] ?? 0
         const pending = PENDING[file]?.[rule] ?? 0
         if (found !== pending) {
-          differences.push(`${file} ${rule}: found ${found}, pending ${pending}${found < pending ? ' (fixed: lower or delete its PENDING entry)' : ''}`)
+          differences.push(
+            `${file} ${rule}: found ${found}, pending ${pending}${found < pending ? ' (fixed: lower or delete its PENDING entry)' : ''}`,
+          )
           differences.push(...lines.filter((l) => l.startsWith(`${file}:`) && l.includes(` ${rule}: `)).map((l) => `  ${l}`))
         }
       }
@@ -117,5 +178,41 @@ describe('ESLint', () => {
     const code = `${readFileSync(file, 'utf8')}\nexport function later(): Promise<void> {\n  return Promise.resolve()\n}\nexport function forgets(): void {\n  later()\n}\n`
     const [result] = await eslint.lintText(code, { filePath: file })
     expect(result?.messages.map((m) => m.ruleId)).toEqual(['@typescript-eslint/no-floating-promises'])
+  })
+})
+
+/** The code Prettier formats (package.json's format script): .ts/.js/.mjs under these folders, minus .prettierignore's. */
+const FORMATTED = ['src', 'tasks', 'test', 'bench', 'scripts']
+const NOT_FORMATTED = ['test/fixtures/', 'bench/results/', 'bench/.work/']
+
+function codeFiles(dir: string, found: string[] = []): string[] {
+  for (const name of readdirSync(join(root, dir))) {
+    const path = `${dir}/${name}`
+    if (name.startsWith('.') || name === 'node_modules' || NOT_FORMATTED.some((p) => `${path}/`.startsWith(p))) continue
+    if (statSync(join(root, path)).isDirectory()) codeFiles(path, found)
+    else if (/\.(ts|js|mjs)$/.test(name)) found.push(path)
+  }
+  return found
+}
+
+describe('Prettier', () => {
+  it('finds every code file formatted (npm run format writes them)', { timeout: 300_000 }, async () => {
+    const files = FORMATTED.flatMap((d) => codeFiles(d))
+    expect(files.length).toBeGreaterThan(200)
+    const unformatted: string[] = []
+    for (const file of files) {
+      const options = await prettier.resolveConfig(join(root, file))
+      if (!(await prettier.check(readFileSync(join(root, file), 'utf8'), { ...options, filepath: join(root, file) })))
+        unformatted.push(file)
+    }
+    expect(unformatted).toEqual([])
+  })
+
+  it("uses the repository's style and reports code that differs from it", async () => {
+    const filepath = join(root, 'src/core/quote.ts')
+    const options = await prettier.resolveConfig(filepath)
+    expect(options).toMatchObject({ semi: false, singleQuote: true, trailingComma: 'all', printWidth: 140 })
+    expect(await prettier.check("export const a = 'x'\n", { ...options, filepath })).toBe(true)
+    expect(await prettier.check('export const a = "x";\n', { ...options, filepath })).toBe(false)
   })
 })

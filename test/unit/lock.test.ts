@@ -61,10 +61,21 @@ describe('environment markers', () => {
 describe('lock file', () => {
   it('reads the header, every pin with its hashes and markers, and names normalized', () => {
     const lock = parseLock(fixtureLockText(), FILE, '1.163.2')
-    expect(lock).toMatchObject({ synapseVersion: '1.163.2', requirement: 'matrix-synapse[postgres,redis]==1.163.2', resolvedAsOf: '2026-10-23T20:14:20Z', python: '>=3.10' })
+    expect(lock).toMatchObject({
+      synapseVersion: '1.163.2',
+      requirement: 'matrix-synapse[postgres,redis]==1.163.2',
+      resolvedAsOf: '2026-10-23T20:14:20Z',
+      python: '>=3.10',
+    })
     expect(lock.entries).toHaveLength(8)
-    expect(lock.entries.find((e) => e.name === 'prometheus-client')).toMatchObject({ version: '0.26.0', hashes: [fakeHash('prometheus-client-0.26.0-a'), fakeHash('prometheus-client-0.26.0-b')] })
-    expect(lock.entries.filter((e) => e.name === 'pillow').map((e) => e.marker)).toEqual(["python_full_version < '3.11'", "python_full_version >= '3.11'"])
+    expect(lock.entries.find((e) => e.name === 'prometheus-client')).toMatchObject({
+      version: '0.26.0',
+      hashes: [fakeHash('prometheus-client-0.26.0-a'), fakeHash('prometheus-client-0.26.0-b')],
+    })
+    expect(lock.entries.filter((e) => e.name === 'pillow').map((e) => e.marker)).toEqual([
+      "python_full_version < '3.11'",
+      "python_full_version >= '3.11'",
+    ])
     expect(lock.digest).toMatch(/^[0-9a-f]{64}$/)
   })
 
@@ -86,23 +97,34 @@ describe('lock file', () => {
 
   it('refuses loose pins, missing or malformed hashes, and a pin given twice, naming the line', () => {
     const text = fixtureLockText()
-    expect(lockError(text.replace('twisted==26.4.0', 'twisted>=26.4.0')).message).toMatch(/:\d+: "twisted>=26\.4\.0" is not an exact pin name==version/)
+    expect(lockError(text.replace('twisted==26.4.0', 'twisted>=26.4.0')).message).toMatch(
+      /:\d+: "twisted>=26\.4\.0" is not an exact pin name==version/,
+    )
     const noHash = text.replace(/(txredisapi==1\.5\.0) \\\n.*\\\n.*\n/, '$1\n')
     expect(lockError(noHash).message).toMatch(/txredisapi==1\.5\.0 has no --hash/)
-    expect(lockError(text.replace(/--hash=sha256:[0-9a-f]{64}/, '--hash=md5:abc')).message).toContain('is not a --hash=sha256:<64 hex digits> option')
+    expect(lockError(text.replace(/--hash=sha256:[0-9a-f]{64}/, '--hash=md5:abc')).message).toContain(
+      'is not a --hash=sha256:<64 hex digits> option',
+    )
     const twice = text + 'twisted==26.4.0 --hash=sha256:' + fakeHash('x') + '\n'
     expect(lockError(twice).message).toMatch(/twisted is pinned twice \(also on line \d+\)/)
   })
 
   it('refuses a lock for another version than the inventory asks for, or one whose pin contradicts its header', () => {
-    expect(lockError(fixtureLockText('1.163.2'), '1.158.0').message).toContain('this lock is for Synapse 1.163.2, but the inventory asks for 1.158.0')
+    expect(lockError(fixtureLockText('1.163.2'), '1.158.0').message).toContain(
+      'this lock is for Synapse 1.163.2, but the inventory asks for 1.158.0',
+    )
     const contradicting = fixtureLockText().replace('matrix-synapse==1.163.2', 'matrix-synapse==1.163.1')
     expect(lockError(contradicting).message).toMatch(/:\d+: matrix-synapse is pinned to 1\.163\.1, but the header says 1\.163\.2/)
-    expect(lockError(fixtureLockText().replace('# resolved-as-of: 2026-10-23T20:14:20Z\n', '')).message).toContain('the header has no "# resolved-as-of:" line')
+    expect(lockError(fixtureLockText().replace('# resolved-as-of: 2026-10-23T20:14:20Z\n', '')).message).toContain(
+      'the header has no "# resolved-as-of:" line',
+    )
   })
 
   it('refuses a lock resolved without the extras the tool installs', () => {
-    const noRedis = fixtureLockText().replace('# requirement: matrix-synapse[postgres,redis]==1.163.2', '# requirement: matrix-synapse[postgres]==1.163.2')
+    const noRedis = fixtureLockText().replace(
+      '# requirement: matrix-synapse[postgres,redis]==1.163.2',
+      '# requirement: matrix-synapse[postgres]==1.163.2',
+    )
     expect(lockError(noRedis).message).toContain('resolved without the extra(s) redis')
   })
 
@@ -128,7 +150,7 @@ describe('drift of a venv from its lock', () => {
       ['setuptools', '66.1.1'],
     ])
 
-  it('none when the venv holds the lock for its Python (the venv\'s own pip and setuptools are left alone)', () => {
+  it("none when the venv holds the lock for its Python (the venv's own pip and setuptools are left alone)", () => {
     expect(lockDrift(lock, { python: '3.11.2', installed: exact() })).toEqual({ missing: [], differ: [], extra: [] })
   })
 
@@ -149,8 +171,10 @@ describe('drift of a venv from its lock', () => {
     )
   })
 
-  it('judges by the venv\'s own Python: Python 3.10 wants the other pillow', () => {
-    expect(lockDrift(lock, { python: '3.10.12', installed: exact() }).differ).toEqual([{ name: 'pillow', installed: '13.0.0', locked: '12.3.0' }])
+  it("judges by the venv's own Python: Python 3.10 wants the other pillow", () => {
+    expect(lockDrift(lock, { python: '3.10.12', installed: exact() }).differ).toEqual([
+      { name: 'pillow', installed: '13.0.0', locked: '12.3.0' },
+    ])
   })
 
   it('shortens a long list to a plan line', () => {
@@ -159,7 +183,13 @@ describe('drift of a venv from its lock', () => {
   })
 
   it('parses the venv fact (names normalized) and no venv as null', () => {
-    expect(parseVenvContents('python 3.11.2\nPrometheus_Client 0.26.0\nmatrix-synapse 1.163.2\n', 0)).toEqual({ python: '3.11.2', installed: new Map([['prometheus-client', '0.26.0'], ['matrix-synapse', '1.163.2']]) })
+    expect(parseVenvContents('python 3.11.2\nPrometheus_Client 0.26.0\nmatrix-synapse 1.163.2\n', 0)).toEqual({
+      python: '3.11.2',
+      installed: new Map([
+        ['prometheus-client', '0.26.0'],
+        ['matrix-synapse', '1.163.2'],
+      ]),
+    })
     expect(parseVenvContents('', 127)).toBeNull()
     expect(wheelNameVersion('prometheus_client-0.26.0-py3-none-any.whl')).toEqual({ name: 'prometheus-client', version: '0.26.0' })
     expect(wheelNameVersion('psycopg2-2.9.13.tar.gz')).toBeUndefined()
@@ -168,7 +198,12 @@ describe('drift of a venv from its lock', () => {
 
 describe('the venv resource plans from the lock', () => {
   const lock = parseLock(fixtureLockText(), '/inv/synapse-lock/1.163.2.txt')
-  const venv = pythonVirtualenv({ path: '/opt/venvs/matrix-synapse', lock, packageName: 'matrix-synapse', wheelhouse: '/controller/wheels' })
+  const venv = pythonVirtualenv({
+    path: '/opt/venvs/matrix-synapse',
+    lock,
+    packageName: 'matrix-synapse',
+    wheelhouse: '/controller/wheels',
+  })
   const planWith = (stdout: string, code = 0) => {
     const facts = new FactValues()
     const [fact] = venv.facts()
@@ -179,27 +214,37 @@ describe('the venv resource plans from the lock', () => {
   it('a fresh host: install from the lock, naming it', async () => {
     expect(await planWith('', 127)).toMatchObject({
       action: 'install',
-      summary: 'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)',
+      summary:
+        'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)',
       touches: ['pkg:matrix-synapse', '/opt/venvs/matrix-synapse/'],
     })
   })
 
   it('a venv that matches: no change', async () => {
-    expect(await planWith('python 3.11.2\nmatrix-synapse 1.163.2\npillow 13.0.0\nprometheus-client 0.26.0\npsycopg2 2.9.13\ntwisted 26.4.0\ntxredisapi 1.5.0\npip 23.0.1\n')).toBeNull()
+    expect(
+      await planWith(
+        'python 3.11.2\nmatrix-synapse 1.163.2\npillow 13.0.0\nprometheus-client 0.26.0\npsycopg2 2.9.13\ntwisted 26.4.0\ntxredisapi 1.5.0\npip 23.0.1\n',
+      ),
+    ).toBeNull()
   })
 
   it('a venv where pip kept a newer dependency: an update that restarts Synapse, with the diff', async () => {
-    const change = await planWith('python 3.11.2\nmatrix-synapse 1.163.2\npillow 13.0.0\nprometheus-client 0.26.0\npsycopg2 2.9.13\ntwisted 26.4.0\ntxredisapi 1.6.0\n')
+    const change = await planWith(
+      'python 3.11.2\nmatrix-synapse 1.163.2\npillow 13.0.0\nprometheus-client 0.26.0\npsycopg2 2.9.13\ntwisted 26.4.0\ntxredisapi 1.6.0\n',
+    )
     expect(change).toMatchObject({
       action: 'update',
-      summary: 'bring /opt/venvs/matrix-synapse back to the lock synapse-lock/1.163.2.txt: 1 differ (txredisapi 1.6.0 -> 1.5.0) (from the uploaded wheelhouse, offline)',
+      summary:
+        'bring /opt/venvs/matrix-synapse back to the lock synapse-lock/1.163.2.txt: 1 differ (txredisapi 1.6.0 -> 1.5.0) (from the uploaded wheelhouse, offline)',
       touches: ['pkg:matrix-synapse', '/opt/venvs/matrix-synapse/'],
     })
     expect(change?.diff).toContain('-txredisapi==1.6.0\n+txredisapi==1.5.0\n')
   })
 
   it('another Synapse in the venv: an upgrade from the lock', async () => {
-    const change = await planWith('python 3.11.2\nmatrix-synapse 1.158.0\npillow 13.0.0\nprometheus-client 0.25.0\npsycopg2 2.9.13\ntwisted 25.5.0\ntxredisapi 1.4.11\n')
+    const change = await planWith(
+      'python 3.11.2\nmatrix-synapse 1.158.0\npillow 13.0.0\nprometheus-client 0.25.0\npsycopg2 2.9.13\ntwisted 25.5.0\ntxredisapi 1.4.11\n',
+    )
     expect(change?.summary).toBe(
       'upgrade matrix-synapse 1.158.0 -> 1.163.2 in /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt: 4 differ (matrix-synapse 1.158.0 -> 1.163.2, prometheus-client 0.25.0 -> 0.26.0, twisted 25.5.0 -> 26.4.0, txredisapi 1.4.11 -> 1.5.0) (from the uploaded wheelhouse, offline)',
     )
@@ -216,13 +261,18 @@ describe('release dates and cutoffs', () => {
     expect(cutoffOf(releaseTimeFrom(releases, '1.163.2'))).toBe('2026-10-23T20:14:20Z')
   })
   it('a version PyPI does not have is an error naming its neighbours', () => {
-    expect(() => releaseTimeFrom(releases, '1.163.3')).toThrow('matrix-synapse 1.163.3 is not on PyPI (releases of that minor: 1.163.2, 1.163.1)')
+    expect(() => releaseTimeFrom(releases, '1.163.3')).toThrow(
+      'matrix-synapse 1.163.3 is not on PyPI (releases of that minor: 1.163.2, 1.163.1)',
+    )
   })
 })
 
 describe('the inventory loads the lock of each pip host before any connection', () => {
   const base = (synapse: Record<string, unknown>) =>
-    stringify({ defaults: { vars: { serverName: 'example.org', synapse } }, hosts: { hs: { address: '203.0.113.5', roles: ['postgres', 'synapse'] } } })
+    stringify({
+      defaults: { vars: { serverName: 'example.org', synapse } },
+      hosts: { hs: { address: '203.0.113.5', roles: ['postgres', 'synapse'] } },
+    })
   const load = (synapse: Record<string, unknown>) => loadInventoryFromString(base(synapse), join(work, 'inventory.yaml'), {})
   const issues = async (synapse: Record<string, unknown>) => {
     const error = await load(synapse).catch((e: unknown) => e)
@@ -233,7 +283,10 @@ describe('the inventory loads the lock of each pip host before any connection', 
 
   it('finds synapse-lock/<version>.txt beside the inventory', async () => {
     const inventory = await load({ install: 'pip', version: '1.163.2' })
-    expect(inventory.hosts[0]!.vars.synapse.lock).toMatchObject({ synapseVersion: '1.163.2', file: join(work, 'synapse-lock', '1.163.2.txt') })
+    expect(inventory.hosts[0]!.vars.synapse.lock).toMatchObject({
+      synapseVersion: '1.163.2',
+      file: join(work, 'synapse-lock', '1.163.2.txt'),
+    })
   })
 
   it('a version without a lock: an issue at synapse.version naming the file and the command', async () => {
@@ -249,7 +302,9 @@ describe('the inventory loads the lock of each pip host before any connection', 
     writeFileSync(join(dir, '1.163.2.txt'), fixtureLockText().replace('twisted==26.4.0', 'twisted~=26.4'))
     const [issue] = await issues({ install: 'pip', version: '1.163.2', lockDir: dir })
     expect(issue!.path).toBe('defaults.vars.synapse.lockDir')
-    expect(issue!.message).toMatch(new RegExp(`${join(dir, '1.163.2.txt').replace(/[.]/g, '\\.')}:\\d+: "twisted~=26\\.4" is not an exact pin`))
+    expect(issue!.message).toMatch(
+      new RegExp(`${join(dir, '1.163.2.txt').replace(/[.]/g, '\\.')}:\\d+: "twisted~=26\\.4" is not an exact pin`),
+    )
   })
 
   it('a wheelhouse built from another lock is refused', async () => {
@@ -274,11 +329,19 @@ describe('the inventory loads the lock of each pip host before any connection', 
 })
 
 describe('provision lock: which versions an inventory needs', () => {
-  const inventory = (hosts: Record<string, { roles: string[]; synapse?: Record<string, unknown> }>, synapse: Record<string, unknown> = {}) =>
+  const inventory = (
+    hosts: Record<string, { roles: string[]; synapse?: Record<string, unknown> }>,
+    synapse: Record<string, unknown> = {},
+  ) =>
     loadInventoryFromString(
       stringify({
         defaults: { vars: { serverName: 'example.org', synapse } },
-        hosts: Object.fromEntries(Object.entries(hosts).map(([name, h], i) => [name, { address: `203.0.113.${i + 1}`, roles: h.roles, ...(h.synapse ? { vars: { synapse: h.synapse } } : {}) }])),
+        hosts: Object.fromEntries(
+          Object.entries(hosts).map(([name, h], i) => [
+            name,
+            { address: `203.0.113.${i + 1}`, roles: h.roles, ...(h.synapse ? { vars: { synapse: h.synapse } } : {}) },
+          ]),
+        ),
       }),
       join(work, 'targets', 'inventory.yaml'),
       {},
@@ -287,7 +350,11 @@ describe('provision lock: which versions an inventory needs', () => {
 
   it('one lock per distinct version and lock directory of the pip hosts; apt hosts need none', async () => {
     const inv = await inventory(
-      { a: { roles: ['postgres', 'synapse'] }, b: { roles: ['postgres', 'synapse'], synapse: { version: '1.158.0' } }, c: { roles: ['postgres', 'synapse'], synapse: { install: 'apt', version: '1.140.0' } } },
+      {
+        a: { roles: ['postgres', 'synapse'] },
+        b: { roles: ['postgres', 'synapse'], synapse: { version: '1.158.0' } },
+        c: { roles: ['postgres', 'synapse'], synapse: { install: 'apt', version: '1.140.0' } },
+      },
       { install: 'pip', version: '1.163.2' },
     )
     expect(lockTargets(inv)).toEqual([
@@ -307,7 +374,7 @@ describe('provision lock: which versions an inventory needs', () => {
 })
 
 describe('the sandbox inventory points at the committed locks', () => {
-  it('synapse.lockDir is the template directory\'s synapse-lock, relative to the generated file', async () => {
+  it("synapse.lockDir is the template directory's synapse-lock, relative to the generated file", async () => {
     const { readFileSync } = await import('node:fs')
     const { renderSandboxInventory } = await import('../../src/commands/sandbox/inventory.js')
     const template = readFileSync(new URL('../../inventories/sandbox.yaml', import.meta.url), 'utf8')

@@ -18,8 +18,14 @@ function exposition(f: { cpu: number; sends: number[]; blocks: Record<string, nu
     '# TYPE process_cpu_seconds_total counter',
     `process_cpu_seconds_total ${f.cpu}`,
     `process_resident_memory_bytes ${f.rss ?? 209715200}`,
-    ...bounds.map((le) => `synapse_http_server_response_time_seconds_bucket{code="200",le="${le}",method="PUT",server_name="one.test",servlet="RoomSendEventRestServlet",tag="/_matrix/client/v3/rooms/\\"id\\"/send"} ${bucket(le)}.0`),
-    ...bounds.map((le) => `synapse_http_server_response_time_seconds_bucket{code="200",le="${le}",method="GET",server_name="one.test",servlet="SyncRestServlet",tag=""} 50.0`),
+    ...bounds.map(
+      (le) =>
+        `synapse_http_server_response_time_seconds_bucket{code="200",le="${le}",method="PUT",server_name="one.test",servlet="RoomSendEventRestServlet",tag="/_matrix/client/v3/rooms/\\"id\\"/send"} ${bucket(le)}.0`,
+    ),
+    ...bounds.map(
+      (le) =>
+        `synapse_http_server_response_time_seconds_bucket{code="200",le="${le}",method="GET",server_name="one.test",servlet="SyncRestServlet",tag=""} 50.0`,
+    ),
     ...Object.entries(f.blocks).flatMap(([b, v]) => [
       `synapse_util_metrics_block_ru_utime_seconds_total{block_name="${b}",server_name="one.test"} ${v * 0.75}`,
       `synapse_util_metrics_block_ru_stime_seconds_total{block_name="${b}",server_name="one.test"} ${v * 0.25}`,
@@ -61,21 +67,48 @@ describe('histogram quantiles (as Prometheus histogram_quantile)', () => {
   const b = (pairs: [string, number][]) => bucketsOf(pairs.map(([le, value]) => ({ name: 'h', labels: { le }, value })))
 
   it('interpolates inside the bucket the rank falls in, the lowest bucket starting at 0', () => {
-    const h = b([['0.1', 50], ['0.2', 100], ['+Inf', 100]])
+    const h = b([
+      ['0.1', 50],
+      ['0.2', 100],
+      ['+Inf', 100],
+    ])
     expect(quantile(0.5, h)).toBeCloseTo(0.1)
     expect(quantile(0.75, h)).toBeCloseTo(0.15)
     expect(quantile(0.25, h)).toBeCloseTo(0.05)
   })
 
   it('gives the highest finite bound for a rank in +Inf, and nothing without observations', () => {
-    expect(quantile(0.99, b([['1', 1], ['+Inf', 10]]))).toBe(1)
-    expect(quantile(0.5, b([['1', 0], ['+Inf', 0]]))).toBeUndefined()
+    expect(
+      quantile(
+        0.99,
+        b([
+          ['1', 1],
+          ['+Inf', 10],
+        ]),
+      ),
+    ).toBe(1)
+    expect(
+      quantile(
+        0.5,
+        b([
+          ['1', 0],
+          ['+Inf', 0],
+        ]),
+      ),
+    ).toBeUndefined()
   })
 })
 
 describe('process status over a window', () => {
   const before = parseExposition(exposition({ cpu: 10, sends: [0.04, 0.04], blocks: { persist_events: 1, sync: 0.5 }, evicted: 100 }))
-  const after = parseExposition(exposition({ cpu: 14.5, sends: [0.04, 0.04, ...Array(18).fill(0.08), 0.7, 0.7], blocks: { persist_events: 3, sync: 0.6 }, evicted: 600 }))
+  const after = parseExposition(
+    exposition({
+      cpu: 14.5,
+      sends: [0.04, 0.04, ...Array(18).fill(0.08), 0.7, 0.7],
+      blocks: { persist_events: 3, sync: 0.6 },
+      evicted: 600,
+    }),
+  )
 
   it('CPU share of one core, memory, send time of the window only, top blocks, evictions by size', () => {
     const s = processStatus(target, before, after, 5)
@@ -119,35 +152,75 @@ describe("advice in the guide's terms", () => {
   it('cache evictions: the next cache factor, the memory it needs (factor 4: about 3 GB) and what the host has', () => {
     expect(cacheMemoryGb(4)).toBe(3)
     const [cache] = advise({ cacheFactor: 2, memAvailableMiB: 8192 }, [busy]).filter((a) => a.text.startsWith('cache'))
-    expect(cache!.text).toBe('cache evictions high on main (100/s, most in getEvent): cacheFactor 2 -> 4 would need about 3 GB; the host has 8 GB available')
+    expect(cache!.text).toBe(
+      'cache evictions high on main (100/s, most in getEvent): cacheFactor 2 -> 4 would need about 3 GB; the host has 8 GB available',
+    )
     const tight = advise({ cacheFactor: 4, memAvailableMiB: 2048 }, [busy]).find((a) => a.text.startsWith('cache'))
     expect(tight!.text).toContain('cacheFactor 4 -> 8 would need about 6 GB; the host has only 2 GB available: add memory first')
   })
 
   it('CPU at the limit names the hungriest block; a slow event send time and a down process are called out', () => {
-    const texts = advise({ cacheFactor: 2 }, [busy, { ...target, process: 'federation_sender', unit: 'matrix-synapse-worker@federation_sender.service', port: 32980, up: false, error: 'not active', eventSend: {}, topBlocks: [], topEvictingCaches: [] }]).map((a) => a.text)
-    expect(texts).toContainEqual(expect.stringMatching(/^main is at its CPU limit \(98% of one core\); most CPU goes to persist_events: move work off the main process/))
+    const texts = advise({ cacheFactor: 2 }, [
+      busy,
+      {
+        ...target,
+        process: 'federation_sender',
+        unit: 'matrix-synapse-worker@federation_sender.service',
+        port: 32980,
+        up: false,
+        error: 'not active',
+        eventSend: {},
+        topBlocks: [],
+        topEvictingCaches: [],
+      },
+    ]).map((a) => a.text)
+    expect(texts).toContainEqual(
+      expect.stringMatching(
+        /^main is at its CPU limit \(98% of one core\); most CPU goes to persist_events: move work off the main process/,
+      ),
+    )
     expect(texts).toContainEqual(expect.stringMatching(/^event send time on main is high: p95 \d+ ms \(normally around 100 ms\)/))
-    expect(texts).toContainEqual('federation_sender is down (not active): systemctl status matrix-synapse-worker@federation_sender.service; journalctl -u matrix-synapse-worker@federation_sender.service')
+    expect(texts).toContainEqual(
+      'federation_sender is down (not active): systemctl status matrix-synapse-worker@federation_sender.service; journalctl -u matrix-synapse-worker@federation_sender.service',
+    )
   })
 
   it('long-polls near the proxy cap: counted over every process from the in-flight sync servlets, called out from 80% of the cap', () => {
-    const held = (n: number, process = 'main') => ({ ...processStatus(target, parseExposition(exposition({ cpu: 1, sends: [], blocks: {}, evicted: 0, syncs: 0 })), parseExposition(exposition({ cpu: 1.1, sends: [], blocks: {}, evicted: 0, syncs: n })), 5), process })
+    const held = (n: number, process = 'main') => ({
+      ...processStatus(
+        target,
+        parseExposition(exposition({ cpu: 1, sends: [], blocks: {}, evicted: 0, syncs: 0 })),
+        parseExposition(exposition({ cpu: 1.1, sends: [], blocks: {}, evicted: 0, syncs: n })),
+        5,
+      ),
+      process,
+    })
     expect(held(500).longPolls).toBe(502) // SyncRestServlet + EventStreamRestServlet, not the message sends
     const cap = { cap: 1008, maxClients: 1000 }
     expect(advise({ cacheFactor: 2, longPollCap: cap }, [held(400), held(300, 'synchrotron')])).toEqual([])
     const [near] = advise({ cacheFactor: 2, longPollCap: cap }, [held(500), held(310, 'synchrotron')])
-    expect(near).toEqual({ level: 'warning', text: 'the proxy is near its limit: 814 long-polls (/sync) held of at most 1008; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now 1000) if the host has the memory' })
+    expect(near).toEqual({
+      level: 'warning',
+      text: 'the proxy is near its limit: 814 long-polls (/sync) held of at most 1008; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now 1000) if the host has the memory',
+    })
   })
 
   it('a quiet, healthy process gets no advice', () => {
-    const calm = processStatus(target, parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: {}, evicted: 0 })), parseExposition(exposition({ cpu: 1.1, sends: [0.05, 0.06], blocks: {}, evicted: 0 })), 5)
+    const calm = processStatus(
+      target,
+      parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: {}, evicted: 0 })),
+      parseExposition(exposition({ cpu: 1.1, sends: [0.05, 0.06], blocks: {}, evicted: 0 })),
+      5,
+    )
     expect(advise({ cacheFactor: 2, memAvailableMiB: 4096 }, [calm])).toEqual([])
   })
 })
 
 describe('the status round trip', () => {
-  const targets = [target, { process: 'federation_reader', job: 'federation_reader', unit: 'matrix-synapse-worker@federation_reader.service', port: 32981 }]
+  const targets = [
+    target,
+    { process: 'federation_reader', job: 'federation_reader', unit: 'matrix-synapse-worker@federation_reader.service', port: 32981 },
+  ]
 
   it('runs under sh: inactive units are not scraped, a failed scrape keeps its message, meminfo in MiB', () => {
     // The host's tools replaced by functions, so the real script runs here under dash/sh.
@@ -157,7 +230,17 @@ describe('the status round trip', () => {
       'sleep() { :; }',
       'grep() { if [ "$2" = "^(MemTotal|MemAvailable):" ]; then printf "MemTotal:       24576000 kB\\nMemAvailable:    8388608 kB\\n"; else command grep "$@"; fi; }',
     ].join('\n')
-    const out = execFileSync('sh', ['-c', `${stubs}\n${statusScript(targets.map((t) => ({ ...t, job: t.process, address: "127.0.0.1" })), 5)}`], { encoding: 'utf8' })
+    const out = execFileSync(
+      'sh',
+      [
+        '-c',
+        `${stubs}\n${statusScript(
+          targets.map((t) => ({ ...t, job: t.process, address: '127.0.0.1' })),
+          5,
+        )}`,
+      ],
+      { encoding: 'utf8' },
+    )
     const parsed = parseStatusOutput(out)
     expect([...parsed.inactive]).toEqual([32981])
     expect(parsed.scrapes.get('1:32982')).toEqual({ state: 'error', text: 'curl: (7) Failed to connect' })
@@ -176,15 +259,32 @@ describe('the status round trip', () => {
           windowS: 5,
           cacheFactor: 2,
           memory: { availableMiB: 8192, totalMiB: 24000 },
-          processes: [processStatus(target, parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: { sync: 1 }, evicted: 0 })), parseExposition(exposition({ cpu: 1.5, sends: [0.05], blocks: { sync: 1.2 }, evicted: 0 })), 5), { ...targets[1]!, up: false, error: 'matrix-synapse-worker@federation_reader.service is not active', eventSend: {}, topBlocks: [], topEvictingCaches: [] }],
+          processes: [
+            processStatus(
+              target,
+              parseExposition(exposition({ cpu: 1, sends: [0.05], blocks: { sync: 1 }, evicted: 0 })),
+              parseExposition(exposition({ cpu: 1.5, sends: [0.05], blocks: { sync: 1.2 }, evicted: 0 })),
+              5,
+            ),
+            {
+              ...targets[1]!,
+              up: false,
+              error: 'matrix-synapse-worker@federation_reader.service is not active',
+              eventSend: {},
+              topBlocks: [],
+              topEvictingCaches: [],
+            },
+          ],
           advice: [{ process: 'federation_reader', level: 'warning', text: 'federation_reader is down' }],
           longPolls: { held: 12, cap: 1008 },
         },
       ],
     })
-    expect(text).toContain('matrix1: Synapse 1.163.2, cacheFactor 2 (caches up to about 1.5 GB), 8.0 of 23.4 GB memory available; figures over 5 s')
+    expect(text).toContain(
+      'matrix1: Synapse 1.163.2, cacheFactor 2 (caches up to about 1.5 GB), 8.0 of 23.4 GB memory available; figures over 5 s',
+    )
     expect(text).toMatch(/main {15}up {5}10% {2}200 MiB {2}38 ms\* {4}49 ms\* {4}1\* {5}0\.0 {10}sync 4\.0%/)
-    expect(text).toMatch(/federation_reader  DOWN  matrix-synapse-worker@federation_reader.service is not active/)
+    expect(text).toMatch(/federation_reader {2}DOWN {2}matrix-synapse-worker@federation_reader.service is not active/)
     expect(text).toContain('* no message sent in the window: send time since the process started')
     expect(text).toContain('  proxy: 12 of at most 1008 long-polls held (/sync); other requests have threads of their own')
     expect(text).toContain('    ! federation_reader is down')

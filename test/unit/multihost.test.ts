@@ -56,10 +56,23 @@ const issues = async (text: string) => {
   return []
 }
 const ONE_OF_EACH_SPLIT = '      preset: one-of-each\n      placement: { generic: w1, media_repository: w1 }'
-const settings = (vars: object) => ({ postgresHost: '127.0.0.1', redisHost: '127.0.0.1', secrets: { postgresPassword: 'p', macaroonSecret: 'm', formSecret: 'f', registrationSharedSecret: 'r', replicationSecret: 's', redisPassword: 'x' }, synapseVersion: '1.163.2', ...vars })
+const settings = (vars: object) => ({
+  postgresHost: '127.0.0.1',
+  redisHost: '127.0.0.1',
+  secrets: {
+    postgresPassword: 'p',
+    macaroonSecret: 'm',
+    formSecret: 'f',
+    registrationSharedSecret: 'r',
+    replicationSecret: 's',
+    redisPassword: 'x',
+  },
+  synapseVersion: '1.163.2',
+  ...vars,
+})
 
 describe('workers on other hosts', () => {
-  it('placement by kind puts generic and media on w1; the worker host takes the homeserver\'s set', async () => {
+  it("placement by kind puts generic and media on w1; the worker host takes the homeserver's set", async () => {
     const inv = await load(spread(ONE_OF_EACH_SPLIT))
     const hs = inv.hosts.find((h) => h.name === 'hs')!
     const w1 = inv.hosts.find((h) => h.name === 'w1')!
@@ -75,12 +88,14 @@ describe('workers on other hosts', () => {
     ])
   })
 
-  it('an instance\'s own host wins over placement by name, which wins over kind', async () => {
-    const inv = await load(spread(`      instances:
+  it("an instance's own host wins over placement by name, which wins over kind", async () => {
+    const inv = await load(
+      spread(`      instances:
         - { name: generic_1, kind: generic, host: hs }
         - { name: generic_2, kind: generic }
         - { name: generic_3, kind: generic }
-      placement: { generic: w1, generic_3: hs }`))
+      placement: { generic: w1, generic_3: hs }`),
+    )
     expect(workerInstances(inv.hosts[0]!.vars).map((w) => `${w.name}@${w.host}`)).toEqual(['generic_1@hs', 'generic_2@w1', 'generic_3@hs'])
   })
 
@@ -89,17 +104,26 @@ describe('workers on other hosts', () => {
     const hs = inv.hosts[0]!.vars
     const files = renderSynapseConfig(hs, settings({}))
     const server = parse(files.find((f) => f.path.endsWith('10-server.yaml'))!.content)
-    expect(server.listeners.find((l: { resources: { names: string[] }[] }) => l.resources[0]!.names.includes('replication')).bind_addresses).toEqual(['127.0.0.1', '10.0.0.1'])
+    expect(
+      server.listeners.find((l: { resources: { names: string[] }[] }) => l.resources[0]!.names.includes('replication')).bind_addresses,
+    ).toEqual(['127.0.0.1', '10.0.0.1'])
     // Main's client listener stays on loopback: Apache is beside it.
     expect(server.listeners[0].bind_addresses).toEqual(['127.0.0.1'])
     const shared = parse(files.find((f) => f.path.endsWith('40-workers.yaml'))!.content)
     expect(shared.instance_map.main).toEqual({ host: '10.0.0.1', port: 32993 })
     expect(shared.instance_map.typing.host).toBe('10.0.0.1')
     const generic = parse(renderWorkerFiles(hs, 'w1').find((f) => f.path.endsWith('/generic.yaml'))!.content)
-    expect(generic.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([['127.0.0.1', '10.0.0.2'], ['127.0.0.1', '10.0.0.2']])
+    expect(generic.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([
+      ['127.0.0.1', '10.0.0.2'],
+      ['127.0.0.1', '10.0.0.2'],
+    ])
     // A stream writer on main's host: replication on the private address, its client listener on loopback.
     const typing = parse(renderWorkerFiles(hs, 'hs').find((f) => f.path.endsWith('/typing.yaml'))!.content)
-    expect(typing.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([['127.0.0.1'], ['127.0.0.1', '10.0.0.1'], ['127.0.0.1']])
+    expect(typing.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([
+      ['127.0.0.1'],
+      ['127.0.0.1', '10.0.0.1'],
+      ['127.0.0.1'],
+    ])
     expect(renderWorkerFiles(hs, 'w1').filter((f) => f.path.startsWith('/etc/matrix-synapse/workers/'))).toHaveLength(2)
     const media = routingPlan(workerInstances(hs), routeTable('1.163.2')).find((g) => g.pool === 'media_repository')!
     expect(media.members).toEqual([{ name: 'media_repository', port: expect.any(Number), address: '10.0.0.2' }])
@@ -114,11 +138,19 @@ describe('workers on other hosts', () => {
     expect(prometheus).toContain(`127.0.0.1:${workerInstances(hs).find((w) => w.name === 'typing')!.metricsPort}`)
   })
 
-  it('the firewall covers exactly the ports other hosts reach, for the homeserver\'s hosts only', async () => {
+  it("the firewall covers exactly the ports other hosts reach, for the homeserver's hosts only", async () => {
     const inv = await load(spread(ONE_OF_EACH_SPLIT))
     const hs = inv.hosts[0]!.vars
     const generic = workerInstances(hs).find((w) => w.name === 'generic')!
-    expect(sharedPorts(hs, instancesOn(hs, 'w1'), false).sort()).toEqual([generic.port!, generic.metricsPort, ...instancesOn(hs, 'w1').filter((w) => w.name === 'media_repository').flatMap((w) => [w.port!, w.replicationPort!, w.metricsPort])].sort())
+    expect(sharedPorts(hs, instancesOn(hs, 'w1'), false).sort()).toEqual(
+      [
+        generic.port!,
+        generic.metricsPort,
+        ...instancesOn(hs, 'w1')
+          .filter((w) => w.name === 'media_repository')
+          .flatMap((w) => [w.port!, w.replicationPort!, w.metricsPort]),
+      ].sort(),
+    )
     const onHs = sharedPorts(hs, instancesOn(hs, 'hs'), true)
     expect(onHs).toContain(32993)
     expect(onHs).toContain(workerInstances(hs).find((w) => w.name === 'typing')!.replicationPort)
@@ -135,8 +167,13 @@ describe('workers on other hosts', () => {
     const inv = await load(spread(ONE_OF_EACH_SPLIT))
     const r = releaseSpec(inv.hosts[0]!, inv, '1.163.2')
     expect(r.workerUnits).toHaveLength(13)
-    expect(r.remoteWorkers).toEqual([{ host: 'w1', units: ['matrix-synapse-worker@generic.service', 'matrix-synapse-worker@media_repository.service'] }])
-    expect(releaseSpec(inv.hosts[0]!, await load(spread('      preset: one-of-each').replace('roles: [workers]', 'roles: [apache]')), '1.163.2').remoteWorkers).toEqual([])
+    expect(r.remoteWorkers).toEqual([
+      { host: 'w1', units: ['matrix-synapse-worker@generic.service', 'matrix-synapse-worker@media_repository.service'] },
+    ])
+    expect(
+      releaseSpec(inv.hosts[0]!, await load(spread('      preset: one-of-each').replace('roles: [workers]', 'roles: [apache]')), '1.163.2')
+        .remoteWorkers,
+    ).toEqual([])
   })
 
   it('one host: nothing changes (loopback everywhere, no table)', async () => {
@@ -149,23 +186,46 @@ describe('workers on other hosts', () => {
   it('refuses what cannot work, each at its line', async () => {
     // w1 then has no workers: that is said at its role.
     expect(await issues(spread('      preset: one-of-each\n      placement: { genric: w1 }'))).toEqual([
-      expect.stringMatching(/^11:\d+ workers.placement names "genric", neither a worker of the set nor one of its kinds; did you mean "generic"/),
+      expect.stringMatching(
+        /^11:\d+ workers.placement names "genric", neither a worker of the set nor one of its kinds; did you mean "generic"/,
+      ),
       expect.stringMatching(/^18:13 the workers role needs the synapse role on the same host, or a homeserver that places workers on w1/),
     ])
-    expect(await issues(spread('      placement: { federation_reader: w2 }'))).toEqual([expect.stringMatching(/^10:\d+ the host of worker federation_reader "w2" is not a host of this inventory/), expect.stringMatching(/^17:13 the workers role needs the synapse role on the same host, or a homeserver that places workers on w1/)])
-    expect(await issues(spread(ONE_OF_EACH_SPLIT).replace('roles: [workers]', 'roles: [apache]'))).toEqual([expect.stringMatching(/^11:\d+ worker generic is placed on w1, which does not have the workers role/), expect.stringMatching(/^11:\d+ worker media_repository is placed on w1/)])
+    expect(await issues(spread('      placement: { federation_reader: w2 }'))).toEqual([
+      expect.stringMatching(/^10:\d+ the host of worker federation_reader "w2" is not a host of this inventory/),
+      expect.stringMatching(/^17:13 the workers role needs the synapse role on the same host, or a homeserver that places workers on w1/),
+    ])
+    expect(await issues(spread(ONE_OF_EACH_SPLIT).replace('roles: [workers]', 'roles: [apache]'))).toEqual([
+      expect.stringMatching(/^11:\d+ worker generic is placed on w1, which does not have the workers role/),
+      expect.stringMatching(/^11:\d+ worker media_repository is placed on w1/),
+    ])
     // Secrets generated on hs cannot be read on w1; Redis needs a password; the key must be given.
     const generated = await issues(spread(ONE_OF_EACH_SPLIT, '    synapse: { install: pip, version: "1.163.2" }'))
     expect(generated.join('\n')).toMatch(/postgres.password is generated .* the workers on w1 read it too/)
     expect(generated.join('\n')).toMatch(/synapse.macaroonSecret is generated/)
     expect(generated.join('\n')).toMatch(/redis.password must be set/)
     expect(generated.join('\n')).toMatch(/synapse.signingKey must be set/)
-    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED, 'w1.example.org'))).toEqual([expect.stringMatching(/^17:\d+ w1 runs workers of a homeserver spread over several hosts: its listeners bind to its private address, which must be an IP address/)])
-    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('install: pip, ', 'install: apt, ')))).toEqual([expect.stringMatching(/workers on other hosts install Synapse with the pip method/)])
-    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('postgres: { password: { env: DB } }', 'postgres: { password: { env: DB }, allowFrom: [hs] }')))).toEqual([
+    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED, 'w1.example.org'))).toEqual([
+      expect.stringMatching(
+        /^17:\d+ w1 runs workers of a homeserver spread over several hosts: its listeners bind to its private address, which must be an IP address/,
+      ),
+    ])
+    expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('install: pip, ', 'install: apt, ')))).toEqual([
+      expect.stringMatching(/workers on other hosts install Synapse with the pip method/),
+    ])
+    expect(
+      await issues(
+        spread(
+          ONE_OF_EACH_SPLIT,
+          SHARED.replace('postgres: { password: { env: DB } }', 'postgres: { password: { env: DB }, allowFrom: [hs] }'),
+        ),
+      ),
+    ).toEqual([
       expect.stringMatching(/^5:\d+ w1 runs workers of hs and connects to Postgres on hs, but postgres.allowFrom does not list it/),
     ])
-    expect(await issues(spread('      preset: guide', SHARED.replace('signingKey: { env: KEY }', 'signingKey: { generate: true }')))).toEqual(expect.arrayContaining([expect.stringMatching(/synapse.signingKey cannot be \{ generate: true \}/)]))
+    expect(
+      await issues(spread('      preset: guide', SHARED.replace('signingKey: { env: KEY }', 'signingKey: { generate: true }'))),
+    ).toEqual(expect.arrayContaining([expect.stringMatching(/synapse.signingKey cannot be \{ generate: true \}/)]))
   })
 })
 
@@ -175,27 +235,71 @@ describe('handing a changed shared worker configuration over', () => {
   const sha = createHash('sha256').update(content).digest('hex')
   const factsWith = (fileSha: string | undefined, active: boolean[]) => {
     const f = new FactValues()
-    f.set(fileState(path).id, fileSha === undefined ? { exists: false } : { exists: true, type: 'file', owner: 'root', group: 'matrix-synapse', mode: 0o640, sha256: fileSha })
-    ;['a', 'b'].forEach((n, i) => f.set(unitState(`matrix-synapse-worker@${n}.service`).id, { loaded: true, active: active[i]!, activeState: active[i] ? 'active' : 'inactive', enabled: true, unitFileState: 'enabled', activeEnterMonotonic: '1' }))
+    f.set(
+      fileState(path).id,
+      fileSha === undefined
+        ? { exists: false }
+        : { exists: true, type: 'file', owner: 'root', group: 'matrix-synapse', mode: 0o640, sha256: fileSha },
+    )
+    ;['a', 'b'].forEach((n, i) =>
+      f.set(unitState(`matrix-synapse-worker@${n}.service`).id, {
+        loaded: true,
+        active: active[i]!,
+        activeState: active[i] ? 'active' : 'inactive',
+        enabled: true,
+        unitFileState: 'enabled',
+        activeEnterMonotonic: '1',
+      }),
+    )
     return f
   }
-  const spec = { path, content, localUnits: ['matrix-synapse-worker@a.service', 'matrix-synapse-worker@b.service'], remote: [{ host: 'w1', units: ['matrix-synapse-worker@generic.service'] }] }
-  const plan = (f: FactValues) => stopWorkersBeforeSharedChange(spec).plan({ conn: {} as Connection, facts: f, predicted: new Prediction(), dryRun: true })
+  const spec = {
+    path,
+    content,
+    localUnits: ['matrix-synapse-worker@a.service', 'matrix-synapse-worker@b.service'],
+    remote: [{ host: 'w1', units: ['matrix-synapse-worker@generic.service'] }],
+  }
+  const plan = (f: FactValues) =>
+    stopWorkersBeforeSharedChange(spec).plan({ conn: {} as Connection, facts: f, predicted: new Prediction(), dryRun: true })
 
-  it('nothing when the file is new or unchanged; else the running workers here and the worker hosts\' are stopped first', async () => {
+  it("nothing when the file is new or unchanged; else the running workers here and the worker hosts' are stopped first", async () => {
     expect(await plan(factsWith(undefined, [true, true]))).toBeNull()
     expect(await plan(factsWith(sha, [true, true]))).toBeNull()
     const change = (await plan(factsWith('0'.repeat(64), [true, false])))!
-    expect(change.steps!.map((s) => `${s.target}${s.host ? ` on ${s.host}` : ''}`)).toEqual(['matrix-synapse-worker@a.service', 'matrix-synapse-worker@generic.service on w1'])
+    expect(change.steps!.map((s) => `${s.target}${s.host ? ` on ${s.host}` : ''}`)).toEqual([
+      'matrix-synapse-worker@a.service',
+      'matrix-synapse-worker@generic.service on w1',
+    ])
     expect(change.reach).toBe('anything')
     const calls: string[] = []
     const conn = (name: string, states = '') =>
-      ({ host: name, run: async (c: { text: string }) => (calls.push(`${name}: ${c.text}`), { code: 0, stdout: c.text.includes('is-active') ? states : '', stderr: '', signal: null, durationMs: 1, command: c.text }) }) as unknown as Connection
-    await stopWorkersBeforeSharedChange(spec).apply(change, { conn: conn('hs'), state: { aptListsStale: false }, peer: async () => conn('w1', 'active\n') })
-    expect(calls).toEqual(['hs: systemctl stop matrix-synapse-worker@a.service', 'w1: systemctl is-active matrix-synapse-worker@generic.service', 'w1: systemctl stop matrix-synapse-worker@generic.service'])
+      ({
+        host: name,
+        run: async (c: { text: string }) => (
+          calls.push(`${name}: ${c.text}`),
+          { code: 0, stdout: c.text.includes('is-active') ? states : '', stderr: '', signal: null, durationMs: 1, command: c.text }
+        ),
+      }) as unknown as Connection
+    await stopWorkersBeforeSharedChange(spec).apply(change, {
+      conn: conn('hs'),
+      state: { aptListsStale: false },
+      peer: async () => conn('w1', 'active\n'),
+    })
+    expect(calls).toEqual([
+      'hs: systemctl stop matrix-synapse-worker@a.service',
+      'w1: systemctl is-active matrix-synapse-worker@generic.service',
+      'w1: systemctl stop matrix-synapse-worker@generic.service',
+    ])
     // A worker host whose units do not exist yet (a new placement): nothing to stop there.
     calls.length = 0
-    await stopWorkersBeforeSharedChange(spec).apply(change, { conn: conn('hs'), state: { aptListsStale: false }, peer: async () => conn('w1', 'inactive\n') })
-    expect(calls).toEqual(['hs: systemctl stop matrix-synapse-worker@a.service', 'w1: systemctl is-active matrix-synapse-worker@generic.service'])
+    await stopWorkersBeforeSharedChange(spec).apply(change, {
+      conn: conn('hs'),
+      state: { aptListsStale: false },
+      peer: async () => conn('w1', 'inactive\n'),
+    })
+    expect(calls).toEqual([
+      'hs: systemctl stop matrix-synapse-worker@a.service',
+      'w1: systemctl is-active matrix-synapse-worker@generic.service',
+    ])
   })
 })

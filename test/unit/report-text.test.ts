@@ -20,15 +20,47 @@ function report(mode: RunReport['mode']): RunReport {
           durationMs: 10,
           checks: [],
           changes: [
-            { resource: 'file:/etc/x', kind: 'file', backupPaths: ['/etc/x'], reach: 'paths', action: 'update', summary: 'update /etc/x (content)', diff: `--- /etc/x\n+++ /etc/x\n@@ -1 +1 @@\n-a: 1\n+a: ${secret.reveal()}\n`, touches: ['/etc/x'] },
-            { resource: 'apt:postgresql', kind: 'package', backupPaths: [], reach: 'anything', action: 'install', summary: 'install postgresql', touches: ['pkg:postgresql'] },
-            { resource: 'pg-role:u', kind: 'database', backupPaths: [], reach: 'anything', action: 'create', summary: 'create Postgres role u', uncertain: 'Postgres is not installed yet', touches: [] },
+            {
+              resource: 'file:/etc/x',
+              kind: 'file',
+              backupPaths: ['/etc/x'],
+              reach: 'paths',
+              action: 'update',
+              summary: 'update /etc/x (content)',
+              diff: `--- /etc/x\n+++ /etc/x\n@@ -1 +1 @@\n-a: 1\n+a: ${secret.reveal()}\n`,
+              touches: ['/etc/x'],
+            },
+            {
+              resource: 'apt:postgresql',
+              kind: 'package',
+              backupPaths: [],
+              reach: 'anything',
+              action: 'install',
+              summary: 'install postgresql',
+              touches: ['pkg:postgresql'],
+            },
+            {
+              resource: 'pg-role:u',
+              kind: 'database',
+              backupPaths: [],
+              reach: 'anything',
+              action: 'create',
+              summary: 'create Postgres role u',
+              uncertain: 'Postgres is not installed yet',
+              touches: [],
+            },
           ],
           restarts: [{ unit: 'matrix-synapse.service', action: 'restart', reason: 'update /etc/x (content)', done: mode === 'apply' }],
         },
       ],
     },
-    { host: 'db1', status: 'ok', warnings: [], durationMs: 300, tasks: [{ task: 'postgres', status: 'ok', durationMs: 5, checks: [], changes: [], restarts: [] }] },
+    {
+      host: 'db1',
+      status: 'ok',
+      warnings: [],
+      durationMs: 300,
+      tasks: [{ task: 'postgres', status: 'ok', durationMs: 5, checks: [], changes: [], restarts: [] }],
+    },
   ]
   return { mode, inventory: 'prod.yaml', hosts, totals: totalsOf(hosts), durationMs: 2000 }
 }
@@ -56,7 +88,9 @@ describe('plan and result rendering', () => {
   it('a converged plan says so in one line; apply ends with a recap per host and the time', () => {
     const converged: RunReport = { ...report('dry-run'), hosts: [report('dry-run').hosts[1]!] }
     converged.totals = totalsOf(converged.hosts)
-    expect(renderReport(converged, { color: false, diffs: false })).toBe('db1: no changes; the host matches the inventory.\n\nPlan: no changes. Every host matches the inventory.\nFinished in 2.0 s.\n')
+    expect(renderReport(converged, { color: false, diffs: false })).toBe(
+      'db1: no changes; the host matches the inventory.\n\nPlan: no changes. Every host matches the inventory.\nFinished in 2.0 s.\n',
+    )
     const applied = renderReport(report('apply'), { color: false, diffs: false })
     expect(applied).toContain('↻ restarted matrix-synapse.service')
     expect(applied).toMatch(/matrix1\s+changed\s+ok=0 changed=1 failed=0 skipped=0 {2}1\.2 s/)
@@ -78,16 +112,46 @@ describe('plan and result rendering', () => {
             changes: [],
             restarts: [],
             checks: [
-              { name: 'port 32902 free for the federation_reader', phase: 'before', ok: true, detail: 'used by the federation_reader already' },
-              { name: 'matrix-synapse-worker@federation_sender.service active', phase: 'after', ok: false, detail: 'matrix-synapse-worker@federation_sender.service is inactive' },
+              {
+                name: 'port 32902 free for the federation_reader',
+                phase: 'before',
+                ok: true,
+                detail: 'used by the federation_reader already',
+              },
+              {
+                name: 'matrix-synapse-worker@federation_sender.service active',
+                phase: 'after',
+                ok: false,
+                detail: 'matrix-synapse-worker@federation_sender.service is inactive',
+              },
             ],
           },
         ],
       },
-      { host: 'db1', status: 'ok', warnings: [], durationMs: 300, tasks: [{ task: 'postgres', status: 'ok', durationMs: 5, changes: [], restarts: [], checks: [{ name: 'psql connects', phase: 'after', ok: true, detail: 'connected as synapse_user' }] }] },
+      {
+        host: 'db1',
+        status: 'ok',
+        warnings: [],
+        durationMs: 300,
+        tasks: [
+          {
+            task: 'postgres',
+            status: 'ok',
+            durationMs: 5,
+            changes: [],
+            restarts: [],
+            checks: [{ name: 'psql connects', phase: 'after', ok: true, detail: 'connected as synapse_user' }],
+          },
+        ],
+      },
     ]
-    const text = renderReport({ mode: 'check', inventory: 'prod.yaml', hosts, totals: totalsOf(hosts), durationMs: 1000 }, { color: false, diffs: false })
-    expect(text).toContain('matrix1 FAILED\n  workers\n    ✓ before check port 32902 free for the federation_reader: used by the federation_reader already\n    ✗ after check matrix-synapse-worker@federation_sender.service active: matrix-synapse-worker@federation_sender.service is inactive\n')
+    const text = renderReport(
+      { mode: 'check', inventory: 'prod.yaml', hosts, totals: totalsOf(hosts), durationMs: 1000 },
+      { color: false, diffs: false },
+    )
+    expect(text).toContain(
+      'matrix1 FAILED\n  workers\n    ✓ before check port 32902 free for the federation_reader: used by the federation_reader already\n    ✗ after check matrix-synapse-worker@federation_sender.service active: matrix-synapse-worker@federation_sender.service is inactive\n',
+    )
     expect(text).toContain('db1\n  postgres\n    ✓ after check psql connects: connected as synapse_user\n')
     expect(text).not.toContain('no changes')
     expect(text).toContain('Checks: 2 passed, 1 failed; 1 host(s) failed.')

@@ -24,14 +24,21 @@ describe('expect.requireAssertions', () => {
 
   it('fails a test without an assertion and passes the same test with one', { timeout: 300_000 }, () => {
     // globals: the temporary directory has no node_modules to import vitest from.
-    writeFileSync(join(dir, 'vitest.config.mjs'), `export default { test: { globals: true, include: ['*.test.mjs'], expect: ${JSON.stringify(config.test?.expect)} } }\n`)
+    writeFileSync(
+      join(dir, 'vitest.config.mjs'),
+      `export default { test: { globals: true, include: ['*.test.mjs'], expect: ${JSON.stringify(config.test?.expect)} } }\n`,
+    )
     writeFileSync(join(dir, 'silent.test.mjs'), `test('does something but checks nothing', () => { JSON.parse('{}') })\n`)
     writeFileSync(join(dir, 'checked.test.mjs'), `test('checks', () => { expect(JSON.parse('{}')).toEqual({}) })\n`)
     const vitest = (file: string) =>
-      spawnSync(process.execPath, [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir, '--config', join(dir, 'vitest.config.mjs'), file], {
-        encoding: 'utf8',
-        env: { ...process.env, CI: '', NO_COLOR: '1' },
-      })
+      spawnSync(
+        process.execPath,
+        [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir, '--config', join(dir, 'vitest.config.mjs'), file],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, CI: '', NO_COLOR: '1' },
+        },
+      )
     const none = vitest('silent.test.mjs')
     expect(none.status, none.stdout + none.stderr).toBe(1)
     expect(none.stdout + none.stderr).toMatch(/expected any number of assertion, but got none/)

@@ -10,7 +10,16 @@ import { checked, RemoteCommandError, type CommandResult } from '../../src/ssh/c
 import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 
-const result = (over: Partial<CommandResult>): CommandResult => ({ command: 'cat /nope', code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false, ...over })
+const result = (over: Partial<CommandResult>): CommandResult => ({
+  command: 'cat /nope',
+  code: 0,
+  signal: null,
+  stdout: '',
+  stderr: '',
+  durationMs: 1,
+  timedOut: false,
+  ...over,
+})
 
 describe('checked (the contract of Connection.run)', () => {
   it('passes an exit 0 through', () => {
@@ -31,13 +40,19 @@ describe('checked (the contract of Connection.run)', () => {
     expect((error as RemoteCommandError).result).toBe(failed)
     expect((error as RemoteCommandError).host).toBe('h1')
     // The last 8 lines of stderr, not all of it.
-    expect((error as Error).message).toBe(`command on h1 failed with exit code 1: cat /nope\n${Array.from({ length: 8 }, (_, i) => `line ${i + 4}`).join('\n')}`)
+    expect((error as Error).message).toBe(
+      `command on h1 failed with exit code 1: cat /nope\n${Array.from({ length: 8 }, (_, i) => `line ${i + 4}`).join('\n')}`,
+    )
     expect(() => checked('h1', result({ code: null, timedOut: true }))).toThrow(/on h1 timed out: cat \/nope/)
-    expect(() => checked('h1', result({ code: null, stderr: 'connection to h1 lost\n' }))).toThrow(/on h1 was cut off \(connection lost\?\): cat \/nope\nconnection to h1 lost/)
+    expect(() => checked('h1', result({ code: null, stderr: 'connection to h1 lost\n' }))).toThrow(
+      /on h1 was cut off \(connection lost\?\): cat \/nope\nconnection to h1 lost/,
+    )
   })
 
   it('names what the command was for when the caller says (`what`)', () => {
-    expect(() => checked('h1', result({ code: 2, stderr: 'psql: error\n' }), { what: 'creating role synapse' })).toThrow(/^creating role synapse on h1 failed with exit code 2: cat \/nope\npsql: error$/)
+    expect(() => checked('h1', result({ code: 2, stderr: 'psql: error\n' }), { what: 'creating role synapse' })).toThrow(
+      /^creating role synapse on h1 failed with exit code 2: cat \/nope\npsql: error$/,
+    )
   })
 
   it('returns any result with allowFailure', () => {

@@ -24,7 +24,10 @@ describe('masking secrets', () => {
   it('masks before JSON serialisation: a secret with a quote or a backslash does not escape in --json', () => {
     const value = 'q"uo\\te-9f8e7d'
     new Secret(value, 'test')
-    const report = { mode: 'apply', hosts: [{ host: 'h', status: 'failed', error: `psql: password ${value} rejected`, tasks: [], warnings: [], durationMs: 1 }] } as unknown as RunReport
+    const report = {
+      mode: 'apply',
+      hosts: [{ host: 'h', status: 'failed', error: `psql: password ${value} rejected`, tasks: [], warnings: [], durationMs: 1 }],
+    } as unknown as RunReport
     const json = renderJson(report)
     expect(json).not.toContain(value)
     expect(json).not.toContain(JSON.stringify(value).slice(1, -1))
@@ -52,14 +55,17 @@ describe('masking secrets', () => {
     new Secret('split-across-chunks-7e8f', 'test')
     const out: string[] = []
     const masker = new LineMasker((line) => out.push(line))
-    for (const chunk of ['first line\npassword: split-acr', 'oss-chu', 'nks-7e8f\nlast line without newline: split-across-', 'chunks-7e8f']) masker.push(chunk)
+    for (const chunk of ['first line\npassword: split-acr', 'oss-chu', 'nks-7e8f\nlast line without newline: split-across-', 'chunks-7e8f'])
+      masker.push(chunk)
     masker.flush()
     expect(out).toEqual(['first line\n', `password: ${MASK}\n`, `last line without newline: ${MASK}\n`])
     expect(out.join('')).not.toContain('7e8f')
   })
 
   it('masks the password of any URL with credentials, and the inventory registers URL passwords as secrets', async () => {
-    expect(maskSecrets('GET https://bob:hunter2-url@pypi.example/simple/ failed')).toBe(`GET https://bob:${MASK}@pypi.example/simple/ failed`)
+    expect(maskSecrets('GET https://bob:hunter2-url@pypi.example/simple/ failed')).toBe(
+      `GET https://bob:${MASK}@pypi.example/simple/ failed`,
+    )
     await loadInventoryFromString(
       [
         'defaults:',
@@ -88,7 +94,17 @@ describe('masking secrets', () => {
       },
       writeFile: async () => undefined,
     } as unknown as Connection
-    const lock = { file: 'locks/x-1.0.txt', synapseVersion: '1.0', requirement: 'x==1.0', resolvedAsOf: '2026-01-01', python: '>=3.10', resolver: 'test', entries: [], digest: '', text: 'x==1.0\n' } as SynapseLock
+    const lock = {
+      file: 'locks/x-1.0.txt',
+      synapseVersion: '1.0',
+      requirement: 'x==1.0',
+      resolvedAsOf: '2026-01-01',
+      python: '>=3.10',
+      resolver: 'test',
+      entries: [],
+      digest: '',
+      text: 'x==1.0\n',
+    } as SynapseLock
     const venv = pythonVirtualenv({ path: '/opt/venvs/x', lock, indexUrl: url, packageName: 'x' })
     const facts = { get: () => null } as never
     const change = await venv.plan({ conn, facts, predicted: { paths: new Set(), factsAfter: new Map() } as never, dryRun: true })

@@ -38,7 +38,9 @@ describe("the README's table of settings", () => {
 
   it('agrees with the prose: every "`setting` (default X)" in README.md is the schema\'s default', () => {
     const readme = readFileSync(README, 'utf8')
-    const rows = new Map([...renderSettingsTable(inventoryJsonSchema()).matchAll(/^\| `([^`]+)` \| `?([^`|]*)`? \|/gm)].map((m) => [m[1]!, m[2]!.trim()]))
+    const rows = new Map(
+      [...renderSettingsTable(inventoryJsonSchema()).matchAll(/^\| `([^`]+)` \| `?([^`|]*)`? \|/gm)].map((m) => [m[1]!, m[2]!.trim()]),
+    )
     const mentions = [...readme.matchAll(/`([A-Za-z][\w.]*)` \(default ([^)]+)\)/g)].map((m) => ({ setting: m[1]!, said: m[2]! }))
     expect(mentions.length).toBeGreaterThan(0)
     for (const { setting, said } of mentions) {
@@ -49,7 +51,11 @@ describe("the README's table of settings", () => {
   })
 
   it('changes with a default in the schema, so the comparison above can fail', () => {
-    const schema = inventoryJsonSchema() as { properties: { defaults: { properties: { vars: { properties: Record<string, { properties: Record<string, { default?: unknown }> }> } } } } }
+    const schema = inventoryJsonSchema() as {
+      properties: {
+        defaults: { properties: { vars: { properties: Record<string, { properties: Record<string, { default?: unknown }> }> } } }
+      }
+    }
     schema.properties.defaults.properties.vars.properties.postgres!.properties.port!.default = 5433
     const table = renderSettingsTable(schema)
     expect(table).toContain('| `postgres.port` | `5433` |')
@@ -70,7 +76,9 @@ describe("the README's table of settings", () => {
 
 describe('the leaves the loader resolves', () => {
   it('are found in the schema: every controller path and every secret with its generated name', () => {
-    const leaves = leavesOf(varsSchema).map((leaf) => (leaf.kind === 'secret' ? `${leaf.path.join('.')} secret ${leaf.generatedName ?? '-'}` : `${leaf.path.join('.')} path`))
+    const leaves = leavesOf(varsSchema).map((leaf) =>
+      leaf.kind === 'secret' ? `${leaf.path.join('.')} secret ${leaf.generatedName ?? '-'}` : `${leaf.path.join('.')} path`,
+    )
     expect(leaves).toEqual([
       'aptRepository.keyringFile path',
       'postgres.password secret postgres-password',
@@ -94,7 +102,11 @@ describe('the leaves the loader resolves', () => {
 
   it('are resolved: paths against the inventory file, secrets read', async () => {
     const vars = await settingsFor(
-      { serverName: 'example.org', synapse: { federationCaFiles: ['ca/one.pem', '/etc/two.pem'], macaroonSecret: { env: 'MACAROON' } }, element: { version: '1.11.85', file: 'element.tar.gz' } },
+      {
+        serverName: 'example.org',
+        synapse: { federationCaFiles: ['ca/one.pem', '/etc/two.pem'], macaroonSecret: { env: 'MACAROON' } },
+        element: { version: '1.11.85', file: 'element.tar.gz' },
+      },
       { env: { MACAROON: 'macaroon-value' } },
     )
     expect(vars.synapse.federationCaFiles).toEqual(['/nonexistent/ca/one.pem', '/etc/two.pem'])
@@ -106,7 +118,7 @@ describe('the leaves the loader resolves', () => {
 })
 
 describe('inventories/example.yaml', () => {
-  it('writes the schema\'s default wherever its comment calls a value the default', () => {
+  it("writes the schema's default wherever its comment calls a value the default", () => {
     const doc = parseDocument(readFileSync(EXAMPLE, 'utf8'))
     const checked: string[] = []
     const differ: string[] = []
@@ -119,7 +131,8 @@ describe('inventories/example.yaml', () => {
         if (!given.found) return
         checked.push(path.join('.'))
         const written = isScalar(value) ? value.value : value.toJSON?.()
-        if (JSON.stringify(written) !== JSON.stringify(given.value)) differ.push(`${path.join('.')}: ${JSON.stringify(written)}, the schema's default is ${JSON.stringify(given.value)}`)
+        if (JSON.stringify(written) !== JSON.stringify(given.value))
+          differ.push(`${path.join('.')}: ${JSON.stringify(written)}, the schema's default is ${JSON.stringify(given.value)}`)
       },
     })
     expect(differ).toEqual([])

@@ -102,7 +102,7 @@ describe('jump specs and routes', () => {
     keepaliveIntervalMs: 15_000,
     ...over,
   })
-  const host = (name: string, address: string, over: Partial<SshSettings> = {}) => ({ name, address, ssh: ssh(over) }) as SshHost
+  const host = (name: string, address: string, over: Partial<SshSettings> = {}) => ({ name, address, ssh: ssh(over) })
   const defaults = { user: 'root', port: 22, knownHostsFile: '/home/me/.ssh/known_hosts' }
   const sshConfig = parseSshConfig(CONFIG.replace(/~/g, '/home/me'))
 
@@ -116,9 +116,17 @@ describe('jump specs and routes', () => {
       knownHostsFile: '/home/me/.ssh/known_hosts.prod',
     })
     expect(route.hops).toHaveLength(1)
-    expect(route.hops[0]).toMatchObject({ address: 'bastion.example.org', user: 'admin', port: 2200, identityFile: '/home/me/.ssh/global_key' })
+    expect(route.hops[0]).toMatchObject({
+      address: 'bastion.example.org',
+      user: 'admin',
+      port: 2200,
+      identityFile: '/home/me/.ssh/global_key',
+    })
 
-    const explicit = resolveRoute(host('prod', 'matrix-prod', { user: 'ops', port: 22022, identityFile: '/k', jump: 'none-of-it@j:1' }), { sshConfig, defaults })
+    const explicit = resolveRoute(host('prod', 'matrix-prod', { user: 'ops', port: 22022, identityFile: '/k', jump: 'none-of-it@j:1' }), {
+      sshConfig,
+      defaults,
+    })
     expect(explicit.target).toMatchObject({ user: 'ops', port: 22022, identityFile: '/k' })
     expect(explicit.hops.map((h) => [h.user, h.address, h.port])).toEqual([['none-of-it', 'j', 1]])
   })

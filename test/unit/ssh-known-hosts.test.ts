@@ -186,7 +186,11 @@ describe('known_hosts', () => {
       const file = join(dir, 'no-newline')
       await writeFile(file, `alpha ${ed.type} ${ed.b64}`)
       await appendKnownHost(file, '127.0.0.1', 2299, rsa.type, rsa.b64)
-      expect((await readFile(file, 'utf8')).split('\n')).toEqual([`alpha ${ed.type} ${ed.b64}`, `[127.0.0.1]:2299 ${rsa.type} ${rsa.b64}`, ''])
+      expect((await readFile(file, 'utf8')).split('\n')).toEqual([
+        `alpha ${ed.type} ${ed.b64}`,
+        `[127.0.0.1]:2299 ${rsa.type} ${rsa.b64}`,
+        '',
+      ])
       const found = await run('ssh-keygen', ['-F', '[127.0.0.1]:2299', '-f', file])
       expect(found.stdout).toContain(rsa.b64)
     })

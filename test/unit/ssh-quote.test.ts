@@ -24,7 +24,7 @@ const NASTY = [
   '-n',
   '--',
   'unicode: Grüße, 日本語, emoji 🙂, rtl ‏שלום',
-  "mix: '\"$(`\\\n",
+  'mix: \'"$(`\\\n',
   '!history !!',
   '%s %d %%',
 ]
@@ -49,7 +49,7 @@ describe('shellQuote', () => {
     expect(await roundTrip('sh', ['a', '', 'b'])).toEqual(['a', '', 'b'])
   })
 
-  it('leaves safe words bare and never uses bash-only $\'…\'', () => {
+  it("leaves safe words bare and never uses bash-only $'…'", () => {
     expect(shellQuote('/etc/matrix-synapse/homeserver.yaml')).toBe('/etc/matrix-synapse/homeserver.yaml')
     for (const s of NASTY) expect(shellQuote(s)).not.toMatch(/^\$'/)
   })

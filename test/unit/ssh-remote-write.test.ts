@@ -15,7 +15,10 @@ const run = promisify(execFile)
 const isRoot = process.getuid?.() === 0
 
 /** Run a script with `sh -c`, feeding stdin: what the host does with our wire command (minus ssh). */
-function sh(script: ShellCommand | string, stdin: Buffer | Readable | string = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function sh(
+  script: ShellCommand | string,
+  stdin: Buffer | Readable | string = '',
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn('sh', ['-c', typeof script === 'string' ? script : script.text], { stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
@@ -74,7 +77,10 @@ describe('the atomic write script (run by a real local sh)', () => {
   })
 
   it('refuses a missing parent directory (does not create it) and a directory as destination', async () => {
-    const missing = await sh(atomicWriteScript({ path: join(dir, 'nope', 'f'), owner: owner.user, group: owner.group, mode: 0o644, size: 1 }), 'x')
+    const missing = await sh(
+      atomicWriteScript({ path: join(dir, 'nope', 'f'), owner: owner.user, group: owner.group, mode: 0o644, size: 1 }),
+      'x',
+    )
     expect(missing.code).toBe(2)
     expect(missing.stderr).toContain(`directory ${join(dir, 'nope')} does not exist`)
     await mkdir(join(dir, 'adir'))
@@ -124,7 +130,7 @@ describe('tarStream', () => {
     const files: Record<string, Buffer> = {
       '.dotfile': Buffer.from('secret-ish\n'),
       '.hidden-dir/inner': Buffer.from('inner'),
-      'empty': Buffer.alloc(0),
+      empty: Buffer.alloc(0),
       'exactly-512': Buffer.alloc(512, 'a'),
       'big.whl': Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251)),
       [`${long}/${'f'.repeat(120)}.txt`]: Buffer.from('long name'),
@@ -140,7 +146,12 @@ describe('tarStream', () => {
     const r = await sh(`tar -x -f - -C ${dest}`, tarStream(src, { owner: owner.user, group: owner.group }))
     expect(r).toMatchObject({ code: 0, stderr: '' })
     for (const [name, content] of Object.entries(files)) {
-      expect(createHash('sha256').update(await readFile(join(dest, name))).digest('hex'), name).toBe(createHash('sha256').update(content).digest('hex'))
+      expect(
+        createHash('sha256')
+          .update(await readFile(join(dest, name)))
+          .digest('hex'),
+        name,
+      ).toBe(createHash('sha256').update(content).digest('hex'))
     }
     expect((await stat(join(dest, 'run.sh'))).mode & 0o777).toBe(0o755)
     expect((await stat(join(dest, 'empty'))).mode & 0o777).toBe(0o644)
@@ -157,11 +168,17 @@ describe('tarStream', () => {
     await writeFile(join(src, 'a'), 'a')
     const parent = await mkdtemp(join(tmpdir(), 'mp-tar-dst-'))
     const dest = join(parent, 'wheelhouse')
-    const r = await sh(extractTarScript({ dir: dest, owner: 'nobody', group: 'nogroup', dirMode: 0o755 }), tarStream(src, { owner: 'nobody', group: 'nogroup' }))
+    const r = await sh(
+      extractTarScript({ dir: dest, owner: 'nobody', group: 'nogroup', dirMode: 0o755 }),
+      tarStream(src, { owner: 'nobody', group: 'nogroup' }),
+    )
     expect(r).toMatchObject({ code: 0, stderr: '' })
     const { stdout } = await run('stat', ['-c', '%U:%G %a', dest, join(dest, 'a')])
     expect(stdout).toBe('nobody:nogroup 755\nnobody:nogroup 644\n')
-    const bad = await sh(extractTarScript({ dir: dest, owner: 'no-such-user-mp', group: 'nogroup', dirMode: 0o755 }), tarStream(src, { owner: 'x', group: 'y' }))
+    const bad = await sh(
+      extractTarScript({ dir: dest, owner: 'no-such-user-mp', group: 'nogroup', dirMode: 0o755 }),
+      tarStream(src, { owner: 'x', group: 'y' }),
+    )
     expect(bad.code).toBe(2)
     expect(bad.stderr).toContain('no user no-such-user-mp')
   })

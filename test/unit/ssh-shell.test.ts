@@ -16,9 +16,23 @@ async function argsOf(command: ShellCommand, shell = 'sh'): Promise<string[]> {
 
 describe('sh tagged template', () => {
   it('quotes spaces, quotes, $, backticks, newlines and globs as one word each, in sh, dash and bash', async () => {
-    const values = ['two words', "it's", '"dq"', '$HOME $(touch /tmp/mp-pwned) `id`', 'line one\nline two\n', '* ? [a]', 'semi; && | > #x', '-n']
+    const values = [
+      'two words',
+      "it's",
+      '"dq"',
+      '$HOME $(touch /tmp/mp-pwned) `id`',
+      'line one\nline two\n',
+      '* ? [a]',
+      'semi; && | > #x',
+      '-n',
+    ]
     for (const shell of ['sh', 'dash', 'bash']) {
-      expect(await argsOf(sh`${values[0]!} ${values[1]!} ${values[2]!} ${values[3]!} ${values[4]!} ${values[5]!} ${values[6]!} ${values[7]!}`, shell)).toEqual(values)
+      expect(
+        await argsOf(
+          sh`${values[0]!} ${values[1]!} ${values[2]!} ${values[3]!} ${values[4]!} ${values[5]!} ${values[6]!} ${values[7]!}`,
+          shell,
+        ),
+      ).toEqual(values)
     }
     expect(sh`pg_dump ${'my db'} > ${'/backup/a b.sql'}`.text).toBe("pg_dump 'my db' > '/backup/a b.sql'")
   })
@@ -52,8 +66,10 @@ describe('sh tagged template', () => {
   it('raw`…` inserts a fixed fragment unquoted; joinShell joins commands', () => {
     expect(sh`${raw`a && b`} ${'a && b'}`.text).toBe("a && b 'a && b'")
     expect(raw`printf '\${HOME}\\t%s\\n' x`.text).toBe("printf '${HOME}\\t%s\\n' x")
-    expect(raw`a \
-b`.text).toBe('a b')
+    expect(
+      raw`a \
+b`.text,
+    ).toBe('a b')
     expect(joinShell([sh`test -e ${'/a b'}`, sh`test -e /c`], ' && ').text).toBe("test -e '/a b' && test -e /c")
     expect(() => joinShell(['rm -rf /' as unknown as ShellCommand], '; ')).toThrow(/built command/)
   })

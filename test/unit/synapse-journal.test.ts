@@ -11,7 +11,9 @@ describe("the e2e tests' journal judge (test/support/synapse-journal.ts)", () =>
   ]
 
   it("allows only Synapse's shutdown race, after the process's own 'Shutting down...'", () => {
-    expect(unexpectedSynapseErrors([at(7, 'synapse.storage - 1 - INFO - main - ready'), ...race, at(8, 'INFO - started')].join('\n'))).toEqual([])
+    expect(
+      unexpectedSynapseErrors([at(7, 'synapse.storage - 1 - INFO - main - ready'), ...race, at(8, 'INFO - started')].join('\n')),
+    ).toEqual([])
   })
 
   it('reports an error before the shutdown line, a Traceback, and any other error while stopping, by process', () => {
@@ -27,6 +29,9 @@ describe("the e2e tests' journal judge (test/support/synapse-journal.ts)", () =>
       `pid 9: ${at(9, 'Traceback (most recent call last):')}`,
     ])
     // With a narrower `live` pattern (the upgrade e2e's workers: Tracebacks only), a running process's ERROR line passes.
-    expect(unexpectedSynapseErrors(journal, /Traceback/)).toEqual([`pid 7 (stopping): ${at(7, 'builtins.KeyError: profile_updates')}`, `pid 9: ${at(9, 'Traceback (most recent call last):')}`])
+    expect(unexpectedSynapseErrors(journal, /Traceback/)).toEqual([
+      `pid 7 (stopping): ${at(7, 'builtins.KeyError: profile_updates')}`,
+      `pid 9: ${at(9, 'Traceback (most recent call last):')}`,
+    ])
   })
 })

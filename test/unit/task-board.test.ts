@@ -34,11 +34,15 @@ describe('TaskBoard: tasks that wait for tasks of other hosts', () => {
     expect(await w).toMatch(/db stopped before its postgres task finished/)
   })
   it('nothing to wait for when the needed host or task is not in this run (--limit, --tasks)', async () => {
-    expect(await new TaskBoard(hosts.slice(0, 1), ['postgres', 'synapse']).waitFor([{ host: 'db', task: 'postgres' }], 'synapse')).toBeUndefined()
+    expect(
+      await new TaskBoard(hosts.slice(0, 1), ['postgres', 'synapse']).waitFor([{ host: 'db', task: 'postgres' }], 'synapse'),
+    ).toBeUndefined()
     expect(await new TaskBoard(hosts, ['synapse']).waitFor([{ host: 'db', task: 'postgres' }], 'synapse')).toBeUndefined()
   })
   it('a need on a later task is a programming error (it could wait in a cycle)', async () => {
-    await expect(new TaskBoard(hosts, ['postgres', 'synapse']).waitFor([{ host: 'web', task: 'synapse' }], 'postgres')).rejects.toThrow(/does not come before it/)
+    await expect(new TaskBoard(hosts, ['postgres', 'synapse']).waitFor([{ host: 'web', task: 'synapse' }], 'postgres')).rejects.toThrow(
+      /does not come before it/,
+    )
   })
 })
 
@@ -86,7 +90,13 @@ describe('runInventory: a task on one host waits for what it needs on another', 
     const fakes = new Map(['web', 'db'].map((n) => [n, new FakeHost(DEBIAN_12, n)]))
     for (const f of fakes.values()) f.mkdirp('/srv')
     const events: string[] = []
-    const report = await runInventory(await inventory(), { mode: 'apply', tasks: tasks(dbFails), parallel, connect: async (h) => fakes.get(h.name)!, onEvent: (e) => events.push(`${e.host}: ${e.message}`) })
+    const report = await runInventory(await inventory(), {
+      mode: 'apply',
+      tasks: tasks(dbFails),
+      parallel,
+      connect: async (h) => fakes.get(h.name)!,
+      onEvent: (e) => events.push(`${e.host}: ${e.message}`),
+    })
     return { report, events }
   }
 

@@ -71,7 +71,8 @@ const ALL_ROLES = ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers', 'ap
  * `it.fails` test of the Debian 12 fresh-host suite). Empty it, and drop that `.fails`, once fixed.
  */
 const KNOWN_FRESH_FAILURES: string[] = []
-const WORKERS_BUG_ERROR = 'unit matrix-synapse-worker@federation_reader.service does not exist on the host and nothing in this plan provides it'
+const WORKERS_BUG_ERROR =
+  'unit matrix-synapse-worker@federation_reader.service does not exist on the host and nothing in this plan provides it'
 /** A generated secret: randomBytes(32) as base64url. */
 const GENERATED_TOKEN = /(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/
 
@@ -118,14 +119,22 @@ const changesOf = (r: HostReport) => r.tasks.flatMap((t) => t.changes)
 const resourcesOf = (t: TaskReport) => t.changes.map((c) => c.resource)
 const restartsOf = (r: HostReport) => r.tasks.flatMap((t) => t.restarts.map((x) => ({ task: t.task, unit: x.unit, action: x.action })))
 const textOf = (r: HostReport) =>
-  renderReport({ mode: 'dry-run', inventory: 'inventory.yaml', hosts: [r], totals: totalsOf([r]), durationMs: 0 }, { color: false, diffs: true })
+  renderReport(
+    { mode: 'dry-run', inventory: 'inventory.yaml', hosts: [r], totals: totalsOf([r]), durationMs: 0 },
+    { color: false, diffs: true },
+  )
 
 /** Paths whose planned content a test looked at: the last test of a suite requires all of them. */
 const inspected = new Set<string>()
 
 function changeOf(r: HostReport, resource: string): Change {
   const c = changesOf(r).find((x) => x.resource === resource)
-  if (!c) throw new Error(`no planned change of ${resource}; planned: ${changesOf(r).map((x) => x.resource).join(', ')}`)
+  if (!c)
+    throw new Error(
+      `no planned change of ${resource}; planned: ${changesOf(r)
+        .map((x) => x.resource)
+        .join(', ')}`,
+    )
   return c
 }
 
@@ -137,7 +146,12 @@ function planned(r: HostReport, path: string): string {
   expect(lines.slice(0, 3)).toEqual([`--- ${path}`, `+++ ${path}`, expect.stringMatching(/^@@ -0,0 \+1,\d+ @@$/)])
   expect(lines.slice(3).every((l) => l.startsWith('+'))).toBe(true)
   inspected.add(path)
-  return lines.slice(3).map((l) => l.slice(1)).join('\n') + '\n'
+  return (
+    lines
+      .slice(3)
+      .map((l) => l.slice(1))
+      .join('\n') + '\n'
+  )
 }
 
 /** YAML of a planned file; masked values read as the string "(masked)". */
@@ -158,7 +172,14 @@ const synapseFiles = (vars: MatrixSettings) =>
   renderSynapseConfig(vars, {
     postgresHost: '127.0.0.1',
     redisHost: '127.0.0.1',
-    secrets: { postgresPassword: 'x', macaroonSecret: 'x', formSecret: 'x', registrationSharedSecret: 'x', replicationSecret: 'x', redisPassword: REDIS_PASSWORD },
+    secrets: {
+      postgresPassword: 'x',
+      macaroonSecret: 'x',
+      formSecret: 'x',
+      registrationSharedSecret: 'x',
+      replicationSecret: 'x',
+      redisPassword: REDIS_PASSWORD,
+    },
   })
 
 describe('Debian 12, fresh host: dry run of every role (pip install from a wheelhouse)', () => {
@@ -189,8 +210,15 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   it('apt-keyring: downloads the key (fingerprint checked) and adds the signed-by source for bookworm', () => {
     const t = taskOf(report, 'apt-keyring')
     // The first change of a first run marks the host as the tool's (the accidental-takeover guard reads it).
-    expect(resourcesOf(t)).toEqual(['file:/var/lib/matrix-provision/host.json', 'command:download the matrix.org keyring', 'file:/etc/apt/sources.list.d/matrix-org.list'])
-    expect(JSON.parse(planned(report, '/var/lib/matrix-provision/host.json'))).toMatchObject({ managedBy: 'matrix-provision', origin: 'provisioned' })
+    expect(resourcesOf(t)).toEqual([
+      'file:/var/lib/matrix-provision/host.json',
+      'command:download the matrix.org keyring',
+      'file:/etc/apt/sources.list.d/matrix-org.list',
+    ])
+    expect(JSON.parse(planned(report, '/var/lib/matrix-provision/host.json'))).toMatchObject({
+      managedBy: 'matrix-provision',
+      origin: 'provisioned',
+    })
     expect(t.changes[1]!.summary).toContain('fingerprint AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058 checked first')
     expect(planned(report, '/etc/apt/sources.list.d/matrix-org.list')).toBe(
       'deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ bookworm main\n',
@@ -199,7 +227,11 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
 
   it('postgres: installs postgresql, PostgreSQL 15 paths, loopback-only scram rules, predicted start, uncertain role and database', () => {
     const t = taskOf(report, 'postgres')
-    expect(changeOf(report, 'apt:postgresql')).toMatchObject({ action: 'install', summary: 'install postgresql', touches: ['pkg:postgresql'] })
+    expect(changeOf(report, 'apt:postgresql')).toMatchObject({
+      action: 'install',
+      summary: 'install postgresql',
+      touches: ['pkg:postgresql'],
+    })
     expect(t.checks.find((c) => c.name === 'Postgres new enough for Synapse')).toMatchObject({ ok: true, detail: 'PostgreSQL 15' })
 
     const listen = planned(report, '/etc/postgresql/15/main/conf.d/matrix-provision.conf')
@@ -212,7 +244,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const hba = planned(report, hbaPath)
     const rules = hba.split('\n').filter((l) => l.startsWith('host\t') && l.includes('synapse'))
     // One host: Synapse connects over loopback only; no rule for any other address, no firewall.
-    expect(rules).toEqual(['host\tsynapse\tsynapse_user\t127.0.0.1/32\tscram-sha-256', 'host\tsynapse\tsynapse_user\t::1/128\tscram-sha-256'])
+    expect(rules).toEqual([
+      'host\tsynapse\tsynapse_user\t127.0.0.1/32\tscram-sha-256',
+      'host\tsynapse\tsynapse_user\t::1/128\tscram-sha-256',
+    ])
     // First match wins: our block comes before the distribution's catch-all host lines.
     expect(hba.indexOf('host\tsynapse\t')).toBeLessThan(hba.indexOf('host\tall\tall\t127.0.0.1/32'))
     expect(hba).not.toMatch(/\b(md5|trust)\b/)
@@ -224,15 +259,25 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     )
     expect(resourcesOf(t).some((id) => id.includes('firewall') || id.includes('nftables'))).toBe(false)
 
-    expect(changeOf(report, 'service:postgresql.service')).toMatchObject({ action: 'start', summary: expect.stringContaining('unit comes with package postgresql') })
-    expect(changeOf(report, 'pg-role:synapse_user')).toMatchObject({ action: 'create', uncertain: expect.stringContaining('not installed or not running yet') })
+    expect(changeOf(report, 'service:postgresql.service')).toMatchObject({
+      action: 'start',
+      summary: expect.stringContaining('unit comes with package postgresql'),
+    })
+    expect(changeOf(report, 'pg-role:synapse_user')).toMatchObject({
+      action: 'create',
+      uncertain: expect.stringContaining('not installed or not running yet'),
+    })
     expect(changeOf(report, 'pg-db:synapse')).toMatchObject({
       action: 'create',
       summary: 'create database synapse (ENCODING UTF8, LC_COLLATE C, LC_CTYPE C, TEMPLATE template0, OWNER synapse_user)',
       uncertain: expect.any(String),
     })
     // The generated Postgres password is kept on the host, 0600 in a 0700 directory, and masked.
-    expect(resourcesOf(t).slice(0, 3)).toEqual(['dir:/var/lib/matrix-provision', `dir:${SECRETS_DIR}`, `file:${SECRETS_DIR}/postgres-password`])
+    expect(resourcesOf(t).slice(0, 3)).toEqual([
+      'dir:/var/lib/matrix-provision',
+      `dir:${SECRETS_DIR}`,
+      `file:${SECRETS_DIR}/postgres-password`,
+    ])
     expect(summaryOf(report, `${SECRETS_DIR}/postgres-password`)).toBe(`create ${SECRETS_DIR}/postgres-password (0600 root:root)`)
     expect(planned(report, `${SECRETS_DIR}/postgres-password`)).toBe(`${MASK}\n`)
   })
@@ -248,7 +293,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(lines).toContain('protected-mode yes')
     expect(lines).toContain(`requirepass ${MASK}`)
     expect(conf).toBe(maskSensitiveText(renderRedisConf(vars, ['127.0.0.1'], REDIS_PASSWORD)))
-    expect(changeOf(report, 'service:redis-server.service')).toMatchObject({ action: 'start', summary: expect.stringContaining('unit comes with package redis-server') })
+    expect(changeOf(report, 'service:redis-server.service')).toMatchObject({
+      action: 'start',
+      summary: expect.stringContaining('unit comes with package redis-server'),
+    })
   })
 
   it('synapse: venv from the wheelhouse, its own unit, and conf.d as the templates render it', () => {
@@ -261,18 +309,34 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
       summary: 'install Synapse 1.163.2 side by side in /opt/venvs/matrix-synapse-1.163.2, /opt/venvs/matrix-synapse linked to it',
       touches: ['/opt/venvs/matrix-synapse'],
       steps: [
-        { kind: 'install', target: '/opt/venvs/matrix-synapse-1.163.2', summary: 'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse-1.163.2 from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)' },
-        { kind: 'switch', target: '/opt/venvs/matrix-synapse-1.163.2', summary: 'link /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-1.163.2' },
+        {
+          kind: 'install',
+          target: '/opt/venvs/matrix-synapse-1.163.2',
+          summary:
+            'install matrix-synapse 1.163.2 into /opt/venvs/matrix-synapse-1.163.2 from the lock synapse-lock/1.163.2.txt (8 pins) (from the uploaded wheelhouse, offline)',
+        },
+        {
+          kind: 'switch',
+          target: '/opt/venvs/matrix-synapse-1.163.2',
+          summary: 'link /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-1.163.2',
+        },
       ],
     })
-    expect(t.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')).toMatchObject({ ok: true, detail: 'python3 is installed by this task' })
+    expect(t.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')).toMatchObject({
+      ok: true,
+      detail: 'python3 is installed by this task',
+    })
 
     const unit = planned(report, '/etc/systemd/system/matrix-synapse.service')
     expect(unit).toBe(renderSynapseUnit())
     expect(unit).toContain('\nUser=matrix-synapse\n')
-    expect(unit).toContain('\nExecStart=/opt/venvs/matrix-synapse/bin/python -m synapse.app.homeserver --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/\n')
+    expect(unit).toContain(
+      '\nExecStart=/opt/venvs/matrix-synapse/bin/python -m synapse.app.homeserver --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/conf.d/\n',
+    )
     expect(unit).toContain('\nPartOf=matrix-synapse.target\n')
-    expect(changeOf(report, 'service:matrix-synapse.service').summary).toContain('unit comes with file /etc/systemd/system/matrix-synapse.service')
+    expect(changeOf(report, 'service:matrix-synapse.service').summary).toContain(
+      'unit comes with file /etc/systemd/system/matrix-synapse.service',
+    )
 
     expect(plannedYaml(report, '/etc/matrix-synapse/homeserver.yaml')).toEqual({})
     expect(planned(report, '/etc/matrix-synapse/homeserver.yaml')).toBe(renderBaseHomeserverYaml())
@@ -286,7 +350,8 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const expected = synapseFiles(vars)
     const confD = t.changes.filter((c) => c.resource.startsWith(`file:${CONF_D}/`))
     expect(confD.map((c) => c.resource.slice('file:'.length))).toEqual(expected.map((f) => f.path))
-    for (const f of expected) expect(summaryOf(report, f.path)).toBe(`create ${f.path} (${f.sensitive ? '0640' : '0644'} root:matrix-synapse)`)
+    for (const f of expected)
+      expect(summaryOf(report, f.path)).toBe(`create ${f.path} (${f.sensitive ? '0640' : '0644'} root:matrix-synapse)`)
     for (const f of expected.filter((x) => !x.sensitive)) expect(planned(report, f.path), f.path).toBe(f.content)
 
     expect(plannedYaml(report, `${CONF_D}/server_name.yaml`)).toEqual({ server_name: 'example.org' })
@@ -295,7 +360,14 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const server = plannedYaml(report, `${CONF_D}/10-server.yaml`)
     expect(server.public_baseurl).toBe('https://matrix.example.org/')
     expect(server.listeners).toEqual([
-      { port: 8008, type: 'http', tls: false, bind_addresses: ['127.0.0.1'], x_forwarded: true, resources: [{ names: ['client', 'federation'], compress: false }] },
+      {
+        port: 8008,
+        type: 'http',
+        tls: false,
+        bind_addresses: ['127.0.0.1'],
+        x_forwarded: true,
+        resources: [{ names: ['client', 'federation'], compress: false }],
+      },
       { port: 32993, type: 'http', bind_addresses: ['127.0.0.1'], resources: [{ names: ['replication'] }] },
       { port: 32982, type: 'metrics', bind_addresses: ['127.0.0.1'] },
     ])
@@ -304,7 +376,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(server.media_store_path).toBe('/var/lib/matrix-synapse/media')
 
     expect(plannedYaml(report, `${CONF_D}/20-database.yaml`)).toEqual({
-      database: { name: 'psycopg2', args: { user: 'synapse_user', password: '(masked)', dbname: 'synapse', host: '127.0.0.1', port: 5432, cp_min: 5, cp_max: 10 } },
+      database: {
+        name: 'psycopg2',
+        args: { user: 'synapse_user', password: '(masked)', dbname: 'synapse', host: '127.0.0.1', port: 5432, cp_min: 5, cp_max: 10 },
+      },
     })
     const secrets = planned(report, `${CONF_D}/30-secrets.yaml`)
     expect(secrets).toContain(`macaroon_secret_key: ${MASK}\n`)
@@ -326,7 +401,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(new Set(keys).size).toBe(keys.length)
     for (const k of REMOVED_SYNAPSE_KEYS) expect(keys).not.toContain(k)
 
-    expect(changeOf(report, `signing-key:${SIGNING_KEY}`)).toMatchObject({ action: 'create', summary: `generate the server's signing key ${SIGNING_KEY} (0600 matrix-synapse:matrix-synapse, kept across runs)` })
+    expect(changeOf(report, `signing-key:${SIGNING_KEY}`)).toMatchObject({
+      action: 'create',
+      summary: `generate the server's signing key ${SIGNING_KEY} (0600 matrix-synapse:matrix-synapse, kept across runs)`,
+    })
   })
 
   it('workers: worker files, log configs, template unit and target, as rendered', () => {
@@ -336,8 +414,12 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const sender = plannedYaml(report, '/etc/matrix-synapse/workers/federation_sender.yaml')
     expect([reader.worker_name, sender.worker_name]).toEqual(['federation_reader', 'federation_sender'])
     for (const w of [reader, sender]) for (const k of REMOVED_SYNAPSE_KEYS) expect(w).not.toHaveProperty(k)
-    expect(plannedYaml(report, '/etc/matrix-synapse/federation_reader-log.yaml').handlers.file.filename).toBe('/var/log/matrix-synapse/federation_reader.log')
-    expect(plannedYaml(report, '/etc/matrix-synapse/federation_sender-log.yaml').handlers.file.filename).toBe('/var/log/matrix-synapse/federation_sender.log')
+    expect(plannedYaml(report, '/etc/matrix-synapse/federation_reader-log.yaml').handlers.file.filename).toBe(
+      '/var/log/matrix-synapse/federation_reader.log',
+    )
+    expect(plannedYaml(report, '/etc/matrix-synapse/federation_sender-log.yaml').handlers.file.filename).toBe(
+      '/var/log/matrix-synapse/federation_sender.log',
+    )
 
     const unit = planned(report, '/etc/systemd/system/matrix-synapse-worker@.service')
     expect(unit).toContain(
@@ -355,7 +437,9 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   it('apache: worker routes before the generic /_matrix proxy, nocanon, encoded slashes kept; delegation files', () => {
     // curl comes with an earlier task of this plan (apt-keyring's key download): planned once, as apply installs it once.
     expect(changeOf(report, 'apt:apache2,openssl,curl').summary).toBe('install apache2 openssl')
-    expect(changeOf(report, 'command:apache modules').summary).toBe('enable Apache modules ssl proxy proxy_http headers alias proxy_balancer lbmethod_byrequests slotmem_shm')
+    expect(changeOf(report, 'command:apache modules').summary).toBe(
+      'enable Apache modules ssl proxy proxy_http headers alias proxy_balancer lbmethod_byrequests slotmem_shm',
+    )
     expect(changeOf(report, 'command:self-signed certificate').summary).toContain('matrix.example.org, example.org, element.example.org')
 
     const tls = tlsFiles(vars)
@@ -384,27 +468,42 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     // Sized for apache.maxClients (default 1000), then restarted once: ServerLimit is read at start only.
     expect(planned(report, MPM_CONF_PATH)).toBe(renderMpmConf(vars).content)
     expect(planned(report, MPM_CONF_PATH)).toContain('MaxRequestWorkers        1344')
-    expect(changeOf(report, 'command:apache mpm sizing').summary).toBe('restart apache2 so that it holds 1344 requests at once (ServerLimit is read at start only)')
+    expect(changeOf(report, 'command:apache mpm sizing').summary).toBe(
+      'restart apache2 so that it holds 1344 requests at once (ServerLimit is read at start only)',
+    )
     expect(delegation!.content).toContain('ServerName example.org')
     for (const f of wellKnown) expect(planned(report, f.path)).toBe(f.content)
-    expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/server'))).toEqual({ 'm.server': 'matrix.example.org:443' })
-    expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/client'))).toEqual({ 'm.homeserver': { base_url: 'https://matrix.example.org' } })
+    expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/server'))).toEqual({
+      'm.server': 'matrix.example.org:443',
+    })
+    expect(JSON.parse(planned(report, '/var/www/matrix-well-known/.well-known/matrix/client'))).toEqual({
+      'm.homeserver': { base_url: 'https://matrix.example.org' },
+    })
 
     const ports = planned(report, '/etc/apache2/conf-available/matrix-ports.conf')
     expect(ports).toBe(renderPortsConf(vars).content)
     expect(ports).not.toContain('Listen') // 443 and 80 come from Debian's ports.conf
 
-    expect(changeOf(report, 'symlink:/etc/apache2/sites-enabled/matrix.conf').summary).toBe('link /etc/apache2/sites-enabled/matrix.conf -> ../sites-available/matrix.conf')
+    expect(changeOf(report, 'symlink:/etc/apache2/sites-enabled/matrix.conf').summary).toBe(
+      'link /etc/apache2/sites-enabled/matrix.conf -> ../sites-available/matrix.conf',
+    )
     expect(changeOf(report, 'symlink:/etc/apache2/conf-enabled/matrix-ports.conf').action).toBe('create')
-    expect(changeOf(report, 'service:apache2.service')).toMatchObject({ action: 'start', summary: expect.stringContaining('unit comes with package apache2') })
+    expect(changeOf(report, 'service:apache2.service')).toMatchObject({
+      action: 'start',
+      summary: expect.stringContaining('unit comes with package apache2'),
+    })
   })
 
   it('element: the uploaded tarball verified by SHA-256, config.json pointing at the homeserver, its own vhost', () => {
     const tarball = changeOf(report, 'file:/var/cache/matrix-provision/element/element-v1.11.85.tar.gz')
-    expect(tarball.summary).toBe(`create /var/cache/matrix-provision/element/element-v1.11.85.tar.gz (0644 root:root, ${ELEMENT_BYTES.length} bytes)`)
+    expect(tarball.summary).toBe(
+      `create /var/cache/matrix-provision/element/element-v1.11.85.tar.gz (0644 root:root, ${ELEMENT_BYTES.length} bytes)`,
+    )
     expect(tarball.diff).toBeUndefined() // binary
     inspected.add('/var/cache/matrix-provision/element/element-v1.11.85.tar.gz')
-    expect(changeOf(report, 'command:unpack element v1.11.85').summary).toBe('verify (SHA-256) and unpack element-v1.11.85 into /var/www/element/element-v1.11.85')
+    expect(changeOf(report, 'command:unpack element v1.11.85').summary).toBe(
+      'verify (SHA-256) and unpack element-v1.11.85 into /var/www/element/element-v1.11.85',
+    )
 
     const config = JSON.parse(planned(report, '/var/www/element/element-v1.11.85/config.json'))
     expect(config.default_server_config['m.homeserver']).toEqual({ base_url: 'https://matrix.example.org', server_name: 'example.org' })
@@ -423,7 +522,9 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   it('monitoring: a scrape file for the main process and both workers', () => {
     const scrape = plannedYaml(report, '/etc/prometheus/synapse.yml')
     expect(scrape.scrape_configs[0].metrics_path).toBe('/_synapse/metrics')
-    expect(scrape.scrape_configs[0].static_configs.map((s: { targets: string[]; labels: { job: string } }) => [s.targets[0], s.labels.job])).toEqual([
+    expect(
+      scrape.scrape_configs[0].static_configs.map((s: { targets: string[]; labels: { job: string } }) => [s.targets[0], s.labels.job]),
+    ).toEqual([
       ['127.0.0.1:32982', 'master'],
       ['127.0.0.1:32981', 'federation_reader'],
       ['127.0.0.1:32980', 'federation_sender'],
@@ -433,7 +534,13 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
 
   it('secrets: every generated one is kept on the host, and none reaches the report', () => {
     const stored = changesOf(report).filter((c) => c.resource.startsWith(`file:${SECRETS_DIR}/`))
-    expect(stored.map((c) => c.resource.slice(`file:${SECRETS_DIR}/`.length))).toEqual(['postgres-password', 'macaroon-secret', 'form-secret', 'registration-shared-secret', 'replication-secret'])
+    expect(stored.map((c) => c.resource.slice(`file:${SECRETS_DIR}/`.length))).toEqual([
+      'postgres-password',
+      'macaroon-secret',
+      'form-secret',
+      'registration-shared-secret',
+      'replication-secret',
+    ])
     for (const c of stored) {
       expect(c.summary).toContain('(0600 root:root)')
       expect(planned(report, c.resource.slice('file:'.length))).toBe(`${MASK}\n`)
@@ -461,7 +568,9 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   })
 
   it('every file the plan writes was inspected above', () => {
-    const files = changesOf(report).filter((c) => c.resource.startsWith('file:')).map((c) => c.resource.slice('file:'.length))
+    const files = changesOf(report)
+      .filter((c) => c.resource.startsWith('file:'))
+      .map((c) => c.resource.slice('file:'.length))
     expect(files.filter((f) => !inspected.has(f))).toEqual([])
   })
 
@@ -504,10 +613,24 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
       { task: 'apache', unit: 'apache2.service', action: 'reload' },
       { task: 'element', unit: 'apache2.service', action: 'reload' },
     ])
-    expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
+    expect(host.restarts).toEqual([
+      'restart postgresql.service',
+      'restart redis-server.service',
+      'restart apache2.service',
+      'reload apache2.service',
+      'reload apache2.service',
+    ])
     expect(host.text(PENDING_RESTARTS)?.trim()).toBe('')
     expect([...host.daemonReloadDue]).toEqual([])
-    for (const unit of ['postgresql.service', 'redis-server.service', 'matrix-synapse.service', 'matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service', 'matrix-synapse.target', 'apache2.service']) {
+    for (const unit of [
+      'postgresql.service',
+      'redis-server.service',
+      'matrix-synapse.service',
+      'matrix-synapse-worker@federation_reader.service',
+      'matrix-synapse-worker@federation_sender.service',
+      'matrix-synapse.target',
+      'apache2.service',
+    ]) {
       expect(host.units.get(unit), unit).toMatchObject({ active: true, enabled: true })
     }
 
@@ -580,8 +703,21 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
       ])
       const change = changesOf(plan)[0]!
       expect(change.diff).toContain('+txredisapi==1.5.0')
-      expect(change.steps!.map((s) => s.kind)).toEqual(['install', 'check-config', 'stop', 'stop', 'switch', 'start', 'wait-health', 'start', 'start', 'after-checks'])
-      expect(change.steps![0]!.summary).toMatch(/^install matrix-synapse 1\.163\.2 into \/opt\/venvs\/matrix-synapse-1\.163\.2-r2 from the lock synapse-lock\/1\.163\.2\.txt \(\d+ pins\) \(from the uploaded wheelhouse, offline\)$/)
+      expect(change.steps!.map((s) => s.kind)).toEqual([
+        'install',
+        'check-config',
+        'stop',
+        'stop',
+        'switch',
+        'start',
+        'wait-health',
+        'start',
+        'start',
+        'after-checks',
+      ])
+      expect(change.steps![0]!.summary).toMatch(
+        /^install matrix-synapse 1\.163\.2 into \/opt\/venvs\/matrix-synapse-1\.163\.2-r2 from the lock synapse-lock\/1\.163\.2\.txt \(\d+ pins\) \(from the uploaded wheelhouse, offline\)$/,
+      )
       expect(restartsOf(plan)).toEqual([])
     } finally {
       live.set('txredisapi', '1.5.0')
@@ -610,12 +746,18 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
       expect(r.done).toBe(false)
     }
     // Needs 4 * 768 + 512 MiB: the 4 GiB host still fits.
-    expect(taskOf(plan, 'synapse').checks.find((c) => c.name.includes('memory'))).toMatchObject({ ok: true, name: 'at least 3584 MiB of memory' })
+    expect(taskOf(plan, 'synapse').checks.find((c) => c.name.includes('memory'))).toMatchObject({
+      ok: true,
+      name: 'at least 3584 MiB of memory',
+    })
   })
 
   it('cacheFactor and the federation_sender metrics port together: apply restarts exactly what the plan says, under the same tasks, in its order', async () => {
     // Before the fix apply restarted federation_sender inside `synapse` (before its YAML was written), then again.
-    const changed = await loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE, cacheFactor: 4 }, { workers: { federationSender: { metricsPort: 32970 } } })
+    const changed = await loadInventory(
+      { install: 'pip', wheelhouse: WHEELHOUSE, cacheFactor: 4 },
+      { workers: { federationSender: { metricsPort: 32970 } } },
+    )
     const plan = await dryRun(host, changed)
     expect(host.unexpected).toEqual([])
     const expected = [
@@ -674,7 +816,10 @@ describe('Ubuntu 20.04 (focal)', () => {
       expect(planned(report, '/etc/apt/sources.list.d/matrix-org.list')).toBe(
         'deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ focal main\n',
       )
-      expect(taskOf(report, 'postgres').checks.find((c) => c.name === 'Postgres new enough for Synapse')).toMatchObject({ ok: true, detail: 'PostgreSQL 12' })
+      expect(taskOf(report, 'postgres').checks.find((c) => c.name === 'Postgres new enough for Synapse')).toMatchObject({
+        ok: true,
+        detail: 'PostgreSQL 12',
+      })
       expect(planned(report, '/etc/postgresql/12/main/conf.d/matrix-provision.conf')).toBe(renderPostgresListen(['localhost'], 5432))
       expect(planned(report, '/etc/postgresql/12/main/pg_hba.conf')).toContain('host\tsynapse\tsynapse_user\t127.0.0.1/32\tscram-sha-256\n')
       expect(changesOf(report).some((c) => c.resource.includes('/etc/postgresql/15/'))).toBe(false)
@@ -692,12 +837,25 @@ describe('Ubuntu 20.04 (focal)', () => {
         summary: `generate the server's signing key ${SIGNING_KEY} (0600 matrix-synapse:matrix-synapse, kept across runs)`,
       })
       // The package brings its unit, venv and homeserver.yaml: none of the pip method's resources.
-      expect(resourcesOf(synapse).some((id) => id.startsWith('venv:') || id === 'file:/etc/systemd/system/matrix-synapse.service' || id === 'file:/etc/matrix-synapse/homeserver.yaml')).toBe(false)
+      expect(
+        resourcesOf(synapse).some(
+          (id) =>
+            id.startsWith('venv:') ||
+            id === 'file:/etc/systemd/system/matrix-synapse.service' ||
+            id === 'file:/etc/matrix-synapse/homeserver.yaml',
+        ),
+      ).toBe(false)
       expect(changeOf(report, 'service:matrix-synapse.service').summary).toContain('unit comes with package matrix-synapse-py3')
-      expect(synapse.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')?.detail).toBe('apt method: the package brings its own Python')
+      expect(synapse.checks.find((c) => c.name === 'Python new enough for Synapse (pip method)')?.detail).toBe(
+        'apt method: the package brings its own Python',
+      )
       // server_name.yaml byte for byte as the package's postinst writes it from the debconf answer.
       expect(plannedYaml(report, `${CONF_D}/server_name.yaml`)).toEqual({ server_name: 'example.org' })
-      expect(plannedYaml(report, `${CONF_D}/10-server.yaml`).listeners[0]).toMatchObject({ port: 8008, bind_addresses: ['127.0.0.1'], x_forwarded: true })
+      expect(plannedYaml(report, `${CONF_D}/10-server.yaml`).listeners[0]).toMatchObject({
+        port: 8008,
+        bind_addresses: ['127.0.0.1'],
+        x_forwarded: true,
+      })
       expect(plannedYaml(report, `${CONF_D}/40-workers.yaml`).instance_map).toEqual({ main: { host: '127.0.0.1', port: 32993 } })
       for (const f of synapseFiles(vars).filter((x) => !x.sensitive)) expect(planned(report, f.path), f.path).toBe(f.content)
 
@@ -718,7 +876,9 @@ describe('Ubuntu 20.04 (focal)', () => {
       ])
       expect(host.packages.get('matrix-synapse-py3')).toBe('1.118.1+focal1')
       expect(host.packages.get('postgresql-12')).toBeDefined()
-      expect(host.aptLists).toContain('deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ focal main')
+      expect(host.aptLists).toContain(
+        'deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] https://packages.matrix.org/debian/ focal main',
+      )
       // The postinst made the user with its own group, which reads the 0640 config files.
       expect(host.users.get('matrix-synapse')?.group).toBe('matrix-synapse')
       expect(host.readableBy('matrix-synapse', `${CONF_D}/20-database.yaml`)).toBe(true)
@@ -727,10 +887,18 @@ describe('Ubuntu 20.04 (focal)', () => {
       expect(host.text(SIGNING_KEY)).toBe('ed25519 a_fake signingkey\n')
       expect(host.held.has('matrix-synapse-py3')).toBe(true)
       const ctx = { host: inventory.hosts[0]! } as TaskContext
-      const keyCheck = TASKS.find((t) => t.name === 'synapse')!.after!(ctx).find((c) => c.name === 'signing key readable only by matrix-synapse')!
+      const keyCheck = TASKS.find((t) => t.name === 'synapse')!.after!(ctx).find(
+        (c) => c.name === 'signing key readable only by matrix-synapse',
+      )!
       expect(await keyCheck.run(host, { waitS: () => 0 })).toMatchObject({ ok: true, detail: 'matrix-synapse 600' })
       // Main was never started on the package's own config: its first start is on the run's configuration, not a restart.
-      expect(host.restarts).toEqual(['restart postgresql.service', 'restart redis-server.service', 'restart apache2.service', 'reload apache2.service', 'reload apache2.service'])
+      expect(host.restarts).toEqual([
+        'restart postgresql.service',
+        'restart redis-server.service',
+        'restart apache2.service',
+        'reload apache2.service',
+        'reload apache2.service',
+      ])
       expect(host.units.get('matrix-synapse.service')).toMatchObject({ active: true, enabled: true })
 
       const again = await dryRun(host, inventory)
@@ -758,7 +926,11 @@ describe('apply reads facts again only where an applied change may have altered 
     const task: Task = {
       name: 'monitoring',
       title: 'reads',
-      resources: () => [directory({ path: '/srv/reads', mode: 0o755 }), ...files, file({ path: '/srv/reads/f0', content: '0\n', mode: 0o600 })],
+      resources: () => [
+        directory({ path: '/srv/reads', mode: 0o755 }),
+        ...files,
+        file({ path: '/srv/reads/f0', content: '0\n', mode: 0o600 }),
+      ],
     }
     const report = await runHost({ ...inventory.hosts[0]!, roles: ['monitoring'] }, host, { mode: 'apply', tasks: [task], inventory })
     expect(host.unexpected).toEqual([])
@@ -767,7 +939,11 @@ describe('apply reads facts again only where an applied change may have altered 
     expect(host.commands.filter((c) => c === 'sh -s')).toHaveLength(3)
     // The twenty writes went out together, sent before the probe that re-reads f0; then f0 alone at the task's end.
     // The host record first (flushed before the directory's mkdir), then the twenty, then f0.
-    expect(host.writeBatches).toEqual([['/var/lib/matrix-provision/host.json'], files.map((_f, i) => `/srv/reads/f${i}`), ['/srv/reads/f0']])
+    expect(host.writeBatches).toEqual([
+      ['/var/lib/matrix-provision/host.json'],
+      files.map((_f, i) => `/srv/reads/f${i}`),
+      ['/srv/reads/f0'],
+    ])
     expect(report.tasks[0]!.changes.map((c) => c.action)).toEqual(['create', 'create', ...files.map(() => 'create'), 'update'])
     expect(host.fs.get('/srv/reads/f0')).toMatchObject({ type: 'file', mode: 0o600 })
   })
@@ -783,7 +959,11 @@ describe('a database host with Postgres and Redis for a remote homeserver: the d
     )
   // Changes as "action resource" ("create" and "update" of a file count as one: a package may ship the file).
   const plain = (r: HostReport) =>
-    r.tasks.map((t) => ({ task: t.task, changes: t.changes.map((c) => `${c.action.replace(/^(create|update)$/, 'write')} ${c.resource}`), restarts: t.restarts.map((x) => `${x.action} ${x.unit}`) }))
+    r.tasks.map((t) => ({
+      task: t.task,
+      changes: t.changes.map((c) => `${c.action.replace(/^(create|update)$/, 'write')} ${c.resource}`),
+      restarts: t.restarts.map((x) => `${x.action} ${x.unit}`),
+    }))
 
   it('the firewall pieces both tasks declare (nftables, its directories, the unit template) are planned once, and no reload of the first firewall is predicted', async () => {
     const inventory = await dbInventory()
@@ -791,8 +971,16 @@ describe('a database host with Postgres and Redis for a remote homeserver: the d
     const plan = await dryRun(host, inventory)
     expect(host.unexpected).toEqual([])
     const all = changesOf(plan).map((c) => c.resource)
-    for (const shared of ['apt:nftables', 'dir:/etc/matrix-provision', 'dir:/etc/matrix-provision/firewall', 'file:/etc/systemd/system/matrix-provision-firewall@.service']) {
-      expect(all.filter((r) => r === shared), shared).toHaveLength(1)
+    for (const shared of [
+      'apt:nftables',
+      'dir:/etc/matrix-provision',
+      'dir:/etc/matrix-provision/firewall',
+      'file:/etc/systemd/system/matrix-provision-firewall@.service',
+    ]) {
+      expect(
+        all.filter((r) => r === shared),
+        shared,
+      ).toHaveLength(1)
     }
     expect(restartsOf(plan).map((r) => r.unit)).not.toContain('matrix-provision-firewall@postgres.service')
 
@@ -812,7 +1000,8 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     { name: 'events_1', kind: 'events' },
     { name: 'sender_1', kind: 'federation_sender' },
   ]
-  const withWorkers = (instances: { name: string; kind: string }[]) => loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE }, { workers: { instances } })
+  const withWorkers = (instances: { name: string; kind: string }[]) =>
+    loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE }, { workers: { instances } })
   const synapseRestarts = (r: HostReport) => restartsOf(r).filter((x) => x.unit.startsWith('matrix-synapse'))
   const ALL = ['matrix-synapse.service', ...BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)]
 
@@ -845,7 +1034,11 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     expect(synapseRestarts(plan)).toEqual([])
     expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual([])
     expect(changesOf(plan).map((c) => c.resource)).not.toContain(`file:${CONF_D}/40-workers.yaml`)
-    expect(changesOf(plan).filter((c) => c.kind === 'service').map((c) => [c.resource, c.action])).toEqual([['service:matrix-synapse-worker@generic_2.service', 'start']])
+    expect(
+      changesOf(plan)
+        .filter((c) => c.kind === 'service')
+        .map((c) => [c.resource, c.action]),
+    ).toEqual([['service:matrix-synapse-worker@generic_2.service', 'start']])
     expect(host.units.get('matrix-synapse-worker@generic_2.service')).toMatchObject({ active: true, enabled: true })
     // Started on its new file: no configuration check runs for a restart that is not due.
     expect(host.commands.filter((c) => c.includes('-m synapse.config') && c.includes('generic_2.yaml'))).toEqual([])
@@ -853,7 +1046,11 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
 
   const WORKERS = BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)
   /** Workers the plan starts as service changes (stopped before the shared config changed). */
-  const started = (r: HostReport) => r.tasks.flatMap((t) => t.changes).filter((c) => c.kind === 'service' && c.action === 'start').map((c) => c.resource.replace(/^service:/, ''))
+  const started = (r: HostReport) =>
+    r.tasks
+      .flatMap((t) => t.changes)
+      .filter((c) => c.kind === 'service' && c.action === 'start')
+      .map((c) => c.resource.replace(/^service:/, ''))
 
   it('one more event persister: the stream writer map changes, so every process restarts: the workers stop before the shared file changes, main restarts, then the workers start (Synapse: all processes read it)', async () => {
     const { plan, done } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
@@ -861,11 +1058,14 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     const handover = changesOf(plan).find((c) => c.resource === `worker-handover:${CONF_D}/40-workers.yaml`)!
     expect(handover.steps!.map((x) => x.target)).toEqual(WORKERS)
     // Planned before the file it protects: no old worker reads a main on the new map.
-    expect(changesOf(plan).indexOf(handover)).toBeLessThan(changesOf(plan).findIndex((c) => c.resource === `file:${CONF_D}/40-workers.yaml`))
+    expect(changesOf(plan).indexOf(handover)).toBeLessThan(
+      changesOf(plan).findIndex((c) => c.resource === `file:${CONF_D}/40-workers.yaml`),
+    )
     expect(synapseRestarts(plan).map((r) => r.unit)).toEqual(['matrix-synapse.service'])
     expect(started(plan)).toEqual([...WORKERS, 'matrix-synapse-worker@events_2.service'])
     expect(done.filter((r) => r.includes('matrix-synapse'))).toEqual([...WORKERS.map((u) => `stop ${u}`), 'restart matrix-synapse.service'])
-    for (const r of plan.tasks.flatMap((t) => t.restarts).filter((x) => x.unit.startsWith('matrix-synapse'))) expect(r.reason).toContain(`${CONF_D}/40-workers.yaml`)
+    for (const r of plan.tasks.flatMap((t) => t.restarts).filter((x) => x.unit.startsWith('matrix-synapse')))
+      expect(r.reason).toContain(`${CONF_D}/40-workers.yaml`)
   })
 
   it('one more federation sender: federation_sender_instances changes, so every process restarts the same way', async () => {

@@ -111,19 +111,34 @@ describe('proxyPassMatchPattern', () => {
   }
 
   it('keeps the raw path and the query string', () => {
-    expect(target('^/_matrix/federation/v1/send/', '/_matrix/federation/v1/send/txn%2F1?a=b')).toBe('http://127.0.0.1:32902/_matrix/federation/v1/send/txn%2F1?a=b')
-    expect(target('^/_matrix/federation/(v1|v2)/send_join/', '/_matrix/federation/v2/send_join/!r:x/$e')).toBe('http://127.0.0.1:32902/_matrix/federation/v2/send_join/!r:x/$e')
-    expect(target('^/_matrix/key/v2/query', '/_matrix/key/v2/query/example.org')).toBe('http://127.0.0.1:32902/_matrix/key/v2/query/example.org')
+    expect(target('^/_matrix/federation/v1/send/', '/_matrix/federation/v1/send/txn%2F1?a=b')).toBe(
+      'http://127.0.0.1:32902/_matrix/federation/v1/send/txn%2F1?a=b',
+    )
+    expect(target('^/_matrix/federation/(v1|v2)/send_join/', '/_matrix/federation/v2/send_join/!r:x/$e')).toBe(
+      'http://127.0.0.1:32902/_matrix/federation/v2/send_join/!r:x/$e',
+    )
+    expect(target('^/_matrix/key/v2/query', '/_matrix/key/v2/query/example.org')).toBe(
+      'http://127.0.0.1:32902/_matrix/key/v2/query/example.org',
+    )
   })
 
   it('keeps anchored routes anchored, query string allowed', () => {
-    expect(target('^/_matrix/federation/v1/version$', '/_matrix/federation/v1/version')).toBe('http://127.0.0.1:32902/_matrix/federation/v1/version')
-    expect(target('^/_matrix/federation/v1/version$', '/_matrix/federation/v1/version?x=1')).toBe('http://127.0.0.1:32902/_matrix/federation/v1/version?x=1')
+    expect(target('^/_matrix/federation/v1/version$', '/_matrix/federation/v1/version')).toBe(
+      'http://127.0.0.1:32902/_matrix/federation/v1/version',
+    )
+    expect(target('^/_matrix/federation/v1/version$', '/_matrix/federation/v1/version?x=1')).toBe(
+      'http://127.0.0.1:32902/_matrix/federation/v1/version?x=1',
+    )
     expect(target('^/_matrix/federation/v1/version$', '/_matrix/federation/v1/versionx')).toBeUndefined()
   })
 
   it('matches no client or media path', () => {
-    for (const uri of ['/_matrix/client/v3/sync', '/_matrix/media/v3/download/x/y', '/_matrix/federation/v1/media/download/x', '/_synapse/client/pick_idp']) {
+    for (const uri of [
+      '/_matrix/client/v3/sync',
+      '/_matrix/media/v3/download/x/y',
+      '/_matrix/federation/v1/media/download/x',
+      '/_synapse/client/pick_idp',
+    ]) {
       expect(FEDERATION_ROUTES.map((r) => target(r, uri)).filter(Boolean), uri).toEqual([])
     }
   })
@@ -155,7 +170,9 @@ describe('renderServerNameVhost', () => {
   })
 
   it('strips a trailing slash from the client base_url', () => {
-    expect(JSON.parse(wellKnownClient(matrixSettings({ publicBaseUrl: 'https://matrix.example.org/' })))).toEqual({ 'm.homeserver': { base_url: 'https://matrix.example.org' } })
+    expect(JSON.parse(wellKnownClient(matrixSettings({ publicBaseUrl: 'https://matrix.example.org/' })))).toEqual({
+      'm.homeserver': { base_url: 'https://matrix.example.org' },
+    })
   })
 
   it('port-8448: proxies federation for the server name on 8448, worker routes first, and listens on 8448', () => {
@@ -199,7 +216,8 @@ describe('renderElementVhost', () => {
   it('marks /, /index.html, /version, /config*.json and /i18n as no-cache, and nothing else', () => {
     const pattern = /<LocationMatch "([^"]+)">/.exec(vhost.content)![1]!
     const re = new RegExp(pattern)
-    for (const path of ['/', '/index.html', '/version', '/config.json', '/config.element.example.org.json', '/i18n/de_DE.json']) expect(re.test(path), path).toBe(true)
+    for (const path of ['/', '/index.html', '/version', '/config.json', '/config.element.example.org.json', '/i18n/de_DE.json'])
+      expect(re.test(path), path).toBe(true)
     for (const path of ['/bundles/abc/app.js', '/img/logo.svg', '/index.htmlx', '/x/config.json']) expect(re.test(path), path).toBe(false)
   })
 
@@ -251,7 +269,9 @@ describe('hostile values', () => {
 
   it('refuses host names that are not DNS names', () => {
     for (const publicHost of ['matrix.example.org\n<VirtualHost *:80>', 'Matrix.Example.org', 'a b', '']) {
-      expect(() => renderMatrixVhost(matrixSettings({ publicHost }), { ...TLS, workers: false }), JSON.stringify(publicHost)).toThrow(/publicHost/)
+      expect(() => renderMatrixVhost(matrixSettings({ publicHost }), { ...TLS, workers: false }), JSON.stringify(publicHost)).toThrow(
+        /publicHost/,
+      )
     }
   })
 

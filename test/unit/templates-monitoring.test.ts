@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
-import { renderAlertRules, renderGrafanaDashboard, renderGrafanaProvisioning, renderNodeExporterDefaults, renderPrometheusConfig, renderPrometheusDefaults, renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
+import {
+  renderAlertRules,
+  renderGrafanaDashboard,
+  renderGrafanaProvisioning,
+  renderNodeExporterDefaults,
+  renderPrometheusConfig,
+  renderPrometheusDefaults,
+  renderPrometheusScrape,
+} from '../../tasks/monitoring/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
 const host = (patch?: Parameters<typeof matrixSettings>[0]) => matrixSettings(patch)
@@ -39,13 +47,18 @@ describe('renderPrometheusScrape', () => {
 })
 
 describe('Prometheus on the homeserver', () => {
-  const on = (prometheus: Record<string, unknown> = {}) => host({ monitoring: { prometheus: { enabled: true, ...prometheus } } } as Parameters<typeof matrixSettings>[0])
+  const on = (prometheus: Record<string, unknown> = {}) => host({ monitoring: { prometheus: { enabled: true, ...prometheus } } })
 
   it('scrapes every Synapse process, the node exporter and itself on loopback, with the rule file', () => {
     const config = parse(renderPrometheusConfig(on({ scrapeInterval: '5s' }), 'matrix1'))
     expect(config.global).toEqual({ scrape_interval: '5s', evaluation_interval: '5s' })
     expect(config.rule_files).toEqual(['/etc/prometheus/rules/matrix-synapse.yml'])
-    expect(config.scrape_configs.map((j: { job_name: string; static_configs: { targets: string[] }[] }) => [j.job_name, j.static_configs.flatMap((s) => s.targets)])).toEqual([
+    expect(
+      config.scrape_configs.map((j: { job_name: string; static_configs: { targets: string[] }[] }) => [
+        j.job_name,
+        j.static_configs.flatMap((s) => s.targets),
+      ]),
+    ).toEqual([
       ['synapse', ['127.0.0.1:32982', '127.0.0.1:32981', '127.0.0.1:32980']],
       ['node', ['127.0.0.1:9100']],
       ['prometheus', ['127.0.0.1:9090']],
@@ -54,24 +67,42 @@ describe('Prometheus on the homeserver', () => {
 
   it("alerts on the guide's indicators, for exactly the scraped jobs, with the status command's thresholds", () => {
     const rules = parse(renderAlertRules(on({ processDownFor: '20s' }))).groups[0].rules as { alert: string; expr: string; for: string }[]
-    expect(rules.map((r) => r.alert)).toEqual(['SynapseProcessDown', 'SynapseProcessCpuSaturated', 'SynapseEventSendTimeHigh', 'SynapseCacheEvictionsHigh', 'ProxyLongPollsNearLimit', 'HostMemoryLow'])
+    expect(rules.map((r) => r.alert)).toEqual([
+      'SynapseProcessDown',
+      'SynapseProcessCpuSaturated',
+      'SynapseEventSendTimeHigh',
+      'SynapseCacheEvictionsHigh',
+      'ProxyLongPollsNearLimit',
+      'HostMemoryLow',
+    ])
     expect(rules[0]).toMatchObject({ expr: 'up{job=~"master|federation_reader|federation_sender"} == 0', for: '20s' })
-    expect(rules[1]!.expr).toBe('(rate(process_cpu_user_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) + rate(process_cpu_system_seconds_total{job=~"master|federation_reader|federation_sender"}[5m])) > 0.9')
+    expect(rules[1]!.expr).toBe(
+      '(rate(process_cpu_user_seconds_total{job=~"master|federation_reader|federation_sender"}[5m]) + rate(process_cpu_system_seconds_total{job=~"master|federation_reader|federation_sender"}[5m])) > 0.9',
+    )
     expect(rules[2]!.expr).toContain('servlet="RoomSendEventRestServlet",code=~"2.."')
     expect(rules[2]!.expr).toMatch(/> 1$/)
     expect(rules[3]!.expr).toContain('reason="size"')
     // The long-polls Synapse holds against the proxy's cap (1008 for the default maxClients 1000): 80% of it.
-    expect(rules[4]!.expr).toBe('sum by (instance) (synapse_http_server_in_flight_requests_count{servlet=~"SyncRestServlet|EventStreamRestServlet|InitialSyncRestServlet|RoomInitialSyncRestServlet",job=~"master|federation_reader|federation_sender"}) > 806')
+    expect(rules[4]!.expr).toBe(
+      'sum by (instance) (synapse_http_server_in_flight_requests_count{servlet=~"SyncRestServlet|EventStreamRestServlet|InitialSyncRestServlet|RoomInitialSyncRestServlet",job=~"master|federation_reader|federation_sender"}) > 806',
+    )
   })
 
   it('the unit environments keep both daemons on loopback and set the retention', () => {
-    expect(renderPrometheusDefaults(on({ port: 9191, retention: '30d', retentionSize: '5GB' }))).toContain('ARGS="--web.listen-address=127.0.0.1:9191 --storage.tsdb.retention.time=30d --storage.tsdb.retention.size=5GB"')
+    expect(renderPrometheusDefaults(on({ port: 9191, retention: '30d', retentionSize: '5GB' }))).toContain(
+      'ARGS="--web.listen-address=127.0.0.1:9191 --storage.tsdb.retention.time=30d --storage.tsdb.retention.size=5GB"',
+    )
     expect(renderNodeExporterDefaults(on())).toContain('ARGS="--web.listen-address=127.0.0.1:9100"')
   })
 
   it('a Grafana dashboard with the guide graphs and a provisioning file pointing at it', () => {
     const d = JSON.parse(renderGrafanaDashboard(on()))
-    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual(['CPU per process', 'Event send time', 'CPU by code block', 'Cache evictions because full'])
+    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual([
+      'CPU per process',
+      'Event send time',
+      'CPU by code block',
+      'Cache evictions because full',
+    ])
     expect(parse(renderGrafanaProvisioning()).providers[0].options.path).toBe('/etc/matrix-provision/grafana/dashboards')
   })
 })

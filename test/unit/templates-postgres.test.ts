@@ -24,7 +24,8 @@ describe('renderPostgresListen', () => {
   })
 
   it('refuses addresses that could break out of the quoted value', () => {
-    for (const bad of ["10.0.0.5'", "x'\nssl = off", 'a,b', '']) expect(() => renderPostgresListen([bad], 5432), JSON.stringify(bad)).toThrow()
+    for (const bad of ["10.0.0.5'", "x'\nssl = off", 'a,b', ''])
+      expect(() => renderPostgresListen([bad], 5432), JSON.stringify(bad)).toThrow()
     expect(() => renderPostgresListen(['localhost'], 70000)).toThrow()
     expect(() => postgresListenPath('16/../../x')).toThrow()
   })
@@ -32,7 +33,9 @@ describe('renderPostgresListen', () => {
 
 describe('renderPgHbaRules', () => {
   it('writes one host line per rule, IPs with their host prefix', () => {
-    expect(fields(renderPgHbaRules([rule('10.0.0.6'), rule('::1'), rule('192.168.0.0/24', { method: 'md5' }), rule('db-client.internal')]))).toEqual([
+    expect(
+      fields(renderPgHbaRules([rule('10.0.0.6'), rule('::1'), rule('192.168.0.0/24', { method: 'md5' }), rule('db-client.internal')])),
+    ).toEqual([
       ['host', 'synapse', 'synapse_user', '10.0.0.6/32', 'scram-sha-256'],
       ['host', 'synapse', 'synapse_user', '::1/128', 'scram-sha-256'],
       ['host', 'synapse', 'synapse_user', '192.168.0.0/24', 'md5'],

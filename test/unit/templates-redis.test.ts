@@ -80,7 +80,17 @@ describe('renderRedisConf', () => {
   })
 
   it('writes any password so that Redis reads back the same bytes, on one line', () => {
-    for (const password of ['p"w', 'back\\slash', 'new\nline\nprotected-mode no', 'sp ace', "it's", '#hash', 'ü€😀', '\u0000\u007f', '\\x41']) {
+    for (const password of [
+      'p"w',
+      'back\\slash',
+      'new\nline\nprotected-mode no',
+      'sp ace',
+      "it's",
+      '#hash',
+      'ü€😀',
+      '\u0000\u007f',
+      '\\x41',
+    ]) {
       const conf = renderRedisConf(matrixSettings(), ['127.0.0.1', '10.0.0.2'], password)
       const line = conf.split('\n').filter((l) => l.startsWith('requirepass '))
       expect(line, JSON.stringify(password)).toHaveLength(1)

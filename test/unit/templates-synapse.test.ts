@@ -59,7 +59,12 @@ describe('renderSynapseConfig: file layout', () => {
       expect(f.group).toBe('matrix-synapse')
       expect(f.mode).toBe(f.sensitive ? 0o640 : 0o644)
     }
-    expect(files.filter((f) => f.sensitive).map((f) => f.path.split('/').pop())).toEqual(['20-database.yaml', '30-secrets.yaml', '40-workers.yaml', '90-extra.yaml'])
+    expect(files.filter((f) => f.sensitive).map((f) => f.path.split('/').pop())).toEqual([
+      '20-database.yaml',
+      '30-secrets.yaml',
+      '40-workers.yaml',
+      '90-extra.yaml',
+    ])
   })
 
   it('writes server_name.yaml and report_stats.yaml byte for byte as the Debian postinst does after debconf', () => {
@@ -97,7 +102,15 @@ describe('renderSynapseConfig: file layout', () => {
       matrixSettings(),
       matrixSettings({ workers: { enabled: false } }),
       matrixSettings({ monitoring: { enableMetrics: false } }),
-      matrixSettings({ synapse: { extraConfig: { trusted_key_servers: [{ server_name: 'example.net' }], caches: { global_factor: 3 }, presence: { enabled: false } } } }),
+      matrixSettings({
+        synapse: {
+          extraConfig: {
+            trusted_key_servers: [{ server_name: 'example.net' }],
+            caches: { global_factor: 3 },
+            presence: { enabled: false },
+          },
+        },
+      }),
     ]
     for (const vars of variants) {
       const files = [...renderSynapseConfig(vars, synapseContext({ federationCaPath: '/etc/matrix-synapse/ca.pem' }))]
@@ -134,7 +147,10 @@ describe('renderSynapseConfig: listeners', () => {
   })
 
   it('has no replication listener without workers and no metrics listener without metrics', () => {
-    const server = configOf(renderSynapseConfig(matrixSettings({ workers: { enabled: false }, monitoring: { enableMetrics: false } }), synapseContext()), '10-server.yaml')
+    const server = configOf(
+      renderSynapseConfig(matrixSettings({ workers: { enabled: false }, monitoring: { enableMetrics: false } }), synapseContext()),
+      '10-server.yaml',
+    )
     expect(server.listeners).toHaveLength(1)
     expect(server.listeners[0].port).toBe(8008)
   })
@@ -162,8 +178,14 @@ describe('renderSynapseConfig: settings', () => {
   })
 
   it('lists the federation CA files when given', () => {
-    const files = renderSynapseConfig(matrixSettings(), synapseContext({ federationCaPath: '/etc/matrix-synapse/ca.pem', federationCaPaths: ['/etc/matrix-synapse/ca2.pem'] }))
-    expect(configOf(files, '10-server.yaml').federation_custom_ca_list).toEqual(['/etc/matrix-synapse/ca.pem', '/etc/matrix-synapse/ca2.pem'])
+    const files = renderSynapseConfig(
+      matrixSettings(),
+      synapseContext({ federationCaPath: '/etc/matrix-synapse/ca.pem', federationCaPaths: ['/etc/matrix-synapse/ca2.pem'] }),
+    )
+    expect(configOf(files, '10-server.yaml').federation_custom_ca_list).toEqual([
+      '/etc/matrix-synapse/ca.pem',
+      '/etc/matrix-synapse/ca2.pem',
+    ])
   })
 
   it('connects to Postgres with psycopg2 and the guide pool sizes', () => {
@@ -171,7 +193,15 @@ describe('renderSynapseConfig: settings', () => {
     expect(db).toEqual({
       database: {
         name: 'psycopg2',
-        args: { user: 'synapse_user', password: FIXTURE_SECRETS.postgresPassword, dbname: 'synapse', host: '10.0.0.5', port: 5432, cp_min: 5, cp_max: 10 },
+        args: {
+          user: 'synapse_user',
+          password: FIXTURE_SECRETS.postgresPassword,
+          dbname: 'synapse',
+          host: '10.0.0.5',
+          port: 5432,
+          cp_min: 5,
+          cp_max: 10,
+        },
       },
     })
   })
@@ -186,7 +216,10 @@ describe('renderSynapseConfig: settings', () => {
 
   it('enables metrics and sets the cache factor', () => {
     expect(configOf(defaultFiles(), '50-monitoring.yaml')).toEqual({ enable_metrics: true, caches: { global_factor: 2 } })
-    const off = configOf(renderSynapseConfig(matrixSettings({ monitoring: { enableMetrics: false }, synapse: { cacheFactor: 4.5 } }), synapseContext()), '50-monitoring.yaml')
+    const off = configOf(
+      renderSynapseConfig(matrixSettings({ monitoring: { enableMetrics: false }, synapse: { cacheFactor: 4.5 } }), synapseContext()),
+      '50-monitoring.yaml',
+    )
     expect(off).toEqual({ enable_metrics: false, caches: { global_factor: 4.5 } })
   })
 
@@ -207,7 +240,10 @@ describe('renderSynapseConfig: workers', () => {
   })
 
   it('leaves the Redis password out when there is none', () => {
-    const workers = configOf(renderSynapseConfig(matrixSettings(), synapseContext({ secrets: { redisPassword: undefined } })), '40-workers.yaml')
+    const workers = configOf(
+      renderSynapseConfig(matrixSettings(), synapseContext({ secrets: { redisPassword: undefined } })),
+      '40-workers.yaml',
+    )
     expect(workers.redis).toEqual({ enabled: true, host: '127.0.0.1', port: 32992 })
   })
 
@@ -221,7 +257,15 @@ describe('renderSynapseConfig: workers', () => {
   })
 
   it('contains none of the removed or legacy worker keys anywhere', () => {
-    const removed = ['worker_replication_host', 'worker_replication_http_port', 'worker_replication_http_tls', 'send_federation', 'daemonize', 'worker_daemonize', 'worker_main_http_uri']
+    const removed = [
+      'worker_replication_host',
+      'worker_replication_http_port',
+      'worker_replication_http_tls',
+      'send_federation',
+      'daemonize',
+      'worker_daemonize',
+      'worker_main_http_uri',
+    ]
     for (const vars of [matrixSettings(), matrixSettings({ workers: { enabled: false } })]) {
       for (const f of [...renderSynapseConfig(vars, synapseContext()), ...renderWorkerFiles(vars)]) {
         for (const key of removed) expect(f.content, `${key} in ${f.path}`).not.toContain(key)
@@ -275,8 +319,18 @@ describe('renderSynapseConfig: extraConfig', () => {
   })
 
   it('refuses keys that come from settings or were removed from Synapse', () => {
-    for (const key of ['listeners', 'database', 'server_name', 'redis', 'worker_replication_host', 'send_federation', 'macaroon_secret_key']) {
-      expect(() => renderSynapseConfig(matrixSettings({ synapse: { extraConfig: { [key]: 1 } } }), synapseContext()), key).toThrow(new RegExp(key))
+    for (const key of [
+      'listeners',
+      'database',
+      'server_name',
+      'redis',
+      'worker_replication_host',
+      'send_federation',
+      'macaroon_secret_key',
+    ]) {
+      expect(() => renderSynapseConfig(matrixSettings({ synapse: { extraConfig: { [key]: 1 } } }), synapseContext()), key).toThrow(
+        new RegExp(key),
+      )
     }
   })
 })
@@ -331,7 +385,16 @@ describe('hostile-looking but valid values', () => {
     for (const value of HOSTILE) {
       const files = renderSynapseConfig(
         matrixSettings(),
-        synapseContext({ secrets: { postgresPassword: value, macaroonSecret: value, formSecret: value, registrationSharedSecret: value, replicationSecret: value, redisPassword: value } }),
+        synapseContext({
+          secrets: {
+            postgresPassword: value,
+            macaroonSecret: value,
+            formSecret: value,
+            registrationSharedSecret: value,
+            replicationSecret: value,
+            redisPassword: value,
+          },
+        }),
       )
       expect(configOf(files, '20-database.yaml').database.args.password, JSON.stringify(value)).toBe(value)
       expect(configOf(files, '30-secrets.yaml').form_secret).toBe(value)
@@ -385,7 +448,10 @@ describe('renderLogConfig', () => {
     expect(file.sensitive).toBe(false)
     const config = load(file.content) as Record<string, any>
     expect(config.version).toBe(1)
-    expect(config.handlers.file).toMatchObject({ class: 'logging.handlers.TimedRotatingFileHandler', filename: '/var/log/matrix-synapse/homeserver.log' })
+    expect(config.handlers.file).toMatchObject({
+      class: 'logging.handlers.TimedRotatingFileHandler',
+      filename: '/var/log/matrix-synapse/homeserver.log',
+    })
     expect(config.handlers.console).toMatchObject({ class: 'logging.StreamHandler', stream: 'ext://sys.stdout' })
     expect(config.root).toEqual({ level: 'INFO', handlers: ['file', 'console'] })
     expect(config.loggers['synapse.access.http']).toEqual({ level: 'INFO' })

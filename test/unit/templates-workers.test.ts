@@ -78,7 +78,7 @@ describe('renderWorkerFiles', () => {
 })
 
 describe('FEDERATION_ROUTES', () => {
-  it('is today\'s list: anchored regexes, inbound transactions included, removed endpoints gone', () => {
+  it("is today's list: anchored regexes, inbound transactions included, removed endpoints gone", () => {
     expect(FEDERATION_ROUTES).toContain('^/_matrix/federation/v1/send/')
     expect(FEDERATION_ROUTES).toContain('^/_matrix/key/v2/query')
     expect(FEDERATION_ROUTES).toContain('^/_matrix/federation/(v1|v2)/send_join/')
@@ -102,7 +102,7 @@ describe('FEDERATION_ROUTES', () => {
 })
 
 describe('systemd units for workers', () => {
-  it('renderWorkerUnit is upstream\'s template unit: generic_worker, shared config, per-instance file', () => {
+  it("renderWorkerUnit is upstream's template unit: generic_worker, shared config, per-instance file", () => {
     const lines = renderWorkerUnit().split('\n')
     for (const line of [
       'AssertPathExists=/etc/matrix-synapse/workers/%i.yaml',
@@ -129,7 +129,15 @@ describe('systemd units for workers', () => {
 
   it('renderSynapseTarget groups the processes under multi-user.target', () => {
     const lines = renderSynapseTarget().split('\n')
-    expect(lines).toEqual(expect.arrayContaining(['[Unit]', 'Description=Synapse parent target', 'After=network.target', '[Install]', 'WantedBy=multi-user.target']))
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        '[Unit]',
+        'Description=Synapse parent target',
+        'After=network.target',
+        '[Install]',
+        'WantedBy=multi-user.target',
+      ]),
+    )
   })
 
   it('names unit instances after the workers', () => {

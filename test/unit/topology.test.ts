@@ -18,7 +18,10 @@ import { FIXTURE_HOST, matrixSettings, synapseContext } from './fixtures/matrix-
 
 const oneOfEach = () => matrixSettings({ workers: { preset: 'one-of-each' } })
 const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
-  parse(renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content) as Record<string, any>
+  parse(renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content) as Record<
+    string,
+    any
+  >
 const workerFile = (vars: ReturnType<typeof matrixSettings>, name: string) =>
   parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as Record<string, any>
 /** A worker of settings without hosts: on loopback, beside main. */
@@ -40,9 +43,22 @@ describe('worker sets', () => {
     expect(ws).toHaveLength(15)
     expect(ws.find((w) => w.name === 'generic')).toEqual({ name: 'generic', kind: 'generic', port: 18100, metricsPort: 18300, ...LOCAL })
     // typing serves its route and writes its stream: both listeners, on separate ports.
-    expect(ws.find((w) => w.name === 'typing')).toEqual({ name: 'typing', kind: 'typing', port: 18108, replicationPort: 18208, metricsPort: 18308, ...LOCAL })
+    expect(ws.find((w) => w.name === 'typing')).toEqual({
+      name: 'typing',
+      kind: 'typing',
+      port: 18108,
+      replicationPort: 18208,
+      metricsPort: 18308,
+      ...LOCAL,
+    })
     // The events persister gets no public listener: generic workers forward events to it.
-    expect(ws.find((w) => w.name === 'events')).toEqual({ name: 'events', kind: 'events', replicationPort: 18207, metricsPort: 18307, ...LOCAL })
+    expect(ws.find((w) => w.name === 'events')).toEqual({
+      name: 'events',
+      kind: 'events',
+      replicationPort: 18207,
+      metricsPort: 18307,
+      ...LOCAL,
+    })
     expect(ws.find((w) => w.name === 'pusher')).toEqual({ name: 'pusher', kind: 'pusher', metricsPort: 18302, ...LOCAL })
     const ports = ws.flatMap((w) => [w.port, w.replicationPort, w.metricsPort].filter((p) => p !== undefined))
     expect(new Set(ports).size).toBe(ports.length)
@@ -50,7 +66,14 @@ describe('worker sets', () => {
 
   it('specialized: pools of sync, event creators, client and federation readers', () => {
     const names = workerInstances(matrixSettings({ workers: { preset: 'specialized' } })).map((w) => w.name)
-    expect(names.slice(0, 6)).toEqual(['synchrotron_1', 'synchrotron_2', 'event_creator_1', 'event_creator_2', 'client_reader_1', 'federation_reader_1'])
+    expect(names.slice(0, 6)).toEqual([
+      'synchrotron_1',
+      'synchrotron_2',
+      'event_creator_1',
+      'event_creator_2',
+      'client_reader_1',
+      'federation_reader_1',
+    ])
     expect(names).toHaveLength(20)
     expect(names).not.toContain('generic')
   })
@@ -66,7 +89,10 @@ describe('worker sets', () => {
     const b = files(before)
     const a = files(after)
     for (const [path, content] of Object.entries(b)) expect(a[path], path).toBe(content)
-    expect(Object.keys(a).filter((p) => !(p in b))).toEqual(['/etc/matrix-synapse/workers/generic_2.yaml', '/etc/matrix-synapse/generic_2-log.yaml'])
+    expect(Object.keys(a).filter((p) => !(p in b))).toEqual([
+      '/etc/matrix-synapse/workers/generic_2.yaml',
+      '/etc/matrix-synapse/generic_2-log.yaml',
+    ])
     // The shared config (which every process watches) is unchanged: a generic worker is in no list of it.
     expect(shared(after)).toEqual(shared(before))
   })
@@ -174,20 +200,32 @@ describe('routing from the worker set', () => {
   it('a pool of more than one becomes an Apache balancer; the sync pool shares the long-poll cap among its members', () => {
     const vars = matrixSettings({ workers: { preset: 'specialized' } })
     const vhost = renderMatrixVhost(vars, { ...tls, workers: true }).content
-    expect(vhost).toContain('    <Proxy "balancer://long-polls-synchrotron">\n        BalancerMember "http://127.0.0.1:18100" max=24 acquire=200\n        BalancerMember "http://127.0.0.1:18101" max=24 acquire=200\n        ProxySet lbmethod=byrequests\n    </Proxy>')
+    expect(vhost).toContain(
+      '    <Proxy "balancer://long-polls-synchrotron">\n        BalancerMember "http://127.0.0.1:18100" max=24 acquire=200\n        BalancerMember "http://127.0.0.1:18101" max=24 acquire=200\n        ProxySet lbmethod=byrequests\n    </Proxy>',
+    )
     expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(r0|v3)/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon')
     // Element X's simplified sliding sync goes with /sync (every generic_worker registers it).
-    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/unstable/org.matrix.simplified_msc3575/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon')
+    expect(vhost).toContain(
+      'ProxyPassMatch "^(/_matrix/client/unstable/org.matrix.simplified_msc3575/sync(?:\\?.*)?)$" "balancer://long-polls-synchrotron$1" nocanon',
+    )
     // The long-poll routes always go through a capped pool: the balancer modules are always on.
-    for (const v of [vars, oneOfEach(), matrixSettings()]) expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
+    for (const v of [vars, oneOfEach(), matrixSettings()])
+      expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
   })
 
   it('long-polls cannot take every Apache thread: the sync routes go through a pool capped below the threads of a child', () => {
     // Default inventory (guide preset: no sync worker), with and without the workers role: main's own capped pool.
     for (const workers of [true, false]) {
       const vhost = renderMatrixVhost(matrixSettings(), { ...tls, workers }).content
-      expect(vhost).toContain(`    <Proxy "balancer://long-polls-main">\n        BalancerMember "http://127.0.0.1:8008" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\n        ProxySet lbmethod=byrequests\n    </Proxy>`)
-      for (const route of ['(r0|v3)/sync', '(api/v1|r0|v3)/events', '(api/v1|r0|v3)/initialSync', '(api/v1|r0|v3)/rooms/[^/]+/initialSync']) {
+      expect(vhost).toContain(
+        `    <Proxy "balancer://long-polls-main">\n        BalancerMember "http://127.0.0.1:8008" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\n        ProxySet lbmethod=byrequests\n    </Proxy>`,
+      )
+      for (const route of [
+        '(r0|v3)/sync',
+        '(api/v1|r0|v3)/events',
+        '(api/v1|r0|v3)/initialSync',
+        '(api/v1|r0|v3)/rooms/[^/]+/initialSync',
+      ]) {
         const line = `ProxyPassMatch "^(/_matrix/client/${route}(?:\\?.*)?)$" "balancer://long-polls-main$1" nocanon`
         expect(vhost).toContain(line)
         // Before the catch-all, which would take it otherwise.
@@ -196,14 +234,18 @@ describe('routing from the worker set', () => {
     }
     // One-of-each's sync goes to its single generic worker: a capped pool of its own, the whole cap for it.
     const one = renderMatrixVhost(oneOfEach(), { ...tls, workers: true }).content
-    expect(one).toMatch(new RegExp(`<Proxy "balancer://long-polls-generic">\\n {8}BalancerMember "http://127\\.0\\.0\\.1:\\d+" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\\n`))
+    expect(one).toMatch(
+      new RegExp(
+        `<Proxy "balancer://long-polls-generic">\\n {8}BalancerMember "http://127\\.0\\.0\\.1:\\d+" max=${LONG_POLLS_PER_CHILD} acquire=${LONG_POLL_ACQUIRE_MS}\\n`,
+      ),
+    )
     expect(one).not.toContain('long-polls-main')
     // Port-8448 delegation proxies the same routes: capped there too.
     const delegation = renderServerNameVhost(matrixSettings({ apache: { delegation: 'port-8448' } }), { ...tls, workers: true })[0]!.content
     expect(delegation).toContain('"balancer://long-polls-main$1"')
   })
 
-  it('default sizing (maxClients 1000): each client\'s long-poll fits under the cap, and a quarter of the threads stays in reserve', () => {
+  it("default sizing (maxClients 1000): each client's long-poll fits under the cap, and a quarter of the threads stays in reserve", () => {
     const s = mpmSizing(1000)
     expect(s).toEqual({ serverLimit: 21, maxRequestWorkers: 1344, longPolls: 1008, reserve: 336, memoryMiB: 588 })
     expect(LONG_POLLS_PER_CHILD).toBeLessThan(THREADS_PER_CHILD)
@@ -226,7 +268,9 @@ describe('routing from the worker set', () => {
   it('one-of-each: the typing route goes to the typing writer, media to the media worker, before the catch-all', () => {
     const vhost = renderMatrixVhost(oneOfEach(), { ...tls, workers: true }).content
     const at = (s: string) => vhost.indexOf(s)
-    expect(vhost).toContain('ProxyPassMatch "^(/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/typing.*)$" "http://127.0.0.1:18108$1" nocanon')
+    expect(vhost).toContain(
+      'ProxyPassMatch "^(/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/typing.*)$" "http://127.0.0.1:18108$1" nocanon',
+    )
     expect(vhost).toContain('ProxyPassMatch "^(/_matrix/media/.*)$" "http://127.0.0.1:18103$1" nocanon')
     expect(at('/sendToDevice/')).toBeLessThan(at('ProxyPass /_matrix http://127.0.0.1:8008/_matrix nocanon'))
     // device_lists' keys/upload is routed to the writer before the generic worker's copy of it.
@@ -268,7 +312,9 @@ describe('Apache sized for long-polls', () => {
 
 describe('memory checked before Apache is sized', () => {
   const check = (vars: ReturnType<typeof matrixSettings>, haveMiB: number) =>
-    memoryForClients({ host: { name: FIXTURE_HOST, roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate!({ get: () => haveMiB } as never)
+    memoryForClients({ host: { name: FIXTURE_HOST, roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate({
+      get: () => haveMiB,
+    } as never)
 
   it('counts Apache for maxClients and every Synapse process of the set', () => {
     const small = check(matrixSettings({ workers: { preset: 'one-of-each' }, apache: { maxClients: 2500 } }), 1024)

@@ -14,7 +14,12 @@ import { ADOPTED_FILES_DIR } from '../../synapse/paths.js'
 
 export const RETIRED_DIR = `${ADOPTED_FILES_DIR}/retired`
 
-export const adoptionReport = (a: Adoption): AdoptionReport => ({ notes: a.notes, secrets: a.secrets.map(({ name, from }) => ({ name, from })), backupDir: ADOPTED_FILES_DIR, retire: a.retire })
+export const adoptionReport = (a: Adoption): AdoptionReport => ({
+  notes: a.notes,
+  secrets: a.secrets.map(({ name, from }) => ({ name, from })),
+  backupDir: ADOPTED_FILES_DIR,
+  retire: a.retire,
+})
 
 export function adoptionTask(adoption: Adoption, secrets: HostSecrets, ownership: HostOwnership, today: string): Task<'adopt'> {
   return {

@@ -14,7 +14,16 @@ import { workerInstances } from '../../inventory/workers.js'
 import { RESERVED_SYNAPSE_KEYS } from '../../../tasks/synapse/templates/homeserver.js'
 import { DELEGATION_SITE_PATH, ELEMENT_SITE_PATH, MATRIX_SITE_PATH } from '../../../tasks/apache/templates.js'
 import type { HandBuiltFiles } from './host-files.js'
-import { HOMESERVER_YAML, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT_DROP_IN_PATH, SYNAPSE_WORKERS_DIR, WORKER_UNIT_PATH } from '../../synapse/paths.js'
+import {
+  HOMESERVER_YAML,
+  MEDIA_STORE_PATH,
+  SIGNING_KEY_PATH,
+  SYNAPSE_CONF_D,
+  SYNAPSE_CONFIG_DIR,
+  SYNAPSE_UNIT_DROP_IN_PATH,
+  SYNAPSE_WORKERS_DIR,
+  WORKER_UNIT_PATH,
+} from '../../synapse/paths.js'
 
 const CONF_D = `${SYNAPSE_CONF_D}/`
 const WORKERS_DIR = `${SYNAPSE_WORKERS_DIR}/`
@@ -89,11 +98,19 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
 
   const homeserverText = found.files.get(HOMESERVER_YAML)
   if (homeserverText === undefined) {
-    return { refusals: [`no ${HOMESERVER_YAML} on this host: there is no Synapse to adopt (a plain run sets one up)`], secrets, adopted: { signingKeyPath: SIGNING_KEY_PATH, mediaStorePath: MEDIA_STORE_PATH, extraConfig }, notes, retire, backup }
+    return {
+      refusals: [`no ${HOMESERVER_YAML} on this host: there is no Synapse to adopt (a plain run sets one up)`],
+      secrets,
+      adopted: { signingKeyPath: SIGNING_KEY_PATH, mediaStorePath: MEDIA_STORE_PATH, extraConfig },
+      notes,
+      retire,
+      backup,
+    }
   }
   // Synapse's own reading: homeserver.yaml, then conf.d/*.yaml in name order, top-level keys replaced.
   const sources: [string, Yaml][] = [[HOMESERVER_YAML, parseYaml(homeserverText, HOMESERVER_YAML, refusals)]]
-  for (const path of [...found.files.keys()].filter((p) => p.startsWith(CONF_D)).sort()) sources.push([path, parseYaml(found.files.get(path)!, path, refusals)])
+  for (const path of [...found.files.keys()].filter((p) => p.startsWith(CONF_D)).sort())
+    sources.push([path, parseYaml(found.files.get(path)!, path, refusals)])
   const config: Yaml = {}
   const origin = new Map<string, string>()
   for (const [path, body] of sources) {
@@ -122,48 +139,97 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
 
   const keyPath = typeof config.signing_key_path === 'string' ? config.signing_key_path : undefined
   take('signing_key_path')
-  if (!keyPath) refusals.push(`${HOMESERVER_YAML} names no signing_key_path: the server's signing key cannot be found, and a new one is a new federation identity`)
-  else if (!found.signingKeys.includes(keyPath)) refusals.push(`the signing key ${keyPath} named by signing_key_path does not exist on the host (found: ${found.signingKeys.join(', ') || 'none'})`)
-  else if (v.synapse.signingKeyPath && v.synapse.signingKeyPath !== keyPath) refusals.push(`the inventory's synapse.signingKeyPath is ${v.synapse.signingKeyPath} but the server signs with ${keyPath}: another key is another federation identity. Drop synapse.signingKeyPath or set it to ${keyPath}`)
+  if (!keyPath)
+    refusals.push(
+      `${HOMESERVER_YAML} names no signing_key_path: the server's signing key cannot be found, and a new one is a new federation identity`,
+    )
+  else if (!found.signingKeys.includes(keyPath))
+    refusals.push(
+      `the signing key ${keyPath} named by signing_key_path does not exist on the host (found: ${found.signingKeys.join(', ') || 'none'})`,
+    )
+  else if (v.synapse.signingKeyPath && v.synapse.signingKeyPath !== keyPath)
+    refusals.push(
+      `the inventory's synapse.signingKeyPath is ${v.synapse.signingKeyPath} but the server signs with ${keyPath}: another key is another federation identity. Drop synapse.signingKeyPath or set it to ${keyPath}`,
+    )
   else note('kept', at('signing_key_path'), `${keyPath}, its bytes unchanged (synapse.signingKeyPath)`)
 
   const mediaPath = typeof config.media_store_path === 'string' ? config.media_store_path : '/var/lib/matrix-synapse/media_store'
   take('media_store_path')
-  if (v.synapse.mediaStorePath && v.synapse.mediaStorePath !== mediaPath) refusals.push(`the inventory's synapse.mediaStorePath is ${v.synapse.mediaStorePath} but the server's media are in ${mediaPath}: drop synapse.mediaStorePath or set it to ${mediaPath}`)
-  else note('kept', config.media_store_path === undefined ? 'media_store_path (Synapse\'s default)' : at('media_store_path'), `${mediaPath} (synapse.mediaStorePath)`)
+  if (v.synapse.mediaStorePath && v.synapse.mediaStorePath !== mediaPath)
+    refusals.push(
+      `the inventory's synapse.mediaStorePath is ${v.synapse.mediaStorePath} but the server's media are in ${mediaPath}: drop synapse.mediaStorePath or set it to ${mediaPath}`,
+    )
+  else
+    note(
+      'kept',
+      config.media_store_path === undefined ? "media_store_path (Synapse's default)" : at('media_store_path'),
+      `${mediaPath} (synapse.mediaStorePath)`,
+    )
 
   // Database: Postgres only; name and user kept; the password taken over.
   const db = take('database')
   const dbArgs = isMap(db) && isMap(db.args) ? db.args : {}
   if (!isMap(db) || db.name === 'sqlite3' || db.name === undefined) {
-    refusals.push(`the server uses SQLite (${text(dbArgs.database ?? '/var/lib/matrix-synapse/homeserver.db')}): matrix-provision runs Synapse on PostgreSQL only. Port the database first (synapse_port_db, see Synapse's docs/postgres.md), then adopt`)
+    refusals.push(
+      `the server uses SQLite (${text(dbArgs.database ?? '/var/lib/matrix-synapse/homeserver.db')}): matrix-provision runs Synapse on PostgreSQL only. Port the database first (synapse_port_db, see Synapse's docs/postgres.md), then adopt`,
+    )
   } else if (db.name !== 'psycopg2') {
     refusals.push(`database.name is ${JSON.stringify(db.name)}: only psycopg2 (PostgreSQL) can be adopted`)
   } else {
     const dbName = text(dbArgs.dbname ?? dbArgs.database ?? '')
     const dbUser = text(dbArgs.user ?? '')
     const dbHost = text(dbArgs.host ?? '')
-    if (dbName !== v.postgres.database) refusals.push(`the server's database is ${JSON.stringify(dbName)} but postgres.database is ${JSON.stringify(v.postgres.database)}: set postgres.database: ${dbName} in ${inventoryFile} (the data stays where it is)`)
-    if (dbUser !== v.postgres.user) refusals.push(`the server connects as ${JSON.stringify(dbUser)} but postgres.user is ${JSON.stringify(v.postgres.user)}: set postgres.user: ${dbUser} in ${inventoryFile}`)
+    if (dbName !== v.postgres.database)
+      refusals.push(
+        `the server's database is ${JSON.stringify(dbName)} but postgres.database is ${JSON.stringify(v.postgres.database)}: set postgres.database: ${dbName} in ${inventoryFile} (the data stays where it is)`,
+      )
+    if (dbUser !== v.postgres.user)
+      refusals.push(
+        `the server connects as ${JSON.stringify(dbUser)} but postgres.user is ${JSON.stringify(v.postgres.user)}: set postgres.user: ${dbUser} in ${inventoryFile}`,
+      )
     const dbIsLocal = LOCAL_DB_HOSTS.has(dbHost)
     const inventoryLocal = !v.postgres.host || v.postgres.host === host.name
-    if (dbIsLocal !== inventoryLocal) refusals.push(`the server's database is on ${dbHost || 'this host'} but the inventory puts Postgres on ${v.postgres.host}: adopting moves no database`)
-    if (refusals.length === 0) note('kept', at('database'), `postgres.database ${dbName}, postgres.user ${dbUser} (psycopg2 on ${dbHost || 'the local socket'} -> 127.0.0.1:${v.postgres.port})`)
+    if (dbIsLocal !== inventoryLocal)
+      refusals.push(
+        `the server's database is on ${dbHost || 'this host'} but the inventory puts Postgres on ${v.postgres.host}: adopting moves no database`,
+      )
+    if (refusals.length === 0)
+      note(
+        'kept',
+        at('database'),
+        `postgres.database ${dbName}, postgres.user ${dbUser} (psycopg2 on ${dbHost || 'the local socket'} -> 127.0.0.1:${v.postgres.port})`,
+      )
     if (dbArgs.database !== undefined) note('replaced', `${at('database')}.args.database`, 'dbname (the current key)')
-    if (typeof dbArgs.password === 'string') secrets.push({ name: 'postgres-password', value: dbArgs.password, from: `${at('database')}.args.password` })
-    else refusals.push(`${at('database')} has no password: matrix-provision connects over TCP with a password (scram-sha-256); set one on the role and in the config first`)
-    const extraArgs = Object.keys(dbArgs).filter((k) => !['user', 'password', 'database', 'dbname', 'host', 'port', 'cp_min', 'cp_max'].includes(k))
-    if (extraArgs.length) note('not mapped', `${at('database')}.args.${extraArgs.join(', ')}`, 'dropped: the database block is written from postgres.*')
+    if (typeof dbArgs.password === 'string')
+      secrets.push({ name: 'postgres-password', value: dbArgs.password, from: `${at('database')}.args.password` })
+    else
+      refusals.push(
+        `${at('database')} has no password: matrix-provision connects over TCP with a password (scram-sha-256); set one on the role and in the config first`,
+      )
+    const extraArgs = Object.keys(dbArgs).filter(
+      (k) => !['user', 'password', 'database', 'dbname', 'host', 'port', 'cp_min', 'cp_max'].includes(k),
+    )
+    if (extraArgs.length)
+      note('not mapped', `${at('database')}.args.${extraArgs.join(', ')}`, 'dropped: the database block is written from postgres.*')
   }
 
   // Secrets: taken over into the host's secret store, unless the inventory gives another value.
-  for (const [key, name] of [['macaroon_secret_key', 'macaroon-secret'], ['form_secret', 'form-secret'], ['registration_shared_secret', 'registration-shared-secret'], ['worker_replication_secret', 'replication-secret']] as const) {
+  for (const [key, name] of [
+    ['macaroon_secret_key', 'macaroon-secret'],
+    ['form_secret', 'form-secret'],
+    ['registration_shared_secret', 'registration-shared-secret'],
+    ['worker_replication_secret', 'replication-secret'],
+  ] as const) {
     const value = take(key)
     if (typeof value === 'string' && value !== '') secrets.push({ name, value, from: at(key) })
   }
   if (config.registration_shared_secret_path !== undefined) {
     take('registration_shared_secret_path')
-    note('not mapped', at('registration_shared_secret_path'), 'the file is not read; a new registration_shared_secret is generated unless the inventory gives one')
+    note(
+      'not mapped',
+      at('registration_shared_secret_path'),
+      'the file is not read; a new registration_shared_secret is generated unless the inventory gives one',
+    )
   }
   const inventorySecrets: Record<string, SecretValue | undefined> = {
     'postgres-password': v.postgres.password,
@@ -175,10 +241,13 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const s of secrets) {
     const given = inventorySecrets[s.name]
     if (given?.kind === 'value' && given.secret.reveal() !== s.value) {
-      refusals.push(`the inventory gives ${s.name} (${given.secret.source}) but the server has another in ${s.from}: ${s.name === 'macaroon-secret' ? 'every access token would stop working' : s.name === 'postgres-password' ? 'the role password would change under the running server' : 'registration and forms would break'}. Use { generate: true } (the host's value is kept) or give the same value`)
+      refusals.push(
+        `the inventory gives ${s.name} (${given.secret.source}) but the server has another in ${s.from}: ${s.name === 'macaroon-secret' ? 'every access token would stop working' : s.name === 'postgres-password' ? 'the role password would change under the running server' : 'registration and forms would break'}. Use { generate: true } (the host's value is kept) or give the same value`,
+      )
     } else note('secret', s.from, `secret store ${s.name} (value kept, masked)`)
   }
-  if (!secrets.some((s) => s.name === 'replication-secret') && host.roles.includes('workers')) note('changes', 'no worker_replication_secret', 'one is generated: the replication listener gets authenticated')
+  if (!secrets.some((s) => s.name === 'replication-secret') && host.roles.includes('workers'))
+    note('changes', 'no worker_replication_secret', 'one is generated: the replication listener gets authenticated')
 
   // Listeners -> ports.
   const listeners = (Array.isArray(take('listeners')) ? (config.listeners as unknown[]) : []).filter(isMap)
@@ -213,18 +282,31 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   if (config.public_baseurl !== undefined) {
     take('public_baseurl')
     const want = v.publicBaseUrl.endsWith('/') ? v.publicBaseUrl : `${v.publicBaseUrl}/`
-    note(config.public_baseurl === want ? 'mapped' : 'changes', `${at('public_baseurl')}: ${text(config.public_baseurl)}`, `publicBaseUrl ${want}`)
+    note(
+      config.public_baseurl === want ? 'mapped' : 'changes',
+      `${at('public_baseurl')}: ${text(config.public_baseurl)}`,
+      `publicBaseUrl ${want}`,
+    )
   }
   const redis = take('redis')
   if (isMap(redis)) {
     const port = Number(redis.port ?? 6379)
-    note(port === v.redis.port ? 'mapped' : 'changes', `${at('redis')}: enabled ${String(redis.enabled)}, port ${port}`, `redis.port ${v.redis.port}${host.roles.includes('workers') ? ' (enabled with the workers role)' : ''}`)
-    if (typeof redis.password === 'string' && !v.redis.password) note('changes', `${at('redis')}.password`, 'dropped: the inventory sets no redis.password')
+    note(
+      port === v.redis.port ? 'mapped' : 'changes',
+      `${at('redis')}: enabled ${String(redis.enabled)}, port ${port}`,
+      `redis.port ${v.redis.port}${host.roles.includes('workers') ? ' (enabled with the workers role)' : ''}`,
+    )
+    if (typeof redis.password === 'string' && !v.redis.password)
+      note('changes', `${at('redis')}.password`, 'dropped: the inventory sets no redis.password')
   }
   const caches = config.caches
   if (isMap(caches) && Object.keys(caches).length === 1 && typeof caches.global_factor === 'number') {
     take('caches')
-    note(caches.global_factor === v.synapse.cacheFactor ? 'mapped' : 'changes', `${at('caches')}.global_factor ${caches.global_factor}`, `synapse.cacheFactor ${v.synapse.cacheFactor}`)
+    note(
+      caches.global_factor === v.synapse.cacheFactor ? 'mapped' : 'changes',
+      `${at('caches')}.global_factor ${caches.global_factor}`,
+      `synapse.cacheFactor ${v.synapse.cacheFactor}`,
+    )
   }
   if (config.federation_custom_ca_list !== undefined) {
     take('federation_custom_ca_list')
@@ -293,14 +375,31 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     const sender = instances.find((i) => i.kind === 'federation_sender')
     const reader = instances.find((i) => i.kind === 'federation_reader' || i.kind === 'generic')
     if ((app === 'synapse.app.federation_sender' || name === 'federation_sender') && sender) {
-      note(metrics && Number(metrics.port) !== sender.metricsPort ? 'changes' : 'mapped', `${file}: ${app}${metrics ? `, metrics ${String(metrics.port)}` : ''}`, `worker ${sender.name}: synapse.app.generic_worker in federation_sender_instances, metrics ${sender.metricsPort}`)
+      note(
+        metrics && Number(metrics.port) !== sender.metricsPort ? 'changes' : 'mapped',
+        `${file}: ${app}${metrics ? `, metrics ${String(metrics.port)}` : ''}`,
+        `worker ${sender.name}: synapse.app.generic_worker in federation_sender_instances, metrics ${sender.metricsPort}`,
+      )
     } else if (http && (app === 'synapse.app.generic_worker' || app === 'synapse.app.federation_reader') && reader) {
-      note(Number(http.port) !== reader.port ? 'changes' : 'mapped', `${file}: ${app} ${name}, http ${String(http.port)}${metrics ? `, metrics ${String(metrics.port)}` : ''}`, `worker ${reader.name} (${reader.kind}): http ${reader.port}, metrics ${reader.metricsPort}`)
+      note(
+        Number(http.port) !== reader.port ? 'changes' : 'mapped',
+        `${file}: ${app} ${name}, http ${String(http.port)}${metrics ? `, metrics ${String(metrics.port)}` : ''}`,
+        `worker ${reader.name} (${reader.kind}): http ${reader.port}, metrics ${reader.metricsPort}`,
+      )
     } else {
-      note('not mapped', `${file} (${app} ${name})`, `the inventory's workers (${instances.map((i) => i.name).join(', ') || 'none'}) have no counterpart: this file and its unit are left alone`)
+      note(
+        'not mapped',
+        `${file} (${app} ${name})`,
+        `the inventory's workers (${instances.map((i) => i.name).join(', ') || 'none'}) have no counterpart: this file and its unit are left alone`,
+      )
       continue
     }
-    if (replication) note('replaced', `${file}: worker_replication_host/_http_port`, 'instance_map.main in conf.d/40-workers.yaml (a ConfigError since Synapse 1.88)')
+    if (replication)
+      note(
+        'replaced',
+        `${file}: worker_replication_host/_http_port`,
+        'instance_map.main in conf.d/40-workers.yaml (a ConfigError since Synapse 1.88)',
+      )
   }
 
   // Apache: the guide's vhosts for our names are retired (their link moved into the backup).
@@ -309,12 +408,18 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   for (const [link, target] of found.enabledSites) {
     if (ours.has(target)) continue
     const text = found.files.get(target) ?? ''
-    const serves = [...text.matchAll(/^\s*Server(?:Name|Alias)\s+(.+)$/gim)].flatMap((m) => m[1]!.trim().split(/\s+/)).filter((n) => names.has(n))
+    const serves = [...text.matchAll(/^\s*Server(?:Name|Alias)\s+(.+)$/gim)]
+      .flatMap((m) => m[1]!.trim().split(/\s+/))
+      .filter((n) => names.has(n))
     if (serves.length === 0) continue
     backup.push(target)
     retire.push(link)
-    const routes = [...text.matchAll(/^\s*ProxyPass\s+"?(\/_matrix\/(?:federation|key)\/[^"\s]+)"?\s+"?http:\/\/127\.0\.0\.1:(\d+)/gim)].filter((m) => Number(m[2]) !== v.synapse.listenPort)
-    const dropped = routes.map((m) => m[1]!).filter((p) => !FEDERATION_ROUTES.some((r) => new RegExp(r).test(p.endsWith('/') ? `${p}x` : p)))
+    const routes = [
+      ...text.matchAll(/^\s*ProxyPass\s+"?(\/_matrix\/(?:federation|key)\/[^"\s]+)"?\s+"?http:\/\/127\.0\.0\.1:(\d+)/gim),
+    ].filter((m) => Number(m[2]) !== v.synapse.listenPort)
+    const dropped = routes
+      .map((m) => m[1]!)
+      .filter((p) => !FEDERATION_ROUTES.some((r) => new RegExp(r).test(p.endsWith('/') ? `${p}x` : p)))
     note(
       'retired',
       `${target} (${[...new Set(serves)].join(', ')}${routes.length ? `; ${routes.length} ProxyPass routes to the federation_reader` : ''})`,
@@ -331,5 +436,12 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   }
   for (const path of [WORKER_UNIT_PATH, '/etc/redis/redis.conf']) if (found.files.has(path)) backup.push(path)
 
-  return { refusals, secrets, adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig }, notes, retire, backup }
+  return {
+    refusals,
+    secrets,
+    adopted: { signingKeyPath: keyPath ?? SIGNING_KEY_PATH, mediaStorePath: mediaPath, extraConfig },
+    notes,
+    retire,
+    backup,
+  }
 }

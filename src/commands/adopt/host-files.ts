@@ -14,7 +14,6 @@ export interface HandBuiltFiles {
   unitDropIns: string[]
 }
 
-
 export const handBuiltFiles = defineFact(
   'hand-built-files',
   // One line (the probe frames each fact as a line; a backslash at a line's end joins the next). The paths are quoted

@@ -9,7 +9,10 @@ export const run: Verb = async (input) => {
   const ctx = await openRun(input)
   const names = splitList(values.limit)
   const unknown = names.filter((n) => !ctx.inventory.hosts.some((h) => h.name === n))
-  if (names.length === 0 || unknown.length) throw new UsageError(`adopt needs --limit with the inventory name of each host to take over${unknown.length ? ` (not a host: ${unknown.join(', ')})` : ''}: adopt hosts one by one, knowingly`)
+  if (names.length === 0 || unknown.length)
+    throw new UsageError(
+      `adopt needs --limit with the inventory name of each host to take over${unknown.length ? ` (not a host: ${unknown.join(', ')})` : ''}: adopt hosts one by one, knowingly`,
+    )
   if (values.tasks) throw new UsageError('adopt runs every task of the host: --tasks does not apply')
   return runTasks(input, ctx, { mode: values['dry-run'] ? 'dry-run' : 'apply', adoption: adoptionHook })
 }

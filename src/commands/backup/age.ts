@@ -15,10 +15,17 @@ export function resolveRecipients(values: string[]): string[] {
   for (const v of values) {
     if (/^age1[0-9a-z]{20,}$/.test(v) || /^ssh-(ed25519|rsa) \S+/.test(v)) out.push(v)
     else if (existsSync(v)) {
-      const lines = readFileSync(v, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
-      if (!lines.length) throw new BackupInputError(`--encrypt-to ${v}: the file holds no recipient (one age1… or ssh- public key per line)`)
+      const lines = readFileSync(v, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'))
+      if (!lines.length)
+        throw new BackupInputError(`--encrypt-to ${v}: the file holds no recipient (one age1… or ssh- public key per line)`)
       out.push(...lines)
-    } else throw new BackupInputError(`--encrypt-to ${v}: not an age recipient (age1…), an SSH public key, nor a recipients file on this machine`)
+    } else
+      throw new BackupInputError(
+        `--encrypt-to ${v}: not an age recipient (age1…), an SSH public key, nor a recipients file on this machine`,
+      )
   }
   return out
 }
@@ -26,7 +33,8 @@ export function resolveRecipients(values: string[]): string[] {
 /** Fails early, before any host is touched, when age is not installed here. */
 export function requireAge(): void {
   const found = (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(`${dir}/age`))
-  if (!found) throw new BackupInputError('encryption needs the age tool on this machine: apt-get install age (Debian/Ubuntu), brew install age')
+  if (!found)
+    throw new BackupInputError('encryption needs the age tool on this machine: apt-get install age (Debian/Ubuntu), brew install age')
 }
 
 // spawn, not zx: age sits in a stream pipeline (GBs of database and media through stdin/stdout, with

@@ -12,7 +12,8 @@ export interface InstalledSynapse {
 }
 
 export async function readInstalledSynapse(conn: Connection): Promise<InstalledSynapse | undefined> {
-  const py = 'import synapse; from synapse.storage.schema import SCHEMA_VERSION as v, SCHEMA_COMPAT_VERSION as c; print(synapse.__version__, v, c)'
+  const py =
+    'import synapse; from synapse.storage.schema import SCHEMA_VERSION as v, SCHEMA_COMPAT_VERSION as c; print(synapse.__version__, v, c)'
   const r = await conn.run(sh`cd / && [ -x ${SYNAPSE_PYTHON} ] && ${SYNAPSE_PYTHON} -c ${py}`, { allowFailure: true })
   const m = /^(\S+) (\d+) (\d+)$/m.exec(r.stdout.trim())
   if (r.code !== 0 || !m) return undefined
@@ -34,13 +35,24 @@ const PSQL = raw`cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STO
 /** psql as the postgres superuser on the database host; rows split on tabs. */
 export async function psqlRows(conn: Connection, database: string, sql: string): Promise<string[][]> {
   const r = await conn.run(sh`${PSQL} -d ${database} -f -`, { stdin: sql, what: `psql on ${database}` })
-  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'))
+  return r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('\t'))
 }
 
 export async function readDatabaseState(conn: Connection, database: string): Promise<DatabaseState> {
-  const [[version, exists] = []] = await psqlRows(conn, 'postgres', `SELECT current_setting('server_version'), EXISTS (SELECT 1 FROM pg_database WHERE datname = ${sqlLiteral(database)})`)
+  const [[version, exists] = []] = await psqlRows(
+    conn,
+    'postgres',
+    `SELECT current_setting('server_version'), EXISTS (SELECT 1 FROM pg_database WHERE datname = ${sqlLiteral(database)})`,
+  )
   if (exists !== 't') return { exists: false, postgresVersion: version ?? '?' }
-  const [[hasSchema] = []] = await psqlRows(conn, database, `SELECT to_regclass('public.schema_version') IS NOT NULL AND to_regclass('public.users') IS NOT NULL`)
+  const [[hasSchema] = []] = await psqlRows(
+    conn,
+    database,
+    `SELECT to_regclass('public.schema_version') IS NOT NULL AND to_regclass('public.users') IS NOT NULL`,
+  )
   if (hasSchema !== 't') return { exists: true, postgresVersion: version! }
   const [[schema, compat, users, rooms, events, media] = []] = await psqlRows(
     conn,

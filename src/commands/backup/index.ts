@@ -15,7 +15,18 @@ import { createTransferProgress } from './transfer-progress.js'
 import { BACKUP_PARTS, PART_NAMES } from '../../synapse/backup/parts.js'
 
 interface LifecycleInput {
-  values: { to?: string; from?: string; force?: boolean; 'encrypt-to'?: string[]; identity?: string; json?: boolean; 'dry-run'?: boolean; limit?: string; verbose?: boolean; parallel?: string }
+  values: {
+    to?: string
+    from?: string
+    force?: boolean
+    'encrypt-to'?: string[]
+    identity?: string
+    json?: boolean
+    'dry-run'?: boolean
+    limit?: string
+    verbose?: boolean
+    parallel?: string
+  }
   /** Narrowed to --limit. */
   inventory: Inventory
   /** The whole inventory (a database host may be outside --limit). */
@@ -55,28 +66,64 @@ export async function lifecycle(command: 'backup' | 'restore', input: LifecycleI
   const { values, io } = input
   const homeservers = input.inventory.hosts.filter((h) => h.roles.includes('synapse'))
   const progress = createTransferProgress({ write: io.err, terminal: input.interactive && !values.verbose, quiet: values.json })
-  if (homeservers.length === 0) return usage(io, `${command}: no host with the synapse role among ${input.inventory.hosts.map((h) => h.name).join(', ')}`)
+  if (homeservers.length === 0)
+    return usage(io, `${command}: no host with the synapse role among ${input.inventory.hosts.map((h) => h.name).join(', ')}`)
   try {
     if (command === 'backup') {
-      if (values.from || values.force || values.identity) return usage(io, 'backup takes --to and --encrypt-to; --from, --force and --identity are for restore')
+      if (values.from || values.force || values.identity)
+        return usage(io, 'backup takes --to and --encrypt-to; --from, --force and --identity are for restore')
       const recipients = values['encrypt-to']?.length ? resolveRecipients(values['encrypt-to']) : undefined
       if (recipients) requireAge()
       if (values['dry-run']) {
         // Nothing is read from the hosts: the plan is what each backup takes and from where.
         const to = values.to ?? 'backups'
-        const plan = homeservers.map((h) => ({ host: h.name, databaseHost: h.vars.postgres.host ?? h.name, mediaHost: mediaStoreHost(h), into: `${to}/${h.name}-<UTC time>`, parts: PART_NAMES.map((p) => ({ part: p, file: BACKUP_PARTS[p].file + (recipients ? AGE_SUFFIX : ''), what: BACKUP_PARTS[p].what })) }))
-        io.out(values.json ? JSON.stringify({ command: 'backup', dryRun: true, hosts: plan }, null, 2) + '\n' : plan.map((h) => `${h.host}: into ${h.into} (database dumped on ${h.databaseHost}${h.mediaHost !== h.host ? `, media from ${h.mediaHost}` : ''})${recipients ? ', encrypted with age' : ''}\n${h.parts.map((p) => `  + ${p.file.padEnd(18)} ${p.what}`).join('\n')}`).join('\n') + '\nDry run: nothing was read or written.\n')
+        const plan = homeservers.map((h) => ({
+          host: h.name,
+          databaseHost: h.vars.postgres.host ?? h.name,
+          mediaHost: mediaStoreHost(h),
+          into: `${to}/${h.name}-<UTC time>`,
+          parts: PART_NAMES.map((p) => ({
+            part: p,
+            file: BACKUP_PARTS[p].file + (recipients ? AGE_SUFFIX : ''),
+            what: BACKUP_PARTS[p].what,
+          })),
+        }))
+        io.out(
+          values.json
+            ? JSON.stringify({ command: 'backup', dryRun: true, hosts: plan }, null, 2) + '\n'
+            : plan
+                .map(
+                  (h) =>
+                    `${h.host}: into ${h.into} (database dumped on ${h.databaseHost}${h.mediaHost !== h.host ? `, media from ${h.mediaHost}` : ''})${recipients ? ', encrypted with age' : ''}\n${h.parts.map((p) => `  + ${p.file.padEnd(18)} ${p.what}`).join('\n')}`,
+                )
+                .join('\n') + '\nDry run: nothing was read or written.\n',
+        )
         return 0
       }
       input.log.event({ msg: 'backup started', hosts: homeservers.map((h) => h.name) })
-      const report = await takeBackups({ hosts: homeservers, allHosts: input.loaded.hosts, to: values.to ?? 'backups', recipients, connect: input.connect, progress })
-      input.log.event({ msg: 'backup finished', hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, dir: h.dir, error: h.error })) })
+      const report = await takeBackups({
+        hosts: homeservers,
+        allHosts: input.loaded.hosts,
+        to: values.to ?? 'backups',
+        recipients,
+        connect: input.connect,
+        progress,
+      })
+      input.log.event({
+        msg: 'backup finished',
+        hosts: report.hosts.map((h) => ({ host: h.host, status: h.status, dir: h.dir, error: h.error })),
+      })
       io.out(values.json ? JSON.stringify(report, null, 2) + '\n' : renderBackupReport(report))
       return report.hosts.some((h) => h.status === 'failed') ? 1 : 0
     }
-    if (values.to || values['encrypt-to']) return usage(io, 'restore takes --from, --force and --identity; --to and --encrypt-to are for backup')
+    if (values.to || values['encrypt-to'])
+      return usage(io, 'restore takes --from, --force and --identity; --to and --encrypt-to are for backup')
     if (!values.from) return usage(io, 'restore needs --from DIR (a backup directory, or one holding backups)')
-    if (!values.limit || input.inventory.hosts.length !== 1) return usage(io, `restore needs --limit HOST naming one homeserver (${homeservers.map((h) => h.name).join(', ')}): a restore replaces a server's data, one host at a time, knowingly`)
+    if (!values.limit || input.inventory.hosts.length !== 1)
+      return usage(
+        io,
+        `restore needs --limit HOST naming one homeserver (${homeservers.map((h) => h.name).join(', ')}): a restore replaces a server's data, one host at a time, knowingly`,
+      )
     if (values.identity) requireAge()
     const host = homeservers[0]!
     input.log.event({ msg: 'restore started', host: host.name, from: values.from, force: values.force ?? false })

@@ -52,7 +52,9 @@ export async function readManifest(dir: string): Promise<Manifest> {
   try {
     text = await readFile(path, 'utf8')
   } catch {
-    throw new BackupInputError(`${path}: no manifest here; --from must be a directory written by provision backup (or one holding such directories)`)
+    throw new BackupInputError(
+      `${path}: no manifest here; --from must be a directory written by provision backup (or one holding such directories)`,
+    )
   }
   let json: unknown
   try {
@@ -63,7 +65,9 @@ export async function readManifest(dir: string): Promise<Manifest> {
   const parsed = manifestSchema.safeParse(json)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
-    throw new BackupInputError(`${path}: ${issue.path.join('.') || '(top level)'}: ${issue.message}; this is not a ${MANIFEST_FORMAT} manifest`)
+    throw new BackupInputError(
+      `${path}: ${issue.path.join('.') || '(top level)'}: ${issue.message}; this is not a ${MANIFEST_FORMAT} manifest`,
+    )
   }
   const parts = new Set(parsed.data.files.map((f) => f.part))
   const missing = PART_NAMES.filter((p) => !parts.has(p))
@@ -82,10 +86,19 @@ export async function verifyBackupFiles(dir: string, manifest: Manifest, onFile?
   for (const f of manifest.files) {
     const path = join(dir, f.name)
     onFile?.(f.name)
-    const size = await stat(path).then((s) => s.size, () => undefined)
+    const size = await stat(path).then(
+      (s) => s.size,
+      () => undefined,
+    )
     if (size === undefined) throw new BackupInputError(`${path}: missing (the manifest lists it: ${f.what}); nothing was changed`)
-    if (size !== f.bytes) throw new BackupInputError(`${path}: ${size} bytes, the manifest says ${f.bytes}; the file is damaged or cut short; nothing was changed`)
+    if (size !== f.bytes)
+      throw new BackupInputError(
+        `${path}: ${size} bytes, the manifest says ${f.bytes}; the file is damaged or cut short; nothing was changed`,
+      )
     const digest = await sha256File(path)
-    if (digest !== f.sha256) throw new BackupInputError(`${path}: SHA-256 ${digest} does not match the manifest's ${f.sha256}; the file is damaged or was altered; nothing was changed`)
+    if (digest !== f.sha256)
+      throw new BackupInputError(
+        `${path}: SHA-256 ${digest} does not match the manifest's ${f.sha256}; the file is damaged or was altered; nothing was changed`,
+      )
   }
 }

@@ -15,7 +15,9 @@ export function renderBackupReport(report: BackupReport): string {
       continue
     }
     const m = h.manifest!
-    lines.push(`${h.host}: ${m.serverName}, Synapse ${m.synapse.version} (schema ${m.synapse.schemaVersion}), signing key ${m.signingKey.id}${m.encryption ? `, encrypted with age to ${m.encryption.recipients.length} recipient(s)` : ''}`)
+    lines.push(
+      `${h.host}: ${m.serverName}, Synapse ${m.synapse.version} (schema ${m.synapse.schemaVersion}), signing key ${m.signingKey.id}${m.encryption ? `, encrypted with age to ${m.encryption.recipients.length} recipient(s)` : ''}`,
+    )
     lines.push(`  ${h.dir}`)
     for (const f of m.files) lines.push(`    ${f.name.padEnd(18)} ${formatBytes(f.bytes).padStart(10)}  sha256 ${f.sha256}`)
   }
@@ -29,17 +31,25 @@ export function renderRestoreReport(report: RestoreReport, color: boolean): stri
   const lines: string[] = []
   const m = report.manifest
   lines.push(`${report.host}: restore ${report.status === 'planned' ? '(dry run) ' : ''}from ${report.from}`)
-  if (m) lines.push(`  backup of ${m.serverName} (host ${m.host}) taken ${m.createdAt}, Synapse ${m.synapse.version}, schema ${m.synapse.schemaVersion}, signing key ${m.signingKey.id}`)
+  if (m)
+    lines.push(
+      `  backup of ${m.serverName} (host ${m.host}) taken ${m.createdAt}, Synapse ${m.synapse.version}, schema ${m.synapse.schemaVersion}, signing key ${m.signingKey.id}`,
+    )
   if (report.replaces.length) {
     lines.push('  replaces:')
     for (const r of report.replaces) lines.push(`    - ${r}`)
   }
   if (report.steps.length) {
     lines.push('  steps:')
-    report.steps.forEach((s, i) => lines.push(`    ${i + 1}. ${s.done ? '✓' : report.status === 'planned' ? ' ' : '✗'} ${s.summary}${s.durationMs !== undefined ? ` (${seconds(s.durationMs)})` : ''}`))
+    report.steps.forEach((s, i) =>
+      lines.push(
+        `    ${i + 1}. ${s.done ? '✓' : report.status === 'planned' ? ' ' : '✗'} ${s.summary}${s.durationMs !== undefined ? ` (${seconds(s.durationMs)})` : ''}`,
+      ),
+    )
   }
   if (report.apply) lines.push('', renderReport(report.apply, { color, diffs: false }).trimEnd())
-  if (report.error) lines.push(`  ${report.status === 'refused' ? 'REFUSED, nothing was changed' : 'FAILED'}: ${report.error.split('\n').join('\n  ')}`)
+  if (report.error)
+    lines.push(`  ${report.status === 'refused' ? 'REFUSED, nothing was changed' : 'FAILED'}: ${report.error.split('\n').join('\n  ')}`)
   else if (report.status === 'restored') lines.push(`\nRestored ${report.host} in ${seconds(report.durationMs)}.`)
   else if (report.status === 'planned') lines.push(`\nPlan: ${report.steps.length} steps; nothing was changed.`)
   return maskSecrets(lines.join('\n')) + '\n'

@@ -18,7 +18,16 @@ import { describeContents, holdsData, psqlRows, readDatabaseState, readInstalled
 import { MEDIA_PARTS, MEDIA_SIZE_COMMAND, MANIFEST_FILE, type BackupPart } from '../../synapse/backup/parts.js'
 import { BackupInputError, readManifest, verifyBackupFiles, type Manifest } from './manifest.js'
 import { formatBytes, type TransferProgress } from './transfer-progress.js'
-import { SECRETS_DIR, STATE_DIR, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_DATA_DIR, SYNAPSE_GROUP, SYNAPSE_UNIT, SYNAPSE_USER } from '../../synapse/paths.js'
+import {
+  SECRETS_DIR,
+  STATE_DIR,
+  MEDIA_STORE_PATH,
+  SIGNING_KEY_PATH,
+  SYNAPSE_DATA_DIR,
+  SYNAPSE_GROUP,
+  SYNAPSE_UNIT,
+  SYNAPSE_USER,
+} from '../../synapse/paths.js'
 
 export interface RestoreOptions {
   host: HostSpec
@@ -72,11 +81,21 @@ export async function findBackupDir(from: string, hostName: string): Promise<str
   const dir = resolve(from)
   if (!existsSync(dir)) throw new BackupInputError(`--from ${from}: no such directory`)
   if (existsSync(join(dir, MANIFEST_FILE))) return dir
-  const entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory() && !e.name.startsWith('.') && existsSync(join(dir, e.name, MANIFEST_FILE)))
-  const own = entries.filter((e) => e.name.startsWith(`${hostName}-`)).map((e) => e.name).sort()
+  const entries = (await readdir(dir, { withFileTypes: true })).filter(
+    (e) => e.isDirectory() && !e.name.startsWith('.') && existsSync(join(dir, e.name, MANIFEST_FILE)),
+  )
+  const own = entries
+    .filter((e) => e.name.startsWith(`${hostName}-`))
+    .map((e) => e.name)
+    .sort()
   if (own.length) return join(dir, own[own.length - 1]!)
-  if (entries.length) throw new BackupInputError(`--from ${from}: no backup of ${hostName} here (found ${entries.map((e) => e.name).join(', ')}); name the backup directory itself`)
-  throw new BackupInputError(`--from ${from}: no ${MANIFEST_FILE} here nor in a subdirectory; --from names a directory written by provision backup`)
+  if (entries.length)
+    throw new BackupInputError(
+      `--from ${from}: no backup of ${hostName} here (found ${entries.map((e) => e.name).join(', ')}); name the backup directory itself`,
+    )
+  throw new BackupInputError(
+    `--from ${from}: no ${MANIFEST_FILE} here nor in a subdirectory; --from names a directory written by provision backup`,
+  )
 }
 
 /**
@@ -86,7 +105,11 @@ export async function findBackupDir(from: string, hostName: string): Promise<str
  */
 async function replacedSuffix(conn: Connection, dbConn: Connection, database: string): Promise<string> {
   const prefix = `${database}_replaced_`
-  const databases = new Set((await psqlRows(dbConn, 'postgres', `SELECT datname FROM pg_database WHERE starts_with(datname, ${sqlLiteral(prefix)})`)).map(([name]) => name))
+  const databases = new Set(
+    (await psqlRows(dbConn, 'postgres', `SELECT datname FROM pg_database WHERE starts_with(datname, ${sqlLiteral(prefix)})`)).map(
+      ([name]) => name,
+    ),
+  )
   const dirs = new Set((await conn.run(sh`ls -1A ${SYNAPSE_DATA_DIR}`, { allowFailure: true })).stdout.split('\n'))
   let n = 1
   while (databases.has(`${prefix}${n}`) || dirs.has(`media-replaced-${n}`)) n++
@@ -94,7 +117,13 @@ async function replacedSuffix(conn: Connection, dbConn: Connection, database: st
 }
 
 /** A part of the backup as a stream: the file, decrypted by age when the backup is encrypted. */
-function openPart(dir: string, manifest: Manifest, part: BackupPart, identity: string | undefined, onBytes: (n: number) => void): { stream: Readable; done: Promise<unknown> } {
+function openPart(
+  dir: string,
+  manifest: Manifest,
+  part: BackupPart,
+  identity: string | undefined,
+  onBytes: (n: number) => void,
+): { stream: Readable; done: Promise<unknown> } {
   const entry = manifest.files.find((f) => f.part === part)!
   let read = 0
   const counted = createReadStream(join(dir, entry.name), { highWaterMark: 256 * 1024 }).pipe(
@@ -107,7 +136,8 @@ function openPart(dir: string, manifest: Manifest, part: BackupPart, identity: s
     }),
   )
   if (!manifest.encryption) return { stream: counted, done: Promise.resolve() }
-  if (!identity) throw new BackupInputError('this backup is encrypted: pass --identity FILE (an age identity matching one of its recipients)')
+  if (!identity)
+    throw new BackupInputError('this backup is encrypted: pass --identity FILE (an age identity matching one of its recipients)')
   const age = ageDecrypt(identity)
   const done = Promise.all([pipeline(counted, age.stdin!), childDone(age, `age --decrypt of ${entry.name}`)])
   done.catch(() => undefined)
@@ -133,24 +163,47 @@ async function readPart(dir: string, manifest: Manifest, part: BackupPart, ident
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreReport> {
   const started = Date.now()
   const { host, progress } = options
-  const report: RestoreReport = { command: 'restore', host: host.name, from: resolve(options.from), status: 'failed', replaces: [], steps: [], durationMs: 0 }
+  const report: RestoreReport = {
+    command: 'restore',
+    host: host.name,
+    from: resolve(options.from),
+    status: 'failed',
+    replaces: [],
+    steps: [],
+    durationMs: 0,
+  }
   const connections: Connection[] = []
   const locks: HostLock[] = []
   try {
     if (spansHosts(host.vars)) {
       // Workers on other hosts would keep running (and writing) while the database is swapped, and the media belongs on the media repository's host.
       throw new RestoreRefused(
-        `${host.name}'s workers run on other hosts (${workerHosts(options.inventory, host.name).filter((h) => h !== host.name).join(', ')}): restore supports a homeserver on one host. Remove workers.placement (and instance hosts) from the inventory, provision ${host.name}, restore, then spread the workers again`,
+        `${host.name}'s workers run on other hosts (${workerHosts(options.inventory, host.name)
+          .filter((h) => h !== host.name)
+          .join(
+            ', ',
+          )}): restore supports a homeserver on one host. Remove workers.placement (and instance hosts) from the inventory, provision ${host.name}, restore, then spread the workers again`,
       )
     }
     const dir = await findBackupDir(options.from, host.name)
     report.from = dir
     const manifest = await readManifest(dir)
-    report.manifest = { host: manifest.host, serverName: manifest.serverName, createdAt: manifest.createdAt, synapse: manifest.synapse, signingKey: manifest.signingKey }
-    if (manifest.serverName !== host.vars.serverName) {
-      throw new RestoreRefused(`${dir} is a backup of ${manifest.serverName}, but ${host.name} serves ${host.vars.serverName}: a homeserver's data belongs to its server name (user IDs, room IDs, signatures); restore it onto a host whose serverName is ${manifest.serverName}`)
+    report.manifest = {
+      host: manifest.host,
+      serverName: manifest.serverName,
+      createdAt: manifest.createdAt,
+      synapse: manifest.synapse,
+      signingKey: manifest.signingKey,
     }
-    if (manifest.encryption && !options.identity) throw new BackupInputError(`${dir} is encrypted to ${manifest.encryption.recipients.join(', ')}: pass --identity FILE with a matching age identity`)
+    if (manifest.serverName !== host.vars.serverName) {
+      throw new RestoreRefused(
+        `${dir} is a backup of ${manifest.serverName}, but ${host.name} serves ${host.vars.serverName}: a homeserver's data belongs to its server name (user IDs, room IDs, signatures); restore it onto a host whose serverName is ${manifest.serverName}`,
+      )
+    }
+    if (manifest.encryption && !options.identity)
+      throw new BackupInputError(
+        `${dir} is encrypted to ${manifest.encryption.recipients.join(', ')}: pass --identity FILE with a matching age identity`,
+      )
     progress.line(host.name, `checking ${manifest.files.length} files against ${join(dir, MANIFEST_FILE)}`)
     await verifyBackupFiles(dir, manifest)
 
@@ -167,7 +220,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     if (!options.dryRun) for (const c of connections) locks.push(await acquireLock(c))
 
     const installed = await readInstalledSynapse(conn)
-    if (!installed) throw new RestoreRefused(`Synapse is not installed on ${host.name}: provision it from the inventory first (provision --inventory FILE --limit ${host.name}), then restore`)
+    if (!installed)
+      throw new RestoreRefused(
+        `Synapse is not installed on ${host.name}: provision it from the inventory first (provision --inventory FILE --limit ${host.name}), then restore`,
+      )
     if (manifest.synapse.schemaVersion > installed.schemaVersion) {
       throw new RestoreRefused(
         `the backup's database has schema version ${manifest.synapse.schemaVersion} (Synapse ${manifest.synapse.version}), newer than Synapse ${installed.version} on ${host.name} knows (${installed.schemaVersion}): it cannot run on it. Set synapse.version to "${manifest.synapse.version}" in the inventory, provision ${host.name}, then restore`,
@@ -182,7 +238,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     const db = await readDatabaseState(dbConn, database)
     const backupPgMajor = Number(manifest.database.postgresVersion.split('.')[0])
     const targetPgMajor = Number(db.postgresVersion.split('.')[0])
-    if (backupPgMajor > targetPgMajor) throw new RestoreRefused(`the dump comes from PostgreSQL ${manifest.database.postgresVersion}; ${dbHostName} runs ${db.postgresVersion}, whose pg_restore cannot read it: restore onto PostgreSQL ${backupPgMajor} or newer`)
+    if (backupPgMajor > targetPgMajor)
+      throw new RestoreRefused(
+        `the dump comes from PostgreSQL ${manifest.database.postgresVersion}; ${dbHostName} runs ${db.postgresVersion}, whose pg_restore cannot read it: restore onto PostgreSQL ${backupPgMajor} or newer`,
+      )
     const mediaBytes = Number((await conn.run(MEDIA_SIZE_COMMAND)).stdout.trim()) || 0
     const keyNow = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true, allowFailure: true })
     const currentKey = keyNow.code === 0 ? signingKeyIdentity(new Secret(keyNow.stdout, 'signing key').reveal()) : undefined
@@ -202,7 +261,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
 
     const workers = workerUnits(options.inventory, host.name)
     const steps: { step: RestoreStep; run: () => Promise<void> }[] = []
-    const add = (action: RestoreStep['action'], summary: string, run: () => Promise<void>) => steps.push({ step: { action, summary, done: false }, run })
+    const add = (action: RestoreStep['action'], summary: string, run: () => Promise<void>) =>
+      steps.push({ step: { action, summary, done: false }, run })
     const exec = async (c: Connection, command: ShellCommand, what: string, stdin?: string | Buffer | Readable) =>
       await c.run(command, { stdin, timeoutMs: 0, secretOutput: true, what })
 
@@ -212,65 +272,96 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
     })
     add('signing-key', `write ${SIGNING_KEY_PATH} (${manifest.signingKey.id}, ${SYNAPSE_USER} 0600)`, async () => {
       const key = await readPart(dir, manifest, 'signingKey', options.identity)
-      await conn.writeFile({ path: SIGNING_KEY_PATH, content: new Secret(key.toString('utf8'), 'restored signing key'), owner: SYNAPSE_USER, group: SYNAPSE_GROUP, mode: 0o600 })
+      await conn.writeFile({
+        path: SIGNING_KEY_PATH,
+        content: new Secret(key.toString('utf8'), 'restored signing key'),
+        owner: SYNAPSE_USER,
+        group: SYNAPSE_GROUP,
+        mode: 0o600,
+      })
     })
     add('secrets', `unpack the generated secrets into ${SECRETS_DIR} (root 0600)`, async () => {
       const tar = await readPart(dir, manifest, 'secrets', options.identity)
-      await exec(conn, sh`mkdir -p -m 0700 ${STATE_DIR} && tar -x -f - -C ${STATE_DIR} --same-owner --same-permissions`, 'unpacking the secrets', tar)
-    })
-    const restoring = `${database}_restoring`
-    add('database', `restore ${database} on ${dbHostName} into ${restoring} (pg_restore as ${host.vars.postgres.user}), truncate e2e_one_time_keys_json, then swap it in${keep ? ` (old one renamed ${database}${keep})` : ' (the empty one dropped)'}`, async () => {
-      const psql = (db: string, sql: string) => psqlRows(dbConn, db, sql)
-      await psql('postgres', `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(host.vars.postgres.user)};`)
-      const entry = manifest.files.find((f) => f.part === 'database')!
-      const t0 = Date.now()
-      progress.start(host.name, entry.name, entry.bytes)
-      const part = openPart(dir, manifest, 'database', options.identity, (n) => progress.update(host.name, n))
-      await exec(dbConn, databaseRestoreCommand(restoring, host.vars.postgres.user), 'pg_restore', part.stream)
-      await part.done
-      progress.end(host.name, entry.name, entry.bytes, Date.now() - t0)
-      await psql(restoring, AFTER_RESTORE_SQL)
-      const old = sqlIdent(database)
-      await psql(
-        'postgres',
-        [
-          // Synapse is stopped; anything else still connected (a psql session) is ended, and waited for.
-          `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${sqlLiteral(database)} AND pid <> pg_backend_pid();`,
-          `DO $$ BEGIN FOR i IN 1..50 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = ${sqlLiteral(database)}); PERFORM pg_sleep(0.1); END LOOP; END $$;`,
-          db.exists ? (keep ? `ALTER DATABASE ${old} RENAME TO ${sqlIdent(database + keep)};` : `DROP DATABASE ${old};`) : '',
-          `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${old};`,
-        ].join('\n'),
-      )
-    })
-    const mediaNew = `${SYNAPSE_DATA_DIR}/.media-restoring`
-    const mediaOld = `${SYNAPSE_DATA_DIR}/media${(keep ?? '').replace(/_/g, '-')}`
-    add('media', `unpack the media into ${mediaNew}, then swap ${MEDIA_PARTS.join(', ')} into ${MEDIA_STORE_PATH}${keep ? ` (old ones moved to ${mediaOld})` : ''}`, async () => {
-      const entry = manifest.files.find((f) => f.part === 'media')!
-      await exec(conn, sh`rm -rf ${mediaNew} && mkdir -m 0750 ${mediaNew} && chown ${`${SYNAPSE_USER}:${SYNAPSE_GROUP}`} ${mediaNew}`, 'preparing the media directory')
-      const t0 = Date.now()
-      progress.start(host.name, entry.name, entry.bytes)
-      const part = openPart(dir, manifest, 'media', options.identity, (n) => progress.update(host.name, n))
-      await exec(conn, sh`tar -x -f - -C ${mediaNew} --same-owner --same-permissions`, 'unpacking the media', part.stream)
-      await part.done
-      progress.end(host.name, entry.name, entry.bytes, Date.now() - t0)
-      // Old media moved aside (kept when the target held data), new moved in: renames, no copy.
-      const prepare = keep ? sh`mkdir -p -m 0750 ${mediaOld} && chown ${`${SYNAPSE_USER}:${SYNAPSE_GROUP}`} ${mediaOld} && ` : sh``
-      const setAside = keep ? sh`mv "$media/$d" ${mediaOld}/"$d"` : sh`rm -rf "$media/$d"`
       await exec(
         conn,
-        sh`set -eu; media=${MEDIA_STORE_PATH}; new=${mediaNew}; ${prepare}for d in ${[...MEDIA_PARTS]}; do if [ -e "$media/$d" ]; then ${setAside}; fi; if [ -e "$new/$d" ]; then mv "$new/$d" "$media/$d"; fi; done; rmdir "$new"`,
-        'swapping the media in',
+        sh`mkdir -p -m 0700 ${STATE_DIR} && tar -x -f - -C ${STATE_DIR} --same-owner --same-permissions`,
+        'unpacking the secrets',
+        tar,
       )
     })
-    add('apply', `apply the inventory to ${host.name}: configuration from the restored secrets, start matrix-synapse, then ${workers.length ? workers.join(', ') : 'no workers'}, after-checks`, async () => {
-      const applied = await options.applyInventory()
-      report.apply = applied
-      const h = applied.hosts[0]
-      if (!h || h.status === 'failed') throw new Error(`applying the inventory after the restore failed: ${h?.error ?? 'no report'}`)
-      const key = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
-      const now = signingKeyIdentity(new Secret(key.stdout, 'signing key').reveal())
-      if (now.publicKey !== manifest.signingKey.publicKey) throw new Error(`after the restore ${SIGNING_KEY_PATH} is ${now.id} ${now.publicKey}, not the backup's ${manifest.signingKey.id}`)
-    })
+    const restoring = `${database}_restoring`
+    add(
+      'database',
+      `restore ${database} on ${dbHostName} into ${restoring} (pg_restore as ${host.vars.postgres.user}), truncate e2e_one_time_keys_json, then swap it in${keep ? ` (old one renamed ${database}${keep})` : ' (the empty one dropped)'}`,
+      async () => {
+        const psql = (db: string, sql: string) => psqlRows(dbConn, db, sql)
+        await psql(
+          'postgres',
+          `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(host.vars.postgres.user)};`,
+        )
+        const entry = manifest.files.find((f) => f.part === 'database')!
+        const t0 = Date.now()
+        progress.start(host.name, entry.name, entry.bytes)
+        const part = openPart(dir, manifest, 'database', options.identity, (n) => progress.update(host.name, n))
+        await exec(dbConn, databaseRestoreCommand(restoring, host.vars.postgres.user), 'pg_restore', part.stream)
+        await part.done
+        progress.end(host.name, entry.name, entry.bytes, Date.now() - t0)
+        await psql(restoring, AFTER_RESTORE_SQL)
+        const old = sqlIdent(database)
+        await psql(
+          'postgres',
+          [
+            // Synapse is stopped; anything else still connected (a psql session) is ended, and waited for.
+            `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${sqlLiteral(database)} AND pid <> pg_backend_pid();`,
+            `DO $$ BEGIN FOR i IN 1..50 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = ${sqlLiteral(database)}); PERFORM pg_sleep(0.1); END LOOP; END $$;`,
+            db.exists ? (keep ? `ALTER DATABASE ${old} RENAME TO ${sqlIdent(database + keep)};` : `DROP DATABASE ${old};`) : '',
+            `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${old};`,
+          ].join('\n'),
+        )
+      },
+    )
+    const mediaNew = `${SYNAPSE_DATA_DIR}/.media-restoring`
+    const mediaOld = `${SYNAPSE_DATA_DIR}/media${(keep ?? '').replace(/_/g, '-')}`
+    add(
+      'media',
+      `unpack the media into ${mediaNew}, then swap ${MEDIA_PARTS.join(', ')} into ${MEDIA_STORE_PATH}${keep ? ` (old ones moved to ${mediaOld})` : ''}`,
+      async () => {
+        const entry = manifest.files.find((f) => f.part === 'media')!
+        await exec(
+          conn,
+          sh`rm -rf ${mediaNew} && mkdir -m 0750 ${mediaNew} && chown ${`${SYNAPSE_USER}:${SYNAPSE_GROUP}`} ${mediaNew}`,
+          'preparing the media directory',
+        )
+        const t0 = Date.now()
+        progress.start(host.name, entry.name, entry.bytes)
+        const part = openPart(dir, manifest, 'media', options.identity, (n) => progress.update(host.name, n))
+        await exec(conn, sh`tar -x -f - -C ${mediaNew} --same-owner --same-permissions`, 'unpacking the media', part.stream)
+        await part.done
+        progress.end(host.name, entry.name, entry.bytes, Date.now() - t0)
+        // Old media moved aside (kept when the target held data), new moved in: renames, no copy.
+        const prepare = keep ? sh`mkdir -p -m 0750 ${mediaOld} && chown ${`${SYNAPSE_USER}:${SYNAPSE_GROUP}`} ${mediaOld} && ` : sh``
+        const setAside = keep ? sh`mv "$media/$d" ${mediaOld}/"$d"` : sh`rm -rf "$media/$d"`
+        await exec(
+          conn,
+          sh`set -eu; media=${MEDIA_STORE_PATH}; new=${mediaNew}; ${prepare}for d in ${[...MEDIA_PARTS]}; do if [ -e "$media/$d" ]; then ${setAside}; fi; if [ -e "$new/$d" ]; then mv "$new/$d" "$media/$d"; fi; done; rmdir "$new"`,
+          'swapping the media in',
+        )
+      },
+    )
+    add(
+      'apply',
+      `apply the inventory to ${host.name}: configuration from the restored secrets, start matrix-synapse, then ${workers.length ? workers.join(', ') : 'no workers'}, after-checks`,
+      async () => {
+        const applied = await options.applyInventory()
+        report.apply = applied
+        const h = applied.hosts[0]
+        if (!h || h.status === 'failed') throw new Error(`applying the inventory after the restore failed: ${h?.error ?? 'no report'}`)
+        const key = await conn.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
+        const now = signingKeyIdentity(new Secret(key.stdout, 'signing key').reveal())
+        if (now.publicKey !== manifest.signingKey.publicKey)
+          throw new Error(`after the restore ${SIGNING_KEY_PATH} is ${now.id} ${now.publicKey}, not the backup's ${manifest.signingKey.id}`)
+      },
+    )
 
     report.steps = steps.map((s) => s.step)
     if (options.dryRun) {

@@ -6,7 +6,15 @@ import { maskSecrets, Secret } from '../../core/secret.js'
 import { RemoteCommandError, type Connection } from '../../ssh/connection.js'
 import { AGE_SUFFIX } from './age.js'
 import { readDatabaseState, readInstalledSynapse, signingKeyIdentity, psqlRows } from './homeserver-state.js'
-import { MEDIA_SIZE_COMMAND, partCommand, BACKUP_PARTS, MANIFEST_FILE, MANIFEST_FORMAT, PART_NAMES, type BackupPart } from '../../synapse/backup/parts.js'
+import {
+  MEDIA_SIZE_COMMAND,
+  partCommand,
+  BACKUP_PARTS,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  PART_NAMES,
+  type BackupPart,
+} from '../../synapse/backup/parts.js'
 import { type Manifest } from './manifest.js'
 import { BackupFileWriter } from './stored-file.js'
 import type { TransferProgress } from './transfer-progress.js'
@@ -53,7 +61,11 @@ export async function takeBackups(options: BackupOptions): Promise<BackupReport>
   return { command: 'backup', to, hosts, durationMs: Date.now() - started }
 }
 
-const stampOf = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+const stampOf = (d: Date) =>
+  d
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
 
 async function backupHost(host: HostSpec, to: string, options: BackupOptions): Promise<HostBackup> {
   const started = Date.now()
@@ -88,7 +100,8 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
     // The same lock as apply: no run changes the host while its state is copied.
     for (const c of connections) locks.push(await acquireLock(c))
     const installed = await readInstalledSynapse(conn)
-    if (!installed) throw new Error(`Synapse is not installed on ${host.name} (${SIGNING_KEY_PATH} and the virtualenv are missing): nothing to back up`)
+    if (!installed)
+      throw new Error(`Synapse is not installed on ${host.name} (${SIGNING_KEY_PATH} and the virtualenv are missing): nothing to back up`)
     const database = host.vars.postgres.database
     const db = await readDatabaseState(dbConn, database)
     if (db.schemaVersion === undefined) throw new Error(`database ${database} on ${dbHostName} holds no Synapse schema: nothing to back up`)
@@ -108,10 +121,18 @@ async function backupHost(host: HostSpec, to: string, options: BackupOptions): P
     for (const part of PART_NAMES) {
       const source = part === 'database' ? dbConn : part === 'media' ? mediaConn : conn
       const fileName = BACKUP_PARTS[part].file + (options.recipients?.length ? AGE_SUFFIX : '')
-      const writer = new BackupFileWriter(join(work, fileName), { recipients: options.recipients, onReceived: (b) => progress.update(host.name, b) })
+      const writer = new BackupFileWriter(join(work, fileName), {
+        recipients: options.recipients,
+        onReceived: (b) => progress.update(host.name, b),
+      })
       const t0 = Date.now()
       progress.start(host.name, fileName, expected[part])
-      const r = await source.run(partCommand(part, database), { stdoutTo: writer.input, timeoutMs: 0, secretOutput: true, allowFailure: true })
+      const r = await source.run(partCommand(part, database), {
+        stdoutTo: writer.input,
+        timeoutMs: 0,
+        secretOutput: true,
+        allowFailure: true,
+      })
       if (r.code !== 0) {
         writer.abort(new Error('the remote command failed'))
         throw new RemoteCommandError(source.host, r, `taking ${part}`)

@@ -24,7 +24,8 @@ export function formatBytes(n: number): string {
 const rate = (bytes: number, ms: number) => `${formatBytes((bytes * 1000) / Math.max(ms, 1))}/s`
 
 export function createTransferProgress(options: { write: (text: string) => void; terminal: boolean; quiet?: boolean }): TransferProgress {
-  if (options.quiet) return { start: () => undefined, update: () => undefined, end: () => undefined, line: () => undefined, done: () => undefined }
+  if (options.quiet)
+    return { start: () => undefined, update: () => undefined, end: () => undefined, line: () => undefined, done: () => undefined }
   const current = new Map<string, { name: string; expected?: number; started: number; lastQuarter: number; drawn: number }>()
   const { write } = options
   if (!options.terminal) {
@@ -59,8 +60,13 @@ export function createTransferProgress(options: { write: (text: string) => void;
     c.drawn = now
     const width = 30
     const fraction = c.expected ? Math.min(1, bytes / c.expected) : undefined
-    const bar = fraction === undefined ? '' : `[${'#'.repeat(Math.round(fraction * width)).padEnd(width, '.')}] ${String(Math.round(fraction * 100)).padStart(3)}% `
-    write(`\r\x1b[2K[${host}] ${c.name} ${bar}${formatBytes(bytes)}${c.expected ? ` of ${formatBytes(c.expected)}` : ''}  ${rate(bytes, now - c.started)}`)
+    const bar =
+      fraction === undefined
+        ? ''
+        : `[${'#'.repeat(Math.round(fraction * width)).padEnd(width, '.')}] ${String(Math.round(fraction * 100)).padStart(3)}% `
+    write(
+      `\r\x1b[2K[${host}] ${c.name} ${bar}${formatBytes(bytes)}${c.expected ? ` of ${formatBytes(c.expected)}` : ''}  ${rate(bytes, now - c.started)}`,
+    )
   }
   return {
     start(host, name, expected) {

@@ -49,7 +49,13 @@ export async function lockCommand(o: LockCommandOptions): Promise<void> {
   for (const target of lockTargets(o.inventory, o.synapseVersion)) {
     let result
     try {
-      result = await resolveLock({ synapseVersion: target.version, lockDir: target.lockDir, inventoryFile: o.inventory.file, cacheDir, log: (l) => o.out(`  ${l}`) })
+      result = await resolveLock({
+        synapseVersion: target.version,
+        lockDir: target.lockDir,
+        inventoryFile: o.inventory.file,
+        cacheDir,
+        log: (l) => o.out(`  ${l}`),
+      })
     } catch (error) {
       if (error instanceof Error && /is not on PyPI/.test(error.message)) throw new LockUsageError(error.message)
       throw error
@@ -62,7 +68,9 @@ export async function lockCommand(o: LockCommandOptions): Promise<void> {
       const python = o.python ?? '3.11'
       const started = Date.now()
       const wh = await buildWheelhouse({ lock, pythonVersion: python, cacheDir: resolve(o.wheelhouse), log: (l) => o.out(`  ${l}`) })
-      o.out(`${shown(wh.dir)}: wheelhouse for Python ${python}, ${wh.files.length} wheels, ${(wh.bytes / 1e6).toFixed(0)} MB, ${wh.reused ? 'reused' : 'built'} (${((Date.now() - started) / 1000).toFixed(1)} s); set synapse.wheelhouse to it`)
+      o.out(
+        `${shown(wh.dir)}: wheelhouse for Python ${python}, ${wh.files.length} wheels, ${(wh.bytes / 1e6).toFixed(0)} MB, ${wh.reused ? 'reused' : 'built'} (${((Date.now() - started) / 1000).toFixed(1)} s); set synapse.wheelhouse to it`,
+      )
     }
   }
 }

@@ -28,11 +28,23 @@ async function sandboxLock(s: SandboxSettings, say: Say, verbose: boolean): Prom
   try {
     return await readLock(s.lockDir, s.synapseVersion, s.template)
   } catch (error) {
-    if (!(error instanceof LockError) || existsSync(error.file)) throw new SandboxError(error instanceof Error ? error.message : String(error), 2)
+    if (!(error instanceof LockError) || existsSync(error.file))
+      throw new SandboxError(error instanceof Error ? error.message : String(error), 2)
   }
-  say(`lock: no committed lock for Synapse ${s.synapseVersion}; resolving it as of its release date into ${shown(lockPath(s.lockDir, s.synapseVersion))} (review and commit it to keep it)`)
-  const result = await resolveLock({ synapseVersion: s.synapseVersion, lockDir: s.lockDir, inventoryFile: s.template, cacheDir: s.cacheDir, log: verbose ? (l) => say(`  ${l}`) : undefined }).catch((error: unknown) => {
-    throw new SandboxError(`resolving the lock failed (PyPI must be reachable): ${(error as Error).message.split('\n').slice(-1)[0]}`, /is not on PyPI/.test(String(error)) ? 2 : 1)
+  say(
+    `lock: no committed lock for Synapse ${s.synapseVersion}; resolving it as of its release date into ${shown(lockPath(s.lockDir, s.synapseVersion))} (review and commit it to keep it)`,
+  )
+  const result = await resolveLock({
+    synapseVersion: s.synapseVersion,
+    lockDir: s.lockDir,
+    inventoryFile: s.template,
+    cacheDir: s.cacheDir,
+    log: verbose ? (l) => say(`  ${l}`) : undefined,
+  }).catch((error: unknown) => {
+    throw new SandboxError(
+      `resolving the lock failed (PyPI must be reachable): ${(error as Error).message.split('\n').slice(-1)[0]}`,
+      /is not on PyPI/.test(String(error)) ? 2 : 1,
+    )
   })
   say(`lock: ${result.lock.entries.length} pins resolved as of ${result.lock.resolvedAsOf} in ${(result.durationMs / 1000).toFixed(1)} s`)
   return result.lock
@@ -42,9 +54,19 @@ async function sandboxLock(s: SandboxSettings, say: Say, verbose: boolean): Prom
 export async function prepareWheelhouse(s: SandboxSettings, say: Say, verbose: boolean): Promise<void> {
   const lock = await sandboxLock(s, say, verbose)
   const cacheDir = join(s.cacheDir, 'wheelhouse')
-  if (!verbose) say(`wheelhouse: matrix-synapse ${s.synapseVersion} for Python ${PYTHON_VERSION} from ${shown(lock.file)} (pip download into ${shown(cacheDir)} the first time, about 30 s)`)
-  const wh = await buildWheelhouse({ lock, pythonVersion: PYTHON_VERSION, cacheDir, log: verbose ? (l) => say(`  ${l}`) : undefined }).catch((error: unknown) => {
-    throw new SandboxError(`building the wheelhouse failed (PyPI must be reachable the first time): ${(error as Error).message.split('\n').slice(-1)[0]}`)
+  if (!verbose)
+    say(
+      `wheelhouse: matrix-synapse ${s.synapseVersion} for Python ${PYTHON_VERSION} from ${shown(lock.file)} (pip download into ${shown(cacheDir)} the first time, about 30 s)`,
+    )
+  const wh = await buildWheelhouse({
+    lock,
+    pythonVersion: PYTHON_VERSION,
+    cacheDir,
+    log: verbose ? (l) => say(`  ${l}`) : undefined,
+  }).catch((error: unknown) => {
+    throw new SandboxError(
+      `building the wheelhouse failed (PyPI must be reachable the first time): ${(error as Error).message.split('\n').slice(-1)[0]}`,
+    )
   })
   await link(wh.dir, join(s.dir, 'wheelhouse'))
   say(`wheelhouse: ${wh.files.length} wheels, ${(wh.bytes / 1e6).toFixed(0)} MB, ${wh.reused ? 'reused' : 'built'}`)
@@ -86,7 +108,9 @@ export async function prepareElement(s: SandboxSettings, source: string | undefi
   await rm(releaseKey, { force: true })
   const sha256 = await sha256File(file)
   say(`element: ${shown(file)} (Element ${version})`)
-  say(`element: SHA-256 ${sha256} was COMPUTED LOCALLY from that file, not taken from a published checksum: it only guards the upload to the sandbox`)
+  say(
+    `element: SHA-256 ${sha256} was COMPUTED LOCALLY from that file, not taken from a published checksum: it only guards the upload to the sandbox`,
+  )
   return { version, sha256, signed: false }
 }
 
@@ -97,7 +121,10 @@ async function releaseVersion(file: string): Promise<string> {
     const $ = await controller$()
     listing = (await $`tar -tzf ${file}`).stdout
   } catch (error) {
-    throw new SandboxError(`--element: ${file} is not a readable .tar.gz (${isCommandFailure(error) ? error.stderr.trim().split('\n')[0] : String(error)})`, 2)
+    throw new SandboxError(
+      `--element: ${file} is not a readable .tar.gz (${isCommandFailure(error) ? error.stderr.trim().split('\n')[0] : String(error)})`,
+      2,
+    )
   }
   const top = /^(?:\.\/)?element-(v[^/\n]+)\//m.exec(listing)?.[1]
   try {
@@ -121,7 +148,9 @@ async function download(url: string, dir: string, say: Say): Promise<string> {
   try {
     response = await fetch(url, { signal: AbortSignal.timeout(300_000) })
   } catch (error) {
-    throw new SandboxError(`--element: downloading ${url} failed: ${(error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message}`)
+    throw new SandboxError(
+      `--element: downloading ${url} failed: ${(error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message}`,
+    )
   }
   if (!response.ok) throw new SandboxError(`--element: ${url} answered HTTP ${response.status}`)
   const partial = `${file}.part`

@@ -36,7 +36,9 @@ export async function ensureImages(s: SandboxSettings, say: Say, verbose: boolea
       await $`bash ${join(s.root, 'docker', 'build-base-images.sh')} ${SUITE}`
     } catch (error) {
       const detail = isCommandFailure(error) ? lastLine(error) : String(error)
-      throw new SandboxError(`building ${s.baseImage} failed (docker/build-base-images.sh needs root, debootstrap and Debian's mirror): ${detail}`)
+      throw new SandboxError(
+        `building ${s.baseImage} failed (docker/build-base-images.sh needs root, debootstrap and Debian's mirror): ${detail}`,
+      )
     }
   }
   const started = Date.now()
@@ -47,7 +49,8 @@ export async function ensureImages(s: SandboxSettings, say: Say, verbose: boolea
 /** Start the container, or reuse it when it exists with the same published ports; then wait for systemd. */
 export async function ensureContainer(s: SandboxSettings, say: Say): Promise<void> {
   const existing = await inspectContainer(s.name)
-  if (existing && !existing.ours) throw new SandboxError(`a container named ${s.name} exists that provision sandbox did not make; remove it or set SANDBOX_NAME`, 2)
+  if (existing && !existing.ours)
+    throw new SandboxError(`a container named ${s.name} exists that provision sandbox did not make; remove it or set SANDBOX_NAME`, 2)
   if (existing) {
     const ssh = existing.ports['22/tcp']
     const https = existing.ports['443/tcp']
@@ -67,7 +70,16 @@ export async function ensureContainer(s: SandboxSettings, say: Say): Promise<voi
     await runContainer({ name: s.name, image: s.targetImage, sshPort: s.sshPort, httpsPort: s.httpsPort })
   }
   const boot = await waitForSystemd(s.name)
-  say(`container ${s.name}: systemd ${boot.state}${boot.failed ? ` (failed units: ${boot.failed.split('\n').map((l) => l.split(/\s+/)[0]).join(', ')})` : ''}`)
+  say(
+    `container ${s.name}: systemd ${boot.state}${
+      boot.failed
+        ? ` (failed units: ${boot.failed
+            .split('\n')
+            .map((l) => l.split(/\s+/)[0])
+            .join(', ')})`
+        : ''
+    }`,
+  )
 }
 
 /** Remove the container and its anonymous volumes; only one this command made. */

@@ -14,7 +14,10 @@ interface Result {
 }
 
 /** Run `docker args...`; never throws: a failure is the result (a missing docker binary is code 127). */
-export async function tryDocker(args: string[], options: { input?: string; cwd?: string; onLine?: (line: string) => void } = {}): Promise<Result> {
+export async function tryDocker(
+  args: string[],
+  options: { input?: string; cwd?: string; onLine?: (line: string) => void } = {},
+): Promise<Result> {
   const $ = await controller$(options)
   const r = await $`docker ${args}`.nothrow()
   return { ok: r.ok, code: r.exitCode, stdout: r.stdout, stderr: r.stderr }
@@ -22,12 +25,18 @@ export async function tryDocker(args: string[], options: { input?: string; cwd?:
 
 /** The last meaningful line of a failed command: one line for an error message. */
 export function lastLine(r: { stdout: string; stderr: string }): string {
-  const lines = (r.stderr.trim() || r.stdout.trim()).split('\n').map((l) => l.trim()).filter(Boolean)
+  const lines = (r.stderr.trim() || r.stdout.trim())
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
   return lines.at(-1) ?? 'no output'
 }
 
 /** Run `docker args...`; stdout, or a one-line SandboxError saying which call failed and why. */
-export async function docker(args: string[], options: { input?: string; cwd?: string; onLine?: (line: string) => void } = {}): Promise<string> {
+export async function docker(
+  args: string[],
+  options: { input?: string; cwd?: string; onLine?: (line: string) => void } = {},
+): Promise<string> {
   const r = await tryDocker(args, options)
   if (!r.ok) throw new SandboxError(`docker ${args.slice(0, 2).join(' ')} failed: ${lastLine(r)}`)
   return r.stdout
@@ -52,9 +61,18 @@ export interface ContainerInfo {
 }
 
 export async function inspectContainer(name: string): Promise<ContainerInfo | undefined> {
-  const r = await tryDocker(['container', 'inspect', '--format', `{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .HostConfig.PortBindings}}`, name])
+  const r = await tryDocker([
+    'container',
+    'inspect',
+    '--format',
+    `{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .HostConfig.PortBindings}}`,
+    name,
+  ])
   if (!r.ok) return undefined
-  const [running, labels, bindings] = r.stdout.trim().split('\t').map((part) => JSON.parse(part) as unknown)
+  const [running, labels, bindings] = r.stdout
+    .trim()
+    .split('\t')
+    .map((part) => JSON.parse(part) as unknown)
   const ports: Record<string, number> = {}
   for (const [containerPort, binds] of Object.entries((bindings ?? {}) as Record<string, { HostPort?: string }[] | null>)) {
     const hostPort = Number(binds?.[0]?.HostPort)
@@ -66,24 +84,46 @@ export async function inspectContainer(name: string): Promise<ContainerInfo | un
 /** Start the sandbox container: systemd as PID 1 with the flags that work without --privileged. */
 export async function runContainer(o: { name: string; image: string; sshPort: number; httpsPort: number }): Promise<void> {
   const r = await tryDocker([
-    'run', '-d',
-    '--name', o.name,
-    '--hostname', 'sandbox',
-    '--label', `${LABEL}=1`,
-    '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
-    '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
-    '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw',
-    '--tmpfs', '/run', '--tmpfs', '/run/lock', '--tmpfs', '/tmp',
-    '-p', `127.0.0.1:${o.sshPort}:22`,
-    '-p', `127.0.0.1:${o.httpsPort}:443`,
-    o.image, '/sbin/init',
+    'run',
+    '-d',
+    '--name',
+    o.name,
+    '--hostname',
+    'sandbox',
+    '--label',
+    `${LABEL}=1`,
+    '--cap-add',
+    'SYS_ADMIN',
+    '--cap-add',
+    'NET_ADMIN',
+    '--security-opt',
+    'seccomp=unconfined',
+    '--security-opt',
+    'apparmor=unconfined',
+    '-v',
+    '/sys/fs/cgroup:/sys/fs/cgroup:rw',
+    '--tmpfs',
+    '/run',
+    '--tmpfs',
+    '/run/lock',
+    '--tmpfs',
+    '/tmp',
+    '-p',
+    `127.0.0.1:${o.sshPort}:22`,
+    '-p',
+    `127.0.0.1:${o.httpsPort}:443`,
+    o.image,
+    '/sbin/init',
   ])
   if (r.ok) return
   // A failed port binding leaves a created container behind: remove it so the next run starts clean.
   await tryDocker(['rm', '-f', '-v', o.name])
   const why = lastLine(r)
   if (/port is already allocated|address already in use/i.test(why)) {
-    throw new SandboxError(`port ${o.sshPort} or ${o.httpsPort} on 127.0.0.1 is taken (${why}); choose others with SANDBOX_SSH_PORT and SANDBOX_HTTPS_PORT`, 2)
+    throw new SandboxError(
+      `port ${o.sshPort} or ${o.httpsPort} on 127.0.0.1 is taken (${why}); choose others with SANDBOX_SSH_PORT and SANDBOX_HTTPS_PORT`,
+      2,
+    )
   }
   throw new SandboxError(`docker run failed: ${why}`)
 }

@@ -25,7 +25,8 @@ export interface SandboxOptions {
   provision: (argv: string[], io: CliIo) => Promise<number>
 }
 
-export const run: Verb = ({ values, io, provision }) => sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io, provision })
+export const run: Verb = ({ values, io, provision }) =>
+  sandbox({ down: values.down ?? false, element: values.element, verbose: values.verbose ?? false, io, provision })
 
 /** Marks a directory as made by this command: --down deletes only such a directory. */
 const MARKER = '.provision-sandbox'
@@ -34,7 +35,8 @@ export async function sandbox(o: SandboxOptions): Promise<number> {
   const say = (line: string) => o.io.out(`==> ${line}\n`)
   try {
     const s = sandboxSettings(o.io.env)
-    if (o.element && !/^https?:\/\//.test(o.element) && !existsSync(o.element)) throw new SandboxError(`--element: no such file ${o.element} (give a path or an http(s) URL of an element-vX.Y.Z.tar.gz)`, 2)
+    if (o.element && !/^https?:\/\//.test(o.element) && !existsSync(o.element))
+      throw new SandboxError(`--element: no such file ${o.element} (give a path or an http(s) URL of an element-vX.Y.Z.tar.gz)`, 2)
     await requireDocker(say)
     return o.down ? await down(s, say) : await up(s, o, say)
   } catch (error) {
@@ -56,13 +58,22 @@ async function up(s: SandboxSettings, o: SandboxOptions, say: (line: string) => 
   await writeKnownHosts(s.name, s.sshPort, join(s.dir, 'known_hosts'))
   await prepareWheelhouse(s, say, o.verbose)
   const element = await prepareElement(s, o.element, say)
-  await writeSandboxInventory(s.template, { file: s.inventory, sandboxDir: s.dir, sshPort: s.sshPort, httpsPort: s.httpsPort, element, lockDir: s.lockDir })
+  await writeSandboxInventory(s.template, {
+    file: s.inventory,
+    sandboxDir: s.dir,
+    sshPort: s.sshPort,
+    httpsPort: s.httpsPort,
+    element,
+    lockDir: s.lockDir,
+  })
   say(`inventory: ${shown(s.inventory)} (from ${shown(s.template)})`)
 
   say(`provisioning ${s.name} over SSH (127.0.0.1:${s.sshPort})`)
   const code = await o.provision(['--inventory', s.inventory, ...(o.verbose ? ['--verbose'] : [])], o.io)
   if (code !== 0) {
-    o.io.err(`provision sandbox: provisioning failed (exit ${code}); the container keeps running: look inside with\n  ${sshCommand(s)}\nor remove everything with: provision sandbox --down\n`)
+    o.io.err(
+      `provision sandbox: provisioning failed (exit ${code}); the container keeps running: look inside with\n  ${sshCommand(s)}\nor remove everything with: provision sandbox --down\n`,
+    )
     return code
   }
 
@@ -99,7 +110,8 @@ function sshCommand(s: SandboxSettings): string {
 async function down(s: SandboxSettings, say: (line: string) => void): Promise<number> {
   await removeContainer(s, say)
   if (!existsSync(s.dir)) say(`${shown(s.dir)}: none`)
-  else if (!existsSync(join(s.dir, MARKER))) throw new SandboxError(`${s.dir} was not made by provision sandbox (no ${MARKER} in it); not removing it`, 2)
+  else if (!existsSync(join(s.dir, MARKER)))
+    throw new SandboxError(`${s.dir} was not made by provision sandbox (no ${MARKER} in it); not removing it`, 2)
   else {
     await rm(s.dir, { recursive: true, force: true })
     say(`${shown(s.dir)}: removed (${shown(s.cacheDir)} with the wheelhouse and Element is kept)`)

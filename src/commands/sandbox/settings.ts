@@ -59,22 +59,29 @@ function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name]
   if (raw === undefined || raw === '') return fallback
   const value = Number(raw)
-  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new SandboxError(`${name} must be a port number (1-65535), got "${raw}"`, 2)
+  if (!Number.isInteger(value) || value < 1 || value > 65535)
+    throw new SandboxError(`${name} must be a port number (1-65535), got "${raw}"`, 2)
   return value
 }
 
 export function sandboxSettings(env: NodeJS.ProcessEnv): SandboxSettings {
   const root = packageRoot()
   for (const asset of ['docker/Dockerfile', 'inventories/sandbox.yaml'])
-    if (!existsSync(join(root, asset))) throw new SandboxError(`${join(root, asset)} is missing: the sandbox needs the package's docker/ and inventories/ (reinstall matrix-provision)`, 2)
+    if (!existsSync(join(root, asset)))
+      throw new SandboxError(
+        `${join(root, asset)} is missing: the sandbox needs the package's docker/ and inventories/ (reinstall matrix-provision)`,
+        2,
+      )
   // A checkout keeps .sandbox/ and .cache/ in the repository (as the README shows); an installed package
   // (node_modules, maybe read-only) keeps .sandbox/ in the working directory and the cache in ~/.cache.
   const checkout = existsSync(join(root, '.git'))
   const base = checkout ? root : process.cwd()
   const name = env.SANDBOX_NAME || 'matrix-provision-sandbox'
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new SandboxError(`SANDBOX_NAME must be a container name (letters, digits, _ . -), got "${name}"`, 2)
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name))
+    throw new SandboxError(`SANDBOX_NAME must be a container name (letters, digits, _ . -), got "${name}"`, 2)
   const dir = resolve(base, env.SANDBOX_DIR || '.sandbox')
-  if (dir === root || dir === base || dir === dirname(dir)) throw new SandboxError(`SANDBOX_DIR must be a directory of its own, not ${dir}`, 2)
+  if (dir === root || dir === base || dir === dirname(dir))
+    throw new SandboxError(`SANDBOX_DIR must be a directory of its own, not ${dir}`, 2)
   const cacheDir = env.SANDBOX_CACHE_DIR
     ? resolve(base, env.SANDBOX_CACHE_DIR)
     : checkout

@@ -9,7 +9,8 @@ export const run: Verb = async (input) => {
   const { values, io } = input
   const { inventory, log, connect } = await openRun(input)
   const window = values.window === undefined ? 5 : Number(values.window)
-  if (!Number.isFinite(window) || window < 1 || window > 300) throw new UsageError(`--window: expected seconds between 1 and 300, got "${values.window}"`)
+  if (!Number.isFinite(window) || window < 1 || window > 300)
+    throw new UsageError(`--window: expected seconds between 1 and 300, got "${values.window}"`)
   const report = await readStatus(inventory.hosts, (host) => connect(host, { sudo: false, echo: false }), Math.round(window))
   log.close()
   io.out(values.json ? maskJson(report, 2) + '\n' : renderStatus(report))

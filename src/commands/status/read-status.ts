@@ -41,10 +41,14 @@ export function statusScript(targets: MetricsTarget[], windowS: number) {
   const filter = `^(${STATUS_METRICS.join('|')})[{ ]`
   const scrape = (pass: number) =>
     targets.map(
-      (t) => sh`if [ "$(systemctl is-active ${t.unit})" = active ]; then printf '%s\\n' ${`${MARK} scrape ${pass} ${t.port}`}; if out=$(curl -sS --max-time 5 ${`http://127.0.0.1:${t.port}/_synapse/metrics`} 2>&1); then printf '%s\\n' "$out" | grep -E ${filter}; printf '%s\\n' ${`${MARK} ok`}; else printf '%s\\n' "$out" ${`${MARK} error`}; fi; else printf '%s\\n' ${`${MARK} inactive ${t.port}`}; fi`,
+      (t) =>
+        sh`if [ "$(systemctl is-active ${t.unit})" = active ]; then printf '%s\\n' ${`${MARK} scrape ${pass} ${t.port}`}; if out=$(curl -sS --max-time 5 ${`http://127.0.0.1:${t.port}/_synapse/metrics`} 2>&1); then printf '%s\\n' "$out" | grep -E ${filter}; printf '%s\\n' ${`${MARK} ok`}; else printf '%s\\n' "$out" ${`${MARK} error`}; fi; else printf '%s\\n' ${`${MARK} inactive ${t.port}`}; fi`,
     )
   // Resident memory from /proc of the unit's main process: Synapse 1.163 exports no process_resident_memory_bytes.
-  const rss = targets.map((t) => sh`pid=$(systemctl show -p MainPID --value ${t.unit}); [ "\${pid:-0}" -gt 0 ] && printf '%s %s\\n' ${`${MARK} rss ${t.port}`} "$(sed -n 's/^VmRSS:[[:space:]]*\\([0-9]*\\) kB/\\1/p' /proc/$pid/status)"; `)
+  const rss = targets.map(
+    (t) =>
+      sh`pid=$(systemctl show -p MainPID --value ${t.unit}); [ "\${pid:-0}" -gt 0 ] && printf '%s %s\\n' ${`${MARK} rss ${t.port}`} "$(sed -n 's/^VmRSS:[[:space:]]*\\([0-9]*\\) kB/\\1/p' /proc/$pid/status)"; `,
+  )
   return sh`${scrape(1).map((c) => sh`${c}; `)}sleep ${windowS}; ${scrape(2).map((c) => sh`${c}; `)}${rss}printf '%s\\n' ${`${MARK} meminfo`}; grep -E ${'^(MemTotal|MemAvailable):'} /proc/meminfo`
 }
 
@@ -54,7 +58,12 @@ interface Scrape {
 }
 
 /** Split the script's output into scrapes by pass and port, and the meminfo lines. */
-export function parseStatusOutput(out: string): { scrapes: Map<string, Scrape>; inactive: Set<number>; rssKiB: Map<number, number>; meminfo: Record<string, number> } {
+export function parseStatusOutput(out: string): {
+  scrapes: Map<string, Scrape>
+  inactive: Set<number>
+  rssKiB: Map<number, number>
+  meminfo: Record<string, number>
+} {
   const scrapes = new Map<string, Scrape>()
   const rssKiB = new Map<number, number>()
   const inactive = new Set<number>()
@@ -85,7 +94,9 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
   const targets = metricsTargets(host.vars, host.name)
   const status: HostStatus = { host: host.name, windowS, cacheFactor: host.vars.synapse.cacheFactor, processes: [], advice: [] }
   if (targets.length === 0) {
-    status.error = host.vars.monitoring.enableMetrics ? 'no Synapse process on this host' : 'monitoring.enableMetrics is false: Synapse exposes no metrics'
+    status.error = host.vars.monitoring.enableMetrics
+      ? 'no Synapse process on this host'
+      : 'monitoring.enableMetrics is false: Synapse exposes no metrics'
     return status
   }
   // Read while the window's sleep runs: the same connection, another channel.
@@ -95,7 +106,8 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
   const r = await conn.run(statusScript(targets, windowS), { timeoutMs: (windowS + 30 + targets.length * 20) * 1000 })
   status.backgroundUpdates = await updater
   const { scrapes, inactive, rssKiB, meminfo } = parseStatusOutput(r.stdout)
-  if (meminfo.MemAvailable !== undefined && meminfo.MemTotal !== undefined) status.memory = { availableMiB: meminfo.MemAvailable, totalMiB: meminfo.MemTotal }
+  if (meminfo.MemAvailable !== undefined && meminfo.MemTotal !== undefined)
+    status.memory = { availableMiB: meminfo.MemAvailable, totalMiB: meminfo.MemTotal }
   for (const t of targets) {
     const first = scrapes.get(`1:${t.port}`)
     const second = scrapes.get(`2:${t.port}`)
@@ -103,7 +115,9 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
       status.processes.push(downStatus(t, `${t.unit} is not active`))
     } else if (first?.state !== 'ok' || second?.state !== 'ok') {
       const why = [first, second].find((s) => s && s.state !== 'ok')
-      status.processes.push(downStatus(t, `metrics on 127.0.0.1:${t.port} did not answer${why?.text ? `: ${why.text.trim().slice(0, 200)}` : ''}`))
+      status.processes.push(
+        downStatus(t, `metrics on 127.0.0.1:${t.port} did not answer${why?.text ? `: ${why.text.trim().slice(0, 200)}` : ''}`),
+      )
     } else {
       let before: Sample[], after: Sample[]
       try {
@@ -118,8 +132,17 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
     }
   }
   const cap = mpmSizing(host.vars.apache.maxClients).longPolls
-  if (status.processes.some((p) => p.longPolls !== undefined)) status.longPolls = { held: status.processes.reduce((n, p) => n + (p.longPolls ?? 0), 0), cap }
-  status.advice = advise({ cacheFactor: status.cacheFactor, memAvailableMiB: status.memory?.availableMiB, memTotalMiB: status.memory?.totalMiB, longPollCap: { cap, maxClients: host.vars.apache.maxClients } }, status.processes)
+  if (status.processes.some((p) => p.longPolls !== undefined))
+    status.longPolls = { held: status.processes.reduce((n, p) => n + (p.longPolls ?? 0), 0), cap }
+  status.advice = advise(
+    {
+      cacheFactor: status.cacheFactor,
+      memAvailableMiB: status.memory?.availableMiB,
+      memTotalMiB: status.memory?.totalMiB,
+      longPollCap: { cap, maxClients: host.vars.apache.maxClients },
+    },
+    status.processes,
+  )
   return status
 }
 
@@ -134,7 +157,14 @@ export async function readStatus(hosts: HostSpec[], connect: (h: HostSpec) => Pr
         conn = await connect(host)
         return await readHostStatus(host, conn, windowS)
       } catch (e) {
-        return { host: host.name, windowS, cacheFactor: host.vars.synapse.cacheFactor, processes: [], advice: [], error: maskSecrets((e as Error).message) }
+        return {
+          host: host.name,
+          windowS,
+          cacheFactor: host.vars.synapse.cacheFactor,
+          processes: [],
+          advice: [],
+          error: maskSecrets((e as Error).message),
+        }
       } finally {
         await conn?.close().catch(() => undefined)
       }

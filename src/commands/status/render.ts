@@ -21,25 +21,41 @@ function row(p: ProcessStatus): string[] {
     send ? ms(send.p95Ms) + mark : '-',
     String(send?.count ?? 0) + mark,
     p.cacheEvictionsPerSecond === undefined ? '-' : p.cacheEvictionsPerSecond.toFixed(1),
-    p.topBlocks.length ? p.topBlocks.slice(0, 3).map((b) => `${b.block} ${pct(b.cpuPercent)}`).join(', ') : '-',
+    p.topBlocks.length
+      ? p.topBlocks
+          .slice(0, 3)
+          .map((b) => `${b.block} ${pct(b.cpuPercent)}`)
+          .join(', ')
+      : '-',
   ]
 }
 
 function table(rows: string[][]): string[] {
   const full = rows.filter((r) => r.length > 3)
   const widths = rows[0]!.map((_, i) => Math.max(...(i === 0 ? rows : full).map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => (r.length > 3 ? r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') : `${r[0]!.padEnd(widths[0]!)}  ${r[1]}  ${r[2]}`).trimEnd())
+  return rows.map((r) =>
+    (r.length > 3
+      ? r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')
+      : `${r[0]!.padEnd(widths[0]!)}  ${r[1]}  ${r[2]}`
+    ).trimEnd(),
+  )
 }
 
 function renderHost(h: HostStatus): string {
   if (h.error && h.processes.length === 0) return `${h.host}: not read: ${h.error}\n`
   const version = [...new Set(h.processes.map((p) => p.version).filter(Boolean))].join(', ') || 'unknown'
   const memory = h.memory ? `, ${gb(h.memory.availableMiB)} of ${gb(h.memory.totalMiB)} GB memory available` : ''
-  const lines = [`${h.host}: Synapse ${version}, cacheFactor ${h.cacheFactor} (caches up to about ${cacheMemoryGb(h.cacheFactor)} GB)${memory}; figures over ${h.windowS} s`]
-  if (h.longPolls) lines.push(`  proxy: ${h.longPolls.held} of at most ${h.longPolls.cap} long-polls held (/sync); other requests have threads of their own`)
+  const lines = [
+    `${h.host}: Synapse ${version}, cacheFactor ${h.cacheFactor} (caches up to about ${cacheMemoryGb(h.cacheFactor)} GB)${memory}; figures over ${h.windowS} s`,
+  ]
+  if (h.longPolls)
+    lines.push(
+      `  proxy: ${h.longPolls.held} of at most ${h.longPolls.cap} long-polls held (/sync); other requests have threads of their own`,
+    )
   const header = ['process', 'state', 'CPU', 'memory', 'send p50', 'send p95', 'sends', 'evictions/s', 'top blocks by CPU']
   lines.push(...table([header, ...h.processes.map(row)]).map((l) => `  ${l}`))
-  if (h.processes.some((p) => p.up && !p.eventSend.window && p.eventSend.sinceStart)) lines.push('  * no message sent in the window: send time since the process started')
+  if (h.processes.some((p) => p.up && !p.eventSend.window && p.eventSend.sinceStart))
+    lines.push('  * no message sent in the window: send time since the process started')
   if (h.backgroundUpdates) lines.push(`  background updates: ${h.backgroundUpdates.ok ? '' : 'FAILING: '}${h.backgroundUpdates.detail}`)
   if (h.advice.length) {
     lines.push('  advice:')

@@ -5,10 +5,16 @@ import { SECRETS_DIR, STATE_DIR, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CON
 /** What a backup holds, one file each (plus `.age` when encrypted). */
 export const BACKUP_PARTS = {
   database: { file: 'database.dump', what: 'Synapse database (pg_dump custom format, without e2e_one_time_keys_json rows)' },
-  media: { file: 'media.tar', what: 'media store: local_content and local_thumbnails (remote caches are left out: they are fetched again)' },
+  media: {
+    file: 'media.tar',
+    what: 'media store: local_content and local_thumbnails (remote caches are left out: they are fetched again)',
+  },
   signingKey: { file: 'signing.key', what: "the server's signing key (its federation identity)" },
   secrets: { file: 'secrets.tar', what: `generated secrets (${SECRETS_DIR})` },
-  config: { file: 'config.tar', what: `rendered configuration (${SYNAPSE_CONFIG_DIR}), for reference: restore renders it from the inventory` },
+  config: {
+    file: 'config.tar',
+    what: `rendered configuration (${SYNAPSE_CONFIG_DIR}), for reference: restore renders it from the inventory`,
+  },
 } as const
 export type BackupPart = keyof typeof BACKUP_PARTS
 export const PART_NAMES = Object.keys(BACKUP_PARTS) as BackupPart[]

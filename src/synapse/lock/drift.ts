@@ -70,7 +70,10 @@ export function driftDiff(d: LockDrift, venvPath: string, lockFile: string): str
  */
 export function parseVenvContents(stdout: string, exitCode: number): VenvContents | null {
   if (exitCode !== 0) return null
-  const lines = stdout.split('\n').map((l) => l.trim()).filter(Boolean)
+  const lines = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
   const python = /^python (\d+\.\d+\.\d+)/.exec(lines[0] ?? '')?.[1]
   if (!python) return null
   const installed = new Map<string, string>()
@@ -82,7 +85,8 @@ export function parseVenvContents(stdout: string, exitCode: number): VenvContent
 }
 
 /** One line: the probe runs facts line by line. */
-export const VENV_CONTENTS_SCRIPT = 'import sys, importlib.metadata as m; print("python %d.%d.%d" % sys.version_info[:3]); [print(d.metadata["Name"], d.version) for d in m.distributions()]'
+export const VENV_CONTENTS_SCRIPT =
+  'import sys, importlib.metadata as m; print("python %d.%d.%d" % sys.version_info[:3]); [print(d.metadata["Name"], d.version) for d in m.distributions()]'
 
 /** Normalized name of a wheel file and its version: `matrix_synapse-1.163.2-cp310-abi3-....whl`. */
 export function wheelNameVersion(file: string): { name: string; version: string } | undefined {

@@ -103,7 +103,8 @@ export function parseLock(text: string, file: string, expectedVersion?: string):
   }
   const regenerate = `run \`${lockCommand('<inventory>', expectedVersion)}\` to resolve it again`
   const lines = text.split('\n')
-  if (!lines[0]?.startsWith(LOCK_TITLE)) fail(1, `not a matrix-provision Synapse lock (the first line must start with "${LOCK_TITLE}")`, regenerate)
+  if (!lines[0]?.startsWith(LOCK_TITLE))
+    fail(1, `not a matrix-provision Synapse lock (the first line must start with "${LOCK_TITLE}")`, regenerate)
   const header = new Map<string, string>()
   const entries: LockEntry[] = []
   for (let i = 0; i < lines.length; i++) {
@@ -127,7 +128,8 @@ export function parseLock(text: string, file: string, expectedVersion?: string):
       hashes.push(h![1]!)
     }
     const [, name, , version, marker] = pin!
-    if (hashes.length === 0) fail(start, `${name}==${version} has no --hash: pip installs only hash-checked artifacts from a lock`, regenerate)
+    if (hashes.length === 0)
+      fail(start, `${name}==${version} has no --hash: pip installs only hash-checked artifacts from a lock`, regenerate)
     if (marker) {
       try {
         evaluateMarker(marker, {})
@@ -156,15 +158,24 @@ export function parseLock(text: string, file: string, expectedVersion?: string):
     text,
   }
   if (expectedVersion !== undefined && synapseVersion !== expectedVersion) {
-    fail(undefined, `this lock is for Synapse ${synapseVersion}, but the inventory asks for ${expectedVersion}`, `run \`${lockCommand('<inventory>', expectedVersion)}\` to write ${expectedVersion}.txt`)
+    fail(
+      undefined,
+      `this lock is for Synapse ${synapseVersion}, but the inventory asks for ${expectedVersion}`,
+      `run \`${lockCommand('<inventory>', expectedVersion)}\` to write ${expectedVersion}.txt`,
+    )
   }
   const synapse = entries.filter((e) => e.name === 'matrix-synapse')
   if (synapse.length === 0) fail(undefined, 'no matrix-synapse line', regenerate)
   const wrong = synapse.find((e) => e.version !== synapseVersion)
   if (wrong) fail(wrong.line, `matrix-synapse is pinned to ${wrong.version}, but the header says ${synapseVersion}`, regenerate)
-  const extras = /^matrix-synapse\[([^\]]*)\]==/.exec(requirement)?.[1]?.split(',').map((s) => s.trim()) ?? []
+  const extras =
+    /^matrix-synapse\[([^\]]*)\]==/
+      .exec(requirement)?.[1]
+      ?.split(',')
+      .map((s) => s.trim()) ?? []
   const missing = SYNAPSE_EXTRAS.filter((x) => !extras.includes(x))
-  if (missing.length) fail(undefined, `the lock was resolved without the extra(s) ${missing.join(', ')} (requirement: ${requirement})`, regenerate)
+  if (missing.length)
+    fail(undefined, `the lock was resolved without the extra(s) ${missing.join(', ')} (requirement: ${requirement})`, regenerate)
   return lock
 }
 

@@ -36,8 +36,18 @@ export class MarkerError extends Error {
 type Token = { kind: 'var' | 'str' | 'op' | 'and' | 'or' | 'lp' | 'rp'; text: string }
 
 const VARIABLES = new Set([
-  'python_version', 'python_full_version', 'implementation_version', 'implementation_name', 'platform_python_implementation',
-  'sys_platform', 'os_name', 'platform_system', 'platform_machine', 'platform_release', 'platform_version', 'extra',
+  'python_version',
+  'python_full_version',
+  'implementation_version',
+  'implementation_name',
+  'platform_python_implementation',
+  'sys_platform',
+  'os_name',
+  'platform_system',
+  'platform_machine',
+  'platform_release',
+  'platform_version',
+  'extra',
 ])
 
 function tokenize(marker: string): Token[] {
@@ -93,12 +103,18 @@ function compare(left: string, op: string, right: string, versions: boolean): bo
   }
   const c = compareVersions(left, right)
   switch (op) {
-    case '==': return right.endsWith('.*') ? release(left).slice(0, release(right).length).join('.') === release(right).join('.') : c === 0
-    case '!=': return c !== 0
-    case '<': return c < 0
-    case '<=': return c <= 0
-    case '>': return c > 0
-    case '>=': return c >= 0
+    case '==':
+      return right.endsWith('.*') ? release(left).slice(0, release(right).length).join('.') === release(right).join('.') : c === 0
+    case '!=':
+      return c !== 0
+    case '<':
+      return c < 0
+    case '<=':
+      return c <= 0
+    case '>':
+      return c > 0
+    case '>=':
+      return c >= 0
     case '~=': {
       const r = release(right)
       const prefix = r.slice(0, Math.max(1, r.length - 1))

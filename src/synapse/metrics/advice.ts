@@ -45,17 +45,32 @@ export function advise(host: HostFigures, processes: ProcessStatus[]): Advice[] 
   const out: Advice[] = []
   for (const p of processes) {
     if (!p.up) {
-      out.push({ process: p.process, level: 'warning', text: `${p.process} is down (${p.error}): systemctl status ${p.unit}; journalctl -u ${p.unit}` })
+      out.push({
+        process: p.process,
+        level: 'warning',
+        text: `${p.process} is down (${p.error}): systemctl status ${p.unit}; journalctl -u ${p.unit}`,
+      })
       continue
     }
     if (p.cpuPercent !== undefined && p.cpuPercent >= THRESHOLDS.cpuSaturatedPercent) {
       const top = p.topBlocks[0] ? `; most CPU goes to ${p.topBlocks[0].block}` : ''
-      const what = p.process === 'main' ? 'move work off the main process to workers' : `add another ${p.process.replace(/\d+$/, '')} worker to share the load`
-      out.push({ process: p.process, level: 'warning', text: `${p.process} is at its CPU limit (${p.cpuPercent.toFixed(0)}% of one core)${top}: ${what}` })
+      const what =
+        p.process === 'main'
+          ? 'move work off the main process to workers'
+          : `add another ${p.process.replace(/\d+$/, '')} worker to share the load`
+      out.push({
+        process: p.process,
+        level: 'warning',
+        text: `${p.process} is at its CPU limit (${p.cpuPercent.toFixed(0)}% of one core)${top}: ${what}`,
+      })
     }
     const send = p.eventSend.window ?? p.eventSend.sinceStart
     if (send && send.p95Ms >= THRESHOLDS.eventSendP95Ms) {
-      out.push({ process: p.process, level: 'warning', text: `event send time on ${p.process} is high: p95 ${send.p95Ms.toFixed(0)} ms (normally around 100 ms); look at the top blocks by CPU and the database` })
+      out.push({
+        process: p.process,
+        level: 'warning',
+        text: `event send time on ${p.process} is high: p95 ${send.p95Ms.toFixed(0)} ms (normally around 100 ms); look at the top blocks by CPU and the database`,
+      })
     }
     if (p.cacheEvictionsPerSecond !== undefined && p.cacheEvictionsPerSecond >= THRESHOLDS.cacheEvictionsPerSecond) {
       out.push({ process: p.process, level: 'warning', text: cacheAdvice(p, host) })
@@ -63,17 +78,26 @@ export function advise(host: HostFigures, processes: ProcessStatus[]): Advice[] 
   }
   const held = processes.reduce((n, p) => n + (p.longPolls ?? 0), 0)
   if (host.longPollCap && held >= (host.longPollCap.cap * THRESHOLDS.longPollsNearCapPercent) / 100) {
-    out.push({ level: 'warning', text: `the proxy is near its limit: ${held} long-polls (/sync) held of at most ${host.longPollCap.cap}; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now ${host.longPollCap.maxClients}) if the host has the memory` })
+    out.push({
+      level: 'warning',
+      text: `the proxy is near its limit: ${held} long-polls (/sync) held of at most ${host.longPollCap.cap}; past that Apache answers /sync with 503 (plain requests keep their reserved threads): raise apache.maxClients (now ${host.longPollCap.maxClients}) if the host has the memory`,
+    })
   }
   return out
 }
 
 function cacheAdvice(p: ProcessStatus, host: HostFigures): string {
   const head = `cache evictions high on ${p.process} (${p.cacheEvictionsPerSecond!.toFixed(0)}/s${p.topEvictingCaches[0] ? `, most in ${p.topEvictingCaches[0].cache}` : ''})`
-  if (host.cacheFactor >= MAX_CACHE_FACTOR) return `${head}: cacheFactor is already ${host.cacheFactor}; look at which caches evict rather than raising it further`
+  if (host.cacheFactor >= MAX_CACHE_FACTOR)
+    return `${head}: cacheFactor is already ${host.cacheFactor}; look at which caches evict rather than raising it further`
   const next = Math.min(MAX_CACHE_FACTOR, host.cacheFactor * 2)
   const need = cacheMemoryGb(next)
   const free = host.memAvailableMiB !== undefined ? host.memAvailableMiB / 1024 + cacheMemoryGb(host.cacheFactor) : undefined
-  const fits = free === undefined ? '' : free >= need ? `; the host has ${gb(host.memAvailableMiB! / 1024)} GB available` : `; the host has only ${gb(host.memAvailableMiB! / 1024)} GB available: add memory first`
+  const fits =
+    free === undefined
+      ? ''
+      : free >= need
+        ? `; the host has ${gb(host.memAvailableMiB! / 1024)} GB available`
+        : `; the host has only ${gb(host.memAvailableMiB! / 1024)} GB available: add memory first`
   return `${head}: cacheFactor ${host.cacheFactor} -> ${next} would need about ${gb(need)} GB${fits}`
 }

@@ -46,7 +46,12 @@ export const STATUS_METRICS = [
 ] as const
 
 /** Synapse's servlets behind the long-poll routes (src/synapse/routes.ts, sync): their in-flight requests are the long-polls the proxy holds. */
-export const LONG_POLL_SERVLETS = ['SyncRestServlet', 'EventStreamRestServlet', 'InitialSyncRestServlet', 'RoomInitialSyncRestServlet'] as const
+export const LONG_POLL_SERVLETS = [
+  'SyncRestServlet',
+  'EventStreamRestServlet',
+  'InitialSyncRestServlet',
+  'RoomInitialSyncRestServlet',
+] as const
 
 const SEND_EVENT = { servlet: 'RoomSendEventRestServlet', code: /2\d\d/ }
 const TOP = 5
@@ -76,7 +81,13 @@ function topRates(before: Map<string, number>, after: Map<string, number>, windo
 }
 
 /** `rssBytes`: the process's resident memory as the host sees it (/proc), since Synapse 1.163 no longer exports it. */
-export function processStatus(target: { process: string; unit: string; port: number }, before: Sample[], after: Sample[], windowS: number, rssBytes?: number): ProcessStatus {
+export function processStatus(
+  target: { process: string; unit: string; port: number },
+  before: Sample[],
+  after: Sample[],
+  windowS: number,
+  rssBytes?: number,
+): ProcessStatus {
   const status: ProcessStatus = { ...target, up: true, eventSend: {}, topBlocks: [], topEvictingCaches: [] }
   status.version = select(after, 'synapse_build_info')[0]?.labels.version
   const cpu = (s: Sample[]) => {
@@ -95,7 +106,8 @@ export function processStatus(target: { process: string; unit: string; port: num
 
   const blockCpu = (s: Sample[]) => {
     const u = byLabel(select(s, 'synapse_util_metrics_block_ru_utime_seconds_total'), 'block_name')
-    for (const [k, v] of byLabel(select(s, 'synapse_util_metrics_block_ru_stime_seconds_total'), 'block_name')) u.set(k, (u.get(k) ?? 0) + v)
+    for (const [k, v] of byLabel(select(s, 'synapse_util_metrics_block_ru_stime_seconds_total'), 'block_name'))
+      u.set(k, (u.get(k) ?? 0) + v)
     return u
   }
   status.topBlocks = topRates(blockCpu(before), blockCpu(after), windowS)
@@ -110,7 +122,9 @@ export function processStatus(target: { process: string; unit: string; port: num
   status.topEvictingCaches = topRates(evBefore, evAfter, windowS)
     .slice(0, TOP)
     .map((x) => ({ cache: x.key, perSecond: x.perSecond }))
-  const inFlight = select(after, 'synapse_http_server_in_flight_requests_count').filter((s) => (LONG_POLL_SERVLETS as readonly string[]).includes(s.labels.servlet ?? ''))
+  const inFlight = select(after, 'synapse_http_server_in_flight_requests_count').filter((s) =>
+    (LONG_POLL_SERVLETS as readonly string[]).includes(s.labels.servlet ?? ''),
+  )
   status.longPolls = sum(inFlight)
   return status
 }

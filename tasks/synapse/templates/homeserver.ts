@@ -47,7 +47,14 @@ import { reachAddress, sharedBind, streamWriters } from '../../../src/topology/i
 import { KINDS, type Duty } from '../../../src/synapse/worker-kinds.js'
 import { routeTable } from '../../../src/synapse/routes.js'
 import type { RenderedFile } from '../../common/rendered-file.js'
-import { SYNAPSE_GROUP, SYNAPSE_CONF_D, SIGNING_KEY_PATH, MEDIA_STORE_PATH, PID_FILE, MAIN_PROCESS_LOG_NAME } from '../../../src/synapse/paths.js'
+import {
+  SYNAPSE_GROUP,
+  SYNAPSE_CONF_D,
+  SIGNING_KEY_PATH,
+  MEDIA_STORE_PATH,
+  PID_FILE,
+  MAIN_PROCESS_LOG_NAME,
+} from '../../../src/synapse/paths.js'
 import { FILE_HEADER, renderYaml, YAML11_WORDS } from './yaml.js'
 import { logConfigPath } from './logging.js'
 
@@ -360,7 +367,12 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
         ? '# Workers: Redis replication, where the main process is, who sends federation.\n'
         : '# Workers are off: the main process does everything.\n',
     ),
-    confD('50-monitoring.yaml', monitoringConfig, false, '# Metrics, and the cache factor to tune by watching cache evictions (4 is about 3 GB of RAM).\n'),
+    confD(
+      '50-monitoring.yaml',
+      monitoringConfig,
+      false,
+      '# Metrics, and the cache factor to tune by watching cache evictions (4 is about 3 GB of RAM).\n',
+    ),
     confD('90-extra.yaml', extra, true, '# synapse.extraConfig from the inventory, verbatim (loaded last).\n'),
   ]
 }
@@ -390,7 +402,12 @@ export function sharedWorkerConfig(vars: MatrixSettings, replicationSecret: stri
   if (Object.keys(writers).length > 0) config.stream_writers = writers
   const pushers = names('pusher_instances')
   if (pushers.length > 0) config.pusher_instances = pushers
-  for (const duty of ['notify_appservices_from_worker', 'update_user_directory_from_worker', 'run_background_tasks_on', 'media_instance_running_background_jobs'] as const) {
+  for (const duty of [
+    'notify_appservices_from_worker',
+    'update_user_directory_from_worker',
+    'run_background_tasks_on',
+    'media_instance_running_background_jobs',
+  ] as const) {
     const [first] = names(duty)
     if (first !== undefined) config[duty] = first
   }
