@@ -12,6 +12,7 @@ export const TASKS: readonly { name: Role; load: () => Promise<Task> }[] = [
   { name: 'synapse', load: async () => (await import('./synapse/index.js')).synapseTask },
   { name: 'workers', load: async () => (await import('./workers/index.js')).workersTask },
   { name: 'apache', load: async () => (await import('./apache/index.js')).apacheTask },
+  { name: 'mas', load: async () => (await import('./mas/index.js')).masTask },
   { name: 'element', load: async () => (await import('./element/index.js')).elementTask },
   { name: 'monitoring', load: async () => (await import('./monitoring/index.js')).monitoringTask },
   { name: 'backup', load: async () => (await import('./backup/index.js')).backupTask },

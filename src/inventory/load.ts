@@ -237,6 +237,7 @@ class InventoryBuilder extends LoadContext {
         preset: v.workers.instances ? undefined : v.workers.preset,
         homeserverHost: host.roles.includes('synapse') ? host.name : undefined,
       },
+      mas: { ...resolved.mas, enabled: this.hosts.some((other) => other.roles.includes('mas')), host: v.mas.host ?? `auth.${serverHost}` },
       element: {
         ...resolved.element,
         enabled: host.roles.includes('element'),

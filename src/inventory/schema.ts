@@ -284,6 +284,47 @@ const elementSchema = z.strictObject({
   releaseKeyFile: controllerPath().optional().describe('The release key (on this machine) the signature is checked against'),
 })
 
+const masSchema = z
+  .strictObject({
+    version: z
+      .string({ error: 'expected a MAS version in quotes, such as "1.22.0"' })
+      .regex(ELEMENT_VERSION, { error: 'expected a MAS version x.y.z, such as "1.22.0"' })
+      .transform((version) => version.replace(/^v/, ''))
+      .default('1.22.0'),
+    host: dnsName().optional().describe("MAS's own vhost (default auth.<serverName>); its issuer is https://<host>/"),
+    url: url().optional().describe('Release tarball to download (default: the GitHub release of version, mas-cli-x86_64-linux.tar.gz)'),
+    file: controllerPath().optional().describe('The release tarball on this machine, uploaded instead of downloaded'),
+    sha256: pattern(SHA256, 'expected a SHA-256 checksum (64 hexadecimal digits)')
+      .transform((sum) => sum.toLowerCase())
+      .optional()
+      .describe('Checksum of the tarball (required: nothing is unpacked unverified)'),
+    port: port().default(8080).describe('MAS listens on 127.0.0.1:<port>; Apache proxies to it'),
+    healthPort: port().default(8081).describe('Internal listener (/health) on 127.0.0.1'),
+    registration: z
+      .enum(['closed', 'open', 'token'], { error: 'expected "closed", "open" or "token"' })
+      .default('closed')
+      .describe('Self-registration through MAS: closed, open, or with registration tokens (mas-cli manage issue-user-registration-token)'),
+    loginRateLimit: z
+      .strictObject({
+        burst: integer(1, 100_000, 'expected a burst of logins (an integer 1-100000)').default(3),
+        perSecond: z
+          .number({ error: 'expected logins per second (a number > 0)' })
+          .positive({ error: 'expected logins per second (a number > 0)' })
+          .max(10_000)
+          .default(0.05),
+      })
+      .prefault({})
+      .describe('Password logins per client address and per account (MAS default: a burst of 3, then one per 20 s)'),
+    databasePassword: secretRef('mas-postgres-password').default(GENERATE),
+    synapseSecret: secretRef('mas-synapse-secret')
+      .default(GENERATE)
+      .describe('Shared by MAS and Synapse (matrix_authentication_service.secret)'),
+    encryptionSecret: secretRef('mas-encryption-secret')
+      .default(GENERATE)
+      .describe("MAS's encryption key is derived from it (64 hex digits): never change it once set"),
+  })
+  .describe('The Matrix Authentication Service (role mas): Element X logins, OAuth 2.0, registration')
+
 const PROM_DURATION = /^[1-9]\d{0,5}(ms|s|m|h|d|w|y)$/
 const promDuration = (example: string) =>
   pattern(PROM_DURATION, `expected a Prometheus duration such as "${example}" (a whole number and one of ms, s, m, h, d, w, y)`)
@@ -343,6 +384,7 @@ export const varsSchema = z
     workers: workersSchema.prefault({}),
     apache: apacheSchema.prefault({}),
     element: elementSchema.prefault({}),
+    mas: masSchema.prefault({}),
     monitoring: monitoringSchema.prefault({}),
     backup: backupSchema.prefault({}),
   })

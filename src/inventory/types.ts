@@ -23,7 +23,7 @@ type Vars = Resolved<ParsedVars>
  * resolved and controller paths made absolute, plus what the loader derives from several fields or
  * from the other hosts. A new setting is one schema entry; only a derived one is written here.
  */
-export type MatrixSettings = Omit<Vars, 'serverName' | 'publicHost' | 'publicBaseUrl' | 'synapse' | 'workers' | 'element'> & {
+export type MatrixSettings = Omit<Vars, 'serverName' | 'publicHost' | 'publicBaseUrl' | 'synapse' | 'workers' | 'element' | 'mas'> & {
   serverName: string
   /** Default matrix.<serverName>. */
   publicHost: string
@@ -42,6 +42,11 @@ export type MatrixSettings = Omit<Vars, 'serverName' | 'publicHost' | 'publicBas
     homeserverHost?: string
     /** The private address of each host of the homeserver (main and worker hosts), when it spans hosts. */
     addresses?: Record<string, string>
+  }
+  /** Role mas (tasks/mas): `enabled` when any host of the inventory has it (Synapse and Apache hand logins to it). */
+  mas: Omit<Vars['mas'], 'host'> & {
+    enabled: boolean
+    host: string
   }
   element: Omit<Vars['element'], 'version' | 'host'> & {
     /** The host has the element role. */

@@ -85,6 +85,13 @@ export const FEDERATION_ROUTES: readonly string[] = [
   '^/_matrix/federation/v1/send/',
 ]
 
+/**
+ * With the Matrix Authentication Service, its compatibility layer answers the old login API (MAS docs,
+ * setup/reverse-proxy.md: /_matrix/client/(version)/login, logout, refresh, with /login/sso/redirect and /logout/all);
+ * Synapse and its workers answer them 404. These go to MAS before any worker route.
+ */
+export const MAS_COMPAT_ROUTES: readonly string[] = [`${CLIENT}/${V}/(login|logout|refresh)(/|$)`]
+
 const SYNC_ROUTES = [
   `${CLIENT}/(r0|v3)/sync$`,
   `${CLIENT}/(api/v1|r0|v3)/events$`,

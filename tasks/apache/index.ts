@@ -21,6 +21,7 @@ import {
   apacheModules,
   MATRIX_SITE_PATH,
   renderAcmeConf,
+  renderMasVhost,
   renderMatrixVhost,
   renderPortsConf,
   renderServerNameVhost,
@@ -38,7 +39,14 @@ export function tlsFiles(vars: MatrixSettings): TlsFiles {
 /** Names the certificate must cover: the API host, the delegation host, Element's host. */
 export function tlsNames(ctx: TaskContext): string[] {
   const v = ctx.host.vars
-  return [...new Set([v.publicHost, v.serverName.replace(/:\d+$/, ''), ...(ctx.host.roles.includes('element') ? [v.element.host] : [])])]
+  return [
+    ...new Set([
+      v.publicHost,
+      v.serverName.replace(/:\d+$/, ''),
+      ...(ctx.host.roles.includes('element') ? [v.element.host] : []),
+      ...(ctx.host.roles.includes('mas') ? [v.mas.host] : []),
+    ]),
+  ]
 }
 
 /** A rendered template as a file resource. */
@@ -229,6 +237,7 @@ export const apacheTask: Task = {
     const sites = [
       renderMatrixVhost(v, { ...tls, workers, synapseVersion }),
       ...renderServerNameVhost(v, { ...tls, workers, synapseVersion }),
+      ...(ctx.host.roles.includes('mas') ? [renderMasVhost(v, tls)] : []),
     ]
     const ports = renderPortsConf(v)
     const mpm = renderMpmConf(v)

@@ -13,7 +13,7 @@
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 import { workerInstances } from '../../src/inventory/workers.js'
-import { routeTable } from '../../src/synapse/routes.js'
+import { MAS_COMPAT_ROUTES, routeTable } from '../../src/synapse/routes.js'
 import { routingPlan, type RouteGroup } from '../../src/topology/routing.js'
 import { LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD } from './mpm.js'
 
@@ -136,6 +136,12 @@ function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseV
     '    </IfModule>',
     '',
   ]
+  if (vars.mas.enabled && opts.clientPaths) {
+    lines.push('    # Logins, logouts and token refreshes: the Matrix Authentication Service (role mas). Before every worker route.')
+    for (const route of MAS_COMPAT_ROUTES)
+      lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "http://127.0.0.1:${port(vars.mas.port, 'mas.port')}$1" nocanon`)
+    lines.push('')
+  }
   const table = routeTable(opts.synapseVersion ?? vars.synapse.version)
   const groups = opts.workers ? routingPlan(workerInstances(vars), table) : []
   // Without a sync worker the long-polls go to main, still through the capped pool.
@@ -361,6 +367,24 @@ export function renderElementVhost(vars: MatrixSettings, opts: TlsFiles): Render
     '    </LocationMatch>',
   ])
   return { path: ELEMENT_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }
+}
+
+export const MAS_SITE_PATH = `${SITES_AVAILABLE}/matrix-auth.conf`
+
+/** MAS on its own host name (the issuer https://<mas.host>/): everything proxied to its loopback listener. */
+export function renderMasVhost(vars: MatrixSettings, opts: TlsFiles): RenderedFile {
+  const host = hostName(vars.mas.host, 'mas.host')
+  const target = `http://127.0.0.1:${port(vars.mas.port, 'mas.port')}/`
+  const lines = [
+    ...httpsVhostHead(vars, host, port(vars.apache.httpsPort, 'apache.httpsPort'), opts),
+    '    RequestHeader set "X-Forwarded-Proto" expr=%{REQUEST_SCHEME}',
+    '    ProxyPreserveHost on',
+    '    ProxyRequests off',
+    `    ProxyPass / ${target} nocanon`,
+    `    ProxyPassReverse / ${target}`,
+    '</VirtualHost>',
+  ]
+  return { path: MAS_SITE_PATH, content: HEADER + lines.join('\n') + '\n', mode: 0o644, owner: 'root', group: 'root', sensitive: false }
 }
 
 /**

@@ -4,6 +4,7 @@ import { minimumPostgresFor } from '../../src/synapse/compat.js'
 import { aptPackages } from '../../src/resources/apt-packages.js'
 import { file } from '../../src/resources/file.js'
 import { postgresDatabase, postgresRole } from '../../src/resources/postgres.js'
+import { MAS_DATABASE, MAS_DB_USER } from '../mas/templates.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/core/shell.js'
 import { minimumDisk, portAvailable, supportedTarget, targetOf } from '../common/checks.js'
@@ -68,9 +69,12 @@ export const postgresTask: Task = {
     const etc = `/etc/postgresql/${major}/main`
     const clients = remoteClients(ctx, 'postgres')
     const listen = clients.length ? ['localhost', ctx.host.privateAddress] : ['localhost']
+    const masHere = ctx.inventory.hosts.some((h) => h.roles.includes('mas') && h.vars.postgres.host === ctx.host.name)
     const clientRules = [
       { database: pg.database, user: pg.user, address: '127.0.0.1', method: 'scram-sha-256' as const },
       { database: pg.database, user: pg.user, address: '::1', method: 'scram-sha-256' as const },
+      // MAS (role mas, on this host: tasks/mas) has its own role and database.
+      ...(masHere ? [{ database: MAS_DATABASE, user: MAS_DB_USER, address: '127.0.0.1', method: 'scram-sha-256' as const }] : []),
       ...clients.map((h) => ({ database: pg.database, user: pg.user, address: h.privateAddress, method: 'scram-sha-256' as const })),
     ]
     return [
@@ -90,6 +94,12 @@ export const postgresTask: Task = {
       service({ unit: 'postgresql.service', watch: [`${etc}/conf.d/`, `${etc}/pg_hba.conf`, `${etc}/postgresql.conf`] }),
       postgresRole({ name: pg.user, password: ctx.secret(pg.password) }),
       postgresDatabase({ name: pg.database, owner: pg.user }),
+      ...(masHere
+        ? [
+            postgresRole({ name: MAS_DB_USER, password: ctx.secret(ctx.host.vars.mas.databasePassword) }),
+            postgresDatabase({ name: MAS_DATABASE, owner: MAS_DB_USER }),
+          ]
+        : []),
       ...(clients.length
         ? firewallResources(
             'postgres',

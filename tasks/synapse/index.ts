@@ -20,6 +20,8 @@ import { instancesOn } from '../../src/inventory/workers.js'
 import { workerHosts, workerInstancesOnHost, workerUnits } from '../../src/topology/instances.js'
 import { httpOnHost, minimumDisk, minimumMemory, portAvailable, supportedTarget, unitActive } from '../common/checks.js'
 import { addressOf } from '../common/topology.js'
+import { masLockoutCheck } from './mas-lockout.js'
+import { renderSynapseMasConfig } from './templates/mas.js'
 import { signingKey, signingKeyFromSecret } from './signing-key.js'
 import { backgroundUpdaterCheck } from './background-updates.js'
 import { stopWorkersBeforeSharedChange } from './worker-handover.js'
@@ -57,7 +59,7 @@ export function installedSynapseVersion(v: TaskContext['host']['vars']): string 
 
 /** Config values every Synapse-side task needs: resolved secrets and where Postgres and Redis are. */
 export function synapseConfigFiles(ctx: TaskContext, v: MatrixSettings = ctx.host.vars) {
-  return renderSynapseConfig(v, {
+  const files = renderSynapseConfig(v, {
     postgresHost: addressOf(ctx, v.postgres.host),
     redisHost: addressOf(ctx, v.redis.host),
     federationCaPaths: v.synapse.federationCaFiles.map((_f, i) => federationCaPath(i)),
@@ -71,6 +73,7 @@ export function synapseConfigFiles(ctx: TaskContext, v: MatrixSettings = ctx.hos
       redisPassword: v.redis.password ? ctx.secret(v.redis.password).reveal() : undefined,
     },
   })
+  return [...files, renderSynapseMasConfig(v, v.mas.enabled ? ctx.secret(v.mas.synapseSecret).reveal() : undefined)]
 }
 
 /**
@@ -200,6 +203,7 @@ export const synapseTask: Task = {
       minimumMemory(Math.max(1024, Math.ceil(v.cacheFactor * 768) + 512)),
       minimumDisk('/var/lib', 2048),
       portAvailable(v.listenPort, ['python', 'synapse', 'matrix-synapse'], 'the Synapse client/federation listener'),
+      ...masLockoutCheck(ctx),
       {
         name: 'Python new enough for Synapse (pip method)',
         facts: [pythonVersion],

@@ -97,6 +97,10 @@ describe('the leaves the loader resolves', () => {
       'element.file path',
       'element.signatureFile path',
       'element.releaseKeyFile path',
+      'mas.file path',
+      'mas.databasePassword secret mas-postgres-password',
+      'mas.synapseSecret secret mas-synapse-secret',
+      'mas.encryptionSecret secret mas-encryption-secret',
     ])
   })
 

@@ -35,6 +35,7 @@ import { renderPrometheusScrape } from '../../tasks/monitoring/templates.js'
 import { renderPgHba, renderPostgresListen } from '../../tasks/postgres/templates.js'
 import { renderRedisConf } from '../../tasks/redis/templates.js'
 import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js'
+import { renderSynapseMasConfig } from '../../tasks/synapse/templates/mas.js'
 import { renderLogConfig } from '../../tasks/synapse/templates/logging.js'
 import { renderSynapseServiceDropIn, renderSynapseUnit, renderBaseHomeserverYaml } from '../../tasks/synapse/templates/units.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
@@ -168,8 +169,8 @@ const CONF_D = '/etc/matrix-synapse/conf.d'
 const REMOVED_SYNAPSE_KEYS = ['worker_replication_host', 'worker_replication_http_port', 'send_federation']
 
 /** Render what the synapse task renders, with placeholders for the secrets (paths and non-secret values only). */
-const synapseFiles = (vars: MatrixSettings) =>
-  renderSynapseConfig(vars, {
+const synapseFiles = (vars: MatrixSettings) => [
+  ...renderSynapseConfig(vars, {
     postgresHost: '127.0.0.1',
     redisHost: '127.0.0.1',
     secrets: {
@@ -180,7 +181,9 @@ const synapseFiles = (vars: MatrixSettings) =>
       replicationSecret: 'x',
       redisPassword: REDIS_PASSWORD,
     },
-  })
+  }),
+  renderSynapseMasConfig(vars, undefined),
+]
 
 describe('Debian 12, fresh host: dry run of every role (pip install from a wheelhouse)', () => {
   let inventory: Inventory
@@ -395,6 +398,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     })
     expect(plannedYaml(report, `${CONF_D}/50-monitoring.yaml`)).toEqual({ enable_metrics: true, caches: { global_factor: 2 } })
     expect(plannedYaml(report, `${CONF_D}/90-extra.yaml`)).toEqual({})
+    expect(plannedYaml(report, `${CONF_D}/60-mas.yaml`)).toEqual({ matrix_authentication_service: { enabled: false } })
 
     // Synapse merges conf.d shallowly: every top-level key in exactly one file, none of the removed options.
     const keys = expected.flatMap((f) => Object.keys(plannedYaml(report, f.path) ?? {}))

@@ -296,7 +296,7 @@ export function renderSynapseConfig(vars: MatrixSettings, ctx: SynapseConfigCont
     listeners,
     // true needs a verification method (extraConfig: registration_requires_token, email, captcha)
     // or an explicit enable_registration_without_verification, or Synapse refuses to start.
-    enable_registration: synapse.enableRegistration,
+    enable_registration: vars.mas.enabled ? false : synapse.enableRegistration, // with MAS it is MAS's (Synapse refuses both)
     signing_key_path: signingKeyPathOf(vars),
     log_config: logConfigPath(MAIN_PROCESS_LOG_NAME),
     ...unlessExtra({
