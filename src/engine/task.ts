@@ -32,6 +32,11 @@ export interface AfterCheckContext {
 /** After a task: does the result work? Read-only commands on the host. */
 export interface AfterCheck {
   name: string
+  /**
+   * The check judges the inventory's own version (its lock): a rollback to the previous version skips
+   * it, since that version is deliberately not the inventory's (the run fails and says so).
+   */
+  inventoryVersionOnly?: boolean
   run(conn: Connection, ctx: AfterCheckContext): Promise<CheckOutcome>
 }
 

@@ -11,8 +11,7 @@ import { aptSourceFact, guardedInstall, packageInstallCommand, SYNAPSE_PACKAGE }
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
-import { describeDrift, driftCount, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
-import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
+import { runningVenvHoldsLock } from './venv-lock-check.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { raw, sh } from '../../src/core/shell.js'
@@ -132,27 +131,6 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
     },
     backgroundUpdaterCheck(VENV_LINK, SYNAPSE_CONFIG_DIR, SYNAPSE_UNIT),
   ]
-}
-
-/** The venv Synapse runs from holds exactly its lock (a failed rebuild leaves a drifted one serving: check says so). */
-function runningVenvHoldsLock(lock: SynapseLock): AfterCheck {
-  const lockName = lock.file.split('/').slice(-2).join('/')
-  return {
-    name: `the running venv holds the lock ${lockName}`,
-    async run(conn) {
-      const r = await conn.run(sh`readlink -f ${VENV_LINK}; ${SYNAPSE_PYTHON} -c ${VENV_CONTENTS_SCRIPT}`, { allowFailure: true })
-      const [path, ...rest] = r.stdout.split('\n')
-      const venv = parseVenvContents(rest.join('\n'), r.code ?? 1)
-      if (!venv) return { ok: false, detail: `${VENV_LINK} is no usable venv: ${r.stderr.trim().slice(-200) || `exit ${r.code}`}` }
-      const drift = lockDrift(lock, venv)
-      return driftCount(drift)
-        ? {
-            ok: false,
-            detail: `${path} differs from the lock ${lockName} (${driftCount(drift)}: ${describeDrift(drift)}); a run rebuilds it beside the running one and switches to it`,
-          }
-        : { ok: true, detail: `${path}: ${venv.installed.size} distributions as locked` }
-    },
-  }
 }
 
 /** The ordered version switch (release.ts) with this host's settings: its workers (the topology's one list), checks and backup place. */

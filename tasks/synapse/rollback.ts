@@ -58,7 +58,14 @@ export function rollbackSteps(
     { kind: 'start', target: MAIN_UNIT, summary: `start ${MAIN_UNIT} on ${to}` },
     { kind: 'wait-health', target: spec.healthUrl, summary: `wait until main answers ${spec.healthUrl}` },
     ...spec.workerUnits.map((u): Step => ({ kind: 'start', target: u, summary: `start ${u} on ${to}` })),
-    { kind: 'after-checks', target: 'homeserver', summary: `after-checks: ${spec.afterChecks.map((c) => c.name).join('; ')}` },
+    {
+      kind: 'after-checks',
+      target: 'homeserver',
+      summary: `after-checks: ${spec.afterChecks
+        .filter((c) => !c.inventoryVersionOnly)
+        .map((c) => c.name)
+        .join('; ')}`,
+    },
   ]
 }
 
@@ -168,7 +175,7 @@ export async function rollBackTo(
           if (!r.ok) throw new Error(r.detail)
         } else {
           const failed: string[] = []
-          for (const c of spec.afterChecks) {
+          for (const c of spec.afterChecks.filter((x) => !x.inventoryVersionOnly)) {
             const r = await c.run(conn, AFTER_SWITCH)
             if (!r.ok && !r.warning) failed.push(`${c.name}: ${r.detail}`)
           }
