@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import type { AfterCheck, BeforeCheck, CheckOutcome, Task, TaskContext } from '../../src/engine/task.js'
 import { memoryMiB } from '../../src/facts/system.js'
 import { instancesOn } from '../../src/inventory/workers.js'
+import { workerHosts } from '../../src/topology/instances.js'
 import { KINDS, MAIN_PROCESS_MEMORY_MIB } from '../../src/synapse/worker-kinds.js'
 import { MPM_CONF_PATH, mpmSizing, renderMpmConf } from './mpm.js'
 import type { MatrixSettings } from '../../src/inventory/types.js'
@@ -223,6 +224,12 @@ export function memoryForClients(ctx: TaskContext): BeforeCheck {
 export const apacheTask: Task = {
   name: 'apache',
   title: 'Apache reverse proxy with TLS, worker routes and .well-known delegation',
+  // Its after-checks go through routes that workers on other hosts serve: those come first (a spread
+  // set's generic worker on db answered 503 while db's workers task was still installing).
+  needs: (ctx) =>
+    workerHosts(ctx.inventory, ctx.host.name)
+      .filter((host) => host !== ctx.host.name)
+      .map((host) => ({ host, task: 'workers' as const })),
   before: (ctx) => [
     supportedTarget,
     portAvailable(ctx.host.vars.apache.httpsPort, ['apache2'], 'Apache HTTPS'),
