@@ -1,5 +1,5 @@
 // The README's table of settings and defaults, made from the inventory's JSON Schema (what `provision schema`
-// prints, made by zod from src/inventory/schema.ts): the schema is the one place a default is written.
+// prints, made by zod from src/inventory/schema.ts and settings/): the schema is the one place a default is written.
 //   node scripts/settings-docs.mjs          print the table
 //   node scripts/settings-docs.mjs --write  put it into README.md between the markers
 // test/unit/settings-docs.test.ts fails when README.md differs from what the schema says.

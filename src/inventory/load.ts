@@ -34,17 +34,9 @@ import { formatPath, InventoryError } from './errors.js'
 import { mergeVars } from './merge.js'
 import { placeWorkers } from './placement.js'
 import { Locator, type Path, yamlIssue } from './positions.js'
-import {
-  inventorySchema,
-  MATRIX_ORG_KEYRING,
-  type ParsedSsh,
-  type ParsedVars,
-  type RawInventory,
-  type RawVars,
-  sshSchema,
-  varsSchema,
-} from './schema.js'
+import { inventorySchema, type ParsedSsh, type ParsedVars, type RawInventory, type RawVars, sshSchema, varsSchema } from './schema.js'
 import { ROLES } from './roles.js'
+import { MATRIX_ORG_KEYRING } from './settings/synapse.js'
 import { leavesOf, type SettingLeaf } from './schema-walk.js'
 import { osReason, resolveControllerPath, resolveSecretRef, type SecretContext } from './secrets.js'
 import type { HostSpec, Inventory, MatrixSettings, Resolved } from './types.js'

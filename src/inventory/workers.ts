@@ -11,7 +11,7 @@
  */
 import { KINDS, RESERVED_WORKER_NAMES, servesRequests, writesStreams, type WorkerKindName } from '../synapse/worker-kinds.js'
 import { PRESETS } from '../synapse/worker-presets.js'
-import type { WorkerEntry } from './schema.js'
+import type { WorkerEntry } from './settings/workers.js'
 import type { MatrixSettings } from './types.js'
 
 export interface WorkerInstance {
