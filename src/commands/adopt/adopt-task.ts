@@ -9,7 +9,7 @@ import type { Task } from '../../engine/task.js'
 import { command } from '../../resources/command.js'
 import type { Resource } from '../../resources/resource.js'
 import { sh } from '../../core/shell.js'
-import type { Adoption } from './analyze.js'
+import type { Adoption } from './reading.js'
 import { ADOPTED_FILES_DIR } from '../../synapse/paths.js'
 
 export const RETIRED_DIR = `${ADOPTED_FILES_DIR}/retired`

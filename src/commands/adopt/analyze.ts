@@ -2,85 +2,20 @@
  * From the files of a server built by hand (the guide's way) to the inventory's terms: what is kept,
  * which secrets are taken over, what maps to a setting, what today's form replaces, what has no name
  * in the inventory (kept verbatim in extraConfig), and what cannot be adopted safely (refusals).
- * Pure: the host's files and the inventory's host in, an Adoption out.
+ * Pure: the host's files and the inventory's host in, an Adoption out. Here: Synapse's merged configuration,
+ * identity, database and secrets; analyze-settings.ts and analyze-host.ts read the rest.
  */
-import { parse } from 'yaml'
-import type { AdoptedSettings } from '../../engine/host-state.js'
 import type { AdoptionNote, NoteKind } from '../../engine/report-types.js'
 import type { SecretValue } from '../../core/secret.js'
 import type { HostSpec } from '../../inventory/types.js'
-import { FEDERATION_ROUTES } from '../../synapse/routes.js'
-import { workerInstances } from '../../inventory/workers.js'
-import { RESERVED_SYNAPSE_KEYS } from '../../../tasks/synapse/templates/homeserver.js'
-import { DELEGATION_SITE_PATH, ELEMENT_SITE_PATH, MATRIX_SITE_PATH } from '../../../tasks/apache/templates.js'
 import type { HandBuiltFiles } from './host-files.js'
-import {
-  HOMESERVER_YAML,
-  MEDIA_STORE_PATH,
-  SIGNING_KEY_PATH,
-  SYNAPSE_CONF_D,
-  SYNAPSE_CONFIG_DIR,
-  SYNAPSE_UNIT_DROP_IN_PATH,
-  SYNAPSE_WORKERS_DIR,
-  WORKER_UNIT_PATH,
-} from '../../synapse/paths.js'
+import { HOMESERVER_YAML, MEDIA_STORE_PATH, SIGNING_KEY_PATH, SYNAPSE_CONF_D, SYNAPSE_CONFIG_DIR } from '../../synapse/paths.js'
+import { analyzeHostFiles } from './analyze-host.js'
+import { analyzeSettings } from './analyze-settings.js'
+import { isMap, parseYaml, text, type Adoption, type Reading, type TakenSecret, type Yaml } from './reading.js'
 
 const CONF_D = `${SYNAPSE_CONF_D}/`
-const WORKERS_DIR = `${SYNAPSE_WORKERS_DIR}/`
-/** Our own drop-in of the apt method: not the admin's. */
-const OWN_DROP_IN = SYNAPSE_UNIT_DROP_IN_PATH
-
-export interface TakenSecret {
-  /** Name in the host's secret store (the inventory's `{ generate: true }` name). */
-  name: string
-  value: string
-  from: string
-}
-
-export interface Adoption {
-  refusals: string[]
-  secrets: TakenSecret[]
-  adopted: AdoptedSettings
-  notes: AdoptionNote[]
-  /** Files the conversion takes out of service (moved into the backup): old vhost links, unit drop-ins. */
-  retire: string[]
-  /** Files copied into the backup before anything changes. */
-  backup: string[]
-}
-
-type Yaml = Record<string, unknown>
-
-const isMap = (v: unknown): v is Yaml => v !== null && typeof v === 'object' && !Array.isArray(v)
-// A YAML value in a message: a string as it is, anything else as JSON (a map shows its keys, not '[object Object]').
-const text = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringify(v) ?? 'undefined'))
 const LOCAL_DB_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '', '/var/run/postgresql', '/run/postgresql'])
-
-function parseYaml(text: string, path: string, refusals: string[]): Yaml {
-  try {
-    const v = parse(text, { version: '1.1' }) as unknown
-    if (v === null || v === undefined) return {}
-    if (!isMap(v)) {
-      refusals.push(`${path} is not a mapping of settings`)
-      return {}
-    }
-    return v
-  } catch (error) {
-    refusals.push(`${path} does not parse as YAML: ${(error as Error).message.split('\n')[0]}`)
-    return {}
-  }
-}
-
-/** Names a listener by its port and resources: `listeners[8008: client, federation]`. */
-function listenerResources(l: Yaml): string[] {
-  const res = Array.isArray(l.resources) ? l.resources : []
-  return res.flatMap((r) => (isMap(r) && Array.isArray(r.names) ? r.names.map(String) : []))
-}
-
-function bindOf(l: Yaml): string[] {
-  const out = Array.isArray(l.bind_addresses) ? l.bind_addresses.map(String) : []
-  if (typeof l.bind_address === 'string') out.push(l.bind_address)
-  return out
-}
 
 /**
  * The adoption of one host. `inventorySecret` reveals a secret the inventory gives explicitly (env or
@@ -126,6 +61,8 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     handled.add(key)
     return config[key]
   }
+
+  const r: Reading = { found, host, v, inventoryFile, refusals, notes, secrets, extraConfig, backup, retire, note }
 
   // Identity: server name, signing key, media.
   const serverName = take('server_name')
@@ -249,192 +186,9 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
   if (!secrets.some((s) => s.name === 'replication-secret') && host.roles.includes('workers'))
     note('changes', 'no worker_replication_secret', 'one is generated: the replication listener gets authenticated')
 
-  // Listeners -> ports.
-  const listeners = (Array.isArray(take('listeners')) ? (config.listeners as unknown[]) : []).filter(isMap)
-  for (const l of listeners) {
-    const res = listenerResources(l)
-    const port = Number(l.port)
-    const where = `${at('listeners')}[${port}: ${l.type === 'metrics' ? 'metrics' : res.join(', ')}]`
-    let setting: [string, number] | undefined
-    if (l.type === 'metrics') setting = ['monitoring.mainMetricsPort', v.monitoring.mainMetricsPort]
-    else if (res.includes('replication')) setting = ['workers.replicationPort', v.workers.replicationPort]
-    else if (res.includes('client') || res.includes('federation')) setting = ['synapse.listenPort', v.synapse.listenPort]
-    if (!setting) {
-      note('not mapped', where, 'dropped: the inventory has no listener of this kind')
-      continue
-    }
-    const binds = bindOf(l)
-    const bindNote = binds.length && binds.join(',') !== '127.0.0.1' ? ` (bound to ${binds.join(', ')} -> 127.0.0.1)` : ''
-    note(setting[1] === port ? 'mapped' : 'changes', where, `${setting[0]} ${setting[1]}${bindNote}`)
-  }
-
-  // Plain settings with an inventory name.
-  const simple: [string, string, unknown][] = [
-    ['report_stats', 'synapse.reportStats', v.synapse.reportStats],
-    ['enable_registration', 'synapse.enableRegistration', v.synapse.enableRegistration],
-    ['enable_metrics', 'monitoring.enableMetrics', v.monitoring.enableMetrics],
-  ]
-  for (const [key, setting, value] of simple) {
-    if (config[key] === undefined) continue
-    take(key)
-    note(config[key] === value ? 'mapped' : 'changes', `${at(key)}: ${JSON.stringify(config[key])}`, `${setting} ${JSON.stringify(value)}`)
-  }
-  if (config.public_baseurl !== undefined) {
-    take('public_baseurl')
-    const want = v.publicBaseUrl.endsWith('/') ? v.publicBaseUrl : `${v.publicBaseUrl}/`
-    note(
-      config.public_baseurl === want ? 'mapped' : 'changes',
-      `${at('public_baseurl')}: ${text(config.public_baseurl)}`,
-      `publicBaseUrl ${want}`,
-    )
-  }
-  const redis = take('redis')
-  if (isMap(redis)) {
-    const port = Number(redis.port ?? 6379)
-    note(
-      port === v.redis.port ? 'mapped' : 'changes',
-      `${at('redis')}: enabled ${String(redis.enabled)}, port ${port}`,
-      `redis.port ${v.redis.port}${host.roles.includes('workers') ? ' (enabled with the workers role)' : ''}`,
-    )
-    if (typeof redis.password === 'string' && !v.redis.password)
-      note('changes', `${at('redis')}.password`, 'dropped: the inventory sets no redis.password')
-  }
-  const caches = config.caches
-  if (isMap(caches) && Object.keys(caches).length === 1 && typeof caches.global_factor === 'number') {
-    take('caches')
-    note(
-      caches.global_factor === v.synapse.cacheFactor ? 'mapped' : 'changes',
-      `${at('caches')}.global_factor ${caches.global_factor}`,
-      `synapse.cacheFactor ${v.synapse.cacheFactor}`,
-    )
-  }
-  if (config.federation_custom_ca_list !== undefined) {
-    take('federation_custom_ca_list')
-    note('not mapped', at('federation_custom_ca_list'), 'dropped: give the CA files as synapse.federationCaFiles (controller paths)')
-  }
-
-  // The guide's worker-era settings of the main process: today's form replaces them.
-  const replacedBy: Record<string, string> = {
-    daemonize: 'systemd runs Synapse in the foreground (Type=notify units); the Type=forking drop-in goes too',
-    worker_app: 'the main process needs none',
-    send_federation: 'federation_sender_instances: [federation_sender]',
-    pid_file: `${'/run/matrix-synapse/homeserver.pid'} (unused under systemd)`,
-    log_config: '/etc/matrix-synapse/log.yaml (journald and /var/log/matrix-synapse/homeserver.log)',
-    instance_map: 'instance_map.main from workers.replicationPort',
-    federation_sender_instances: 'the workers role',
-    worker_replication_host: 'instance_map.main (removed in Synapse 1.88)',
-    worker_replication_http_port: 'instance_map.main (removed in Synapse 1.88)',
-    start_pushers: 'the main process sends pushes',
-  }
-  for (const [key, by] of Object.entries(replacedBy)) {
-    if (config[key] === undefined) continue
-    take(key)
-    note('replaced', `${at(key)}: ${typeof config[key] === 'object' ? '…' : text(config[key])}`, by)
-  }
-  // Defaults the tool writes itself: nothing to keep when the host has the same.
-  const sameAsOurs: Record<string, unknown> = { trusted_key_servers: [{ server_name: 'matrix.org' }], suppress_key_server_warning: true }
-  for (const [key, ours] of Object.entries(sameAsOurs)) {
-    if (config[key] !== undefined && JSON.stringify(config[key]) === JSON.stringify(ours)) {
-      take(key)
-      note('mapped', at(key), 'the same default')
-    }
-  }
-  // Everything else has no inventory name: kept verbatim (synapse.extraConfig, merged last).
-  for (const [key, value] of Object.entries(config)) {
-    if (handled.has(key)) continue
-    if (RESERVED_SYNAPSE_KEYS[key] !== undefined) {
-      note('not mapped', at(key), `dropped: ${RESERVED_SYNAPSE_KEYS[key]}`)
-      continue
-    }
-    if (key in v.synapse.extraConfig) {
-      note('mapped', at(key), 'synapse.extraConfig of the inventory (its value wins)')
-      continue
-    }
-    extraConfig[key] = value
-    note('extraConfig', at(key), 'kept verbatim (the host records it; synapse.extraConfig of the inventory wins)')
-  }
-
-  // Workers: the guide's two, by their app and listeners.
-  const workerFiles = [...found.files.keys()].filter((p) => p.startsWith(WORKERS_DIR) && p.endsWith('.yaml')).sort()
-  for (const path of workerFiles) {
-    const w = parseYaml(found.files.get(path)!, path, refusals)
-    backup.push(path)
-    const file = path.replace(`${SYNAPSE_CONFIG_DIR}/`, '')
-    const app = text(w.worker_app ?? '')
-    const name = text(w.worker_name ?? path.slice(WORKERS_DIR.length, -'.yaml'.length))
-    const wl = (Array.isArray(w.worker_listeners) ? w.worker_listeners : []).filter(isMap)
-    const http = wl.find((l) => l.type === 'http' && listenerResources(l).includes('federation'))
-    const metrics = wl.find((l) => l.type === 'metrics')
-    const replication = w.worker_replication_host !== undefined || w.worker_replication_http_port !== undefined
-    if (!host.roles.includes('workers')) {
-      note('not mapped', `${file} (${app})`, 'the host has no workers role in the inventory: the worker is stopped and its unit left alone')
-      continue
-    }
-    // The inventory's worker of the same job (the guide preset names them as the guide does).
-    const instances = workerInstances(v)
-    const sender = instances.find((i) => i.kind === 'federation_sender')
-    const reader = instances.find((i) => i.kind === 'federation_reader' || i.kind === 'generic')
-    if ((app === 'synapse.app.federation_sender' || name === 'federation_sender') && sender) {
-      note(
-        metrics && Number(metrics.port) !== sender.metricsPort ? 'changes' : 'mapped',
-        `${file}: ${app}${metrics ? `, metrics ${String(metrics.port)}` : ''}`,
-        `worker ${sender.name}: synapse.app.generic_worker in federation_sender_instances, metrics ${sender.metricsPort}`,
-      )
-    } else if (http && (app === 'synapse.app.generic_worker' || app === 'synapse.app.federation_reader') && reader) {
-      note(
-        Number(http.port) !== reader.port ? 'changes' : 'mapped',
-        `${file}: ${app} ${name}, http ${String(http.port)}${metrics ? `, metrics ${String(metrics.port)}` : ''}`,
-        `worker ${reader.name} (${reader.kind}): http ${reader.port}, metrics ${reader.metricsPort}`,
-      )
-    } else {
-      note(
-        'not mapped',
-        `${file} (${app} ${name})`,
-        `the inventory's workers (${instances.map((i) => i.name).join(', ') || 'none'}) have no counterpart: this file and its unit are left alone`,
-      )
-      continue
-    }
-    if (replication)
-      note(
-        'replaced',
-        `${file}: worker_replication_host/_http_port`,
-        'instance_map.main in conf.d/40-workers.yaml (a ConfigError since Synapse 1.88)',
-      )
-  }
-
-  // Apache: the guide's vhosts for our names are retired (their link moved into the backup).
-  const ours = new Set([MATRIX_SITE_PATH, DELEGATION_SITE_PATH, ELEMENT_SITE_PATH])
-  const names = new Set([v.publicHost, v.serverName.replace(/:\d+$/, '')])
-  for (const [link, target] of found.enabledSites) {
-    if (ours.has(target)) continue
-    const text = found.files.get(target) ?? ''
-    const serves = [...text.matchAll(/^\s*Server(?:Name|Alias)\s+(.+)$/gim)]
-      .flatMap((m) => m[1]!.trim().split(/\s+/))
-      .filter((n) => names.has(n))
-    if (serves.length === 0) continue
-    backup.push(target)
-    retire.push(link)
-    const routes = [
-      ...text.matchAll(/^\s*ProxyPass\s+"?(\/_matrix\/(?:federation|key)\/[^"\s]+)"?\s+"?http:\/\/127\.0\.0\.1:(\d+)/gim),
-    ].filter((m) => Number(m[2]) !== v.synapse.listenPort)
-    const dropped = routes
-      .map((m) => m[1]!)
-      .filter((p) => !FEDERATION_ROUTES.some((r) => new RegExp(r).test(p.endsWith('/') ? `${p}x` : p)))
-    note(
-      'retired',
-      `${target} (${[...new Set(serves)].join(', ')}${routes.length ? `; ${routes.length} ProxyPass routes to the federation_reader` : ''})`,
-      `disabled; ${MATRIX_SITE_PATH}${v.apache.delegation === 'well-known' ? ` and ${DELEGATION_SITE_PATH}` : ''} serve these names${routes.length ? ` with today's ${FEDERATION_ROUTES.length} federation_reader routes` : ''}${dropped.length ? ` (no longer routed to it: ${dropped.join(', ')})` : ''}`,
-    )
-  }
-
-  // systemd: the admin's drop-ins of the main unit (the guide's daemonize needs Type=forking).
-  for (const dropIn of found.unitDropIns) {
-    if (dropIn === OWN_DROP_IN) continue
-    backup.push(dropIn)
-    retire.push(dropIn)
-    note('retired', dropIn, 'moved into the backup: matrix-provision writes the unit whole (Type=notify, matrix-synapse.target)')
-  }
-  for (const path of [WORKER_UNIT_PATH, '/etc/redis/redis.conf']) if (found.files.has(path)) backup.push(path)
+  // The rest of the configuration (analyze-settings.ts), then workers, vhosts and unit drop-ins (analyze-host.ts).
+  analyzeSettings(r, { config, at, take, handled })
+  analyzeHostFiles(r)
 
   return {
     refusals,
