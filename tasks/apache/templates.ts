@@ -6,16 +6,13 @@
  * a2ensite), /etc/apache2/conf-available/matrix-ports.conf (a2enconf) and the two .well-known JSON
  * files under /var/www/matrix-well-known/.
  *
- * Values that end up in Apache syntax are checked here too (host names as DNS names, file paths
- * without quotes, backslashes, `$` or control characters), so a hostile value cannot add a
- * directive even if it got past the inventory validation.
+ * Values that end up in Apache syntax are checked where they are written (checked.ts); the proxying
+ * of Synapse's paths to main and the workers is proxy.ts.
  */
 import type { MatrixSettings } from '../../src/inventory/types.js'
 import type { RenderedFile } from '../common/rendered-file.js'
-import { workerInstances } from '../../src/inventory/workers.js'
-import { MAS_COMPAT_ROUTES, routeTable } from '../../src/synapse/routes.js'
-import { routingPlan, type RouteGroup } from '../../src/topology/routing.js'
-import { LONG_POLL_ACQUIRE_MS, LONG_POLLS_PER_CHILD } from './mpm.js'
+import { HEADER, hostName, httpsUrl, port, quotedPath, serverNameHost } from './checked.js'
+import { proxyToSynapse } from './proxy.js'
 
 /** Modules the rendered vhosts use: ssl (SSLEngine), proxy + proxy_http (ProxyPass*), headers
  * (RequestHeader, Header), alias (Redirect, RedirectMatch, Alias). Core covers ForceType, Require. */
@@ -50,138 +47,8 @@ export interface VhostOptions {
 
 export type TlsFiles = Pick<VhostOptions, 'certFile' | 'keyFile'>
 
-const HEADER = '# Managed by matrix-provision: changes here are overwritten on the next run.\n'
-
-// ---------------------------------------------------------------------------------------------
-// Checked values
-
-const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
-
-function hostName(value: string, what: string): string {
-  if (!DNS_NAME.test(value)) throw new Error(`${what} must be a lowercase DNS name, got ${JSON.stringify(value)}`)
-  return value
-}
-
-/** serverName may carry a port (example.org:8448); the vhost's ServerName is the host part. */
-function serverNameHost(serverName: string): string {
-  return hostName(serverName.replace(/:\d{1,5}$/, ''), 'serverName')
-}
-
-function port(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`${what} must be a TCP port (1-65535), got ${String(value)}`)
-  // Port 80 carries the plain-http redirect vhosts.
-  if (what === 'apache.httpsPort' && value === 80)
-    throw new Error('apache.httpsPort cannot be 80: port 80 serves the http -> https redirects')
-  return value
-}
-
-/** An absolute path, double-quoted for Apache. Apache unescapes only \" and expands ${VAR}: refuse both. */
-function quotedPath(value: string, what: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
-  if (!value.startsWith('/') || /["\\$\u0000-\u001f\u007f]/.test(value)) {
-    throw new Error(`${what} must be an absolute path without quotes, backslashes, "$" or control characters, got ${JSON.stringify(value)}`)
-  }
-  return `"${value}"`
-}
-
-const httpsUrl = (host: string, httpsPort: number) => (httpsPort === 443 ? `https://${host}` : `https://${host}:${httpsPort}`)
-
 // ---------------------------------------------------------------------------------------------
 // Pieces
-
-/**
- * A FEDERATION_READER_ROUTES regex as an Apache ProxyPassMatch pattern capturing the whole path in
- * $1: prefix routes get `.*`, anchored routes (`...$`) may be followed by a query string. With
- * `nocanon`, mod_proxy substitutes $1 from the raw request line when the pattern matches it too,
- * so the query string and %-encoding travel unchanged (a route that only matched the decoded path
- * would drop nocanon, with a warning).
- */
-export function proxyPassMatchPattern(route: string): string {
-  if (!route.startsWith('^')) throw new Error(`route must start with ^, got ${route}`)
-  const body = route.slice(1)
-  return body.endsWith('$') ? `^(${body.slice(0, -1)}(?:\\?.*)?)$` : `^(${body}.*)$`
-}
-
-/**
- * The long-poll routes' pool: a balancer even for one member, so that its connection pool is its own
- * (a plain ProxyPass to the same backend would share main's). `max` is per child process and member:
- * the members of a child together hold at most LONG_POLLS_PER_CHILD long-polls; one over that waits
- * LONG_POLL_ACQUIRE_MS for a connection, then gets a 503 instead of taking a reserved thread.
- */
-function longPollPool(target: string, group: RouteGroup): string[] {
-  const max = Math.max(1, Math.floor(LONG_POLLS_PER_CHILD / group.members.length))
-  return [
-    `    # At most ${max * group.members.length} long-polls per Apache child; its other threads serve everything else.`,
-    `    <Proxy "${target}">`,
-    ...group.members.map(
-      (m) =>
-        `        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}" max=${max} acquire=${LONG_POLL_ACQUIRE_MS}`,
-    ),
-    '        ProxySet lbmethod=byrequests',
-    '    </Proxy>',
-  ]
-}
-
-function proxyToSynapse(vars: MatrixSettings, opts: { workers: boolean; synapseVersion?: string; clientPaths: boolean }): string[] {
-  const main = `http://127.0.0.1:${port(vars.synapse.listenPort, 'synapse.listenPort')}`
-  const lines = [
-    '    RequestHeader set "X-Forwarded-Proto" expr=%{REQUEST_SCHEME}',
-    '    AllowEncodedSlashes NoDecode',
-    '    ProxyPreserveHost on',
-    '    ProxyRequests off',
-    '',
-    '    # mod_security2 breaks Matrix requests (reverse_proxy.md).',
-    '    <IfModule security2_module>',
-    '        SecRuleEngine off',
-    '    </IfModule>',
-    '',
-  ]
-  if (vars.mas.enabled && opts.clientPaths) {
-    lines.push('    # Logins, logouts and token refreshes: the Matrix Authentication Service (role mas). Before every worker route.')
-    for (const route of MAS_COMPAT_ROUTES)
-      lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "http://127.0.0.1:${port(vars.mas.port, 'mas.port')}$1" nocanon`)
-    lines.push('')
-  }
-  const table = routeTable(opts.synapseVersion ?? vars.synapse.version)
-  const groups = opts.workers ? routingPlan(workerInstances(vars), table) : []
-  // Without a sync worker the long-polls go to main, still through the capped pool.
-  if (!groups.some((g) => g.longPoll)) {
-    groups.push({
-      title: 'Long-polls of the main process',
-      pool: 'main',
-      routes: table.generic.sync,
-      members: [{ name: 'main', port: vars.synapse.listenPort, address: '127.0.0.1' }],
-      longPoll: true,
-    })
-  }
-  groups.forEach((group, i) => {
-    lines.push(`    # ${group.title}.${i === 0 ? ' The first matching ProxyPass/ProxyPassMatch wins: these come first.' : ''}`)
-    let target: string
-    if (group.longPoll) {
-      // Its own name: a pool of the same kind may serve other routes without the cap.
-      target = `balancer://long-polls-${group.pool}`
-      lines.push(...longPollPool(target, group))
-    } else if (group.members.length === 1) {
-      target = `http://${group.members[0]!.address}:${port(group.members[0]!.port, `worker ${group.members[0]!.name}'s port`)}`
-    } else {
-      // Round robin over the pool (Apache has no hash by user for sync: see the README).
-      target = `balancer://${group.pool}`
-      lines.push(`    <Proxy "${target}">`)
-      for (const m of group.members) lines.push(`        BalancerMember "http://${m.address}:${port(m.port, `worker ${m.name}'s port`)}"`)
-      lines.push('        ProxySet lbmethod=byrequests', '    </Proxy>')
-    }
-    for (const route of group.routes) lines.push(`    ProxyPassMatch "${proxyPassMatchPattern(route)}" "${target}$1" nocanon`)
-    lines.push('')
-  })
-  lines.push('    # Everything else goes to the main process.')
-  lines.push(`    ProxyPass /_matrix ${main}/_matrix nocanon`)
-  lines.push(`    ProxyPassReverse /_matrix ${main}/_matrix`)
-  if (opts.clientPaths) {
-    lines.push(`    ProxyPass /_synapse/client ${main}/_synapse/client nocanon`)
-    lines.push(`    ProxyPassReverse /_synapse/client ${main}/_synapse/client`)
-  }
-  return lines
-}
 
 function tlsLines(opts: TlsFiles): string[] {
   return [

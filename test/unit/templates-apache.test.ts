@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
   APACHE_MODULES,
-  proxyPassMatchPattern,
   renderElementVhost,
   renderMatrixVhost,
   renderPortsConf,
@@ -9,6 +8,7 @@ import {
   wellKnownClient,
   wellKnownServer,
 } from '../../tasks/apache/templates.js'
+import { proxyPassMatchPattern } from '../../tasks/apache/proxy.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
 
