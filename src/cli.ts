@@ -27,6 +27,11 @@ Usage:
                                                 switch Synapse back to the previous venv if the database allows it;
                                                 --restore-dump: when the older code cannot run on it, restore the
                                                 dump taken before the upgrade first (loses the writes since)
+  provision mas-migrate --inventory FILE [--to DIR]
+                                                move an existing server's users, passwords, devices and tokens
+                                                onto MAS (the inventory gives the host the mas role): backup,
+                                                syn2mas check and dry run, Synapse stopped, migrate, switch
+                                                (one-way); --dry-run prints the procedure and the install plan
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -44,7 +49,7 @@ Options:
       --window S         status: seconds between the two metric readings (default 5)
       --wait SECONDS     how long an after-check waits for a service to answer (default: its own
                          bound after a restart, none otherwise; check restarts nothing, so 0)
-      --to DIR           backup: where backups go (default ./backups); each is a new <host>-<time> directory
+      --to DIR           backup, mas-migrate: where backups go (default ./backups); each is a new <host>-<time> directory
       --encrypt-to KEY   backup: encrypt every file with age to KEY (age1..., an SSH public key, or a
                          recipients file); repeatable. Only public keys are needed to take a backup
       --from DIR         restore: a backup directory, or one holding backups (the host's newest is used)
@@ -72,6 +77,7 @@ const VERBS: Record<VerbName, () => Promise<{ run: Verb }>> = {
   status: () => import('./commands/status/index.js'),
   sandbox: () => import('./commands/sandbox/index.js'),
   schema: () => import('./commands/schema/index.js'),
+  'mas-migrate': () => import('./commands/mas-migrate/index.js'),
 }
 
 const processIo: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t), env: process.env }

@@ -62,6 +62,7 @@ export const VERB_NAMES = [
   'lock',
   'backup',
   'restore',
+  'mas-migrate',
 ] as const
 export type VerbName = (typeof VERB_NAMES)[number]
 

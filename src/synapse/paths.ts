@@ -43,3 +43,7 @@ export const PENDING_RESTARTS = `${STATE_DIR}/pending-restarts`
 export const HOST_RECORD = `${STATE_DIR}/host.json`
 /** Copies of the files of a server built by hand, taken before adoption changed them. */
 export const ADOPTED_FILES_DIR = `${STATE_DIR}/adopted`
+
+/** The Matrix Authentication Service's database and role (role mas): made by the postgres task, read by Synapse's lockout check. */
+export const MAS_DATABASE = 'mas'
+export const MAS_DB_USER = 'mas'

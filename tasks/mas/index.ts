@@ -5,6 +5,7 @@
  * check` and our own key checks pass (config check reads neither the key files nor the templates).
  */
 import { readFileSync } from 'node:fs'
+import { basename } from 'node:path'
 import type { Task, TaskContext } from '../../src/engine/task.js'
 import { defineFact } from '../../src/facts/fact.js'
 import { Secret } from '../../src/core/secret.js'
@@ -14,6 +15,7 @@ import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { curlVhost } from '../apache/index.js'
+import { MAS_SITE_PATH } from '../apache/templates.js'
 import { addressOf } from '../common/topology.js'
 import {
   MAS_CLI,
@@ -206,7 +208,21 @@ export const masTask: Task = {
       {
         name: `OIDC discovery served at the issuer ${issuer}`,
         async run(conn) {
-          const r = await curlVhost(conn, ctx, v.mas.host, '/.well-known/openid-configuration')
+          // Through Apache once its vhost is there; before (mas-migrate installs MAS with Synapse untouched and
+          // Apache unchanged until the switch), on MAS's own listener: the issuer it serves is checked either way.
+          const proxied =
+            (await conn.run(sh`test -e ${`/etc/apache2/sites-enabled/${basename(MAS_SITE_PATH)}`}`, { allowFailure: true })).code === 0
+          const r = proxied
+            ? await curlVhost(conn, ctx, v.mas.host, '/.well-known/openid-configuration')
+            : await conn
+                .run(sh`curl -fsS --max-time 20 ${`http://127.0.0.1:${v.mas.port}/.well-known/openid-configuration`}`, {
+                  allowFailure: true,
+                })
+                .then((c) => ({
+                  ok: c.code === 0,
+                  body: c.stdout,
+                  detail: `127.0.0.1:${v.mas.port} (not behind Apache yet): ${c.stderr.trim().slice(0, 300)}`,
+                }))
           if (!r.ok) return { ok: false, detail: r.detail }
           let got: unknown
           try {
@@ -215,7 +231,7 @@ export const masTask: Task = {
             return { ok: false, detail: `the discovery document is not JSON: ${r.body.slice(0, 120)}` }
           }
           return got === issuer
-            ? { ok: true, detail: `issuer ${issuer}` }
+            ? { ok: true, detail: `issuer ${issuer}${proxied ? '' : ` (on 127.0.0.1:${v.mas.port}; Apache serves it from the switch on)`}` }
             : { ok: false, detail: `issuer is ${String(got)}, expected ${issuer}` }
         },
       },

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto'
 import { stringify } from 'yaml'
 import type { MatrixSettings } from '../../src/inventory/types.js'
+import { MAS_DATABASE, MAS_DB_USER } from '../../src/synapse/paths.js'
 import type { RenderedFile } from '../common/rendered-file.js'
 
 export const MAS_USER = 'matrix-auth'
@@ -21,8 +22,6 @@ export const MAS_KEYS_DIR = `${MAS_ETC}/keys`
 export const MAS_SIGNING_KEYS = [`${MAS_KEYS_DIR}/rsa.pem`, `${MAS_KEYS_DIR}/ec-p256.pem`] as const
 export const MAS_UNIT = 'matrix-authentication-service.service'
 export const MAS_UNIT_PATH = `/etc/systemd/system/${MAS_UNIT}`
-export const MAS_DATABASE = 'mas'
-export const MAS_DB_USER = 'mas'
 
 /** The issuer: MAS on its own host name (MAS's documented default), behind Apache's https port. */
 export function masPublicBase(vars: MatrixSettings): string {
