@@ -14,11 +14,15 @@ import { loadInventory } from '../../src/inventory/load.js'
 import { createRunLog } from '../../src/report/log.js'
 import { createProgress } from '../../src/report/progress.js'
 import { renderReport } from '../../src/report/text.js'
-import type { Connection } from '../../src/ssh/connection.js'
+import type { Connection, RunOptions } from '../../src/ssh/connection.js'
 import { connect } from '../../src/ssh/connect.js'
 import { BENCH_ROLE, benchTask, loadWorkload } from './bench-task.js'
 
 const t = () => performance.now().toFixed(1)
+
+/** The size of a command's stdin for the trace (a stream has none up front). */
+const stdinNote = (stdin: RunOptions['stdin']) =>
+  stdin === undefined ? '' : typeof stdin === 'string' || Buffer.isBuffer(stdin) ? ` (stdin ${stdin.length} B)` : ' (stdin stream)'
 
 function traced(conn: Connection, trace: (msg: string) => void): Connection {
   return {
@@ -26,9 +30,7 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
     async run(command, options) {
       const t0 = performance.now()
       const r = await conn.run(command, options)
-      trace(
-        `run ${(performance.now() - t0).toFixed(1)} ms: ${command.text.split('\n')[0]!.slice(0, 60)}${options?.stdin ? ` (stdin ${String(options.stdin).length} B)` : ''}`,
-      )
+      trace(`run ${(performance.now() - t0).toFixed(1)} ms: ${command.text.split('\n')[0]!.slice(0, 60)}${stdinNote(options?.stdin)}`)
       return r
     },
     async writeFile(f) {

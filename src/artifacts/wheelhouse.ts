@@ -309,7 +309,7 @@ async function downloadWheels(
       return built
     } catch (error) {
       const missing = isCommandFailure(error) ? unsatisfiedRequirement(error.stderr + error.stdout) : undefined
-      const name = missing?.split(/[<>=!~ \[]/)[0]?.toLowerCase()
+      const name = missing?.split(/[<>=!~ []/)[0]?.toLowerCase()
       const entry = entries.find((e) => e.name === name)
       if (!missing || !entry || entry.name === 'matrix-synapse' || building.has(entry.name)) {
         // Nothing may still write into dest (the caller removes it) when the error goes up.

@@ -38,12 +38,15 @@ export class BatchedWrites implements Connection {
     this.#sent++
   }
 
-  async writeFile(file: FileWrite): Promise<void> {
+  // Queued, not sent: the contract's promise resolves at once (flush sends them).
+  writeFile(file: FileWrite): Promise<void> {
     this.#queue.push(file)
+    return Promise.resolve()
   }
 
-  async writeFiles(files: readonly FileWrite[]): Promise<void> {
+  writeFiles(files: readonly FileWrite[]): Promise<void> {
     this.#queue.push(...files)
+    return Promise.resolve()
   }
 
   async run(command: ShellCommand, options?: RunOptions): Promise<CommandResult> {

@@ -9,7 +9,8 @@ export interface Fact<T> {
   /** Unique per command+arguments: facts with the same id are gathered once. */
   readonly id: string
   readonly command: ShellCommand
-  parse(stdout: string, exitCode: number): T
+  /** A plain function (no `this`): a fact is data, copied and recombined by the probe. */
+  readonly parse: (stdout: string, exitCode: number) => T
   /** Its output holds secret values: the probe that gathers it is never echoed (--verbose). */
   readonly sensitive?: boolean
   /** The only paths whose change can alter this fact; unset: anything can (see engine/stale-facts.ts). */

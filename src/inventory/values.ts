@@ -32,6 +32,7 @@ export const SHA256 = /^[0-9a-fA-F]{64}$/
 export const APT_WORD = /^[a-z0-9][a-z0-9.+_-]{0,63}$/
 export const EMAIL = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$/
 /** Characters never allowed in URLs we pass on (whitespace, quotes, backticks, backslash, angle brackets). */
+// eslint-disable-next-line no-control-regex -- control characters are what this refuses
 const URL_FORBIDDEN = /[\s"'`$\\<>{}|^\u0000-\u001f\u007f]/
 
 /** A dotted name whose last label is all digits is a mistyped IPv4 address, not a DNS name. */
@@ -133,6 +134,7 @@ export function controllerPath() {
   const schema = z
     .string({ error: CONTROLLER_PATH_MESSAGE })
     .min(1, { error: CONTROLLER_PATH_MESSAGE })
+    // eslint-disable-next-line no-control-regex -- NUL is what this refuses
     .refine((value) => !/[\u0000\n\r]/.test(value), {
       error: 'expected a path on this machine; newlines and NUL characters are not allowed',
     })

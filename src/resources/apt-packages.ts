@@ -52,7 +52,7 @@ export function aptPackages(spec: AptPackagesSpec): Resource {
   return {
     id,
     facts: () => [debPackages, aptListsPresent],
-    async plan(ctx) {
+    plan(ctx) {
       const installed = ctx.facts.get(debPackages)
       const missing = pkgs.filter((p) => {
         const have = installed.get(p.name)

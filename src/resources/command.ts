@@ -29,7 +29,7 @@ export function command(spec: CommandSpec): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       if (ctx.facts.get(fact)) return null
       // What a command changes is known only by its touches: every fact may be stale, and there is no backup to restore.
       return {

@@ -3,7 +3,7 @@ import { fileState, type FileState } from '../facts/files.js'
 import { maskSensitiveText, unifiedDiff } from '../core/unified-diff.js'
 import { Secret } from '../core/secret.js'
 import { sh } from '../core/shell.js'
-import type { ApplyContext, Change, PlanContext, Resource } from './resource.js'
+import type { ApplyContext, PlanContext, Resource } from './resource.js'
 
 export interface FileSpec {
   path: string
@@ -134,7 +134,7 @@ export function directory(spec: DirectorySpec): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const s = ctx.facts.get(fact)
       if (s.exists && s.type !== 'directory') throw new Error(`${spec.path} exists but is a ${s.type}, not a directory`)
       if (s.exists && s.owner === owner && s.group === group && s.mode === mode) return null
@@ -168,7 +168,7 @@ export function symlink(spec: { path: string; target: string }): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const s = ctx.facts.get(fact)
       if (s.exists && s.type !== 'symlink') throw new Error(`${spec.path} exists but is a ${s.type}, not a symlink`)
       if (s.exists && s.linkTarget === spec.target) return null

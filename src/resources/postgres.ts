@@ -59,7 +59,7 @@ export function postgresRole(spec: { name: string; password: Secret }): Resource
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const f = ctx.facts.get(fact)
       if (!f.available) {
         return {
@@ -126,7 +126,7 @@ export function postgresDatabase(spec: DatabaseSpec): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const f = ctx.facts.get(fact)
       const create = `create database ${spec.name} (ENCODING ${encoding}, LC_COLLATE ${collate}, LC_CTYPE ${ctype}, TEMPLATE template0, OWNER ${spec.owner})`
       if (!f.available)

@@ -51,7 +51,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const venv = ctx.facts.get(fact)
       const from = spec.wheelhouse
         ? ' (from the uploaded wheelhouse, offline)'

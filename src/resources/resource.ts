@@ -109,7 +109,8 @@ export interface ApplyContext {
 export interface Resource {
   readonly id: string
   facts(): Fact<unknown>[]
-  plan(ctx: PlanContext): Promise<Change | null>
+  /** Synchronous when it only reads the gathered facts; a promise when it must ask something more. */
+  plan(ctx: PlanContext): Change | null | Promise<Change | null>
   apply(change: Change, ctx: ApplyContext): Promise<void>
   /**
    * Resources whose changes do not depend on each other (services started: systemd runs their start

@@ -27,7 +27,7 @@ export function service(spec: ServiceSpec): ServiceResource {
     id,
     restartTarget: { unit: spec.unit, watch: spec.watch ?? [], reload: spec.reload ?? false, validate: spec.validate },
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const s = ctx.facts.get(fact)
       if (!s.loaded) {
         const source = ctx.predicted.unitSource(spec.unit)

@@ -34,7 +34,7 @@ export function signingKey(spec: SigningKeySpec): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       const s: FileState = ctx.facts.get(fact)
       if (s.exists && s.type !== 'file')
         throw new Error(`${spec.path} exists but is a ${s.type}, not the signing key file; move it away first`)

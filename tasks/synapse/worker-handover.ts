@@ -34,7 +34,7 @@ export function stopWorkersBeforeSharedChange(spec: {
   return {
     id,
     facts: () => [file, ...units],
-    async plan(ctx) {
+    plan(ctx) {
       const s: FileState = ctx.facts.get(file)
       // A new file: no worker read an old one. Unchanged: nothing to hand over.
       if (!s.exists || s.sha256 === sha) return null

@@ -220,7 +220,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     expect(again.code).toBe(0)
     expect(again.stdout).toContain('nothing left to take over; this is a plain run')
     expect(again.stdout).toContain('guide: no changes')
-    const record = JSON.parse((await hs.exec('cat /var/lib/matrix-provision/host.json')).stdout)
+    const record: unknown = JSON.parse((await hs.exec('cat /var/lib/matrix-provision/host.json')).stdout)
     expect(record).toMatchObject({
       managedBy: 'matrix-provision',
       origin: 'adopted',

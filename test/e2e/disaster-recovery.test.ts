@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { parse, stringify } from 'yaml'
-import { readManifest, verifyBackupFiles } from '../../src/commands/backup/manifest.js'
+import { readManifest, verifyBackupFiles, type Manifest } from '../../src/commands/backup/manifest.js'
 import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
@@ -285,8 +285,8 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
       await change(dir)
       return dir
     }
-    const manifestEdit = (edit: (m: Record<string, any>) => void) => async (dir: string) => {
-      const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'))
+    const manifestEdit = (edit: (m: Manifest) => void) => async (dir: string) => {
+      const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest
       edit(m)
       await writeFile(join(dir, 'manifest.json'), JSON.stringify(m))
     }

@@ -6,6 +6,7 @@ import { provision, writeTestInventory } from '../support/inventory.js'
 import { createLocalCa } from '../support/local-ca.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { until } from '../support/wait.js'
+import { jsonReport } from '../support/cli.js'
 
 const ROLES = ['postgres', 'redis', 'synapse', 'workers', 'apache', 'monitoring'] as const
 
@@ -53,7 +54,7 @@ describe.skipIf(!inject('docker'))('federation between two provisioned homeserve
       },
     )
     const r = await provision(['--inventory', inventory, '--json'])
-    const report = JSON.parse(r.stdout)
+    const report = jsonReport(r.stdout)
     console.log(`federation pair first run ${report.durationMs} ms`)
     expect(
       report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status),

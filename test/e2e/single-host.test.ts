@@ -9,7 +9,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { DEFAULT_SUITE, postgresCluster } from '../support/suites.js'
-import { cliOutput, runCli } from '../support/cli.js'
+import { cliOutput, jsonReport, runCli } from '../support/cli.js'
 
 const ALL_UNITS = [
   postgresCluster(DEFAULT_SUITE),
@@ -58,8 +58,8 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
 
   it('provisions from nothing, every after-check passing', async () => {
     const r = await provision(['--inventory', inventory, '--json'])
-    const report = JSON.parse(r.stdout)
-    const host = report.hosts[0]
+    const report = jsonReport(r.stdout)
+    const host = report.hosts[0]!
     console.log(
       `first run ${report.durationMs} ms: ${host.tasks.map((t: { task: string; durationMs: number }) => `${t.task} ${t.durationMs}`).join(', ')}`,
     )

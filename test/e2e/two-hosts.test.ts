@@ -5,11 +5,12 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { parse, stringify } from 'yaml'
+import type { RawInventory } from '../../src/inventory/schema.js'
 import { workerInstances } from '../../src/inventory/workers.js'
 import { KINDS } from '../../src/synapse/worker-kinds.js'
 import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
 import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
-import { cliOutput, runCli } from '../support/cli.js'
+import { cliOutput, jsonReport, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
@@ -77,7 +78,7 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
   it('provisions both hosts in one run, every after-check passing', async () => {
     const logFile = join(env.dir, 'first-run.log')
     const r = await provision(['--inventory', inventory, '--json', '--log-file', logFile], runEnv)
-    const report = JSON.parse(r.stdout)
+    const report = jsonReport(r.stdout)
     console.log(`two-host first run ${report.durationMs} ms`)
     expect(
       report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status),
@@ -176,13 +177,10 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     async () => {
       hs = env.get('hs')
       db = env.get('db')
-      const doc = parse(await readFile(inventory, 'utf8'))
-      doc.defaults.vars.workers = {
-        ...doc.defaults.vars.workers,
-        preset: 'one-of-each',
-        placement: { generic: 'db', media_repository: 'db' },
-      }
-      doc.hosts.db.roles = [...doc.hosts.db.roles, 'workers']
+      const doc = parse(await readFile(inventory, 'utf8')) as RawInventory
+      const vars = doc.defaults!.vars!
+      vars.workers = { ...vars.workers, preset: 'one-of-each', placement: { generic: 'db', media_repository: 'db' } }
+      doc.hosts.db!.roles = [...doc.hosts.db!.roles, 'workers']
       await writeFile(inventory, stringify(doc))
       // Users and a room from before the switch, kept across it.
       for (const user of ['bob']) {

@@ -2,8 +2,10 @@ import { writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { stringify, parse } from 'yaml'
 import { readFile } from 'node:fs/promises'
+import type { RawInventory } from '../../src/inventory/schema.js'
 import { workerInstances } from '../../src/inventory/workers.js'
 import { KINDS } from '../../src/synapse/worker-kinds.js'
+import type { WorkerPreset } from '../../src/synapse/worker-presets.js'
 import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
 import { pipSynapseVars, realElementRelease, synapseWheelhouse } from '../support/artifacts.js'
 import { execFileSync } from 'node:child_process'
@@ -39,9 +41,9 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
   const started = Date.now()
 
   const https = () => new MatrixClient({ port: hs.port(443), hostname: 'matrix.topo.test', ca })
-  const setPreset = async (preset: string) => {
-    const doc = parse(await readFile(inventory, 'utf8'))
-    doc.defaults.vars.workers = { preset }
+  const setPreset = async (preset: WorkerPreset) => {
+    const doc = parse(await readFile(inventory, 'utf8')) as RawInventory
+    doc.defaults!.vars!.workers = { preset }
     await writeFile(inventory, stringify(doc))
   }
   const apply = async (args: string[] = []) => {

@@ -4,6 +4,7 @@ import { ELEMENT_VERSION, elementRelease } from '../support/artifacts.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { createLocalCa } from '../support/local-ca.js'
+import { jsonReport } from '../support/cli.js'
 
 // tls mode acme against pebble, Let's Encrypt's ACME test server from Debian's archive: certbot runs the
 // real protocol and HTTP-01 challenge over the test network (Let's Encrypt itself is unreachable here).
@@ -49,7 +50,7 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
       `cat > /usr/local/share/ca-certificates/pebble-root.crt <<'EOF'\n${await pebble.rootPem()}EOF\nupdate-ca-certificates >/dev/null`,
     )
     const r = await provision(['--inventory', twoNames, '--json'])
-    const host = JSON.parse(r.stdout).hosts[0]
+    const host = jsonReport(r.stdout).hosts[0]!
     expect(host.error ?? host.status, r.stderr).toBe('changed')
     expect((await web.exec(`openssl x509 -noout -issuer -in ${cert}`)).stdout).toMatch(/Pebble Intermediate CA/)
     expect(await sanOf(cert)).toEqual(['DNS:acme.test', 'DNS:matrix.acme.test'])
@@ -78,7 +79,7 @@ describe.skipIf(!inject('docker'))('apache with tls mode acme: certbot against a
     // The ACME certificate stays in place meanwhile: the bootstrap self-signed one is not made again.
     expect(plan.stdout).not.toContain('self-signed')
     const r = await provision(['--inventory', threeNames, '--json'])
-    const host = JSON.parse(r.stdout).hosts[0]
+    const host = jsonReport(r.stdout).hosts[0]!
     expect(host.error ?? host.status, r.stderr).toBe('changed')
     const all = ['DNS:acme.test', 'DNS:element.acme.test', 'DNS:matrix.acme.test']
     expect(await sanOf('/etc/letsencrypt/live/matrix.acme.test/fullchain.pem')).toEqual(all)

@@ -352,14 +352,8 @@ describe.skipIf(!inject('docker'))('engine: every resource kind on real hosts', 
         .map((c) => c.resource)
         .filter((x) => x !== 'command:slow'),
     ).toEqual([])
-    expect(restartsOf(n1)).toEqual([
-      expect.objectContaining({
-        unit: UNIT,
-        action: 'restart',
-        done: true,
-        reason: expect.stringContaining('pending from an earlier run'),
-      }),
-    ])
+    expect(restartsOf(n1)).toEqual([expect.objectContaining({ unit: UNIT, action: 'restart', done: true })])
+    expect(restartsOf(n1)[0]?.reason).toContain('pending from an earlier run')
     expect(await started(one)).not.toBe(t0.one)
     expect((await one.exec('cat /var/lib/matrix-provision/pending-restarts')).stdout).toBe('')
     const last = await apply()

@@ -22,6 +22,7 @@ import { enabled } from '../../tasks/apache/index.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { sleep, until } from '../support/wait.js'
+import { jsonReport } from '../support/cli.js'
 
 const run = promisify(execFile)
 
@@ -137,7 +138,7 @@ describe.skipIf(!inject('docker'))('faults on a real host', () => {
     const second = await provision(['--inventory', inventory, '--json', '--verbose', '--log-file', logs[1]!], ENV)
     outputs.push(second.stdout, second.stderr)
     expect(second.code).toBe(0)
-    expect(JSON.parse(second.stdout).totals).toMatchObject({ add: 0, change: 0, restart: 0 })
+    expect(jsonReport(second.stdout).totals).toMatchObject({ add: 0, change: 0, restart: 0 })
     // A new run process (fresh module registry: it knows no secret value of the runs above) plans a
     // password rotation with diffs: the old password is only in the file on the host.
     const rotated = 'redis-rotated-secret-93be1d07'

@@ -4,6 +4,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { debian13Suite } from '../support/suites.js'
 import { listening } from '../support/wait.js'
+import { jsonReport } from '../support/cli.js'
 
 // The apache task alone on Debian 13 (the full stack runs on Debian 12 in the e2e tests).
 describe.skipIf(!inject('docker'))('apache task on trixie', () => {
@@ -36,9 +37,9 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
 
   it('applies: TLS vhosts, .well-known JSON, configtest clean; after-checks pass; a second run changes nothing', async () => {
     const r = await provision(['--inventory', inventory, '--json'])
-    const host = JSON.parse(r.stdout).hosts[0]
+    const host = jsonReport(r.stdout).hosts[0]!
     expect(host.error ?? host.status, r.stderr).toBe('changed')
-    const after = host.tasks[0].checks.filter((c: { phase: string }) => c.phase === 'after')
+    const after = host.tasks[0]!.checks.filter((c: { phase: string }) => c.phase === 'after')
     expect(after.map((c: { name: string; ok: boolean }) => [c.name, c.ok])).toEqual([
       ['https://matrix.web.test proxies the client API', true],
       ['.well-known/matrix/server and /client are valid JSON', true],
@@ -87,7 +88,7 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
 
     // The server is down: the run fails on the download itself, not on the stale cache, and installs nothing.
     const down = await provision(['--inventory', inventory, '--json'])
-    const failed = JSON.parse(down.stdout).hosts[0]
+    const failed = jsonReport(down.stdout).hosts[0]!
     expect(failed.status).toBe('failed')
     expect(JSON.stringify(failed)).toMatch(/curl: \(7\)/)
     expect((await web.exec('ls /var/www/element')).stdout).not.toContain('element-v')
@@ -101,10 +102,10 @@ describe.skipIf(!inject('docker'))('apache task on trixie', () => {
     ).toBe(0)
     try {
       const r = await provision(['--inventory', inventory, '--json'])
-      const host = JSON.parse(r.stdout).hosts[0]
+      const host = jsonReport(r.stdout).hosts[0]!
       expect(host.error ?? host.status, r.stderr).toBe('changed')
       const element = host.tasks.find((t: { task: string }) => t.task === 'element')
-      expect(element.checks.filter((c: { phase: string }) => c.phase === 'after').map((c: { ok: boolean }) => c.ok)).toEqual([true])
+      expect(element!.checks.filter((c: { phase: string }) => c.phase === 'after').map((c: { ok: boolean }) => c.ok)).toEqual([true])
       expect((await web.exec(`sha256sum < ${cache}`)).stdout.split(' ')[0]).toBe(
         (await web.exec(`sha256sum < /srv/element-dl/${name}`)).stdout.split(' ')[0],
       )

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startHosts, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { DEFAULT_SUITE, debian13Suite, postgresCluster, suiteFacts } from '../support/suites.js'
+import { jsonReport } from '../support/cli.js'
 
 // Postgres and Redis on Debian 12 and Debian 13 at once: one inventory, two real hosts.
 describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and trixie', () => {
@@ -47,7 +48,7 @@ describe.skipIf(!inject('docker'))('postgres and redis tasks on bookworm and tri
 
   it('applies: role over TCP, UTF8/C database, Redis PONG on 32992; after-checks pass on both OSes', async () => {
     const r = await provision(['--inventory', inventory, '--json'], env)
-    const report = JSON.parse(r.stdout)
+    const report = jsonReport(r.stdout)
     expect(report.hosts.map((h: { status: string; error?: string }) => h.error ?? h.status)).toEqual(['changed', 'changed'])
     for (const h of report.hosts) {
       const checks = h.tasks.flatMap((t: { checks: { phase: string; ok: boolean; name: string }[] }) =>

@@ -17,8 +17,10 @@ async function debFromArchive(name: string): Promise<string> {
     // Package lists may be missing or stale on a fresh machine: update once, then try again.
     await run('apt-get', ['download', '-q', name], { cwd: dir })
       .catch(() => run('apt-get', ['update', '-qq']).then(() => run('apt-get', ['download', '-q', name], { cwd: dir })))
-      .catch((error: { stderr?: string }) => {
-        throw new Error(`apt-get download ${name} failed (is Debian's archive reachable?): ${error.stderr ?? error}`)
+      .catch((error: Error & { stderr?: string }) => {
+        throw new Error(`apt-get download ${name} failed (is Debian's archive reachable?): ${error.stderr ?? error.message}`, {
+          cause: error,
+        })
       })
   }
   return join(dir, have()!)

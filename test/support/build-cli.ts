@@ -34,6 +34,8 @@ export default async function setup(): Promise<void> {
     await run('npm', ['run', 'build'], { cwd: root, maxBuffer: 1 << 24 })
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string }
-    throw new Error(`npm run build failed, so bin/provision.js cannot be tested:\n${e.stdout ?? ''}${e.stderr ?? e.message}`)
+    throw new Error(`npm run build failed, so bin/provision.js cannot be tested:\n${e.stdout ?? ''}${e.stderr ?? e.message}`, {
+      cause: error,
+    })
   }
 }

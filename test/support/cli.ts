@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import type { RunReport } from '../../src/engine/report-types.js'
 
 /** The launcher users run (package.json "bin"): the esbuild bundle in dist/cli/, not the TypeScript sources. */
 export const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
@@ -51,3 +52,6 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
 export function cliOutput(r: CliResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''} after ${r.durationMs} ms\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`
 }
+
+/** The report a `--json` run printed (the engine's RunReport, as data). */
+export const jsonReport = (stdout: string): RunReport => JSON.parse(stdout) as RunReport

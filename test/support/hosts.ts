@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers'
-import { targetImage, type Suite } from './docker.js'
+import { targetImage } from './docker.js'
 import { DEFAULT_SUITE } from './suites.js'
 
 const run = promisify(execFile)
@@ -53,7 +53,8 @@ function controllerKey() {
 export { DEFAULT_SUITE } from './suites.js'
 
 export interface StartOptions {
-  suite?: Suite | string
+  /** A Debian codename with a base image (docker.ts's Suite: bookworm, trixie, bullseye). */
+  suite?: string
   /** Container ports to map to the controller (22 always is). */
   ports?: number[]
   /** Extra DNS names per host on the test network (server names, vhost names). */

@@ -60,7 +60,7 @@ function template(path: string, content: string): Resource {
   return {
     id,
     facts: () => [fact],
-    async plan(ctx) {
+    plan(ctx) {
       if (ctx.facts.get(fact).sha256 === sha) return null
       return {
         resource: id,

@@ -147,6 +147,9 @@ interface Out {
 
 export class UnexpectedCommand extends Error {}
 
+/** A synchronous body as the contract's promise: a throw rejects, as the real connection's failures do. */
+export const settle = <T>(body: () => T): Promise<T> => new Promise((resolve) => resolve(body()))
+
 export class FakeHost implements Connection {
   readonly host: string
   readonly distro: Distro
@@ -340,32 +343,36 @@ export class FakeHost implements Connection {
 
   // -- Connection ----------------------------------------------------------------------------------
 
-  async run(built: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
-    const command = built.text
-    this.commands.push(command)
-    if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin))
-      throw new Error('FakeHost: streamed stdin is not modelled')
-    const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
-    const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
-    return checked(
-      this.host,
-      {
-        command: maskSecrets(command),
-        code: out.code ?? 0,
-        signal: null,
-        stdout: out.stdout ?? '',
-        stderr: out.stderr ?? '',
-        durationMs: 0,
-        timedOut: false,
-      },
-      options,
-    )
+  run(built: ShellCommand, options: RunOptions = {}): Promise<CommandResult> {
+    return settle(() => {
+      const command = built.text
+      this.commands.push(command)
+      if (options.stdin !== undefined && typeof options.stdin !== 'string' && !Buffer.isBuffer(options.stdin))
+        throw new Error('FakeHost: streamed stdin is not modelled')
+      const stdin = options.stdin === undefined ? '' : Buffer.isBuffer(options.stdin) ? options.stdin.toString('utf8') : options.stdin
+      const out = command === 'sh -s' ? { stdout: this.#probe(stdin) } : this.#exec(command, stdin)
+      return checked(
+        this.host,
+        {
+          command: maskSecrets(command),
+          code: out.code ?? 0,
+          signal: null,
+          stdout: out.stdout ?? '',
+          stderr: out.stderr ?? '',
+          durationMs: 0,
+          timedOut: false,
+        },
+        options,
+      )
+    })
   }
 
-  async writeFile(f: FileWrite): Promise<void> {
-    this.#mutating(`writeFile ${f.path}`)
-    const content = f.content instanceof Secret ? f.content.reveal() : f.content
-    this.put(f.path, content, { owner: f.owner, group: f.group, mode: f.mode ?? (f.content instanceof Secret ? 0o600 : 0o644) })
+  writeFile(f: FileWrite): Promise<void> {
+    return settle(() => {
+      this.#mutating(`writeFile ${f.path}`)
+      const content = f.content instanceof Secret ? f.content.reveal() : f.content
+      this.put(f.path, content, { owner: f.owner, group: f.group, mode: f.mode ?? (f.content instanceof Secret ? 0o600 : 0o644) })
+    })
   }
 
   async writeFiles(files: readonly FileWrite[]): Promise<void> {
@@ -373,17 +380,21 @@ export class FakeHost implements Connection {
     for (const f of files) await this.writeFile(f)
   }
 
-  async putFile(localPath: string, remotePath: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
-    this.#mutating(`putFile ${remotePath}`)
-    this.put(remotePath, readFileSync(localPath), options)
+  putFile(localPath: string, remotePath: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
+    return settle(() => {
+      this.#mutating(`putFile ${remotePath}`)
+      this.put(remotePath, readFileSync(localPath), options)
+    })
   }
 
-  async putDirectory(localDir: string, remoteDir: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
-    this.#mutating(`putDirectory ${remoteDir}`)
-    if (this.fs.get(remoteDir)?.type !== 'directory') throw new Error(`tar: ${remoteDir}: Cannot open: No such file or directory`)
-    for (const name of readdirSync(localDir)) {
-      if (statSync(join(localDir, name)).isFile()) this.put(`${remoteDir}/${name}`, readFileSync(join(localDir, name)), options)
-    }
+  putDirectory(localDir: string, remoteDir: string, options: { owner?: string; group?: string; mode?: number } = {}): Promise<void> {
+    return settle(() => {
+      this.#mutating(`putDirectory ${remoteDir}`)
+      if (this.fs.get(remoteDir)?.type !== 'directory') throw new Error(`tar: ${remoteDir}: Cannot open: No such file or directory`)
+      for (const name of readdirSync(localDir)) {
+        if (statSync(join(localDir, name)).isFile()) this.put(`${remoteDir}/${name}`, readFileSync(join(localDir, name)), options)
+      }
+    })
   }
 
   /** Only the host lock runs this way: it is granted at once; a probe sent with it (its stdin) is answered as `sh -s`. */
@@ -402,7 +413,7 @@ export class FakeHost implements Connection {
     const exited = new Promise<CommandResult>((resolve) => {
       end = () => resolve({ command: 'lock', code: 0, signal: null, stdout, stderr: '', durationMs: 0, timedOut: false })
     })
-    return { write: () => undefined, end: () => end(), waitForOutput: async () => stdout, exited }
+    return { write: () => undefined, end: () => end(), waitForOutput: () => Promise.resolve(stdout), exited }
   }
 
   async close(): Promise<void> {}
@@ -440,7 +451,7 @@ export class FakeHost implements Connection {
     let m: RegExpExecArray | null
     if (cmd === osRelease.command.text) return { stdout: this.text('/etc/os-release') }
     if (cmd === memoryMiB.command.text) return { stdout: `${this.memoryKiB}\n` }
-    if ((m = rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).exec(cmd))) return { stdout: `${this.diskKiB}\n` }
+    if (rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).test(cmd)) return { stdout: `${this.diskKiB}\n` }
     if (cmd === debPackages.command.text)
       return { stdout: [...this.packages].map(([n, v]) => `${n}\t${this.held.has(n) ? 'hi' : 'ii'} \t${v}\n`).join('') }
     if (cmd === pythonVersion.command.text) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }

@@ -15,21 +15,25 @@ class FakeConnection implements Connection {
   readonly commands: string[] = []
   readonly writes: FileWrite[] = []
   constructor(readonly files: Record<string, string>) {}
-  async run(built: ShellCommand): Promise<CommandResult> {
+  run(built: ShellCommand): Promise<CommandResult> {
     const command = built.text
     this.commands.push(command)
     const m = /^cat '?([^']+?)'?$/.exec(command)
     const content = m ? this.files[m[1]!] : undefined
     const base = { command, signal: null, durationMs: 1, timedOut: false }
-    return content === undefined
-      ? { ...base, code: 1, stdout: '', stderr: 'no such file\n' }
-      : { ...base, code: 0, stdout: content, stderr: '' }
+    return Promise.resolve(
+      content === undefined
+        ? { ...base, code: 1, stdout: '', stderr: 'no such file\n' }
+        : { ...base, code: 0, stdout: content, stderr: '' },
+    )
   }
-  async writeFile(file: FileWrite): Promise<void> {
+  writeFile(file: FileWrite): Promise<void> {
     this.writes.push(file)
+    return Promise.resolve()
   }
-  async writeFiles(files: readonly FileWrite[]): Promise<void> {
+  writeFiles(files: readonly FileWrite[]): Promise<void> {
     this.writes.push(...files)
+    return Promise.resolve()
   }
   putFile(): Promise<void> {
     throw new Error('not used')
@@ -149,7 +153,7 @@ describe('lineState fact on a real shell', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
   const probe = (path: string, line: string, match?: string) => {
     const f = lineState(path, line, match)
-    let out = ''
+    let out: string
     let code = 0
     try {
       out = execFileSync('sh', ['-c', f.command.text], { encoding: 'utf8' })

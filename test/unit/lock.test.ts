@@ -13,7 +13,7 @@ import { lockTargets, LockUsageError } from '../../src/commands/lock/index.js'
 import { cutoffOf } from '../../src/artifacts/lock-resolve.js'
 import { releaseTimeFrom } from '../../src/artifacts/release-date.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
-import { FactValues, defineFact } from '../../src/facts/fact.js'
+import { FactValues } from '../../src/facts/fact.js'
 import { Prediction } from '../../src/resources/resource.js'
 import { fakeHash, fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 

@@ -275,15 +275,22 @@ describe('handing a changed shared worker configuration over', () => {
     const conn = (name: string, states = '') =>
       ({
         host: name,
-        run: async (c: { text: string }) => (
-          calls.push(`${name}: ${c.text}`),
-          { code: 0, stdout: c.text.includes('is-active') ? states : '', stderr: '', signal: null, durationMs: 1, command: c.text }
-        ),
+        run: (c: { text: string }) => {
+          calls.push(`${name}: ${c.text}`)
+          return Promise.resolve({
+            code: 0,
+            stdout: c.text.includes('is-active') ? states : '',
+            stderr: '',
+            signal: null,
+            durationMs: 1,
+            command: c.text,
+          })
+        },
       }) as unknown as Connection
     await stopWorkersBeforeSharedChange(spec).apply(change, {
       conn: conn('hs'),
       state: { aptListsStale: false },
-      peer: async () => conn('w1', 'active\n'),
+      peer: () => Promise.resolve(conn('w1', 'active\n')),
     })
     expect(calls).toEqual([
       'hs: systemctl stop matrix-synapse-worker@a.service',
@@ -295,7 +302,7 @@ describe('handing a changed shared worker configuration over', () => {
     await stopWorkersBeforeSharedChange(spec).apply(change, {
       conn: conn('hs'),
       state: { aptListsStale: false },
-      peer: async () => conn('w1', 'inactive\n'),
+      peer: () => Promise.resolve(conn('w1', 'inactive\n')),
     })
     expect(calls).toEqual([
       'hs: systemctl stop matrix-synapse-worker@a.service',

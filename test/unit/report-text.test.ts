@@ -83,7 +83,7 @@ describe('plan and result rendering', () => {
     expect(text).toContain(`+a: ${MASK}`)
     const json = renderJson(r)
     expect(json).not.toContain(secret.reveal())
-    expect(JSON.parse(json).totals).toEqual({ add: 2, change: 1, restart: 1, failedHosts: 0, uncertain: 1 })
+    expect((JSON.parse(json) as RunReport).totals).toEqual({ add: 2, change: 1, restart: 1, failedHosts: 0, uncertain: 1 })
   })
   it('a converged plan says so in one line; apply ends with a recap per host and the time', () => {
     const converged: RunReport = { ...report('dry-run'), hosts: [report('dry-run').hosts[1]!] }

@@ -31,7 +31,7 @@ describe('masking secrets', () => {
     const json = renderJson(report)
     expect(json).not.toContain(value)
     expect(json).not.toContain(JSON.stringify(value).slice(1, -1))
-    expect(JSON.parse(json).hosts[0].error).toBe(`psql: password ${MASK} rejected`)
+    expect((JSON.parse(json) as RunReport).hosts[0]!.error).toBe(`psql: password ${MASK} rejected`)
   })
 
   it('masks before serialising in --log-file too', async () => {
@@ -88,11 +88,11 @@ describe('masking secrets', () => {
     const calls: { command: string; options?: RunOptions }[] = []
     const conn = {
       host: 'h',
-      run: async (command: unknown, options?: RunOptions): Promise<CommandResult> => {
+      run: (command: unknown, options?: RunOptions): Promise<CommandResult> => {
         calls.push({ command: String(command), options })
-        return { command: String(command), code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false }
+        return Promise.resolve({ command: String(command), code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false })
       },
-      writeFile: async () => undefined,
+      writeFile: () => Promise.resolve(),
     } as unknown as Connection
     const lock = {
       file: 'locks/x-1.0.txt',

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { Secret } from '../../src/core/secret.js'
@@ -102,7 +104,7 @@ b`.text,
     expect(() => raw(password)).toThrow(/tagged template.*Secret/)
     try {
       // @ts-expect-error (runtime path)
-      sh`x ${password}`
+      void sh`x ${password}`
     } catch (e) {
       expect(String(e)).not.toContain('hunter2')
     }
@@ -130,9 +132,7 @@ b`.text,
 })
 
 describe('one way to build a remote command', () => {
-  it('no source outside src/ssh quotes by hand: commands are built with sh`…`', async () => {
-    const { readdirSync, readFileSync, statSync } = await import('node:fs')
-    const { join } = await import('node:path')
+  it('no source outside src/ssh quotes by hand: commands are built with sh`…`', () => {
     const root = join(import.meta.dirname, '..', '..')
     const files: string[] = []
     const walk = (dir: string) => {

@@ -94,7 +94,7 @@ describe('runInventory: a task on one host waits for what it needs on another', 
       mode: 'apply',
       tasks: tasks(dbFails),
       parallel,
-      connect: async (h) => fakes.get(h.name)!,
+      connect: (h) => Promise.resolve(fakes.get(h.name)!),
       onEvent: (e) => events.push(`${e.host}: ${e.message}`),
     })
     return { report, events }
