@@ -213,6 +213,15 @@ export function checkAptRepository(ctx: LoadContext, host: HostEntry): void {
   }
 }
 
+/** The apt method installs from the matrix.org repository: the apt-keyring role on the same host writes its keyring and source. */
+export function checkAptMethod(ctx: LoadContext, host: HostEntry, settings: MatrixSettings): void {
+  if (!host.roles.includes('synapse') || settings.synapse.install !== 'apt' || host.roles.includes('apt-keyring')) return
+  const message = `synapse.install is apt${hasPath(host.vars, ['synapse', 'install']) ? '' : ' (the default)'}, but ${host.name} has no apt-keyring role: nothing would write the matrix.org repository's keyring and source that the matrix-synapse-py3 package comes from`
+  const hint = `add apt-keyring to hosts.${host.name}.roles, or set synapse.install: pip`
+  if (ctx.varsOrigin(host.name, ['synapse', 'install'])) ctx.addForVar(host.name, ['synapse', 'install'], message, hint)
+  else ctx.addForRole(host, 'synapse', message, hint)
+}
+
 export function checkJump(ctx: LoadContext, host: HostEntry): void {
   const jump = host.ssh.jump
   if (jump === undefined) return

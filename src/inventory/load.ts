@@ -20,6 +20,7 @@ import {
   checkDatabaseNeeds,
   checkElement,
   checkJump,
+  checkAptMethod,
   checkPorts,
   checkPostgresVersion,
   checkRoles,
@@ -281,6 +282,7 @@ class InventoryBuilder extends LoadContext {
       checkWorkers(this, host)
 
       const vars = await this.settings(host)
+      checkAptMethod(this, host, vars)
       if (vars.synapse.signingKey?.kind === 'generate') {
         this.addForVar(
           host.name,

@@ -18,7 +18,7 @@ import { HOST_RECORD, SECRETS_DIR } from '../../src/synapse/paths.js'
 
 const TASKS = await loadTasks()
 
-const ROLES = '[postgres, redis, synapse, workers, apache]'
+const ROLES = '[apt-keyring, postgres, redis, synapse, workers, apache]'
 const load = (vars = '', env: NodeJS.ProcessEnv = {}) =>
   loadInventoryFromString(
     `defaults:\n  vars: { serverName: guide.test, publicHost: matrix.guide.test${vars} }\nhosts:\n  guide: { address: 203.0.113.20, roles: ${ROLES} }\n`,
@@ -231,7 +231,7 @@ describe('runHost on the in-memory host: refusals change nothing', () => {
       expect(host.unexpected).toEqual([])
       expect(report.status).toBe('failed')
       expect(report.error).toBe(
-        'postgres: this host already runs a Synapse that matrix-provision did not set up (found: config /etc/matrix-synapse/homeserver.yaml, signing key /etc/matrix-synapse/guide.test.signing.key). ' +
+        'apt-keyring: this host already runs a Synapse that matrix-provision did not set up (found: config /etc/matrix-synapse/homeserver.yaml, signing key /etc/matrix-synapse/guide.test.signing.key). ' +
           'A plain run would replace its secrets, signing key and media path. Take it over with `provision adopt --inventory /tmp/guide.yaml --limit guide --dry-run`, read the plan, then run it without --dry-run.',
       )
       expect(host.writeBatches).toEqual([])

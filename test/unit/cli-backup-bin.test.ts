@@ -15,7 +15,7 @@ describe('bin/provision.js backup and restore without a host', { timeout: 60_000
     // Port 9 on loopback: nothing listens; none of these cases may try to connect anyway.
     await writeFile(
       inventory,
-      `defaults:\n  vars: { serverName: example.test }\nhosts:\n  hs:\n    address: 127.0.0.1\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [postgres, redis, synapse]\n  db:\n    address: 127.0.0.2\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [redis]\n`,
+      `defaults:\n  vars: { serverName: example.test }\nhosts:\n  hs:\n    address: 127.0.0.1\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [apt-keyring, postgres, redis, synapse]\n  db:\n    address: 127.0.0.2\n    ssh: { port: 9, connectTimeout: 2 }\n    roles: [redis]\n`,
     )
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
@@ -63,7 +63,7 @@ hosts:
   hs:
     address: 127.0.0.1
     ssh: { port: 9, connectTimeout: 2 }
-    roles: [postgres, redis, synapse, workers]
+    roles: [apt-keyring, postgres, redis, synapse, workers]
   w1:
     address: 127.0.0.2
     ssh: { port: 9, connectTimeout: 2 }

@@ -43,7 +43,7 @@ defaults:
 hosts:
   matrix1:
     address: 203.0.113.10
-    roles: [synapse]
+    roles: [apt-keyring, synapse]
 `
 
 describe('inventories/example.yaml', () => {
@@ -172,7 +172,7 @@ hosts:
   matrix1:
     address: 2001:db8::10
     ssh: { port: 22 }
-    roles: [synapse, postgres]
+    roles: [synapse, postgres, apt-keyring]
     vars:
       synapse: { federationCaFiles: [/etc/ca.pem], extraConfig: { nested: { y: 2 } } }
       postgres: { password: { file: ./db.secret } }
@@ -192,7 +192,7 @@ hosts:
     const host = inventory.hosts[0]!
     expect(host.ssh).toMatchObject({ user: 'deploy', port: 22, connectTimeoutMs: 2500 })
     expect(host.address).toBe('2001:db8::10')
-    expect(host.roles).toEqual(['postgres', 'synapse'])
+    expect(host.roles).toEqual(['apt-keyring', 'postgres', 'synapse'])
     expect(host.vars.serverName).toBe('example.org:8448')
     expect(host.vars.publicHost).toBe('matrix.example.org')
     expect(host.vars.element.host).toBe('element.example.org')
@@ -217,7 +217,7 @@ defaults:
 hosts:
   matrix1:
     address: matrix1.internal.example.org
-    roles: [postgres, redis, synapse, workers]
+    roles: [apt-keyring, postgres, redis, synapse, workers]
 `,
       join(scratch, 'secrets.yaml'),
       { ...ENV, SUDO_PASSWORD: 'sudo-secret-value', MACAROON: 'macaroon-secret-value' },
@@ -250,7 +250,7 @@ hosts:
   matrix1:
     address: 203.0.113.10
     privateAddress: 10.0.0.10
-    roles: [redis, synapse, workers, apache]
+    roles: [apt-keyring, redis, synapse, workers, apache]
   element1:
     address: 203.0.113.11
     roles: [element]
@@ -281,7 +281,7 @@ defaults:
 hosts:
   matrix1: &base
     address: 203.0.113.10
-    roles: [synapse]
+    roles: [apt-keyring, synapse]
   matrix2:
     <<: *base
     address: 203.0.113.11
@@ -290,8 +290,8 @@ hosts:
       ENV,
     )
     expect(ok.hosts.map((host) => [host.name, host.address, host.roles])).toEqual([
-      ['matrix1', '203.0.113.10', ['synapse']],
-      ['matrix2', '203.0.113.11', ['synapse']],
+      ['matrix1', '203.0.113.10', ['apt-keyring', 'synapse']],
+      ['matrix2', '203.0.113.11', ['apt-keyring', 'synapse']],
     ])
   })
 })
@@ -328,13 +328,28 @@ defaults:
 hosts:
   matrix1:
     address: 203.0.113.10
-    roles: [postgres, synapse, workers]
+    roles: [apt-keyring, postgres, synapse, workers]
 `)
     expect(issues.map((issue) => issue.message)).toEqual([
       expect.stringContaining('PostgreSQL 12 is too old'),
       'environment variable NOT_SET is not set',
       expect.stringContaining('the workers role needs Redis'),
     ])
+  })
+
+  it('the apt method without the apt-keyring role: at the setting when written, else at the synapse role; with what to do', async () => {
+    const [byDefault] = await issuesOf(MINIMAL.replace('[apt-keyring, synapse]', '[synapse]'))
+    expect(byDefault).toMatchObject({
+      path: 'hosts.matrix1.roles[0]',
+      message:
+        "synapse.install is apt (the default), but matrix1 has no apt-keyring role: nothing would write the matrix.org repository's keyring and source that the matrix-synapse-py3 package comes from",
+      hint: 'add apt-keyring to hosts.matrix1.roles, or set synapse.install: pip',
+    })
+    const [set] = await issuesOf(MINIMAL.replace('[apt-keyring, synapse]', '[synapse]\n    vars: { synapse: { install: apt } }'))
+    expect(set).toMatchObject({ path: 'hosts.matrix1.vars.synapse.install', line: 9 })
+    expect(set!.message).toMatch(/^synapse.install is apt, but/)
+    const pip = await issuesOf(MINIMAL.replace('[apt-keyring, synapse]', '[synapse]\n    vars: { synapse: { install: pip } }'))
+    expect(pip.filter((i) => i.message.includes('apt-keyring'))).toEqual([])
   })
 
   it('never echoes an inline secret', async () => {

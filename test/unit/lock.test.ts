@@ -271,7 +271,7 @@ describe('the inventory loads the lock of each pip host before any connection', 
   const base = (synapse: Record<string, unknown>) =>
     stringify({
       defaults: { vars: { serverName: 'example.org', synapse } },
-      hosts: { hs: { address: '203.0.113.5', roles: ['postgres', 'synapse'] } },
+      hosts: { hs: { address: '203.0.113.5', roles: ['apt-keyring', 'postgres', 'synapse'] } },
     })
   const load = (synapse: Record<string, unknown>) => loadInventoryFromString(base(synapse), join(work, 'inventory.yaml'), {})
   const issues = async (synapse: Record<string, unknown>) => {
@@ -353,7 +353,7 @@ describe('provision lock: which versions an inventory needs', () => {
       {
         a: { roles: ['postgres', 'synapse'] },
         b: { roles: ['postgres', 'synapse'], synapse: { version: '1.158.0' } },
-        c: { roles: ['postgres', 'synapse'], synapse: { install: 'apt', version: '1.140.0' } },
+        c: { roles: ['apt-keyring', 'postgres', 'synapse'], synapse: { install: 'apt', version: '1.140.0' } },
       },
       { install: 'pip', version: '1.163.2' },
     )
@@ -365,7 +365,7 @@ describe('provision lock: which versions an inventory needs', () => {
   })
 
   it('says what to do when there is nothing to lock', async () => {
-    const apt = await inventory({ a: { roles: ['postgres', 'synapse'] } }, { install: 'apt' })
+    const apt = await inventory({ a: { roles: ['apt-keyring', 'postgres', 'synapse'] } }, { install: 'apt' })
     expect(() => lockTargets(apt)).toThrow(LockUsageError)
     expect(() => lockTargets(apt)).toThrow('no host installs Synapse with pip (synapse.install: pip); pass --synapse-version V')
     const unpinned = await inventory({ a: { roles: ['postgres', 'synapse'] } }, { install: 'pip' })

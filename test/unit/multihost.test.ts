@@ -211,6 +211,7 @@ describe('workers on other hosts', () => {
       ),
     ])
     expect(await issues(spread(ONE_OF_EACH_SPLIT, SHARED.replace('install: pip, ', 'install: apt, ')))).toEqual([
+      expect.stringMatching(/^7:25 synapse.install is apt, but hs has no apt-keyring role/),
       expect.stringMatching(/workers on other hosts install Synapse with the pip method/),
     ])
     expect(

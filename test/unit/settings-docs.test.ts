@@ -64,7 +64,7 @@ describe("the README's table of settings", () => {
   })
 
   it('lists each default the loader fills in', async () => {
-    const vars = await settingsFor({ serverName: 'example.org' }, { roles: ['postgres', 'redis', 'synapse', 'workers'] })
+    const vars = await settingsFor({ serverName: 'example.org' }, { roles: ['apt-keyring', 'postgres', 'redis', 'synapse', 'workers'] })
     const table = renderSettingsTable(inventoryJsonSchema())
     expect(table).toContain(`| \`postgres.port\` | \`${vars.postgres.port}\` |`)
     expect(table).toContain(`| \`apache.maxClients\` | \`${vars.apache.maxClients}\` |`)

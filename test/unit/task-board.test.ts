@@ -49,7 +49,7 @@ describe('TaskBoard: tasks that wait for tasks of other hosts', () => {
 describe('runInventory: a task on one host waits for what it needs on another', () => {
   const inventory = () =>
     loadInventoryFromString(
-      'defaults:\n  vars: { serverName: example.org, postgres: { password: { env: MP_TEST_DB_PASSWORD } } }\nhosts:\n  web: { address: 203.0.113.10, roles: [synapse] }\n  db: { address: 203.0.113.11, roles: [postgres] }\n',
+      'defaults:\n  vars: { serverName: example.org, postgres: { password: { env: MP_TEST_DB_PASSWORD } } }\nhosts:\n  web: { address: 203.0.113.10, roles: [apt-keyring, synapse] }\n  db: { address: 203.0.113.11, roles: [postgres] }\n',
       'two-hosts.yaml',
       { MP_TEST_DB_PASSWORD: 'db-password-for-the-test-4821' },
     )

@@ -957,7 +957,7 @@ describe('a database host with Postgres and Redis for a remote homeserver: the d
   const dbInventory = () =>
     loadInventoryFromString(
       'defaults:\n  vars: { serverName: example.org, postgres: { host: db, password: { env: MP_TEST_DB_PASSWORD } }, redis: { host: db, password: { env: MP_TEST_DB_PASSWORD } } }\n' +
-        'hosts:\n  db: { address: 203.0.113.11, roles: [postgres, redis] }\n  web: { address: 203.0.113.10, roles: [synapse] }\n',
+        'hosts:\n  db: { address: 203.0.113.11, roles: [postgres, redis] }\n  web: { address: 203.0.113.10, roles: [apt-keyring, synapse] }\n',
       join(controller, 'db-host.yaml'),
       { MP_TEST_DB_PASSWORD: 'db-password-for-the-test-4821' },
     )
