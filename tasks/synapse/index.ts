@@ -8,6 +8,7 @@ import { codeSchemaOfWheelhouse } from './schema-probe.js'
 import type { AfterCheck, Task, TaskContext } from '../../src/engine/task.js'
 import { aptPackages, dpkgLockTimeout } from '../../src/resources/apt-packages.js'
 import { aptSourceFact, guardedInstall, packageInstallCommand, SYNAPSE_PACKAGE } from './apt-package.js'
+import { aptConverge, aptDriftCheck, aptDriftWarning, aptRunStateFact, processTargets } from './apt-drift.js'
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
@@ -120,6 +121,7 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
         }),
     },
     ...(vars.synapse.install === 'pip' && vars.synapse.lock ? [runningVenvHoldsLock(vars.synapse.lock)] : []),
+    ...(vars.synapse.install === 'apt' && vars.synapse.version ? [aptDriftCheck(vars.synapse.version, processTargets(vars))] : []),
     {
       name: 'signing key readable only by matrix-synapse',
       async run(conn) {
@@ -182,6 +184,7 @@ export const synapseTask: Task = {
       minimumDisk('/var/lib', 2048),
       portAvailable(v.listenPort, ['python', 'synapse', 'matrix-synapse'], 'the Synapse client/federation listener'),
       ...masLockoutCheck(ctx),
+      ...(v.install === 'apt' && v.version ? [aptDriftWarning(v.version, aptRunStateFact(processTargets(ctx.host.vars)))] : []),
       {
         name: 'Python new enough for Synapse (pip method)',
         facts: [pythonVersion],
@@ -226,6 +229,12 @@ export const synapseTask: Task = {
             ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version),
             method: 'apt',
             apt: { source: aptSourceFact, install: (deb) => packageInstallCommand(deb, dpkgLockTimeout()) },
+          }),
+          // Package at that version but a process on other code, or the hold gone (a hand apt-get): converged here.
+          aptConverge({
+            version: v.synapse.version,
+            targets: processTargets(v),
+            healthUrl: `http://127.0.0.1:${v.synapse.listenPort}/health`,
           }),
         )
       }

@@ -312,4 +312,82 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     const again = await apply(inventory)
     expect(again.report.totals).toMatchObject({ add: 0, change: 0, restart: 0, failedHosts: 0 })
   })
+
+  /** The operator's hand: apt-get without the tool's guard, so the postinst restarts main alone (workers keep their code). */
+  const byHand = async (command: string) => {
+    const r = await hs.exec(
+      `DEBIAN_FRONTEND=noninteractive apt-get ${command} -y -q -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef`,
+    )
+    expect(r.exitCode, r.output).toBe(0)
+    expect(r.output).not.toContain('policy-rc.d returned 101')
+  }
+  const plain = (args: string[]) => provision(args, { ...process.env, NO_COLOR: '1' })
+  const driftSeen = async (inventory: string, expected: { pkg: string; held: boolean; main: string; workers: string }, pinned: string) => {
+    const named = `the inventory says ${pinned}; package matrix-synapse-py3 ${expected.pkg} (${expected.held ? 'held' : 'not held: changed outside matrix-provision?'}), main runs ${expected.main}, federation_reader runs ${expected.workers}, federation_sender runs ${expected.workers}`
+    const check = await plain(['check', '--inventory', inventory])
+    expect(check.code, check.stdout + check.stderr).toBe(1)
+    expect(check.stdout).toContain(`Synapse versions drifted: ${named}; run provision to converge them`)
+    const dry = await plain(['--inventory', inventory, '--dry-run'])
+    expect(dry.code, dry.stdout + dry.stderr).toBe(0)
+    expect(dry.stdout).toContain(`Synapse versions drifted: ${named}; this run converges them in the upgrade order`)
+    const status = await plain(['status', '--inventory', inventory, '--window', '1'])
+    const advice = status.stdout.split('\n').filter((l) => /^\s+[!-] /.test(l))
+    expect(advice[0], status.stdout).toContain(
+      `Synapse processes run mixed versions: main ${expected.main}, federation_reader ${expected.workers}, federation_sender ${expected.workers} (the inventory says ${pinned}): run provision to converge them`,
+    )
+    return dry.stdout
+  }
+  const converged = async (inventory: string, version: string, deb: string) => {
+    expect(await versions()).toEqual({ pkg: `${deb} hi`, main: version, federation_reader: version, federation_sender: version })
+    const check = await plain(['check', '--inventory', inventory])
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+    const again = await apply(inventory)
+    expect(again.report.totals).toMatchObject({ add: 0, change: 0, restart: 0, failedHosts: 0 })
+  }
+
+  it('versions changed by hand behind the tool (apt-get past the hold): plan, check and status say so naming every version; the next run converges them in the upgrade order', async () => {
+    const [oldDeb, newDeb] = [repo.versions.at(-2)!, repo.versions.at(-1)!]
+    // 1. A hand downgrade past the hold: the package and main on OLD, the workers still on NEW, the hold gone.
+    await byHand(`install --allow-downgrades --allow-change-held-packages matrix-synapse-py3=${oldDeb}`)
+    expect(await versions()).toEqual({ pkg: `${oldDeb} ii `.trim(), main: OLD, federation_reader: NEW, federation_sender: NEW })
+    const pinnedOld = await inventoryFor(OLD)
+    const plan = await driftSeen(pinnedOld, { pkg: oldDeb, held: false, main: OLD, workers: NEW }, OLD)
+    console.log(plan)
+    // The package is the inventory's: the workers restart on it (main already runs it) and the hold comes back.
+    const dry = JSON.parse((await provision(['--inventory', pinnedOld, '--dry-run', '--json'])).stdout) as Report
+    const drift = dry.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource.startsWith('synapse-apt-drift'))!
+    expect(seq(drift.steps!)).toEqual([...WORKERS.map((u) => `stop ${u}`), ...WORKERS.map((u) => `start ${u}`), 'hold matrix-synapse-py3'])
+    const mainPid = (await hs.exec('systemctl show -p MainPID --value matrix-synapse.service')).stdout.trim()
+    const r = await apply(pinnedOld)
+    expect(r.report.hosts[0]!.error ?? r.report.hosts[0]!.status, r.stderr).toBe('changed')
+    const done = r.report.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find((c) => c.resource === drift.resource)!
+    expect(seq(done.performed!)).toEqual(seq(drift.steps!))
+    expect((await hs.exec('systemctl show -p MainPID --value matrix-synapse.service')).stdout.trim()).toBe(mainPid)
+    await converged(pinnedOld, OLD, oldDeb)
+
+    // 2. The operator's apt upgrade (unhold, upgrade): the postinst restarts main on NEW (it migrates), the workers stay on OLD.
+    const hold = await hs.exec('apt-mark unhold matrix-synapse-py3')
+    expect(hold.exitCode, hold.output).toBe(0)
+    await byHand('install --only-upgrade matrix-synapse-py3')
+    expect(await versions()).toEqual({ pkg: `${newDeb} ii `.trim(), main: NEW, federation_reader: OLD, federation_sender: OLD })
+    // Pinned at OLD the plan says so and converges with the release (a downgrade in the upgrade order);
+    // the operator pins what now runs: the plan restarts the workers on it and holds the package.
+    expect(await driftSeen(pinnedOld, { pkg: newDeb, held: false, main: NEW, workers: OLD }, OLD)).toMatch(
+      new RegExp(`downgrade Synapse ${NEW.replace(/\./g, '\\.')} -> ${OLD.replace(/\./g, '\\.')}`),
+    )
+    const pinnedNew = await inventoryFor(NEW)
+    await driftSeen(pinnedNew, { pkg: newDeb, held: false, main: NEW, workers: OLD }, NEW)
+    const up = await apply(pinnedNew)
+    expect(up.report.hosts[0]!.error ?? up.report.hosts[0]!.status, up.stderr).toBe('changed')
+    const since = async (u: string) => Number((await hs.exec(`systemctl show -p ActiveEnterTimestampMonotonic --value ${u}`)).stdout.trim())
+    for (const u of WORKERS) expect(await since(u), u).toBeGreaterThan(await since('matrix-synapse.service'))
+    await converged(pinnedNew, NEW, newDeb)
+    const fresh = client()
+    await fresh.login('alice', 'alice-pass-123456')
+    const read = await fresh.call<{ chunk: { content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`,
+    )
+    for (const b of data.bodies) expect(read.json.chunk.map((e) => e.content.body)).toContain(b)
+  })
 })

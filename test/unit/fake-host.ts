@@ -467,6 +467,7 @@ export class FakeHost implements Connection {
     if (ownership) return ownership
     if (cmd === aptListsPresent.command.text) return this.#aptListCount()
     if (cmd === aptSourceFact.command.text) return this.#aptSource()
+    if (cmd.startsWith(`echo "pkg $(dpkg-query -W -f '\${Version} \${db:Status-Abbrev}' matrix-synapse-py3`)) return this.#aptRunState(cmd)
     if (cmd === releaseStateFact('/var/backups/matrix-synapse').command.text) return this.#releaseState()
     if (cmd === databaseSchemaFact.command.text) return { stdout: 'null\n' } // the fake Postgres holds no Synapse schema
     if ((m = /^if \[ -x (\S+)\/bin\/python \]; then .*base64.*; else echo null; fi$/s.exec(cmd))) {
@@ -520,6 +521,21 @@ export class FakeHost implements Connection {
     }
     lines.push(`installed ${installed ? `${installed} ${this.held.has(pkg) ? 'hi' : 'ii'} ` : ''}`)
     return { stdout: lines.join('\n') + '\n' }
+  }
+
+  /** aptRunStateFact: the package and, per unit, whether it runs; the fake serves no metrics and keeps no start times, so each runs the package's code. */
+  #aptRunState(cmd: string): Out {
+    const pkg = 'matrix-synapse-py3'
+    const installed = this.packages.get(pkg)
+    const units = [...cmd.matchAll(/u=(\S+); a=/g)].map((m) => unquote(m[1]!))
+    return {
+      stdout:
+        [
+          `pkg ${installed ? `${installed} ${this.held.has(pkg) ? 'hi' : 'ii'} ` : ''}`,
+          'listed ',
+          ...units.map((u) => `proc ${u} ${this.units.get(u)?.active ? 'active' : 'inactive'} - `),
+        ].join('\n') + '\n',
+    }
   }
 
   /** releaseStateFact: the venv link, the versioned venvs and the active version, as the shell prints them. */

@@ -140,6 +140,7 @@ export async function readHostStatus(host: HostSpec, conn: Connection, windowS: 
       memAvailableMiB: status.memory?.availableMiB,
       memTotalMiB: status.memory?.totalMiB,
       longPollCap: { cap, maxClients: host.vars.apache.maxClients },
+      ...(host.vars.synapse.version ? { version: host.vars.synapse.version } : {}),
     },
     status.processes,
   )

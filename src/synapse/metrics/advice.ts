@@ -37,12 +37,21 @@ export interface HostFigures {
   memTotalMiB?: number
   /** Long-polls the proxy holds at most (src/topology/proxy-capacity.ts), and apache.maxClients it is sized from. */
   longPollCap?: { cap: number; maxClients: number }
+  /** The inventory's synapse.version (unset: not pinned; the processes are then only compared with each other). */
+  version?: string
 }
 
 const gb = (n: number) => (n >= 10 ? n.toFixed(0) : n.toFixed(1).replace(/\.0$/, ''))
 
 export function advise(host: HostFigures, processes: ProcessStatus[]): Advice[] {
   const out: Advice[] = []
+  // First: workers on other code than main (a hand apt-get upgrade restarts main alone) or another version than pinned.
+  const versions = processes.filter((p) => p.up && p.version)
+  if (new Set(versions.map((p) => p.version)).size > 1 || (host.version && versions.some((p) => p.version !== host.version)))
+    out.push({
+      level: 'warning',
+      text: `Synapse processes run ${new Set(versions.map((p) => p.version)).size > 1 ? 'mixed versions' : 'another version than the inventory'}: ${versions.map((p) => `${p.process} ${p.version}`).join(', ')}${host.version ? ` (the inventory says ${host.version})` : ''}: run provision to converge them`,
+    })
   for (const p of processes) {
     if (!p.up) {
       out.push({
