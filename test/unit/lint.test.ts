@@ -18,50 +18,6 @@ const root = fileURLToPath(new URL('../..', import.meta.url))
  */
 const PENDING: Record<string, Record<string, number>> = {
   'tasks/synapse/release.ts': { '@typescript-eslint/no-unused-vars': 2, 'preserve-caught-error': 3 },
-  'test/unit/artifacts.test.ts': { '@typescript-eslint/no-unsafe-assignment': 8 },
-  'test/unit/inventory.test.ts': { '@typescript-eslint/no-unsafe-assignment': 1 },
-  'test/unit/metrics-status.test.ts': {
-    '@typescript-eslint/no-unsafe-assignment': 3,
-    '@typescript-eslint/restrict-template-expressions': 1,
-  },
-  'test/unit/multihost.test.ts': {
-    '@typescript-eslint/no-unsafe-assignment': 5,
-    '@typescript-eslint/no-unsafe-call': 3,
-    '@typescript-eslint/no-unsafe-member-access': 7,
-  },
-  'test/unit/task-plans.test.ts': {
-    '@typescript-eslint/no-explicit-any': 1,
-    '@typescript-eslint/no-unsafe-argument': 1,
-    '@typescript-eslint/no-unsafe-assignment': 13,
-    '@typescript-eslint/no-unsafe-call': 1,
-    '@typescript-eslint/no-unsafe-member-access': 19,
-    '@typescript-eslint/no-unused-vars': 2,
-  },
-  'test/unit/templates-apache.test.ts': { '@typescript-eslint/no-unsafe-member-access': 1 },
-  'test/unit/templates-element.test.ts': { '@typescript-eslint/no-unsafe-assignment': 2, '@typescript-eslint/no-unsafe-member-access': 1 },
-  'test/unit/templates-monitoring.test.ts': {
-    '@typescript-eslint/no-explicit-any': 2,
-    '@typescript-eslint/no-unsafe-assignment': 3,
-    '@typescript-eslint/no-unsafe-call': 3,
-    '@typescript-eslint/no-unsafe-member-access': 8,
-    '@typescript-eslint/no-unsafe-return': 1,
-  },
-  'test/unit/templates-synapse.test.ts': { '@typescript-eslint/no-explicit-any': 5, '@typescript-eslint/no-unsafe-member-access': 8 },
-  'test/unit/templates-workers.test.ts': {
-    '@typescript-eslint/no-explicit-any': 2,
-    '@typescript-eslint/no-unsafe-assignment': 1,
-    '@typescript-eslint/no-unsafe-call': 1,
-    '@typescript-eslint/no-unsafe-member-access': 6,
-    '@typescript-eslint/no-unsafe-return': 1,
-  },
-  'test/unit/topology.test.ts': {
-    '@typescript-eslint/no-explicit-any': 2,
-    '@typescript-eslint/no-unsafe-argument': 1,
-    '@typescript-eslint/no-unsafe-assignment': 2,
-    '@typescript-eslint/no-unsafe-call': 1,
-    '@typescript-eslint/no-unsafe-member-access': 5,
-  },
-  'test/unit/upgrade-plan.test.ts': { '@typescript-eslint/require-await': 6 },
 }
 
 type Counts = Record<string, Record<string, number>>

@@ -104,7 +104,7 @@ describe('process status over a window', () => {
   const after = parseExposition(
     exposition({
       cpu: 14.5,
-      sends: [0.04, 0.04, ...Array(18).fill(0.08), 0.7, 0.7],
+      sends: [0.04, 0.04, ...Array<number>(18).fill(0.08), 0.7, 0.7],
       blocks: { persist_events: 3, sync: 0.6 },
       evicted: 600,
     }),
@@ -145,7 +145,7 @@ describe("advice in the guide's terms", () => {
   const busy = processStatus(
     target,
     parseExposition(exposition({ cpu: 0, sends: [], blocks: { persist_events: 0 }, evicted: 0 })),
-    parseExposition(exposition({ cpu: 4.9, sends: Array(10).fill(2), blocks: { persist_events: 4 }, evicted: 500 })),
+    parseExposition(exposition({ cpu: 4.9, sends: Array<number>(10).fill(2), blocks: { persist_events: 4 }, evicted: 500 })),
     5,
   )
 
@@ -234,10 +234,12 @@ describe('the status round trip', () => {
       'sh',
       [
         '-c',
-        `${stubs}\n${statusScript(
-          targets.map((t) => ({ ...t, job: t.process, address: '127.0.0.1' })),
-          5,
-        )}`,
+        `${stubs}\n${
+          statusScript(
+            targets.map((t) => ({ ...t, job: t.process, address: '127.0.0.1' })),
+            5,
+          ).text
+        }`,
       ],
       { encoding: 'utf8' },
     )

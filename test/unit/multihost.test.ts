@@ -24,6 +24,7 @@ import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { sharedPorts } from '../../tasks/workers/index.js'
 import { releaseSpec } from '../../tasks/synapse/index.js'
+import { anyNumber, type SynapseYaml } from './fixtures/rendered.js'
 
 const env = { DB: 'db-pw', REDIS: 'redis-pw', MAC: 'mac', FORM: 'form', REG: 'reg', REPL: 'repl', KEY: 'ed25519 a_x c2VjcmV0' }
 const SHARED = `
@@ -103,30 +104,24 @@ describe('workers on other hosts', () => {
     const inv = await load(spread(ONE_OF_EACH_SPLIT))
     const hs = inv.hosts[0]!.vars
     const files = renderSynapseConfig(hs, settings({}))
-    const server = parse(files.find((f) => f.path.endsWith('10-server.yaml'))!.content)
-    expect(
-      server.listeners.find((l: { resources: { names: string[] }[] }) => l.resources[0]!.names.includes('replication')).bind_addresses,
-    ).toEqual(['127.0.0.1', '10.0.0.1'])
+    const server = parse(files.find((f) => f.path.endsWith('10-server.yaml'))!.content) as SynapseYaml
+    expect(server.listeners!.find((l) => l.resources![0]!.names.includes('replication'))!.bind_addresses).toEqual(['127.0.0.1', '10.0.0.1'])
     // Main's client listener stays on loopback: Apache is beside it.
-    expect(server.listeners[0].bind_addresses).toEqual(['127.0.0.1'])
-    const shared = parse(files.find((f) => f.path.endsWith('40-workers.yaml'))!.content)
-    expect(shared.instance_map.main).toEqual({ host: '10.0.0.1', port: 32993 })
-    expect(shared.instance_map.typing.host).toBe('10.0.0.1')
-    const generic = parse(renderWorkerFiles(hs, 'w1').find((f) => f.path.endsWith('/generic.yaml'))!.content)
-    expect(generic.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([
+    expect(server.listeners![0]!.bind_addresses).toEqual(['127.0.0.1'])
+    const shared = parse(files.find((f) => f.path.endsWith('40-workers.yaml'))!.content) as SynapseYaml
+    expect(shared.instance_map!.main).toEqual({ host: '10.0.0.1', port: 32993 })
+    expect(shared.instance_map!.typing!.host).toBe('10.0.0.1')
+    const generic = parse(renderWorkerFiles(hs, 'w1').find((f) => f.path.endsWith('/generic.yaml'))!.content) as SynapseYaml
+    expect(generic.worker_listeners!.map((l) => l.bind_addresses)).toEqual([
       ['127.0.0.1', '10.0.0.2'],
       ['127.0.0.1', '10.0.0.2'],
     ])
     // A stream writer on main's host: replication on the private address, its client listener on loopback.
-    const typing = parse(renderWorkerFiles(hs, 'hs').find((f) => f.path.endsWith('/typing.yaml'))!.content)
-    expect(typing.worker_listeners.map((l: { bind_addresses: string[] }) => l.bind_addresses)).toEqual([
-      ['127.0.0.1'],
-      ['127.0.0.1', '10.0.0.1'],
-      ['127.0.0.1'],
-    ])
+    const typing = parse(renderWorkerFiles(hs, 'hs').find((f) => f.path.endsWith('/typing.yaml'))!.content) as SynapseYaml
+    expect(typing.worker_listeners!.map((l) => l.bind_addresses)).toEqual([['127.0.0.1'], ['127.0.0.1', '10.0.0.1'], ['127.0.0.1']])
     expect(renderWorkerFiles(hs, 'w1').filter((f) => f.path.startsWith('/etc/matrix-synapse/workers/'))).toHaveLength(2)
     const media = routingPlan(workerInstances(hs), routeTable('1.163.2')).find((g) => g.pool === 'media_repository')!
-    expect(media.members).toEqual([{ name: 'media_repository', port: expect.any(Number), address: '10.0.0.2' }])
+    expect(media.members).toEqual([{ name: 'media_repository', port: anyNumber(), address: '10.0.0.2' }])
     expect(routingPlan(workerInstances(hs), routeTable('1.163.2')).find((g) => g.pool === 'typing')!.members[0]!.address).toBe('127.0.0.1')
     const targets = metricsTargets(hs)
     expect(targets.find((t) => t.process === 'generic')!.address).toBe('10.0.0.2')

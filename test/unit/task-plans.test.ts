@@ -10,7 +10,7 @@
  * (curl /health, psql, redis-cli) whether they work, which an in-memory host cannot answer.
  */
 import { createHash } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
@@ -45,6 +45,14 @@ import { FakeHost } from './fake-host.js'
 import { fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 import { DEBIAN_12, UBUNTU_20_04 } from './fixtures/hosts/distros.js'
 import { PENDING_RESTARTS, SECRETS_DIR } from '../../src/synapse/paths.js'
+import {
+  anyString,
+  stringContaining,
+  type ElementConfigJson,
+  type LogYaml,
+  type PrometheusYaml,
+  type SynapseYaml,
+} from './fixtures/rendered.js'
 
 const TASKS = await loadTasks()
 
@@ -156,8 +164,8 @@ function planned(r: HostReport, path: string): string {
 }
 
 /** YAML of a planned file; masked values read as the string "(masked)". */
-function plannedYaml(r: HostReport, path: string): any {
-  return parse(planned(r, path).replaceAll(MASK, '"(masked)"'))
+function plannedYaml<T = SynapseYaml>(r: HostReport, path: string): T {
+  return parse(planned(r, path).replaceAll(MASK, '"(masked)"')) as T
 }
 
 const summaryOf = (r: HostReport, path: string) => changeOf(r, `file:${path}`).summary
@@ -264,16 +272,16 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
 
     expect(changeOf(report, 'service:postgresql.service')).toMatchObject({
       action: 'start',
-      summary: expect.stringContaining('unit comes with package postgresql'),
+      summary: stringContaining('unit comes with package postgresql'),
     })
     expect(changeOf(report, 'pg-role:synapse_user')).toMatchObject({
       action: 'create',
-      uncertain: expect.stringContaining('not installed or not running yet'),
+      uncertain: stringContaining('not installed or not running yet'),
     })
     expect(changeOf(report, 'pg-db:synapse')).toMatchObject({
       action: 'create',
       summary: 'create database synapse (ENCODING UTF8, LC_COLLATE C, LC_CTYPE C, TEMPLATE template0, OWNER synapse_user)',
-      uncertain: expect.any(String),
+      uncertain: anyString(),
     })
     // The generated Postgres password is kept on the host, 0600 in a 0700 directory, and masked.
     expect(resourcesOf(t).slice(0, 3)).toEqual([
@@ -298,7 +306,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(conf).toBe(maskSensitiveText(renderRedisConf(vars, ['127.0.0.1'], REDIS_PASSWORD)))
     expect(changeOf(report, 'service:redis-server.service')).toMatchObject({
       action: 'start',
-      summary: expect.stringContaining('unit comes with package redis-server'),
+      summary: stringContaining('unit comes with package redis-server'),
     })
   })
 
@@ -344,9 +352,9 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(plannedYaml(report, '/etc/matrix-synapse/homeserver.yaml')).toEqual({})
     expect(planned(report, '/etc/matrix-synapse/homeserver.yaml')).toBe(renderBaseHomeserverYaml())
     expect(summaryOf(report, '/etc/matrix-synapse/homeserver.yaml')).toContain('(0640 root:matrix-synapse)')
-    const log = plannedYaml(report, '/etc/matrix-synapse/log.yaml')
-    expect(log.handlers.file.filename).toBe('/var/log/matrix-synapse/homeserver.log')
-    expect(log.loggers['synapse.storage.SQL'].level).toBe('INFO') // DEBUG would log access tokens
+    const log = plannedYaml<LogYaml>(report, '/etc/matrix-synapse/log.yaml')
+    expect(log.handlers.file!.filename).toBe('/var/log/matrix-synapse/homeserver.log')
+    expect(log.loggers['synapse.storage.SQL']!.level).toBe('INFO') // DEBUG would log access tokens
     expect(planned(report, '/etc/matrix-synapse/log.yaml')).toBe(renderLogConfig('homeserver').content)
 
     // conf.d: exactly the files the templates render, with their modes.
@@ -418,10 +426,10 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     const sender = plannedYaml(report, '/etc/matrix-synapse/workers/federation_sender.yaml')
     expect([reader.worker_name, sender.worker_name]).toEqual(['federation_reader', 'federation_sender'])
     for (const w of [reader, sender]) for (const k of REMOVED_SYNAPSE_KEYS) expect(w).not.toHaveProperty(k)
-    expect(plannedYaml(report, '/etc/matrix-synapse/federation_reader-log.yaml').handlers.file.filename).toBe(
+    expect(plannedYaml<LogYaml>(report, '/etc/matrix-synapse/federation_reader-log.yaml').handlers.file!.filename).toBe(
       '/var/log/matrix-synapse/federation_reader.log',
     )
-    expect(plannedYaml(report, '/etc/matrix-synapse/federation_sender-log.yaml').handlers.file.filename).toBe(
+    expect(plannedYaml<LogYaml>(report, '/etc/matrix-synapse/federation_sender-log.yaml').handlers.file!.filename).toBe(
       '/var/log/matrix-synapse/federation_sender.log',
     )
 
@@ -494,7 +502,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     expect(changeOf(report, 'symlink:/etc/apache2/conf-enabled/matrix-ports.conf').action).toBe('create')
     expect(changeOf(report, 'service:apache2.service')).toMatchObject({
       action: 'start',
-      summary: expect.stringContaining('unit comes with package apache2'),
+      summary: stringContaining('unit comes with package apache2'),
     })
   })
 
@@ -509,7 +517,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
       'verify (SHA-256) and unpack element-v1.11.85 into /var/www/element/element-v1.11.85',
     )
 
-    const config = JSON.parse(planned(report, '/var/www/element/element-v1.11.85/config.json'))
+    const config = JSON.parse(planned(report, '/var/www/element/element-v1.11.85/config.json')) as ElementConfigJson
     expect(config.default_server_config['m.homeserver']).toEqual({ base_url: 'https://matrix.example.org', server_name: 'example.org' })
     expect(config).not.toHaveProperty('default_server_name')
     expect(config).not.toHaveProperty('default_hs_url')
@@ -524,11 +532,9 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
   })
 
   it('monitoring: a scrape file for the main process and both workers', () => {
-    const scrape = plannedYaml(report, '/etc/prometheus/synapse.yml')
-    expect(scrape.scrape_configs[0].metrics_path).toBe('/_synapse/metrics')
-    expect(
-      scrape.scrape_configs[0].static_configs.map((s: { targets: string[]; labels: { job: string } }) => [s.targets[0], s.labels.job]),
-    ).toEqual([
+    const scrape = plannedYaml<PrometheusYaml>(report, '/etc/prometheus/synapse.yml')
+    expect(scrape.scrape_configs[0]!.metrics_path).toBe('/_synapse/metrics')
+    expect(scrape.scrape_configs[0]!.static_configs.map((s) => [s.targets[0], s.labels.job])).toEqual([
       ['127.0.0.1:32982', 'master'],
       ['127.0.0.1:32981', 'federation_reader'],
       ['127.0.0.1:32980', 'federation_sender'],
@@ -644,14 +650,14 @@ describe('Debian 12, converged host: the fresh plan applied, then planned again'
       expect(secret(name)).toMatch(new RegExp(`^${GENERATED_TOKEN.source}$`))
       expect(host.fs.get(`${SECRETS_DIR}/${name}`)).toMatchObject({ owner: 'root', mode: 0o600 })
     }
-    expect(parse(host.text(`${CONF_D}/20-database.yaml`)!).database.args.password).toBe(secret('postgres-password'))
+    expect((parse(host.text(`${CONF_D}/20-database.yaml`)!) as SynapseYaml).database!.args.password).toBe(secret('postgres-password'))
     expect(parse(host.text(`${CONF_D}/30-secrets.yaml`)!)).toEqual({
       macaroon_secret_key: secret('macaroon-secret'),
       form_secret: secret('form-secret'),
       registration_shared_secret: secret('registration-shared-secret'),
     })
-    const workers = parse(host.text(`${CONF_D}/40-workers.yaml`)!)
-    expect(workers.redis.password).toBe(REDIS_PASSWORD)
+    const workers = parse(host.text(`${CONF_D}/40-workers.yaml`)!) as SynapseYaml
+    expect(workers.redis!.password).toBe(REDIS_PASSWORD)
     expect(workers.worker_replication_secret).toBe(secret('replication-secret'))
     expect(host.text('/etc/redis/redis.conf')).toContain(`requirepass "${REDIS_PASSWORD}"\n`)
     // Postgres got a SCRAM verifier of that password, never the password itself.
@@ -855,7 +861,7 @@ describe('Ubuntu 20.04 (focal)', () => {
       )
       // server_name.yaml byte for byte as the package's postinst writes it from the debconf answer.
       expect(plannedYaml(report, `${CONF_D}/server_name.yaml`)).toEqual({ server_name: 'example.org' })
-      expect(plannedYaml(report, `${CONF_D}/10-server.yaml`).listeners[0]).toMatchObject({
+      expect(plannedYaml(report, `${CONF_D}/10-server.yaml`).listeners![0]).toMatchObject({
         port: 8008,
         bind_addresses: ['127.0.0.1'],
         x_forwarded: true,
@@ -1007,7 +1013,6 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
   const withWorkers = (instances: { name: string; kind: string }[]) =>
     loadInventory({ install: 'pip', wheelhouse: WHEELHOUSE }, { workers: { instances } })
   const synapseRestarts = (r: HostReport) => restartsOf(r).filter((x) => x.unit.startsWith('matrix-synapse'))
-  const ALL = ['matrix-synapse.service', ...BASE.map((w) => `matrix-synapse-worker@${w.name}.service`)]
 
   /** A fresh fake host with BASE applied: everything running, nothing pending. */
   async function converged(): Promise<FakeHost> {

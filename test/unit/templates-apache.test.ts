@@ -11,6 +11,7 @@ import {
 import { proxyPassMatchPattern } from '../../tasks/apache/proxy.js'
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+import type { ClientDiscoveryJson } from './fixtures/rendered.js'
 
 const TLS = { certFile: '/etc/ssl/matrix/fullchain.pem', keyFile: '/etc/ssl/matrix/privkey.pem' }
 const lines = (content: string) => content.split('\n').map((l) => l.trim())
@@ -277,6 +278,8 @@ describe('hostile values', () => {
 
   it('writes JSON that stays JSON whatever the base URL holds', () => {
     const publicBaseUrl = 'https://matrix.example.org/"quoted"\\path'
-    expect(JSON.parse(wellKnownClient(matrixSettings({ publicBaseUrl })))['m.homeserver'].base_url).toBe(publicBaseUrl)
+    expect((JSON.parse(wellKnownClient(matrixSettings({ publicBaseUrl }))) as ClientDiscoveryJson)['m.homeserver']!.base_url).toBe(
+      publicBaseUrl,
+    )
   })
 })

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { renderElementConfig } from '../../tasks/element/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+import type { ElementConfigJson } from './fixtures/rendered.js'
 
 describe('renderElementConfig', () => {
   it('points Element at the homeserver through default_server_config only', () => {
-    const config = JSON.parse(renderElementConfig(matrixSettings()))
+    const config: unknown = JSON.parse(renderElementConfig(matrixSettings()))
     expect(config).toEqual({
       default_server_config: { 'm.homeserver': { base_url: 'https://matrix.example.org', server_name: 'example.org' } },
       disable_custom_urls: false,
@@ -19,7 +20,7 @@ describe('renderElementConfig', () => {
 
   it('keeps hostile-looking values as JSON strings', () => {
     const publicBaseUrl = 'https://matrix.example.org/</script>"\u2028'
-    const config = JSON.parse(renderElementConfig(matrixSettings({ publicBaseUrl })))
-    expect(config.default_server_config['m.homeserver'].base_url).toBe(publicBaseUrl)
+    const config = JSON.parse(renderElementConfig(matrixSettings({ publicBaseUrl }))) as ElementConfigJson
+    expect(config.default_server_config['m.homeserver']!.base_url).toBe(publicBaseUrl)
   })
 })

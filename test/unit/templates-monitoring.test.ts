@@ -10,13 +10,14 @@ import {
   renderPrometheusScrape,
 } from '../../tasks/monitoring/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+import type { AlertRulesYaml, PrometheusYaml } from './fixtures/rendered.js'
 
 const host = (patch?: Parameters<typeof matrixSettings>[0]) => matrixSettings(patch)
 
 const load = (content: string) => {
-  const v12 = parse(content)
+  const v12 = parse(content) as PrometheusYaml
   expect(parse(content, { version: '1.1' })).toEqual(v12)
-  return v12 as { scrape_configs: any[] }
+  return v12
 }
 
 describe('renderPrometheusScrape', () => {
@@ -38,7 +39,7 @@ describe('renderPrometheusScrape', () => {
 
   it('scrapes only the main process without workers', () => {
     const config = load(renderPrometheusScrape(host({ workers: { enabled: false } })))
-    expect(config.scrape_configs[0].static_configs.map((s: any) => s.labels.job)).toEqual(['master'])
+    expect(config.scrape_configs[0]!.static_configs.map((s) => s.labels.job)).toEqual(['master'])
   })
 
   it('has nothing to scrape with metrics off', () => {
@@ -50,15 +51,10 @@ describe('Prometheus on the homeserver', () => {
   const on = (prometheus: Record<string, unknown> = {}) => host({ monitoring: { prometheus: { enabled: true, ...prometheus } } })
 
   it('scrapes every Synapse process, the node exporter and itself on loopback, with the rule file', () => {
-    const config = parse(renderPrometheusConfig(on({ scrapeInterval: '5s' }), 'matrix1'))
+    const config = parse(renderPrometheusConfig(on({ scrapeInterval: '5s' }), 'matrix1')) as PrometheusYaml
     expect(config.global).toEqual({ scrape_interval: '5s', evaluation_interval: '5s' })
     expect(config.rule_files).toEqual(['/etc/prometheus/rules/matrix-synapse.yml'])
-    expect(
-      config.scrape_configs.map((j: { job_name: string; static_configs: { targets: string[] }[] }) => [
-        j.job_name,
-        j.static_configs.flatMap((s) => s.targets),
-      ]),
-    ).toEqual([
+    expect(config.scrape_configs.map((j) => [j.job_name, j.static_configs.flatMap((s) => s.targets)])).toEqual([
       ['synapse', ['127.0.0.1:32982', '127.0.0.1:32981', '127.0.0.1:32980']],
       ['node', ['127.0.0.1:9100']],
       ['prometheus', ['127.0.0.1:9090']],
@@ -66,7 +62,7 @@ describe('Prometheus on the homeserver', () => {
   })
 
   it("alerts on the guide's indicators, for exactly the scraped jobs, with the status command's thresholds", () => {
-    const rules = parse(renderAlertRules(on({ processDownFor: '20s' }))).groups[0].rules as { alert: string; expr: string; for: string }[]
+    const rules = (parse(renderAlertRules(on({ processDownFor: '20s' }))) as AlertRulesYaml).groups[0]!.rules
     expect(rules.map((r) => r.alert)).toEqual([
       'SynapseProcessDown',
       'SynapseProcessCpuSaturated',
@@ -96,13 +92,15 @@ describe('Prometheus on the homeserver', () => {
   })
 
   it('a Grafana dashboard with the guide graphs and a provisioning file pointing at it', () => {
-    const d = JSON.parse(renderGrafanaDashboard(on()))
-    expect(d.panels.map((p: { title: string }) => p.title.split(' (')[0])).toEqual([
+    const d = JSON.parse(renderGrafanaDashboard(on())) as { panels: { title: string }[] }
+    expect(d.panels.map((p) => p.title.split(' (')[0])).toEqual([
       'CPU per process',
       'Event send time',
       'CPU by code block',
       'Cache evictions because full',
     ])
-    expect(parse(renderGrafanaProvisioning()).providers[0].options.path).toBe('/etc/matrix-provision/grafana/dashboards')
+    expect((parse(renderGrafanaProvisioning()) as { providers: { options: { path: string } }[] }).providers[0]!.options.path).toBe(
+      '/etc/matrix-provision/grafana/dashboards',
+    )
   })
 })

@@ -9,6 +9,7 @@ import { renderSynapseServiceDropIn, renderSynapseUnit, renderBaseHomeserverYaml
 import { renderYaml } from '../../tasks/synapse/templates/yaml.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { FIXTURE_SECRETS, matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
+import type { LogYaml, SynapseYaml } from './fixtures/rendered.js'
 
 const CONF_D = '/etc/matrix-synapse/conf.d'
 
@@ -24,10 +25,10 @@ function byName(files: RenderedFile[]): Record<string, RenderedFile> {
   return Object.fromEntries(files.map((f) => [f.path.replace(`${CONF_D}/`, ''), f]))
 }
 
-function configOf(files: RenderedFile[], name: string): Record<string, any> {
+function configOf(files: RenderedFile[], name: string): SynapseYaml {
   const file = byName(files)[name]
   if (!file) throw new Error(`no ${name} among ${files.map((f) => f.path).join(', ')}`)
-  return load(file.content) as Record<string, any>
+  return load(file.content)
 }
 
 /** Every top-level key of every file Synapse reads for the main process and for the workers. */
@@ -152,7 +153,7 @@ describe('renderSynapseConfig: listeners', () => {
       '10-server.yaml',
     )
     expect(server.listeners).toHaveLength(1)
-    expect(server.listeners[0].port).toBe(8008)
+    expect(server.listeners![0]!.port).toBe(8008)
   })
 
   it('refuses two listeners on one port', () => {
@@ -396,9 +397,9 @@ describe('hostile-looking but valid values', () => {
           },
         }),
       )
-      expect(configOf(files, '20-database.yaml').database.args.password, JSON.stringify(value)).toBe(value)
+      expect(configOf(files, '20-database.yaml').database!.args.password, JSON.stringify(value)).toBe(value)
       expect(configOf(files, '30-secrets.yaml').form_secret).toBe(value)
-      expect(configOf(files, '40-workers.yaml').redis.password).toBe(value)
+      expect(configOf(files, '40-workers.yaml').redis!.password).toBe(value)
       // Nothing leaks into a line of its own: each secret file keeps exactly its keys.
       expect(Object.keys(configOf(files, '30-secrets.yaml'))).toEqual(['macaroon_secret_key', 'form_secret', 'registration_shared_secret'])
     }
@@ -435,8 +436,8 @@ describe('hostile-looking but valid values', () => {
     const script = 'import sys, json, yaml\nprint(json.dumps([yaml.safe_load(d) for d in json.load(sys.stdin)]))'
     const out = spawnSync('python3', ['-c', script], { input: JSON.stringify(docs), encoding: 'utf8' })
     expect(out.stderr).toBe('')
-    const loaded = JSON.parse(out.stdout) as Record<string, any>[]
-    HOSTILE.forEach((value, i) => expect(loaded[i]!.database.args.password, JSON.stringify(value)).toBe(value))
+    const loaded = JSON.parse(out.stdout) as SynapseYaml[]
+    HOSTILE.forEach((value, i) => expect(loaded[i]!.database!.args.password, JSON.stringify(value)).toBe(value))
     expect(loaded[HOSTILE.length]).toEqual(Object.fromEntries(HOSTILE.map((v, i) => [`k${i}`, { [v]: [v, 1, 2.5, true, null] }])))
   })
 })
@@ -446,7 +447,7 @@ describe('renderLogConfig', () => {
     const file = renderLogConfig('homeserver')
     expect(file.path).toBe('/etc/matrix-synapse/log.yaml')
     expect(file.sensitive).toBe(false)
-    const config = load(file.content) as Record<string, any>
+    const config = load(file.content) as unknown as LogYaml
     expect(config.version).toBe(1)
     expect(config.handlers.file).toMatchObject({
       class: 'logging.handlers.TimedRotatingFileHandler',
@@ -461,7 +462,7 @@ describe('renderLogConfig', () => {
   it('gives each worker its own config and log file', () => {
     const file = renderLogConfig('federation_reader')
     expect(file.path).toBe('/etc/matrix-synapse/federation_reader-log.yaml')
-    expect((load(file.content) as any).handlers.file.filename).toBe('/var/log/matrix-synapse/federation_reader.log')
+    expect((load(file.content) as unknown as LogYaml).handlers.file!.filename).toBe('/var/log/matrix-synapse/federation_reader.log')
   })
 
   it('refuses names that are not file-name safe', () => {

@@ -4,11 +4,12 @@ import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from '../../
 import { FEDERATION_ROUTES } from '../../src/synapse/routes.js'
 import { workerUnitName } from '../../src/synapse/worker-kinds.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+import type { LogYaml, SynapseYaml } from './fixtures/rendered.js'
 
-const load = (content: string) => {
-  const v12 = parse(content)
+const load = <T = SynapseYaml>(content: string): T => {
+  const v12 = parse(content) as T
   expect(parse(content, { version: '1.1' })).toEqual(v12)
-  return v12 as Record<string, any>
+  return v12
 }
 
 function files(vars = matrixSettings()) {
@@ -55,7 +56,7 @@ describe('renderWorkerFiles', () => {
     const f = files(matrixSettings({ monitoring: { enableMetrics: false } }))
     const reader = load(f['/etc/matrix-synapse/workers/federation_reader.yaml']!.content)
     const sender = load(f['/etc/matrix-synapse/workers/federation_sender.yaml']!.content)
-    expect(reader.worker_listeners.map((l: any) => l.type)).toEqual(['http'])
+    expect(reader.worker_listeners!.map((l) => l.type)).toEqual(['http'])
     expect(sender.worker_listeners).toEqual([])
   })
 
@@ -63,9 +64,9 @@ describe('renderWorkerFiles', () => {
     const f = files()
     for (const name of ['federation_reader', 'federation_sender']) {
       const worker = load(f[`/etc/matrix-synapse/workers/${name}.yaml`]!.content)
-      const log = load(f[worker.worker_log_config]!.content)
-      expect(log.handlers.file.filename).toBe(`/var/log/matrix-synapse/${name}.log`)
-      expect(log.loggers['synapse.access.http'].level).toBe('INFO')
+      const log = load<LogYaml>(f[worker.worker_log_config!]!.content)
+      expect(log.handlers.file!.filename).toBe(`/var/log/matrix-synapse/${name}.log`)
+      expect(log.loggers['synapse.access.http']!.level).toBe('INFO')
     }
   })
 

@@ -15,15 +15,15 @@ import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { FIXTURE_HOST, matrixSettings, synapseContext } from './fixtures/matrix-settings.js'
+import type { PrometheusYaml, SynapseYaml } from './fixtures/rendered.js'
 
 const oneOfEach = () => matrixSettings({ workers: { preset: 'one-of-each' } })
 const shared = (vars = oneOfEach(), synapseVersion = '1.163.2') =>
-  parse(renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content) as Record<
-    string,
-    any
-  >
+  parse(
+    renderSynapseConfig(vars, synapseContext({ synapseVersion })).find((f) => f.path.endsWith('/40-workers.yaml'))!.content,
+  ) as SynapseYaml
 const workerFile = (vars: ReturnType<typeof matrixSettings>, name: string) =>
-  parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as Record<string, any>
+  parse(renderWorkerFiles(vars).find((f) => f.path === `/etc/matrix-synapse/workers/${name}.yaml`)!.content) as SynapseYaml
 /** A worker of settings without hosts: on loopback, beside main. */
 const LOCAL = { host: FIXTURE_HOST, address: '127.0.0.1', remote: false }
 const tls = { certFile: '/etc/ssl/matrix-provision/m.crt', keyFile: '/etc/ssl/matrix-provision/m.key' }
@@ -134,8 +134,8 @@ describe('shared configuration (conf.d/40-workers.yaml)', () => {
   it('one-of-each: every stream writer in instance_map and stream_writers, each duty named, media off for the others', () => {
     const c = shared()
     const writers = workerInstances(oneOfEach()).filter((w) => w.replicationPort !== undefined)
-    expect(Object.keys(c.instance_map)).toEqual(['main', ...writers.map((w) => w.name)])
-    expect(c.instance_map.typing).toEqual({ host: '127.0.0.1', port: 18208 })
+    expect(Object.keys(c.instance_map!)).toEqual(['main', ...writers.map((w) => w.name)])
+    expect(c.instance_map!.typing).toEqual({ host: '127.0.0.1', port: 18208 })
     expect(c.stream_writers).toEqual({
       quarantined_media_changes: ['media_repository'],
       events: ['events'],
@@ -160,7 +160,7 @@ describe('shared configuration (conf.d/40-workers.yaml)', () => {
   })
 
   it('a release before 1.152 has no quarantined_media_changes stream: it is not named (Synapse would refuse it)', () => {
-    expect(shared(oneOfEach(), '1.140.0').stream_writers.quarantined_media_changes).toBeUndefined()
+    expect(shared(oneOfEach(), '1.140.0').stream_writers!.quarantined_media_changes).toBeUndefined()
     expect(routeTable('1.140.0').knownStreams).not.toContain('quarantined_media_changes')
     expect(routeTable('1.163.2').knownStreams).toEqual(STREAMS)
   })
@@ -172,8 +172,8 @@ describe('shared configuration (conf.d/40-workers.yaml)', () => {
       { type: 'http', port: 18208, bind_addresses: ['127.0.0.1'], resources: [{ names: ['replication'] }] },
       { type: 'metrics', port: 18308, bind_addresses: ['127.0.0.1'] },
     ])
-    expect(workerFile(oneOfEach(), 'media_repository').worker_listeners[0].resources).toEqual([{ names: ['media'] }])
-    expect(workerFile(oneOfEach(), 'generic').worker_listeners[0].resources).toEqual([{ names: ['client', 'federation'] }])
+    expect(workerFile(oneOfEach(), 'media_repository').worker_listeners![0]!.resources).toEqual([{ names: ['media'] }])
+    expect(workerFile(oneOfEach(), 'generic').worker_listeners![0]!.resources).toEqual([{ names: ['client', 'federation'] }])
   })
 })
 
@@ -281,8 +281,8 @@ describe('routing from the worker set', () => {
 
 describe('monitoring and documentation follow the set', () => {
   it('the scrape file lists main and every worker of one-of-each', () => {
-    const scrape = parse(renderPrometheusScrape(oneOfEach()))
-    const jobs = scrape.scrape_configs[0].static_configs.map((c: { labels: { job: string } }) => c.labels.job)
+    const scrape = parse(renderPrometheusScrape(oneOfEach())) as PrometheusYaml
+    const jobs = scrape.scrape_configs[0]!.static_configs.map((c) => c.labels.job)
     expect(jobs).toEqual(['master', ...workerInstances(oneOfEach()).map((w) => w.name)])
   })
 

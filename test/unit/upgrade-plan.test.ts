@@ -35,6 +35,7 @@ import {
   type CodeSchema,
   type DatabaseSchema,
 } from '../../tasks/synapse/schema-compat.js'
+import { settle } from './fake-host.js'
 
 // 1.158.0 and 1.163.2 as their sdists have them: both SCHEMA_VERSION 94, compat 84; 1.163.2 adds deltas.
 const v158: CodeSchema = {
@@ -139,7 +140,7 @@ const installs: { applied: string[]; fail?: string } = { applied: [] }
 const installerAt = (path: string): Resource => ({
   id: `venv:${path}`,
   facts: () => [venvContentsFact(path)],
-  plan: async (ctx) =>
+  plan: (ctx) =>
     ctx.facts.has(venvContentsFact(path)) && ctx.facts.get(venvContentsFact(path)) !== null
       ? null
       : {
@@ -151,10 +152,11 @@ const installerAt = (path: string): Resource => ({
           summary: `install matrix-synapse[postgres,redis]==1.163.2 into ${path} (from the uploaded wheelhouse, offline)`,
           touches: [],
         },
-  apply: async () => {
-    if (installs.fail) throw new Error(installs.fail)
-    installs.applied.push(path)
-  },
+  apply: () =>
+    settle(() => {
+      if (installs.fail) throw new Error(installs.fail)
+      installs.applied.push(path)
+    }),
 })
 const lock163 = parseLock(fixtureLockText('1.163.2'), 'synapse-lock/1.163.2.txt', '1.163.2')
 /** A venv listing as the contents fact prints it: the lock's set on Python 3.11, with `change` applied. */
@@ -181,7 +183,7 @@ function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
     version: '1.163.2',
     workerUnits: ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service'],
     healthUrl: 'http://127.0.0.1:8008/health',
-    afterChecks: [{ name: '/health answers', run: async () => ({ ok: true, detail: '' }) }],
+    afterChecks: [{ name: '/health answers', run: () => Promise.resolve({ ok: true, detail: '' }) }],
     keepVenvs: 2,
     backupDir: '/var/backups/matrix-synapse',
     signingKey: '/etc/matrix-synapse/homeserver.signing.key',
@@ -445,23 +447,24 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     const fakeConn = (name: string, fail?: RegExp): Connection =>
       ({
         host: name,
-        run: async (cmd: { text: string }, options?: RunOptions) => {
-          calls.push(`${name}: ${cmd.text}`)
-          const bad = fail?.test(cmd.text)
-          return checked(
-            name,
-            {
-              code: bad ? 1 : 0,
-              stdout: cmd.text.includes('is-active') ? 'active\n' : '',
-              stderr: bad ? 'refused' : '',
-              signal: null,
-              durationMs: 1,
-              command: cmd.text,
-              timedOut: false,
-            },
-            options,
-          )
-        },
+        run: (cmd: { text: string }, options?: RunOptions) =>
+          settle(() => {
+            calls.push(`${name}: ${cmd.text}`)
+            const bad = fail?.test(cmd.text)
+            return checked(
+              name,
+              {
+                code: bad ? 1 : 0,
+                stdout: cmd.text.includes('is-active') ? 'active\n' : '',
+                stderr: bad ? 'refused' : '',
+                signal: null,
+                durationMs: 1,
+                command: cmd.text,
+                timedOut: false,
+              },
+              options,
+            )
+          }),
       }) as unknown as Connection
     const main = fakeConn('hs', /synapse\.config/)
     const w1 = fakeConn('w1')
@@ -484,7 +487,7 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     expect(calls.filter((c) => c.startsWith('w1:'))).toEqual([])
     // Steps past the stops: stopping on w1 goes through w1's connection; without a peer the step fails with why.
     const stopOnly = { ...change, steps: change.steps!.filter((x) => x.kind === 'stop') }
-    await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: async () => w1 })
+    await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: () => Promise.resolve(w1) })
     expect(calls.filter((c) => c.startsWith('w1:') && c.includes(' stop '))).toEqual([
       'w1: systemctl stop matrix-synapse-worker@generic.service',
       'w1: systemctl stop matrix-synapse-worker@media_repository.service',
@@ -559,10 +562,10 @@ describe('a running venv that drifted from its lock', () => {
     const calls: string[] = []
     const conn = {
       host: 'hs',
-      run: async (cmd: { text: string }) => (
-        calls.push(cmd.text),
-        { code: 0, stdout: '', stderr: '', signal: null, durationMs: 1, command: cmd.text }
-      ),
+      run: (cmd: { text: string }) => {
+        calls.push(cmd.text)
+        return Promise.resolve({ code: 0, stdout: '', stderr: '', signal: null, durationMs: 1, command: cmd.text })
+      },
     } as unknown as Connection
     const resource = synapseRelease(spec({ lock: lock163 }))
     const change = (await resource.plan({ conn: noConn, facts: drifted(), predicted: new Prediction(), dryRun: true }))!
