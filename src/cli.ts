@@ -23,6 +23,10 @@ Usage:
   provision backup  --inventory FILE [--to DIR]  back up each homeserver (database, media, signing key, secrets, config) to DIR
   provision restore --inventory FILE --limit H --from DIR [--force]
                                                  restore a backup onto host H, provisioned from the inventory
+  provision move --inventory FILE --from OLD --to NEW [--abort]
+                                                 move the homeserver on OLD (any system, only read, then stopped
+                                                 and masked) to NEW, provisioned from the inventory; --abort
+                                                 before NEW has served returns OLD to service
   provision rollback --inventory FILE --limit H [--restore-dump]
                                                 switch Synapse back to the previous venv if the database allows it;
                                                 --restore-dump: when the older code cannot run on it, restore the
@@ -52,9 +56,11 @@ Options:
       --to DIR           backup, mas-migrate: where backups go (default ./backups); each is a new <host>-<time> directory
       --encrypt-to KEY   backup: encrypt every file with age to KEY (age1..., an SSH public key, or a
                          recipients file); repeatable. Only public keys are needed to take a backup
-      --from DIR         restore: a backup directory, or one holding backups (the host's newest is used)
+      --from DIR         restore: a backup directory, or one holding backups (the host's newest is used);
+                         move: the host moved away from (--to: the host moved to)
       --identity FILE    restore: the age identity that decrypts an encrypted backup
       --force            restore: replace a database that already holds Synapse data (kept under a new name)
+      --abort            move: before NEW has served, stop NEW and return OLD to service (units unmasked)
   -h, --help             this help
       --version          print the version
 
@@ -71,6 +77,7 @@ const VERBS: Record<VerbName, () => Promise<{ run: Verb }>> = {
   adopt: () => import('./commands/adopt/index.js'),
   backup: () => import('./commands/backup/index.js'),
   restore: () => import('./commands/backup/index.js'),
+  move: () => import('./commands/move/index.js'),
   rollback: () => import('./commands/rollback/verb.js'),
   lock: () => import('./commands/lock/verb.js'),
   unlock: () => import('./commands/unlock/index.js'),

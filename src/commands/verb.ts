@@ -42,6 +42,7 @@ export const OPTIONS = {
   to: { type: 'string' },
   from: { type: 'string' },
   force: { type: 'boolean' },
+  abort: { type: 'boolean' },
   'encrypt-to': { type: 'string', multiple: true },
   identity: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -63,6 +64,7 @@ export const VERB_NAMES = [
   'backup',
   'restore',
   'mas-migrate',
+  'move',
 ] as const
 export type VerbName = (typeof VERB_NAMES)[number]
 

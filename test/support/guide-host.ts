@@ -46,19 +46,21 @@ const GUIDE_PACKAGES = ['postgresql', 'redis-server', 'apache2', 'python3-venv',
 export const GUIDE_SUITE = 'bookworm-guide-packages'
 
 /**
- * The bookworm target image with the guide's Debian packages installed (from Debian's archive, the
- * first time): saves the apt-get install on every run, as the base images do for debootstrap.
+ * The target image of `suite` (bookworm; bullseye for the move's old host) with the guide's Debian
+ * packages installed (from Debian's archive, the first time): saves the apt-get install on every run,
+ * as the base images do for debootstrap.
  */
-export async function guideImage(): Promise<string> {
-  const image = targetImage(GUIDE_SUITE)
+export async function guideImage(suite = 'bookworm'): Promise<string> {
+  const guideSuite = `${suite.replace(/[^a-zA-Z0-9_.-]/g, '-')}-guide-packages`
+  const image = targetImage(guideSuite)
   if (
     await run('docker', ['image', 'inspect', image]).then(
       () => true,
       () => false,
     )
   )
-    return GUIDE_SUITE
-  const env = await startHosts(['guide-image'])
+    return guideSuite
+  const env = await startHosts(['guide-image'], { suite })
   try {
     const host = env.get('guide-image')
     await sh(
@@ -70,7 +72,7 @@ export async function guideImage(): Promise<string> {
   } finally {
     await env.stop()
   }
-  return GUIDE_SUITE
+  return guideSuite
 }
 
 export interface GuideHost {
@@ -121,6 +123,18 @@ worker_listeners:
   port: 32980
   bind_address: '127.0.0.1'
 `
+
+/**
+ * A guide worker file converted by hand to instance_map, as its admin must for Synapse 1.88+ (1.141
+ * refuses worker_replication_host/_http_port): those lines out, worker_name in; homeserver.yaml gets
+ * instance_map.main (buildGuideHost's instanceMap).
+ */
+function toInstanceMap(yaml: string, name: string): string {
+  const kept = yaml
+    .split('\n')
+    .filter((l) => !/^worker_replication_(host|http_port):/.test(l) && !l.startsWith('# The replication listener'))
+  return kept.some((l) => l.startsWith('worker_name:')) ? kept.join('\n') : [kept[0], `worker_name: ${name}`, ...kept.slice(1)].join('\n')
+}
 
 /** The guide's Federation Reader ProxyPass list, verbatim. */
 export const GUIDE_FEDERATION_PATHS = [
@@ -242,7 +256,7 @@ ${fed}
  */
 export async function buildGuideHost(
   host: TestHost,
-  opts: { serverName: string; publicHost: string; wheelhouse: string },
+  opts: { serverName: string; publicHost: string; wheelhouse: string; instanceMap?: boolean },
 ): Promise<GuideHost> {
   const step = (what: string) => console.log(`[guide host] ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
   const t0 = Date.now()
@@ -326,7 +340,16 @@ worker_app: synapse.app.homeserver
 daemonize: true
 # disable federation sending here, use worker for it
 send_federation: false
-'''
+'''${
+      opts.instanceMap
+        ? `
+t += '''instance_map:
+  main:
+    host: 127.0.0.1
+    port: 32993
+'''`
+        : ''
+    }
 open(p, 'w').write(t)
 PY
 sed -i 's/^port 6379$/port 32992/' /etc/redis/redis.conf && systemctl restart redis-server`,
@@ -335,8 +358,14 @@ sed -i 's/^port 6379$/port 32992/' /etc/redis/redis.conf && systemctl restart re
 
   // Workers, units, Apache.
   const files: [string, string][] = [
-    ['/etc/matrix-synapse/workers/federation_reader.yaml', FEDERATION_READER_YAML],
-    ['/etc/matrix-synapse/workers/federation_sender.yaml', FEDERATION_SENDER_YAML],
+    [
+      '/etc/matrix-synapse/workers/federation_reader.yaml',
+      opts.instanceMap ? toInstanceMap(FEDERATION_READER_YAML, 'federation_reader') : FEDERATION_READER_YAML,
+    ],
+    [
+      '/etc/matrix-synapse/workers/federation_sender.yaml',
+      opts.instanceMap ? toInstanceMap(FEDERATION_SENDER_YAML, 'federation_sender') : FEDERATION_SENDER_YAML,
+    ],
     ['/lib/systemd/system/matrix-synapse.service', DEBIAN_UNIT],
     [
       '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf',

@@ -5,7 +5,7 @@ import type { HostSpec } from '../../inventory/types.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
 import { RemoteCommandError, type Connection } from '../../ssh/connection.js'
 import { AGE_SUFFIX } from './age.js'
-import { readDatabaseState, readInstalledSynapse, signingKeyIdentity, psqlRows } from './homeserver-state.js'
+import { readDatabaseState, readInstalledSynapse, signingKeyIdentity, psqlRows } from '../../resources/homeserver-state.js'
 import {
   MEDIA_SIZE_COMMAND,
   partCommand,

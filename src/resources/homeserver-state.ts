@@ -1,8 +1,8 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto'
-import type { Connection } from '../../ssh/connection.js'
-import { raw, sh } from '../../core/shell.js'
-import { sqlLiteral } from '../../resources/postgres.js'
-import { SYNAPSE_PYTHON } from '../../synapse/paths.js'
+import type { Connection } from '../ssh/connection.js'
+import { raw, sh } from '../core/shell.js'
+import { sqlLiteral } from './postgres.js'
+import { SYNAPSE_PYTHON } from '../synapse/paths.js'
 
 /** The Synapse installed on a host: its version and the newest database schema it knows (SCHEMA_VERSION). */
 export interface InstalledSynapse {

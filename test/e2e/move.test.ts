@@ -1,0 +1,199 @@
+import { createHash } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { stringify } from 'yaml'
+import { pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/artifacts.js'
+import { runCli } from '../support/cli.js'
+import { buildGuideHost, guideImage, type GuideHost } from '../support/guide-host.js'
+import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { MatrixClient } from '../support/matrix-client.js'
+import { debian13Suite, OLD_SUITE } from '../support/suites.js'
+
+const SERVER = 'old.test'
+const PUBLIC = 'matrix.old.test'
+const OLD_VERSION = '1.141.0'
+const OLD_KEY = `/etc/matrix-synapse/${SERVER}.signing.key`
+const OLD_UNITS = ['matrix-synapse.service', 'matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
+
+interface MoveJson {
+  status: string
+  error?: string
+  preflight: { name: string; ok: boolean; detail: string }[]
+  steps: { name: string; done: boolean }[]
+  downtimeMs?: number
+  backgroundUpdatesMs?: number
+  next: string[]
+}
+
+/**
+ * `provision move` from a guide server kept up by hand until its system could go no further (Debian 11
+ * standing in for Ubuntu 20.04: Python 3.9, PostgreSQL 13, Synapse 1.141.0, the guide's two workers
+ * converted to instance_map) to a Debian 13 host (PostgreSQL 17) at the newest pinned Synapse. One pair
+ * of hosts serves both cases: first a move whose restore on NEW is killed, and --abort (OLD serves
+ * again, nothing lost); then the move itself, verified through the client API, and a second run.
+ */
+describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () => {
+  let oldEnv: TestHosts
+  let newEnv: TestHosts
+  let oldHost: TestHost
+  let newHost: TestHost
+  let guide: GuideHost
+  let inventory: string
+  let encryptedRoom: string
+  let oldCounts: string
+  const media: { uri: string; sha256: string }[] = []
+  const started = Date.now()
+  const client = (host: TestHost, ca: string, token?: string) => {
+    const c = new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca })
+    c.token = token
+    return c
+  }
+  const countsSql = `SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM access_tokens)`
+  const oldDbCounts = async () => (await oldHost.exec(`runuser -u postgres -- psql -At -d synapse -c "${countsSql}"`)).stdout.trim()
+  const unitStates = async (h: TestHost) => (await h.exec(`systemctl is-active ${OLD_UNITS.join(' ')}; true`)).stdout.trim().split('\n')
+
+  beforeAll(async () => {
+    const [oldWheels, newWheels, oldSuite] = await Promise.all([synapseWheelhouse('3.9', OLD_VERSION), synapseWheelhouse('3.13'), guideImage(OLD_SUITE)])
+    ;[oldEnv, newEnv] = await Promise.all([
+      startHosts(['old'], { suite: oldSuite, ports: [443], aliases: { old: [SERVER, PUBLIC] } }),
+      startHosts(['new'], { suite: debian13Suite(), ports: [443], aliases: { new: [SERVER, PUBLIC] } }),
+    ])
+    oldHost = oldEnv.get('old')
+    newHost = newEnv.get('new')
+    guide = await buildGuideHost(oldHost, { serverName: SERVER, publicHost: PUBLIC, wheelhouse: oldWheels.dir, instanceMap: true })
+    // What the guide host lacks: an encrypted room with an encrypted event, more media.
+    const alice = client(oldHost, guide.ca, guide.token)
+    const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
+      name: 'secret',
+      preset: 'private_chat',
+      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+    })
+    expect(room.status, room.text).toBe(200)
+    encryptedRoom = room.json.room_id
+    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/send/m.room.encrypted/e2e-1`, { algorithm: 'm.megolm.v1.aes-sha2', ciphertext: 'AwgAEnAC', sender_key: 'k', session_id: 's', device_id: 'D' })
+    expect(sent.status, sent.text).toBe(200)
+    media.push({ uri: guide.mediaUri, sha256: guide.mediaSha256 })
+    for (let i = 0; i < 4; i++) {
+      const data = Buffer.alloc(300_000 + i, i + 1)
+      media.push({ uri: await alice.upload(data, 'application/octet-stream', `m${i}.bin`), sha256: createHash('sha256').update(data).digest('hex') })
+    }
+    // One inventory, both hosts: OLD is only named, as the self-contained server it is (no task ever runs on it).
+    await writeFile(join(newEnv.dir, 'known_hosts_all'), (await readFile(oldEnv.knownHostsFile, 'utf8')) + (await readFile(newEnv.knownHostsFile, 'utf8')))
+    const host = (h: TestHost, roles: string[]) => ({ address: h.sshHost, privateAddress: h.ip, ssh: { port: h.sshPort, user: 'root' }, roles })
+    inventory = join(newEnv.dir, 'move.yaml')
+    await writeFile(
+      inventory,
+      stringify({
+        defaults: {
+          ssh: { identityFile: newEnv.keyFile, knownHostsFile: join(newEnv.dir, 'known_hosts_all'), hostKeyPolicy: 'strict', connectTimeout: 20 },
+          vars: { serverName: SERVER, publicHost: PUBLIC, synapse: pipSynapseVars(newWheels) },
+        },
+        hosts: { old: host(oldHost, ['postgres', 'synapse']), new: host(newHost, ['postgres', 'redis', 'synapse', 'workers', 'apache']) },
+      }),
+    )
+    oldCounts = await oldDbCounts()
+    console.log(`old host built (${OLD_VERSION}, counts ${oldCounts}) in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+  })
+  afterAll(async () => {
+    await Promise.all([oldEnv?.stop(), newEnv?.stop()])
+    console.log(`move.test.ts took ${((Date.now() - started) / 1000).toFixed(0)} s`)
+  })
+
+  const move = async (extra: string[] = []) => {
+    const r = await runCli(['move', '--inventory', inventory, '--from', 'old', '--to', 'new', '--json', ...extra], { timeoutMs: 1_800_000 })
+    return { ...r, report: JSON.parse(r.stdout || '{}') as MoveJson }
+  }
+
+  it('--dry-run: the preflight passes (server name, route 1.141.0 -> newest, PostgreSQL 17, Python, space, TLS) and the plan is printed; nothing changes', async () => {
+    const r = await move(['--dry-run'])
+    expect(r.code, r.stdout + r.stderr).toBe(0)
+    expect(r.report.status).toBe('planned')
+    expect(r.report.preflight.filter((c) => !c.ok)).toEqual([])
+    expect(r.report.preflight.find((c) => c.name === 'version route')?.detail).toContain(`${OLD_VERSION} -> ${SYNAPSE_VERSION} directly`)
+    expect(r.report.steps.map((s) => s.name)).toEqual(['provision', 'media-1', 'stop-old', 'media-2', 'database', 'key-secrets', 'start', 'verify'])
+    expect(await unitStates(oldHost)).toEqual(['active', 'active', 'active'])
+    expect((await newHost.exec('test -e /opt/venvs/matrix-synapse; echo $?')).stdout.trim()).toBe('1')
+  })
+
+  it("a move whose restore on NEW is killed fails and says so; --abort returns OLD to service with nothing lost", async () => {
+    // Kills pg_restore on NEW the moment it starts (the dump's other end: OLD's pg_dump must end too).
+    const killer = newHost.exec('until [ -e /root/stop-killer ]; do pkill -KILL -x pg_restore && exit 0; sleep 0.05; done; exit 1')
+    const r = await move()
+    await newHost.exec('touch /root/stop-killer')
+    expect((await killer).exitCode, r.stdout + r.stderr).toBe(0)
+    expect(r.code, r.stdout + r.stderr).toBe(1)
+    expect(r.report.status).toBe('failed')
+    expect(r.report.error).toContain('database stream')
+    expect(r.report.next.join(' ')).toContain('--abort')
+    expect((await oldHost.exec('pgrep -x pg_dump || true')).stdout.trim()).toBe('')
+    expect((await oldHost.exec('systemctl is-enabled matrix-synapse.service; true')).stdout.trim()).toBe('masked')
+    const aborted = await move(['--abort'])
+    expect(aborted.code, aborted.stdout + aborted.stderr).toBe(0)
+    expect(aborted.report.status).toBe('aborted')
+    expect(await unitStates(oldHost)).toEqual(['active', 'active', 'active'])
+    expect((await newHost.exec('systemctl is-active matrix-synapse.service; true')).stdout.trim()).not.toBe('active')
+    expect(await oldDbCounts()).toBe(oldCounts)
+    const alice = client(oldHost, guide.ca, guide.token)
+    for (let i = 0; i < 60 && (await alice.call('GET', '/_matrix/client/v3/account/whoami').catch(() => ({ status: 0 }))).status !== 200; i++) await new Promise((res) => setTimeout(res, 1000))
+    expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
+  }, 1_800_000)
+
+  let report: MoveJson
+  it(`moves OLD (${OLD_VERSION}, PostgreSQL 13) to NEW (${SYNAPSE_VERSION}, PostgreSQL 17): downtime reported, background updates done`, async () => {
+    const r = await move()
+    expect(r.code, r.stdout + r.stderr).toBe(0)
+    report = r.report
+    expect(report.status, report.error).toBe('moved')
+    expect(report.steps.every((s) => s.done)).toBe(true)
+    expect(report.downtimeMs).toBeGreaterThan(0)
+    expect(report.downtimeMs).toBeLessThan(600_000)
+    console.log(`move: downtime ${((report.downtimeMs ?? 0) / 1000).toFixed(1)} s, background updates ${((report.backgroundUpdatesMs ?? 0) / 1000).toFixed(1)} s after the start`)
+    expect((await newHost.exec('runuser -u postgres -- psql -At -d synapse -c "SELECT count(*) FROM background_updates"')).stdout.trim()).toBe('0')
+  }, 1_800_000)
+
+  it('NEW is the same server: key id and verify key, passwords, the old token, messages, the encrypted room, every media file', async () => {
+    const ca = (await newHost.exec(`cat /etc/ssl/matrix-provision/${PUBLIC}.crt`)).stdout
+    const anon = client(newHost, ca)
+    const keyFile = (await oldHost.exec(`cat ${OLD_KEY}`)).stdout.trim().split(/\s+/)
+    const published = await anon.call<{ verify_keys: Record<string, { key: string }> }>('GET', '/_matrix/key/v2/server')
+    expect(Object.keys(published.json.verify_keys)).toEqual([`ed25519:${keyFile[1]}`])
+    const { signingKeyIdentity } = await import('../../src/resources/homeserver-state.js')
+    expect(published.json.verify_keys[`ed25519:${keyFile[1]}`]!.key).toBe(signingKeyIdentity(keyFile.join(' ')).publicKey)
+    const version = await anon.call<{ server: { version: string } }>('GET', '/_matrix/federation/v1/version')
+    expect(version.json.server.version).toBe(SYNAPSE_VERSION)
+    for (const u of guide.users) {
+      const c = client(newHost, ca)
+      await c.login(u.name, u.password)
+      expect(c.token).toBeTruthy()
+    }
+    const alice = client(newHost, ca, guide.token)
+    expect((await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.user_id).toBe(`@alice:${SERVER}`)
+    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`)
+    expect(messages.json.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse()).toEqual(guide.messages)
+    const state = await alice.call<{ algorithm: string }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/state/m.room.encryption/`)
+    expect(state.json.algorithm).toBe('m.megolm.v1.aes-sha2')
+    const secret = await alice.call<{ chunk: { type: string }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/messages?dir=b&limit=50`)
+    expect(secret.json.chunk.some((e) => e.type === 'm.room.encrypted')).toBe(true)
+    for (const m of media) {
+      const got = await alice.raw('GET', `/_matrix/client/v1/media/download/${m.uri.replace('mxc://', '')}`)
+      expect(got.status, m.uri).toBe(200)
+      expect(createHash('sha256').update(got.body).digest('hex')).toBe(m.sha256)
+    }
+    const check = await runCli(['check', '--inventory', inventory, '--limit', 'new'], { timeoutMs: 900_000 })
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+  })
+
+  it('OLD is stopped and masked with its data untouched; a second run changes nothing', async () => {
+    expect(await unitStates(oldHost)).not.toContain('active')
+    for (const u of OLD_UNITS) expect((await oldHost.exec(`systemctl is-enabled ${u}; true`)).stdout.trim(), u).toBe('masked')
+    expect((await oldHost.exec('ls /var/lib/matrix-provision/moved-units/')).stdout.trim()).toBe('matrix-synapse.target')
+    expect(await oldDbCounts()).toBe(oldCounts)
+    expect((await oldHost.exec(`sha256sum ${OLD_KEY} | cut -d' ' -f1`)).stdout.trim()).toBe(guide.signingKeySha256)
+    const pid = (await newHost.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()
+    const again = await move()
+    expect(again.code, again.stdout + again.stderr).toBe(0)
+    expect(again.report.status).toBe('unchanged')
+    expect((await newHost.exec('systemctl show -p MainPID --value matrix-synapse')).stdout.trim()).toBe(pid)
+  })
+})
