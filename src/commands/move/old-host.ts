@@ -72,7 +72,7 @@ export async function readOldConfig(conn: Connection): Promise<OldConfig> {
   const exec = parseExecStart(shown.stdout)
   if (!exec) throw new MoveRefused(`${conn.host}: ${SYNAPSE_UNIT} does not run synapse.app.homeserver (ExecStart: ${shown.stdout.trim() || 'none'}): the move reads the configuration the running unit uses`)
   const paths = exec.configPaths.length ? exec.configPaths : ['/etc/matrix-synapse/homeserver.yaml']
-  const r = await conn.run(sh`cd / && ${exec.python} -c ${READ_CONFIG_PY} ${paths}`, { secretOutput: true })
+  const r = await conn.run(sh`cd / && ${exec.python} -c ${READ_CONFIG_PY} ${paths}`, { secretOutput: true, allowFailure: true })
   if (r.code !== 0) throw new Error(`${conn.host}: reading Synapse's configuration with ${exec.python} failed: ${r.stderr.trim().split('\n').at(-1)}`)
   const c = JSON.parse(r.stdout) as Record<string, string | number | null>
   const secret = (v: unknown, what: string) => (typeof v === 'string' && v !== '' ? new Secret(v, `${what} of ${conn.host}`) : undefined)
@@ -101,9 +101,7 @@ export interface UnitFile {
 /** Every Synapse unit and the tool's backup timer on the host, loaded or only installed (list-unit-files: templates, disabled ones). */
 export async function synapseUnits(conn: Connection): Promise<UnitFile[]> {
   const r = await conn.run(
-    raw(
-      `{ systemctl list-units --all --plain --no-legend 'matrix-synapse*' 'matrix-provision-backup*' | awk '{print $1}'; systemctl list-unit-files --no-legend 'matrix-synapse*' 'matrix-provision-backup*' | awk '{print $1}'; } | sort -u | while read -r u; do printf '%s\\t%s\\t%s\\n' "$u" "$(systemctl show -p FragmentPath --value "$u")" "$(systemctl is-enabled "$u" 2>/dev/null)"; done; true`,
-    ),
+    raw`{ systemctl list-units --all --plain --no-legend 'matrix-synapse*' 'matrix-provision-backup*' | awk '{print $1}'; systemctl list-unit-files --no-legend 'matrix-synapse*' 'matrix-provision-backup*' | awk '{print $1}'; } | sort -u | while read -r u; do printf '%s\\t%s\\t%s\\n' "$u" "$(systemctl show -p FragmentPath --value "$u")" "$(systemctl is-enabled "$u" 2>/dev/null)"; done; true`,
   )
   return r.stdout
     .split('\n')
@@ -173,7 +171,7 @@ export async function unmaskAndStart(conn: Connection, record: MovedAway): Promi
 }
 
 export async function must(conn: Connection, command: ReturnType<typeof sh>, what: string, stdin?: string | Buffer): Promise<string> {
-  const r = await conn.run(command, { stdin, timeoutMs: 0 })
+  const r = await conn.run(command, { stdin, timeoutMs: 0, allowFailure: true })
   if (r.code !== 0) throw new Error(`${conn.host}: ${what} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`)
   return r.stdout
 }

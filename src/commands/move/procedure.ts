@@ -80,8 +80,8 @@ async function relay(from: Connection, send: ShellCommand, to: Connection, recei
   // Counted in a Transform: a 'data' listener would switch the stream to flowing and lose the head.
   const pipe = new PassThrough({ highWaterMark: 1 << 20 })
   const counted = pipe.pipe(new Transform({ transform: (chunk: Buffer, _e, cb) => ((bytes += chunk.length), cb(null, chunk)) }))
-  const receiving = to.run(receive, { stdin: counted, timeoutMs: 0 })
-  const sending = from.run(send, { stdoutTo: pipe, timeoutMs: 0, stdin: sendStdin }).then((r) => {
+  const receiving = to.run(receive, { stdin: counted, timeoutMs: 0, allowFailure: true })
+  const sending = from.run(send, { stdoutTo: pipe, timeoutMs: 0, stdin: sendStdin, allowFailure: true }).then((r) => {
     if (r.code === 0) pipe.end()
     else pipe.destroy(new Error(`${from.host} exited ${r.code}`))
     return r
@@ -94,7 +94,7 @@ async function relay(from: Connection, send: ShellCommand, to: Connection, recei
 }
 
 // path, size, whole-second mtime (GNU tar keeps no fraction): Synapse's media files are written once.
-const LIST_FILES = raw(`find . -type f -printf '%P\\t%s\\t%T@\\n' | sed 's/\\.[0-9]*$//' | LC_ALL=C sort`)
+const LIST_FILES = raw`find . -type f -printf '%P\\t%s\\t%T@\\n' | sed 's/\\.[0-9]*$//' | LC_ALL=C sort`
 
 export async function move(o: MoveOptions): Promise<MoveReport> {
   const started = Date.now()
@@ -122,7 +122,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     const oldDb = await readDatabaseState(oldConn, old.database)
     const [[dbBytes] = []] = await psqlRows(oldConn, 'postgres', `SELECT pg_database_size(${sqlLiteral(old.database)})`)
     const mediaBytes = Number((await oldConn.run(sh`du -sb ${old.mediaStorePath} 2>/dev/null | cut -f1; true`)).stdout.trim()) || 0
-    const key = await oldConn.run(sh`cat ${old.signingKeyPath}`, { secretOutput: true })
+    const key = await oldConn.run(sh`cat ${old.signingKeyPath}`, { secretOutput: true, allowFailure: true })
     if (key.code !== 0) throw new MoveRefused(`${o.old.name}: cannot read the signing key ${old.signingKeyPath}`)
     const oldKey = signingKeyIdentity(new Secret(key.stdout, 'signing key').reveal())
     report.old = { synapse: old.version, postgres: oldDb.postgresVersion, schema: oldDb.schemaVersion, databaseBytes: Number(dbBytes) || 0, mediaBytes, signingKey: `${oldKey.id} ${oldKey.publicKey}` }
@@ -195,7 +195,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     })
     add('start', `apply the inventory to ${o.new.name}: configuration with OLD's secrets, start Synapse (it migrates ${old.version} -> ${o.new.vars.synapse.version ?? 'the pinned version'}), then the workers, after-checks`, async () => {
       const port = o.new.vars.synapse.listenPort
-      const up = n.run(sh`for i in $(seq 1 3600); do curl -sf -o /dev/null http://127.0.0.1:${String(port)}/health && exit 0; sleep 0.25; done; exit 1`, { timeoutMs: 0 }).then((r) => (r.code === 0 ? Date.now() : undefined))
+      const up = n.run(sh`for i in $(seq 1 3600); do curl -sf -o /dev/null http://127.0.0.1:${String(port)}/health && exit 0; sleep 0.25; done; exit 1`, { timeoutMs: 0, allowFailure: true }).then((r) => (r.code === 0 ? Date.now() : undefined))
       const applied = await o.applyInventory()
       report.apply = applied
       const servedAt = await up
@@ -260,7 +260,7 @@ async function preflight(o: MoveOptions, report: MoveReport, old: OldConfig, old
   const os = facts.get(osRelease)
   const t = targetOf(os)
   const pgMin = minimumPostgresFor(target)
-  const pg = Number(/^(\d+)/.exec((await newConn.run(raw('psql --version 2>/dev/null || true'))).stdout.replace(/^\D+/, ''))?.[1]) || t?.defaultPostgres
+  const pg = Number(/^(\d+)/.exec((await newConn.run(raw`psql --version 2>/dev/null || true`)).stdout.replace(/^\D+/, ''))?.[1]) || t?.defaultPostgres
   check(`${o.new.name}'s PostgreSQL`, pg !== undefined && pg >= pgMin, pg === undefined ? `${os.prettyName} is not a supported target` : `${pg} (Synapse ${target ?? 'latest'} needs ${pgMin}+)`)
   const py = facts.get(pythonVersion)
   if (target && o.new.vars.synapse.install === 'pip') {
@@ -269,7 +269,7 @@ async function preflight(o: MoveOptions, report: MoveReport, old: OldConfig, old
     check(`${o.new.name}'s Python`, !!py && compareVersions(`${py}.0`, `${floor}.0`) >= 0, `${py ?? 'none'} (the lock of ${target} covers Python ${lock.python})`)
   }
   const need = Math.ceil((report.old!.databaseBytes + report.old!.mediaBytes) * SPACE_MARGIN)
-  const avail = Number((await newConn.run(raw("df -B1 --output=avail /var/lib | tail -1"))).stdout.trim())
+  const avail = Number((await newConn.run(raw`df -B1 --output=avail /var/lib | tail -1`)).stdout.trim())
   check('free space on NEW', avail >= need, `${(avail / 2 ** 30).toFixed(1)} GiB free under /var/lib; needs ${(need / 2 ** 30).toFixed(2)} GiB (database ${(report.old!.databaseBytes / 2 ** 20).toFixed(0)} MiB + media ${(report.old!.mediaBytes / 2 ** 20).toFixed(0)} MiB, x${SPACE_MARGIN})`)
   const tls = o.new.vars.apache.tls
   const tlsOk = tls.mode !== 'acme'
