@@ -14,7 +14,11 @@ const SERVER = 'old.test'
 const PUBLIC = 'matrix.old.test'
 const OLD_VERSION = '1.141.0'
 const OLD_KEY = `/etc/matrix-synapse/${SERVER}.signing.key`
-const OLD_UNITS = ['matrix-synapse.service', 'matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service']
+const OLD_UNITS = [
+  'matrix-synapse.service',
+  'matrix-synapse-worker@federation_reader.service',
+  'matrix-synapse-worker@federation_sender.service',
+]
 
 interface MoveJson {
   status: string
@@ -54,7 +58,11 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   const unitStates = async (h: TestHost) => (await h.exec(`systemctl is-active ${OLD_UNITS.join(' ')}; true`)).stdout.trim().split('\n')
 
   beforeAll(async () => {
-    const [oldWheels, newWheels, oldSuite] = await Promise.all([synapseWheelhouse('3.9', OLD_VERSION), synapseWheelhouse('3.13'), guideImage(OLD_SUITE)])
+    const [oldWheels, newWheels, oldSuite] = await Promise.all([
+      synapseWheelhouse('3.9', OLD_VERSION),
+      synapseWheelhouse('3.13'),
+      guideImage(OLD_SUITE),
+    ])
     ;[oldEnv, newEnv] = await Promise.all([
       startHosts(['old'], { suite: oldSuite, ports: [443], aliases: { old: [SERVER, PUBLIC] } }),
       startHosts(['new'], { suite: debian13Suite(), ports: [443], aliases: { new: [SERVER, PUBLIC] } }),
@@ -71,22 +79,44 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     })
     expect(room.status, room.text).toBe(200)
     encryptedRoom = room.json.room_id
-    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/send/m.room.encrypted/e2e-1`, { algorithm: 'm.megolm.v1.aes-sha2', ciphertext: 'AwgAEnAC', sender_key: 'k', session_id: 's', device_id: 'D' })
+    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/send/m.room.encrypted/e2e-1`, {
+      algorithm: 'm.megolm.v1.aes-sha2',
+      ciphertext: 'AwgAEnAC',
+      sender_key: 'k',
+      session_id: 's',
+      device_id: 'D',
+    })
     expect(sent.status, sent.text).toBe(200)
     media.push({ uri: guide.mediaUri, sha256: guide.mediaSha256 })
     for (let i = 0; i < 4; i++) {
       const data = Buffer.alloc(300_000 + i, i + 1)
-      media.push({ uri: await alice.upload(data, 'application/octet-stream', `m${i}.bin`), sha256: createHash('sha256').update(data).digest('hex') })
+      media.push({
+        uri: await alice.upload(data, 'application/octet-stream', `m${i}.bin`),
+        sha256: createHash('sha256').update(data).digest('hex'),
+      })
     }
     // One inventory, both hosts: OLD is only named, as the self-contained server it is (no task ever runs on it).
-    await writeFile(join(newEnv.dir, 'known_hosts_all'), (await readFile(oldEnv.knownHostsFile, 'utf8')) + (await readFile(newEnv.knownHostsFile, 'utf8')))
-    const host = (h: TestHost, roles: string[]) => ({ address: h.sshHost, privateAddress: h.ip, ssh: { port: h.sshPort, user: 'root' }, roles })
+    await writeFile(
+      join(newEnv.dir, 'known_hosts_all'),
+      (await readFile(oldEnv.knownHostsFile, 'utf8')) + (await readFile(newEnv.knownHostsFile, 'utf8')),
+    )
+    const host = (h: TestHost, roles: string[]) => ({
+      address: h.sshHost,
+      privateAddress: h.ip,
+      ssh: { port: h.sshPort, user: 'root' },
+      roles,
+    })
     inventory = join(newEnv.dir, 'move.yaml')
     await writeFile(
       inventory,
       stringify({
         defaults: {
-          ssh: { identityFile: newEnv.keyFile, knownHostsFile: join(newEnv.dir, 'known_hosts_all'), hostKeyPolicy: 'strict', connectTimeout: 20 },
+          ssh: {
+            identityFile: newEnv.keyFile,
+            knownHostsFile: join(newEnv.dir, 'known_hosts_all'),
+            hostKeyPolicy: 'strict',
+            connectTimeout: 20,
+          },
           vars: { serverName: SERVER, publicHost: PUBLIC, synapse: pipSynapseVars(newWheels) },
         },
         hosts: { old: host(oldHost, ['postgres', 'synapse']), new: host(newHost, ['postgres', 'redis', 'synapse', 'workers', 'apache']) },
@@ -111,12 +141,21 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     expect(r.report.status).toBe('planned')
     expect(r.report.preflight.filter((c) => !c.ok)).toEqual([])
     expect(r.report.preflight.find((c) => c.name === 'version route')?.detail).toContain(`${OLD_VERSION} -> ${SYNAPSE_VERSION} directly`)
-    expect(r.report.steps.map((s) => s.name)).toEqual(['provision', 'media-1', 'stop-old', 'media-2', 'database', 'key-secrets', 'start', 'verify'])
+    expect(r.report.steps.map((s) => s.name)).toEqual([
+      'provision',
+      'media-1',
+      'stop-old',
+      'media-2',
+      'database',
+      'key-secrets',
+      'start',
+      'verify',
+    ])
     expect(await unitStates(oldHost)).toEqual(['active', 'active', 'active'])
     expect((await newHost.exec('test -e /opt/venvs/matrix-synapse; echo $?')).stdout.trim()).toBe('1')
   })
 
-  it("a move whose restore on NEW is killed fails and says so; --abort returns OLD to service with nothing lost", async () => {
+  it('a move whose restore on NEW is killed fails and says so; --abort returns OLD to service with nothing lost', async () => {
     // Kills pg_restore on NEW the moment it starts (the dump's other end: OLD's pg_dump must end too).
     const killer = newHost.exec('until [ -e /root/stop-killer ]; do pkill -KILL -x pg_restore && exit 0; sleep 0.05; done; exit 1')
     const r = await move()
@@ -135,7 +174,12 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     expect((await newHost.exec('systemctl is-active matrix-synapse.service; true')).stdout.trim()).not.toBe('active')
     expect(await oldDbCounts()).toBe(oldCounts)
     const alice = client(oldHost, guide.ca, guide.token)
-    for (let i = 0; i < 60 && (await alice.call('GET', '/_matrix/client/v3/account/whoami').catch(() => ({ status: 0 }))).status !== 200; i++) await new Promise((res) => setTimeout(res, 1000))
+    for (
+      let i = 0;
+      i < 60 && (await alice.call('GET', '/_matrix/client/v3/account/whoami').catch(() => ({ status: 0 }))).status !== 200;
+      i++
+    )
+      await new Promise((res) => setTimeout(res, 1000))
     expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
   }, 1_800_000)
 
@@ -148,8 +192,12 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     expect(report.steps.every((s) => s.done)).toBe(true)
     expect(report.downtimeMs).toBeGreaterThan(0)
     expect(report.downtimeMs).toBeLessThan(600_000)
-    console.log(`move: downtime ${((report.downtimeMs ?? 0) / 1000).toFixed(1)} s, background updates ${((report.backgroundUpdatesMs ?? 0) / 1000).toFixed(1)} s after the start`)
-    expect((await newHost.exec('runuser -u postgres -- psql -At -d synapse -c "SELECT count(*) FROM background_updates"')).stdout.trim()).toBe('0')
+    console.log(
+      `move: downtime ${((report.downtimeMs ?? 0) / 1000).toFixed(1)} s, background updates ${((report.backgroundUpdatesMs ?? 0) / 1000).toFixed(1)} s after the start`,
+    )
+    expect(
+      (await newHost.exec('runuser -u postgres -- psql -At -d synapse -c "SELECT count(*) FROM background_updates"')).stdout.trim(),
+    ).toBe('0')
   }, 1_800_000)
 
   it('NEW is the same server: key id and verify key, passwords, the old token, messages, the encrypted room, every media file', async () => {
@@ -169,11 +217,25 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     }
     const alice = client(newHost, ca, guide.token)
     expect((await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.user_id).toBe(`@alice:${SERVER}`)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`)
-    expect(messages.json.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse()).toEqual(guide.messages)
-    const state = await alice.call<{ algorithm: string }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/state/m.room.encryption/`)
+    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
+    )
+    expect(
+      messages.json.chunk
+        .filter((e) => e.type === 'm.room.message')
+        .map((e) => e.content.body)
+        .reverse(),
+    ).toEqual(guide.messages)
+    const state = await alice.call<{ algorithm: string }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/state/m.room.encryption/`,
+    )
     expect(state.json.algorithm).toBe('m.megolm.v1.aes-sha2')
-    const secret = await alice.call<{ chunk: { type: string }[] }>('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/messages?dir=b&limit=50`)
+    const secret = await alice.call<{ chunk: { type: string }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/messages?dir=b&limit=50`,
+    )
     expect(secret.json.chunk.some((e) => e.type === 'm.room.encrypted')).toBe(true)
     for (const m of media) {
       const got = await alice.raw('GET', `/_matrix/client/v1/media/download/${m.uri.replace('mxc://', '')}`)

@@ -14,7 +14,14 @@ import { spansHosts } from '../../inventory/workers.js'
 import { workerHosts, workerUnits } from '../../topology/instances.js'
 import { ageDecrypt, childDone } from './age.js'
 import { AFTER_RESTORE_SQL, databaseRestoreCommand } from '../../synapse/backup/database-dump.js'
-import { describeContents, holdsData, psqlRows, readDatabaseState, readInstalledSynapse, signingKeyIdentity } from '../../resources/homeserver-state.js'
+import {
+  describeContents,
+  holdsData,
+  psqlRows,
+  readDatabaseState,
+  readInstalledSynapse,
+  signingKeyIdentity,
+} from '../../resources/homeserver-state.js'
 import { MEDIA_PARTS, MEDIA_SIZE_COMMAND, MANIFEST_FILE, type BackupPart } from '../../synapse/backup/parts.js'
 import { BackupInputError, readManifest, verifyBackupFiles, type Manifest } from './manifest.js'
 import { formatBytes, type TransferProgress } from './transfer-progress.js'

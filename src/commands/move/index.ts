@@ -6,7 +6,8 @@ import { loadInventoryFromString } from '../../inventory/load.js'
 import { loadTasks } from '../../../tasks/index.js'
 import { openRun } from '../run-context.js'
 import { EXIT, UsageError, type Verb } from '../verb.js'
-import { move, type MoveReport } from './procedure.js'
+import { move } from './procedure.js'
+import type { MoveReport } from './report.js'
 
 export const run: Verb = async (input) => {
   const { values, io } = input
@@ -28,7 +29,13 @@ export const run: Verb = async (input) => {
     const newInventory = await loadInventoryFromString(doc.toString(), ctx.loaded.file, io.env)
     const newSpec = newInventory.hosts.find((x) => x.name === newHost.name)!
     const say = (line: string) => void (values.json ? undefined : io.err(line + '\n'))
-    ctx.log.event({ msg: 'move started', from: oldHost.name, to: newHost.name, abort: values.abort ?? false, dryRun: values['dry-run'] ?? false })
+    ctx.log.event({
+      msg: 'move started',
+      from: oldHost.name,
+      to: newHost.name,
+      abort: values.abort ?? false,
+      dryRun: values['dry-run'] ?? false,
+    })
     const report = await move({
       old: oldHost,
       new: newSpec,
@@ -65,10 +72,23 @@ const s = (ms: number | undefined) => (ms === undefined ? '?' : `${(ms / 1000).t
 
 export function renderMove(r: MoveReport): string {
   const lines = [`move ${r.from} -> ${r.to}: ${r.status}${r.error ? `: ${r.error}` : ''}`]
-  if (r.old) lines.push(`  ${r.from}: Synapse ${r.old.synapse}, PostgreSQL ${r.old.postgres}, schema ${r.old.schema ?? '?'}, database ${(r.old.databaseBytes / 2 ** 20).toFixed(0)} MiB, media ${(r.old.mediaBytes / 2 ** 20).toFixed(0)} MiB, key ${r.old.signingKey}`)
+  if (r.old)
+    lines.push(
+      `  ${r.from}: Synapse ${r.old.synapse}, PostgreSQL ${r.old.postgres}, schema ${r.old.schema ?? '?'}, database ${(r.old.databaseBytes / 2 ** 20).toFixed(0)} MiB, media ${(r.old.mediaBytes / 2 ** 20).toFixed(0)} MiB, key ${r.old.signingKey}`,
+    )
   if (r.preflight.length) lines.push('preflight:', ...r.preflight.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`))
-  if (r.steps.length) lines.push(r.status === 'planned' ? 'plan:' : 'steps:', ...r.steps.map((st) => `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)})` : ''}`))
-  if (r.status === 'planned') lines.push('Dry run: nothing was changed. What cannot be known yet: the target code\'s schema (checked after NEW is provisioned), the media written between the two copies, the downtime.')
+  if (r.steps.length)
+    lines.push(
+      r.status === 'planned' ? 'plan:' : 'steps:',
+      ...r.steps.map(
+        (st) =>
+          `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)})` : ''}`,
+      ),
+    )
+  if (r.status === 'planned')
+    lines.push(
+      "Dry run: nothing was changed. What cannot be known yet: the target code's schema (checked after NEW is provisioned), the media written between the two copies, the downtime.",
+    )
   if (r.downtimeMs !== undefined) lines.push(`downtime (writes stopped on ${r.from} -> ${r.to} answered /health): ${s(r.downtimeMs)}`)
   if (r.backgroundUpdatesMs !== undefined) lines.push(`background updates done ${s(r.backgroundUpdatesMs)} after the start`)
   if (r.status === 'unchanged') lines.push('nothing to do: the move is complete')

@@ -70,13 +70,18 @@ export class MoveRefused extends Error {
 export async function readOldConfig(conn: Connection): Promise<OldConfig> {
   const shown = await conn.run(sh`systemctl show -p ExecStart --value ${SYNAPSE_UNIT} || true`)
   const exec = parseExecStart(shown.stdout)
-  if (!exec) throw new MoveRefused(`${conn.host}: ${SYNAPSE_UNIT} does not run synapse.app.homeserver (ExecStart: ${shown.stdout.trim() || 'none'}): the move reads the configuration the running unit uses`)
+  if (!exec)
+    throw new MoveRefused(
+      `${conn.host}: ${SYNAPSE_UNIT} does not run synapse.app.homeserver (ExecStart: ${shown.stdout.trim() || 'none'}): the move reads the configuration the running unit uses`,
+    )
   const paths = exec.configPaths.length ? exec.configPaths : ['/etc/matrix-synapse/homeserver.yaml']
   const r = await conn.run(sh`cd / && ${exec.python} -c ${READ_CONFIG_PY} ${paths}`, { secretOutput: true, allowFailure: true })
-  if (r.code !== 0) throw new Error(`${conn.host}: reading Synapse's configuration with ${exec.python} failed: ${r.stderr.trim().split('\n').at(-1)}`)
+  if (r.code !== 0)
+    throw new Error(`${conn.host}: reading Synapse's configuration with ${exec.python} failed: ${r.stderr.trim().split('\n').at(-1)}`)
   const c = JSON.parse(r.stdout) as Record<string, string | number | null>
   const secret = (v: unknown, what: string) => (typeof v === 'string' && v !== '' ? new Secret(v, `${what} of ${conn.host}`) : undefined)
-  if (typeof c.server_name !== 'string' || typeof c.signing_key_path !== 'string') throw new MoveRefused(`${conn.host}: its configuration (${paths.join(', ')}) names no server_name or signing_key_path`)
+  if (typeof c.server_name !== 'string' || typeof c.signing_key_path !== 'string')
+    throw new MoveRefused(`${conn.host}: its configuration (${paths.join(', ')}) names no server_name or signing_key_path`)
   return {
     serverName: c.server_name,
     version: String(c.version),
@@ -87,7 +92,11 @@ export async function readOldConfig(conn: Connection): Promise<OldConfig> {
     database: String(c.database),
     databaseHost: String(c.database_host),
     healthPort: Number(c.port) || 8008,
-    secrets: { macaroon: secret(c.macaroon, 'macaroon_secret_key'), form: secret(c.form, 'form_secret'), registration: secret(c.registration, 'registration_shared_secret') },
+    secrets: {
+      macaroon: secret(c.macaroon, 'macaroon_secret_key'),
+      form: secret(c.form, 'form_secret'),
+      registration: secret(c.registration, 'registration_shared_secret'),
+    },
   }
 }
 
@@ -149,7 +158,12 @@ export async function stopAndMask(conn: Connection, to: string): Promise<MovedAw
     movedAside: aside.map((u) => ({ from: u.path, to: `${MOVED_UNITS_DIR}/${u.path.slice('/etc/systemd/system/'.length)}` })),
     enabled: instances.filter((u) => u.enabled === 'enabled').map((u) => u.unit),
   }
-  await must(conn, sh`mkdir -p -m 0700 ${STATE_DIR} ${MOVED_UNITS_DIR} && cat > ${MOVED_AWAY_RECORD}`, 'writing the move record', JSON.stringify(record, null, 2) + '\n')
+  await must(
+    conn,
+    sh`mkdir -p -m 0700 ${STATE_DIR} ${MOVED_UNITS_DIR} && cat > ${MOVED_AWAY_RECORD}`,
+    'writing the move record',
+    JSON.stringify(record, null, 2) + '\n',
+  )
   for (const u of stop) await must(conn, sh`systemctl stop ${u}`, `stopping ${u}`)
   for (const m of record.movedAside) await must(conn, sh`mv ${m.from} ${m.to}`, `moving ${m.from} aside`)
   await must(conn, sh`systemctl daemon-reload && systemctl mask ${stop}`, 'masking the units')
