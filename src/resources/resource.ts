@@ -43,6 +43,23 @@ export interface Change {
   steps?: Step[]
   /** Apply: the steps as done, in order, with their outcome (a rollback appends its own). */
   performed?: PerformedStep[]
+  /**
+   * What apply needs of its own plan (a Synapse release: its typed steps, the versions, the dump),
+   * carried on the change instead of kept between plan and apply. Not part of the report.
+   */
+  payload?: PlanPayload
+}
+
+/** A resource's own plan data on its change: `tag` names its owner; serialises to nothing (--json shows `steps`). */
+export class PlanPayload<T = unknown> {
+  constructor(
+    readonly tag: string,
+    readonly value: T,
+  ) {}
+
+  toJSON(): undefined {
+    return undefined
+  }
 }
 
 export interface Step {

@@ -19,6 +19,7 @@ export function parseSynapseVersion(version: string): [number, number, number] |
   return [Number(match[1]), Number(match[2]), Number(match[3] ?? 0)]
 }
 
+/** Order of feature thresholds ("since 1.143.0"): an rc counts as its release (1.143.0rc1 has what 1.143.0 has). */
 export function compareVersions(a: string, b: string): number {
   const pa = parseSynapseVersion(a) ?? [0, 0, 0]
   const pb = parseSynapseVersion(b) ?? [0, 0, 0]
@@ -27,6 +28,18 @@ export function compareVersions(a: string, b: string): number {
     if (diff !== 0) return diff
   }
   return 0
+}
+
+/** Release order, -1, 0 or 1 (1.9.0 < 1.10.0): an rc sorts before its release (1.160.0 -> 1.160.0rc1 is a downgrade). */
+export function compareReleases(a: string, b: string): number {
+  const c = Math.sign(compareVersions(a, b))
+  if (c !== 0) return c
+  const rc = (v: string) => {
+    const m = /^v?\d+\.\d+(?:\.\d+)?rc(\d+)/.exec(v.trim())
+    return m ? Number(m[1]) : Infinity
+  }
+  const [x, y] = [rc(a), rc(b)]
+  return x === y ? 0 : x < y ? -1 : 1
 }
 
 /**

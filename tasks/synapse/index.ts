@@ -10,7 +10,7 @@ import { aptPackages, dpkgLockTimeout } from '../../src/resources/apt-packages.j
 import { aptSourceFact, guardedInstall, packageInstallCommand, SYNAPSE_PACKAGE } from './apt-package.js'
 import { aptConverge, aptDriftCheck, aptDriftWarning, aptRunStateFact, processTargets } from './apt-drift.js'
 import { command } from '../../src/resources/command.js'
-import { directory, file, symlink } from '../../src/resources/file.js'
+import { directory, file } from '../../src/resources/file.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import { runningVenvHoldsLock } from './venv-lock-check.js'
 import type { Resource } from '../../src/resources/resource.js'
@@ -38,7 +38,6 @@ import {
   SYNAPSE_UNIT_PATH,
   SYNAPSE_WORKERS_DIR,
   VENV_LINK,
-  versionedVenv,
 } from '../../src/synapse/paths.js'
 
 /** One file per CA: Synapse reads only the first certificate of each file in federation_custom_ca_list. */
@@ -348,67 +347,8 @@ export const synapseTask: Task = {
   after: (ctx) => synapseAfterChecks(ctx.host.vars),
 }
 
-/**
- * What a worker host (workers role, no synapse role) needs of Synapse to run the workers placed on
- * it: the same release (a versioned venv from the homeserver's lock, linked as on main), the service
- * user and directories, the configuration the workers read (conf.d rendered from the homeserver's
- * settings, Postgres and Redis at their private addresses) and the signing key. No main process.
- * A version change switches the link and restarts this host's workers (their units watch it).
- */
-export function workerHostSynapse(ctx: TaskContext, home: MatrixSettings): Resource[] {
-  if (home.synapse.install !== 'pip') throw new Error('a worker host installs Synapse with the pip method: set synapse.install: pip')
-  const lock = home.synapse.lock
-  if (!lock)
-    throw new Error(
-      'a worker host installs the Synapse lock of its homeserver, which the inventory loader reads: load the inventory with locks',
-    )
-  if (!home.synapse.signingKey) throw new Error('a worker host needs synapse.signingKey (the inventory loader asks for it)')
-  const version = lock.synapseVersion
-  const out: Resource[] = [
-    ...pipHostBase(),
-    pythonVirtualenv({
-      path: versionedVenv(version),
-      lock,
-      packageName: 'matrix-synapse',
-      wheelhouse: home.synapse.wheelhouse,
-      indexUrl: home.synapse.pipIndexUrl,
-    }),
-    symlink({ path: VENV_LINK, target: versionedVenv(version) }),
-    directory({ path: SYNAPSE_CONFIG_DIR, owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o755 }),
-    directory({ path: SYNAPSE_CONF_D, mode: 0o755 }),
-    directory({ path: '/var/lib/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
-    directory({ path: mediaStorePathOf(home), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
-    directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
-    file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }),
-  ]
-  home.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
-  const configFiles = synapseConfigFiles(ctx, home)
-  const shared = configFiles.find((f) => f.path.endsWith('/40-workers.yaml'))!
-  // The synapse host stopped these already (through the run's connection); planned here too, so this
-  // host's later service resources read the units' state again and start them.
-  out.push(
-    stopWorkersBeforeSharedChange({
-      path: shared.path,
-      content: shared.content,
-      localUnits: workerUnits(ctx.inventory, ctx.host.name),
-      remote: [],
-    }),
-  )
-  for (const f of configFiles)
-    out.push(file({ path: f.path, content: f.content, owner: f.owner, group: f.group, mode: f.mode, sensitive: f.sensitive }))
-  out.push(
-    signingKeyFromSecret({
-      path: signingKeyPathOf(home),
-      key: ctx.secret(home.synapse.signingKey),
-      owner: 'matrix-synapse',
-      group: 'matrix-synapse',
-    }),
-  )
-  return out
-}
-
 /** What a pip install needs before its venv, on the synapse host and on a worker host alike. */
-function pipHostBase(): Resource[] {
+export function pipHostBase(): Resource[] {
   return [
     aptPackages({ packages: ['python3-venv', 'libpq5', 'curl'], label: 'Python venv support' }),
     command({

@@ -108,17 +108,6 @@ export function rollbackWindow(db: DatabaseSchema | null, previous: CodeSchema, 
       }
 }
 
-/** Compare dotted versions numerically (1.9.0 < 1.10.0); rcN sorts before the release. */
-export function compareVersions(a: string, b: string): number {
-  const parse = (v: string) => {
-    const m = /^(\d+)\.(\d+)\.(\d+)(?:rc(\d+))?/.exec(v)
-    return m ? [Number(m[1]), Number(m[2]), Number(m[3]), m[4] === undefined ? Infinity : Number(m[4])] : [0, 0, 0, 0]
-  }
-  const [x, y] = [parse(a), parse(b)]
-  for (let i = 0; i < 4; i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1
-  return 0
-}
-
 /**
  * Going back to older code, as Synapse's code decides it (docs/upgrade.md "Rolling back to older
  * versions"; synapse/storage/background_updates.py). The schema rule above is not enough: newer delta

@@ -6,12 +6,13 @@
  * stays, unchanged, for rollback until synapse.keepVenvs prunes it.
  */
 import { FactValues } from '../../src/facts/fact.js'
-import type { Change, PlanContext, Resource, Step } from '../../src/resources/resource.js'
+import type { Change, PlanContext, Resource } from '../../src/resources/resource.js'
 import type { Connection } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
 import { describeDrift, driftCount, driftDiff, type LockDrift } from '../../src/synapse/lock/drift.js'
-import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { VENV_LINK, versionedVenv } from '../../src/synapse/paths.js'
+import type { ReleaseSpec } from './release/spec.js'
+import { stepsAround, type ReleaseStep } from './release/steps.js'
 
 /** A venv of `version`: its first one, or one rebuilt beside it from the lock (`-r2`, `-r3`, ...). */
 export const isVenvOf = (path: string, version: string) =>
@@ -32,46 +33,46 @@ export function venvsToPrune(venvs: { path: string }[], active: string, previous
 export interface RebuildInput {
   /** The release resource's id. */
   id: string
-  spec: { version: string; keepVenvs: number; lock?: SynapseLock; installAt?: (path: string) => Resource }
+  spec: ReleaseSpec
   ctx: PlanContext
   venvs: { path: string; mtime: number }[]
   /** The venv serving now (it differs from the lock). */
   live: string
   drift: LockDrift
   /** Steps that come first (the adopt move of a plain directory). */
-  before: Step[]
-  /** release.ts's order around the switch: workers stopped, switch, main, /health, workers, after-checks. */
-  stepsAround: (from: string | undefined, body: Step[], on?: string) => Step[]
+  before: ReleaseStep[]
+  /** The installer of a venv at a path (the release keeps one per path: apply uses the one planned). */
+  installerAt: (venv: string) => Resource | undefined
 }
 
-/** The plan of a rebuild: the new venv's name, its installer and install change, and the release change. */
-export async function rebuildChange(
-  x: RebuildInput,
-): Promise<{ change: Change; venv: string; installer: Resource; installChange?: Change }> {
+/** The plan of a rebuild: the new venv's name, its steps in the upgrade's order, and the release change (without them). */
+export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; venv: string; steps: ReleaseStep[] }> {
   const { spec, ctx, live, drift } = x
-  if (!spec.installAt || !spec.lock) throw new Error('a pip release with a lock needs its installer (installAt)')
   const venv = rebuiltVenv(spec.version, x.venvs)
-  const installer = spec.installAt(venv)
+  const installer = x.installerAt(venv)
+  if (!installer || !spec.lock) throw new Error('a pip release with a lock needs its installer (installAt)')
   // The state fact lists every venv directory, and none is at this new name: its own facts read nothing.
   const facts = new FactValues()
   facts.merge(ctx.facts)
   for (const f of installer.facts()) facts.set(f.id, null)
-  const installChange = (await installer.plan({ ...ctx, facts })) ?? undefined
+  const installChange = await installer.plan({ ...ctx, facts })
   const lockName = spec.lock.file.split('/').slice(-2).join('/')
-  const steps: Step[] = [
+  const steps: ReleaseStep[] = [
     ...x.before,
-    ...(installChange ? [{ kind: 'install', target: venv, summary: installChange.summary }] : []),
+    ...(installChange ? [{ kind: 'install', venv, change: installChange, summary: installChange.summary } satisfies ReleaseStep] : []),
     {
       kind: 'check-config',
-      target: venv,
+      venv,
       summary: `parse the live configuration with the rebuilt venv's code (${venv}/bin/python -m synapse.config), main and every worker`,
     },
-    ...x.stepsAround(
+    ...stepsAround(
+      spec,
       undefined,
       [
         {
           kind: 'switch',
-          target: venv,
+          venv,
+          record: { previous: live },
           summary: `switch ${VENV_LINK} -> ${venv} (one atomic rename; ${live} stays, unchanged, for rollback)`,
         },
       ],
@@ -81,11 +82,7 @@ export async function rebuildChange(
   const venvs = [...x.venvs, { path: venv, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
   const prune = venvsToPrune(venvs, venv, live, spec.keepVenvs)
   if (prune.length)
-    steps.push({
-      kind: 'prune',
-      target: prune.join(' '),
-      summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)`,
-    })
+    steps.push({ kind: 'prune', venvs: prune, summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
   ctx.predicted.paths.add(VENV_LINK)
   const change: Change = {
     resource: x.id,
@@ -96,9 +93,8 @@ export async function rebuildChange(
     touches: [VENV_LINK],
     backupPaths: [],
     reach: 'anything',
-    steps,
   }
-  return { change, venv, installer, ...(installChange ? { installChange } : {}) }
+  return { change, venv, steps }
 }
 
 /** A rebuild failed before the switch: the half-built venv was never run and goes; the live one was not touched and still differs. */

@@ -9,7 +9,8 @@ import type { MatrixSettings } from '../../src/inventory/types.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
-import { retiredWorkers, VALIDATE_CONFIG, workerHostSynapse } from '../synapse/index.js'
+import { retiredWorkers, VALIDATE_CONFIG } from '../synapse/index.js'
+import { workerHostSynapse } from '../synapse/worker-host.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
 import {
   HOMESERVER_YAML,

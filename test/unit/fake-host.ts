@@ -32,7 +32,7 @@ import {
 } from '../../src/ssh/connection.js'
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { Distro } from './fixtures/hosts/distros.js'
-import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release.js'
+import { databaseSchemaFact, releaseStateFact } from '../../tasks/synapse/release/facts.js'
 import { aptSourceFact, guardedInstall } from '../../tasks/synapse/apt-package.js'
 import { raw } from '../../src/core/shell.js'
 import { HOST_RECORD, PENDING_RESTARTS, SECRETS_DIR, STATE_DIR } from '../../src/synapse/paths.js'

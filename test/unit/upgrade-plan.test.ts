@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { FactValues } from '../../src/facts/fact.js'
-import { Prediction, type Resource } from '../../src/resources/resource.js'
+import { Prediction } from '../../src/resources/resource.js'
 import { renderReport } from '../../src/report/text.js'
 import { checked, type Connection, type RunOptions } from '../../src/ssh/connection.js'
 import { sh } from '../../src/core/shell.js'
@@ -13,57 +12,20 @@ import {
   upstreamOf,
   type Candidate,
 } from '../../tasks/synapse/apt-package.js'
-import {
-  codeSchemaFact,
-  databaseSchemaFact,
-  dumpPath,
-  releaseStateFact,
-  synapseRelease,
-  venvsToPrune,
-  type ReleaseSpec,
-} from '../../tasks/synapse/release.js'
-import { isVenvOf, rebuiltVenv } from '../../tasks/synapse/venv-rebuild.js'
-import { venvContentsFact } from '../../src/resources/python-venv.js'
-import { parseLock } from '../../src/synapse/lock/lock-file.js'
-import { fixtureLockText } from './fixtures/lock.js'
+import { synapseRelease } from '../../tasks/synapse/release.js'
+import { carryPlan, releasePlanOf } from '../../tasks/synapse/release/steps.js'
+import { codeSchemaFact, dumpPath } from '../../tasks/synapse/release/facts.js'
+import { isVenvOf, rebuiltVenv, venvsToPrune } from '../../tasks/synapse/venv-rebuild.js'
+import { compareReleases } from '../../src/synapse/compat.js'
 import {
   canRun,
-  compareVersions,
   pendingDeltas,
   rollbackWindow,
   schemaChange,
   type CodeSchema,
   type DatabaseSchema,
 } from '../../tasks/synapse/schema-compat.js'
-import { settle } from './fake-host.js'
-
-// 1.158.0 and 1.163.2 as their sdists have them: both SCHEMA_VERSION 94, compat 84; 1.163.2 adds deltas.
-const v158: CodeSchema = {
-  version: '1.158.0',
-  schemaVersion: 94,
-  compatVersion: 84,
-  deltas: ['93/01_x.sql', '94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'],
-}
-const v163: CodeSchema = {
-  version: '1.163.2',
-  schemaVersion: 94,
-  compatVersion: 84,
-  deltas: [
-    ...v158.deltas,
-    '94/01_state_groups_persisting_inserted_ts.sql.postgres',
-    '94/01_state_groups_persisting_inserted_ts.sql.sqlite',
-    '94/07_profile_updates.sql',
-    '94/07_profile_updates_seq.sql.postgres',
-    '94/11_destination_room_sticky_events.sql',
-  ],
-}
-const dbAt158: DatabaseSchema = {
-  version: 94,
-  upgraded: true,
-  compatVersion: 84,
-  appliedDeltas: ['94/01_redactions_recheck.sql', '94/07_sliding_sync_lazy_members_position_index.sql'],
-  sizeBytes: 12_000_000,
-}
+import { dbAt158, facts, installs, lock163, noConn, planOf, spec, UPGRADE_STATE, v158, v163, venvListing } from './fixtures/release.js'
 
 describe('schema compatibility (Synapse prepare_database rules)', () => {
   it('counts delta files, not only the version: 1.158.0 -> 1.163.2 changes the schema at the same SCHEMA_VERSION', () => {
@@ -117,10 +79,10 @@ describe('schema compatibility (Synapse prepare_database rules)', () => {
   })
 
   it('versions compare numerically, rc before the release', () => {
-    expect(compareVersions('1.9.0', '1.10.0')).toBe(-1)
-    expect(compareVersions('1.163.2', '1.158.0')).toBe(1)
-    expect(compareVersions('1.160.0rc1', '1.160.0')).toBe(-1)
-    expect(compareVersions('1.160.0', '1.160.0')).toBe(0)
+    expect(compareReleases('1.9.0', '1.10.0')).toBe(-1)
+    expect(compareReleases('1.163.2', '1.158.0')).toBe(1)
+    expect(compareReleases('1.160.0rc1', '1.160.0')).toBe(-1)
+    expect(compareReleases('1.160.0', '1.160.0')).toBe(0)
   })
 
   it('dump names are never reused; pruning keeps the active and the rollback venv first', () => {
@@ -133,92 +95,6 @@ describe('schema compatibility (Synapse prepare_database rules)', () => {
     expect(venvsToPrune(venvs, '/o/c', '/o/a', 3)).toEqual([])
   })
 })
-
-const noConn = {} as Connection
-/** The installer at a path; `applied` records where apply installed, `fail` makes apply throw as a failed pip does. */
-const installs: { applied: string[]; fail?: string } = { applied: [] }
-const installerAt = (path: string): Resource => ({
-  id: `venv:${path}`,
-  facts: () => [venvContentsFact(path)],
-  plan: (ctx) =>
-    ctx.facts.has(venvContentsFact(path)) && ctx.facts.get(venvContentsFact(path)) !== null
-      ? null
-      : {
-          resource: `venv:${path}`,
-          kind: 'virtualenv',
-          backupPaths: [],
-          reach: 'anything',
-          action: 'install',
-          summary: `install matrix-synapse[postgres,redis]==1.163.2 into ${path} (from the uploaded wheelhouse, offline)`,
-          touches: [],
-        },
-  apply: () =>
-    settle(() => {
-      if (installs.fail) throw new Error(installs.fail)
-      installs.applied.push(path)
-    }),
-})
-const lock163 = parseLock(fixtureLockText('1.163.2'), 'synapse-lock/1.163.2.txt', '1.163.2')
-/** A venv listing as the contents fact prints it: the lock's set on Python 3.11, with `change` applied. */
-const venvListing = (change: Record<string, string | null> = {}) => {
-  const dists = new Map([
-    ['pip', '23.0.1'],
-    ['matrix-synapse', '1.163.2'],
-    ['pillow', '13.0.0'],
-    ['prometheus-client', '0.26.0'],
-    ['psycopg2', '2.9.13'],
-    ['twisted', '26.4.0'],
-    ['txredisapi', '1.5.0'],
-  ])
-  for (const [k, v] of Object.entries(change)) {
-    if (v === null) dists.delete(k)
-    else dists.set(k, v)
-  }
-  return `python 3.11.2\n${[...dists].map(([k, v]) => `${k} ${v}`).join('\n')}\n`
-}
-
-function spec(over: Partial<ReleaseSpec> = {}): ReleaseSpec {
-  return {
-    method: 'pip',
-    version: '1.163.2',
-    workerUnits: ['matrix-synapse-worker@federation_reader.service', 'matrix-synapse-worker@federation_sender.service'],
-    healthUrl: 'http://127.0.0.1:8008/health',
-    afterChecks: [{ name: '/health answers', run: () => Promise.resolve({ ok: true, detail: '' }) }],
-    keepVenvs: 2,
-    backupDir: '/var/backups/matrix-synapse',
-    signingKey: '/etc/matrix-synapse/homeserver.signing.key',
-    configChecks: () => [],
-    postgresLocal: true,
-    database: 'synapse',
-    databaseOwner: 'synapse',
-    installAt: installerAt,
-    controllerCode: v163,
-    ...over,
-  }
-}
-
-function facts(
-  state: string,
-  db: DatabaseSchema | null | { error: string },
-  target: CodeSchema | null = null,
-  active: CodeSchema | null = v158,
-  live: string | null = null,
-): FactValues {
-  const f = new FactValues()
-  f.set(venvContentsFact('/opt/venvs/matrix-synapse').id, live === null ? null : venvContentsFact('').parse(live, 0))
-  f.set(venvContentsFact('/opt/venvs/matrix-synapse-1.163.2').id, null)
-  f.set(releaseStateFact('/var/backups/matrix-synapse').id, releaseStateFact('').parse(state, 0))
-  f.set(databaseSchemaFact.id, db)
-  f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.163.2').id, target)
-  f.set(codeSchemaFact('/opt/venvs/matrix-synapse').id, active)
-  return f
-}
-
-const planOf = (s: ReleaseSpec, f: FactValues) =>
-  synapseRelease(s).plan({ conn: noConn, facts: f, predicted: new Prediction(), dryRun: true })
-
-const UPGRADE_STATE =
-  'link matrix-synapse-1.158.0\nvenv 200 /opt/venvs/matrix-synapse-1.158.0\nvenv 100 /opt/venvs/matrix-synapse-1.150.0\nactive 1.158.0\nfree 900000\n'
 
 describe('the plan of an upgrade', () => {
   it('is one change whose steps are the order: install, config check, backup, workers stopped, switch, main, /health, workers, after-checks, prune', async () => {
@@ -447,24 +323,28 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     const fakeConn = (name: string, fail?: RegExp): Connection =>
       ({
         host: name,
-        run: (cmd: { text: string }, options?: RunOptions) =>
-          settle(() => {
-            calls.push(`${name}: ${cmd.text}`)
-            const bad = fail?.test(cmd.text)
-            return checked(
-              name,
-              {
-                code: bad ? 1 : 0,
-                stdout: cmd.text.includes('is-active') ? 'active\n' : '',
-                stderr: bad ? 'refused' : '',
-                signal: null,
-                durationMs: 1,
-                command: cmd.text,
-                timedOut: false,
-              },
-              options,
-            )
-          }),
+        run: (cmd: { text: string }, options?: RunOptions) => {
+          calls.push(`${name}: ${cmd.text}`)
+          const bad = fail?.test(cmd.text)
+          // A failed command rejects, as the real run() does.
+          return new Promise((resolve) =>
+            resolve(
+              checked(
+                name,
+                {
+                  code: bad ? 1 : 0,
+                  stdout: cmd.text.includes('is-active') ? 'active\n' : '',
+                  stderr: bad ? 'refused' : '',
+                  signal: null,
+                  durationMs: 1,
+                  command: cmd.text,
+                  timedOut: false,
+                },
+                options,
+              ),
+            ),
+          )
+        },
       }) as unknown as Connection
     const main = fakeConn('hs', /synapse\.config/)
     const w1 = fakeConn('w1')
@@ -486,7 +366,8 @@ describe('the upgrade of a homeserver spread over hosts', () => {
     ).rejects.toThrow(/rejects the live configuration/)
     expect(calls.filter((c) => c.startsWith('w1:'))).toEqual([])
     // Steps past the stops: stopping on w1 goes through w1's connection; without a peer the step fails with why.
-    const stopOnly = { ...change, steps: change.steps!.filter((x) => x.kind === 'stop') }
+    const plan = releasePlanOf(change)
+    const stopOnly = carryPlan({ ...change }, { ...plan, steps: plan.steps.filter((x) => x.kind === 'stop') })
     await resource.apply(stopOnly, { conn: main, state: { aptListsStale: false }, peer: () => Promise.resolve(w1) })
     expect(calls.filter((c) => c.startsWith('w1:') && c.includes(' stop '))).toEqual([
       'w1: systemctl stop matrix-synapse-worker@generic.service',
@@ -562,10 +443,10 @@ describe('a running venv that drifted from its lock', () => {
     const calls: string[] = []
     const conn = {
       host: 'hs',
-      run: (cmd: { text: string }) => {
-        calls.push(cmd.text)
-        return Promise.resolve({ code: 0, stdout: '', stderr: '', signal: null, durationMs: 1, command: cmd.text })
-      },
+      run: (cmd: { text: string }) => (
+        calls.push(cmd.text),
+        Promise.resolve({ code: 0, stdout: '', stderr: '', signal: null, durationMs: 1, command: cmd.text })
+      ),
     } as unknown as Connection
     const resource = synapseRelease(spec({ lock: lock163 }))
     const change = (await resource.plan({ conn: noConn, facts: drifted(), predicted: new Prediction(), dryRun: true }))!

@@ -4,6 +4,7 @@ import type { Change } from '../../resources/resource.js'
 import type { Connection } from '../../ssh/connection.js'
 import { releaseSpec } from '../../../tasks/synapse/index.js'
 import { rollBackTo } from '../../../tasks/synapse/rollback.js'
+import { describe } from '../../../tasks/synapse/release/steps.js'
 import { readRecord, StepRunner, versionOfVenv } from '../../../tasks/synapse/switch.js'
 import { VENV_LINK } from '../../synapse/paths.js'
 
@@ -21,7 +22,7 @@ export interface RollbackReport {
 
 /**
  * `provision rollback`: back to the venv the last switch left, as the database allows (rollbackDecision
- * in tasks/synapse/release.ts): a plain switch when the older code can run on it as it is; else, with
+ * in tasks/synapse/rollback.ts): a plain switch when the older code can run on it as it is; else, with
  * `restoreDump` (the operator's consent to lose the writes since the upgrade), the pre-upgrade dump
  * restored first; else refused, naming the dump and what to do.
  */
@@ -68,12 +69,14 @@ export async function rollbackHost(
         message: `the workers of ${host.name} also run on ${remote.join(', ')}: provision rollback switches one host's venv, so it is not done for a homeserver spread over hosts (README, "Workers on other hosts")`,
       }
     // The newer code ran since the switch: it may have taken writes, so a restore needs consent.
-    const outcome = await rollBackTo(conn, spec, to, new StepRunner(conn, change), record.backup, {
+    const outcome = await rollBackTo({ conn, state: { aptListsStale: false } }, spec, to, new StepRunner(conn, change), record.backup, {
       served: true,
       consent: options.restoreDump === true,
       ...(record.before ? { before: record.before } : {}),
       ...(record.switchedAt ? { since: record.switchedAt } : {}),
     })
+    // The steps decided, as planned (`performed` holds them as done, in the same order: the executor runs exactly these).
+    if (outcome.steps.length) change.steps = outcome.steps.map(describe)
     change.summary +=
       outcome.decision.action === 'restore'
         ? ` after restoring ${outcome.decision.dump}`
