@@ -27,6 +27,7 @@ describe('provision move: reading OLD and the report', () => {
       preflight: [{ name: 'same server name', ok: true, detail: 'old.test' }],
       steps: [
         { name: 'stop-old', summary: 'stop and mask', done: true, durationMs: 1200 },
+        { name: 'media-1', summary: 'copy the media', done: true, durationMs: 4000, bytes: 200 * 2 ** 20 },
         { name: 'database', summary: 'stream the database', done: false },
       ],
       next: ['return old to service: provision move --abort'],
@@ -37,6 +38,7 @@ describe('provision move: reading OLD and the report', () => {
     expect(text).toContain('move old -> new: failed: database stream: new exited 137')
     expect(text).toContain('  + stop and mask (1.2 s)')
     expect(text).toContain('    stream the database')
+    expect(text).toContain('  + copy the media (4.0 s, 200.0 MiB at 50.0 MiB/s)')
     expect(text).toContain('--abort')
     expect(renderMove({ ...base, status: 'moved', error: undefined, downtimeMs: 28_000, backgroundUpdatesMs: 3000 })).toContain(
       'downtime (writes stopped on old -> new answered /health): 28.0 s',

@@ -69,6 +69,10 @@ export const run: Verb = async (input) => {
 }
 
 const s = (ms: number | undefined) => (ms === undefined ? '?' : `${(ms / 1000).toFixed(1)} s`)
+const rate = (bytes: number | undefined, ms: number) =>
+  bytes === undefined
+    ? ''
+    : `, ${(bytes / 2 ** 20).toFixed(1)} MiB${ms > 0 ? ` at ${(bytes / 2 ** 20 / (ms / 1000)).toFixed(1)} MiB/s` : ''}`
 
 export function renderMove(r: MoveReport): string {
   const lines = [`move ${r.from} -> ${r.to}: ${r.status}${r.error ? `: ${r.error}` : ''}`]
@@ -82,7 +86,7 @@ export function renderMove(r: MoveReport): string {
       r.status === 'planned' ? 'plan:' : 'steps:',
       ...r.steps.map(
         (st) =>
-          `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)})` : ''}`,
+          `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)}${rate(st.bytes, st.durationMs)})` : ''}`,
       ),
     )
   if (r.status === 'planned')

@@ -83,8 +83,9 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     const database = o.new.vars.postgres.database
     const restoring = `${database}_restoring`
     const marks: { stoppedAt?: number } = {}
-    const steps: { step: MoveStep; run: () => Promise<void>; skip?: boolean }[] = []
-    const add = (name: string, summary: string, run: () => Promise<void>, skip = false) =>
+    // A step that moves data returns its byte count (the report's rate figures).
+    const steps: { step: MoveStep; run: () => Promise<void | number>; skip?: boolean }[] = []
+    const add = (name: string, summary: string, run: () => Promise<void | number>, skip = false) =>
       steps.push({ step: { name, summary, done: skip }, run, skip })
     const n = newConn
     const oc = oldConn
@@ -130,6 +131,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
           'media copy',
         )
         o.say(`  media: ${(bytes / 1048576).toFixed(1)} MiB`)
+        return bytes
       },
       cutOver,
     )
@@ -152,16 +154,18 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
         .split('\n')
         .filter((l) => l && !have.has(l))
         .map((l) => l.split('\t')[0]!)
-      if (changed.length)
-        await relay(
-          oc,
-          sh`cd ${old.mediaStorePath} && tar --create --file=- --null --files-from=-`,
-          n,
-          sh`cd ${MEDIA_STORE_PATH} && tar --extract --file=- --same-owner --same-permissions`,
-          'media difference',
-          changed.map((f) => `${f}\0`).join(''),
-        )
+      const bytes = !changed.length
+        ? 0
+        : await relay(
+            oc,
+            sh`cd ${old.mediaStorePath} && tar --create --file=- --null --files-from=-`,
+            n,
+            sh`cd ${MEDIA_STORE_PATH} && tar --extract --file=- --same-owner --same-permissions`,
+            'media difference',
+            changed.map((f) => `${f}\0`).join(''),
+          )
       o.say(`  media difference: ${changed.length} files`)
+      return bytes
     })
     add(
       'database',
@@ -194,6 +198,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
             `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${sqlIdent(database)};`,
           ].join('\n'),
         )
+        return bytes
       },
     )
     add(
@@ -265,7 +270,8 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
       if (s.skip) continue
       o.say(s.step.summary)
       const t0 = Date.now()
-      await s.run()
+      const bytes = await s.run()
+      if (typeof bytes === 'number') s.step.bytes = bytes
       s.step.done = true
       s.step.durationMs = Date.now() - t0
     }

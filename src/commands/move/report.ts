@@ -14,6 +14,8 @@ export interface MoveStep {
   summary: string
   done: boolean
   durationMs?: number
+  /** Bytes streamed from OLD to NEW (media, database dump). */
+  bytes?: number
 }
 
 export interface MoveReport {
