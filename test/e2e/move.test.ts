@@ -7,11 +7,15 @@ import { pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/a
 import { runCli } from '../support/cli.js'
 import { buildGuideHost, guideImage, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
+import { provision, writeTestInventory } from '../support/inventory.js'
+import { createLocalCa } from '../support/local-ca.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { debian13Suite, OLD_SUITE } from '../support/suites.js'
+import { until } from '../support/wait.js'
 
 const SERVER = 'old.test'
 const PUBLIC = 'matrix.old.test'
+const THIRD = 'third.test'
 const OLD_VERSION = '1.141.0'
 const OLD_KEY = `/etc/matrix-synapse/${SERVER}.signing.key`
 const OLD_UNITS = [
@@ -36,6 +40,8 @@ interface MoveJson {
  * converted to instance_map) to a Debian 13 host (PostgreSQL 17) at the newest pinned Synapse. One pair
  * of hosts serves both cases: first a move whose restore on NEW is killed, and --abort (OLD serves
  * again, nothing lost); then the move itself, verified through the client API, and a second run.
+ * A third homeserver, provisioned as the federation e2e's are (certificates from a local CA trusted
+ * through federationCaFiles), federates with NEW after the move.
  */
 describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () => {
   let oldEnv: TestHosts
@@ -44,6 +50,8 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   let newHost: TestHost
   let guide: GuideHost
   let inventory: string
+  let ca: string
+  let third: TestHost
   let encryptedRoom: string
   let oldCounts: string
   const media: { uri: string; sha256: string }[] = []
@@ -58,17 +66,53 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   const unitStates = async (h: TestHost) => (await h.exec(`systemctl is-active ${OLD_UNITS.join(' ')}; true`)).stdout.trim().split('\n')
 
   beforeAll(async () => {
-    const [oldWheels, newWheels, oldSuite] = await Promise.all([
+    const [oldWheels, newWheels, oldSuite, localCa] = await Promise.all([
       synapseWheelhouse('3.9', OLD_VERSION),
       synapseWheelhouse('3.13'),
       guideImage(OLD_SUITE),
+      createLocalCa(),
     ])
+    ca = await readFile(localCa.caFile, 'utf8')
     ;[oldEnv, newEnv] = await Promise.all([
       startHosts(['old'], { suite: oldSuite, ports: [443], aliases: { old: [SERVER, PUBLIC] } }),
-      startHosts(['new'], { suite: debian13Suite(), ports: [443], aliases: { new: [SERVER, PUBLIC] } }),
+      startHosts(['new', 'third'], {
+        suite: debian13Suite(),
+        ports: [443],
+        aliases: { new: [SERVER, PUBLIC], third: [THIRD, `matrix.${THIRD}`] },
+      }),
     ])
     oldHost = oldEnv.get('old')
     newHost = newEnv.get('new')
+    third = newEnv.get('third')
+    // NEW and the third server: the federation e2e's setup (private CA trusted by each Synapse, the test
+    // network allowed, keys fetched from the servers themselves: matrix.org is unreachable here).
+    const federation = {
+      federationCaFiles: [localCa.caFile],
+      extraConfig: { ip_range_whitelist: [third.ip.split('.').slice(0, 2).join('.') + '.0.0/16'], trusted_key_servers: [] },
+    }
+    const [newCert, thirdCert] = await Promise.all([
+      localCa.issue('new', [PUBLIC, SERVER]),
+      localCa.issue('third', [`matrix.${THIRD}`, THIRD]),
+    ])
+    const thirdInventory = await writeTestInventory(
+      newEnv,
+      [{ name: 'third', roles: ['postgres', 'redis', 'synapse', 'apache'] }],
+      {
+        serverName: THIRD,
+        apache: { tls: { mode: 'files', certificateFile: thirdCert.certFile, keyFile: thirdCert.keyFile } },
+        synapse: { ...pipSynapseVars(newWheels), ...federation },
+      },
+      'third.yaml',
+    )
+    const thirdReady = (async () => {
+      const r = await provision(['--inventory', thirdInventory, '--json'])
+      expect(r.code, r.stdout + r.stderr).toBe(0)
+      const reg = await third.exec(
+        `printf 'pw-carol-123456' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u carol --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+      )
+      expect(reg.exitCode, reg.output).toBe(0)
+    })()
+    thirdReady.catch(() => undefined) // awaited below; a failure meanwhile is not an unhandled rejection
     guide = await buildGuideHost(oldHost, { serverName: SERVER, publicHost: PUBLIC, wheelhouse: oldWheels.dir, instanceMap: true })
     // What the guide host lacks: an encrypted room with an encrypted event, more media.
     const alice = client(oldHost, guide.ca, guide.token)
@@ -117,12 +161,18 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
             hostKeyPolicy: 'strict',
             connectTimeout: 20,
           },
-          vars: { serverName: SERVER, publicHost: PUBLIC, synapse: pipSynapseVars(newWheels) },
+          vars: {
+            serverName: SERVER,
+            publicHost: PUBLIC,
+            apache: { tls: { mode: 'files', certificateFile: newCert.certFile, keyFile: newCert.keyFile } },
+            synapse: { ...pipSynapseVars(newWheels), ...federation },
+          },
         },
         hosts: { old: host(oldHost, ['postgres', 'synapse']), new: host(newHost, ['postgres', 'redis', 'synapse', 'workers', 'apache']) },
       }),
     )
     oldCounts = await oldDbCounts()
+    await thirdReady
     console.log(`old host built (${OLD_VERSION}, counts ${oldCounts}) in ${((Date.now() - started) / 1000).toFixed(0)} s`)
   })
   afterAll(async () => {
@@ -201,7 +251,6 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   }, 1_800_000)
 
   it('NEW is the same server: key id and verify key, passwords, the old token, messages, the encrypted room, every media file', async () => {
-    const ca = (await newHost.exec(`cat /etc/ssl/matrix-provision/${PUBLIC}.crt`)).stdout
     const anon = client(newHost, ca)
     const keyFile = (await oldHost.exec(`cat ${OLD_KEY}`)).stdout.trim().split(/\s+/)
     const published = await anon.call<{ verify_keys: Record<string, { key: string }> }>('GET', '/_matrix/key/v2/server')
@@ -249,6 +298,64 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     await writeFile(after, doc.toString())
     const check = await runCli(['check', '--inventory', after], { timeoutMs: 900_000 })
     expect(check.code, check.stdout + check.stderr).toBe(0)
+  })
+
+  it("a federating third server accepts NEW's signatures: it fetches OLD's key from NEW, joins a room created on OLD and reads its history signed there, and messages cross both ways", async () => {
+    const keyFile = (await oldHost.exec(`cat ${OLD_KEY}`)).stdout.trim().split(/\s+/)
+    const keyId = `ed25519:${keyFile[1]}`
+    const { signingKeyIdentity } = await import('../../src/resources/homeserver-state.js')
+    const thirdClient = (token?: string) => {
+      const c = new MatrixClient({ port: third.port(443), hostname: `matrix.${THIRD}`, ca })
+      c.token = token
+      return c
+    }
+    const alice = client(newHost, ca, guide.token)
+    const carol = thirdClient()
+    await carol.login('carol', 'pw-carol-123456')
+    const room = encodeURIComponent(guide.roomId)
+    const invite = await alice.call('POST', `/_matrix/client/v3/rooms/${room}/invite`, { user_id: `@carol:${THIRD}` })
+    expect(invite.status, invite.text).toBe(200)
+    await until('the invite on the third server', async () => {
+      const s = await carol.call<{ rooms?: { invite?: Record<string, unknown> } }>('GET', '/_matrix/client/v3/sync?timeout=0')
+      return s.json.rooms?.invite?.[guide.roomId] ? true : undefined
+    })
+    // send_join: the third server checks the room's state and auth chain, every event signed by OLD's key.
+    const join = await carol.call('POST', `/_matrix/client/v3/join/${room}`, {})
+    expect(join.status, join.text).toBe(200)
+    type Chunk = { chunk: { type: string; sender: string; content: { body?: string } }[] }
+    const bodies = async (c: MatrixClient) =>
+      (await c.call<Chunk>('GET', `/_matrix/client/v3/rooms/${room}/messages?dir=b&limit=50`)).json.chunk
+        .filter((e) => e.type === 'm.room.message')
+        .map((e) => e.content.body)
+        .reverse()
+    // The history written on OLD before the move, backfilled from NEW (shared history visibility).
+    await until('the messages from before the move on the third server', async () =>
+      (await bodies(carol)).join('\n') === guide.messages.join('\n') ? true : undefined,
+    )
+    // The third server's notary endpoint: the key it holds for the server, fetched from NEW (no key server in between).
+    const notary = await thirdClient().call<{ server_keys: { server_name: string; verify_keys: Record<string, { key: string }> }[] }>(
+      'GET',
+      `/_matrix/key/v2/query/${SERVER}`,
+    )
+    expect(notary.status, notary.text).toBe(200)
+    expect(notary.json.server_keys.length).toBeGreaterThan(0)
+    for (const k of notary.json.server_keys)
+      expect([k.server_name, k.verify_keys[keyId]?.key]).toEqual([SERVER, signingKeyIdentity(keyFile.join(' ')).publicKey])
+    const fromNew = `from NEW after the move ${Date.now()}`
+    const sent = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/after-move-1`, {
+      msgtype: 'm.text',
+      body: fromNew,
+    })
+    expect(sent.status, sent.text).toBe(200)
+    await until('the message signed by NEW on the third server', async () => ((await bodies(carol)).includes(fromNew) ? true : undefined))
+    const fromThird = `from ${THIRD} ${Date.now()}`
+    const reply = await carol.call('PUT', `/_matrix/client/v3/rooms/${room}/send/m.room.message/third-1`, {
+      msgtype: 'm.text',
+      body: fromThird,
+    })
+    expect(reply.status, reply.text).toBe(200)
+    await until("the third server's message on NEW", async () => ((await bodies(alice)).includes(fromThird) ? true : undefined))
+    expect(await bodies(carol)).toEqual([...guide.messages, fromNew, fromThird])
   })
 
   it('OLD is stopped and masked with its data untouched; a second run changes nothing', async () => {
