@@ -7,6 +7,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { shellQuote } from '../../src/core/quote.js'
+import { watchDowntime } from '../support/downtime.js'
 
 type Report = {
   durationMs: number
@@ -226,27 +227,11 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     const mainPid = (await hs.exec('systemctl show -p MainPID --value matrix-synapse.service')).stdout.trim()
     const journalFrom = (await hs.exec('date "+%Y-%m-%d %H:%M:%S"')).stdout.trim()
 
-    let polling = true
-    const outages: { from: number; to?: number }[] = []
-    const poller = (async () => {
-      const c = client()
-      c.token = data.alice.token
-      while (polling) {
-        const t = Date.now()
-        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then(
-          (x) => x.status === 200,
-          () => false,
-        )
-        const open = outages.at(-1)
-        if (!ok && (!open || open.to !== undefined)) outages.push({ from: t })
-        if (ok && open && open.to === undefined) open.to = t
-        await new Promise((res) => setTimeout(res, Math.max(0, 100 - (Date.now() - t))))
-      }
-    })()
+    const watcher = client()
+    watcher.token = data.alice.token
+    const watch = watchDowntime(watcher)
     const r = await apply(inventory)
-    await new Promise((res) => setTimeout(res, 1000))
-    polling = false
-    await poller
+    const outages = await watch.stop()
     expect(r.report.hosts[0]!.error ?? r.report.hosts[0]!.status, r.stderr).toBe('changed')
     const change = releaseChange(r.report)!
     console.log(

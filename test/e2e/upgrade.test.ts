@@ -13,6 +13,7 @@ import { readLock } from '../../src/inventory/controller-files.js'
 import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
 import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
 import { shellQuote } from '../../src/core/quote.js'
+import { watchDowntime } from '../support/downtime.js'
 
 const run = promisify(execFile)
 const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
@@ -310,27 +311,11 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     else expect(steps.some((s) => s.kind === 'prune')).toBe(false)
 
     const since = (await hs.exec('date +%s')).stdout.trim()
-    let polling = true
-    const outages: { from: number; to?: number }[] = []
-    const poller = (async () => {
-      const c = client()
-      c.token = data.alice.token
-      while (polling) {
-        const t = Date.now()
-        const ok = await c.call('GET', '/_matrix/client/v3/account/whoami').then(
-          (r) => r.status === 200,
-          () => false,
-        )
-        const open = outages.at(-1)
-        if (!ok && (!open || open.to !== undefined)) outages.push({ from: t })
-        if (ok && open && open.to === undefined) open.to = t
-        await new Promise((res) => setTimeout(res, Math.max(0, 100 - (Date.now() - t))))
-      }
-    })()
+    const watcher = client()
+    watcher.token = data.alice.token
+    const watch = watchDowntime(watcher)
     const r = await provision(['--inventory', inventory, '--json'])
-    await new Promise((res) => setTimeout(res, 1000))
-    polling = false
-    await poller
+    const outages = await watch.stop()
     const report = JSON.parse(r.stdout) as Report
     expect(report.hosts[0]!.error ?? report.hosts[0]!.status, r.stderr).toBe('changed')
     const change = releaseChange(report)
