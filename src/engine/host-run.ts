@@ -153,14 +153,14 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
       facts,
     )
     let refused = false
-    prepared.forEach((p, i) => {
+    for (const [i, p] of prepared.entries()) {
       for (const check of beforeChecks[i]!) {
-        const outcome = check.evaluate(facts)
+        const outcome = await check.evaluate(facts)
         p.checks.push({ name: check.name, phase: 'before', ...outcome })
         if (!outcome.ok && !outcome.warning) refused = true
         if (outcome.warning && !report.warnings.includes(outcome.detail)) report.warnings.push(outcome.detail)
       }
-    })
+    }
     if (refused) {
       // Nothing was changed: a target that does not fit is refused as a whole, in the dry run too.
       for (const p of prepared)

@@ -17,7 +17,8 @@ export interface CheckOutcome {
 export interface BeforeCheck {
   name: string
   facts?: Fact<unknown>[]
-  evaluate(facts: FactValues): CheckOutcome
+  /** A promise when it asks the controller (an uploaded keyring's fingerprints through gpg), else the outcome. */
+  evaluate(facts: FactValues): CheckOutcome | Promise<CheckOutcome>
 }
 
 /** How long an after-check may wait for a service to come up. */

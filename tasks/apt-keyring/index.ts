@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
+import { controller$ } from '../../src/artifacts/controller-shell.js'
 import { Secret } from '../../src/core/secret.js'
 import { raw, sh, type ShellWord } from '../../src/core/shell.js'
 import { supportedTarget } from '../common/checks.js'
@@ -40,12 +40,10 @@ export function sourcesLine(ctx: TaskContext): string {
 const fingerprints = (path: ShellWord) => sh`gpg --batch --show-keys --with-colons ${path} 2>/dev/null | awk -F: '$1=="fpr" {print $10}'`
 
 /** Fingerprints of the keys in a keyring file on the controller (gpg reads binary and armored keyrings). */
-export function controllerFingerprints(path: string): string[] {
-  const out = execFileSync('gpg', ['--batch', '--show-keys', '--with-colons', path], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'ignore'],
-  })
-  return out
+export async function controllerFingerprints(path: string): Promise<string[]> {
+  const $ = await controller$()
+  const out = await $`gpg --batch --show-keys --with-colons ${path}`
+  return out.stdout
     .split('\n')
     .filter((l) => l.startsWith('fpr:'))
     .map((l) => l.split(':')[9]!)
@@ -63,10 +61,10 @@ export const aptKeyringTask: Task = {
       {
         // The uploaded keyring must hold the expected key, checked on the controller before anything is sent.
         name: 'keyring file has the expected fingerprint',
-        evaluate: () => {
+        evaluate: async () => {
           let found: string[]
           try {
-            found = controllerFingerprints(repo.keyringFile!)
+            found = await controllerFingerprints(repo.keyringFile!)
           } catch {
             return { ok: false, detail: `cannot read ${repo.keyringFile} with gpg: is it a keyring, and is gpg installed on this machine?` }
           }

@@ -311,17 +311,19 @@ describe('Apache sized for long-polls', () => {
 })
 
 describe('memory checked before Apache is sized', () => {
-  const check = (vars: ReturnType<typeof matrixSettings>, haveMiB: number) =>
-    memoryForClients({ host: { name: FIXTURE_HOST, roles: ['synapse', 'workers', 'apache'], vars } } as unknown as TaskContext).evaluate({
+  const check = async (vars: ReturnType<typeof matrixSettings>, haveMiB: number) =>
+    await memoryForClients({
+      host: { name: FIXTURE_HOST, roles: ['synapse', 'workers', 'apache'], vars },
+    } as unknown as TaskContext).evaluate({
       get: () => haveMiB,
     } as never)
 
-  it('counts Apache for maxClients and every Synapse process of the set', () => {
-    const small = check(matrixSettings({ workers: { preset: 'one-of-each' }, apache: { maxClients: 2500 } }), 1024)
+  it('counts Apache for maxClients and every Synapse process of the set', async () => {
+    const small = await check(matrixSettings({ workers: { preset: 'one-of-each' }, apache: { maxClients: 2500 } }), 1024)
     expect(small.ok).toBe(false)
     expect(small.detail).toContain('Apache holding 2500 long-polls needs about')
     expect(small.detail).toContain("Synapse's 16 processes about 1450 MiB")
     expect(small.detail).toContain('lower apache.maxClients, choose a smaller worker preset, or add memory')
-    expect(check(matrixSettings(), 4096).ok).toBe(true)
+    expect((await check(matrixSettings(), 4096)).ok).toBe(true)
   })
 })
