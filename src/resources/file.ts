@@ -3,7 +3,7 @@ import { fileState, type FileState } from '../facts/files.js'
 import { maskSensitiveText, unifiedDiff } from '../core/unified-diff.js'
 import { Secret } from '../core/secret.js'
 import { sh } from '../core/shell.js'
-import type { ApplyContext, PlanContext, Resource } from './resource.js'
+import type { ApplyContext, Change, PlanContext, Resource } from './resource.js'
 
 export interface FileSpec {
   path: string
@@ -15,7 +15,32 @@ export interface FileSpec {
   sensitive?: boolean
 }
 
-const octal = (mode: number) => mode.toString(8).padStart(4, '0')
+export const octal = (mode: number) => mode.toString(8).padStart(4, '0')
+
+/** A change that writes the file at `path`: all it touches, what a validating unit's rollback restores, what it makes stale. */
+export const fileChange = (
+  change: Pick<Change, 'resource' | 'kind' | 'action' | 'summary' | 'diff' | 'uncertain'>,
+  path: string,
+): Change => ({
+  ...change,
+  touches: [path],
+  backupPaths: [path],
+  reach: 'paths',
+})
+
+interface FileMeta {
+  owner: string
+  group: string
+  mode: number
+}
+
+/** How an existing file's owner and mode differ from what is wanted, for a summary. */
+export function metaChanges(have: Partial<FileMeta>, want: FileMeta): string[] {
+  const what: string[] = []
+  if (have.owner !== want.owner || have.group !== want.group) what.push(`owner ${have.owner}:${have.group} -> ${want.owner}:${want.group}`)
+  if (have.mode !== want.mode) what.push(`mode ${octal(have.mode ?? 0)} -> ${octal(want.mode)}`)
+  return what
+}
 const bytesOf = (c: string | Buffer | Secret) => (c instanceof Secret ? Buffer.from(c.reveal()) : Buffer.isBuffer(c) ? c : Buffer.from(c))
 const isText = (buf: Buffer) => !buf.includes(0)
 
@@ -64,25 +89,22 @@ export function file(spec: FileSpec): Resource {
         predict(ctx)
         const text = isText(content) ? content.toString('utf8') : ''
         const diff = text ? unifiedDiff('', sensitive ? maskSensitiveText(text) : text, spec.path) : undefined
-        return {
-          resource: id,
-          kind: 'file',
-          action: 'create',
-          summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`,
-          diff,
-          touches: [spec.path],
-          backupPaths: [spec.path],
-          reach: 'paths',
-        }
+        return fileChange(
+          {
+            resource: id,
+            kind: 'file',
+            action: 'create',
+            summary: `create ${spec.path} (${describe}${isText(content) ? '' : `, ${content.length} bytes`})`,
+            diff,
+          },
+          spec.path,
+        )
       }
       const contentDiffers = state.sha256 !== sha
       const metaDiffers = state.owner !== owner || state.group !== group || state.mode !== mode
       if (!contentDiffers && !metaDiffers) return null
       predict(ctx)
-      const what: string[] = []
-      if (contentDiffers) what.push('content')
-      if (state.owner !== owner || state.group !== group) what.push(`owner ${state.owner}:${state.group} -> ${owner}:${group}`)
-      if (state.mode !== mode) what.push(`mode ${octal(state.mode ?? 0)} -> ${octal(mode)}`)
+      const what = [...(contentDiffers ? ['content'] : []), ...metaChanges(state, { owner, group, mode })]
       let diff: string | undefined
       if (contentDiffers && isText(content) && content.length < 512 * 1024) {
         // Read the old content only when it differs: converged files cost no extra round trip.
@@ -94,16 +116,10 @@ export function file(spec: FileSpec): Resource {
           diff = unifiedDiff(before, after, spec.path) || (sensitive ? `(a masked value changed in ${spec.path})\n` : undefined)
         }
       }
-      return {
-        resource: id,
-        kind: 'file',
-        action: 'update',
-        summary: `update ${spec.path} (${what.join(', ')})`,
-        diff,
-        touches: [spec.path],
-        backupPaths: [spec.path],
-        reach: 'paths',
-      }
+      return fileChange(
+        { resource: id, kind: 'file', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff },
+        spec.path,
+      )
     },
     async apply(_change, ctx: ApplyContext) {
       await ctx.conn.writeFile({

@@ -1,6 +1,7 @@
 import { defineFact } from '../facts/fact.js'
 import { unifiedDiff } from '../core/unified-diff.js'
 import { raw, sh } from '../core/shell.js'
+import { fileChange, metaChanges, octal } from './file.js'
 import type { PlanContext, Resource } from './resource.js'
 
 export interface LineInFileSpec {
@@ -54,8 +55,6 @@ export const lineState = (path: string, line: string, match?: string) => {
   )
 }
 
-const octal = (mode: number) => mode.toString(8).padStart(4, '0')
-
 /**
  * Rewrite `content` so it holds `line`: the first line matching `match` (or equal to `line`) is
  * replaced, later matching lines removed, else `line` is appended. Pure, for the plan and for tests.
@@ -98,31 +97,31 @@ export function lineInFile(spec: LineInFileSpec): Resource {
       if (state.kind === 'not-a-file') throw new Error(`${spec.path} exists but is a ${state.type}, not a file`)
       if (state.kind === 'absent') {
         if (ctx.dryRun && ctx.predicted.paths.has(spec.path)) {
-          return {
-            resource: id,
-            kind: 'line',
-            action: 'update',
-            summary: `ensure the line "${spec.line}" in ${spec.path}`,
-            uncertain: `${spec.path} comes from an earlier change of this plan`,
-            touches: [spec.path],
-            backupPaths: [spec.path],
-            reach: 'paths',
-          }
+          return fileChange(
+            {
+              resource: id,
+              kind: 'line',
+              action: 'update',
+              summary: `ensure the line "${spec.line}" in ${spec.path}`,
+              uncertain: `${spec.path} comes from an earlier change of this plan`,
+            },
+            spec.path,
+          )
         }
         if (!spec.create) throw new Error(`${spec.path} does not exist: lineInFile edits an existing file (set create: true to create it)`)
         const meta = { owner: spec.owner ?? 'root', group: spec.group ?? 'root', mode: spec.mode ?? 0o644 }
         planned = { content: `${spec.line}\n`, ...meta }
         ctx.predicted.paths.add(spec.path)
-        return {
-          resource: id,
-          kind: 'line',
-          action: 'create',
-          summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`,
-          diff: unifiedDiff('', planned.content, spec.path),
-          touches: [spec.path],
-          backupPaths: [spec.path],
-          reach: 'paths',
-        }
+        return fileChange(
+          {
+            resource: id,
+            kind: 'line',
+            action: 'create',
+            summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`,
+            diff: unifiedDiff('', planned.content, spec.path),
+          },
+          spec.path,
+        )
       }
       const owner = spec.owner ?? state.owner
       const group = spec.group ?? state.group
@@ -152,19 +151,12 @@ export function lineInFile(spec: LineInFileSpec): Resource {
               : `append "${spec.line}"`,
         )
       }
-      if (owner !== state.owner || group !== state.group) what.push(`owner ${state.owner}:${state.group} -> ${owner}:${group}`)
-      if (mode !== state.mode) what.push(`mode ${octal(state.mode)} -> ${octal(mode)}`)
+      what.push(...metaChanges(state, { owner, group, mode }))
       planned = { content, owner, group, mode }
-      return {
-        resource: id,
-        kind: 'line',
-        action: 'update',
-        summary: `update ${spec.path} (${what.join(', ')})`,
-        diff,
-        touches: [spec.path],
-        backupPaths: [spec.path],
-        reach: 'paths',
-      }
+      return fileChange(
+        { resource: id, kind: 'line', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff },
+        spec.path,
+      )
     },
     async apply(_change, ctx) {
       if (!planned) throw new Error(`lineInFile ${spec.path}: apply without a plan`)
