@@ -36,6 +36,10 @@ Usage:
                                                 onto MAS (the inventory gives the host the mas role): backup,
                                                 syn2mas check and dry run, Synapse stopped, migrate, switch
                                                 (one-way); --dry-run prints the procedure and the install plan
+  provision mas-user --inventory FILE --user NAME --password-file FILE|- [--admin]
+                                                create a user through MAS (its admin API); the password from a
+                                                mode-600 file or stdin (-), never the command line; --admin:
+                                                may request admin rights (scope urn:synapse:admin:*)
   provision schema                               print the inventory's JSON Schema (for editors)
   provision sandbox [--down]                     provision a local container homeserver (needs Docker)
 
@@ -85,6 +89,7 @@ const VERBS: Record<VerbName, () => Promise<{ run: Verb }>> = {
   sandbox: () => import('./commands/sandbox/index.js'),
   schema: () => import('./commands/schema/index.js'),
   'mas-migrate': () => import('./commands/mas-migrate/index.js'),
+  'mas-user': () => import('./commands/mas-user/index.js'),
 }
 
 const processIo: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t), env: process.env }

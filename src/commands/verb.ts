@@ -45,6 +45,9 @@ export const OPTIONS = {
   abort: { type: 'boolean' },
   'encrypt-to': { type: 'string', multiple: true },
   identity: { type: 'string' },
+  user: { type: 'string' },
+  admin: { type: 'boolean' },
+  'password-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
@@ -65,6 +68,7 @@ export const VERB_NAMES = [
   'restore',
   'mas-migrate',
   'move',
+  'mas-user',
 ] as const
 export type VerbName = (typeof VERB_NAMES)[number]
 

@@ -18,6 +18,7 @@ import { curlVhost } from '../apache/index.js'
 import { MAS_SITE_PATH } from '../apache/templates.js'
 import { addressOf } from '../common/topology.js'
 import {
+  MAS_ADMIN_CLIENT_SECRET,
   MAS_CLI,
   MAS_CONFIG,
   MAS_CURRENT,
@@ -145,6 +146,7 @@ export const masTask: Task = {
     out.push(
       file({ path: MAS_ENCRYPTION_KEY, content: encryption, owner: 'root', group: MAS_USER, mode: 0o640 }),
       file({ path: MAS_SYNAPSE_SECRET, content: ctx.secret(v.mas.synapseSecret), owner: 'root', group: MAS_USER, mode: 0o640 }),
+      file({ path: MAS_ADMIN_CLIENT_SECRET, content: ctx.secret(v.mas.adminClientSecret), owner: 'root', group: MAS_USER, mode: 0o640 }),
     )
     const [rsa, ec] = MAS_SIGNING_KEYS
     for (const [path, gen] of [
@@ -179,7 +181,16 @@ export const masTask: Task = {
       file({ path: MAS_UNIT_PATH, content: renderMasUnit(), mode: 0o644 }),
       service({
         unit: MAS_UNIT,
-        watch: [MAS_CONFIG, MAS_ENCRYPTION_KEY, MAS_SYNAPSE_SECRET, `${MAS_KEYS_DIR}/`, MAS_UNIT_PATH, `${RELEASES}/`, MAS_CURRENT],
+        watch: [
+          MAS_CONFIG,
+          MAS_ENCRYPTION_KEY,
+          MAS_SYNAPSE_SECRET,
+          MAS_ADMIN_CLIENT_SECRET,
+          `${MAS_KEYS_DIR}/`,
+          MAS_UNIT_PATH,
+          `${RELEASES}/`,
+          MAS_CURRENT,
+        ],
         validate: MAS_VALIDATE,
       }),
     )

@@ -18,6 +18,10 @@ export const MAS_CONFIG = `${MAS_ETC}/config.yaml`
 export const MAS_ENCRYPTION_KEY = `${MAS_ETC}/encryption-key`
 export const MAS_SYNAPSE_SECRET = `${MAS_ETC}/synapse-secret`
 export const MAS_KEYS_DIR = `${MAS_ETC}/keys`
+/** The secret of the static OAuth client that may use MAS's admin API (provision mas-user; loopback only). */
+export const MAS_ADMIN_CLIENT_SECRET = `${MAS_ETC}/admin-client-secret`
+/** Its client id: MAS wants a ULID (26 Crockford base-32 characters). */
+export const MAS_ADMIN_CLIENT_ID = '01JPR0V1S10N0000000000ADM1'
 /** One RSA key (required) and one P-256 key, made with openssl on the host once. */
 export const MAS_SIGNING_KEYS = [`${MAS_KEYS_DIR}/rsa.pem`, `${MAS_KEYS_DIR}/ec-p256.pem`] as const
 export const MAS_UNIT = 'matrix-authentication-service.service'
@@ -65,7 +69,12 @@ export function renderMasConfig(vars: MatrixSettings, ctx: { databaseHost: strin
           ],
           binds: [{ host: '127.0.0.1', port: vars.mas.port }],
         },
-        { name: 'internal', resources: [{ name: 'health' }], binds: [{ host: '127.0.0.1', port: vars.mas.healthPort }] },
+        // Loopback only: /health, and the admin API that provision mas-user calls on the host.
+        {
+          name: 'internal',
+          resources: [{ name: 'health' }, { name: 'adminapi' }],
+          binds: [{ host: '127.0.0.1', port: vars.mas.healthPort }],
+        },
       ],
     },
     database: {
@@ -82,6 +91,7 @@ export function renderMasConfig(vars: MatrixSettings, ctx: { databaseHost: strin
       endpoint: `http://127.0.0.1:${vars.synapse.listenPort}/`,
       secret_file: MAS_SYNAPSE_SECRET,
     },
+    clients: [{ client_id: MAS_ADMIN_CLIENT_ID, client_auth_method: 'client_secret_basic', client_secret_file: MAS_ADMIN_CLIENT_SECRET }],
     secrets: { encryption_file: MAS_ENCRYPTION_KEY, keys: MAS_SIGNING_KEYS.map((key_file) => ({ key_file })) },
     passwords: {
       enabled: true,
@@ -96,7 +106,7 @@ export function renderMasConfig(vars: MatrixSettings, ctx: { databaseHost: strin
     email: { transport: 'blackhole' },
     rate_limiting: { login: { per_ip: limit, per_account: { ...limit } } },
     templates: { path: `${share}/templates/`, assets_manifest: `${share}/manifest.json`, translations_path: `${share}/translations/` },
-    policy: { wasm_module: `${share}/policy.wasm` },
+    policy: { wasm_module: `${share}/policy.wasm`, data: { admin_clients: [MAS_ADMIN_CLIENT_ID] } },
   }
   const content =
     '# Managed by matrix-provision (role mas): changes here are overwritten on the next run.\n' + stringify(config, { lineWidth: 0 })

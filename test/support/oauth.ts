@@ -138,7 +138,7 @@ export class OAuthClient {
   }
 
   /** The authorization-code flow with PKCE (S256) through MAS's login and consent forms. */
-  async login(username: string, password: string, deviceId: string): Promise<Tokens> {
+  async login(username: string, password: string, deviceId: string, extraScope = ''): Promise<Tokens> {
     const verifier = b64url(randomBytes(32))
     const state = b64url(randomBytes(12))
     const authz = new URL(this.meta.authorization_endpoint)
@@ -147,7 +147,7 @@ export class OAuthClient {
       response_mode: 'query',
       client_id: this.clientId,
       redirect_uri: this.redirectUri,
-      scope: `openid urn:matrix:client:api:* urn:matrix:client:device:${deviceId}`,
+      scope: `openid urn:matrix:client:api:* urn:matrix:client:device:${deviceId}${extraScope ? ` ${extraScope}` : ''}`,
       state,
       code_challenge: b64url(createHash('sha256').update(verifier).digest()),
       code_challenge_method: 'S256',

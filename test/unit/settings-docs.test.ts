@@ -100,6 +100,7 @@ describe('the leaves the loader resolves', () => {
       'mas.file path',
       'mas.databasePassword secret mas-postgres-password',
       'mas.synapseSecret secret mas-synapse-secret',
+      'mas.adminClientSecret secret mas-admin-client-secret',
       'mas.encryptionSecret secret mas-encryption-secret',
     ])
   })

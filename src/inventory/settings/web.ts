@@ -84,6 +84,9 @@ export const masSchema = z
     synapseSecret: secretRef('mas-synapse-secret')
       .default(GENERATE)
       .describe('Shared by MAS and Synapse (matrix_authentication_service.secret)'),
+    adminClientSecret: secretRef('mas-admin-client-secret')
+      .default(GENERATE)
+      .describe("Secret of the OAuth client that may call MAS's admin API on loopback (provision mas-user)"),
     encryptionSecret: secretRef('mas-encryption-secret')
       .default(GENERATE)
       .describe("MAS's encryption key is derived from it (64 hex digits): never change it once set"),
