@@ -4,9 +4,10 @@ import type { Task, TaskContext } from '../../src/engine/task.js'
 import { command } from '../../src/resources/command.js'
 import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
-import { joinShell, raw, sh, type ShellCommand } from '../../src/core/shell.js'
+import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
 import { curlVhost, enabled, fileFrom, tlsFiles } from '../apache/index.js'
 import { renderElementVhost } from '../apache/templates.js'
+import { fetchTo, verifiedTarball, type TarballCheck } from '../common/release-tarball.js'
 import { renderElementConfig } from './templates.js'
 
 const CACHE = '/var/cache/matrix-provision/element'
@@ -67,27 +68,31 @@ export const elementTask: Task = {
     if (e.file) out.push(file({ path: src.tarball, content: readFileSync(e.file), mode: 0o644 }))
     if (e.releaseKeyFile) out.push(file({ path: src.key, content: readFileSync(e.releaseKeyFile), mode: 0o644 }))
     if (e.signatureFile) out.push(file({ path: src.signature, content: readFileSync(e.signatureFile), mode: 0o644 }))
-    const sha = e.sha256 ? sh`echo ${`${e.sha256}  ${src.tarball}`} | sha256sum -c --quiet` : undefined
-    // A throw-away keyring ("$g") holding only the release key: the signature must come from that key.
-    const signed = e.releaseKeyFile ? sh`gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball}` : undefined
-    const checks = [sha, signed].filter((c): c is ShellCommand => c !== undefined)
-    // What this host downloads (uploaded files are resources above): to a .part name, renamed when whole.
-    const fetchTo = (url: string, path: string, maxTime: number) =>
-      sh`rm -f ${`${path}.part`}; curl -fsSL --max-time ${maxTime} ${url} -o ${`${path}.part`}; mv -f ${`${path}.part`} ${path}`
+    const checks: TarballCheck[] = [
+      ...(e.sha256
+        ? [
+            {
+              test: sh`echo ${`${e.sha256}  ${src.tarball}`} | sha256sum -c --quiet`,
+              failure: `SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`,
+            },
+          ]
+        : []),
+      // A throw-away keyring ("$g") holding only the release key: the signature must come from that key.
+      ...(e.releaseKeyFile
+        ? [
+            {
+              test: sh`gpg --batch -q --homedir "$g" --verify ${src.signature} ${src.tarball}`,
+              failure: `GPG signature of ${basename(src.tarball)} does not verify with the release key`,
+            },
+          ]
+        : []),
+    ]
+    // What this host downloads (uploaded files are resources above).
     const fetch: ShellCommand[] = [
       ...(!e.file ? [fetchTo(src.url, src.tarball, 300)] : []),
       ...(!e.signatureFile && e.releaseKeyFile && src.sigUrl ? [fetchTo(src.sigUrl, src.signature, 60)] : []),
     ]
-    const loud: ShellCommand[] = [
-      ...(sha ? [sh`${sha} || { echo ${`SHA-256 of ${basename(src.tarball)} is not ${e.sha256}`} >&2; exit 1; }`] : []),
-      ...(signed
-        ? [sh`${signed} || { echo ${`GPG signature of ${basename(src.tarball)} does not verify with the release key`} >&2; exit 1; }`]
-        : []),
-    ]
-    // The cache is used only when it verifies: a download cut short (or a release replaced upstream)
-    // would otherwise fail every later run. Then it is fetched again and must verify.
-    const cachedIsGood = joinShell([sh`[ -s ${src.tarball} ]`, ...checks.map((c) => sh`{ ${c}; } >/dev/null 2>&1`)], ' && ')
-    const verifyOrFetch = sh`if ${cachedIsGood}; then :; else ${joinShell([...fetch, ...loud], '; ')}; fi`
+    const verifyOrFetch = verifiedTarball(src.tarball, checks, fetch)
     const importKey = e.releaseKeyFile ? sh`g=$(mktemp -d); gpg --batch -q --homedir "$g" --import ${src.key} 2>/dev/null; ` : raw``
     out.push(
       command({

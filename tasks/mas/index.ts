@@ -16,6 +16,7 @@ import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { curlVhost } from '../apache/index.js'
 import { MAS_SITE_PATH } from '../apache/templates.js'
+import { fetchTo, verifiedTarball } from '../common/release-tarball.js'
 import { addressOf } from '../common/topology.js'
 import {
   MAS_ADMIN_CLIENT_SECRET,
@@ -125,17 +126,18 @@ export const masTask: Task = {
       directory({ path: MAS_KEYS_DIR, owner: 'root', group: MAS_USER, mode: 0o750 }),
     ]
     if (v.mas.file) out.push(file({ path: tarball, content: readFileSync(v.mas.file), mode: 0o644 }))
-    const verify = sh`echo ${`${v.mas.sha256}  ${tarball}`} | sha256sum -c --quiet`
-    const fetch = v.mas.file
-      ? raw`false`
-      : sh`{ rm -f ${`${tarball}.part`}; curl -fsSL --max-time 300 ${url} -o ${`${tarball}.part`} && mv -f ${`${tarball}.part`} ${tarball}; }`
+    const verified = verifiedTarball(
+      tarball,
+      [{ test: sh`echo ${`${v.mas.sha256}  ${tarball}`} | sha256sum -c --quiet`, failure: `SHA-256 of ${tarball} is not ${v.mas.sha256}` }],
+      v.mas.file ? [] : [fetchTo(url, tarball, 300)],
+    )
     out.push(
       command({
         name: `unpack mas ${tag}`,
         summary: `verify (SHA-256) and unpack mas-cli ${tag} into ${dir}${v.mas.file ? '' : ` (downloaded from ${url})`}`,
         creates: `${dir}/mas-cli`,
         // Tarball layout: mas-cli, LICENSE and share/ at the top (no directory). Unpacked aside, renamed when whole.
-        command: sh`set -e; t=''; trap 'rm -rf "$t"' EXIT; if [ -s ${tarball} ] && { ${verify}; } >/dev/null 2>&1; then :; else ${fetch}; ${verify} || { echo ${`SHA-256 of ${tarball} is not ${v.mas.sha256}`} >&2; exit 1; }; fi; t=$(mktemp -d ${`${RELEASES}/.unpack-XXXXXX`}); tar -xzf ${tarball} -C "$t" --no-same-owner; [ -x "$t/mas-cli" ] && [ -f "$t/share/policy.wasm" ] || { echo 'the tarball has no mas-cli and share/policy.wasm at its top' >&2; exit 1; }; chmod -R u=rwX,go=rX "$t"; rm -rf ${dir}; mv "$t" ${dir}; t=''`,
+        command: sh`set -e; t=''; trap 'rm -rf "$t"' EXIT; ${verified}; t=$(mktemp -d ${`${RELEASES}/.unpack-XXXXXX`}); tar -xzf ${tarball} -C "$t" --no-same-owner; [ -x "$t/mas-cli" ] && [ -f "$t/share/policy.wasm" ] || { echo 'the tarball has no mas-cli and share/policy.wasm at its top' >&2; exit 1; }; chmod -R u=rwX,go=rX "$t"; rm -rf ${dir}; mv "$t" ${dir}; t=''`,
         touches: [`${dir}/`],
         timeoutMs: 600_000,
       }),
