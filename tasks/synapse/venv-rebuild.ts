@@ -43,6 +43,8 @@ export interface RebuildInput {
   before: ReleaseStep[]
   /** The installer of a venv at a path (the release keeps one per path: apply uses the one planned). */
   installerAt: (venv: string) => Resource | undefined
+  /** false on a worker host: no main to restart; its workers' units watch the link (the engine restarts them). */
+  main?: boolean
 }
 
 /** The plan of a rebuild: the new venv's name, its steps in the upgrade's order, and the release change (without them). */
@@ -65,20 +67,15 @@ export async function rebuildChange(x: RebuildInput): Promise<{ change: Change; 
       venv,
       summary: `parse the live configuration with the rebuilt venv's code (${venv}/bin/python -m synapse.config), main and every worker`,
     },
-    ...stepsAround(
-      spec,
-      undefined,
-      [
-        {
-          kind: 'switch',
-          venv,
-          record: { previous: live },
-          summary: `switch ${VENV_LINK} -> ${venv} (one atomic rename; ${live} stays, unchanged, for rollback)`,
-        },
-      ],
-      `${spec.version} (${venv.replace(/^.*\//, '')})`,
-    ),
   ]
+  const switchStep: ReleaseStep = {
+    kind: 'switch',
+    venv,
+    record: { previous: live },
+    summary: `switch ${VENV_LINK} -> ${venv} (one atomic rename; ${live} stays, unchanged, for rollback)${x.main === false ? ": this host's workers restart on it" : ''}`,
+  }
+  if (x.main === false) steps.push(switchStep)
+  else steps.push(...stepsAround(spec, undefined, [switchStep], `${spec.version} (${venv.replace(/^.*\//, '')})`))
   const venvs = [...x.venvs, { path: venv, mtime: Infinity }].sort((a, b) => b.mtime - a.mtime)
   const prune = venvsToPrune(venvs, venv, live, spec.keepVenvs)
   if (prune.length)

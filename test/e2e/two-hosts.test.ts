@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { readdirSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { execFile } from 'node:child_process'
@@ -9,7 +10,12 @@ import type { RawInventory } from '../../src/inventory/schema.js'
 import { workerInstances } from '../../src/inventory/workers.js'
 import { KINDS } from '../../src/synapse/worker-kinds.js'
 import { matrixSettings } from '../unit/fixtures/matrix-settings.js'
-import { elementRelease, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
+import { elementRelease, LOCK_DIR, pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
+import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
+import { readLock } from '../../src/inventory/controller-files.js'
+import { shellQuote } from '../../src/core/quote.js'
+import type { Change, Step } from '../../src/resources/resource.js'
+import { guideWheelhouse } from '../support/guide-host.js'
 import { cliOutput, jsonReport, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
@@ -399,4 +405,92 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
     expect(media.stdout).toMatch(/bytes-\w/)
     expect((await hs.exec('find /var/lib/matrix-synapse/media/local_content -type f 2>/dev/null | wc -l')).stdout.trim()).toBe('0')
   })
+
+  // Issue 21 on a worker host: its running venv is never installed into either. Drift from the lock (a pin
+  // changed by hand) is repaired by a venv built beside it; a rebuild whose install fails (no index
+  // reachable) leaves the running venv byte-identical and the workers serving.
+  it(
+    "a worker host's running venv that drifted from its lock is rebuilt beside it: a failed rebuild leaves it byte-identical and its workers running; a later run switches to the rebuilt one",
+    async () => {
+      const LINK = '/opt/venvs/matrix-synapse'
+      const live = (await db.exec(`readlink -f ${LINK}`)).stdout.trim()
+      const V = live.replace(`${LINK}-`, '')
+      const DB_UNITS = ON_DB.map((n) => `matrix-synapse-worker@${n}.service`)
+      type Json = { hosts: { host: string; error?: string; tasks: { task: string; changes: Change[] }[] }[] }
+      const releaseOn = (r: Json) =>
+        r.hosts
+          .find((h) => h.host === 'db')!
+          .tasks.flatMap((t) => t.changes)
+          .find((c) => c.resource === `synapse-release:${LINK}`)
+      const seq = (steps: Step[]) => steps.map((x) => `${x.kind} ${x.target}`)
+      const treeHash = async (dir: string) => {
+        const r = await db.exec(
+          `cd ${dir} && { find . -printf '%p %y %m %U:%G %s %T@ %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1`,
+        )
+        expect(r.exitCode, r.output).toBe(0)
+        return r.stdout.trim()
+      }
+      const pids = async () => (await db.exec(`systemctl show -p MainPID --value ${DB_UNITS.join(' ')}`)).stdout.trim()
+      const running = async () =>
+        expect((await db.exec(`systemctl is-active ${DB_UNITS.join(' ')}`)).stdout.trim().split('\n')).toEqual(['active', 'active'])
+      // certifi of another release (the guide's 1.87.0-era wheelhouse): nothing a running worker reads.
+      const dir = (await guideWheelhouse()).dir
+      const wheel = readdirSync(dir).find((f) => /^certifi-.*-py3-none-any\.whl$/.test(f))!
+      await db.container.copyFilesToContainer([{ source: join(dir, wheel), target: `/root/${wheel}` }])
+      const pip = await db.exec(`${LINK}/bin/pip install --disable-pip-version-check --no-index --no-deps /root/${wheel}`)
+      expect(pip.exitCode, pip.output).toBe(0)
+      const before = await treeHash(live)
+      const pidsBefore = await pids()
+
+      // The install of the rebuild fails: no wheelhouse, an index nobody answers.
+      const doc = parse(await readFile(inventory, 'utf8')) as { defaults: { vars: { synapse: Record<string, unknown> } } }
+      delete doc.defaults.vars.synapse.wheelhouse
+      doc.defaults.vars.synapse.pipIndexUrl = 'http://127.0.0.1:9/simple/'
+      const noIndex = join(env.dir, 'inventory-no-index.yaml')
+      await writeFile(noIndex, stringify(doc))
+      const planned = releaseOn(
+        JSON.parse((await runCli(['--inventory', noIndex, '--dry-run', '--json'], { env: runEnv })).stdout) as Json,
+      )!
+      expect(planned.summary).toContain(
+        `rebuild Synapse ${V} side by side in ${live}-r2 and switch to it: the running ${live} differs from the lock`,
+      )
+      expect(seq(planned.steps!)).toEqual([`install ${live}-r2`, `check-config ${live}-r2`, `switch ${live}-r2`])
+      const failed = await runCli(['--inventory', noIndex, '--json'], { env: runEnv, timeoutMs: SPREAD_TIMEOUT })
+      expect(failed.code, cliOutput(failed)).toBe(1)
+      const report = JSON.parse(failed.stdout) as Json
+      const error = report.hosts.find((h) => h.host === 'db')!.error!
+      console.log(error)
+      expect(error).toContain(`pip install of the lock synapse-lock/${V}.txt`)
+      expect(error).toContain(
+        `nothing running was changed: Synapse ${V} keeps serving from ${live}, which still differs from the lock (a later run or check reports it); ${live}-r2 removed`,
+      )
+      expect(seq(releaseOn(report)!.performed!)).toEqual([`install ${live}-r2`])
+      expect(await treeHash(live)).toBe(before)
+      expect((await db.exec(`readlink -f ${LINK}; ls -d ${LINK}-*`)).stdout.trim().split('\n')).toEqual([live, live])
+      await running()
+      expect(await pids()).toBe(pidsBefore)
+
+      // With the wheelhouse back: the rebuilt venv, switched to; the drifted one stays, unchanged, for rollback.
+      const plan = releaseOn(JSON.parse((await runCli(['--inventory', inventory, '--dry-run', '--json'], { env: runEnv })).stdout) as Json)!
+      const fixed = await runCli(['--inventory', inventory, '--json'], { env: runEnv, timeoutMs: SPREAD_TIMEOUT })
+      expect(fixed.code, cliOutput(fixed)).toBe(0)
+      expect(seq(releaseOn(JSON.parse(fixed.stdout) as Json)!.performed!)).toEqual(seq(plan.steps!))
+      expect((await db.exec(`readlink -f ${LINK}`)).stdout.trim()).toBe(`${live}-r2`)
+      expect(await treeHash(live)).toBe(before)
+      const listed = await db.exec(`${LINK}/bin/python -c ${shellQuote(VENV_CONTENTS_SCRIPT)}`)
+      expect(
+        lockDrift(await readLock(LOCK_DIR, V, 'test/e2e/two-hosts.test.ts'), parseVenvContents(listed.stdout, listed.exitCode)!),
+      ).toEqual({
+        missing: [],
+        differ: [],
+        extra: [],
+      })
+      await running()
+      expect(await pids()).not.toBe(pidsBefore) // restarted on the rebuilt venv
+      const again = await spreadApply()
+      expect(again.code, cliOutput(again)).toBe(0)
+      expect(again.stdout).toContain('db: no changes')
+    },
+    SPREAD_TIMEOUT,
+  )
 })

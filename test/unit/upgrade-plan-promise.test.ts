@@ -14,7 +14,8 @@ import { rollBackTo } from '../../tasks/synapse/rollback.js'
 import { codeSchemaCommand, databaseSchemaCommand, knownUpdatesCommand } from '../../tasks/synapse/schema-probe.js'
 import { StepRunner } from '../../tasks/synapse/switch.js'
 import type { DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
-import { dbAt158, facts, installs, lock163, noConn, spec, UPGRADE_STATE, v158, v163, venvListing } from './fixtures/release.js'
+import { dbAt158, facts, installerAt, installs, lock163, noConn, spec, UPGRADE_STATE, v158, v163, venvListing } from './fixtures/release.js'
+import { workerHostRelease } from '../../tasks/synapse/release/worker-host-release.js'
 
 const seq = (steps: (Step | PerformedStep)[]) => steps.map((s) => `${s.kind} ${s.target}${s.host ? ` on ${s.host}` : ''}`)
 
@@ -148,5 +149,58 @@ suite('apply does exactly what the dry run printed, in order', () => {
     )
     // The switch back records where it came from: `provision rollback` reads it.
     expect(conn.calls.some((c) => c.includes('ln -sfn matrix-synapse-1.158.0'))).toBe(true)
+  })
+})
+
+suite('a worker host (no main process there)', () => {
+  const DRIFTED = 'link matrix-synapse-1.163.2\nvenv 300 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n'
+  const release = () =>
+    workerHostRelease({
+      lock: lock163,
+      installAt: installerAt,
+      keepVenvs: 2,
+      backupDir: '/var/backups/matrix-synapse',
+      configChecks: (py) => [sh`${py} -m synapse.config`],
+      exec: { signingKey: '/k', postgresLocal: false, database: 'synapse', databaseOwner: 'synapse' },
+    })
+  const plan = (state: string, live: string | null) =>
+    release().plan({ conn: noConn, facts: facts(state, dbAt158, null, v163, live), predicted: new Prediction(), dryRun: true })
+
+  it('a running venv that holds its lock: nothing; one that drifted: rebuilt beside it and switched (its workers restart on the link), never installed into', async () => {
+    expect(await plan(DRIFTED, venvListing())).toBeNull()
+    const change = (await plan(DRIFTED, venvListing({ twisted: '25.5.0' })))!
+    expect(change.summary).toMatch(/^rebuild Synapse 1\.163\.2 side by side in \/opt\/venvs\/matrix-synapse-1\.163\.2-r2 and switch to it/)
+    expect(seq(change.steps!)).toEqual([
+      'install /opt/venvs/matrix-synapse-1.163.2-r2',
+      'check-config /opt/venvs/matrix-synapse-1.163.2-r2',
+      'switch /opt/venvs/matrix-synapse-1.163.2-r2',
+    ])
+    expect(change.touches).toEqual(['/opt/venvs/matrix-synapse'])
+    const conn = healthyHost('w1')
+    await release().apply(change, { conn, state: { aptListsStale: false } })
+    expect(seq(change.performed!)).toEqual(seq(change.steps!))
+    expect(conn.calls.some((c) => c.includes('ln -sfn matrix-synapse-1.163.2-r2'))).toBe(true)
+  })
+
+  it('another version: its venv beside the running one, then the link', async () => {
+    const change = (await plan(
+      'link /opt/venvs/matrix-synapse-1.158.0\nvenv 3 /opt/venvs/matrix-synapse-1.158.0\nactive 1.158.0\nfree 9\n',
+      null,
+    ))!
+    expect(seq(change.steps!)).toEqual(['install /opt/venvs/matrix-synapse-1.163.2', 'switch /opt/venvs/matrix-synapse-1.163.2'])
+  })
+
+  it('a failed rebuild install removes the half-built venv and leaves the running one as it was', async () => {
+    const change = (await plan(DRIFTED, venvListing({ twisted: '25.5.0' })))!
+    const conn = healthyHost('w1')
+    installs.fail = 'pip install of the lock synapse-lock/1.163.2.txt failed: no index'
+    try {
+      await expect(release().apply(change, { conn, state: { aptListsStale: false } })).rejects.toThrow(
+        'no index; nothing running was changed: Synapse 1.163.2 keeps serving from /opt/venvs/matrix-synapse-1.163.2, which still differs from the lock (a later run or check reports it); /opt/venvs/matrix-synapse-1.163.2-r2 removed',
+      )
+    } finally {
+      installs.fail = undefined
+    }
+    expect(conn.calls).toEqual(['rm -rf /opt/venvs/matrix-synapse-1.163.2-r2'])
   })
 })
