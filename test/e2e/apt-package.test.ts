@@ -109,6 +109,17 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
       (await hs.exec('ls /var/lib/matrix-synapse/*.db 2>/dev/null; test -e /usr/sbin/policy-rc.d && echo policy-rc.d left')).stdout.trim(),
     ).toBe('')
     ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.apt.test.crt')).stdout
+    // The package's unit runs main hardened like the workers (our drop-in; PrivateUsers is off only in test containers).
+    expect(
+      (await hs.exec('systemctl show -p ProtectSystem,NoNewPrivileges,ExecStartPre,RuntimeDirectoryPreserve matrix-synapse.service')).stdout
+        .trim()
+        .split('\n')
+        .sort(),
+    ).toEqual(['ExecStartPre=', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'RuntimeDirectoryPreserve=yes'])
+    expect((await hs.exec('stat -c %a /var/lib/matrix-synapse /var/log/matrix-synapse')).stdout.split('\n').filter(Boolean)).toEqual([
+      '750',
+      '750',
+    ])
 
     for (const u of ['alice', 'bob']) {
       const reg = await hs.exec(

@@ -102,7 +102,10 @@ export async function startHosts(names: string[], options: StartOptions = {}): P
           exec,
         }
         started.push(host)
-        const boot = await exec('systemctl is-system-running --wait; chown -R deploy:deploy /home/deploy/.ssh')
+        // Images committed before the test drop-in was renamed (the guide image is built once per machine): zz- must sort last.
+        const boot = await exec(
+          'systemctl is-system-running --wait; chown -R deploy:deploy /home/deploy/.ssh; d=/etc/systemd/system/service.d; if [ -e $d/10-test-container.conf ]; then mv $d/10-test-container.conf $d/zz-test-container.conf && systemctl daemon-reload; fi',
+        )
         if (!boot.output.includes('running')) {
           const failed = await exec('systemctl --failed --no-legend')
           throw new Error(`host ${name} did not boot cleanly: ${boot.output.trim()}\n${failed.output}`)

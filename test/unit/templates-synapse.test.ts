@@ -495,7 +495,21 @@ describe('systemd units', () => {
     expect(unit.indexOf('[Service]')).toBeLessThan(unit.indexOf('[Install]'))
   })
 
-  it('renderSynapseServiceDropIn joins the package unit to the target', () => {
-    expect(renderSynapseServiceDropIn().split('\n')).toEqual(expect.arrayContaining(['[Unit]', 'PartOf=matrix-synapse.target']))
+  it('renderSynapseServiceDropIn joins the package unit to the target, drops --generate-keys and hardens main as the pip unit', () => {
+    const lines = renderSynapseServiceDropIn().split('\n')
+    expect(lines).toEqual(expect.arrayContaining(['[Unit]', 'PartOf=matrix-synapse.target', '[Service]', 'ExecStartPre=']))
+    // The same sandbox lines as the pip method's own unit (and the workers').
+    const sandbox = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) =>
+          /^(Protect|Private|Restrict|RuntimeDirectory|StateDirectory|LogsDirectory|SystemCall|NoNewPrivileges|CapabilityBoundingSet)/.test(
+            l,
+          ),
+        )
+    expect(sandbox(renderSynapseServiceDropIn())).toEqual(sandbox(renderSynapseUnit()))
+    expect(sandbox(renderSynapseServiceDropIn())).toEqual(
+      expect.arrayContaining(['ProtectSystem=strict', 'PrivateUsers=true', 'RuntimeDirectoryPreserve=yes']),
+    )
   })
 })

@@ -99,8 +99,10 @@ WantedBy=matrix-synapse.target
  * apt install method: a drop-in on the package's own matrix-synapse.service. It joins it to
  * matrix-synapse.target, so `systemctl restart matrix-synapse.target` restarts the main process with
  * the workers (the package unit keeps WantedBy=multi-user.target; [Install] cannot be changed from a
- * drop-in), and it empties the package's ExecStartPre (`--generate-keys`): the synapse task makes the
- * key before main's first start, so that step would only add 1.3 s of CPU to every start.
+ * drop-in), it empties the package's ExecStartPre (`--generate-keys`): the synapse task makes the
+ * key before main's first start, so that step would only add 1.3 s of CPU to every start; and it gives
+ * main the sandbox of the pip unit and the workers (the package's unit has none). ProtectSystem=strict
+ * is safe only because of that empty ExecStartPre (it wrote the key into /etc).
  */
 export function renderSynapseServiceDropIn(): string {
   return `# Managed by matrix-provision: changes here are overwritten on the next run.
@@ -110,7 +112,8 @@ ReloadPropagatedFrom=matrix-synapse.target
 
 [Service]
 ExecStartPre=
-`
+
+${SANDBOX}`
 }
 
 /**
