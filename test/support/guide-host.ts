@@ -209,7 +209,7 @@ SyslogIdentifier=matrix-synapse-%i
 [Install]
 WantedBy=matrix-synapse.target
 `
-const TARGET_UNIT = `[Unit]
+export const TARGET_UNIT = `[Unit]
 Description=Synapse parent target
 After=network.target
 
@@ -217,7 +217,7 @@ After=network.target
 WantedBy=multi-user.target
 `
 
-function guideVhost(serverName: string, publicHost: string): string {
+export function guideVhost(serverName: string, publicHost: string): string {
   const fed = GUIDE_FEDERATION_PATHS.map((p) => `    ProxyPass "${p}" "http://127.0.0.1:32902${p}" nocanon`).join('\n')
   return `<VirtualHost *:443>
     SSLEngine on
