@@ -139,6 +139,8 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
       'stop-old',
       `stop and mask ${o.old.name}'s Synapse units and timers (unit files in /etc/systemd/system moved aside, nothing deleted): writes stop here`,
       async () => {
+        // Downtime starts with the first unit stopping (a run continuing after the cut-over counts from its own start).
+        marks.stoppedAt = Date.now()
         await stopAndMask(oc, o.new.name)
       },
       cutOver,
