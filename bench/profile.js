@@ -49,10 +49,26 @@ function steps(stderr) {
     else if (m.msg.startsWith('close')) label = 'connection closed'
     else if (m.msg.startsWith('host done')) label = 'report assembled'
     else if (m.msg === 'report written') label = 'report rendered'
+    else if (m.msg.startsWith('cpu ')) continue
     named.push([label, m.t - prev])
     prev = m.t
   }
   return named
+}
+
+/**
+ * SSH round trips of the first host, from the trace: commands and file-write batches (each one exchange),
+ * the lock's exchange (its spawn) and the connection. Counts do not depend on the machine's load.
+ */
+function roundTrips(stderr) {
+  const host = stderr.match(/^\[trace [\d.]+ ms\] ([^-:][^:]*): /m)?.[1]
+  const mine = [...stderr.matchAll(/^\[trace [\d.]+ ms\] ([^:]+): (.*)$/gm)].filter((m) => m[1] === host).map((m) => m[2])
+  const runs = mine.filter((m) => m.startsWith('run ')).length
+  const writes = mine.filter((m) => m.startsWith('writeFile')).length
+  const locks = mine
+    .filter((m) => m.startsWith('spawn: mkdir') || m.startsWith('spawn: '))
+    .filter((m) => !/^spawn: (end|exited|output)/.test(m)).length
+  return `${runs + writes + locks} round trips per host after connecting (${locks} lock, ${runs} commands/probes, ${writes} write batches)`
 }
 
 function summariseProfile(file) {
@@ -100,8 +116,9 @@ try {
   }
   await resetHosts(hosts)
   const fresh = once()
-  console.log(`fresh run: ${fresh.wall.toFixed(0)} ms; its steps (ms):`)
+  console.log(`fresh run: ${fresh.wall.toFixed(0)} ms, ${roundTrips(fresh.stderr)}; its steps (ms):`)
   const freshSteps = steps(fresh.stderr)
+  if (process.env.PROFILE_RAW) for (const [label, ms] of freshSteps) console.log(`  raw ${ms.toFixed(0).padStart(6)}  ${label}`)
   const freshAgg = new Map()
   for (const [label, ms] of freshSteps) {
     const k = /^probe \d+/.test(label)
@@ -121,9 +138,12 @@ try {
   const stepSamples = new Map()
   for (let i = 0; i < runs; i++) {
     const r = once()
+    if (i === 0) console.log(`\nconverged: ${roundTrips(r.stderr)}`)
     walls.push(r.wall)
     for (const [label, ms] of steps(r.stderr)) stepSamples.set(label, [...(stepSamples.get(label) ?? []), ms])
   }
+  const cpus = []
+  for (let i = 0; i < runs; i++) cpus.push(Number(once().stderr.match(/\] -: cpu (\d+) ms/)[1]))
   const bare = []
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now()
@@ -133,6 +153,7 @@ try {
   console.log(
     `\nconverged run, ${n} host(s): median ${median(walls).toFixed(0)} ms wall over ${runs} runs (min ${Math.min(...walls).toFixed(0)}); bare \`node -e 0\`: ${median(bare).toFixed(0)} ms`,
   )
+  console.log(`controller CPU (user + system) of a converged run: median ${median(cpus)} ms over ${runs} runs (min ${Math.min(...cpus)})`)
   console.log('median per step (ms), first host:')
   for (const [label, xs] of stepSamples) console.log(`  ${median(xs).toFixed(1).padStart(7)}  ${label}`)
 

@@ -7,6 +7,27 @@
 import { build } from 'esbuild'
 import { rmSync } from 'node:fs'
 import { argv } from 'node:process'
+import { dirname, join } from 'node:path'
+
+/**
+ * zod's namespace re-exports all of its ~60 translations of error messages (`z.locales`), which esbuild
+ * cannot drop from a namespace: half of the zod chunk every run parses at start-up. The project uses
+ * zod's default, English (which zod registers itself); only `locales.en` stays.
+ */
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[/\\]node_modules[/\\]zod[/\\]/.test(args.importer)
+        ? { path: join(dirname(args.importer), '../locales/en.js'), namespace: 'zod-locales' }
+        : undefined,
+    )
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(args.path)}`,
+      resolveDir: dirname(args.path),
+    }))
+  },
+}
 
 export async function bundle(entry, outdir) {
   rmSync(outdir, { recursive: true, force: true }) // chunk names change with their content
@@ -21,6 +42,7 @@ export async function bundle(entry, outdir) {
     // Not minified: loads as fast here, and MP_DEBUG stack traces keep readable names.
     minify: false,
     external: ['ssh2'],
+    plugins: [zodEnglishOnly],
     logLevel: 'warning',
     // CommonJS dependencies (pino, node-ssh) call require() for Node's built-ins.
     banner: { js: "import { createRequire as __mpRequire } from 'node:module'; const require = __mpRequire(import.meta.url);" },

@@ -117,6 +117,12 @@ async function main(): Promise<number> {
   log.close()
   process.stdout.write(renderReport(report, { color: false, diffs: false }))
   trace?.('-', 'report written')
+  // Controller CPU (user + system) of the whole process: unlike wall time, load on the machine barely moves it.
+  const cpu = process.cpuUsage()
+  trace?.(
+    '-',
+    `cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (user ${(cpu.user / 1000).toFixed(0)}, system ${(cpu.system / 1000).toFixed(0)})`,
+  )
   return report.totals.failedHosts > 0 ? 2 : 0
 }
 

@@ -15,6 +15,8 @@ export const debPackages = defineFact(
   'deb-packages',
   raw`dpkg-query -W -f '\${Package}\\t\${db:Status-Abbrev}\\t\${Version}\\n'`,
   parseDpkgQuery,
+  // Only dpkg writes its database (package and command changes reach anything anyway): file writes leave it as read.
+  { paths: ['/var/lib/dpkg/'] },
 )
 
 /** debconf answers of a package's questions: question -> value. */

@@ -83,4 +83,5 @@ export const aptListsPresent = defineFact(
   'apt-lists',
   raw`ls /var/lib/apt/lists/ | grep -c _Packages`,
   (out) => Number(out.trim() || 0) > 0,
+  { paths: ['/var/lib/apt/lists/'] },
 )

@@ -42,5 +42,14 @@ export const unitStateBatch: FactBatch = {
   },
 }
 
+/**
+ * Where the unit files, drop-ins and SysV scripts (the generator's units) live: only a write there can
+ * change what `systemctl show` says of a unit, so apply need not read it again after other files' writes.
+ */
+const UNIT_PATHS = ['/etc/systemd/', '/run/systemd/', '/lib/systemd/', '/usr/lib/systemd/', '/usr/local/lib/systemd/', '/etc/init.d/']
+
 export const unitState = (unit: string) =>
-  defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, { batch: { with: unitStateBatch, item: unit } })
+  defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, {
+    paths: UNIT_PATHS,
+    batch: { with: unitStateBatch, item: unit },
+  })

@@ -10,9 +10,9 @@ import { join } from 'node:path'
 import { StaleFacts } from '../../src/engine/stale-facts.js'
 import type { Connection } from '../../src/ssh/connection.js'
 import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
-import { parseDpkgQuery } from '../../src/facts/packages.js'
+import { debPackages, parseDpkgQuery } from '../../src/facts/packages.js'
 import { parseUnitState, unitState, unitStateBatch } from '../../src/facts/systemd.js'
-import { parseListening, parseOsRelease } from '../../src/facts/system.js'
+import { aptListsPresent, parseListening, parseOsRelease } from '../../src/facts/system.js'
 import { defineFact, type Fact } from '../../src/facts/fact.js'
 import { maskSecrets, MASK, Secret } from '../../src/core/secret.js'
 import { maskSensitiveText, unifiedDiff } from '../../src/core/unified-diff.js'
@@ -90,14 +90,19 @@ describe('stale facts after applied changes', () => {
     backupPaths: [],
     reach,
   })
-  it('a file write makes stale only facts of that path, its parents and its children, and facts that name no paths', () => {
+  it('a file write makes stale only facts of that path, its parents and its children, and facts that name no paths or those paths', () => {
     const stale = new StaleFacts()
     expect(stale.affects([fileState('/srv/a')])).toBe(false)
     stale.noteApplied(change('file:/srv/bench/f1', ['/srv/bench/f1']))
     expect(stale.affects([fileState('/srv/bench/f2')])).toBe(false)
     expect(stale.affects([fileState('/srv/bench/f1')])).toBe(true)
     expect(stale.affects([fileState('/srv/bench')])).toBe(true)
+    // Unit state and the package database change only through their own paths (or changes that reach anything).
+    expect(stale.affects([unitState('cron.service')])).toBe(false)
+    expect(stale.affects([debPackages, aptListsPresent])).toBe(false)
+    stale.noteApplied(change('file:/etc/systemd/system/cron.service.d/x.conf', ['/etc/systemd/system/cron.service.d/x.conf']))
     expect(stale.affects([unitState('cron.service')])).toBe(true)
+    expect(stale.affects([debPackages])).toBe(false)
     // A directory made or chmod-ed leaves the files in it as they were; its parents may be new.
     stale.noteApplied(change('dir:/opt/x/y', ['/opt/x/y/']))
     expect(stale.affects([fileState('/opt/x/y/z')])).toBe(false)
