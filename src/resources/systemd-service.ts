@@ -1,5 +1,5 @@
 import { unitState } from '../facts/systemd.js'
-import { RemoteCommandError } from '../ssh/connection.js'
+import { RemoteCommandError, type CommandResult } from '../ssh/connection.js'
 import { sh, type ShellCommand } from '../core/shell.js'
 import type { ApplyTogether, Change, Resource, RestartTarget } from './resource.js'
 
@@ -106,6 +106,9 @@ export function inWaves<T>(units: readonly T[]): T[][] {
  * not start one after another. A unit that did not come up is named with its status; the waves after
  * a failed one are not started.
  */
+/** The exit code of a combined enable-and-start whose enable failed (systemctl's own codes are below 10). */
+const ENABLE_FAILED = 97
+
 const startTogether: ApplyTogether = {
   key: 'systemd start',
   async apply(changes, ctx) {
@@ -114,17 +117,22 @@ const startTogether: ApplyTogether = {
     const why = async (unit: string, r: { stdout: string; stderr: string }) =>
       `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`, { allowFailure: true })).stdout}`.trim()
     const enable = todo.filter((t) => t.enable).map((t) => t.unit)
+    const start = todo.filter((t) => t.start).map((t) => t.unit)
+    const waves = inWaves(start)
+    // The enable call and the first wave's start share one round trip; ENABLE_FAILED says which one failed.
+    let first: CommandResult | undefined
     if (enable.length) {
-      const r = await ctx.conn.run(sh`systemctl enable ${enable}`, { allowFailure: true })
-      if (r.code !== 0) {
-        for (const t of todo) failed.set(t.change, await why(t.unit, r))
+      const cmd = waves[0]
+        ? sh`systemctl enable ${enable} || exit ${ENABLE_FAILED}; systemctl start ${waves[0]}`
+        : sh`systemctl enable ${enable} || exit ${ENABLE_FAILED}`
+      first = await ctx.conn.run(cmd, { ...(waves[0] ? { timeoutMs: 300_000 } : {}), allowFailure: true })
+      if (first.code === ENABLE_FAILED) {
+        for (const t of todo) failed.set(t.change, await why(t.unit, first))
         return failed
       }
     }
-    const start = todo.filter((t) => t.start).map((t) => t.unit)
-    if (start.length === 0) return failed
-    for (const [w, wave] of inWaves(start).entries()) {
-      const r = await ctx.conn.run(sh`systemctl start ${wave}`, { timeoutMs: 300_000, allowFailure: true })
+    for (const [w, wave] of waves.entries()) {
+      const r = w === 0 && first ? first : await ctx.conn.run(sh`systemctl start ${wave}`, { timeoutMs: 300_000, allowFailure: true })
       if (r.code === 0) continue
       // Which ones did not come up: systemctl waits for every job and fails if any did.
       const states = (await ctx.conn.run(sh`systemctl is-active ${wave}`, { allowFailure: true })).stdout.trim().split('\n')
@@ -134,7 +142,7 @@ const startTogether: ApplyTogether = {
       // The later waves were not started: they did not happen either.
       for (const t of todo)
         if (
-          inWaves(start)
+          waves
             .slice(w + 1)
             .flat()
             .includes(t.unit)

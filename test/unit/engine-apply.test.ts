@@ -17,7 +17,7 @@ import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/core/shell.js'
-import { FakeHost } from './fake-host.js'
+import { FakeHost, shellWords } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/synapse/paths.js'
 
@@ -208,7 +208,7 @@ describe('validation backups', () => {
 })
 
 describe('services started together', () => {
-  it('consecutive service starts go out as one systemctl enable and starts of four units per call, each change still reported in the plan order', async () => {
+  it('consecutive service starts go out as one systemctl enable (with the first start) and starts of four units per call, each change still reported in the plan order', async () => {
     const host = apacheHost()
     const units = ['mp-a.service', 'mp-b.service', 'mp-c.service', 'mp-d.service', 'mp-e.service', 'mp-f.service']
     for (const u of units) host.put(`/etc/systemd/system/${u}`, '[Unit]\nDescription=x\n')
@@ -219,12 +219,49 @@ describe('services started together', () => {
     expect(report.status).toBe('changed')
     expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(plan.tasks[0]!.changes.map((c) => c.resource))
     expect(report.tasks[0]!.changes.map((c) => c.resource)).toEqual(units.map((u) => `service:${u}`))
-    expect(host.commands).toContain(`systemctl enable ${units.join(' ')}`)
-    expect(host.commands.filter((c) => c.startsWith('systemctl start'))).toEqual([
-      `systemctl start ${units.slice(0, 4).join(' ')}`,
+    // The enable and the first wave share one round trip.
+    expect(host.commands.filter((c) => c.startsWith('systemctl enable') || c.startsWith('systemctl start'))).toEqual([
+      `systemctl enable ${units.join(' ')} || exit 97; systemctl start ${units.slice(0, 4).join(' ')}`,
       `systemctl start ${units.slice(4).join(' ')}`,
     ])
     for (const u of units) expect(host.units.get(u)).toMatchObject({ active: true, enabled: true })
+  })
+})
+
+describe('services started together: enable fails', () => {
+  it('the combined enable-and-start that exits 97 names each unit with its status; nothing is started', async () => {
+    const host = apacheHost()
+    const units = ['mp-a.service', 'mp-b.service']
+    for (const u of units) host.put(`/etc/systemd/system/${u}`, '[Unit]\nDescription=x\n')
+    host.daemonReloadDue.clear()
+    const ran: string[] = []
+    const result = (command: string, code: number, stdout: string, stderr: string) =>
+      Promise.resolve({ command, code, signal: null, stdout, stderr, durationMs: 1, timedOut: false })
+    // The fake host as it is, except that enabling fails on the host (as for a masked unit).
+    const conn = new Proxy(host, {
+      get(target, key) {
+        if (key === 'run')
+          return (c: Parameters<FakeHost['run']>[0], o?: Parameters<FakeHost['run']>[1]) => {
+            ran.push(c.text)
+            if (c.text.startsWith('systemctl enable'))
+              return result(c.text, 97, '', 'Failed to enable unit: Unit file mp-a.service is masked.')
+            if (c.text.startsWith('systemctl status')) return result(c.text, 3, `${shellWords(c.text).at(-1)!} - x (masked)`, '')
+            return target.run(c, o)
+          }
+        const value: unknown = Reflect.get(target, key, target)
+        return typeof value === 'function' ? (value.bind(target) as unknown) : value
+      },
+    })
+    const tasks: Task[] = [{ name: 'apache', title: 'units', resources: () => units.map((unit) => service({ unit })) }]
+    const report = await runHost(inventory.hosts[0]!, conn, { mode: 'apply', tasks, inventory })
+    expect(report.status).toBe('failed')
+    for (const u of units) {
+      expect(report.error).toContain(`enable and start (now inactive) ${u}: Failed to enable unit`)
+      expect(report.error).toContain(`${u} - x (masked)`)
+    }
+    expect(report.error).toContain('Unit file mp-a.service is masked.')
+    expect(ran.filter((c) => c.startsWith('systemctl start'))).toEqual([])
+    for (const u of units) expect(host.units.get(u)?.active ?? false).toBe(false)
   })
 })
 

@@ -819,6 +819,12 @@ export class FakeHost implements Connection {
       this.daemonReloadDue.clear()
       return {}
     }
+    // Enable, and the first wave's start in the same round trip (systemd-service.ts): exit 97 when enable failed.
+    if ((m = /^systemctl enable ([^|;]+) \|\| exit 97(?:; systemctl start ([^|;]+))?$/.exec(cmd))) {
+      const enabled = this.#systemctl(shellWords(m[1]!).map((unit) => ['systemctl', 'enable', unit]))
+      if (enabled.code) return { ...enabled, code: 97 }
+      return m[2] ? this.#systemctl(shellWords(m[2]).map((unit) => ['systemctl', 'start', unit])) : {}
+    }
     // One unit or several per call (systemctl runs the jobs of several side by side).
     if (cmd.split(' && ').every((c) => /^systemctl (enable|start|stop|restart|reload)( \S+)+$/.test(c))) {
       return this.#systemctl(
