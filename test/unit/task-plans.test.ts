@@ -1088,6 +1088,7 @@ describe("Synapse's restart rules through a plan (issue 13, item 5): a converged
     const { host } = await planThenApply([...BASE, { name: 'events_2', kind: 'events' }])
     expect(host.commands).toContain(`systemctl stop ${WORKERS.join(' ')}`)
     const after = host.commands.slice(host.commands.indexOf(`systemctl stop ${WORKERS.join(' ')}`))
-    expect(after.filter((c) => c.startsWith('systemctl start ') && WORKERS.every((u) => c.includes(u)))).toHaveLength(1)
+    // Alone, or behind the enable of a new unit in the same round trip.
+    expect(after.filter((c) => /(^|; )systemctl start /.test(c) && WORKERS.every((u) => c.includes(u)))).toHaveLength(1)
   })
 })
