@@ -111,11 +111,12 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     ca = (await hs.exec('cat /etc/ssl/matrix-provision/matrix.apt.test.crt')).stdout
     // The package's unit runs main hardened like the workers (our drop-in; PrivateUsers is off only in test containers).
     expect(
-      (await hs.exec('systemctl show -p ProtectSystem,NoNewPrivileges,ExecStartPre,RuntimeDirectoryPreserve matrix-synapse.service')).stdout
+      (await hs.exec('systemctl show -p ProtectSystem,NoNewPrivileges,RuntimeDirectoryPreserve matrix-synapse.service')).stdout
         .trim()
         .split('\n')
         .sort(),
-    ).toEqual(['ExecStartPre=', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'RuntimeDirectoryPreserve=yes'])
+    ).toEqual(['NoNewPrivileges=yes', 'ProtectSystem=strict', 'RuntimeDirectoryPreserve=yes'])
+    expect((await hs.exec('systemctl show -p ExecStartPre --value matrix-synapse.service')).stdout.trim()).toBe('')
     expect((await hs.exec('stat -c %a /var/lib/matrix-synapse /var/log/matrix-synapse')).stdout.split('\n').filter(Boolean)).toEqual([
       '750',
       '750',
@@ -385,5 +386,31 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
       `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`,
     )
     for (const b of data.bodies) expect(read.json.chunk.map((e) => e.content.body)).toContain(b)
+  })
+
+  it("a downgrade to a package whose code cannot run the database's schema is refused in the plan (read from the .deb), naming the backup; nothing stops", async () => {
+    // Both packages share SCHEMA_COMPAT_VERSION 84, so the newer release that already ran is simulated as
+    // Synapse leaves it: schema_compat_version raised to 95 (which 1.156.0's SCHEMA_VERSION 94 does not reach).
+    expect(await psql('select compat_version from schema_compat_version')).toBe('84')
+    await psql('update schema_compat_version set compat_version = 95')
+    try {
+      const inventory = await inventoryFor(OLD, 'inventory-downgrade.yaml')
+      const before = await unitStarts()
+      const dry = await provision(['--inventory', inventory, '--dry-run'])
+      expect(dry.code, dry.stdout + dry.stderr).toBe(1)
+      const refusal = `refusing the downgrade ${NEW} -> ${OLD}: `
+      expect(dry.stdout + dry.stderr).toContain(refusal)
+      expect(dry.stdout + dry.stderr).toMatch(
+        /or restore the backup \/var\/backups\/matrix-synapse\/synapse-[\d.]+-before-[\d.]+(\.\d+)?\.dump/,
+      )
+      const r = await apply(inventory)
+      expect(r.code).toBe(1)
+      expect(r.report.hosts[0]!.error).toContain(refusal)
+      expect(releaseChange(r.report)).toBeUndefined()
+      expect(await unitStarts()).toBe(before)
+      expect(await versions()).toEqual({ pkg: `${repo.versions.at(-1)} hi`, main: NEW, federation_reader: NEW, federation_sender: NEW })
+    } finally {
+      await psql('update schema_compat_version set compat_version = 84')
+    }
   })
 })

@@ -14,7 +14,20 @@ import { rollBackTo } from '../../tasks/synapse/rollback.js'
 import { codeSchemaCommand, databaseSchemaCommand, knownUpdatesCommand } from '../../tasks/synapse/schema-probe.js'
 import { StepRunner } from '../../tasks/synapse/switch.js'
 import type { DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
-import { dbAt158, facts, installerAt, installs, lock163, noConn, spec, UPGRADE_STATE, v158, v163, venvListing } from './fixtures/release.js'
+import {
+  dbAt158,
+  debHost,
+  facts,
+  installerAt,
+  installs,
+  lock163,
+  noConn,
+  spec,
+  UPGRADE_STATE,
+  v158,
+  v163,
+  venvListing,
+} from './fixtures/release.js'
 import { workerHostRelease } from '../../tasks/synapse/release/worker-host-release.js'
 
 const seq = (steps: (Step | PerformedStep)[]) => steps.map((s) => `${s.kind} ${s.target}${s.host ? ` on ${s.host}` : ''}`)
@@ -53,7 +66,8 @@ function healthyHost(name: string, db: DatabaseSchema = dbAt158): Connection & {
 
 async function planAndApply(s: Parameters<typeof synapseRelease>[0], f: ReturnType<typeof facts>): Promise<Change> {
   const resource = synapseRelease(s)
-  const change = (await resource.plan({ conn: noConn, facts: f, predicted: new Prediction(), dryRun: true }))!
+  const conn = s.method === 'apt' ? debHost(v163) : noConn
+  const change = (await resource.plan({ conn, facts: f, predicted: new Prediction(), dryRun: true }))!
   // What the dry run prints is what the change carries for apply.
   expect(change.steps).toEqual(releasePlanOf(change).steps.map(describe))
   const w1 = healthyHost('w1')

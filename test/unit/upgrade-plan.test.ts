@@ -25,7 +25,20 @@ import {
   type CodeSchema,
   type DatabaseSchema,
 } from '../../tasks/synapse/schema-compat.js'
-import { dbAt158, facts, installs, lock163, noConn, planOf, spec, UPGRADE_STATE, v158, v163, venvListing } from './fixtures/release.js'
+import {
+  dbAt158,
+  debHost,
+  facts,
+  installs,
+  lock163,
+  noConn,
+  planOf,
+  spec,
+  UPGRADE_STATE,
+  v158,
+  v163,
+  venvListing,
+} from './fixtures/release.js'
 
 describe('schema compatibility (Synapse prepare_database rules)', () => {
   it('counts delta files, not only the version: 1.158.0 -> 1.163.2 changes the schema at the same SCHEMA_VERSION', () => {
@@ -192,7 +205,7 @@ Finished in 0.0 s.
     ])
   })
 
-  it('converged: no change; the apt method orders the package upgrade the same way and always dumps first', async () => {
+  it('converged: no change; the apt method orders the package upgrade the same way, reading the schema of the candidate .deb: dump when deltas are pending, a downgrade the database refuses is refused', async () => {
     // Converged: the running venv holds its lock, so the release has nothing to do (a rebuilt -rN venv too).
     const at = (link: string) => `link ${link}\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 9\n`
     expect(await planOf(spec({ lock: lock163 }), facts(at('matrix-synapse-1.163.2'), dbAt158, null, v163, venvListing()))).toBeNull()
@@ -210,7 +223,12 @@ Finished in 0.0 s.
       controllerCode: undefined,
       apt: { source: aptSourceFact, install: (deb) => sh`apt-get install ${`matrix-synapse-py3=${deb}`}` },
     })
-    const apt = (await planOf(aptSpec, aptFacts))!
+    const host = debHost(v163)
+    const apt = (await planOf(aptSpec, aptFacts, host))!
+    // The candidate's schema is read from its package file before anything changes: known, not "uncertain".
+    expect(host.read).toHaveLength(1)
+    expect(host.read[0]).toContain('matrix-synapse-py3=1.163.2+bookworm1')
+    expect(apt.uncertain).toBeUndefined()
     expect(apt.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual([
       'backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump',
       'stop matrix-synapse-worker@federation_reader.service',
@@ -226,6 +244,32 @@ Finished in 0.0 s.
     expect(apt.steps!.find((x) => x.kind === 'start' && x.target === 'matrix-synapse.service')!.summary).toContain(
       'restart matrix-synapse.service on 1.163.2 (was 1.158.0)',
     )
+    expect(apt.steps![0]!.summary).toContain('schema delta(s) pending')
+
+    // A downgrade: the older package's code cannot run a database a newer release marked compat 95: refused
+    // in the plan, naming the dump taken before the upgrade to the running version (apt keeps no switch record).
+    const down = facts(
+      'dir\nactive 1.163.2\nfree 900000\ndump /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump\ndump /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.2.dump\n',
+      {
+        ...dbAt158,
+        compatVersion: 95,
+      },
+    )
+    down.set(aptSourceFact.id, aptFacts.get(aptSourceFact))
+    down.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.158.0').id, null) // apt: no versioned venv
+    await expect(planOf({ ...aptSpec, version: '1.158.0' }, down, debHost(v158))).rejects.toThrow(
+      "refusing the downgrade 1.163.2 -> 1.158.0: the database's schema_compat_version is 95, newer than Synapse 1.158.0 understands (its SCHEMA_VERSION is 94)",
+    )
+    await expect(planOf({ ...aptSpec, version: '1.158.0' }, down, debHost(v158))).rejects.toThrow(
+      'or restore the backup /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.2.dump.',
+    )
+    // At compat 84 the same downgrade is planned (no delta pending for the older code: no dump).
+    const ok = facts('dir\nactive 1.163.2\nfree 900000\n', { ...dbAt158, appliedDeltas: v163.deltas.filter((d) => d.startsWith('94/')) })
+    ok.set(aptSourceFact.id, aptFacts.get(aptSourceFact))
+    ok.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.158.0').id, null)
+    const planned = (await planOf({ ...aptSpec, version: '1.158.0' }, ok, debHost(v158)))!
+    expect(planned.summary).toContain('downgrade Synapse 1.163.2 -> 1.158.0 (apt)')
+    expect(planned.steps!.map((x) => x.kind)).not.toContain('backup')
   })
 
   it('apt: a version the source does not offer is refused in the plan, naming what it offers; an unreadable source too', async () => {

@@ -9,6 +9,7 @@ import { compareReleases } from '../../../src/synapse/compat.js'
 import { driftCount, lockDrift, type LockDrift, type VenvContents } from '../../../src/synapse/lock/drift.js'
 import { VENV_LINK, versionedVenv } from '../../../src/synapse/paths.js'
 import { plannedDebVersion, SYNAPSE_PACKAGE } from '../apt-package.js'
+import { readDebSchema } from '../apt-schema.js'
 import { canRun, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from '../schema-compat.js'
 import { isVenvOf, rebuildChange, venvsToPrune } from '../venv-rebuild.js'
 import { databaseSchemaFact, dumpPath, isError, type ReleaseState } from './facts.js'
@@ -89,7 +90,11 @@ export async function planRelease(
   const db = ctx.facts.get(databaseSchemaFact)
   if (isError(db)) throw new Error(`cannot read the database's schema version with ${VENV_LINK} and the live configuration: ${db.error}`)
   const haveTarget = ctx.facts.get(f.targetCode)
-  const next = (haveTarget && !isError(haveTarget) ? haveTarget : undefined) ?? spec.controllerCode
+  // apt: the package file is read before anything changes (a downgrade the database does not accept is refused here).
+  const next =
+    (haveTarget && !isError(haveTarget) ? haveTarget : undefined) ??
+    spec.controllerCode ??
+    (debVersion ? await readDebSchema(ctx.conn, debVersion) : undefined)
   const prev = ctx.facts.get(f.activeCode)
   const previousCode = prev && !isError(prev) ? prev : undefined
   const downgrade = compareReleases(spec.version, active) < 0
@@ -97,7 +102,7 @@ export async function planRelease(
     const run = canRun(db, next)
     if (!run.ok)
       throw new Error(
-        `refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${s.record?.backup ? `, or restore the backup ${s.record.backup}` : ''}.`,
+        `refusing ${downgrade ? 'the downgrade' : 'the switch'} ${active} -> ${spec.version}: ${run.reason}. Pin a version the database accepts${backupOf(s, spec.backupDir, spec.version, active) ? `, or restore the backup ${backupOf(s, spec.backupDir, spec.version, active)}` : ''}.`,
       )
   }
   if (spec.method === 'pip') {
@@ -110,7 +115,7 @@ export async function planRelease(
   }
   const change = next ? schemaChange(db, next) : undefined
   let dump: string | undefined
-  if (!change || change.changes || spec.method === 'apt') {
+  if (!change || change.changes) {
     dump = dumpPath(spec.backupDir, active, spec.version, s.dumps)
     steps.push(backupStep(spec, s, db, dump, change, next, target))
   }
@@ -187,4 +192,15 @@ function backupStep(
         }
       : {}),
   }
+}
+
+/** The backup to go back to: the switch record's (pip), else the newest dump taken before `from` -> `to` (apt keeps no record). */
+function backupOf(s: ReleaseState, backupDir: string, to: string, from: string): string | undefined {
+  if (s.record?.backup) return s.record.backup
+  const base = `${backupDir}/synapse-${to}-before-${from}`
+  const n = (d: string) => (d === `${base}.dump` ? 1 : Number(d.slice(base.length + 1, -'.dump'.length)))
+  return s.dumps
+    .filter((d) => d === `${base}.dump` || new RegExp(`^${base.replace(/[.+]/g, '\\$&')}\\.\\d+\\.dump$`).test(d))
+    .sort((a, b) => n(a) - n(b))
+    .at(-1)
 }
