@@ -1,17 +1,22 @@
-// Bundle a compiled entry and everything it imports into one ES module (plus lazy chunks for its
-// dynamic imports): node bundle.js <entry.js> <outdir>
+// Bundle a compiled entry and everything it imports into one CommonJS file, <name>.cjs, which <name>.js (an
+// ES module) runs with a V8 code cache: node bundle.js <entry.js> <outdir>
 //
-// Why: Node's ESM loader resolves, compiles and links ~400 files for the CLI one by one, which took
-// 200 ms of a 440 ms converged run (bench/README.md, profile). One bundle loads in about 90 ms.
+// Why one file: Node's ESM loader resolves, compiles and links each module or chunk one by one (the CLI's
+// ~400 files took 200 ms of a 440 ms converged run; 53 esbuild chunks still cost a realpath and a compile each).
+// Why CommonJS: Node 20 can hand V8 a code cache only for a script (vm.Script's cachedData), not for an ES module,
+// and compiling the bundle's source was the largest single cost of a run (bench/README.md, "third pass").
+// A verb's code is still loaded only when that verb runs: esbuild wraps each dynamically imported module in a
+// function run on first import (`__esm`), so --help runs no dependency's code.
 // ssh2 stays external: it loads its optional native crypto binding from its own directory.
 import { build } from 'esbuild'
-import { rmSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { argv } from 'node:process'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 /**
  * zod's namespace re-exports all of its ~60 translations of error messages (`z.locales`), which esbuild
- * cannot drop from a namespace: half of the zod chunk every run parses at start-up. The project uses
+ * cannot drop from a namespace: half of zod's code every run parsed at start-up. The project uses
  * zod's default, English (which zod registers itself); only `locales.en` stays.
  */
 const zodEnglishOnly = {
@@ -29,24 +34,40 @@ const zodEnglishOnly = {
   },
 }
 
-export async function bundle(entry, outdir) {
-  rmSync(outdir, { recursive: true, force: true }) // chunk names change with their content
-  await build({
+const launcher = fileURLToPath(new URL('./code-cache-launcher.js', import.meta.url))
+
+/**
+ * esbuild's options for one entry: everything in one CommonJS file. `minifyWhitespace: false` gives the readable
+ * form, with esbuild's `// <path>` comment before each module (test/unit/commands.test.ts reads it).
+ */
+export function bundleOptions(entry, outfile, { minifyWhitespace = true } = {}) {
+  return {
     entryPoints: [entry],
-    outdir,
+    outfile,
     bundle: true,
-    splitting: true,
-    format: 'esm',
+    format: 'cjs',
     platform: 'node',
     target: 'node20',
-    // Not minified: loads as fast here, and MP_DEBUG stack traces keep readable names.
-    minify: false,
+    // Whitespace and comments only: a smaller file to read, hash and scan; names stay readable in MP_DEBUG stack
+    // traces. Licence comments go to <name>.cjs.LEGAL.txt.
+    minifyWhitespace,
+    legalComments: 'external',
     external: ['ssh2'],
     plugins: [zodEnglishOnly],
     logLevel: 'warning',
-    // CommonJS dependencies (pino, node-ssh) call require() for Node's built-ins.
-    banner: { js: "import { createRequire as __mpRequire } from 'node:module'; const require = __mpRequire(import.meta.url);" },
-  })
+    // The sources are ES modules: import.meta.url is the bundle's own URL (the launcher gives it __filename).
+    define: { 'import.meta.url': '__mpImportMetaUrl' },
+    banner: { js: "var __mpImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+  }
+}
+
+export async function bundle(entry, outdir) {
+  rmSync(outdir, { recursive: true, force: true }) // no file of an older layout stays behind
+  mkdirSync(outdir, { recursive: true })
+  const name = basename(entry, '.js')
+  await build(bundleOptions(entry, join(outdir, `${name}.cjs`)))
+  // The launcher, with the bundle's name: an ES module exporting the bundle's exports as its default.
+  writeFileSync(join(outdir, `${name}.js`), readFileSync(launcher, 'utf8').replaceAll('__MP_BUNDLE__', `${name}.cjs`))
 }
 
 if (import.meta.url === `file://${argv[1]}`) await bundle(argv[2], argv[3])

@@ -34,7 +34,7 @@ export function syn2masOutcome(code: number, output: string): Syn2masOutcome {
     return (end < 0 ? rest : rest.slice(0, end))
       .map((l) => l.trim())
       .filter((l) => l.startsWith('•'))
-      .map((l) => l.replace(/^•\s*/, ''))
+      .map((l) => l.replace(/^\u2022\s*/, '')) // \u2022 is the bullet: escaped, the bundle stays ASCII (scripts/bundle.js)
   }
   const errors = section('Errors')
   const warnings = section('Warnings')

@@ -77,6 +77,7 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
     for (const f of [
       'bin/provision.js',
       'dist/cli/cli.js',
+      'dist/cli/cli.cjs',
       'docker/Dockerfile',
       'docker/build-base-images.sh',
       'inventories/sandbox.yaml',

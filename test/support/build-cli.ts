@@ -8,7 +8,16 @@ const run = promisify(execFile)
 const root = fileURLToPath(new URL('../../', import.meta.url))
 const bundle = join(root, 'dist/cli/cli.js')
 /** What the bundle is built from (scripts/bundle.js, tsconfig.build.json). */
-const inputs = ['src', 'tasks', 'scripts/bundle.js', 'tsconfig.json', 'tsconfig.build.json', 'package.json', 'package-lock.json']
+const inputs = [
+  'src',
+  'tasks',
+  'scripts/bundle.js',
+  'scripts/code-cache-launcher.js',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'package.json',
+  'package-lock.json',
+]
 
 function newestMtime(path: string): number {
   const st = statSync(path, { throwIfNoEntry: false })
