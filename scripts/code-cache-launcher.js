@@ -6,7 +6,7 @@
 // Anything wrong with the cache (unreadable, unwritable, rejected) costs only the time it would have saved.
 import { isAscii } from 'node:buffer'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -51,6 +51,15 @@ if (cachedData === undefined || script.cachedDataRejected)
       const tmp = `${cacheFile}.${process.pid}.tmp`
       writeFileSync(tmp, script.createCachedData())
       renameSync(tmp, cacheFile) // atomic: a concurrent run reads a whole cache or none
+      // Each rebuild names a new cache: keep this one and the three newest of other builds (other checkouts).
+      const dir = dirname(cacheFile)
+      const prefix = `__MP_BUNDLE__-${variant}-`
+      readdirSync(dir)
+        .filter((f) => f.startsWith(prefix) && f.endsWith('.bin') && join(dir, f) !== cacheFile)
+        .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
+        .sort((a, b) => b.t - a.t)
+        .slice(3)
+        .forEach(({ f }) => rmSync(join(dir, f), { force: true }))
     } catch {
       // a read-only or full cache directory: the next run compiles from source again
     }
