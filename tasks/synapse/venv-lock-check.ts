@@ -4,11 +4,16 @@ import { describeDrift, driftCount, lockDrift, parseVenvContents, VENV_CONTENTS_
 import type { SynapseLock } from '../../src/synapse/lock/lock-file.js'
 import { SYNAPSE_PYTHON, VENV_LINK } from '../../src/synapse/paths.js'
 
-/** The venv Synapse runs from holds exactly its lock (a failed rebuild leaves a drifted one serving: check says so). */
-export function runningVenvHoldsLock(lock: SynapseLock): AfterCheck {
+/**
+ * The venv Synapse runs from holds exactly its lock (a failed rebuild leaves a drifted one serving: check
+ * says so). `processes`: the units that run from it on a host without main (a worker host), named in the check.
+ */
+export function runningVenvHoldsLock(lock: SynapseLock, processes: readonly string[] = []): AfterCheck {
   const lockName = lock.file.split('/').slice(-2).join('/')
   return {
-    name: `the running venv holds the lock ${lockName}`,
+    name: processes.length
+      ? `the venv ${processes.join(', ')} run from holds the lock ${lockName}`
+      : `the running venv holds the lock ${lockName}`,
     inventoryVersionOnly: true,
     async run(conn) {
       const r = await conn.run(sh`readlink -f ${VENV_LINK}; ${SYNAPSE_PYTHON} -c ${VENV_CONTENTS_SCRIPT}`, { allowFailure: true })

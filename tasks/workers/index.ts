@@ -10,7 +10,9 @@ import { portAvailable, supportedTarget } from '../common/checks.js'
 import { firewallResources } from '../common/firewall.js'
 import { workerAfterChecks } from '../common/worker-checks.js'
 import { retiredWorkers, VALIDATE_CONFIG } from '../synapse/index.js'
+import { runningVenvHoldsLock } from '../synapse/venv-lock-check.js'
 import { workerHostSynapse } from '../synapse/worker-host.js'
+import { workerUnits } from '../../src/topology/instances.js'
 import { renderSynapseTarget, renderWorkerFiles, renderWorkerUnit } from './templates.js'
 import {
   HOMESERVER_YAML,
@@ -105,5 +107,11 @@ export const workersTask: Task = {
     }
     return out
   },
-  after: (ctx) => workerAfterChecks(ctx.host.vars, ctx.host.name),
+  after(ctx) {
+    const checks = workerAfterChecks(ctx.host.vars, ctx.host.name)
+    if (ctx.host.roles.includes('synapse')) return checks
+    // No main here to carry the synapse task's lock check: a drifted venv fails check on this host too.
+    const lock = ctx.hostByName(ctx.host.vars.workers.homeserverHost!).vars.synapse.lock
+    return lock ? [...checks, runningVenvHoldsLock(lock, workerUnits(ctx.inventory, ctx.host.name))] : checks
+  },
 }

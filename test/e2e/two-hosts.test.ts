@@ -431,6 +431,16 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
         return r.stdout.trim()
       }
       const pids = async () => (await db.exec(`systemctl show -p MainPID --value ${DB_UNITS.join(' ')}`)).stdout.trim()
+      type CheckJson = { hosts: { host: string; tasks: { task: string; checks: { name: string; ok: boolean; detail: string }[] }[] }[] }
+      const checkOnDb = async () => {
+        const r = await runCli(['check', '--inventory', inventory, '--json'], { env: runEnv, timeoutMs: SPREAD_TIMEOUT })
+        const hosts = (JSON.parse(r.stdout) as CheckJson).hosts
+        const failed = hosts.flatMap((h) =>
+          h.tasks.flatMap((t) => t.checks.filter((c) => !c.ok).map((c) => `${h.host} ${t.task}: ${c.name}`)),
+        )
+        const checks = hosts.find((h) => h.host === 'db')!.tasks.find((t) => t.task === 'workers')!.checks
+        return { code: r.code, output: cliOutput(r), failed, lockCheck: checks.find((c) => c.name.includes('holds the lock'))! }
+      }
       const running = async () =>
         expect((await db.exec(`systemctl is-active ${DB_UNITS.join(' ')}`)).stdout.trim().split('\n')).toEqual(['active', 'active'])
       // certifi of another release (the guide's 1.87.0-era wheelhouse): nothing a running worker reads.
@@ -469,6 +479,11 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
       expect((await db.exec(`readlink -f ${LINK}; ls -d ${LINK}-*`)).stdout.trim().split('\n')).toEqual([live, live])
       await running()
       expect(await pids()).toBe(pidsBefore)
+      // check fails on db, naming its workers and the drifted venv; nothing else fails.
+      const drifted = await checkOnDb()
+      expect(drifted.code, drifted.output).toBe(1)
+      expect(drifted.failed).toEqual([`db workers: the venv ${DB_UNITS.join(', ')} run from holds the lock synapse-lock/${V}.txt`])
+      expect(drifted.lockCheck.detail).toContain(`${live} differs from the lock synapse-lock/${V}.txt (1: certifi `)
 
       // With the wheelhouse back: the rebuilt venv, switched to; the drifted one stays, unchanged, for rollback.
       const plan = releaseOn(JSON.parse((await runCli(['--inventory', inventory, '--dry-run', '--json'], { env: runEnv })).stdout) as Json)!
@@ -490,6 +505,10 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
       const again = await spreadApply()
       expect(again.code, cliOutput(again)).toBe(0)
       expect(again.stdout).toContain('db: no changes')
+      const clean = await checkOnDb()
+      expect(clean.code, clean.output).toBe(0)
+      expect(clean.lockCheck.ok).toBe(true)
+      expect(clean.lockCheck.detail).toMatch(/^\/opt\/venvs\/matrix-synapse-[\d.]+-r2: \d+ distributions as locked$/)
     },
     SPREAD_TIMEOUT,
   )

@@ -22,9 +22,11 @@ import { metricsTargets } from '../../tasks/monitoring/targets.js'
 import { renderPrometheusConfig } from '../../tasks/monitoring/templates.js'
 import { renderSynapseConfig } from '../../tasks/synapse/templates/homeserver.js'
 import { renderWorkerFiles } from '../../tasks/workers/templates.js'
-import { sharedPorts } from '../../tasks/workers/index.js'
 import { releaseSpec } from '../../tasks/synapse/index.js'
 import { anyNumber, type SynapseYaml } from './fixtures/rendered.js'
+import { lock163, venvListing } from './fixtures/release.js'
+import type { TaskContext } from '../../src/engine/task.js'
+import { sharedPorts, workersTask } from '../../tasks/workers/index.js'
 
 const env = { DB: 'db-pw', REDIS: 'redis-pw', MAC: 'mac', FORM: 'form', REG: 'reg', REPL: 'repl', KEY: 'ed25519 a_x c2VjcmV0' }
 const SHARED = `
@@ -304,5 +306,34 @@ describe('handing a changed shared worker configuration over', () => {
       'hs: systemctl stop matrix-synapse-worker@a.service',
       'w1: systemctl is-active matrix-synapse-worker@generic.service',
     ])
+  })
+})
+
+describe("check on a worker host (no main there, so no synapse task's lock check)", () => {
+  const hostRunning = (stdout: string) =>
+    ({ run: () => Promise.resolve({ code: 0, stdout, stderr: '', signal: null, durationMs: 1 }) }) as unknown as Connection
+  const afterChecksOf = async (name: string) => {
+    const inv = await load(spread(ONE_OF_EACH_SPLIT))
+    inv.hosts.find((h) => h.name === 'hs')!.vars.synapse.lock = lock163
+    const host = inv.hosts.find((h) => h.name === name)!
+    const ctx = { host, inventory: inv, hostByName: (n: string) => inv.hosts.find((h) => h.name === n)! } as unknown as TaskContext
+    return workersTask.after!(ctx)
+  }
+
+  it("fails when the venv this host's workers run from drifted from the homeserver's lock, naming the processes and the venv", async () => {
+    const checks = await afterChecksOf('w1')
+    const lockCheck = checks.find((c) => c.name.includes('holds the lock'))!
+    expect(lockCheck.name).toBe(
+      'the venv matrix-synapse-worker@generic.service, matrix-synapse-worker@media_repository.service run from holds the lock synapse-lock/1.163.2.txt',
+    )
+    const live = '/opt/venvs/matrix-synapse-1.163.2\n'
+    const drifted = await lockCheck.run(hostRunning(live + venvListing({ twisted: '25.5.0' })), { waitS: () => 0 })
+    expect(drifted.ok).toBe(false)
+    expect(drifted.detail).toMatch(
+      /^\/opt\/venvs\/matrix-synapse-1\.163\.2 differs from the lock synapse-lock\/1\.163\.2\.txt \(1: twisted 25\.5\.0 -> 26\.4\.0\b/,
+    )
+    expect(await lockCheck.run(hostRunning(live + venvListing()), { waitS: () => 0 })).toMatchObject({ ok: true })
+    // On main's host the synapse task's after-checks carry it (once).
+    expect((await afterChecksOf('hs')).some((c) => c.name.includes('holds the lock'))).toBe(false)
   })
 })
