@@ -264,6 +264,7 @@ export const synapseTask: Task = {
       if (!lock)
         throw new Error('synapse.install pip needs the Synapse lock, which the inventory loader reads: load the inventory with locks')
       const version = lock.synapseVersion
+      const wheelhouse = v.synapse.wheelhouse
       out.push(
         ...pipHostBase(),
         // Each version in its own venv, from its lock; the release switches /opt/venvs/matrix-synapse to it in order.
@@ -279,7 +280,7 @@ export const synapseTask: Task = {
               indexUrl: v.synapse.pipIndexUrl,
             }),
           lock,
-          controllerCode: v.synapse.wheelhouse ? codeSchemaOfWheelhouse(v.synapse.wheelhouse) : undefined,
+          controllerCode: wheelhouse ? () => codeSchemaOfWheelhouse(wheelhouse) : undefined,
         }),
         file({ path: SYNAPSE_UNIT_PATH, content: renderSynapseUnit() }),
       )

@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { controller$ } from '../../src/artifacts/controller-shell.js'
 import { pythonScript } from '../../src/core/python-script.js'
 import type { ShellCommand } from '../../src/core/shell.js'
 import type { CodeSchema, DatabaseSchema } from './schema-compat.js'
@@ -147,16 +147,16 @@ export function parseDatabaseSchema(stdout: string): DatabaseSchema | null {
   return JSON.parse(stdout.trim().split('\n').pop()!) as DatabaseSchema | null
 }
 
-/** The schema rules of the matrix_synapse wheel in a controller wheelhouse (the dry run knows them before the venv exists). */
-export function codeSchemaOfWheelhouse(dir: string): CodeSchema | undefined {
+/**
+ * The schema rules of the matrix_synapse wheel in a controller wheelhouse (the dry run knows them before
+ * the venv exists). Asked only by a plan that changes version (zx and python3 load then, not on every run).
+ */
+export async function codeSchemaOfWheelhouse(dir: string): Promise<CodeSchema | undefined> {
   const wheel = readdirSync(dir).find((f) => /^matrix_synapse-\d.*\.whl$/.test(f))
   if (!wheel) return undefined
-  try {
-    return parseCodeSchema(
-      execFileSync('python3', ['-c', CODE_SCHEMA_PY, join(dir, wheel)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
-    )
-  } catch {
-    // No python3 here or not a readable wheel: the plan then says the backup is decided after the install.
-    return undefined
-  }
+  const $ = await controller$()
+  const r = await $`python3 -c ${CODE_SCHEMA_PY} ${join(dir, wheel)}`.nothrow()
+  // No python3 here or not a readable wheel: the plan then says the backup is decided after the install.
+  if (r.exitCode !== 0) return undefined
+  return parseCodeSchema(r.stdout)
 }

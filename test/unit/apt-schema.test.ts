@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DEB_SCHEMA_PY, debSchemaCommand } from '../../tasks/synapse/apt-schema.js'
 import { canRun, schemaChange, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
-import { parseCodeSchema } from '../../tasks/synapse/schema-probe.js'
+import { codeSchemaOfWheelhouse, parseCodeSchema } from '../../tasks/synapse/schema-probe.js'
 import { artefactDir } from '../support/packages.js'
 
 const dir = artefactDir('matrix-synapse-py3')
@@ -12,11 +13,21 @@ const debs = readdirSync(dir)
   .filter((f) => f.endsWith('.deb'))
   .sort()
 /** What the plan reads on the host, run here on the real package files (dpkg-deb and python3 as on a Debian host). */
-const schemaOf = (file: string) => {
-  const version = /_([^_]+)_[^_]+\.deb$/.exec(file)![1]!.replace(/\+.*$/, '')
-  const tar = execFileSync('dpkg-deb', ['--fsys-tarfile', join(dir, file)], { maxBuffer: 1 << 30 })
-  return parseCodeSchema(execFileSync('python3', ['-c', DEB_SCHEMA_PY, version], { input: tar, maxBuffer: 1 << 26 }).toString())
-}
+const upstreamOf = (file: string) => /_([^_]+)_[^_]+\.deb$/.exec(file)![1]!.replace(/\+.*$/, '')
+const dataTar = (file: string) => execFileSync('dpkg-deb', ['--fsys-tarfile', join(dir, file)], { maxBuffer: 1 << 30 })
+const schemaOf = (file: string, tar = dataTar(file)) =>
+  parseCodeSchema(execFileSync('python3', ['-c', DEB_SCHEMA_PY, upstreamOf(file)], { input: tar, maxBuffer: 1 << 26 }).toString())
+
+/** The package's synapse/storage/schema files (stdin: its data tar) zipped into argv[1] at the paths a wheel has them. */
+const WHEEL_OF_SCHEMA_PY = `
+import re, sys, tarfile, zipfile
+prefix = re.compile(r'^\\./opt/venvs/matrix-synapse/lib/python3\\.\\d+/site-packages/')
+with tarfile.open(fileobj=sys.stdin.buffer, mode='r|*') as tar, zipfile.ZipFile(sys.argv[1], 'w') as z:
+    for m in tar:
+        rel = prefix.sub('', m.name)
+        if rel != m.name and rel.startswith('synapse/storage/schema/') and m.isfile():
+            z.writestr(rel, tar.extractfile(m).read())
+`
 
 describe('the schema rules of a matrix-synapse-py3 package, read from the .deb before installing it', () => {
   it('reads SCHEMA_VERSION, the multi-line SCHEMA_COMPAT_VERSION and the delta files of the real packages', () => {
@@ -44,6 +55,24 @@ describe('the schema rules of a matrix-synapse-py3 package, read from the .deb b
     // a database a newer release marked compat 95 refuses the older code: the refused downgrade.
     const refused = canRun({ ...migrated, compatVersion: 95 }, older)
     expect(refused.ok).toBe(false)
+  }, 120_000)
+
+  // pip's dry run reads the same rules from the wheelhouse's wheel on the controller (python3 through zx).
+  it("the wheel reader of pip's dry run agrees with the package reader on the same release; no wheel or an unreadable one: unknown", async () => {
+    const file = debs.at(-1)!
+    const wheelhouse = mkdtempSync(join(tmpdir(), 'mp-wheelhouse-'))
+    try {
+      expect(await codeSchemaOfWheelhouse(wheelhouse)).toBeUndefined()
+      // A wheel holding the package's synapse/storage/schema tree (what the reader opens), named as pip names it.
+      const wheel = join(wheelhouse, `matrix_synapse-${upstreamOf(file)}-cp39-abi3-manylinux_2_28_x86_64.whl`)
+      const tar = dataTar(file)
+      execFileSync('python3', ['-c', WHEEL_OF_SCHEMA_PY, wheel], { input: tar, maxBuffer: 1 << 26 })
+      expect(await codeSchemaOfWheelhouse(wheelhouse)).toEqual(schemaOf(file, tar))
+      writeFileSync(wheel, 'not a zip')
+      expect(await codeSchemaOfWheelhouse(wheelhouse)).toBeUndefined()
+    } finally {
+      rmSync(wheelhouse, { recursive: true, force: true })
+    }
   }, 120_000)
 
   it('on the host: apt cache first, else apt-get download into a directory _apt owns, removed on exit', () => {

@@ -165,7 +165,7 @@ Finished in 0.0 s.
   it('refuses a downgrade the schema does not allow, naming the backup; allows one it does', async () => {
     const state =
       'link matrix-synapse-1.163.2\nvenv 2 /opt/venvs/matrix-synapse-1.163.2\nactive 1.163.2\nfree 900000\nrecord {"active":"/opt/venvs/matrix-synapse-1.163.2","previous":"/opt/venvs/matrix-synapse-1.158.0","backup":"/var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump"}\n'
-    const down = spec({ version: '1.158.0', controllerCode: v158, installAt: undefined })
+    const down = spec({ version: '1.158.0', controllerCode: () => Promise.resolve(v158), installAt: undefined })
     const downFacts = (db: DatabaseSchema) => {
       const f = facts(state, db, null, v163)
       f.set(codeSchemaFact('/opt/venvs/matrix-synapse-1.158.0').id, v158) // the kept venv tells its own rules
@@ -186,7 +186,7 @@ Finished in 0.0 s.
 
   it('a host on the old layout (plain directory) is moved to the versioned name first; same version: only that', async () => {
     const state = 'dir\nactive 1.158.0\nfree 900000\n'
-    const same = (await planOf(spec({ version: '1.158.0', controllerCode: v158 }), facts(state, dbAt158)))!
+    const same = (await planOf(spec({ version: '1.158.0', controllerCode: () => Promise.resolve(v158) }), facts(state, dbAt158)))!
     expect(same.steps!.map((s) => `${s.kind} ${s.target}`)).toEqual(['adopt /opt/venvs/matrix-synapse-1.158.0'])
     const up = (await planOf(spec(), facts(state, dbAt158)))!
     expect(up.steps!.map((s) => s.kind)).toEqual([

@@ -93,7 +93,7 @@ export async function planRelease(
   // apt: the package file is read before anything changes (a downgrade the database does not accept is refused here).
   const next =
     (haveTarget && !isError(haveTarget) ? haveTarget : undefined) ??
-    spec.controllerCode ??
+    (await spec.controllerCode?.()) ??
     (debVersion ? await readDebSchema(ctx.conn, debVersion) : undefined)
   const prev = ctx.facts.get(f.activeCode)
   const previousCode = prev && !isError(prev) ? prev : undefined

@@ -32,8 +32,8 @@ export interface ReleaseSpec {
   installAt?: (path: string) => Resource
   /** pip: the lock the running venv must hold; drift from it is repaired by a venv rebuilt beside it. */
   lock?: SynapseLock
-  /** The new code's schema rules known on the controller (the wheelhouse's wheel), for the dry run. */
-  controllerCode?: CodeSchema
+  /** The new code's schema rules known on the controller (the wheelhouse's wheel), for the dry run: read when a plan asks. */
+  controllerCode?: () => Promise<CodeSchema | undefined>
   /** apt: what the matrix.org source offers (read fresh in the plan), and the guarded install of one Debian version. */
   apt?: { source: Fact<AptSourceState>; install: (debVersion: string) => ShellCommand }
   /** Postgres runs on this host (dumped as the postgres superuser), else the dump connects with Synapse's credentials. */
