@@ -1,18 +1,10 @@
 import { defineFact } from '../facts/fact.js'
 import { maskSecrets } from '../core/secret.js'
 import { raw, sh } from '../core/shell.js'
-import {
-  driftCount,
-  driftDiff,
-  describeDrift,
-  lockDrift,
-  parseVenvContents,
-  VENV_CONTENTS_SCRIPT,
-  type LockDrift,
-} from '../synapse/lock/drift.js'
+import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../synapse/lock/drift.js'
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
 import { WHEELHOUSE_REQUIREMENTS } from '../synapse/lock/wheelhouse-manifest.js'
-import type { Resource } from './resource.js'
+import { PlanPayload, type Change, type Resource } from './resource.js'
 
 export interface VirtualenvSpec {
   /** e.g. /opt/venvs/matrix-synapse */
@@ -32,6 +24,19 @@ const WHEELHOUSE_DIR = '/var/cache/matrix-provision/wheelhouse'
 const LOCK_DIR_ON_HOST = '/var/cache/matrix-provision'
 const LOCK_ON_HOST = `${LOCK_DIR_ON_HOST}/synapse-lock.txt`
 
+/** What apply does besides installing the lock's pins, planned from the venv's facts and carried on the change. */
+interface VenvPlan {
+  /** Distributions the lock does not hold (pip-sync: uninstalled after the install; the plan's diff lists them). */
+  uninstall: string[]
+}
+const TAG = 'python-venv'
+const carry = (change: Change, plan: VenvPlan): Change => ({ ...change, payload: new PlanPayload(TAG, plan) })
+function venvPlanOf(change: Change): VenvPlan {
+  const p = change.payload
+  if (!(p instanceof PlanPayload) || p.tag !== TAG) throw new Error(`${change.resource}: the change carries no venv plan`)
+  return p.value as VenvPlan
+}
+
 /** The distributions installed in the venv at `path` (null: no venv there). */
 export const venvContentsFact = (path: string) =>
   defineFact(`venv-contents:${path}`, sh`${`${path}/bin/python`} -c ${VENV_CONTENTS_SCRIPT}`, parseVenvContents)
@@ -47,7 +52,6 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
   const fact = venvContentsFact(spec.path)
   const id = `venv:${spec.path}`
   const lockName = spec.lock.file.split('/').slice(-2).join('/')
-  let planned: LockDrift | undefined
   return {
     id,
     facts: () => [fact],
@@ -60,39 +64,44 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
           : ''
       const touches = [`pkg:${spec.packageName}`, spec.path + '/']
       if (!venv) {
-        planned = undefined
         ctx.predicted.paths.add(spec.path)
-        return {
-          resource: id,
-          kind: 'virtualenv',
-          action: 'install',
-          summary: `install ${spec.packageName} ${spec.lock.synapseVersion} into ${spec.path} from the lock ${lockName} (${spec.lock.entries.length} pins)${from}`,
-          touches,
-          backupPaths: [],
-          reach: 'anything',
-        }
+        return carry(
+          {
+            resource: id,
+            kind: 'virtualenv',
+            action: 'install',
+            summary: `install ${spec.packageName} ${spec.lock.synapseVersion} into ${spec.path} from the lock ${lockName} (${spec.lock.entries.length} pins)${from}`,
+            touches,
+            backupPaths: [],
+            reach: 'anything',
+          },
+          { uninstall: [] },
+        )
       }
       const drift = lockDrift(spec.lock, venv)
       if (driftCount(drift) === 0) return null
-      planned = drift
       const have = venv.installed.get(spec.packageName)
       const what =
         have !== spec.lock.synapseVersion
           ? `upgrade ${spec.packageName} ${have ?? '(missing)'} -> ${spec.lock.synapseVersion} in ${spec.path} from`
           : `bring ${spec.path} back to`
-      return {
-        resource: id,
-        kind: 'virtualenv',
-        action: 'update',
-        summary: `${what} the lock ${lockName}: ${driftCount(drift)} differ (${describeDrift(drift)})${from}`,
-        diff: driftDiff(drift, spec.path, lockName),
-        touches,
-        backupPaths: [],
-        reach: 'anything',
-      }
+      return carry(
+        {
+          resource: id,
+          kind: 'virtualenv',
+          action: 'update',
+          summary: `${what} the lock ${lockName}: ${driftCount(drift)} differ (${describeDrift(drift)})${from}`,
+          diff: driftDiff(drift, spec.path, lockName),
+          touches,
+          backupPaths: [],
+          reach: 'anything',
+        },
+        { uninstall: drift.extra.map((x) => x.name) },
+      )
     },
-    async apply(_change, ctx) {
+    async apply(change, ctx) {
       const { conn } = ctx
+      const { uninstall: extra } = venvPlanOf(change)
       // --no-compile, then compileall -j0 below: pip byte-compiles each wheel's files in one process,
       // about half of a Synapse install's time on a 2-core host; compileall spreads the same work over
       // every core (the same .pyc files: the service user cannot write them at start, so they must exist).
@@ -115,7 +124,6 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
         pip.push('-r', LOCK_ON_HOST)
       }
       // pip-sync: what the lock does not hold goes (the plan listed it).
-      const extra = planned?.extra.map((x) => x.name) ?? []
       const uninstall = extra.length ? sh`; ${`${spec.path}/bin/pip`} uninstall --disable-pip-version-check -y ${extra}` : raw``
       // The index URL may carry credentials (user:password@): it travels on stdin into PIP_INDEX_URL,
       // never on the command line (visible in ps and in the command shown in logs).

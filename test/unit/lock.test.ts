@@ -14,7 +14,8 @@ import { cutoffOf } from '../../src/artifacts/lock-resolve.js'
 import { releaseTimeFrom } from '../../src/artifacts/release-date.js'
 import { pythonVirtualenv } from '../../src/resources/python-venv.js'
 import { FactValues } from '../../src/facts/fact.js'
-import { Prediction } from '../../src/resources/resource.js'
+import { Prediction, type Change } from '../../src/resources/resource.js'
+import type { Connection } from '../../src/ssh/connection.js'
 import { fakeHash, fixtureLockText, writeFixtureLock, writeFixtureWheelhouse } from './fixtures/lock.js'
 
 const work = mkdtempSync(join(tmpdir(), 'mp-lock-test-'))
@@ -248,6 +249,45 @@ describe('the venv resource plans from the lock', () => {
     expect(change?.summary).toBe(
       'upgrade matrix-synapse 1.158.0 -> 1.163.2 in /opt/venvs/matrix-synapse from the lock synapse-lock/1.163.2.txt: 4 differ (matrix-synapse 1.158.0 -> 1.163.2, prometheus-client 0.25.0 -> 0.26.0, twisted 25.5.0 -> 26.4.0, txredisapi 1.4.11 -> 1.5.0) (from the uploaded wheelhouse, offline)',
     )
+  })
+})
+
+describe('the venv resource carries its plan on the change (apply reads nothing else)', () => {
+  const spec = {
+    path: '/opt/venvs/matrix-synapse',
+    lock: parseLock(fixtureLockText(), '/inv/synapse-lock/1.163.2.txt'),
+    packageName: 'matrix-synapse',
+  }
+  const LISTING =
+    'python 3.11.2\nmatrix-synapse 1.163.2\npillow 13.0.0\nprometheus-client 0.26.0\npsycopg2 2.9.13\ntwisted 26.4.0\ntxredisapi 1.5.0\n'
+  const planOf = (stdout: string, code = 0) => {
+    const venv = pythonVirtualenv(spec)
+    const facts = new FactValues()
+    const [fact] = venv.facts()
+    facts.set(fact!.id, fact!.parse(stdout, code))
+    return venv.plan({ conn: undefined as never, facts, predicted: new Prediction(), dryRun: true })
+  }
+  const applied = async (change: Change) => {
+    const commands: string[] = []
+    const conn = {
+      run: (c: { text: string }) => {
+        commands.push(c.text)
+        return Promise.resolve({ code: 0, stdout: '', stderr: '' })
+      },
+      writeFile: () => Promise.resolve(),
+    } as unknown as Connection
+    // Another instance than the one that planned: nothing is kept between plan and apply.
+    await pythonVirtualenv(spec).apply(change, { conn, state: { aptListsStale: false } })
+    return commands.join('\n')
+  }
+
+  it('what the lock does not hold is uninstalled as planned; a fresh venv uninstalls nothing; a change it did not plan is refused', async () => {
+    const drifted = (await planOf(`${LISTING}requests 2.32.3\nidna 3.10\n`))!
+    expect(drifted.diff).toContain('-requests==2.32.3')
+    expect(await applied(drifted)).toContain('; /opt/venvs/matrix-synapse/bin/pip uninstall --disable-pip-version-check -y idna requests;')
+    expect(await applied((await planOf('', 127))!)).not.toContain('uninstall')
+    const { payload: _, ...bare } = drifted
+    await expect(applied(bare)).rejects.toThrow('venv:/opt/venvs/matrix-synapse: the change carries no venv plan')
   })
 })
 
