@@ -42,6 +42,9 @@ describe('environment markers', () => {
     expect(evaluateMarker("python_full_version >= '3.13.1'", py313)).toBe(true)
     expect(evaluateMarker("python_version ~= '3.11'", py313)).toBe(true)
     expect(evaluateMarker("python_version == '3.*'", py313)).toBe(true)
+    // One release segment is a version too (PEP 440 pads it: 4.0.0): compat.ts's Synapse parser reads none there.
+    expect(evaluateMarker("python_version < '4'", py311)).toBe(true)
+    expect(evaluateMarker("python_full_version >= '3'", py311)).toBe(true)
   })
   it('knows the target: CPython on x86_64 Linux', () => {
     expect(evaluateMarker("platform_python_implementation == 'PyPy'", py311)).toBe(false)

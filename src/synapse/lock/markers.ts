@@ -75,6 +75,7 @@ function tokenize(marker: string): Token[] {
   return tokens
 }
 
+// Not compat.ts's compareVersions: that reads Synapse's major.minor[.patch]; PEP 440 pads any segment count ('4' is 4.0.0).
 /** Release segments of a PEP 440 version, for the comparisons markers make on Python versions. */
 function release(version: string): number[] {
   const m = /^v?(\d+(?:\.\d+)*)/.exec(version.trim())
