@@ -1,9 +1,10 @@
 // Target hosts for the bench: real systemd containers of the bench image, reached over real SSH on
-// 127.0.0.1:<mapped port>, with the same run flags as test/support/hosts.ts (no --privileged).
+// 127.0.0.1:<mapped port>, with the sandbox's run flags (no --privileged), from the build (`npm run build`).
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { promisify } from 'node:util'
+import { SYSTEMD_RUN_FLAGS } from '../../dist/src/commands/sandbox/run-flags.js'
 
 const run = promisify(execFile)
 export const IMAGE = process.env.BENCH_IMAGE ?? 'matrix-provision/bench-target:bookworm'
@@ -60,22 +61,7 @@ export async function startHosts(n, { publicKey, tag }) {
               `mp-${tag}-${name}-${attempt}`,
               '--hostname',
               name,
-              '--cap-add',
-              'SYS_ADMIN',
-              '--cap-add',
-              'NET_ADMIN',
-              '--security-opt',
-              'seccomp=unconfined',
-              '--security-opt',
-              'apparmor=unconfined',
-              '-v',
-              '/sys/fs/cgroup:/sys/fs/cgroup:rw',
-              '--tmpfs',
-              '/run',
-              '--tmpfs',
-              '/run/lock',
-              '--tmpfs',
-              '/tmp',
+              ...SYSTEMD_RUN_FLAGS,
               '-p',
               '127.0.0.1::22',
               '-v',

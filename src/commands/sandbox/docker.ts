@@ -1,5 +1,6 @@
 import { controller$ } from '../../artifacts/controller-shell.js'
 import { SandboxError } from './settings.js'
+import { SYSTEMD_RUN_FLAGS } from './run-flags.js'
 
 /** The docker CLI: every call the sandbox makes goes through here. */
 
@@ -92,22 +93,7 @@ export async function runContainer(o: { name: string; image: string; sshPort: nu
     'sandbox',
     '--label',
     `${LABEL}=1`,
-    '--cap-add',
-    'SYS_ADMIN',
-    '--cap-add',
-    'NET_ADMIN',
-    '--security-opt',
-    'seccomp=unconfined',
-    '--security-opt',
-    'apparmor=unconfined',
-    '-v',
-    '/sys/fs/cgroup:/sys/fs/cgroup:rw',
-    '--tmpfs',
-    '/run',
-    '--tmpfs',
-    '/run/lock',
-    '--tmpfs',
-    '/tmp',
+    ...SYSTEMD_RUN_FLAGS,
     '-p',
     `127.0.0.1:${o.sshPort}:22`,
     '-p',
