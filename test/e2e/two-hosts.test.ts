@@ -21,6 +21,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
+import { streamWriterAndMediaRoutes } from '../support/worker-routes.js'
 import { DEFAULT_SUITE, suiteFacts } from '../support/suites.js'
 
 const run = promisify(execFile)
@@ -299,71 +300,17 @@ describe.skipIf(!inject('docker'))('two hosts: database host and homeserver host
       `runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`,
     )
     expect(writer.stdout.trim()).toBe('events')
-    const typing = await alice.call('PUT', `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:two.test')}?${m}-typing`, {
-      typing: true,
-      timeout: 20000,
+    // Stream writers on hs, media on db, sync on db's generic worker.
+    await streamWriterAndMediaRoutes({
+      alice,
+      bob,
+      serverName: 'two.test',
+      roomId,
+      sent: { eventId: send.json.event_id, body: 'sent over two hosts' },
+      marker: m,
+      expectServedBy,
     })
-    expect(typing.status, typing.text).toBe(200)
-    await expectServedBy('typing', `${m}-typing`)
-    const receipt = await bob.call(
-      'POST',
-      `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`,
-      {},
-    )
-    expect(receipt.status, receipt.text).toBe(200)
-    await expectServedBy('receipts', `${m}-receipt`)
-    const bobDevice = (await bob.call<{ device_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.device_id
-    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.two.test/td-${m}?${m}-todevice`, {
-      messages: { '@bob:two.test': { [bobDevice]: { hello: m } } },
-    })
-    expect(toDevice.status, toDevice.text).toBe(200)
-    await expectServedBy('to_device', `${m}-todevice`)
-    expect(
-      (
-        await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:two.test')}/status?${m}-presence`, {
-          presence: 'online',
-        })
-      ).status,
-    ).toBe(200)
-    await expectServedBy('presence', `${m}-presence`)
-    expect((await alice.call('GET', `/_matrix/client/v3/pushrules/?${m}-pushrules`)).status).toBe(200)
-    await expectServedBy('push_rules', `${m}-pushrules`)
-    expect(
-      (
-        await alice.call('PUT', `/_matrix/client/v3/user/${encodeURIComponent('@alice:two.test')}/account_data/m.two?${m}-accountdata`, {
-          m,
-        })
-      ).status,
-    ).toBe(200)
-    await expectServedBy('account_data', `${m}-accountdata`)
-    expect((await alice.call('POST', `/_matrix/client/v3/keys/upload?${m}-keys`, {})).status).toBe(200)
-    await expectServedBy('device_lists', `${m}-keys`)
-    expect((await alice.call('POST', `/_matrix/client/v3/user_directory/search?${m}-userdir`, { search_term: 'bob' })).status).toBe(200)
-    await expectServedBy('user_dir', `${m}-userdir`)
-    // Media: stored by the media worker on db, served back by it.
-    const upload = await alice.call<{ content_uri: string }>(
-      'POST',
-      `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`,
-      Buffer.from(`bytes-${m}`),
-    )
-    expect(upload.status, upload.text).toBe(200)
-    await expectServedBy('media_repository', `${m}-upload`)
-    const mediaId = upload.json.content_uri.replace('mxc://', '')
-    const download = await alice.call('GET', `/_matrix/client/v1/media/download/${mediaId}?${m}-download`)
-    expect(download.text).toBe(`bytes-${m}`)
-    await expectServedBy('media_repository', `${m}-download`)
     expect((await db.exec(`grep -rl -- bytes-${m} /var/lib/matrix-synapse/media/local_content`)).stdout.trim()).not.toBe('')
-    // Sync on the generic worker on db: bob sees the message, alice's typing, his receipt and the to-device message.
-    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>(
-      'GET',
-      `/_matrix/client/v3/sync?timeout=0&${m}-sync`,
-    )
-    expect(sync.status).toBe(200)
-    await expectServedBy('generic', `${m}-sync`)
-    expect(sync.text).toContain('sent over two hosts')
-    expect(sync.text).toContain('m.typing')
-    expect(sync.text).toContain('m.receipt')
-    expect(sync.json.to_device?.events.map((e) => e.content.hello)).toContain(m)
     expect((await https().call('GET', `/_matrix/federation/v1/version?${m}-fed`)).status).toBe(200)
     await expectServedBy('generic', `${m}-fed`)
     // The message from before the spread is still there.

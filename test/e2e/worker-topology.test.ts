@@ -14,6 +14,7 @@ import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
 import { MatrixClient } from '../support/matrix-client.js'
 import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
+import { streamWriterAndMediaRoutes } from '../support/worker-routes.js'
 
 const element = realElementRelease()
 const ONE_OF_EACH = workerInstances(matrixSettings({ workers: { preset: 'one-of-each' } }))
@@ -222,75 +223,18 @@ describe.skipIf(!inject('docker'))('worker topology: guide -> one-of-each -> gui
       `runuser -u postgres -- psql -d synapse -Atc 'select instance_name from events where event_id = '"'"'${send.json.event_id}'"'"''`,
     )
     expect(writer.stdout.trim()).toBe('events')
-    // Stream writers.
-    const typing = await alice.call(
-      'PUT',
-      `/_matrix/client/v3/rooms/${room}/typing/${encodeURIComponent('@alice:topo.test')}?${m}-typing`,
-      { typing: true, timeout: 20000 },
-    )
-    expect(typing.status, typing.text).toBe(200)
-    await expectServedBy('typing', `${m}-typing`)
-    const receipt = await bob.call(
-      'POST',
-      `/_matrix/client/v3/rooms/${room}/receipt/m.read/${encodeURIComponent(send.json.event_id)}?${m}-receipt`,
-      {},
-    )
-    expect(receipt.status, receipt.text).toBe(200)
-    await expectServedBy('receipts', `${m}-receipt`)
-    const bobDevice = (await bob.call<{ device_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.device_id
-    const toDevice = await alice.call('PUT', `/_matrix/client/v3/sendToDevice/m.topology.test/td-${m}?${m}-todevice`, {
-      messages: { '@bob:topo.test': { [bobDevice]: { hello: m } } },
+    // Stream writers, the media worker, and sync on the generic worker.
+    await streamWriterAndMediaRoutes({
+      alice,
+      bob,
+      serverName: 'topo.test',
+      roomId,
+      sent: { eventId: send.json.event_id, body: 'sent under one-of-each' },
+      marker: m,
+      expectServedBy,
     })
-    expect(toDevice.status, toDevice.text).toBe(200)
-    await expectServedBy('to_device', `${m}-todevice`)
-    expect(
-      (
-        await alice.call('PUT', `/_matrix/client/v3/presence/${encodeURIComponent('@alice:topo.test')}/status?${m}-presence`, {
-          presence: 'online',
-        })
-      ).status,
-    ).toBe(200)
-    await expectServedBy('presence', `${m}-presence`)
-    expect((await alice.call('GET', `/_matrix/client/v3/pushrules/?${m}-pushrules`)).status).toBe(200)
-    await expectServedBy('push_rules', `${m}-pushrules`)
-    expect(
-      (
-        await alice.call(
-          'PUT',
-          `/_matrix/client/v3/user/${encodeURIComponent('@alice:topo.test')}/account_data/m.topology?${m}-accountdata`,
-          { m },
-        )
-      ).status,
-    ).toBe(200)
-    await expectServedBy('account_data', `${m}-accountdata`)
-    expect((await alice.call('POST', `/_matrix/client/v3/keys/upload?${m}-keys`, {})).status).toBe(200)
-    await expectServedBy('device_lists', `${m}-keys`)
-    expect((await alice.call('POST', `/_matrix/client/v3/user_directory/search?${m}-userdir`, { search_term: 'bob' })).status).toBe(200)
-    await expectServedBy('user_dir', `${m}-userdir`)
-    // Media: uploaded to and downloaded from the media worker; the guide-era upload is still there.
-    const upload = await alice.call<{ content_uri: string }>(
-      'POST',
-      `/_matrix/media/v3/upload?filename=a.txt&${m}-upload`,
-      Buffer.from(`bytes-${m}`),
-    )
-    expect(upload.status, upload.text).toBe(200)
-    await expectServedBy('media_repository', `${m}-upload`)
-    const mediaId = upload.json.content_uri.replace('mxc://', '')
-    const download = await alice.call('GET', `/_matrix/client/v1/media/download/${mediaId}?${m}-download`)
-    expect(download.text).toBe(`bytes-${m}`)
-    await expectServedBy('media_repository', `${m}-download`)
+    // The guide-era upload is still there.
     expect((await alice.call('GET', `/_matrix/client/v1/media/download/${mediaUri.replace('mxc://', '')}`)).text).toBe('x')
-    // Sync on the generic worker: bob sees the message, alice's typing, his receipt and the to-device message.
-    const sync = await bob.call<{ to_device?: { events: { content: { hello?: string } }[] } }>(
-      'GET',
-      `/_matrix/client/v3/sync?timeout=0&${m}-sync`,
-    )
-    expect(sync.status).toBe(200)
-    await expectServedBy('generic', `${m}-sync`)
-    expect(sync.text).toContain('sent under one-of-each')
-    expect(sync.text).toContain('m.typing')
-    expect(sync.text).toContain('m.receipt')
-    expect(sync.json.to_device?.events.map((e) => e.content.hello)).toContain(m)
     // Element X's simplified sliding sync: the sync worker too (each list needs ranges, timeline_limit, required_state).
     const sliding = await bob.call<{ pos?: string; rooms?: Record<string, unknown> }>(
       'POST',
