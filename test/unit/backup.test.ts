@@ -4,47 +4,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { signingKeyIdentity } from '../../src/resources/homeserver-state.js'
-import { partCommand, MANIFEST_FORMAT } from '../../src/synapse/backup/parts.js'
-import { BackupInputError, readManifest, sha256File, verifyBackupFiles, type Manifest } from '../../src/commands/backup/manifest.js'
+import { partCommand } from '../../src/synapse/backup/parts.js'
+import { BackupInputError, readManifest, verifyBackupFiles, type Manifest } from '../../src/commands/backup/manifest.js'
 import { renderBackupScript, renderBackupTimer } from '../../tasks/backup/templates.js'
 import { matrixSettings } from './fixtures/matrix-settings.js'
+import { writeBackupDir } from './fixtures/backup-dir.js'
 
-async function backupDir(files: Record<string, string>, edit: (m: Manifest) => void = () => undefined) {
-  const dir = await mkdtemp(join(tmpdir(), 'mp-backup-unit-'))
-  const parts = {
-    database: 'database.dump',
-    media: 'media.tar',
-    signingKey: 'signing.key',
-    secrets: 'secrets.tar',
-    config: 'config.tar',
-  } as const
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    host: 'hs',
-    serverName: 'example.org',
-    createdAt: '2026-11-30T08:00:00.000Z',
-    synapse: { version: '1.163.2', schemaVersion: 92, schemaCompatVersion: 88 },
-    database: { host: 'hs', name: 'synapse', postgresVersion: '15.14' },
-    signingKey: { id: 'ed25519:a_test', publicKey: 'x' },
-    encryption: null,
-    files: [],
-    durationMs: 1,
-  }
-  for (const [part, name] of Object.entries(parts)) {
-    const content = files[name] ?? `${part} content`
-    await writeFile(join(dir, name), content)
-    manifest.files.push({
-      part: part as keyof typeof parts,
-      name,
-      what: part,
-      bytes: Buffer.byteLength(content),
-      sha256: await sha256File(join(dir, name)),
-    })
-  }
-  edit(manifest)
-  await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest))
-  return dir
-}
+const backupDir = (files: Record<string, string>, edit?: (m: Manifest) => void) => writeBackupDir({ files, ...(edit ? { edit } : {}) })
 
 describe('backup manifest', () => {
   it('verifies a whole backup', async () => {

@@ -2,8 +2,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { LOCK_DIR } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
+import { writeBackupDir } from './fixtures/backup-dir.js'
+import { SPREAD_ENV, spreadInventoryYaml } from './fixtures/spread-inventory.js'
 
 /** backup/restore flags through the built launcher, with no host reachable: what is refused before any connection. */
 describe('bin/provision.js backup and restore without a host', { timeout: 60_000 }, () => {
@@ -47,36 +48,26 @@ describe('bin/provision.js backup and restore without a host', { timeout: 60_000
     }
   })
 
-  it("a homeserver spread over hosts: backup takes the media from the media repository's host, restore is refused before any connection", async () => {
+  it("a homeserver spread over hosts: backup takes the media from the media repository's host; restore of a backup whose key is not the inventory's synapse.signingKey is refused before any connection", async () => {
     const spread = join(dir, 'spread.yaml')
-    const secrets = { DB: 'db-pw', REDIS: 'redis-pw', MAC: 'mac', FORM: 'form', REG: 'reg', REPL: 'repl', KEY: 'ed25519 a_x c2VjcmV0' }
-    await writeFile(
-      spread,
-      `defaults:
-  vars:
-    serverName: example.test
-    postgres: { password: { env: DB } }
-    redis: { password: { env: REDIS } }
-    synapse: { install: pip, version: "1.163.2", lockDir: ${JSON.stringify(LOCK_DIR)}, macaroonSecret: { env: MAC }, formSecret: { env: FORM }, registrationSharedSecret: { env: REG }, signingKey: { env: KEY } }
-    workers: { replicationSecret: { env: REPL }, preset: one-of-each, placement: { generic: w1, media_repository: w1 } }
-hosts:
-  hs:
-    address: 127.0.0.1
-    ssh: { port: 9, connectTimeout: 2 }
-    roles: [apt-keyring, postgres, redis, synapse, workers]
-  w1:
-    address: 127.0.0.2
-    ssh: { port: 9, connectTimeout: 2 }
-    roles: [workers]
-`,
-    )
-    const env = { ...process.env, ...secrets }
+    await writeFile(spread, spreadInventoryYaml())
+    const env = { ...process.env, ...SPREAD_ENV }
     const plan = await runCli(['backup', '--inventory', spread, '--to', join(dir, 'b'), '--dry-run'], { env })
     expect(plan.code, cliOutput(plan)).toBe(0)
     expect(plan.stdout).toContain(`hs: into ${join(dir, 'b')}/hs-<UTC time> (database dumped on hs, media from w1)`)
-    const restore = await runCli(['restore', '--inventory', spread, '--limit', 'hs', '--from', dir], { env })
+    // A backup of the same server signed with another key (its manifest is read before the files are checked).
+    const backup = await writeBackupDir({
+      in: dir,
+      edit: (m) => {
+        m.serverName = 'example.test'
+        m.signingKey = { id: 'ed25519:a_other', publicKey: 'b3RoZXI' }
+      },
+    })
+    const restore = await runCli(['restore', '--inventory', spread, '--limit', 'hs', '--from', backup], { env })
     expect(restore.code, cliOutput(restore)).toBe(2)
-    expect(restore.stdout + restore.stderr).toMatch(/hs's workers run on other hosts \(w1\): restore supports a homeserver on one host/)
+    expect(restore.stdout + restore.stderr).toMatch(
+      /the inventory sets synapse\.signingKey to ed25519:a_x \S+, the backup's key is ed25519:a_other b3RoZXI: the server's identity belongs to its data; set synapse\.signingKey to the backup's key/,
+    )
     expect(restore.stderr).not.toContain('connecting')
   })
 })

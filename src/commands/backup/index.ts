@@ -136,21 +136,18 @@ export async function lifecycle(command: 'backup' | 'restore', input: LifecycleI
       dryRun: values['dry-run'] ?? false,
       connect: input.connect,
       progress,
-      applyInventory: async () =>
-        runInventory(
-          { ...input.inventory, hosts: [host] },
-          {
-            mode: 'apply',
-            tasks: await loadTasks(host.roles),
-            parallel: 1,
-            lockHeld: true,
-            connect: input.connect,
-            onEvent: (e) => {
-              if (values.verbose) progress.line(e.host, `${e.task ? `${e.task}: ` : ''}${e.message}`)
-              input.log.event({ msg: e.message, host: e.host, task: e.task })
-            },
+      run: async (inventory, o) =>
+        runInventory(inventory, {
+          mode: 'apply',
+          tasks: o?.tasks ?? (await loadTasks([...new Set(inventory.hosts.flatMap((h) => h.roles))])),
+          parallel: inventory.hosts.length,
+          lockHeld: true,
+          connect: input.connect,
+          onEvent: (e) => {
+            if (values.verbose) progress.line(e.host, `${e.task ? `${e.task}: ` : ''}${e.message}`)
+            input.log.event({ msg: e.message, host: e.host, task: e.task })
           },
-        ),
+        }),
     })
     input.log.event({ msg: 'restore finished', host: host.name, status: report.status, error: report.error })
     io.out(values.json ? JSON.stringify(report, null, 2) + '\n' : renderRestoreReport(report, false))

@@ -35,19 +35,23 @@ export function renderRestoreReport(report: RestoreReport, color: boolean): stri
     lines.push(
       `  backup of ${m.serverName} (host ${m.host}) taken ${m.createdAt}, Synapse ${m.synapse.version}, schema ${m.synapse.schemaVersion}, signing key ${m.signingKey.id}`,
     )
+  if (report.route)
+    lines.push(`  route: restored onto Synapse ${report.route.from} (the backup's), then upgraded to ${report.route.to} (the inventory's)`)
   if (report.replaces.length) {
     lines.push('  replaces:')
     for (const r of report.replaces) lines.push(`    - ${r}`)
   }
   if (report.steps.length) {
     lines.push('  steps:')
-    report.steps.forEach((s, i) =>
+    report.steps.forEach((s, i) => {
       lines.push(
         `    ${i + 1}. ${s.done ? '✓' : report.status === 'planned' ? ' ' : '✗'} ${s.summary}${s.durationMs !== undefined ? ` (${seconds(s.durationMs)})` : ''}`,
-      ),
-    )
+      )
+      s.details?.forEach((d, j) => lines.push(`         ${String.fromCharCode(97 + j)}. ${d}`))
+    })
   }
-  if (report.apply) lines.push('', renderReport(report.apply, { color, diffs: false }).trimEnd())
+  for (const r of [...(report.older ?? []), ...(report.apply ? [report.apply] : [])])
+    lines.push('', renderReport(r, { color, diffs: false }).trimEnd())
   if (report.error)
     lines.push(`  ${report.status === 'refused' ? 'REFUSED, nothing was changed' : 'FAILED'}: ${report.error.split('\n').join('\n  ')}`)
   else if (report.status === 'restored') lines.push(`\nRestored ${report.host} in ${seconds(report.durationMs)}.`)
