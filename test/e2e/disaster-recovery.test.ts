@@ -10,7 +10,7 @@ import { pipSynapseVars, synapseWheelhouse } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
-import { binaryRequest, MatrixClient } from '../support/matrix-client.js'
+import { binaryRequest, downloadMedia, MatrixClient, roomBodies } from '../support/matrix-client.js'
 import { MANIFEST_FILE } from '../../src/synapse/backup/parts.js'
 
 const SERVER = 'dr.test'
@@ -354,16 +354,10 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
     await loggedIn(b, 'bob')
     const wrong = await client(b)
     await expect(wrong.login('alice', 'not-the-password')).rejects.toThrow(/403/)
-    const history = await alice.call<{ chunk: { content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`,
-    )
-    expect(history.status).toBe(200)
-    const bodies = history.json.chunk.map((e) => e.content.body)
+    const bodies = await roomBodies(alice, roomId)
     for (const m of messages) expect(bodies).toContain(m)
     for (const m of media) {
-      const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(m.mxc)!
-      const dl = await binaryRequest(alice, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+      const dl = await downloadMedia(alice, m.mxc)
       expect(dl.status).toBe(200)
       expect(dl.body.length).toBe(m.bytes)
       expect(sha256(dl.body)).toBe(m.sha256)
@@ -450,17 +444,11 @@ describe.skipIf(!inject('docker'))('disaster recovery drill: backup of host A re
 
       // The backup's state is back: its messages and media, and nothing written on B since.
       const after = await loggedIn(b, 'alice')
-      const history = await after.call<{ chunk: { content: { body?: string } }[] }>(
-        'GET',
-        `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`,
-      )
-      expect(history.status).toBe(200)
-      const bodies = history.json.chunk.map((e) => e.content.body)
+      const bodies = await roomBodies(after, roomId)
       for (const m of messages) expect(bodies).toContain(m)
       expect(bodies).not.toContain(onlyOnB)
       const first = media[0]!
-      const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(first.mxc)!
-      const dl = await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+      const dl = await downloadMedia(after, first.mxc)
       expect(dl.status).toBe(200)
       expect(sha256(dl.body)).toBe(first.sha256)
       expect((await binaryRequest(after, 'GET', `/_matrix/client/v1/media/download/${mediaServer}/${mediaOnlyB}`)).status).toBe(404)

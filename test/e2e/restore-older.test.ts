@@ -12,7 +12,7 @@ import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
 import { cliOutput, runCli } from '../support/cli.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
-import { binaryRequest, MatrixClient } from '../support/matrix-client.js'
+import { binaryRequest, downloadMedia, MatrixClient, roomBodies } from '../support/matrix-client.js'
 
 const run = promisify(execFile)
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
@@ -215,17 +215,11 @@ describe.skipIf(!inject('docker'))(`restore of a ${OLD} backup onto an inventory
     const who = await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')
     expect(who.status, who.text).toBe(200)
     expect(who.json.user_id).toBe(`@alice:${SERVER}`)
-    const history = await alice.call<{ chunk: { content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`,
-    )
-    expect(history.status).toBe(200)
-    const bodies = history.json.chunk.map((e) => e.content.body)
+    const bodies = await roomBodies(alice, roomId)
     for (const m of messages) expect(bodies).toContain(m)
     expect(bodies).not.toContain('written after the backup')
     for (const m of media) {
-      const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(m.mxc)!
-      const dl = await binaryRequest(alice, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+      const dl = await downloadMedia(alice, m.mxc)
       expect(dl.status).toBe(200)
       expect(sha256(dl.body)).toBe(m.sha256)
     }

@@ -144,3 +144,20 @@ export function binaryRequest(
     req.end(body)
   })
 }
+
+/** The bodies of a room's latest events (newest first; undefined for events without one). */
+export async function roomBodies(client: MatrixClient, roomId: string, limit = 100): Promise<(string | undefined)[]> {
+  const r = await client.call<{ chunk: { content: { body?: string } }[] }>(
+    'GET',
+    `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=${limit}`,
+  )
+  if (r.status !== 200) throw new Error(`reading ${roomId}'s messages failed: ${r.status} ${r.text}`)
+  return r.json.chunk.map((e) => e.content.body)
+}
+
+/** A media file by its mxc:// URI, through the authenticated download API. */
+export function downloadMedia(client: MatrixClient, mxc: string): Promise<{ status: number; body: Buffer }> {
+  const [, server, id] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(mxc) ?? []
+  if (!server || !id) throw new Error(`${mxc} is not an mxc:// URI`)
+  return binaryRequest(client, 'GET', `/_matrix/client/v1/media/download/${server}/${id}`)
+}

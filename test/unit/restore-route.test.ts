@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { olderReleaseFits, pinnedAt, pythonCovers, restoreRoute } from '../../src/commands/backup/restore-route.js'
+import { installOlderTasks, olderReleaseFits, pinnedAt, pythonCovers, restoreRoute } from '../../src/commands/backup/restore-route.js'
 import { RestoreRefused } from '../../src/commands/backup/restore-types.js'
 import { loadInventoryFromString } from '../../src/inventory/load.js'
 import { LOCK_DIR } from '../support/artifacts.js'
@@ -91,6 +91,13 @@ describe('restore: can the older version run on this host (before anything chang
     expect(older.source).toMatch(/from the lock .*1\.158\.0\.txt$/)
     const pinned = pinnedAt(inv, 'hs', older)
     expect(pinned.hosts[0]!.vars.synapse).toMatchObject({ version: '1.158.0', lock: { synapseVersion: '1.158.0' } })
+    // installed on main by its synapse task, on a worker host by its workers task (a host runs the tasks of its roles)
+    const [onMain, onWorkerHost] = installOlderTasks(older as Extract<typeof older, { method: 'pip' }>, undefined)
+    const ctx = (roles: string[]) => ({ host: { ...host, roles } }) as unknown as Parameters<NonNullable<typeof onMain>['resources']>[0]
+    expect([onMain!.name, onWorkerHost!.name]).toEqual(['synapse', 'workers'])
+    expect((await onMain!.resources(ctx(['synapse', 'workers']))).map((r) => r.id)).toEqual(['venv:/opt/venvs/matrix-synapse-1.158.0'])
+    expect(await onWorkerHost!.resources(ctx(['synapse', 'workers']))).toEqual([])
+    expect((await onWorkerHost!.resources(ctx(['workers']))).map((r) => r.id)).toEqual(['venv:/opt/venvs/matrix-synapse-1.158.0'])
     // the inventory itself is not changed: its apply upgrades afterwards
     expect(host.vars.synapse).toMatchObject({ version: '1.163.2', lock: { synapseVersion: '1.163.2' } })
   })

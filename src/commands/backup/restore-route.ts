@@ -161,19 +161,23 @@ export function pinnedAt(inventory: Inventory, main: string, older: OlderRelease
   }
 }
 
-/** pip: the older version's venv installed beside the running one while it serves (nothing running changes; a failed install stops the restore here). */
-export function installOlderTask(older: Extract<OlderRelease, { method: 'pip' }>, indexUrl: string | undefined): Task {
-  return {
-    name: 'synapse',
-    title: `Synapse ${older.version} side by side, for the restore`,
-    resources: () => [
-      pythonVirtualenv({
-        path: versionedVenv(older.version),
-        lock: older.lock,
-        packageName: 'matrix-synapse',
-        wheelhouse: older.wheelhouse,
-        indexUrl,
-      }),
-    ],
-  }
+/**
+ * pip: the older version's venv installed beside the running one while it serves, on main and on the
+ * worker hosts (nothing running changes; a failed install stops the restore there). Two tasks, since
+ * the engine runs a host's tasks by its roles: `synapse` on main, `workers` on a worker host only.
+ */
+export function installOlderTasks(older: Extract<OlderRelease, { method: 'pip' }>, indexUrl: string | undefined): Task[] {
+  const venv = () =>
+    pythonVirtualenv({
+      path: versionedVenv(older.version),
+      lock: older.lock,
+      packageName: 'matrix-synapse',
+      wheelhouse: older.wheelhouse,
+      indexUrl,
+    })
+  const title = `Synapse ${older.version} side by side, for the restore`
+  return [
+    { name: 'synapse', title, resources: () => [venv()] },
+    { name: 'workers', title, resources: (ctx) => (ctx.host.roles.includes('synapse') ? [] : [venv()]) },
+  ]
 }

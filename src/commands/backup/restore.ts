@@ -40,7 +40,7 @@ import { workerHosts, workerUnits } from '../../topology/instances.js'
 import { BackupInputError, readManifest, verifyBackupFiles } from './manifest.js'
 import { findBackupDir } from './restore-input.js'
 import { replacedSuffix, restoreDatabase, restoreMedia, unpackSecrets, writeSigningKey, type RestoreTarget } from './restore-host.js'
-import { installOlderTask, olderReleaseFits, pinnedAt, restoreRoute, type OlderRelease } from './restore-route.js'
+import { installOlderTasks, olderReleaseFits, pinnedAt, restoreRoute, type OlderRelease } from './restore-route.js'
 import { RestoreRefused, type RestoreOptions, type RestoreReport, type RestoreStep } from './restore-types.js'
 import { formatBytes } from './transfer-progress.js'
 
@@ -177,7 +177,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
         async () => {
           report.older = [
             ran(
-              await options.run(hostsOf(inventory), { tasks: [installOlderTask(older, host.vars.synapse.pipIndexUrl)] }),
+              await options.run(hostsOf(inventory), { tasks: installOlderTasks(older, host.vars.synapse.pipIndexUrl) }),
               `installing Synapse ${older.version}`,
             ),
           ]
