@@ -22,6 +22,8 @@ type Log = string[]
 function scriptedHost(name: string, log: Log): Connection {
   const answer = (text: string, sql: string): string => {
     if (text.includes('import synapse')) return '1.163.2 94 92\n'
+    // the fact probe of Python's version (sh -s, the script on stdin)
+    if (text === 'sh -s' && sql.includes('sys.version_info')) return '@@MP-FACT 0\n3.11\n\n@@MP-END 0 0\n'
     if (sql.includes("current_setting('server_version')")) return '17.2\tt\n'
     if (sql.includes('to_regclass')) return 't\n'
     if (sql.includes('SELECT (SELECT version FROM schema_version)')) return '94\t92\t2\t1\t40\t3\n'
@@ -62,41 +64,51 @@ const spreadInventory = (dir: string): Promise<Inventory> =>
   loadInventoryFromString(spreadInventoryYaml({ databaseHost: true }), join(dir, 'inventory.yaml'), SPREAD_ENV)
 
 /** A backup of example.test signed with the inventory's key (the restore checks it against synapse.signingKey). */
-const backupOf = (dir: string) =>
+const backupOf = (dir: string, version = '1.163.2') =>
   writeBackupDir({
     in: dir,
+    name: `hs-${version}`,
     files: { 'signing.key': `${KEY}\n` },
     edit: (m) => {
       m.serverName = 'example.test'
-      m.synapse = { version: '1.163.2', schemaVersion: 94, schemaCompatVersion: 92 }
+      m.synapse = { version, schemaVersion: 94, schemaCompatVersion: 92 }
       m.database = { host: 'db', name: 'synapse', postgresVersion: '17.2' }
       m.signingKey = signingKeyIdentity(KEY)
     },
   })
 
+async function harness(version: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'mp-restore-spread-'))
+  const inventory = await spreadInventory(dir)
+  const from = await backupOf(dir, version)
+  const host = inventory.hosts.find((h) => h.name === 'hs')!
+  const log: Log = []
+  const runs: { hosts: string[]; version?: string; tasks?: string[] }[] = []
+  const restore = (dryRun: boolean) =>
+    restoreBackup({
+      host,
+      inventory,
+      from,
+      force: true,
+      dryRun,
+      connect: (h) => Promise.resolve(scriptedHost(h.name, log)),
+      run: (inv, o) => {
+        runs.push({
+          hosts: inv.hosts.map((h) => h.name),
+          version: inv.hosts[0]!.vars.synapse.version,
+          ...(o?.tasks ? { tasks: o.tasks.map((t) => t.name) } : {}),
+        })
+        return Promise.resolve({ mode: 'apply', inventory: inv.file, hosts: [], totals: {}, durationMs: 1 } as unknown as RunReport)
+      },
+      progress: createTransferProgress({ write: () => undefined, terminal: false, quiet: true }),
+    })
+
+  return { restore, log, runs }
+}
+
 describe('restore onto a spread homeserver (database on db, workers and the media store on w1)', () => {
   it('plans and does: every host locked, the workers on w1 stopped before main, the database on db, the media on w1, then the inventory on hs and w1', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'mp-restore-spread-'))
-    const inventory = await spreadInventory(dir)
-    const from = await backupOf(dir)
-    const host = inventory.hosts.find((h) => h.name === 'hs')!
-    const log: Log = []
-    const runs: string[][] = []
-    const restore = (dryRun: boolean) =>
-      restoreBackup({
-        host,
-        inventory,
-        from,
-        force: true,
-        dryRun,
-        connect: (h) => Promise.resolve(scriptedHost(h.name, log)),
-        run: (inv) => {
-          runs.push(inv.hosts.map((h) => h.name))
-          return Promise.resolve({ mode: 'apply', inventory: inv.file, hosts: [], totals: {}, durationMs: 1 } as unknown as RunReport)
-        },
-        progress: createTransferProgress({ write: () => undefined, terminal: false, quiet: true }),
-      })
-
+    const { restore, log, runs } = await harness('1.163.2')
     const plan = await restore(true)
     expect(plan.status, plan.error).toBe('planned')
     expect(log.filter((l) => / (lock|write|systemctl|tar|pg_restore)/.test(l))).toEqual([])
@@ -127,6 +139,46 @@ describe('restore onto a spread homeserver (database on db, workers and the medi
     expect(at(/^w1: tar -x -f - -C .*\.media-restoring/)).toBeGreaterThan(stopMain)
     expect(log.filter((l) => /pg_restore/.test(l)).every((l) => l.startsWith('db: '))).toBe(true)
     expect(at(/^hs: write \/etc\/matrix-synapse\/homeserver\.signing\.key/)).toBeGreaterThan(stopMain)
-    expect(runs).toEqual([['hs', 'w1']])
+    expect(runs).toEqual([{ hosts: ['hs', 'w1'], version: '1.163.2' }])
+  })
+
+  it('an older backup: 1.158.0 installed on hs and w1 while 1.163.2 serves, the data, the inventory pinned at 1.158.0, then the inventory (its upgrade)', async () => {
+    const { restore, log, runs } = await harness('1.158.0')
+    const plan = await restore(true)
+    expect(plan.status, plan.error).toBe('planned')
+    expect(plan.route).toEqual({ from: '1.158.0', to: '1.163.2' })
+    expect(plan.steps.map((s) => s.action)).toEqual([
+      'install-old',
+      'stop',
+      'signing-key',
+      'secrets',
+      'database',
+      'media',
+      'start-old',
+      'apply',
+    ])
+    expect(plan.steps[0]!.summary).toMatch(
+      /^install Synapse 1\.158\.0 side by side in \/opt\/venvs\/matrix-synapse-1\.158\.0 on hs, w1 \(from the lock .*1\.158\.0\.txt\) while 1\.163\.2 serves/,
+    )
+    expect(plan.steps.at(-1)!.details).toEqual([
+      'pg_dump -Fc of synapse to /var/backups/matrix-synapse/synapse-1.158.0-before-1.163.2.dump and the signing key beside it (the schema changes)',
+      expect.stringMatching(
+        /^stop matrix-synapse-worker@federation_sender\.service, .*, matrix-synapse-worker@generic\.service on w1, matrix-synapse-worker@media_repository\.service on w1$/,
+      ) as string,
+      'switch /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-1.163.2',
+      'restart matrix-synapse.service on 1.163.2: main alone applies the schema deltas since 94',
+      'wait until main answers /health (migrations done)',
+      'start the workers on 1.163.2 (the worker hosts switch theirs first)',
+      'after-checks of every task',
+    ])
+    expect(runs).toEqual([])
+    log.length = 0
+    const done = await restore(false)
+    expect(done.status, done.error).toBe('restored')
+    expect(runs).toEqual([
+      { hosts: ['hs', 'w1'], version: '1.163.2', tasks: ['synapse', 'workers'] },
+      { hosts: ['hs', 'w1'], version: '1.158.0' },
+      { hosts: ['hs', 'w1'], version: '1.163.2' },
+    ])
   })
 })
