@@ -201,7 +201,11 @@ describe.skipIf(!inject('docker'))(`restore of a ${OLD} backup onto an inventory
       const upgrade = releaseOf(done.apply!)!
       expect(upgrade.summary).toMatch(new RegExp(`upgrade Synapse ${OLD.replace(/\./g, '\\.')} -> ${NEW.replace(/\./g, '\\.')}`))
       expect(upgrade.performed!.filter((p) => p.status === 'failed')).toEqual([])
-      expect(upgrade.performed!.find((p) => p.kind === 'backup')?.status).toBe('done')
+      // The dump the plan named (the host has the one of its first upgrade already: the next free name).
+      const dumped = upgrade.performed!.find((p) => p.kind === 'backup')
+      expect(dumped?.status).toBe('done')
+      expect(planned.steps.at(-1)!.details![0]).toContain(`to ${dumped!.target} and the signing key`)
+      expect(dumped!.target).toBe(`/var/backups/matrix-synapse/synapse-${OLD}-before-${NEW}.2.dump`)
       expect(await serving()).toBe(NEW)
       for (const unit of ['matrix-synapse', ...WORKERS])
         expect((await hs.exec(`systemctl is-active ${unit}`)).stdout.trim(), unit).toBe('active')

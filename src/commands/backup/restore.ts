@@ -37,6 +37,7 @@ import {
   versionedVenv,
 } from '../../synapse/paths.js'
 import { workerHosts, workerUnits } from '../../topology/instances.js'
+import { dumpPath } from '../../../tasks/synapse/release/facts.js'
 import { BackupInputError, readManifest, verifyBackupFiles } from './manifest.js'
 import { findBackupDir } from './restore-input.js'
 import { replacedSuffix, restoreDatabase, restoreMedia, unpackSecrets, writeSigningKey, type RestoreTarget } from './restore-host.js'
@@ -235,6 +236,18 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
         },
       )
     const bd = host.vars.synapse.backupDir
+    // The release names its dump after the ones already there: the same name here.
+    const dump = older
+      ? dumpPath(
+          bd,
+          older.version,
+          installed.version,
+          (await conn.run(sh`ls -1 ${bd}`, { allowFailure: true })).stdout
+            .split('\n')
+            .filter(Boolean)
+            .map((f) => `${bd}/${f}`),
+        )
+      : undefined
     add(
       'apply',
       older
@@ -246,7 +259,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRep
       },
       older
         ? [
-            `pg_dump -Fc of ${database} to ${bd}/synapse-${older.version}-before-${installed.version}.dump and the signing key beside it (the schema changes)`,
+            `pg_dump -Fc of ${database} to ${dump} and the signing key beside it (the schema changes)`,
             `stop ${[...workers, ...remote.flatMap((r) => r.units.map((u) => `${u} on ${r.host}`))].join(', ') || 'no workers'}`,
             older.method === 'pip'
               ? `switch ${VENV_LINK} -> ${versionedVenv(installed.version)}`
