@@ -178,7 +178,9 @@ describe.skipIf(!inject('docker'))(`restore of a ${OLD} backup onto an inventory
       ])
       expect(planned.steps[0]!.summary).toContain(`install Synapse ${OLD} side by side in /opt/venvs/matrix-synapse-${OLD}`)
       expect(planned.steps.at(-1)!.details!.join('\n')).toMatch(
-        new RegExp(`pg_dump .*synapse-${OLD}-before-${NEW}\\.dump[^]*switch /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-${NEW}`),
+        new RegExp(
+          `pg_dump .*synapse-${OLD}-before-${NEW}\\.2\\.dump[^]*switch /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-${NEW}`,
+        ),
       )
       expect(await serving()).toBe(NEW)
 
