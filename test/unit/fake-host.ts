@@ -820,8 +820,12 @@ export class FakeHost implements Connection {
       return {}
     }
     // Enable, and the first wave's start in the same round trip (systemd-service.ts): exit 97 when enable failed.
-    if ((m = /^systemctl enable ([^|;]+) \|\| exit 97(?:; systemctl start ([^|;]+))?$/.exec(cmd))) {
-      const enabled = this.#systemctl(shellWords(m[1]!).map((unit) => ['systemctl', 'enable', unit]))
+    // Units with a unit file of their own skip systemctl's SysV sync (SYSTEMCTL_SKIP_SYSV=1), the others do not.
+    if (
+      (m = /^((?:(?:SYSTEMCTL_SKIP_SYSV=1 )?systemctl enable [^|;&]+(?: && )?)+) \|\| exit 97(?:; systemctl start ([^|;]+))?$/.exec(cmd))
+    ) {
+      const units = m[1]!.split(' && ').flatMap((c) => shellWords(c).slice(shellWords(c).indexOf('enable') + 1))
+      const enabled = this.#systemctl(units.map((unit) => ['systemctl', 'enable', unit]))
       if (enabled.code) return { ...enabled, code: 97 }
       return m[2] ? this.#systemctl(shellWords(m[2]).map((unit) => ['systemctl', 'start', unit])) : {}
     }
