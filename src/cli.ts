@@ -27,10 +27,12 @@ Usage:
                                                  move the homeserver on OLD (any system, only read, then stopped
                                                  and masked) to NEW, provisioned from the inventory; --abort
                                                  before NEW has served returns OLD to service
-  provision rollback --inventory FILE --limit H [--restore-dump]
-                                                switch Synapse back to the previous venv if the database allows it;
-                                                --restore-dump: when the older code cannot run on it, restore the
-                                                dump taken before the upgrade first (loses the writes since)
+  provision rollback --inventory FILE --limit H [--restore-dump] [--dry-run]
+                                                back to the Synapse version the last upgrade replaced (pip: the
+                                                previous venv; apt: the previous package, if the repository still
+                                                has it) if the database allows it; --restore-dump: when the older
+                                                code cannot run on it, restore the dump taken before the upgrade
+                                                first (loses the writes since); --dry-run: decide and print only
   provision mas-migrate --inventory FILE [--to DIR]
                                                 move an existing server's users, passwords, devices and tokens
                                                 onto MAS (the inventory gives the host the mas role): backup,

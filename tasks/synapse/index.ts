@@ -134,6 +134,9 @@ export function synapseAfterChecks(vars: MatrixSettings): AfterCheck[] {
   ]
 }
 
+/** The apt method's part of a release (and of `provision rollback`): the source read fresh, the guarded install. */
+export const aptMethod = () => ({ source: aptSourceFact, install: (deb: string) => packageInstallCommand(deb, dpkgLockTimeout()) })
+
 /** The ordered version switch (release.ts) with this host's settings: its workers (the topology's one list), checks and backup place. */
 export function releaseSpec(
   host: HostSpec,
@@ -151,6 +154,7 @@ export function releaseSpec(
     healthUrl: `http://127.0.0.1:${v.synapse.listenPort}/health`,
     afterChecks: [...synapseAfterChecks(v), ...(units.length ? workerAfterChecks(v, host.name) : [])],
     keepVenvs: v.synapse.keepVenvs,
+    keepDumps: v.synapse.keepDumps,
     backupDir: v.synapse.backupDir,
     signingKey: signingKeyPathOf(v),
     postgresLocal: !v.postgres.host || v.postgres.host === host.name,
@@ -227,7 +231,7 @@ export const synapseTask: Task = {
           synapseRelease({
             ...releaseSpec(ctx.host, ctx.inventory, v.synapse.version),
             method: 'apt',
-            apt: { source: aptSourceFact, install: (deb) => packageInstallCommand(deb, dpkgLockTimeout()) },
+            apt: aptMethod(),
           }),
           // Package at that version but a process on other code, or the hold gone (a hand apt-get): converged here.
           aptConverge({
@@ -293,8 +297,9 @@ export const synapseTask: Task = {
       directory({ path: mediaStorePathOf(v), owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
       directory({ path: '/var/log/matrix-synapse', owner: 'matrix-synapse', group: 'matrix-synapse', mode: 0o750 }),
     )
-    if (v.synapse.install === 'pip')
-      out.push(file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
+    // Every setting lives in conf.d: the package's homeserver.yaml (or an adopted one, edited in place
+    // with the database password, 0644 from the package) becomes the empty base, 0640 like the secrets.
+    out.push(file({ path: HOMESERVER_YAML, content: renderBaseHomeserverYaml(), group: 'matrix-synapse', mode: 0o640 }))
     v.synapse.federationCaFiles.forEach((f, i) => out.push(file({ path: federationCaPath(i), content: readFileSync(f), mode: 0o644 })))
     // Before the shared config changes: a worker that left the set must not keep writing a stream
     // the new config gives to another process.

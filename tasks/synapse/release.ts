@@ -87,6 +87,8 @@ async function afterFailure(
   const { at, message, error } = failure
   const switchedAt = steps.findIndex((x) => x.kind === 'switch' || x.kind === 'apt-install')
   const done = steps.slice(0, at)
+  // Only a dump the backup step wrote is named (it skips one when no delta is pending).
+  const dump = change.performed?.some((p) => p.kind === 'backup' && p.status === 'done') ? plan.dump : undefined
   if (switchedAt < 0 || at < switchedAt || change.action === 'create') {
     // A worker that did not start again is a change to what runs: say so instead of "nothing changed".
     const stillStopped = await startStoppedAgain(done, ctx)
@@ -104,7 +106,7 @@ async function afterFailure(
         message,
         from: plan.from,
         debVersion: failure.step.debVersion,
-        ...(plan.dump ? { dump: plan.dump } : {}),
+        ...(dump ? { dump } : {}),
         stopped: done.filter((y) => y.kind === 'stop').map(describe),
         runner: runner.withRollback(),
         peer: (h) => peerOf(ctx, h),
@@ -112,12 +114,15 @@ async function afterFailure(
       { cause: error },
     )
   if (spec.method !== 'pip' || !plan.from)
-    return new Error(`${message}; the apt method cannot roll back by itself${plan.dump ? `; the backup is ${plan.dump}` : ''}`, {
-      cause: error,
-    })
+    return new Error(
+      `${message}; the apt method does not roll back by itself (provision rollback does, README "Upgrading")${dump ? `; the backup is ${dump}` : ''}`,
+      {
+        cause: error,
+      },
+    )
   // The newer code served once main answered /health (workers and clients may have written since).
   const served = done.some((x) => x.kind === 'wait-health')
-  const back = await rollBackTo(ctx, spec, versionOfVenv(plan.fromVenv ?? versionedVenv(plan.from)), runner, plan.dump, {
+  const back = await rollBackTo(ctx, spec, versionOfVenv(plan.fromVenv ?? versionedVenv(plan.from)), runner, dump, {
     served,
     consent: false,
     ...(plan.db ? { before: plan.db } : {}),

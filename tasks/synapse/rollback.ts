@@ -35,15 +35,7 @@ export function rollbackSteps(
   return [
     ...spec.workerUnits.map((unit): ReleaseStep => ({ kind: 'stop', unit, summary: `stop ${unit}` })),
     { kind: 'stop', unit: SYNAPSE_UNIT, summary: `stop ${SYNAPSE_UNIT} (${from})` },
-    ...(restore
-      ? [
-          {
-            kind: 'restore-dump',
-            dump: restore.dump,
-            summary: `restore ${restore.dump} into a new database and swap it in for ${spec.database} (the newer one is kept renamed); loses ${restore.lost}`,
-          } satisfies ReleaseStep,
-        ]
-      : []),
+    ...(restore ? [restoreStep(spec, restore)] : []),
     {
       kind: 'switch',
       venv: versionedVenv(to),
@@ -57,6 +49,23 @@ export function rollbackSteps(
   ]
 }
 
+/** The pre-upgrade dump swapped in for the live database (Synapse stopped). */
+export function restoreStep(spec: Pick<RollbackSpec, 'database'>, restore: Extract<RollbackDecision, { action: 'restore' }>): ReleaseStep {
+  return {
+    kind: 'restore-dump',
+    dump: restore.dump,
+    summary: `restore ${restore.dump} into a new database and swap it in for ${spec.database} (the newer one is kept renamed); loses ${restore.lost}`,
+  }
+}
+
+/** How a rollback that is done goes back: after the restore (what it loses), or plainly (why it may). */
+export const howBack = (d: Exclude<RollbackDecision, { action: 'refuse' }>) =>
+  d.action === 'restore' ? `after restoring ${d.dump} (${d.reason}; lost: ${d.lost})` : `(${d.reason})`
+
+/** A refused rollback, naming the backup when the reason does not. */
+export const refusedBack = (to: string, reason: string, backup: string | undefined) =>
+  `NOT rolled back to ${to}: ${reason}${backup && !reason.includes(backup) ? `; the backup is ${backup}` : ''} (README, "Upgrading")`
+
 export interface RollbackOptions {
   /** The newer code answered /health since the switch (a restore loses its writes). */
   served: boolean
@@ -65,6 +74,8 @@ export interface RollbackOptions {
   /** The database when the dump was taken, if recorded. */
   before?: DatabaseSchema
   since?: string
+  /** Decide and return the steps, do nothing (provision rollback --dry-run). */
+  dryRun?: boolean
 }
 
 /**
@@ -136,24 +147,28 @@ export async function rollBackTo(
       ok: false,
       decision,
       steps: [],
-      message: `NOT rolled back to ${to}: ${decision.reason}${backup && !decision.reason.includes(backup) ? `; the backup is ${backup}` : ''} (README, "Upgrading")`,
+      message: refusedBack(to, decision.reason, backup),
     }
   const from = (await conn.run(sh`readlink ${VENV_LINK}`, { allowFailure: true })).stdout.trim().replace(/^matrix-synapse-/, '')
   const steps = rollbackSteps(spec, from, to, backup, decision.action === 'restore' ? decision : undefined)
+  return runRollback(ctx, spec, runner, decision, steps, {
+    dryRun: options.dryRun === true,
+    would: `would roll back ${from} -> ${to} ${howBack(decision)}`,
+    failed: (m) => `rolling back to ${to} failed too: ${m}; the backup is ${backup ?? '(none was taken)'}`,
+    done: `rolled back to ${to} ${howBack(decision)}: Synapse ${to} is serving again${backup && decision.action !== 'restore' ? `; the backup taken before the upgrade is ${backup}` : ''}`,
+  })
+}
+
+/** The decided steps through the one executor (as rollback steps), or (dryRun) only reported; the outcome in the caller's words. */
+export async function runRollback(
+  ctx: ApplyContext,
+  spec: RollbackSpec,
+  runner: StepRunner,
+  decision: RollbackDecision,
+  steps: ReleaseStep[],
+  text: { dryRun: boolean; would: string; failed: (message: string) => string; done: string },
+): Promise<{ ok: boolean; message: string; decision: RollbackDecision; steps: ReleaseStep[] }> {
+  if (text.dryRun) return { ok: true, decision, steps, message: text.would }
   const failure = await executeSteps(steps, { apply: ctx, spec, runner: runner.withRollback() })
-  if (failure)
-    return {
-      ok: false,
-      decision,
-      steps,
-      message: `rolling back to ${to} failed too: ${failure.message}; the backup is ${backup ?? '(none was taken)'}`,
-    }
-  const how =
-    decision.action === 'restore' ? `after restoring ${decision.dump} (${decision.reason}; lost: ${decision.lost})` : `(${decision.reason})`
-  return {
-    ok: true,
-    decision,
-    steps,
-    message: `rolled back to ${to} ${how}: Synapse ${to} is serving again${backup && decision.action !== 'restore' ? `; the backup taken before the upgrade is ${backup}` : ''}`,
-  }
+  return { ok: !failure, decision, steps, message: failure ? text.failed(failure.message) : text.done }
 }

@@ -72,8 +72,9 @@ print(json.dumps({'version': version, 'upgraded': bool(upgraded), 'compatVersion
  * switching plainly, the safe side. 'unresolved' says how many calls that was.
  */
 const KNOWN_UPDATES_PY = `
-import ast, json, os, re, importlib.util
-root = os.path.dirname(list(importlib.util.find_spec('synapse').submodule_search_locations)[0])
+import ast, json, os, re, sys, importlib.util
+# argv[1]: a directory holding synapse/ (a package file's unpacked source), else the running Python's Synapse
+root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(list(importlib.util.find_spec('synapse').submodule_search_locations)[0])
 base = os.path.join(root, 'synapse')
 class_consts, module_consts, calls = {}, {}, []
 def strings(body):
@@ -117,8 +118,9 @@ export interface KnownUpdates {
   unresolved: number
 }
 
-export function knownUpdatesCommand(python: string): ShellCommand {
-  return pythonScript(python, KNOWN_UPDATES_PY)
+/** The update names of the Synapse `python` imports, or (root) of the synapse/ source under that directory. */
+export function knownUpdatesCommand(python: string, root?: string): ShellCommand {
+  return pythonScript(python, KNOWN_UPDATES_PY, root === undefined ? [] : [root])
 }
 
 export function parseKnownUpdates(stdout: string): KnownUpdates {

@@ -11,8 +11,13 @@ import type { DatabaseSchema } from './schema-compat.js'
 
 export const RELEASE_STATE = `${STATE_DIR}/synapse-release.json`
 
-/** What the host records at each switch: the venv to go back to and the backup taken before it. */
+/**
+ * What the host records at each switch: the venv to go back to and the backup taken before it. The
+ * apt method records versions instead of venvs (`method: 'apt'`: `active` and `previous` are Synapse
+ * versions, the package installed and the one it replaced).
+ */
 export interface ReleaseRecord {
+  method?: 'apt'
   active: string
   previous?: string
   backup?: string

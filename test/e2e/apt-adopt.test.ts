@@ -100,14 +100,40 @@ describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from t
     console.log(`apt-adopt.test.ts took ${((Date.now() - started) / 1000).toFixed(0)} s`)
   })
 
+  /**
+   * Every file holding one of the server's secrets (the database password, the secret store's values),
+   * with its mode and owner, under the places the guide and the tool write.
+   */
+  const filesWithSecrets = async () => {
+    const r = await hs.exec(
+      `{ printf '%s\\n' ${JSON.stringify(guide.dbPassword)}; cat /var/lib/matrix-provision/secrets/* 2>/dev/null | awk 'length >= 16'; } > /tmp/secret-patterns && grep -rlF -f /tmp/secret-patterns /etc /var/lib/matrix-provision /var/lib/matrix-synapse /var/backups 2>/dev/null | grep -v '^/var/lib/matrix-synapse/media' | xargs -r stat -c '%a %U:%G %n'; rm -f /tmp/secret-patterns`,
+    )
+    return r.stdout.trim().split('\n').filter(Boolean)
+  }
+  const worldReadable = (lines: string[]) => lines.filter((l) => (parseInt(l.split(' ')[0]!, 8) & 0o004) !== 0)
+
   it('adopt keeps install apt, the package and its units, the signing key, the database and the data; a second run changes nothing', async () => {
     await dataIntact()
     expect(await versions()).toMatchObject({ main: OLD, federation_reader: OLD, federation_sender: OLD })
+    // What the guide's package-built server is: its edited homeserver.yaml holds the database password,
+    // readable by all (the package's conffile mode); it sets no macaroon_secret_key, form_secret or
+    // registration_shared_secret (the package removes them); the package's first start left an SQLite file.
+    const before = await filesWithSecrets()
+    console.log(`files holding a secret before adoption:\n  ${before.join('\n  ')}`)
+    expect(worldReadable(before).filter((l) => l.endsWith(' /etc/matrix-synapse/homeserver.yaml'))).toHaveLength(1)
+    expect((await hs.exec('grep -hE "^(macaroon_secret_key|form_secret|registration_shared_secret):" -r /etc/matrix-synapse')).stdout).toBe(
+      '',
+    )
+    expect((await hs.exec('stat -c %s /var/lib/matrix-synapse/homeserver.db')).exitCode).toBe(0)
     const inventory = await inventoryFor(OLD)
     const dry = await runCli(['adopt', '--inventory', inventory, '--limit', 'pkg', '--dry-run'])
     console.log(dry.stdout)
     expect(dry.code, dry.stdout + dry.stderr).toBe(0)
     expect(dry.stdout).not.toContain('Synapse 1.')
+    // The stray SQLite database is named and left; the macaroon key Synapse derived from the signing key cannot be kept, and the plan says what that changes.
+    expect(dry.stdout).toMatch(/kept\s+\/var\/lib\/matrix-synapse\/homeserver\.db \(SQLite, \d+ KiB\)\s+-> left in place, unused/)
+    expect(dry.stdout).toContain('no macaroon_secret_key (Synapse derives one from the signing key)')
+    expect(dry.stdout).toMatch(/secret\s+homeserver\.yaml: database\.args\.password\s+-> secret store postgres-password/)
     const r = await runCli(['adopt', '--inventory', inventory, '--limit', 'pkg', '--json'], { timeoutMs: 900_000 })
     const report = JSON.parse(r.stdout) as JsonReport
     const host = report.hosts[0]!
@@ -120,7 +146,14 @@ describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from t
     expect((await hs.exec('systemctl show -p FragmentPath --value matrix-synapse.service')).stdout.trim()).toBe(
       '/lib/systemd/system/matrix-synapse.service',
     )
+    // alice's access token from before the adoption still works (dataIntact), and no file holding a secret is readable by all.
     await dataIntact()
+    const after = await filesWithSecrets()
+    console.log(`files holding a secret after adoption:\n  ${after.join('\n  ')}`)
+    expect(worldReadable(after)).toEqual([])
+    expect(after).toContain('640 root:matrix-synapse /etc/matrix-synapse/conf.d/20-database.yaml')
+    expect((await hs.exec('stat -c "%a %U:%G" /etc/matrix-synapse/homeserver.yaml')).stdout.trim()).toBe('640 root:matrix-synapse')
+    expect((await hs.exec('test -f /var/lib/matrix-synapse/homeserver.db')).exitCode).toBe(0)
     const again = JSON.parse((await runCli(['--inventory', inventory, '--json'])).stdout) as JsonReport
     expect(again.hosts[0]!.tasks.flatMap((t) => t.changes.map((c) => `${c.resource}: ${c.summary}`))).toEqual([])
     expect(again.totals).toMatchObject({ add: 0, change: 0, restart: 0, failedHosts: 0 })

@@ -117,6 +117,8 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
         .sort(),
     ).toEqual(['NoNewPrivileges=yes', 'ProtectSystem=strict', 'RuntimeDirectoryPreserve=yes'])
     expect((await hs.exec('systemctl show -p ExecStartPre --value matrix-synapse.service')).stdout.trim()).toBe('')
+    // Every setting in conf.d: the package's homeserver.yaml is the empty base, readable by Synapse's group only.
+    expect((await hs.exec('stat -c "%a %U:%G" /etc/matrix-synapse/homeserver.yaml')).stdout.trim()).toBe('640 root:matrix-synapse')
     expect((await hs.exec('stat -c %a /var/lib/matrix-synapse /var/log/matrix-synapse')).stdout.split('\n').filter(Boolean)).toEqual([
       '750',
       '750',
@@ -412,5 +414,84 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
     } finally {
       await psql('update schema_compat_version set compat_version = 84')
     }
+  })
+
+  it(`provision rollback to the previous package: refused while the database does not accept its code, naming the dump; with --restore-dump the dump is restored, ${'the older version'} serves the data from before the upgrade; check passes and a run pinned there changes nothing`, async () => {
+    // The upgrade recorded the change: from, to, and the dump it wrote.
+    const record = JSON.parse((await hs.exec('cat /var/lib/matrix-provision/synapse-release.json')).stdout) as Record<string, unknown>
+    expect(record).toMatchObject({
+      method: 'apt',
+      active: NEW,
+      previous: OLD,
+      backup: expect.stringMatching(/\/synapse-.*-before-.*\.dump$/),
+    })
+    const dump = record.backup as string
+    expect((await hs.exec(`test -f ${dump}`)).exitCode).toBe(0)
+    // A message written on NEW after the upgrade: the restore loses it, as the refusal says.
+    const lost = `written on ${NEW} after the upgrade`
+    const sent = await data.alice.call(
+      'PUT',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/send/m.room.message/after-upgrade`,
+      {
+        msgtype: 'm.text',
+        body: lost,
+      },
+    )
+    expect(sent.status, sent.text).toBe(200)
+    // 1.156.0 and 1.157.0 share SCHEMA_COMPAT_VERSION 84, so 1.156.0 could run on this database as soon as the
+    // background updates 1.157.0 adds are done: a newer release that raised it is simulated as in the test above.
+    await psql('update schema_compat_version set compat_version = 95')
+    const pinnedNew = await inventoryFor(NEW, 'inventory-rollback.yaml')
+    const before = await unitStarts()
+    const refused = await plain(['rollback', '--inventory', pinnedNew, '--limit', 'apt'])
+    console.log(refused.stdout)
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1)
+    expect(refused.stdout, refused.stderr).toContain(`NOT rolled back to ${OLD}: the database's schema_compat_version is 95`)
+    expect(refused.stdout).toContain(`${dump} holds the database from just before the upgrade`)
+    expect(refused.stdout).toContain('provision rollback --restore-dump')
+    expect(await unitStarts()).toBe(before)
+
+    const dry = await plain(['rollback', '--inventory', pinnedNew, '--limit', 'apt', '--restore-dump', '--dry-run'])
+    console.log(dry.stdout)
+    expect(dry.code, dry.stdout + dry.stderr).toBe(0)
+    expect(dry.stdout, dry.stderr).toContain(
+      `would roll back ${NEW} -> ${OLD} (matrix-synapse-py3 ${repo.versions.at(-2)}) after restoring ${dump}`,
+    )
+    expect(await unitStarts()).toBe(before)
+
+    const r = await provision(['rollback', '--inventory', pinnedNew, '--limit', 'apt', '--restore-dump', '--json'])
+    const [report] = JSON.parse(r.stdout) as { ok: boolean; message: string; decision: string; change: Change }[]
+    console.log(
+      `apt rollback ${NEW} -> ${OLD}: ${report!.message}\n${report!.change.performed!.map((x) => `  ${x.status} ${x.kind} ${x.target} (${x.durationMs} ms)`).join('\n')}`,
+    )
+    expect(r.code, r.stderr).toBe(0)
+    expect(report).toMatchObject({ ok: true, decision: 'restore' })
+    expect(seq(report!.change.performed!)).toEqual(seq(report!.change.steps!))
+    expect(seq(report!.change.steps!)).toEqual([
+      ...WORKERS.map((u) => `stop ${u}`),
+      'stop matrix-synapse.service',
+      `restore-dump ${dump}`,
+      `apt-install matrix-synapse-py3 ${repo.versions.at(-2)}`,
+      'start matrix-synapse.service',
+      'wait-health http://127.0.0.1:8008/health',
+      ...WORKERS.map((u) => `start ${u}`),
+      'after-checks homeserver',
+    ])
+    expect(await versions()).toEqual({ pkg: `${repo.versions.at(-2)} hi`, main: OLD, federation_reader: OLD, federation_sender: OLD })
+    expect(await psql('select compat_version from schema_compat_version')).toBe('84')
+    const fresh = client()
+    await fresh.login('alice', 'alice-pass-123456')
+    const read = await fresh.call<{ chunk: { content: { body?: string } }[] }>(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(data.room)}/messages?dir=b&limit=100`,
+    )
+    expect(read.status, read.text).toBe(200)
+    const bodies = read.json.chunk.map((e) => e.content.body)
+    for (const b of data.bodies) expect(bodies).toContain(b)
+    expect(bodies).not.toContain(lost)
+
+    // The operator pins the version now running: check passes, the next run changes nothing.
+    const pinnedOld = await inventoryFor(OLD, 'inventory-after-rollback.yaml')
+    await converged(pinnedOld, OLD, repo.versions.at(-2)!)
   })
 })

@@ -98,10 +98,43 @@ function found(homeserver = guideHomeserver()): HandBuiltFiles {
     ]),
     signingKeys: ['/etc/matrix-synapse/guide.test.signing.key'],
     unitDropIns: ['/etc/systemd/system/matrix-synapse.service.d/daemonize.conf'],
+    sqliteFiles: [],
   }
 }
 
 describe('reading a server built by the guide (analyzeHandBuilt)', () => {
+  it("a package-built server: the macaroon key Synapse used is kept (registration_shared_secret when macaroon_secret_key is unset), a missing one is said to change, the package's unused SQLite file is named and left", async () => {
+    const inv = await load()
+    const without = (...keys: string[]) =>
+      guideHomeserver()
+        .split('\n')
+        .filter((l) => !keys.some((k) => l.startsWith(`${k}:`)))
+        .join('\n')
+    const withShared = analyzeHandBuilt(found(without('macaroon_secret_key')), inv.hosts[0]!, inv.file)
+    expect(withShared.secrets.find((s) => s.name === 'macaroon-secret')).toMatchObject({
+      value: 'reg-secret-of-the-guide',
+      from: "homeserver.yaml: registration_shared_secret (Synapse's macaroon key, no macaroon_secret_key is set)",
+    })
+    const bare = {
+      ...found(without('macaroon_secret_key', 'form_secret', 'registration_shared_secret')),
+      sqliteFiles: [{ path: '/var/lib/matrix-synapse/homeserver.db', bytes: 2_101_248 }],
+    }
+    const a = analyzeHandBuilt(bare, inv.hosts[0]!, inv.file)
+    expect(a.refusals).toEqual([])
+    expect(a.secrets.map((s) => s.name)).toEqual(['postgres-password'])
+    expect(a.notes.filter((n) => n.kind === 'changes').map((n) => n.found)).toEqual(
+      expect.arrayContaining([
+        'no macaroon_secret_key (Synapse derives one from the signing key)',
+        'no form_secret',
+        'no registration_shared_secret',
+      ]),
+    )
+    expect(a.notes.find((n) => n.found.startsWith('/var/lib/matrix-synapse/homeserver.db'))).toMatchObject({
+      kind: 'kept',
+      found: '/var/lib/matrix-synapse/homeserver.db (SQLite, 2052 KiB)',
+    })
+  })
+
   it('keeps identity and database, takes over the four secrets, keeps unknown settings verbatim, retires the old vhost and drop-in', async () => {
     const inv = await load()
     const a = analyzeHandBuilt(

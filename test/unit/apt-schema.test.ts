@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DEB_SCHEMA_PY, debSchemaCommand } from '../../tasks/synapse/apt-schema.js'
-import { canRun, schemaChange, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
-import { codeSchemaOfWheelhouse, parseCodeSchema } from '../../tasks/synapse/schema-probe.js'
+import { canRun, decideRollback, schemaChange, type DatabaseSchema } from '../../tasks/synapse/schema-compat.js'
+import { codeSchemaOfWheelhouse, knownUpdatesCommand, parseCodeSchema, parseKnownUpdates } from '../../tasks/synapse/schema-probe.js'
 import { artefactDir } from '../support/packages.js'
 
 const dir = artefactDir('matrix-synapse-py3')
@@ -29,7 +29,54 @@ with tarfile.open(fileobj=sys.stdin.buffer, mode='r|*') as tar, zipfile.ZipFile(
             z.writestr(rel, tar.extractfile(m).read())
 `
 
+/** What the apt rollback reads of the older package (readDebCode): its synapse/ source unpacked, the update names it registers. */
+const knownUpdatesOf = (file: string) => {
+  const d = mkdtempSync(join(tmpdir(), 'mp-deb-'))
+  try {
+    execFileSync('bash', [
+      '-c',
+      `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards './opt/venvs/matrix-synapse/lib/python3*/site-packages/synapse/*.py'`,
+      '-',
+      join(dir, file),
+      d,
+    ])
+    const root = join(d, 'opt/venvs/matrix-synapse/lib', readdirSync(join(d, 'opt/venvs/matrix-synapse/lib'))[0]!, 'site-packages')
+    return parseKnownUpdates(execFileSync('bash', ['-c', knownUpdatesCommand('python3', '.').text], { cwd: root }).toString())
+  } finally {
+    rmSync(d, { recursive: true, force: true })
+  }
+}
+
 describe('the schema rules of a matrix-synapse-py3 package, read from the .deb before installing it', () => {
+  it('the rollback to the older package: the update names it registers, read from its unpacked source, decide with the schema rule', () => {
+    const [older, newer] = [knownUpdatesOf(debs.at(-2)!), knownUpdatesOf(debs.at(-1)!)]
+    expect(older.calls).toBeGreaterThan(100)
+    expect(older.unresolved).toBe(0)
+    expect(older.names).toContain('populate_stats_process_rooms')
+    const added = newer.names.filter((n) => !older.names.includes(n))
+    const [olderCode, newerCode] = [schemaOf(debs.at(-2)!), schemaOf(debs.at(-1)!)]
+    // The database after the newer package ran, with every update it added still pending.
+    const now: DatabaseSchema = {
+      version: 94,
+      upgraded: true,
+      compatVersion: 84,
+      appliedDeltas: newerCode.deltas.filter((d) => d.startsWith('94/')),
+      sizeBytes: 1,
+      backgroundUpdates: added,
+    }
+    const base = { to: olderCode, knownUpdates: older.names, now, dump: '/var/backups/matrix-synapse/x.dump', served: true }
+    const plain = decideRollback({ ...base, consent: false })
+    // compat 84 <= 94: the older code runs on the migrated database unless an update it does not know is pending.
+    expect(plain.action).toBe(added.length ? 'refuse' : 'switch')
+    // A release that raised schema_compat_version beyond 94: refused without consent, the dump restored with it.
+    expect(decideRollback({ ...base, now: { ...now, compatVersion: 95 }, consent: false })).toMatchObject({ action: 'refuse' })
+    expect(decideRollback({ ...base, now: { ...now, compatVersion: 95 }, consent: true })).toMatchObject({
+      action: 'restore',
+      dump: '/var/backups/matrix-synapse/x.dump',
+    })
+    console.log(`background updates ${newerCode.version} registers that ${olderCode.version} does not: ${added.join(', ') || 'none'}`)
+  }, 120_000)
+
   it('reads SCHEMA_VERSION, the multi-line SCHEMA_COMPAT_VERSION and the delta files of the real packages', () => {
     expect(debs.length).toBeGreaterThanOrEqual(2)
     const [older, newer] = [schemaOf(debs.at(-2)!), schemaOf(debs.at(-1)!)]

@@ -22,6 +22,7 @@ import {
   installs,
   lock163,
   noConn,
+  rollbackChange,
   spec,
   UPGRADE_STATE,
   v158,
@@ -138,15 +139,7 @@ suite('apply does exactly what the dry run printed, in order', () => {
     ],
   ] satisfies [string, DatabaseSchema, string][])('a rollback: %s', async (_name, db, action) => {
     const conn = healthyHost('hs', db)
-    const change: Change = {
-      resource: 'r',
-      kind: 'virtualenv',
-      action: 'update',
-      summary: 'roll back',
-      touches: [],
-      backupPaths: [],
-      reach: 'anything',
-    }
+    const change = rollbackChange()
     const outcome = await rollBackTo(
       { conn, state: { aptListsStale: false } },
       { ...spec(), version: '1.158.0' },

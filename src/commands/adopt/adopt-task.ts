@@ -31,8 +31,9 @@ export function adoptionTask(adoption: Adoption, secrets: HostSecrets, ownership
         command({
           name: 'back up the hand-built configuration',
           creates: ADOPTED_FILES_DIR,
-          // Into a new directory renamed at the end: a copy cut short is redone by the next run.
-          command: sh`rm -rf ${`${ADOPTED_FILES_DIR}.new`} && install -d -m 0700 ${`${ADOPTED_FILES_DIR}.new`} && cd / && cp -a --parents -- ${files} ${`${ADOPTED_FILES_DIR}.new`} && mv ${`${ADOPTED_FILES_DIR}.new`} ${ADOPTED_FILES_DIR}`,
+          // Into a new directory renamed at the end: a copy cut short is redone by the next run. The copies
+          // hold the server's secrets (an edited homeserver.yaml has the database password): root's only.
+          command: sh`rm -rf ${`${ADOPTED_FILES_DIR}.new`} && install -d -m 0700 ${`${ADOPTED_FILES_DIR}.new`} && cd / && cp -a --parents -- ${files} ${`${ADOPTED_FILES_DIR}.new`} && chmod -R go-rwx ${`${ADOPTED_FILES_DIR}.new`} && mv ${`${ADOPTED_FILES_DIR}.new`} ${ADOPTED_FILES_DIR}`,
           summary: `copy ${files.length} files of the hand-built server into ${ADOPTED_FILES_DIR}/ (${files.map((f) => f.replace(/^.*\//, '')).join(', ')})`,
           touches: [ADOPTED_FILES_DIR],
         }),

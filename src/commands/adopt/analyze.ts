@@ -160,6 +160,35 @@ export function analyzeHandBuilt(found: HandBuiltFiles, host: HostSpec, inventor
     const value = take(key)
     if (typeof value === 'string' && value !== '') secrets.push({ name, value, from: at(key) })
   }
+  // Unset, Synapse keys its macaroons with registration_shared_secret, else with a hash of the signing key.
+  const shared = secrets.find((s) => s.name === 'registration-shared-secret')
+  if (!secrets.some((s) => s.name === 'macaroon-secret')) {
+    if (shared)
+      secrets.push({
+        name: 'macaroon-secret',
+        value: shared.value,
+        from: `${shared.from} (Synapse's macaroon key, no macaroon_secret_key is set)`,
+      })
+    else
+      note(
+        'changes',
+        'no macaroon_secret_key (Synapse derives one from the signing key)',
+        'one is generated: access tokens (looked up in the database) keep working; guest tokens and login tokens issued before (valid for minutes) do not',
+      )
+  }
+  for (const [key, name] of [
+    ['form_secret', 'form-secret'],
+    ['registration_shared_secret', 'registration-shared-secret'],
+  ] as const)
+    if (!secrets.some((s) => s.name === name) && config[`${key}_path`] === undefined)
+      note('changes', `no ${key}`, `one is generated (secret store ${name}, in conf.d/30-secrets.yaml, 0640)`)
+  if (isMap(db) && db.name === 'psycopg2')
+    for (const f of found.sqliteFiles)
+      note(
+        'kept',
+        `${f.path} (SQLite, ${Math.ceil(f.bytes / 1024)} KiB)`,
+        'left in place, unused: the database is PostgreSQL (the package starts Synapse once on its SQLite default when installed); remove it by hand when you are sure',
+      )
   if (config.registration_shared_secret_path !== undefined) {
     take('registration_shared_secret_path')
     note(

@@ -12,6 +12,8 @@ export interface HandBuiltFiles {
   signingKeys: string[]
   /** Unit drop-ins of matrix-synapse.service (paths). */
   unitDropIns: string[]
+  /** SQLite files in Synapse's data directory, with their sizes (the package's first start leaves one). */
+  sqliteFiles: { path: string; bytes: number }[]
 }
 
 export const handBuiltFiles = defineFact(
@@ -22,9 +24,10 @@ export const handBuiltFiles = defineFact(
 do [ -f "$f" ] || continue; printf 'file\\t%s\\t' "$f"; base64 -w0 < "$f"; echo; done; \
 for l in /etc/apache2/sites-enabled/*; do [ -e "$l" ] || continue; t=$(readlink -f "$l"); printf 'site\\t%s\\t%s\\t' "$l" "$t"; base64 -w0 < "$t"; echo; done; \
 for f in /etc/matrix-synapse/*.signing.key /var/lib/matrix-synapse/*.signing.key; do [ -f "$f" ] && printf 'key\\t%s\\n' "$f"; done; \
+for f in /var/lib/matrix-synapse/*.db; do [ -f "$f" ] && printf 'sqlite\\t%s\\t%s\\n' "$f" "$(stat -c %s "$f")"; done; \
 true`,
   (out): HandBuiltFiles => {
-    const result: HandBuiltFiles = { files: new Map(), enabledSites: new Map(), signingKeys: [], unitDropIns: [] }
+    const result: HandBuiltFiles = { files: new Map(), enabledSites: new Map(), signingKeys: [], unitDropIns: [], sqliteFiles: [] }
     for (const line of out.split('\n')) {
       const parts = line.split('\t')
       if (parts[0] === 'file' && parts.length === 3) {
@@ -34,6 +37,7 @@ true`,
         result.enabledSites.set(parts[1]!, parts[2]!)
         result.files.set(parts[2]!, Buffer.from(parts[3]!, 'base64').toString('utf8'))
       } else if (parts[0] === 'key' && parts.length === 2) result.signingKeys.push(parts[1]!)
+      else if (parts[0] === 'sqlite' && parts.length === 3) result.sqliteFiles.push({ path: parts[1]!, bytes: Number(parts[2]) })
     }
     return result
   },

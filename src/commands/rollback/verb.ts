@@ -14,7 +14,15 @@ export const run: Verb = async (input) => {
   for (const host of inventory.hosts) {
     const conn = await connect(host, { echo: false })
     try {
-      const r = await rollbackHost(host, loaded, conn, { restoreDump: values['restore-dump'] === true })
+      // A host that cannot even be read (a probe failed) is a failed host with its reason, not the end of the run.
+      const r = await rollbackHost(host, loaded, conn, {
+        restoreDump: values['restore-dump'] === true,
+        dryRun: values['dry-run'] === true,
+      }).catch((error: unknown) => ({
+        host: host.name,
+        ok: false,
+        message: `NOT rolled back: ${maskSecrets(error instanceof Error ? error.message : String(error))}`,
+      }))
       if (!r.ok) failed++
       reports.push(r)
       if (!values.json) io.out(renderRollback(r, { color: process.stdout.isTTY === true && !process.env.NO_COLOR }))

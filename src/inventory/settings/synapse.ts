@@ -120,6 +120,15 @@ export const synapseSchema = z.strictObject({
   )
     .default(2)
     .describe('pip: versioned venvs /opt/venvs/matrix-synapse-<version> kept after an upgrade, the active one included'),
+  keepDumps: integer(
+    1,
+    50,
+    'expected how many pre-upgrade dumps to keep, an integer between 1 and 50 (the newest, which a rollback restores, is always kept)',
+  )
+    .default(3)
+    .describe(
+      'Pre-upgrade dumps (synapse-<from>-before-<to>.dump in backupDir) kept after a version change, the newest included; the one the last switch record names is never removed',
+    ),
   backupDir: hostPath()
     .default('/var/backups/matrix-synapse')
     .describe('Where the database dump before a schema migration goes on the host'),

@@ -8,7 +8,7 @@ import type { Connection } from '../../../src/ssh/connection.js'
 import { sh, type ShellCommand } from '../../../src/core/shell.js'
 import { VENV_LINK } from '../../../src/synapse/paths.js'
 import { httpOnHost } from '../../common/checks.js'
-import { SYNAPSE_PACKAGE } from '../apt-package.js'
+import { SYNAPSE_PACKAGE, upstreamOf } from '../apt-package.js'
 import { dumpToFile } from '../pre-upgrade-dump.js'
 import { schemaChange } from '../schema-compat.js'
 import { codeSchemaCommand, parseCodeSchema } from '../schema-probe.js'
@@ -44,10 +44,12 @@ export async function peerOf(ctx: ApplyContext, host: string): Promise<Connectio
 
 /** Runs the steps in order and stops at the first failure, which it returns (undefined: every step done). */
 export async function executeSteps(steps: readonly ReleaseStep[], x: ExecuteContext): Promise<StepFailure | undefined> {
+  // A planned dump the backup step skipped (no delta pending) was never written: no record names it.
+  const skipped = new Set<string>()
   for (let at = 0; at < steps.length; at++) {
     const step = steps[at]!
     try {
-      await x.runner.step(describe(step), () => perform(step, x))
+      await x.runner.step(describe(step), () => perform(step, x, skipped))
     } catch (error) {
       return { at, step, error, message: error instanceof Error ? error.message : String(error) }
     }
@@ -71,7 +73,7 @@ export async function startStoppedAgain(done: readonly ReleaseStep[], ctx: Apply
 }
 
 /** Each step kind, done as the dry run described it. */
-async function perform(step: ReleaseStep, x: ExecuteContext): Promise<string | { skipped: string } | void> {
+async function perform(step: ReleaseStep, x: ExecuteContext, skipped: Set<string>): Promise<string | { skipped: string } | void> {
   const { conn } = x.apply
   const { spec } = x
   const run = async (command: ShellCommand, what: string, timeoutMs = 300_000) =>
@@ -95,7 +97,10 @@ async function perform(step: ReleaseStep, x: ExecuteContext): Promise<string | {
       if (step.unlessNoDelta) {
         const { venv, db } = step.unlessNoDelta
         const next = parseCodeSchema(await run(codeSchemaCommand(`${venv}/bin/python`), 'reading the new code schema version'))
-        if (!schemaChange(db, next).changes) return { skipped: 'no schema delta pending: no dump needed' }
+        if (!schemaChange(db, next).changes) {
+          skipped.add(step.dump)
+          return { skipped: 'no schema delta pending: no dump needed' }
+        }
       }
       const size = await run(dumpToFile(spec, step.dump), `dumping the database to ${step.dump}`, 3_600_000)
       const key = step.dump.replace(/\.dump$/, '.signing.key')
@@ -111,11 +116,18 @@ async function perform(step: ReleaseStep, x: ExecuteContext): Promise<string | {
       return
     case 'switch':
       await run(linkCommand(step.venv), `switching ${VENV_LINK}`)
-      await writeRecord(conn, { active: step.venv, ...step.record, switchedAt: new Date().toISOString() })
+      await writeRecord(conn, { active: step.venv, ...written(step.record, skipped), switchedAt: new Date().toISOString() })
       return `${VENV_LINK} -> ${step.venv}`
     case 'apt-install': {
       if (!spec.apt) throw new Error('an apt-install step needs the apt method')
       await run(spec.apt.install(step.debVersion), `installing ${SYNAPSE_PACKAGE}=${step.debVersion}`, 1_200_000)
+      await writeRecord(conn, {
+        method: 'apt',
+        active: upstreamOf(step.debVersion),
+        previous: step.from,
+        ...written(step.record, skipped),
+        switchedAt: new Date().toISOString(),
+      })
       return `${SYNAPSE_PACKAGE} ${step.debVersion} installed and held; main still serves ${step.from} until its restart`
     }
     case 'restore-dump':
@@ -141,5 +153,15 @@ async function perform(step: ReleaseStep, x: ExecuteContext): Promise<string | {
     case 'prune':
       await run(sh`rm -rf ${step.venvs}`, 'removing old venvs')
       return
+    case 'prune-dumps':
+      await run(sh`rm -f ${step.dumps.flatMap((d) => [d, d.replace(/\.dump$/, '.signing.key')])}`, 'removing old pre-upgrade dumps')
+      return
   }
+}
+
+/** A step's record without a backup that was planned but skipped. */
+function written<R extends { backup?: string }>(record: R, skipped: ReadonlySet<string>): R {
+  if (!record.backup || !skipped.has(record.backup)) return record
+  const { backup: _never, ...rest } = record
+  return rest as R
 }

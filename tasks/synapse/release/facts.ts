@@ -16,12 +16,14 @@ export interface ReleaseState {
   record?: ReleaseRecord
   /** KiB free where backups go (the nearest existing directory). */
   backupFreeKiB: number
-  /** Dumps already in the backup directory (names are never reused). */
+  /** Dumps already in the backup directory, newest first (names are never reused). */
   dumps: string[]
+  /** Each dump's modification time (seconds), for pruning the oldest. */
+  dumpTimes: Map<string, number>
 }
 
 export function parseReleaseState(out: string): ReleaseState {
-  const s: ReleaseState = { link: { kind: 'none' }, venvs: [], backupFreeKiB: 0, dumps: [] }
+  const s: ReleaseState = { link: { kind: 'none' }, venvs: [], backupFreeKiB: 0, dumps: [], dumpTimes: new Map() }
   for (const line of out.split('\n')) {
     const [key, ...rest] = line.split(' ')
     const value = rest.join(' ')
@@ -31,9 +33,15 @@ export function parseReleaseState(out: string): ReleaseState {
     else if (key === 'venv') s.venvs.push({ mtime: Number(rest[0]), path: rest[1]! })
     else if (key === 'record') s.record = JSON.parse(value) as ReleaseRecord
     else if (key === 'free') s.backupFreeKiB = Number(value)
-    else if (key === 'dump') s.dumps.push(value)
+    else if (key === 'dump') {
+      // "dump <mtime> <path>" (an older probe printed the path alone)
+      const m = /^(\d+) (\/.*)$/.exec(value)
+      s.dumps.push(m ? m[2]! : value)
+      s.dumpTimes.set(m ? m[2]! : value, m ? Number(m[1]) : 0)
+    }
   }
   s.venvs.sort((a, b) => b.mtime - a.mtime)
+  s.dumps.sort((a, b) => s.dumpTimes.get(b)! - s.dumpTimes.get(a)!)
   return s
 }
 
@@ -42,7 +50,7 @@ export function releaseStateFact(backupDir: string) {
   const b = backupDir
   return defineFact(
     `synapse-release:${backupDir}`,
-    sh`if [ -L ${v} ]; then echo "link $(readlink ${v})"; elif [ -d ${v} ]; then echo dir; fi; for d in ${v}-*; do [ -d "$d" ] && [ ! -L "$d" ] && echo "venv $(stat -c %Y "$d") $d"; done; [ -x ${SYNAPSE_PYTHON} ] && echo "active $(${SYNAPSE_PYTHON} -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null)"; [ -f ${RELEASE_STATE} ] && echo "record $(tr -d '\\n' < ${RELEASE_STATE})"; d=${b}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; echo "free $(df -Pk "$d" | awk 'NR==2{print $4}')"; for f in ${b}/*.dump; do [ -f "$f" ] && echo "dump $f"; done; true`,
+    sh`if [ -L ${v} ]; then echo "link $(readlink ${v})"; elif [ -d ${v} ]; then echo dir; fi; for d in ${v}-*; do [ -d "$d" ] && [ ! -L "$d" ] && echo "venv $(stat -c %Y "$d") $d"; done; [ -x ${SYNAPSE_PYTHON} ] && echo "active $(${SYNAPSE_PYTHON} -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null)"; [ -f ${RELEASE_STATE} ] && echo "record $(tr -d '\\n' < ${RELEASE_STATE})"; d=${b}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; echo "free $(df -Pk "$d" | awk 'NR==2{print $4}')"; for f in ${b}/*.dump; do [ -f "$f" ] && echo "dump $(stat -c %Y "$f") $f"; done; true`,
     (out) => parseReleaseState(out),
   )
 }
@@ -71,6 +79,24 @@ export const databaseSchemaFact = defineFact(
 )
 
 export const isError = (v: unknown): v is { error: string } => typeof v === 'object' && v !== null && 'error' in v
+
+/**
+ * The pre-upgrade dumps to remove after a version change: the oldest beyond `keep`, counting the one
+ * this change writes (`planned`) as the newest. Never `protect` (the dump the switch record names for
+ * rollback) nor anything but this tool's synapse-<from>-before-<to>[.N].dump.
+ */
+export function dumpsToPrune(
+  s: Pick<ReleaseState, 'dumps' | 'dumpTimes'>,
+  keep: number,
+  planned: string | undefined,
+  protect: (string | undefined)[],
+): string[] {
+  const ours = s.dumps
+    .filter((d) => /\/synapse-[^/]+-before-[^/]+?(\.\d+)?\.dump$/.test(d) && d !== planned)
+    .sort((a, b) => (s.dumpTimes.get(b) ?? 0) - (s.dumpTimes.get(a) ?? 0) || b.localeCompare(a))
+  const kept = keep - (planned ? 1 : 0)
+  return ours.slice(Math.max(0, kept)).filter((d) => !protect.includes(d))
+}
 
 /** Name of the dump before upgrading from -> to; never an existing one. */
 export function dumpPath(backupDir: string, from: string, to: string, existing: string[]): string {

@@ -12,7 +12,7 @@ import { plannedDebVersion, SYNAPSE_PACKAGE } from '../apt-package.js'
 import { readDebSchema } from '../apt-schema.js'
 import { canRun, rollbackWindow, schemaChange, type CodeSchema, type DatabaseSchema } from '../schema-compat.js'
 import { isVenvOf, rebuildChange, venvsToPrune } from '../venv-rebuild.js'
-import { databaseSchemaFact, dumpPath, isError, type ReleaseState } from './facts.js'
+import { databaseSchemaFact, dumpPath, dumpsToPrune, isError, type ReleaseState } from './facts.js'
 import type { ReleaseSpec } from './spec.js'
 import { carryPlan, stepsAround, type ReleasePlan, type ReleaseStep } from './steps.js'
 
@@ -134,6 +134,7 @@ export async function planRelease(
             kind: 'apt-install',
             debVersion: debVersion!,
             from: active,
+            record: { backup: dump, ...(db ? { before: db } : {}) },
             summary: `install ${SYNAPSE_PACKAGE}=${debVersion} (was ${active}) and hold it there; its postinst does not restart main (a policy-rc.d guard for this one apt run): main keeps serving ${active} until the restart below`,
           },
     ]),
@@ -146,6 +147,13 @@ export async function planRelease(
     if (prune.length)
       steps.push({ kind: 'prune', venvs: prune, summary: `remove ${prune.join(', ')} (keep ${spec.keepVenvs} venvs: synapse.keepVenvs)` })
   }
+  const oldDumps = dumpsToPrune(s, spec.keepDumps, dump, [s.record?.backup])
+  if (oldDumps.length)
+    steps.push({
+      kind: 'prune-dumps',
+      dumps: oldDumps,
+      summary: `remove the older pre-upgrade dumps ${oldDumps.join(', ')} and their signing key copies (keep ${spec.keepDumps}: synapse.keepDumps${s.record?.backup ? `; ${s.record.backup} stays, the last switch's record names it` : ''})`,
+    })
   ctx.predicted.paths.add(VENV_LINK)
   const uncertain = steps.find((x) => x.uncertain)?.uncertain
   return releaseChange(
@@ -194,7 +202,7 @@ function backupStep(
   }
 }
 
-/** The backup to go back to: the switch record's (pip), else the newest dump taken before `from` -> `to` (apt keeps no record). */
+/** The backup to go back to: the switch record's, else the newest dump taken before `from` -> `to` (a host changed before records were kept). */
 function backupOf(s: ReleaseState, backupDir: string, to: string, from: string): string | undefined {
   if (s.record?.backup) return s.record.backup
   const base = `${backupDir}/synapse-${to}-before-${from}`

@@ -23,6 +23,8 @@ export interface ReleaseSpec {
   /** The checks of a working homeserver after the switch (main, client API, each worker). */
   afterChecks: AfterCheck[]
   keepVenvs: number
+  /** Pre-upgrade dumps kept in backupDir after a version change (synapse.keepDumps). */
+  keepDumps: number
   backupDir: string
   /** Copied beside the dump: a restored database is useless without the server's key. */
   signingKey: string

@@ -26,8 +26,11 @@ type Variant =
   | { kind: 'stop'; unit: string; host?: string }
   /** Point /opt/venvs/matrix-synapse at the venv (one rename) and record the switch (what a rollback reads). */
   | { kind: 'switch'; venv: string; record: { previous?: string; backup?: string; before?: DatabaseSchema } }
-  /** apt: the guarded install of one Debian version (main keeps serving `from` until its restart). */
-  | { kind: 'apt-install'; debVersion: string; from: string }
+  /**
+   * apt: the guarded install of one Debian version (main keeps serving `from` until its restart), and
+   * the record of the change (what `provision rollback` reads): from -> the version installed.
+   */
+  | { kind: 'apt-install'; debVersion: string; from: string; record: { backup?: string; before?: DatabaseSchema } }
   /** The pre-upgrade dump into a new database, swapped in for the live one (rollback). */
   | { kind: 'restore-dump'; dump: string }
   | { kind: 'start'; unit: string; host?: string }
@@ -35,6 +38,8 @@ type Variant =
   /** The release's after-checks named here (a rollback leaves out those that judge the inventory's version). */
   | { kind: 'after-checks'; checks: string[] }
   | { kind: 'prune'; venvs: string[] }
+  /** The oldest pre-upgrade dumps beyond synapse.keepDumps, each with its signing key copy. */
+  | { kind: 'prune-dumps'; dumps: string[] }
 
 export type ReleaseStep = Variant & {
   /** What the dry run prints. */
@@ -68,6 +73,8 @@ export function describe(step: ReleaseStep): Step {
         return 'homeserver'
       case 'prune':
         return step.venvs.join(' ')
+      case 'prune-dumps':
+        return step.dumps.join(' ')
     }
   })()
   return {

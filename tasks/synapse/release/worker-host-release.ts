@@ -51,6 +51,8 @@ export function workerHostRelease(spec: WorkerHostReleaseSpec): Resource {
     healthUrl: '',
     afterChecks: [],
     keepVenvs: spec.keepVenvs,
+    // No dump is ever written on a worker host: none to prune.
+    keepDumps: Number.MAX_SAFE_INTEGER,
     backupDir: spec.backupDir,
     configChecks: spec.configChecks,
     installAt: installerAt,
