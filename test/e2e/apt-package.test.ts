@@ -423,9 +423,9 @@ describe.skipIf(!inject('docker'))('the apt method with the real matrix-synapse-
       method: 'apt',
       active: NEW,
       previous: OLD,
-      backup: expect.stringMatching(/\/synapse-.*-before-.*\.dump$/),
     })
     const dump = record.backup as string
+    expect(dump).toMatch(/\/synapse-.*-before-.*\.dump$/)
     expect((await hs.exec(`test -f ${dump}`)).exitCode).toBe(0)
     // A message written on NEW after the upgrade: the restore loses it, as the refusal says.
     const lost = `written on ${NEW} after the upgrade`
