@@ -106,7 +106,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from t
    */
   const filesWithSecrets = async () => {
     const r = await hs.exec(
-      `{ printf '%s\\n' ${JSON.stringify(guide.dbPassword)}; cat /var/lib/matrix-provision/secrets/* 2>/dev/null | awk 'length >= 16'; } > /tmp/secret-patterns && grep -rlF -f /tmp/secret-patterns /etc /var/lib/matrix-provision /var/lib/matrix-synapse /var/backups 2>/dev/null | grep -v '^/var/lib/matrix-synapse/media' | xargs -r stat -c '%a %U:%G %n'; rm -f /tmp/secret-patterns`,
+      `{ printf '%s\\n' ${JSON.stringify(guide.dbPassword)}; for f in /var/lib/matrix-provision/secrets/*; do [ -f "$f" ] && cat "$f" && echo; done | awk 'length >= 16'; } > /tmp/secret-patterns && grep -rlF -f /tmp/secret-patterns /etc /var/lib/matrix-provision /var/lib/matrix-synapse /var/backups 2>/dev/null | grep -v '^/var/lib/matrix-synapse/media' | xargs -r stat -c '%a %U:%G %n'; rm -f /tmp/secret-patterns`,
     )
     return r.stdout.trim().split('\n').filter(Boolean)
   }
