@@ -5,6 +5,9 @@
 // written into its store); NEW is a fresh target container of the same image. Both are reached over SSH
 // on loopback; every byte from OLD to NEW passes this machine (the move relays, raw `ssh | ssh` too).
 //   BENCH_MEDIA_MIB=1024        media on OLD
+//   BENCH_DB_MIB=0              grow OLD's database to this size first (rows of event_json and state_groups_state,
+//                               Synapse's two largest tables on a real server, with their indexes), so the downtime
+//                               shows the database's share for a server of that size
 //   SANDBOX_NAME=mp-bench-move SANDBOX_DIR=bench/.work/move-sandbox SANDBOX_SSH_PORT=2292 SANDBOX_HTTPS_PORT=8492
 //   BENCH_NEW_IMAGE=matrix-provision/target:bookworm
 //   BENCH_KEEP=1                leave both hosts running afterwards
@@ -28,6 +31,7 @@ const env = {
 process.env.BENCH_IMAGE = process.env.BENCH_NEW_IMAGE ?? 'matrix-provision/target:bookworm'
 const { startHosts, stopHosts, writeKnownHosts, exec } = await import('./lib/hosts.js')
 const MEDIA_MIB = Number(process.env.BENCH_MEDIA_MIB ?? 1024)
+const DB_MIB = Number(process.env.BENCH_DB_MIB ?? 0)
 const OUT = process.env.BENCH_OUT ?? join(root, 'bench/results/move-latest.json')
 const dir = env.SANDBOX_DIR
 const say = (msg) => process.stderr.write(`bench: ${msg}\n`)
@@ -91,6 +95,28 @@ await exec(
     `chown -R matrix-synapse:matrix-synapse ${MEDIA}; head -c ${MEDIA_MIB * 1048576} /dev/urandom > /var/tmp/bench-blob`,
 )
 const mediaBytes = Number((await exec(oldId, `du -sb ${MEDIA} | cut -f1`)).trim())
+if (DB_MIB > 0) {
+  // Batches of ~100 MB until pg_database_size reaches the target: events of ~1 KB of JSON (a message with
+  // its signatures and unsigned data is about that) and state rows. Synapse reads neither at start.
+  say(`growing OLD's database to ${DB_MIB} MiB`)
+  const psql = (sql) => exec(oldId, `runuser -u postgres -- psql -XAtq -d synapse -c "${sql}"`)
+  const size = async () => Number((await psql(`SELECT pg_database_size('synapse')`)).trim())
+  for (let batch = 0; (await size()) < DB_MIB * 1048576; batch++) {
+    const from = batch * 50000
+    await psql(
+      `INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version) SELECT '\\$bench' || g || ':bench', '!bench' || (g % 500) || ':bench', '{}', json_build_object('type', 'm.room.message', 'content', json_build_object('body', md5(g::text) || repeat(' lorem ipsum', 40), 'msgtype', 'm.text'), 'sender', '@u' || (g % 2000) || ':bench', 'origin_server_ts', g, 'signatures', json_build_object('bench', json_build_object('ed25519:a', md5(g::text || 's') || md5(g::text || 't'))))::text, 3 FROM generate_series(${from}, ${from + 49999}) g`,
+    )
+    await psql(
+      `INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id) SELECT 1000000 + g / 40, '!bench' || (g % 500) || ':bench', 'm.room.member', '@u' || (g % 2000) || ':bench', '\\$bench' || g || ':bench' FROM generate_series(${from * 4}, ${from * 4 + 199999}) g`,
+    )
+  }
+  await psql('VACUUM ANALYZE')
+}
+const databaseMiB =
+  Math.round(
+    (Number((await exec(oldId, `runuser -u postgres -- psql -XAt -d synapse -c "SELECT pg_database_size('synapse')"`)).trim()) / 1048576) *
+      10,
+  ) / 10
 
 say('NEW: a fresh target container')
 const [newHost] = await startHosts(1, { publicKey: join(dir, 'id_ed25519.pub'), tag: 'move' })
@@ -148,6 +174,8 @@ try {
   const media1 = step('media-1')
   const copyMiBps = Math.round((media1.bytes / 1048576 / (media1.durationMs / 1000)) * 10) / 10
   say(`move: ${moved.seconds} s, downtime ${report.downtimeMs / 1000} s, media copy ${copyMiBps} MiB/s, peak RSS ${moved.peakRssMiB} MiB`)
+  for (const s of report.steps)
+    say(`  ${s.name}: ${s.durationMs / 1000} s${s.bytes !== undefined ? ` (${Math.round(s.bytes / 104857.6) / 10} MiB)` : ''}`)
   rawCat('after the move')
 
   const sums = (id) => exec(id, `cd ${MEDIA} && find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum | sha256sum`)
@@ -168,6 +196,8 @@ try {
     hosts: { old: `sandbox container ${oldId} (provision sandbox)`, new: `fresh ${process.env.BENCH_IMAGE}` },
     mediaBytes,
     databaseBytes: report.old.databaseBytes,
+    databaseMiBRequested: DB_MIB,
+    databaseMiB,
     move: {
       seconds: moved.seconds,
       peakRssMiB: moved.peakRssMiB,

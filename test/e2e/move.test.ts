@@ -2,15 +2,16 @@ import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { parseDocument, stringify } from 'yaml'
-import { pipSynapseVars, SYNAPSE_VERSION, synapseWheelhouse } from '../support/artifacts.js'
+import { parseDocument } from 'yaml'
+import { pipSynapseVars, SYNAPSE_VERSION } from '../support/artifacts.js'
+import type { MoveReport } from '../../src/commands/move/report.js'
 import { runCli } from '../support/cli.js'
-import { buildGuideHost, guideImage, type GuideHost } from '../support/guide-host.js'
+import { buildGuideHost, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
-import { createLocalCa } from '../support/local-ca.js'
 import { MatrixClient } from '../support/matrix-client.js'
-import { debian13Suite, OLD_SUITE } from '../support/suites.js'
+import { moveArtifacts, writeMoveInventory } from '../support/move-setup.js'
+import { debian13Suite } from '../support/suites.js'
 import { until } from '../support/wait.js'
 
 const SERVER = 'old.test'
@@ -23,16 +24,6 @@ const OLD_UNITS = [
   'matrix-synapse-worker@federation_reader.service',
   'matrix-synapse-worker@federation_sender.service',
 ]
-
-interface MoveJson {
-  status: string
-  error?: string
-  preflight: { name: string; ok: boolean; detail: string }[]
-  steps: { name: string; done: boolean }[]
-  downtimeMs?: number
-  backgroundUpdatesMs?: number
-  next: string[]
-}
 
 /**
  * `provision move` from a guide server kept up by hand until its system could go no further (Debian 11
@@ -66,13 +57,8 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   const unitStates = async (h: TestHost) => (await h.exec(`systemctl is-active ${OLD_UNITS.join(' ')}; true`)).stdout.trim().split('\n')
 
   beforeAll(async () => {
-    const [oldWheels, newWheels, oldSuite, localCa] = await Promise.all([
-      synapseWheelhouse('3.9', OLD_VERSION),
-      synapseWheelhouse('3.13'),
-      guideImage(OLD_SUITE),
-      createLocalCa(),
-    ])
-    ca = await readFile(localCa.caFile, 'utf8')
+    const { oldWheels, newWheels, oldSuite, localCa, ca: newCa } = await moveArtifacts(OLD_VERSION)
+    ca = newCa
     ;[oldEnv, newEnv] = await Promise.all([
       startHosts(['old'], { suite: oldSuite, ports: [443], aliases: { old: [SERVER, PUBLIC] } }),
       startHosts(['new', 'third'], {
@@ -140,36 +126,17 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
       })
     }
     // One inventory, both hosts: OLD is only named, as the self-contained server it is (no task ever runs on it).
-    await writeFile(
-      join(newEnv.dir, 'known_hosts_all'),
-      (await readFile(oldEnv.knownHostsFile, 'utf8')) + (await readFile(newEnv.knownHostsFile, 'utf8')),
-    )
-    const host = (h: TestHost, roles: string[]) => ({
-      address: h.sshHost,
-      privateAddress: h.ip,
-      ssh: { port: h.sshPort, user: 'root' },
-      roles,
-    })
-    inventory = join(newEnv.dir, 'move.yaml')
-    await writeFile(
-      inventory,
-      stringify({
-        defaults: {
-          ssh: {
-            identityFile: newEnv.keyFile,
-            knownHostsFile: join(newEnv.dir, 'known_hosts_all'),
-            hostKeyPolicy: 'strict',
-            connectTimeout: 20,
-          },
-          vars: {
-            serverName: SERVER,
-            publicHost: PUBLIC,
-            apache: { tls: { mode: 'files', certificateFile: newCert.certFile, keyFile: newCert.keyFile } },
-            synapse: { ...pipSynapseVars(newWheels), ...federation },
-          },
-        },
-        hosts: { old: host(oldHost, ['postgres', 'synapse']), new: host(newHost, ['postgres', 'redis', 'synapse', 'workers', 'apache']) },
-      }),
+    inventory = await writeMoveInventory(
+      oldEnv,
+      newEnv,
+      { old: [oldHost, ['postgres', 'synapse']], new: [newHost, ['postgres', 'redis', 'synapse', 'workers', 'apache']] },
+      {
+        serverName: SERVER,
+        publicHost: PUBLIC,
+        apache: { tls: { mode: 'files', certificateFile: newCert.certFile, keyFile: newCert.keyFile } },
+        synapse: { ...pipSynapseVars(newWheels), ...federation },
+      },
+      'move.yaml',
     )
     oldCounts = await oldDbCounts()
     await thirdReady
@@ -182,7 +149,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
 
   const move = async (extra: string[] = []) => {
     const r = await runCli(['move', '--inventory', inventory, '--from', 'old', '--to', 'new', '--json', ...extra], { timeoutMs: 1_800_000 })
-    return { ...r, report: JSON.parse(r.stdout || '{}') as MoveJson }
+    return { ...r, report: JSON.parse(r.stdout || '{}') as MoveReport }
   }
 
   it('--dry-run: the preflight passes (server name, route 1.141.0 -> newest, PostgreSQL 17, Python, space, TLS) and the plan is printed; nothing changes', async () => {
@@ -197,7 +164,8 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
       'stop-old',
       'media-2',
       'database',
-      'key-secrets',
+      'mask-old',
+      'start-main',
       'start',
       'verify',
     ])
@@ -233,7 +201,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
   }, 1_800_000)
 
-  let report: MoveJson
+  let report: MoveReport
   it(`moves OLD (${OLD_VERSION}, PostgreSQL 13) to NEW (${SYNAPSE_VERSION}, PostgreSQL 17): downtime reported, background updates done`, async () => {
     const r = await move()
     expect(r.code, r.stdout + r.stderr).toBe(0)

@@ -1,15 +1,15 @@
 /** `provision move --abort`: OLD back to service before NEW has served. */
 import { sh } from '../../core/shell.js'
 import type { Connection } from '../../ssh/connection.js'
-import { SYNAPSE_UNIT } from '../../synapse/paths.js'
-import { workerUnits } from '../../topology/instances.js'
+import { onHosts, type NewLayout } from './layout.js'
 import { must, MoveRefused, unmaskAndStart, type MovedAway } from './old-host.js'
 import { MOVE_RECORD, type MoveOptions, type MoveReport, type NewRecord } from './report.js'
 export async function abort(
   o: MoveOptions,
   report: MoveReport,
   oldConn: Connection,
-  newConn: Connection,
+  conns: ReadonlyMap<string, Connection>,
+  layout: NewLayout,
   movedAway: MovedAway | undefined,
   newRecord: NewRecord | undefined,
 ): Promise<MoveReport> {
@@ -24,9 +24,15 @@ export async function abort(
     return report
   }
   report.steps = [
-    { name: 'stop-new', summary: `stop Synapse on ${o.new.name} (it must not serve with the same key)`, done: false },
+    {
+      name: 'stop-new',
+      hosts: layout.synapseHosts,
+      summary: `stop Synapse on ${onHosts(layout.synapseHosts)} (it must not serve with the same key)`,
+      done: false,
+    },
     {
       name: 'start-old',
+      hosts: [],
       summary: `unmask ${movedAway.masked.join(', ')} on ${o.old.name}, put the unit files back, start main then the rest`,
       done: false,
     },
@@ -35,13 +41,16 @@ export async function abort(
     report.status = 'planned'
     return report
   }
-  const units = [...workerUnits(o.inventory, o.new.name), SYNAPSE_UNIT]
-  await must(newConn, sh`systemctl stop ${units} 2>/dev/null; true`, `stopping Synapse on ${o.new.name}`)
+  await Promise.all(
+    layout.synapseHosts.map((h) =>
+      must(conns.get(h)!, sh`systemctl stop ${layout.units[h]!} 2>/dev/null; true`, `stopping Synapse on ${h}`),
+    ),
+  )
   report.steps[0]!.done = true
   await unmaskAndStart(oldConn, movedAway)
   report.steps[1]!.done = true
   await must(
-    newConn,
+    conns.get(layout.main)!,
     sh`cat > ${MOVE_RECORD}`,
     'recording the abort',
     JSON.stringify({ from: o.old.name, phase: 'aborted', at: new Date().toISOString() }) + '\n',

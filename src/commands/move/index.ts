@@ -44,13 +44,13 @@ export const run: Verb = async (input) => {
       abort: values.abort ?? false,
       connect: (h) => ctx.connect(h),
       say,
-      applyInventory: async () =>
+      applyInventory: async (hosts) =>
         runInventory(
-          { ...newInventory, hosts: [newSpec] },
+          { ...newInventory, hosts },
           {
             mode: 'apply',
-            tasks: await loadTasks(newSpec.roles),
-            parallel: 1,
+            tasks: await loadTasks([...new Set(hosts.flatMap((h) => h.roles))]),
+            parallel: hosts.length,
             lockHeld: true,
             connect: (h) => ctx.connect(h),
             onEvent: (e) => {
@@ -80,13 +80,21 @@ export function renderMove(r: MoveReport): string {
     lines.push(
       `  ${r.from}: Synapse ${r.old.synapse}, PostgreSQL ${r.old.postgres}, schema ${r.old.schema ?? '?'}, database ${(r.old.databaseBytes / 2 ** 20).toFixed(0)} MiB, media ${(r.old.mediaBytes / 2 ** 20).toFixed(0)} MiB, key ${r.old.signingKey}`,
     )
+  if (r.layout && r.layout.hosts.length > 1)
+    lines.push(
+      `  ${r.to} spread: main ${r.layout.main}, database ${r.layout.database}, media ${r.layout.media}, workers ${Object.entries(
+        r.layout.units,
+      )
+        .map(([h, u]) => `${h} (${u.length} units)`)
+        .join(', ')}`,
+    )
   if (r.preflight.length) lines.push('preflight:', ...r.preflight.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`))
   if (r.steps.length)
     lines.push(
       r.status === 'planned' ? 'plan:' : 'steps:',
       ...r.steps.map(
         (st) =>
-          `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)}${rate(st.bytes, st.durationMs)})` : ''}`,
+          `  ${st.done ? (st.durationMs === undefined ? '=' : '+') : r.status === 'planned' ? '~' : ' '} ${st.hosts.length ? st.hosts.join(', ') : r.from}: ${st.summary}${st.durationMs !== undefined ? ` (${s(st.durationMs)}${rate(st.bytes, st.durationMs)})` : ''}`,
       ),
     )
   if (r.status === 'planned')

@@ -6,7 +6,7 @@
  * done lets --abort undo exactly that.
  */
 import { Secret } from '../../core/secret.js'
-import { raw, sh } from '../../core/shell.js'
+import { joinShell, raw, sh } from '../../core/shell.js'
 import type { Connection } from '../../ssh/connection.js'
 import { STATE_DIR, SYNAPSE_UNIT } from '../../synapse/paths.js'
 
@@ -139,12 +139,11 @@ export async function readMovedAway(conn: Connection): Promise<MovedAway | undef
 const isTemplate = (unit: string) => /@\.[a-z]+$/.test(unit)
 
 /**
- * Stop every Synapse unit (workers, then main, then the target and the timers) and mask it, so that
- * no reboot or dependency brings back a second server with the same key. A unit file in
- * /etc/systemd/system cannot be masked in place ("File ... already exists"): it is moved into
- * MOVED_UNITS_DIR first. The record is written before anything changes.
+ * Stop every Synapse unit and timer in one `systemctl stop` (systemd stops them side by side, in the
+ * reverse of their After= order: the workers before main), the downtime's first cost. The record is
+ * written before anything changes; masking (maskOld) follows.
  */
-export async function stopAndMask(conn: Connection, to: string): Promise<MovedAway> {
+export async function stopOld(conn: Connection, to: string): Promise<MovedAway> {
   const units = await synapseUnits(conn)
   const instances = units.filter((u) => !isTemplate(u.unit))
   const order = (u: string) => (u === SYNAPSE_UNIT ? 1 : u.endsWith('.service') ? 0 : 2)
@@ -164,10 +163,23 @@ export async function stopAndMask(conn: Connection, to: string): Promise<MovedAw
     'writing the move record',
     JSON.stringify(record, null, 2) + '\n',
   )
-  for (const u of stop) await must(conn, sh`systemctl stop ${u}`, `stopping ${u}`)
-  for (const m of record.movedAside) await must(conn, sh`mv ${m.from} ${m.to}`, `moving ${m.from} aside`)
-  await must(conn, sh`systemctl daemon-reload && systemctl mask ${stop}`, 'masking the units')
+  if (stop.length) await must(conn, sh`systemctl stop ${stop}`, `stopping ${stop.join(', ')}`)
   return record
+}
+
+/**
+ * Mask what stopOld stopped, so that no reboot or dependency brings back a second server with the same
+ * key. A unit file in /etc/systemd/system cannot be masked in place ("File ... already exists"): it is
+ * moved into MOVED_UNITS_DIR first. One round trip; the move runs it beside its copies, done before NEW starts.
+ */
+export async function maskOld(conn: Connection, record: MovedAway): Promise<void> {
+  const steps = [
+    // A second attempt (a run continuing after the cut-over) finds the file moved, or the mask's link in its place.
+    ...record.movedAside.map((m) => sh`{ test -L ${m.from} || ! test -e ${m.from} || mv ${m.from} ${m.to}; }`),
+    sh`systemctl daemon-reload`,
+    ...(record.masked.length ? [sh`systemctl mask ${record.masked}`] : []),
+  ]
+  await must(conn, joinShell(steps, ' && '), 'moving unit files aside and masking the units')
 }
 
 /** --abort on OLD: unmask, put the unit files back, enable what was enabled, start main then the rest. */

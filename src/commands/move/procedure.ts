@@ -5,7 +5,6 @@
  * the database stream, the key and secrets, and Synapse's start (with its migration) on NEW.
  */
 import { acquireLock, type HostLock } from '../../engine/lock.js'
-import { spansHosts } from '../../inventory/workers.js'
 import { holdsData, psqlRows, readDatabaseState, readInstalledSynapse, signingKeyIdentity } from '../../resources/homeserver-state.js'
 import { sqlIdent, sqlLiteral } from '../../resources/postgres.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
@@ -16,14 +15,15 @@ import {
   MEDIA_STORE_PATH,
   SECRETS_DIR,
   SIGNING_KEY_PATH,
+  SYNAPSE_CONFIG_DIR,
   STATE_DIR,
   SYNAPSE_GROUP,
   SYNAPSE_UNIT,
   SYNAPSE_USER,
 } from '../../synapse/paths.js'
-import { workerUnits } from '../../topology/instances.js'
 import { abort } from './abort.js'
-import { must, MoveRefused, readMovedAway, readOldConfig, stopAndMask } from './old-host.js'
+import { newLayout, onHosts } from './layout.js'
+import { maskOld, must, MoveRefused, readMovedAway, readOldConfig, stopOld, type OldConfig } from './old-host.js'
 import { preflight } from './preflight.js'
 import { LIST_FILES, relay } from './relay.js'
 import { json, MOVE_RECORD, nextSteps, type MoveOptions, type MoveReport, type MoveStep, type NewRecord } from './report.js'
@@ -42,30 +42,38 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
   }
   const connections: Connection[] = []
   const locks: HostLock[] = []
-  let oldConn: Connection | undefined
-  let newConn: Connection | undefined
+  let masking: Promise<void> | undefined
+  let masked = false
   try {
-    if (spansHosts(o.new.vars) || (o.new.vars.postgres.host && o.new.vars.postgres.host !== o.new.name)) {
-      throw new MoveRefused(
-        `${o.new.name} is a homeserver spread over hosts (database or workers elsewhere): provision move supports a NEW on one host so far; move onto one host, then spread it with the inventory`,
-      )
+    const layout = newLayout(o.inventory, o.new)
+    const specs = layout.hosts.map((h) => o.inventory.hosts.find((x) => x.name === h)!)
+    const [oldConn, ...reached] = await Promise.allSettled([o.connect(o.old), ...specs.map((h) => o.connect(h))])
+    for (const r of [oldConn, ...reached]) if (r.status === 'fulfilled') connections.push(r.value)
+    if (oldConn.status === 'rejected') throw oldConn.reason
+    const unreachable = reached.flatMap((r, i) => (r.status === 'rejected' ? [`${layout.hosts[i]}: ${String(r.reason)}`] : []))
+    if (unreachable.length) {
+      report.preflight.push(...unreachable.map((u) => ({ name: `${u.split(':')[0]} reachable`, ok: false, detail: u })))
+      throw new MoveRefused(`preflight: NEW's hosts unreachable: ${unreachable.join('; ')}`)
     }
-    ;[oldConn, newConn] = await Promise.all([o.connect(o.old), o.connect(o.new)])
-    connections.push(oldConn, newConn)
-    const newRecord = json(await newConn.run(sh`cat ${MOVE_RECORD} 2>/dev/null || true`)) as NewRecord | undefined
-    const movedAway = await readMovedAway(oldConn)
-    if (o.abort) return await abort(o, report, oldConn, newConn, movedAway, newRecord)
+    const conns = new Map(layout.hosts.map((h, i) => [h, (reached[i] as PromiseFulfilledResult<Connection>).value]))
+    const oc = oldConn.value
+    const n = conns.get(layout.main)!
+    const dbConn = conns.get(layout.database)!
+    const mediaConn = conns.get(layout.media)!
+    const newRecord = json(await n.run(sh`cat ${MOVE_RECORD} 2>/dev/null || true`)) as NewRecord | undefined
+    const movedAway = await readMovedAway(oc)
+    if (o.abort) return await abort(o, report, oc, conns, layout, movedAway, newRecord)
     if (newRecord?.phase === 'done' && newRecord.from === o.old.name) {
       report.status = 'unchanged'
       report.downtimeMs = newRecord.downtimeMs
       report.next = nextSteps(o)
       return report
     }
-    const old = await readOldConfig(oldConn)
-    const oldDb = await readDatabaseState(oldConn, old.database)
-    const [[dbBytes] = []] = await psqlRows(oldConn, 'postgres', `SELECT pg_database_size(${sqlLiteral(old.database)})`)
-    const mediaBytes = Number((await oldConn.run(sh`du -sb ${old.mediaStorePath} 2>/dev/null | cut -f1; true`)).stdout.trim()) || 0
-    const key = await oldConn.run(sh`cat ${old.signingKeyPath}`, { secretOutput: true, allowFailure: true })
+    const old = await readOldConfig(oc)
+    const oldDb = await readDatabaseState(oc, old.database)
+    const [[dbBytes] = []] = await psqlRows(oc, 'postgres', `SELECT pg_database_size(${sqlLiteral(old.database)})`)
+    const mediaBytes = Number((await oc.run(sh`du -sb ${old.mediaStorePath} 2>/dev/null | cut -f1; true`)).stdout.trim()) || 0
+    const key = await oc.run(sh`cat ${old.signingKeyPath}`, { secretOutput: true, allowFailure: true })
     if (key.code !== 0) throw new MoveRefused(`${o.old.name}: cannot read the signing key ${old.signingKeyPath}`)
     const oldKey = signingKeyIdentity(new Secret(key.stdout, 'signing key').reveal())
     report.old = {
@@ -76,7 +84,8 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
       mediaBytes,
       signingKey: `${oldKey.id} ${oldKey.publicKey}`,
     }
-    await preflight(o, report, old, oldConn, newConn, newRecord, movedAway)
+    report.layout = layout
+    await preflight(o, report, old, oldKey, conns, layout, newRecord, movedAway)
     const failed = report.preflight.filter((c) => !c.ok)
     if (failed.length) throw new MoveRefused(`preflight: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`)
 
@@ -85,10 +94,8 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     const marks: { stoppedAt?: number } = {}
     // A step that moves data returns its byte count (the report's rate figures).
     const steps: { step: MoveStep; run: () => Promise<void | number>; skip?: boolean }[] = []
-    const add = (name: string, summary: string, run: () => Promise<void | number>, skip = false) =>
-      steps.push({ step: { name, summary, done: skip }, run, skip })
-    const n = newConn
-    const oc = oldConn
+    const add = (name: string, hosts: string[], summary: string, run: () => Promise<void | number>, skip = false) =>
+      steps.push({ step: { name, hosts: [...new Set(hosts)], summary, done: skip }, run, skip })
     const record = (phase: NewRecord['phase'], extra: Partial<NewRecord> = {}) =>
       must(
         n,
@@ -97,19 +104,27 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
         JSON.stringify({ from: o.old.name, phase, at: new Date().toISOString(), ...extra }) + '\n',
       )
     const cutOver = movedAway !== undefined
-    const workers = workerUnits(o.inventory, o.new.name)
+    const stopNew = () =>
+      Promise.all(layout.synapseHosts.map((h) => must(conns.get(h)!, sh`systemctl stop ${layout.units[h]!}`, `stopping Synapse on ${h}`)))
+    let stopped = movedAway
 
     add(
       'provision',
-      `provision ${o.new.name} completely from the inventory while ${o.old.name} serves (its fresh Synapse is stopped again: it must not serve with its own key)`,
+      layout.hosts,
+      `write OLD's signing key and its macaroon, form and registration secrets on ${layout.main}, then provision ${onHosts(layout.hosts)} completely from the inventory while ${o.old.name} serves (NEW's Synapse starts on an empty database, reached by nobody: the DNS names ${o.old.name}), then stop Synapse on ${onHosts(layout.synapseHosts)}`,
       async () => {
-        const applied = await o.applyInventory()
+        // Seeded before provisioning: the configuration NEW renders is final, so nothing restarts at the cut-over.
+        await writeIdentity(n, o, key.stdout, old)
+        const applied = await o.applyInventory(specs)
         report.apply = applied
-        const h = applied.hosts[0]
-        if (!h || h.status === 'failed') throw new Error(`provisioning ${o.new.name} failed: ${h?.error ?? 'no report'}`)
-        await must(n, sh`systemctl stop ${[...workers, SYNAPSE_UNIT]}`, `stopping Synapse on ${o.new.name}`)
+        const bad = applied.hosts.filter((h) => h.status === 'failed')
+        if (bad.length || applied.hosts.length !== specs.length)
+          throw new Error(
+            `provisioning failed: ${bad.map((h) => `${h.host}: ${h.error ?? 'failed'}`).join('; ') || 'a host has no report'}`,
+          )
+        await stopNew()
         const installed = await readInstalledSynapse(n)
-        if (!installed) throw new Error(`${o.new.name}: Synapse is not installed after provisioning`)
+        if (!installed) throw new Error(`${layout.main}: Synapse is not installed after provisioning`)
         if (oldDb.schemaVersion !== undefined && oldDb.schemaVersion > installed.schemaVersion)
           throw new MoveRefused(
             `${o.old.name}'s database has schema ${oldDb.schemaVersion}, newer than Synapse ${installed.version} knows (${installed.schemaVersion})`,
@@ -120,13 +135,14 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     )
     add(
       'media-1',
-      `copy the media store ${old.mediaStorePath} -> ${MEDIA_STORE_PATH} while ${o.old.name} serves`,
+      [layout.media],
+      `copy the media store ${old.mediaStorePath} -> ${layout.media}:${MEDIA_STORE_PATH} while ${o.old.name} serves`,
       async () => {
-        await must(n, sh`install -d -o ${SYNAPSE_USER} -g ${SYNAPSE_GROUP} -m 0750 ${MEDIA_STORE_PATH}`, 'creating the media store')
+        await must(mediaConn, sh`install -d -o ${SYNAPSE_USER} -g ${SYNAPSE_GROUP} -m 0750 ${MEDIA_STORE_PATH}`, 'creating the media store')
         const bytes = await relay(
           oc,
           sh`cd ${old.mediaStorePath} && tar --create --file=- .`,
-          n,
+          mediaConn,
           sh`cd ${MEDIA_STORE_PATH} && tar --extract --file=- --same-owner --same-permissions`,
           'media copy',
         )
@@ -137,19 +153,23 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     )
     add(
       'stop-old',
-      `stop and mask ${o.old.name}'s Synapse units and timers (unit files in /etc/systemd/system moved aside, nothing deleted): writes stop here`,
+      [],
+      `stop ${o.old.name}'s Synapse units and timers in one systemctl call: writes stop here (masking follows beside the copies below)`,
       async () => {
-        // Downtime starts with the first unit stopping (a run continuing after the cut-over counts from its own start).
+        // Downtime starts with the stop (a run continuing after the cut-over counts from its own start).
         marks.stoppedAt = Date.now()
-        await stopAndMask(oc, o.new.name)
+        const record = await stopOld(oc, o.new.name)
+        stopped = record
+        masking = maskOld(oc, record).then(() => void (masked = true))
+        masking.catch(() => undefined) // awaited by mask-old, or on failure below
       },
       cutOver,
     )
-    add('media-2', 'copy the media written since (path, size, mtime differ)', async () => {
+    add('media-2', [layout.media], `copy the media written since (path, size, mtime differ) to ${layout.media}`, async () => {
       marks.stoppedAt ??= Date.now()
       const [a, b] = await Promise.all([
         must(oc, sh`cd ${old.mediaStorePath} && ${LIST_FILES}`, 'listing media'),
-        must(n, sh`cd ${MEDIA_STORE_PATH} && ${LIST_FILES}`, 'listing media'),
+        must(mediaConn, sh`cd ${MEDIA_STORE_PATH} && ${LIST_FILES}`, 'listing media'),
       ])
       const have = new Set(b.split('\n'))
       const changed = a
@@ -161,7 +181,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
         : await relay(
             oc,
             sh`cd ${old.mediaStorePath} && tar --create --file=- --null --files-from=-`,
-            n,
+            mediaConn,
             sh`cd ${MEDIA_STORE_PATH} && tar --extract --file=- --same-owner --same-permissions`,
             'media difference',
             changed.map((f) => `${f}\0`).join(''),
@@ -171,95 +191,73 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     })
     add(
       'database',
-      `stream ${old.database} (PostgreSQL ${oldDb.postgresVersion}) from ${o.old.name} into ${restoring} on ${o.new.name} (pg_dump -Fc | pg_restore, never whole in memory), then swap it in for ${database}`,
+      [layout.database],
+      `stream ${old.database} (PostgreSQL ${oldDb.postgresVersion}) from ${o.old.name} into ${restoring} on ${layout.database} (pg_dump -Fc | pg_restore, never whole in memory), then swap it in for ${database}`,
       async () => {
         marks.stoppedAt ??= Date.now()
         await record('cut-over')
-        const psql = (db: string, sql: string) => psqlRows(n, db, sql)
-        await psql(
-          'postgres',
-          `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(o.new.vars.postgres.user)};`,
-        )
-        const t0 = Date.now()
-        const bytes = await relay(
-          oc,
-          databaseDumpCommand(old.database),
-          n,
-          databaseRestoreCommand(restoring, o.new.vars.postgres.user),
-          'database stream',
-        )
-        o.say(`  database: ${(bytes / 1048576).toFixed(1)} MiB dump in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
-        await psql(restoring, AFTER_RESTORE_SQL)
-        const now = await readDatabaseState(n, database)
-        if (holdsData(now)) throw new Error(`${o.new.name}'s ${database} holds data now; it was checked empty: refusing to replace it`)
-        await psql(
-          'postgres',
-          [
-            `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${sqlLiteral(database)} AND pid <> pg_backend_pid();`,
-            now.exists ? `DROP DATABASE ${sqlIdent(database)};` : '',
-            `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${sqlIdent(database)};`,
-          ].join('\n'),
-        )
+        const bytes = await streamDatabase(oc, old.database, dbConn, o.new.vars.postgres, (line) => o.say(line))
         return bytes
       },
     )
     add(
-      'key-secrets',
-      `signing key ${old.signingKeyPath} -> ${SIGNING_KEY_PATH} (0600), and OLD's macaroon, form and registration secrets into ${SECRETS_DIR}`,
+      'mask-old',
+      [],
+      `mask ${o.old.name}'s stopped units (unit files in /etc/systemd/system moved aside, nothing deleted), done before NEW starts`,
       async () => {
-        await n.writeFile({
-          path: SIGNING_KEY_PATH,
-          content: new Secret(key.stdout, 'signing key'),
-          owner: SYNAPSE_USER,
-          group: SYNAPSE_GROUP,
-          mode: 0o600,
-        })
-        const v = o.new.vars.synapse
-        for (const [ref, value] of [
-          [v.macaroonSecret, old.secrets.macaroon],
-          [v.formSecret, old.secrets.form],
-          [v.registrationSharedSecret, old.secrets.registration],
-        ] as const) {
-          if (value && ref.kind === 'generate') await n.writeFile({ path: `${SECRETS_DIR}/${ref.name}`, content: value, mode: 0o600 })
-        }
+        await (masking ?? (stopped ? maskOld(oc, stopped) : Promise.reject(new Error(`${o.old.name} has no record of its stopped units`))))
+      },
+    )
+    add(
+      'start-main',
+      [layout.main],
+      `start Synapse's main process on ${layout.main} (it migrates ${old.version} -> ${o.new.vars.synapse.version ?? 'the pinned version'}) until /health answers: downtime ends here`,
+      async () => {
+        const port = o.new.vars.synapse.listenPort
+        await must(n, sh`systemctl start ${SYNAPSE_UNIT}`, `starting ${SYNAPSE_UNIT}`)
+        await must(
+          n,
+          sh`for i in $(seq 1 3600); do curl -sf -o /dev/null http://127.0.0.1:${String(port)}/health && exit 0; sleep 0.1; done; exit 1`,
+          `waiting for /health on ${layout.main}`,
+        )
+        if (marks.stoppedAt) report.downtimeMs = Date.now() - marks.stoppedAt
+        await record('serving', { downtimeMs: report.downtimeMs })
       },
     )
     add(
       'start',
-      `apply the inventory to ${o.new.name}: configuration with OLD's secrets, start Synapse (it migrates ${old.version} -> ${o.new.vars.synapse.version ?? 'the pinned version'}), then the workers, after-checks`,
+      layout.hosts,
+      `apply the inventory to ${onHosts(layout.hosts)}: the workers on ${onHosts(layout.synapseHosts)} start now that main serves, after-checks`,
       async () => {
-        const port = o.new.vars.synapse.listenPort
-        const up = n
-          .run(
-            sh`for i in $(seq 1 3600); do curl -sf -o /dev/null http://127.0.0.1:${String(port)}/health && exit 0; sleep 0.25; done; exit 1`,
-            { timeoutMs: 0, allowFailure: true },
-          )
-          .then((r) => (r.code === 0 ? Date.now() : undefined))
-        const applied = await o.applyInventory()
+        const applied = await o.applyInventory(specs)
         report.apply = applied
-        const servedAt = await up
-        if (servedAt && marks.stoppedAt) report.downtimeMs = servedAt - marks.stoppedAt
-        await record('serving', { downtimeMs: report.downtimeMs })
-        const h = applied.hosts[0]
-        if (!h || h.status === 'failed')
-          throw new Error(`applying the inventory to ${o.new.name} after the cut-over failed: ${h?.error ?? 'no report'}`)
+        const bad = applied.hosts.filter((h) => h.status === 'failed')
+        if (bad.length)
+          throw new Error(
+            `applying the inventory after the cut-over failed: ${bad.map((h) => `${h.host}: ${h.error ?? 'failed'}`).join('; ')}`,
+          )
       },
     )
-    add('verify', 'signing key the same; background updates of the migration run to completion', async () => {
-      const k = await n.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
-      const now = signingKeyIdentity(new Secret(k.stdout, 'signing key').reveal())
-      if (now.id !== oldKey.id || now.publicKey !== oldKey.publicKey)
-        throw new Error(`${o.new.name}'s signing key is ${now.id} ${now.publicKey}, not OLD's ${oldKey.id} ${oldKey.publicKey}`)
-      const t0 = Date.now()
-      for (;;) {
-        const [[pending] = []] = await psqlRows(n, database, 'SELECT count(*) FROM background_updates')
-        if (Number(pending) === 0) break
-        if (Date.now() - t0 > 6 * 3600_000) throw new Error(`${pending} background updates still pending after 6 h`)
-        await new Promise((r) => setTimeout(r, 2000))
-      }
-      report.backgroundUpdatesMs = Date.now() - t0
-      await record('done', { downtimeMs: report.downtimeMs })
-    })
+    add(
+      'verify',
+      [layout.main, layout.database],
+      'signing key the same; background updates of the migration run to completion',
+      async () => {
+        const k = await n.run(sh`cat ${SIGNING_KEY_PATH}`, { secretOutput: true })
+        const now = signingKeyIdentity(new Secret(k.stdout, 'signing key').reveal())
+        if (now.id !== oldKey.id || now.publicKey !== oldKey.publicKey)
+          throw new Error(`${layout.main}'s signing key is ${now.id} ${now.publicKey}, not OLD's ${oldKey.id} ${oldKey.publicKey}`)
+        const t0 = Date.now()
+        for (;;) {
+          const [[pending] = []] = await psqlRows(dbConn, database, 'SELECT count(*) FROM background_updates')
+          if (Number(pending) === 0) break
+          if (Date.now() - t0 > 6 * 3600_000) throw new Error(`${pending} background updates still pending after 6 h`)
+          await new Promise((r) => setTimeout(r, 2000))
+        }
+        report.backgroundUpdatesMs = Date.now() - t0
+        await record('done', { downtimeMs: report.downtimeMs })
+      },
+    )
 
     report.steps = steps.map((s) => s.step)
     report.next = nextSteps(o)
@@ -267,7 +265,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
       report.status = 'planned'
       return report
     }
-    locks.push(await acquireLock(newConn))
+    for (const h of layout.hosts) locks.push(await acquireLock(conns.get(h)!))
     for (const s of steps) {
       if (s.skip) continue
       o.say(s.step.summary)
@@ -280,12 +278,14 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     report.status = 'moved'
     return report
   } catch (error) {
+    // OLD's masking may still run beside a failed step: let it end before reporting (and before --abort can run).
+    await masking?.catch(() => undefined)
     report.error = maskSecrets(error instanceof Error ? error.message : String(error))
     report.status = error instanceof MoveRefused ? 'refused' : 'failed'
     const stopped = report.steps.find((s) => s.name === 'stop-old')?.done
     if (report.status === 'failed' && stopped)
       report.next = [
-        `${o.old.name} is stopped and masked; ${o.new.name} does not serve yet. Fix the cause and run the move again (it continues after the cut-over), or return ${o.old.name} to service: provision move --inventory ${o.inventory.file} --from ${o.old.name} --to ${o.new.name} --abort`,
+        `${o.old.name} is stopped${masked ? ' and masked' : ' (not masked yet: the run continuing after the cut-over masks it)'}; ${o.new.name} does not serve yet. Fix the cause and run the move again (it continues after the cut-over), or return ${o.old.name} to service: provision move --inventory ${o.inventory.file} --from ${o.old.name} --to ${o.new.name} --abort`,
       ]
     return report
   } finally {
@@ -293,4 +293,54 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     for (const c of connections) await c.close().catch(() => undefined)
     report.durationMs = Date.now() - started
   }
+}
+
+/** OLD's signing key, and its secrets where the inventory has them generated, into NEW main's files and secret store. */
+async function writeIdentity(n: Connection, o: MoveOptions, key: string, old: OldConfig): Promise<void> {
+  // The secret store marks NEW as the tool's (the ownership guard would otherwise take the key for a hand-built Synapse).
+  await must(
+    n,
+    sh`install -d -m 0755 ${SYNAPSE_CONFIG_DIR} && mkdir -p -m 0700 ${SECRETS_DIR}`,
+    'creating the configuration and secret directories',
+  )
+  await n.writeFile({ path: SIGNING_KEY_PATH, content: new Secret(key, 'signing key'), mode: 0o600 })
+  const v = o.new.vars.synapse
+  for (const [ref, value] of [
+    [v.macaroonSecret, old.secrets.macaroon],
+    [v.formSecret, old.secrets.form],
+    [v.registrationSharedSecret, old.secrets.registration],
+  ] as const) {
+    if (value && ref.kind === 'generate') await n.writeFile({ path: `${SECRETS_DIR}/${ref.name}`, content: value, mode: 0o600 })
+  }
+}
+
+/** OLD's database into `<database>_restoring` on NEW's database host, then swapped in (a database with data is never replaced). */
+async function streamDatabase(
+  oc: Connection,
+  oldDatabase: string,
+  db: Connection,
+  pg: { database: string; user: string },
+  say: (line: string) => void,
+): Promise<number> {
+  const restoring = `${pg.database}_restoring`
+  const psql = (name: string, sql: string) => psqlRows(db, name, sql)
+  await psql(
+    'postgres',
+    `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(pg.user)};`,
+  )
+  const t0 = Date.now()
+  const bytes = await relay(oc, databaseDumpCommand(oldDatabase), db, databaseRestoreCommand(restoring, pg.user), 'database stream')
+  say(`  database: ${(bytes / 1048576).toFixed(1)} MiB dump in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  await psql(restoring, AFTER_RESTORE_SQL)
+  const now = await readDatabaseState(db, pg.database)
+  if (holdsData(now)) throw new Error(`${db.host}'s ${pg.database} holds data now; it was checked empty: refusing to replace it`)
+  await psql(
+    'postgres',
+    [
+      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${sqlLiteral(pg.database)} AND pid <> pg_backend_pid();`,
+      now.exists ? `DROP DATABASE ${sqlIdent(pg.database)};` : '',
+      `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${sqlIdent(pg.database)};`,
+    ].join('\n'),
+  )
+  return bytes
 }

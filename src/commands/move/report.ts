@@ -3,6 +3,7 @@ import type { RunReport } from '../../engine/report-types.js'
 import type { HostSpec, Inventory } from '../../inventory/types.js'
 import type { Connection } from '../../ssh/connection.js'
 import { STATE_DIR } from '../../synapse/paths.js'
+import type { NewLayout } from './layout.js'
 
 /** NEW's record of the move (on NEW): a second run finds it and changes nothing. */
 export const MOVE_RECORD = `${STATE_DIR}/move.json`
@@ -11,6 +12,8 @@ export const SPACE_MARGIN = 1.5
 
 export interface MoveStep {
   name: string
+  /** NEW's hosts the step acts on (none: it acts on OLD only). */
+  hosts: string[]
   summary: string
   done: boolean
   durationMs?: number
@@ -26,6 +29,8 @@ export interface MoveReport {
   preflight: { name: string; ok: boolean; detail: string }[]
   steps: MoveStep[]
   old?: { synapse: string; postgres: string; schema?: number; databaseBytes: number; mediaBytes: number; signingKey: string }
+  /** NEW's hosts: main, database, media store, workers. */
+  layout?: NewLayout
   /** Writes stopped on OLD -> NEW's main answered /health. */
   downtimeMs?: number
   backgroundUpdatesMs?: number
@@ -42,8 +47,8 @@ export interface MoveOptions {
   dryRun: boolean
   abort: boolean
   connect(host: HostSpec): Promise<Connection>
-  /** Apply the inventory to NEW (inside the held lock). */
-  applyInventory(): Promise<RunReport>
+  /** Apply the inventory to NEW's hosts (inside the held locks). */
+  applyInventory(hosts: HostSpec[]): Promise<RunReport>
   say(line: string): void
 }
 
