@@ -8,7 +8,7 @@ import type { MoveReport } from '../../src/commands/move/report.js'
 import { runCli } from '../support/cli.js'
 import { buildGuideHost, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
-import { MatrixClient } from '../support/matrix-client.js'
+import { MatrixClient, roomBodies } from '../support/matrix-client.js'
 import { moveArtifacts, writeMoveInventory } from '../support/move-setup.js'
 import { debian13Suite } from '../support/suites.js'
 
@@ -195,7 +195,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver onto a NEW spread over t
     }
     const alice = client(newHost, guide.token)
     expect((await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.user_id).toBe(`@alice:${SERVER}`)
-    expect(await alice.messageBodies(guide.roomId)).toEqual(guide.messages)
+    expect((await roomBodies(alice, guide.roomId)).filter((b) => b !== undefined).reverse()).toEqual(guide.messages)
     const servedBefore = Number(
       (
         await newDb.exec('grep -c "GET /_matrix/client/v1/media/download" /var/log/matrix-synapse/media_repository.log || true')

@@ -107,19 +107,6 @@ export class MatrixClient {
     if (r.status !== 200) throw new Error(`login as ${user} failed: ${r.status} ${r.text}`)
     this.token = r.json.access_token
   }
-
-  /** The bodies of a room's last 50 m.room.message events, oldest first. */
-  async messageBodies(roomId: string): Promise<(string | undefined)[]> {
-    const r = await this.call<{ chunk: { type: string; content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=50`,
-    )
-    if (r.status !== 200) throw new Error(`messages of ${roomId}: ${r.status} ${r.text}`)
-    return r.json.chunk
-      .filter((e) => e.type === 'm.room.message')
-      .map((e) => e.content.body)
-      .reverse()
-  }
 }
 
 /** Raw bytes over HTTPS to the same target (media upload and download). */

@@ -6,11 +6,12 @@
  */
 import { acquireLock, type HostLock } from '../../engine/lock.js'
 import { holdsData, psqlRows, readDatabaseState, readInstalledSynapse, signingKeyIdentity } from '../../resources/homeserver-state.js'
-import { sqlIdent, sqlLiteral } from '../../resources/postgres.js'
+import { createRestoringDatabase, restoringName, swapInRestored } from '../../resources/database-swap.js'
+import { sqlLiteral } from '../../resources/postgres.js'
 import { maskSecrets, Secret } from '../../core/secret.js'
 import { sh } from '../../core/shell.js'
 import type { Connection } from '../../ssh/connection.js'
-import { AFTER_RESTORE_SQL, databaseDumpCommand, databaseRestoreCommand } from '../../synapse/backup/database-dump.js'
+import { databaseDumpCommand, databaseRestoreCommand } from '../../synapse/backup/database-dump.js'
 import {
   MEDIA_STORE_PATH,
   SECRETS_DIR,
@@ -90,7 +91,7 @@ export async function move(o: MoveOptions): Promise<MoveReport> {
     if (failed.length) throw new MoveRefused(`preflight: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`)
 
     const database = o.new.vars.postgres.database
-    const restoring = `${database}_restoring`
+    const restoring = restoringName(database)
     const marks: { stoppedAt?: number } = {}
     // A step that moves data returns its byte count (the report's rate figures).
     const steps: { step: MoveStep; run: () => Promise<void | number>; skip?: boolean }[] = []
@@ -322,25 +323,12 @@ async function streamDatabase(
   pg: { database: string; user: string },
   say: (line: string) => void,
 ): Promise<number> {
-  const restoring = `${pg.database}_restoring`
-  const psql = (name: string, sql: string) => psqlRows(db, name, sql)
-  await psql(
-    'postgres',
-    `DROP DATABASE IF EXISTS ${sqlIdent(restoring)};\nCREATE DATABASE ${sqlIdent(restoring)} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER ${sqlIdent(pg.user)};`,
-  )
+  const restoring = await createRestoringDatabase(db, pg.database, pg.user)
   const t0 = Date.now()
   const bytes = await relay(oc, databaseDumpCommand(oldDatabase), db, databaseRestoreCommand(restoring, pg.user), 'database stream')
   say(`  database: ${(bytes / 1048576).toFixed(1)} MiB dump in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
-  await psql(restoring, AFTER_RESTORE_SQL)
   const now = await readDatabaseState(db, pg.database)
   if (holdsData(now)) throw new Error(`${db.host}'s ${pg.database} holds data now; it was checked empty: refusing to replace it`)
-  await psql(
-    'postgres',
-    [
-      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${sqlLiteral(pg.database)} AND pid <> pg_backend_pid();`,
-      now.exists ? `DROP DATABASE ${sqlIdent(pg.database)};` : '',
-      `ALTER DATABASE ${sqlIdent(restoring)} RENAME TO ${sqlIdent(pg.database)};`,
-    ].join('\n'),
-  )
+  await swapInRestored(db, { database: pg.database, exists: now.exists })
   return bytes
 }
