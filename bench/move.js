@@ -213,7 +213,7 @@ try {
     raw,
     mediaCopyVsRawSshCat: Math.round((copyMiBps / rawCatMean) * 1000) / 1000,
     mediaIdentical: true,
-    note: 'shared 2-core machine: other sessions ran container tests meanwhile, so every time is an upper bound (load1 per measurement above). Each byte goes OLD -> this machine -> NEW over SSH on loopback, for the move and for raw ssh alike.',
+    note: 'load1 is recorded per measurement above: on a busy machine every time is an upper bound. Each byte goes OLD -> this machine -> NEW over SSH on loopback, for the move and for raw ssh alike.',
   }
   mkdirSync(dirname(OUT), { recursive: true })
   writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n')
