@@ -4,7 +4,7 @@ import { raw, sh } from '../core/shell.js'
 import { driftCount, driftDiff, describeDrift, lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../synapse/lock/drift.js'
 import type { SynapseLock } from '../synapse/lock/lock-file.js'
 import { WHEELHOUSE_REQUIREMENTS } from '../synapse/lock/wheelhouse-manifest.js'
-import { PlanPayload, type Change, type Resource } from './resource.js'
+import { definePlanPayload, type Resource } from './resource.js'
 
 export interface VirtualenvSpec {
   /** e.g. /opt/venvs/matrix-synapse */
@@ -29,13 +29,7 @@ interface VenvPlan {
   /** Distributions the lock does not hold (pip-sync: uninstalled after the install; the plan's diff lists them). */
   uninstall: string[]
 }
-const TAG = 'python-venv'
-const carry = (change: Change, plan: VenvPlan): Change => ({ ...change, payload: new PlanPayload(TAG, plan) })
-function venvPlanOf(change: Change): VenvPlan {
-  const p = change.payload
-  if (!(p instanceof PlanPayload) || p.tag !== TAG) throw new Error(`${change.resource}: the change carries no venv plan`)
-  return p.value as VenvPlan
-}
+const venvPlan = definePlanPayload<VenvPlan>('python-venv', 'venv plan')
 
 /** The distributions installed in the venv at `path` (null: no venv there). */
 export const venvContentsFact = (path: string) =>
@@ -65,7 +59,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
       const touches = [`pkg:${spec.packageName}`, spec.path + '/']
       if (!venv) {
         ctx.predicted.paths.add(spec.path)
-        return carry(
+        return venvPlan.carry(
           {
             resource: id,
             kind: 'virtualenv',
@@ -85,7 +79,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
         have !== spec.lock.synapseVersion
           ? `upgrade ${spec.packageName} ${have ?? '(missing)'} -> ${spec.lock.synapseVersion} in ${spec.path} from`
           : `bring ${spec.path} back to`
-      return carry(
+      return venvPlan.carry(
         {
           resource: id,
           kind: 'virtualenv',
@@ -101,7 +95,7 @@ export function pythonVirtualenv(spec: VirtualenvSpec): Resource {
     },
     async apply(change, ctx) {
       const { conn } = ctx
-      const { uninstall: extra } = venvPlanOf(change)
+      const { uninstall: extra } = venvPlan.of(change)
       // --no-compile, then compileall -j0 below: pip byte-compiles each wheel's files in one process,
       // about half of a Synapse install's time on a 2-core host; compileall spreads the same work over
       // every core (the same .pyc files: the service user cannot write them at start, so they must exist).

@@ -62,6 +62,21 @@ export class PlanPayload<T = unknown> {
   }
 }
 
+/**
+ * One resource's payload, typed: `carry` puts it on a change, `of` reads it back and refuses a change
+ * that does not carry it (apply runs only what a plan of its own kind decided).
+ */
+export function definePlanPayload<T>(tag: string, what: string) {
+  return {
+    carry: (change: Change, value: T): Change => ({ ...change, payload: new PlanPayload(tag, value) }),
+    of: (change: Change): T => {
+      const p = change.payload
+      if (!(p instanceof PlanPayload) || p.tag !== tag) throw new Error(`${change.resource}: the change carries no ${what}`)
+      return p.value as T
+    },
+  }
+}
+
 export interface Step {
   /** e.g. install, check-config, backup, stop, switch, start, wait-health, after-checks, prune. */
   kind: string

@@ -1,7 +1,7 @@
 import { unitState } from '../facts/systemd.js'
 import { RemoteCommandError, type CommandResult } from '../ssh/connection.js'
 import { joinShell, sh, type ShellCommand } from '../core/shell.js'
-import type { ApplyTogether, Change, Resource, RestartTarget } from './resource.js'
+import { definePlanPayload, type ApplyTogether, type Change, type Resource, type RestartTarget } from './resource.js'
 
 export interface ServiceSpec {
   unit: string
@@ -32,7 +32,7 @@ export function service(spec: ServiceSpec): ServiceResource {
       if (!s.loaded) {
         const source = ctx.predicted.unitSource(spec.unit)
         if (!source) throw new Error(`unit ${spec.unit} does not exist on the host and nothing in this plan provides it`)
-        return remember(
+        return servicePlan.carry(
           {
             resource: id,
             kind: 'service',
@@ -45,16 +45,14 @@ export function service(spec: ServiceSpec): ServiceResource {
             // then the restart stays due, as apply will find. One from our own unit file starts on our files.
             ...(running && !source.startsWith('package') ? { starts: spec.unit } : {}),
           },
-          spec.unit,
-          enabled,
-          running,
-          false,
+          // Not known to systemd yet: enabled as plain systemctl would (see enableCommand).
+          { unit: spec.unit, enable: enabled, start: running, native: false },
         )
       }
       const needEnable = enabled && !s.enabled
       const needStart = running && !s.active
       if (!needEnable && !needStart) return null
-      return remember(
+      return servicePlan.carry(
         {
           resource: id,
           kind: 'service',
@@ -65,28 +63,28 @@ export function service(spec: ServiceSpec): ServiceResource {
           reach: 'anything',
           ...(needStart ? { starts: spec.unit } : {}),
         },
-        spec.unit,
-        enabled,
-        running,
-        s.unitFileState === 'disabled',
+        // What the summary says, no more: an enabled unit is not enabled again, a running one not started.
+        { unit: spec.unit, enable: needEnable, start: needStart, native: s.unitFileState === 'disabled' },
       )
     },
     async apply(change, ctx) {
+      const { unit } = servicePlan.of(change)
       const failed = await startTogether.apply([change], ctx)
-      if (failed.size) throw new Error(`${ctx.conn.host}: starting ${spec.unit} failed: ${[...failed.values()][0]}`)
+      if (failed.size) throw new Error(`${ctx.conn.host}: starting ${unit} failed: ${[...failed.values()][0]}`)
     },
     together: startTogether,
   }
 }
 
-/** What a planned service change does (the change says it in words; this says it to `startTogether`). */
-const wanted = new WeakMap<Change, { unit: string; enable: boolean; start: boolean; native: boolean }>()
-
-/** `native`: systemd reported the unit file state `disabled`, so the unit has a unit file of its own (not a SysV script's). */
-function remember(change: Change, unit: string, enable: boolean, start: boolean, native: boolean): Change {
-  wanted.set(change, { unit, enable, start, native })
-  return change
+/** What a planned service change does, carried on the change (its summary says it in words; this says it to `startTogether`). */
+export interface ServicePlan {
+  unit: string
+  enable: boolean
+  start: boolean
+  /** systemd reported the unit file state `disabled`: the unit has a unit file of its own (not a SysV script's). */
+  native: boolean
 }
+export const servicePlan = definePlanPayload<ServicePlan>('systemd-service', 'service plan')
 
 /**
  * `systemctl enable` of the units. For a unit with its own unit file, plain systemctl also syncs the /etc/rc?.d
@@ -136,7 +134,7 @@ const ENABLE_FAILED = 97
 const startTogether: ApplyTogether = {
   key: 'systemd start',
   async apply(changes, ctx) {
-    const todo = changes.map((c) => ({ change: c, ...wanted.get(c)! }))
+    const todo = changes.map((c) => ({ change: c, ...servicePlan.of(c) }))
     const failed = new Map<Change, string>()
     const why = async (unit: string, r: { stdout: string; stderr: string }) =>
       `${(r.stderr + r.stdout).trim()}\n${(await ctx.conn.run(sh`systemctl status --no-pager -n 15 ${unit}`, { allowFailure: true })).stdout}`.trim()

@@ -16,11 +16,6 @@ import type { Role } from '../../src/inventory/types.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
-import { Prediction, type Change } from '../../src/resources/resource.js'
-import { FactValues } from '../../src/facts/fact.js'
-import { parseUnitState, unitState } from '../../src/facts/systemd.js'
-import type { Connection } from '../../src/ssh/connection.js'
-import type { ShellCommand } from '../../src/core/shell.js'
 import { sh } from '../../src/core/shell.js'
 import { FakeHost, shellWords } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
@@ -230,34 +225,6 @@ describe('services started together', () => {
       `systemctl start ${units.slice(4).join(' ')}`,
     ])
     for (const u of units) expect(host.units.get(u)).toMatchObject({ active: true, enabled: true })
-  })
-})
-
-describe('services enabled: the SysV sync', () => {
-  it('is skipped for a unit with its own unit file (state disabled), kept for a SysV script and a unit not known yet', async () => {
-    const show = (state: string) =>
-      `LoadState=${state ? 'loaded' : 'not-found'}\nActiveState=inactive\nUnitFileState=${state}\nActiveEnterTimestampMonotonic=0\n`
-    const states: Record<string, string> = { 'cron.service': 'disabled', 'legacy.service': 'generated', 'later.service': '' }
-    const facts = new FactValues()
-    for (const [unit, state] of Object.entries(states)) facts.set(unitState(unit).id, parseUnitState(show(state)))
-    const ran: string[] = []
-    const conn = {
-      host: 'web',
-      run: (c: ShellCommand) => {
-        ran.push(c.text)
-        return Promise.resolve({ command: c.text, code: 0, signal: null, stdout: '', stderr: '', durationMs: 1, timedOut: false })
-      },
-    } as unknown as Connection
-    const predicted = new Prediction()
-    predicted.unitSource = (unit) => (unit === 'later.service' ? 'package later' : undefined)
-    const resources = Object.keys(states).map((unit) => service({ unit }))
-    const changes: Change[] = []
-    for (const r of resources) changes.push((await r.plan({ conn, facts, predicted, dryRun: false }))!)
-    const failed = await resources[0]!.together!.apply(changes, { conn, state: { aptListsStale: false } })
-    expect(failed.size).toBe(0)
-    expect(ran).toEqual([
-      'SYSTEMCTL_SKIP_SYSV=1 systemctl enable cron.service && systemctl enable legacy.service later.service || exit 97; systemctl start cron.service legacy.service later.service',
-    ])
   })
 })
 

@@ -4,7 +4,7 @@
  * alike. A new kind of step: add its variant here, its target in describe(), its action in execute.ts
  * (the compiler then names every switch that misses it).
  */
-import { PlanPayload, type Change, type Step } from '../../../src/resources/resource.js'
+import { definePlanPayload, type Change, type Step } from '../../../src/resources/resource.js'
 import { SYNAPSE_UNIT } from '../../../src/synapse/paths.js'
 import type { DatabaseSchema } from '../schema-compat.js'
 import type { ReleaseSpec } from './spec.js'
@@ -125,17 +125,10 @@ export function stepsAround(spec: ReleaseSpec, from: string | undefined, body: R
   ]
 }
 
-const TAG = 'synapse-release'
+const releasePlan = definePlanPayload<ReleasePlan>('synapse-release', 'release plan')
 
 /** The change carries the typed plan; its `steps` are what the dry run prints of it, in the same order. */
-export function carryPlan(change: Change, plan: ReleasePlan): Change {
-  change.steps = plan.steps.map(describe)
-  change.payload = new PlanPayload(TAG, plan)
-  return change
-}
+export const carryPlan = (change: Change, plan: ReleasePlan): Change =>
+  releasePlan.carry({ ...change, steps: plan.steps.map(describe) }, plan)
 
-export function releasePlanOf(change: Change): ReleasePlan {
-  const p = change.payload
-  if (!(p instanceof PlanPayload) || p.tag !== TAG) throw new Error(`${change.resource}: the change carries no release plan`)
-  return p.value as ReleasePlan
-}
+export const releasePlanOf = releasePlan.of
