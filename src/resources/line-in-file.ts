@@ -2,7 +2,7 @@ import { defineFact } from '../facts/fact.js'
 import { unifiedDiff } from '../core/unified-diff.js'
 import { raw, sh } from '../core/shell.js'
 import { fileChange, metaChanges, octal } from './file.js'
-import type { PlanContext, Resource } from './resource.js'
+import { definePlanPayload, type PlanContext, type Resource } from './resource.js'
 
 export interface LineInFileSpec {
   /** An existing file (unless `create`). */
@@ -71,6 +71,9 @@ export function withLine(content: string, line: string, match?: string): string 
   return out.join('\n') + (endsWithNewline || first === lines.length - 1 ? '\n' : '')
 }
 
+/** What apply writes: the whole file, made by the plan from the content it read, and its owner and mode. */
+const linePlan = definePlanPayload<{ content: string; owner: string; group: string; mode: number }>('line-in-file', 'line plan')
+
 /**
  * One line present in a config file (Ansible's lineinfile). Converged state costs one fact (grep) in
  * the batched probe; the file is read only when a change is due, and written atomically with its
@@ -81,7 +84,6 @@ export function lineInFile(spec: LineInFileSpec): Resource {
   if (spec.match !== undefined) new RegExp(spec.match) // a bad pattern fails when the task is built, not mid-run
   const fact = lineState(spec.path, spec.line, spec.match)
   const id = `line:${spec.path}:${spec.line}`
-  let planned: { content: string; owner: string; group: string; mode: number } | undefined
 
   const readFile = async (ctx: PlanContext) => {
     const r = await ctx.conn.run(sh`cat ${spec.path}`)
@@ -92,7 +94,6 @@ export function lineInFile(spec: LineInFileSpec): Resource {
     id,
     facts: () => [fact],
     async plan(ctx) {
-      planned = undefined
       const state = ctx.facts.get(fact)
       if (state.kind === 'not-a-file') throw new Error(`${spec.path} exists but is a ${state.type}, not a file`)
       if (state.kind === 'absent') {
@@ -110,17 +111,20 @@ export function lineInFile(spec: LineInFileSpec): Resource {
         }
         if (!spec.create) throw new Error(`${spec.path} does not exist: lineInFile edits an existing file (set create: true to create it)`)
         const meta = { owner: spec.owner ?? 'root', group: spec.group ?? 'root', mode: spec.mode ?? 0o644 }
-        planned = { content: `${spec.line}\n`, ...meta }
+        const created = { content: `${spec.line}\n`, ...meta }
         ctx.predicted.paths.add(spec.path)
-        return fileChange(
-          {
-            resource: id,
-            kind: 'line',
-            action: 'create',
-            summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`,
-            diff: unifiedDiff('', planned.content, spec.path),
-          },
-          spec.path,
+        return linePlan.carry(
+          fileChange(
+            {
+              resource: id,
+              kind: 'line',
+              action: 'create',
+              summary: `create ${spec.path} (${octal(meta.mode)} ${meta.owner}:${meta.group}) with the line "${spec.line}"`,
+              diff: unifiedDiff('', created.content, spec.path),
+            },
+            spec.path,
+          ),
+          created,
         )
       }
       const owner = spec.owner ?? state.owner
@@ -152,16 +156,13 @@ export function lineInFile(spec: LineInFileSpec): Resource {
         )
       }
       what.push(...metaChanges(state, { owner, group, mode }))
-      planned = { content, owner, group, mode }
-      return fileChange(
-        { resource: id, kind: 'line', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff },
-        spec.path,
+      return linePlan.carry(
+        fileChange({ resource: id, kind: 'line', action: 'update', summary: `update ${spec.path} (${what.join(', ')})`, diff }, spec.path),
+        { content, owner, group, mode },
       )
     },
-    async apply(_change, ctx) {
-      if (!planned) throw new Error(`lineInFile ${spec.path}: apply without a plan`)
-      const { content, owner, group, mode } = planned
-      planned = undefined
+    async apply(change, ctx) {
+      const { content, owner, group, mode } = linePlan.of(change)
       await ctx.conn.writeFile({ path: spec.path, content, owner, group, mode })
     },
   }

@@ -148,6 +148,30 @@ describe('lineInFile plan and apply', () => {
   })
 })
 
+describe('lineInFile carries the file it writes on the change', () => {
+  it('apply writes what its change planned (not what a later plan read), also through another instance; a change without a plan is refused', async () => {
+    const conn = new FakeConnection({ '/etc/x.conf': 'a = 1\n' })
+    const r = lineInFile({ path: '/etc/x.conf', line: 'b = 2', mode: 0o644 })
+    const plan = (over: Partial<Extract<LineState, { kind: 'file' }>>) =>
+      r.plan({ conn, facts: factsWith(r, fileState(over)), predicted: new Prediction(), dryRun: false })
+    const first = (await plan({}))!
+    conn.files['/etc/x.conf'] = 'b = 2\n'
+    const second = (await plan({ present: true, mode: 0o600 }))!
+    // The first change, copied and applied by another instance, after the second plan: its own content.
+    await lineInFile({ path: '/etc/x.conf', line: 'b = 2', mode: 0o644 }).apply({ ...first }, { conn, state: { aptListsStale: false } })
+    await r.apply(second, { conn, state: { aptListsStale: false } })
+    expect(conn.writes).toEqual([
+      { path: '/etc/x.conf', content: 'a = 1\nb = 2\n', owner: 'root', group: 'root', mode: 0o644 },
+      { path: '/etc/x.conf', content: 'b = 2\n', owner: 'root', group: 'root', mode: 0o644 },
+    ])
+    const { payload: _, ...bare } = first
+    await expect(r.apply(bare, { conn, state: { aptListsStale: false } })).rejects.toThrow(
+      'line:/etc/x.conf:b = 2: the change carries no line plan',
+    )
+    expect(conn.writes).toHaveLength(2)
+  })
+})
+
 describe('lineState fact on a real shell', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mp-line-'))
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
