@@ -1,12 +1,17 @@
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { cp, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import type { Change, PerformedStep, Step } from '../../src/resources/resource.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
-import { MatrixClient } from '../support/matrix-client.js'
+import { binaryRequest, downloadMedia, MatrixClient, roomBodies } from '../support/matrix-client.js'
+import { cliOutput, runCli } from '../support/cli.js'
+import { MANIFEST_FILE } from '../../src/synapse/backup/parts.js'
+import type { RestoreReport } from '../../src/commands/backup/restore-types.js'
 import { unexpectedSynapseErrors } from '../support/synapse-journal.js'
 import { buildWheelhouse } from '../../src/artifacts/wheelhouse.js'
 import { readLock } from '../../src/inventory/controller-files.js'
@@ -16,6 +21,7 @@ import { shellQuote } from '../../src/core/quote.js'
 import { watchDowntime } from '../support/downtime.js'
 
 const run = promisify(execFile)
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
 const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
 
 /**
@@ -25,6 +31,10 @@ const BIN = fileURLToPath(new URL('../../bin/provision.js', import.meta.url))
  * but not its code: main applies the deltas, then dies in listen_metrics (the issue's case 3).
  * Each installs from its lock (OLD and NEWEST: inventories/synapse-lock, resolved as of their release
  * dates; BROKEN: test/fixtures/synapse-lock-broken, 1.160.0's lock with that one pin changed).
+ *
+ * The same host, back at OLD after the rollback, then serves the restore of an OLD backup onto the
+ * inventory pinned at NEWEST (the last describe): it is the state that test needs (a host that ran OLD,
+ * written to, upgraded through the inventory), so it is not provisioned a second time.
  */
 const OLD = '1.158.0'
 const BROKEN = '1.160.0'
@@ -479,5 +489,207 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
     })
     expect(healthy.stdout).toContain('background updates: none pending')
     await dataIntact()
+  })
+
+  /**
+   * A backup taken on OLD restored onto this host, whose inventory pins NEWEST, in one plan: OLD installed
+   * side by side from its lock and wheelhouse (built beside NEWEST's, as `provision lock --wheelhouse`
+   * does), the data restored, OLD started on it, then the inventory's release procedure upgrades to
+   * NEWEST. The host is the one above, back at OLD after its rollback: used and backed up, upgraded to
+   * NEWEST through the inventory (so it holds data the restore must replace, with --force), then restored
+   * from the OLD backup.
+   */
+  describe(`restore of a ${OLD} backup onto an inventory pinned at ${NEWEST}`, () => {
+    const PASSWORD = 'carol-pw-30c2d7e1'
+    let inventoryOld: string
+    let inventoryNew: string
+    let backups: string
+    let roomId: string
+    let token: string
+    const messages: string[] = []
+    const media: { mxc: string; sha256: string; bytes: number }[] = []
+    // Dumps this host holds before the restore's upgrade writes its own: the failed 1.160.0's, the
+    // upgrade above, the upgrade below (keepDumps 3 keeps them all): the restore's is the third of OLD -> NEWEST.
+    const restoreDump = `/var/backups/matrix-synapse/synapse-${OLD}-before-${NEWEST}.3.dump`
+
+    beforeAll(async () => {
+      inventoryOld = await inventoryFor(OLD)
+      inventoryNew = await inventoryFor(NEWEST)
+      backups = join(env.dir, 'backups')
+    })
+
+    it(
+      `${OLD} (the inventory at ${OLD} converges): a user, a room, messages, media and an access token; provision backup copies it here`,
+      async () => {
+        const r = await runCli(['--inventory', inventoryOld], { timeoutMs: 45 * 60_000 })
+        expect(r.code, cliOutput(r)).toBe(0)
+        expect(await serving()).toBe(OLD)
+        const reg = await hs.exec(
+          `printf '%s' '${PASSWORD}' | /opt/venvs/matrix-synapse/bin/register_new_matrix_user -c /etc/matrix-synapse/conf.d/30-secrets.yaml -u carol --password-file /dev/stdin --no-admin http://127.0.0.1:8008`,
+        )
+        expect(reg.exitCode, reg.output).toBe(0)
+        const carol = client()
+        await carol.login('carol', PASSWORD)
+        token = carol.token!
+        const room = await carol.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', { name: 'older' })
+        expect(room.status, room.text).toBe(200)
+        roomId = room.json.room_id
+        for (let i = 0; i < 3; i++) {
+          const data = randomBytes(256 * 1024 + i)
+          const up = await binaryRequest(carol, 'POST', `/_matrix/media/v3/upload?filename=blob-${i}.bin`, data)
+          expect(up.status, up.body.toString()).toBe(200)
+          media.push({
+            mxc: (JSON.parse(up.body.toString()) as { content_uri: string }).content_uri,
+            sha256: sha256(data),
+            bytes: data.length,
+          })
+          const body = `written on ${OLD}: message ${i}`
+          messages.push(body)
+          const sent = await carol.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${i}`, {
+            msgtype: 'm.text',
+            body,
+          })
+          expect(sent.status, sent.text).toBe(200)
+        }
+        const b = await runCli(['backup', '--inventory', inventoryOld, '--to', backups])
+        expect(b.code, cliOutput(b)).toBe(0)
+      },
+      50 * 60_000,
+    )
+
+    it(
+      `the host is upgraded to ${NEWEST} through the inventory and written to afterwards (the restore replaces that)`,
+      async () => {
+        const r = await runCli(['--inventory', inventoryNew], { timeoutMs: 30 * 60_000 })
+        expect(r.code, cliOutput(r)).toBe(0)
+        expect(await serving()).toBe(NEWEST)
+        const carol = client()
+        carol.token = token
+        const sent = await carol.call('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/after`, {
+          msgtype: 'm.text',
+          body: 'written after the backup',
+        })
+        expect(sent.status, sent.text).toBe(200)
+        // A host that never ran OLD (the new machine of a disaster): its venv is not there to reuse.
+        expect((await hs.exec(`rm -rf /opt/venvs/matrix-synapse-${OLD}`)).exitCode).toBe(0)
+      },
+      35 * 60_000,
+    )
+
+    it(`a backup from a newer Synapse than the inventory's is refused, exit 2, nothing changed`, async () => {
+      const newer = join(env.dir, 'backup-newer')
+      const [dir] = (await run('ls', [backups])).stdout.trim().split('\n')
+      await cp(join(backups, dir!), newer, { recursive: true })
+      const m = JSON.parse(await readFile(join(newer, MANIFEST_FILE), 'utf8')) as { synapse: { version: string } }
+      m.synapse.version = '1.199.0'
+      await writeFile(join(newer, MANIFEST_FILE), JSON.stringify(m))
+      const before = await psql('select count(*) from events')
+      const r = await runCli(['restore', '--inventory', inventoryNew, '--limit', 'up', '--from', newer, '--force'])
+      expect(r.code, cliOutput(r)).toBe(2)
+      expect(r.stdout).toMatch(
+        /taken with Synapse 1\.199\.0, newer than the inventory's 1\.163\.2: .*Set synapse\.version to "1\.199\.0" or newer/,
+      )
+      expect(await psql('select count(*) from events')).toBe(before)
+      expect(await serving()).toBe(NEWEST)
+    })
+
+    it(
+      `provision restore --force: the dry run says ${OLD} side by side, the data, ${OLD} started, the upgrade to ${NEWEST}; the restore does exactly that`,
+      async () => {
+        const plan = await runCli([
+          'restore',
+          '--inventory',
+          inventoryNew,
+          '--limit',
+          'up',
+          '--from',
+          backups,
+          '--force',
+          '--dry-run',
+          '--json',
+        ])
+        expect(plan.code, cliOutput(plan)).toBe(0)
+        const planned = JSON.parse(plan.stdout) as RestoreReport
+        expect(planned.status).toBe('planned')
+        expect(planned.route).toEqual({ from: OLD, to: NEWEST })
+        expect(planned.steps.map((s) => s.action)).toEqual([
+          'install-old',
+          'stop',
+          'signing-key',
+          'secrets',
+          'database',
+          'media',
+          'start-old',
+          'apply',
+        ])
+        expect(planned.steps[0]!.summary).toContain(`install Synapse ${OLD} side by side in /opt/venvs/matrix-synapse-${OLD}`)
+        expect(planned.steps.at(-1)!.details!.join('\n')).toMatch(
+          new RegExp(
+            `pg_dump .*${restoreDump.replace(/\./g, '\\.')}[^]*switch /opt/venvs/matrix-synapse -> /opt/venvs/matrix-synapse-${NEWEST}`,
+          ),
+        )
+        expect(await serving()).toBe(NEWEST)
+
+        const r = await runCli(['restore', '--inventory', inventoryNew, '--limit', 'up', '--from', backups, '--force', '--json'], {
+          timeoutMs: 45 * 60_000,
+        })
+        expect(r.code, cliOutput(r)).toBe(0)
+        const done = JSON.parse(r.stdout) as RestoreReport
+        expect(done.status, done.error).toBe('restored')
+        expect(done.steps.map((s) => s.summary)).toEqual(planned.steps.map((s) => s.summary))
+        // OLD installed beside NEWEST while NEWEST served, started on the data (a switch to its venv), then the inventory's upgrade with its dump.
+        const installedOld = done.older![0]!.hosts[0]!.tasks.flatMap((t) => t.changes)
+        expect(installedOld.map((c) => c.summary).join('\n')).toContain(
+          `install matrix-synapse ${OLD} into /opt/venvs/matrix-synapse-${OLD}`,
+        )
+        const releaseOf = (rep: NonNullable<RestoreReport['apply']>) =>
+          rep.hosts[0]!.tasks.find((t) => t.task === 'synapse')!.changes.find(
+            (c) => c.resource === 'synapse-release:/opt/venvs/matrix-synapse',
+          )
+        const first = releaseOf(done.older!.at(-1)!)
+        expect(first?.performed?.find((p) => p.kind === 'switch')?.target).toBe(`/opt/venvs/matrix-synapse-${OLD}`)
+        const upgrade = releaseOf(done.apply!)!
+        expect(upgrade.summary).toMatch(new RegExp(`upgrade Synapse ${OLD.replace(/\./g, '\\.')} -> ${NEWEST.replace(/\./g, '\\.')}`))
+        expect(upgrade.performed!.filter((p) => p.status === 'failed')).toEqual([])
+        // The dump the plan named (the next free name: see restoreDump).
+        const dumped = upgrade.performed!.find((p) => p.kind === 'backup')
+        expect(dumped?.status).toBe('done')
+        expect(planned.steps.at(-1)!.details![0]).toContain(`to ${dumped!.target} and the signing key`)
+        expect(dumped!.target).toBe(restoreDump)
+        expect(await serving()).toBe(NEWEST)
+        for (const unit of ['matrix-synapse.service', ...WORKERS])
+          expect((await hs.exec(`systemctl is-active ${unit}`)).stdout.trim(), unit).toBe('active')
+      },
+      50 * 60_000,
+    )
+
+    it('the data is readable by a client, the access token from before works, check passes, a second run changes nothing', async () => {
+      const carol = client()
+      carol.token = token
+      const who = await carol.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')
+      expect(who.status, who.text).toBe(200)
+      expect(who.json.user_id).toBe('@carol:up.test')
+      const bodies = await roomBodies(carol, roomId)
+      for (const m of messages) expect(bodies).toContain(m)
+      expect(bodies).not.toContain('written after the backup')
+      for (const m of media) {
+        const dl = await downloadMedia(carol, m.mxc)
+        expect(dl.status).toBe(200)
+        expect(sha256(dl.body)).toBe(m.sha256)
+      }
+      const fresh = client()
+      await fresh.login('carol', PASSWORD)
+      // The data the restore replaced is kept, not dropped.
+      expect(
+        await hs.exec(`runuser -u postgres -- psql -XAtc "select datname from pg_database where datname like 'synapse_replaced_%'"`),
+      ).toMatchObject({
+        stdout: expect.stringContaining('synapse_replaced_1') as string,
+      })
+      const check = await runCli(['check', '--inventory', inventoryNew])
+      expect(check.code, cliOutput(check)).toBe(0)
+      const again = await runCli(['--inventory', inventoryNew])
+      expect(again.code, cliOutput(again)).toBe(0)
+      expect(again.stdout).toContain('up: no changes')
+    })
   })
 })
