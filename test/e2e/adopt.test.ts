@@ -12,7 +12,7 @@ import { runCli } from '../support/cli.js'
 import { buildGuideHost, guideImage, guideWheelhouse, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
-import { MatrixClient } from '../support/matrix-client.js'
+import { MatrixClient, roomBodies } from '../support/matrix-client.js'
 
 const SERVER = 'guide.test'
 const PUBLIC = 'matrix.guide.test'
@@ -45,11 +45,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
   let inventory: string
   let ca: string
   const started = Date.now()
-  const client = (token?: string) => {
-    const c = new MatrixClient({ port: hs.port(443), hostname: PUBLIC, ca })
-    c.token = token
-    return c
-  }
+  const client = (token?: string) => new MatrixClient({ port: hs.port(443), hostname: PUBLIC, ca, token })
   // What a run must not touch before adoption (the host lock's own files aside).
   const state = async () =>
     (
@@ -62,7 +58,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const [wheelhouse, suite] = await Promise.all([guideWheelhouse(), guideImage()])
     env = await startHosts(['guide'], { suite, ports: [443], aliases: { guide: [SERVER, PUBLIC] } })
     hs = env.get('guide')
-    guide = await buildGuideHost(hs, { serverName: SERVER, publicHost: PUBLIC, wheelhouse: wheelhouse.dir })
+    guide = await buildGuideHost(hs, { serverName: SERVER, publicHost: PUBLIC, install: { method: 'pip', wheelhouse: wheelhouse.dir } })
     ca = guide.ca
     inventory = await writeTestInventory(env, [{ name: 'guide', roles: ['postgres', 'redis', 'synapse', 'workers', 'apache'] }], {
       serverName: SERVER,
@@ -171,16 +167,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     const whoami = await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')
     expect(whoami.status, whoami.text).toBe(200)
     expect(whoami.json.user_id).toBe(`@alice:${SERVER}`)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
-    )
-    expect(messages.status).toBe(200)
-    const bodies = messages.json.chunk
-      .filter((e) => e.type === 'm.room.message')
-      .map((e) => e.content.body)
-      .reverse()
-    expect(bodies).toEqual(guide.messages)
+    expect((await roomBodies(alice, guide.roomId)).filter((b) => b !== undefined).reverse()).toEqual(guide.messages)
     const mxc = guide.mediaUri.replace('mxc://', '')
     const media = await alice.raw('GET', `/_matrix/media/v3/download/${mxc}`)
     expect(media.status).toBe(200)
@@ -243,16 +230,7 @@ describe.skipIf(!inject('docker'))('adopting a homeserver built by hand from the
     for (const u of guide.users) await client().login(u.name, u.password)
     const alice = client(guide.token)
     expect((await alice.call('GET', '/_matrix/client/v3/account/whoami')).status).toBe(200)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
-    )
-    expect(
-      messages.json.chunk
-        .filter((e) => e.type === 'm.room.message')
-        .map((e) => e.content.body)
-        .reverse(),
-    ).toEqual(guide.messages)
+    expect((await roomBodies(alice, guide.roomId)).filter((b) => b !== undefined).reverse()).toEqual(guide.messages)
     const media = await alice.raw('GET', `/_matrix/media/v3/download/${guide.mediaUri.replace('mxc://', '')}`)
     expect(createHash('sha256').update(media.body).digest('hex')).toBe(guide.mediaSha256)
     expect((await hs.exec(`sha256sum ${KEY} | cut -d' ' -f1`)).stdout.trim()).toBe(guide.signingKeySha256)

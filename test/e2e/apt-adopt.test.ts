@@ -2,11 +2,10 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { buildSignedAptRepoFromDebs, serveOnLoopback, upstreamVersion, type SynapseDebRepo } from '../support/apt-repo.js'
 import { runCli } from '../support/cli.js'
-import { guideImage } from '../support/guide-host.js'
-import { buildPackageGuideHost, type PackageGuideHost } from '../support/guide-package-host.js'
+import { buildGuideHost, guideImage, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { writeTestInventory } from '../support/inventory.js'
-import { MatrixClient } from '../support/matrix-client.js'
+import { MatrixClient, roomBodies } from '../support/matrix-client.js'
 
 const SERVER = 'pkgguide.test'
 const PUBLIC = 'matrix.pkgguide.test'
@@ -29,25 +28,21 @@ interface JsonReport {
 
 /**
  * The guide's own install path taken over: a server built by hand from the real matrix-synapse-py3
- * package (test/support/guide-package-host.ts) is adopted with install: apt, a second run changes
+ * package (test/support/guide-host.ts, install: apt) is adopted with install: apt, a second run changes
  * nothing, and the next version comes through the inventory in the upgrade order.
  */
 describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from the matrix-synapse-py3 package', () => {
   let env: TestHosts
   let hs: TestHost
   let repo: SynapseDebRepo
-  let guide: PackageGuideHost
+  let guide: GuideHost
   let url: string
   let OLD: string
   let NEW: string
   /** The CA clients trust: the guide's self-signed certificate, then the one the adoption makes. */
   let ca: string
   const started = Date.now()
-  const client = (token?: string) => {
-    const c = new MatrixClient({ port: hs.port(443), hostname: PUBLIC, ca })
-    c.token = token
-    return c
-  }
+  const client = (token?: string) => new MatrixClient({ port: hs.port(443), hostname: PUBLIC, ca, token })
   const inventoryFor = (version: string) =>
     writeTestInventory(
       env,
@@ -74,12 +69,8 @@ describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from t
     expect(whoami.json.user_id, whoami.text).toBe(`@alice:${SERVER}`)
     const bob = client()
     await bob.login('bob', guide.users[1]!.password)
-    const read = await bob.call<{ chunk: { content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
-    )
-    expect(read.status, read.text).toBe(200)
-    for (const m of guide.messages) expect(read.json.chunk.map((e) => e.content.body)).toContain(m)
+    const read = await roomBodies(bob, guide.roomId)
+    for (const m of guide.messages) expect(read).toContain(m)
     expect((await hs.exec(`sha256sum ${KEY} | cut -d' ' -f1`)).stdout.trim()).toBe(guide.signingKeySha256)
   }
 
@@ -91,7 +82,11 @@ describe.skipIf(!inject('docker'))('adopting a homeserver the guide built from t
     OLD = upstreamVersion(repo.versions.at(-2)!)
     NEW = upstreamVersion(repo.versions.at(-1)!)
     url = await serveOnLoopback(hs, repo)
-    guide = await buildPackageGuideHost(hs, { serverName: SERVER, publicHost: PUBLIC, repo, url, debVersion: repo.versions.at(-2)! })
+    guide = await buildGuideHost(hs, {
+      serverName: SERVER,
+      publicHost: PUBLIC,
+      install: { method: 'apt', repo, url, debVersion: repo.versions.at(-2)! },
+    })
     ca = guide.ca
     console.log(`package guide host built in ${((Date.now() - started) / 1000).toFixed(0)} s`)
   })

@@ -43,11 +43,8 @@ describe.skipIf(!inject('docker'))('moving a homeserver onto a NEW spread over t
     REPLICATION: 'spread-repl-0123456789',
   }
   const started = Date.now()
-  const client = (host: TestHost, token?: string) => {
-    const c = new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca: host === oldHost ? guide.ca : ca })
-    c.token = token
-    return c
-  }
+  const client = (host: TestHost, token?: string) =>
+    new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca: host === oldHost ? guide.ca : ca, token })
   const active = async (h: TestHost, units: string[]) =>
     (await h.exec(`systemctl is-active ${units.join(' ')}; true`)).stdout.trim().split('\n')
 
@@ -61,7 +58,11 @@ describe.skipIf(!inject('docker'))('moving a homeserver onto a NEW spread over t
     oldHost = oldEnv.get('old')
     newHost = newEnv.get('new')
     newDb = newEnv.get('newdb')
-    guide = await buildGuideHost(oldHost, { serverName: SERVER, publicHost: PUBLIC, wheelhouse: oldWheels.dir, instanceMap: true })
+    guide = await buildGuideHost(oldHost, {
+      serverName: SERVER,
+      publicHost: PUBLIC,
+      install: { method: 'pip', wheelhouse: oldWheels.dir, instanceMap: true },
+    })
     const alice = client(oldHost, guide.token)
     media.push({ uri: guide.mediaUri, sha256: guide.mediaSha256 })
     for (let i = 0; i < 3; i++) {

@@ -9,7 +9,7 @@ import { runCli } from '../support/cli.js'
 import { buildGuideHost, type GuideHost } from '../support/guide-host.js'
 import { startHosts, type TestHost, type TestHosts } from '../support/hosts.js'
 import { provision, writeTestInventory } from '../support/inventory.js'
-import { MatrixClient } from '../support/matrix-client.js'
+import { MatrixClient, roomBodies } from '../support/matrix-client.js'
 import { moveArtifacts, writeMoveInventory } from '../support/move-setup.js'
 import { debian13Suite } from '../support/suites.js'
 import { until } from '../support/wait.js'
@@ -47,11 +47,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
   let oldCounts: string
   const media: { uri: string; sha256: string }[] = []
   const started = Date.now()
-  const client = (host: TestHost, ca: string, token?: string) => {
-    const c = new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca })
-    c.token = token
-    return c
-  }
+  const client = (host: TestHost, ca: string, token?: string) => new MatrixClient({ port: host.port(443), hostname: PUBLIC, ca, token })
   const countsSql = `SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM access_tokens)`
   const oldDbCounts = async () => (await oldHost.exec(`runuser -u postgres -- psql -At -d synapse -c "${countsSql}"`)).stdout.trim()
   const unitStates = async (h: TestHost) => (await h.exec(`systemctl is-active ${OLD_UNITS.join(' ')}; true`)).stdout.trim().split('\n')
@@ -99,7 +95,11 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
       expect(reg.exitCode, reg.output).toBe(0)
     })()
     thirdReady.catch(() => undefined) // awaited below; a failure meanwhile is not an unhandled rejection
-    guide = await buildGuideHost(oldHost, { serverName: SERVER, publicHost: PUBLIC, wheelhouse: oldWheels.dir, instanceMap: true })
+    guide = await buildGuideHost(oldHost, {
+      serverName: SERVER,
+      publicHost: PUBLIC,
+      install: { method: 'pip', wheelhouse: oldWheels.dir, instanceMap: true },
+    })
     // What the guide host lacks: an encrypted room with an encrypted event, more media.
     const alice = client(oldHost, guide.ca, guide.token)
     const room = await alice.call<{ room_id: string }>('POST', '/_matrix/client/v3/createRoom', {
@@ -234,16 +234,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     }
     const alice = client(newHost, ca, guide.token)
     expect((await alice.call<{ user_id: string }>('GET', '/_matrix/client/v3/account/whoami')).json.user_id).toBe(`@alice:${SERVER}`)
-    const messages = await alice.call<{ chunk: { type: string; content: { body?: string } }[] }>(
-      'GET',
-      `/_matrix/client/v3/rooms/${encodeURIComponent(guide.roomId)}/messages?dir=b&limit=50`,
-    )
-    expect(
-      messages.json.chunk
-        .filter((e) => e.type === 'm.room.message')
-        .map((e) => e.content.body)
-        .reverse(),
-    ).toEqual(guide.messages)
+    expect((await roomBodies(alice, guide.roomId)).filter((b) => b !== undefined).reverse()).toEqual(guide.messages)
     const state = await alice.call<{ algorithm: string }>(
       'GET',
       `/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoom)}/state/m.room.encryption/`,
@@ -272,11 +263,7 @@ describe.skipIf(!inject('docker'))('moving a homeserver to a new machine', () =>
     const keyFile = (await oldHost.exec(`cat ${OLD_KEY}`)).stdout.trim().split(/\s+/)
     const keyId = `ed25519:${keyFile[1]}`
     const { signingKeyIdentity } = await import('../../src/resources/homeserver-state.js')
-    const thirdClient = (token?: string) => {
-      const c = new MatrixClient({ port: third.port(443), hostname: `matrix.${THIRD}`, ca })
-      c.token = token
-      return c
-    }
+    const thirdClient = (token?: string) => new MatrixClient({ port: third.port(443), hostname: `matrix.${THIRD}`, ca, token })
     const alice = client(newHost, ca, guide.token)
     const carol = thirdClient()
     await carol.login('carol', 'pw-carol-123456')

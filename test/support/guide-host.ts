@@ -18,10 +18,18 @@
  * - `daemonize: true` under the package's Type=notify unit fails to start (the parent exits before
  *   READY=1); the admin's fix, kept here, is a drop-in with Type=forking and the pid file.
  * - Apache: reverse_proxy.md's vhost with the guide's federation ProxyPass list in front, self-signed TLS.
+ *
+ * With `install: { method: 'apt' }` the guide's own install path instead, with the REAL matrix-synapse-py3
+ * package: the repository's keyring and source written by hand, debconf's two questions preseeded, a
+ * plain `apt-get install` (its postinst starts main on the package's SQLite configuration: a stray
+ * homeserver.db), the package's homeserver.yaml edited in place (database, 127.0.0.1 only, the
+ * replication and metrics listeners, Redis, instance_map: Synapse 1.88 removed worker_replication_*), the
+ * guide's two workers in today's form, upstream's worker units reading conf.d (server_name lives there).
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
+import type { SignedAptRepo } from './apt-repo.js'
 import { synapseWheelhouse } from './artifacts.js'
 import { targetImage } from './docker.js'
 import { startHosts } from './hosts.js'
@@ -136,6 +144,12 @@ function toInstanceMap(yaml: string, name: string): string {
   return kept.some((l) => l.startsWith('worker_name:')) ? kept.join('\n') : [kept[0], `worker_name: ${name}`, ...kept.slice(1)].join('\n')
 }
 
+/** The same file as a package-era admin writes it: instance_map's form, generic_worker, bind_addresses. */
+const todayForm = (yaml: string, name: string) =>
+  toInstanceMap(yaml, name)
+    .replace(/^worker_app: .*$/m, 'worker_app: synapse.app.generic_worker')
+    .replace(/bind_address: '127\.0\.0\.1'/g, "bind_addresses: ['127.0.0.1']")
+
 /** The guide's Federation Reader ProxyPass list, verbatim. */
 export const GUIDE_FEDERATION_PATHS = [
   '/_matrix/federation/v1/send/',
@@ -183,8 +197,11 @@ SyslogIdentifier=matrix-synapse
 WantedBy=multi-user.target
 `
 
-/** upstream docs/systemd-with-workers (2021), which the guide links for starting the workers. */
-const WORKER_UNIT = `[Unit]
+/**
+ * upstream docs/systemd-with-workers (2021), which the guide links for starting the workers; the
+ * package's host adds conf.d to the worker's configuration (the package keeps server_name there).
+ */
+const workerUnit = (confD: boolean) => `[Unit]
 Description=Synapse %i
 AssertPathExists=/etc/matrix-synapse/workers/%i.yaml
 # This service should be restarted when the synapse target is restarted.
@@ -200,7 +217,7 @@ NotifyAccess=main
 User=matrix-synapse
 WorkingDirectory=/var/lib/matrix-synapse
 EnvironmentFile=-/etc/default/matrix-synapse
-ExecStart=${VENV}/bin/python -m synapse.app.generic_worker --config-path=/etc/matrix-synapse/homeserver.yaml --config-path=/etc/matrix-synapse/workers/%i.yaml
+ExecStart=${VENV}/bin/python -m synapse.app.generic_worker --config-path=/etc/matrix-synapse/homeserver.yaml${confD ? ' --config-path=/etc/matrix-synapse/conf.d/' : ''} --config-path=/etc/matrix-synapse/workers/%i.yaml
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=3
@@ -209,7 +226,7 @@ SyslogIdentifier=matrix-synapse-%i
 [Install]
 WantedBy=matrix-synapse.target
 `
-export const TARGET_UNIT = `[Unit]
+const TARGET_UNIT = `[Unit]
 Description=Synapse parent target
 After=network.target
 
@@ -217,7 +234,7 @@ After=network.target
 WantedBy=multi-user.target
 `
 
-export function guideVhost(serverName: string, publicHost: string): string {
+function guideVhost(serverName: string, publicHost: string): string {
   const fed = GUIDE_FEDERATION_PATHS.map((p) => `    ProxyPass "${p}" "http://127.0.0.1:32902${p}" nocanon`).join('\n')
   return `<VirtualHost *:443>
     SSLEngine on
@@ -250,49 +267,66 @@ ${fed}
 `
 }
 
-/**
- * Build the guide's homeserver on `host` (a fresh target container with port 443 mapped) and fill it
- * with two users, a room with messages and an uploaded file, through the client API over Apache.
- */
-export async function buildGuideHost(
-  host: TestHost,
-  opts: { serverName: string; publicHost: string; wheelhouse: string; instanceMap?: boolean },
-): Promise<GuideHost> {
-  const step = (what: string) => console.log(`[guide host] ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
-  const t0 = Date.now()
-  const { serverName, publicHost } = opts
-  const dbPassword = `guide-db-${randomBytes(6).toString('hex')}`
+/** How the guide's Synapse gets onto the host. */
+export type GuideInstall =
+  /** Synapse 1.87.0 with pip into the package's venv and layout, from its release-date wheelhouse; `instanceMap`: its workers converted by hand for 1.88+. */
+  | { method: 'pip'; wheelhouse: string; instanceMap?: boolean }
+  /** The real matrix-synapse-py3 package of `debVersion`, from `repo` served at `url` (the host was started from guideImage()). */
+  | { method: 'apt'; repo: SignedAptRepo; url: string; debVersion: string }
 
-  // 1. Packages (Synapse's from packages.matrix.org replaced by pip below), 2. Postgres, plus Apache and
-  // Redis: already in the host's image when it was started from guideImage().
-  await sh(
-    host,
-    `dpkg -s ${GUIDE_PACKAGES.join(' ')} >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null; }`,
-    'apt-get install',
-  )
+/** homeserver.yaml's generated SQLite block replaced by the guide's Postgres one (`indent`: the generated file's). */
+const databaseBlock = (password: string, indent: string) =>
+  `database:\n${indent}name: psycopg2\n${indent}args:\n${[
+    'user: synapse_user',
+    `password: ${password}`,
+    'database: synapse',
+    'host: localhost',
+    'cp_min: 5',
+    'cp_max: 10',
+  ]
+    .map((l) => `${indent}${indent}${l}\n`)
+    .join('')}`
 
-  step('packages installed')
-  // The package's layout and virtualenv, from the release-date wheelhouse.
-  await host.container.copyDirectoriesToContainer([{ source: opts.wheelhouse, target: '/root/synapse-wheels' }])
-  await sh(
-    host,
-    `adduser --quiet --system --group --home /var/lib/matrix-synapse --no-create-home matrix-synapse
+/** Synapse installed and configured the guide's way; the database, Redis and homeserver.yaml edits are the method's. */
+async function installSynapse(host: TestHost, install: GuideInstall, serverName: string, dbPassword: string): Promise<void> {
+  if (install.method === 'pip') {
+    // 1. Packages (Synapse's from packages.matrix.org replaced by pip below), 2. Postgres, plus Apache and
+    // Redis: already in the host's image when it was started from guideImage().
+    await sh(
+      host,
+      `dpkg -s ${GUIDE_PACKAGES.join(' ')} >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null; }`,
+      'apt-get install',
+    )
+    // The package's layout and virtualenv, from the release-date wheelhouse.
+    await host.container.copyDirectoriesToContainer([{ source: install.wheelhouse, target: '/root/synapse-wheels' }])
+    await sh(
+      host,
+      `adduser --quiet --system --group --home /var/lib/matrix-synapse --no-create-home matrix-synapse
 install -d -o matrix-synapse -g matrix-synapse -m 0755 /etc/matrix-synapse /var/lib/matrix-synapse /var/log/matrix-synapse
 install -d -m 0755 /etc/matrix-synapse/conf.d
 python3 -m venv ${VENV}
 ${VENV}/bin/pip install -q --disable-pip-version-check --no-index --no-deps --require-hashes --find-links /root/synapse-wheels -r /root/synapse-wheels/requirements.txt`,
-    'pip install of Synapse',
-  )
-  // --generate-config, as the package's postinst and INSTALL.md make it: secrets inside, key named after the server.
-  await sh(
-    host,
-    `cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${VENV}/bin/python -m synapse.app.homeserver --server-name ${serverName} --report-stats=no --generate-config --config-path /etc/matrix-synapse/homeserver.yaml --config-directory /etc/matrix-synapse --data-directory /var/lib/matrix-synapse
+      'pip install of Synapse',
+    )
+    // --generate-config, as the package's postinst and INSTALL.md make it: secrets inside, key named after the server.
+    await sh(
+      host,
+      `cd /var/lib/matrix-synapse && runuser -u matrix-synapse -- ${VENV}/bin/python -m synapse.app.homeserver --server-name ${serverName} --report-stats=no --generate-config --config-path /etc/matrix-synapse/homeserver.yaml --config-directory /etc/matrix-synapse --data-directory /var/lib/matrix-synapse
 printf '%s\\n' '# This file is autogenerated, and will be recreated on upgrade if it is deleted.' '# Any changes you make will be preserved.' '' 'server_name: ${serverName}' > /etc/matrix-synapse/conf.d/server_name.yaml
 printf '%s\\n' '# This file is autogenerated, and will be recreated on upgrade if it is deleted.' '# Any changes you make will be preserved.' '' 'report_stats: false' > /etc/matrix-synapse/conf.d/report_stats.yaml`,
-    'synapse --generate-config',
-  )
-
-  step('Synapse installed and configured')
+      'synapse --generate-config',
+    )
+  } else {
+    await sh(
+      host,
+      `install -m 0644 /srv/repo/${install.repo.keyringGpg.replace(/^.*\//, '')} /usr/share/keyrings/matrix-org-archive-keyring.gpg
+echo "deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] ${install.url} ${install.repo.suite} main" > /etc/apt/sources.list.d/matrix-org.list
+apt-get update -q -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/matrix-org.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 >/dev/null
+printf '%s\\n' 'matrix-synapse-py3 matrix-synapse/server-name string ${serverName}' 'matrix-synapse-py3 matrix-synapse/report-stats boolean false' | debconf-set-selections
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q matrix-synapse-py3=${install.debVersion} >/dev/null 2>&1`,
+      'the guide: repository, apt-get install matrix-synapse-py3',
+    )
+  }
   // 3. Postgres as the guide has it: createuser --pwprompt synapse_user, CREATE DATABASE synapse ...
   await sh(
     host,
@@ -304,23 +338,10 @@ SQL`,
   )
   // homeserver.yaml edited in place: the guide's database block replaces the generated SQLite one,
   // the replication listener joins the listener list, Redis and the main process's worker settings.
-  await sh(
-    host,
-    `python3 - <<'PY'
-import re
-p = '/etc/matrix-synapse/homeserver.yaml'
-t = open(p).read()
-t = re.sub(r'^database:\\n(?:[ ].*\\n)+', '''database:
-    name: psycopg2
-    args:
-        user: synapse_user
-        password: ${dbPassword}
-        database: synapse
-        host: localhost
-        cp_min: 5
-        cp_max: 10
-''', t, flags=re.M)
-# No IPv6 loopback in the test containers: the listener binds 127.0.0.1 only, as reverse_proxy.md advises.
+  // No IPv6 loopback in the test containers: the listeners bind 127.0.0.1 only, as reverse_proxy.md advises.
+  const edits =
+    install.method === 'pip'
+      ? `t = re.sub(r'^database:\\n(?:[ ].*\\n)+', '''${databaseBlock(dbPassword, '    ')}''', t, flags=re.M)
 t = t.replace("bind_addresses: ['::1', '127.0.0.1']", "bind_addresses: ['127.0.0.1']")
 t = t.replace('listeners:\\n', '''listeners:
   - port: 32993
@@ -341,43 +362,134 @@ daemonize: true
 # disable federation sending here, use worker for it
 send_federation: false
 '''${
-      opts.instanceMap
-        ? `
+          install.instanceMap
+            ? `
 t += '''instance_map:
   main:
     host: 127.0.0.1
     port: 32993
 '''`
-        : ''
-    }
+            : ''
+        }`
+      : `t = re.sub(r'^database:\\n(?:[ ].*\\n)+', '''${databaseBlock(dbPassword, '  ')}''', t, flags=re.M)
+t = t.replace('    - ::1\\n', '')
+# The replication listener, and the metrics one of the guide's monitoring section.
+t = t.replace('listeners:\\n', '''listeners:
+  - port: 32993
+    bind_addresses: ['127.0.0.1']
+    type: http
+    resources:
+      - names: [replication]
+  - port: 32982
+    bind_addresses: ['127.0.0.1']
+    type: metrics
+''', 1)
+t += '''
+# redis pub/sub main -> worker
+redis:
+  enabled: true
+  port: 32992
+instance_map:
+  main:
+    host: 127.0.0.1
+    port: 32993
+enable_metrics: true
+send_federation: false
+federation_sender_instances: [federation_sender]
+'''`
+  await sh(
+    host,
+    `python3 - <<'PY'
+import re
+p = '/etc/matrix-synapse/homeserver.yaml'
+t = open(p).read()
+${edits}
 open(p, 'w').write(t)
 PY
 sed -i 's/^port 6379$/port 32992/' /etc/redis/redis.conf && systemctl restart redis-server`,
     'edit homeserver.yaml and redis.conf',
   )
+}
+
+/** The guide's two workers as this install has them. */
+function workerFiles(install: GuideInstall): [string, string][] {
+  const [reader, sender] =
+    install.method === 'apt'
+      ? [todayForm(FEDERATION_READER_YAML, 'federation_reader'), todayForm(FEDERATION_SENDER_YAML, 'federation_sender')]
+      : install.instanceMap
+        ? [toInstanceMap(FEDERATION_READER_YAML, 'federation_reader'), toInstanceMap(FEDERATION_SENDER_YAML, 'federation_sender')]
+        : [FEDERATION_READER_YAML, FEDERATION_SENDER_YAML]
+  return [
+    ['/etc/matrix-synapse/workers/federation_reader.yaml', reader],
+    ['/etc/matrix-synapse/workers/federation_sender.yaml', sender],
+  ]
+}
+
+/** Two users: pip's 1.87 reads the generated shared secret (and has no --password-file); the package's config has none, so a bootstrap one in conf.d, removed after. */
+async function registerUsers(host: TestHost, install: GuideInstall, users: { name: string; password: string }[]): Promise<void> {
+  const admin = (u: { name: string }) => (u.name === 'alice' ? '--admin' : '--no-admin')
+  const restartMain = `systemctl restart matrix-synapse.service && for i in $(seq 120); do curl -sf http://127.0.0.1:8008/health >/dev/null && break; sleep 1; done; curl -sf http://127.0.0.1:8008/health`
+  if (install.method === 'pip') {
+    // A test password on the command line of a test container.
+    for (const u of users)
+      await sh(
+        host,
+        `${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} -p '${u.password}' ${admin(u)} http://127.0.0.1:8008`,
+        `register ${u.name}`,
+      )
+    return
+  }
+  await sh(
+    host,
+    `printf 'registration_shared_secret: guide-bootstrap\\n' > /etc/matrix-synapse/conf.d/zz-bootstrap.yaml && ${restartMain}`,
+    'bootstrap secret',
+  )
+  for (const u of users)
+    await sh(
+      host,
+      `printf '%s' '${u.password}' | ${VENV}/bin/register_new_matrix_user -k guide-bootstrap -u ${u.name} --password-file /dev/stdin ${admin(u)} http://127.0.0.1:8008`,
+      `register ${u.name}`,
+    )
+  await sh(host, `rm /etc/matrix-synapse/conf.d/zz-bootstrap.yaml && ${restartMain}`, 'bootstrap secret removed')
+}
+
+/**
+ * Build the guide's homeserver on `host` (a target container with port 443 mapped; for apt, started from
+ * guideImage() and serving the repository) and fill it with two users, a room with messages and an
+ * uploaded file, through the client API over Apache.
+ */
+export async function buildGuideHost(
+  host: TestHost,
+  opts: { serverName: string; publicHost: string; install: GuideInstall },
+): Promise<GuideHost> {
+  const step = (what: string) => console.log(`[guide host] ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+  const t0 = Date.now()
+  const { serverName, publicHost, install } = opts
+  const dbPassword = `guide-db-${randomBytes(6).toString('hex')}`
+  await installSynapse(host, install, serverName, dbPassword)
+  step(`Synapse installed (${install.method}) and configured`)
 
   // Workers, units, Apache.
   const files: [string, string][] = [
-    [
-      '/etc/matrix-synapse/workers/federation_reader.yaml',
-      opts.instanceMap ? toInstanceMap(FEDERATION_READER_YAML, 'federation_reader') : FEDERATION_READER_YAML,
-    ],
-    [
-      '/etc/matrix-synapse/workers/federation_sender.yaml',
-      opts.instanceMap ? toInstanceMap(FEDERATION_SENDER_YAML, 'federation_sender') : FEDERATION_SENDER_YAML,
-    ],
-    ['/lib/systemd/system/matrix-synapse.service', DEBIAN_UNIT],
-    [
-      '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf',
-      '[Service]\nType=forking\nPIDFile=/var/lib/matrix-synapse/homeserver.pid\n',
-    ],
-    ['/etc/systemd/system/matrix-synapse-worker@.service', WORKER_UNIT],
+    ...workerFiles(install),
+    // pip: the Debian package's unit, as the package would have put it, and the admin's daemonize drop-in.
+    ...(install.method === 'pip'
+      ? ([
+          ['/lib/systemd/system/matrix-synapse.service', DEBIAN_UNIT],
+          [
+            '/etc/systemd/system/matrix-synapse.service.d/daemonize.conf',
+            '[Service]\nType=forking\nPIDFile=/var/lib/matrix-synapse/homeserver.pid\n',
+          ],
+        ] as [string, string][])
+      : []),
+    ['/etc/systemd/system/matrix-synapse-worker@.service', workerUnit(install.method === 'apt')],
     ['/etc/systemd/system/matrix-synapse.target', TARGET_UNIT],
     [`/etc/apache2/sites-available/${publicHost}.conf`, guideVhost(serverName, publicHost)],
     [`/var/www/${serverName}/.well-known/matrix/server`, JSON.stringify({ 'm.server': `${publicHost}:443` })],
     [`/var/www/${serverName}/.well-known/matrix/client`, JSON.stringify({ 'm.homeserver': { base_url: `https://${publicHost}` } })],
   ]
   await host.container.copyContentToContainer(files.map(([target, content]) => ({ target, content, mode: 0o644 })))
+  // restart: the package's postinst started main already (on its SQLite configuration).
   await sh(
     host,
     `chmod 0755 /etc/matrix-synapse/workers
@@ -385,10 +497,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=${publicHost} -add
 a2enmod -q ssl proxy proxy_http headers && a2ensite -q ${publicHost}
 systemctl daemon-reload
 systemctl enable -q matrix-synapse.service matrix-synapse-worker@federation_reader.service matrix-synapse-worker@federation_sender.service matrix-synapse.target
-systemctl start matrix-synapse.service
+systemctl restart matrix-synapse.service
 systemctl start matrix-synapse-worker@federation_reader.service matrix-synapse-worker@federation_sender.service
 systemctl reload apache2
-for i in $(seq 1 60); do curl -sf http://127.0.0.1:8008/health >/dev/null && curl -sf http://127.0.0.1:32902/health >/dev/null && break; sleep 1; done
+for i in $(seq 1 120); do curl -sf http://127.0.0.1:8008/health >/dev/null && curl -sf http://127.0.0.1:32902/health >/dev/null && break; sleep 1; done
 curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`,
     'start Synapse, workers and Apache',
   )
@@ -400,14 +512,7 @@ curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`
     { name: 'alice', password: `alice-${randomBytes(6).toString('hex')}` },
     { name: 'bob', password: `bob-${randomBytes(6).toString('hex')}` },
   ]
-  for (const u of users) {
-    // 1.87 has no --password-file (a test password on the command line of a test container).
-    await sh(
-      host,
-      `${VENV}/bin/register_new_matrix_user -c /etc/matrix-synapse/homeserver.yaml -u ${u.name} -p '${u.password}' ${u.name === 'alice' ? '--admin' : '--no-admin'} http://127.0.0.1:8008`,
-      `register ${u.name}`,
-    )
-  }
+  await registerUsers(host, install, users)
   const alice = new MatrixClient({ port: host.port(443), hostname: publicHost, ca })
   await alice.login('alice', users[0]!.password)
   const bob = new MatrixClient({ port: host.port(443), hostname: publicHost, ca })
@@ -432,9 +537,9 @@ curl -sf http://127.0.0.1:8008/health && curl -sf http://127.0.0.1:32902/health`
   const media = randomBytes(1_100_000)
   const uploaded = await alice.upload(media, 'application/octet-stream', 'guide.bin')
   step('users, room, messages and media in place')
-  const signingKeySha256 = (
-    await sh(host, `sha256sum /etc/matrix-synapse/${serverName}.signing.key | cut -d' ' -f1`, 'hash signing key')
-  ).trim()
+  // --generate-config names the key after the server; the package's postinst, homeserver.signing.key.
+  const key = install.method === 'pip' ? `${serverName}.signing.key` : 'homeserver.signing.key'
+  const signingKeySha256 = (await sh(host, `sha256sum /etc/matrix-synapse/${key} | cut -d' ' -f1`, 'hash signing key')).trim()
   return {
     serverName,
     publicHost,

@@ -3,10 +3,13 @@ import { request } from 'node:https'
 /** A Matrix client talking HTTPS to Apache through a mapped port, trusting only the given CA (no -k). */
 export class MatrixClient {
   token?: string
+  /** `target.token`: an access token to start with (one issued before, e.g. before an adoption). */
   constructor(
-    readonly target: { port: number; hostname: string; ca: string },
+    readonly target: { port: number; hostname: string; ca: string; token?: string | undefined },
     readonly host = '127.0.0.1',
-  ) {}
+  ) {
+    this.token = target.token
+  }
 
   async call<T = Record<string, unknown>>(
     method: string,
