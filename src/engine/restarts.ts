@@ -4,6 +4,7 @@ import { inWaves } from '../resources/systemd-service.js'
 import { RemoteCommandError, type Connection } from '../ssh/connection.js'
 import { joinShell, sh, type ShellCommand } from '../core/shell.js'
 import type { RestartRecord } from './report-types.js'
+import { awaitNewGeneration, readGeneration } from './reload-wait.js'
 import { PENDING_RESTARTS, STATE_DIR } from '../synapse/paths.js'
 
 /** Copies of files a validating unit watches, taken before this run (or a run that died) changed them. */
@@ -171,7 +172,8 @@ export class RestartLedger {
    * The units of one settling go together: their validations run side by side (Synapse's parser
    * takes seconds of CPU per process, and sixteen processes one after another took minutes), then
    * `systemctl restart` (and `reload`) takes them a few per call (UNITS_AT_ONCE), and systemd runs
-   * the jobs of a call side by side in the order of the units' After=. If any unit rejects its configuration, that unit's files are
+   * the jobs of a call side by side in the order of the units' After=. A reloaded unit with a
+   * generation probe is done once its new configuration serves (awaitNewGeneration). If any unit rejects its configuration, that unit's files are
    * restored as before and none of the set is restarted: the others stay due, on the host too, and
    * the next run restarts them on what is then on disk.
    */
@@ -203,12 +205,16 @@ export class RestartLedger {
     const done: RestartRecord[] = []
     for (const verb of ['restart', 'reload'] as const) {
       for (const these of inWaves(act.filter((d) => (d.target.reload ? 'reload' : 'restart') === verb).map((d) => d.unit))) {
+        // A restart's new process serves only the new files; a reload may return before they serve.
+        const probed = verb === 'reload' ? act.filter((d) => these.includes(d.unit) && d.target.generation) : []
+        const before = await Promise.all(probed.map((d) => readGeneration(this.conn, d.target.generation!)))
         const r = await this.conn.run(sh`systemctl ${verb} ${these}`, { timeoutMs: 300_000, allowFailure: true })
         if (r.code !== 0) {
           const status = await this.conn.run(sh`systemctl status --no-pager -n 20 ${these}`, { allowFailure: true })
           r.stderr += `\n${status.stdout}`
           throw new RemoteCommandError(this.conn.host, r, `${verb} ${these.join(' ')}`)
         }
+        await Promise.all(probed.map((d, i) => awaitNewGeneration(this.conn, d.unit, d.target.generation!, before[i]!)))
       }
     }
     for (const d of due) {

@@ -168,6 +168,12 @@ export interface RestartTarget {
   reload: boolean
   /** Run before a restart; when it fails, the changed watched files are restored and the task fails. */
   validate?: ShellCommand
+  /**
+   * Prints the configuration generation the running unit serves (empty when it cannot tell). A reload
+   * that only signals the unit returns before the new configuration serves (Apache's graceful): the
+   * ledger then waits until this prints a value other than before the reload.
+   */
+  generation?: ShellCommand
 }
 
 export function watches(target: RestartTarget, touched: string): boolean {

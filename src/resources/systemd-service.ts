@@ -13,6 +13,8 @@ export interface ServiceSpec {
   reload?: boolean
   /** Command that must succeed before a restart (e.g. `apache2ctl configtest`). */
   validate?: ShellCommand
+  /** See RestartTarget.generation: a reload is done once this prints a new value. */
+  generation?: ShellCommand
 }
 
 export type ServiceResource = Resource & { restartTarget: RestartTarget }
@@ -25,7 +27,13 @@ export function service(spec: ServiceSpec): ServiceResource {
   const id = `service:${spec.unit}`
   return {
     id,
-    restartTarget: { unit: spec.unit, watch: spec.watch ?? [], reload: spec.reload ?? false, validate: spec.validate },
+    restartTarget: {
+      unit: spec.unit,
+      watch: spec.watch ?? [],
+      reload: spec.reload ?? false,
+      validate: spec.validate,
+      generation: spec.generation,
+    },
     facts: () => [fact],
     plan(ctx) {
       const s = ctx.facts.get(fact)

@@ -13,7 +13,7 @@ import { directory, file, symlink } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
 import type { Connection } from '../../src/ssh/connection.js'
-import { joinShell, raw, sh } from '../../src/core/shell.js'
+import { joinShell, raw, sh, type ShellCommand } from '../../src/core/shell.js'
 import { portAvailable, supportedTarget } from '../common/checks.js'
 import { installedSynapseVersion } from '../synapse/index.js'
 import type { RenderedFile } from '../common/rendered-file.js'
@@ -196,6 +196,17 @@ function mpmRestart(v: MatrixSettings): Resource {
   })
 }
 
+/**
+ * The configuration generation of the child that answers (mod_status), read on loopback through the
+ * homeserver's vhost: `apachectl graceful` returns before the new children serve, and until then a
+ * request gets the old vhosts (Element's host answered 404 from the default vhost). Only a number is
+ * read, so the certificate is not verified (it may be changing in this very reload).
+ */
+export function serverGeneration(v: MatrixSettings): ShellCommand {
+  const port = v.apache.httpsPort
+  return sh`curl -sk --max-time 10 --resolve ${`${v.publicHost}:${port}:127.0.0.1`} ${`https://${v.publicHost}:${port}/server-status?auto`} | sed -n ${'s/^ParentServerConfigGeneration: //p'}`
+}
+
 /** Memory for the clients Apache is sized for, plus the Synapse processes of this host's worker set. */
 export function memoryForClients(ctx: TaskContext): BeforeCheck {
   const v = ctx.host.vars
@@ -277,6 +288,7 @@ export const apacheTask: Task = {
         watch: ['/etc/apache2/', 'pkg:apache2', `${TLS_DIR}/`],
         reload: true,
         validate: sh`apache2ctl configtest`,
+        generation: serverGeneration(v),
       }),
       mpmRestart(v),
       ...acmeResources(ctx),

@@ -20,9 +20,12 @@ export const APACHE_MODULES: readonly string[] = ['ssl', 'proxy', 'proxy_http', 
 /** mod_proxy_balancer and what it needs, for worker pools of more than one member. */
 export const BALANCER_MODULES: readonly string[] = ['proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm']
 
+/** mod_status: Debian's loopback-only /server-status, where a run reads which configuration serves after a reload (serverGeneration). */
+export const STATUS_MODULE = 'status'
+
 /** The modules these settings need: the balancer always, since the long-poll routes go through a capped pool. */
 export function apacheModules(_vars: MatrixSettings, _workers: boolean): readonly string[] {
-  return [...APACHE_MODULES, ...BALANCER_MODULES]
+  return [...APACHE_MODULES, ...BALANCER_MODULES, STATUS_MODULE]
 }
 
 export const SITES_AVAILABLE = '/etc/apache2/sites-available'

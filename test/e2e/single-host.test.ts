@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { pipSynapseVars, realElementRelease, synapseWheelhouse } from '../support/artifacts.js'
 import { launchChromium, skipReasonWithoutChromium } from '../support/browser.js'
@@ -334,6 +334,31 @@ describe.skipIf(!inject('docker'))('one host, full stack with workers', () => {
     expect(await startTimes()).toBe(before)
     const secrets = await readFile(inventory, 'utf8')
     expect(secrets).not.toMatch(/password:\s*['"]?\w/)
+  })
+
+  it("a reload that Apache's parent acts on late (stopped for 3 s, as on a starved host): the run waits for the new configuration before Element's after-check", async () => {
+    const element404 = `curl -s -o /dev/null -w '%{http_code}' --cacert /etc/ssl/matrix-provision/matrix.one.test.crt --resolve element.one.test:443:127.0.0.1 https://element.one.test/index.html`
+    // Element's site off again, as before the element task first enabled it, and Apache serving that.
+    await hs.exec('rm /etc/apache2/sites-enabled/element.conf && systemctl reload apache2')
+    const off = await hs.exec(`for i in $(seq 1 100); do [ "$(${element404})" = 404 ] && exit 0; sleep 0.2; done; exit 1`)
+    expect(off.exitCode, 'Apache did not drop the Element site').toBe(0)
+    // `apachectl graceful` signals the parent and returns; the parent acts when it gets the CPU.
+    const dropIn = '/etc/systemd/system/apache2.service.d/zz-late-reload.conf'
+    await hs.exec(
+      `mkdir -p ${dirname(dropIn)} && printf '%s\\n' '[Service]' 'ExecReload=' 'ExecReload=/bin/sh -c "kill -STOP $$MAINPID && systemd-run --quiet --on-active=3 --timer-property=AccuracySec=10ms /bin/kill -CONT $$MAINPID && /usr/sbin/apachectl graceful"' > ${dropIn} && systemctl daemon-reload`,
+    )
+    try {
+      const r = await provision(['--inventory', inventory, '--json'])
+      const host = jsonReport(r.stdout).hosts[0]!
+      expect(host.error ?? host.status, r.stderr).toBe('changed')
+      const elementTask = host.tasks.find((t: { task: string }) => t.task === 'element')!
+      expect(elementTask.restarts.map((x: { unit: string; action: string }) => `${x.action} ${x.unit}`)).toEqual(['reload apache2.service'])
+      expect(elementTask.checks.filter((c: { ok: boolean }) => !c.ok)).toEqual([])
+      // The next request too: the run returned once the new configuration served.
+      expect((await https('element.one.test').call('GET', '/index.html')).status).toBe(200)
+    } finally {
+      await hs.exec(`rm -f ${dropIn} && systemctl daemon-reload; kill -CONT $(cat /run/apache2/apache2.pid) 2>/dev/null; true`)
+    }
   })
 
   it('safe defaults: registration off, only TLS or redirects on public ports, and no secret in any output, command line or world-readable file', async () => {

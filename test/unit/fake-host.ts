@@ -183,6 +183,11 @@ export class FakeHost implements Connection {
   readonly unexpected: string[] = []
   /** `systemctl restart|reload <unit>` done. */
   readonly restarts: string[] = []
+  /** Apache's configuration generation (mod_status), one more per reload or restart. */
+  apacheGeneration = 1
+  /** Generation probes after a reload still answered by the old children (a graceful reload is asynchronous). */
+  apacheReloadLag = 0
+  #apacheLagLeft = 0
   /** Unit files and drop-ins written since the last `systemctl daemon-reload`. */
   readonly daemonReloadDue = new Set<string>()
   #clock = 1000
@@ -1013,6 +1018,10 @@ export class FakeHost implements Connection {
           this.#execStartPre(unit)
           this.units.get(unit)!.since = this.#clock++
         }
+        if (unit === 'apache2.service') {
+          this.apacheGeneration++
+          this.#apacheLagLeft = verb === 'reload' ? this.apacheReloadLag : 0
+        }
         this.restarts.push(`${verb} ${unit}`)
       }
     }
@@ -1236,6 +1245,13 @@ export class FakeHost implements Connection {
       this.put(`${venv}/bin/python`, '#!fake python\n', { mode: 0o755 })
       this.venvs.set(venv, dists)
       return {}
+    }
+    // The generation Apache's children serve (mod_status on loopback): the old one for a while after a reload.
+    if (/^curl -sk --max-time 10 --resolve \S+ \S+ \| sed -n '\S+ParentServerConfigGeneration: \/\/p'$/.test(cmd)) {
+      if (!this.units.get('apache2.service')?.active) return { stdout: '' }
+      if (this.#apacheLagLeft === 0) return { stdout: `${this.apacheGeneration}\n` }
+      this.#apacheLagLeft--
+      return { stdout: `${this.apacheGeneration - 1}\n` }
     }
     // The apache task's restart for a new MPM sizing.
     if (

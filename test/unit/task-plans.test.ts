@@ -450,7 +450,7 @@ describe('Debian 12, fresh host: dry run of every role (pip install from a wheel
     // curl comes with an earlier task of this plan (apt-keyring's key download): planned once, as apply installs it once.
     expect(changeOf(report, 'apt:apache2,openssl,curl').summary).toBe('install apache2 openssl')
     expect(changeOf(report, 'command:apache modules').summary).toBe(
-      'enable Apache modules ssl proxy proxy_http headers alias proxy_balancer lbmethod_byrequests slotmem_shm',
+      'enable Apache modules ssl proxy proxy_http headers alias proxy_balancer lbmethod_byrequests slotmem_shm status',
     )
     expect(changeOf(report, 'command:self-signed certificate').summary).toContain('matrix.example.org, example.org, element.example.org')
 

@@ -210,7 +210,7 @@ describe('routing from the worker set', () => {
     )
     // The long-poll routes always go through a capped pool: the balancer modules are always on.
     for (const v of [vars, oneOfEach(), matrixSettings()])
-      expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm'])
+      expect(apacheModules(v, true)).toEqual([...APACHE_MODULES, 'proxy_balancer', 'lbmethod_byrequests', 'slotmem_shm', 'status'])
   })
 
   it('long-polls cannot take every Apache thread: the sync routes go through a pool capped below the threads of a child', () => {
