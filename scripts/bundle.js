@@ -7,11 +7,11 @@
 // and compiling the bundle's source was the largest single cost of a run (bench/README.md, "third pass").
 // A verb's code is still loaded only when that verb runs: esbuild wraps each dynamically imported module in a
 // function run on first import (`__esm`), so --help runs no dependency's code.
-// ssh2 stays external: it loads its optional native crypto binding from its own directory.
+// ssh2 is bundled (and so code-cached) too; only its native parts load from its installation (ssh2NativeOutside).
 import { build } from 'esbuild'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { argv } from 'node:process'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /**
@@ -34,6 +34,23 @@ const zodEnglishOnly = {
   },
 }
 
+/**
+ * ssh2's ~30 CommonJS files, compiled from source on every run outside the code cache, were ~25 ms of a converged
+ * run. Bundled, only its native parts stay outside: the optional crypto binding is required by its path inside the
+ * installed ssh2 package (so it loads where npm built it, and ssh2 falls back to JavaScript when it was not built, as
+ * before), and cpu-features stays a package of its own.
+ */
+const ssh2NativeOutside = {
+  name: 'ssh2-native-outside',
+  setup(b) {
+    b.onResolve({ filter: /\.node$/ }, (args) => {
+      const inSsh2 = /^(.*[/\\]node_modules[/\\]ssh2)[/\\]/.exec(args.importer)
+      if (!inSsh2) return undefined
+      return { path: `ssh2/${relative(inSsh2[1], join(args.resolveDir, args.path)).split(sep).join('/')}`, external: true }
+    })
+  },
+}
+
 const launcher = fileURLToPath(new URL('./code-cache-launcher.js', import.meta.url))
 
 /**
@@ -52,8 +69,8 @@ export function bundleOptions(entry, outfile, { minifyWhitespace = true } = {}) 
     // traces. Licence comments go to <name>.cjs.LEGAL.txt.
     minifyWhitespace,
     legalComments: 'external',
-    external: ['ssh2'],
-    plugins: [zodEnglishOnly],
+    external: ['cpu-features'],
+    plugins: [zodEnglishOnly, ssh2NativeOutside],
     logLevel: 'warning',
     // The sources are ES modules: import.meta.url is the bundle's own URL (the launcher gives it __filename).
     define: { 'import.meta.url': '__mpImportMetaUrl' },

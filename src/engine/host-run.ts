@@ -94,6 +94,8 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     // Apply reads the base facts inside the lock's round trip; plans and checks take no lock.
     if (options.mode === 'apply' && !options.lockHeld) lock = await acquireLock(conn, { then: prepareProbe(BASE_FACTS) })
     const facts = lock?.facts ?? (await gatherFacts(conn, BASE_FACTS))
+    // Under the lock, the probes before the plan ride on its channel (apply's later re-reads follow its queued writes).
+    const gather = (more: Fact<unknown>[]) => (lock ? lock.gather(more, facts) : gatherFacts(conn, more, facts))
     const ownership = facts.get(hostOwnership)
     const stored = facts.get(storedSecrets)
     const today = new Date().toISOString().slice(0, 10)
@@ -107,7 +109,7 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
           : 'set up by matrix-provision: there is nothing to adopt; this is a plain run',
       )
     } else if (options.adoption) {
-      await gatherFacts(conn, options.adoption.facts, facts)
+      await gather(options.adoption.facts)
       adoption = options.adoption.analyze(facts, host, options.inventory.file)
       report.adoption = adoption.report
       if (adoption.refusals.length) {
@@ -147,11 +149,7 @@ export async function runHost(inventoryHost: HostSpec, conn: Connection, options
     // One more round trip: the facts of every resource and before-check of every task.
     const guard: BeforeCheck[] = adoption ? [] : notBuiltByHand(ownership, { inventory: options.inventory.file, host: host.name })
     const beforeChecks = prepared.map((p, i) => [...(i === 0 ? guard : []), ...(p.task.before?.(ctx) ?? [])])
-    await gatherFacts(
-      conn,
-      [...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])],
-      facts,
-    )
+    await gather([...prepared.flatMap((p) => p.resources.flatMap((r) => r.facts())), ...beforeChecks.flat().flatMap((c) => c.facts ?? [])])
     let refused = false
     for (const [i, p] of prepared.entries()) {
       for (const check of beforeChecks[i]!) {

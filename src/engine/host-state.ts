@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { defineFact } from '../facts/fact.js'
+import { readTextFile } from '../facts/files.js'
 import type { SecretValue } from '../core/secret.js'
 import { directory, file } from '../resources/file.js'
 import type { Resource } from '../resources/resource.js'
@@ -53,7 +54,7 @@ export const hostOwnership = defineFact(
     }
     return ownership
   },
-  { sensitive: true },
+  { sensitive: true, quick: true },
 )
 
 /** The record a first apply writes: the existing one unchanged, else a new one (the host lock made its directory). */
@@ -63,17 +64,21 @@ export function hostRecordResources(ownership: HostOwnership, fresh: HostRecord)
 }
 
 /** Restarts that were due when an earlier run stopped: done by this run. */
-export const pendingRestarts = defineFact('pending-restarts', sh`cat ${PENDING_RESTARTS}`, (out, code) =>
-  code === 0
-    ? [
-        ...new Set(
-          out
-            .split('\n')
-            .map((l) => l.trim())
-            .filter(Boolean),
-        ),
-      ]
-    : [],
+export const pendingRestarts = defineFact(
+  'pending-restarts',
+  readTextFile(PENDING_RESTARTS),
+  (out, code) =>
+    code === 0
+      ? [
+          ...new Set(
+            out
+              .split('\n')
+              .map((l) => l.trim())
+              .filter(Boolean),
+          ),
+        ]
+      : [],
+  { quick: true },
 )
 
 /** Secrets generated on earlier runs (name -> value). The probe's output is never logged nor echoed. */
@@ -88,7 +93,7 @@ export const storedSecrets = defineFact(
     }
     return m
   },
-  { sensitive: true },
+  { sensitive: true, quick: true },
 )
 
 /** Resolves secret references for one host; generated ones are read back or made once and stored. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { hostname, userInfo } from 'node:os'
-import type { FactValues } from '../facts/fact.js'
-import type { Probe } from '../facts/probe.js'
+import type { Fact, FactValues } from '../facts/fact.js'
+import { prepareProbe, type Probe } from '../facts/probe.js'
 import type { Connection, RemoteProcess } from '../ssh/connection.js'
 import { sh } from '../core/shell.js'
 import { STATE_DIR } from '../synapse/paths.js'
@@ -32,57 +32,84 @@ export interface HostLock {
   release(): Promise<void>
   /** The facts of the probe run inside the lock (acquireLock's `then`). */
   facts?: FactValues
+  /**
+   * Gather facts on the lock's own channel, as gatherFacts does on a command of its own: no new session on the
+   * host (its login shell and sshd's session process), no channel to open. Probes on it run one at a time.
+   */
+  gather(facts: readonly Fact<unknown>[], into: FactValues): Promise<FactValues>
 }
 
-/** Printed after the probe run inside the lock, with the probe's exit code. */
-const PROBED = /@@MP-PROBED (\d+)\n/
+/** Printed after each probe run inside the lock: its number (1, 2, ...) and exit code. */
+const probed = (n: number) => new RegExp(`@@MP-PROBED ${n} (\\d+)\\n`)
+
+/** A probe as the lock's loop reads it from its stdin: the script's length in bytes on a line, then the script. */
+const message = (probe: Probe) => `${Buffer.byteLength(probe.script)}\n${probe.script}`
 
 /**
  * A per-host lock held by a remote `flock` whose stdin is our SSH channel: when this process dies or the
  * connection drops, the remote side sees EOF and the kernel releases the lock, so a killed run cannot
  * leave a stale lock behind. The holder (user, controller, pid, time) is recorded for the next runner.
  *
- * `then`: a fact probe run as soon as the lock is held, in the same round trip (a run's base facts: they
- * are read under the lock, as before, without a second exchange). Its script travels on the channel's
- * stdin (`head -c` reads exactly its bytes; the rest of stdin is the lock's lifeline).
+ * While held, the lock's shell runs the fact probes sent on its stdin (`head -c` reads exactly a script's bytes;
+ * EOF ends the loop and releases the lock). `then`: a probe sent with the lock itself, in the same round trip (a
+ * run's base facts: read under the lock, without a second exchange).
  */
 export async function acquireLock(conn: Connection, options: { then?: Probe } = {}): Promise<HostLock> {
-  const probe = options.then
+  const first = options.then
   // The id is what `provision unlock --holder` must repeat: it kills only the holder the user saw.
   const holder = `${randomBytes(6).toString('hex')} ${userInfo().username}@${hostname()} pid ${process.pid} since ${new Date().toISOString()}`
-  const script = sh`mkdir -p ${STATE_DIR} && chmod 0700 ${STATE_DIR} && exec 9>>${LOCK} &&
-    if flock -n 9; then printf '%s (remote pid %s)\\n' ${holder} "$$" > ${LOCK}.holder; echo MP-LOCKED; ${probe ? sh`mp_script=$(head -c ${Buffer.byteLength(probe.script)}) && sh -c "$mp_script" </dev/null 9>&-; echo "@@MP-PROBED $?";` : []} exec cat >/dev/null;
-    else printf 'MP-BUSY %s\\n' "$(cat ${LOCK}.holder 2>/dev/null)"; fi`
-  const proc: RemoteProcess = conn.spawn(script, probe ? { stdin: probe.script } : {})
+  // chmod alone when the directory exists (a converged host): one process fewer than mkdir and chmod.
+  const script = sh`{ chmod 0700 ${STATE_DIR} 2>/dev/null || { mkdir -p ${STATE_DIR} && chmod 0700 ${STATE_DIR}; }; } && exec 9>>${LOCK} &&
+    if flock -n 9; then printf '%s (remote pid %s)\n' ${holder} "$$" > ${LOCK}.holder; echo MP-LOCKED;
+      mp_n=0; while read -r mp_len; do mp_n=$((mp_n + 1)); mp_script=$(head -c "$mp_len") && sh -c "$mp_script" </dev/null 9>&-; echo "@@MP-PROBED $mp_n $?"; done;
+    else printf 'MP-BUSY %s\n' "$(cat ${LOCK}.holder 2>/dev/null)"; fi`
+  const proc: RemoteProcess = conn.spawn(script, first ? { stdin: message(first) } : {})
   const line = await proc.waitForOutput(/MP-(LOCKED|BUSY)[^\n]*\n/, 30_000)
   if (line.includes('MP-BUSY')) {
     await proc.exited
     throw new HostLockedError(conn.host, line.replace(/.*MP-BUSY ?/, '').trim())
   }
+  let sent = 0
+  let queue: Promise<unknown> = Promise.resolve()
+  const release = async () => {
+    proc.end()
+    await proc.exited
+  }
+  /** The output of the probe sent as number n (sent in order): what it printed after the one before. */
+  const answer = async (probe: Probe, n: number): Promise<FactValues> => {
+    let out: string
+    try {
+      out = await proc.waitForOutput(probed(n), 600_000)
+    } catch (error) {
+      await release().catch(() => undefined)
+      // Only the first line: the rest quotes the output, which may hold the host's secrets (so no `cause` either).
+      // eslint-disable-next-line preserve-caught-error -- the caught error quotes the probe's output
+      throw new Error(`${conn.host}: the fact probe inside the lock did not finish: ${(error as Error).message.split('\n')[0]}`)
+    }
+    const after = n === 1 ? /MP-LOCKED\n/.exec(out) : probed(n - 1).exec(out)
+    const done = probed(n).exec(out)!
+    const code = Number(done[1])
+    if (code !== 0) {
+      await release().catch(() => undefined)
+      throw new Error(`${conn.host}: the fact probe inside the lock failed (exit code ${code})`)
+    }
+    return probe.read(out.slice(after!.index + after![0].length, done.index))
+  }
   const lock: HostLock = {
-    async release() {
-      proc.end()
-      await proc.exited
+    release,
+    gather(facts, into) {
+      const probe = prepareProbe(facts, into)
+      if (!probe) return Promise.resolve(into)
+      const run = queue.then(() => {
+        const n = ++sent
+        proc.write(message(probe))
+        return answer(probe, n)
+      })
+      queue = run.catch(() => undefined)
+      return run
     },
   }
-  if (!probe) return lock
-  let out: string
-  try {
-    out = await proc.waitForOutput(PROBED, 600_000)
-  } catch (error) {
-    await lock.release().catch(() => undefined)
-    // Only the first line: the rest quotes the output, which may hold the host's secrets (so no `cause` either).
-    // eslint-disable-next-line preserve-caught-error -- the caught error quotes the probe's output
-    throw new Error(`${conn.host}: the fact probe inside the lock did not finish: ${(error as Error).message.split('\n')[0]}`)
-  }
-  const start = out.indexOf('MP-LOCKED\n') + 'MP-LOCKED\n'.length
-  const done = PROBED.exec(out)!
-  const code = Number(done[1])
-  if (code !== 0) {
-    await lock.release().catch(() => undefined)
-    throw new Error(`${conn.host}: the fact probe inside the lock failed (exit code ${code})`)
-  }
-  lock.facts = probe.read(out.slice(start, done.index))
+  if (first) lock.facts = await answer(first, ++sent)
   return lock
 }
 

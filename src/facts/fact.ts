@@ -17,6 +17,11 @@ export interface Fact<T> {
   readonly paths?: readonly string[]
   /** Facts of one batch that meet in a probe run as one command, not one each (see FactBatch). */
   readonly batch?: { readonly with: FactBatch; readonly item: string }
+  /**
+   * A few milliseconds at most (coreutils, dpkg-query, systemctl show; no interpreter, database or network): the
+   * probe runs it in turn with the other quick ones, which costs fewer host processes than running it beside them.
+   */
+  readonly quick?: boolean
 }
 
 /**
@@ -34,7 +39,7 @@ export function defineFact<T>(
   id: string,
   command: ShellCommand,
   parse: (stdout: string, exitCode: number) => T,
-  options: { sensitive?: boolean; paths?: readonly string[]; batch?: Fact<T>['batch'] } = {},
+  options: { sensitive?: boolean; paths?: readonly string[]; batch?: Fact<T>['batch']; quick?: boolean } = {},
 ): Fact<T> {
   return {
     id,
@@ -43,6 +48,7 @@ export function defineFact<T>(
     ...(options.sensitive ? { sensitive: true } : {}),
     ...(options.paths ? { paths: options.paths } : {}),
     ...(options.batch ? { batch: options.batch } : {}),
+    ...(options.quick ? { quick: true } : {}),
   }
 }
 

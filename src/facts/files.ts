@@ -33,16 +33,17 @@ export function parseFileState(out: string, code: number): FileState {
 const SPLIT = '@@MP-SPLIT'
 
 /**
- * All file states of a probe in three commands instead of four processes per file: one `stat` (the
- * name last, after the fields), one `sha256sum` of the regular files, and the targets of symlinks.
+ * All file states of a probe in two processes instead of four per file: one `stat` (the name last, after the
+ * fields), the targets of symlinks (a readlink each), and one `sha256sum` of the regular files, whose list the
+ * shell keeps in its arguments (no pipe to xargs).
  */
-export const FILE_STATE_BATCH_SCRIPT = sh`stat -c '%F|%U|%G|%a|%n' -- "$@"; echo ${SPLIT}; for p; do [ -f "$p" ] && [ ! -h "$p" ] && printf '%s\\0' "$p"; done | xargs -0r sha256sum --; echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; true`
+export const FILE_STATE_BATCH_SCRIPT = sh`stat -c '%F|%U|%G|%a|%n' -- "$@"; echo ${SPLIT}; for p; do [ -h "$p" ] && printf '%s\\n' "$p" && readlink -- "$p"; done; echo ${SPLIT}; for p; do shift; [ -f "$p" ] && [ ! -h "$p" ] && set -- "$@" "$p"; done; [ $# -eq 0 ] || sha256sum -- "$@"; true`
 
 export const fileStateBatch: FactBatch = {
   id: 'file-state',
   command: (paths) => sh`set -- ${paths}; ${FILE_STATE_BATCH_SCRIPT}`,
   split(stdout, _code, paths) {
-    const [stats = '', sums = '', links = ''] = stdout.split(`${SPLIT}\n`)
+    const [stats = '', links = '', sums = ''] = stdout.split(`${SPLIT}\n`)
     const statOf = new Map<string, string>()
     for (const line of stats.split('\n')) {
       const fields = line.split('|')
@@ -63,6 +64,12 @@ export const fileStateBatch: FactBatch = {
 // Names sha256sum would escape, or that break the line-based split, are probed alone.
 const batchable = (path: string) => !/[\n\r\\]/.test(path)
 
+/**
+ * A small text file's lines, printed by the shell's own `read` (no process, where `cat` is one); exit code 2 (the
+ * redirection's) when it cannot be read.
+ */
+export const readTextFile = (path: string) => sh`while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done <${path}`
+
 export const fileState = (path: string) => {
   return defineFact(
     `file:${path}`,
@@ -70,6 +77,6 @@ export const fileState = (path: string) => {
     parseFileState,
     // Its output is a SHA-256 of the file, and an unsalted digest of a file holding a chosen password can
     // be guessed offline: a probe with file states is never echoed (--verbose), whichever files it reads.
-    { sensitive: true, paths: [path], ...(batchable(path) ? { batch: { with: fileStateBatch, item: path } } : {}) },
+    { sensitive: true, quick: true, paths: [path], ...(batchable(path) ? { batch: { with: fileStateBatch, item: path } } : {}) },
   )
 }

@@ -16,7 +16,7 @@ export const debPackages = defineFact(
   raw`dpkg-query -W -f '\${Package}\\t\${db:Status-Abbrev}\\t\${Version}\\n'`,
   parseDpkgQuery,
   // Only dpkg writes its database (package and command changes reach anything anyway): file writes leave it as read.
-  { paths: ['/var/lib/dpkg/'] },
+  { paths: ['/var/lib/dpkg/'], quick: true },
 )
 
 /** debconf answers of a package's questions: question -> value. */

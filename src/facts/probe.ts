@@ -11,21 +11,25 @@ interface Section {
   command: ShellCommand | null
   facts: Fact<unknown>[]
   batch?: FactBatch
+  /** Every fact in it is quick (Fact.quick): it runs in turn, not beside the others. */
+  quick: boolean
 }
 
+/** The probe's sections, the quick ones first: their output comes first, in this order (see framed). */
 function sections(facts: readonly Fact<unknown>[]): Section[] {
   const out: Section[] = []
   const batches = new Map<string, Section>()
   for (const fact of facts) {
     const batch = fact.batch?.with
     if (!batch) {
-      out.push({ command: fact.command, facts: [fact] })
+      out.push({ command: fact.command, facts: [fact], quick: fact.quick === true })
       continue
     }
-    const section = batches.get(batch.id) ?? { command: null, facts: [], batch }
+    const section = batches.get(batch.id) ?? { command: null, facts: [], batch, quick: true }
     if (!batches.has(batch.id)) out.push(section)
     batches.set(batch.id, section)
     section.facts.push(fact)
+    section.quick &&= fact.quick === true
   }
   for (const section of batches.values()) {
     if (section.facts.length === 1) {
@@ -33,7 +37,7 @@ function sections(facts: readonly Fact<unknown>[]): Section[] {
       delete section.batch
     } else section.command = section.batch!.command(section.facts.map((f) => f.batch!.item))
   }
-  return out
+  return [...out.filter((s) => s.quick), ...out.filter((s) => !s.quick)]
 }
 
 /** The one shell script that gathers many facts: each command's output framed by markers, with its exit code. */
@@ -41,20 +45,26 @@ export function probeScript(facts: readonly Fact<unknown>[]): string {
   return framed(sections(facts))
 }
 
+const frame = (command: ShellCommand, i: number) =>
+  `printf '%s\\n' '${BEGIN} ${i}'; ( ${command.text} ) </dev/null 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?"`
+
 /**
- * The commands run side by side, each into its own file of a private temporary directory, and are
- * printed in order once all are done: a probe costs its slowest command, not the sum (Synapse's
- * schema and venv probes each start Python, a second or more on a busy host).
+ * Quick commands (a few milliseconds, most of a probe) run one after another, each in a subshell, straight to
+ * the output. The others (Synapse's schema and venv probes start Python, a second or more on a busy host; psql;
+ * curl) start first, side by side in the background, each into a file of a private temporary directory printed
+ * once all are done: a probe costs its slowest command plus the quick ones, not the sum. Running the quick ones
+ * in turn costs one process each instead of three (a background job, a subshell and the temporary directory's
+ * mktemp, cat and rm): a third of a converged run's probe CPU on the host (bench/README.md, "fifth pass").
  */
 function framed(parts: readonly Section[]): string {
-  const frames = parts.map(
-    (p, i) =>
-      `{ printf '%s\\n' '${BEGIN} ${i}'; ( ${p.command!.text} ) </dev/null 2>/dev/null; rc=$?; printf '\\n%s %s\\n' '${END} ${i}' "$rc"; } >"$mp_probe/${i}" &`,
-  )
+  const quick = parts.flatMap((p, i) => (p.quick ? [frame(p.command!, i)] : []))
+  const slow = parts.flatMap((p, i) => (p.quick ? [] : [i]))
+  if (slow.length === 0) return quick.join('\n')
   return [
     `mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`,
-    ...frames,
-    `wait; cd "$mp_probe" && cat ${parts.map((_, i) => i).join(' ')}`,
+    ...slow.map((i) => `{ ${frame(parts[i]!.command!, i)}; } >"$mp_probe/${i}" &`),
+    ...quick,
+    `wait; cd "$mp_probe" && cat ${slow.join(' ')}`,
   ].join('\n')
 }
 

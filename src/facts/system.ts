@@ -1,5 +1,6 @@
 import { raw, sh } from '../core/shell.js'
 import { defineFact } from './fact.js'
+import { readTextFile } from './files.js'
 
 export interface OsRelease {
   id: string
@@ -22,16 +23,25 @@ export function parseOsRelease(text: string): OsRelease {
   }
 }
 
-export const osRelease = defineFact('os-release', raw`cat /etc/os-release`, parseOsRelease)
+export const osRelease = defineFact('os-release', readTextFile('/etc/os-release'), parseOsRelease, { quick: true })
 
-/** MemTotal in MiB. */
-export const memoryMiB = defineFact('memory', raw`awk '/^MemTotal:/ {print $2}' /proc/meminfo`, (out) =>
-  Math.floor(Number(out.trim()) / 1024),
+/** MemTotal in MiB (the shell's own `read`: MemTotal is the first line, no process needed). */
+export const memoryMiB = defineFact(
+  'memory',
+  raw`while read -r k v _; do [ "$k" = MemTotal: ] && { echo "$v"; break; }; done </proc/meminfo`,
+  (out) => Math.floor(Number(out.trim()) / 1024),
+  { quick: true },
 )
 
-/** Free space in MiB on the file system holding a path. */
+/** `stat -f -c '%a %S'`: blocks available to unprivileged users (df's "Available") and the block size, in MiB. */
+export function parseFreeMiB(out: string): number {
+  const [blocks, size] = out.trim().split(/\s+/).map(Number)
+  return Math.floor((blocks! * size!) / 1048576)
+}
+
+/** Free space in MiB on the file system holding a path (statfs through `stat -f`: df reads every mount first). */
 export const freeDiskMiB = (path: string) =>
-  defineFact(`free-disk:${path}`, sh`df -Pk ${path} | awk 'NR==2 {print $4}'`, (out) => Math.floor(Number(out.trim()) / 1024))
+  defineFact(`free-disk:${path}`, sh`stat -f -c '%a %S' -- ${path}`, parseFreeMiB, { quick: true })
 
 export interface ListeningSocket {
   address: string
@@ -70,7 +80,9 @@ export function parseListening(text: string): ListeningSocket[] {
   return out
 }
 
-export const listeningTcp = defineFact('listening-tcp', raw`ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3`, parseListening)
+export const listeningTcp = defineFact('listening-tcp', raw`ss -Htlnpe; echo ---; getent passwd | cut -d: -f1,3`, parseListening, {
+  quick: true,
+})
 
 /** Python 3 version as "3.11", or null when there is none. */
 export const pythonVersion = defineFact(
@@ -79,9 +91,10 @@ export const pythonVersion = defineFact(
   (out, code) => (code === 0 ? out.trim() : null),
 )
 
+/** Whether apt has package lists (a glob, not `ls | grep`: no process). */
 export const aptListsPresent = defineFact(
   'apt-lists',
-  raw`ls /var/lib/apt/lists/ | grep -c _Packages`,
+  raw`for f in /var/lib/apt/lists/*_Packages*; do [ -e "$f" ] && echo 1; break; done`,
   (out) => Number(out.trim() || 0) > 0,
-  { paths: ['/var/lib/apt/lists/'] },
+  { paths: ['/var/lib/apt/lists/'], quick: true },
 )

@@ -51,5 +51,6 @@ const UNIT_PATHS = ['/etc/systemd/', '/run/systemd/', '/lib/systemd/', '/usr/lib
 export const unitState = (unit: string) =>
   defineFact(`unit:${unit}`, sh`${SHOW} ${unit}`, parseUnitState, {
     paths: UNIT_PATHS,
+    quick: true,
     batch: { with: unitStateBatch, item: unit },
   })

@@ -24,7 +24,8 @@ export function command(spec: CommandSpec): Resource {
   if (!spec.unless && !spec.creates)
     throw new Error(`command ${spec.name} needs a guard (unless or creates): unguarded commands are never idempotent`)
   const guard = spec.unless ?? sh`test -e ${spec.creates!}`
-  const fact = defineFact(`guard:${spec.name}:${guard.text}`, guard, (_out, code) => code === 0)
+  // A `creates` path is a test; an `unless` command may be anything, so it runs beside the rest.
+  const fact = defineFact(`guard:${spec.name}:${guard.text}`, guard, (_out, code) => code === 0, { quick: !spec.unless })
   const id = `command:${spec.name}`
   return {
     id,

@@ -51,7 +51,7 @@ export const lineState = (path: string, line: string, match?: string) => {
     `line:${path}:${line}:${match ?? ''}`,
     sh`s=$(stat -c '%F|%U|%G|%a' ${p} 2>/dev/null) || { echo absent; exit 0; }; case "$s" in 'regular'*) ;; *) echo "not-a-file|\${s%%|*}"; exit 0;; esac; if grep -qFx -e ${l} ${p}; then l=1; else l=0; fi; ${others}; echo "\${s#*|}|$l|$o"`,
     parseLineState,
-    { paths: [path] },
+    { paths: [path], quick: true },
   )
 }
 

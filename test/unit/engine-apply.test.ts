@@ -16,6 +16,7 @@ import type { Role } from '../../src/inventory/types.js'
 import { file } from '../../src/resources/file.js'
 import type { Resource } from '../../src/resources/resource.js'
 import { service } from '../../src/resources/systemd-service.js'
+import { osRelease } from '../../src/facts/system.js'
 import { sh } from '../../src/core/shell.js'
 import { FakeHost, shellWords } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
@@ -287,7 +288,7 @@ describe('units settled together', () => {
 })
 
 describe('the lock and the base facts', () => {
-  it('apply reads the base facts inside the lock: one spawn carries the probe on its stdin, then one probe for the resources', async () => {
+  it('apply reads the base facts inside the lock: one spawn carries the probe on its stdin, and the resources probe follows on it', async () => {
     const host = apacheHost()
     const spawned: { command: string; stdin?: string }[] = []
     const ran: string[] = []
@@ -311,10 +312,12 @@ describe('the lock and the base facts', () => {
     expect(report.status).toBe('ok')
     expect(spawned).toHaveLength(1)
     expect(spawned[0]!.command).toContain('flock -n 9')
-    expect(spawned[0]!.command).toContain(`head -c ${Buffer.byteLength(spawned[0]!.stdin ?? '')}`)
-    expect(spawned[0]!.stdin).toMatch(/^mp_probe=\$\(mktemp -d\)/)
-    // Converged: only the resources' probe goes out as a command of its own.
-    expect(ran).toEqual(['sh -s'])
+    const [length, script] = [spawned[0]!.stdin!.split('\n', 1)[0]!, spawned[0]!.stdin!.replace(/^\d+\n/, '')]
+    expect(Number(length)).toBe(Buffer.byteLength(script))
+    expect(script).toContain(osRelease.command.text)
+    // Converged: nothing goes out as a command of its own; both probes ran on the lock's channel.
+    expect(ran).toEqual([])
+    expect(host.commands.filter((c) => c === 'sh -s')).toHaveLength(2)
   })
 
   it('a dry run takes no lock: the base facts are the first of its two probes', async () => {

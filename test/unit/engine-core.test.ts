@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import type { Change } from '../../src/resources/resource.js'
 import { inspect } from 'node:util'
-import { gatherFacts, parseProbeOutput, probeScript } from '../../src/facts/probe.js'
+import { gatherFacts, parseProbeOutput, prepareProbe, probeScript } from '../../src/facts/probe.js'
 import { execFileSync } from 'node:child_process'
-import { fileState, fileStateBatch, parseFileState } from '../../src/facts/files.js'
+import { fileState, fileStateBatch, parseFileState, readTextFile } from '../../src/facts/files.js'
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,7 +12,7 @@ import type { Connection } from '../../src/ssh/connection.js'
 import { raw, sh, type ShellCommand } from '../../src/core/shell.js'
 import { debPackages, parseDpkgQuery } from '../../src/facts/packages.js'
 import { parseUnitState, unitState, unitStateBatch } from '../../src/facts/systemd.js'
-import { aptListsPresent, parseListening, parseOsRelease } from '../../src/facts/system.js'
+import { aptListsPresent, freeDiskMiB, parseFreeMiB, parseListening, parseOsRelease } from '../../src/facts/system.js'
 import { defineFact, type Fact } from '../../src/facts/fact.js'
 import { maskSecrets, MASK, Secret } from '../../src/core/secret.js'
 import { maskSensitiveText, unifiedDiff } from '../../src/core/unified-diff.js'
@@ -42,6 +42,39 @@ describe('fact probe', () => {
     expect(parts[0]).toEqual({ stdout: 'one\ntwo\n', code: 0 })
     expect(parts[1]).toEqual({ stdout: 'no newline', code: 3 })
     expect(parts[2]).toEqual({ stdout: '', code: 0 })
+  })
+  it('runs quick facts in turn and the others beside them: every fact keeps its own output and exit code (real sh)', () => {
+    const facts = [
+      defineFact('slow-1', sh`sleep 0.2; echo slow one; exit 4`, (o) => o),
+      defineFact('quick-1', raw`echo quick one`, (o) => o, { quick: true }),
+      defineFact('slow-2', raw`echo slow two`, (o) => o),
+      defineFact('quick-2', sh`printf %s ${'no newline'}; exit 5`, (o) => o, { quick: true }),
+      defineFact('quick-3', raw`true`, (o) => o, { quick: true }),
+    ]
+    const script = probeScript(facts)
+    // The slow ones go to the background first; the quick ones need no temporary directory of their own.
+    expect(script.split('\n').filter((l) => l.endsWith(' &'))).toHaveLength(2)
+    expect(probeScript(facts.filter((f) => f.quick))).not.toContain('mktemp')
+    const probe = prepareProbe(facts)!
+    const values = probe.read(execFileSync('sh', ['-s'], { input: probe.script }).toString())
+    expect(facts.map((f) => values.get(f))).toEqual(['slow one\n', 'quick one\n', 'slow two\n', 'no newline', ''])
+    // Output order: the quick ones first (codes 0, 5, 0), then the slow ones (4, 0).
+    expect(parseProbeOutput(execFileSync('sh', ['-s'], { input: script }).toString(), 5).map((p) => p.code)).toEqual([0, 5, 0, 4, 0])
+  })
+  it('reads a small text file with the shell alone as cat does, and fails on a missing one (real sh)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mp-read-'))
+    const text = '  leading spaces\nback\\slash \\n kept\n\nlast line without newline'
+    writeFileSync(join(dir, 'f'), text)
+    const read = (p: string) =>
+      execFileSync('sh', ['-c', `${readTextFile(p).text}; echo "rc=$?"`], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()
+    expect(read(join(dir, 'f'))).toBe(`${text}\nrc=0\n`)
+    expect(read(join(dir, 'missing'))).toMatch(/rc=[12]\n$/)
+  })
+  it('free space through statfs is what df reports as available (real stat and df)', () => {
+    const viaStat = parseFreeMiB(execFileSync('sh', ['-c', freeDiskMiB('/').command.text]).toString())
+    const df = execFileSync('df', ['-Pk', '/']).toString().split('\n')[1]!.trim().split(/\s+/)
+    // The file system is in use while the test runs: the two reads may differ by a few MiB.
+    expect(Math.abs(viaStat - Math.floor(Number(df[3]) / 1024))).toBeLessThan(64)
   })
   it('rejects truncated output (a cut connection) instead of parsing garbage', () => {
     expect(() => parseProbeOutput('@@MP-FACT 0\nhalf', 1)).toThrow(/missing the end/)

@@ -402,23 +402,36 @@ export class FakeHost implements Connection {
     })
   }
 
-  /** Only the host lock runs this way: it is granted at once; a probe sent with it (its stdin) is answered as `sh -s`. */
+  /**
+   * Only the host lock runs this way: it is granted at once; each probe sent on its stdin (a line with the script's
+   * length, then the script) is answered as `sh -s`, followed by its numbered end marker.
+   */
   spawn(built: ShellCommand, options: { stdin?: string } = {}): RemoteProcess {
     const command = built.text
     this.#mutating(`spawn ${command}`)
     if (!command.includes('flock -n 9')) this.#unexpected(`spawn of an unknown command: ${command}`)
     this.mkdirp(STATE_DIR, { mode: 0o700 })
     let stdout = 'MP-LOCKED\n'
-    if (options.stdin !== undefined) {
-      if (!command.includes('@@MP-PROBED')) this.#unexpected(`stdin for a lock without a probe: ${command}`)
-      this.commands.push('sh -s')
-      stdout += `${this.#probe(options.stdin)}\n@@MP-PROBED 0\n`
+    let pending = ''
+    let probes = 0
+    const write = (data: string) => {
+      if (!command.includes('@@MP-PROBED')) this.#unexpected(`stdin for a lock that runs no probes: ${command}`)
+      pending += data
+      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+        const length = Number(pending.slice(0, nl))
+        const script = Buffer.from(pending.slice(nl + 1))
+        if (script.length < length) break
+        pending = script.subarray(length).toString()
+        this.commands.push('sh -s')
+        stdout += `${this.#probe(script.subarray(0, length).toString())}@@MP-PROBED ${++probes} 0\n`
+      }
     }
+    if (options.stdin !== undefined) write(options.stdin)
     let end: () => void = () => undefined
     const exited = new Promise<CommandResult>((resolve) => {
       end = () => resolve({ command: 'lock', code: 0, signal: null, stdout, stderr: '', durationMs: 0, timedOut: false })
     })
-    return { write: () => undefined, end: () => end(), waitForOutput: () => Promise.resolve(stdout), exited }
+    return { write, end: () => end(), waitForOutput: () => Promise.resolve(stdout), exited }
   }
 
   async close(): Promise<void> {}
@@ -436,27 +449,34 @@ export class FakeHost implements Connection {
 
   /** Split the probe script into its framed fact commands and answer each (see probeScript). */
   #probe(script: string): string {
-    const frame =
-      /^\{ printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; rc=\$\?; printf '\\n%s %s\\n' '@@MP-END \1' "\$rc"; \} >"\$mp_probe\/\1" &$/
-    const lines = script.split('\n')
-    // The frames run side by side into a temporary directory, then are printed in order.
-    if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!))
-      this.#unexpected(`a probe script without its frame: ${script.slice(0, 200)}`)
-    let out = ''
-    for (const line of lines.slice(1, -1)) {
-      const m = frame.exec(line)
+    const frame = String.raw`printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; printf '\\n%s %s\\n' '@@MP-END \1' "\$\?"`
+    const quick = new RegExp(`^${frame}$`)
+    const background = new RegExp(`^\\{ ${frame}; \\} >"\\$mp_probe\\/\\1" &$`)
+    let lines = script.split('\n')
+    // Commands that are not quick run side by side into a temporary directory, printed after the quick ones.
+    if (/^mp_probe=/.test(lines[0]!)) {
+      if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!))
+        this.#unexpected(`a probe script without its frame: ${script.slice(0, 200)}`)
+      lines = lines.slice(1, -1)
+    }
+    const parts: { i: number; text: string }[] = []
+    for (const line of lines) {
+      const m = quick.exec(line) ?? background.exec(line)
       if (!m) this.#unexpected(`a probe script line that is not a framed fact: ${line}`)
       const r = this.#fact(m[2]!)
-      out += `@@MP-FACT ${m[1]}\n${r.stdout ?? ''}\n@@MP-END ${m[1]} ${r.code ?? 0}\n`
+      parts.push({ i: Number(m[1]), text: `@@MP-FACT ${m[1]}\n${r.stdout ?? ''}\n@@MP-END ${m[1]} ${r.code ?? 0}\n` })
     }
-    return out
+    return parts
+      .sort((a, b) => a.i - b.i)
+      .map((p) => p.text)
+      .join('')
   }
 
   #fact(cmd: string): Out {
     let m: RegExpExecArray | null
     if (cmd === osRelease.command.text) return { stdout: this.text('/etc/os-release') }
     if (cmd === memoryMiB.command.text) return { stdout: `${this.memoryKiB}\n` }
-    if (rx(String.raw`^df -Pk ${ARG} \| awk 'NR==2 \{print \$4\}'$`).test(cmd)) return { stdout: `${this.diskKiB}\n` }
+    if (rx(String.raw`^stat -f -c '%a %S' -- ${ARG}$`).test(cmd)) return { stdout: `${this.diskKiB} 1024\n` }
     if (cmd === debPackages.command.text)
       return { stdout: [...this.packages].map(([n, v]) => `${n}\t${this.held.has(n) ? 'hi' : 'ii'} \t${v}\n`).join('') }
     if (cmd === pythonVersion.command.text) return this.packages.has('python3') ? { stdout: `${this.distro.python}\n` } : { code: 127 }
@@ -632,7 +652,7 @@ export class FakeHost implements Connection {
     return { stdout: n.type === 'file' ? `${head}${sha256(n.content)}  ${path}\n` : head }
   }
 
-  /** The batched file probe (fileStateBatch): stat lines, then sha256sum lines, then symlink targets. */
+  /** The batched file probe (fileStateBatch): stat lines, then symlink targets, then sha256sum lines. */
   #statBatch(paths: string[]): Out {
     const stats: string[] = []
     const sums: string[] = []
@@ -645,7 +665,7 @@ export class FakeHost implements Connection {
       if (head!.startsWith('regular')) sums.push(`${second}\n`)
       if (head!.startsWith('symbolic link')) links.push(`${p}\n${second}\n`)
     }
-    return { stdout: `${stats.join('')}@@MP-SPLIT\n${sums.join('')}@@MP-SPLIT\n${links.join('')}` }
+    return { stdout: `${stats.join('')}@@MP-SPLIT\n${links.join('')}@@MP-SPLIT\n${sums.join('')}` }
   }
 
   #unitShow(unit: string): Out {
@@ -672,7 +692,7 @@ export class FakeHost implements Connection {
   }
 
   #aptListCount(): Out {
-    return this.aptLists ? { stdout: `${this.aptLists.length + 3}\n` } : { stdout: '0\n', code: 1 }
+    return this.aptLists ? { stdout: '1\n' } : { stdout: '' }
   }
 
   get postgresUp(): boolean {
