@@ -51,6 +51,25 @@ const ssh2NativeOutside = {
   },
 }
 
+/**
+ * node-ssh takes only ssh2's Client (`new ssh2.Client()`), but ssh2's index also loads its SSH server, key generation
+ * and HTTP(S) agents, and with them Node's http, https and tls: a few ms of every run's start for nothing. node-ssh's
+ * `ssh2` is the Client alone; any other importer gets the whole index.
+ */
+const ssh2ClientForNodeSsh = {
+  name: 'ssh2-client-for-node-ssh',
+  setup(b) {
+    b.onResolve({ filter: /^ssh2$/ }, (args) =>
+      /[/\\]node_modules[/\\]node-ssh[/\\]/.test(args.importer) ? { path: 'ssh2-client', namespace: 'ssh2-client' } : undefined,
+    )
+    b.onLoad({ filter: /.*/, namespace: 'ssh2-client' }, () => ({
+      contents: "module.exports = { Client: require('ssh2/lib/client.js') }",
+      resolveDir: dirname(fileURLToPath(import.meta.url)),
+      loader: 'js',
+    }))
+  },
+}
+
 const launcher = fileURLToPath(new URL('./code-cache-launcher.js', import.meta.url))
 
 /**
@@ -70,7 +89,7 @@ export function bundleOptions(entry, outfile, { minifyWhitespace = true } = {}) 
     minifyWhitespace,
     legalComments: 'external',
     external: ['cpu-features'],
-    plugins: [zodEnglishOnly, ssh2NativeOutside],
+    plugins: [zodEnglishOnly, ssh2NativeOutside, ssh2ClientForNodeSsh],
     logLevel: 'warning',
     // The sources are ES modules: import.meta.url is the bundle's own URL (the launcher gives it __filename).
     define: { 'import.meta.url': '__mpImportMetaUrl' },
