@@ -38,8 +38,9 @@ function steps(stderr) {
     else if (m.msg === 'inventory loaded') label = 'inventory: read, parse, validate'
     else if (m.msg === 'connect start') label = 'runInventory start'
     else if (m.msg === 'connected') label = 'SSH connect (TCP, kex, auth, privilege)'
-    else if (m.msg.startsWith('spawn: mkdir')) label = 'runHost start'
+    else if (/^spawn: (?!end|exited|output)/.test(m.msg)) label = 'runHost start'
     else if (m.msg.startsWith('spawn: output seen (base facts')) ((label = 'base facts (inside the lock round trip)'), (baseInLock = true))
+    else if (m.msg.startsWith('spawn: output seen (probe')) label = "resource facts (on the lock's channel)"
     else if (m.msg.startsWith('spawn: output seen')) label = 'lock acquired (1 round trip, with the base facts script)'
     else if (m.msg.startsWith('run ') && m.msg.includes('sh -s')) {
       const probe = ++runNo + (baseInLock ? 1 : 0)
@@ -65,10 +66,10 @@ function roundTrips(stderr) {
   const mine = [...stderr.matchAll(/^\[trace [\d.]+ ms\] ([^:]+): (.*)$/gm)].filter((m) => m[1] === host).map((m) => m[2])
   const runs = mine.filter((m) => m.startsWith('run ')).length
   const writes = mine.filter((m) => m.startsWith('writeFile')).length
-  const locks = mine
-    .filter((m) => m.startsWith('spawn: mkdir') || m.startsWith('spawn: '))
-    .filter((m) => !/^spawn: (end|exited|output)/.test(m)).length
-  return `${runs + writes + locks} round trips per host after connecting (${locks} lock, ${runs} commands/probes, ${writes} write batches)`
+  const locks = mine.filter((m) => /^spawn: (?!end|exited|output)/.test(m)).length
+  // Probes sent on the lock's channel after the base facts: an exchange each, but no session of their own.
+  const onLock = mine.filter((m) => m.startsWith('spawn: output seen (probe')).length
+  return `${runs + writes + locks + onLock} round trips per host after connecting (${locks} lock, ${onLock} probes on its channel, ${runs} commands/probes, ${writes} write batches)`
 }
 
 function summariseProfile(file) {

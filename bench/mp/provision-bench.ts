@@ -56,8 +56,16 @@ function traced(conn: Connection, trace: (msg: string) => void): Connection {
         },
         waitForOutput: async (re, ms) => {
           const out = await p.waitForOutput(re, ms)
-          // The lock's spawn prints MP-LOCKED, then (apply) the base facts it probes in the same round trip.
-          trace(re.source.includes('PROBED') ? 'spawn: output seen (base facts read inside the lock)' : 'spawn: output seen (lock held)')
+          // The lock's spawn prints MP-LOCKED, then (apply) the base facts it probes in the same round trip, then the
+          // resource facts probed on its channel.
+          const probe = /PROBED (\d+)/.exec(re.source)?.[1]
+          trace(
+            probe === undefined
+              ? 'spawn: output seen (lock held)'
+              : probe === '1'
+                ? 'spawn: output seen (base facts read inside the lock)'
+                : `spawn: output seen (probe ${probe} on the lock's channel)`,
+          )
           return out
         },
         exited: p.exited.then((r) => (trace('spawn: exited'), r)),
