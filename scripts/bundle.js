@@ -70,6 +70,29 @@ const ssh2ClientForNodeSsh = {
   },
 }
 
+/**
+ * After login, OpenSSH announces its other host keys (`hostkeys-00@openssh.com`, for clients that update
+ * known_hosts), and ssh2 asks the server to prove each one whether or not anything listens for its 'hostkeys' event:
+ * sshd then signs with every host key (RSA among them) on every connection, ~4 ms of the host's CPU, and the client
+ * verifies them all. matrix-provision checks the one key the handshake presents against known_hosts and never reads
+ * the announcement: the proof is asked for only when something listens. The build fails if ssh2's code changed.
+ */
+const SSH2_HOSTKEYS_PROVE = 'hostKeysProve(this, data, (err, keys) => {'
+const ssh2HostKeysOnDemand = {
+  name: 'ssh2-hostkeys-on-demand',
+  setup(b) {
+    b.onLoad({ filter: /[/\\]node_modules[/\\]ssh2[/\\]lib[/\\]client\.js$/ }, (args) => {
+      const source = readFileSync(args.path, 'utf8')
+      if (source.split(SSH2_HOSTKEYS_PROVE).length !== 2)
+        throw new Error(`${args.path}: ssh2's host-key proof request changed; review ssh2HostKeysOnDemand`)
+      return {
+        contents: source.replace(SSH2_HOSTKEYS_PROVE, `if (this.listenerCount('hostkeys') > 0) ${SSH2_HOSTKEYS_PROVE}`),
+        loader: 'js',
+      }
+    })
+  },
+}
+
 const launcher = fileURLToPath(new URL('./code-cache-launcher.js', import.meta.url))
 
 /**
@@ -89,7 +112,7 @@ export function bundleOptions(entry, outfile, { minifyWhitespace = true } = {}) 
     minifyWhitespace,
     legalComments: 'external',
     external: ['cpu-features'],
-    plugins: [zodEnglishOnly, ssh2NativeOutside, ssh2ClientForNodeSsh],
+    plugins: [zodEnglishOnly, ssh2NativeOutside, ssh2ClientForNodeSsh, ssh2HostKeysOnDemand],
     logLevel: 'warning',
     // The sources are ES modules: import.meta.url is the bundle's own URL (the launcher gives it __filename).
     define: { 'import.meta.url': '__mpImportMetaUrl' },
