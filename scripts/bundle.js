@@ -71,22 +71,56 @@ const ssh2ClientForNodeSsh = {
 }
 
 /**
+ * node-ssh's make-dir (only its getDirectory, which matrix-provision does not call, creates local directories) asks
+ * semver at load whether Node has a recursive mkdir: semver's parsing was ~3 ms of every run's start. On every Node
+ * this project supports the answer is yes and make-dir calls that mkdir; so does this stand-in.
+ */
+const nodeSshMakeDir = {
+  name: 'node-ssh-make-dir',
+  setup(b) {
+    b.onResolve({ filter: /^make-dir$/ }, (args) =>
+      /[/\\]node_modules[/\\]node-ssh[/\\]/.test(args.importer) ? { path: 'make-dir', namespace: 'node-ssh-make-dir' } : undefined,
+    )
+    b.onLoad({ filter: /.*/, namespace: 'node-ssh-make-dir' }, () => ({
+      contents:
+        "const { mkdir } = require('node:fs/promises'); const { resolve } = require('node:path');\n" +
+        'module.exports = async (dir, options = {}) => { const path = resolve(dir); await mkdir(path, { mode: options.mode ?? 0o777, recursive: true }); return path }',
+      loader: 'js',
+    }))
+  },
+}
+
+/**
  * After login, OpenSSH announces its other host keys (`hostkeys-00@openssh.com`, for clients that update
  * known_hosts), and ssh2 asks the server to prove each one whether or not anything listens for its 'hostkeys' event:
  * sshd then signs with every host key (RSA among them) on every connection, ~4 ms of the host's CPU, and the client
  * verifies them all. matrix-provision checks the one key the handshake presents against known_hosts and never reads
  * the announcement: the proof is asked for only when something listens. The build fails if ssh2's code changed.
+ *
+ * Something must still answer at once: sshd keeps Nagle on for sessions without a terminal, so its next packets (the
+ * confirmation of our first channel among them) wait for our delayed ACK of the announcement, ~40 ms later. An
+ * SSH_MSG_IGNORE (RFC 4253 11.2: five bytes the server drops, with no reply that could hold its next packet in turn)
+ * carries that ACK instead of the proof request. It is written as ssh2 writes its own keepalive.
  */
 const SSH2_HOSTKEYS_PROVE = 'hostKeysProve(this, data, (err, keys) => {'
+// MESSAGE.IGNORE (2) with an empty string, through ssh2's packet writer (as Protocol.ping() builds its packet).
+const SSH2_IGNORE = [
+  '{ const w = proto._packetRW.write; const at = w.allocStart; const packet = w.alloc(5);',
+  "packet[at] = 2; packet.writeUInt32BE(0, at + 1); require('./protocol/utils.js').sendPacket(proto, w.finalize(packet)); }",
+].join(' ')
 const ssh2HostKeysOnDemand = {
   name: 'ssh2-hostkeys-on-demand',
   setup(b) {
     b.onLoad({ filter: /[/\\]node_modules[/\\]ssh2[/\\]lib[/\\]client\.js$/ }, (args) => {
       const source = readFileSync(args.path, 'utf8')
-      if (source.split(SSH2_HOSTKEYS_PROVE).length !== 2)
-        throw new Error(`${args.path}: ssh2's host-key proof request changed; review ssh2HostKeysOnDemand`)
+      const utils = readFileSync(join(dirname(args.path), 'protocol/utils.js'), 'utf8')
+      if (source.split(SSH2_HOSTKEYS_PROVE).length !== 2 || !utils.includes('\n  sendPacket: (proto, packet, bypass) => {'))
+        throw new Error(`${args.path}: ssh2's host-key proof request or its packet writer changed; review ssh2HostKeysOnDemand`)
       return {
-        contents: source.replace(SSH2_HOSTKEYS_PROVE, `if (this.listenerCount('hostkeys') > 0) ${SSH2_HOSTKEYS_PROVE}`),
+        contents: source.replace(
+          SSH2_HOSTKEYS_PROVE,
+          `if (this.listenerCount('hostkeys') === 0) ${SSH2_IGNORE} else ${SSH2_HOSTKEYS_PROVE}`,
+        ),
         loader: 'js',
       }
     })
@@ -112,7 +146,7 @@ export function bundleOptions(entry, outfile, { minifyWhitespace = true } = {}) 
     minifyWhitespace,
     legalComments: 'external',
     external: ['cpu-features'],
-    plugins: [zodEnglishOnly, ssh2NativeOutside, ssh2ClientForNodeSsh, ssh2HostKeysOnDemand],
+    plugins: [zodEnglishOnly, ssh2NativeOutside, ssh2ClientForNodeSsh, ssh2HostKeysOnDemand, nodeSshMakeDir],
     logLevel: 'warning',
     // The sources are ES modules: import.meta.url is the bundle's own URL (the launcher gives it __filename).
     define: { 'import.meta.url': '__mpImportMetaUrl' },

@@ -138,13 +138,19 @@ async function openHop({ endpoint, sock, log }: HopInput): Promise<NodeSSH> {
 
   const ssh = new NodeSSH()
   try {
-    await ssh.connect(config)
+    const connecting = ssh.connect(config)
+    // ssh2 leaves Nagle on. During the handshake, a small packet that follows another (SERVICE_REQUEST after NEWKEYS)
+    // waits for the host's delayed ACK, ~40 ms per connection: off from the socket's first byte. node-ssh creates its
+    // client before its first await (the key is read already); should that change, it is switched off below instead.
+    const client = ssh.connection
+    client?.once('connect', () => client.setNoDelay(true))
+    await connecting
   } catch (error) {
     ssh.dispose()
     if (refusal) throw refusal
     throw classify(endpoint, error, methods.join(', '))
   }
-  // ssh2 leaves Nagle on: every small write (stdin, EOF) would wait for the host's delayed ACK (~40 ms).
+  // Every later small write (stdin, EOF) would wait for the host's delayed ACK too.
   ssh.connection?.setNoDelay(true)
   log(`connected to ${endpoint.user}@${knownHostName(endpoint.address, endpoint.port)}${learned ? ' (host key learned)' : ''}`)
   return ssh
