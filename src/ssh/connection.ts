@@ -76,7 +76,10 @@ export interface Connection {
 export interface RemoteProcess {
   write(data: string): void
   end(): void
-  /** Resolves with all output so far once it matches; rejects after timeoutMs or when the process exits first. */
+  /**
+   * Resolves with all output so far once it matches (within one line of stdout or stderr); rejects after timeoutMs or
+   * when the process exits first.
+   */
   waitForOutput(re: RegExp, timeoutMs: number): Promise<string>
   exited: Promise<CommandResult>
 }

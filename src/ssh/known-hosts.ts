@@ -85,13 +85,21 @@ export function fingerprint(key: Buffer): string {
   return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`
 }
 
+const globs = new Map<string, RegExp>()
+
 /** Glob as in ssh_config/known_hosts: `*` any run, `?` one character; case-insensitive. */
 export function matchGlob(pattern: string, text: string): boolean {
-  const source = pattern
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.')
-  return new RegExp(`^${source}$`, 'i').test(text)
+  // Every host looks itself up in every line of the file: most patterns are plain names, compared without a RegExp.
+  if (!/[*?]/.test(pattern)) return pattern.toLowerCase() === text.toLowerCase()
+  let re = globs.get(pattern)
+  if (!re) {
+    const source = pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')
+    globs.set(pattern, (re = new RegExp(`^${source}$`, 'i')))
+  }
+  return re.test(text)
 }
 
 function matchHashed(pattern: string, name: string): boolean {

@@ -121,14 +121,24 @@ export class SpawnedProcess implements RemoteProcess {
   }
 
   waitForOutput(re: RegExp, timeoutMs: number): Promise<string> {
+    // The pattern lies within one line: each chunk is searched from the start of the line it continues, not from
+    // the start of the output (a lock's channel carries every probe's output: tens of kB, a chunk at a time).
+    const line = new RegExp(re.source, re.flags.replace(/[gy]/g, '') + 'g')
+    const from = { stdout: 0, stderr: 0 }
+    const found = (stream: 'stdout' | 'stderr', text: string) => {
+      line.lastIndex = from[stream]
+      const hit = line.test(text)
+      from[stream] = text.lastIndexOf('\n') + 1
+      return hit
+    }
     return new Promise((resolve, reject) => {
       const check = () => {
-        const text = this.#stdout + this.#stderr
-        if (re.test(this.#stdout) || re.test(this.#stderr)) {
+        if (found('stdout', this.#stdout) || found('stderr', this.#stderr)) {
           cleanup()
-          resolve(text)
+          resolve(this.#stdout + this.#stderr)
         } else if (this.#result) {
           cleanup()
+          const text = this.#stdout + this.#stderr
           const tail = text.trim().split('\n').slice(-8).join('\n')
           reject(new Error(`${this.#display} ended (exit code ${this.#result.code}) before printing ${re}${tail ? `:\n${tail}` : ''}`))
         }

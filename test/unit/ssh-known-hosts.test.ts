@@ -77,6 +77,7 @@ describe('known_hosts', () => {
     expect(patternsMatch(['[alpha]:2222'], 'alpha', 2222)).toBe(true)
     expect(patternsMatch(['[alpha]:2222'], 'alpha', 22)).toBe(false)
     expect(patternsMatch(['*.example.org'], 'matrix.example.org', 22)).toBe(true)
+    expect(patternsMatch(['*.example.org'], 'example.org', 22)).toBe(false) // the same glob again (compiled once)
     expect(patternsMatch(['*.example.org', '!db.example.org'], 'db.example.org', 22)).toBe(false)
     expect(patternsMatch(['!db.example.org', '*.example.org'], 'web.example.org', 22)).toBe(true)
     expect(patternsMatch(['host?'], 'host1', 22)).toBe(true)
