@@ -42,7 +42,22 @@ function sections(facts: readonly Fact<unknown>[]): Section[] {
 
 /** The one shell script that gathers many facts: each command's output framed by markers, with its exit code. */
 export function probeScript(facts: readonly Fact<unknown>[]): string {
-  return framed(sections(facts))
+  return buffered(framed(sections(facts)))
+}
+
+/** The first and last lines `buffered` puts around a probe (a model of the host strips them: test/unit/fake-host.ts). */
+export const BUFFERED_OPEN = 'mp_out=$('
+export const BUFFERED_CLOSE = `printf .\n); mp_rc=$?\nprintf '%s' "\${mp_out%.}"; exit $mp_rc`
+
+/**
+ * The probe's output leaves the host in one write. Printed as they come, its ~100 small lines became as many SSH
+ * packets, each read by sshd, encrypted, sent, then decrypted, parsed and handed on by the controller: most of a
+ * converged run's controller time per host (bench/README.md, "sixth pass"). The command substitution keeps the
+ * output in the shell (the `.` keeps its trailing newlines); its exit code stays the script's. Output holds no NUL
+ * byte (a shell variable cannot): facts print text, and base64 where a file may hold anything.
+ */
+function buffered(script: string): string {
+  return `${BUFFERED_OPEN}\n${script}\n${BUFFERED_CLOSE}`
 }
 
 const frame = (command: ShellCommand, i: number) =>
@@ -105,7 +120,7 @@ export function prepareProbe(facts: readonly Fact<unknown>[], into = new FactVal
   if (unique.length === 0) return undefined
   const plan = sections(unique)
   return {
-    script: framed(plan),
+    script: buffered(framed(plan)),
     count: unique.length,
     sensitive: unique.some((f) => f.sensitive),
     read(stdout) {

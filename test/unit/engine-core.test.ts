@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { Change } from '../../src/resources/resource.js'
 import { inspect } from 'node:util'
 import { gatherFacts, parseProbeOutput, prepareProbe, probeScript } from '../../src/facts/probe.js'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { fileState, fileStateBatch, parseFileState, readTextFile } from '../../src/facts/files.js'
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -60,6 +60,19 @@ describe('fact probe', () => {
     expect(facts.map((f) => values.get(f))).toEqual(['slow one\n', 'quick one\n', 'slow two\n', 'no newline', ''])
     // Output order: the quick ones first (codes 0, 5, 0), then the slow ones (4, 0).
     expect(parseProbeOutput(execFileSync('sh', ['-s'], { input: script }).toString(), 5).map((p) => p.code)).toEqual([0, 5, 0, 4, 0])
+  })
+  it('prints its output in one piece when it is done, not a line at a time (real sh)', async () => {
+    const facts = [
+      defineFact('first', raw`echo one; sleep 0.2`, (o) => o, { quick: true }),
+      defineFact('second', raw`echo two`, (o) => o, { quick: true }),
+    ]
+    const child = spawn('sh', ['-s'], { stdio: ['pipe', 'pipe', 'ignore'] })
+    child.stdin.end(probeScript(facts))
+    const chunks: Buffer[] = []
+    for await (const chunk of child.stdout) chunks.push(chunk as Buffer)
+    // Line by line, the first fact's output would arrive 0.2 s before the second's: two pieces at least.
+    expect(chunks).toHaveLength(1)
+    expect(parseProbeOutput(chunks[0]!.toString(), 2).map((p) => p.stdout)).toEqual(['one\n', 'two\n'])
   })
   it('reads a small text file with the shell alone as cat does, and fails on a missing one (real sh)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mp-read-'))

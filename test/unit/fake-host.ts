@@ -17,6 +17,7 @@ import { synapseFootprint } from '../../src/engine/ownership.js'
 import { handBuiltFiles } from '../../src/commands/adopt/host-files.js'
 import { FILE_STATE_BATCH_SCRIPT } from '../../src/facts/files.js'
 import { debPackages } from '../../src/facts/packages.js'
+import { BUFFERED_CLOSE, BUFFERED_OPEN } from '../../src/facts/probe.js'
 import { aptListsPresent, listeningTcp, memoryMiB, osRelease, pythonVersion } from '../../src/facts/system.js'
 import { maskSecrets, Secret } from '../../src/core/secret.js'
 import { VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
@@ -452,7 +453,9 @@ export class FakeHost implements Connection {
     const frame = String.raw`printf '%s\\n' '@@MP-FACT (\d+)'; \( (.*) \) <\/dev\/null 2>\/dev\/null; printf '\\n%s %s\\n' '@@MP-END \1' "\$\?"`
     const quick = new RegExp(`^${frame}$`)
     const background = new RegExp(`^\\{ ${frame}; \\} >"\\$mp_probe\\/\\1" &$`)
-    let lines = script.split('\n')
+    if (!script.startsWith(`${BUFFERED_OPEN}\n`) || !script.endsWith(`\n${BUFFERED_CLOSE}`))
+      this.#unexpected(`a probe script that does not keep its output to one write: ${script.slice(0, 200)}`)
+    let lines = script.slice(BUFFERED_OPEN.length + 1, -BUFFERED_CLOSE.length - 1).split('\n')
     // Commands that are not quick run side by side into a temporary directory, printed after the quick ones.
     if (/^mp_probe=/.test(lines[0]!)) {
       if (!/^mp_probe=\$\(mktemp -d\) \|\| exit 1; trap /.test(lines[0]!) || !/^wait; cd "\$mp_probe" && cat [\d ]+$/.test(lines.at(-1)!))
