@@ -16,6 +16,9 @@ function once(host) {
   return new Promise((resolve, reject) => {
     const c = new ssh2.Client()
     c.on('error', reject)
+    // BENCH_FLOOR_NODELAY=1: the floor without ssh2's Nagle stall in the handshake, as matrix-provision connects since
+    // issue 22's sixth pass (bench/README.md): for that section's comparison; the bench's floor stays plain ssh2.
+    if (process.env.BENCH_FLOOR_NODELAY === '1') c.on('connect', () => c.setNoDelay(true))
     c.on('ready', () => {
       c.exec('true', (err, ch) => {
         if (err) return reject(err)

@@ -19,6 +19,7 @@ import { CACHE_DIR, LOCK_DIR } from '../support/artifacts.js'
 import { lockDrift, parseVenvContents, VENV_CONTENTS_SCRIPT } from '../../src/synapse/lock/drift.js'
 import { shellQuote } from '../../src/core/quote.js'
 import { watchDowntime } from '../support/downtime.js'
+import { OLDER_BACKUP_RESTORE_STEPS } from '../support/restore-steps.js'
 
 const run = promisify(execFile)
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
@@ -612,16 +613,7 @@ describe.skipIf(!inject('docker'))(`upgrade ${OLD} -> ${NEWEST} through the inve
         const planned = JSON.parse(plan.stdout) as RestoreReport
         expect(planned.status).toBe('planned')
         expect(planned.route).toEqual({ from: OLD, to: NEWEST })
-        expect(planned.steps.map((s) => s.action)).toEqual([
-          'install-old',
-          'stop',
-          'signing-key',
-          'secrets',
-          'database',
-          'media',
-          'start-old',
-          'apply',
-        ])
+        expect(planned.steps.map((s) => s.action)).toEqual(OLDER_BACKUP_RESTORE_STEPS)
         expect(planned.steps[0]!.summary).toContain(`install Synapse ${OLD} side by side in /opt/venvs/matrix-synapse-${OLD}`)
         expect(planned.steps.at(-1)!.details!.join('\n')).toMatch(
           new RegExp(

@@ -12,6 +12,7 @@ import { signingKeyIdentity } from '../../src/resources/homeserver-state.js'
 import type { CommandResult, Connection, RunOptions } from '../../src/ssh/connection.js'
 import { writeBackupDir } from './fixtures/backup-dir.js'
 import { SPREAD_ENV, SPREAD_KEY, spreadInventoryYaml } from './fixtures/spread-inventory.js'
+import { OLDER_BACKUP_RESTORE_STEPS } from '../support/restore-steps.js'
 
 const KEY = SPREAD_KEY
 
@@ -147,16 +148,7 @@ describe('restore onto a spread homeserver (database on db, workers and the medi
     const plan = await restore(true)
     expect(plan.status, plan.error).toBe('planned')
     expect(plan.route).toEqual({ from: '1.158.0', to: '1.163.2' })
-    expect(plan.steps.map((s) => s.action)).toEqual([
-      'install-old',
-      'stop',
-      'signing-key',
-      'secrets',
-      'database',
-      'media',
-      'start-old',
-      'apply',
-    ])
+    expect(plan.steps.map((s) => s.action)).toEqual(OLDER_BACKUP_RESTORE_STEPS)
     expect(plan.steps[0]!.summary).toMatch(
       /^install Synapse 1\.158\.0 side by side in \/opt\/venvs\/matrix-synapse-1\.158\.0 on hs, w1 \(from the lock .*1\.158\.0\.txt\) while 1\.163\.2 serves/,
     )
