@@ -126,7 +126,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
   const { certFile, keyFile } = tlsFiles(ctx.host.vars)
   const names = tlsNames(ctx)
   const lineage = `/etc/letsencrypt/live/${names[0]}/fullchain.pem`
-  const deploy = sh`install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && systemctl reload apache2`
+  const deploy = sh`install -m 0644 "$RENEWED_LINEAGE/fullchain.pem" ${certFile} && install -m 0600 "$RENEWED_LINEAGE/privkey.pem" ${keyFile} && ${reloadServing(ctx.host.vars)}`
   const server = tls.acmeServer ?? "Let's Encrypt"
   const challenges = renderAcmeConf()
   return [
@@ -150,7 +150,7 @@ function acmeResources(ctx: TaskContext): Resource[] {
       // Issued again when a wanted name is missing from its SAN list (Element's host added later), as
       // the self-signed path does; --expand replaces the lineage with one covering every name.
       unless: sh`test -s ${lineage} && ${coversNames(lineage, names)}`,
-      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; systemctl reload apache2; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw``}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} --expand ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
+      command: sh`set -e; mkdir -p ${`${ACME_WEBROOT}/.well-known/acme-challenge`}; apache2ctl configtest; ${reloadServing(ctx.host.vars)}; ${tls.acmeCaFile ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : raw``}certbot certonly --webroot -w ${ACME_WEBROOT} ${names.flatMap((n) => ['-d', n])} --cert-name ${names[0]!} --expand ${tls.acmeServer ? ['--server', tls.acmeServer] : []} -m ${tls.acmeEmail ?? ''} --agree-tos -n --deploy-hook ${deploy.text}`,
       touches: [certFile, keyFile],
     }),
   ]
@@ -205,6 +205,17 @@ function mpmRestart(v: MatrixSettings): Resource {
 export function serverGeneration(v: MatrixSettings): ShellCommand {
   const port = v.apache.httpsPort
   return sh`curl -sk --max-time 10 --resolve ${`${v.publicHost}:${port}:127.0.0.1`} ${`https://${v.publicHost}:${port}/server-status?auto`} | sed -n ${'s/^ParentServerConfigGeneration: //p'}`
+}
+
+/**
+ * `systemctl reload apache2` that returns once the new configuration serves (serverGeneration, 60 s at most), for
+ * the reloads the run's restart ledger does not do: before certbot, whose ACME server fetches the challenge from
+ * the vhost the reload enables, and in certbot's deploy hook, after which the new certificate must be the one
+ * served (by the after-checks, and on renewals by certbot's timer).
+ */
+export function reloadServing(v: MatrixSettings): ShellCommand {
+  const generation = serverGeneration(v)
+  return sh`mp_g=$(${generation}); systemctl reload apache2; mp_i=0; until mp_n=$(${generation}); [ -n "$mp_n" ] && [ "$mp_n" != "$mp_g" ]; do [ "$mp_i" -lt 240 ] || { echo ${'apache2: reloaded, but its new configuration is not serving after 60 s'} >&2; exit 1; }; mp_i=$((mp_i + 1)); sleep 0.25; done`
 }
 
 /** Memory for the clients Apache is sized for, plus the Synapse processes of this host's worker set. */

@@ -4,6 +4,10 @@
  * sees the old one. The fake answers the apache task's real probe, with the old generation for
  * `apacheReloadLag` probes after each reload.
  */
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { runHost } from '../../src/engine/host-run.js'
 import { awaitNewGeneration, readGeneration } from '../../src/engine/reload-wait.js'
@@ -13,7 +17,7 @@ import { file } from '../../src/resources/file.js'
 import { service } from '../../src/resources/systemd-service.js'
 import { sh } from '../../src/core/shell.js'
 import { HOST_RECORD, PENDING_RESTARTS, STATE_DIR } from '../../src/synapse/paths.js'
-import { serverGeneration } from '../../tasks/apache/index.js'
+import { reloadServing, serverGeneration } from '../../tasks/apache/index.js'
 import { FakeHost } from './fake-host.js'
 import { DEBIAN_12 } from './fixtures/hosts/distros.js'
 
@@ -95,5 +99,36 @@ describe('a reload whose new configuration serves later', () => {
   it('takes any answer as new when the old configuration did not answer the probe at all', async () => {
     const host = apacheHost()
     expect(await awaitNewGeneration(host, APACHE, probe, '', { timeoutMs: 0 })).toBe('1')
+  })
+})
+
+describe("the apache task's own reloads (before certbot, in certbot's deploy hook)", () => {
+  // A real sh runs reloadServing with stand-ins on PATH: `systemctl reload` bumps the generation only after 0.3 s
+  // (in the background, as Apache's parent does when it next gets the CPU); `curl` prints what mod_status would.
+  const run = (startAt: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mp-reload-'))
+    writeFileSync(join(dir, 'gen'), startAt)
+    writeFileSync(join(dir, 'curl'), `#!/bin/sh\n[ -s ${dir}/gen ] && printf 'ParentServerConfigGeneration: %s\\n' "$(cat ${dir}/gen)"\n`, {
+      mode: 0o755,
+    })
+    writeFileSync(
+      join(dir, 'systemctl'),
+      `#!/bin/sh\necho "$*" >> ${dir}/calls\n( sleep 0.3; echo $(( $(cat ${dir}/gen 2>/dev/null || echo 0) + 1 )) > ${dir}/gen.new; mv ${dir}/gen.new ${dir}/gen ) >/dev/null 2>&1 &\n`,
+      { mode: 0o755 },
+    )
+    const out = execFileSync('sh', ['-c', `${reloadServing(vars).text}; echo "served $(cat ${dir}/gen)"`], {
+      env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
+    }).toString()
+    return { out, calls: readFileSync(join(dir, 'calls'), 'utf8') }
+  }
+
+  it('returns once the new generation serves, not when the reload returns', () => {
+    const { out, calls } = run('4')
+    expect(calls).toBe('reload apache2\n')
+    expect(out).toBe('served 5\n')
+  })
+
+  it('takes any answer as new when the old configuration did not answer (a first reload that brings up the vhost)', () => {
+    expect(run('').out).toBe('served 1\n')
   })
 })
