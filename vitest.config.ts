@@ -1,11 +1,17 @@
 import { defineConfig } from 'vitest/config'
 import { isCI } from './test/support/ci.js'
 
-// Container tests share 2 cores and one Docker engine: test files run one at a time, also across
-// projects (an integration file never competes with an e2e file for the CPU).
+// Two test files at a time, across all projects: a container file (systemd hosts over real SSH, Postgres,
+// Synapse, Apache) keeps about one of CI's 2 cores busy on average, so one at a time left the other idle
+// (~47 min). Files keep vitest's order: e2e, integration, unit, each longest first (the last run's
+// durations; on a fresh clone, largest first), so no long file starts last. What two files could share
+// is theirs alone or built once under a lock: containers, networks and temp dirs get unique names, the
+// caches in .cache (wheelhouses, the Element stand-in, the nio venv, the guide image) are filled under
+// withCacheLock (src/artifacts/cache-lock.ts), the sandbox's ports lie outside Docker's range. A busy
+// machine is a real condition: a test that fails with another file beside it is a defect to find.
 export default defineConfig({
   test: {
-    fileParallelism: false,
+    maxWorkers: 2,
     // A test that asserts nothing fails ("expected any number of assertion, but got none"): every project inherits it.
     expect: { requireAssertions: true },
     // The JUnit report is what .ci/run counts (and fails on skipped tests); CI as test setup defines it.
@@ -25,7 +31,6 @@ export default defineConfig({
           include: ['test/integration/**/*.test.ts'],
           testTimeout: 300_000,
           hookTimeout: 600_000,
-          fileParallelism: false,
           globalSetup: ['test/support/build-cli.ts', 'test/support/global-setup.ts'],
         },
       },
@@ -36,7 +41,6 @@ export default defineConfig({
           include: ['test/e2e/**/*.test.ts'],
           testTimeout: 900_000,
           hookTimeout: 900_000,
-          fileParallelism: false,
           globalSetup: ['test/support/build-cli.ts', 'test/support/global-setup.ts'],
         },
       },

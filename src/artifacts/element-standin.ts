@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { withCacheLock } from './cache-lock.js'
 import { createEphemeralSigningKey, verifyDetachedSignature } from './gpg.js'
 import { controller$ } from './controller-shell.js'
 
@@ -122,36 +123,41 @@ export async function buildElementStandin(opts: { version: string; dir: string }
   const signature = `${tarball}.asc`
   const releaseKey = join(opts.dir, 'element-release-key.asc')
   await mkdir(opts.dir, { recursive: true })
-
-  if ((await exists(tarball)) && (await exists(signature)) && (await exists(releaseKey))) {
+  const built = async (): Promise<ElementRelease | undefined> => {
+    if (!(await exists(tarball)) || !(await exists(signature)) || !(await exists(releaseKey))) return undefined
     const check = await verifyDetachedSignature({ publicKey: releaseKey, signature, file: tarball })
     if (check.ok && check.signer)
       return { tarball, sha256: await sha256File(tarball), signature, releaseKey, fingerprint: check.signer, topDir }
+    return undefined
   }
+  // Each build signs with a key of its own: two at once would leave one's signature beside the other's key.
+  return (await built()) ?? (await withCacheLock(join(opts.dir, `.${topDir}.lock`), async () => (await built()) ?? (await writeStandin())))
 
-  const staging = await mkdtemp(join(opts.dir, '.staging-'))
-  try {
-    for (const [path, content] of elementStandinFiles(bare)) {
-      const target = join(staging, topDir, path)
-      await mkdir(dirname(target), { recursive: true })
-      await writeFile(target, content, { mode: 0o644 })
-    }
-    const tarPath = join(staging, 'release.tar')
-    const $ = await controller$()
-    await $`tar ${['--sort=name', '--mtime=@1700000000', '--owner=0', '--group=0', '--numeric-owner', '--mode=u+rwX,go+rX,go-w', '--format=gnu']} -C ${staging} -cf ${tarPath} ${topDir}`
-    await writeFile(tarball, gzipSync(await readFile(tarPath), { level: 9 }))
-
-    const key = await createEphemeralSigningKey(
-      `Element stand-in release key (matrix-provision test) <element-release@matrix-provision.invalid>`,
-    )
+  async function writeStandin(): Promise<ElementRelease> {
+    const staging = await mkdtemp(join(opts.dir, '.staging-'))
     try {
-      await key.signDetachedArmored(tarball, signature)
-      await key.exportArmored(releaseKey)
-      return { tarball, sha256: await sha256File(tarball), signature, releaseKey, fingerprint: key.fingerprint, topDir }
+      for (const [path, content] of elementStandinFiles(bare)) {
+        const target = join(staging, topDir, path)
+        await mkdir(dirname(target), { recursive: true })
+        await writeFile(target, content, { mode: 0o644 })
+      }
+      const tarPath = join(staging, 'release.tar')
+      const $ = await controller$()
+      await $`tar ${['--sort=name', '--mtime=@1700000000', '--owner=0', '--group=0', '--numeric-owner', '--mode=u+rwX,go+rX,go-w', '--format=gnu']} -C ${staging} -cf ${tarPath} ${topDir}`
+      await writeFile(tarball, gzipSync(await readFile(tarPath), { level: 9 }))
+
+      const key = await createEphemeralSigningKey(
+        `Element stand-in release key (matrix-provision test) <element-release@matrix-provision.invalid>`,
+      )
+      try {
+        await key.signDetachedArmored(tarball, signature)
+        await key.exportArmored(releaseKey)
+        return { tarball, sha256: await sha256File(tarball), signature, releaseKey, fingerprint: key.fingerprint, topDir }
+      } finally {
+        await key.dispose()
+      }
     } finally {
-      await key.dispose()
+      await rm(staging, { recursive: true, force: true })
     }
-  } finally {
-    await rm(staging, { recursive: true, force: true })
   }
 }

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { withCacheLock } from './cache-lock.js'
 import { controller$ } from './controller-shell.js'
 
 /**
@@ -20,13 +21,18 @@ export async function ensureUv(cacheDir: string, log: (line: string) => void = (
   const dir = join(cacheDir, `uv-${UV_VERSION}`)
   const uv = join(dir, 'bin', 'uv')
   const done = join(dir, '.installed')
-  if (existsSync(done) && existsSync(uv)) return uv
-  log(`installing uv ${UV_VERSION} from PyPI into ${dir} (once)`)
-  await rm(dir, { recursive: true, force: true })
-  await mkdir(cacheDir, { recursive: true })
-  const $ = await controller$()
-  await $`python3 -m venv ${dir}`
-  await $`${join(dir, 'bin', 'python')} -m pip install --disable-pip-version-check --no-input -q ${`uv==${UV_VERSION}`}`
-  await writeFile(done, `${UV_VERSION}\n`)
-  return uv
+  const installed = () => existsSync(done) && existsSync(uv)
+  if (installed()) return uv
+  // Another run may be installing it: the rm below would pull the venv from under it.
+  return withCacheLock(`${dir}.lock`, async () => {
+    if (installed()) return uv
+    log(`installing uv ${UV_VERSION} from PyPI into ${dir} (once)`)
+    await rm(dir, { recursive: true, force: true })
+    await mkdir(cacheDir, { recursive: true })
+    const $ = await controller$()
+    await $`python3 -m venv ${dir}`
+    await $`${join(dir, 'bin', 'python')} -m pip install --disable-pip-version-check --no-input -q ${`uv==${UV_VERSION}`}`
+    await writeFile(done, `${UV_VERSION}\n`)
+    return uv
+  })
 }

@@ -11,6 +11,7 @@ import {
   type WheelhouseManifest,
   wheelhouseRequirements,
 } from '../synapse/lock/wheelhouse-manifest.js'
+import { withCacheLock } from './cache-lock.js'
 import { controller$, isCommandFailure } from './controller-shell.js'
 
 /**
@@ -223,13 +224,31 @@ export async function buildWheelhouse(given: WheelhouseOptions): Promise<Wheelho
     log(`wheelhouse for matrix-synapse ${synapseVersion} (Python ${opts.pythonVersion}, ${lock.file}) is complete in ${dir}; reusing it`)
     return fromManifest(dir, existing as WheelhouseManifest, true)
   }
-  if (existing !== undefined) log(`wheelhouse in ${dir} is not reusable: ${check.reason}`)
+  // Another run may be filling the same directory: the first to hold the lock builds, the others reuse it.
+  return withCacheLock(`${dir}.lock`, async () => {
+    const theirs = await readManifest(dir)
+    const now = checkWheelhouse(theirs, expected, await listSizes(dir))
+    if (now.complete) {
+      log(`wheelhouse for matrix-synapse ${synapseVersion} (Python ${opts.pythonVersion}) was built meanwhile in ${dir}; reusing it`)
+      return fromManifest(dir, theirs as WheelhouseManifest, true)
+    }
+    if (theirs !== undefined) log(`wheelhouse in ${dir} is not reusable: ${now.reason}`)
+    return fillWheelhouse(dir, opts, expected, log)
+  })
+}
 
+async function fillWheelhouse(
+  dir: string,
+  opts: WheelhouseOptions & { pythonVersion: string; pipPython: string },
+  expected: Pick<WheelhouseManifest, 'synapseVersion' | 'pythonVersion' | 'glibc' | 'lockDigest'>,
+  log: (line: string) => void,
+): Promise<Wheelhouse> {
+  const { lock } = opts
   const entries = entriesFor(lock, targetEnvironment(opts.pipPython))
   await mkdir(opts.cacheDir, { recursive: true })
   const staging = await mkdtemp(join(opts.cacheDir, '.wheelhouse-'))
   try {
-    const builtFromSource = await downloadWheels(staging, entries, { ...opts, glibc, log })
+    const builtFromSource = await downloadWheels(staging, entries, { ...opts, glibc: expected.glibc, log })
     const files: WheelhouseManifest['files'] = []
     const found = new Set<string>()
     for (const name of (await readdir(staging)).sort()) {
@@ -249,15 +268,9 @@ export async function buildWheelhouse(given: WheelhouseOptions): Promise<Wheelho
     const manifest: WheelhouseManifest = { schema: MANIFEST_SCHEMA, ...expected, lockFile: lock.file, builtFromSource, files }
     await writeFile(join(staging, WHEELHOUSE_REQUIREMENTS), wheelhouseRequirements(files))
     await writeFile(join(staging, WHEELHOUSE_MANIFEST), JSON.stringify(manifest, null, 2) + '\n')
+    // Under the lock: what is there is a wheelhouse not reusable (an older manifest, a file missing).
     await rm(dir, { recursive: true, force: true })
-    try {
-      await rename(staging, dir)
-    } catch (error) {
-      // Another build finished first: use its result if it is complete.
-      const theirs = await readManifest(dir)
-      if (checkWheelhouse(theirs, expected, await listSizes(dir)).complete) return fromManifest(dir, theirs as WheelhouseManifest, true)
-      throw error
-    }
+    await rename(staging, dir)
     const result = fromManifest(dir, manifest, false)
     log(`wheelhouse ready: ${result.files.length} wheels, ${(result.bytes / 1e6).toFixed(1)} MB in ${dir}`)
     return result
@@ -368,8 +381,10 @@ async function buildFromSdist(
     await pip(python, ['wheel', '--no-deps', '--use-pep517', '--wheel-dir', wheels, join(sdists, sdist)])
     const [wheel] = (await readdir(wheels)).filter((f) => f.endsWith('.whl'))
     if (!wheel) throw new Error(`pip wheel built no wheel from ${sdist}`)
+    // Copied under a temporary name, then renamed: another build never reuses a half-copied wheel.
     await mkdir(builtCache, { recursive: true })
-    await copyFile(join(wheels, wheel), join(builtCache, wheel))
+    await copyFile(join(wheels, wheel), join(builtCache, `.${wheel}.${process.pid}`))
+    await rename(join(builtCache, `.${wheel}.${process.pid}`), join(builtCache, wheel))
     await rename(join(wheels, wheel), join(dest, wheel))
   } catch (buildError) {
     const hint = BUILD_HINTS[entry.name]

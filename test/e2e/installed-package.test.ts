@@ -16,16 +16,21 @@ const run = promisify(execFile)
 const repo = fileURLToPath(new URL('../../', import.meta.url))
 const pkg = JSON.parse(await readFile(join(repo, 'package.json'), 'utf8')) as { name: string; version: string }
 
-/** A port nobody listens on right now (the kernel's pick), so the test never meets a developer's sandbox. */
+/**
+ * A port nobody listens on right now, so the test never meets a developer's sandbox. Below the kernel's
+ * ephemeral range (ip_local_port_range, 32768 up): Docker publishes the other test files' containers
+ * there meanwhile, and could take a port picked from it before the sandbox publishes on it.
+ */
 async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer()
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
     })
-  })
+    if (free) return port
+  }
 }
 
 const containers = async (name: string) =>
@@ -125,7 +130,9 @@ describe.skipIf(!inject('docker'))('the packed package installed into an empty d
 
     beforeAll(async () => {
       sandboxDir = join(dir, 'sandbox')
-      const [ssh, https] = [await freePort(), await freePort()]
+      const ssh = await freePort()
+      let https = await freePort()
+      while (https === ssh) https = await freePort()
       // The repository's cache: the wheelhouse other tests built is reused, not built twice.
       env = {
         ...process.env,

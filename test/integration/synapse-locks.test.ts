@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -47,10 +48,16 @@ async function bin(args: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 describe('provision lock (the bundled CLI)', () => {
+  // A directory of this run's own: .cache is shared by every checkout of the machine, and their test runs.
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mp-lock-test-'))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
   it('resolves the same lock on any day: re-resolving the committed 1.163.2 gives the file byte for byte', async () => {
-    const dir = join(ROOT, '.cache', 'lock-test')
-    await rm(join(dir, 'synapse-lock'), { recursive: true, force: true })
-    await mkdir(dir, { recursive: true })
     const inventory = join(dir, 'inventory.yaml')
     await writeFile(
       inventory,
@@ -82,7 +89,6 @@ describe('provision lock (the bundled CLI)', () => {
   }, 180_000)
 
   it('refuses an inventory whose version has no lock, before any connection: file, what to run, exit 2', async () => {
-    const dir = join(ROOT, '.cache', 'lock-test')
     await mkdir(join(dir, 'empty-locks'), { recursive: true })
     const inventory = join(dir, 'missing.yaml')
     // 192.0.2.1 (TEST-NET-1) is unreachable: an attempt to connect would time out, not exit 2 at once.

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { withCacheLock } from '../../src/artifacts/cache-lock.js'
 import { CACHE_DIR } from './artifacts.js'
 import type { TestHost } from './hosts.js'
 import type { createLocalCa } from './local-ca.js'
@@ -13,7 +14,9 @@ async function debFromArchive(name: string): Promise<string> {
   const dir = join(CACHE_DIR, 'debs')
   mkdirSync(dir, { recursive: true })
   const have = () => readdirSync(dir).find((f) => f.startsWith(`${name}_`) && f.endsWith('.deb'))
-  if (!have()) {
+  // apt-get download writes the .deb in place: another test file at once must not take a half-written one.
+  await withCacheLock(join(dir, `.${name}.lock`), async () => {
+    if (have()) return
     // Package lists may be missing or stale on a fresh machine: update once, then try again.
     await run('apt-get', ['download', '-q', name], { cwd: dir })
       .catch(() => run('apt-get', ['update', '-qq']).then(() => run('apt-get', ['download', '-q', name], { cwd: dir })))
@@ -22,7 +25,7 @@ async function debFromArchive(name: string): Promise<string> {
           cause: error,
         })
       })
-  }
+  })
   return join(dir, have()!)
 }
 

@@ -30,7 +30,9 @@ import { createHash, randomBytes } from 'node:crypto'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import type { SignedAptRepo } from './apt-repo.js'
-import { synapseWheelhouse } from './artifacts.js'
+import { join } from 'node:path'
+import { withCacheLock } from '../../src/artifacts/cache-lock.js'
+import { CACHE_DIR, synapseWheelhouse } from './artifacts.js'
 import { targetImage } from './docker.js'
 import { startHosts } from './hosts.js'
 import type { TestHost } from './hosts.js'
@@ -61,25 +63,28 @@ export const GUIDE_SUITE = 'bookworm-guide-packages'
 export async function guideImage(suite = 'bookworm'): Promise<string> {
   const guideSuite = `${suite.replace(/[^a-zA-Z0-9_.-]/g, '-')}-guide-packages`
   const image = targetImage(guideSuite)
-  if (
-    await run('docker', ['image', 'inspect', image]).then(
+  const have = () =>
+    run('docker', ['image', 'inspect', image]).then(
       () => true,
       () => false,
     )
-  )
-    return guideSuite
-  const env = await startHosts(['guide-image'], { suite })
-  try {
-    const host = env.get('guide-image')
-    await sh(
-      host,
-      `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null && systemctl stop apache2 redis-server postgresql && apt-get clean`,
-      'apt-get install (image)',
-    )
-    await run('docker', ['commit', host.container.getId(), image])
-  } finally {
-    await env.stop()
-  }
+  if (await have()) return guideSuite
+  // Test files running at once (adopt, move...) build it once: the second waits for the first's commit.
+  await withCacheLock(join(CACHE_DIR, `.${guideSuite}-image.lock`), async () => {
+    if (await have()) return
+    const env = await startHosts(['guide-image'], { suite })
+    try {
+      const host = env.get('guide-image')
+      await sh(
+        host,
+        `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${GUIDE_PACKAGES.join(' ')} >/dev/null && systemctl stop apache2 redis-server postgresql && apt-get clean`,
+        'apt-get install (image)',
+      )
+      await run('docker', ['commit', host.container.getId(), image])
+    } finally {
+      await env.stop()
+    }
+  })
   return guideSuite
 }
 

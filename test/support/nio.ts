@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { withCacheLock } from '../../src/artifacts/cache-lock.js'
 import { CACHE_DIR } from './artifacts.js'
 
 export const NIO_VERSION = '0.26.0'
@@ -16,12 +17,17 @@ const SCRIPT = fileURLToPath(new URL('./nio-login.py', import.meta.url))
 
 async function nioPython(): Promise<string> {
   const python = join(VENV, 'bin', 'python')
-  if (existsSync(join(VENV, '.complete'))) return python
-  const run = promisify(execFile)
-  await run('python3', ['-m', 'venv', '--clear', VENV])
-  await run(python, ['-m', 'pip', 'install', '--quiet', `matrix-nio==${NIO_VERSION}`], { timeout: 600_000 })
-  await writeFile(join(VENV, '.complete'), `matrix-nio==${NIO_VERSION}\n`)
-  return python
+  const complete = () => existsSync(join(VENV, '.complete'))
+  if (complete()) return python
+  // Two test files at once: the second waits, then finds the venv made (--clear would empty it under the first).
+  return withCacheLock(`${VENV}.lock`, async () => {
+    if (complete()) return python
+    const run = promisify(execFile)
+    await run('python3', ['-m', 'venv', '--clear', VENV])
+    await run(python, ['-m', 'pip', 'install', '--quiet', `matrix-nio==${NIO_VERSION}`], { timeout: 600_000 })
+    await writeFile(join(VENV, '.complete'), `matrix-nio==${NIO_VERSION}\n`)
+    return python
+  })
 }
 
 export interface NioResult {
