@@ -51,8 +51,8 @@ export const BUFFERED_CLOSE = `printf .\n); mp_rc=$?\nprintf '%s' "\${mp_out%.}"
 
 /**
  * The probe's output leaves the host in one write. Printed as they come, its ~100 small lines became as many SSH
- * packets, each read by sshd, encrypted, sent, then decrypted, parsed and handed on by the controller: most of a
- * converged run's controller time per host (bench/README.md, "sixth pass"). The command substitution keeps the
+ * packets, each read by sshd, encrypted, sent, then decrypted, parsed and handed on by the controller: a third of a
+ * converged run's extra controller time per host (bench/README.md, "sixth pass"). The command substitution keeps the
  * output in the shell (the `.` keeps its trailing newlines); its exit code stays the script's. Output holds no NUL
  * byte (a shell variable cannot): facts print text, and base64 where a file may hold anything.
  */
