@@ -42,7 +42,7 @@ function sections(facts: readonly Fact<unknown>[]): Section[] {
 
 /** The one shell script that gathers many facts: each command's output framed by markers, with its exit code. */
 export function probeScript(facts: readonly Fact<unknown>[]): string {
-  return buffered(framed(sections(facts)))
+  return framed(sections(facts))
 }
 
 /** The first and last lines `buffered` puts around a probe (a model of the host strips them: test/unit/fake-host.ts). */
@@ -74,13 +74,15 @@ const frame = (command: ShellCommand, i: number) =>
 function framed(parts: readonly Section[]): string {
   const quick = parts.flatMap((p, i) => (p.quick ? [frame(p.command!, i)] : []))
   const slow = parts.flatMap((p, i) => (p.quick ? [] : [i]))
-  if (slow.length === 0) return quick.join('\n')
-  return [
-    `mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`,
-    ...slow.map((i) => `{ ${frame(parts[i]!.command!, i)}; } >"$mp_probe/${i}" &`),
-    ...quick,
-    `wait; cd "$mp_probe" && cat ${slow.join(' ')}`,
-  ].join('\n')
+  if (slow.length === 0) return buffered(quick.join('\n'))
+  return buffered(
+    [
+      `mp_probe=$(mktemp -d) || exit 1; trap 'rm -rf "$mp_probe"' EXIT`,
+      ...slow.map((i) => `{ ${frame(parts[i]!.command!, i)}; } >"$mp_probe/${i}" &`),
+      ...quick,
+      `wait; cd "$mp_probe" && cat ${slow.join(' ')}`,
+    ].join('\n'),
+  )
 }
 
 /** Split the probe's output back into each fact's stdout and exit code. */
@@ -120,7 +122,7 @@ export function prepareProbe(facts: readonly Fact<unknown>[], into = new FactVal
   if (unique.length === 0) return undefined
   const plan = sections(unique)
   return {
-    script: buffered(framed(plan)),
+    script: framed(plan),
     count: unique.length,
     sensitive: unique.some((f) => f.sensitive),
     read(stdout) {
